@@ -1,0 +1,2 @@
+/* placeholder: module not yet written */
+typedef int config_placeholder_t;

@@ -1,0 +1,122 @@
+/*
+ * config - odrelay.conf(5): parse, validate, look up domains.
+ *
+ * struct config is a plain value object (read-only after config_load), not
+ * an opaque handle: every module reads its settings straight from it, and a
+ * reload builds a new one and swaps the pointer. Strings are owned by the
+ * config and live until config_free().
+ */
+#ifndef OD_CONFIG_H
+#define OD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct strlist {
+	char **v;		/* owned strings */
+	size_t n;
+};
+
+struct config_domain {
+	char *name;		/* lower case, no trailing dot */
+	int line;		/* line of the [domain] header */
+	int hold;		/* 1: keep until ETRN/ATRN/flush; 0: backup MX */
+	int subdomains;		/* also accept *.name */
+	char *route;		/* NULL: MX lookup; else as written */
+	char *route_host;	/* host name or IP (brackets removed) */
+	int route_port;		/* 25 unless given */
+	int etrn;		/* ETRN allowed */
+	struct strlist recipients;	/* lower-cased; "@dom" = whole domain */
+	char *recipients_file;
+	int has_recipient_list;	/* recipients or recipients_file was set */
+	uint64_t max_queue_size;	/* bytes, per-domain quota */
+	long queue_lifetime;	/* seconds */
+};
+
+struct config {
+	int refs;		/* config_ref/config_unref; sessions hold one */
+	char *path;
+	char *hostname;
+	char *queue_dir;
+	struct strlist smtp_listen;	/* "addr:port" / "[v6]:port" */
+	struct strlist odmr_listen;
+	struct strlist odmrs_listen;
+	char *control_socket;
+	struct strlist metrics_listen;
+	char *tls_cert_file;
+	char *tls_key_file;
+	int auth_requires_tls;
+	char *passwd_file;
+	uint64_t max_message_size;
+	unsigned max_recipients;
+	unsigned max_connections;
+	unsigned max_connections_per_ip;
+	long smtp_timeout;	/* seconds */
+	long queue_lifetime;
+	long delay_warning;	/* 0 = off */
+	long retry_min;
+	long retry_max;
+	struct strlist dns_servers;	/* empty: /etc/resolv.conf */
+	int delivery_port;
+	char *run_as_user;
+	int log_level;		/* enum log_level */
+	/* Extensions to spec.md (documented in odrelay.conf(5)). */
+	uint64_t queue_map_size;	/* LMDB map size [4G] */
+	unsigned max_received;		/* Received headers before 554 5.4.6 [100] */
+	unsigned max_errors;		/* protocol errors before 421 [20] */
+	unsigned etrn_rate;		/* ETRN per client IP per minute [10] */
+	unsigned atrn_rate;		/* ATRN per user per minute [10] */
+	unsigned max_deliveries;	/* outbound connections in total [20] */
+	unsigned max_deliveries_per_dest; /* per destination [4] */
+
+	struct config_domain *domains;
+	size_t ndomains;
+};
+
+/* Called once per problem with "FILE:LINE: message" (no newline). */
+typedef void config_error_fn(void *arg, const char *msg);
+
+/*
+ * Parse and validate path. Returns a new config, or NULL when there was any
+ * error (each reported through errfn; errfn may be NULL). Also loads every
+ * recipients_file.
+ */
+struct config *config_load(const char *path, config_error_fn *errfn, void *arg);
+/* A config with every default and no domains (for tests and tools). */
+struct config *config_defaults(void);
+/*
+ * Reference counting: each long-lived user (a session) takes a reference so
+ * that a SIGHUP reload can swap configs without freeing one in use.
+ * config_free() is config_unref(): it frees on the last reference and sets
+ * *cfg to NULL.
+ */
+struct config *config_ref(struct config *cfg);
+void config_free(struct config **cfg);
+#define config_unref config_free
+
+/*
+ * The domain section that accepts mail for `domain` (already lower case, no
+ * trailing dot): an exact match, or a parent with subdomains = yes. NULL if
+ * none. The pointer is borrowed from cfg.
+ */
+const struct config_domain *config_find_domain(const struct config *cfg,
+    const char *domain);
+/* The section named exactly `name` (case-insensitive), or NULL. */
+const struct config_domain *config_domain_by_name(const struct config *cfg,
+    const char *name);
+/*
+ * 1 if addr (local@domain, domain lower case) passes dom's recipient list
+ * (always 1 when the domain has none), else 0.
+ */
+int config_recipient_allowed(const struct config_domain *dom, const char *addr);
+
+/* Parsers shared with odpull's configuration: 0 ok, -1 bad. */
+int config_parse_size(const char *s, uint64_t *bytes_r);
+int config_parse_duration(const char *s, long *seconds_r);
+int config_parse_bool(const char *s, int *b_r);
+
+void strlist_add(struct strlist *l, const char *s);
+void strlist_free(struct strlist *l);
+
+#endif

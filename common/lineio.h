@@ -1,0 +1,3 @@
+#ifndef OD_LINEIO_H
+#define OD_LINEIO_H
+#endif

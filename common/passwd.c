@@ -1,0 +1,2 @@
+/* placeholder: module not yet written */
+typedef int passwd_placeholder_t;

@@ -1,0 +1,3 @@
+#ifndef OD_PASSWD_H
+#define OD_PASSWD_H
+#endif

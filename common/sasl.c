@@ -1,0 +1,2 @@
+/* placeholder: module not yet written */
+typedef int sasl_placeholder_t;

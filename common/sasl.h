@@ -1,0 +1,3 @@
+#ifndef OD_SASL_H
+#define OD_SASL_H
+#endif

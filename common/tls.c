@@ -1,0 +1,2 @@
+/* placeholder: module not yet written */
+typedef int tls_placeholder_t;

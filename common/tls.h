@@ -1,0 +1,22 @@
+/*
+ * tls - OpenSSL contexts for our listeners and clients.
+ */
+#ifndef OD_TLS_H
+#define OD_TLS_H
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+/* Server context from PEM cert (chain) and key; NULL + err on failure. */
+SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file,
+    char *err, size_t errlen);
+/*
+ * Client context. verify: 1 = verify the peer's chain against ca_file (or
+ * the system store when ca_file is NULL); 0 = encrypt only (MX delivery:
+ * opportunistic TLS, RFC 7435).
+ */
+SSL_CTX *tls_client_ctx(const char *ca_file, int verify, char *err, size_t errlen);
+/* Set SNI and host name verification on a client SSL. 0 or -1. */
+int tls_client_set_host(SSL *ssl, const char *host, int verify);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: module not yet written */
+typedef int util_placeholder_t;

@@ -1,0 +1,34 @@
+/*
+ * util - small helpers with no mail knowledge.
+ */
+#ifndef OD_UTIL_H
+#define OD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+/* Copy with truncation check: returns 0, or -1 if src did not fit. */
+int util_strlcpy(char *dst, const char *src, size_t size);
+void util_lowercase(char *s);
+/*
+ * Split "host:port", "[v6]:port", "[v6]" or "host" (port = default_port).
+ * host_r gets the host without brackets. Returns 0 or -1.
+ */
+int util_split_hostport(const char *s, char *host_r, size_t hostsize,
+    int *port_r, int default_port);
+/* Resolve a numeric "addr:port" into a sockaddr (no DNS). 0 or -1. */
+int util_sockaddr_parse(const char *s, int default_port,
+    struct sockaddr_storage *ss_r, socklen_t *len_r);
+/* "1.2.3.4" / "::1" of a sockaddr, into buf. */
+const char *util_sockaddr_ip(const struct sockaddr *sa, char *buf, size_t size);
+/* Base64 (RFC 4648), no line breaks. Return length, or -1 on bad input /
+ * no room. dst gets a NUL after the data when there is room. */
+int util_base64_encode(const unsigned char *src, size_t len, char *dst, size_t dstsize);
+int util_base64_decode(const char *src, size_t len, unsigned char *dst, size_t dstsize);
+/* Monotonic seconds. */
+double util_now(void);
+/* Fill buf with cryptographically random bytes (OpenSSL). 0 or -1. */
+int util_random(void *buf, size_t len);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: module not yet written */
+typedef int dns_placeholder_t;

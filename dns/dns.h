@@ -1,0 +1,3 @@
+#ifndef OD_DNS_H
+#define OD_DNS_H
+#endif

@@ -1,0 +1,3 @@
+#ifndef OD_MX_H
+#define OD_MX_H
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: module not yet written */
+typedef int queue_placeholder_t;

@@ -1,0 +1,219 @@
+/*
+ * queue - the durable mail queue (LMDB), with one writer thread doing group
+ * commit.
+ *
+ * Threading: every function here is called on the daemon's event-loop thread
+ * (or in a tool with no loop). Write operations are asynchronous: they are
+ * handed to the writer thread, which commits many at once (one fsync per
+ * batch) and runs the completion callbacks back on the loop thread. Reads use
+ * short LMDB read transactions and are synchronous.
+ *
+ * Ownership: every struct returned here is owned by the caller and freed
+ * with its *_free(). Strings inside are owned by the struct.
+ *
+ * No MDB_* type or code leaves this module.
+ */
+#ifndef OD_QUEUE_H
+#define OD_QUEUE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct event_base;
+
+#define QUEUE_ID_LEN 16		/* hex digits; time-ordered, unique */
+#define QUEUE_CHUNK_SIZE (256 * 1024)	/* body bytes per LMDB record */
+
+/* Result codes (completion callbacks and functions returning int). */
+#define QUEUE_OK	0
+#define QUEUE_EFULL	-2	/* LMDB map full: 452 4.3.1 */
+#define QUEUE_EQUOTA	-3	/* per-domain max_queue_size: 452 4.3.1 */
+#define QUEUE_EIO	-4	/* any other storage error: 451 4.3.0 */
+#define QUEUE_ENOTFOUND	-5
+#define QUEUE_EBUSY	-6	/* leased by another delivery */
+#define QUEUE_EVERSION	-7	/* queue format not understood */
+
+/* DSN NOTIFY bits (RFC 3461 4.1); 0 = not given. */
+#define QUEUE_NOTIFY_NEVER	0x1
+#define QUEUE_NOTIFY_SUCCESS	0x2
+#define QUEUE_NOTIFY_FAILURE	0x4
+#define QUEUE_NOTIFY_DELAY	0x8
+
+/* RET (RFC 3461 4.3). */
+#define QUEUE_RET_NONE	0
+#define QUEUE_RET_FULL	1
+#define QUEUE_RET_HDRS	2
+
+/* Envelope flags. */
+#define QUEUE_F_8BITMIME	0x1	/* BODY=8BITMIME */
+#define QUEUE_F_SMTPUTF8	0x2	/* SMTPUTF8 */
+#define QUEUE_F_DSN		0x4	/* this message is a bounce we made */
+
+enum queue_rcpt_state {
+	QUEUE_RCPT_QUEUED = 0,	/* still to deliver */
+	QUEUE_RCPT_SENT,	/* delivered (kept only while others remain) */
+	QUEUE_RCPT_BOUNCED	/* returned to the sender */
+};
+
+struct queue_rcpt {
+	char *addr;		/* forward path without <>, case as received */
+	char *domain;		/* the configured domain it was accepted for */
+	char *orcpt;		/* DSN ORCPT "type;xtext", or NULL */
+	unsigned notify;	/* QUEUE_NOTIFY_* */
+	enum queue_rcpt_state state;
+	unsigned attempts;
+	time_t last_attempt;
+	time_t next_attempt;	/* non-held retries; 0 = now / on demand */
+	char *last_reply;	/* last remote reply or error text, or NULL */
+	int delay_warned;	/* a "delayed" DSN was sent */
+};
+
+struct queue_envelope {
+	char id[QUEUE_ID_LEN + 1];
+	char *sender;		/* reverse path without <>; "" = null sender */
+	char *envid;		/* DSN ENVID xtext, or NULL */
+	int ret;		/* QUEUE_RET_* */
+	unsigned flags;		/* QUEUE_F_* */
+	time_t arrival;
+	uint64_t size;		/* body octets as stored (CRLF, unstuffed) */
+	char *helo;		/* client's EHLO name, or NULL */
+	char *client_addr;	/* client IP, or NULL */
+	struct queue_rcpt *rcpts;
+	size_t nrcpts;
+};
+
+struct queue;
+struct queue_put;
+struct queue_body;
+
+/* Completion on the loop thread. result: QUEUE_OK or a QUEUE_E* code. */
+typedef void queue_done_fn(void *arg, int result);
+
+/*
+ * Open (creating if needed) the queue in dir. base: the loop that receives
+ * completions (NULL for synchronous tools: then writes are done inline).
+ * map_size: LMDB map size in bytes. On error returns NULL and writes a
+ * message into err. Recovers at open: removes body chunks of messages that
+ * never committed, clears leases. Refuses (QUEUE_EVERSION message) a queue
+ * of an unknown format version.
+ */
+struct queue *queue_open(const char *dir, struct event_base *base,
+    uint64_t map_size, char *err, size_t errlen);
+/* Read-only open for odrelayctl while the daemon runs. */
+struct queue *queue_open_readonly(const char *dir, char *err, size_t errlen);
+/* Waits for the writer to finish every pending job, then closes. */
+void queue_close(struct queue **q);
+const char *queue_strerror(int code);
+
+/* Per-domain quota used by commit (0 = none). */
+void queue_set_quota(struct queue *q, const char *domain, uint64_t max_bytes);
+
+/* ---- receiving a message ---- */
+
+/*
+ * Start a new message; assigns its id (queue_put_id). The body is appended
+ * with queue_put_write (bytes exactly as stored: CRLF lines, dot-unstuffed)
+ * and streamed to LMDB in QUEUE_CHUNK_SIZE records by the writer thread, so
+ * memory stays bounded.
+ */
+struct queue_put *queue_put_begin(struct queue *q);
+const char *queue_put_id(const struct queue_put *p);
+/*
+ * Append body bytes. Returns 0, or 1 when the caller should stop reading
+ * its peer until `resume` is called (too much data in flight to the
+ * writer), or a QUEUE_E* code once a chunk write has failed (the message
+ * can then only be aborted).
+ */
+int queue_put_write(struct queue_put *p, const void *data, size_t len);
+void queue_put_set_resume(struct queue_put *p, void (*resume)(void *arg),
+    void *arg);
+/*
+ * Commit: writes the envelope, recipient records and per-domain index
+ * entries in one transaction with the last chunk, fsyncs, then calls
+ * done(arg, result) on the loop thread. env->id and env->size are filled in
+ * by the queue. env is copied; the caller keeps ownership. After commit the
+ * put handle belongs to the queue until done runs (then it is freed).
+ */
+void queue_put_commit(struct queue_put *p, const struct queue_envelope *env,
+    queue_done_fn *done, void *arg);
+/*
+ * The session is going away: abort an uncommitted put (its chunks are
+ * removed), or, if commit is in flight, suppress the callback. *p is NULL
+ * afterwards.
+ */
+void queue_put_abandon(struct queue_put **p);
+
+/* ---- reading ---- */
+
+/* 1 found (*env_r set), 0 not found, or a QUEUE_E* code. */
+int queue_get(struct queue *q, const char *id, struct queue_envelope **env_r);
+void queue_envelope_free(struct queue_envelope **env);
+
+/* Calls cb for every message (in id order); cb returns 0 to go on. */
+int queue_foreach(struct queue *q,
+    int (*cb)(void *arg, const struct queue_envelope *env), void *arg);
+/* Ids with at least one QUEUED recipient in exactly `domain`. */
+int queue_foreach_domain(struct queue *q, const char *domain,
+    int (*cb)(void *arg, const char *id), void *arg);
+/* Ids of non-held mail due at or before `now` (the retry index). */
+int queue_foreach_due(struct queue *q, time_t now,
+    int (*cb)(void *arg, const char *id), void *arg);
+
+struct queue_domain_stats {
+	uint64_t messages;	/* messages with queued recipients there */
+	uint64_t bytes;
+};
+int queue_domain_stats(struct queue *q, const char *domain,
+    struct queue_domain_stats *st_r);
+
+/*
+ * Body reader: each queue_body_read returns the next chunk (borrowed until
+ * the next call or queue_body_free), length in *len_r; returns 1 with data,
+ * 0 at the end, or a QUEUE_E* code.
+ */
+int queue_body_open(struct queue *q, const char *id, struct queue_body **b_r);
+int queue_body_read(struct queue_body *b, const unsigned char **data_r,
+    size_t *len_r);
+void queue_body_free(struct queue_body **b);
+
+/* ---- delivery bookkeeping ---- */
+
+/* One recipient's new state after an attempt. */
+struct queue_rcpt_update {
+	size_t index;		/* into env->rcpts */
+	enum queue_rcpt_state state;
+	const char *reply;	/* text to store as last_reply, or NULL */
+	time_t next_attempt;	/* for still-QUEUED ones */
+	int delay_warned;	/* set the flag */
+};
+
+/*
+ * Apply updates to message id in one transaction; when `bounce` is not
+ * NULL, the bounce message (envelope + body bytes) is created in the same
+ * transaction. The message is deleted when no recipient is left QUEUED.
+ * done may be NULL.
+ */
+void queue_update(struct queue *q, const char *id,
+    const struct queue_rcpt_update *updates, size_t nupdates,
+    const struct queue_envelope *bounce, const void *bounce_body,
+    size_t bounce_len, queue_done_fn *done, void *arg);
+/* Remove a message whatever its state (odrelayctl delete). */
+void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
+    void *arg);
+
+/*
+ * Leases: a message being delivered is leased so no second delivery starts
+ * at once. Held in memory (the daemon is the only deliverer) and mirrored
+ * into the queue for odrelayctl's "delivering" state; all cleared at open.
+ * Returns QUEUE_OK or QUEUE_EBUSY.
+ */
+int queue_lease(struct queue *q, const char *id, const char *owner);
+void queue_unlease(struct queue *q, const char *id);
+/* 1 if leased (by this process, or as recorded on disk for tools). */
+int queue_is_leased(struct queue *q, const char *id);
+
+/* Check the form of an id from the network, a file or a command. */
+int queue_id_valid(const char *id);
+
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: module not yet written */
+typedef int smtpc_placeholder_t;

@@ -1,0 +1,3 @@
+#ifndef OD_SMTPC_H
+#define OD_SMTPC_H
+#endif

@@ -1,0 +1,2 @@
+/* placeholder: module not yet written */
+typedef int smtpd_placeholder_t;
