@@ -1,1 +1,346 @@
-int main(void) { return 0; }
+/*
+ * odrelayd - the on-demand mail relay daemon: wires the modules together,
+ * owns the event loop, signals, privilege drop and reload.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "config.h"
+#include "control.h"
+#include "dns.h"
+#include "log.h"
+#include "queue.h"
+#include "sched.h"
+#include "smtpd.h"
+#include "tls.h"
+#include "xmalloc.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+
+#define DRAIN_SECONDS 30	/* SIGTERM: how long sessions may finish */
+
+struct daemon {
+	struct event_base *base;
+	struct config *cfg;
+	const char *cfg_path;
+	struct queue *q;
+	struct dns *dns;
+	struct sched *sched;
+	struct smtpd *smtpd;
+	struct control *control;
+	SSL_CTX *server_tls;
+	SSL_CTX *client_tls;
+	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
+	int stopping;
+	int pending_shutdowns;
+};
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: odrelayd [-c FILE] [-f] [-n] [-d] [-V]\n");
+	exit(2);
+}
+
+static void print_config_error(void *arg, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "%s\n", msg);
+}
+
+static void log_config_error(void *arg, const char *msg)
+{
+	(void)arg;
+	log_error("reload: %s", msg);
+}
+
+/* Server TLS context, or NULL when no certificate is configured. */
+static int load_server_tls(const struct config *cfg, SSL_CTX **ctx_r)
+{
+	char err[256];
+
+	*ctx_r = NULL;
+	if (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL)
+		return 0;
+	*ctx_r = tls_server_ctx(cfg->tls_cert_file, cfg->tls_key_file, err,
+	    sizeof(err));
+	if (*ctx_r == NULL) {
+		log_error("tls: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void apply_quotas(struct daemon *d)
+{
+	for (size_t i = 0; i < d->cfg->ndomains; i++)
+		queue_set_quota(d->q, d->cfg->domains[i].name,
+		    d->cfg->domains[i].max_queue_size);
+}
+
+static void reload(struct daemon *d)
+{
+	struct config *ncfg;
+	SSL_CTX *ntls;
+
+	ncfg = config_load(d->cfg_path, log_config_error, NULL);
+	if (ncfg == NULL) {
+		log_error("reload: %s has errors, keeping the old configuration",
+		    d->cfg_path);
+		return;
+	}
+	if (load_server_tls(ncfg, &ntls) < 0) {
+		log_error("reload: TLS setup failed, keeping the old configuration");
+		config_free(&ncfg);
+		return;
+	}
+	log_set_level(ncfg->log_level);
+	smtpd_reload(d->smtpd, ncfg, ntls);
+	sched_reload(d->sched, ncfg);
+	if (d->server_tls != NULL)
+		SSL_CTX_free(d->server_tls);
+	d->server_tls = ntls;
+	config_free(&d->cfg);
+	d->cfg = ncfg;
+	apply_quotas(d);
+	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
+	    d->cfg->ndomains);
+}
+
+static void shutdown_part_done(void *arg)
+{
+	struct daemon *d = arg;
+
+	if (--d->pending_shutdowns == 0)
+		event_base_loopexit(d->base, NULL);
+}
+
+static void drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)fd;
+	(void)what;
+	log_warn("shutdown: sessions still open after %d s, closing them",
+	    DRAIN_SECONDS);
+	event_base_loopexit(d->base, NULL);
+}
+
+static void begin_shutdown(struct daemon *d)
+{
+	struct timeval tv = { DRAIN_SECONDS, 0 };
+
+	if (d->stopping)
+		return;
+	d->stopping = 1;
+	log_info("shutdown: stopping listeners");
+	control_free(&d->control);
+	sched_shutdown(d->sched);
+	d->pending_shutdowns = 1;
+	smtpd_shutdown(d->smtpd, shutdown_part_done, d);
+	d->ev_drain = evtimer_new(d->base, drain_timeout, d);
+	evtimer_add(d->ev_drain, &tv);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct daemon *d = arg;
+
+	(void)what;
+	if (sig == SIGHUP) {
+		log_info("reload: SIGHUP received");
+		reload(d);
+		return;
+	}
+	log_info("shutdown: signal %d received", (int)sig);
+	begin_shutdown(d);
+}
+
+/* Control socket verbs; flush and bounce go to the scheduler. */
+static void on_control(void *arg, const char *cmd, const char *cmdarg,
+    char *reply, size_t replylen)
+{
+	struct daemon *d = arg;
+
+	if (strcmp(cmd, "flush") == 0) {
+		if (*cmdarg == '\0')
+			snprintf(reply, replylen, "501 usage: flush DOMAIN");
+		else
+			sched_flush(d->sched, cmdarg, reply, replylen);
+	} else if (strcmp(cmd, "bounce") == 0) {
+		if (!queue_id_valid(cmdarg))
+			snprintf(reply, replylen, "501 bad queue id");
+		else
+			sched_bounce(d->sched, cmdarg, reply, replylen);
+	} else if (strcmp(cmd, "delete") == 0) {
+		if (!queue_id_valid(cmdarg)) {
+			snprintf(reply, replylen, "501 bad queue id");
+		} else if (queue_is_leased(d->q, cmdarg)) {
+			snprintf(reply, replylen, "450 %s is being delivered", cmdarg);
+		} else {
+			queue_delete(d->q, cmdarg, NULL, NULL);
+			log_info("%s: removed by odrelayctl", cmdarg);
+			snprintf(reply, replylen, "250 %s deleted", cmdarg);
+		}
+	} else {
+		snprintf(reply, replylen, "500 unknown command");
+	}
+}
+
+/*
+ * Switch to run_as_user: temporarily (effective ids only, so the queue is
+ * created with the right owner) or for good once the listeners are bound.
+ */
+static void become_user(const struct config *cfg, int permanent)
+{
+	struct passwd *pw;
+
+	pw = getpwnam(cfg->run_as_user);
+	if (pw == NULL)
+		log_fatal(1, "run_as_user %s: no such user", cfg->run_as_user);
+	if (!permanent) {
+		if (mkdir(cfg->queue_dir, 0700) < 0 && errno != EEXIST)
+			log_fatal(1, "mkdir %s: %s", cfg->queue_dir, strerror(errno));
+		if (chown(cfg->queue_dir, pw->pw_uid, pw->pw_gid) < 0)
+			log_fatal(1, "chown %s: %s", cfg->queue_dir, strerror(errno));
+		if (setegid(pw->pw_gid) < 0 || seteuid(pw->pw_uid) < 0)
+			log_fatal(1, "cannot act as %s: %s", cfg->run_as_user,
+			    strerror(errno));
+		return;
+	}
+	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+	    setuid(pw->pw_uid) < 0)
+		log_fatal(1, "cannot become %s: %s", cfg->run_as_user,
+		    strerror(errno));
+	if (setuid(0) == 0)
+		log_fatal(1, "privileges could not be dropped");
+	log_info("running as %s", cfg->run_as_user);
+}
+
+static void listen_all(struct daemon *d)
+{
+	char err[256];
+	const struct config *cfg = d->cfg;
+
+	for (size_t i = 0; i < cfg->smtp_listen.n; i++)
+		if (smtpd_listen(d->smtpd, cfg->smtp_listen.v[i], err,
+		    sizeof(err)) < 0)
+			log_fatal(1, "smtp_listen %s: %s", cfg->smtp_listen.v[i], err);
+}
+
+int main(int argc, char **argv)
+{
+	struct daemon d;
+	const char *cfg_path = SYSCONFDIR "/odrelay/odrelay.conf";
+	int foreground = 0, check_only = 0, debug = 0, ch;
+	char err[512];
+
+	memset(&d, 0, sizeof(d));
+	while ((ch = getopt(argc, argv, "c:fndVh")) != -1) {
+		switch (ch) {
+		case 'c': cfg_path = optarg; break;
+		case 'f': foreground = 1; break;
+		case 'n': check_only = 1; break;
+		case 'd': debug = 1; break;
+		case 'V':
+			printf("odrelayd %s\n", OD_VERSION);
+			return 0;
+		default: usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+
+	d.cfg_path = cfg_path;
+	d.cfg = config_load(cfg_path, print_config_error, NULL);
+	if (d.cfg == NULL)
+		return 2;
+	if (check_only) {
+		return 0;
+	}
+	log_init("odrelayd", foreground, debug ? LOG_LEVEL_DEBUG : d.cfg->log_level);
+	signal(SIGPIPE, SIG_IGN);
+	if (evthread_use_pthreads() < 0)
+		log_fatal(1, "libevent without pthreads support");
+	d.base = event_base_new();
+	if (d.base == NULL)
+		log_fatal(1, "event_base_new failed");
+	if (load_server_tls(d.cfg, &d.server_tls) < 0)
+		log_fatal(2, "TLS configuration failed");
+	d.client_tls = tls_client_ctx(NULL, 0, err, sizeof(err));
+	if (d.client_tls == NULL)
+		log_fatal(1, "TLS client: %s", err);
+
+	/*
+	 * As root, the queue files must belong to run_as_user: open it under
+	 * that effective id, bind the listeners as root, then drop for good.
+	 */
+	if (geteuid() == 0)
+		become_user(d.cfg, 0);
+	else
+		(void)mkdir(d.cfg->queue_dir, 0700);
+	d.q = queue_open(d.cfg->queue_dir, d.base, d.cfg->queue_map_size, err,
+	    sizeof(err));
+	if (d.q == NULL)
+		log_fatal(2, "queue %s: %s", d.cfg->queue_dir, err);
+	if (getuid() == 0 && seteuid(0) < 0)
+		log_fatal(1, "seteuid(0): %s", strerror(errno));
+	apply_quotas(&d);
+	d.dns = dns_new(d.base, (const char *const *)d.cfg->dns_servers.v,
+	    d.cfg->dns_servers.n, 5000, err, sizeof(err));
+	if (d.dns == NULL)
+		log_fatal(1, "dns: %s", err);
+	d.sched = sched_new(d.base, d.cfg, d.q, d.dns, d.client_tls);
+	d.smtpd = smtpd_new(d.base, d.cfg, d.q, d.server_tls);
+	listen_all(&d);
+	if (getuid() == 0)
+		become_user(d.cfg, 1);
+	smtpd_set_etrn_handler(d.smtpd, sched_etrn, d.sched);
+	smtpd_set_added_handler(d.smtpd, sched_message_added, d.sched);
+	d.control = control_new(d.base, d.cfg->control_socket, on_control, &d,
+	    err, sizeof(err));
+	if (d.control == NULL)
+		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
+
+	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
+	d.ev_int = evsignal_new(d.base, SIGINT, on_signal, &d);
+	d.ev_hup = evsignal_new(d.base, SIGHUP, on_signal, &d);
+	evsignal_add(d.ev_term, NULL);
+	evsignal_add(d.ev_int, NULL);
+	evsignal_add(d.ev_hup, NULL);
+	log_info("odrelayd %s started, queue %s, %zu domains", OD_VERSION,
+	    d.cfg->queue_dir, d.cfg->ndomains);
+
+	event_base_dispatch(d.base);
+
+	/* Sessions are gone or timed out; nothing unacknowledged is kept. */
+	smtpd_free(&d.smtpd);
+	sched_free(&d.sched);
+	dns_free(&d.dns);
+	control_free(&d.control);
+	queue_close(&d.q);
+	if (d.ev_drain != NULL)
+		event_free(d.ev_drain);
+	event_free(d.ev_term);
+	event_free(d.ev_int);
+	event_free(d.ev_hup);
+	if (d.server_tls != NULL)
+		SSL_CTX_free(d.server_tls);
+	SSL_CTX_free(d.client_tls);
+	config_free(&d.cfg);
+	event_base_free(d.base);
+	log_info("odrelayd stopped");
+	return 0;
+}

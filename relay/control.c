@@ -1,0 +1,203 @@
+/*
+ * control - Unix-socket command channel between odrelayctl and odrelayd.
+ *
+ * Trust: the socket is mode 0600 in the queue directory, so only the queue
+ * owner (and root) can connect; input is still bounded (one line of at
+ * most CONTROL_LINE_MAX octets) and the session times out.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "control.h"
+#include "log.h"
+#include "util.h"
+#include "xmalloc.h"
+
+#define CONTROL_LINE_MAX 1024
+#define CONTROL_TIMEOUT_SEC 10
+
+struct control {
+	struct evconnlistener *listener;
+	char *path;
+	control_cmd_fn *fn;
+	void *arg;
+};
+
+static void control_close_cb(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_free(bev);
+}
+
+static void control_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	bufferevent_free(bev);
+}
+
+static void control_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct control *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char reply[CONTROL_LINE_MAX], *line, *sp;
+	size_t len;
+
+	line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
+	if (line == NULL) {
+		if (evbuffer_get_length(in) > CONTROL_LINE_MAX)
+			bufferevent_free(bev);
+		return;
+	}
+	if (len > CONTROL_LINE_MAX) {
+		snprintf(reply, sizeof(reply), "500 line too long");
+	} else {
+		sp = strchr(line, ' ');
+		if (sp != NULL)
+			*sp++ = '\0';
+		util_lowercase(line);
+		if (strcmp(line, "ping") == 0)
+			snprintf(reply, sizeof(reply), "250 pong");
+		else
+			c->fn(c->arg, line, sp ? sp : "", reply, sizeof(reply));
+	}
+	free(line);
+	bufferevent_disable(bev, EV_READ);
+	evbuffer_add_printf(bufferevent_get_output(bev), "%s\n", reply);
+	bufferevent_setcb(bev, NULL, control_close_cb, control_event_cb, c);
+}
+
+static void control_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct control *c = arg;
+	struct bufferevent *bev;
+	struct timeval tv = { CONTROL_TIMEOUT_SEC, 0 };
+
+	(void)sa;
+	(void)salen;
+	bev = bufferevent_socket_new(evconnlistener_get_base(l), fd, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		evutil_closesocket(fd);
+		return;
+	}
+	bufferevent_setwatermark(bev, EV_READ, 0, CONTROL_LINE_MAX * 2);
+	bufferevent_set_timeouts(bev, &tv, &tv);
+	bufferevent_setcb(bev, control_read_cb, NULL, control_event_cb, c);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+static int control_sockaddr(const char *path, struct sockaddr_un *sun)
+{
+	memset(sun, 0, sizeof(*sun));
+	sun->sun_family = AF_UNIX;
+	return util_strlcpy(sun->sun_path, path, sizeof(sun->sun_path));
+}
+
+struct control *control_new(struct event_base *base, const char *path,
+    control_cmd_fn *fn, void *arg, char *err, size_t errlen)
+{
+	struct control *c;
+	struct sockaddr_un sun;
+	mode_t old;
+
+	if (control_sockaddr(path, &sun) < 0) {
+		snprintf(err, errlen, "%s: control socket path too long", path);
+		return NULL;
+	}
+	/* A socket left by a crashed daemon would make bind fail. */
+	if (unlink(path) < 0 && errno != ENOENT) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->path = xstrdup(path);
+	c->fn = fn;
+	c->arg = arg;
+	old = umask(0177);
+	c->listener = evconnlistener_new_bind(base, control_accept_cb, c,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 16,
+	    (struct sockaddr *)&sun, sizeof(sun));
+	umask(old);
+	if (c->listener == NULL) {
+		snprintf(err, errlen, "%s: cannot listen: %s", path, strerror(errno));
+		free(c->path);
+		free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void control_free(struct control **cp)
+{
+	struct control *c = *cp;
+
+	if (c == NULL)
+		return;
+	evconnlistener_free(c->listener);
+	unlink(c->path);
+	free(c->path);
+	free(c);
+	*cp = NULL;
+}
+
+int control_request(const char *path, const char *line, char *reply,
+    size_t replylen, char *err, size_t errlen)
+{
+	struct sockaddr_un sun;
+	size_t got = 0;
+	int fd;
+
+	if (control_sockaddr(path, &sun) < 0) {
+		snprintf(err, errlen, "%s: path too long", path);
+		return -1;
+	}
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
+	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		snprintf(err, errlen, "cannot connect to %s: %s (is odrelayd running?)",
+		    path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	if (write(fd, line, strlen(line)) < 0 || write(fd, "\n", 1) < 0) {
+		snprintf(err, errlen, "%s: write: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	while (got + 1 < replylen) {
+		struct pollfd pfd = { fd, POLLIN, 0 };
+		ssize_t n;
+
+		if (poll(&pfd, 1, CONTROL_TIMEOUT_SEC * 1000) <= 0)
+			break;
+		n = read(fd, reply + got, replylen - 1 - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+		if (memchr(reply, '\n', got) != NULL)
+			break;
+	}
+	close(fd);
+	reply[got] = '\0';
+	reply[strcspn(reply, "\r\n")] = '\0';
+	if (got == 0) {
+		snprintf(err, errlen, "%s: no answer from odrelayd", path);
+		return -1;
+	}
+	return 0;
+}

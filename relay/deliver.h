@@ -1,0 +1,70 @@
+/*
+ * deliver - one delivery run over one connection: a set of queued messages
+ * (each restricted to the recipients of some domains) fed to relay/smtpc,
+ * with every result written back to the queue (sent / deferred / bounced,
+ * DSN created in the same transaction as the state change).
+ *
+ * Used by sched (outbound after ETRN, flush, retries, bounces) and by the
+ * ODMR listener (ATRN reversed session). All calls on the loop thread.
+ */
+#ifndef OD_DELIVER_H
+#define OD_DELIVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/ssl.h>
+
+struct event_base;
+struct bufferevent;
+struct config;
+struct queue;
+struct deliver;
+
+struct deliver_summary {
+	unsigned messages;	/* messages with at least one recipient sent */
+	unsigned rcpts_sent;
+	unsigned rcpts_bounced;
+	unsigned rcpts_deferred;
+	uint64_t bytes;
+	int ok;			/* session ended normally (QUIT) */
+	char reason[256];	/* why it ended, for the log */
+};
+
+typedef void deliver_done_fn(void *arg, const struct deliver_summary *sum);
+
+/* owner: who delivers, for leases and logs ("etrn", "atrn:user", ...).
+ * relay_name: the peer, for log lines (relay=...). */
+struct deliver *deliver_new(struct event_base *base, struct config *cfg,
+    struct queue *q, const char *owner, const char *relay_name);
+/*
+ * Add message id; only its QUEUED recipients whose domain is one of
+ * domains[0..ndomains) are sent (ndomains == 0: all queued recipients).
+ * Leases the message. Returns 1 added, 0 nothing to send there,
+ * QUEUE_EBUSY when another delivery holds it.
+ */
+int deliver_add(struct deliver *d, const char *id,
+    const char *const *domains, size_t ndomains);
+size_t deliver_count(const struct deliver *d);
+
+#define DELIVER_REVERSED	0x1	/* ATRN: no STARTTLS, no BDAT */
+#define DELIVER_ONE_LINE_WRITES	0x2	/* implicit TLS pump: no pipelining */
+
+/*
+ * Run the SMTP client on bev (connected; ownership passes to deliver),
+ * starting at "wait for the 220". tls: for STARTTLS when offered (not in
+ * reversed mode), may be NULL. done runs once, after which the deliver
+ * object frees itself (every lease released).
+ */
+void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
+    SSL_CTX *tls, const char *peer_host, deliver_done_fn *done, void *arg);
+/*
+ * Fail the whole run without a connection (connect error, DNS failure):
+ * every added recipient is deferred (code 4xx) or bounced (5xx) with text,
+ * then done runs and the object is freed.
+ */
+void deliver_fail(struct deliver *d, int code, const char *status,
+    const char *text, deliver_done_fn *done, void *arg);
+/* Abort: release leases, record nothing; no callback. */
+void deliver_free(struct deliver **d);
+
+#endif

@@ -1,0 +1,762 @@
+/*
+ * sched - what to deliver, where and when.
+ *
+ * - Held domains (hold = yes) move only on ETRN, odrelayctl flush or ATRN
+ *   (the ODMR listener uses deliver/ directly).
+ * - Non-held recipients (backup-MX domains, bounces to senders' domains)
+ *   carry a next_attempt time in the queue's retry index: delivered at
+ *   once on arrival, then retried with exponential backoff between
+ *   retry_min and retry_max (deliver.c sets the times).
+ * - Every few minutes the whole queue is scanned for queue_lifetime expiry
+ *   (returned with 5.4.7) and delay_warning notices.
+ *
+ * One run per domain at a time (a repeated ETRN starts nothing new); at
+ * most max_deliveries_per_dest connections per run and max_deliveries in
+ * total. Input: ETRN arguments come from the network, already
+ * syntax-checked by smtpd; they are only compared with configured names.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+
+#include "bounce.h"
+#include "config.h"
+#include "deliver.h"
+#include "dns.h"
+#include "log.h"
+#include "queue.h"
+#include "sched.h"
+#include "util.h"
+#include "xmalloc.h"
+
+#define SCHED_TICK_SEC		5	/* retry index scan */
+#define SCHED_EXPIRY_SEC	300	/* full scan for expiry / delay DSNs */
+#define SCHED_ETRN_SLOTS	64	/* client IPs tracked for the rate limit */
+#define SCHED_MAX_BATCH		100	/* messages per connection before the next */
+#define SCHED_BOUNCE_RETURN	(256 * 1024)
+
+struct sched_etrn_slot {
+	char ip[64];
+	time_t window;		/* start of the current minute */
+	unsigned count;
+};
+
+/* One domain's delivery run: DNS, then up to N connections. */
+struct sched_run {
+	struct sched *s;
+	char *domain;		/* destination domain (config name or a sender's) */
+	char **ids;		/* messages still to hand to a connection */
+	size_t nids, next_id;
+	int due_only;		/* retry run: only rcpts that are due */
+	struct dns_req *dns;
+	struct dns_result *res;	/* addresses, once resolved */
+	size_t conns;		/* connections running */
+	struct sched_run *prev_run, *next_run;
+};
+
+/* One outbound connection attempt walking the address list. */
+struct sched_conn {
+	struct sched_run *run;
+	struct deliver *d;
+	struct bufferevent *bev;
+	size_t target, addr;	/* position in run->res */
+	char peer[300];
+};
+
+struct sched {
+	struct event_base *base;
+	struct config *cfg;
+	struct queue *q;
+	struct dns *dns;
+	SSL_CTX *client_tls;
+	struct event *tick;
+	time_t last_expiry_scan;
+	struct sched_run *runs;
+	size_t active_conns;
+	int shutting_down;
+	struct sched_etrn_slot etrn[SCHED_ETRN_SLOTS];
+};
+
+static void sched_run_continue(struct sched_run *run);
+static void sched_run_maybe_free(struct sched_run *run);
+
+static struct sched_run *sched_find_run(struct sched *s, const char *domain)
+{
+	struct sched_run *r;
+
+	for (r = s->runs; r != NULL; r = r->next_run)
+		if (strcmp(r->domain, domain) == 0)
+			return r;
+	return NULL;
+}
+
+struct sched_ids {
+	char **v;
+	size_t n, cap;
+};
+
+static int sched_collect_id(void *arg, const char *id)
+{
+	struct sched_ids *ids = arg;
+
+	if (ids->n == ids->cap) {
+		ids->cap = ids->cap ? ids->cap * 2 : 64;
+		ids->v = xreallocarray(ids->v, ids->cap, sizeof(*ids->v));
+	}
+	ids->v[ids->n++] = xstrdup(id);
+	return 0;
+}
+
+static void sched_ids_free(struct sched_ids *ids)
+{
+	size_t i;
+
+	for (i = 0; i < ids->n; i++)
+		free(ids->v[i]);
+	free(ids->v);
+	memset(ids, 0, sizeof(*ids));
+}
+
+/* ---- connections ---- */
+
+static void sched_conn_free(struct sched_conn *c)
+{
+	if (c->bev != NULL)
+		bufferevent_free(c->bev);
+	if (c->d != NULL)
+		deliver_free(&c->d);
+	free(c);
+}
+
+static void sched_conn_done(void *arg, const struct deliver_summary *sum)
+{
+	struct sched_conn *c = arg;
+	struct sched_run *run = c->run;
+
+	log_info("%s: delivery run ended, relay=%s, sent=%u, deferred=%u, bounced=%u, reason=%s",
+	    run->domain, c->peer, sum->rcpts_sent, sum->rcpts_deferred,
+	    sum->rcpts_bounced, sum->reason);
+	c->d = NULL;		/* deliver freed itself */
+	free(c);
+	run->s->active_conns--;
+	run->conns--;
+	sched_run_continue(run);
+}
+
+static void sched_conn_try(struct sched_conn *c);
+
+static void sched_conn_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct sched_conn *c = arg;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		struct deliver *d = c->d;
+		const struct dns_target *t = &c->run->res->targets[c->target];
+
+		c->bev = NULL;
+		c->d = NULL;
+		bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+		/* c stays alive as the done-callback argument. */
+		c->d = NULL;
+		deliver_start(d, bev, 0, c->run->s->client_tls, t->host,
+		    sched_conn_done, c);
+		return;
+	}
+	log_info("%s: connect to %s failed: %s", c->run->domain, c->peer,
+	    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	bufferevent_free(c->bev);
+	c->bev = NULL;
+	c->addr++;
+	sched_conn_try(c);
+}
+
+/* Try the next address: RFC 5321 5.1, every address of every MX in order. */
+static void sched_conn_try(struct sched_conn *c)
+{
+	struct sched_run *run = c->run;
+	const struct dns_result *res = run->res;
+	struct timeval tv = { 30, 0 };
+
+	while (c->target < res->ntargets) {
+		const struct dns_target *t = &res->targets[c->target];
+
+		if (c->addr < t->naddrs) {
+			const struct sockaddr *sa = (const struct sockaddr *)&t->addrs[c->addr];
+			char ip[64];
+
+			util_sockaddr_ip(sa, ip, sizeof(ip));
+			snprintf(c->peer, sizeof(c->peer), "%s[%s]:%d", t->host, ip,
+			    sa->sa_family == AF_INET6 ?
+			    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
+			    ntohs(((const struct sockaddr_in *)sa)->sin_port));
+			c->bev = bufferevent_socket_new(run->s->base, -1, BEV_OPT_CLOSE_ON_FREE);
+			bufferevent_setcb(c->bev, NULL, NULL, sched_conn_event, c);
+			bufferevent_set_timeouts(c->bev, &tv, &tv);
+			if (bufferevent_socket_connect(c->bev, (struct sockaddr *)sa,
+			    sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
+			    sizeof(struct sockaddr_in)) == 0)
+				return;
+			bufferevent_free(c->bev);
+			c->bev = NULL;
+			c->addr++;
+			continue;
+		}
+		c->target++;
+		c->addr = 0;
+	}
+	/* Every address failed: temporary (RFC 5321 4.5.4.1: retry later). */
+	{
+		struct deliver *d = c->d;
+
+		c->d = NULL;
+		deliver_fail(d, 451, "4.4.1", "connection refused or timed out by every MX",
+		    sched_conn_done, c);
+	}
+}
+
+/* Hand the next batch of ids to a new connection. Returns 1 if started. */
+static int sched_run_start_conn(struct sched_run *run)
+{
+	struct sched *s = run->s;
+	struct sched_conn *c;
+	struct deliver *d;
+	const char *domains[1] = { run->domain };
+	size_t added = 0;
+
+	if (run->next_id >= run->nids || s->shutting_down)
+		return 0;
+	d = deliver_new(s->base, s->cfg, s->q, "sched", run->domain);
+	while (run->next_id < run->nids && added < SCHED_MAX_BATCH) {
+		int rc = deliver_add(d, run->ids[run->next_id++], domains, 1);
+
+		if (rc == 1)
+			added++;
+	}
+	if (added == 0) {
+		deliver_free(&d);
+		return 0;
+	}
+	c = xcalloc(1, sizeof(*c));
+	c->run = run;
+	c->d = d;
+	run->conns++;
+	s->active_conns++;
+	if (run->res->status != DNS_OK) {
+		int perm = run->res->status != DNS_TEMPFAIL;
+
+		c->d = NULL;
+		deliver_fail(d, perm ? 550 : 451,
+		    run->res->status == DNS_NULLMX ? "5.1.10" : perm ? "5.1.2" : "4.4.3",
+		    run->res->status == DNS_NULLMX ? "recipient domain has a null MX" :
+		    perm ? "recipient domain not found" : "temporary DNS failure",
+		    sched_conn_done, c);
+		return 1;
+	}
+	sched_conn_try(c);
+	return 1;
+}
+
+static void sched_run_continue(struct sched_run *run)
+{
+	struct sched *s = run->s;
+
+	if (run->res == NULL)
+		return;
+	while (run->conns < s->cfg->max_deliveries_per_dest &&
+	    s->active_conns < s->cfg->max_deliveries &&
+	    run->next_id < run->nids) {
+		if (!sched_run_start_conn(run))
+			break;
+	}
+	sched_run_maybe_free(run);
+}
+
+static void sched_run_free(struct sched_run *run)
+{
+	struct sched *s = run->s;
+	size_t i;
+
+	if (run->prev_run != NULL)
+		run->prev_run->next_run = run->next_run;
+	else
+		s->runs = run->next_run;
+	if (run->next_run != NULL)
+		run->next_run->prev_run = run->prev_run;
+	if (run->dns != NULL)
+		dns_req_cancel(&run->dns);
+	if (run->res != NULL)
+		dns_result_free(&run->res);
+	for (i = 0; i < run->nids; i++)
+		free(run->ids[i]);
+	free(run->ids);
+	free(run->domain);
+	free(run);
+}
+
+static void sched_run_maybe_free(struct sched_run *run)
+{
+	/* Keep it while connections run, DNS is pending, or ids wait for a
+	 * free connection slot (the tick continues it). A repeated ETRN during
+	 * the run started nothing new (RFC 1985 via spec.md), so there is no
+	 * re-run: deferred mail waits for the next request. */
+	if (run->conns > 0 || run->res == NULL)
+		return;
+	if (run->next_id < run->nids && !run->s->shutting_down)
+		return;
+	sched_run_free(run);
+}
+
+static void sched_dns_done(void *arg, struct dns_result *res)
+{
+	struct sched_run *run = arg;
+
+	run->dns = NULL;
+	run->res = res;
+	if (res->status != DNS_OK)
+		log_info("%s: lookup failed: %s", run->domain, dns_status_str(res->status));
+	sched_run_continue(run);
+}
+
+/*
+ * Start a run for domain over ids (taken). The destination is the
+ * configured route, else the domain's MX.
+ */
+static struct sched_run *sched_start_run(struct sched *s, const char *domain,
+    struct sched_ids *ids, int due_only)
+{
+	const struct config_domain *cd = config_domain_by_name(s->cfg, domain);
+	struct sched_run *run;
+
+	run = xcalloc(1, sizeof(*run));
+	run->s = s;
+	run->domain = xstrdup(domain);
+	run->ids = ids->v;
+	run->nids = ids->n;
+	run->due_only = due_only;
+	memset(ids, 0, sizeof(*ids));
+	run->next_run = s->runs;
+	if (s->runs != NULL)
+		s->runs->prev_run = run;
+	s->runs = run;
+	if (cd != NULL && cd->route_host != NULL)
+		run->dns = dns_resolve_host(s->dns, cd->route_host, cd->route_port,
+		    sched_dns_done, run);
+	else
+		run->dns = dns_resolve_mx(s->dns, domain, s->cfg->delivery_port,
+		    sched_dns_done, run);
+	return run;
+}
+
+/* ---- ETRN / flush ---- */
+
+static int sched_etrn_rate_ok(struct sched *s, const char *ip)
+{
+	time_t now = time(NULL), minute = now - now % 60;
+	struct sched_etrn_slot *slot = NULL, *oldest = &s->etrn[0];
+	size_t i;
+
+	for (i = 0; i < SCHED_ETRN_SLOTS; i++) {
+		if (strcmp(s->etrn[i].ip, ip) == 0) {
+			slot = &s->etrn[i];
+			break;
+		}
+		if (s->etrn[i].window < oldest->window)
+			oldest = &s->etrn[i];
+	}
+	if (slot == NULL) {
+		slot = oldest;
+		util_strlcpy(slot->ip, ip, sizeof(slot->ip));
+		slot->window = minute;
+		slot->count = 0;
+	}
+	if (slot->window != minute) {
+		slot->window = minute;
+		slot->count = 0;
+	}
+	return ++slot->count <= s->cfg->etrn_rate;
+}
+
+/*
+ * Flush one configured domain. Returns the number of messages started, 0
+ * for none waiting, -1 when a run is already going (nothing new started).
+ */
+static long sched_flush_one(struct sched *s, const struct config_domain *cd)
+{
+	struct sched_ids ids = { 0 };
+	struct sched_run *run;
+	long n;
+
+	if ((run = sched_find_run(s, cd->name)) != NULL) {
+		return -1;
+	}
+	queue_foreach_domain(s->q, cd->name, sched_collect_id, &ids);
+	if (ids.n == 0)
+		return 0;
+	n = (long)ids.n;
+	sched_start_run(s, cd->name, &ids, 0);
+	return n;
+}
+
+void sched_etrn(void *arg, const char *client_ip, const char *node,
+    char *reply, size_t replylen)
+{
+	struct sched *s = arg;
+	char name[256];
+	long total = 0, n;
+	int running = 0, matched = 0;
+	size_t i;
+
+	if (s->shutting_down) {
+		snprintf(reply, replylen, "458 4.3.2 Unable to queue messages for node %.255s", node);
+		return;
+	}
+	if (!sched_etrn_rate_ok(s, client_ip)) {
+		log_info("etrn: client=[%s], node=%.100s, result=rate-limited", client_ip, node);
+		snprintf(reply, replylen, "458 4.7.0 Unable to queue messages for node %.255s: too many requests",
+		    node);
+		return;
+	}
+	if (node[0] == '@' || node[0] == '#')
+		util_strlcpy(name, node + 1, sizeof(name));
+	else
+		util_strlcpy(name, node, sizeof(name));
+	util_lowercase(name);
+	if (name[0] != '\0' && name[strlen(name) - 1] == '.')
+		name[strlen(name) - 1] = '\0';
+
+	for (i = 0; i < s->cfg->ndomains; i++) {
+		const struct config_domain *cd = &s->cfg->domains[i];
+		size_t nl = strlen(name), dl = strlen(cd->name);
+		int match;
+
+		if (node[0] == '@')	/* the domain and its subdomains, whole labels */
+			match = strcmp(cd->name, name) == 0 ||
+			    (dl > nl && cd->name[dl - nl - 1] == '.' &&
+			    strcmp(cd->name + dl - nl, name) == 0);
+		else
+			match = strcmp(cd->name, name) == 0;
+		if (!match || !cd->etrn)
+			continue;
+		matched = 1;
+		n = sched_flush_one(s, cd);
+		if (n < 0)
+			running = 1;
+		else
+			total += n;
+	}
+	if (!matched) {
+		log_info("etrn: client=[%s], node=%.100s, result=refused", client_ip, node);
+		snprintf(reply, replylen, "459 4.7.1 Node %.255s not allowed: not held here", node);
+	} else if (total > 0) {
+		log_info("etrn: client=[%s], node=%.100s, result=started, messages=%ld",
+		    client_ip, node, total);
+		snprintf(reply, replylen, "253 2.0.0 OK, %ld pending messages for node %.255s started",
+		    total, node);
+	} else if (running) {
+		log_info("etrn: client=[%s], node=%.100s, result=already-running", client_ip, node);
+		snprintf(reply, replylen, "250 2.0.0 OK, queuing for node %.255s started", node);
+	} else {
+		log_info("etrn: client=[%s], node=%.100s, result=empty", client_ip, node);
+		snprintf(reply, replylen, "251 2.0.0 OK, no messages waiting for node %.255s", node);
+	}
+}
+
+void sched_flush(struct sched *s, const char *domain, char *reply, size_t replylen)
+{
+	const struct config_domain *cd = config_domain_by_name(s->cfg, domain);
+	long n;
+
+	if (cd == NULL) {
+		snprintf(reply, replylen, "550 %.255s: not a configured domain", domain);
+		return;
+	}
+	n = sched_flush_one(s, cd);
+	if (n < 0)
+		snprintf(reply, replylen, "250 flush of %s already running", cd->name);
+	else
+		snprintf(reply, replylen, "250 %ld messages for %s started", n, cd->name);
+	log_info("flush: domain=%s, source=control, messages=%ld", cd->name, n < 0 ? 0 : n);
+}
+
+/* ---- bounces and expiry ---- */
+
+static void sched_return_message(struct sched *s, const struct queue_envelope *env,
+    const char *status, const char *text, int only_expired, time_t now)
+{
+	struct queue_rcpt_update *ups;
+	struct bounce_rcpt *br;
+	struct queue_envelope benv;
+	char *body = NULL;
+	size_t i, n = 0, blen = 0;
+	int have_bounce;
+
+	if (queue_is_leased(s->q, env->id))
+		return;
+	ups = xcalloc(env->nrcpts, sizeof(*ups));
+	br = xcalloc(env->nrcpts, sizeof(*br));
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+
+		if (r->state != QUEUE_RCPT_QUEUED)
+			continue;
+		if (only_expired) {
+			const struct config_domain *cd = config_domain_by_name(s->cfg, r->domain);
+			long life = cd ? cd->queue_lifetime : s->cfg->queue_lifetime;
+
+			if (env->arrival + life > now)
+				continue;
+		}
+		ups[n].index = i;
+		ups[n].state = QUEUE_RCPT_BOUNCED;
+		ups[n].reply = text;
+		br[n].index = i;
+		br[n].action = BOUNCE_FAILED;
+		br[n].status = status;
+		br[n].diagnostic = r->last_reply;
+		n++;
+	}
+	if (n > 0) {
+		have_bounce = bounce_build(s->cfg->hostname, env, br, n, s->q,
+		    SCHED_BOUNCE_RETURN, now, &benv, &body, &blen) == 0;
+		for (i = 0; i < n; i++)
+			log_info("%s: to=<%s>, status=bounced (%s)%s", env->id,
+			    env->rcpts[ups[i].index].addr, text,
+			    have_bounce ? "" : ", no notice");
+		queue_update(s->q, env->id, ups, n, have_bounce ? &benv : NULL,
+		    body, blen, NULL, NULL);
+		if (have_bounce)
+			bounce_envelope_clear(&benv);
+		free(body);
+	}
+	free(ups);
+	free(br);
+}
+
+static void sched_delay_warn(struct sched *s, const struct queue_envelope *env, time_t now)
+{
+	struct queue_rcpt_update ups[64];
+	struct bounce_rcpt br[64];
+	struct queue_envelope benv;
+	char *body = NULL;
+	size_t i, n = 0, blen = 0;
+
+	if (s->cfg->delay_warning <= 0 || env->arrival + s->cfg->delay_warning > now ||
+	    queue_is_leased(s->q, env->id))
+		return;
+	for (i = 0; i < env->nrcpts && n < 64; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+		const struct config_domain *cd = config_domain_by_name(s->cfg, r->domain);
+
+		/* spec.md: no delay notices for held domains. */
+		if (r->state != QUEUE_RCPT_QUEUED || r->delay_warned || (cd && cd->hold))
+			continue;
+		memset(&ups[n], 0, sizeof(ups[n]));
+		memset(&br[n], 0, sizeof(br[n]));
+		ups[n].index = i;
+		ups[n].state = QUEUE_RCPT_QUEUED;
+		ups[n].reply = r->last_reply;
+		ups[n].next_attempt = r->next_attempt;
+		ups[n].delay_warned = 1;
+		br[n].index = i;
+		br[n].action = BOUNCE_DELAYED;
+		br[n].status = "4.4.7";
+		br[n].diagnostic = r->last_reply;
+		n++;
+	}
+	if (n == 0)
+		return;
+	if (bounce_build(s->cfg->hostname, env, br, n, s->q, 0, now, &benv, &body, &blen) == 0) {
+		queue_update(s->q, env->id, ups, n, &benv, body, blen, NULL, NULL);
+		bounce_envelope_clear(&benv);
+		free(body);
+	} else {
+		queue_update(s->q, env->id, ups, n, NULL, NULL, 0, NULL, NULL);
+	}
+}
+
+static int sched_expiry_cb(void *arg, const struct queue_envelope *env)
+{
+	struct sched *s = arg;
+	time_t now = time(NULL);
+
+	sched_return_message(s, env, "5.4.7", "message expired (queue_lifetime)", 1, now);
+	sched_delay_warn(s, env, now);
+	return 0;
+}
+
+void sched_bounce(struct sched *s, const char *id, char *reply, size_t replylen)
+{
+	struct queue_envelope *env = NULL;
+	int rc;
+
+	if (!queue_id_valid(id)) {
+		snprintf(reply, replylen, "501 bad queue id");
+		return;
+	}
+	rc = queue_get(s->q, id, &env);
+	if (rc != 1) {
+		snprintf(reply, replylen, "550 %s: no such message", id);
+		return;
+	}
+	if (queue_is_leased(s->q, id)) {
+		snprintf(reply, replylen, "450 %s: being delivered, try again", id);
+	} else {
+		sched_return_message(s, env, "5.0.0", "returned by the administrator", 0, time(NULL));
+		snprintf(reply, replylen, "250 %s: returned to sender", id);
+	}
+	queue_envelope_free(&env);
+}
+
+/* ---- retries of non-held mail ---- */
+
+struct sched_due {
+	struct sched *s;
+	time_t now;
+	/* destination domain -> ids, small linear map */
+	char **domains;
+	struct sched_ids *ids;
+	size_t n;
+};
+
+static int sched_due_cb(void *arg, const char *id)
+{
+	struct sched_due *due = arg;
+	struct queue_envelope *env = NULL;
+	size_t i, j;
+
+	if (queue_is_leased(due->s->q, id) || queue_get(due->s->q, id, &env) != 1)
+		return 0;
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+
+		if (r->state != QUEUE_RCPT_QUEUED || r->next_attempt == 0 ||
+		    r->next_attempt > due->now)
+			continue;
+		for (j = 0; j < due->n; j++)
+			if (strcmp(due->domains[j], r->domain) == 0)
+				break;
+		if (j == due->n) {
+			due->domains = xreallocarray(due->domains, due->n + 1, sizeof(char *));
+			due->ids = xreallocarray(due->ids, due->n + 1, sizeof(*due->ids));
+			due->domains[j] = xstrdup(r->domain);
+			memset(&due->ids[j], 0, sizeof(due->ids[j]));
+			due->n++;
+		}
+		if (due->ids[j].n == 0 || strcmp(due->ids[j].v[due->ids[j].n - 1], id) != 0)
+			sched_collect_id(&due->ids[j], id);
+	}
+	queue_envelope_free(&env);
+	return 0;
+}
+
+static void sched_retry_due(struct sched *s)
+{
+	struct sched_due due = { s, time(NULL), NULL, NULL, 0 };
+	size_t i;
+
+	queue_foreach_due(s->q, due.now, sched_due_cb, &due);
+	for (i = 0; i < due.n; i++) {
+		struct sched_run *run = sched_find_run(s, due.domains[i]);
+
+		if (run == NULL && !s->shutting_down)
+			sched_start_run(s, due.domains[i], &due.ids[i], 1);
+		sched_ids_free(&due.ids[i]);
+		free(due.domains[i]);
+	}
+	free(due.domains);
+	free(due.ids);
+}
+
+static void sched_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct sched *s = arg;
+	struct sched_run *run, *next;
+	time_t now = time(NULL);
+
+	(void)fd;
+	(void)what;
+	if (s->shutting_down)
+		return;
+	/* Runs waiting for a connection slot. */
+	for (run = s->runs; run != NULL; run = next) {
+		next = run->next_run;
+		sched_run_continue(run);
+	}
+	sched_retry_due(s);
+	if (now - s->last_expiry_scan >= SCHED_EXPIRY_SEC) {
+		s->last_expiry_scan = now;
+		queue_foreach(s->q, sched_expiry_cb, s);
+	}
+}
+
+void sched_message_added(void *arg, const char *id)
+{
+	struct sched *s = arg;
+
+	(void)id;
+	/* New non-held mail is due now (next_attempt = arrival): one scan of the
+	 * retry index picks it up, grouped per destination. */
+	if (!s->shutting_down)
+		sched_retry_due(s);
+}
+
+/* ---- lifecycle ---- */
+
+struct sched *sched_new(struct event_base *base, struct config *cfg,
+    struct queue *q, struct dns *dns, SSL_CTX *client_tls)
+{
+	struct sched *s = xcalloc(1, sizeof(*s));
+	struct timeval tv = { SCHED_TICK_SEC, 0 };
+
+	s->base = base;
+	s->cfg = config_ref(cfg);
+	s->q = q;
+	s->dns = dns;
+	s->client_tls = client_tls;
+	s->tick = event_new(base, -1, EV_PERSIST, sched_tick, s);
+	event_add(s->tick, &tv);
+	/* First expiry scan soon after start, not at once. */
+	s->last_expiry_scan = time(NULL) - SCHED_EXPIRY_SEC + SCHED_TICK_SEC;
+	return s;
+}
+
+void sched_reload(struct sched *s, struct config *cfg)
+{
+	config_unref(&s->cfg);
+	s->cfg = config_ref(cfg);
+}
+
+size_t sched_active(const struct sched *s)
+{
+	return s->active_conns;
+}
+
+void sched_shutdown(struct sched *s)
+{
+	s->shutting_down = 1;
+	event_del(s->tick);
+}
+
+void sched_free(struct sched **sp)
+{
+	struct sched *s = *sp;
+
+	if (s == NULL)
+		return;
+	while (s->runs != NULL) {
+		if (s->runs->conns > 0)
+			break;	/* connections own callbacks into the run */
+		sched_run_free(s->runs);
+	}
+	event_free(s->tick);
+	config_unref(&s->cfg);
+	free(s);
+	*sp = NULL;
+}
