@@ -1,1 +1,1101 @@
-int main(void) { return 0; }
+/*
+ * odpull - the customer side of ODMR (RFC 2645) and ETRN (RFC 1985).
+ *
+ * ATRN mode: connect to the provider, STARTTLS (verified), AUTH, ATRN, then
+ * act as the SMTP server of the reversed session while relaying every
+ * command straight through to the local MTA: the provider is answered only
+ * with what the local MTA answered, so odpull never holds mail and never
+ * acknowledges what the local MTA has not accepted.
+ *
+ * odpull is a short-lived command-line client: it uses blocking sockets
+ * with poll() timeouts on every read and write, one peer at a time.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "sasl.h"
+#include "smtp_parse.h"
+#include "tls.h"
+#include "util.h"
+#include "xmalloc.h"
+
+#define LINE_MAX_IN	4096		/* a reply or command line */
+#define DATA_LINE_MAX	(1024 * 1024)	/* a message text line (kept whole) */
+
+enum tls_mode { TLS_REQUIRED, TLS_OPPORTUNISTIC, TLS_NONE };
+
+struct opts {
+	char *server;
+	char *user;
+	char *password_file;
+	char *password;
+	struct strlist domains;
+	char *deliver;
+	int lmtp;
+	enum tls_mode tls;
+	int tls_set;
+	char *ca_file;
+	int timeout;
+	int etrn;
+	int verbose;
+	char *hostname;
+};
+
+struct conn {
+	int fd;
+	SSL *ssl;
+	const char *name;	/* "provider" / "local" for -v and errors */
+	int timeout;
+	char buf[16384];
+	size_t off, len;
+	int verbose;
+	int dead;
+};
+
+static struct opts opt;
+
+static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void die_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "odpull: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nusage: odpull --server HOST[:PORT] --user NAME "
+	    "(--password-file FILE | env ODPULL_PASSWORD)\n"
+	    "              [--domain D]... [--deliver HOST[:PORT]] [--lmtp]\n"
+	    "              [--tls required|opportunistic|none] [--ca-file FILE] "
+	    "[--timeout SECONDS] [-c FILE] [-v]\n"
+	    "       odpull --etrn --server HOST[:PORT] --domain D...\n");
+	exit(2);
+}
+
+static void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void msg(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "odpull: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* ---- connection layer ---- */
+
+static int conn_wait(struct conn *c, short events)
+{
+	struct pollfd p = { c->fd, events, 0 };
+	int rc;
+
+	do
+		rc = poll(&p, 1, c->timeout * 1000);
+	while (rc < 0 && errno == EINTR);
+	if (rc == 0) {
+		msg("%s: timed out after %d s", c->name, c->timeout);
+		return -1;
+	}
+	return rc < 0 ? -1 : 0;
+}
+
+static int conn_connect(struct conn *c, const char *hostport, int defport)
+{
+	char host[256], portstr[16];
+	struct addrinfo hints, *res, *ai;
+	int port, rc, err = 0;
+
+	if (util_split_hostport(hostport, host, sizeof(host), &port, defport) < 0) {
+		msg("%s: bad address %s", c->name, hostport);
+		return -1;
+	}
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_socktype = SOCK_STREAM;
+	rc = getaddrinfo(host, portstr, &hints, &res);
+	if (rc != 0) {
+		msg("%s: %s: %s", c->name, host, gai_strerror(rc));
+		return -1;
+	}
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		socklen_t elen = sizeof(err);
+
+		c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
+		if (c->fd < 0)
+			continue;
+		fcntl(c->fd, F_SETFL, O_NONBLOCK);
+		if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
+		    (errno == EINPROGRESS && conn_wait(c, POLLOUT) == 0 &&
+		    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 &&
+		    err == 0))
+			break;
+		if (err == 0)
+			err = errno;
+		close(c->fd);
+		c->fd = -1;
+	}
+	freeaddrinfo(res);
+	if (c->fd < 0) {
+		msg("%s: cannot connect to %s: %s", c->name, hostport,
+		    strerror(err ? err : ECONNREFUSED));
+		return -1;
+	}
+	c->off = c->len = 0;
+	c->dead = 0;
+	return 0;
+}
+
+static void conn_close(struct conn *c)
+{
+	if (c->ssl != NULL) {
+		SSL_shutdown(c->ssl);
+		SSL_free(c->ssl);
+		c->ssl = NULL;
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	c->dead = 1;
+}
+
+/* Run one SSL call to completion, waiting as OpenSSL asks. */
+static int conn_ssl_io(struct conn *c, int rc)
+{
+	switch (SSL_get_error(c->ssl, rc)) {
+	case SSL_ERROR_WANT_READ:
+		return conn_wait(c, POLLIN) < 0 ? -1 : 1;
+	case SSL_ERROR_WANT_WRITE:
+		return conn_wait(c, POLLOUT) < 0 ? -1 : 1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+static ssize_t conn_read_some(struct conn *c, char *buf, size_t len)
+{
+	ssize_t n;
+
+	for (;;) {
+		if (c->ssl != NULL) {
+			int rc = SSL_read(c->ssl, buf, (int)len);
+
+			if (rc > 0)
+				return rc;
+			rc = conn_ssl_io(c, rc);
+			if (rc <= 0)
+				return rc;
+			continue;
+		}
+		n = read(c->fd, buf, len);
+		if (n >= 0)
+			return n;
+		if (errno == EINTR)
+			continue;
+		if (errno != EAGAIN || conn_wait(c, POLLIN) < 0)
+			return -1;
+	}
+}
+
+static int conn_write(struct conn *c, const char *data, size_t len)
+{
+	while (len > 0 && !c->dead) {
+		ssize_t n;
+
+		if (c->ssl != NULL) {
+			int rc = SSL_write(c->ssl, data, (int)len);
+
+			if (rc <= 0) {
+				if (conn_ssl_io(c, rc) <= 0)
+					goto fail;
+				continue;
+			}
+			n = rc;
+		} else {
+			n = write(c->fd, data, len);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				if (errno != EAGAIN || conn_wait(c, POLLOUT) < 0)
+					goto fail;
+				continue;
+			}
+		}
+		data += n;
+		len -= (size_t)n;
+	}
+	return c->dead ? -1 : 0;
+fail:
+	msg("%s: write failed", c->name);
+	c->dead = 1;
+	return -1;
+}
+
+static int conn_printf(struct conn *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static int conn_printf(struct conn *c, const char *fmt, ...)
+{
+	char line[LINE_MAX_IN + 3];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof(line) - 2, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(line) - 2)
+		return -1;
+	if (c->verbose)
+		fprintf(stderr, "%s <<< %s\n", c->name, line);
+	memcpy(line + n, "\r\n", 2);
+	return conn_write(c, line, (size_t)n + 2);
+}
+
+/*
+ * Read one line ending in LF into out (CRLF or LF removed; *crlf_r tells
+ * whether it was a proper CRLF). Lines longer than max are an error.
+ * Returns the length, or -1 on error/EOF.
+ */
+static ssize_t conn_read_line(struct conn *c, char *out, size_t max, int *crlf_r)
+{
+	size_t n = 0;
+
+	for (;;) {
+		while (c->off < c->len) {
+			char ch = c->buf[c->off++];
+
+			if (ch == '\n') {
+				int crlf = n > 0 && out[n - 1] == '\r';
+
+				if (crlf)
+					n--;
+				if (crlf_r != NULL)
+					*crlf_r = crlf;
+				out[n] = '\0';
+				return (ssize_t)n;
+			}
+			if (n + 1 >= max) {
+				msg("%s: line too long", c->name);
+				c->dead = 1;
+				return -1;
+			}
+			out[n++] = ch;
+		}
+		{
+			ssize_t r = conn_read_some(c, c->buf, sizeof(c->buf));
+
+			if (r <= 0) {
+				if (!c->dead)
+					msg("%s: connection closed", c->name);
+				c->dead = 1;
+				return -1;
+			}
+			c->off = 0;
+			c->len = (size_t)r;
+		}
+	}
+}
+
+/* Read a whole reply. Returns the code, or -1. */
+static int conn_reply(struct conn *c, struct smtp_reply *r)
+{
+	char line[LINE_MAX_IN];
+	ssize_t n;
+	int rc;
+
+	smtp_reply_init(r);
+	do {
+		n = conn_read_line(c, line, sizeof(line), NULL);
+		if (n < 0)
+			return -1;
+		if (c->verbose)
+			fprintf(stderr, "%s >>> %s\n", c->name, line);
+		rc = smtp_reply_feed(r, line, (size_t)n);
+		if (rc < 0) {
+			msg("%s: malformed reply: %.100s", c->name, line);
+			c->dead = 1;
+			return -1;
+		}
+	} while (rc == 0);
+	return r->code;
+}
+
+/* First line of a reply's text, for messages. */
+static const char *reply_text(const struct smtp_reply *r, char *buf, size_t size)
+{
+	size_t len = 0;
+	const char *t = smtp_reply_line(r, 0, &len);
+
+	if (t == NULL)
+		len = 0;
+	if (len >= size)
+		len = size - 1;
+	memcpy(buf, t ? t : "", len);
+	buf[len] = '\0';
+	return buf;
+}
+
+/* 1 if the EHLO reply lists keyword (case-insensitive, as a whole word). */
+static int reply_has(const struct smtp_reply *r, const char *kw, char *arg_r,
+    size_t argsize)
+{
+	size_t klen = strlen(kw);
+
+	for (size_t i = 1; i < r->nlines; i++) {
+		size_t len;
+		const char *t = smtp_reply_line(r, i, &len);
+
+		if (t == NULL || len < klen || strncasecmp(t, kw, klen) != 0 ||
+		    (len > klen && t[klen] != ' ' && t[klen] != '='))
+			continue;
+		if (arg_r != NULL) {
+			size_t alen = len > klen ? len - klen - 1 : 0;
+
+			if (alen >= argsize)
+				alen = argsize - 1;
+			memcpy(arg_r, t + klen + (len > klen), alen);
+			arg_r[alen] = '\0';
+		}
+		return 1;
+	}
+	return 0;
+}
+
+static int conn_starttls(struct conn *c, SSL_CTX *ctx, const char *host, int verify)
+{
+	int rc;
+
+	c->ssl = SSL_new(ctx);
+	if (c->ssl == NULL || tls_client_set_host(c->ssl, host, verify) < 0)
+		return -1;
+	SSL_set_fd(c->ssl, c->fd);
+	while ((rc = SSL_connect(c->ssl)) != 1) {
+		if (conn_ssl_io(c, rc) <= 0) {
+			long v = SSL_get_verify_result(c->ssl);
+
+			if (v != X509_V_OK)
+				msg("%s: certificate verification failed: %s", c->name,
+				    X509_verify_cert_error_string(v));
+			else
+				msg("%s: TLS handshake failed", c->name);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ---- provider side: EHLO, STARTTLS, AUTH ---- */
+
+static int ehlo(struct conn *c, struct smtp_reply *r)
+{
+	if (conn_printf(c, "EHLO %s", opt.hostname) < 0 || conn_reply(c, r) < 0)
+		return -1;
+	if (r->code != 250) {
+		char t[256];
+
+		msg("%s: EHLO refused: %d %s", c->name, r->code, reply_text(r, t, sizeof(t)));
+		return -1;
+	}
+	return 0;
+}
+
+static int provider_tls(struct conn *p, struct smtp_reply *caps, SSL_CTX *ctx,
+    const char *host)
+{
+	struct smtp_reply r;
+
+	if (opt.tls == TLS_NONE)
+		return 0;
+	if (!reply_has(caps, "STARTTLS", NULL, 0)) {
+		if (opt.tls == TLS_REQUIRED) {
+			msg("provider: does not offer STARTTLS (use --tls opportunistic or none to go on without)");
+			return -1;
+		}
+		return 0;
+	}
+	if (conn_printf(p, "STARTTLS") < 0 || conn_reply(p, &r) < 0)
+		return -1;
+	if (r.code != 220) {
+		if (opt.tls == TLS_REQUIRED) {
+			msg("provider: STARTTLS refused (%d)", r.code);
+			return -1;
+		}
+		return 0;
+	}
+	/* Bytes read ahead of the handshake would be plaintext injection. */
+	if (p->off != p->len) {
+		msg("provider: data after STARTTLS reply, refusing");
+		return -1;
+	}
+	if (conn_starttls(p, ctx, host, opt.tls == TLS_REQUIRED) < 0)
+		return -1;
+	return ehlo(p, caps);
+}
+
+static int authenticate(struct conn *p, const struct smtp_reply *caps, int tls_on)
+{
+	static const char *const prefer[] = { "SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN" };
+	char mechs[1024], line[LINE_MAX_IN], t[256];
+	const char *mech = NULL;
+	struct sasl_client *sc;
+	struct smtp_reply r;
+	unsigned char in[LINE_MAX_IN], out[LINE_MAX_IN];
+	size_t outlen;
+	int n, rc;
+
+	if (!reply_has(caps, "AUTH", mechs, sizeof(mechs))) {
+		msg("provider: does not offer AUTH");
+		return -1;
+	}
+	for (size_t i = 0; i < sizeof(prefer) / sizeof(prefer[0]) && mech == NULL; i++) {
+		char *tok, *save = NULL, copy[1024];
+
+		/* Plaintext mechanisms only inside TLS. */
+		if (i >= 2 && !tls_on)
+			break;
+		util_strlcpy(copy, mechs, sizeof(copy));
+		for (tok = strtok_r(copy, " ", &save); tok != NULL;
+		    tok = strtok_r(NULL, " ", &save))
+			if (strcasecmp(tok, prefer[i]) == 0)
+				mech = prefer[i];
+	}
+	if (mech == NULL) {
+		msg("provider: no usable SASL mechanism in \"%s\"%s", mechs,
+		    tls_on ? "" : " without TLS");
+		return -1;
+	}
+	sc = sasl_client_new(mech, opt.user, opt.password);
+	if (sc == NULL)
+		return -1;
+	if (conn_printf(p, "AUTH %s", mech) < 0)
+		goto fail;
+	for (;;) {
+		if (conn_reply(p, &r) < 0)
+			goto fail;
+		if (r.code != 334)
+			break;
+		{
+			size_t len;
+			const char *ch = smtp_reply_line(&r, 0, &len);
+
+			n = util_base64_decode(ch ? ch : "", ch ? len : 0, in, sizeof(in));
+		}
+		if (n < 0) {
+			msg("provider: bad base64 challenge");
+			conn_printf(p, "*");
+			goto fail;
+		}
+		rc = sasl_client_step(sc, in, (size_t)n, out, sizeof(out), &outlen);
+		if (rc == SASL_FAIL) {
+			msg("provider: SASL %s exchange failed (server not verified)", mech);
+			conn_printf(p, "*");
+			goto fail;
+		}
+		if (util_base64_encode(out, outlen, line, sizeof(line)) < 0)
+			goto fail;
+		if (conn_printf(p, "%s", line) < 0)
+			goto fail;
+	}
+	if (r.code != 235) {
+		msg("provider: authentication failed: %d %s", r.code,
+		    reply_text(&r, t, sizeof(t)));
+		goto fail;
+	}
+	if (sasl_client_finished(sc) != 1) {
+		msg("provider: server did not prove it knows the password");
+		goto fail;
+	}
+	sasl_client_free(&sc);
+	return 0;
+fail:
+	sasl_client_free(&sc);
+	return -1;
+}
+
+/* ---- the reversed session: provider -> odpull -> local MTA ---- */
+
+struct tally {
+	unsigned messages, rcpts, refused, deferred, failed_msgs;
+	unsigned long long bytes;
+};
+
+/* Send a reply received from the local MTA on to the provider, unchanged. */
+static int relay_reply(struct conn *p, const struct smtp_reply *r)
+{
+	for (size_t i = 0; i < r->nlines || i == 0; i++) {
+		size_t len = 0;
+		const char *t = smtp_reply_line(r, i, &len);
+		int last = i + 1 >= r->nlines;
+
+		if (conn_printf(p, "%03d%c%.*s", r->code, last ? ' ' : '-',
+		    (int)len, t ? t : "") < 0)
+			return -1;
+		if (last)
+			break;
+	}
+	return 0;
+}
+
+static int local_open(struct conn *l, struct smtp_reply *caps)
+{
+	struct smtp_reply r;
+
+	if (conn_connect(l, opt.deliver, opt.lmtp ? 24 : 25) < 0)
+		return -1;
+	if (conn_reply(l, &r) < 0 || r.code != 220) {
+		msg("local: no greeting (%d)", r.code);
+		return -1;
+	}
+	if (conn_printf(l, "%s %s", opt.lmtp ? "LHLO" : "EHLO", opt.hostname) < 0 ||
+	    conn_reply(l, caps) < 0)
+		return -1;
+	if (caps->code != 250 && !opt.lmtp) {
+		if (conn_printf(l, "HELO %s", opt.hostname) < 0 || conn_reply(l, caps) < 0)
+			return -1;
+	}
+	if (caps->code != 250) {
+		msg("local: %s refused (%d)", opt.lmtp ? "LHLO" : "EHLO", caps->code);
+		return -1;
+	}
+	return 0;
+}
+
+/* Copy the message text from provider to local up to the final dot. */
+static int relay_data(struct conn *p, struct conn *l, unsigned long long *bytes_r)
+{
+	static char line[DATA_LINE_MAX + 3];
+	int crlf;
+
+	*bytes_r = 0;
+	for (;;) {
+		ssize_t n = conn_read_line(p, line, DATA_LINE_MAX, &crlf);
+
+		if (n < 0)
+			return -1;	/* provider gone: the mail stays there */
+		if (n == 1 && line[0] == '.') {
+			if (!l->dead)
+				conn_write(l, ".\r\n", 3);
+			return 0;
+		}
+		*bytes_r += (unsigned long long)n + 2;
+		memcpy(line + n, "\r\n", 2);
+		if (!l->dead)
+			conn_write(l, line, (size_t)n + 2);
+	}
+}
+
+static int reversed_session(struct conn *p, struct tally *t)
+{
+	struct conn local = { .fd = -1, .name = "local", .timeout = opt.timeout,
+	    .verbose = opt.verbose };
+	struct smtp_reply caps, r;
+	char line[LINE_MAX_IN], verb[SMTP_VERB_MAX + 1], sizearg[64];
+	unsigned tx_rcpts = 0;
+	int in_tx = 0, status = 0;
+
+	if (local_open(&local, &caps) < 0) {
+		/* The provider keeps the mail (RFC 2645 5.3: refusing greeting). */
+		conn_printf(p, "421 4.3.0 %s local mail server unavailable, try later",
+		    opt.hostname);
+		conn_close(&local);
+		return -1;
+	}
+	if (conn_printf(p, "220 %s ESMTP odpull", opt.hostname) < 0)
+		goto out;
+	for (;;) {
+		const char *arg;
+		size_t arglen;
+		ssize_t n = conn_read_line(p, line, sizeof(line), NULL);
+
+		if (n < 0) {
+			status = in_tx ? -1 : status;
+			if (in_tx)
+				msg("provider: connection lost during a transaction");
+			break;
+		}
+		if (p->verbose)
+			fprintf(stderr, "provider >>> %s\n", line);
+		if (smtp_parse_command(line, (size_t)n, verb, sizeof(verb), &arg,
+		    &arglen) != 0) {
+			conn_printf(p, "500 5.5.2 Syntax error");
+			continue;
+		}
+		if (strcmp(verb, "EHLO") == 0 || strcmp(verb, "HELO") == 0) {
+			int ehlo_cmd = verb[0] == 'E';
+
+			conn_printf(p, "250%s%s", ehlo_cmd ? "-" : " ", opt.hostname);
+			if (!ehlo_cmd)
+				continue;
+			if (reply_has(&caps, "SIZE", sizearg, sizeof(sizearg)))
+				conn_printf(p, "250-SIZE %s", sizearg);
+			if (reply_has(&caps, "8BITMIME", NULL, 0))
+				conn_printf(p, "250-8BITMIME");
+			if (reply_has(&caps, "SMTPUTF8", NULL, 0))
+				conn_printf(p, "250-SMTPUTF8");
+			if (reply_has(&caps, "DSN", NULL, 0))
+				conn_printf(p, "250-DSN");
+			conn_printf(p, "250 ENHANCEDSTATUSCODES");
+		} else if (strcmp(verb, "MAIL") == 0 || strcmp(verb, "RCPT") == 0) {
+			int is_rcpt = verb[0] == 'R';
+
+			if (is_rcpt && opt.lmtp && tx_rcpts >= 1) {
+				/* One recipient per LMTP transaction: its answer
+				 * after DATA is then that transaction's answer. */
+				conn_printf(p, "452 4.5.3 One recipient per transaction, send the others again");
+				continue;
+			}
+			if (local.dead) {
+				conn_printf(p, "421 4.3.0 %s local mail server connection lost", opt.hostname);
+				status = -1;
+				break;
+			}
+			if (conn_printf(&local, "%.*s", (int)n, line) < 0 ||
+			    conn_reply(&local, &r) < 0) {
+				conn_printf(p, "421 4.3.0 %s local mail server connection lost", opt.hostname);
+				status = -1;
+				break;
+			}
+			relay_reply(p, &r);
+			if (!is_rcpt) {
+				in_tx = r.code / 100 == 2;
+				tx_rcpts = 0;
+			} else if (r.code / 100 == 2) {
+				tx_rcpts++;
+			} else if (r.code / 100 == 5) {
+				t->refused++;
+			} else {
+				t->deferred++;
+			}
+		} else if (strcmp(verb, "DATA") == 0) {
+			unsigned long long bytes = 0;
+
+			if (!in_tx || tx_rcpts == 0) {
+				conn_printf(p, "554 5.5.1 No valid recipients");
+				continue;
+			}
+			if (conn_printf(&local, "DATA") < 0 || conn_reply(&local, &r) < 0) {
+				conn_printf(p, "421 4.3.0 %s local mail server connection lost", opt.hostname);
+				status = -1;
+				break;
+			}
+			relay_reply(p, &r);
+			if (r.code != 354)
+				continue;
+			if (relay_data(p, &local, &bytes) < 0) {
+				msg("provider: connection lost during DATA; the message stays at the provider");
+				status = -1;
+				break;
+			}
+			in_tx = 0;
+			if (local.dead || conn_reply(&local, &r) < 0) {
+				/* Never acknowledge what the local MTA did not. */
+				conn_printf(p, "451 4.3.0 local mail server connection lost");
+				t->deferred += tx_rcpts;
+				status = -1;
+				continue;
+			}
+			relay_reply(p, &r);
+			if (r.code / 100 == 2) {
+				t->messages++;
+				t->rcpts += tx_rcpts;
+				t->bytes += bytes;
+			} else if (r.code / 100 == 4) {
+				t->deferred += tx_rcpts;
+			} else {
+				t->refused += tx_rcpts;
+			}
+			tx_rcpts = 0;
+		} else if (strcmp(verb, "RSET") == 0) {
+			in_tx = 0;
+			tx_rcpts = 0;
+			if (!local.dead && conn_printf(&local, "RSET") == 0)
+				(void)conn_reply(&local, &r);
+			conn_printf(p, "250 2.0.0 OK");
+		} else if (strcmp(verb, "NOOP") == 0) {
+			conn_printf(p, "250 2.0.0 OK");
+		} else if (strcmp(verb, "QUIT") == 0) {
+			conn_printf(p, "221 2.0.0 %s closing", opt.hostname);
+			break;
+		} else if (strcmp(verb, "STARTTLS") == 0 || strcmp(verb, "BDAT") == 0) {
+			conn_printf(p, "502 5.5.1 Not available in the reversed session");
+		} else {
+			conn_printf(p, "502 5.5.1 Command not implemented");
+		}
+	}
+out:
+	if (!local.dead && conn_printf(&local, "QUIT") == 0)
+		(void)conn_reply(&local, &r);
+	conn_close(&local);
+	if (t->deferred > 0)
+		status = -1;
+	return status;
+}
+
+/* ---- modes ---- */
+
+static int atrn_mode(void)
+{
+	struct conn p = { .fd = -1, .name = "provider", .timeout = opt.timeout,
+	    .verbose = opt.verbose };
+	struct smtp_reply caps, r;
+	struct tally t;
+	char host[256], domains[LINE_MAX_IN], txt[256], err[256];
+	SSL_CTX *ctx = NULL;
+	size_t off = 0;
+	int port, rc = 1;
+
+	memset(&t, 0, sizeof(t));
+	util_split_hostport(opt.server, host, sizeof(host), &port, 366);
+	if (opt.tls != TLS_NONE) {
+		ctx = tls_client_ctx(opt.ca_file, opt.tls == TLS_REQUIRED, err, sizeof(err));
+		if (ctx == NULL) {
+			msg("TLS: %s", err);
+			return 1;
+		}
+	}
+	if (conn_connect(&p, opt.server, 366) < 0)
+		goto out;
+	if (conn_reply(&p, &r) < 0 || r.code != 220) {
+		msg("provider: no greeting");
+		goto out;
+	}
+	if (ehlo(&p, &caps) < 0)
+		goto out;
+	if (!reply_has(&caps, "ATRN", NULL, 0)) {
+		msg("provider: does not offer ATRN");
+		goto out;
+	}
+	if (provider_tls(&p, &caps, ctx, host) < 0)
+		goto out;
+	if (authenticate(&p, &caps, p.ssl != NULL) < 0)
+		goto out;
+	domains[0] = '\0';
+	for (size_t i = 0; i < opt.domains.n; i++)
+		off += (size_t)snprintf(domains + off, off < sizeof(domains) ?
+		    sizeof(domains) - off : 0, "%s%s", i ? "," : "", opt.domains.v[i]);
+	if (off >= sizeof(domains)) {
+		msg("too many domains for one ATRN line");
+		goto out;
+	}
+	/* RFC 2645 5.2.1: the provider may take up to 10 minutes. */
+	p.timeout = opt.timeout > 600 ? opt.timeout : 600;
+	if (conn_printf(&p, off ? "ATRN %s" : "ATRN%s", domains) < 0 ||
+	    conn_reply(&p, &r) < 0)
+		goto out;
+	p.timeout = opt.timeout;
+	reply_text(&r, txt, sizeof(txt));
+	if (r.code == 453) {
+		printf("odpull: no mail waiting at %s\n", opt.server);
+		conn_printf(&p, "QUIT");
+		rc = 0;
+		goto out;
+	}
+	if (r.code != 250) {
+		msg("provider: ATRN refused: %d %s", r.code, txt);
+		conn_printf(&p, "QUIT");
+		goto out;
+	}
+	rc = reversed_session(&p, &t) < 0 ? 1 : 0;
+	printf("odpull: %u message%s (%u recipient%s, %llu bytes) delivered to %s%s",
+	    t.messages, t.messages == 1 ? "" : "s", t.rcpts, t.rcpts == 1 ? "" : "s",
+	    t.bytes, opt.deliver, opt.lmtp ? " (LMTP)" : "");
+	if (t.refused)
+		printf("; %u recipient%s refused (returned to sender by the provider)",
+		    t.refused, t.refused == 1 ? "" : "s");
+	if (t.deferred)
+		printf("; %u recipient%s left queued at the provider", t.deferred,
+		    t.deferred == 1 ? "" : "s");
+	printf("\n");
+out:
+	conn_close(&p);
+	if (ctx != NULL)
+		SSL_CTX_free(ctx);
+	return rc;
+}
+
+static int etrn_mode(void)
+{
+	struct conn p = { .fd = -1, .name = "provider", .timeout = opt.timeout,
+	    .verbose = opt.verbose };
+	struct smtp_reply caps, r;
+	char host[256], txt[512], err[256];
+	SSL_CTX *ctx = NULL;
+	int port, rc = 1;
+
+	util_split_hostport(opt.server, host, sizeof(host), &port, 25);
+	if (opt.tls != TLS_NONE) {
+		ctx = tls_client_ctx(opt.ca_file, opt.tls == TLS_REQUIRED, err, sizeof(err));
+		if (ctx == NULL) {
+			msg("TLS: %s", err);
+			return 1;
+		}
+	}
+	if (conn_connect(&p, opt.server, 25) < 0)
+		goto out;
+	if (conn_reply(&p, &r) < 0 || r.code != 220) {
+		msg("provider: no greeting");
+		goto out;
+	}
+	if (ehlo(&p, &caps) < 0 || provider_tls(&p, &caps, ctx, host) < 0)
+		goto out;
+	if (!reply_has(&caps, "ETRN", NULL, 0))
+		msg("provider: does not advertise ETRN; trying anyway");
+	rc = 0;
+	for (size_t i = 0; i < opt.domains.n; i++) {
+		if (conn_printf(&p, "ETRN %s", opt.domains.v[i]) < 0 ||
+		    conn_reply(&p, &r) < 0) {
+			rc = 1;
+			break;
+		}
+		printf("%s: %d %s\n", opt.domains.v[i], r.code,
+		    reply_text(&r, txt, sizeof(txt)));
+		if (r.code != 250 && r.code != 251 && r.code != 252 && r.code != 253)
+			rc = 1;
+	}
+	conn_printf(&p, "QUIT");
+out:
+	conn_close(&p);
+	if (ctx != NULL)
+		SSL_CTX_free(ctx);
+	return rc;
+}
+
+/* ---- configuration ---- */
+
+static int set_option(const char *key, const char *val)
+{
+	if (strcmp(key, "server") == 0) {
+		free(opt.server);
+		opt.server = xstrdup(val);
+	} else if (strcmp(key, "user") == 0) {
+		free(opt.user);
+		opt.user = xstrdup(val);
+	} else if (strcmp(key, "password-file") == 0 || strcmp(key, "password_file") == 0) {
+		free(opt.password_file);
+		opt.password_file = xstrdup(val);
+	} else if (strcmp(key, "domain") == 0) {
+		char *copy = xstrdup(val), *tok, *save = NULL;
+
+		for (tok = strtok_r(copy, " ,\t", &save); tok != NULL;
+		    tok = strtok_r(NULL, " ,\t", &save))
+			strlist_add(&opt.domains, tok);
+		free(copy);
+	} else if (strcmp(key, "deliver") == 0) {
+		free(opt.deliver);
+		opt.deliver = xstrdup(val);
+	} else if (strcmp(key, "lmtp") == 0) {
+		if (config_parse_bool(val, &opt.lmtp) < 0)
+			return -1;
+	} else if (strcmp(key, "tls") == 0) {
+		if (strcmp(val, "required") == 0)
+			opt.tls = TLS_REQUIRED;
+		else if (strcmp(val, "opportunistic") == 0)
+			opt.tls = TLS_OPPORTUNISTIC;
+		else if (strcmp(val, "none") == 0)
+			opt.tls = TLS_NONE;
+		else
+			return -1;
+		opt.tls_set = 1;
+	} else if (strcmp(key, "ca-file") == 0 || strcmp(key, "ca_file") == 0) {
+		free(opt.ca_file);
+		opt.ca_file = xstrdup(val);
+	} else if (strcmp(key, "timeout") == 0) {
+		long sec;
+
+		if (config_parse_duration(val, &sec) < 0 || sec <= 0 || sec > 86400)
+			return -1;
+		opt.timeout = (int)sec;
+	} else if (strcmp(key, "hostname") == 0) {
+		free(opt.hostname);
+		opt.hostname = xstrdup(val);
+	} else {
+		return -2;
+	}
+	return 0;
+}
+
+/* odpull's file: the same "key = value" syntax as odrelay.conf. */
+static void load_config(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char line[2048];
+	int lineno = 0, bad = 0;
+
+	if (f == NULL) {
+		fprintf(stderr, "odpull: %s: %s\n", path, strerror(errno));
+		exit(2);
+	}
+	while (fgets(line, sizeof(line), f) != NULL) {
+		char *p = line, *eq, *key, *val, *end;
+		int rc;
+
+		lineno++;
+		if (strchr(line, '\n') == NULL && !feof(f)) {
+			fprintf(stderr, "%s:%d: line too long\n", path, lineno);
+			bad = 1;
+			break;
+		}
+		if ((end = strchr(p, '#')) != NULL)
+			*end = '\0';
+		while (isspace((unsigned char)*p))
+			p++;
+		if (*p == '\0')
+			continue;
+		if ((eq = strchr(p, '=')) == NULL) {
+			fprintf(stderr, "%s:%d: expected key = value\n", path, lineno);
+			bad = 1;
+			continue;
+		}
+		*eq = '\0';
+		key = p;
+		val = eq + 1;
+		for (end = eq; end > key && isspace((unsigned char)end[-1]); end--)
+			end[-1] = '\0';
+		while (isspace((unsigned char)*val))
+			val++;
+		for (end = val + strlen(val); end > val && isspace((unsigned char)end[-1]); end--)
+			end[-1] = '\0';
+		rc = set_option(key, val);
+		if (rc == -2) {
+			fprintf(stderr, "%s:%d: unknown key '%s'\n", path, lineno, key);
+			bad = 1;
+		} else if (rc < 0) {
+			fprintf(stderr, "%s:%d: bad value for %s: '%s'\n", path, lineno, key, val);
+			bad = 1;
+		}
+	}
+	fclose(f);
+	if (bad)
+		exit(2);
+}
+
+static char *read_password(void)
+{
+	const char *env = getenv("ODPULL_PASSWORD");
+	char buf[1024];
+	FILE *f;
+	size_t n;
+
+	if (opt.password_file != NULL) {
+		f = fopen(opt.password_file, "r");
+		if (f == NULL) {
+			fprintf(stderr, "odpull: %s: %s\n", opt.password_file, strerror(errno));
+			exit(2);
+		}
+		if (fgets(buf, sizeof(buf), f) == NULL)
+			buf[0] = '\0';
+		fclose(f);
+		n = strcspn(buf, "\r\n");
+		buf[n] = '\0';
+		return xstrdup(buf);
+	}
+	if (env != NULL)
+		return xstrdup(env);
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "server", required_argument, NULL, 's' },
+		{ "user", required_argument, NULL, 'u' },
+		{ "password-file", required_argument, NULL, 'p' },
+		{ "domain", required_argument, NULL, 'D' },
+		{ "deliver", required_argument, NULL, 'l' },
+		{ "lmtp", no_argument, NULL, 'L' },
+		{ "tls", required_argument, NULL, 'T' },
+		{ "ca-file", required_argument, NULL, 'C' },
+		{ "timeout", required_argument, NULL, 't' },
+		{ "etrn", no_argument, NULL, 'E' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 }
+	};
+	char host[256];
+	int ch, rc;
+
+	opt.tls = TLS_REQUIRED;
+	opt.timeout = 300;
+	/* A -c file first, so the command line overrides it. */
+	for (int i = 1; i < argc - 1; i++)
+		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
+			load_config(argv[i + 1]);
+	while ((ch = getopt_long(argc, argv, "c:vVh", longopts, NULL)) != -1) {
+		const char *key = NULL;
+
+		switch (ch) {
+		case 's': key = "server"; break;
+		case 'u': key = "user"; break;
+		case 'p': key = "password-file"; break;
+		case 'D': key = "domain"; break;
+		case 'l': key = "deliver"; break;
+		case 'L': opt.lmtp = 1; break;
+		case 'T': key = "tls"; break;
+		case 'C': key = "ca-file"; break;
+		case 't': key = "timeout"; break;
+		case 'E': opt.etrn = 1; break;
+		case 'c': break;
+		case 'v': opt.verbose = 1; break;
+		case 'V':
+			printf("odpull %s\n", OD_VERSION);
+			return 0;
+		case 'h':
+		default:
+			die_usage("bad usage");
+		}
+		if (key != NULL && set_option(key, optarg) < 0)
+			die_usage("bad value for --%s: %s", key, optarg);
+	}
+	if (optind != argc)
+		die_usage("unexpected argument %s", argv[optind]);
+	if (opt.server == NULL)
+		die_usage("--server is required");
+	if (opt.hostname == NULL) {
+		if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
+			util_strlcpy(host, "localhost", sizeof(host));
+		host[sizeof(host) - 1] = '\0';
+		opt.hostname = xstrdup(host);
+	}
+	signal(SIGPIPE, SIG_IGN);
+	if (opt.etrn) {
+		if (opt.domains.n == 0)
+			die_usage("--etrn needs at least one --domain");
+		if (!opt.tls_set)
+			opt.tls = TLS_OPPORTUNISTIC;
+		return etrn_mode();
+	}
+	if (opt.user == NULL)
+		die_usage("--user is required");
+	opt.password = read_password();
+	if (opt.password == NULL)
+		die_usage("no password: use --password-file FILE or ODPULL_PASSWORD");
+	if (opt.deliver == NULL)
+		opt.deliver = xstrdup(opt.lmtp ? "127.0.0.1:24" : "127.0.0.1:25");
+	rc = atrn_mode();
+	explicit_bzero(opt.password, strlen(opt.password));
+	return rc;
+}

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/thread.h>
 
@@ -20,6 +21,8 @@
 #include "control.h"
 #include "dns.h"
 #include "log.h"
+#include "metrics.h"
+#include "odmr.h"
 #include "queue.h"
 #include "sched.h"
 #include "smtpd.h"
@@ -40,6 +43,9 @@ struct daemon {
 	struct dns *dns;
 	struct sched *sched;
 	struct smtpd *smtpd;
+	struct odmr *odmr;
+	struct metrics **metrics;
+	size_t nmetrics;
 	struct control *control;
 	SSL_CTX *server_tls;
 	SSL_CTX *client_tls;
@@ -108,6 +114,8 @@ static void reload(struct daemon *d)
 	}
 	log_set_level(ncfg->log_level);
 	smtpd_reload(d->smtpd, ncfg, ntls);
+	if (d->odmr != NULL)
+		odmr_reload(d->odmr, ncfg, ntls);
 	sched_reload(d->sched, ncfg);
 	if (d->server_tls != NULL)
 		SSL_CTX_free(d->server_tls);
@@ -149,6 +157,10 @@ static void begin_shutdown(struct daemon *d)
 	control_free(&d->control);
 	sched_shutdown(d->sched);
 	d->pending_shutdowns = 1;
+	if (d->odmr != NULL) {
+		d->pending_shutdowns++;
+		odmr_shutdown(d->odmr, shutdown_part_done, d);
+	}
 	smtpd_shutdown(d->smtpd, shutdown_part_done, d);
 	d->ev_drain = evtimer_new(d->base, drain_timeout, d);
 	evtimer_add(d->ev_drain, &tv);
@@ -229,6 +241,43 @@ static void become_user(const struct config *cfg, int permanent)
 	log_info("running as %s", cfg->run_as_user);
 }
 
+/* Gauges for /metrics: queue contents per domain and open sessions. */
+static void gauges(void *arg, struct evbuffer *out)
+{
+	struct daemon *d = arg;
+
+	evbuffer_add_printf(out, "# HELP odrelay_queue_messages Messages queued, by domain.\n"
+	    "# TYPE odrelay_queue_messages gauge\n");
+	for (size_t i = 0; i < d->cfg->ndomains; i++) {
+		struct queue_domain_stats st;
+
+		if (queue_domain_stats(d->q, d->cfg->domains[i].name, &st) != QUEUE_OK)
+			continue;
+		evbuffer_add_printf(out, "odrelay_queue_messages{domain=\"%s\"} %llu\n",
+		    d->cfg->domains[i].name, (unsigned long long)st.messages);
+	}
+	evbuffer_add_printf(out, "# HELP odrelay_queue_bytes Octets queued, by domain.\n"
+	    "# TYPE odrelay_queue_bytes gauge\n");
+	for (size_t i = 0; i < d->cfg->ndomains; i++) {
+		struct queue_domain_stats st;
+
+		if (queue_domain_stats(d->q, d->cfg->domains[i].name, &st) != QUEUE_OK)
+			continue;
+		evbuffer_add_printf(out, "odrelay_queue_bytes{domain=\"%s\"} %llu\n",
+		    d->cfg->domains[i].name, (unsigned long long)st.bytes);
+	}
+	evbuffer_add_printf(out, "# HELP odrelay_sessions Open sessions, by listener.\n"
+	    "# TYPE odrelay_sessions gauge\n"
+	    "odrelay_sessions{listener=\"smtp\"} %zu\n"
+	    "odrelay_sessions{listener=\"odmr\"} %zu\n"
+	    "# HELP odrelay_deliveries_active Outbound delivery connections running.\n"
+	    "# TYPE odrelay_deliveries_active gauge\n"
+	    "odrelay_deliveries_active %zu\n",
+	    smtpd_session_count(d->smtpd),
+	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
+	    sched_active(d->sched));
+}
+
 static void listen_all(struct daemon *d)
 {
 	char err[256];
@@ -238,6 +287,26 @@ static void listen_all(struct daemon *d)
 		if (smtpd_listen(d->smtpd, cfg->smtp_listen.v[i], err,
 		    sizeof(err)) < 0)
 			log_fatal(1, "smtp_listen %s: %s", cfg->smtp_listen.v[i], err);
+	if (d->odmr == NULL)
+		return;
+	for (size_t i = 0; i < cfg->odmr_listen.n; i++)
+		if (odmr_listen(d->odmr, cfg->odmr_listen.v[i], 0, err,
+		    sizeof(err)) < 0)
+			log_fatal(1, "odmr_listen %s: %s", cfg->odmr_listen.v[i], err);
+	for (size_t i = 0; i < cfg->odmrs_listen.n; i++)
+		if (odmr_listen(d->odmr, cfg->odmrs_listen.v[i], 1, err,
+		    sizeof(err)) < 0)
+			log_fatal(1, "odmrs_listen %s: %s", cfg->odmrs_listen.v[i], err);
+	for (size_t i = 0; i < cfg->metrics_listen.n; i++) {
+		struct metrics *m = metrics_listen(d->base, cfg->metrics_listen.v[i],
+		    gauges, d, err, sizeof(err));
+
+		if (m == NULL)
+			log_fatal(1, "metrics_listen %s: %s", cfg->metrics_listen.v[i], err);
+		d->metrics = xreallocarray(d->metrics, d->nmetrics + 1,
+		    sizeof(*d->metrics));
+		d->metrics[d->nmetrics++] = m;
+	}
 }
 
 int main(int argc, char **argv)
@@ -268,6 +337,8 @@ int main(int argc, char **argv)
 	if (d.cfg == NULL)
 		return 2;
 	if (check_only) {
+		if (odmr_check_config(d.cfg, print_config_error, NULL) < 0)
+			return 2;
 		return 0;
 	}
 	log_init("odrelayd", foreground, debug ? LOG_LEVEL_DEBUG : d.cfg->log_level);
@@ -304,6 +375,11 @@ int main(int argc, char **argv)
 		log_fatal(1, "dns: %s", err);
 	d.sched = sched_new(d.base, d.cfg, d.q, d.dns, d.client_tls);
 	d.smtpd = smtpd_new(d.base, d.cfg, d.q, d.server_tls);
+	if (d.cfg->odmr_listen.n > 0 || d.cfg->odmrs_listen.n > 0) {
+		d.odmr = odmr_new(d.base, d.cfg, d.q, d.server_tls, err, sizeof(err));
+		if (d.odmr == NULL)
+			log_fatal(2, "%s", err);
+	}
 	listen_all(&d);
 	if (getuid() == 0)
 		become_user(d.cfg, 1);
@@ -327,6 +403,11 @@ int main(int argc, char **argv)
 
 	/* Sessions are gone or timed out; nothing unacknowledged is kept. */
 	smtpd_free(&d.smtpd);
+	if (d.odmr != NULL)
+		odmr_free(&d.odmr);
+	for (size_t i = 0; i < d.nmetrics; i++)
+		metrics_free(&d.metrics[i]);
+	free(d.metrics);
 	sched_free(&d.sched);
 	dns_free(&d.dns);
 	control_free(&d.control);

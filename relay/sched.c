@@ -31,6 +31,7 @@
 #include "deliver.h"
 #include "dns.h"
 #include "log.h"
+#include "metrics.h"
 #include "queue.h"
 #include "sched.h"
 #include "util.h"
@@ -64,8 +65,10 @@ struct sched_run {
 /* One outbound connection attempt walking the address list. */
 struct sched_conn {
 	struct sched_run *run;
-	struct deliver *d;
+	struct deliver *d;	/* before the connection is made */
+	struct deliver *running;	/* after deliver_start, until done */
 	struct bufferevent *bev;
+	struct sched_conn *prev_conn, *next_conn;
 	size_t target, addr;	/* position in run->res */
 	char peer[300];
 };
@@ -79,6 +82,7 @@ struct sched {
 	struct event *tick;
 	time_t last_expiry_scan;
 	struct sched_run *runs;
+	struct sched_conn *conns;
 	size_t active_conns;
 	int shutting_down;
 	struct sched_etrn_slot etrn[SCHED_ETRN_SLOTS];
@@ -126,12 +130,30 @@ static void sched_ids_free(struct sched_ids *ids)
 
 /* ---- connections ---- */
 
-static void sched_conn_free(struct sched_conn *c)
+static void sched_conn_unlink(struct sched_conn *c)
 {
+	struct sched *s = c->run->s;
+
+	if (c->prev_conn != NULL)
+		c->prev_conn->next_conn = c->next_conn;
+	else
+		s->conns = c->next_conn;
+	if (c->next_conn != NULL)
+		c->next_conn->prev_conn = c->prev_conn;
+}
+
+/* Shutdown: abort a connection; unconfirmed recipients stay queued. */
+static void sched_conn_abort(struct sched_conn *c)
+{
+	sched_conn_unlink(c);
 	if (c->bev != NULL)
 		bufferevent_free(c->bev);
 	if (c->d != NULL)
 		deliver_free(&c->d);
+	if (c->running != NULL)
+		deliver_free(&c->running);
+	c->run->conns--;
+	c->run->s->active_conns--;
 	free(c);
 }
 
@@ -144,6 +166,8 @@ static void sched_conn_done(void *arg, const struct deliver_summary *sum)
 	    run->domain, c->peer, sum->rcpts_sent, sum->rcpts_deferred,
 	    sum->rcpts_bounced, sum->reason);
 	c->d = NULL;		/* deliver freed itself */
+	c->running = NULL;
+	sched_conn_unlink(c);
 	free(c);
 	run->s->active_conns--;
 	run->conns--;
@@ -164,7 +188,7 @@ static void sched_conn_event(struct bufferevent *bev, short what, void *arg)
 		c->d = NULL;
 		bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
 		/* c stays alive as the done-callback argument. */
-		c->d = NULL;
+		c->running = d;
 		deliver_start(d, bev, 0, c->run->s->client_tls, t->host,
 		    sched_conn_done, c);
 		return;
@@ -246,6 +270,10 @@ static int sched_run_start_conn(struct sched_run *run)
 	c = xcalloc(1, sizeof(*c));
 	c->run = run;
 	c->d = d;
+	c->next_conn = s->conns;
+	if (s->conns != NULL)
+		s->conns->prev_conn = c;
+	s->conns = c;
 	run->conns++;
 	s->active_conns++;
 	if (run->res->status != DNS_OK) {
@@ -418,6 +446,7 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 		return;
 	}
 	if (!sched_etrn_rate_ok(s, client_ip)) {
+		metrics_inc(METRIC_ETRN, "rate-limited");
 		log_info("etrn: client=[%s], node=%.100s, result=rate-limited", client_ip, node);
 		snprintf(reply, replylen, "458 4.7.0 Unable to queue messages for node %.255s: too many requests",
 		    node);
@@ -452,17 +481,21 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 			total += n;
 	}
 	if (!matched) {
+		metrics_inc(METRIC_ETRN, "refused");
 		log_info("etrn: client=[%s], node=%.100s, result=refused", client_ip, node);
 		snprintf(reply, replylen, "459 4.7.1 Node %.255s not allowed: not held here", node);
 	} else if (total > 0) {
+		metrics_inc(METRIC_ETRN, "started");
 		log_info("etrn: client=[%s], node=%.100s, result=started, messages=%ld",
 		    client_ip, node, total);
 		snprintf(reply, replylen, "253 2.0.0 OK, %ld pending messages for node %.255s started",
 		    total, node);
 	} else if (running) {
+		metrics_inc(METRIC_ETRN, "already-running");
 		log_info("etrn: client=[%s], node=%.100s, result=already-running", client_ip, node);
 		snprintf(reply, replylen, "250 2.0.0 OK, queuing for node %.255s started", node);
 	} else {
+		metrics_inc(METRIC_ETRN, "empty");
 		log_info("etrn: client=[%s], node=%.100s, result=empty", client_ip, node);
 		snprintf(reply, replylen, "251 2.0.0 OK, no messages waiting for node %.255s", node);
 	}
@@ -742,6 +775,10 @@ void sched_shutdown(struct sched *s)
 {
 	s->shutting_down = 1;
 	event_del(s->tick);
+	while (s->conns != NULL)
+		sched_conn_abort(s->conns);
+	while (s->runs != NULL)
+		sched_run_free(s->runs);
 }
 
 void sched_free(struct sched **sp)
@@ -750,11 +787,8 @@ void sched_free(struct sched **sp)
 
 	if (s == NULL)
 		return;
-	while (s->runs != NULL) {
-		if (s->runs->conns > 0)
-			break;	/* connections own callbacks into the run */
-		sched_run_free(s->runs);
-	}
+	if (!s->shutting_down)
+		sched_shutdown(s);
 	event_free(s->tick);
 	config_unref(&s->cfg);
 	free(s);

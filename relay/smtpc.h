@@ -1,3 +1,153 @@
+/*
+ * smtpc - the SMTP (and LMTP) client session used for every delivery:
+ * outbound after ETRN and retries, the reversed ATRN session, and odpull's
+ * relay to the local MTA.
+ *
+ * A session runs on a connected bufferevent it is given, starting at "wait
+ * for the 220". Messages come from a source (a struct of callbacks), and
+ * every recipient gets exactly one result through the source: a reply code
+ * (2xx sent, 4xx deferred, 5xx bounced) and a reply text. Replies the
+ * server never gave (connection lost, timeout, local checks such as SIZE)
+ * are synthesized with a fitting code and "X.Y.Z text".
+ *
+ * All calls on the loop thread.
+ */
 #ifndef OD_SMTPC_H
 #define OD_SMTPC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <openssl/ssl.h>
+
+struct event_base;
+struct bufferevent;
+struct smtpc;
+
+/* Session flags. */
+#define SMTPC_REVERSED		0x1	/* ATRN: no STARTTLS, no BDAT */
+#define SMTPC_ONE_LINE_WRITES	0x2	/* implicit TLS pump: no pipelining,
+					 * end-of-data in its own write */
+#define SMTPC_LMTP		0x4	/* LHLO, one reply per rcpt after DATA */
+#define SMTPC_NO_PIPELINING	0x8	/* never pipeline (tests, odd peers) */
+
+/* Message flags (same values as QUEUE_F_*). */
+#define SMTPC_F_8BITMIME	0x1
+#define SMTPC_F_SMTPUTF8	0x2
+
+/* DSN NOTIFY bits (same values as QUEUE_NOTIFY_*). */
+#define SMTPC_NOTIFY_NEVER	0x1
+#define SMTPC_NOTIFY_SUCCESS	0x2
+#define SMTPC_NOTIFY_FAILURE	0x4
+#define SMTPC_NOTIFY_DELAY	0x8
+
+/* RET (same values as QUEUE_RET_*). */
+#define SMTPC_RET_NONE	0
+#define SMTPC_RET_FULL	1
+#define SMTPC_RET_HDRS	2
+
+/* Limits of what the server may send. */
+#define SMTPC_MAX_LINE		4096	/* octets per reply line, CRLF included */
+#define SMTPC_MAX_LINES		100	/* lines per reply */
+#define SMTPC_MAX_TEXT		512	/* reply text kept for results/logs */
+#define SMTPC_MAX_RCPTS		100	/* recipients per transaction */
+
+struct smtpc_rcpt {
+	const char *addr;	/* without <> */
+	const char *orcpt;	/* DSN ORCPT "type;xtext", or NULL */
+	unsigned notify;	/* SMTPC_NOTIFY_*, 0 = not given */
+};
+
+/* A message, as the source describes it. Borrowed until msg_done. */
+struct smtpc_msg {
+	const char *sender;	/* "" = null sender */
+	const char *envid;	/* DSN ENVID xtext, or NULL */
+	int ret;		/* SMTPC_RET_* */
+	unsigned flags;		/* SMTPC_F_* */
+	uint64_t size;		/* body octets (for SIZE=) */
+	const struct smtpc_rcpt *rcpts;
+	size_t nrcpts;
+};
+
+struct smtpc_stats {
+	unsigned messages;	/* messages with at least one rcpt accepted */
+	unsigned rcpts_ok, rcpts_temp, rcpts_perm;
+	uint64_t bytes;		/* body octets sent (after stuffing) */
+	int ok;			/* ended normally: QUIT sent after the last message */
+	int tls;		/* STARTTLS done */
+	char reason[256];	/* how it ended, for the log */
+};
+
+struct smtpc_source {
+	/* Next message: fill *m and return 1, or 0 when there is no more. */
+	int (*next)(void *arg, struct smtpc_msg *m);
+	/*
+	 * Body of the current message, from its start (called for each DATA:
+	 * a message may be sent in several transactions). Bytes as stored:
+	 * CRLF lines, not dot-stuffed. body_read: 1 with data (borrowed until
+	 * the next call), 0 at the end, -1 on error (the transaction is then
+	 * abandoned: its recipients get 451 4.3.0). open/close may be NULL.
+	 */
+	int (*body_open)(void *arg);
+	int (*body_read)(void *arg, const unsigned char **data, size_t *len);
+	void (*body_close)(void *arg);
+	/* The one result for recipient i of the current message. */
+	void (*rcpt_result)(void *arg, size_t i, int code, const char *text);
+	/* Every recipient of the current message has its result. */
+	void (*msg_done)(void *arg);
+	/* The session ended; the smtpc frees itself (and the bufferevent)
+	 * once this returns. Unfinished messages got their results first. */
+	void (*done)(void *arg, const struct smtpc_stats *st);
+};
+
+/* RFC 5321 4.5.3.2 client timeouts, milliseconds. */
+struct smtpc_timeouts {
+	unsigned greeting;	/* 5 min */
+	unsigned ehlo;		/* 5 min (also RSET, STARTTLS, QUIT) */
+	unsigned mail;		/* 5 min */
+	unsigned rcpt;		/* 5 min */
+	unsigned data;		/* 2 min: the 354 */
+	unsigned block;		/* 3 min: each data block's send */
+	unsigned dot;		/* 10 min: the reply to end-of-data */
+};
+void smtpc_timeouts_default(struct smtpc_timeouts *t);
+
+struct smtpc_params {
+	const char *helo;	/* our name for EHLO/HELO/LHLO */
+	const char *peer;	/* server host name: SNI, logs; may be NULL */
+	unsigned flags;		/* SMTPC_* */
+	SSL_CTX *tls;		/* STARTTLS when offered; NULL: never */
+	const struct smtpc_timeouts *timeouts;	/* NULL: defaults */
+};
+
+/*
+ * Start a session on bev (connected; ownership passes to smtpc, its
+ * callbacks are replaced). p and src are copied; strings in p are copied.
+ * Nothing is called back before this returns.
+ */
+struct smtpc *smtpc_start(struct event_base *base, struct bufferevent *bev,
+    const struct smtpc_params *p, const struct smtpc_source *src, void *arg);
+/* Abort at once: no callback, the connection is closed. *s = NULL. */
+void smtpc_free(struct smtpc **s);
+
+/* ---- helpers, exposed for tests and callers ---- */
+
+/*
+ * Parse one reply line (without CRLF). Returns 0 and sets *code (100-599),
+ * *last (1 for "NNN text" / "NNN", 0 for "NNN-text") and *text (after the
+ * separator), or -1 for a malformed line.
+ */
+int smtpc_parse_line(const char *line, size_t len, int *code, int *last,
+    const char **text);
+/* 2xx: 0 (done), 4xx: 1 (temporary), 5xx/other: 2 (permanent). */
+#define SMTPC_CLASS_OK	0
+#define SMTPC_CLASS_TEMP	1
+#define SMTPC_CLASS_PERM	2
+int smtpc_code_class(int code);
+/*
+ * The enhanced status code (RFC 3463) at the start of a reply's text
+ * ("550 5.1.1 text" -> "5.1.1"), into buf; if there is none, one derived
+ * from the code ("4.0.0" / "5.0.0" / "2.0.0"). Returns buf.
+ */
+const char *smtpc_status(int code, const char *text, char *buf, size_t size);
+
 #endif

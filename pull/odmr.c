@@ -1,0 +1,913 @@
+/*
+ * odmr - ODMR listener and sessions (RFC 2645).
+ *
+ * States: INITIAL (EHLO, STARTTLS, AUTH, QUIT, NOOP, RSET) -> AUTHED (ATRN,
+ * EHLO, QUIT, NOOP, RSET) -> REVERSED (the bufferevent now belongs to
+ * relay/deliver). ATRN is answered at once with one line (fetchmail reads
+ * one line and waits only 300 s); the mail is gathered before the answer
+ * with cheap index reads, and sent after the customer's 220.
+ *
+ * Trust: everything read here comes from an unauthenticated peer: lines
+ * are bounded (4096 octets, 12288 for SASL data), failures are slowed and
+ * counted per address, and the 450 text never says which domain failed.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "config.h"
+#include "deliver.h"
+#include "log.h"
+#include "metrics.h"
+#include "odmr.h"
+#include "passwd.h"
+#include "queue.h"
+#include "sasl.h"
+#include "util.h"
+#include "xmalloc.h"
+
+#define ODMR_LINE_MAX		4096
+#define ODMR_AUTH_LINE_MAX	12288
+#define ODMR_PREAUTH_TIMEOUT	120	/* seconds: DoS guard before AUTH */
+#define ODMR_MAX_DOMAINS	64
+#define ODMR_RATE_SLOTS		64
+
+enum odmr_state {
+	ODMR_INITIAL,
+	ODMR_AUTH_EXCHANGE,	/* waiting for a SASL response line */
+	ODMR_AUTHED,
+	ODMR_DELAYED,		/* failed AUTH: reply held back */
+	ODMR_CLOSING
+};
+
+struct odmr_listener {
+	struct evconnlistener *l;
+	int implicit_tls;
+	struct odmr_listener *next;
+};
+
+struct odmr_rate {
+	char key[128];		/* user name */
+	time_t window;
+	unsigned count;
+};
+
+struct odmr {
+	struct event_base *base;
+	struct config *cfg;
+	struct queue *q;
+	SSL_CTX *tls;
+	struct passwd_db *pw;
+	struct sasl_throttle *throttle;
+	struct odmr_listener *listeners;
+	struct odmr_session *sessions;
+	size_t nsessions;
+	int shutting_down;
+	void (*shutdown_done)(void *arg);
+	void *shutdown_arg;
+	struct odmr_rate rate[ODMR_RATE_SLOTS];
+};
+
+struct odmr_session {
+	struct odmr *o;
+	struct config *cfg;
+	struct bufferevent *bev;
+	struct event *delay;	/* failed-AUTH delay timer */
+	enum odmr_state state;
+	int tls_active;
+	int implicit_tls;
+	int helo_seen;
+	int discard_line;	/* skipping the rest of an overlong line */
+	unsigned errors;
+	char ip[64];
+	char user[128];
+	struct sasl_server *sasl;
+	char delayed_reply[128];
+	struct odmr_session *prev, *next;
+};
+
+static void odmr_session_free(struct odmr_session *s);
+static void odmr_read_cb(struct bufferevent *bev, void *arg);
+
+static void odmr_reply(struct odmr_session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void odmr_reply(struct odmr_session *s, const char *fmt, ...)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	va_list ap;
+
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+/* Close once the reply is written. */
+static void odmr_close_when_flushed(struct odmr_session *s)
+{
+	s->state = ODMR_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+		odmr_session_free(s);
+}
+
+static void odmr_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct odmr_session *s = arg;
+
+	(void)bev;
+	if (s->state == ODMR_CLOSING)
+		odmr_session_free(s);
+}
+
+static void odmr_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct odmr_session *s = arg;
+
+	(void)bev;
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (s->state != ODMR_CLOSING) {
+			log_info("odmr: client=[%s], user=%s, timeout", s->ip,
+			    s->user[0] ? s->user : "-");
+			odmr_reply(s, "421 4.4.2 %s Timeout, closing", s->cfg->hostname);
+			bufferevent_set_timeouts(s->bev, NULL, NULL);
+			odmr_close_when_flushed(s);
+			return;
+		}
+	}
+	if (what & BEV_EVENT_ERROR)
+		log_debug("odmr: client=[%s], connection error", s->ip);
+	odmr_session_free(s);
+}
+
+static void odmr_set_timeout(struct odmr_session *s)
+{
+	struct timeval tv = { s->state == ODMR_AUTHED ? s->cfg->smtp_timeout :
+	    ODMR_PREAUTH_TIMEOUT, 0 };
+
+	bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+static void odmr_session_free(struct odmr_session *s)
+{
+	struct odmr *o = s->o;
+
+	if (s->prev != NULL)
+		s->prev->next = s->next;
+	else
+		o->sessions = s->next;
+	if (s->next != NULL)
+		s->next->prev = s->prev;
+	o->nsessions--;
+	if (s->bev != NULL)
+		bufferevent_free(s->bev);
+	if (s->delay != NULL)
+		event_free(s->delay);
+	sasl_server_free(&s->sasl);
+	config_unref(&s->cfg);
+	free(s);
+	if (o->shutting_down && o->nsessions == 0 && o->shutdown_done != NULL) {
+		void (*done)(void *) = o->shutdown_done;
+
+		o->shutdown_done = NULL;
+		done(o->shutdown_arg);
+	}
+}
+
+/* ---- EHLO / STARTTLS ---- */
+
+static void odmr_cmd_ehlo(struct odmr_session *s, const char *arg)
+{
+	if (*arg == '\0') {
+		odmr_reply(s, "501 5.5.4 EHLO needs a domain or address literal");
+		return;
+	}
+	s->helo_seen = 1;
+	odmr_reply(s, "250-%s", s->cfg->hostname);
+	odmr_reply(s, "250-ENHANCEDSTATUSCODES");
+	if (s->o->tls != NULL && !s->tls_active && s->state == ODMR_INITIAL)
+		odmr_reply(s, "250-STARTTLS");
+	if (s->state == ODMR_INITIAL)
+		odmr_reply(s, "250-AUTH %s", sasl_mechs_offered(s->tls_active,
+		    s->cfg->auth_requires_tls));
+	odmr_reply(s, "250 ATRN");
+}
+
+static void odmr_cmd_starttls(struct odmr_session *s, const char *arg)
+{
+	struct bufferevent *tls_bev;
+	SSL *ssl;
+
+	if (*arg != '\0') {
+		odmr_reply(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (s->o->tls == NULL) {
+		odmr_reply(s, "502 5.5.1 STARTTLS not available");
+		return;
+	}
+	if (s->tls_active || s->state != ODMR_INITIAL) {
+		odmr_reply(s, "503 5.5.1 STARTTLS not allowed now");
+		return;
+	}
+	/* Anything pipelined after STARTTLS is plaintext injection: drop it. */
+	evbuffer_drain(bufferevent_get_input(s->bev),
+	    evbuffer_get_length(bufferevent_get_input(s->bev)));
+	odmr_reply(s, "220 2.0.0 Ready to start TLS");
+	ssl = SSL_new(s->o->tls);
+	if (ssl == NULL) {
+		odmr_reply(s, "454 4.7.0 TLS not available");
+		return;
+	}
+	tls_bev = bufferevent_openssl_filter_new(s->o->base, s->bev, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tls_bev == NULL) {
+		SSL_free(ssl);
+		odmr_close_when_flushed(s);
+		return;
+	}
+	s->bev = tls_bev;
+	s->tls_active = 1;
+	s->helo_seen = 0;
+	bufferevent_setcb(s->bev, odmr_read_cb, odmr_write_cb, odmr_event_cb, s);
+	odmr_set_timeout(s);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+}
+
+/* ---- AUTH ---- */
+
+static void odmr_auth_fail_reply(evutil_socket_t fd, short what, void *arg)
+{
+	struct odmr_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	s->state = ODMR_INITIAL;
+	odmr_reply(s, "%s", s->delayed_reply);
+	bufferevent_enable(s->bev, EV_READ);
+	/* Lines that arrived during the delay. */
+	odmr_read_cb(s->bev, s);
+}
+
+static void odmr_auth_finish(struct odmr_session *s, int ok)
+{
+	struct timeval tv;
+	unsigned delay;
+
+	if (ok) {
+		util_strlcpy(s->user, sasl_server_user(s->sasl), sizeof(s->user));
+		sasl_server_free(&s->sasl);
+		sasl_throttle_success(s->o->throttle, s->ip);
+		s->state = ODMR_AUTHED;
+		odmr_set_timeout(s);
+		log_info("odmr: client=[%s], user=%s, auth=ok", s->ip, s->user);
+		metrics_inc(METRIC_AUTH, "ok");
+		odmr_reply(s, "235 2.7.0 Authentication successful");
+		return;
+	}
+	sasl_server_free(&s->sasl);
+	delay = sasl_throttle_failure(s->o->throttle, s->ip);
+	log_info("odmr: client=[%s], auth=failed, delay=%us", s->ip, delay);
+	metrics_inc(METRIC_AUTH, "failed");
+	snprintf(s->delayed_reply, sizeof(s->delayed_reply),
+	    "535 5.7.8 Authentication credentials invalid");
+	/* A growing delay before the answer makes guessing slow. */
+	s->state = ODMR_DELAYED;
+	bufferevent_disable(s->bev, EV_READ);
+	if (s->delay == NULL)
+		s->delay = evtimer_new(s->o->base, odmr_auth_fail_reply, s);
+	tv.tv_sec = delay;
+	tv.tv_usec = 0;
+	evtimer_add(s->delay, &tv);
+}
+
+/* Feed one decoded client message to SASL and answer. */
+static void odmr_auth_step(struct odmr_session *s, const unsigned char *in,
+    size_t inlen)
+{
+	unsigned char out[1024];
+	char b64[1500];
+	size_t outlen = 0;
+	int rc;
+
+	rc = sasl_server_step(s->sasl, in, inlen, out, sizeof(out), &outlen);
+	switch (rc) {
+	case SASL_CONTINUE:
+		if (util_base64_encode(out, outlen, b64, sizeof(b64)) < 0) {
+			odmr_auth_finish(s, 0);
+			return;
+		}
+		s->state = ODMR_AUTH_EXCHANGE;
+		odmr_reply(s, "334 %s", b64);
+		return;
+	case SASL_OK:
+		odmr_auth_finish(s, 1);
+		return;
+	default:
+		odmr_auth_finish(s, 0);
+		return;
+	}
+}
+
+static void odmr_cmd_auth(struct odmr_session *s, char *arg)
+{
+	unsigned char dec[ODMR_AUTH_LINE_MAX];
+	char *mech = arg, *initial;
+	int n;
+
+	if (s->state == ODMR_AUTHED) {
+		odmr_reply(s, "503 5.5.1 Already authenticated");
+		return;
+	}
+	if (sasl_throttle_blocked(s->o->throttle, s->ip)) {
+		log_info("odmr: client=[%s], auth=refused, too many failures", s->ip);
+		odmr_reply(s, "454 4.7.0 Too many failed attempts, try later");
+		return;
+	}
+	initial = strchr(arg, ' ');
+	if (initial != NULL)
+		*initial++ = '\0';
+	if (*mech == '\0') {
+		odmr_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	s->sasl = sasl_server_new(mech, s->o->pw, s->cfg->hostname,
+	    s->tls_active, s->cfg->auth_requires_tls);
+	if (s->sasl == NULL) {
+		if (sasl_mech_known(mech))
+			odmr_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
+		else
+			odmr_reply(s, "504 5.5.4 Unrecognized authentication type");
+		return;
+	}
+	if (initial == NULL) {
+		odmr_auth_step(s, (const unsigned char *)"", 0);
+		return;
+	}
+	if (strcmp(initial, "=") == 0) {
+		odmr_auth_step(s, (const unsigned char *)"", 0);
+		return;
+	}
+	n = util_base64_decode(initial, strlen(initial), dec, sizeof(dec));
+	if (n < 0) {
+		sasl_server_free(&s->sasl);
+		odmr_reply(s, "501 5.5.2 Invalid base64 data");
+		return;
+	}
+	odmr_auth_step(s, dec, (size_t)n);
+}
+
+static void odmr_auth_line(struct odmr_session *s, const char *line)
+{
+	unsigned char dec[ODMR_AUTH_LINE_MAX];
+	int n;
+
+	if (strcmp(line, "*") == 0) {
+		sasl_server_free(&s->sasl);
+		s->state = ODMR_INITIAL;
+		odmr_reply(s, "501 5.7.0 Authentication cancelled");
+		return;
+	}
+	n = util_base64_decode(line, strlen(line), dec, sizeof(dec));
+	if (n < 0) {
+		sasl_server_free(&s->sasl);
+		s->state = ODMR_INITIAL;
+		odmr_reply(s, "501 5.5.2 Invalid base64 data");
+		return;
+	}
+	odmr_auth_step(s, dec, (size_t)n);
+}
+
+/* ---- ATRN ---- */
+
+/* RFC 2645 5.2.1 domain: two or more LDH labels, no trailing dot. */
+static int odmr_domain_ok(const char *d)
+{
+	int labels = 0;
+	size_t len;
+
+	while (*d != '\0') {
+		const char *dot = strchr(d, '.');
+
+		len = dot ? (size_t)(dot - d) : strlen(d);
+		if (len == 0 || len > 63 || !isalnum((unsigned char)d[0]) ||
+		    !isalnum((unsigned char)d[len - 1]))
+			return 0;
+		for (size_t i = 0; i < len; i++)
+			if (!isalnum((unsigned char)d[i]) && d[i] != '-')
+				return 0;
+		labels++;
+		if (dot == NULL)
+			break;
+		d = dot + 1;
+		if (*d == '\0')
+			return 0;	/* trailing dot */
+	}
+	return labels >= 2;
+}
+
+static int odmr_rate_ok(struct odmr *o, const char *user)
+{
+	time_t now = time(NULL), minute = now - now % 60;
+	struct odmr_rate *slot = NULL, *oldest = &o->rate[0];
+
+	for (size_t i = 0; i < ODMR_RATE_SLOTS; i++) {
+		if (strcmp(o->rate[i].key, user) == 0) {
+			slot = &o->rate[i];
+			break;
+		}
+		if (o->rate[i].window < oldest->window)
+			oldest = &o->rate[i];
+	}
+	if (slot == NULL) {
+		slot = oldest;
+		util_strlcpy(slot->key, user, sizeof(slot->key));
+		slot->count = 0;
+		slot->window = minute;
+	}
+	if (slot->window != minute) {
+		slot->window = minute;
+		slot->count = 0;
+	}
+	return ++slot->count <= o->cfg->atrn_rate;
+}
+
+struct odmr_gather {
+	struct deliver *d;
+	const char *const *domains;
+	size_t ndomains;
+	unsigned added, busy;
+};
+
+static int odmr_gather_cb(void *arg, const char *id)
+{
+	struct odmr_gather *g = arg;
+	int rc = deliver_add(g->d, id, g->domains, g->ndomains);
+
+	if (rc == 1)
+		g->added++;
+	else if (rc == QUEUE_EBUSY)
+		g->busy++;
+	return 0;
+}
+
+struct odmr_atrn_log {
+	char ip[64];
+	char user[128];
+	char domains[512];
+};
+
+static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
+{
+	struct odmr_atrn_log *lg = arg;
+
+	log_info("atrn: client=[%s], user=%s, domains=%s, messages=%u, sent=%u, "
+	    "deferred=%u, bounced=%u, bytes=%llu, result=%s (%s)", lg->ip,
+	    lg->user, lg->domains, sum->messages, sum->rcpts_sent,
+	    sum->rcpts_deferred, sum->rcpts_bounced,
+	    (unsigned long long)sum->bytes, sum->ok ? "ok" : "incomplete",
+	    sum->reason);
+	free(lg);
+}
+
+static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
+{
+	char *domains[ODMR_MAX_DOMAINS];
+	size_t ndomains = 0, i, j;
+	struct odmr_gather g;
+	struct odmr_atrn_log *lg;
+	char *p, *comma, list[512];
+	size_t off = 0;
+
+	if (s->state != ODMR_AUTHED) {
+		odmr_reply(s, "530 5.7.0 Authentication required");
+		return;
+	}
+	/* Domains: comma-separated, no spaces (RFC 2645 5.2.1). */
+	if (*arg != '\0') {
+		for (p = arg; p != NULL; p = comma) {
+			comma = strchr(p, ',');
+			if (comma != NULL)
+				*comma++ = '\0';
+			util_lowercase(p);
+			if (!odmr_domain_ok(p) || ndomains == ODMR_MAX_DOMAINS) {
+				odmr_reply(s, "501 5.5.4 Syntax: ATRN [domain[,domain...]]");
+				return;
+			}
+			for (j = 0; j < ndomains; j++)
+				if (strcmp(domains[j], p) == 0)
+					break;
+			if (j == ndomains)
+				domains[ndomains++] = p;
+		}
+		for (i = 0; i < ndomains; i++)
+			if (!passwd_user_may(s->o->pw, s->user, domains[i]))
+				break;
+		if (i < ndomains) {
+			log_info("atrn: client=[%s], user=%s, result=refused (domain %.100s not allowed)",
+			    s->ip, s->user, domains[i]);
+			metrics_inc(METRIC_ATRN, "refused");
+			odmr_reply(s, "450 4.7.1 ATRN request refused");
+			return;
+		}
+	} else {
+		ndomains = passwd_user_domain_list(s->o->pw, s->user,
+		    (const char **)domains, ODMR_MAX_DOMAINS);
+		if (ndomains == 0) {
+			odmr_reply(s, "450 4.7.1 ATRN request refused");
+			return;
+		}
+	}
+	if (!odmr_rate_ok(s->o, s->user)) {
+		log_info("atrn: client=[%s], user=%s, result=rate-limited", s->ip, s->user);
+		metrics_inc(METRIC_ATRN, "rate-limited");
+		odmr_reply(s, "450 4.7.0 Too many ATRN requests, try later");
+		return;
+	}
+	list[0] = '\0';
+	for (i = 0; i < ndomains; i++)
+		off += (size_t)snprintf(list + off, off < sizeof(list) ?
+		    sizeof(list) - off : 0, "%s%s", i ? "," : "", domains[i]);
+
+	memset(&g, 0, sizeof(g));
+	{
+		char owner[160];
+
+		snprintf(owner, sizeof(owner), "atrn:%s", s->user);
+		g.d = deliver_new(s->o->base, s->cfg, s->o->q, owner, s->ip);
+	}
+	g.domains = (const char *const *)domains;
+	g.ndomains = ndomains;
+	for (i = 0; i < ndomains; i++)
+		queue_foreach_domain(s->o->q, domains[i], odmr_gather_cb, &g);
+	if (g.added == 0) {
+		deliver_free(&g.d);
+		if (g.busy > 0) {
+			log_info("atrn: client=[%s], user=%s, domains=%s, result=busy",
+			    s->ip, s->user, list);
+			metrics_inc(METRIC_ATRN, "busy");
+			odmr_reply(s, "451 4.3.0 Mail for these domains is being delivered now, try later");
+		} else {
+			log_info("atrn: client=[%s], user=%s, domains=%s, result=no-mail",
+			    s->ip, s->user, list);
+			metrics_inc(METRIC_ATRN, "no-mail");
+			odmr_reply(s, "453 4.3.0 You have no mail");
+		}
+		return;
+	}
+	log_info("atrn: client=[%s], user=%s, domains=%s, messages=%u, result=reversing",
+	    s->ip, s->user, list, g.added);
+	metrics_inc(METRIC_ATRN, "started");
+	odmr_reply(s, "250 2.0.0 OK now reversing the connection");
+	lg = xcalloc(1, sizeof(*lg));
+	util_strlcpy(lg->ip, s->ip, sizeof(lg->ip));
+	util_strlcpy(lg->user, s->user, sizeof(lg->user));
+	util_strlcpy(lg->domains, list, sizeof(lg->domains));
+	/* The connection now belongs to deliver; our session ends here. */
+	{
+		struct bufferevent *bev = s->bev;
+
+		s->bev = NULL;
+		bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+		bufferevent_set_timeouts(bev, NULL, NULL);
+		deliver_start(g.d, bev, DELIVER_REVERSED |
+		    (s->implicit_tls ? DELIVER_ONE_LINE_WRITES : 0), NULL, s->user,
+		    odmr_atrn_done, lg);
+	}
+	odmr_session_free(s);
+}
+
+/* ---- command dispatch ---- */
+
+static void odmr_command(struct odmr_session *s, char *line)
+{
+	char *arg = line;
+	char verb[16];
+	size_t n = 0;
+
+	while (*arg != '\0' && *arg != ' ' && n < sizeof(verb) - 1)
+		verb[n++] = (char)toupper((unsigned char)*arg++);
+	verb[n] = '\0';
+	while (*arg == ' ')
+		arg++;
+
+	if (strcmp(verb, "EHLO") == 0) {
+		odmr_cmd_ehlo(s, arg);
+	} else if (strcmp(verb, "HELO") == 0) {
+		odmr_reply(s, "502 5.5.1 Use EHLO on the ODMR service");
+	} else if (strcmp(verb, "STARTTLS") == 0) {
+		odmr_cmd_starttls(s, arg);
+	} else if (strcmp(verb, "AUTH") == 0) {
+		odmr_cmd_auth(s, arg);
+	} else if (strcmp(verb, "ATRN") == 0) {
+		odmr_cmd_atrn(s, arg);
+	} else if (strcmp(verb, "NOOP") == 0) {
+		odmr_reply(s, "250 2.0.0 OK");
+	} else if (strcmp(verb, "RSET") == 0) {
+		odmr_reply(s, "250 2.0.0 OK");
+	} else if (strcmp(verb, "QUIT") == 0) {
+		odmr_reply(s, "221 2.0.0 %s closing connection", s->cfg->hostname);
+		odmr_close_when_flushed(s);
+	} else {
+		if (++s->errors >= s->cfg->max_errors) {
+			odmr_reply(s, "421 4.7.0 %s Too many errors, closing", s->cfg->hostname);
+			odmr_close_when_flushed(s);
+			return;
+		}
+		odmr_reply(s, "502 5.5.1 Command not implemented on the ODMR service");
+	}
+}
+
+static void odmr_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct odmr_session *s = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	while (s->state != ODMR_CLOSING && s->state != ODMR_DELAYED &&
+	    s->bev == bev) {
+		size_t max = s->state == ODMR_AUTH_EXCHANGE ? ODMR_AUTH_LINE_MAX :
+		    ODMR_LINE_MAX;
+		struct evbuffer_ptr eol;
+		size_t eol_len = 0;
+		char *line;
+		size_t len;
+
+		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+		if (eol.pos < 0) {
+			if (evbuffer_get_length(in) > max) {
+				/* Overlong: drop what we have, skip to the CRLF. */
+				evbuffer_drain(in, evbuffer_get_length(in));
+				s->discard_line = 1;
+			}
+			return;
+		}
+		if (s->discard_line || (size_t)eol.pos > max) {
+			evbuffer_drain(in, (size_t)eol.pos + eol_len);
+			s->discard_line = 0;
+			odmr_reply(s, "500 5.5.2 Line too long");
+			if (s->state == ODMR_AUTH_EXCHANGE) {
+				sasl_server_free(&s->sasl);
+				s->state = ODMR_INITIAL;
+			}
+			continue;
+		}
+		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
+		if (line == NULL)
+			return;
+		if (memchr(line, '\0', len) != NULL) {
+			free(line);
+			odmr_reply(s, "500 5.5.2 Syntax error");
+			continue;
+		}
+		if (s->state == ODMR_AUTH_EXCHANGE)
+			odmr_auth_line(s, line);
+		else
+			odmr_command(s, line);
+		free(line);
+	}
+}
+
+/* ---- listener ---- */
+
+static void odmr_accept(struct odmr *o, evutil_socket_t fd,
+    struct sockaddr *sa, int implicit_tls)
+{
+	struct odmr_session *s;
+	struct bufferevent *bev;
+
+	if (o->shutting_down || o->nsessions >= o->cfg->max_connections) {
+		static const char busy[] = "421 4.7.0 Too many connections\r\n";
+
+		(void)!write(fd, busy, sizeof(busy) - 1);
+		evutil_closesocket(fd);
+		return;
+	}
+	if (implicit_tls) {
+		SSL *ssl = o->tls ? SSL_new(o->tls) : NULL;
+
+		if (ssl == NULL) {
+			evutil_closesocket(fd);
+			return;
+		}
+		bev = bufferevent_openssl_socket_new(o->base, fd, ssl,
+		    BUFFEREVENT_SSL_ACCEPTING,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	} else {
+		bev = bufferevent_socket_new(o->base, fd,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	}
+	if (bev == NULL) {
+		evutil_closesocket(fd);
+		return;
+	}
+	s = xcalloc(1, sizeof(*s));
+	s->o = o;
+	s->cfg = config_ref(o->cfg);
+	s->bev = bev;
+	s->implicit_tls = implicit_tls;
+	s->tls_active = implicit_tls;
+	util_sockaddr_ip(sa, s->ip, sizeof(s->ip));
+	s->next = o->sessions;
+	if (o->sessions != NULL)
+		o->sessions->prev = s;
+	o->sessions = s;
+	o->nsessions++;
+	log_debug("odmr: connect from [%s]%s", s->ip, implicit_tls ? " (TLS)" : "");
+	bufferevent_setcb(bev, odmr_read_cb, odmr_write_cb, odmr_event_cb, s);
+	odmr_set_timeout(s);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	odmr_reply(s, "220 %s ESMTP odrelay ODMR service", s->cfg->hostname);
+}
+
+static void odmr_accept_plain(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	(void)l;
+	(void)salen;
+	odmr_accept(arg, fd, sa, 0);
+}
+
+static void odmr_accept_tls(struct evconnlistener *l, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	(void)l;
+	(void)salen;
+	odmr_accept(arg, fd, sa, 1);
+}
+
+struct odmr_errctx {
+	char *err;
+	size_t errlen;
+	int count;
+};
+
+static void odmr_passwd_err(void *arg, const char *msg)
+{
+	struct odmr_errctx *e = arg;
+
+	if (e->count++ == 0)
+		util_strlcpy(e->err, msg, e->errlen);
+	log_error("%s", msg);
+}
+
+struct odmr *odmr_new(struct event_base *base, struct config *cfg,
+    struct queue *q, SSL_CTX *tls, char *err, size_t errlen)
+{
+	struct odmr *o;
+	struct odmr_errctx ec = { err, errlen, 0 };
+	struct passwd_db *pw;
+
+	pw = passwd_load(cfg->passwd_file, odmr_passwd_err, &ec);
+	if (pw == NULL) {
+		if (ec.count == 0)
+			snprintf(err, errlen, "%s: cannot be loaded", cfg->passwd_file);
+		return NULL;
+	}
+	o = xcalloc(1, sizeof(*o));
+	o->base = base;
+	o->cfg = config_ref(cfg);
+	o->q = q;
+	o->tls = tls;
+	o->pw = pw;
+	o->throttle = sasl_throttle_new();
+	return o;
+}
+
+int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
+    char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	socklen_t sslen;
+	struct odmr_listener *ol;
+	struct evconnlistener *l;
+
+	if (implicit_tls && o->tls == NULL) {
+		snprintf(err, errlen, "odmrs_listen needs tls_cert_file and tls_key_file");
+		return -1;
+	}
+	if (util_sockaddr_parse(addr, 366, &ss, &sslen) < 0) {
+		snprintf(err, errlen, "bad address");
+		return -1;
+	}
+	l = evconnlistener_new_bind(o->base,
+	    implicit_tls ? odmr_accept_tls : odmr_accept_plain, o,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
+	    (ss.ss_family == AF_INET6 ? LEV_OPT_BIND_IPV6ONLY : 0), 128,
+	    (struct sockaddr *)&ss, (int)sslen);
+	if (l == NULL) {
+		snprintf(err, errlen, "%s", strerror(errno));
+		return -1;
+	}
+	ol = xcalloc(1, sizeof(*ol));
+	ol->l = l;
+	ol->implicit_tls = implicit_tls;
+	ol->next = o->listeners;
+	o->listeners = ol;
+	log_info("odmr: listening on %s%s", addr, implicit_tls ? " (TLS)" : "");
+	return 0;
+}
+
+static void odmr_reload_err(void *arg, const char *msg)
+{
+	(void)arg;
+	log_error("reload: %s", msg);
+}
+
+void odmr_reload(struct odmr *o, struct config *cfg, SSL_CTX *tls)
+{
+	struct passwd_db *pw;
+
+	config_unref(&o->cfg);
+	o->cfg = config_ref(cfg);
+	o->tls = tls;
+	pw = passwd_load(cfg->passwd_file, odmr_reload_err, NULL);
+	if (pw == NULL) {
+		log_error("reload: password file %s has errors, keeping the old one",
+		    cfg->passwd_file);
+		return;
+	}
+	passwd_free(&o->pw);
+	o->pw = pw;
+}
+
+int odmr_check_config(const struct config *cfg,
+    void (*errfn)(void *arg, const char *msg), void *arg)
+{
+	struct passwd_db *pw;
+
+	if (cfg->odmr_listen.n == 0 && cfg->odmrs_listen.n == 0)
+		return 0;
+	pw = passwd_load(cfg->passwd_file, errfn, arg);
+	if (pw == NULL)
+		return -1;
+	passwd_free(&pw);
+	return 0;
+}
+
+void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg)
+{
+	struct odmr_listener *ol, *next;
+	struct odmr_session *s, *snext;
+
+	o->shutting_down = 1;
+	for (ol = o->listeners; ol != NULL; ol = next) {
+		next = ol->next;
+		evconnlistener_free(ol->l);
+		free(ol);
+	}
+	o->listeners = NULL;
+	o->shutdown_done = done;
+	o->shutdown_arg = arg;
+	for (s = o->sessions; s != NULL; s = snext) {
+		snext = s->next;
+		if (s->state == ODMR_CLOSING)
+			continue;
+		odmr_reply(s, "421 4.3.2 %s Service shutting down", s->cfg->hostname);
+		odmr_close_when_flushed(s);
+	}
+	if (o->nsessions == 0 && o->shutdown_done != NULL) {
+		o->shutdown_done = NULL;
+		done(arg);
+	}
+}
+
+size_t odmr_session_count(const struct odmr *o)
+{
+	return o->nsessions;
+}
+
+void odmr_free(struct odmr **op)
+{
+	struct odmr *o = *op;
+	struct odmr_listener *ol, *next;
+
+	if (o == NULL)
+		return;
+	o->shutdown_done = NULL;
+	while (o->sessions != NULL)
+		odmr_session_free(o->sessions);
+	for (ol = o->listeners; ol != NULL; ol = next) {
+		next = ol->next;
+		evconnlistener_free(ol->l);
+		free(ol);
+	}
+	passwd_free(&o->pw);
+	sasl_throttle_free(&o->throttle);
+	config_unref(&o->cfg);
+	free(o);
+	*op = NULL;
+}

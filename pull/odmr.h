@@ -1,0 +1,37 @@
+/*
+ * odmr - the ODMR listener (RFC 2645): EHLO, STARTTLS, AUTH, then ATRN,
+ * after which the connection is handed to relay/deliver (smtpc in reversed
+ * mode) and the held mail goes down the same connection.
+ *
+ * All calls on the loop thread.
+ */
+#ifndef OD_ODMR_H
+#define OD_ODMR_H
+
+#include <stddef.h>
+#include <openssl/ssl.h>
+
+struct event_base;
+struct config;
+struct queue;
+struct odmr;
+
+/* Reads cfg->passwd_file. NULL and err when it cannot be loaded. */
+struct odmr *odmr_new(struct event_base *base, struct config *cfg,
+    struct queue *q, SSL_CTX *tls, char *err, size_t errlen);
+/* implicit_tls: TLS from the first byte (odmrs_listen). 0 or -1 + err. */
+int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
+    char *err, size_t errlen);
+/* SIGHUP: new config and TLS context; the password file is read again (a
+ * broken one is logged and the old one kept). */
+void odmr_reload(struct odmr *o, struct config *cfg, SSL_CTX *tls);
+/* odrelayd -n: check the password file cfg names; errors via errfn. */
+int odmr_check_config(const struct config *cfg,
+    void (*errfn)(void *arg, const char *msg), void *arg);
+/* Close listeners; sessions before ATRN get 421; reversed sessions are
+ * aborted (unconfirmed mail stays queued). done runs when none is left. */
+void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg);
+size_t odmr_session_count(const struct odmr *o);
+void odmr_free(struct odmr **o);
+
+#endif

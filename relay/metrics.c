@@ -1,0 +1,196 @@
+/*
+ * metrics - process-wide counters and the /metrics HTTP endpoint.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+#include "xmalloc.h"
+
+#define METRICS_LABELS 24	/* distinct labels per counter */
+
+struct metric_def {
+	const char *name;
+	const char *label_name;	/* NULL: no label */
+	const char *help;
+};
+
+static const struct metric_def metric_defs[METRIC_COUNT] = {
+	[METRIC_RECEIVED] = { "odrelay_messages_received_total", NULL,
+	    "Messages accepted and stored in the queue." },
+	[METRIC_RECEIVED_BYTES] = { "odrelay_bytes_received_total", NULL,
+	    "Octets of accepted messages." },
+	[METRIC_DELIVERED] = { "odrelay_recipients_delivered_total", "via",
+	    "Recipients delivered, by how the delivery was started." },
+	[METRIC_BOUNCED] = { "odrelay_recipients_bounced_total", NULL,
+	    "Recipients returned to the sender with a delivery status notification." },
+	[METRIC_DEFERRED] = { "odrelay_recipients_deferred_total", NULL,
+	    "Recipient delivery attempts that failed temporarily." },
+	[METRIC_REJECTED] = { "odrelay_rejected_total", "reason",
+	    "SMTP commands or messages refused, by reason." },
+	[METRIC_ETRN] = { "odrelay_etrn_requests_total", "result",
+	    "ETRN requests, by result." },
+	[METRIC_ATRN] = { "odrelay_atrn_requests_total", "result",
+	    "ATRN requests, by result." },
+	[METRIC_AUTH] = { "odrelay_auth_attempts_total", "result",
+	    "SASL authentications on the ODMR listener, by result." },
+};
+
+struct metric_cell {
+	int used;
+	char label[32];
+	uint64_t value;
+};
+
+static struct metric_cell cells[METRIC_COUNT][METRICS_LABELS];
+
+struct metrics {
+	struct evhttp *http;
+	metrics_gauge_fn *gauges;
+	void *arg;
+};
+
+/* The cell for (m, label); a full table folds new labels into "other". */
+static struct metric_cell *metrics_cell(enum metric m, const char *label,
+    int create)
+{
+	const char *l = label ? label : "";
+	struct metric_cell *row;
+
+	if ((unsigned)m >= METRIC_COUNT)
+		return NULL;
+	row = cells[m];
+	for (size_t i = 0; i < METRICS_LABELS; i++) {
+		if (row[i].used && strcmp(row[i].label, l) == 0)
+			return &row[i];
+		if (!row[i].used) {
+			if (!create)
+				return NULL;
+			if (i == METRICS_LABELS - 1)
+				l = "other";
+			row[i].used = 1;
+			util_strlcpy(row[i].label, l, sizeof(row[i].label));
+			return &row[i];
+		}
+	}
+	return create ? &row[METRICS_LABELS - 1] : NULL;
+}
+
+void metrics_add(enum metric m, const char *label, uint64_t n)
+{
+	struct metric_cell *c = metrics_cell(m, label, 1);
+
+	if (c != NULL)
+		c->value += n;
+}
+
+uint64_t metrics_get(enum metric m, const char *label)
+{
+	struct metric_cell *c = metrics_cell(m, label, 0);
+
+	return c ? c->value : 0;
+}
+
+void metrics_format(struct evbuffer *out)
+{
+	for (int m = 0; m < METRIC_COUNT; m++) {
+		const struct metric_def *d = &metric_defs[m];
+		int any = 0;
+
+		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s counter\n",
+		    d->name, d->help, d->name);
+		for (size_t i = 0; i < METRICS_LABELS; i++) {
+			const struct metric_cell *c = &cells[m][i];
+
+			if (!c->used)
+				break;
+			any = 1;
+			if (d->label_name != NULL && c->label[0] != '\0')
+				evbuffer_add_printf(out, "%s{%s=\"%s\"} %llu\n", d->name,
+				    d->label_name, c->label,
+				    (unsigned long long)c->value);
+			else
+				evbuffer_add_printf(out, "%s %llu\n", d->name,
+				    (unsigned long long)c->value);
+		}
+		if (!any && d->label_name == NULL)
+			evbuffer_add_printf(out, "%s 0\n", d->name);
+	}
+}
+
+static void metrics_request(struct evhttp_request *req, void *arg)
+{
+	struct metrics *mt = arg;
+	struct evbuffer *out;
+
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
+	    evhttp_request_get_command(req) != EVHTTP_REQ_HEAD) {
+		evhttp_send_error(req, 405, "Method Not Allowed");
+		return;
+	}
+	out = evbuffer_new();
+	metrics_format(out);
+	if (mt->gauges != NULL)
+		mt->gauges(mt->arg, out);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	    "text/plain; version=0.0.4; charset=utf-8");
+	evhttp_send_reply(req, 200, "OK", out);
+	evbuffer_free(out);
+}
+
+static void metrics_other(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	evhttp_send_error(req, 404, "Not Found");
+}
+
+struct metrics *metrics_listen(struct event_base *base, const char *addr,
+    metrics_gauge_fn *gauges, void *arg, char *err, size_t errlen)
+{
+	struct metrics *mt;
+	char host[256];
+	int port;
+
+	if (util_split_hostport(addr, host, sizeof(host), &port, 9366) < 0) {
+		snprintf(err, errlen, "bad address %s", addr);
+		return NULL;
+	}
+	mt = xcalloc(1, sizeof(*mt));
+	mt->gauges = gauges;
+	mt->arg = arg;
+	mt->http = evhttp_new(base);
+	if (mt->http == NULL || evhttp_bind_socket(mt->http, host, (uint16_t)port) < 0) {
+		snprintf(err, errlen, "cannot listen on %s", addr);
+		if (mt->http != NULL)
+			evhttp_free(mt->http);
+		free(mt);
+		return NULL;
+	}
+	/* Bounded requests: the endpoint takes no input. */
+	evhttp_set_max_headers_size(mt->http, 8192);
+	evhttp_set_max_body_size(mt->http, 0);
+	evhttp_set_timeout(mt->http, 10);
+	evhttp_set_allowed_methods(mt->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_cb(mt->http, "/metrics", metrics_request, mt);
+	evhttp_set_gencb(mt->http, metrics_other, mt);
+	log_info("metrics: listening on %s", addr);
+	return mt;
+}
+
+void metrics_free(struct metrics **mp)
+{
+	struct metrics *mt = *mp;
+
+	if (mt == NULL)
+		return;
+	evhttp_free(mt->http);
+	free(mt);
+	*mp = NULL;
+}

@@ -1,0 +1,49 @@
+/*
+ * metrics - counters kept by every module and a Prometheus text endpoint
+ * (libevent evhttp) at /metrics.
+ *
+ * Counters are process-wide and only touched on the loop thread, so any
+ * module can count an event without plumbing: metrics_inc(METRIC_..., label).
+ */
+#ifndef OD_METRICS_H
+#define OD_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct evbuffer;
+struct metrics;
+
+enum metric {
+	METRIC_RECEIVED,	/* messages accepted (250 after commit) */
+	METRIC_RECEIVED_BYTES,
+	METRIC_DELIVERED,	/* recipients delivered (label: how: etrn, atrn, retry) */
+	METRIC_BOUNCED,		/* recipients returned to the sender */
+	METRIC_DEFERRED,	/* recipient attempts answered 4xx or failed */
+	METRIC_REJECTED,	/* label: reason (relay, recipient, size, loop, ...) */
+	METRIC_ETRN,		/* label: result */
+	METRIC_ATRN,		/* label: result */
+	METRIC_AUTH,		/* label: result */
+	METRIC_COUNT
+};
+
+/* Add n to a counter; label may be NULL (no label). Labels are short
+ * constant words chosen by the caller, never peer input. */
+void metrics_add(enum metric m, const char *label, uint64_t n);
+#define metrics_inc(m, label) metrics_add((m), (label), 1)
+/* Current value (for odrelayctl stats and tests). */
+uint64_t metrics_get(enum metric m, const char *label);
+
+/* Appends gauge lines (queue sizes, sessions) at each scrape. */
+typedef void metrics_gauge_fn(void *arg, struct evbuffer *out);
+
+/* Every counter in Prometheus text format into out. */
+void metrics_format(struct evbuffer *out);
+
+/* Serve /metrics on addr ("ip:port"). NULL and err on failure. */
+struct metrics *metrics_listen(struct event_base *base, const char *addr,
+    metrics_gauge_fn *gauges, void *arg, char *err, size_t errlen);
+void metrics_free(struct metrics **m);
+
+#endif
