@@ -456,31 +456,20 @@ static int provider_tls(struct conn *p, struct smtp_reply *caps, SSL_CTX *ctx,
 
 static int authenticate(struct conn *p, const struct smtp_reply *caps, int tls_on)
 {
-	static const char *const prefer[] = { "SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN" };
 	char mechs[1024], line[LINE_MAX_IN], t[256];
-	const char *mech = NULL;
+	const char *mech;
 	struct sasl_client *sc;
 	struct smtp_reply r;
-	unsigned char in[LINE_MAX_IN], out[LINE_MAX_IN];
-	size_t outlen;
+	unsigned char in[LINE_MAX_IN], out[SASL_OUT_MAX];
+	size_t outlen = 0;
 	int n, rc;
 
 	if (!reply_has(caps, "AUTH", mechs, sizeof(mechs))) {
 		msg("provider: does not offer AUTH");
 		return -1;
 	}
-	for (size_t i = 0; i < sizeof(prefer) / sizeof(prefer[0]) && mech == NULL; i++) {
-		char *tok, *save = NULL, copy[1024];
-
-		/* Plaintext mechanisms only inside TLS. */
-		if (i >= 2 && !tls_on)
-			break;
-		util_strlcpy(copy, mechs, sizeof(copy));
-		for (tok = strtok_r(copy, " ", &save); tok != NULL;
-		    tok = strtok_r(NULL, " ", &save))
-			if (strcasecmp(tok, prefer[i]) == 0)
-				mech = prefer[i];
-	}
+	/* SCRAM-SHA-256, then CRAM-MD5; PLAIN and LOGIN only inside TLS. */
+	mech = sasl_client_choose(mechs, tls_on);
 	if (mech == NULL) {
 		msg("provider: no usable SASL mechanism in \"%s\"%s", mechs,
 		    tls_on ? "" : " without TLS");
@@ -489,7 +478,17 @@ static int authenticate(struct conn *p, const struct smtp_reply *caps, int tls_o
 	sc = sasl_client_new(mech, opt.user, opt.password);
 	if (sc == NULL)
 		return -1;
-	if (conn_printf(p, "AUTH %s", mech) < 0)
+	rc = sasl_client_start(sc, out, sizeof(out), &outlen);
+	if (rc == 1) {
+		if (outlen == 0)
+			util_strlcpy(line, "=", sizeof(line));
+		else if (util_base64_encode(out, outlen, line, sizeof(line)) < 0)
+			goto fail;
+		rc = conn_printf(p, "AUTH %s %s", mech, line);
+	} else {
+		rc = conn_printf(p, "AUTH %s", mech);
+	}
+	if (rc < 0)
 		goto fail;
 	for (;;) {
 		if (conn_reply(p, &r) < 0)
@@ -508,12 +507,15 @@ static int authenticate(struct conn *p, const struct smtp_reply *caps, int tls_o
 			goto fail;
 		}
 		rc = sasl_client_step(sc, in, (size_t)n, out, sizeof(out), &outlen);
-		if (rc == SASL_FAIL) {
+		if (rc != SASL_CONTINUE) {
 			msg("provider: SASL %s exchange failed (server not verified)", mech);
 			conn_printf(p, "*");
+			(void)conn_reply(p, &r);
 			goto fail;
 		}
-		if (util_base64_encode(out, outlen, line, sizeof(line)) < 0)
+		if (outlen == 0)
+			line[0] = '\0';
+		else if (util_base64_encode(out, outlen, line, sizeof(line)) < 0)
 			goto fail;
 		if (conn_printf(p, "%s", line) < 0)
 			goto fail;
@@ -523,7 +525,7 @@ static int authenticate(struct conn *p, const struct smtp_reply *caps, int tls_o
 		    reply_text(&r, t, sizeof(t)));
 		goto fail;
 	}
-	if (sasl_client_finished(sc) != 1) {
+	if (sasl_client_done(sc) != 1) {
 		msg("provider: server did not prove it knows the password");
 		goto fail;
 	}
