@@ -27,6 +27,7 @@
 #include "xmalloc.h"
 
 #define CONTROL_LINE_MAX 1024
+#define CONTROL_REPLY_MAX 8192	/* "stats" answers every counter on one line */
 #define CONTROL_TIMEOUT_SEC 10
 
 struct control {
@@ -54,7 +55,7 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct control *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	char reply[CONTROL_LINE_MAX], *line, *sp;
+	char reply[CONTROL_REPLY_MAX], *line, *sp;
 	size_t len;
 
 	line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);

@@ -125,6 +125,35 @@ void metrics_format(struct evbuffer *out)
 	}
 }
 
+char *metrics_format_line(char *buf, size_t size)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (int m = 0; m < METRIC_COUNT; m++) {
+		const struct metric_def *d = &metric_defs[m];
+
+		for (size_t i = 0; i < METRICS_LABELS && cells[m][i].used; i++) {
+			const struct metric_cell *c = &cells[m][i];
+			int n;
+
+			if (d->label_name != NULL && c->label[0] != '\0')
+				n = snprintf(buf + off, size - off, "%s%s{%s=\"%s\"}=%llu",
+				    off ? " " : "", d->name, d->label_name, c->label,
+				    (unsigned long long)c->value);
+			else
+				n = snprintf(buf + off, size - off, "%s%s=%llu",
+				    off ? " " : "", d->name, (unsigned long long)c->value);
+			if (n < 0 || (size_t)n >= size - off) {
+				buf[off] = '\0';	/* whole words only */
+				return buf;
+			}
+			off += (size_t)n;
+		}
+	}
+	return buf;
+}
+
 static void metrics_request(struct evhttp_request *req, void *arg)
 {
 	struct metrics *mt = arg;

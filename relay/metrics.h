@@ -38,6 +38,9 @@ uint64_t metrics_get(enum metric m, const char *label);
 /* Appends gauge lines (queue sizes, sessions) at each scrape. */
 typedef void metrics_gauge_fn(void *arg, struct evbuffer *out);
 
+/* Every counter as "name{label=\"v\"}=N" words separated by spaces (the
+ * control socket's one-line "stats" answer). Returns buf. */
+char *metrics_format_line(char *buf, size_t size);
 /* Every counter in Prometheus text format into out. */
 void metrics_format(struct evbuffer *out);
 

@@ -206,6 +206,12 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 			log_info("%s: removed by odrelayctl", cmdarg);
 			snprintf(reply, replylen, "250 %s deleted", cmdarg);
 		}
+	} else if (strcmp(cmd, "stats") == 0) {
+		char line[8000];
+
+		snprintf(reply, replylen, "250 %s", metrics_format_line(line,
+		    replylen > 4 ? (replylen - 4 < sizeof(line) ? replylen - 4 :
+		    sizeof(line)) : 1));
 	} else {
 		snprintf(reply, replylen, "500 unknown command");
 	}
