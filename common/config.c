@@ -1,2 +1,1273 @@
-/* placeholder: module not yet written */
-typedef int config_placeholder_t;
+/*
+ * config - odrelay.conf(5): parse, validate, look up domains.
+ *
+ * The file is trusted (root-owned) but hand-edited, so the parser reports
+ * every problem it finds as "FILE:LINE: message" and keeps going, so that
+ * `odrelayd -n` lists all of them in one run. A config with any error is
+ * never returned. Parsing is table driven: one row per key, naming where
+ * the value goes and the function that checks and converts it.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "util.h"
+#include "xmalloc.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+
+#define CONFIG_LINE_MAX		65536	/* longer lines are an error */
+#define CONFIG_HOST_MAX		256
+#define CONFIG_RCPT_MAX		1024	/* longest recipient we compare */
+
+#define CONFIG_DEF_QUEUE_DIR	"/var/spool/odrelay"
+#define CONFIG_DEF_SMTP_LISTEN	"0.0.0.0:25 [::]:25"
+#define CONFIG_DEF_ODMR_LISTEN	"0.0.0.0:366 [::]:366"
+#define CONFIG_DEF_PASSWD	SYSCONFDIR "/odrelay/passwd"
+#define CONFIG_DEF_RUN_AS	"odrelay"
+
+struct config_ctx;
+
+typedef int config_set_fn(struct config_ctx *, void *field, const char *key,
+    const char *value);
+
+enum config_scope {
+	CONFIG_GLOBAL = 1,
+	CONFIG_DOMAIN = 2,
+	CONFIG_BOTH = 3
+};
+
+struct config_key {
+	const char *name;
+	enum config_scope scope;
+	config_set_fn *set;
+	size_t goff;		/* offset in struct config */
+	size_t doff;		/* offset in struct config_domain */
+};
+
+struct config_ctx {
+	struct config *cfg;
+	const char *file;	/* name used in messages */
+	int line;
+	int nerrors;
+	config_error_fn *errfn;
+	void *errarg;
+	char *dir;		/* directory of the config file */
+	struct config_domain *cur;	/* NULL: global section */
+	struct config_domain scratch;	/* target of a rejected section */
+	int *gseen;		/* line where each global key was set */
+	int *dseen;		/* same, for the current section */
+	int dlifetime_set;	/* current section set queue_lifetime */
+	int *lifetime_set;	/* per domain, parallel to cfg->domains */
+	size_t nlifetime;
+};
+
+static void config_error(struct config_ctx *ctx, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void config_error(struct config_ctx *ctx, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg, *line;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	if (msg == NULL)
+		log_panic("config: out of memory");
+	line = xasprintf("%s:%d: %s", ctx->file, ctx->line, msg);
+	free(msg);
+	ctx->nerrors++;
+	if (ctx->errfn != NULL)
+		ctx->errfn(ctx->errarg, line);
+	free(line);
+}
+
+/* ---- strlist ---- */
+
+void strlist_add(struct strlist *l, const char *s)
+{
+	l->v = xreallocarray(l->v, l->n + 1, sizeof(*l->v));
+	l->v[l->n++] = xstrdup(s);
+}
+
+void strlist_free(struct strlist *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+static int config_strcmp_p(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Sort and drop duplicates so that lookups can bsearch. */
+static void strlist_sort_unique(struct strlist *l)
+{
+	size_t i, o;
+
+	if (l->n < 2)
+		return;
+	qsort(l->v, l->n, sizeof(*l->v), config_strcmp_p);
+	for (i = 1, o = 1; i < l->n; i++) {
+		if (strcmp(l->v[i], l->v[o - 1]) == 0)
+			free(l->v[i]);
+		else
+			l->v[o++] = l->v[i];
+	}
+	l->n = o;
+}
+
+/* ---- value parsers ---- */
+
+static int config_parse_number(const char **sp, uint64_t *v_r)
+{
+	const char *s = *sp;
+	uint64_t v = 0;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	for (; *s >= '0' && *s <= '9'; s++) {
+		if (v > (UINT64_MAX - (uint64_t)(*s - '0')) / 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*sp = s;
+	*v_r = v;
+	return 0;
+}
+
+int config_parse_size(const char *s, uint64_t *bytes_r)
+{
+	uint64_t v, mul = 1;
+
+	if (config_parse_number(&s, &v) < 0)
+		return -1;
+	switch (*s) {
+	case '\0':
+		break;
+	case 'k': case 'K':
+		mul = 1024;
+		break;
+	case 'm': case 'M':
+		mul = 1024 * 1024;
+		break;
+	case 'g': case 'G':
+		mul = 1024 * 1024 * 1024;
+		break;
+	default:
+		return -1;
+	}
+	if (*s != '\0') {
+		s++;
+		/* Accept "50MB" too, since people write it. */
+		if (*s == 'b' || *s == 'B')
+			s++;
+		if (*s != '\0')
+			return -1;
+	}
+	if (v > UINT64_MAX / mul)
+		return -1;
+	*bytes_r = v * mul;
+	return 0;
+}
+
+int config_parse_duration(const char *s, long *seconds_r)
+{
+	uint64_t v, mul = 1;
+
+	if (config_parse_number(&s, &v) < 0)
+		return -1;
+	switch (*s) {
+	case '\0':
+	case 's': case 'S':
+		break;
+	case 'm': case 'M':
+		mul = 60;
+		break;
+	case 'h': case 'H':
+		mul = 3600;
+		break;
+	case 'd': case 'D':
+		mul = 86400;
+		break;
+	default:
+		return -1;
+	}
+	if (*s != '\0' && s[1] != '\0')
+		return -1;
+	if (v > (uint64_t)LONG_MAX / mul)
+		return -1;
+	*seconds_r = (long)(v * mul);
+	return 0;
+}
+
+int config_parse_bool(const char *s, int *b_r)
+{
+	static const char *yes[] = { "yes", "true", "on", "1" };
+	static const char *no[] = { "no", "false", "off", "0" };
+	size_t i;
+
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*b_r = 1;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*b_r = 0;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Letters, digits, hyphens in dot-separated labels of 1..63 octets. */
+static int config_domain_valid(const char *s)
+{
+	size_t len = strlen(s), label = 0;
+	const char *p;
+
+	if (len == 0 || len > 253)
+		return 0;
+	for (p = s; *p != '\0'; p++) {
+		if (*p == '.') {
+			if (label == 0 || p[-1] == '-')
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!isalnum((unsigned char)*p) && *p != '-')
+			return 0;
+		if (*p == '-' && label == 0)
+			return 0;
+		if (++label > 63)
+			return 0;
+	}
+	return label > 0 && p[-1] != '-';
+}
+
+/* Lower-case and drop one trailing dot, in place; 0 if then valid. */
+static int config_domain_normalize(char *s)
+{
+	size_t len = strlen(s);
+
+	if (len > 1 && s[len - 1] == '.')
+		s[len - 1] = '\0';
+	util_lowercase(s);
+	return config_domain_valid(s) ? 0 : -1;
+}
+
+/* Split a list value on spaces, tabs and commas; calls fn per item. */
+static int config_list_each(struct config_ctx *ctx, const char *key,
+    const char *value, int (*fn)(struct config_ctx *, const char *key,
+    const char *item, void *arg), void *arg)
+{
+	char *copy, *p, *item;
+	int rc = 0;
+
+	copy = xstrdup(value);
+	for (p = copy; (item = strsep(&p, " \t,")) != NULL;) {
+		if (*item == '\0')
+			continue;
+		if (fn(ctx, key, item, arg) < 0)
+			rc = -1;
+	}
+	free(copy);
+	return rc;
+}
+
+/* ---- setters: one per value type ---- */
+
+static void config_replace_str(char **field, const char *value)
+{
+	free(*field);
+	*field = xstrdup(value);
+}
+
+static int config_set_str(struct config_ctx *ctx, void *field, const char *key,
+    const char *value)
+{
+	if (*value == '\0') {
+		config_error(ctx, "empty value for '%s'", key);
+		return -1;
+	}
+	config_replace_str(field, value);
+	return 0;
+}
+
+/* A string that may be empty (meaning unset). */
+static int config_set_optstr(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	char **f = field;
+
+	free(*f);
+	*f = *value == '\0' ? NULL : xstrdup(value);
+	return 0;
+}
+
+static int config_set_hostname(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	char buf[CONFIG_HOST_MAX];
+
+	if (util_strlcpy(buf, value, sizeof(buf)) < 0 ||
+	    config_domain_normalize(buf) < 0) {
+		config_error(ctx, "bad value for '%s': '%s' (expected a host name)",
+		    key, value);
+		return -1;
+	}
+	config_replace_str(field, buf);
+	return 0;
+}
+
+static int config_set_socket(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	struct sockaddr_un sun;
+
+	if (*value == '\0' || strlen(value) >= sizeof(sun.sun_path)) {
+		config_error(ctx, "bad value for '%s': '%s' (expected a socket "
+		    "path shorter than %zu bytes)", key, value,
+		    sizeof(sun.sun_path));
+		return -1;
+	}
+	config_replace_str(field, value);
+	return 0;
+}
+
+struct config_addr_arg {
+	struct strlist list;
+	int port;
+	const char *what;
+};
+
+/* Check one numeric address and store it as "ip:port" / "[v6]:port". */
+static int config_addr_item(struct config_ctx *ctx, const char *key,
+    const char *item, void *arg)
+{
+	struct config_addr_arg *a = arg;
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char ip[INET6_ADDRSTRLEN + 1], *norm;
+	int port;
+
+	if (util_sockaddr_parse(item, a->port > 0 ? a->port : -1, &ss,
+	    &len) < 0) {
+		config_error(ctx, "bad value for '%s': '%s' (expected %s)",
+		    key, item, a->what);
+		return -1;
+	}
+	util_sockaddr_ip((struct sockaddr *)&ss, ip, sizeof(ip));
+	port = ntohs(ss.ss_family == AF_INET ?
+	    ((struct sockaddr_in *)&ss)->sin_port :
+	    ((struct sockaddr_in6 *)&ss)->sin6_port);
+	if (ss.ss_family == AF_INET6)
+		norm = xasprintf("[%s]:%d", ip, port);
+	else
+		norm = xasprintf("%s:%d", ip, port);
+	strlist_add(&a->list, norm);
+	free(norm);
+	return 0;
+}
+
+static int config_set_addrlist(struct config_ctx *ctx, void *field,
+    const char *key, const char *value, int port, const char *what)
+{
+	struct config_addr_arg a;
+	struct strlist *l = field;
+
+	memset(&a, 0, sizeof(a));
+	a.port = port;
+	a.what = what;
+	if (config_list_each(ctx, key, value, config_addr_item, &a) < 0) {
+		strlist_free(&a.list);
+		return -1;
+	}
+	strlist_free(l);
+	*l = a.list;
+	return 0;
+}
+
+static int config_set_listen(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	return config_set_addrlist(ctx, field, key, value, 0,
+	    "numeric IP:PORT or [IPv6]:PORT");
+}
+
+static int config_set_smtp_listen(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	return config_set_addrlist(ctx, field, key, value, 25,
+	    "numeric IP[:PORT] or [IPv6][:PORT]");
+}
+
+static int config_set_odmr_listen(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	return config_set_addrlist(ctx, field, key, value, 366,
+	    "numeric IP[:PORT] or [IPv6][:PORT]");
+}
+
+static int config_set_dns_servers(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	return config_set_addrlist(ctx, field, key, value, 53,
+	    "numeric IP[:PORT] or [IPv6][:PORT]");
+}
+
+static int config_set_size(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	uint64_t v;
+
+	if (config_parse_size(value, &v) < 0 || v == 0) {
+		config_error(ctx, "bad value for '%s': '%s' (expected a size "
+		    "such as 50M: bytes or K/M/G)", key, value);
+		return -1;
+	}
+	*(uint64_t *)field = v;
+	return 0;
+}
+
+static int config_set_map_size(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	uint64_t v;
+
+	if (config_parse_size(value, &v) < 0 || v < 1024 * 1024) {
+		config_error(ctx, "bad value for '%s': '%s' (expected a size "
+		    "of at least 1M)", key, value);
+		return -1;
+	}
+	*(uint64_t *)field = v;
+	return 0;
+}
+
+static int config_set_duration_common(struct config_ctx *ctx, void *field,
+    const char *key, const char *value, long min)
+{
+	long v;
+
+	if (config_parse_duration(value, &v) < 0 || v < min) {
+		config_error(ctx, "bad value for '%s': '%s' (expected a "
+		    "duration such as 30s, 5m, 4h, 30d%s)", key, value,
+		    min == 0 ? ", or 0" : "");
+		return -1;
+	}
+	*(long *)field = v;
+	return 0;
+}
+
+static int config_set_duration(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	return config_set_duration_common(ctx, field, key, value, 1);
+}
+
+static int config_set_duration0(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	return config_set_duration_common(ctx, field, key, value, 0);
+}
+
+static int config_set_lifetime(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (config_set_duration(ctx, field, key, value) < 0)
+		return -1;
+	if (ctx->cur != NULL)
+		ctx->dlifetime_set = 1;
+	return 0;
+}
+
+static int config_set_uint(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	uint64_t v;
+	const char *s = value;
+
+	if (config_parse_number(&s, &v) < 0 || *s != '\0' || v == 0 ||
+	    v > INT_MAX) {
+		config_error(ctx, "bad value for '%s': '%s' (expected a "
+		    "positive integer)", key, value);
+		return -1;
+	}
+	*(unsigned *)field = (unsigned)v;
+	return 0;
+}
+
+static int config_set_port(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	uint64_t v;
+	const char *s = value;
+
+	if (config_parse_number(&s, &v) < 0 || *s != '\0' || v == 0 ||
+	    v > 65535) {
+		config_error(ctx, "bad value for '%s': '%s' (expected a port "
+		    "number 1-65535)", key, value);
+		return -1;
+	}
+	*(int *)field = (int)v;
+	return 0;
+}
+
+static int config_set_bool(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (config_parse_bool(value, field) < 0) {
+		config_error(ctx, "bad value for '%s': '%s' (expected yes or no)",
+		    key, value);
+		return -1;
+	}
+	return 0;
+}
+
+static int config_set_log_level(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	enum log_level lv;
+
+	if (log_level_parse(value, &lv) < 0) {
+		config_error(ctx, "bad value for '%s': '%s' (expected error, "
+		    "warning, info or debug)", key, value);
+		return -1;
+	}
+	*(int *)field = (int)lv;
+	return 0;
+}
+
+static int config_host_valid(const char *host)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char tmp[CONFIG_HOST_MAX];
+
+	if (util_sockaddr_parse(host, 25, &ss, &len) == 0)
+		return 1;
+	if (util_strlcpy(tmp, host, sizeof(tmp)) < 0)
+		return 0;
+	return config_domain_normalize(tmp) == 0;
+}
+
+static int config_set_route(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	struct config_domain *d = ctx->cur;
+	char host[CONFIG_HOST_MAX], v6[CONFIG_HOST_MAX + 2];
+	int port, ok;
+
+	if (strcasecmp(value, "mx") == 0) {
+		free(d->route);
+		free(d->route_host);
+		d->route = d->route_host = NULL;
+		d->route_port = 25;
+		return 0;
+	}
+	ok = util_split_hostport(value, host, sizeof(host), &port, 25) == 0;
+	if (ok && value[0] == '[') {
+		/* Brackets hold an IP literal: [192.0.2.1]:25, [::1]:2525. */
+		snprintf(v6, sizeof(v6), "[%s]", host);
+		ok = config_host_valid(v6);
+	} else if (ok)
+		ok = strchr(host, ':') == NULL && config_host_valid(host);
+	if (!ok) {
+		config_error(ctx, "bad value for '%s': '%s' (expected mx, "
+		    "HOST[:PORT] or [IP]:PORT)", key, value);
+		return -1;
+	}
+	util_lowercase(host);
+	config_replace_str(&d->route, value);
+	config_replace_str(&d->route_host, host);
+	d->route_port = port;
+	(void)field;
+	return 0;
+}
+
+/*
+ * One recipient list entry: "local@domain" or "@domain", lower-cased.
+ * Returns a new string, or NULL when malformed.
+ */
+static char *config_recipient_normalize(const char *s)
+{
+	char *copy, *at;
+
+	if (strlen(s) >= CONFIG_RCPT_MAX || (at = strrchr(s, '@')) == NULL)
+		return NULL;
+	copy = xstrdup(s);
+	at = copy + (at - s);
+	if (config_domain_normalize(at + 1) < 0 ||
+	    strpbrk(copy, " \t<>") != NULL) {
+		free(copy);
+		return NULL;
+	}
+	util_lowercase(copy);
+	return copy;
+}
+
+static int config_rcpt_item(struct config_ctx *ctx, const char *key,
+    const char *item, void *arg)
+{
+	struct strlist *l = arg;
+	char *r;
+
+	if ((r = config_recipient_normalize(item)) == NULL) {
+		config_error(ctx, "bad value for '%s': '%s' (expected "
+		    "local@domain or @domain)", key, item);
+		return -1;
+	}
+	strlist_add(l, r);
+	free(r);
+	return 0;
+}
+
+static int config_set_recipients(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	struct strlist add;
+	size_t i;
+
+	if (*value == '\0')
+		return 0;
+	memset(&add, 0, sizeof(add));
+	if (config_list_each(ctx, key, value, config_rcpt_item, &add) < 0) {
+		strlist_free(&add);
+		return -1;
+	}
+	for (i = 0; i < add.n; i++)
+		strlist_add(field, add.v[i]);
+	strlist_free(&add);
+	ctx->cur->has_recipient_list = 1;
+	return 0;
+}
+
+static char *config_trim(char *s)
+{
+	char *e;
+
+	while (*s == ' ' || *s == '\t')
+		s++;
+	e = s + strlen(s);
+	while (e > s && isspace((unsigned char)e[-1]))
+		e--;
+	*e = '\0';
+	return s;
+}
+
+/* Load one address per line; errors are FILE:LINE of the recipients file. */
+static int config_load_recipients(struct config_ctx *ctx, const char *path,
+    struct strlist *l)
+{
+	FILE *fp;
+	char *buf = NULL, *p, *r, *hash;
+	size_t cap = 0;
+	ssize_t n;
+	const char *saved_file = ctx->file;
+	int saved_line = ctx->line, rc = 0, lineno = 0;
+
+	if ((fp = fopen(path, "r")) == NULL) {
+		config_error(ctx, "cannot open recipients_file '%s': %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	ctx->file = path;
+	while ((n = getline(&buf, &cap, fp)) != -1) {
+		ctx->line = ++lineno;
+		if ((size_t)n != strlen(buf)) {
+			config_error(ctx, "NUL byte in line");
+			rc = -1;
+			continue;
+		}
+		if ((hash = strchr(buf, '#')) != NULL)
+			*hash = '\0';
+		p = config_trim(buf);
+		if (*p == '\0')
+			continue;
+		if ((r = config_recipient_normalize(p)) == NULL) {
+			config_error(ctx, "bad recipient '%s' (expected "
+			    "local@domain or @domain)", p);
+			rc = -1;
+			continue;
+		}
+		strlist_add(l, r);
+		free(r);
+	}
+	if (ferror(fp)) {
+		config_error(ctx, "read error: %s", strerror(errno));
+		rc = -1;
+	}
+	free(buf);
+	fclose(fp);
+	ctx->file = saved_file;
+	ctx->line = saved_line;
+	return rc;
+}
+
+static int config_set_recipients_file(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	struct config_domain *d = ctx->cur;
+	char *path;
+
+	if (*value == '\0')
+		return 0;
+	if (value[0] == '/' || ctx->dir == NULL)
+		path = xstrdup(value);
+	else
+		path = xasprintf("%s/%s", ctx->dir, value);
+	if (config_load_recipients(ctx, path, &d->recipients) < 0) {
+		free(path);
+		return -1;
+	}
+	free(d->recipients_file);
+	d->recipients_file = path;
+	d->has_recipient_list = 1;
+	(void)field;
+	return 0;
+}
+
+/* ---- the key table ---- */
+
+#define G(f) offsetof(struct config, f), 0
+#define D(f) 0, offsetof(struct config_domain, f)
+#define GD(f) offsetof(struct config, f), offsetof(struct config_domain, f)
+
+static const struct config_key config_keys[] = {
+	{ "hostname", CONFIG_GLOBAL, config_set_hostname, G(hostname) },
+	{ "queue_dir", CONFIG_GLOBAL, config_set_str, G(queue_dir) },
+	{ "smtp_listen", CONFIG_GLOBAL, config_set_smtp_listen, G(smtp_listen) },
+	{ "odmr_listen", CONFIG_GLOBAL, config_set_odmr_listen, G(odmr_listen) },
+	{ "odmrs_listen", CONFIG_GLOBAL, config_set_listen, G(odmrs_listen) },
+	{ "control_socket", CONFIG_GLOBAL, config_set_socket, G(control_socket) },
+	{ "metrics_listen", CONFIG_GLOBAL, config_set_listen, G(metrics_listen) },
+	{ "tls_cert_file", CONFIG_GLOBAL, config_set_optstr, G(tls_cert_file) },
+	{ "tls_key_file", CONFIG_GLOBAL, config_set_optstr, G(tls_key_file) },
+	{ "auth_requires_tls", CONFIG_GLOBAL, config_set_bool, G(auth_requires_tls) },
+	{ "passwd_file", CONFIG_GLOBAL, config_set_str, G(passwd_file) },
+	{ "max_message_size", CONFIG_GLOBAL, config_set_size, G(max_message_size) },
+	{ "max_recipients", CONFIG_GLOBAL, config_set_uint, G(max_recipients) },
+	{ "max_connections", CONFIG_GLOBAL, config_set_uint, G(max_connections) },
+	{ "max_connections_per_ip", CONFIG_GLOBAL, config_set_uint, G(max_connections_per_ip) },
+	{ "smtp_timeout", CONFIG_GLOBAL, config_set_duration, G(smtp_timeout) },
+	{ "queue_lifetime", CONFIG_BOTH, config_set_lifetime, GD(queue_lifetime) },
+	{ "delay_warning", CONFIG_GLOBAL, config_set_duration0, G(delay_warning) },
+	{ "retry_min", CONFIG_GLOBAL, config_set_duration, G(retry_min) },
+	{ "retry_max", CONFIG_GLOBAL, config_set_duration, G(retry_max) },
+	{ "dns_servers", CONFIG_GLOBAL, config_set_dns_servers, G(dns_servers) },
+	{ "delivery_port", CONFIG_GLOBAL, config_set_port, G(delivery_port) },
+	{ "run_as_user", CONFIG_GLOBAL, config_set_str, G(run_as_user) },
+	{ "log_level", CONFIG_GLOBAL, config_set_log_level, G(log_level) },
+	{ "queue_map_size", CONFIG_GLOBAL, config_set_map_size, G(queue_map_size) },
+	{ "max_received", CONFIG_GLOBAL, config_set_uint, G(max_received) },
+	{ "max_errors", CONFIG_GLOBAL, config_set_uint, G(max_errors) },
+	{ "etrn_rate", CONFIG_GLOBAL, config_set_uint, G(etrn_rate) },
+	{ "atrn_rate", CONFIG_GLOBAL, config_set_uint, G(atrn_rate) },
+	{ "max_deliveries", CONFIG_GLOBAL, config_set_uint, G(max_deliveries) },
+	{ "max_deliveries_per_dest", CONFIG_GLOBAL, config_set_uint, G(max_deliveries_per_dest) },
+	{ "hold", CONFIG_DOMAIN, config_set_bool, D(hold) },
+	{ "subdomains", CONFIG_DOMAIN, config_set_bool, D(subdomains) },
+	{ "route", CONFIG_DOMAIN, config_set_route, D(route) },
+	{ "etrn", CONFIG_DOMAIN, config_set_bool, D(etrn) },
+	{ "recipients", CONFIG_DOMAIN, config_set_recipients, D(recipients) },
+	{ "recipients_file", CONFIG_DOMAIN, config_set_recipients_file, D(recipients_file) },
+	{ "max_queue_size", CONFIG_DOMAIN, config_set_size, D(max_queue_size) },
+};
+
+#define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+static const struct config_key *config_key_find(const char *name, size_t *idx_r)
+{
+	size_t i;
+
+	for (i = 0; i < CONFIG_NKEYS; i++) {
+		if (strcmp(config_keys[i].name, name) == 0) {
+			*idx_r = i;
+			return &config_keys[i];
+		}
+	}
+	return NULL;
+}
+
+/* ---- defaults ---- */
+
+/*
+ * The system's FQDN: gethostname(), made canonical through the resolver
+ * when it has no dot. That lookup may block, so it runs once per process
+ * (startup) and the answer is reused by reloads.
+ */
+static const char *config_system_hostname(void)
+{
+	static char cached[CONFIG_HOST_MAX];
+	char name[CONFIG_HOST_MAX];
+	struct addrinfo hints, *res;
+
+	if (cached[0] != '\0')
+		return cached;
+	if (gethostname(name, sizeof(name) - 1) < 0 || name[0] == '\0')
+		util_strlcpy(name, "localhost", sizeof(name));
+	name[sizeof(name) - 1] = '\0';
+	if (strchr(name, '.') == NULL) {
+		memset(&hints, 0, sizeof(hints));
+		hints.ai_flags = AI_CANONNAME;
+		hints.ai_socktype = SOCK_STREAM;
+		if (getaddrinfo(name, NULL, &hints, &res) == 0) {
+			if (res->ai_canonname != NULL &&
+			    strchr(res->ai_canonname, '.') != NULL)
+				util_strlcpy(name, res->ai_canonname,
+				    sizeof(name));
+			freeaddrinfo(res);
+		}
+	}
+	util_lowercase(name);
+	util_strlcpy(cached, name, sizeof(cached));
+	return cached;
+}
+
+static void config_list_set(struct strlist *l, const char *spaced)
+{
+	char *copy, *p, *item;
+
+	copy = xstrdup(spaced);
+	for (p = copy; (item = strsep(&p, " ")) != NULL;)
+		if (*item != '\0')
+			strlist_add(l, item);
+	free(copy);
+}
+
+/* Every default except those derived from other keys. */
+static struct config *config_new(void)
+{
+	struct config *cfg;
+
+	cfg = xcalloc(1, sizeof(*cfg));
+	cfg->refs = 1;
+	cfg->queue_dir = xstrdup(CONFIG_DEF_QUEUE_DIR);
+	config_list_set(&cfg->smtp_listen, CONFIG_DEF_SMTP_LISTEN);
+	config_list_set(&cfg->odmr_listen, CONFIG_DEF_ODMR_LISTEN);
+	cfg->auth_requires_tls = 1;
+	cfg->passwd_file = xstrdup(CONFIG_DEF_PASSWD);
+	cfg->max_message_size = 50ULL * 1024 * 1024;
+	cfg->max_recipients = 1000;
+	cfg->max_connections = 1000;
+	cfg->max_connections_per_ip = 20;
+	cfg->smtp_timeout = 300;
+	cfg->queue_lifetime = 30L * 86400;
+	cfg->delay_warning = 4L * 3600;
+	cfg->retry_min = 5L * 60;
+	cfg->retry_max = 3600;
+	cfg->delivery_port = 25;
+	cfg->run_as_user = xstrdup(CONFIG_DEF_RUN_AS);
+	cfg->log_level = LOG_LEVEL_INFO;
+	cfg->queue_map_size = 4ULL * 1024 * 1024 * 1024;
+	cfg->max_received = 100;
+	cfg->max_errors = 20;
+	cfg->etrn_rate = 10;
+	cfg->atrn_rate = 10;
+	cfg->max_deliveries = 20;
+	cfg->max_deliveries_per_dest = 4;
+	return cfg;
+}
+
+static void config_domain_init(struct config_domain *d, const char *name,
+    int line, const struct config *cfg)
+{
+	memset(d, 0, sizeof(*d));
+	d->name = xstrdup(name);
+	d->line = line;
+	d->hold = 1;
+	d->etrn = 1;
+	d->route_port = 25;
+	d->max_queue_size = 1024ULL * 1024 * 1024;
+	d->queue_lifetime = cfg->queue_lifetime;
+}
+
+static void config_domain_clear(struct config_domain *d)
+{
+	free(d->name);
+	free(d->route);
+	free(d->route_host);
+	strlist_free(&d->recipients);
+	free(d->recipients_file);
+	memset(d, 0, sizeof(*d));
+}
+
+struct config *config_defaults(void)
+{
+	struct config *cfg;
+
+	cfg = config_new();
+	cfg->hostname = xstrdup(config_system_hostname());
+	cfg->control_socket = xasprintf("%s/control.sock", cfg->queue_dir);
+	return cfg;
+}
+
+struct config *config_ref(struct config *cfg)
+{
+	cfg->refs++;
+	return cfg;
+}
+
+void config_free(struct config **cfgp)
+{
+	struct config *cfg = *cfgp;
+	size_t i;
+
+	if (cfg == NULL)
+		return;
+	*cfgp = NULL;
+	if (--cfg->refs > 0)
+		return;
+	free(cfg->path);
+	free(cfg->hostname);
+	free(cfg->queue_dir);
+	strlist_free(&cfg->smtp_listen);
+	strlist_free(&cfg->odmr_listen);
+	strlist_free(&cfg->odmrs_listen);
+	free(cfg->control_socket);
+	strlist_free(&cfg->metrics_listen);
+	free(cfg->tls_cert_file);
+	free(cfg->tls_key_file);
+	free(cfg->passwd_file);
+	strlist_free(&cfg->dns_servers);
+	free(cfg->run_as_user);
+	for (i = 0; i < cfg->ndomains; i++)
+		config_domain_clear(&cfg->domains[i]);
+	free(cfg->domains);
+	free(cfg);
+}
+
+/* ---- the parser ---- */
+
+static void config_section_end(struct config_ctx *ctx)
+{
+	if (ctx->cur == NULL)
+		return;
+	if (ctx->cur == &ctx->scratch)
+		config_domain_clear(&ctx->scratch);
+	else
+		ctx->lifetime_set[ctx->cur - ctx->cfg->domains] =
+		    ctx->dlifetime_set;
+	ctx->dlifetime_set = 0;
+	memset(ctx->dseen, 0, CONFIG_NKEYS * sizeof(*ctx->dseen));
+}
+
+static void config_section(struct config_ctx *ctx, char *line)
+{
+	struct config *cfg = ctx->cfg;
+	char *end, *p, *word, *name;
+	size_t i;
+
+	config_section_end(ctx);
+	/* Keys of a rejected header land in scratch: still checked. */
+	config_domain_init(&ctx->scratch, "", ctx->line, cfg);
+	ctx->cur = &ctx->scratch;
+
+	end = line + strlen(line) - 1;
+	if (*end != ']') {
+		config_error(ctx, "bad section header (expected [domain NAME])");
+		return;
+	}
+	*end = '\0';
+	p = config_trim(line + 1);
+	word = strsep(&p, " \t");
+	while (p != NULL && (*p == ' ' || *p == '\t'))
+		p++;
+	name = p == NULL ? NULL : config_trim(p);
+	if (strcmp(word, "domain") != 0) {
+		config_error(ctx, "unknown section type '%s' (expected "
+		    "[domain NAME])", word);
+		return;
+	}
+	if (name == NULL || *name == '\0' || strpbrk(name, " \t") != NULL) {
+		config_error(ctx, "bad section header (expected [domain NAME])");
+		return;
+	}
+	if (config_domain_normalize(name) < 0) {
+		config_error(ctx, "bad domain name '%s'", name);
+		return;
+	}
+	for (i = 0; i < cfg->ndomains; i++) {
+		if (strcmp(cfg->domains[i].name, name) == 0) {
+			config_error(ctx, "duplicate section [domain %s] "
+			    "(first at line %d)", name, cfg->domains[i].line);
+			return;
+		}
+	}
+	config_domain_clear(&ctx->scratch);
+	cfg->domains = xreallocarray(cfg->domains, cfg->ndomains + 1,
+	    sizeof(*cfg->domains));
+	ctx->lifetime_set = xreallocarray(ctx->lifetime_set, cfg->ndomains + 1,
+	    sizeof(*ctx->lifetime_set));
+	ctx->lifetime_set[cfg->ndomains] = 0;
+	config_domain_init(&cfg->domains[cfg->ndomains], name, ctx->line, cfg);
+	ctx->cur = &cfg->domains[cfg->ndomains++];
+}
+
+static void config_keyvalue(struct config_ctx *ctx, char *line)
+{
+	const struct config_key *k;
+	char *eq, *key, *value;
+	size_t idx;
+	int *seen;
+	void *field;
+
+	if ((eq = strchr(line, '=')) == NULL) {
+		config_error(ctx, "missing '=' (expected 'key = value')");
+		return;
+	}
+	*eq = '\0';
+	key = config_trim(line);
+	value = config_trim(eq + 1);
+	if (*key == '\0') {
+		config_error(ctx, "missing key before '='");
+		return;
+	}
+	if ((k = config_key_find(key, &idx)) == NULL) {
+		config_error(ctx, "unknown key '%s'", key);
+		return;
+	}
+	if (ctx->cur == NULL && !(k->scope & CONFIG_GLOBAL)) {
+		config_error(ctx, "key '%s' is only allowed in a [domain] "
+		    "section", key);
+		return;
+	}
+	if (ctx->cur != NULL && !(k->scope & CONFIG_DOMAIN)) {
+		config_error(ctx, "global key '%s' inside a [domain] section "
+		    "(global keys go before the first section)", key);
+		return;
+	}
+	seen = ctx->cur == NULL ? ctx->gseen : ctx->dseen;
+	if (seen[idx] != 0) {
+		config_error(ctx, "duplicate key '%s' (first at line %d)", key,
+		    seen[idx]);
+		return;
+	}
+	seen[idx] = ctx->line;
+	if (ctx->cur == NULL)
+		field = (char *)ctx->cfg + k->goff;
+	else
+		field = (char *)ctx->cur + k->doff;
+	k->set(ctx, field, key, value);
+}
+
+/* Remove a comment: '#' at the start or after white space. */
+static void config_strip_comment(char *s)
+{
+	char *p;
+
+	for (p = s; *p != '\0'; p++) {
+		if (*p == '#' && (p == s || p[-1] == ' ' || p[-1] == '\t')) {
+			*p = '\0';
+			return;
+		}
+	}
+}
+
+static void config_parse_line(struct config_ctx *ctx, char *buf)
+{
+	char *line;
+
+	config_strip_comment(buf);
+	line = config_trim(buf);
+	if (*line == '\0')
+		return;
+	if (*line == '[')
+		config_section(ctx, line);
+	else
+		config_keyvalue(ctx, line);
+}
+
+/* Line where a global key was set, 0 if it was not. */
+static int config_gline(const struct config_ctx *ctx, const char *name)
+{
+	size_t i;
+
+	if (config_key_find(name, &i) == NULL)
+		log_panic("config: no key %s", name);
+	return ctx->gseen[i];
+}
+
+/* Checks that involve several keys, after the whole file was read. */
+static void config_finish(struct config_ctx *ctx)
+{
+	struct config *cfg = ctx->cfg;
+	struct sockaddr_un sun;
+	size_t i;
+
+	if ((cfg->tls_cert_file == NULL) != (cfg->tls_key_file == NULL)) {
+		ctx->line = config_gline(ctx, cfg->tls_cert_file != NULL ?
+		    "tls_cert_file" : "tls_key_file");
+		config_error(ctx, "tls_cert_file and tls_key_file must be set "
+		    "together");
+	}
+	if (cfg->odmrs_listen.n > 0 && cfg->tls_cert_file == NULL) {
+		ctx->line = config_gline(ctx, "odmrs_listen");
+		config_error(ctx, "odmrs_listen needs tls_cert_file and "
+		    "tls_key_file");
+	}
+	if (cfg->retry_max < cfg->retry_min) {
+		ctx->line = config_gline(ctx, "retry_max");
+		if (ctx->line == 0)
+			ctx->line = config_gline(ctx, "retry_min");
+		config_error(ctx, "retry_max (%lds) is less than retry_min (%lds)",
+		    cfg->retry_max, cfg->retry_min);
+	}
+	if (cfg->hostname == NULL)
+		cfg->hostname = xstrdup(config_system_hostname());
+	if (cfg->control_socket == NULL) {
+		cfg->control_socket = xasprintf("%s/control.sock",
+		    cfg->queue_dir);
+		if (strlen(cfg->control_socket) >= sizeof(sun.sun_path)) {
+			ctx->line = config_gline(ctx, "queue_dir");
+			config_error(ctx, "default control socket '%s' is too "
+			    "long for a Unix socket: set control_socket",
+			    cfg->control_socket);
+		}
+	}
+	/* Domains inherit the global lifetime unless they set their own. */
+	for (i = 0; i < cfg->ndomains; i++) {
+		if (!ctx->lifetime_set[i])
+			cfg->domains[i].queue_lifetime = cfg->queue_lifetime;
+		strlist_sort_unique(&cfg->domains[i].recipients);
+	}
+}
+
+struct config *config_load(const char *path, config_error_fn *errfn, void *arg)
+{
+	struct config_ctx ctx;
+	FILE *fp;
+	char *buf = NULL, *slash;
+	size_t cap = 0;
+	ssize_t n;
+	int gseen[CONFIG_NKEYS], dseen[CONFIG_NKEYS];
+
+	memset(&ctx, 0, sizeof(ctx));
+	memset(gseen, 0, sizeof(gseen));
+	memset(dseen, 0, sizeof(dseen));
+	ctx.file = path;
+	ctx.errfn = errfn;
+	ctx.errarg = arg;
+	ctx.gseen = gseen;
+	ctx.dseen = dseen;
+	if ((fp = fopen(path, "r")) == NULL) {
+		config_error(&ctx, "cannot open: %s", strerror(errno));
+		return NULL;
+	}
+	ctx.cfg = config_new();
+	ctx.cfg->path = xstrdup(path);
+	if ((slash = strrchr(path, '/')) != NULL)
+		ctx.dir = xstrndup(path, (size_t)(slash - path) + (slash == path));
+	while ((n = getline(&buf, &cap, fp)) != -1) {
+		ctx.line++;
+		if (n > CONFIG_LINE_MAX) {
+			config_error(&ctx, "line too long (over %d bytes)",
+			    CONFIG_LINE_MAX);
+			continue;
+		}
+		if ((size_t)n != strlen(buf)) {
+			config_error(&ctx, "NUL byte in line");
+			continue;
+		}
+		config_parse_line(&ctx, buf);
+	}
+	if (ferror(fp)) {
+		config_error(&ctx, "read error: %s", strerror(errno));
+	}
+	free(buf);
+	fclose(fp);
+	config_section_end(&ctx);
+	config_finish(&ctx);
+	free(ctx.dir);
+	free(ctx.lifetime_set);
+	if (ctx.nerrors > 0) {
+		config_free(&ctx.cfg);
+		return NULL;
+	}
+	return ctx.cfg;
+}
+
+/* ---- lookups ---- */
+
+const struct config_domain *config_domain_by_name(const struct config *cfg,
+    const char *name)
+{
+	size_t i, len = strlen(name);
+
+	/* Tolerate one trailing dot, as in the file. */
+	if (len > 1 && name[len - 1] == '.')
+		len--;
+	for (i = 0; i < cfg->ndomains; i++)
+		if (strncasecmp(cfg->domains[i].name, name, len) == 0 &&
+		    cfg->domains[i].name[len] == '\0')
+			return &cfg->domains[i];
+	return NULL;
+}
+
+const struct config_domain *config_find_domain(const struct config *cfg,
+    const char *domain)
+{
+	const struct config_domain *d;
+	const char *p;
+
+	if (*domain == '\0')
+		return NULL;
+	if ((d = config_domain_by_name(cfg, domain)) != NULL)
+		return d;
+	/* Nearest parent first: a.b.example.org, then b.example.org, ... */
+	for (p = strchr(domain, '.'); p != NULL; p = strchr(p + 1, '.')) {
+		if (p[1] == '\0')
+			break;
+		d = config_domain_by_name(cfg, p + 1);
+		if (d != NULL && d->subdomains)
+			return d;
+	}
+	return NULL;
+}
+
+static int config_bsearch_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, *(char *const *)elem);
+}
+
+int config_recipient_allowed(const struct config_domain *dom, const char *addr)
+{
+	char buf[CONFIG_RCPT_MAX];
+	const char *at;
+
+	if (!dom->has_recipient_list)
+		return 1;
+	if (dom->recipients.n == 0)
+		return 0;
+	if (util_strlcpy(buf, addr, sizeof(buf)) < 0)
+		return 0;
+	util_lowercase(buf);
+	if (bsearch(buf, dom->recipients.v, dom->recipients.n,
+	    sizeof(*dom->recipients.v), config_bsearch_cmp) != NULL)
+		return 1;
+	if ((at = strrchr(buf, '@')) == NULL)
+		return 0;
+	return bsearch(at, dom->recipients.v, dom->recipients.n,
+	    sizeof(*dom->recipients.v), config_bsearch_cmp) != NULL;
+}

@@ -2,7 +2,7 @@
  * log - syslog or stderr, one line per event. Handles untrusted strings only
  * through log_sanitize().
  */
-#include "config.h"
+#include "autoconf.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -1,2 +1,171 @@
-/* placeholder: module not yet written */
-typedef int tls_placeholder_t;
+/*
+ * tls - OpenSSL contexts for our listeners and clients.
+ *
+ * Contexts are built at startup or reload (they read files, so never on a
+ * session's path). TLS 1.2 is the floor on both sides; the cipher lists
+ * are OpenSSL's defaults, which are sane for 1.1.1 and 3.x.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "tls.h"
+#include "util.h"
+
+/* "what: first OpenSSL error" into err; clears the error queue. */
+static void tls_error(char *err, size_t errlen, const char *what)
+{
+	unsigned long e;
+	char buf[256];
+
+	e = ERR_peek_last_error();
+	if (e != 0) {
+		ERR_error_string_n(e, buf, sizeof(buf));
+		snprintf(err, errlen, "%s: %s", what, buf);
+	} else
+		snprintf(err, errlen, "%s", what);
+	ERR_clear_error();
+}
+
+static SSL_CTX *tls_ctx_new(const SSL_METHOD *method, char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+
+	if ((ctx = SSL_CTX_new(method)) == NULL) {
+		tls_error(err, errlen, "SSL_CTX_new");
+		return NULL;
+	}
+	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
+		tls_error(err, errlen, "cannot set minimum TLS version");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	/*
+	 * No compression (CRIME); no renegotiation by the peer (a cheap CPU
+	 * DoS, and mail needs none). Partial writes are allowed because
+	 * bufferevent_openssl retries with moving buffers.
+	 */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION
+#ifdef SSL_OP_NO_RENEGOTIATION
+	    | SSL_OP_NO_RENEGOTIATION
+#endif
+	    );
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
+	    SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	return ctx;
+}
+
+SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file,
+    char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+	char what[512];
+
+	if (cert_file == NULL || key_file == NULL) {
+		snprintf(err, errlen, "certificate and key files are required");
+		return NULL;
+	}
+	if ((ctx = tls_ctx_new(TLS_server_method(), err, errlen)) == NULL)
+		return NULL;
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert_file) != 1) {
+		snprintf(what, sizeof(what), "cannot load certificate %s",
+		    cert_file);
+		goto fail;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, key_file, SSL_FILETYPE_PEM) != 1) {
+		/* OpenSSL checks the pair here already: say so plainly. */
+		if (ERR_GET_REASON(ERR_peek_last_error()) ==
+		    X509_R_KEY_VALUES_MISMATCH)
+			snprintf(what, sizeof(what), "private key %s does not "
+			    "match certificate %s", key_file, cert_file);
+		else
+			snprintf(what, sizeof(what), "cannot load private key "
+			    "%s", key_file);
+		goto fail;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(what, sizeof(what), "private key %s does not match "
+		    "certificate %s", key_file, cert_file);
+		goto fail;
+	}
+	/* Our cipher order, not the client's. */
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	/* Sessions are short and few; no resumption cache to manage. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	return ctx;
+fail:
+	tls_error(err, errlen, what);
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+SSL_CTX *tls_client_ctx(const char *ca_file, int verify, char *err,
+    size_t errlen)
+{
+	SSL_CTX *ctx;
+	char what[512];
+
+	if ((ctx = tls_ctx_new(TLS_client_method(), err, errlen)) == NULL)
+		return NULL;
+	if (!verify) {
+		/*
+		 * Opportunistic TLS (RFC 7435): encrypt against passive
+		 * eavesdroppers; an unverifiable certificate is no reason
+		 * to fall back to plaintext.
+		 */
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+		return ctx;
+	}
+	if (ca_file != NULL) {
+		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+			snprintf(what, sizeof(what), "cannot load CA file %s",
+			    ca_file);
+			tls_error(err, errlen, what);
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+		tls_error(err, errlen, "cannot load the system CA store");
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	return ctx;
+}
+
+int tls_client_set_host(SSL *ssl, const char *host, int verify)
+{
+	char buf[256];
+	size_t len;
+
+	if (host == NULL || *host == '\0')
+		return verify ? -1 : 0;
+	if (util_strlcpy(buf, host, sizeof(buf)) < 0)
+		return -1;
+	/* SNI carries a DNS name without the root dot, never an IP. */
+	len = strlen(buf);
+	if (len > 1 && buf[len - 1] == '.')
+		buf[len - 1] = '\0';
+	if (strchr(buf, ':') == NULL &&
+	    strspn(buf, "0123456789.") != strlen(buf)) {
+		if (SSL_set_tlsext_host_name(ssl, buf) != 1) {
+			ERR_clear_error();
+			return -1;
+		}
+	}
+	if (verify) {
+		/* Name checks: DNS names per RFC 6125, IP literals too. */
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (SSL_set1_host(ssl, buf) != 1) {
+			ERR_clear_error();
+			return -1;
+		}
+		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+	}
+	return 0;
+}

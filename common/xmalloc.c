@@ -2,7 +2,7 @@
  * xmalloc - allocation wrappers that abort on exhaustion or nonsense sizes.
  * Handles no untrusted input.
  */
-#include "config.h"
+#include "autoconf.h"
 
 #include <stdarg.h>
 #include <stdint.h>

@@ -511,9 +511,10 @@ smtp_parse_mail(const char *arg, size_t len, struct smtp_path *path_r,
 			for (i = 0; i < vlen; i++) {
 				if (!isdigit((unsigned char)v[i]))
 					return SMTP_PARSE_EPARAMVAL;
-				if (n > (UINT64_MAX - 9) / 10)
+				uint64_t d = (uint64_t)(v[i] - '0');
+				if (n > (UINT64_MAX - d) / 10)
 					return SMTP_PARSE_EPARAMVAL;
-				n = n * 10 + (uint64_t)(v[i] - '0');
+				n = n * 10 + d;
 			}
 			mp->size = n;
 			mp->has_size = 1;

@@ -1,2 +1,1464 @@
-/* placeholder: module not yet written */
-typedef int smtpd_placeholder_t;
+/*
+ * smtpd - the SMTP listener (MX role): listeners, limits and inbound
+ * sessions that stream mail into the queue and answer ETRN.
+ *
+ * One session per connection, one transaction (MAIL..end of data) hanging
+ * off it. Input is read from a bufferevent with a bounded read watermark;
+ * commands are taken one complete line at a time, message text is scanned
+ * byte by byte (so lines of any length stream through with bounded memory)
+ * and handed to queue_put_write. 250 after DATA is only sent from the
+ * queue's commit callback, i.e. after fsync.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "log.h"
+#include "queue.h"
+#include "smtp_parse.h"
+#include "smtpd.h"
+#include "xmalloc.h"
+
+#define SMTPD_LINE_MAX		2048	/* command line, CRLF included (spec) */
+#define SMTPD_READ_HIWAT	(64 * 1024)	/* bounded input buffer */
+#define SMTPD_OUT_MAX		(64 * 1024)	/* stop reading above this */
+#define SMTPD_DATA_CHUNK	(16 * 1024)	/* DATA scan/write unit */
+#define SMTPD_HELO_MAX		255
+
+/* Same bit values in both modules; checked here once. */
+_Static_assert(SMTP_NOTIFY_NEVER == QUEUE_NOTIFY_NEVER &&
+    SMTP_NOTIFY_SUCCESS == QUEUE_NOTIFY_SUCCESS &&
+    SMTP_NOTIFY_FAILURE == QUEUE_NOTIFY_FAILURE &&
+    SMTP_NOTIFY_DELAY == QUEUE_NOTIFY_DELAY, "notify bits");
+_Static_assert(SMTP_RET_FULL == QUEUE_RET_FULL &&
+    SMTP_RET_HDRS == QUEUE_RET_HDRS, "ret values");
+
+enum smtpd_state {
+	SMTPD_ST_GREETED,	/* before HELO/EHLO */
+	SMTPD_ST_HELO,		/* between transactions */
+	SMTPD_ST_MAIL,		/* MAIL accepted, RCPTs being collected */
+	SMTPD_ST_DATA,		/* reading message text */
+	SMTPD_ST_COMMIT,	/* waiting for the queue's commit callback */
+	SMTPD_ST_CLOSING	/* flushing the last reply, then free */
+};
+
+static const char *const smtpd_state_names[] = {
+	"greeted", "helo", "mail", "data", "commit", "closing"
+};
+
+/* DATA scanner states (see smtpd_data_scan). */
+enum smtpd_ds {
+	SMTPD_DS_BOL,		/* at the start of a line */
+	SMTPD_DS_MID,		/* inside a line */
+	SMTPD_DS_CR,		/* CR seen, LF must follow */
+	SMTPD_DS_DOT,		/* "." at the start of a line */
+	SMTPD_DS_DOTCR		/* ".\r" at the start of a line */
+};
+
+/* Why a message in DATA will be refused at its end. */
+#define SMTPD_BAD_LINE	0x1	/* bare CR, bare LF or NUL */
+#define SMTPD_BAD_SIZE	0x2	/* over max_message_size */
+#define SMTPD_BAD_LOOP	0x4	/* too many Received headers */
+#define SMTPD_BAD_QUEUE	0x8	/* a chunk write failed */
+
+/* One mail transaction; owned by its session. */
+struct smtpd_tx {
+	char *sender;			/* reverse path, "" for <> */
+	struct smtp_mail_params mp;
+	struct queue_rcpt *rcpts;	/* strings owned here */
+	size_t nrcpts, rcap;
+	struct queue_put *put;		/* open body, or NULL */
+	char id[QUEUE_ID_LEN + 1];
+	enum smtpd_ds ds;
+	int in_headers;
+	size_t line_len;		/* octets of the current line so far */
+	char hdr[10];			/* start of the current line */
+	unsigned nreceived;
+	uint64_t size;			/* text octets (unstuffed, CRLF) */
+	unsigned bad;			/* SMTPD_BAD_* */
+	int qerr;			/* queue error for SMTPD_BAD_QUEUE */
+};
+
+struct smtpd_session {
+	struct smtpd *s;
+	struct smtpd_session *prev, *next;
+	uint64_t sid;
+	struct config *cfg;		/* referenced */
+	SSL_CTX *tls;			/* referenced, or NULL */
+	struct bufferevent *bev;	/* NULL once the peer is gone */
+	char ip[INET6_ADDRSTRLEN];
+	int v6;
+	char helo[SMTPD_HELO_MAX + 1];
+	int esmtp;
+	int tls_on;
+	int rejected;			/* over a connection limit */
+	int discarding;			/* dropping an overlong line */
+	int paused;			/* queue backpressure: not reading */
+	int in_input;			/* inside smtpd_session_input */
+	enum smtpd_state state;
+	unsigned errors;
+	struct smtpd_tx *tx;
+};
+
+struct smtpd_listener {
+	struct evconnlistener *lev;
+	struct smtpd_listener *next;
+};
+
+struct smtpd {
+	struct event_base *base;
+	struct config *cfg;		/* referenced */
+	struct queue *q;
+	SSL_CTX *tls;			/* referenced, or NULL */
+	struct smtpd_listener *listeners;
+	struct event *accept_retry;	/* re-enable after EMFILE */
+	smtpd_etrn_fn *etrn_fn;
+	void *etrn_arg;
+	void (*added_fn)(void *arg, const char *id);
+	void *added_arg;
+	struct smtpd_session *sessions;
+	size_t nsessions;
+	uint64_t next_sid;
+	int shutting_down;
+	void (*done_fn)(void *arg);
+	void *done_arg;
+	struct event *done_ev;
+};
+
+static void smtpd_session_input(struct smtpd_session *ss);
+static void smtpd_session_free(struct smtpd_session *ss);
+static void smtpd_session_setup_bev(struct smtpd_session *ss);
+
+/* ---- replies ---- */
+
+static void smtpd_reply(struct smtpd_session *ss, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void
+smtpd_reply(struct smtpd_session *ss, const char *fmt, ...)
+{
+	va_list ap;
+	struct evbuffer *out;
+
+	if (ss->bev == NULL)
+		return;
+	out = bufferevent_get_output(ss->bev);
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+static void
+smtpd_enter_state(struct smtpd_session *ss, enum smtpd_state st)
+{
+	if (ss->state != st)
+		log_debug("smtpd: sid=%llx, state %s -> %s",
+		    (unsigned long long)ss->sid, smtpd_state_names[ss->state],
+		    smtpd_state_names[st]);
+	ss->state = st;
+}
+
+/* Reply already queued; close once the output is flushed. */
+static void
+smtpd_session_close(struct smtpd_session *ss)
+{
+	smtpd_enter_state(ss, SMTPD_ST_CLOSING);
+	if (ss->bev != NULL)
+		bufferevent_disable(ss->bev, EV_READ);
+}
+
+/* Free now if closing with nothing left to write. Returns 1 if freed. */
+static int
+smtpd_session_reap(struct smtpd_session *ss)
+{
+	if (ss->in_input)
+		return 0;
+	if (ss->state == SMTPD_ST_CLOSING && (ss->bev == NULL ||
+	    evbuffer_get_length(bufferevent_get_output(ss->bev)) == 0)) {
+		smtpd_session_free(ss);
+		return 1;
+	}
+	if (ss->bev == NULL && ss->state != SMTPD_ST_COMMIT) {
+		smtpd_session_free(ss);
+		return 1;
+	}
+	return 0;
+}
+
+/* Count a protocol error; the limit is enforced before the next command. */
+static int
+smtpd_error(struct smtpd_session *ss)
+{
+	ss->errors++;
+	return 0;
+}
+
+/* Too many errors: the next command gets 421 (as Postfix's hard limit). */
+static int
+smtpd_error_limit(struct smtpd_session *ss)
+{
+	if (ss->cfg->max_errors == 0 || ss->errors < ss->cfg->max_errors)
+		return 0;
+	smtpd_reply(ss, "421 4.7.0 %s Too many errors, closing",
+	    ss->cfg->hostname);
+	log_info("smtpd: sid=%llx, client=[%s], too many errors",
+	    (unsigned long long)ss->sid, ss->ip);
+	smtpd_session_close(ss);
+	return 1;
+}
+
+/* ---- transaction ---- */
+
+static void
+smtpd_tx_free(struct smtpd_tx **txp)
+{
+	struct smtpd_tx *tx = *txp;
+	size_t i;
+
+	if (tx == NULL)
+		return;
+	if (tx->put != NULL)
+		queue_put_abandon(&tx->put);
+	for (i = 0; i < tx->nrcpts; i++) {
+		free(tx->rcpts[i].addr);
+		free(tx->rcpts[i].domain);
+		free(tx->rcpts[i].orcpt);
+	}
+	free(tx->rcpts);
+	free(tx->sender);
+	free(tx);
+	*txp = NULL;
+}
+
+static void
+smtpd_tx_reset(struct smtpd_session *ss)
+{
+	smtpd_tx_free(&ss->tx);
+	if (ss->state == SMTPD_ST_MAIL || ss->state == SMTPD_ST_DATA)
+		smtpd_enter_state(ss, SMTPD_ST_HELO);
+}
+
+/* ---- Received header ---- */
+
+static void
+smtpd_received(struct smtpd_session *ss, char *buf, size_t size)
+{
+	struct smtpd_tx *tx = ss->tx;
+	char date[64], forbuf[SMTP_PATH_MAX + 16];
+	const char *proto;
+	time_t now = time(NULL);
+	struct tm tm;
+
+	localtime_r(&now, &tm);
+	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	if (tx->mp.smtputf8)
+		proto = ss->tls_on ? "UTF8SMTPS" : "UTF8SMTP";
+	else if (ss->esmtp)
+		proto = ss->tls_on ? "ESMTPS" : "ESMTP";
+	else
+		proto = ss->tls_on ? "SMTPS" : "SMTP";
+	/* One "for" at most, and only for a single recipient: listing
+	 * several would disclose Bcc recipients (RFC 5321 7.2). */
+	if (tx->nrcpts == 1)
+		snprintf(forbuf, sizeof(forbuf), "\r\n\tfor <%s>",
+		    tx->rcpts[0].addr);
+	else
+		forbuf[0] = '\0';
+	snprintf(buf, size, "Received: from %s ([%s%s])\r\n"
+	    "\tby %s (odrelay) with %s id %s%s;\r\n\t%s\r\n",
+	    ss->helo, ss->v6 ? "IPv6:" : "", ss->ip, ss->cfg->hostname, proto,
+	    tx->id, forbuf, date);
+}
+
+/* ---- DATA ---- */
+
+static void
+smtpd_resume(void *arg)
+{
+	struct smtpd_session *ss = arg;
+
+	if (!ss->paused)
+		return;
+	ss->paused = 0;
+	if (ss->bev == NULL)
+		return;
+	bufferevent_enable(ss->bev, EV_READ);
+	smtpd_session_input(ss);
+	smtpd_session_reap(ss);
+}
+
+/* Hand out[0..len) to the queue. Returns 1 when reading must pause. */
+static int
+smtpd_data_write(struct smtpd_session *ss, const char *out, size_t len)
+{
+	struct smtpd_tx *tx = ss->tx;
+	int r;
+
+	if (len == 0 || tx->bad != 0 || tx->put == NULL)
+		return 0;
+	r = queue_put_write(tx->put, out, len);
+	if (r < 0) {
+		tx->bad |= SMTPD_BAD_QUEUE;
+		tx->qerr = r;
+		return 0;
+	}
+	return r == 1;
+}
+
+/* End of a text line (CRLF seen): header accounting. */
+static void
+smtpd_data_eol(struct smtpd_session *ss)
+{
+	struct smtpd_tx *tx = ss->tx;
+
+	if (tx->in_headers) {
+		if (tx->line_len == 0)
+			tx->in_headers = 0;
+		else if (tx->line_len >= 9 &&
+		    strncasecmp(tx->hdr, "received:", 9) == 0)
+			tx->nreceived++;
+	}
+	tx->line_len = 0;
+}
+
+static void
+smtpd_data_octet(struct smtpd_tx *tx, char *out, size_t *olen, char c)
+{
+	if (tx->line_len < sizeof(tx->hdr) - 1)
+		tx->hdr[tx->line_len] = c;
+	tx->line_len++;
+	out[(*olen)++] = c;
+}
+
+static void smtpd_data_end(struct smtpd_session *ss);
+
+/*
+ * Scan message text. Only CRLF "." CRLF ends it; a bare CR, a bare LF or a
+ * NUL marks the message bad (RFC 5321 2.3.8 / 4.1.1.4; SMTP smuggling), and
+ * a bare LF does not start a new line, so "\n.\r\n" can never end the data.
+ * Returns 1 when input processing must stop (paused or message ended).
+ */
+static int
+smtpd_data_scan(struct smtpd_session *ss)
+{
+	struct evbuffer *in = bufferevent_get_input(ss->bev);
+	struct smtpd_tx *tx = ss->tx;
+	char out[SMTPD_DATA_CHUNK + 2];
+	size_t avail, n, i, olen;
+	unsigned char *p;
+	uint64_t max = ss->cfg->max_message_size;
+	int pause = 0;
+
+	while ((avail = evbuffer_get_length(in)) > 0) {
+		n = avail < SMTPD_DATA_CHUNK ? avail : SMTPD_DATA_CHUNK;
+		p = evbuffer_pullup(in, (ssize_t)n);
+		olen = 0;
+		for (i = 0; i < n; i++) {
+			char c = (char)p[i];
+
+			switch (tx->ds) {
+			case SMTPD_DS_DOT:
+				if (c == '\r') {
+					tx->ds = SMTPD_DS_DOTCR;
+					continue;
+				}
+				/* leading dot removed (dot-unstuffing) */
+				tx->ds = SMTPD_DS_MID;
+				break;
+			case SMTPD_DS_DOTCR:
+				if (c == '\n') {
+					evbuffer_drain(in, i + 1);
+					tx->size += olen;
+					if (tx->size > max && max > 0)
+						tx->bad |= SMTPD_BAD_SIZE;
+					smtpd_data_write(ss, out, olen);
+					smtpd_data_end(ss);
+					return 1;
+				}
+				/* ".\r" + not LF: bare CR */
+				tx->bad |= SMTPD_BAD_LINE;
+				tx->ds = SMTPD_DS_MID;
+				break;
+			case SMTPD_DS_CR:
+				if (c == '\n') {
+					out[olen++] = '\r';
+					out[olen++] = '\n';
+					smtpd_data_eol(ss);
+					tx->ds = SMTPD_DS_BOL;
+					continue;
+				}
+				tx->bad |= SMTPD_BAD_LINE;
+				tx->ds = SMTPD_DS_MID;
+				break;
+			case SMTPD_DS_BOL:
+				if (c == '.') {
+					tx->ds = SMTPD_DS_DOT;
+					continue;
+				}
+				tx->ds = SMTPD_DS_MID;
+				break;
+			case SMTPD_DS_MID:
+				break;
+			}
+			/* an ordinary octet inside a line */
+			if (c == '\r') {
+				tx->ds = SMTPD_DS_CR;
+				continue;
+			}
+			if (c == '\n' || c == '\0')
+				tx->bad |= SMTPD_BAD_LINE;
+			smtpd_data_octet(tx, out, &olen, c);
+		}
+		evbuffer_drain(in, n);
+		tx->size += olen;
+		if (tx->size > max && max > 0)
+			tx->bad |= SMTPD_BAD_SIZE;
+		if (smtpd_data_write(ss, out, olen))
+			pause = 1;
+		if (pause) {
+			ss->paused = 1;
+			bufferevent_disable(ss->bev, EV_READ);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void
+smtpd_commit_done(void *arg, int result)
+{
+	struct smtpd_session *ss = arg;
+	struct smtpd_tx *tx = ss->tx;
+	char sbuf[300];
+
+	tx->put = NULL;		/* the queue freed it */
+	if (result == QUEUE_OK) {
+		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s",
+		    tx->id, log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
+		    (unsigned long long)tx->size, tx->nrcpts, ss->ip);
+		smtpd_reply(ss, "250 2.0.0 Ok: queued as %s", tx->id);
+		if (ss->s->added_fn != NULL)
+			ss->s->added_fn(ss->s->added_arg, tx->id);
+	} else {
+		log_warn("NOQUEUE: client=%s, commit failed: %s", ss->ip,
+		    queue_strerror(result));
+		if (result == QUEUE_EFULL || result == QUEUE_EQUOTA)
+			smtpd_reply(ss, "452 4.3.1 Insufficient system storage");
+		else
+			smtpd_reply(ss, "451 4.3.0 Local error in processing");
+	}
+	smtpd_tx_free(&ss->tx);
+	smtpd_enter_state(ss, SMTPD_ST_HELO);
+	if (ss->bev == NULL) {
+		smtpd_session_free(ss);
+		return;
+	}
+	if (ss->s->shutting_down) {
+		smtpd_reply(ss, "421 4.3.2 %s Service shutting down",
+		    ss->cfg->hostname);
+		smtpd_session_close(ss);
+	} else {
+		/* pipelined commands may be waiting */
+		bufferevent_enable(ss->bev, EV_READ);
+		smtpd_session_input(ss);
+	}
+	smtpd_session_reap(ss);
+}
+
+static void
+smtpd_data_end(struct smtpd_session *ss)
+{
+	struct smtpd_tx *tx = ss->tx;
+	struct queue_envelope env;
+	char sbuf[300];
+	size_t i;
+
+	if (tx->size > ss->cfg->max_message_size &&
+	    ss->cfg->max_message_size > 0)
+		tx->bad |= SMTPD_BAD_SIZE;
+	if (tx->nreceived > ss->cfg->max_received && ss->cfg->max_received > 0)
+		tx->bad |= SMTPD_BAD_LOOP;
+	if (tx->bad != 0) {
+		const char *why;
+		if (tx->bad & SMTPD_BAD_LINE) {
+			why = "bare CR/LF or NUL";
+			smtpd_reply(ss, "554 5.6.0 Message rejected: bare CR, "
+			    "bare LF or NUL in message text");
+		} else if (tx->bad & SMTPD_BAD_SIZE) {
+			why = "message too big";
+			smtpd_reply(ss, "552 5.3.4 Message size exceeds fixed "
+			    "limit");
+		} else if (tx->bad & SMTPD_BAD_LOOP) {
+			why = "mail loop";
+			smtpd_reply(ss, "554 5.4.6 Too many Received headers: "
+			    "mail loop");
+		} else {
+			why = queue_strerror(tx->qerr);
+			if (tx->qerr == QUEUE_EFULL ||
+			    tx->qerr == QUEUE_EQUOTA)
+				smtpd_reply(ss, "452 4.3.1 Insufficient "
+				    "system storage");
+			else
+				smtpd_reply(ss, "451 4.3.0 Local error in "
+				    "processing");
+		}
+		log_info("NOQUEUE: reject: client=%s, from=<%s>, reason=%s",
+		    ss->ip, log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
+		    why);
+		smtpd_tx_reset(ss);
+		return;
+	}
+	memset(&env, 0, sizeof(env));
+	memcpy(env.id, tx->id, sizeof(env.id));
+	env.sender = tx->sender;
+	env.envid = tx->mp.envid[0] != '\0' ? tx->mp.envid : NULL;
+	env.ret = tx->mp.ret;
+	if (tx->mp.body == SMTP_BODY_8BITMIME)
+		env.flags |= QUEUE_F_8BITMIME;
+	if (tx->mp.smtputf8)
+		env.flags |= QUEUE_F_SMTPUTF8;
+	env.arrival = time(NULL);
+	env.size = tx->size;
+	env.helo = ss->helo[0] != '\0' ? ss->helo : NULL;
+	env.client_addr = ss->ip;
+	env.rcpts = tx->rcpts;
+	env.nrcpts = tx->nrcpts;
+	/* for the held/non-held decision made at RCPT time */
+	for (i = 0; i < tx->nrcpts; i++)
+		if (tx->rcpts[i].next_attempt != 0)
+			tx->rcpts[i].next_attempt = env.arrival;
+	smtpd_enter_state(ss, SMTPD_ST_COMMIT);
+	{
+		struct queue_put *put = tx->put;
+		/* the put belongs to the queue from here on */
+		queue_put_commit(put, &env, smtpd_commit_done, ss);
+	}
+}
+
+/* ---- commands ---- */
+
+static int
+smtpd_helo_valid(const char *arg, size_t len)
+{
+	size_t i;
+
+	if (len == 0 || len > SMTPD_HELO_MAX)
+		return 0;
+	for (i = 0; i < len; i++) {
+		unsigned char c = arg[i];
+		if (c <= 32 || c >= 127)
+			return 0;
+	}
+	return 1;
+}
+
+static void
+smtpd_cmd_helo(struct smtpd_session *ss, const char *arg, size_t len,
+    int esmtp)
+{
+	struct config *cfg = ss->cfg;
+
+	if (!smtpd_helo_valid(arg, len)) {
+		smtpd_reply(ss, "501 5.5.4 Syntax: %s hostname",
+		    esmtp ? "EHLO" : "HELO");
+		smtpd_error(ss);
+		return;
+	}
+	smtpd_tx_free(&ss->tx);
+	memcpy(ss->helo, arg, len);
+	ss->helo[len] = '\0';
+	ss->esmtp = esmtp;
+	smtpd_enter_state(ss, SMTPD_ST_HELO);
+	if (!esmtp) {
+		smtpd_reply(ss, "250 %s", cfg->hostname);
+		return;
+	}
+	smtpd_reply(ss, "250-%s", cfg->hostname);
+	smtpd_reply(ss, "250-PIPELINING");
+	smtpd_reply(ss, "250-SIZE %llu",
+	    (unsigned long long)cfg->max_message_size);
+	smtpd_reply(ss, "250-8BITMIME");
+	smtpd_reply(ss, "250-SMTPUTF8");
+	smtpd_reply(ss, "250-ENHANCEDSTATUSCODES");
+	smtpd_reply(ss, "250-DSN");
+	smtpd_reply(ss, "250-ETRN");
+	if (ss->tls != NULL && !ss->tls_on)
+		smtpd_reply(ss, "250-STARTTLS");
+	smtpd_reply(ss, "250 HELP");
+}
+
+static void
+smtpd_cmd_mail(struct smtpd_session *ss, const char *arg, size_t len)
+{
+	struct smtp_path path;
+	struct smtpd_tx *tx;
+	int r;
+
+	if (ss->state == SMTPD_ST_GREETED) {
+		smtpd_reply(ss, "503 5.5.1 Send HELO/EHLO first");
+		smtpd_error(ss);
+		return;
+	}
+	if (ss->state != SMTPD_ST_HELO) {
+		smtpd_reply(ss, "503 5.5.1 Nested MAIL command");
+		smtpd_error(ss);
+		return;
+	}
+	tx = xcalloc(1, sizeof(*tx));
+	r = smtp_parse_mail(arg, len, &path, &tx->mp);
+	if (r != 0) {
+		free(tx);
+		smtpd_reply(ss, "%s", smtp_parse_strerror(r, 0));
+		smtpd_error(ss);
+		return;
+	}
+	if (tx->mp.has_size && ss->cfg->max_message_size > 0 &&
+	    tx->mp.size > ss->cfg->max_message_size) {
+		free(tx);
+		smtpd_reply(ss, "552 5.3.4 Message size exceeds fixed limit");
+		return;
+	}
+	tx->sender = xstrdup(path.null_path ? "" : path.addr);
+	ss->tx = tx;
+	smtpd_enter_state(ss, SMTPD_ST_MAIL);
+	smtpd_reply(ss, "250 2.1.0 Ok");
+}
+
+static void
+smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
+{
+	struct smtp_path path;
+	struct smtp_rcpt_params rp;
+	struct smtpd_tx *tx = ss->tx;
+	const struct config_domain *dom;
+	struct queue_rcpt *qr;
+	char sbuf[300];
+	size_t i;
+	int r;
+
+	if (ss->state != SMTPD_ST_MAIL) {
+		smtpd_reply(ss, "503 5.5.1 Need MAIL command");
+		smtpd_error(ss);
+		return;
+	}
+	r = smtp_parse_rcpt(arg, len, tx->mp.smtputf8, &path, &rp);
+	if (r != 0) {
+		smtpd_reply(ss, "%s", smtp_parse_strerror(r, 1));
+		smtpd_error(ss);
+		return;
+	}
+	if (tx->nrcpts >= ss->cfg->max_recipients) {
+		smtpd_reply(ss, "452 4.5.3 Too many recipients");
+		return;
+	}
+	/* The relay decision uses the final domain only (source route and
+	 * local-part tricks already stripped by the parser); literals and
+	 * unconfigured names are never ours. */
+	dom = NULL;
+	if (!path.no_domain && !path.literal)
+		dom = config_find_domain(ss->cfg, path.domain);
+	if (dom == NULL || path.local_routing) {
+		log_info("NOQUEUE: reject: RCPT from [%s]: 550 5.7.1 <%s>: "
+		    "Relay access denied", ss->ip,
+		    log_sanitize(sbuf, sizeof(sbuf), path.addr, 256));
+		smtpd_reply(ss, "550 5.7.1 Relay access denied");
+		smtpd_error(ss);
+		return;
+	}
+	if (!config_recipient_allowed(dom, path.addr)) {
+		smtpd_reply(ss, "550 5.1.1 Recipient address rejected: "
+		    "User unknown");
+		smtpd_error(ss);
+		return;
+	}
+	for (i = 0; i < tx->nrcpts; i++)
+		if (strcasecmp(tx->rcpts[i].addr, path.addr) == 0) {
+			/* duplicate: one delivery is enough */
+			smtpd_reply(ss, "250 2.1.5 Ok");
+			return;
+		}
+	if (tx->nrcpts == tx->rcap) {
+		tx->rcap = tx->rcap ? tx->rcap * 2 : 4;
+		tx->rcpts = xreallocarray(tx->rcpts, tx->rcap,
+		    sizeof(*tx->rcpts));
+	}
+	qr = &tx->rcpts[tx->nrcpts++];
+	memset(qr, 0, sizeof(*qr));
+	qr->addr = xstrdup(path.addr);
+	qr->domain = xstrdup(dom->name);
+	qr->orcpt = rp.orcpt[0] != '\0' ? xstrdup(rp.orcpt) : NULL;
+	qr->notify = rp.notify;
+	qr->state = QUEUE_RCPT_QUEUED;
+	/* held: on demand (0); otherwise due now (set at commit) */
+	qr->next_attempt = dom->hold ? 0 : 1;
+	smtpd_reply(ss, "250 2.1.5 Ok");
+}
+
+/* Returns 1 when input processing must stop. */
+static int
+smtpd_cmd_data(struct smtpd_session *ss, size_t arglen)
+{
+	struct smtpd_tx *tx = ss->tx;
+	char rcv[1024];
+	int r;
+
+	if (arglen != 0) {
+		smtpd_reply(ss, "501 5.5.4 Syntax: DATA");
+		smtpd_error(ss);
+		return 0;
+	}
+	if (ss->state != SMTPD_ST_MAIL) {
+		smtpd_reply(ss, "503 5.5.1 Need MAIL command");
+		smtpd_error(ss);
+		return 0;
+	}
+	if (tx->nrcpts == 0) {
+		smtpd_reply(ss, "554 5.5.1 No valid recipients");
+		return 0;
+	}
+	/* DATA must end a pipelined group (RFC 2920 3.1): text sent before
+	 * our 354 is a synchronisation error, never message content. */
+	if (evbuffer_get_length(bufferevent_get_input(ss->bev)) > 0) {
+		log_info("smtpd: sid=%llx, client=[%s], input before 354, "
+		    "closing", (unsigned long long)ss->sid, ss->ip);
+		smtpd_reply(ss, "554 5.5.0 Protocol synchronization error");
+		smtpd_tx_reset(ss);
+		smtpd_session_close(ss);
+		return 1;
+	}
+	tx->put = queue_put_begin(ss->s->q);
+	if (tx->put == NULL) {
+		smtpd_reply(ss, "451 4.3.0 Local error in processing");
+		return 0;
+	}
+	snprintf(tx->id, sizeof(tx->id), "%s", queue_put_id(tx->put));
+	queue_put_set_resume(tx->put, smtpd_resume, ss);
+	tx->ds = SMTPD_DS_BOL;
+	tx->in_headers = 1;
+	smtpd_received(ss, rcv, sizeof(rcv));
+	r = queue_put_write(tx->put, rcv, strlen(rcv));
+	if (r < 0) {
+		tx->bad |= SMTPD_BAD_QUEUE;
+		tx->qerr = r;
+	}
+	smtpd_enter_state(ss, SMTPD_ST_DATA);
+	smtpd_reply(ss, "354 End data with <CR><LF>.<CR><LF>");
+	if (r == 1) {
+		ss->paused = 1;
+		bufferevent_disable(ss->bev, EV_READ);
+		return 1;
+	}
+	return 0;
+}
+
+static void
+smtpd_cmd_etrn(struct smtpd_session *ss, const char *arg, size_t len)
+{
+	char node[SMTP_DOMAIN_MAX + 1], text[SMTP_DOMAIN_MAX + 2];
+	char reply[512];
+	int kind;
+
+	if (ss->state == SMTPD_ST_GREETED) {
+		smtpd_reply(ss, "503 5.5.1 Send HELO/EHLO first");
+		smtpd_error(ss);
+		return;
+	}
+	if (ss->state != SMTPD_ST_HELO) {
+		smtpd_reply(ss, "503 5.5.1 ETRN not allowed during a mail "
+		    "transaction");
+		smtpd_error(ss);
+		return;
+	}
+	if (len == 0 || memchr(arg, ' ', len) != NULL ||
+	    memchr(arg, '\t', len) != NULL ||
+	    smtp_parse_etrn(arg, len, &kind, node, sizeof(node)) != 0) {
+		smtpd_reply(ss, "501 5.5.4 Syntax error in ETRN parameters");
+		smtpd_error(ss);
+		return;
+	}
+	memcpy(text, arg, len);
+	text[len] = '\0';
+	if (ss->s->etrn_fn == NULL) {
+		smtpd_reply(ss, "458 4.3.0 Unable to queue messages for node %s",
+		    node);
+		return;
+	}
+	reply[0] = '\0';
+	ss->s->etrn_fn(ss->s->etrn_arg, ss->ip, text, reply, sizeof(reply));
+	/* the handler's line must look like a reply, single line */
+	if (strlen(reply) < 4 || reply[0] < '2' || reply[0] > '5' ||
+	    reply[3] != ' ' || strpbrk(reply, "\r\n") != NULL)
+		smtpd_reply(ss, "458 4.3.0 Unable to queue messages for node %s",
+		    node);
+	else
+		smtpd_reply(ss, "%s", reply);
+}
+
+/* Returns 1 when input processing must stop (the bev changed). */
+static int
+smtpd_cmd_starttls(struct smtpd_session *ss, size_t arglen)
+{
+	struct bufferevent *nbev;
+	SSL *ssl;
+
+	if (ss->tls == NULL || ss->tls_on) {
+		smtpd_reply(ss, "502 5.5.1 Command not implemented");
+		smtpd_error(ss);
+		return 0;
+	}
+	if (arglen != 0) {
+		smtpd_reply(ss, "501 5.5.4 Syntax: STARTTLS");
+		smtpd_error(ss);
+		return 0;
+	}
+	if (ss->state == SMTPD_ST_MAIL) {
+		smtpd_reply(ss, "503 5.5.1 STARTTLS not allowed during a mail "
+		    "transaction");
+		smtpd_error(ss);
+		return 0;
+	}
+	/* Plaintext sent after STARTTLS must never be read as if it came
+	 * through TLS (CVE-2011-0411 class): drop it. */
+	{
+		struct evbuffer *in = bufferevent_get_input(ss->bev);
+		size_t n = evbuffer_get_length(in);
+		if (n > 0) {
+			log_info("smtpd: sid=%llx, client=[%s], discarded %zu "
+			    "octets pipelined after STARTTLS",
+			    (unsigned long long)ss->sid, ss->ip, n);
+			evbuffer_drain(in, n);
+		}
+	}
+	ssl = SSL_new(ss->tls);
+	if (ssl == NULL) {
+		smtpd_reply(ss, "454 4.7.0 TLS not available due to temporary "
+		    "reason");
+		return 0;
+	}
+	smtpd_reply(ss, "220 2.0.0 Ready to start TLS");
+	nbev = bufferevent_openssl_filter_new(ss->s->base, ss->bev, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (nbev == NULL) {
+		SSL_free(ssl);
+		smtpd_session_close(ss);
+		return 1;
+	}
+	ss->bev = nbev;
+	ss->tls_on = 1;
+	/* RFC 3207 4.2: forget everything learnt before TLS */
+	smtpd_tx_free(&ss->tx);
+	ss->helo[0] = '\0';
+	ss->esmtp = 0;
+	smtpd_enter_state(ss, SMTPD_ST_GREETED);
+	smtpd_session_setup_bev(ss);
+	return 1;
+}
+
+/* Returns 1 when input processing must stop. */
+static int
+smtpd_command(struct smtpd_session *ss, const char *line, size_t len)
+{
+	char verb[SMTP_VERB_MAX + 1];
+	const char *arg;
+	size_t arglen;
+	int r;
+
+	r = smtp_parse_command(line, len, verb, sizeof(verb), &arg, &arglen);
+	if (r != 0) {
+		smtpd_reply(ss, "%s", r == SMTP_PARSE_ECHAR ?
+		    "501 5.5.2 Invalid character in command" :
+		    "500 5.5.2 Syntax error, command unrecognized");
+		return smtpd_error(ss);
+	}
+	if (strcmp(verb, "EHLO") == 0)
+		smtpd_cmd_helo(ss, arg, arglen, 1);
+	else if (strcmp(verb, "HELO") == 0)
+		smtpd_cmd_helo(ss, arg, arglen, 0);
+	else if (strcmp(verb, "MAIL") == 0)
+		smtpd_cmd_mail(ss, arg, arglen);
+	else if (strcmp(verb, "RCPT") == 0)
+		smtpd_cmd_rcpt(ss, arg, arglen);
+	else if (strcmp(verb, "DATA") == 0)
+		return smtpd_cmd_data(ss, arglen);
+	else if (strcmp(verb, "RSET") == 0) {
+		if (arglen != 0) {
+			smtpd_reply(ss, "501 5.5.4 Syntax: RSET");
+			return smtpd_error(ss);
+		}
+		smtpd_tx_reset(ss);
+		smtpd_reply(ss, "250 2.0.0 Ok");
+	} else if (strcmp(verb, "NOOP") == 0)
+		smtpd_reply(ss, "250 2.0.0 Ok");
+	else if (strcmp(verb, "QUIT") == 0) {
+		if (arglen != 0) {
+			smtpd_reply(ss, "501 5.5.4 Syntax: QUIT");
+			return smtpd_error(ss);
+		}
+		smtpd_reply(ss, "221 2.0.0 Bye");
+		smtpd_tx_reset(ss);
+		smtpd_session_close(ss);
+		return 1;
+	} else if (strcmp(verb, "HELP") == 0) {
+		smtpd_reply(ss, "214-2.0.0 Commands: EHLO HELO MAIL RCPT DATA "
+		    "RSET NOOP QUIT HELP VRFY ETRN%s",
+		    ss->tls != NULL && !ss->tls_on ? " STARTTLS" : "");
+		smtpd_reply(ss, "214 2.0.0 See RFC 5321 and RFC 1985");
+	} else if (strcmp(verb, "VRFY") == 0) {
+		if (arglen == 0) {
+			smtpd_reply(ss, "501 5.5.4 Syntax: VRFY address");
+			return smtpd_error(ss);
+		}
+		smtpd_reply(ss, "252 2.5.2 Cannot VRFY user, but will accept "
+		    "message and attempt delivery");
+	} else if (strcmp(verb, "TURN") == 0) {
+		smtpd_reply(ss, "502 5.5.1 TURN not supported, use ETRN");
+	} else if (strcmp(verb, "ETRN") == 0)
+		smtpd_cmd_etrn(ss, arg, arglen);
+	else if (strcmp(verb, "STARTTLS") == 0)
+		return smtpd_cmd_starttls(ss, arglen);
+	else if (strcmp(verb, "EXPN") == 0 || strcmp(verb, "AUTH") == 0 ||
+	    strcmp(verb, "BDAT") == 0) {
+		smtpd_reply(ss, "502 5.5.1 Command not implemented");
+		return smtpd_error(ss);
+	} else {
+		smtpd_reply(ss, "500 5.5.2 Syntax error, command unrecognized");
+		return smtpd_error(ss);
+	}
+	return ss->state == SMTPD_ST_CLOSING;
+}
+
+/*
+ * Take complete command lines from the input buffer. A line ends at LF
+ * (a preceding CR is removed; commands with a bare LF are tolerated, as
+ * most MTAs do: smuggling is a DATA problem). Lines over SMTPD_LINE_MAX
+ * are answered with 500 5.5.2 and dropped up to their end.
+ */
+static void
+smtpd_session_input(struct smtpd_session *ss)
+{
+	struct evbuffer *in;
+	struct evbuffer_ptr eol;
+	char line[SMTPD_LINE_MAX + 1];
+	size_t n, len;
+
+	if (ss->bev == NULL || ss->in_input)
+		return;
+	ss->in_input = 1;
+	for (;;) {
+		in = bufferevent_get_input(ss->bev);
+		if (ss->paused || ss->state == SMTPD_ST_CLOSING ||
+		    ss->state == SMTPD_ST_COMMIT)
+			break;
+		if (ss->state == SMTPD_ST_DATA) {
+			if (smtpd_data_scan(ss))
+				continue;	/* ended or paused: re-check */
+			break;
+		}
+		/* replies pile up when the client does not read: stop */
+		if (evbuffer_get_length(bufferevent_get_output(ss->bev)) >
+		    SMTPD_OUT_MAX) {
+			bufferevent_disable(ss->bev, EV_READ);
+			break;
+		}
+		n = evbuffer_get_length(in);
+		if (n == 0)
+			break;
+		eol = evbuffer_search(in, "\n", 1, NULL);
+		if (eol.pos < 0) {
+			if (n >= SMTPD_LINE_MAX) {
+				ss->discarding = 1;
+				evbuffer_drain(in, n);
+			}
+			break;
+		}
+		len = (size_t)eol.pos;
+		if (smtpd_error_limit(ss))
+			break;
+		if (ss->discarding || len + 1 > SMTPD_LINE_MAX) {
+			evbuffer_drain(in, len + 1);
+			ss->discarding = 0;
+			smtpd_reply(ss, "500 5.5.2 Line too long");
+			smtpd_error(ss);
+			continue;
+		}
+		evbuffer_remove(in, line, len + 1);
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		line[len] = '\0';
+		if (smtpd_command(ss, line, len))
+			continue;	/* state changed: loop re-checks */
+	}
+	ss->in_input = 0;
+}
+
+/* ---- bufferevent callbacks ---- */
+
+static void
+smtpd_readcb(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *ss = arg;
+
+	(void)bev;
+	smtpd_session_input(ss);
+	smtpd_session_reap(ss);
+}
+
+static void
+smtpd_writecb(struct bufferevent *bev, void *arg)
+{
+	struct smtpd_session *ss = arg;
+
+	(void)bev;
+	if (smtpd_session_reap(ss))
+		return;
+	/* output drained: resume reading if we stopped for it */
+	if (ss->state != SMTPD_ST_CLOSING && !ss->paused) {
+		bufferevent_enable(ss->bev, EV_READ);
+		if (evbuffer_get_length(bufferevent_get_input(ss->bev)) > 0) {
+			smtpd_session_input(ss);
+			smtpd_session_reap(ss);
+		}
+	}
+}
+
+/* The peer is gone (or timed out): drop the bev; keep a committing tx. */
+static void
+smtpd_session_lost(struct smtpd_session *ss)
+{
+	if (ss->bev != NULL) {
+		bufferevent_free(ss->bev);
+		ss->bev = NULL;
+	}
+	if (ss->state != SMTPD_ST_COMMIT)
+		smtpd_enter_state(ss, SMTPD_ST_CLOSING);
+}
+
+static void
+smtpd_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtpd_session *ss = arg;
+	unsigned long e;
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED) {
+		SSL *ssl = bufferevent_openssl_get_ssl(ss->bev);
+		if (ssl != NULL)
+			log_info("smtpd: sid=%llx, client=[%s], tls=%s, "
+			    "cipher=%s", (unsigned long long)ss->sid, ss->ip,
+			    SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (ss->state == SMTPD_ST_COMMIT && !(what & BEV_EVENT_WRITING)) {
+			/* the wait is ours, not the client's */
+			bufferevent_enable(ss->bev, EV_READ);
+			return;
+		}
+		if (ss->state == SMTPD_ST_COMMIT) {
+			/* client stopped reading: drop it, keep the commit */
+			smtpd_session_lost(ss);
+			return;
+		}
+		log_info("smtpd: sid=%llx, client=[%s], timeout in state %s",
+		    (unsigned long long)ss->sid, ss->ip,
+		    smtpd_state_names[ss->state]);
+		if (ss->state != SMTPD_ST_CLOSING && (what & BEV_EVENT_READING)) {
+			smtpd_reply(ss, "421 4.4.2 %s Error: timeout exceeded",
+			    ss->cfg->hostname);
+			smtpd_tx_reset(ss);
+			smtpd_session_close(ss);
+			/* give the 421 one write timeout to leave */
+			bufferevent_enable(ss->bev, EV_WRITE);
+			return;
+		}
+		smtpd_session_lost(ss);
+		smtpd_session_reap(ss);
+		return;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		while ((e = bufferevent_get_openssl_error(ss->bev)) != 0) {
+			char buf[256];
+			ERR_error_string_n(e, buf, sizeof(buf));
+			log_info("smtpd: sid=%llx, client=[%s], tls error: %s",
+			    (unsigned long long)ss->sid, ss->ip, buf);
+		}
+	}
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		log_debug("smtpd: sid=%llx, client=[%s], disconnect in state %s",
+		    (unsigned long long)ss->sid, ss->ip,
+		    smtpd_state_names[ss->state]);
+		smtpd_session_lost(ss);
+		smtpd_session_reap(ss);
+	}
+}
+
+static void
+smtpd_session_setup_bev(struct smtpd_session *ss)
+{
+	struct timeval tv = { ss->cfg->smtp_timeout > 0 ?
+	    ss->cfg->smtp_timeout : 300, 0 };
+
+	bufferevent_setcb(ss->bev, smtpd_readcb, smtpd_writecb, smtpd_eventcb,
+	    ss);
+	bufferevent_setwatermark(ss->bev, EV_READ, 0, SMTPD_READ_HIWAT);
+	bufferevent_set_timeouts(ss->bev, &tv, &tv);
+	bufferevent_enable(ss->bev, EV_READ | EV_WRITE);
+}
+
+/* ---- sessions ---- */
+
+static void
+smtpd_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd *s = arg;
+	void (*fn)(void *) = s->done_fn;
+
+	(void)fd;
+	(void)what;
+	s->done_fn = NULL;
+	if (fn != NULL)
+		fn(s->done_arg);
+}
+
+static void
+smtpd_check_done(struct smtpd *s)
+{
+	struct timeval tv = { 0, 0 };
+
+	if (!s->shutting_down || s->nsessions != 0 || s->done_fn == NULL)
+		return;
+	/* from the loop, not from inside a caller's stack */
+	if (s->done_ev == NULL)
+		s->done_ev = evtimer_new(s->base, smtpd_done_cb, s);
+	if (!evtimer_pending(s->done_ev, NULL))
+		evtimer_add(s->done_ev, &tv);
+}
+
+static void
+smtpd_session_free(struct smtpd_session *ss)
+{
+	struct smtpd *s = ss->s;
+
+	if (ss->tx != NULL && ss->tx->put != NULL &&
+	    ss->state == SMTPD_ST_COMMIT) {
+		/* commit in flight: the queue owns the put; suppress cb */
+		queue_put_abandon(&ss->tx->put);
+	}
+	smtpd_tx_free(&ss->tx);
+	if (ss->bev != NULL)
+		bufferevent_free(ss->bev);
+	if (ss->tls != NULL)
+		SSL_CTX_free(ss->tls);
+	config_free(&ss->cfg);
+	if (ss->prev != NULL)
+		ss->prev->next = ss->next;
+	else
+		s->sessions = ss->next;
+	if (ss->next != NULL)
+		ss->next->prev = ss->prev;
+	s->nsessions--;
+	free(ss);
+	smtpd_check_done(s);
+}
+
+static size_t
+smtpd_count_ip(struct smtpd *s, const char *ip)
+{
+	struct smtpd_session *ss;
+	size_t n = 0;
+
+	for (ss = s->sessions; ss != NULL; ss = ss->next)
+		if (!ss->rejected && strcmp(ss->ip, ip) == 0)
+			n++;
+	return n;
+}
+
+static void
+smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct smtpd *s = arg;
+	struct smtpd_session *ss;
+	size_t active;
+
+	(void)lev;
+	(void)salen;
+	if (s->shutting_down) {
+		evutil_closesocket(fd);
+		return;
+	}
+	ss = xcalloc(1, sizeof(*ss));
+	ss->s = s;
+	ss->sid = ++s->next_sid;
+	ss->cfg = config_ref(s->cfg);
+	if (s->tls != NULL) {
+		SSL_CTX_up_ref(s->tls);
+		ss->tls = s->tls;
+	}
+	if (sa->sa_family == AF_INET6) {
+		ss->v6 = 1;
+		evutil_inet_ntop(AF_INET6,
+		    &((struct sockaddr_in6 *)sa)->sin6_addr, ss->ip,
+		    sizeof(ss->ip));
+	} else
+		evutil_inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr,
+		    ss->ip, sizeof(ss->ip));
+	active = s->nsessions;
+	ss->next = s->sessions;
+	if (s->sessions != NULL)
+		s->sessions->prev = ss;
+	s->sessions = ss;
+	s->nsessions++;
+	ss->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (ss->bev == NULL) {
+		evutil_closesocket(fd);
+		smtpd_session_free(ss);
+		return;
+	}
+	smtpd_session_setup_bev(ss);
+	if ((ss->cfg->max_connections > 0 &&
+	    active >= ss->cfg->max_connections) ||
+	    (ss->cfg->max_connections_per_ip > 0 &&
+	    smtpd_count_ip(s, ss->ip) > ss->cfg->max_connections_per_ip)) {
+		ss->rejected = 1;
+		log_info("smtpd: client=[%s], too many connections", ss->ip);
+		smtpd_reply(ss, "421 4.7.0 %s Too many connections, try later",
+		    ss->cfg->hostname);
+		smtpd_session_close(ss);
+		return;
+	}
+	log_debug("smtpd: sid=%llx, connect from [%s]",
+	    (unsigned long long)ss->sid, ss->ip);
+	smtpd_reply(ss, "220 %s ESMTP odrelay", ss->cfg->hostname);
+}
+
+static void
+smtpd_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd *s = arg;
+	struct smtpd_listener *l;
+
+	(void)fd;
+	(void)what;
+	if (s->shutting_down)
+		return;
+	for (l = s->listeners; l != NULL; l = l->next)
+		evconnlistener_enable(l->lev);
+}
+
+static void
+smtpd_accept_error(struct evconnlistener *lev, void *arg)
+{
+	struct smtpd *s = arg;
+	struct timeval tv = { 1, 0 };
+	int e = EVUTIL_SOCKET_ERROR();
+
+	(void)lev;
+	log_warn("smtpd: accept: %s", evutil_socket_error_to_string(e));
+	/* EMFILE/ENFILE: pause accepting instead of spinning */
+	if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+		struct smtpd_listener *l;
+		for (l = s->listeners; l != NULL; l = l->next)
+			evconnlistener_disable(l->lev);
+		evtimer_add(s->accept_retry, &tv);
+	}
+}
+
+/* ---- manager API ---- */
+
+struct smtpd *
+smtpd_new(struct event_base *base, struct config *cfg, struct queue *q,
+    SSL_CTX *tls)
+{
+	struct smtpd *s = xcalloc(1, sizeof(*s));
+
+	s->base = base;
+	s->cfg = config_ref(cfg);
+	s->q = q;
+	if (tls != NULL) {
+		SSL_CTX_up_ref(tls);
+		s->tls = tls;
+	}
+	s->accept_retry = evtimer_new(base, smtpd_accept_retry, s);
+	return s;
+}
+
+int
+smtpd_listen(struct smtpd *s, const char *addr, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	int sslen = sizeof(ss), one = 1;
+	evutil_socket_t fd;
+	struct evconnlistener *lev;
+	struct smtpd_listener *l;
+
+	memset(&ss, 0, sizeof(ss));
+	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss,
+	    &sslen) != 0) {
+		snprintf(err, errlen, "%s: bad listen address", addr);
+		return -1;
+	}
+	if (((struct sockaddr_in *)&ss)->sin_port == 0)
+		((struct sockaddr_in *)&ss)->sin_port = htons(25);
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: socket: %s", addr, strerror(errno));
+		return -1;
+	}
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* one listener per family: [::] must not also take IPv4 */
+	if (ss.ss_family == AF_INET6 &&
+	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
+		snprintf(err, errlen, "%s: IPV6_V6ONLY: %s", addr,
+		    strerror(errno));
+		close(fd);
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&ss, (socklen_t)sslen) != 0 ||
+	    listen(fd, 128) != 0) {
+		snprintf(err, errlen, "%s: %s", addr, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	lev = evconnlistener_new(s->base, smtpd_accept, s,
+	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
+	if (lev == NULL) {
+		snprintf(err, errlen, "%s: evconnlistener_new failed", addr);
+		close(fd);
+		return -1;
+	}
+	evconnlistener_set_error_cb(lev, smtpd_accept_error);
+	l = xcalloc(1, sizeof(*l));
+	l->lev = lev;
+	l->next = s->listeners;
+	s->listeners = l;
+	return 0;
+}
+
+void
+smtpd_reload(struct smtpd *s, struct config *cfg, SSL_CTX *tls)
+{
+	config_free(&s->cfg);
+	s->cfg = config_ref(cfg);
+	if (s->tls != NULL)
+		SSL_CTX_free(s->tls);
+	s->tls = NULL;
+	if (tls != NULL) {
+		SSL_CTX_up_ref(tls);
+		s->tls = tls;
+	}
+}
+
+void
+smtpd_set_etrn_handler(struct smtpd *s, smtpd_etrn_fn *fn, void *arg)
+{
+	s->etrn_fn = fn;
+	s->etrn_arg = arg;
+}
+
+void
+smtpd_set_added_handler(struct smtpd *s, void (*fn)(void *arg,
+    const char *id), void *arg)
+{
+	s->added_fn = fn;
+	s->added_arg = arg;
+}
+
+static void
+smtpd_close_listeners(struct smtpd *s)
+{
+	struct smtpd_listener *l;
+
+	while ((l = s->listeners) != NULL) {
+		s->listeners = l->next;
+		evconnlistener_free(l->lev);
+		free(l);
+	}
+}
+
+void
+smtpd_shutdown(struct smtpd *s, void (*done)(void *arg), void *arg)
+{
+	struct smtpd_session *ss, *next;
+
+	s->shutting_down = 1;
+	s->done_fn = done;
+	s->done_arg = arg;
+	smtpd_close_listeners(s);
+	evtimer_del(s->accept_retry);
+	for (ss = s->sessions; ss != NULL; ss = next) {
+		next = ss->next;
+		switch (ss->state) {
+		case SMTPD_ST_COMMIT:
+			/* 250 (then 421) once the commit completes */
+			break;
+		case SMTPD_ST_DATA:
+			/* not acknowledged: drop it, the client retries */
+			smtpd_session_lost(ss);
+			smtpd_session_free(ss);
+			break;
+		case SMTPD_ST_CLOSING:
+			break;
+		default:
+			smtpd_reply(ss, "421 4.3.2 %s Service shutting down",
+			    ss->cfg->hostname);
+			smtpd_tx_reset(ss);
+			smtpd_session_close(ss);
+			if (!ss->in_input)
+				smtpd_session_reap(ss);
+			break;
+		}
+	}
+	smtpd_check_done(s);
+}
+
+size_t
+smtpd_session_count(const struct smtpd *s)
+{
+	return s->nsessions;
+}
+
+void
+smtpd_free(struct smtpd **sp)
+{
+	struct smtpd *s = *sp;
+
+	if (s == NULL)
+		return;
+	s->done_fn = NULL;
+	while (s->sessions != NULL)
+		smtpd_session_free(s->sessions);
+	smtpd_close_listeners(s);
+	if (s->accept_retry != NULL)
+		event_free(s->accept_retry);
+	if (s->done_ev != NULL)
+		event_free(s->done_ev);
+	if (s->tls != NULL)
+		SSL_CTX_free(s->tls);
+	config_free(&s->cfg);
+	free(s);
+	*sp = NULL;
+}

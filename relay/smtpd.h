@@ -34,6 +34,13 @@ int smtpd_listen(struct smtpd *s, const char *addr, char *err, size_t errlen);
 void smtpd_reload(struct smtpd *s, struct config *cfg, SSL_CTX *tls);
 void smtpd_set_etrn_handler(struct smtpd *s, smtpd_etrn_fn *fn, void *arg);
 /*
+ * Called (loop thread) after each message is durably queued and its 250
+ * sent, with its queue id (borrowed for the call), e.g. so the scheduler
+ * can start delivering non-held mail at once.
+ */
+void smtpd_set_added_handler(struct smtpd *s,
+    void (*fn)(void *arg, const char *id), void *arg);
+/*
  * SIGTERM: close the listeners; sessions between commands get "421 4.3.2"
  * and are closed; a message waiting for its commit keeps its session until
  * the commit completes (then 250 is sent); a message still in DATA is
