@@ -1,2 +1,2089 @@
-/* placeholder: module not yet written */
-typedef int queue_placeholder_t;
+/*
+ * queue - the durable mail queue in LMDB.
+ *
+ * Databases (all in one environment, MDB_NOTLS so read transactions are
+ * not tied to threads):
+ *   meta        "version" -> uint32 BE format version
+ *   msg         id -> envelope + recipients (queue_record_encode)
+ *   body        id + uint32 BE chunk no -> up to QUEUE_CHUNK_SIZE bytes
+ *   dom         lowercase domain + '\0' + id -> "" (QUEUED rcpts there)
+ *   sched       uint64 BE next_attempt + id -> "" (QUEUED, next_attempt > 0)
+ *   count       lowercase domain -> uint64 BE messages, uint64 BE bytes
+ *   lease       id -> owner (mirror of the in-memory leases, for tools)
+ *   incomplete  id -> "" while a put has chunks but no msg record
+ *
+ * One writer thread runs every write transaction. It takes all pending
+ * jobs at once and applies them in one transaction (group commit: one
+ * fsync for the batch); if any job fails, the batch is aborted and the
+ * jobs are replayed one per transaction so only the guilty one fails.
+ * Completions travel back to the loop thread through an event made
+ * active from the writer. Without a loop (tools, tests) jobs run inline.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <lmdb.h>
+
+#include "log.h"
+#include "util.h"
+#include "xmalloc.h"
+#include "queue.h"
+#include "queue_private.h"
+
+#define QUEUE_MAX_INFLIGHT	4	/* chunks queued per put before backpressure */
+#define QUEUE_RESUME_AT		2	/* resume the reader at this many */
+#define QUEUE_SCAN_BATCH	256	/* records per short read transaction */
+#define QUEUE_DOMAIN_MAX	255
+#define QUEUE_DEFAULT_MAP_SIZE	(4ULL * 1024 * 1024 * 1024)
+#define BODY_KEY_LEN		(QUEUE_ID_LEN + 4)
+#define SCHED_KEY_LEN		(8 + QUEUE_ID_LEN)
+
+enum job_type {
+	JOB_CHUNK,	/* one full body chunk of a put */
+	JOB_COMMIT,	/* last chunk + envelope + indexes of a put */
+	JOB_ABORT,	/* remove a put's chunks */
+	JOB_UPDATE,
+	JOB_DELETE,
+	JOB_LEASE,
+	JOB_UNLEASE
+};
+
+struct quota {
+	char *domain;
+	uint64_t max;
+};
+
+struct job {
+	enum job_type type;
+	struct job *next;
+	struct queue_put *put;		/* CHUNK, COMMIT, ABORT */
+	char id[QUEUE_ID_LEN + 1];
+	uint32_t chunkno;
+	unsigned char *data;		/* chunk bytes (owned) */
+	size_t len;
+	struct queue_envelope *env;	/* COMMIT: copy */
+	struct quota *quotas;		/* COMMIT: quotas of env's domains */
+	size_t nquotas;
+	struct queue_rcpt_update *updates;	/* UPDATE: copy */
+	size_t nupdates;
+	struct queue_envelope *bounce;	/* UPDATE: copy, id assigned */
+	char *owner;			/* LEASE */
+	queue_done_fn *done;
+	void *arg;
+	int result;
+};
+
+struct lease {
+	char id[QUEUE_ID_LEN + 1];
+	char *owner;
+};
+
+struct queue {
+	MDB_env *env;
+	MDB_dbi db_meta, db_msg, db_body, db_dom, db_sched, db_count, db_lease,
+	    db_incomplete;
+	int rdonly;
+	int lock_fd;			/* flock: one writable opener at a time */
+	struct event_base *base;
+	struct event *done_ev;
+
+	pthread_t writer;
+	int writer_started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct job *pending, *pending_tail;	/* loop -> writer */
+	struct job *finished, *finished_tail;	/* writer -> loop */
+	int stopping;
+	int nosync_mode;		/* writer-thread only: current env flag */
+
+	struct quota *quotas;
+	size_t nquotas;
+	struct lease *leases;		/* sorted by id */
+	size_t nleases;
+
+	uint32_t id_sec, id_ctr;
+};
+
+struct queue_put {
+	struct queue *q;
+	char id[QUEUE_ID_LEN + 1];
+	unsigned char *buf;
+	size_t fill;
+	uint64_t size;
+	uint32_t nchunks;
+	unsigned inflight;		/* chunk jobs not yet completed */
+	unsigned refs;			/* jobs not yet completed */
+	int err;
+	int committed, abandoned, paused;
+	int wr_failed;			/* writer thread only */
+	void (*resume)(void *arg);
+	void *resume_arg;
+};
+
+struct queue_body {
+	struct queue *q;
+	char id[QUEUE_ID_LEN + 1];
+	uint32_t next, nchunks;
+	unsigned char *buf;
+	size_t len;
+};
+
+static void job_free(struct job *j);
+static void queue_complete(struct queue *q, struct job *j);
+
+/* ---- small helpers ---- */
+
+static void be32_put(unsigned char *p, uint32_t v)
+{
+	p[0] = v >> 24;
+	p[1] = v >> 16;
+	p[2] = v >> 8;
+	p[3] = v;
+}
+
+static uint32_t be32_get(const unsigned char *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	    (uint32_t)p[2] << 8 | p[3];
+}
+
+static void be64_put(unsigned char *p, uint64_t v)
+{
+	be32_put(p, v >> 32);
+	be32_put(p + 4, (uint32_t)v);
+}
+
+static uint64_t be64_get(const unsigned char *p)
+{
+	return (uint64_t)be32_get(p) << 32 | be32_get(p + 4);
+}
+
+static int queue_code(int rc)
+{
+	if (rc == 0)
+		return QUEUE_OK;
+	if (rc == MDB_MAP_FULL)
+		return QUEUE_EFULL;
+	if (rc == MDB_NOTFOUND)
+		return QUEUE_ENOTFOUND;
+	return QUEUE_EIO;
+}
+
+const char *queue_strerror(int code)
+{
+	switch (code) {
+	case QUEUE_OK:
+		return "ok";
+	case QUEUE_EFULL:
+		return "queue storage full";
+	case QUEUE_EQUOTA:
+		return "domain queue quota exceeded";
+	case QUEUE_EIO:
+		return "queue storage error";
+	case QUEUE_ENOTFOUND:
+		return "no such message";
+	case QUEUE_EBUSY:
+		return "message is being delivered";
+	case QUEUE_EVERSION:
+		return "queue format version not supported";
+	default:
+		return "unknown queue error";
+	}
+}
+
+int queue_id_valid(const char *id)
+{
+	size_t i;
+
+	if (id == NULL)
+		return 0;
+	for (i = 0; i < QUEUE_ID_LEN; i++)
+		if (!((id[i] >= '0' && id[i] <= '9') || (id[i] >= 'A' && id[i] <= 'F')))
+			return 0;
+	return id[QUEUE_ID_LEN] == '\0';
+}
+
+/*
+ * 8 hex digits of seconds, then a counter that starts at a random point
+ * below 2^31 each second: sorted within a process, and a restart in the
+ * same second is very unlikely to collide (a collision fails the put via
+ * MDB_NOOVERWRITE rather than mixing two messages).
+ */
+static void queue_new_id(struct queue *q, char *id)
+{
+	uint32_t now = (uint32_t)time(NULL);
+	uint32_t r = 0;
+
+	if (now > q->id_sec) {
+		q->id_sec = now;
+		if (util_random(&r, sizeof(r)) < 0)
+			r = (uint32_t)rand();
+		q->id_ctr = r & 0x7fffffff;
+	} else if (++q->id_ctr == 0) {
+		/* 2^32 ids in a second: borrow the next second. */
+		q->id_sec++;
+	}
+	snprintf(id, QUEUE_ID_LEN + 1, "%08X%08X", q->id_sec, q->id_ctr);
+}
+
+/* Lowercase copy of a domain for index keys; returns its length. */
+static size_t domain_key(const char *domain, char *buf)
+{
+	size_t i, n = strlen(domain);
+
+	if (n > QUEUE_DOMAIN_MAX)
+		n = QUEUE_DOMAIN_MAX;
+	for (i = 0; i < n; i++) {
+		char c = domain[i];
+
+		buf[i] = (c >= 'A' && c <= 'Z') ? c - 'A' + 'a' : c;
+	}
+	buf[n] = '\0';
+	return n;
+}
+
+/* ---- record format ---- */
+
+struct wbuf {
+	unsigned char *p;
+	size_t len, cap;
+};
+
+static void wb_reserve(struct wbuf *b, size_t n)
+{
+	if (b->len + n > b->cap) {
+		while (b->len + n > b->cap)
+			b->cap = b->cap ? b->cap * 2 : 256;
+		b->p = xreallocarray(b->p, b->cap, 1);
+	}
+}
+
+static void wb_u8(struct wbuf *b, unsigned v)
+{
+	wb_reserve(b, 1);
+	b->p[b->len++] = (unsigned char)v;
+}
+
+static void wb_u32(struct wbuf *b, uint32_t v)
+{
+	wb_reserve(b, 4);
+	be32_put(b->p + b->len, v);
+	b->len += 4;
+}
+
+static void wb_u64(struct wbuf *b, uint64_t v)
+{
+	wb_reserve(b, 8);
+	be64_put(b->p + b->len, v);
+	b->len += 8;
+}
+
+static void wb_str(struct wbuf *b, const char *s)
+{
+	size_t n;
+
+	if (s == NULL) {
+		wb_u32(b, 0xffffffffu);
+		return;
+	}
+	n = strlen(s);
+	wb_u32(b, (uint32_t)n);
+	wb_reserve(b, n);
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+}
+
+unsigned char *queue_record_encode(const struct queue_envelope *env,
+    uint32_t nchunks, size_t *len_r)
+{
+	struct wbuf b = { NULL, 0, 0 };
+	size_t i;
+
+	wb_u8(&b, QUEUE_RECORD_VERSION);
+	wb_u32(&b, env->flags);
+	wb_u8(&b, (unsigned)env->ret);
+	wb_u64(&b, (uint64_t)(int64_t)env->arrival);
+	wb_u64(&b, env->size);
+	wb_u32(&b, nchunks);
+	wb_str(&b, env->sender ? env->sender : "");
+	wb_str(&b, env->envid);
+	wb_str(&b, env->helo);
+	wb_str(&b, env->client_addr);
+	wb_u32(&b, (uint32_t)env->nrcpts);
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+
+		wb_str(&b, r->addr ? r->addr : "");
+		wb_str(&b, r->domain ? r->domain : "");
+		wb_str(&b, r->orcpt);
+		wb_u32(&b, r->notify);
+		wb_u8(&b, (unsigned)r->state);
+		wb_u32(&b, r->attempts);
+		wb_u64(&b, (uint64_t)(int64_t)r->last_attempt);
+		wb_u64(&b, (uint64_t)(int64_t)r->next_attempt);
+		wb_str(&b, r->last_reply);
+		wb_u8(&b, r->delay_warned ? 1 : 0);
+	}
+	*len_r = b.len;
+	return b.p;
+}
+
+struct rbuf {
+	const unsigned char *p;
+	size_t len, off;
+	int bad;
+};
+
+static uint64_t rb_uint(struct rbuf *b, size_t n)
+{
+	uint64_t v = 0;
+	size_t i;
+
+	if (b->bad || b->len - b->off < n) {
+		b->bad = 1;
+		return 0;
+	}
+	for (i = 0; i < n; i++)
+		v = v << 8 | b->p[b->off + i];
+	b->off += n;
+	return v;
+}
+
+static char *rb_str(struct rbuf *b, int nullable)
+{
+	uint32_t n = (uint32_t)rb_uint(b, 4);
+	char *s;
+
+	if (b->bad)
+		return NULL;
+	if (n == 0xffffffffu) {
+		if (!nullable)
+			b->bad = 1;
+		return NULL;
+	}
+	if (b->len - b->off < n || memchr(b->p + b->off, '\0', n) != NULL) {
+		b->bad = 1;
+		return NULL;
+	}
+	s = xstrndup((const char *)b->p + b->off, n);
+	b->off += n;
+	return s;
+}
+
+/* Smallest encoded recipient: 3 strings, u32, u8, u32, 2 u64, string, u8. */
+#define RCPT_MIN_LEN	(4 + 4 + 4 + 4 + 1 + 4 + 8 + 8 + 4 + 1)
+
+int queue_record_decode(const char *id, const void *data, size_t len,
+    struct queue_envelope **env_r, uint32_t *nchunks_r)
+{
+	struct rbuf b = { data, len, 0, 0 };
+	struct queue_envelope *env;
+	uint64_t n;
+	uint32_t nchunks;
+	size_t i;
+
+	*env_r = NULL;
+	if (rb_uint(&b, 1) != QUEUE_RECORD_VERSION || b.bad)
+		return QUEUE_EIO;
+	env = xcalloc(1, sizeof(*env));
+	util_strlcpy(env->id, id, sizeof(env->id));
+	env->flags = (unsigned)rb_uint(&b, 4);
+	env->ret = (int)rb_uint(&b, 1);
+	env->arrival = (time_t)(int64_t)rb_uint(&b, 8);
+	env->size = rb_uint(&b, 8);
+	nchunks = (uint32_t)rb_uint(&b, 4);
+	env->sender = rb_str(&b, 0);
+	env->envid = rb_str(&b, 1);
+	env->helo = rb_str(&b, 1);
+	env->client_addr = rb_str(&b, 1);
+	n = rb_uint(&b, 4);
+	if (!b.bad && n > (b.len - b.off) / RCPT_MIN_LEN)
+		b.bad = 1;
+	if (!b.bad && n > 0) {
+		env->rcpts = xcalloc((size_t)n, sizeof(*env->rcpts));
+		env->nrcpts = (size_t)n;
+	}
+	for (i = 0; !b.bad && i < env->nrcpts; i++) {
+		struct queue_rcpt *r = &env->rcpts[i];
+		uint64_t st;
+
+		r->addr = rb_str(&b, 0);
+		r->domain = rb_str(&b, 0);
+		r->orcpt = rb_str(&b, 1);
+		r->notify = (unsigned)rb_uint(&b, 4);
+		st = rb_uint(&b, 1);
+		if (st > QUEUE_RCPT_BOUNCED)
+			b.bad = 1;
+		r->state = (enum queue_rcpt_state)st;
+		r->attempts = (unsigned)rb_uint(&b, 4);
+		r->last_attempt = (time_t)(int64_t)rb_uint(&b, 8);
+		r->next_attempt = (time_t)(int64_t)rb_uint(&b, 8);
+		r->last_reply = rb_str(&b, 1);
+		r->delay_warned = (int)rb_uint(&b, 1);
+	}
+	/* The chunk count must match the size: bodies are cut at full chunks. */
+	if (!b.bad && (b.off != b.len ||
+	    (uint64_t)nchunks != (env->size + QUEUE_CHUNK_SIZE - 1) / QUEUE_CHUNK_SIZE))
+		b.bad = 1;
+	if (b.bad) {
+		queue_envelope_free(&env);
+		return QUEUE_EIO;
+	}
+	if (nchunks_r != NULL)
+		*nchunks_r = nchunks;
+	*env_r = env;
+	return QUEUE_OK;
+}
+
+static void rcpt_clear(struct queue_rcpt *r)
+{
+	free(r->addr);
+	free(r->domain);
+	free(r->orcpt);
+	free(r->last_reply);
+}
+
+void queue_envelope_free(struct queue_envelope **envp)
+{
+	struct queue_envelope *env = *envp;
+	size_t i;
+
+	if (env == NULL)
+		return;
+	for (i = 0; i < env->nrcpts; i++)
+		rcpt_clear(&env->rcpts[i]);
+	free(env->rcpts);
+	free(env->sender);
+	free(env->envid);
+	free(env->helo);
+	free(env->client_addr);
+	free(env);
+	*envp = NULL;
+}
+
+static char *xstrdup_null(const char *s)
+{
+	return s ? xstrdup(s) : NULL;
+}
+
+static struct queue_envelope *envelope_copy(const struct queue_envelope *src)
+{
+	struct queue_envelope *env = xcalloc(1, sizeof(*env));
+	size_t i;
+
+	memcpy(env->id, src->id, sizeof(env->id));
+	env->id[QUEUE_ID_LEN] = '\0';
+	env->sender = xstrdup(src->sender ? src->sender : "");
+	env->envid = xstrdup_null(src->envid);
+	env->ret = src->ret;
+	env->flags = src->flags;
+	env->arrival = src->arrival;
+	env->size = src->size;
+	env->helo = xstrdup_null(src->helo);
+	env->client_addr = xstrdup_null(src->client_addr);
+	if (src->nrcpts > 0) {
+		env->rcpts = xcalloc(src->nrcpts, sizeof(*env->rcpts));
+		env->nrcpts = src->nrcpts;
+	}
+	for (i = 0; i < src->nrcpts; i++) {
+		const struct queue_rcpt *s = &src->rcpts[i];
+		struct queue_rcpt *r = &env->rcpts[i];
+
+		*r = *s;
+		r->addr = xstrdup(s->addr ? s->addr : "");
+		r->domain = xstrdup(s->domain ? s->domain : "");
+		r->orcpt = xstrdup_null(s->orcpt);
+		r->last_reply = xstrdup_null(s->last_reply);
+	}
+	return env;
+}
+
+/* ---- index maintenance (writer thread, inside a write txn) ---- */
+
+static int dom_key_make(const char *domain, const char *id, char *buf, MDB_val *k)
+{
+	size_t n = domain_key(domain, buf);
+
+	buf[n] = '\0';
+	memcpy(buf + n + 1, id, QUEUE_ID_LEN);
+	k->mv_data = buf;
+	k->mv_size = n + 1 + QUEUE_ID_LEN;
+	return 0;
+}
+
+/* Is recipient i the first QUEUED one of its domain (case-insensitive)? */
+static int rcpt_first_in_domain(const struct queue_envelope *env, size_t i)
+{
+	size_t j;
+
+	for (j = 0; j < i; j++)
+		if (env->rcpts[j].state == QUEUE_RCPT_QUEUED &&
+		    strcasecmp(env->rcpts[j].domain, env->rcpts[i].domain) == 0)
+			return 0;
+	return 1;
+}
+
+static int count_adjust(struct queue *q, MDB_txn *txn, const char *domain,
+    int64_t dmsgs, int64_t dbytes)
+{
+	char kbuf[QUEUE_DOMAIN_MAX + 1];
+	unsigned char v[16];
+	MDB_val k, d;
+	uint64_t msgs = 0, bytes = 0;
+	int rc;
+
+	k.mv_data = kbuf;
+	k.mv_size = domain_key(domain, kbuf);
+	rc = mdb_get(txn, q->db_count, &k, &d);
+	if (rc == 0 && d.mv_size == 16) {
+		msgs = be64_get(d.mv_data);
+		bytes = be64_get((const unsigned char *)d.mv_data + 8);
+	} else if (rc != 0 && rc != MDB_NOTFOUND) {
+		return rc;
+	}
+	/* Counters never go below zero, whatever happened before. */
+	msgs = (dmsgs < 0 && (uint64_t)-dmsgs > msgs) ? 0 : msgs + dmsgs;
+	bytes = (dbytes < 0 && (uint64_t)-dbytes > bytes) ? 0 : bytes + dbytes;
+	if (msgs == 0) {
+		rc = mdb_del(txn, q->db_count, &k, NULL);
+		return rc == MDB_NOTFOUND ? 0 : rc;
+	}
+	be64_put(v, msgs);
+	be64_put(v + 8, bytes);
+	d.mv_data = v;
+	d.mv_size = sizeof(v);
+	return mdb_put(txn, q->db_count, &k, &d, 0);
+}
+
+/* Add (sign 1) or remove (sign -1) every index entry and counter of env. */
+static int index_env(struct queue *q, MDB_txn *txn,
+    const struct queue_envelope *env, int sign)
+{
+	char kbuf[QUEUE_DOMAIN_MAX + 2 + QUEUE_ID_LEN];
+	unsigned char skey[SCHED_KEY_LEN];
+	MDB_val k, d = { 0, NULL };
+	size_t i;
+	int rc;
+
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+
+		if (r->state != QUEUE_RCPT_QUEUED)
+			continue;
+		if (rcpt_first_in_domain(env, i)) {
+			dom_key_make(r->domain, env->id, kbuf, &k);
+			if (sign > 0)
+				rc = mdb_put(txn, q->db_dom, &k, &d, 0);
+			else
+				rc = mdb_del(txn, q->db_dom, &k, NULL);
+			if (rc != 0 && rc != MDB_NOTFOUND)
+				return rc;
+			rc = count_adjust(q, txn, r->domain, sign,
+			    sign * (int64_t)env->size);
+			if (rc != 0)
+				return rc;
+		}
+		if (r->next_attempt > 0) {
+			be64_put(skey, (uint64_t)(int64_t)r->next_attempt);
+			memcpy(skey + 8, env->id, QUEUE_ID_LEN);
+			k.mv_data = skey;
+			k.mv_size = sizeof(skey);
+			if (sign > 0)
+				rc = mdb_put(txn, q->db_sched, &k, &d, 0);
+			else
+				rc = mdb_del(txn, q->db_sched, &k, NULL);
+			if (rc != 0 && rc != MDB_NOTFOUND)
+				return rc;
+		}
+	}
+	return 0;
+}
+
+static void body_key(const char *id, uint32_t chunk, unsigned char *key)
+{
+	memcpy(key, id, QUEUE_ID_LEN);
+	be32_put(key + QUEUE_ID_LEN, chunk);
+}
+
+static int body_put(struct queue *q, MDB_txn *txn, const char *id,
+    uint32_t chunk, const void *data, size_t len)
+{
+	unsigned char key[BODY_KEY_LEN];
+	MDB_val k = { sizeof(key), key }, d = { len, (void *)data };
+
+	body_key(id, chunk, key);
+	return mdb_put(txn, q->db_body, &k, &d, MDB_NOOVERWRITE);
+}
+
+static int body_delete(struct queue *q, MDB_txn *txn, const char *id)
+{
+	unsigned char key[BODY_KEY_LEN];
+	MDB_cursor *c;
+	MDB_val k, d;
+	int rc;
+
+	rc = mdb_cursor_open(txn, q->db_body, &c);
+	if (rc != 0)
+		return rc;
+	body_key(id, 0, key);
+	k.mv_data = key;
+	k.mv_size = sizeof(key);
+	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size == BODY_KEY_LEN &&
+	    memcmp(k.mv_data, id, QUEUE_ID_LEN) == 0) {
+		rc = mdb_cursor_del(c, 0);
+		if (rc != 0)
+			break;
+		rc = mdb_cursor_get(c, &k, &d, MDB_GET_CURRENT);
+	}
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND || rc == EINVAL ? 0 : rc;
+}
+
+static int marker_set(struct queue *q, MDB_txn *txn, const char *id, int on)
+{
+	MDB_val k = { QUEUE_ID_LEN, (void *)id }, d = { 0, NULL };
+	int rc;
+
+	if (on)
+		return mdb_put(txn, q->db_incomplete, &k, &d, 0);
+	rc = mdb_del(txn, q->db_incomplete, &k, NULL);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* Store a whole new message: record, indexes, counters. */
+static int msg_store(struct queue *q, MDB_txn *txn,
+    const struct queue_envelope *env, int overwrite)
+{
+	MDB_val k = { QUEUE_ID_LEN, (void *)env->id }, d;
+	uint32_t nchunks = (uint32_t)((env->size + QUEUE_CHUNK_SIZE - 1) / QUEUE_CHUNK_SIZE);
+	int rc;
+
+	d.mv_data = queue_record_encode(env, nchunks, &d.mv_size);
+	rc = mdb_put(txn, q->db_msg, &k, &d, overwrite ? 0 : MDB_NOOVERWRITE);
+	free(d.mv_data);
+	if (rc != 0)
+		return rc;
+	return index_env(q, txn, env, 1);
+}
+
+/* Load and decode a message inside txn: 0, an LMDB code, or QUEUE_EIO. */
+static int msg_load(struct queue *q, MDB_txn *txn, const char *id,
+    struct queue_envelope **env_r, uint32_t *nchunks_r)
+{
+	MDB_val k = { QUEUE_ID_LEN, (void *)id }, d;
+	int rc;
+
+	*env_r = NULL;
+	rc = mdb_get(txn, q->db_msg, &k, &d);
+	if (rc != 0)
+		return rc;
+	if (queue_record_decode(id, d.mv_data, d.mv_size, env_r, nchunks_r) != QUEUE_OK) {
+		log_error("%.16s: corrupt queue record", id);
+		return QUEUE_EIO;
+	}
+	return 0;
+}
+
+static int msg_remove(struct queue *q, MDB_txn *txn, const struct queue_envelope *env)
+{
+	MDB_val k = { QUEUE_ID_LEN, (void *)env->id };
+	int rc;
+
+	rc = index_env(q, txn, env, -1);
+	if (rc == 0)
+		rc = mdb_del(txn, q->db_msg, &k, NULL);
+	if (rc == 0)
+		rc = body_delete(q, txn, env->id);
+	if (rc == 0) {
+		rc = mdb_del(txn, q->db_lease, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	return rc;
+}
+
+/* ---- job application (writer thread) ---- */
+
+/* Returns an LMDB code, or one of the negative QUEUE_E* codes as such. */
+static int job_commit(struct queue *q, MDB_txn *txn, struct job *j)
+{
+	struct queue_envelope *env = j->env;
+	size_t i, k;
+	int rc;
+
+	if (j->put->wr_failed)
+		return j->put->wr_failed;
+	if (j->len > 0) {
+		rc = body_put(q, txn, env->id, j->chunkno, j->data, j->len);
+		if (rc != 0)
+			return rc;
+	}
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+		struct queue_domain_stats st = { 0, 0 };
+		char kbuf[QUEUE_DOMAIN_MAX + 1];
+		MDB_val key, d;
+
+		if (r->state != QUEUE_RCPT_QUEUED || !rcpt_first_in_domain(env, i))
+			continue;
+		for (k = 0; k < j->nquotas; k++)
+			if (strcasecmp(j->quotas[k].domain, r->domain) == 0)
+				break;
+		if (k == j->nquotas || j->quotas[k].max == 0)
+			continue;
+		key.mv_data = kbuf;
+		key.mv_size = domain_key(r->domain, kbuf);
+		rc = mdb_get(txn, q->db_count, &key, &d);
+		if (rc == 0 && d.mv_size == 16)
+			st.bytes = be64_get((const unsigned char *)d.mv_data + 8);
+		else if (rc != 0 && rc != MDB_NOTFOUND)
+			return rc;
+		if (st.bytes + env->size > j->quotas[k].max)
+			return QUEUE_EQUOTA;
+	}
+	rc = msg_store(q, txn, env, 0);
+	if (rc == 0)
+		rc = marker_set(q, txn, env->id, 0);
+	return rc;
+}
+
+static int job_update(struct queue *q, MDB_txn *txn, struct job *j)
+{
+	struct queue_envelope *env, *bounce = j->bounce;
+	uint32_t nchunks;
+	size_t i, queued = 0;
+	int rc;
+
+	rc = msg_load(q, txn, j->id, &env, &nchunks);
+	if (rc != 0)
+		return rc;
+	rc = index_env(q, txn, env, -1);
+	for (i = 0; rc == 0 && i < j->nupdates; i++) {
+		const struct queue_rcpt_update *u = &j->updates[i];
+		struct queue_rcpt *r;
+		int attempt;
+
+		if (u->index >= env->nrcpts) {
+			log_error("%s: update of recipient %zu of %zu ignored",
+			    env->id, u->index, env->nrcpts);
+			continue;
+		}
+		r = &env->rcpts[u->index];
+		/* Newly setting the delay flag is bookkeeping, not an attempt. */
+		attempt = !(u->state == QUEUE_RCPT_QUEUED && u->delay_warned &&
+		    !r->delay_warned);
+		r->state = u->state;
+		if (u->reply != NULL) {
+			free(r->last_reply);
+			r->last_reply = xstrdup(u->reply);
+		}
+		r->next_attempt = u->state == QUEUE_RCPT_QUEUED ? u->next_attempt : 0;
+		if (u->delay_warned)
+			r->delay_warned = 1;
+		if (attempt) {
+			r->attempts++;
+			r->last_attempt = time(NULL);
+		}
+	}
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED)
+			queued++;
+	if (rc == 0) {
+		if (queued == 0) {
+			MDB_val k = { QUEUE_ID_LEN, env->id };
+
+			rc = mdb_del(txn, q->db_msg, &k, NULL);
+			if (rc == 0)
+				rc = body_delete(q, txn, env->id);
+			if (rc == 0) {
+				rc = mdb_del(txn, q->db_lease, &k, NULL);
+				if (rc == MDB_NOTFOUND)
+					rc = 0;
+			}
+		} else {
+			rc = msg_store(q, txn, env, 1);
+		}
+	}
+	if (rc == 0 && bounce != NULL) {
+		for (i = 0; rc == 0 && (uint64_t)i * QUEUE_CHUNK_SIZE < bounce->size; i++) {
+			size_t off = i * (size_t)QUEUE_CHUNK_SIZE;
+			size_t n = bounce->size - off;
+
+			if (n > QUEUE_CHUNK_SIZE)
+				n = QUEUE_CHUNK_SIZE;
+			rc = body_put(q, txn, bounce->id, (uint32_t)i, j->data + off, n);
+		}
+		if (rc == 0)
+			rc = msg_store(q, txn, bounce, 0);
+	}
+	queue_envelope_free(&env);
+	return rc;
+}
+
+static int job_delete(struct queue *q, MDB_txn *txn, struct job *j)
+{
+	struct queue_envelope *env;
+	int rc;
+
+	rc = msg_load(q, txn, j->id, &env, NULL);
+	if (rc == QUEUE_EIO) {
+		/* Corrupt: remove what we can without its indexes. */
+		MDB_val k = { QUEUE_ID_LEN, j->id };
+
+		rc = mdb_del(txn, q->db_msg, &k, NULL);
+		if (rc == 0)
+			rc = body_delete(q, txn, j->id);
+		return rc;
+	}
+	if (rc != 0)
+		return rc;
+	rc = msg_remove(q, txn, env);
+	queue_envelope_free(&env);
+	return rc;
+}
+
+static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
+{
+	MDB_val k = { QUEUE_ID_LEN, j->id }, d;
+	int rc;
+
+	switch (j->type) {
+	case JOB_CHUNK:
+		if (j->put->wr_failed)
+			return j->put->wr_failed;
+		rc = body_put(q, txn, j->id, j->chunkno, j->data, j->len);
+		if (rc == 0 && j->chunkno == 0)
+			rc = marker_set(q, txn, j->id, 1);
+		return rc;
+	case JOB_COMMIT:
+		return job_commit(q, txn, j);
+	case JOB_ABORT:
+		rc = body_delete(q, txn, j->id);
+		if (rc == 0)
+			rc = marker_set(q, txn, j->id, 0);
+		return rc;
+	case JOB_UPDATE:
+		return job_update(q, txn, j);
+	case JOB_DELETE:
+		return job_delete(q, txn, j);
+	case JOB_LEASE:
+		d.mv_data = j->owner;
+		d.mv_size = strlen(j->owner);
+		return mdb_put(txn, q->db_lease, &k, &d, 0);
+	case JOB_UNLEASE:
+		rc = mdb_del(txn, q->db_lease, &k, NULL);
+		return rc == MDB_NOTFOUND ? 0 : rc;
+	}
+	return EINVAL;
+}
+
+/* Map a job's raw return (LMDB code or QUEUE_E*) to a QUEUE_* result. */
+static int job_result(int rc)
+{
+	if (rc == QUEUE_EQUOTA || rc == QUEUE_EIO || rc == QUEUE_EFULL ||
+	    rc == QUEUE_ENOTFOUND || rc == QUEUE_EBUSY)
+		return rc;
+	return queue_code(rc);
+}
+
+/*
+ * Chunk and lease writes need no durability of their own: the commit that
+ * makes a message visible syncs everything. MDB_NOMETASYNC (not NOSYNC)
+ * keeps the database intact across a power failure.
+ */
+static void writer_set_sync(struct queue *q, struct job *list)
+{
+	struct job *j;
+	int light = 1;
+
+	for (j = list; j != NULL; j = j->next)
+		if (j->type != JOB_CHUNK && j->type != JOB_LEASE &&
+		    j->type != JOB_UNLEASE)
+			light = 0;
+	if (light != q->nosync_mode) {
+		mdb_env_set_flags(q->env, MDB_NOMETASYNC, light);
+		q->nosync_mode = light;
+	}
+}
+
+static int txn_run(struct queue *q, struct job *list, int single, struct job **failed_r)
+{
+	MDB_txn *txn;
+	struct job *j;
+	int rc;
+
+	*failed_r = NULL;
+	rc = mdb_txn_begin(q->env, NULL, 0, &txn);
+	if (rc != 0)
+		return rc;
+	for (j = list; j != NULL; j = j->next) {
+		rc = job_apply(q, txn, j);
+		if (rc != 0) {
+			*failed_r = j;
+			mdb_txn_abort(txn);
+			return rc;
+		}
+		if (single)
+			break;
+	}
+	return mdb_txn_commit(txn);
+}
+
+/* A put whose commit failed: its chunks must not stay behind. */
+static void writer_cleanup_put(struct queue *q, const char *id)
+{
+	MDB_txn *txn;
+	int rc;
+
+	if (mdb_txn_begin(q->env, NULL, 0, &txn) != 0)
+		return;
+	rc = body_delete(q, txn, id);
+	if (rc == 0)
+		rc = marker_set(q, txn, id, 0);
+	if (rc == 0)
+		rc = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	if (rc != 0)
+		log_warn("%s: chunks left for recovery at next start: %s", id,
+		    mdb_strerror(rc));
+}
+
+/* Run a batch: one transaction, or one per job after a failure. */
+static void writer_run_batch(struct queue *q, struct job *list)
+{
+	struct job *j, *failed;
+	int rc, single;
+
+	writer_set_sync(q, list);
+	rc = txn_run(q, list, 0, &failed);
+	if (rc == 0) {
+		for (j = list; j != NULL; j = j->next)
+			j->result = QUEUE_OK;
+		return;
+	}
+	single = list->next == NULL;
+	if (!single)
+		log_debug("queue: batch failed (%s), retrying one by one",
+		    rc < 0 && rc > -10 ? queue_strerror(rc) : mdb_strerror(rc));
+	for (j = list; j != NULL; j = j->next) {
+		struct job *save = j->next;
+
+		j->next = NULL;
+		if ((j->type == JOB_CHUNK || j->type == JOB_COMMIT) &&
+		    j->put->wr_failed) {
+			/* An earlier chunk already failed and was logged. */
+			rc = j->put->wr_failed;
+		} else {
+			if (!single) {
+				writer_set_sync(q, j);
+				rc = txn_run(q, j, 1, &failed);
+			}
+			if (rc != 0 && rc != QUEUE_EQUOTA && rc != MDB_NOTFOUND)
+				log_error("queue: %s write failed: %s", j->id,
+				    rc < 0 && rc > -10 ? queue_strerror(rc) : mdb_strerror(rc));
+		}
+		j->next = save;
+		j->result = job_result(rc);
+		if (rc == 0)
+			continue;
+		if (j->type == JOB_CHUNK || j->type == JOB_COMMIT) {
+			if (!j->put->wr_failed)
+				j->put->wr_failed = j->result;
+			if (j->type == JOB_COMMIT)
+				writer_cleanup_put(q, j->id);
+		}
+	}
+}
+
+static void *writer_main(void *arg)
+{
+	struct queue *q = arg;
+	struct job *list, *tail;
+
+	for (;;) {
+		pthread_mutex_lock(&q->mu);
+		while (q->pending == NULL && !q->stopping)
+			pthread_cond_wait(&q->cv, &q->mu);
+		list = q->pending;
+		q->pending = q->pending_tail = NULL;
+		pthread_mutex_unlock(&q->mu);
+		if (list == NULL)
+			break;		/* stopping and drained */
+		writer_run_batch(q, list);
+		for (tail = list; tail->next != NULL; tail = tail->next)
+			;
+		pthread_mutex_lock(&q->mu);
+		if (q->finished_tail != NULL)
+			q->finished_tail->next = list;
+		else
+			q->finished = list;
+		q->finished_tail = tail;
+		pthread_mutex_unlock(&q->mu);
+		event_active(q->done_ev, EV_READ, 0);
+	}
+	return NULL;
+}
+
+/* Loop thread: run the completions the writer handed back. */
+static void queue_drain_finished(struct queue *q)
+{
+	struct job *list, *j;
+
+	pthread_mutex_lock(&q->mu);
+	list = q->finished;
+	q->finished = q->finished_tail = NULL;
+	pthread_mutex_unlock(&q->mu);
+	while ((j = list) != NULL) {
+		list = j->next;
+		j->next = NULL;
+		queue_complete(q, j);
+	}
+}
+
+static void queue_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	queue_drain_finished(arg);
+}
+
+static void queue_submit(struct queue *q, struct job *j)
+{
+	j->next = NULL;
+	if (q->rdonly) {
+		j->result = QUEUE_EIO;
+		queue_complete(q, j);
+		return;
+	}
+	if (!q->writer_started) {
+		/* No loop: the caller's thread is the writer. */
+		writer_run_batch(q, j);
+		queue_complete(q, j);
+		return;
+	}
+	pthread_mutex_lock(&q->mu);
+	if (q->pending_tail != NULL)
+		q->pending_tail->next = j;
+	else
+		q->pending = j;
+	q->pending_tail = j;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+/* ---- puts ---- */
+
+static void put_free(struct queue_put *p)
+{
+	free(p->buf);
+	free(p);
+}
+
+static void put_maybe_free(struct queue_put *p)
+{
+	if (p->abandoned && p->refs == 0)
+		put_free(p);
+}
+
+static void queue_complete(struct queue *q, struct job *j)
+{
+	struct queue_put *p = j->put;
+
+	(void)q;
+	switch (j->type) {
+	case JOB_CHUNK:
+		p->refs--;
+		p->inflight--;
+		if (j->result != QUEUE_OK && p->err == 0)
+			p->err = j->result;
+		/* On error too, so the reader learns it at its next write. */
+		if (p->paused && !p->abandoned &&
+		    (p->inflight <= QUEUE_RESUME_AT || p->err != 0)) {
+			p->paused = 0;
+			if (p->resume != NULL)
+				p->resume(p->resume_arg);
+		}
+		put_maybe_free(p);
+		break;
+	case JOB_ABORT:
+		p->refs--;
+		put_maybe_free(p);
+		break;
+	case JOB_COMMIT:
+		p->refs--;
+		if (!p->abandoned && j->done != NULL)
+			j->done(j->arg, j->result);
+		p->abandoned = 1;
+		put_maybe_free(p);
+		break;
+	default:
+		if (j->done != NULL)
+			j->done(j->arg, j->result);
+		break;
+	}
+	job_free(j);
+}
+
+static void job_free(struct job *j)
+{
+	size_t i;
+
+	free(j->data);
+	queue_envelope_free(&j->env);
+	queue_envelope_free(&j->bounce);
+	for (i = 0; i < j->nquotas; i++)
+		free(j->quotas[i].domain);
+	free(j->quotas);
+	for (i = 0; i < j->nupdates; i++)
+		free((char *)j->updates[i].reply);
+	free(j->updates);
+	free(j->owner);
+	free(j);
+}
+
+static struct job *job_new(enum job_type type, const char *id)
+{
+	struct job *j = xcalloc(1, sizeof(*j));
+
+	j->type = type;
+	if (id != NULL)
+		util_strlcpy(j->id, id, sizeof(j->id));
+	return j;
+}
+
+struct queue_put *queue_put_begin(struct queue *q)
+{
+	struct queue_put *p = xcalloc(1, sizeof(*p));
+
+	p->q = q;
+	queue_new_id(q, p->id);
+	if (q->rdonly)
+		p->err = QUEUE_EIO;
+	return p;
+}
+
+const char *queue_put_id(const struct queue_put *p)
+{
+	return p->id;
+}
+
+void queue_put_set_resume(struct queue_put *p, void (*resume)(void *arg),
+    void *arg)
+{
+	p->resume = resume;
+	p->resume_arg = arg;
+}
+
+static void put_send_chunk(struct queue_put *p)
+{
+	struct job *j = job_new(JOB_CHUNK, p->id);
+
+	j->put = p;
+	j->chunkno = p->nchunks++;
+	j->data = p->buf;
+	j->len = p->fill;
+	p->buf = NULL;
+	p->fill = 0;
+	p->refs++;
+	p->inflight++;
+	queue_submit(p->q, j);
+}
+
+int queue_put_write(struct queue_put *p, const void *data, size_t len)
+{
+	const unsigned char *s = data;
+
+	if (p->err != 0)
+		return p->err;
+	if (p->committed || p->abandoned)
+		return QUEUE_EIO;
+	while (len > 0) {
+		size_t n;
+
+		if (p->buf == NULL)
+			p->buf = xmalloc(QUEUE_CHUNK_SIZE);
+		n = QUEUE_CHUNK_SIZE - p->fill;
+		if (n > len)
+			n = len;
+		memcpy(p->buf + p->fill, s, n);
+		p->fill += n;
+		p->size += n;
+		s += n;
+		len -= n;
+		if (p->fill == QUEUE_CHUNK_SIZE)
+			put_send_chunk(p);
+		if (p->err != 0)
+			return p->err;	/* inline mode: the write failed now */
+	}
+	if (p->inflight >= QUEUE_MAX_INFLIGHT) {
+		p->paused = 1;
+		return 1;
+	}
+	return 0;
+}
+
+void queue_put_commit(struct queue_put *p, const struct queue_envelope *env,
+    queue_done_fn *done, void *arg)
+{
+	struct queue *q = p->q;
+	struct job *j;
+	size_t i, k;
+
+	j = job_new(JOB_COMMIT, p->id);
+	j->put = p;
+	j->done = done;
+	j->arg = arg;
+	p->committed = 1;
+	p->paused = 0;
+	/*
+	 * Even after a failed chunk the commit goes to the writer: it fails
+	 * there (wr_failed) and removes the chunks that did get written.
+	 */
+	j->env = envelope_copy(env);
+	memcpy(j->env->id, p->id, sizeof(j->env->id));
+	j->env->size = p->size;
+	j->chunkno = p->nchunks;
+	j->data = p->buf;
+	j->len = p->fill;
+	p->buf = NULL;
+	p->fill = 0;
+	/* Quotas travel with the job: the writer never reads q->quotas. */
+	for (i = 0; i < env->nrcpts; i++) {
+		for (k = 0; k < q->nquotas; k++)
+			if (env->rcpts[i].domain != NULL &&
+			    strcasecmp(q->quotas[k].domain, env->rcpts[i].domain) == 0)
+				break;
+		if (k == q->nquotas)
+			continue;
+		j->quotas = xreallocarray(j->quotas, j->nquotas + 1, sizeof(*j->quotas));
+		j->quotas[j->nquotas].domain = xstrdup(q->quotas[k].domain);
+		j->quotas[j->nquotas].max = q->quotas[k].max;
+		j->nquotas++;
+	}
+	p->refs++;
+	queue_submit(q, j);
+}
+
+void queue_put_abandon(struct queue_put **pp)
+{
+	struct queue_put *p = *pp;
+	struct job *j;
+
+	if (p == NULL)
+		return;
+	*pp = NULL;
+	if (p->committed) {
+		/* Commit in flight: its completion frees the put silently. */
+		p->abandoned = 1;
+		return;
+	}
+	p->abandoned = 1;
+	p->committed = 1;
+	if (p->nchunks == 0) {
+		put_maybe_free(p);
+		return;
+	}
+	j = job_new(JOB_ABORT, p->id);
+	j->put = p;
+	p->refs++;
+	queue_submit(p->q, j);
+}
+
+/* ---- updates, deletes ---- */
+
+void queue_update(struct queue *q, const char *id,
+    const struct queue_rcpt_update *updates, size_t nupdates,
+    const struct queue_envelope *bounce, const void *bounce_body,
+    size_t bounce_len, queue_done_fn *done, void *arg)
+{
+	struct job *j;
+	size_t i;
+
+	if (!queue_id_valid(id)) {
+		if (done != NULL)
+			done(arg, QUEUE_ENOTFOUND);
+		return;
+	}
+	j = job_new(JOB_UPDATE, id);
+	j->done = done;
+	j->arg = arg;
+	if (nupdates > 0) {
+		j->updates = xcalloc(nupdates, sizeof(*j->updates));
+		j->nupdates = nupdates;
+		for (i = 0; i < nupdates; i++) {
+			j->updates[i] = updates[i];
+			j->updates[i].reply = xstrdup_null(updates[i].reply);
+		}
+	}
+	if (bounce != NULL) {
+		j->bounce = envelope_copy(bounce);
+		queue_new_id(q, j->bounce->id);
+		j->bounce->size = bounce_len;
+		if (bounce_len > 0) {
+			j->data = xmalloc(bounce_len);
+			memcpy(j->data, bounce_body, bounce_len);
+		}
+		log_debug("%s: bounce %s queued with update", id, j->bounce->id);
+	}
+	queue_submit(q, j);
+}
+
+void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
+    void *arg)
+{
+	struct job *j;
+
+	if (!queue_id_valid(id)) {
+		if (done != NULL)
+			done(arg, QUEUE_ENOTFOUND);
+		return;
+	}
+	j = job_new(JOB_DELETE, id);
+	j->done = done;
+	j->arg = arg;
+	queue_submit(q, j);
+}
+
+void queue_set_quota(struct queue *q, const char *domain, uint64_t max_bytes)
+{
+	size_t i;
+
+	for (i = 0; i < q->nquotas; i++) {
+		if (strcasecmp(q->quotas[i].domain, domain) == 0) {
+			q->quotas[i].max = max_bytes;
+			return;
+		}
+	}
+	q->quotas = xreallocarray(q->quotas, q->nquotas + 1, sizeof(*q->quotas));
+	q->quotas[q->nquotas].domain = xstrdup(domain);
+	q->quotas[q->nquotas].max = max_bytes;
+	q->nquotas++;
+}
+
+/* ---- leases ---- */
+
+static size_t lease_find(struct queue *q, const char *id, int *found)
+{
+	size_t lo = 0, hi = q->nleases;
+
+	while (lo < hi) {
+		size_t mid = (lo + hi) / 2;
+		int c = strcmp(q->leases[mid].id, id);
+
+		if (c == 0) {
+			*found = 1;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	*found = 0;
+	return lo;
+}
+
+int queue_lease(struct queue *q, const char *id, const char *owner)
+{
+	struct job *j;
+	size_t i;
+	int found;
+
+	if (!queue_id_valid(id))
+		return QUEUE_ENOTFOUND;
+	if (q->rdonly)
+		return QUEUE_EIO;
+	i = lease_find(q, id, &found);
+	if (found)
+		return QUEUE_EBUSY;
+	q->leases = xreallocarray(q->leases, q->nleases + 1, sizeof(*q->leases));
+	memmove(&q->leases[i + 1], &q->leases[i], (q->nleases - i) * sizeof(*q->leases));
+	memcpy(q->leases[i].id, id, sizeof(q->leases[i].id));
+	q->leases[i].owner = xstrdup(owner ? owner : "");
+	q->nleases++;
+	j = job_new(JOB_LEASE, id);
+	j->owner = xstrdup(owner ? owner : "");
+	queue_submit(q, j);
+	return QUEUE_OK;
+}
+
+void queue_unlease(struct queue *q, const char *id)
+{
+	size_t i;
+	int found;
+
+	if (!queue_id_valid(id) || q->rdonly)
+		return;
+	i = lease_find(q, id, &found);
+	if (!found)
+		return;
+	free(q->leases[i].owner);
+	memmove(&q->leases[i], &q->leases[i + 1], (q->nleases - i - 1) * sizeof(*q->leases));
+	q->nleases--;
+	queue_submit(q, job_new(JOB_UNLEASE, id));
+}
+
+int queue_is_leased(struct queue *q, const char *id)
+{
+	MDB_txn *txn;
+	MDB_val k, d;
+	int found, rc;
+
+	if (!queue_id_valid(id))
+		return 0;
+	if (!q->rdonly) {
+		lease_find(q, id, &found);
+		return found;
+	}
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return 0;
+	k.mv_data = (void *)id;
+	k.mv_size = QUEUE_ID_LEN;
+	rc = mdb_get(txn, q->db_lease, &k, &d);
+	mdb_txn_abort(txn);
+	return rc == 0;
+}
+
+/* ---- reading ---- */
+
+int queue_get(struct queue *q, const char *id, struct queue_envelope **env_r)
+{
+	MDB_txn *txn;
+	int rc;
+
+	*env_r = NULL;
+	if (!queue_id_valid(id))
+		return 0;
+	rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0)
+		return QUEUE_EIO;
+	rc = msg_load(q, txn, id, env_r, NULL);
+	mdb_txn_abort(txn);
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc != 0)
+		return QUEUE_EIO;
+	return 1;
+}
+
+/*
+ * Scans read a batch of keys in a short read transaction and run the
+ * callbacks outside it, so a callback may write, and no reader pins old
+ * pages for long.
+ */
+int queue_foreach(struct queue *q,
+    int (*cb)(void *arg, const struct queue_envelope *env), void *arg)
+{
+	struct queue_envelope *batch[QUEUE_SCAN_BATCH];
+	char last[QUEUE_ID_LEN + 1] = "";
+	int result = QUEUE_OK, stop = 0, end = 0;
+
+	while (!stop && !end) {
+		MDB_txn *txn;
+		MDB_cursor *c;
+		MDB_val k, d;
+		size_t n = 0, i;
+		int rc;
+
+		if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+			return QUEUE_EIO;
+		if (mdb_cursor_open(txn, q->db_msg, &c) != 0) {
+			mdb_txn_abort(txn);
+			return QUEUE_EIO;
+		}
+		if (last[0] == '\0') {
+			rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
+		} else {
+			k.mv_data = last;
+			k.mv_size = QUEUE_ID_LEN;
+			rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+			if (rc == 0 && k.mv_size == QUEUE_ID_LEN &&
+			    memcmp(k.mv_data, last, QUEUE_ID_LEN) == 0)
+				rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+		}
+		while (rc == 0 && n < QUEUE_SCAN_BATCH) {
+			char id[QUEUE_ID_LEN + 1];
+
+			if (k.mv_size == QUEUE_ID_LEN) {
+				memcpy(id, k.mv_data, QUEUE_ID_LEN);
+				id[QUEUE_ID_LEN] = '\0';
+				memcpy(last, id, sizeof(last));
+				if (queue_record_decode(id, d.mv_data, d.mv_size,
+				    &batch[n], NULL) == QUEUE_OK) {
+					n++;
+				} else {
+					log_error("%s: corrupt queue record skipped", id);
+					result = QUEUE_EIO;
+				}
+			}
+			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+		}
+		mdb_cursor_close(c);
+		mdb_txn_abort(txn);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			result = QUEUE_EIO;
+		if (rc != 0)
+			end = 1;
+		for (i = 0; i < n; i++) {
+			if (!stop && cb(arg, batch[i]) != 0)
+				stop = 1;
+			queue_envelope_free(&batch[i]);
+		}
+	}
+	return result;
+}
+
+struct idlist {
+	char (*v)[QUEUE_ID_LEN + 1];
+	size_t n, cap;
+};
+
+static void idlist_add(struct idlist *l, const void *id)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 64;
+		l->v = xreallocarray(l->v, l->cap, sizeof(*l->v));
+	}
+	memcpy(l->v[l->n], id, QUEUE_ID_LEN);
+	l->v[l->n][QUEUE_ID_LEN] = '\0';
+	l->n++;
+}
+
+int queue_foreach_domain(struct queue *q, const char *domain,
+    int (*cb)(void *arg, const char *id), void *arg)
+{
+	char prefix[QUEUE_DOMAIN_MAX + 2 + QUEUE_ID_LEN];
+	char start[sizeof(prefix)];
+	size_t plen = domain_key(domain, prefix) + 1, slen = plen;
+	struct idlist l = { NULL, 0, 0 };
+	int stop = 0, result = QUEUE_OK;
+
+	memcpy(start, prefix, plen);
+	while (!stop) {
+		MDB_txn *txn;
+		MDB_cursor *c;
+		MDB_val k, d;
+		size_t i;
+		int rc;
+
+		l.n = 0;
+		if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0) {
+			result = QUEUE_EIO;
+			break;
+		}
+		if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
+			mdb_txn_abort(txn);
+			result = QUEUE_EIO;
+			break;
+		}
+		k.mv_data = start;
+		k.mv_size = slen;
+		rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+		if (rc == 0 && slen > plen && k.mv_size == slen &&
+		    memcmp(k.mv_data, start, slen) == 0)
+			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+		while (rc == 0 && l.n < QUEUE_SCAN_BATCH) {
+			if (k.mv_size != plen + QUEUE_ID_LEN ||
+			    memcmp(k.mv_data, prefix, plen) != 0) {
+				rc = MDB_NOTFOUND;
+				break;
+			}
+			idlist_add(&l, (const char *)k.mv_data + plen);
+			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+		}
+		mdb_cursor_close(c);
+		mdb_txn_abort(txn);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			result = QUEUE_EIO;
+		if (rc != 0)
+			stop = 1;
+		if (l.n > 0) {
+			memcpy(start + plen, l.v[l.n - 1], QUEUE_ID_LEN);
+			slen = plen + QUEUE_ID_LEN;
+		}
+		for (i = 0; i < l.n; i++)
+			if (cb(arg, l.v[i]) != 0) {
+				stop = 1;
+				break;
+			}
+	}
+	free(l.v);
+	return result;
+}
+
+static int due_cmp(const void *a, const void *b, void *arg)
+{
+	const char (*ids)[QUEUE_ID_LEN + 1] = arg;
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	int c = strcmp(ids[x], ids[y]);
+
+	if (c != 0)
+		return c;
+	return x < y ? -1 : x > y;
+}
+
+int queue_foreach_due(struct queue *q, time_t now,
+    int (*cb)(void *arg, const char *id), void *arg)
+{
+	struct idlist l = { NULL, 0, 0 };
+	unsigned char *dup;
+	size_t *ord, i;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, d;
+	int rc, result = QUEUE_OK;
+
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	if (mdb_cursor_open(txn, q->db_sched, &c) != 0) {
+		mdb_txn_abort(txn);
+		return QUEUE_EIO;
+	}
+	/* Keys only (16+8 bytes each): one pass, then callbacks outside. */
+	rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
+	while (rc == 0) {
+		if (k.mv_size == SCHED_KEY_LEN) {
+			if ((int64_t)be64_get(k.mv_data) > (int64_t)now)
+				break;
+			idlist_add(&l, (const unsigned char *)k.mv_data + 8);
+		}
+		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		result = QUEUE_EIO;
+	if (l.n == 0) {
+		free(l.v);
+		return result;
+	}
+	/* One call per id, in due order: mark the later duplicates. */
+	ord = xcalloc(l.n, sizeof(*ord));
+	dup = xcalloc(l.n, 1);
+	for (i = 0; i < l.n; i++)
+		ord[i] = i;
+	qsort_r(ord, l.n, sizeof(*ord), due_cmp, l.v);
+	for (i = 1; i < l.n; i++)
+		if (strcmp(l.v[ord[i]], l.v[ord[i - 1]]) == 0)
+			dup[ord[i]] = 1;
+	for (i = 0; i < l.n; i++)
+		if (!dup[i] && cb(arg, l.v[i]) != 0)
+			break;
+	free(ord);
+	free(dup);
+	free(l.v);
+	return result;
+}
+
+int queue_domain_stats(struct queue *q, const char *domain,
+    struct queue_domain_stats *st_r)
+{
+	char kbuf[QUEUE_DOMAIN_MAX + 1];
+	MDB_txn *txn;
+	MDB_val k, d;
+	int rc;
+
+	memset(st_r, 0, sizeof(*st_r));
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	k.mv_data = kbuf;
+	k.mv_size = domain_key(domain, kbuf);
+	rc = mdb_get(txn, q->db_count, &k, &d);
+	if (rc == 0 && d.mv_size == 16) {
+		st_r->messages = be64_get(d.mv_data);
+		st_r->bytes = be64_get((const unsigned char *)d.mv_data + 8);
+	}
+	mdb_txn_abort(txn);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return QUEUE_EIO;
+	return QUEUE_OK;
+}
+
+/* ---- body reader ---- */
+
+int queue_body_open(struct queue *q, const char *id, struct queue_body **b_r)
+{
+	struct queue_envelope *env;
+	struct queue_body *b;
+	uint32_t nchunks;
+	MDB_txn *txn;
+	int rc;
+
+	*b_r = NULL;
+	if (!queue_id_valid(id))
+		return QUEUE_ENOTFOUND;
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	rc = msg_load(q, txn, id, &env, &nchunks);
+	mdb_txn_abort(txn);
+	if (rc == MDB_NOTFOUND)
+		return QUEUE_ENOTFOUND;
+	if (rc != 0)
+		return QUEUE_EIO;
+	queue_envelope_free(&env);
+	b = xcalloc(1, sizeof(*b));
+	b->q = q;
+	memcpy(b->id, id, QUEUE_ID_LEN);
+	b->nchunks = nchunks;
+	*b_r = b;
+	return QUEUE_OK;
+}
+
+/*
+ * Each chunk is copied out of its own short read transaction: a body is
+ * read at network speed, and a long reader would pin pages.
+ */
+int queue_body_read(struct queue_body *b, const unsigned char **data_r,
+    size_t *len_r)
+{
+	unsigned char key[BODY_KEY_LEN];
+	MDB_val k = { sizeof(key), key }, d;
+	MDB_txn *txn;
+	int rc;
+
+	*data_r = NULL;
+	*len_r = 0;
+	if (b->next >= b->nchunks)
+		return 0;
+	body_key(b->id, b->next, key);
+	if (mdb_txn_begin(b->q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	rc = mdb_get(txn, b->q->db_body, &k, &d);
+	if (rc == 0 && (d.mv_size > QUEUE_CHUNK_SIZE || d.mv_size == 0))
+		rc = -1;
+	if (rc == 0) {
+		if (b->buf == NULL)
+			b->buf = xmalloc(QUEUE_CHUNK_SIZE);
+		memcpy(b->buf, d.mv_data, d.mv_size);
+		b->len = d.mv_size;
+	}
+	mdb_txn_abort(txn);
+	if (rc != 0) {
+		/* Deleted while read, or damaged: never a silent truncation. */
+		log_error("%s: body chunk %u unreadable", b->id, b->next);
+		return QUEUE_EIO;
+	}
+	b->next++;
+	*data_r = b->buf;
+	*len_r = b->len;
+	return 1;
+}
+
+void queue_body_free(struct queue_body **bp)
+{
+	if (*bp == NULL)
+		return;
+	free((*bp)->buf);
+	free(*bp);
+	*bp = NULL;
+}
+
+/* ---- open, recovery, close ---- */
+
+static int open_dbs(struct queue *q, MDB_txn *txn, unsigned flags)
+{
+	static const char *names[] = { "meta", "msg", "body", "dom", "sched",
+	    "count", "lease", "incomplete" };
+	MDB_dbi *dbis[] = { &q->db_meta, &q->db_msg, &q->db_body, &q->db_dom,
+	    &q->db_sched, &q->db_count, &q->db_lease, &q->db_incomplete };
+	size_t i;
+	int rc;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		rc = mdb_dbi_open(txn, names[i], flags, dbis[i]);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* 0 ok (or no version yet when *have_r == 0), else fills err. */
+static int check_version(struct queue *q, char *err, size_t errlen, int *have_r)
+{
+	MDB_txn *txn;
+	MDB_dbi meta;
+	MDB_val k = { 7, "version" }, d;
+	int rc;
+
+	*have_r = 0;
+	rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn);
+	if (rc != 0) {
+		snprintf(err, errlen, "read transaction: %s", mdb_strerror(rc));
+		return QUEUE_EIO;
+	}
+	rc = mdb_dbi_open(txn, "meta", 0, &meta);
+	if (rc == MDB_NOTFOUND) {
+		mdb_txn_abort(txn);
+		return 0;
+	}
+	if (rc == 0)
+		rc = mdb_get(txn, meta, &k, &d);
+	if (rc == MDB_NOTFOUND) {
+		mdb_txn_abort(txn);
+		return 0;
+	}
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		snprintf(err, errlen, "reading format version: %s", mdb_strerror(rc));
+		return QUEUE_EIO;
+	}
+	*have_r = 1;
+	if (d.mv_size != 4 || be32_get(d.mv_data) != QUEUE_FORMAT_VERSION) {
+		snprintf(err, errlen, "queue format version %u not supported "
+		    "(this program understands version %d); queue left unchanged",
+		    d.mv_size == 4 ? (unsigned)be32_get(d.mv_data) : 0u,
+		    QUEUE_FORMAT_VERSION);
+		mdb_txn_abort(txn);
+		return QUEUE_EVERSION;
+	}
+	mdb_txn_abort(txn);
+	return 0;
+}
+
+/* Remove chunks of puts that never committed; clear leases. */
+static int recover(struct queue *q, MDB_txn *txn, unsigned *orphans_r)
+{
+	MDB_cursor *c;
+	MDB_val k, d;
+	struct idlist l = { NULL, 0, 0 };
+	unsigned char key[BODY_KEY_LEN];
+	size_t i;
+	int rc;
+
+	*orphans_r = 0;
+	/* Marked puts. */
+	rc = mdb_cursor_open(txn, q->db_incomplete, &c);
+	if (rc != 0)
+		return rc;
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT))
+		if (k.mv_size == QUEUE_ID_LEN)
+			idlist_add(&l, k.mv_data);
+	mdb_cursor_close(c);
+	if (rc != MDB_NOTFOUND)
+		goto out;
+	/* Unmarked strays too: one seek per distinct id in body. */
+	rc = mdb_cursor_open(txn, q->db_body, &c);
+	if (rc != 0)
+		goto out;
+	rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
+	while (rc == 0) {
+		MDB_val mk = { QUEUE_ID_LEN, NULL }, md;
+
+		if (k.mv_size != BODY_KEY_LEN) {
+			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+			continue;
+		}
+		memcpy(key, k.mv_data, QUEUE_ID_LEN);
+		mk.mv_data = key;
+		if (mdb_get(txn, q->db_msg, &mk, &md) == MDB_NOTFOUND &&
+		    mdb_get(txn, q->db_incomplete, &mk, &md) == MDB_NOTFOUND)
+			idlist_add(&l, key);
+		be32_put(key + QUEUE_ID_LEN, 0xffffffffu);
+		k.mv_data = key;
+		k.mv_size = BODY_KEY_LEN;
+		rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+		if (rc == 0 && k.mv_size == BODY_KEY_LEN &&
+		    memcmp(k.mv_data, key, BODY_KEY_LEN) == 0)
+			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+	}
+	mdb_cursor_close(c);
+	if (rc != MDB_NOTFOUND)
+		goto out;
+	rc = 0;
+	for (i = 0; rc == 0 && i < l.n; i++) {
+		MDB_val mk = { QUEUE_ID_LEN, l.v[i] }, md;
+
+		if (mdb_get(txn, q->db_msg, &mk, &md) == MDB_NOTFOUND) {
+			rc = body_delete(q, txn, l.v[i]);
+			(*orphans_r)++;
+		}
+		if (rc == 0)
+			rc = marker_set(q, txn, l.v[i], 0);
+	}
+	if (rc == 0)
+		rc = mdb_drop(txn, q->db_lease, 0);
+out:
+	free(l.v);
+	return rc;
+}
+
+static struct queue *queue_open_env(const char *dir, struct event_base *base,
+    uint64_t map_size, int rdonly, char *err, size_t errlen)
+{
+	struct queue *q = xcalloc(1, sizeof(*q));
+	MDB_txn *txn = NULL;
+	unsigned char vbuf[4];
+	MDB_val k = { 7, "version" }, d = { 4, vbuf };
+	unsigned orphans = 0;
+	int rc, have_version, vr;
+
+	q->rdonly = rdonly;
+	q->base = rdonly ? NULL : base;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->cv, NULL);
+	if (!rdonly && mkdir(dir, 0700) < 0 && errno != EEXIST) {
+		snprintf(err, errlen, "mkdir %s: %s", dir, strerror(errno));
+		goto fail;
+	}
+	q->lock_fd = -1;
+	if (!rdonly) {
+		/*
+		 * Recovery deletes chunks of unfinished puts: it must never
+		 * run while another process (a daemon, a tool) is writing.
+		 */
+		char *path = xasprintf("%s/odrelay.lock", dir);
+
+		q->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		free(path);
+		if (q->lock_fd < 0) {
+			snprintf(err, errlen, "%s/odrelay.lock: %s", dir, strerror(errno));
+			goto fail;
+		}
+		if (flock(q->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+			snprintf(err, errlen, "queue %s is in use by another process%s",
+			    dir, errno == EWOULDBLOCK ? "" : " (lock failed)");
+			goto fail;
+		}
+	}
+	rc = mdb_env_create(&q->env);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(q->env, 16);
+	/* 0: the configuration's default, not LMDB's tiny 1 MB. */
+	if (!rdonly && map_size == 0)
+		map_size = QUEUE_DEFAULT_MAP_SIZE;
+	if (rc == 0 && !rdonly)
+		rc = mdb_env_set_mapsize(q->env, (size_t)map_size);
+	if (rc == 0)
+		rc = mdb_env_open(q->env, dir, MDB_NOTLS | (rdonly ? MDB_RDONLY : 0), 0600);
+	if (rc != 0) {
+		snprintf(err, errlen, "%s: %s", dir, mdb_strerror(rc));
+		goto fail;
+	}
+	if (!rdonly) {
+		int dead = 0;
+
+		mdb_reader_check(q->env, &dead);
+	}
+	vr = check_version(q, err, errlen, &have_version);
+	if (vr != 0)
+		goto fail;
+	if (rdonly) {
+		if (!have_version) {
+			snprintf(err, errlen, "%s: not an odrelay queue (no version)", dir);
+			goto fail;
+		}
+		rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn);
+		if (rc == 0)
+			rc = open_dbs(q, txn, 0);
+		if (rc == 0)
+			rc = mdb_txn_commit(txn);
+		else
+			mdb_txn_abort(txn);
+		if (rc != 0) {
+			snprintf(err, errlen, "%s: %s", dir, mdb_strerror(rc));
+			goto fail;
+		}
+		return q;
+	}
+	rc = mdb_txn_begin(q->env, NULL, 0, &txn);
+	if (rc == 0)
+		rc = open_dbs(q, txn, MDB_CREATE);
+	if (rc == 0 && !have_version) {
+		be32_put(vbuf, QUEUE_FORMAT_VERSION);
+		rc = mdb_put(txn, q->db_meta, &k, &d, 0);
+	}
+	if (rc == 0)
+		rc = recover(q, txn, &orphans);
+	if (rc == 0)
+		rc = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	if (rc != 0) {
+		snprintf(err, errlen, "%s: opening queue: %s", dir, mdb_strerror(rc));
+		goto fail;
+	}
+	if (orphans > 0)
+		log_info("queue: removed %u unfinished message bodies", orphans);
+	if (base != NULL) {
+		q->done_ev = event_new(base, -1, 0, queue_done_cb, q);
+		if (q->done_ev == NULL) {
+			snprintf(err, errlen, "event_new failed");
+			goto fail;
+		}
+		rc = pthread_create(&q->writer, NULL, writer_main, q);
+		if (rc != 0) {
+			snprintf(err, errlen, "writer thread: %s", strerror(rc));
+			goto fail;
+		}
+		q->writer_started = 1;
+	}
+	return q;
+fail:
+	if (q->done_ev != NULL)
+		event_free(q->done_ev);
+	if (q->env != NULL)
+		mdb_env_close(q->env);
+	if (q->lock_fd >= 0)
+		close(q->lock_fd);
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
+	free(q);
+	return NULL;
+}
+
+struct queue *queue_open(const char *dir, struct event_base *base,
+    uint64_t map_size, char *err, size_t errlen)
+{
+	return queue_open_env(dir, base, map_size, 0, err, errlen);
+}
+
+struct queue *queue_open_readonly(const char *dir, char *err, size_t errlen)
+{
+	return queue_open_env(dir, NULL, 0, 1, err, errlen);
+}
+
+void queue_close(struct queue **qp)
+{
+	struct queue *q = *qp;
+	size_t i;
+
+	if (q == NULL)
+		return;
+	*qp = NULL;
+	if (q->writer_started) {
+		pthread_mutex_lock(&q->mu);
+		q->stopping = 1;
+		pthread_cond_signal(&q->cv);
+		pthread_mutex_unlock(&q->mu);
+		pthread_join(q->writer, NULL);
+		/* Completions not yet delivered by the loop run now. */
+		queue_drain_finished(q);
+	}
+	if (q->done_ev != NULL)
+		event_free(q->done_ev);
+	for (i = 0; i < q->nquotas; i++)
+		free(q->quotas[i].domain);
+	free(q->quotas);
+	for (i = 0; i < q->nleases; i++)
+		free(q->leases[i].owner);
+	free(q->leases);
+	mdb_env_close(q->env);
+	if (q->lock_fd >= 0)
+		close(q->lock_fd);
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->cv);
+	free(q);
+}

@@ -1,0 +1,31 @@
+/*
+ * queue_private.h - on-disk record format of the queue, shared by queue.c
+ * and its unit test (which checks that corrupt records are refused).
+ * Nothing outside queue/ and tests/unit/check_queue.c includes this.
+ */
+#ifndef OD_QUEUE_PRIVATE_H
+#define OD_QUEUE_PRIVATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue.h"
+
+#define QUEUE_FORMAT_VERSION	1	/* meta "version" (uint32 big-endian) */
+#define QUEUE_RECORD_VERSION	1	/* first byte of every msg record */
+
+/*
+ * Serialize env (with its body chunk count) into a malloc'ed buffer.
+ * Strings are u32 big-endian length + bytes (0xffffffff = NULL); integers
+ * are big-endian.
+ */
+unsigned char *queue_record_encode(const struct queue_envelope *env,
+    uint32_t nchunks, size_t *len_r);
+/*
+ * Decode a record into a newly allocated envelope (id from `id`).
+ * Bounds-checked: returns QUEUE_OK, or QUEUE_EIO for anything malformed.
+ */
+int queue_record_decode(const char *id, const void *data, size_t len,
+    struct queue_envelope **env_r, uint32_t *nchunks_r);
+
+#endif

@@ -293,6 +293,8 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 	env_r->rcpts[0].addr = xstrdup(orig->sender);
 	env_r->rcpts[0].domain = xstrdup(bounce_addr_domain(orig->sender, dom, sizeof(dom)));
 	env_r->rcpts[0].state = QUEUE_RCPT_QUEUED;
+	/* Due now: bounces go out by the retry index like backup-MX mail. */
+	env_r->rcpts[0].next_attempt = now;
 	*body_r = b.p;
 	*len_r = b.len;
 	return 0;
