@@ -67,4 +67,10 @@ void deliver_fail(struct deliver *d, int code, const char *status,
 /* Abort: release leases, record nothing; no callback. */
 void deliver_free(struct deliver **d);
 
+/*
+ * Retry delay for a non-held domain after `attempts` failed attempts
+ * (counting this one, >= 1): retry_min, doubling, at most retry_max.
+ */
+long deliver_backoff(const struct config *cfg, unsigned attempts);
+
 #endif

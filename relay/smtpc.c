@@ -356,6 +356,7 @@ static void smtpc_finish(struct smtpc *s)
 	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 	if (!s->silent && s->src.done != NULL)
 		s->src.done(s->arg, &s->st);
+	s->silent = 1;		/* the source may be gone now */
 	s->dead = 1;
 }
 
@@ -1183,4 +1184,9 @@ void smtpc_free(struct smtpc **sp)
 		return;
 	}
 	smtpc_destroy(s);
+}
+
+int smtpc_peer_has_dsn(const struct smtpc *s)
+{
+	return s != NULL && s->esmtp && s->cap_dsn;
 }

@@ -128,6 +128,8 @@ struct smtpc *smtpc_start(struct event_base *base, struct bufferevent *bev,
     const struct smtpc_params *p, const struct smtpc_source *src, void *arg);
 /* Abort at once: no callback, the connection is closed. *s = NULL. */
 void smtpc_free(struct smtpc **s);
+/* 1 if the server's last EHLO offered DSN (NOTIFY/ORCPT were passed on). */
+int smtpc_peer_has_dsn(const struct smtpc *s);
 
 /* ---- helpers, exposed for tests and callers ---- */
 

@@ -1,0 +1,517 @@
+/*
+ * deliver - queued messages through one smtpc session, results written
+ * back to the queue (see deliver.h).
+ *
+ * Each message is committed as soon as smtpc has a result for every one
+ * of its recipients, in one queue_update with its DSN; the lease is only
+ * released when that update has committed, so no other delivery can read
+ * a stale "queued" state and send a recipient twice.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/bufferevent.h>
+
+#include "bounce.h"
+#include "config.h"
+#include "deliver.h"
+#include "log.h"
+#include "queue.h"
+#include "smtpc.h"
+#include "xmalloc.h"
+
+#define DELIVER_BOUNCE_RETURN	(256 * 1024)	/* original text in a DSN */
+
+struct deliver_msg {
+	char id[QUEUE_ID_LEN + 1];
+	struct queue_envelope *env;
+	size_t *idx;			/* selected env->rcpts indices */
+	struct smtpc_rcpt *rcpts;	/* the same, for smtpc */
+	int *code;			/* result per selected rcpt, 0 = none */
+	unsigned char *dsn_passed;	/* the server took NOTIFY/ORCPT */
+	char **text;
+	size_t n;
+	int leased;
+	int committed;
+};
+
+struct deliver {
+	struct event_base *base;
+	struct config *cfg;
+	struct queue *q;
+	char *owner;
+	char *relay;
+	struct deliver_msg *msgs;
+	size_t nmsgs, alloc;
+	size_t next;			/* next message for smtpc */
+	struct deliver_msg *cur;
+	struct queue_body *body;
+	struct smtpc *sc;
+	deliver_done_fn *done;
+	void *done_arg;
+	struct deliver_summary sum;
+};
+
+/* Lease release once the update is durable. */
+struct deliver_unlease {
+	struct queue *q;
+	char id[QUEUE_ID_LEN + 1];
+};
+
+long deliver_backoff(const struct config *cfg, unsigned attempts)
+{
+	long min = cfg->retry_min > 0 ? cfg->retry_min : 60;
+	long max = cfg->retry_max >= min ? cfg->retry_max : min;
+	long d = min;
+	unsigned i;
+
+	/* retry_min after the first failure, doubling, at most retry_max. */
+	for (i = 1; i < attempts && d < max; i++)
+		d = d > max / 2 ? max : d * 2;
+	return d > max ? max : d;
+}
+
+struct deliver *deliver_new(struct event_base *base, struct config *cfg,
+    struct queue *q, const char *owner, const char *relay_name)
+{
+	struct deliver *d = xcalloc(1, sizeof(*d));
+
+	d->base = base;
+	d->cfg = config_ref(cfg);
+	d->q = q;
+	d->owner = xstrdup(owner != NULL ? owner : "deliver");
+	d->relay = xstrdup(relay_name != NULL ? relay_name : "-");
+	return d;
+}
+
+static void deliver_msg_clear(struct deliver_msg *m)
+{
+	size_t j;
+
+	for (j = 0; j < m->n; j++)
+		free(m->text[j]);
+	free(m->text);
+	free(m->code);
+	free(m->dsn_passed);
+	free(m->idx);
+	free(m->rcpts);
+	queue_envelope_free(&m->env);
+}
+
+/* Does recipient r belong to one of the domains? */
+static int deliver_rcpt_in(const struct queue_rcpt *r,
+    const char *const *domains, size_t ndomains)
+{
+	char dom[256];
+	size_t k;
+
+	if (ndomains == 0)
+		return 1;
+	bounce_addr_domain(r->addr, dom, sizeof(dom));
+	for (k = 0; k < ndomains; k++) {
+		if (domains[k] == NULL)
+			continue;
+		if (r->domain != NULL && strcasecmp(r->domain, domains[k]) == 0)
+			return 1;
+		if (strcasecmp(dom, domains[k]) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+int deliver_add(struct deliver *d, const char *id,
+    const char *const *domains, size_t ndomains)
+{
+	struct queue_envelope *env = NULL;
+	struct deliver_msg *m;
+	size_t i, n = 0;
+	int rc;
+
+	for (i = 0; i < d->nmsgs; i++)
+		if (strcmp(d->msgs[i].id, id) == 0)
+			return 0;	/* already here */
+	rc = queue_get(d->q, id, &env);
+	if (rc != 1) {
+		if (rc < 0)
+			log_warn("%s: cannot read from the queue: %s", id, queue_strerror(rc));
+		return 0;
+	}
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
+		    deliver_rcpt_in(&env->rcpts[i], domains, ndomains))
+			n++;
+	if (n == 0) {
+		queue_envelope_free(&env);
+		return 0;
+	}
+	rc = queue_lease(d->q, id, d->owner);
+	if (rc != QUEUE_OK) {
+		queue_envelope_free(&env);
+		return rc == QUEUE_EBUSY ? QUEUE_EBUSY : 0;
+	}
+	if (d->nmsgs == d->alloc) {
+		d->alloc = d->alloc ? d->alloc * 2 : 8;
+		d->msgs = xreallocarray(d->msgs, d->alloc, sizeof(*d->msgs));
+	}
+	m = &d->msgs[d->nmsgs++];
+	memset(m, 0, sizeof(*m));
+	snprintf(m->id, sizeof(m->id), "%s", env->id[0] ? env->id : id);
+	m->env = env;
+	m->leased = 1;
+	m->idx = xcalloc(n, sizeof(*m->idx));
+	m->rcpts = xcalloc(n, sizeof(*m->rcpts));
+	m->code = xcalloc(n, sizeof(*m->code));
+	m->dsn_passed = xcalloc(n, 1);
+	m->text = xcalloc(n, sizeof(*m->text));
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+
+		if (r->state != QUEUE_RCPT_QUEUED || !deliver_rcpt_in(r, domains, ndomains))
+			continue;
+		m->idx[m->n] = i;
+		m->rcpts[m->n].addr = r->addr;
+		m->rcpts[m->n].orcpt = r->orcpt;
+		m->rcpts[m->n].notify = r->notify;
+		m->n++;
+	}
+	return 1;
+}
+
+size_t deliver_count(const struct deliver *d)
+{
+	return d->nmsgs;
+}
+
+/* ---- writing results ---- */
+
+static void deliver_unlease_cb(void *arg, int result)
+{
+	struct deliver_unlease *u = arg;
+
+	if (result != QUEUE_OK)
+		log_error("%s: cannot record the delivery result: %s", u->id,
+		    queue_strerror(result));
+	queue_unlease(u->q, u->id);
+	free(u);
+}
+
+static int deliver_is_held(const struct deliver *d, const struct queue_rcpt *r)
+{
+	const struct config_domain *cd = NULL;
+	char dom[256];
+
+	if (r->domain != NULL)
+		cd = config_domain_by_name(d->cfg, r->domain);
+	if (cd == NULL) {
+		bounce_addr_domain(r->addr, dom, sizeof(dom));
+		cd = config_find_domain(d->cfg, dom);
+	}
+	return cd != NULL && cd->hold;
+}
+
+/* One message has every result: one queue_update (with its DSN). */
+static void deliver_commit(struct deliver *d, struct deliver_msg *m)
+{
+	const struct queue_envelope *env = m->env;
+	struct queue_rcpt_update *ups;
+	struct bounce_rcpt *br;
+	struct queue_envelope benv;
+	struct deliver_unlease *u;
+	char *body = NULL;
+	char **status;
+	size_t j, nb = 0, blen = 0;
+	time_t now = time(NULL);
+	int have_bounce = 0, any_sent = 0;
+
+	if (m->committed)
+		return;
+	m->committed = 1;
+	ups = xcalloc(m->n, sizeof(*ups));
+	br = xcalloc(m->n, sizeof(*br));
+	status = xcalloc(m->n, sizeof(*status));
+	for (j = 0; j < m->n; j++) {
+		const struct queue_rcpt *r = &env->rcpts[m->idx[j]];
+		const char *text = m->text[j];
+		int code = m->code[j];
+		const char *word;
+		char buf[600];
+
+		if (code == 0) {
+			/* smtpc gives every rcpt a result; be safe anyway. */
+			code = 451;
+			text = "451 4.3.0 no result from the delivery";
+		}
+		ups[j].index = m->idx[j];
+		ups[j].reply = text;
+		switch (smtpc_code_class(code)) {
+		case SMTPC_CLASS_OK:
+			ups[j].state = QUEUE_RCPT_SENT;
+			d->sum.rcpts_sent++;
+			any_sent = 1;
+			word = "sent";
+			if ((r->notify & QUEUE_NOTIFY_SUCCESS) && !m->dsn_passed[j]) {
+				/* RFC 3461 5.2.2: the next hop cannot report
+				 * success, so we say "relayed" now. */
+				br[nb].index = m->idx[j];
+				br[nb].action = BOUNCE_RELAYED;
+				br[nb].status = "2.0.0";
+				br[nb].remote_mta = d->relay;
+				br[nb].diagnostic = text;
+				nb++;
+			}
+			break;
+		case SMTPC_CLASS_TEMP:
+			ups[j].state = QUEUE_RCPT_QUEUED;
+			ups[j].next_attempt = deliver_is_held(d, r) ? 0 :
+			    now + deliver_backoff(d->cfg, r->attempts + 1);
+			ups[j].delay_warned = r->delay_warned;
+			d->sum.rcpts_deferred++;
+			word = "deferred";
+			break;
+		default:
+			ups[j].state = QUEUE_RCPT_BOUNCED;
+			status[j] = xmalloc(32);
+			smtpc_status(code, text, status[j], 32);
+			br[nb].index = m->idx[j];
+			br[nb].action = BOUNCE_FAILED;
+			br[nb].status = status[j];
+			br[nb].remote_mta = d->relay;
+			br[nb].diagnostic = text;
+			nb++;
+			d->sum.rcpts_bounced++;
+			word = "bounced";
+			break;
+		}
+		log_info("%s: to=<%s>, relay=%s, status=%s (%s)", m->id,
+		    log_sanitize(buf, sizeof(buf), r->addr, 300), d->relay, word, text);
+	}
+	if (any_sent)
+		d->sum.messages++;
+	if (nb > 0)
+		have_bounce = bounce_build(d->cfg->hostname, env, br, nb, d->q,
+		    DELIVER_BOUNCE_RETURN, now, &benv, &body, &blen) == 0;
+	u = xcalloc(1, sizeof(*u));
+	u->q = d->q;
+	memcpy(u->id, m->id, sizeof(u->id));
+	m->leased = 0;		/* released by deliver_unlease_cb */
+	queue_update(d->q, m->id, ups, m->n, have_bounce ? &benv : NULL,
+	    body, blen, deliver_unlease_cb, u);
+	if (have_bounce)
+		bounce_envelope_clear(&benv);
+	free(body);
+	for (j = 0; j < m->n; j++)
+		free(status[j]);
+	free(status);
+	free(br);
+	free(ups);
+}
+
+/* ---- the smtpc source ---- */
+
+static int deliver_src_next(void *arg, struct smtpc_msg *sm)
+{
+	struct deliver *d = arg;
+	struct deliver_msg *m;
+
+	while (d->next < d->nmsgs) {
+		m = &d->msgs[d->next++];
+		if (m->committed)
+			continue;
+		d->cur = m;
+		sm->sender = m->env->sender != NULL ? m->env->sender : "";
+		sm->envid = m->env->envid;
+		sm->ret = m->env->ret;
+		sm->flags = 0;
+		if (m->env->flags & QUEUE_F_8BITMIME)
+			sm->flags |= SMTPC_F_8BITMIME;
+		if (m->env->flags & QUEUE_F_SMTPUTF8)
+			sm->flags |= SMTPC_F_SMTPUTF8;
+		sm->size = m->env->size;
+		sm->rcpts = m->rcpts;
+		sm->nrcpts = m->n;
+		return 1;
+	}
+	d->cur = NULL;
+	return 0;
+}
+
+static int deliver_src_body_open(void *arg)
+{
+	struct deliver *d = arg;
+	int rc;
+
+	queue_body_free(&d->body);
+	rc = queue_body_open(d->q, d->cur->id, &d->body);
+	if (rc != QUEUE_OK || d->body == NULL) {
+		log_error("%s: cannot open the message body: %s", d->cur->id,
+		    queue_strerror(rc));
+		return -1;
+	}
+	return 0;
+}
+
+static int deliver_src_body_read(void *arg, const unsigned char **data,
+    size_t *len)
+{
+	struct deliver *d = arg;
+	int rc = queue_body_read(d->body, data, len);
+
+	if (rc == 1) {
+		d->sum.bytes += *len;
+		return 1;
+	}
+	if (rc == 0)
+		return 0;
+	log_error("%s: cannot read the message body: %s", d->cur->id,
+	    queue_strerror(rc));
+	return -1;
+}
+
+static void deliver_src_body_close(void *arg)
+{
+	struct deliver *d = arg;
+
+	queue_body_free(&d->body);
+}
+
+static void deliver_src_result(void *arg, size_t i, int code, const char *text)
+{
+	struct deliver *d = arg;
+	struct deliver_msg *m = d->cur;
+
+	if (m == NULL || i >= m->n)
+		return;
+	m->code[i] = code;
+	m->dsn_passed[i] = (unsigned char)smtpc_peer_has_dsn(d->sc);
+	free(m->text[i]);
+	m->text[i] = xstrdup(text != NULL ? text : "");
+}
+
+static void deliver_src_msg_done(void *arg)
+{
+	struct deliver *d = arg;
+
+	if (d->cur != NULL)
+		deliver_commit(d, d->cur);
+	d->cur = NULL;
+}
+
+static void deliver_destroy(struct deliver *d)
+{
+	size_t i;
+
+	queue_body_free(&d->body);
+	for (i = 0; i < d->nmsgs; i++) {
+		if (d->msgs[i].leased)
+			queue_unlease(d->q, d->msgs[i].id);
+		deliver_msg_clear(&d->msgs[i]);
+	}
+	free(d->msgs);
+	free(d->owner);
+	free(d->relay);
+	config_free(&d->cfg);
+	free(d);
+}
+
+static void deliver_finish(struct deliver *d)
+{
+	deliver_done_fn *done = d->done;
+	void *arg = d->done_arg;
+	struct deliver_summary sum = d->sum;
+
+	deliver_destroy(d);
+	if (done != NULL)
+		done(arg, &sum);
+}
+
+static void deliver_src_done(void *arg, const struct smtpc_stats *st)
+{
+	struct deliver *d = arg;
+	size_t i;
+
+	d->sc = NULL;		/* smtpc frees itself after this */
+	d->sum.ok = st->ok;
+	snprintf(d->sum.reason, sizeof(d->sum.reason), "%s", st->reason);
+	/* Messages smtpc never asked for (it always drains; be safe). */
+	for (i = 0; i < d->nmsgs; i++) {
+		struct deliver_msg *m = &d->msgs[i];
+		size_t j;
+
+		if (m->committed)
+			continue;
+		for (j = 0; j < m->n; j++)
+			if (m->code[j] == 0) {
+				m->code[j] = 451;
+				free(m->text[j]);
+				m->text[j] = xasprintf("451 4.4.2 %s", st->reason);
+			}
+		deliver_commit(d, m);
+	}
+	deliver_finish(d);
+}
+
+void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
+    SSL_CTX *tls, const char *peer_host, deliver_done_fn *done, void *arg)
+{
+	static const struct smtpc_source src = {
+		.next = deliver_src_next,
+		.body_open = deliver_src_body_open,
+		.body_read = deliver_src_body_read,
+		.body_close = deliver_src_body_close,
+		.rcpt_result = deliver_src_result,
+		.msg_done = deliver_src_msg_done,
+		.done = deliver_src_done,
+	};
+	struct smtpc_params p;
+
+	memset(&p, 0, sizeof(p));
+	p.helo = d->cfg->hostname;
+	p.peer = peer_host;
+	p.tls = tls;
+	if (flags & DELIVER_REVERSED)
+		p.flags |= SMTPC_REVERSED;
+	if (flags & DELIVER_ONE_LINE_WRITES)
+		p.flags |= SMTPC_ONE_LINE_WRITES;
+	d->done = done;
+	d->done_arg = arg;
+	d->sc = smtpc_start(d->base, bev, &p, &src, d);
+}
+
+void deliver_fail(struct deliver *d, int code, const char *status,
+    const char *text, deliver_done_fn *done, void *arg)
+{
+	size_t i, j;
+
+	d->done = done;
+	d->done_arg = arg;
+	for (i = 0; i < d->nmsgs; i++) {
+		struct deliver_msg *m = &d->msgs[i];
+
+		for (j = 0; j < m->n; j++) {
+			m->code[j] = code;
+			free(m->text[j]);
+			m->text[j] = xasprintf("%d %s %s", code,
+			    status != NULL ? status : (code >= 500 ? "5.0.0" : "4.0.0"),
+			    text != NULL ? text : "delivery failed");
+		}
+		deliver_commit(d, m);
+	}
+	d->sum.ok = 0;
+	snprintf(d->sum.reason, sizeof(d->sum.reason), "%s",
+	    text != NULL ? text : "delivery failed");
+	deliver_finish(d);
+}
+
+void deliver_free(struct deliver **dp)
+{
+	struct deliver *d = *dp;
+
+	if (d == NULL)
+		return;
+	*dp = NULL;
+	smtpc_free(&d->sc);
+	deliver_destroy(d);
+}
