@@ -1,1 +1,1581 @@
-int main(void) { return 0; }
+/*
+ * odrelayctl - the administration tool: queue listing, message display,
+ * flush, bounce, delete, statistics.
+ *
+ * Reading commands (queue, show, stats) open the LMDB queue read-only and
+ * work whether or not odrelayd runs. Acting commands (flush, bounce) go
+ * through the daemon's control socket. delete goes through the daemon when
+ * it runs and opens the queue for writing only when its control socket is
+ * provably dead (nothing listening), since a second writer doing open-time
+ * recovery would disturb a live daemon.
+ *
+ * Everything printed that came from the network (addresses, replies,
+ * headers) is escaped: a queue listing must not be able to drive the
+ * administrator's terminal.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "control.h"
+#include "log.h"
+#include "passwd.h"
+#include "queue.h"
+#include "util.h"
+#include "xmalloc.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+#ifndef OD_VERSION
+#define OD_VERSION "unknown"
+#endif
+
+#define CTL_DEFAULT_CONFIG SYSCONFDIR "/odrelay/odrelay.conf"
+#define CTL_MAX_HEADERS	(256 * 1024)	/* header block shown by "show" */
+#define CTL_REPLY_MAX	1024
+
+/* Exit status (spec.md). */
+#define CTL_EXIT_OK		0
+#define CTL_EXIT_FAIL		1
+#define CTL_EXIT_USAGE		2
+
+static const char *ctl_progname = "odrelayctl";
+
+static void ctl_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void ctl_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", ctl_progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static int ctl_usage(void)
+{
+	fprintf(stderr,
+	    "usage: %s [-c FILE] command [arguments]\n"
+	    "  queue [--json] [DOMAIN]      list queued messages\n"
+	    "  show ID [--body]             envelope and headers of one message\n"
+	    "  flush DOMAIN                 deliver a domain's mail now (like ETRN)\n"
+	    "  delete ID | --domain DOMAIN  remove mail without delivery\n"
+	    "  bounce ID                    return a message to its sender now\n"
+	    "  stats [--json]               per-domain queue sizes and totals\n"
+	    "  passwd add NAME DOMAIN...    add or change an ATRN user (password on stdin)\n"
+	    "  passwd del NAME              remove an ATRN user\n"
+	    "  passwd list                  list ATRN users\n"
+	    "options: -c FILE (default " CTL_DEFAULT_CONFIG "), -h help, -V version\n",
+	    ctl_progname);
+	return CTL_EXIT_USAGE;
+}
+
+/* ---- text output ---- */
+
+/*
+ * Length of the valid UTF-8 sequence at s (at most n bytes), with its code
+ * point in *cp; 0 when the bytes there are not valid UTF-8 (overlong forms,
+ * surrogates and values past U+10FFFF are refused).
+ */
+static size_t ctl_utf8_len(const unsigned char *s, size_t n, uint32_t *cp)
+{
+	uint32_t c;
+	size_t len, i;
+
+	if (s[0] < 0x80) {
+		*cp = s[0];
+		return 1;
+	}
+	if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+		len = 2;
+		c = s[0] & 0x1f;
+	} else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		len = 3;
+		c = s[0] & 0x0f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		len = 4;
+		c = s[0] & 0x07;
+	} else
+		return 0;
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		c = (c << 6) | (s[i] & 0x3f);
+	}
+	if ((len == 3 && c < 0x800) || (len == 4 && c < 0x10000) ||
+	    (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+		return 0;
+	*cp = c;
+	return len;
+}
+
+/*
+ * Invisible or reordering code points (zero-width, line/paragraph
+ * separators, bidirectional controls, BOM): they could make a listing
+ * show something other than what is stored.
+ */
+static int ctl_cp_hidden(uint32_t cp)
+{
+	return (cp >= 0x200b && cp <= 0x200f) ||
+	    (cp >= 0x2028 && cp <= 0x202e) ||
+	    (cp >= 0x2060 && cp <= 0x2069) || cp == 0xfeff;
+}
+
+/*
+ * Print n bytes of untrusted text for a terminal: valid printable UTF-8
+ * passes, C0/C1 controls, DEL, and bytes that are not UTF-8 become \xHH,
+ * invisible code points \uHHHH. Tabs pass when keep_tab (header
+ * continuation lines).
+ */
+static void ctl_put_text_n(FILE *fp, const char *s, size_t n, int keep_tab)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t i = 0;
+
+	while (i < n) {
+		uint32_t cp;
+		size_t len = ctl_utf8_len(p + i, n - i, &cp);
+
+		if (len == 0 || cp == 0x7f || (cp >= 0x80 && cp < 0xa0) ||
+		    (cp < 0x20 && !(keep_tab && cp == '\t'))) {
+			fprintf(fp, "\\x%02x", p[i]);
+			i++;
+			continue;
+		}
+		if (ctl_cp_hidden(cp))
+			fprintf(fp, "\\u%04x", (unsigned)cp);
+		else
+			fwrite(p + i, 1, len, fp);
+		i += len;
+	}
+}
+
+static void ctl_put_text(FILE *fp, const char *s)
+{
+	if (s == NULL)
+		fputs("-", fp);
+	else
+		ctl_put_text_n(fp, s, strlen(s), 0);
+}
+
+/* Untrusted text escaped, then padded to width columns (a table cell). */
+static void ctl_put_cell(FILE *fp, const char *s, int width)
+{
+	char *buf = NULL;
+	size_t size = 0;
+	FILE *mem = open_memstream(&buf, &size);
+
+	if (mem == NULL) {
+		fprintf(fp, "%-*s", width, "?");
+		return;
+	}
+	ctl_put_text(mem, s);
+	fclose(mem);
+	fprintf(fp, "%-*s", width, buf);
+	free(buf);
+}
+
+/*
+ * A JSON string: quotes, backslash and control characters escaped; valid
+ * UTF-8 kept; every byte that is not part of valid UTF-8 becomes \u00HH
+ * (its Latin-1 reading), so the output is always valid JSON and no byte is
+ * silently lost. NULL prints null.
+ */
+static void ctl_json_str(FILE *fp, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t n, i = 0;
+
+	if (s == NULL) {
+		fputs("null", fp);
+		return;
+	}
+	n = strlen(s);
+	fputc('"', fp);
+	while (i < n) {
+		uint32_t cp;
+		size_t len = ctl_utf8_len(p + i, n - i, &cp);
+
+		if (len == 0) {
+			fprintf(fp, "\\u%04x", p[i]);
+			i++;
+			continue;
+		}
+		switch (cp) {
+		case '"': fputs("\\\"", fp); break;
+		case '\\': fputs("\\\\", fp); break;
+		case '\n': fputs("\\n", fp); break;
+		case '\r': fputs("\\r", fp); break;
+		case '\t': fputs("\\t", fp); break;
+		default:
+			if (cp < 0x20 || cp == 0x7f)
+				fprintf(fp, "\\u%04x", (unsigned)cp);
+			else if (cp == 0x2028 || cp == 0x2029)
+				/* valid JSON, but not valid JavaScript */
+				fprintf(fp, "\\u%04x", (unsigned)cp);
+			else
+				fwrite(p + i, 1, len, fp);
+		}
+		i += len;
+	}
+	fputc('"', fp);
+}
+
+/* ISO 8601 UTC; "-" for 0 (never). */
+static const char *ctl_time(time_t t, char *buf, size_t size)
+{
+	struct tm tm;
+
+	if (t == 0 || gmtime_r(&t, &tm) == NULL ||
+	    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		snprintf(buf, size, "-");
+	return buf;
+}
+
+static void ctl_json_time(FILE *fp, time_t t)
+{
+	char buf[32];
+
+	if (t == 0)
+		fputs("null", fp);
+	else
+		fprintf(fp, "\"%s\"", ctl_time(t, buf, sizeof(buf)));
+}
+
+static const char *ctl_rcpt_state_name(enum queue_rcpt_state st)
+{
+	switch (st) {
+	case QUEUE_RCPT_QUEUED: return "queued";
+	case QUEUE_RCPT_SENT: return "sent";
+	case QUEUE_RCPT_BOUNCED: return "bounced";
+	}
+	return "unknown";
+}
+
+/* Flush stdout and report a write error (full disk, closed pipe). */
+static int ctl_finish_output(int status)
+{
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		ctl_err("error writing output: %s", strerror(errno));
+		return CTL_EXIT_FAIL;
+	}
+	return status;
+}
+
+/* ---- argument checks ---- */
+
+/*
+ * A domain given on the command line: it goes into a control line, so no
+ * white space or control characters, and a sane length.
+ */
+static int ctl_domain_arg_ok(const char *d)
+{
+	const unsigned char *p;
+
+	if (*d == '\0' || strlen(d) > 255)
+		return 0;
+	for (p = (const unsigned char *)d; *p != '\0'; p++)
+		if (*p <= 0x20 || *p == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* ---- configuration and queue ---- */
+
+static void ctl_config_error(void *arg, const char *msg)
+{
+	(void)arg;
+	fprintf(stderr, "%s: %s\n", ctl_progname, msg);
+}
+
+/*
+ * The configuration, loaded on first use: commands check their arguments
+ * first, so that a usage error is reported as one (exit 2) even when the
+ * configuration is missing.
+ */
+static const char *ctl_cfgpath = CTL_DEFAULT_CONFIG;
+static struct config *ctl_cfg_loaded;
+
+static const struct config *ctl_config(void)
+{
+	if (ctl_cfg_loaded == NULL) {
+		ctl_cfg_loaded = config_load(ctl_cfgpath, ctl_config_error,
+		    NULL);
+		if (ctl_cfg_loaded == NULL)
+			ctl_err("%s: configuration not usable", ctl_cfgpath);
+	}
+	return ctl_cfg_loaded;
+}
+
+static const char *ctl_control_path(const struct config *cfg, char *buf,
+    size_t size)
+{
+	if (cfg->control_socket != NULL && cfg->control_socket[0] != '\0')
+		return cfg->control_socket;
+	snprintf(buf, size, "%s/control.sock", cfg->queue_dir);
+	return buf;
+}
+
+static struct queue *ctl_open_ro(const struct config *cfg)
+{
+	struct queue *q;
+	char err[512] = "";
+
+	q = queue_open_readonly(cfg->queue_dir, err, sizeof(err));
+	if (q == NULL)
+		ctl_err("cannot open the queue: %s",
+		    err[0] != '\0' ? err : "unknown error");
+	return q;
+}
+
+/* Ids of every message, collected first so that no read transaction is
+ * held while each message is then read on its own. */
+struct ctl_ids {
+	char (*v)[QUEUE_ID_LEN + 1];
+	size_t n, cap;
+};
+
+static void ctl_ids_add(struct ctl_ids *ids, const char *id)
+{
+	if (ids->n == ids->cap) {
+		ids->cap = ids->cap ? ids->cap * 2 : 64;
+		ids->v = xreallocarray(ids->v, ids->cap, sizeof(*ids->v));
+	}
+	snprintf(ids->v[ids->n], sizeof(ids->v[0]), "%s", id);
+	ids->n++;
+}
+
+static int ctl_collect_env(void *arg, const struct queue_envelope *env)
+{
+	ctl_ids_add(arg, env->id);
+	return 0;
+}
+
+static int ctl_collect_id(void *arg, const char *id)
+{
+	ctl_ids_add(arg, id);
+	return 0;
+}
+
+/* ---- message state ---- */
+
+enum ctl_state { CTL_HELD, CTL_DEFERRED, CTL_DELIVERING, CTL_NSTATES };
+static const char *ctl_state_names[CTL_NSTATES] = {
+	"held", "deferred", "delivering"
+};
+
+static int ctl_rcpt_held(const struct config *cfg, const struct queue_rcpt *r)
+{
+	const struct config_domain *d;
+
+	/*
+	 * Only the domain's mode says "held": next_attempt == 0 also marks
+	 * mail due now (bounces to other domains), which is not held.
+	 */
+	return r->domain != NULL &&
+	    (d = config_domain_by_name(cfg, r->domain)) != NULL && d->hold;
+}
+
+static enum ctl_state ctl_msg_state(struct queue *q, const struct config *cfg,
+    const struct queue_envelope *env)
+{
+	size_t i;
+
+	if (queue_is_leased(q, env->id) == 1)
+		return CTL_DELIVERING;
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
+		    ctl_rcpt_held(cfg, &env->rcpts[i]))
+			return CTL_HELD;
+	return CTL_DEFERRED;
+}
+
+/* Highest attempt count among queued recipients (all, if none queued). */
+static unsigned ctl_msg_attempts(const struct queue_envelope *env)
+{
+	unsigned a = 0;
+	size_t i;
+	int any = 0;
+
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED) {
+			any = 1;
+			if (env->rcpts[i].attempts > a)
+				a = env->rcpts[i].attempts;
+		}
+	if (!any)
+		for (i = 0; i < env->nrcpts; i++)
+			if (env->rcpts[i].attempts > a)
+				a = env->rcpts[i].attempts;
+	return a;
+}
+
+/* The most recent reply stored for a queued recipient, or NULL. */
+static const char *ctl_msg_last_error(const struct queue_envelope *env)
+{
+	const struct queue_rcpt *best = NULL;
+	size_t i;
+
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+
+		if (r->state != QUEUE_RCPT_QUEUED || r->last_reply == NULL)
+			continue;
+		if (best == NULL || r->last_attempt > best->last_attempt)
+			best = r;
+	}
+	return best ? best->last_reply : NULL;
+}
+
+static int ctl_msg_has_domain(const struct queue_envelope *env,
+    const char *domain)
+{
+	size_t i;
+
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
+		    env->rcpts[i].domain != NULL &&
+		    strcasecmp(env->rcpts[i].domain, domain) == 0)
+			return 1;
+	return 0;
+}
+
+/* ---- per-domain totals ---- */
+
+struct ctl_dom {
+	char *name;
+	int configured, hold;
+	uint64_t messages, bytes;
+};
+
+struct ctl_doms {
+	struct ctl_dom *v;
+	size_t n, cap;
+};
+
+static struct ctl_dom *ctl_doms_get(struct ctl_doms *ds, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < ds->n; i++)
+		if (strcasecmp(ds->v[i].name, name) == 0)
+			return &ds->v[i];
+	if (ds->n == ds->cap) {
+		ds->cap = ds->cap ? ds->cap * 2 : 16;
+		ds->v = xreallocarray(ds->v, ds->cap, sizeof(*ds->v));
+	}
+	memset(&ds->v[ds->n], 0, sizeof(ds->v[0]));
+	ds->v[ds->n].name = xstrdup(name);
+	return &ds->v[ds->n++];
+}
+
+/* Count env once for each distinct domain with a queued recipient. */
+static void ctl_doms_count(struct ctl_doms *ds,
+    const struct queue_envelope *env)
+{
+	size_t i, j;
+
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+		struct ctl_dom *d;
+		int seen = 0;
+
+		if (r->state != QUEUE_RCPT_QUEUED || r->domain == NULL)
+			continue;
+		for (j = 0; j < i && !seen; j++)
+			if (env->rcpts[j].state == QUEUE_RCPT_QUEUED &&
+			    env->rcpts[j].domain != NULL &&
+			    strcasecmp(env->rcpts[j].domain, r->domain) == 0)
+				seen = 1;
+		if (seen)
+			continue;
+		d = ctl_doms_get(ds, r->domain);
+		d->messages++;
+		d->bytes += env->size;
+	}
+}
+
+static int ctl_dom_cmp(const void *a, const void *b)
+{
+	return strcasecmp(((const struct ctl_dom *)a)->name,
+	    ((const struct ctl_dom *)b)->name);
+}
+
+static void ctl_doms_free(struct ctl_doms *ds)
+{
+	size_t i;
+
+	for (i = 0; i < ds->n; i++)
+		free(ds->v[i].name);
+	free(ds->v);
+	ds->v = NULL;
+	ds->n = ds->cap = 0;
+}
+
+/* ---- queue ---- */
+
+static void ctl_queue_human(const struct queue_envelope *env,
+    enum ctl_state st, int *first)
+{
+	const char *err;
+	char tbuf[32];
+	size_t i;
+
+	if (*first) {
+		printf("%-16s  %10s  %-20s  %-10s  %3s  %s\n", "QUEUE ID", "SIZE",
+		    "ARRIVAL (UTC)", "STATE", "TRY", "SENDER");
+		*first = 0;
+	}
+	printf("%-16s  %10" PRIu64 "  %-20s  %-10s  %3u  <", env->id,
+	    env->size, ctl_time(env->arrival, tbuf, sizeof(tbuf)),
+	    ctl_state_names[st], ctl_msg_attempts(env));
+	ctl_put_text(stdout, env->sender);
+	printf(">\n");
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+
+		if (r->state != QUEUE_RCPT_QUEUED)
+			continue;
+		printf("    to <");
+		ctl_put_text(stdout, r->addr);
+		printf("> (");
+		ctl_put_text(stdout, r->domain);
+		printf(")\n");
+	}
+	if ((err = ctl_msg_last_error(env)) != NULL) {
+		printf("    last error: ");
+		ctl_put_text(stdout, err);
+		printf("\n");
+	}
+	printf("\n");
+}
+
+static void ctl_queue_json(const struct queue_envelope *env,
+    enum ctl_state st, int *first)
+{
+	struct ctl_doms ds = { NULL, 0, 0 };
+	size_t i;
+
+	printf("%s\n    {\"id\":", *first ? "" : ",");
+	*first = 0;
+	ctl_json_str(stdout, env->id);
+	printf(",\"arrival\":");
+	ctl_json_time(stdout, env->arrival);
+	printf(",\"size\":%" PRIu64 ",\"sender\":", env->size);
+	ctl_json_str(stdout, env->sender);
+	printf(",\"state\":\"%s\",\"domains\":[", ctl_state_names[st]);
+	ctl_doms_count(&ds, env);
+	for (i = 0; i < ds.n; i++) {
+		if (i > 0)
+			putchar(',');
+		ctl_json_str(stdout, ds.v[i].name);
+	}
+	ctl_doms_free(&ds);
+	printf("],\"recipients\":[");
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+
+		printf("%s\n      {\"address\":", i ? "," : "");
+		ctl_json_str(stdout, r->addr);
+		printf(",\"domain\":");
+		ctl_json_str(stdout, r->domain);
+		printf(",\"state\":\"%s\",\"attempts\":%u,\"last_attempt\":",
+		    ctl_rcpt_state_name(r->state), r->attempts);
+		ctl_json_time(stdout, r->last_attempt);
+		printf(",\"next_attempt\":");
+		ctl_json_time(stdout, r->next_attempt);
+		printf(",\"last_reply\":");
+		ctl_json_str(stdout, r->last_reply);
+		printf("}");
+	}
+	printf("],\n     \"attempts\":%u,\"last_error\":", ctl_msg_attempts(env));
+	ctl_json_str(stdout, ctl_msg_last_error(env));
+	printf("}");
+}
+
+static int ctl_cmd_queue(int argc, char **argv)
+{
+	const struct config *cfg;
+	struct ctl_ids ids = { NULL, 0, 0 };
+	struct ctl_doms ds = { NULL, 0, 0 };
+	const char *domain = NULL;
+	struct queue *q;
+	uint64_t total_msgs = 0, total_bytes = 0;
+	int json = 0, first = 1, rc, i, status = CTL_EXIT_OK;
+	size_t k;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = 1;
+		else if (argv[i][0] == '-' || domain != NULL)
+			return ctl_usage();
+		else
+			domain = argv[i];
+	}
+	if (domain != NULL && !ctl_domain_arg_ok(domain)) {
+		ctl_err("invalid domain");
+		return CTL_EXIT_USAGE;
+	}
+	if ((cfg = ctl_config()) == NULL || (q = ctl_open_ro(cfg)) == NULL)
+		return CTL_EXIT_FAIL;
+	/* On an error (a corrupt record) list what could be read, exit 1. */
+	rc = queue_foreach(q, ctl_collect_env, &ids);
+	if (rc < 0) {
+		ctl_err("reading queue: %s", queue_strerror(rc));
+		status = CTL_EXIT_FAIL;
+	}
+	if (json)
+		printf("{\"messages\":[");
+	for (k = 0; k < ids.n; k++) {
+		struct queue_envelope *env = NULL;
+		enum ctl_state st;
+
+		rc = queue_get(q, ids.v[k], &env);
+		if (rc == 0)
+			continue;	/* delivered or removed meanwhile */
+		if (rc < 0) {
+			ctl_err("%s: %s", ids.v[k], queue_strerror(rc));
+			status = CTL_EXIT_FAIL;
+			continue;
+		}
+		if (domain != NULL && !ctl_msg_has_domain(env, domain)) {
+			queue_envelope_free(&env);
+			continue;
+		}
+		st = ctl_msg_state(q, cfg, env);
+		if (json)
+			ctl_queue_json(env, st, &first);
+		else
+			ctl_queue_human(env, st, &first);
+		ctl_doms_count(&ds, env);
+		total_msgs++;
+		total_bytes += env->size;
+		queue_envelope_free(&env);
+	}
+	queue_close(&q);
+	free(ids.v);
+
+	/* With a DOMAIN filter, only that domain's totals. */
+	if (domain != NULL) {
+		for (k = 0; k < ds.n; k++)
+			if (strcasecmp(ds.v[k].name, domain) != 0)
+				ds.v[k].messages = 0;
+	}
+	if (ds.n > 1)
+		qsort(ds.v, ds.n, sizeof(ds.v[0]), ctl_dom_cmp);
+
+	if (json) {
+		int firstd = 1;
+
+		printf("%s],\n \"domains\":[", first ? "" : "\n  ");
+		for (k = 0; k < ds.n; k++) {
+			if (ds.v[k].messages == 0)
+				continue;
+			printf("%s\n    {\"domain\":", firstd ? "" : ",");
+			firstd = 0;
+			ctl_json_str(stdout, ds.v[k].name);
+			printf(",\"messages\":%" PRIu64 ",\"bytes\":%" PRIu64 "}",
+			    ds.v[k].messages, ds.v[k].bytes);
+		}
+		printf("],\n \"total\":{\"messages\":%" PRIu64
+		    ",\"bytes\":%" PRIu64 "}}\n", total_msgs, total_bytes);
+	} else if (total_msgs == 0) {
+		if (domain != NULL) {
+			printf("No mail queued for ");
+			ctl_put_text(stdout, domain);
+			printf("\n");
+		} else
+			printf("Mail queue is empty\n");
+	} else {
+		printf("%-40s %10s %14s\n", "DOMAIN", "MESSAGES", "BYTES");
+		for (k = 0; k < ds.n; k++) {
+			if (ds.v[k].messages == 0)
+				continue;
+			ctl_put_cell(stdout, ds.v[k].name, 40);
+			printf(" %10" PRIu64 " %14" PRIu64 "\n",
+			    ds.v[k].messages, ds.v[k].bytes);
+		}
+		printf("-- %" PRIu64 " Kbytes in %" PRIu64 " message%s "
+		    "(%" PRIu64 " bytes)\n", (total_bytes + 1023) / 1024,
+		    total_msgs, total_msgs == 1 ? "" : "s", total_bytes);
+	}
+	ctl_doms_free(&ds);
+	return ctl_finish_output(status);
+}
+
+/* ---- show ---- */
+
+static void ctl_show_notify(unsigned n)
+{
+	const char *sep = "";
+
+	if (n == 0) {
+		printf("-");
+		return;
+	}
+	if (n & QUEUE_NOTIFY_NEVER) {
+		printf("%sNEVER", sep);
+		sep = ",";
+	}
+	if (n & QUEUE_NOTIFY_SUCCESS) {
+		printf("%sSUCCESS", sep);
+		sep = ",";
+	}
+	if (n & QUEUE_NOTIFY_FAILURE) {
+		printf("%sFAILURE", sep);
+		sep = ",";
+	}
+	if (n & QUEUE_NOTIFY_DELAY)
+		printf("%sDELAY", sep);
+}
+
+/* Print the stored message bytes exactly. */
+static int ctl_show_body(struct queue *q, const char *id)
+{
+	struct queue_body *b = NULL;
+	const unsigned char *data;
+	size_t len;
+	int rc;
+
+	if ((rc = queue_body_open(q, id, &b)) < 0) {
+		ctl_err("%s: body: %s", id, queue_strerror(rc));
+		return CTL_EXIT_FAIL;
+	}
+	while ((rc = queue_body_read(b, &data, &len)) == 1) {
+		if (len > 0 && fwrite(data, 1, len, stdout) != len)
+			break;
+	}
+	queue_body_free(&b);
+	if (rc < 0) {
+		ctl_err("%s: body: %s", id, queue_strerror(rc));
+		return CTL_EXIT_FAIL;
+	}
+	return ctl_finish_output(CTL_EXIT_OK);
+}
+
+/*
+ * The header block: body bytes up to the first empty line (bounded), each
+ * line printed escaped with LF line ends.
+ */
+static int ctl_show_headers(struct queue *q, const char *id)
+{
+	struct queue_body *b = NULL;
+	const unsigned char *data;
+	size_t len, have = 0, end = 0, start, k;
+	char *buf = xmalloc(CTL_MAX_HEADERS);
+	int rc, found = 0;
+
+	if ((rc = queue_body_open(q, id, &b)) < 0) {
+		ctl_err("%s: body: %s", id, queue_strerror(rc));
+		free(buf);
+		return CTL_EXIT_FAIL;
+	}
+	while (!found && have < CTL_MAX_HEADERS &&
+	    (rc = queue_body_read(b, &data, &len)) == 1) {
+		size_t take = len;
+
+		if (take > CTL_MAX_HEADERS - have)
+			take = CTL_MAX_HEADERS - have;
+		memcpy(buf + have, data, take);
+		have += take;
+		/* An empty line: CRLF at the start, or CRLF CRLF. */
+		if (have >= 2 && buf[0] == '\r' && buf[1] == '\n') {
+			found = 1;
+			end = 0;
+			break;
+		}
+		for (k = 0; k + 3 < have; k++)
+			if (memcmp(buf + k, "\r\n\r\n", 4) == 0) {
+				found = 1;
+				end = k + 2;
+				break;
+			}
+	}
+	queue_body_free(&b);
+	if (rc < 0) {
+		ctl_err("%s: body: %s", id, queue_strerror(rc));
+		free(buf);
+		return CTL_EXIT_FAIL;
+	}
+	if (!found)
+		end = have;	/* no body, or header block too long */
+	printf("\nheaders:\n");
+	for (start = 0; start < end; ) {
+		size_t eol = start;
+
+		while (eol < end && buf[eol] != '\n')
+			eol++;
+		len = eol - start;
+		if (len > 0 && buf[start + len - 1] == '\r')
+			len--;
+		ctl_put_text_n(stdout, buf + start, len, 1);
+		putchar('\n');
+		start = eol + 1;
+	}
+	if (!found && have >= CTL_MAX_HEADERS)
+		printf("(header block longer than %d bytes, cut)\n",
+		    CTL_MAX_HEADERS);
+	free(buf);
+	return CTL_EXIT_OK;
+}
+
+static int ctl_cmd_show(int argc, char **argv)
+{
+	const struct config *cfg;
+	struct queue_envelope *env = NULL;
+	const char *id = NULL;
+	struct queue *q;
+	char tbuf[32];
+	int body = 0, rc, i;
+	size_t k;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--body") == 0)
+			body = 1;
+		else if (argv[i][0] == '-' || id != NULL)
+			return ctl_usage();
+		else
+			id = argv[i];
+	}
+	if (id == NULL)
+		return ctl_usage();
+	if (!queue_id_valid(id)) {
+		ctl_err("invalid queue id");
+		return CTL_EXIT_USAGE;
+	}
+	if ((cfg = ctl_config()) == NULL || (q = ctl_open_ro(cfg)) == NULL)
+		return CTL_EXIT_FAIL;
+	rc = queue_get(q, id, &env);
+	if (rc <= 0) {
+		if (rc == 0)
+			ctl_err("%s: no such message", id);
+		else
+			ctl_err("%s: %s", id, queue_strerror(rc));
+		queue_close(&q);
+		return CTL_EXIT_FAIL;
+	}
+	if (body) {
+		rc = ctl_show_body(q, id);
+		queue_envelope_free(&env);
+		queue_close(&q);
+		return rc;
+	}
+
+	printf("id:           %s\n", env->id);
+	printf("arrival:      %s\n", ctl_time(env->arrival, tbuf, sizeof(tbuf)));
+	printf("size:         %" PRIu64 "\n", env->size);
+	printf("sender:       <");
+	ctl_put_text(stdout, env->sender);
+	printf(">\nstate:        %s\n",
+	    ctl_state_names[ctl_msg_state(q, cfg, env)]);
+	printf("envid:        ");
+	ctl_put_text(stdout, env->envid);
+	printf("\nret:          %s\n", env->ret == QUEUE_RET_FULL ? "FULL" :
+	    env->ret == QUEUE_RET_HDRS ? "HDRS" : "-");
+	printf("flags:       %s%s%s%s\n",
+	    env->flags & QUEUE_F_8BITMIME ? " 8BITMIME" : "",
+	    env->flags & QUEUE_F_SMTPUTF8 ? " SMTPUTF8" : "",
+	    env->flags & QUEUE_F_DSN ? " DSN-REPORT" : "",
+	    (env->flags & (QUEUE_F_8BITMIME | QUEUE_F_SMTPUTF8 | QUEUE_F_DSN))
+	    == 0 ? " -" : "");
+	printf("helo:         ");
+	ctl_put_text(stdout, env->helo);
+	printf("\nclient:       ");
+	ctl_put_text(stdout, env->client_addr);
+	printf("\n");
+	for (k = 0; k < env->nrcpts; k++) {
+		const struct queue_rcpt *r = &env->rcpts[k];
+
+		printf("recipient:    <");
+		ctl_put_text(stdout, r->addr);
+		printf(">\n  domain:       ");
+		ctl_put_text(stdout, r->domain);
+		printf("\n  state:        %s\n", ctl_rcpt_state_name(r->state));
+		printf("  attempts:     %u\n", r->attempts);
+		printf("  last attempt: %s\n",
+		    ctl_time(r->last_attempt, tbuf, sizeof(tbuf)));
+		if (r->state == QUEUE_RCPT_QUEUED)
+			printf("  next attempt: %s\n", r->next_attempt == 0 ?
+			    "on demand (ETRN, ATRN, flush)" :
+			    ctl_time(r->next_attempt, tbuf, sizeof(tbuf)));
+		printf("  last reply:   ");
+		ctl_put_text(stdout, r->last_reply);
+		printf("\n  notify:       ");
+		ctl_show_notify(r->notify);
+		printf("\n  orcpt:        ");
+		ctl_put_text(stdout, r->orcpt);
+		printf("\n");
+		if (r->delay_warned)
+			printf("  delay warning sent\n");
+	}
+	rc = ctl_show_headers(q, id);
+	queue_envelope_free(&env);
+	queue_close(&q);
+	return ctl_finish_output(rc);
+}
+
+/* ---- control socket commands ---- */
+
+/*
+ * 1 when nothing listens on the control socket (no socket file, or
+ * connection refused), so the daemon is not running; 0 otherwise.
+ */
+static int ctl_daemon_absent(const char *path)
+{
+	struct sockaddr_un sun;
+	int fd, absent = 0;
+
+	memset(&sun, 0, sizeof(sun));
+	sun.sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return 0;
+	memcpy(sun.sun_path, path, strlen(path));
+	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return 0;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0 &&
+	    (errno == ENOENT || errno == ECONNREFUSED))
+		absent = 1;
+	close(fd);
+	return absent;
+}
+
+/*
+ * Send line; print the reply. Returns CTL_EXIT_OK for 2xx, CTL_EXIT_FAIL otherwise;
+ * -1 (nothing printed) when the daemon is not running and the caller
+ * wants to fall back (quiet_absent).
+ */
+static int ctl_control(const char *line, int quiet_absent)
+{
+	char reply[CTL_REPLY_MAX], err[512], pbuf[512];
+	const struct config *cfg = ctl_config();
+	const char *path;
+
+	if (cfg == NULL)
+		return CTL_EXIT_FAIL;
+	path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
+
+	if (control_request(path, line, reply, sizeof(reply), err,
+	    sizeof(err)) < 0) {
+		if (quiet_absent && ctl_daemon_absent(path))
+			return -1;
+		ctl_err("%s", err);
+		return CTL_EXIT_FAIL;
+	}
+	ctl_put_text(stdout, reply);
+	putchar('\n');
+	return ctl_finish_output(reply[0] == '2' ? CTL_EXIT_OK : CTL_EXIT_FAIL);
+}
+
+static int ctl_cmd_flush(int argc, char **argv)
+{
+	char *line;
+	int rc;
+
+	if (argc != 2 || argv[1][0] == '-')
+		return ctl_usage();
+	if (!ctl_domain_arg_ok(argv[1])) {
+		ctl_err("invalid domain");
+		return CTL_EXIT_USAGE;
+	}
+	line = xasprintf("flush %s", argv[1]);
+	rc = ctl_control(line, 0);
+	free(line);
+	return rc;
+}
+
+static int ctl_cmd_bounce(int argc, char **argv)
+{
+	char *line;
+	int rc;
+
+	if (argc != 2 || argv[1][0] == '-')
+		return ctl_usage();
+	if (!queue_id_valid(argv[1])) {
+		ctl_err("invalid queue id");
+		return CTL_EXIT_USAGE;
+	}
+	line = xasprintf("bounce %s", argv[1]);
+	rc = ctl_control(line, 0);
+	free(line);
+	return rc;
+}
+
+/* ---- delete (direct, daemon stopped) ---- */
+
+static void ctl_done(void *arg, int result)
+{
+	*(int *)arg = result;
+}
+
+/*
+ * Delete mail for one domain with the queue open for writing. A message
+ * whose queued recipients are all in the domain is removed; in a message
+ * that also waits for other domains only this domain's recipients are
+ * closed (marked returned, with no DSN sent), so other customers' mail
+ * stays.
+ */
+static int ctl_delete_domain_direct(struct queue *q, const char *domain,
+    unsigned long *ndel_r, unsigned long *npart_r)
+{
+	struct ctl_ids ids = { NULL, 0, 0 };
+	char *lower = xstrdup(domain);
+	size_t k, i;
+	int rc, status = CTL_EXIT_OK;
+
+	*ndel_r = *npart_r = 0;
+	util_lowercase(lower);	/* the domain index is in lower case */
+	rc = queue_foreach_domain(q, lower, ctl_collect_id, &ids);
+	free(lower);
+	if (rc < 0) {
+		ctl_err("reading queue: %s", queue_strerror(rc));
+		free(ids.v);
+		return CTL_EXIT_FAIL;
+	}
+	for (k = 0; k < ids.n; k++) {
+		struct queue_envelope *env = NULL;
+		struct queue_rcpt_update *up;
+		size_t nup = 0;
+		int others = 0, result = QUEUE_EIO;
+
+		if ((rc = queue_get(q, ids.v[k], &env)) <= 0)
+			continue;
+		up = xcalloc(env->nrcpts, sizeof(*up));
+		for (i = 0; i < env->nrcpts; i++) {
+			const struct queue_rcpt *r = &env->rcpts[i];
+
+			if (r->state != QUEUE_RCPT_QUEUED)
+				continue;
+			if (r->domain == NULL ||
+			    strcasecmp(r->domain, domain) != 0) {
+				others = 1;
+				continue;
+			}
+			up[nup].index = i;
+			up[nup].state = QUEUE_RCPT_BOUNCED;
+			up[nup].reply = "deleted by the administrator";
+			nup++;
+		}
+		if (others)
+			queue_update(q, env->id, up, nup, NULL, NULL, 0,
+			    ctl_done, &result);
+		else
+			queue_delete(q, env->id, ctl_done, &result);
+		if (result == QUEUE_OK || result == QUEUE_ENOTFOUND)
+			(*(others ? npart_r : ndel_r))++;
+		else {
+			ctl_err("%s: %s", env->id, queue_strerror(result));
+			status = CTL_EXIT_FAIL;
+		}
+		free(up);
+		queue_envelope_free(&env);
+	}
+	free(ids.v);
+	return status;
+}
+
+static int ctl_cmd_delete(int argc, char **argv)
+{
+	const struct config *cfg;
+	const char *id = NULL, *domain = NULL;
+	struct queue *q;
+	char *line, err[512] = "";
+	unsigned long ndel = 0, npart = 0;
+	struct stat st;
+	int rc, result = QUEUE_EIO;
+
+	if (argc == 2 && argv[1][0] != '-')
+		id = argv[1];
+	else if (argc == 3 && strcmp(argv[1], "--domain") == 0)
+		domain = argv[2];
+	else
+		return ctl_usage();
+	if (id != NULL && !queue_id_valid(id)) {
+		ctl_err("invalid queue id");
+		return CTL_EXIT_USAGE;
+	}
+	if (domain != NULL && !ctl_domain_arg_ok(domain)) {
+		ctl_err("invalid domain");
+		return CTL_EXIT_USAGE;
+	}
+
+	if (id != NULL) {
+		/* The daemon's delete does not say whether the id existed. */
+		if ((cfg = ctl_config()) == NULL)
+			return CTL_EXIT_FAIL;
+		if ((q = queue_open_readonly(cfg->queue_dir, err,
+		    sizeof(err))) != NULL) {
+			struct queue_envelope *env = NULL;
+
+			rc = queue_get(q, id, &env);
+			queue_envelope_free(&env);
+			queue_close(&q);
+			if (rc == 0) {
+				ctl_err("%s: no such message", id);
+				return CTL_EXIT_FAIL;
+			}
+		}
+	}
+	line = id ? xasprintf("delete %s", id) :
+	    xasprintf("delete-domain %s", domain);
+	rc = ctl_control(line, 1);
+	free(line);
+	if (rc >= 0)
+		return rc;
+
+	/*
+	 * The daemon is not running: change the queue ourselves. Never
+	 * create a queue here: files made by root would lock the daemon's
+	 * user out of it.
+	 */
+	if ((cfg = ctl_config()) == NULL)
+		return CTL_EXIT_FAIL;
+	line = xasprintf("%s/data.mdb", cfg->queue_dir);
+	rc = stat(line, &st);
+	free(line);
+	if (rc < 0 && errno == ENOENT) {
+		if (id != NULL) {
+			ctl_err("%s: no such message", id);
+			return CTL_EXIT_FAIL;
+		}
+		printf("%s: 0 messages deleted\n", domain);
+		return ctl_finish_output(CTL_EXIT_OK);
+	}
+	/*
+	 * Run as the queue's owner (the daemon's run_as_user), so that any
+	 * file the queue creates (its lock file) stays usable by the daemon.
+	 */
+	if (rc == 0 && geteuid() == 0 && st.st_uid != 0 &&
+	    (setegid(st.st_gid) < 0 || seteuid(st.st_uid) < 0)) {
+		ctl_err("cannot act as the queue's owner (uid %lu): %s",
+		    (unsigned long)st.st_uid, strerror(errno));
+		return CTL_EXIT_FAIL;
+	}
+	q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
+	    sizeof(err));
+	if (q == NULL) {
+		ctl_err("cannot open the queue: %s", err);
+		return CTL_EXIT_FAIL;
+	}
+	if (id != NULL) {
+		struct queue_envelope *env = NULL;
+
+		rc = queue_get(q, id, &env);
+		if (rc == 0) {
+			ctl_err("%s: no such message", id);
+			queue_close(&q);
+			return CTL_EXIT_FAIL;
+		}
+		queue_envelope_free(&env);
+		queue_delete(q, id, ctl_done, &result);
+		queue_close(&q);
+		if (result == QUEUE_ENOTFOUND) {
+			ctl_err("%s: no such message", id);
+			return CTL_EXIT_FAIL;
+		}
+		if (result != QUEUE_OK) {
+			ctl_err("%s: %s", id, queue_strerror(result));
+			return CTL_EXIT_FAIL;
+		}
+		printf("%s: deleted\n", id);
+		return ctl_finish_output(CTL_EXIT_OK);
+	}
+	rc = ctl_delete_domain_direct(q, domain, &ndel, &npart);
+	queue_close(&q);
+	printf("%s: %lu message%s deleted", domain, ndel, ndel == 1 ? "" : "s");
+	if (npart > 0)
+		printf(", %lu more kept for other domains' recipients", npart);
+	printf("\n");
+	return ctl_finish_output(rc);
+}
+
+/* ---- stats ---- */
+
+#define CTL_STATS_REPLY_MAX	16384
+
+/*
+ * The daemon's counters: its "stats" control answer is "250 " and words
+ * name{label="v"}=N. Returns the words (after the code) in buf, or NULL
+ * when the daemon is not running or gave no 2xx.
+ */
+static const char *ctl_daemon_counters(const struct config *cfg, char *buf,
+    size_t size)
+{
+	char err[512], pbuf[512];
+	const char *path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
+
+	if (control_request(path, "stats", buf, size, err, sizeof(err)) < 0 ||
+	    buf[0] != '2' || strlen(buf) < 3)
+		return NULL;
+	return buf[3] == ' ' ? buf + 4 : buf + 3;
+}
+
+/* Next counter word of a stats line: name in *name_r (cut at its last
+ * '='), value in *val_r. Returns the rest, or NULL at the end. */
+static char *ctl_next_counter(char *p, const char **name_r, uint64_t *val_r)
+{
+	char *w, *eq, *end;
+
+	for (;;) {
+		p += strspn(p, " ");
+		if (*p == '\0')
+			return NULL;
+		w = p;
+		p += strcspn(p, " ");
+		if (*p != '\0')
+			*p++ = '\0';
+		if ((eq = strrchr(w, '=')) == NULL || eq == w)
+			continue;
+		*eq = '\0';
+		errno = 0;
+		*val_r = strtoull(eq + 1, &end, 10);
+		if (errno != 0 || *end != '\0')
+			continue;
+		*name_r = w;
+		return p;
+	}
+}
+
+static int ctl_cmd_stats(int argc, char **argv)
+{
+	const struct config *cfg;
+	struct ctl_ids ids = { NULL, 0, 0 };
+	struct ctl_doms ds = { NULL, 0, 0 };
+	uint64_t states[CTL_NSTATES] = { 0, 0, 0 };
+	uint64_t total_msgs = 0, total_bytes = 0, rcpts = 0, val;
+	char *counters = xmalloc(CTL_STATS_REPLY_MAX), *p;
+	const char *name;
+	struct queue *q;
+	int json = 0, rc, i, status = CTL_EXIT_OK, any;
+	size_t k;
+
+	for (i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = 1;
+		else {
+			free(counters);
+			return ctl_usage();
+		}
+	}
+	if ((cfg = ctl_config()) == NULL || (q = ctl_open_ro(cfg)) == NULL) {
+		free(counters);
+		return CTL_EXIT_FAIL;
+	}
+	for (k = 0; k < cfg->ndomains; k++) {
+		struct ctl_dom *d = ctl_doms_get(&ds, cfg->domains[k].name);
+
+		d->configured = 1;
+		d->hold = cfg->domains[k].hold;
+	}
+	rc = queue_foreach(q, ctl_collect_env, &ids);
+	if (rc < 0) {
+		ctl_err("reading queue: %s", queue_strerror(rc));
+		status = CTL_EXIT_FAIL;
+	}
+	for (k = 0; k < ids.n; k++) {
+		struct queue_envelope *env = NULL;
+		size_t j;
+
+		if (queue_get(q, ids.v[k], &env) <= 0)
+			continue;
+		states[ctl_msg_state(q, cfg, env)]++;
+		total_msgs++;
+		total_bytes += env->size;
+		for (j = 0; j < env->nrcpts; j++)
+			if (env->rcpts[j].state == QUEUE_RCPT_QUEUED) {
+				rcpts++;
+				if (env->rcpts[j].domain != NULL)
+					(void)ctl_doms_get(&ds,
+					    env->rcpts[j].domain);
+			}
+		queue_envelope_free(&env);
+	}
+	free(ids.v);
+	/* Per-domain sizes from the queue's own index (what quotas use). */
+	for (k = 0; k < ds.n; k++) {
+		struct queue_domain_stats st = { 0, 0 };
+
+		rc = queue_domain_stats(q, ds.v[k].name, &st);
+		if (rc < 0) {
+			ctl_err("%s: %s", ds.v[k].name, queue_strerror(rc));
+			status = CTL_EXIT_FAIL;
+		}
+		ds.v[k].messages = st.messages;
+		ds.v[k].bytes = st.bytes;
+	}
+	queue_close(&q);
+	if (ds.n > 1)
+		qsort(ds.v, ds.n, sizeof(ds.v[0]), ctl_dom_cmp);
+	/* Counters only when the daemon runs; the queue view works anyway. */
+	p = (char *)ctl_daemon_counters(cfg, counters, CTL_STATS_REPLY_MAX);
+
+	if (json) {
+		printf("{\"messages\":%" PRIu64 ",\"bytes\":%" PRIu64
+		    ",\"recipients\":%" PRIu64 ",\n \"states\":{", total_msgs,
+		    total_bytes, rcpts);
+		for (i = 0; i < CTL_NSTATES; i++)
+			printf("%s\"%s\":%" PRIu64, i ? "," : "",
+			    ctl_state_names[i], states[i]);
+		printf("},\n \"domains\":[");
+		for (k = 0; k < ds.n; k++) {
+			printf("%s\n    {\"domain\":", k ? "," : "");
+			ctl_json_str(stdout, ds.v[k].name);
+			printf(",\"configured\":%s,\"hold\":%s,\"messages\":%"
+			    PRIu64 ",\"bytes\":%" PRIu64 "}",
+			    ds.v[k].configured ? "true" : "false",
+			    ds.v[k].hold ? "true" : "false",
+			    ds.v[k].messages, ds.v[k].bytes);
+		}
+		printf("],\n \"daemon\":");
+		if (p == NULL)
+			printf("null");
+		else {
+			printf("{");
+			for (any = 0; (p = ctl_next_counter(p, &name, &val)) != NULL;
+			    any = 1) {
+				printf("%s\n    ", any ? "," : "");
+				ctl_json_str(stdout, name);
+				printf(":%" PRIu64, val);
+			}
+			printf("}");
+		}
+		printf("}\n");
+	} else {
+		printf("%-40s %-12s %10s %14s\n", "DOMAIN", "MODE", "MESSAGES",
+		    "BYTES");
+		for (k = 0; k < ds.n; k++) {
+			ctl_put_cell(stdout, ds.v[k].name, 40);
+			printf(" %-12s %10" PRIu64 " %14" PRIu64 "\n",
+			    !ds.v[k].configured ? "unconfigured" :
+			    ds.v[k].hold ? "hold" : "relay",
+			    ds.v[k].messages, ds.v[k].bytes);
+		}
+		printf("\nmessages:   %" PRIu64 "\nrecipients: %" PRIu64
+		    "\nbytes:      %" PRIu64 "\n", total_msgs, rcpts,
+		    total_bytes);
+		for (i = 0; i < CTL_NSTATES; i++)
+			printf("%-11s %" PRIu64 "\n", ctl_state_names[i],
+			    states[i]);
+		if (p == NULL)
+			printf("\ndaemon counters: odrelayd not running\n");
+		else {
+			printf("\ndaemon counters:\n");
+			for (any = 0; (p = ctl_next_counter(p, &name, &val)) != NULL;
+			    any = 1) {
+				printf("  ");
+				ctl_put_text(stdout, name);
+				printf(" %" PRIu64 "\n", val);
+			}
+			if (!any)
+				printf("  (none yet)\n");
+		}
+	}
+	free(counters);
+	ctl_doms_free(&ds);
+	return ctl_finish_output(status);
+}
+
+/* ---- passwd ---- */
+
+/*
+ * The password: from a terminal, asked twice without echo; otherwise the
+ * first line of stdin (CRLF or LF stripped). 0, or -1 after a message.
+ */
+static int ctl_read_password(char *buf, size_t size)
+{
+	int tty = isatty(STDIN_FILENO);
+	size_t len;
+
+	if (tty) {
+		struct termios old, noecho;
+		char again[PASSWD_PASSWORD_MAX + 2];
+		int ok = 1;
+
+		if (tcgetattr(STDIN_FILENO, &old) < 0) {
+			ctl_err("terminal: %s", strerror(errno));
+			return -1;
+		}
+		noecho = old;
+		noecho.c_lflag &= ~(tcflag_t)ECHO;
+		fprintf(stderr, "Password: ");
+		fflush(stderr);
+		(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &noecho);
+		if (fgets(buf, (int)size, stdin) == NULL)
+			ok = 0;
+		fprintf(stderr, "\nRetype password: ");
+		fflush(stderr);
+		if (ok && fgets(again, sizeof(again), stdin) == NULL)
+			ok = 0;
+		(void)tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+		fputc('\n', stderr);
+		if (!ok) {
+			ctl_err("no password given");
+			return -1;
+		}
+		if (strcmp(buf, again) != 0) {
+			explicit_bzero(again, sizeof(again));
+			ctl_err("passwords do not match");
+			return -1;
+		}
+		explicit_bzero(again, sizeof(again));
+	} else if (fgets(buf, (int)size, stdin) == NULL) {
+		ctl_err("no password on standard input");
+		return -1;
+	}
+	len = strlen(buf);
+	if (len > 0 && buf[len - 1] != '\n' && !feof(stdin)) {
+		ctl_err("password too long (at most %d bytes)",
+		    PASSWD_PASSWORD_MAX);
+		return -1;
+	}
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (buf[0] == '\0') {
+		ctl_err("empty password");
+		return -1;
+	}
+	return 0;
+}
+
+static int ctl_cmd_passwd(int argc, char **argv)
+{
+	const struct config *cfg;
+	char err[512] = "";
+	int rc, i;
+
+	if (argc < 2)
+		return ctl_usage();
+	if (strcmp(argv[1], "add") == 0) {
+		char pw[PASSWD_PASSWORD_MAX + 2];
+		const char **doms;
+
+		if (argc < 4)
+			return ctl_usage();
+		if (!passwd_name_valid(argv[2])) {
+			ctl_err("invalid user name");
+			return CTL_EXIT_USAGE;
+		}
+		for (i = 3; i < argc; i++)
+			if (!passwd_domain_valid(argv[i])) {
+				ctl_err("invalid domain: %s", argv[i]);
+				return CTL_EXIT_USAGE;
+			}
+		if ((cfg = ctl_config()) == NULL)
+			return CTL_EXIT_FAIL;
+		if (ctl_read_password(pw, sizeof(pw)) < 0) {
+			explicit_bzero(pw, sizeof(pw));
+			return CTL_EXIT_FAIL;
+		}
+		doms = xcalloc((size_t)argc - 3, sizeof(*doms));
+		for (i = 3; i < argc; i++)
+			doms[i - 3] = argv[i];
+		rc = passwd_file_add(cfg->passwd_file, argv[2], pw, doms,
+		    (size_t)argc - 3, err, sizeof(err));
+		explicit_bzero(pw, sizeof(pw));
+		free(doms);
+		if (rc < 0) {
+			ctl_err("%s", err);
+			return CTL_EXIT_FAIL;
+		}
+		printf("%s: user %s %s\n", cfg->passwd_file, argv[2],
+		    rc == 1 ? "changed" : "added");
+		return ctl_finish_output(CTL_EXIT_OK);
+	}
+	if (strcmp(argv[1], "del") == 0) {
+		if (argc != 3)
+			return ctl_usage();
+		if ((cfg = ctl_config()) == NULL)
+			return CTL_EXIT_FAIL;
+		rc = passwd_file_del(cfg->passwd_file, argv[2], err,
+		    sizeof(err));
+		if (rc < 0) {
+			ctl_err("%s", err);
+			return CTL_EXIT_FAIL;
+		}
+		if (rc == 1) {
+			ctl_err("%s: no such user", argv[2]);
+			return CTL_EXIT_FAIL;
+		}
+		printf("%s: user %s deleted\n", cfg->passwd_file, argv[2]);
+		return ctl_finish_output(CTL_EXIT_OK);
+	}
+	if (strcmp(argv[1], "list") == 0) {
+		if (argc != 2)
+			return ctl_usage();
+		if ((cfg = ctl_config()) == NULL)
+			return CTL_EXIT_FAIL;
+		if (passwd_file_list(cfg->passwd_file, stdout, err,
+		    sizeof(err)) < 0) {
+			ctl_err("%s", err);
+			return CTL_EXIT_FAIL;
+		}
+		return ctl_finish_output(CTL_EXIT_OK);
+	}
+	return ctl_usage();
+}
+
+/* ---- main ---- */
+
+static const struct {
+	const char *name;
+	int (*fn)(int, char **);
+} ctl_cmds[] = {
+	{ "queue", ctl_cmd_queue },
+	{ "mailq", ctl_cmd_queue },
+	{ "show", ctl_cmd_show },
+	{ "flush", ctl_cmd_flush },
+	{ "delete", ctl_cmd_delete },
+	{ "bounce", ctl_cmd_bounce },
+	{ "stats", ctl_cmd_stats },
+	{ "passwd", ctl_cmd_passwd },
+};
+
+int main(int argc, char **argv)
+{
+	size_t i;
+	int ch, rc;
+
+	log_init(ctl_progname, 1, LOG_LEVEL_WARNING);
+	while ((ch = getopt(argc, argv, "+c:hV")) != -1) {
+		switch (ch) {
+		case 'c':
+			ctl_cfgpath = optarg;
+			break;
+		case 'V':
+			printf("odrelayctl %s\n", OD_VERSION);
+			return ctl_finish_output(CTL_EXIT_OK);
+		case 'h':
+		default:
+			return ctl_usage();
+		}
+	}
+	argc -= optind;
+	argv += optind;
+	if (argc < 1)
+		return ctl_usage();
+	for (i = 0; i < sizeof(ctl_cmds) / sizeof(ctl_cmds[0]); i++)
+		if (strcmp(argv[0], ctl_cmds[i].name) == 0)
+			break;
+	if (i == sizeof(ctl_cmds) / sizeof(ctl_cmds[0])) {
+		ctl_err("unknown command: %s", argv[0]);
+		return ctl_usage();
+	}
+	rc = ctl_cmds[i].fn(argc, argv);
+	config_free(&ctl_cfg_loaded);
+	return rc;
+}
