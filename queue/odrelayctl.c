@@ -368,12 +368,6 @@ static int ctl_collect_env(void *arg, const struct queue_envelope *env)
 	return 0;
 }
 
-static int ctl_collect_id(void *arg, const char *id)
-{
-	ctl_ids_add(arg, id);
-	return 0;
-}
-
 /* ---- message state ---- */
 
 enum ctl_state { CTL_HELD, CTL_DEFERRED, CTL_DELIVERING, CTL_NSTATES };
@@ -1034,60 +1028,14 @@ static void ctl_done(void *arg, int result)
 static int ctl_delete_domain_direct(struct queue *q, const char *domain,
     unsigned long *ndel_r, unsigned long *npart_r)
 {
-	struct ctl_ids ids = { NULL, 0, 0 };
-	char *lower = xstrdup(domain);
-	size_t k, i;
-	int rc, status = CTL_EXIT_OK;
+	unsigned long busy;
+	int rc = queue_delete_domain(q, domain, ndel_r, npart_r, &busy);
 
-	*ndel_r = *npart_r = 0;
-	util_lowercase(lower);	/* the domain index is in lower case */
-	rc = queue_foreach_domain(q, lower, ctl_collect_id, &ids);
-	free(lower);
 	if (rc < 0) {
 		ctl_err("reading queue: %s", queue_strerror(rc));
-		free(ids.v);
 		return CTL_EXIT_FAIL;
 	}
-	for (k = 0; k < ids.n; k++) {
-		struct queue_envelope *env = NULL;
-		struct queue_rcpt_update *up;
-		size_t nup = 0;
-		int others = 0, result = QUEUE_EIO;
-
-		if ((rc = queue_get(q, ids.v[k], &env)) <= 0)
-			continue;
-		up = xcalloc(env->nrcpts, sizeof(*up));
-		for (i = 0; i < env->nrcpts; i++) {
-			const struct queue_rcpt *r = &env->rcpts[i];
-
-			if (r->state != QUEUE_RCPT_QUEUED)
-				continue;
-			if (r->domain == NULL ||
-			    strcasecmp(r->domain, domain) != 0) {
-				others = 1;
-				continue;
-			}
-			up[nup].index = i;
-			up[nup].state = QUEUE_RCPT_BOUNCED;
-			up[nup].reply = "deleted by the administrator";
-			nup++;
-		}
-		if (others)
-			queue_update(q, env->id, up, nup, NULL, NULL, 0,
-			    ctl_done, &result);
-		else
-			queue_delete(q, env->id, ctl_done, &result);
-		if (result == QUEUE_OK || result == QUEUE_ENOTFOUND)
-			(*(others ? npart_r : ndel_r))++;
-		else {
-			ctl_err("%s: %s", env->id, queue_strerror(result));
-			status = CTL_EXIT_FAIL;
-		}
-		free(up);
-		queue_envelope_free(&env);
-	}
-	free(ids.v);
-	return status;
+	return CTL_EXIT_OK;
 }
 
 static int ctl_cmd_delete(int argc, char **argv)

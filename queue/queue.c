@@ -2087,3 +2087,74 @@ void queue_close(struct queue **qp)
 	pthread_cond_destroy(&q->cv);
 	free(q);
 }
+
+struct queue_id_list {
+	char **v;
+	size_t n, cap;
+};
+
+static int queue_id_list_add(void *arg, const char *id)
+{
+	struct queue_id_list *l = arg;
+
+	if (l->n == l->cap) {
+		l->cap = l->cap ? l->cap * 2 : 32;
+		l->v = xreallocarray(l->v, l->cap, sizeof(*l->v));
+	}
+	l->v[l->n++] = xstrdup(id);
+	return 0;
+}
+
+int queue_delete_domain(struct queue *q, const char *domain,
+    unsigned long *deleted_r, unsigned long *partial_r, unsigned long *busy_r)
+{
+	struct queue_id_list ids = { NULL, 0, 0 };
+	char *lower = xstrdup(domain);
+	int rc;
+
+	*deleted_r = *partial_r = *busy_r = 0;
+	util_lowercase(lower);	/* the domain index is in lower case */
+	rc = queue_foreach_domain(q, lower, queue_id_list_add, &ids);
+	for (size_t k = 0; rc >= 0 && k < ids.n; k++) {
+		struct queue_envelope *env = NULL;
+		struct queue_rcpt_update *up;
+		size_t nup = 0;
+		int others = 0;
+
+		if (queue_is_leased(q, ids.v[k])) {
+			(*busy_r)++;
+			continue;
+		}
+		if (queue_get(q, ids.v[k], &env) != 1)
+			continue;
+		up = xcalloc(env->nrcpts, sizeof(*up));
+		for (size_t i = 0; i < env->nrcpts; i++) {
+			const struct queue_rcpt *r = &env->rcpts[i];
+
+			if (r->state != QUEUE_RCPT_QUEUED)
+				continue;
+			if (r->domain == NULL || strcasecmp(r->domain, lower) != 0) {
+				others = 1;
+				continue;
+			}
+			up[nup].index = i;
+			up[nup].state = QUEUE_RCPT_BOUNCED;
+			up[nup].reply = "deleted by the administrator";
+			nup++;
+		}
+		if (others) {
+			queue_update(q, env->id, up, nup, NULL, NULL, 0, NULL, NULL);
+			(*partial_r)++;
+		} else {
+			queue_delete(q, env->id, NULL, NULL);
+			(*deleted_r)++;
+		}
+		free(up);
+		queue_envelope_free(&env);
+	}
+	for (size_t k = 0; k < ids.n; k++)
+		free(ids.v[k]);
+	free(ids.v);
+	free(lower);
+	return rc < 0 ? rc : QUEUE_OK;
+}

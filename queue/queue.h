@@ -203,6 +203,17 @@ void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
     void *arg);
 
 /*
+ * Remove the mail waiting for one domain (odrelayctl delete --domain): a
+ * message whose queued recipients are all in domain is deleted; in one
+ * that also waits for other domains only this domain's recipients are
+ * closed (no DSN), so other customers' mail stays. Leased messages are
+ * skipped and counted in *busy_r. Returns QUEUE_OK or a QUEUE_E* code from
+ * reading the index; the writes themselves are asynchronous.
+ */
+int queue_delete_domain(struct queue *q, const char *domain,
+    unsigned long *deleted_r, unsigned long *partial_r, unsigned long *busy_r);
+
+/*
  * Leases: a message being delivered is leased so no second delivery starts
  * at once. Held in memory (the daemon is the only deliverer) and mirrored
  * into the queue for odrelayctl's "delivering" state; all cleared at open.

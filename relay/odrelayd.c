@@ -185,6 +185,7 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
     char *reply, size_t replylen)
 {
 	struct daemon *d = arg;
+	struct queue_envelope *env = NULL;
 
 	if (strcmp(cmd, "flush") == 0) {
 		if (*cmdarg == '\0')
@@ -201,10 +202,28 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 			snprintf(reply, replylen, "501 bad queue id");
 		} else if (queue_is_leased(d->q, cmdarg)) {
 			snprintf(reply, replylen, "450 %s is being delivered", cmdarg);
+		} else if (queue_get(d->q, cmdarg, &env) != 1) {
+			snprintf(reply, replylen, "550 %s: no such message", cmdarg);
 		} else {
 			queue_delete(d->q, cmdarg, NULL, NULL);
 			log_info("%s: removed by odrelayctl", cmdarg);
 			snprintf(reply, replylen, "250 %s deleted", cmdarg);
+		}
+		queue_envelope_free(&env);
+	} else if (strcmp(cmd, "delete-domain") == 0) {
+		unsigned long ndel, npart, busy;
+
+		if (*cmdarg == '\0' || strchr(cmdarg, ' ') != NULL) {
+			snprintf(reply, replylen, "501 usage: delete-domain DOMAIN");
+		} else if (queue_delete_domain(d->q, cmdarg, &ndel, &npart,
+		    &busy) != QUEUE_OK) {
+			snprintf(reply, replylen, "451 cannot read the queue");
+		} else {
+			log_info("delete: domain=%.100s, source=control, deleted=%lu, "
+			    "partial=%lu, busy=%lu", cmdarg, ndel, npart, busy);
+			snprintf(reply, replylen, "%s %s: %lu messages deleted, %lu "
+			    "partly, %lu being delivered (skipped)", busy ? "450" : "250",
+			    cmdarg, ndel, npart, busy);
 		}
 	} else if (strcmp(cmd, "stats") == 0) {
 		char line[8000];

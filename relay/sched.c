@@ -513,8 +513,10 @@ void sched_flush(struct sched *s, const char *domain, char *reply, size_t replyl
 	n = sched_flush_one(s, cd);
 	if (n < 0)
 		snprintf(reply, replylen, "250 flush of %s already running", cd->name);
+	else if (n == 0)
+		snprintf(reply, replylen, "251 no messages waiting for %s", cd->name);
 	else
-		snprintf(reply, replylen, "250 %ld messages for %s started", n, cd->name);
+		snprintf(reply, replylen, "253 %ld messages for %s started", n, cd->name);
 	log_info("flush: domain=%s, source=control, messages=%ld", cd->name, n < 0 ? 0 : n);
 }
 
