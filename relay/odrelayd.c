@@ -247,6 +247,13 @@ static void become_user(const struct config *cfg, int permanent)
 	pw = getpwnam(cfg->run_as_user);
 	if (pw == NULL)
 		log_fatal(1, "run_as_user %s: no such user", cfg->run_as_user);
+	if (pw->pw_uid == 0) {
+		/* An explicit choice (the demo); never the default. */
+		if (permanent)
+			log_warn("run_as_user is %s: running with root privileges",
+			    cfg->run_as_user);
+		return;
+	}
 	if (!permanent) {
 		if (mkdir(cfg->queue_dir, 0700) < 0 && errno != EEXIST)
 			log_fatal(1, "mkdir %s: %s", cfg->queue_dir, strerror(errno));
