@@ -13,7 +13,12 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
 #include "tls.h"
+#include "xmalloc.h"
 #include "util.h"
 
 /* "what: first OpenSSL error" into err; clears the error queue. */
@@ -168,4 +173,92 @@ int tls_client_set_host(SSL *ssl, const char *host, int verify)
 		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
 	}
 	return 0;
+}
+
+/* ---- closing after the last byte is written ---- */
+
+#define TLS_LINGER_POLL_MS	20
+#define TLS_LINGER_MAX_MS	5000
+
+struct tls_linger {
+	struct bufferevent *bev;
+	struct event *timer;
+	unsigned waited_ms;
+	struct tls_linger *prev, *next;
+};
+
+/* Loop thread only: closes still waiting, freed by tls_linger_flush_all. */
+static struct tls_linger *tls_lingering;
+
+static int tls_linger_pending(struct bufferevent *bev)
+{
+	struct bufferevent *under = bufferevent_get_underlying(bev);
+
+	return evbuffer_get_length(bufferevent_get_output(bev)) > 0 ||
+	    (under != NULL && evbuffer_get_length(bufferevent_get_output(under)) > 0);
+}
+
+static void tls_linger_end(struct tls_linger *l)
+{
+	if (l->prev != NULL)
+		l->prev->next = l->next;
+	else
+		tls_lingering = l->next;
+	if (l->next != NULL)
+		l->next->prev = l->prev;
+	event_free(l->timer);
+	bufferevent_free(l->bev);
+	free(l);
+}
+
+static void tls_linger_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct tls_linger *l = arg;
+	struct timeval tv = { 0, TLS_LINGER_POLL_MS * 1000 };
+
+	(void)fd;
+	(void)what;
+	l->waited_ms += TLS_LINGER_POLL_MS;
+	if (!tls_linger_pending(l->bev) || l->waited_ms >= TLS_LINGER_MAX_MS) {
+		tls_linger_end(l);
+		return;
+	}
+	evtimer_add(l->timer, &tv);
+}
+
+static void tls_linger_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	(void)what;
+	tls_linger_end(arg);
+}
+
+void tls_bev_close_flushed(struct bufferevent *bev)
+{
+	struct tls_linger *l;
+	struct timeval tv = { 0, 0 };
+
+	if (bev == NULL)
+		return;
+	bufferevent_disable(bev, EV_READ);
+	if (!tls_linger_pending(bev)) {
+		bufferevent_free(bev);
+		return;
+	}
+	l = xcalloc(1, sizeof(*l));
+	l->bev = bev;
+	l->timer = evtimer_new(bufferevent_get_base(bev), tls_linger_tick, l);
+	l->next = tls_lingering;
+	if (tls_lingering != NULL)
+		tls_lingering->prev = l;
+	tls_lingering = l;
+	bufferevent_setcb(bev, NULL, NULL, tls_linger_event, l);
+	bufferevent_enable(bev, EV_WRITE);
+	evtimer_add(l->timer, &tv);
+}
+
+void tls_linger_free_all(void)
+{
+	while (tls_lingering != NULL)
+		tls_linger_end(tls_lingering);
 }

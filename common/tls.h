@@ -19,4 +19,16 @@ SSL_CTX *tls_client_ctx(const char *ca_file, int verify, char *err, size_t errle
 /* Set SNI and host name verification on a client SSL. 0 or -1. */
 int tls_client_set_host(SSL *ssl, const char *host, int verify);
 
+struct bufferevent;
+/*
+ * Close bev once what it still has to write is on the wire, then free it
+ * (it must own its socket). With a TLS filter the last reply sits in the
+ * underlying bufferevent after the filter's own buffer is empty, so
+ * freeing at once would lose it (a 221 after QUIT). Gives up after a few
+ * seconds or at the first error. Takes ownership; callbacks are replaced.
+ */
+void tls_bev_close_flushed(struct bufferevent *bev);
+/* At exit, before the event base is freed: drop closes still waiting. */
+void tls_linger_free_all(void);
+
 #endif

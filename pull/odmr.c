@@ -36,6 +36,7 @@
 #include "passwd.h"
 #include "queue.h"
 #include "sasl.h"
+#include "tls.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -174,7 +175,7 @@ static void odmr_session_free(struct odmr_session *s)
 		s->next->prev = s->prev;
 	o->nsessions--;
 	if (s->bev != NULL)
-		bufferevent_free(s->bev);
+		tls_bev_close_flushed(s->bev);
 	if (s->delay != NULL)
 		event_free(s->delay);
 	sasl_server_free(&s->sasl);

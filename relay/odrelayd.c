@@ -453,6 +453,7 @@ int main(int argc, char **argv)
 		SSL_CTX_free(d.server_tls);
 	SSL_CTX_free(d.client_tls);
 	config_free(&d.cfg);
+	tls_linger_free_all();
 	event_base_free(d.base);
 	log_info("odrelayd stopped");
 	return 0;

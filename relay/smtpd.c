@@ -37,6 +37,7 @@
 #include "queue.h"
 #include "smtp_parse.h"
 #include "smtpd.h"
+#include "tls.h"
 #include "xmalloc.h"
 
 #define SMTPD_LINE_MAX		2048	/* command line, CRLF included (spec) */
@@ -1168,7 +1169,7 @@ smtpd_session_free(struct smtpd_session *ss)
 	}
 	smtpd_tx_free(&ss->tx);
 	if (ss->bev != NULL)
-		bufferevent_free(ss->bev);
+		tls_bev_close_flushed(ss->bev);
 	if (ss->tls != NULL)
 		SSL_CTX_free(ss->tls);
 	config_free(&ss->cfg);
