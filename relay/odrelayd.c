@@ -369,9 +369,10 @@ int main(int argc, char **argv)
 	if (d.cfg == NULL)
 		return 2;
 	if (check_only) {
-		if (odmr_check_config(d.cfg, print_config_error, NULL) < 0)
-			return 2;
-		return 0;
+		int bad = odmr_check_config(d.cfg, print_config_error, NULL) < 0;
+
+		config_free(&d.cfg);
+		return bad ? 2 : 0;
 	}
 	log_init("odrelayd", foreground, debug ? LOG_LEVEL_DEBUG : d.cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);

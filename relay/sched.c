@@ -59,6 +59,7 @@ struct sched_run {
 	struct dns_req *dns;
 	struct dns_result *res;	/* addresses, once resolved */
 	size_t conns;		/* connections running */
+	int busy, again;	/* re-entry guard: deliver_fail calls back at once */
 	struct sched_run *prev_run, *next_run;
 };
 
@@ -297,12 +298,21 @@ static void sched_run_continue(struct sched_run *run)
 
 	if (run->res == NULL)
 		return;
-	while (run->conns < s->cfg->max_deliveries_per_dest &&
-	    s->active_conns < s->cfg->max_deliveries &&
-	    run->next_id < run->nids) {
-		if (!sched_run_start_conn(run))
-			break;
+	if (run->busy) {
+		run->again = 1;
+		return;
 	}
+	run->busy = 1;
+	do {
+		run->again = 0;
+		while (run->conns < s->cfg->max_deliveries_per_dest &&
+		    s->active_conns < s->cfg->max_deliveries &&
+		    run->next_id < run->nids) {
+			if (!sched_run_start_conn(run))
+				break;
+		}
+	} while (run->again);
+	run->busy = 0;
 	sched_run_maybe_free(run);
 }
 
