@@ -18,6 +18,7 @@
 #include "bounce.h"
 #include "config.h"
 #include "deliver.h"
+#include "metrics.h"
 #include "log.h"
 #include "queue.h"
 #include "smtpc.h"
@@ -250,6 +251,8 @@ static void deliver_commit(struct deliver *d, struct deliver_msg *m)
 		case SMTPC_CLASS_OK:
 			ups[j].state = QUEUE_RCPT_SENT;
 			d->sum.rcpts_sent++;
+			metrics_inc(METRIC_DELIVERED,
+			    strncmp(d->owner, "atrn", 4) == 0 ? "atrn" : "smtp");
 			any_sent = 1;
 			word = "sent";
 			if ((r->notify & QUEUE_NOTIFY_SUCCESS) && !m->dsn_passed[j]) {
@@ -269,6 +272,7 @@ static void deliver_commit(struct deliver *d, struct deliver_msg *m)
 			    now + deliver_backoff(d->cfg, r->attempts + 1);
 			ups[j].delay_warned = r->delay_warned;
 			d->sum.rcpts_deferred++;
+			metrics_inc(METRIC_DEFERRED, NULL);
 			word = "deferred";
 			break;
 		default:
@@ -282,6 +286,7 @@ static void deliver_commit(struct deliver *d, struct deliver_msg *m)
 			br[nb].diagnostic = text;
 			nb++;
 			d->sum.rcpts_bounced++;
+			metrics_inc(METRIC_BOUNCED, NULL);
 			word = "bounced";
 			break;
 		}

@@ -570,6 +570,7 @@ static void sched_return_message(struct sched *s, const struct queue_envelope *e
 	if (n > 0) {
 		have_bounce = bounce_build(s->cfg->hostname, env, br, n, s->q,
 		    SCHED_BOUNCE_RETURN, now, &benv, &body, &blen) == 0;
+		metrics_add(METRIC_BOUNCED, NULL, n);
 		for (i = 0; i < n; i++)
 			log_info("%s: to=<%s>, status=bounced (%s)%s", env->id,
 			    env->rcpts[ups[i].index].addr, text,

@@ -37,6 +37,7 @@
 #include "queue.h"
 #include "smtp_parse.h"
 #include "smtpd.h"
+#include "metrics.h"
 #include "tls.h"
 #include "xmalloc.h"
 
@@ -459,11 +460,15 @@ smtpd_commit_done(void *arg, int result)
 		    tx->id, log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
 		    (unsigned long long)tx->size, tx->nrcpts, ss->ip);
 		smtpd_reply(ss, "250 2.0.0 Ok: queued as %s", tx->id);
+		metrics_inc(METRIC_RECEIVED, NULL);
+		metrics_add(METRIC_RECEIVED_BYTES, NULL, tx->size);
 		if (ss->s->added_fn != NULL)
 			ss->s->added_fn(ss->s->added_arg, tx->id);
 	} else {
 		log_warn("NOQUEUE: client=%s, commit failed: %s", ss->ip,
 		    queue_strerror(result));
+		metrics_inc(METRIC_REJECTED, result == QUEUE_EQUOTA ? "quota" :
+		    result == QUEUE_EFULL ? "queue-full" : "queue-error");
 		if (result == QUEUE_EFULL || result == QUEUE_EQUOTA)
 			smtpd_reply(ss, "452 4.3.1 Insufficient system storage");
 		else
@@ -504,18 +509,24 @@ smtpd_data_end(struct smtpd_session *ss)
 		const char *why;
 		if (tx->bad & SMTPD_BAD_LINE) {
 			why = "bare CR/LF or NUL";
+			metrics_inc(METRIC_REJECTED, "line-ending");
 			smtpd_reply(ss, "554 5.6.0 Message rejected: bare CR, "
 			    "bare LF or NUL in message text");
 		} else if (tx->bad & SMTPD_BAD_SIZE) {
 			why = "message too big";
+			metrics_inc(METRIC_REJECTED, "size");
 			smtpd_reply(ss, "552 5.3.4 Message size exceeds fixed "
 			    "limit");
 		} else if (tx->bad & SMTPD_BAD_LOOP) {
 			why = "mail loop";
+			metrics_inc(METRIC_REJECTED, "loop");
 			smtpd_reply(ss, "554 5.4.6 Too many Received headers: "
 			    "mail loop");
 		} else {
 			why = queue_strerror(tx->qerr);
+			metrics_inc(METRIC_REJECTED, tx->qerr == QUEUE_EQUOTA ?
+			    "quota" : tx->qerr == QUEUE_EFULL ? "queue-full" :
+			    "queue-error");
 			if (tx->qerr == QUEUE_EFULL ||
 			    tx->qerr == QUEUE_EQUOTA)
 				smtpd_reply(ss, "452 4.3.1 Insufficient "
@@ -637,6 +648,7 @@ smtpd_cmd_mail(struct smtpd_session *ss, const char *arg, size_t len)
 	if (tx->mp.has_size && ss->cfg->max_message_size > 0 &&
 	    tx->mp.size > ss->cfg->max_message_size) {
 		free(tx);
+		metrics_inc(METRIC_REJECTED, "size");
 		smtpd_reply(ss, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
@@ -670,6 +682,7 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 		return;
 	}
 	if (tx->nrcpts >= ss->cfg->max_recipients) {
+		metrics_inc(METRIC_REJECTED, "too-many-recipients");
 		smtpd_reply(ss, "452 4.5.3 Too many recipients");
 		return;
 	}
@@ -683,11 +696,13 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 		log_info("NOQUEUE: reject: RCPT from [%s]: 550 5.7.1 <%s>: "
 		    "Relay access denied", ss->ip,
 		    log_sanitize(sbuf, sizeof(sbuf), path.addr, 256));
+		metrics_inc(METRIC_REJECTED, "relay");
 		smtpd_reply(ss, "550 5.7.1 Relay access denied");
 		smtpd_error(ss);
 		return;
 	}
 	if (!config_recipient_allowed(dom, path.addr)) {
+		metrics_inc(METRIC_REJECTED, "unknown-recipient");
 		smtpd_reply(ss, "550 5.1.1 Recipient address rejected: "
 		    "User unknown");
 		smtpd_error(ss);
@@ -743,6 +758,7 @@ smtpd_cmd_data(struct smtpd_session *ss, size_t arglen)
 	if (evbuffer_get_length(bufferevent_get_input(ss->bev)) > 0) {
 		log_info("smtpd: sid=%llx, client=[%s], input before 354, "
 		    "closing", (unsigned long long)ss->sid, ss->ip);
+		metrics_inc(METRIC_REJECTED, "pipelining");
 		smtpd_reply(ss, "554 5.5.0 Protocol synchronization error");
 		smtpd_tx_reset(ss);
 		smtpd_session_close(ss);
@@ -1245,6 +1261,7 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	    smtpd_count_ip(s, ss->ip) > ss->cfg->max_connections_per_ip)) {
 		ss->rejected = 1;
 		log_info("smtpd: client=[%s], too many connections", ss->ip);
+		metrics_inc(METRIC_REJECTED, "connections");
 		smtpd_reply(ss, "421 4.7.0 %s Too many connections, try later",
 		    ss->cfg->hostname);
 		smtpd_session_close(ss);
