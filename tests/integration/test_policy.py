@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Relay policy: no open relay, recipient lists, max_recipients."""
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from odtest import (Conn, Fixture, check, json_find, queued_id, run_tests)
+
+EXTRA = "max_recipients = 3\n"
+
+# (RCPT argument, expectation): "deny" = 550 5.7.1, "ok" = 250,
+# "ok-or-deny" = 250 or 550 5.7.1, "ok-or-syntax" = 250 or a 5xx syntax
+# refusal (never 4xx, never relay).
+CASES = [
+	("<u@other.net>", "deny"),
+	("<u@OTHER.NET>", "deny"),
+	# Sender-specified routing in the local part of a configured domain:
+	# the domain is ours, so accepting is not relaying; refusing it (as
+	# Postfix's allow_untrusted_routing = no does for relay domains, since
+	# the customer's MTA might honour the %-hack) is safe too.
+	("<user%other.net@example.org>", "ok-or-deny"),
+	("<u%example.org@other.net>", "deny"),
+	("<other.net!u@example.org>", "ok-or-deny"),
+	("<example.org!u@other.net>", "deny"),
+	("<@a.example,@b.example:u@other.net>", "deny"),
+	("<@example.org:u@other.net>", "deny"),
+	("<\"u@other.net\"@other.net>", "deny"),
+	("<\"u@other.net\"@example.org>", "ok-or-deny"),
+	("<u@[127.0.0.1]>", "deny"),
+	("<u@[IPv6:::1]>", "deny"),
+	("<u@example.org.evil.net>", "deny"),
+	("<u@evilexample.org>", "deny"),
+	("<u@sub.example.org>", "deny"),	# subdomains = no
+	("<u@other.net.>", "deny"),
+	("<u@EXAMPLE.ORG>", "ok"),
+	("<u@Example.Org>", "ok"),
+	("<u@example.org>", "ok"),
+	("<u@example.org.>", "ok-or-syntax"),
+	("<u@list.example>", "unknown"),
+	("<alice@list.example>", "ok"),
+	("<bob@LIST.EXAMPLE>", "ok"),
+	("<carol@list.example>", "unknown"),
+	("<alice@other.net>", "deny"),
+]
+
+
+def test_relay_refusal():
+	with Fixture("policy", extra=EXTRA) as d:
+		bad = []
+		for arg, want in CASES:
+			# A new session per case: refusals count toward the
+			# daemon's error limit (max_errors).
+			c = Conn(d.smtp_port)
+			c.greet_ehlo()
+			c.expect(250, "MAIL FROM:<s@client.test>")
+			code, text = c.cmd("RCPT TO:" + arg)
+			ok = {
+				"deny": code == 550 and "5.7.1" in text,
+				"unknown": code == 550 and "5.1.1" in text,
+				"ok": code == 250,
+				"ok-or-deny": code == 250 or (code == 550 and "5.7.1" in text),
+				"ok-or-syntax": code == 250 or code in (501, 553, 550),
+			}[want]
+			if not ok:
+				bad.append("RCPT TO:%s -> %s %r (want %s)" % (arg, code,
+				    text, want))
+			c.expect(250, "RSET")
+			c.expect(221, "QUIT")
+			c.close()
+		check(not bad, "wrong RCPT replies:\n  " + "\n  ".join(bad))
+		# Nothing can be queued for a refused domain.
+		j = d.queue_json()
+		check("other.net" not in json.dumps(j).replace("user%other.net", ""),
+		    "other.net appears in the queue: %s" % json.dumps(j)[:2000])
+
+
+def test_max_recipients():
+	with Fixture("maxrcpt", extra=EXTRA) as d:
+		c = Conn(d.smtp_port)
+		c.greet_ehlo()
+		c.expect(250, "MAIL FROM:<s@client.test>")
+		for i in range(3):
+			c.expect(250, "RCPT TO:<r%d@example.org>" % i)
+		t = c.expect(452, "RCPT TO:<r3@example.org>", "4th recipient")
+		check("4.5.3" in t, "4th RCPT: no 4.5.3 in %r" % t)
+		t = c.expect(452, "RCPT TO:<r4@example.org>", "5th recipient")
+		c.expect(354, "DATA")
+		c.send(b"Subject: max rcpt\r\n\r\nbody\r\n.\r\n")
+		t = c.expect(250, what="end of data")
+		qid = queued_id(t)
+		c.expect(221, "QUIT")
+		c.close()
+		m = json_find(d.queue_json(), qid)
+		check(m is not None, "message %s not in queue --json" % qid)
+		flat = json.dumps(m)
+		for i in range(3):
+			check("r%d@example.org" % i in flat, "r%d missing: %s" % (i, flat))
+		for i in (3, 4):
+			check("r%d@example.org" % i not in flat,
+			    "refused r%d is queued: %s" % (i, flat))
+
+
+def test_turn_and_misc():
+	with Fixture("misc") as d:
+		c = Conn(d.smtp_port)
+		c.greet_ehlo()
+		c.expect(502, "TURN")
+		c.expect(503, "RCPT TO:<u@example.org>", "RCPT before MAIL")
+		c.expect(503, "DATA", "DATA before MAIL")
+		c.expect(250, "MAIL FROM:<>", "null sender")
+		c.expect(503, "MAIL FROM:<x@client.test>", "nested MAIL")
+		c.expect(550, "RCPT TO:<u@other.net>")
+		c.expect("5", "DATA", "DATA without valid recipients")
+		c.expect(250, "NOOP")
+		c.expect(221, "QUIT")
+		c.close()
+
+
+if __name__ == "__main__":
+	run_tests([test_relay_refusal, test_max_recipients, test_turn_and_misc],
+	    "policy")
