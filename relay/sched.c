@@ -37,8 +37,8 @@
 #include "util.h"
 #include "xmalloc.h"
 
-#define SCHED_TICK_SEC		5	/* retry index scan */
-#define SCHED_EXPIRY_SEC	300	/* full scan for expiry / delay DSNs */
+#define SCHED_TICK_SEC		1	/* retry index scan (reads only what is due) */
+#define SCHED_EXPIRY_SEC	300	/* full scan for expiry / delay DSNs, at most */
 #define SCHED_ETRN_SLOTS	64	/* client IPs tracked for the rate limit */
 #define SCHED_MAX_BATCH		100	/* messages per connection before the next */
 #define SCHED_BOUNCE_RETURN	(256 * 1024)
@@ -720,6 +720,27 @@ static void sched_retry_due(struct sched *s)
 	free(due.ids);
 }
 
+/*
+ * How often the whole queue is scanned for expiry and delay notices: a
+ * tenth of the shortest lifetime or warning delay, between the tick and
+ * SCHED_EXPIRY_SEC, so short test settings and long production ones both
+ * work without scanning a large queue all the time.
+ */
+static long sched_expiry_interval(const struct config *cfg)
+{
+	long shortest = cfg->queue_lifetime;
+
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		if (cfg->domains[i].queue_lifetime < shortest)
+			shortest = cfg->domains[i].queue_lifetime;
+	if (cfg->delay_warning > 0 && cfg->delay_warning < shortest)
+		shortest = cfg->delay_warning;
+	shortest /= 10;
+	if (shortest < SCHED_TICK_SEC)
+		return SCHED_TICK_SEC;
+	return shortest > SCHED_EXPIRY_SEC ? SCHED_EXPIRY_SEC : shortest;
+}
+
 static void sched_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct sched *s = arg;
@@ -736,7 +757,7 @@ static void sched_tick(evutil_socket_t fd, short what, void *arg)
 		sched_run_continue(run);
 	}
 	sched_retry_due(s);
-	if (now - s->last_expiry_scan >= SCHED_EXPIRY_SEC) {
+	if (now - s->last_expiry_scan >= sched_expiry_interval(s->cfg)) {
 		s->last_expiry_scan = now;
 		queue_foreach(s->q, sched_expiry_cb, s);
 	}
@@ -769,7 +790,7 @@ struct sched *sched_new(struct event_base *base, struct config *cfg,
 	s->tick = event_new(base, -1, EV_PERSIST, sched_tick, s);
 	event_add(s->tick, &tv);
 	/* First expiry scan soon after start, not at once. */
-	s->last_expiry_scan = time(NULL) - SCHED_EXPIRY_SEC + SCHED_TICK_SEC;
+	s->last_expiry_scan = time(NULL) - sched_expiry_interval(cfg) + SCHED_TICK_SEC;
 	return s;
 }
 
