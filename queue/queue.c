@@ -55,7 +55,8 @@ enum job_type {
 	JOB_UPDATE,
 	JOB_DELETE,
 	JOB_LEASE,
-	JOB_UNLEASE
+	JOB_UNLEASE,
+	JOB_BARRIER	/* writes nothing: completes after every earlier job */
 };
 
 struct quota {
@@ -884,6 +885,8 @@ static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 	case JOB_UNLEASE:
 		rc = mdb_del(txn, q->db_lease, &k, NULL);
 		return rc == MDB_NOTFOUND ? 0 : rc;
+	case JOB_BARRIER:
+		return 0;
 	}
 	return EINVAL;
 }
@@ -1351,6 +1354,15 @@ void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
 		return;
 	}
 	j = job_new(JOB_DELETE, id);
+	j->done = done;
+	j->arg = arg;
+	queue_submit(q, j);
+}
+
+void queue_barrier(struct queue *q, queue_done_fn *done, void *arg)
+{
+	struct job *j = job_new(JOB_BARRIER, "0000000000000000");
+
 	j->done = done;
 	j->arg = arg;
 	queue_submit(q, j);

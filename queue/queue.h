@@ -203,6 +203,13 @@ void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
     void *arg);
 
 /*
+ * done runs once every write handed to the queue before this call has
+ * completed (writes are committed in order), e.g. so that an odrelayctl
+ * command is answered only when its effect is visible.
+ */
+void queue_barrier(struct queue *q, queue_done_fn *done, void *arg);
+
+/*
  * Remove the mail waiting for one domain (odrelayctl delete --domain): a
  * message whose queued recipients are all in domain is deleted; in one
  * that also waits for other domains only this domain's recipients are

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,10 @@
 #define CONTROL_REPLY_MAX 8192	/* "stats" answers every counter on one line */
 #define CONTROL_TIMEOUT_SEC 10
 
+struct control_req {
+	struct bufferevent *bev;	/* NULL once the client is gone */
+};
+
 struct control {
 	struct evconnlistener *listener;
 	char *path;
@@ -51,11 +56,38 @@ static void control_event_cb(struct bufferevent *bev, short what, void *arg)
 	bufferevent_free(bev);
 }
 
+/* The client left while its answer was being prepared. */
+static void control_req_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct control_req *req = arg;
+
+	(void)what;
+	bufferevent_free(bev);
+	req->bev = NULL;
+}
+
+void control_req_reply(struct control_req *req, const char *fmt, ...)
+{
+	char reply[CONTROL_REPLY_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reply, sizeof(reply), fmt, ap);
+	va_end(ap);
+	if (req->bev != NULL) {
+		evbuffer_add_printf(bufferevent_get_output(req->bev), "%s\n", reply);
+		bufferevent_setcb(req->bev, NULL, control_close_cb,
+		    control_event_cb, NULL);
+	}
+	free(req);
+}
+
 static void control_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct control *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	char reply[CONTROL_REPLY_MAX], *line, *sp;
+	struct control_req *req;
+	char *line, *sp;
 	size_t len;
 
 	line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
@@ -64,22 +96,23 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 			bufferevent_free(bev);
 		return;
 	}
+	bufferevent_disable(bev, EV_READ);
+	req = xcalloc(1, sizeof(*req));
+	req->bev = bev;
+	bufferevent_setcb(bev, NULL, NULL, control_req_event_cb, req);
 	if (len > CONTROL_LINE_MAX) {
-		snprintf(reply, sizeof(reply), "500 line too long");
+		control_req_reply(req, "500 line too long");
 	} else {
 		sp = strchr(line, ' ');
 		if (sp != NULL)
 			*sp++ = '\0';
 		util_lowercase(line);
 		if (strcmp(line, "ping") == 0)
-			snprintf(reply, sizeof(reply), "250 pong");
+			control_req_reply(req, "250 pong");
 		else
-			c->fn(c->arg, line, sp ? sp : "", reply, sizeof(reply));
+			c->fn(c->arg, line, sp ? sp : "", req);
 	}
 	free(line);
-	bufferevent_disable(bev, EV_READ);
-	evbuffer_add_printf(bufferevent_get_output(bev), "%s\n", reply);
-	bufferevent_setcb(bev, NULL, control_close_cb, control_event_cb, c);
 }
 
 static void control_accept_cb(struct evconnlistener *l, evutil_socket_t fd,

@@ -14,10 +14,20 @@
 struct event_base;
 struct control;
 
-/* Handler: cmd is the verb (lower case), arg the rest (may be ""). Writes
- * one reply line (no CRLF) into reply. */
+struct control_req;
+
+/*
+ * Handler: cmd is the verb (lower case), arg the rest (may be ""). It
+ * answers with control_req_reply() exactly once, at once or later (after a
+ * queue write has committed, so that what odrelayctl reads next reflects
+ * it). req stays valid until then, even if the client has gone.
+ */
 typedef void control_cmd_fn(void *arg, const char *cmd, const char *cmdarg,
-    char *reply, size_t replylen);
+    struct control_req *req);
+
+/* One reply line (no newline); frees req. */
+void control_req_reply(struct control_req *req, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 
 /* Create the socket at path (a stale one is replaced), mode 0600. NULL and
  * err on failure. */

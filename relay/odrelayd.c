@@ -27,6 +27,7 @@
 #include "sched.h"
 #include "smtpd.h"
 #include "tls.h"
+#include "util.h"
 #include "xmalloc.h"
 
 #ifndef SYSCONFDIR
@@ -181,58 +182,92 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 }
 
 /* Control socket verbs; flush and bounce go to the scheduler. */
+/* A control reply that waits until the queue writes before it are done. */
+struct control_later {
+	struct control_req *req;
+	char line[512];
+};
+
+static void control_reply_later(void *arg, int result)
+{
+	struct control_later *cl = arg;
+
+	if (result != QUEUE_OK && cl->line[0] == '2')
+		control_req_reply(cl->req, "451 %s", queue_strerror(result));
+	else
+		control_req_reply(cl->req, "%s", cl->line);
+	free(cl);
+}
+
+static void control_after_writes(struct daemon *d, struct control_req *req,
+    const char *line)
+{
+	struct control_later *cl = xcalloc(1, sizeof(*cl));
+
+	cl->req = req;
+	util_strlcpy(cl->line, line, sizeof(cl->line));
+	queue_barrier(d->q, control_reply_later, cl);
+}
+
+/* Control socket verbs; flush and bounce go to the scheduler. */
 static void on_control(void *arg, const char *cmd, const char *cmdarg,
-    char *reply, size_t replylen)
+    struct control_req *req)
 {
 	struct daemon *d = arg;
 	struct queue_envelope *env = NULL;
+	char reply[512];
 
 	if (strcmp(cmd, "flush") == 0) {
-		if (*cmdarg == '\0')
-			snprintf(reply, replylen, "501 usage: flush DOMAIN");
-		else
-			sched_flush(d->sched, cmdarg, reply, replylen);
+		if (*cmdarg == '\0') {
+			control_req_reply(req, "501 usage: flush DOMAIN");
+			return;
+		}
+		sched_flush(d->sched, cmdarg, reply, sizeof(reply));
+		control_req_reply(req, "%s", reply);
 	} else if (strcmp(cmd, "bounce") == 0) {
-		if (!queue_id_valid(cmdarg))
-			snprintf(reply, replylen, "501 bad queue id");
-		else
-			sched_bounce(d->sched, cmdarg, reply, replylen);
+		if (!queue_id_valid(cmdarg)) {
+			control_req_reply(req, "501 bad queue id");
+			return;
+		}
+		sched_bounce(d->sched, cmdarg, reply, sizeof(reply));
+		control_after_writes(d, req, reply);
 	} else if (strcmp(cmd, "delete") == 0) {
 		if (!queue_id_valid(cmdarg)) {
-			snprintf(reply, replylen, "501 bad queue id");
+			control_req_reply(req, "501 bad queue id");
 		} else if (queue_is_leased(d->q, cmdarg)) {
-			snprintf(reply, replylen, "450 %s is being delivered", cmdarg);
+			control_req_reply(req, "450 %s is being delivered", cmdarg);
 		} else if (queue_get(d->q, cmdarg, &env) != 1) {
-			snprintf(reply, replylen, "550 %s: no such message", cmdarg);
+			control_req_reply(req, "550 %s: no such message", cmdarg);
 		} else {
 			queue_delete(d->q, cmdarg, NULL, NULL);
 			log_info("%s: removed by odrelayctl", cmdarg);
-			snprintf(reply, replylen, "250 %s deleted", cmdarg);
+			snprintf(reply, sizeof(reply), "250 %s deleted", cmdarg);
+			control_after_writes(d, req, reply);
 		}
 		queue_envelope_free(&env);
 	} else if (strcmp(cmd, "delete-domain") == 0) {
 		unsigned long ndel, npart, busy;
 
 		if (*cmdarg == '\0' || strchr(cmdarg, ' ') != NULL) {
-			snprintf(reply, replylen, "501 usage: delete-domain DOMAIN");
+			control_req_reply(req, "501 usage: delete-domain DOMAIN");
 		} else if (queue_delete_domain(d->q, cmdarg, &ndel, &npart,
 		    &busy) != QUEUE_OK) {
-			snprintf(reply, replylen, "451 cannot read the queue");
+			control_req_reply(req, "451 cannot read the queue");
 		} else {
 			log_info("delete: domain=%.100s, source=control, deleted=%lu, "
 			    "partial=%lu, busy=%lu", cmdarg, ndel, npart, busy);
-			snprintf(reply, replylen, "%s %s: %lu messages deleted, %lu "
-			    "partly, %lu being delivered (skipped)", busy ? "450" : "250",
-			    cmdarg, ndel, npart, busy);
+			snprintf(reply, sizeof(reply), "%s %.100s: %lu messages deleted, "
+			    "%lu partly, %lu being delivered (skipped)",
+			    busy ? "450" : "250", cmdarg, ndel, npart, busy);
+			control_after_writes(d, req, reply);
 		}
 	} else if (strcmp(cmd, "stats") == 0) {
-		char line[8000];
+		char line[7900];
 
-		snprintf(reply, replylen, "250 %s", metrics_format_line(line,
-		    replylen > 4 ? (replylen - 4 < sizeof(line) ? replylen - 4 :
-		    sizeof(line)) : 1));
+		control_req_reply(req, "250 %s", metrics_format_line(line,
+		    sizeof(line)));
 	} else {
-		snprintf(reply, replylen, "500 unknown command");
+		control_req_reply(req, "500 unknown command");
 	}
 }
 
