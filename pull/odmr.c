@@ -140,6 +140,8 @@ static void odmr_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct odmr_session *s = arg;
 
 	(void)bev;
+	if (what & BEV_EVENT_CONNECTED)
+		return;		/* TLS handshake done (odmrs, STARTTLS) */
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (s->state != ODMR_CLOSING) {
 			log_info("odmr: client=[%s], user=%s, timeout", s->ip,
@@ -590,7 +592,8 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 		    (s->implicit_tls ? DELIVER_ONE_LINE_WRITES : 0), NULL, s->user,
 		    odmr_atrn_done, lg);
 	}
-	odmr_session_free(s);
+	/* Freed by odmr_read_cb once the command loop is done with it. */
+	s->state = ODMR_CLOSING;
 }
 
 /* ---- command dispatch ---- */
@@ -681,6 +684,9 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 			odmr_command(s, line);
 		free(line);
 	}
+	/* After ATRN the connection belongs to deliver: the session is done. */
+	if (s->bev == NULL)
+		odmr_session_free(s);
 }
 
 /* ---- listener ---- */

@@ -678,9 +678,12 @@ static void smtpc_end_tx(struct smtpc *s)
 
 		switch (s->rst[i]) {
 		case R_RETRY:
-			/* A further transaction only if this one moved on;
-			 * otherwise the server will not take them now. */
-			if (s->progress)
+			/* A further transaction only if this one moved on (a
+			 * recipient was taken, whatever its end-of-data
+			 * answer: an LMTP mailbox over quota must not block
+			 * the others); otherwise the server will not take
+			 * them now. Each round settles at least one. */
+			if (s->progress || s->nacc > 0)
 				s->rst[i] = R_PENDING;
 			else
 				smtpc_result(s, i, 452, s->retry_text[0] ? s->retry_text :

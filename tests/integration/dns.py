@@ -25,6 +25,17 @@ def dnsmasq_path():
 	return None
 
 
+def _die_with_parent():
+	"""In the child: get SIGTERM when the test script dies (e.g. killed
+	by run-integration.sh's timeout), so no dnsmasq is left behind."""
+	try:
+		import ctypes
+		libc = ctypes.CDLL(None, use_errno=True)
+		libc.prctl(1, 15)	# PR_SET_PDEATHSIG, SIGTERM
+	except (OSError, AttributeError):
+		pass
+
+
 def _query(name, qtype):
 	qid = random.randint(0, 0xffff)
 	q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
@@ -72,7 +83,8 @@ class Dns:
 		self.args = args
 		self.logf = open(self.log, "wb")
 		self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-		    stdout=self.logf, stderr=self.logf)
+		    stdout=self.logf, stderr=self.logf,
+		    preexec_fn=_die_with_parent)
 		self._wait_ready()
 
 	def _wait_ready(self, bound=5.0):

@@ -130,6 +130,7 @@ class Daemon:
 		self.passwd = os.path.join(self.dir, "passwd")
 		self.log = os.path.join(self.dir, "odrelayd.log")
 		self.proc = None
+		self.expected_exit = True
 		self.logf = None
 		self.cert = self.key = None
 		if tls:
@@ -172,6 +173,7 @@ class Daemon:
 		self.logf = open(self.log, "ab")
 		self.logf.write(b"==== start %s\n" % time.strftime("%H:%M:%S").encode())
 		self.logf.flush()
+		self.expected_exit = False
 		self.proc = subprocess.Popen([prog("odrelayd"), "-f", "-c", self.conf],
 		    stdin=subprocess.DEVNULL, stdout=self.logf, stderr=self.logf)
 		deadline = time.time() + wait
@@ -201,6 +203,7 @@ class Daemon:
 		"""Signal the daemon; return its exit status (SIGKILL after bound)."""
 		if self.proc is None:
 			return None
+		self.expected_exit = True
 		if self.proc.poll() is None:
 			try:
 				self.proc.send_signal(sig)
@@ -510,11 +513,38 @@ class Fixture:
 
 	def _show(self):
 		txt = self.d.log_text()
+		san = sanitizer_report(txt)
+		if san:
+			print("---- odrelayd log (%s): sanitizer report:" % self.d.log)
+			print(san)
 		print("---- odrelayd log (%s), last 60 lines:" % self.d.log)
 		print("\n".join(txt.splitlines()[-60:]))
 		print("---- config %s:\n%s" % (self.d.conf, self.d.text))
 
+	def _final_checks(self):
+		"""A passing test also needs a daemon that did not die on its
+		own, stops cleanly (exit 0) and logged no sanitizer report."""
+		d = self.d
+		if d.proc is not None:
+			if d.running():
+				rc = d.stop()
+				check(rc == 0, "odrelayd exited with status %s on SIGTERM" % rc)
+			elif not d.expected_exit:
+				fail("odrelayd died during the test (status %s)"
+				    % d.proc.returncode)
+		san = sanitizer_report(d.log_text())
+		check(san is None, "sanitizer report in the daemon log:\n%s"
+		    % (san or "")[:3000])
+
 	def __exit__(self, et, ev, tb):
+		if et is None:
+			try:
+				self._final_checks()
+			except Failure:
+				self._show()
+				self.d.cleanup(keep=True)
+				print("---- kept %s" % self.d.dir)
+				raise
 		if et is not None and et is not Skip:
 			self._show()
 			self.d.cleanup(keep=True)
@@ -522,3 +552,15 @@ class Fixture:
 		else:
 			self.d.cleanup(keep=False)
 		return False
+
+
+SANITIZER_RE = re.compile(r"^=+\n.*(ERROR: (Address|Leak|Thread|Memory)Sanitizer)"
+    r"|runtime error:", re.M)
+
+
+def sanitizer_report(log):
+	"""The first ASan/LSan/UBSan report in a log, or None."""
+	m = SANITIZER_RE.search(log)
+	if m is None:
+		return None
+	return log[m.start():m.start() + 6000]

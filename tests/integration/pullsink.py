@@ -17,8 +17,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, check, fail, free_port, json_find, json_messages,
-    prog, queued_id, dot_stuff)
+from odtest import (Conn, Failure, Fixture, check, dot_stuff, fail, free_port,
+    json_messages, queued_id)
 
 
 # --- recording SMTP / LMTP server -----------------------------------------
@@ -439,3 +439,29 @@ def run_prog(args, env=None, timeout=40, input=None):
 	    stderr=subprocess.STDOUT, timeout=timeout)
 	r.out = r.stdout.decode(errors="replace")
 	return r
+
+
+# --- fixture that also checks the daemon's end ------------------------------
+
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+    "runtime error:")
+
+
+class PullFixture(Fixture):
+	"""odtest.Fixture, and when the body passed: SIGTERM must give exit 0
+	and the log must hold no sanitizer report (a passing test's directory
+	is removed, so this is the only place they would be seen)."""
+
+	def __exit__(self, et, ev, tb):
+		if et is None and self.d.proc is not None:
+			try:
+				rc = self.d.stop()
+				log = self.d.log_text()
+				bad = [m for m in SANITIZER_MARKS if m in log]
+				check(rc == 0 and not bad, "odrelayd at the end of the "
+				    "test: exit %s%s" % (rc, ", sanitizer report: " +
+				    bad[0] if bad else ""))
+			except Failure as e:
+				super().__exit__(Failure, e, None)
+				raise
+		return super().__exit__(et, ev, tb)

@@ -1,7 +1,6 @@
 #!/usr/bin/env python3
 """ODMR: the ATRN listener (RFC 2645) with fetchmail and scripted customers."""
 
-import json
 import os
 import shutil
 import socket
@@ -10,10 +9,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, Fixture, Skip, check, fail, free_port, json_find,
+from odtest import (Conn, Skip, check, fail, free_port, json_find,
     json_messages, run_tests)
-from pullsink import (Sink, add_user, cram_response, msg_rcpts, odmr_login,
-    queue_ids, reverse_serve, run_prog, sample_message, submit, wait_queue)
+from pullsink import (PullFixture, Sink, add_user, cram_response, msg_rcpts,
+    odmr_login, reverse_serve, run_prog, sample_message, submit, wait_queue)
 
 DOMAINS = """
 [domain example.org]
@@ -25,7 +24,7 @@ hold = yes
 
 
 def daemon(name, extra="", tls=False):
-	return Fixture(name, extra=extra, domains=DOMAINS, tls=tls, start=False)
+	return PullFixture(name, extra=extra, domains=DOMAINS, tls=tls, start=False)
 
 
 def users(d):

@@ -8,10 +8,10 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Fixture, check, fail, free_port, json_find, json_messages,
+from odtest import (check, fail, free_port, json_find, json_messages,
     make_cert, prog, run_tests)
-from pullsink import (Sink, add_user, msg_rcpts, run_prog, sample_message,
-    submit, wait_queue)
+from pullsink import (PullFixture, Sink, add_user, msg_rcpts, run_prog,
+    sample_message, submit, wait_queue)
 
 DOMAINS = """
 [domain example.org]
@@ -23,7 +23,7 @@ hold = yes
 
 
 def daemon(name, tls=False, domains=DOMAINS):
-	return Fixture(name, domains=domains, tls=tls, start=False)
+	return PullFixture(name, domains=domains, tls=tls, start=False)
 
 
 def up(d):

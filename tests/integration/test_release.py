@@ -19,7 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, Fixture, check, fail, free_port, json_find,
+from odtest import (Conn, Failure, Fixture, check, fail, free_port, json_find,
     json_ids, make_cert, queued_id, run_tests, send_message)
 from sink import Sink
 from dns import Dns
@@ -42,6 +42,25 @@ class RelFixture(Fixture):
 			    "dns_servers = 127.0.0.1:%d" % dns_port, d.text)
 			with open(d.conf, "w") as f:
 				f.write(d.text)
+
+	def __exit__(self, et, ev, tb):
+		# A test that passed also needs a clean stop (exit 0) and no
+		# sanitizer report in the log (builds with --enable-sanitizers).
+		if et is None and self.d.proc is not None:
+			try:
+				rc = self.d.stop()
+				log = self.d.log_text()
+				san = re.search(r"(ERROR: AddressSanitizer|ERROR: "
+				    r"LeakSanitizer|runtime error:).*", log)
+				check(rc == 0, "odrelayd exited with status %s on SIGTERM"
+				    % rc)
+				check(san is None, "sanitizer report in the daemon log: %s"
+				    % (san.group(0) if san else ""))
+			except Failure as e:
+				et, ev = Failure, e
+				super().__exit__(et, ev, None)
+				raise
+		return super().__exit__(et, ev, tb)
 
 
 def message(i, rcpts, extra=b""):
@@ -310,13 +329,17 @@ def test_backup_mx_order():
 
 def test_550_gets_dsn():
 	"""A recipient refused with 550 is returned to the sender by a
-	multipart/report DSN; the other recipient is delivered."""
+	multipart/report DSN; the other recipient is delivered.  A refused
+	message from the null sender is dropped without a DSN."""
 	with Sink() as sink, Sink() as dsink:
 		sink.rcpt_replies["bad@example.org"] = "550 5.1.1 no such user here"
 		domains = ("\n[domain example.org]\nhold = yes\n"
 		    "route = [127.0.0.1]:%d\n" % sink.port + sender_domain(dsink.port))
 		with RelFixture("rel-dsn", domains=domains) as d:
 			msgs = queue(d, 1, ["good@example.org", "bad@example.org"])
+			# From the null sender, every recipient refused: no DATA,
+			# no DSN (never for <>), and it must leave the queue.
+			queue(d, 1, ["bad@example.org"], sender="", start=1)
 			etrn(d, "example.org", 253)
 			sink.wait_accepted(1)
 			check_delivered(sink, msgs[0][1], ["good@example.org"])
@@ -501,6 +524,78 @@ def test_outbound_extensions():
 		shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_dns_implicit_and_tempfail():
+	"""No MX but an A record: implicit MX, delivered there.  A temporary
+	DNS failure (the server answers REFUSED) defers: no bounce, the mail
+	stays queued."""
+	with Sink() as sink, Sink() as dsink, \
+	    Dns(hosts=[("implicit.test", "127.0.0.1")]) as dns:
+		domains = ("\n[domain implicit.test]\nhold = yes\n"
+		    "[domain broken.zzz]\nhold = yes\n" + sender_domain(dsink.port))
+		with RelFixture("rel-dns", dns_port=dns.port,
+		    extra="delivery_port = %d\n" % sink.port, domains=domains) as d:
+			mi = queue(d, 1, ["i@implicit.test"])
+			mb = queue(d, 1, ["b@broken.zzz"], start=1)
+			etrn(d, "implicit.test", 253)
+			etrn(d, "broken.zzz", 253)
+			sink.wait_accepted(1)
+			check_delivered(sink, mi[0][1], ["i@implicit.test"])
+			j = wait_queue(d, lambda j: mi[0][0] not in json_ids(j), 5,
+			    "the implicit-MX message to leave the queue")
+			time.sleep(1.0)
+			check(mb[0][0] in set(json_ids(d.queue_json())),
+			    "message left the queue after a temporary DNS failure")
+			check(not dsink.txns, "DSN sent for a temporary DNS failure: %s"
+			    % dsink.txns)
+
+
+def test_backup_mx_skips_self():
+	"""hold = no backup MX: the domain's MX set lists us (our hostname,
+	relay.test) below the primary.  RFC 5321 5.1: drop our own entry and
+	every less preferred one, so the mail waits for the primary and is
+	retried until it is up, never sent to ourselves."""
+	port = free_port(host="127.0.0.2")
+	with Sink(host="127.0.0.4", port=port) as selfsink, \
+	    Dns(mx=[("backup.test", "primary.test", 10),
+	    ("backup.test", "relay.test", 20)],
+	    hosts=[("primary.test", "127.0.0.2"),
+	    ("relay.test", "127.0.0.4")]) as dns:
+		primary = Sink(host="127.0.0.2", port=port, start=False)
+		try:
+			domains = "\n[domain backup.test]\nhold = no\n"
+			with RelFixture("rel-selfmx", dns_port=dns.port, domains=domains,
+			    extra=RETRY + "delivery_port = %d\n" % port) as d:
+				m = queue(d, 1, ["z@backup.test"])
+				time.sleep(1.5)
+				check(selfsink.connections == 0,
+				    "the relay delivered to its own MX entry (relay.test, "
+				    "preference 20) instead of waiting for the primary: %s"
+				    % selfsink.txns)
+				check(m[0][0] in set(json_ids(d.queue_json())),
+				    "message left the queue while the primary was down")
+				primary.start()
+				primary.wait_accepted(1, timeout=8)
+				check_delivered(primary, m[0][1], ["z@backup.test"])
+				wait_queue_empty(d)
+				check(selfsink.connections == 0,
+				    "the relay connected to its own MX entry")
+		finally:
+			primary.stop()
+
+
+def test_queue_lifetime_returns():
+	"""A held message older than its domain's queue_lifetime is returned
+	to the sender (DSN, Action: failed) and leaves the queue."""
+	with Sink() as dsink:
+		domains = ("\n[domain expire.test]\nhold = yes\nqueue_lifetime = 1s\n"
+		    + sender_domain(dsink.port))
+		with RelFixture("rel-expire", domains=domains) as d:
+			queue(d, 1, ["old@expire.test"])
+			# The first expiry scan runs a few seconds after start.
+			dsn_check(dsink, "old@expire.test", timeout=14)
+			wait_queue_empty(d)
+
+
 def test_ctl_flush():
 	"""odrelayctl flush DOMAIN releases like ETRN."""
 	with Sink() as sink:
@@ -572,6 +667,9 @@ if __name__ == "__main__":
 	    test_hold_no_retries,
 	    test_null_mx_bounces,
 	    test_outbound_extensions,
+	    test_dns_implicit_and_tempfail,
+	    test_backup_mx_skips_self,
+	    test_queue_lifetime_returns,
 	    test_ctl_flush,
 	    test_fetchmail_etrn,
 	], "release")
