@@ -33,6 +33,8 @@
 #define CONFIG_HOST_MAX		256
 #define CONFIG_RCPT_MAX		1024	/* longest recipient we compare */
 
+/* Fixed like Postfix's /var/spool/postfix (spec.md), whatever the prefix;
+ * contrib/odrelay.tmpfiles creates it for the systemd unit. */
 #define CONFIG_DEF_QUEUE_DIR	"/var/spool/odrelay"
 #define CONFIG_DEF_SMTP_LISTEN	"0.0.0.0:25 [::]:25"
 #define CONFIG_DEF_ODMR_LISTEN	"0.0.0.0:366 [::]:366"

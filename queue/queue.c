@@ -2081,7 +2081,9 @@ void queue_close(struct queue **qp)
 		pthread_cond_signal(&q->cv);
 		pthread_mutex_unlock(&q->mu);
 		pthread_join(q->writer, NULL);
-		/* Completions not yet delivered by the loop run now. */
+		/* Completions not yet delivered by the loop run now; a job
+		 * they submit (an unlease) is written inline, not lost. */
+		q->writer_started = 0;
 		queue_drain_finished(q);
 	}
 	if (q->done_ev != NULL)

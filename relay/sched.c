@@ -60,6 +60,8 @@ struct sched_run {
 	struct dns_result *res;	/* addresses, once resolved */
 	size_t conns;		/* connections running */
 	int busy, again;	/* re-entry guard: deliver_fail calls back at once */
+	int loops;		/* we are the best MX: nowhere to send it */
+	int routed;		/* destination from the domain's route, not MX */
 	struct sched_run *prev_run, *next_run;
 };
 
@@ -277,6 +279,12 @@ static int sched_run_start_conn(struct sched_run *run)
 	s->conns = c;
 	run->conns++;
 	s->active_conns++;
+	if (run->loops) {
+		c->d = NULL;
+		deliver_fail(d, 451, "4.4.6", "MX list points back to this relay; "
+		    "waiting for a more preferred MX host", sched_conn_done, c);
+		return 1;
+	}
 	if (run->res->status != DNS_OK) {
 		int perm = run->res->status != DNS_TEMPFAIL;
 
@@ -351,12 +359,41 @@ static void sched_run_maybe_free(struct sched_run *run)
 	sched_run_free(run);
 }
 
+/*
+ * RFC 5321 5.1: when this relay is one of the MX hosts (a backup MX), only
+ * hosts more preferred than itself may be tried; if none is, the mail
+ * would loop back here.
+ */
+static void sched_drop_self(struct sched_run *run, struct dns_result *res)
+{
+	const char *self = run->s->cfg->hostname;
+
+	for (size_t i = 0; i < res->ntargets; i++) {
+		if (strcasecmp(res->targets[i].host, self) != 0)
+			continue;
+		{
+			unsigned pref = res->targets[i].pref;
+			size_t keep = 0;
+
+			for (size_t j = 0; j < res->ntargets; j++)
+				if (res->targets[j].pref < pref)
+					res->targets[keep++] = res->targets[j];
+			res->ntargets = keep;
+		}
+		if (res->ntargets == 0)
+			run->loops = 1;
+		return;
+	}
+}
+
 static void sched_dns_done(void *arg, struct dns_result *res)
 {
 	struct sched_run *run = arg;
 
 	run->dns = NULL;
 	run->res = res;
+	if (res->status == DNS_OK && !run->routed)
+		sched_drop_self(run, res);
 	if (res->status != DNS_OK)
 		log_info("%s: lookup failed: %s", run->domain, dns_status_str(res->status));
 	sched_run_continue(run);
@@ -383,7 +420,8 @@ static struct sched_run *sched_start_run(struct sched *s, const char *domain,
 	if (s->runs != NULL)
 		s->runs->prev_run = run;
 	s->runs = run;
-	if (cd != NULL && cd->route_host != NULL)
+	run->routed = cd != NULL && cd->route_host != NULL;
+	if (run->routed)
 		run->dns = dns_resolve_host(s->dns, cd->route_host, cd->route_port,
 		    sched_dns_done, run);
 	else
