@@ -105,6 +105,7 @@ struct queue {
 	struct job *pending, *pending_tail;	/* loop -> writer */
 	struct job *finished, *finished_tail;	/* writer -> loop */
 	int stopping;
+	int test_hold;		/* queue_test_hold_writer */
 	int nosync_mode;		/* writer-thread only: current env flag */
 
 	struct quota *quotas;
@@ -1017,7 +1018,7 @@ static void *writer_main(void *arg)
 
 	for (;;) {
 		pthread_mutex_lock(&q->mu);
-		while (q->pending == NULL && !q->stopping)
+		while ((q->pending == NULL || q->test_hold) && !q->stopping)
 			pthread_cond_wait(&q->cv, &q->mu);
 		list = q->pending;
 		q->pending = q->pending_tail = NULL;
@@ -2171,4 +2172,12 @@ int queue_delete_domain(struct queue *q, const char *domain,
 	free(ids.v);
 	free(lower);
 	return rc < 0 ? rc : QUEUE_OK;
+}
+
+void queue_test_hold_writer(struct queue *q, int hold)
+{
+	pthread_mutex_lock(&q->mu);
+	q->test_hold = hold;
+	pthread_cond_signal(&q->cv);
+	pthread_mutex_unlock(&q->mu);
 }

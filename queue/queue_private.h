@@ -28,4 +28,11 @@ unsigned char *queue_record_encode(const struct queue_envelope *env,
 int queue_record_decode(const char *id, const void *data, size_t len,
     struct queue_envelope **env_r, uint32_t *nchunks_r);
 
+/*
+ * Test hook: while held, the writer thread takes no job, so a test can
+ * queue many commits and check that they go out in one transaction
+ * (group commit) without depending on timing.
+ */
+void queue_test_hold_writer(struct queue *q, int hold);
+
 #endif
