@@ -432,10 +432,11 @@ int main(int argc, char **argv)
 		(void)mkdir(d.cfg->queue_dir, 0700);
 	d.q = queue_open(d.cfg->queue_dir, d.base, d.cfg->queue_map_size, err,
 	    sizeof(err));
+	/* Back to root first: exiting with mixed ids upsets LeakSanitizer. */
+	if (getuid() == 0 && (seteuid(0) < 0 || setegid(0) < 0))
+		log_fatal(1, "seteuid(0): %s", strerror(errno));
 	if (d.q == NULL)
 		log_fatal(2, "queue %s: %s", d.cfg->queue_dir, err);
-	if (getuid() == 0 && seteuid(0) < 0)
-		log_fatal(1, "seteuid(0): %s", strerror(errno));
 	apply_quotas(&d);
 	d.dns = dns_new(d.base, (const char *const *)d.cfg->dns_servers.v,
 	    d.cfg->dns_servers.n, 5000, err, sizeof(err));
