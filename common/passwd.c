@@ -49,6 +49,7 @@ struct passwd_user {
 };
 
 struct passwd_db {
+	int refs;			/* passwd_ref; passwd_free drops one */
 	struct passwd_user *users;	/* sorted by name */
 	size_t n;
 };
@@ -548,6 +549,7 @@ struct passwd_db *passwd_load(const char *path, passwd_errfn *errfn, void *arg)
 			    path, (unsigned)(st.st_mode & 0777));
 	}
 	pw = xcalloc(1, sizeof(*pw));
+	pw->refs = 1;
 	while ((len = getline(&line, &cap, fp)) >= 0) {
 		lineno++;
 		if (len > PASSWD_LINE_MAX) {
@@ -599,12 +601,22 @@ struct passwd_db *passwd_load(const char *path, passwd_errfn *errfn, void *arg)
 	return pw;
 }
 
+struct passwd_db *passwd_ref(struct passwd_db *pw)
+{
+	if (pw != NULL)
+		pw->refs++;
+	return pw;
+}
+
 void passwd_free(struct passwd_db **pwp)
 {
 	struct passwd_db *pw = *pwp;
 	size_t i;
 
 	if (pw == NULL)
+		return;
+	*pwp = NULL;
+	if (--pw->refs > 0)
 		return;
 	for (i = 0; i < pw->n; i++)
 		passwd_user_clear(&pw->users[i]);

@@ -57,6 +57,12 @@ typedef void passwd_errfn(void *arg, const char *msg);
  * Small blocking read: startup and SIGHUP only.
  */
 struct passwd_db *passwd_load(const char *path, passwd_errfn *errfn, void *arg);
+/*
+ * Reference counting: a SASL exchange keeps the db it started with alive
+ * across a SIGHUP reload. passwd_free drops one reference (the last frees)
+ * and sets *pw to NULL.
+ */
+struct passwd_db *passwd_ref(struct passwd_db *pw);
 void passwd_free(struct passwd_db **pw);
 size_t passwd_count(const struct passwd_db *pw);
 

@@ -209,7 +209,7 @@ enum sasl_sstate {
 struct sasl_server {
 	enum sasl_mech mech;
 	enum sasl_sstate state;
-	const struct passwd_db *pw;
+	struct passwd_db *pw;		/* referenced */
 	const char *hostname;
 	char user[PASSWD_NAME_MAX + 1];
 	char pending_user[PASSWD_NAME_MAX + 1];	/* until proven */
@@ -225,7 +225,7 @@ struct sasl_server {
 };
 
 struct sasl_server *sasl_server_new(const char *mech,
-    const struct passwd_db *pw, const char *hostname, int tls_active,
+    struct passwd_db *pw, const char *hostname, int tls_active,
     int requires_tls)
 {
 	struct sasl_server *s;
@@ -237,7 +237,7 @@ struct sasl_server *sasl_server_new(const char *mech,
 		return NULL;
 	s = xcalloc(1, sizeof(*s));
 	s->mech = m;
-	s->pw = pw;
+	s->pw = passwd_ref(pw);
 	s->hostname = hostname != NULL ? hostname : "localhost";
 	s->state = SS_START;
 	return s;
@@ -253,6 +253,7 @@ void sasl_server_free(struct sasl_server **sp)
 	free(s->server_first);
 	free(s->gs2_header);
 	free(s->nonce);
+	passwd_free(&s->pw);
 	OPENSSL_cleanse(s, sizeof(*s));
 	free(s);
 	*sp = NULL;
@@ -1049,4 +1050,104 @@ int sasl_throttle_blocked(struct sasl_throttle *t, const char *ip)
 	sasl_throttle_key(ip, key, sizeof(key));
 	e = sasl_throttle_find(t, key, sasl_throttle_now());
 	return e != NULL && e->failures >= SASL_THROTTLE_MAX;
+}
+
+/* ---- the AUTH command ---- */
+
+#define SASL_AUTH_DATA_MAX	12288	/* RFC 4954 4: AUTH lines */
+
+/* One step with decoded input; writes the reply. */
+static int sasl_auth_step(struct sasl_server **s, const unsigned char *in,
+    size_t inlen, char *reply, size_t replylen)
+{
+	unsigned char out[SASL_OUT_MAX];
+	char b64[SASL_OUT_MAX * 4 / 3 + 8];
+	size_t outlen = 0;
+	int rc;
+
+	rc = sasl_server_step(*s, in, inlen, out, sizeof(out), &outlen);
+	if (rc == SASL_CONTINUE) {
+		if (util_base64_encode(out, outlen, b64, sizeof(b64)) < 0) {
+			rc = SASL_FAIL;
+		} else {
+			snprintf(reply, replylen, "334 %s", b64);
+			return SASL_CONTINUE;
+		}
+	}
+	if (rc == SASL_OK) {
+		snprintf(reply, replylen, "235 2.7.0 Authentication successful");
+		return SASL_OK;
+	}
+	sasl_server_free(s);
+	snprintf(reply, replylen, "535 5.7.8 Authentication credentials invalid");
+	return SASL_FAIL;
+}
+
+/* Decode a client line; "=" is the empty response (RFC 4954 4). */
+static int sasl_auth_decode(const char *text, unsigned char *buf, size_t size)
+{
+	if (strcmp(text, "=") == 0)
+		return 0;
+	return util_base64_decode(text, strlen(text), buf, size);
+}
+
+int sasl_auth_begin(const char *arg, struct passwd_db *pw,
+    const char *hostname, int tls_active, int requires_tls,
+    struct sasl_server **s, char *reply, size_t replylen)
+{
+	char mech[32];
+	const char *initial;
+	unsigned char dec[SASL_AUTH_DATA_MAX];
+	size_t mlen;
+	int n;
+
+	*s = NULL;
+	while (*arg == ' ')
+		arg++;
+	mlen = strcspn(arg, " ");
+	initial = arg[mlen] == ' ' ? arg + mlen + 1 : NULL;
+	if (mlen == 0 || mlen >= sizeof(mech)) {
+		snprintf(reply, replylen, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return SASL_BAD_MECH;
+	}
+	memcpy(mech, arg, mlen);
+	mech[mlen] = '\0';
+	*s = sasl_server_new(mech, pw, hostname, tls_active, requires_tls);
+	if (*s == NULL) {
+		if (sasl_mech_known(mech))
+			snprintf(reply, replylen, "538 5.7.11 Encryption required for requested authentication mechanism");
+		else
+			snprintf(reply, replylen, "504 5.5.4 Unrecognized authentication type");
+		return SASL_BAD_MECH;
+	}
+	if (initial == NULL)
+		return sasl_auth_step(s, (const unsigned char *)"", 0, reply, replylen);
+	n = sasl_auth_decode(initial, dec, sizeof(dec));
+	if (n < 0) {
+		sasl_server_free(s);
+		snprintf(reply, replylen, "501 5.5.2 Invalid base64 data");
+		return SASL_BAD_MECH;
+	}
+	return sasl_auth_step(s, dec, (size_t)n, reply, replylen);
+}
+
+int sasl_auth_next(struct sasl_server **s, const char *line, char *reply,
+    size_t replylen)
+{
+	unsigned char dec[SASL_AUTH_DATA_MAX];
+	int n;
+
+	if (strcmp(line, "*") == 0) {
+		sasl_server_free(s);
+		snprintf(reply, replylen, "501 5.7.0 Authentication cancelled");
+		return SASL_BAD_MECH;
+	}
+	n = line[0] == '\0' ? 0 : util_base64_decode(line, strlen(line), dec,
+	    sizeof(dec));
+	if (n < 0) {
+		sasl_server_free(s);
+		snprintf(reply, replylen, "501 5.5.2 Invalid base64 data");
+		return SASL_BAD_MECH;
+	}
+	return sasl_auth_step(s, dec, (size_t)n, reply, replylen);
 }

@@ -57,9 +57,10 @@ int sasl_mech_known(const char *mech);
 int sasl_mech_plaintext(const char *mech);
 
 /* NULL if mech is unknown, or plaintext and requires_tls && !tls_active.
- * pw and hostname must outlive the object. */
+ * The object holds a reference on pw (passwd_ref); hostname must outlive
+ * it. */
 struct sasl_server *sasl_server_new(const char *mech,
-    const struct passwd_db *pw, const char *hostname, int tls_active,
+    struct passwd_db *pw, const char *hostname, int tls_active,
     int requires_tls);
 int sasl_server_step(struct sasl_server *s, const unsigned char *in,
     size_t inlen, unsigned char *out, size_t outsize, size_t *outlen_r);
@@ -68,6 +69,24 @@ const char *sasl_server_user(const struct sasl_server *s);
 /* The mechanism name in upper case. */
 const char *sasl_server_mech(const struct sasl_server *s);
 void sasl_server_free(struct sasl_server **s);
+
+/*
+ * The AUTH command (RFC 4954) on a server, shared by the SMTP and ODMR
+ * listeners. sasl_auth_begin takes the argument "MECH [initial-response]",
+ * sasl_auth_next each further client line (base64, or "*" to cancel).
+ * Both write the complete reply line (no CRLF) into reply and return:
+ *	SASL_CONTINUE	"334 ..." sent: feed the next line to sasl_auth_next
+ *	SASL_OK		"235 ...": sasl_server_user(*s) names the user; the
+ *			caller frees *s
+ *	SASL_FAIL	"535 ...": wrong credentials (apply the throttle delay)
+ *	SASL_BAD_MECH	"504", "538" or "501": syntax, cancel or mechanism
+ * *s is freed and NULL after SASL_FAIL and SASL_BAD_MECH.
+ */
+int sasl_auth_begin(const char *arg, struct passwd_db *pw,
+    const char *hostname, int tls_active, int requires_tls,
+    struct sasl_server **s, char *reply, size_t replylen);
+int sasl_auth_next(struct sasl_server **s, const char *line, char *reply,
+    size_t replylen);
 
 /* NULL for an unknown mechanism. Copies user and password. */
 struct sasl_client *sasl_client_new(const char *mech, const char *user,

@@ -267,12 +267,18 @@ static void odmr_auth_fail_reply(evutil_socket_t fd, short what, void *arg)
 	odmr_read_cb(s->bev, s);
 }
 
-static void odmr_auth_finish(struct odmr_session *s, int ok)
+/* Act on a sasl_auth_begin/next result; reply is its reply line. */
+static void odmr_auth_result(struct odmr_session *s, int rc, const char *reply)
 {
 	struct timeval tv;
 	unsigned delay;
 
-	if (ok) {
+	switch (rc) {
+	case SASL_CONTINUE:
+		s->state = ODMR_AUTH_EXCHANGE;
+		odmr_reply(s, "%s", reply);
+		return;
+	case SASL_OK:
 		util_strlcpy(s->user, sasl_server_user(s->sasl), sizeof(s->user));
 		sasl_server_free(&s->sasl);
 		sasl_throttle_success(s->o->throttle, s->ip);
@@ -280,15 +286,19 @@ static void odmr_auth_finish(struct odmr_session *s, int ok)
 		odmr_set_timeout(s);
 		log_info("odmr: client=[%s], user=%s, auth=ok", s->ip, s->user);
 		metrics_inc(METRIC_AUTH, "ok");
-		odmr_reply(s, "235 2.7.0 Authentication successful");
+		odmr_reply(s, "%s", reply);
+		return;
+	case SASL_FAIL:
+		break;
+	default:
+		s->state = ODMR_INITIAL;
+		odmr_reply(s, "%s", reply);
 		return;
 	}
-	sasl_server_free(&s->sasl);
 	delay = sasl_throttle_failure(s->o->throttle, s->ip);
 	log_info("odmr: client=[%s], auth=failed, delay=%us", s->ip, delay);
 	metrics_inc(METRIC_AUTH, "failed");
-	snprintf(s->delayed_reply, sizeof(s->delayed_reply),
-	    "535 5.7.8 Authentication credentials invalid");
+	util_strlcpy(s->delayed_reply, reply, sizeof(s->delayed_reply));
 	/* A growing delay before the answer makes guessing slow. */
 	s->state = ODMR_DELAYED;
 	bufferevent_disable(s->bev, EV_READ);
@@ -299,39 +309,10 @@ static void odmr_auth_finish(struct odmr_session *s, int ok)
 	evtimer_add(s->delay, &tv);
 }
 
-/* Feed one decoded client message to SASL and answer. */
-static void odmr_auth_step(struct odmr_session *s, const unsigned char *in,
-    size_t inlen)
-{
-	unsigned char out[1024];
-	char b64[1500];
-	size_t outlen = 0;
-	int rc;
-
-	rc = sasl_server_step(s->sasl, in, inlen, out, sizeof(out), &outlen);
-	switch (rc) {
-	case SASL_CONTINUE:
-		if (util_base64_encode(out, outlen, b64, sizeof(b64)) < 0) {
-			odmr_auth_finish(s, 0);
-			return;
-		}
-		s->state = ODMR_AUTH_EXCHANGE;
-		odmr_reply(s, "334 %s", b64);
-		return;
-	case SASL_OK:
-		odmr_auth_finish(s, 1);
-		return;
-	default:
-		odmr_auth_finish(s, 0);
-		return;
-	}
-}
-
 static void odmr_cmd_auth(struct odmr_session *s, char *arg)
 {
-	unsigned char dec[ODMR_AUTH_LINE_MAX];
-	char *mech = arg, *initial;
-	int n;
+	char reply[ODMR_AUTH_LINE_MAX];
+	int rc;
 
 	if (s->state == ODMR_AUTHED) {
 		odmr_reply(s, "503 5.5.1 Already authenticated");
@@ -342,58 +323,18 @@ static void odmr_cmd_auth(struct odmr_session *s, char *arg)
 		odmr_reply(s, "454 4.7.0 Too many failed attempts, try later");
 		return;
 	}
-	initial = strchr(arg, ' ');
-	if (initial != NULL)
-		*initial++ = '\0';
-	if (*mech == '\0') {
-		odmr_reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
-		return;
-	}
-	s->sasl = sasl_server_new(mech, s->o->pw, s->cfg->hostname,
-	    s->tls_active, s->cfg->auth_requires_tls);
-	if (s->sasl == NULL) {
-		if (sasl_mech_known(mech))
-			odmr_reply(s, "538 5.7.11 Encryption required for requested authentication mechanism");
-		else
-			odmr_reply(s, "504 5.5.4 Unrecognized authentication type");
-		return;
-	}
-	if (initial == NULL) {
-		odmr_auth_step(s, (const unsigned char *)"", 0);
-		return;
-	}
-	if (strcmp(initial, "=") == 0) {
-		odmr_auth_step(s, (const unsigned char *)"", 0);
-		return;
-	}
-	n = util_base64_decode(initial, strlen(initial), dec, sizeof(dec));
-	if (n < 0) {
-		sasl_server_free(&s->sasl);
-		odmr_reply(s, "501 5.5.2 Invalid base64 data");
-		return;
-	}
-	odmr_auth_step(s, dec, (size_t)n);
+	rc = sasl_auth_begin(arg, s->o->pw, s->cfg->hostname, s->tls_active,
+	    s->cfg->auth_requires_tls, &s->sasl, reply, sizeof(reply));
+	odmr_auth_result(s, rc, reply);
 }
 
 static void odmr_auth_line(struct odmr_session *s, const char *line)
 {
-	unsigned char dec[ODMR_AUTH_LINE_MAX];
-	int n;
+	char reply[ODMR_AUTH_LINE_MAX];
+	int rc;
 
-	if (strcmp(line, "*") == 0) {
-		sasl_server_free(&s->sasl);
-		s->state = ODMR_INITIAL;
-		odmr_reply(s, "501 5.7.0 Authentication cancelled");
-		return;
-	}
-	n = util_base64_decode(line, strlen(line), dec, sizeof(dec));
-	if (n < 0) {
-		sasl_server_free(&s->sasl);
-		s->state = ODMR_INITIAL;
-		odmr_reply(s, "501 5.5.2 Invalid base64 data");
-		return;
-	}
-	odmr_auth_step(s, dec, (size_t)n);
+	rc = sasl_auth_next(&s->sasl, line, reply, sizeof(reply));
+	odmr_auth_result(s, rc, reply);
 }
 
 /* ---- ATRN ---- */
@@ -891,6 +832,11 @@ void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg)
 		o->shutdown_done = NULL;
 		done(arg);
 	}
+}
+
+struct passwd_db *odmr_passwd(struct odmr *o)
+{
+	return o->pw;
 }
 
 size_t odmr_session_count(const struct odmr *o)

@@ -32,6 +32,8 @@ int odmr_check_config(const struct config *cfg,
  * aborted (unconfirmed mail stays queued). done runs when none is left. */
 void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg);
 size_t odmr_session_count(const struct odmr *o);
+/* The password file in use (borrowed; passwd_ref it to keep it). */
+struct passwd_db *odmr_passwd(struct odmr *o);
 void odmr_free(struct odmr **o);
 
 #endif

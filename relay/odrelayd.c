@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "odmr.h"
+#include "passwd.h"
 #include "queue.h"
 #include "sched.h"
 #include "smtpd.h"
@@ -90,6 +91,35 @@ static int load_server_tls(const struct config *cfg, SSL_CTX **ctx_r)
 	return 0;
 }
 
+static void passwd_err(void *arg, const char *msg)
+{
+	(void)arg;
+	log_error("%s", msg);
+}
+
+/*
+ * The SMTP listener offers AUTH after STARTTLS with the ODMR listener's
+ * password file, or the file itself when ODMR is off and the file exists.
+ */
+static void smtpd_passwd(struct daemon *d)
+{
+	struct passwd_db *pw;
+
+	if (d->odmr != NULL) {
+		smtpd_set_passwd(d->smtpd, odmr_passwd(d->odmr));
+		return;
+	}
+	if (access(d->cfg->passwd_file, R_OK) != 0) {
+		smtpd_set_passwd(d->smtpd, NULL);
+		return;
+	}
+	pw = passwd_load(d->cfg->passwd_file, passwd_err, NULL);
+	if (pw != NULL) {
+		smtpd_set_passwd(d->smtpd, pw);
+		passwd_free(&pw);
+	}
+}
+
 static void apply_quotas(struct daemon *d)
 {
 	for (size_t i = 0; i < d->cfg->ndomains; i++)
@@ -124,6 +154,7 @@ static void reload(struct daemon *d)
 	config_free(&d->cfg);
 	d->cfg = ncfg;
 	apply_quotas(d);
+	smtpd_passwd(d);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
 	    d->cfg->ndomains);
 }
@@ -449,6 +480,7 @@ int main(int argc, char **argv)
 		if (d.odmr == NULL)
 			log_fatal(2, "%s", err);
 	}
+	smtpd_passwd(&d);
 	listen_all(&d);
 	if (getuid() == 0)
 		become_user(d.cfg, 1);

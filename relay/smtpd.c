@@ -38,10 +38,14 @@
 #include "smtp_parse.h"
 #include "smtpd.h"
 #include "metrics.h"
+#include "passwd.h"
+#include "sasl.h"
 #include "tls.h"
+#include "util.h"
 #include "xmalloc.h"
 
 #define SMTPD_LINE_MAX		2048	/* command line, CRLF included (spec) */
+#define SMTPD_AUTH_LINE_MAX	12288	/* AUTH data lines (RFC 4954 4) */
 #define SMTPD_READ_HIWAT	(64 * 1024)	/* bounded input buffer */
 #define SMTPD_OUT_MAX		(64 * 1024)	/* stop reading above this */
 #define SMTPD_DATA_CHUNK	(16 * 1024)	/* DATA scan/write unit */
@@ -120,6 +124,10 @@ struct smtpd_session {
 	enum smtpd_state state;
 	unsigned errors;
 	struct smtpd_tx *tx;
+	struct sasl_server *sasl;	/* AUTH exchange in progress */
+	struct event *auth_delay;	/* failed AUTH: reply held back */
+	char auth_reply[128];
+	char user[PASSWD_NAME_MAX + 1];	/* authenticated user, or "" */
 };
 
 struct smtpd_listener {
@@ -138,6 +146,8 @@ struct smtpd {
 	void *etrn_arg;
 	void (*added_fn)(void *arg, const char *id);
 	void *added_arg;
+	struct passwd_db *pw;		/* referenced; NULL: no AUTH */
+	struct sasl_throttle *throttle;
 	struct smtpd_session *sessions;
 	size_t nsessions;
 	uint64_t next_sid;
@@ -274,10 +284,12 @@ smtpd_received(struct smtpd_session *ss, char *buf, size_t size)
 
 	localtime_r(&now, &tm);
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm);
+	/* RFC 3848 protocol names. */
 	if (tx->mp.smtputf8)
-		proto = ss->tls_on ? "UTF8SMTPS" : "UTF8SMTP";
+		proto = ss->user[0] ? "UTF8SMTPSA" : ss->tls_on ? "UTF8SMTPS" :
+		    "UTF8SMTP";
 	else if (ss->esmtp)
-		proto = ss->tls_on ? "ESMTPS" : "ESMTP";
+		proto = ss->user[0] ? "ESMTPSA" : ss->tls_on ? "ESMTPS" : "ESMTP";
 	else
 		proto = ss->tls_on ? "SMTPS" : "SMTP";
 	/* One "for" at most, and only for a single recipient: listing
@@ -615,6 +627,10 @@ smtpd_cmd_helo(struct smtpd_session *ss, const char *arg, size_t len,
 	smtpd_reply(ss, "250-ENHANCEDSTATUSCODES");
 	smtpd_reply(ss, "250-DSN");
 	smtpd_reply(ss, "250-ETRN");
+	/* spec.md: AUTH after TLS only, never for relaying. */
+	if (ss->tls_on && ss->s->pw != NULL)
+		smtpd_reply(ss, "250-AUTH %s", sasl_mechs_offered(1,
+		    ss->cfg->auth_requires_tls));
 	if (ss->tls != NULL && !ss->tls_on)
 		smtpd_reply(ss, "250-STARTTLS");
 	smtpd_reply(ss, "250 HELP");
@@ -893,6 +909,110 @@ smtpd_cmd_starttls(struct smtpd_session *ss, size_t arglen)
 	return 1;
 }
 
+/* ---- AUTH (RFC 4954), after STARTTLS only ---- */
+
+static void
+smtpd_auth_delayed(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *ss = arg;
+
+	(void)fd;
+	(void)what;
+	ss->paused = 0;
+	if (ss->bev == NULL) {
+		smtpd_session_reap(ss);
+		return;
+	}
+	smtpd_reply(ss, "%s", ss->auth_reply);
+	bufferevent_enable(ss->bev, EV_READ);
+	smtpd_session_input(ss);
+	smtpd_session_reap(ss);
+}
+
+static void
+smtpd_auth_result(struct smtpd_session *ss, int rc, const char *reply)
+{
+	struct timeval tv = { 0, 0 };
+
+	switch (rc) {
+	case SASL_CONTINUE:
+		smtpd_reply(ss, "%s", reply);
+		return;
+	case SASL_OK:
+		util_strlcpy(ss->user, sasl_server_user(ss->sasl), sizeof(ss->user));
+		sasl_server_free(&ss->sasl);
+		sasl_throttle_success(ss->s->throttle, ss->ip);
+		log_info("smtpd: sid=%llx, client=[%s], user=%s, auth=ok",
+		    (unsigned long long)ss->sid, ss->ip, ss->user);
+		metrics_inc(METRIC_AUTH, "ok");
+		smtpd_reply(ss, "%s", reply);
+		return;
+	case SASL_FAIL:
+		tv.tv_sec = sasl_throttle_failure(ss->s->throttle, ss->ip);
+		log_info("smtpd: sid=%llx, client=[%s], auth=failed, delay=%lds",
+		    (unsigned long long)ss->sid, ss->ip, (long)tv.tv_sec);
+		metrics_inc(METRIC_AUTH, "failed");
+		smtpd_error(ss);
+		/* A growing delay before the 535 makes guessing slow. */
+		util_strlcpy(ss->auth_reply, reply, sizeof(ss->auth_reply));
+		ss->paused = 1;
+		bufferevent_disable(ss->bev, EV_READ);
+		if (ss->auth_delay == NULL)
+			ss->auth_delay = evtimer_new(ss->s->base,
+			    smtpd_auth_delayed, ss);
+		evtimer_add(ss->auth_delay, &tv);
+		return;
+	default:
+		smtpd_reply(ss, "%s", reply);
+		smtpd_error(ss);
+		return;
+	}
+}
+
+static int
+smtpd_cmd_auth(struct smtpd_session *ss, const char *arg)
+{
+	char reply[SMTPD_AUTH_LINE_MAX];
+
+	if (ss->s->pw == NULL) {
+		smtpd_reply(ss, "502 5.5.1 Command not implemented");
+		return smtpd_error(ss);
+	}
+	if (!ss->tls_on) {
+		smtpd_reply(ss, "530 5.7.0 Must issue a STARTTLS command first");
+		return smtpd_error(ss);
+	}
+	if (!ss->esmtp) {
+		smtpd_reply(ss, "503 5.5.1 Send EHLO first");
+		return smtpd_error(ss);
+	}
+	if (ss->user[0] != '\0') {
+		smtpd_reply(ss, "503 5.5.1 Already authenticated");
+		return smtpd_error(ss);
+	}
+	if (ss->tx != NULL && ss->state != SMTPD_ST_HELO) {
+		smtpd_reply(ss, "503 5.5.1 AUTH not allowed during a mail transaction");
+		return smtpd_error(ss);
+	}
+	if (sasl_throttle_blocked(ss->s->throttle, ss->ip)) {
+		smtpd_reply(ss, "454 4.7.0 Too many failed attempts, try later");
+		return smtpd_error(ss);
+	}
+	smtpd_auth_result(ss, sasl_auth_begin(arg, ss->s->pw, ss->cfg->hostname,
+	    1, ss->cfg->auth_requires_tls, &ss->sasl, reply, sizeof(reply)),
+	    reply);
+	return ss->paused;
+}
+
+static void
+smtpd_auth_line(struct smtpd_session *ss, const char *line)
+{
+	char reply[SMTPD_AUTH_LINE_MAX];
+
+	smtpd_auth_result(ss, sasl_auth_next(&ss->sasl, line, reply,
+	    sizeof(reply)), reply);
+}
+
 /* Returns 1 when input processing must stop. */
 static int
 smtpd_command(struct smtpd_session *ss, const char *line, size_t len)
@@ -955,8 +1075,9 @@ smtpd_command(struct smtpd_session *ss, const char *line, size_t len)
 		smtpd_cmd_etrn(ss, arg, arglen);
 	else if (strcmp(verb, "STARTTLS") == 0)
 		return smtpd_cmd_starttls(ss, arglen);
-	else if (strcmp(verb, "EXPN") == 0 || strcmp(verb, "AUTH") == 0 ||
-	    strcmp(verb, "BDAT") == 0) {
+	else if (strcmp(verb, "AUTH") == 0)
+		return smtpd_cmd_auth(ss, arg);
+	else if (strcmp(verb, "EXPN") == 0 || strcmp(verb, "BDAT") == 0) {
 		smtpd_reply(ss, "502 5.5.1 Command not implemented");
 		return smtpd_error(ss);
 	} else {
@@ -977,8 +1098,8 @@ smtpd_session_input(struct smtpd_session *ss)
 {
 	struct evbuffer *in;
 	struct evbuffer_ptr eol;
-	char line[SMTPD_LINE_MAX + 1];
-	size_t n, len;
+	char line[SMTPD_AUTH_LINE_MAX + 1];
+	size_t n, len, max;
 
 	if (ss->bev == NULL || ss->in_input)
 		return;
@@ -1002,9 +1123,10 @@ smtpd_session_input(struct smtpd_session *ss)
 		n = evbuffer_get_length(in);
 		if (n == 0)
 			break;
+		max = ss->sasl != NULL ? SMTPD_AUTH_LINE_MAX : SMTPD_LINE_MAX;
 		eol = evbuffer_search(in, "\n", 1, NULL);
 		if (eol.pos < 0) {
-			if (n >= SMTPD_LINE_MAX) {
+			if (n >= max) {
 				ss->discarding = 1;
 				evbuffer_drain(in, n);
 			}
@@ -1013,10 +1135,11 @@ smtpd_session_input(struct smtpd_session *ss)
 		len = (size_t)eol.pos;
 		if (smtpd_error_limit(ss))
 			break;
-		if (ss->discarding || len + 1 > SMTPD_LINE_MAX) {
+		if (ss->discarding || len + 1 > max) {
 			evbuffer_drain(in, len + 1);
 			ss->discarding = 0;
 			smtpd_reply(ss, "500 5.5.2 Line too long");
+			sasl_server_free(&ss->sasl);
 			smtpd_error(ss);
 			continue;
 		}
@@ -1024,6 +1147,10 @@ smtpd_session_input(struct smtpd_session *ss)
 		if (len > 0 && line[len - 1] == '\r')
 			len--;
 		line[len] = '\0';
+		if (ss->sasl != NULL) {
+			smtpd_auth_line(ss, line);
+			continue;
+		}
 		if (smtpd_command(ss, line, len))
 			continue;	/* state changed: loop re-checks */
 	}
@@ -1184,6 +1311,9 @@ smtpd_session_free(struct smtpd_session *ss)
 		queue_put_abandon(&ss->tx->put);
 	}
 	smtpd_tx_free(&ss->tx);
+	sasl_server_free(&ss->sasl);
+	if (ss->auth_delay != NULL)
+		event_free(ss->auth_delay);
 	if (ss->bev != NULL)
 		tls_bev_close_flushed(ss->bev);
 	if (ss->tls != NULL)
@@ -1320,7 +1450,15 @@ smtpd_new(struct event_base *base, struct config *cfg, struct queue *q,
 		s->tls = tls;
 	}
 	s->accept_retry = evtimer_new(base, smtpd_accept_retry, s);
+	s->throttle = sasl_throttle_new();
 	return s;
+}
+
+void
+smtpd_set_passwd(struct smtpd *s, struct passwd_db *pw)
+{
+	passwd_free(&s->pw);
+	s->pw = passwd_ref(pw);
 }
 
 int
@@ -1476,6 +1614,8 @@ smtpd_free(struct smtpd **sp)
 		event_free(s->done_ev);
 	if (s->tls != NULL)
 		SSL_CTX_free(s->tls);
+	passwd_free(&s->pw);
+	sasl_throttle_free(&s->throttle);
 	config_free(&s->cfg);
 	free(s);
 	*sp = NULL;

@@ -167,6 +167,47 @@ def test_starttls_injection():
 		tls.close()
 
 
+def test_auth_after_starttls():
+	"""spec.md: AUTH on the SMTP listener, after TLS only; no relaying."""
+	with Fixture("tls-auth", tls=True, start=False) as d:
+		r = d.ctl("passwd", "add", "demo", "example.org", input=b"demo\n")
+		check(r.returncode == 0, "passwd add: %s%s" % (r.out, r.err))
+		d.start()
+		smtp = smtplib.SMTP("127.0.0.1", d.smtp_port, local_hostname="client.test",
+		    timeout=10)
+		smtp.ehlo()
+		check(not smtp.has_extn("auth"), "AUTH offered before TLS")
+		code, t = smtp.docmd("AUTH", "PLAIN AGRlbW8AZGVtbw==")
+		check(code == 530, "AUTH before TLS: %s %r" % (code, t))
+		smtp.starttls(context=client_ctx(d))
+		smtp.ehlo()
+		check(smtp.has_extn("auth"), "no AUTH after TLS: %r" % smtp.esmtp_features)
+		mechs = smtp.esmtp_features.get("auth", "").upper().split()
+		for m in ("CRAM-MD5", "PLAIN", "LOGIN", "SCRAM-SHA-256"):
+			check(m in mechs, "%s missing from AUTH %r" % (m, mechs))
+		code, t = smtp.docmd("AUTH", "PLAIN AGRlbW8Ad3Jvbmc=")
+		check(code == 535, "wrong password: %s %r" % (code, t))
+		smtp.user, smtp.password = "demo", "demo"
+		code, t = smtp.auth("CRAM-MD5", smtp.auth_cram_md5)
+		check(code == 235, "AUTH CRAM-MD5: %s %r" % (code, t))
+		code, t = smtp.docmd("AUTH", "PLAIN AGRlbW8AZGVtbw==")
+		check(code == 503, "second AUTH: %s %r" % (code, t))
+		# Authenticated or not, never a relay.
+		smtp.mail("demo@client.test")
+		code, t = smtp.rcpt("someone@other.net")
+		check(code == 550, "relay after AUTH: %s %r" % (code, t))
+		smtp.rset()
+		smtp.mail("demo@client.test")
+		smtp.rcpt("auth@example.org")
+		code, t = smtp.data(b"Subject: auth\r\n\r\nhello\r\n")
+		check(code == 250, "DATA after AUTH: %s %r" % (code, t))
+		qid = queued_id(t.decode())
+		s = d.ctl_ok("show", qid)
+		check("ESMTPSA" in s.out, "Received header lacks ESMTPSA:\n" + s.out)
+		smtp.quit()
+
+
 if __name__ == "__main__":
-	run_tests([test_s_client, test_smtplib_starttls, test_starttls_injection],
+	run_tests([test_s_client, test_smtplib_starttls, test_starttls_injection,
+	    test_auth_after_starttls],
 	    "tls")
