@@ -87,6 +87,7 @@ struct odmr_session {
 	struct config *cfg;
 	struct bufferevent *bev;
 	struct event *delay;	/* failed-AUTH delay timer */
+	struct event *deadline;	/* a whole command line must arrive in time */
 	enum odmr_state state;
 	int tls_active;
 	int implicit_tls;
@@ -162,7 +163,28 @@ static void odmr_set_timeout(struct odmr_session *s)
 	struct timeval tv = { s->state == ODMR_AUTHED ? s->cfg->smtp_timeout :
 	    ODMR_PREAUTH_TIMEOUT, 0 };
 
+	if (s->state != ODMR_AUTHED && s->cfg->smtp_timeout < tv.tv_sec)
+		tv.tv_sec = s->cfg->smtp_timeout;
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
+	/* The read timeout restarts on every byte; this one only when a
+	 * whole line has come, so a trickling client is timed out too. */
+	if (s->deadline != NULL)
+		evtimer_add(s->deadline, &tv);
+}
+
+static void odmr_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct odmr_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	if (s->state == ODMR_CLOSING || s->bev == NULL)
+		return;
+	if (s->state == ODMR_DELAYED) {
+		odmr_set_timeout(s);
+		return;
+	}
+	odmr_event_cb(s->bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, s);
 }
 
 static void odmr_session_free(struct odmr_session *s)
@@ -180,6 +202,8 @@ static void odmr_session_free(struct odmr_session *s)
 		tls_bev_close_flushed(s->bev);
 	if (s->delay != NULL)
 		event_free(s->delay);
+	if (s->deadline != NULL)
+		event_free(s->deadline);
 	sasl_server_free(&s->sasl);
 	config_unref(&s->cfg);
 	free(s);
@@ -619,6 +643,8 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 			odmr_reply(s, "500 5.5.2 Syntax error");
 			continue;
 		}
+		if (s->bev == bev)
+			odmr_set_timeout(s);
 		if (s->state == ODMR_AUTH_EXCHANGE)
 			odmr_auth_line(s, line);
 		else
@@ -638,12 +664,27 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 	struct odmr_session *s;
 	struct bufferevent *bev;
 
-	if (o->shutting_down || o->nsessions >= o->cfg->max_connections) {
-		static const char busy[] = "421 4.7.0 Too many connections\r\n";
+	{
+		char ip[64];
+		size_t same = 0;
 
-		(void)!write(fd, busy, sizeof(busy) - 1);
-		evutil_closesocket(fd);
-		return;
+		util_sockaddr_ip(sa, ip, sizeof(ip));
+		for (s = o->sessions; s != NULL; s = s->next)
+			if (strcmp(s->ip, ip) == 0)
+				same++;
+		if (o->shutting_down || o->nsessions >= o->cfg->max_connections ||
+		    (o->cfg->max_connections_per_ip > 0 &&
+		    same >= o->cfg->max_connections_per_ip)) {
+			static const char busy[] =
+			    "421 4.7.0 Too many connections, try later\r\n";
+
+			log_info("odmr: client=[%s], too many connections", ip);
+			metrics_inc(METRIC_REJECTED, "connections");
+			/* Plain text even on odmrs: a refusal, not a session. */
+			(void)!write(fd, busy, sizeof(busy) - 1);
+			evutil_closesocket(fd);
+			return;
+		}
 	}
 	if (implicit_tls) {
 		SSL *ssl = o->tls ? SSL_new(o->tls) : NULL;
@@ -677,6 +718,7 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 	o->nsessions++;
 	log_debug("odmr: connect from [%s]%s", s->ip, implicit_tls ? " (TLS)" : "");
 	bufferevent_setcb(bev, odmr_read_cb, odmr_write_cb, odmr_event_cb, s);
+	s->deadline = evtimer_new(o->base, odmr_deadline_cb, s);
 	odmr_set_timeout(s);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	odmr_reply(s, "220 %s ESMTP odrelay ODMR service", s->cfg->hostname);

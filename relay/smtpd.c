@@ -125,6 +125,8 @@ struct smtpd_session {
 	unsigned errors;
 	struct smtpd_tx *tx;
 	struct sasl_server *sasl;	/* AUTH exchange in progress */
+	struct event *deadline;		/* a command must arrive whole in time */
+	size_t data_bytes;		/* DATA octets since the deadline moved */
 	struct event *auth_delay;	/* failed AUTH: reply held back */
 	char auth_reply[128];
 	char user[PASSWD_NAME_MAX + 1];	/* authenticated user, or "" */
@@ -160,6 +162,41 @@ struct smtpd {
 static void smtpd_session_input(struct smtpd_session *ss);
 static void smtpd_session_free(struct smtpd_session *ss);
 static void smtpd_session_setup_bev(struct smtpd_session *ss);
+static void smtpd_eventcb(struct bufferevent *bev, short what, void *arg);
+
+/*
+ * The bufferevent's read timeout restarts on every byte, so a client
+ * sending one byte every few seconds would hold its session for ever.
+ * This deadline moves only when a whole command line (or a DATA block)
+ * has arrived.
+ */
+static void
+smtpd_deadline_arm(struct smtpd_session *ss)
+{
+	struct timeval tv = { ss->cfg->smtp_timeout > 0 ?
+	    ss->cfg->smtp_timeout : 300, 0 };
+
+	if (ss->deadline != NULL)
+		evtimer_add(ss->deadline, &tv);
+}
+
+static void
+smtpd_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpd_session *ss = arg;
+
+	(void)fd;
+	(void)what;
+	/* Waiting on us (commit, backpressure, AUTH delay) is not the
+	 * client's fault. */
+	if (ss->state == SMTPD_ST_COMMIT || ss->paused ||
+	    ss->state == SMTPD_ST_CLOSING || ss->bev == NULL) {
+		if (ss->state != SMTPD_ST_CLOSING)
+			smtpd_deadline_arm(ss);
+		return;
+	}
+	smtpd_eventcb(ss->bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, ss);
+}
 
 /* ---- replies ---- */
 
@@ -387,6 +424,12 @@ smtpd_data_scan(struct smtpd_session *ss)
 	while ((avail = evbuffer_get_length(in)) > 0) {
 		n = avail < SMTPD_DATA_CHUNK ? avail : SMTPD_DATA_CHUNK;
 		p = evbuffer_pullup(in, (ssize_t)n);
+		/* A trickle cannot hold DATA open: each block must arrive
+		 * within smtp_timeout. */
+		if ((ss->data_bytes += n) >= SMTPD_DATA_CHUNK) {
+			ss->data_bytes = 0;
+			smtpd_deadline_arm(ss);
+		}
 		olen = 0;
 		for (i = 0; i < n; i++) {
 			char c = (char)p[i];
@@ -1144,6 +1187,7 @@ smtpd_session_input(struct smtpd_session *ss)
 			continue;
 		}
 		evbuffer_remove(in, line, len + 1);
+		smtpd_deadline_arm(ss);
 		if (len > 0 && line[len - 1] == '\r')
 			len--;
 		line[len] = '\0';
@@ -1314,6 +1358,8 @@ smtpd_session_free(struct smtpd_session *ss)
 	sasl_server_free(&ss->sasl);
 	if (ss->auth_delay != NULL)
 		event_free(ss->auth_delay);
+	if (ss->deadline != NULL)
+		event_free(ss->deadline);
 	if (ss->bev != NULL)
 		tls_bev_close_flushed(ss->bev);
 	if (ss->tls != NULL)
@@ -1400,6 +1446,8 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	log_debug("smtpd: sid=%llx, connect from [%s]",
 	    (unsigned long long)ss->sid, ss->ip);
 	smtpd_reply(ss, "220 %s ESMTP odrelay", ss->cfg->hostname);
+	ss->deadline = evtimer_new(s->base, smtpd_deadline_cb, ss);
+	smtpd_deadline_arm(ss);
 }
 
 static void
