@@ -149,6 +149,8 @@ def check_delivered(sink, data, rcpts, sender=SENDER):
 			check(line.startswith((b"Received:", b" ", b"\t")),
 			    "unexpected line %r added before the message" % line)
 		check(prefix.endswith(b"\r\n"), "prefix does not end a line")
+		check(b"relay.test" in prefix, "our Received header does not name "
+		    "the relay (hostname relay.test): %r" % prefix)
 		got.extend(a.lower() for a in t.rcpts)
 	check(sorted(got) == sorted(r.lower() for r in rcpts),
 	    "recipients delivered %s, expected %s (each exactly once)"
@@ -176,6 +178,9 @@ def dsn_check(dsink, failed, sender=SENDER, timeout=8.0):
 	    "DSN has no 'Action: failed':\n%r" % t.data[:3000])
 	check(re.search(rb"(?im)^status:\s*5\.", t.data),
 	    "DSN has no 5.x.x Status:\n%r" % t.data[:3000])
+	check(b"message/rfc822" in low or b"text/rfc822-headers" in low,
+	    "DSN does not include the original message or its headers:\n%r"
+	    % t.data[:3000])
 	return t.data
 
 
@@ -365,8 +370,16 @@ def test_4xx_stays_queued():
 			etrn(d, "example.org", 253)
 			sink.wait(lambda: len(sink.txns) >= 2, 8, "two transactions")
 			time.sleep(0.5)
-			ids = set(json_ids(d.queue_json()))
-			check(a[0][0] in ids, "message with a 450 recipient left the queue")
+			j = d.queue_json()
+			ent = json_find(j, a[0][0])
+			check(ent is not None, "message with a 450 recipient left the "
+			    "queue:\n%s" % json.dumps(j)[:2000])
+			check("mailbox busy" in json.dumps(ent) or "450" in json.dumps(ent),
+			    "queue --json does not show the last error (450 mailbox "
+			    "busy): %s" % json.dumps(ent)[:2000])
+			check("later@example.org" in json.dumps(ent),
+			    "queue entry lacks the pending recipient: %s"
+			    % json.dumps(ent)[:2000])
 			check(len(dsink.txns) == 0, "a DSN was sent for a 4xx: %s"
 			    % dsink.txns)
 			check_delivered(sink, b[0][1], ["whole@example.org"])
@@ -402,7 +415,8 @@ def test_451_at_end_of_data():
 			check(m[0][0] in set(json_ids(d.queue_json())),
 			    "message answered 451 at end-of-data left the queue")
 			check(not sink.accepted(), "delivered despite 451: %s" % sink.txns)
-			etrn(d, "example.org", (250, 252, 253))
+			# The named-queue form; a domain's queue name is its name.
+			etrn(d, "#example.org", (250, 252, 253))
 			sink.wait_accepted(1)
 			check_delivered(sink, m[0][1], ["w@example.org", "v@example.org"])
 			wait_queue_empty(d)
@@ -596,6 +610,37 @@ def test_queue_lifetime_returns():
 			wait_queue_empty(d)
 
 
+def test_multi_domain_message():
+	"""One message for two held customers: ETRN for one releases only
+	that customer's recipient, to that customer's route; the other's
+	copy waits for its own ETRN."""
+	with Sink() as sa, Sink() as sb:
+		domains = ("\n[domain example.org]\nhold = yes\nroute = [127.0.0.1]:%d\n"
+		    "[domain other.example]\nhold = yes\nroute = [127.0.0.1]:%d\n"
+		    % (sa.port, sb.port))
+		with RelFixture("rel-multi", domains=domains) as d:
+			m = queue(d, 1, ["a@example.org", "b@other.example",
+			    "a2@example.org"])
+			etrn(d, "example.org", 253)
+			sa.wait_accepted(1)
+			check_delivered(sa, m[0][1], ["a@example.org", "a2@example.org"])
+			time.sleep(0.3)
+			check(sb.connections == 0, "other.example's route was contacted "
+			    "by ETRN example.org")
+			j = d.queue_json()
+			ent = json_find(j, m[0][0])
+			check(ent is not None and "b@other.example" in json.dumps(ent),
+			    "the other.example recipient is not queued any more:\n%s"
+			    % json.dumps(j)[:2000])
+			etrn(d, "other.example", 253)
+			sb.wait_accepted(1)
+			check_delivered(sb, m[0][1], ["b@other.example"])
+			wait_queue_empty(d)
+			time.sleep(0.2)
+			check(len(sa.accepted()) == 1, "example.org got %d copies"
+			    % len(sa.accepted()))
+
+
 def test_ctl_flush():
 	"""odrelayctl flush DOMAIN releases like ETRN."""
 	with Sink() as sink:
@@ -670,6 +715,7 @@ if __name__ == "__main__":
 	    test_dns_implicit_and_tempfail,
 	    test_backup_mx_skips_self,
 	    test_queue_lifetime_returns,
+	    test_multi_domain_message,
 	    test_ctl_flush,
 	    test_fetchmail_etrn,
 	], "release")
