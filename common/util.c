@@ -299,3 +299,33 @@ int util_random(void *buf, size_t len)
 	}
 	return 0;
 }
+
+int util_rate_take(struct util_rate_slot *slots, size_t nslots,
+    const char *key, unsigned per_minute)
+{
+	struct util_rate_slot *slot = NULL, *oldest = &slots[0];
+	double now = util_now();
+
+	for (size_t i = 0; i < nslots; i++) {
+		if (slots[i].last != 0 && strcmp(slots[i].key, key) == 0) {
+			slot = &slots[i];
+			break;
+		}
+		if (slots[i].last < oldest->last)
+			oldest = &slots[i];
+	}
+	if (slot == NULL) {
+		slot = oldest;
+		util_strlcpy(slot->key, key, sizeof(slot->key));
+		slot->tokens = per_minute;
+		slot->last = now;
+	}
+	slot->tokens += (now - slot->last) * per_minute / 60.0;
+	if (slot->tokens > per_minute)
+		slot->tokens = per_minute;
+	slot->last = now;
+	if (slot->tokens < 1.0)
+		return 0;
+	slot->tokens -= 1.0;
+	return 1;
+}

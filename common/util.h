@@ -31,4 +31,18 @@ double util_now(void);
 /* Fill buf with cryptographically random bytes (OpenSSL). 0 or -1. */
 int util_random(void *buf, size_t len);
 
+/*
+ * Per-key rate limit (ETRN per client, ATRN per user): a token bucket of
+ * per_minute tokens refilled continuously, so no burst across a minute
+ * boundary. slots is a caller-owned table; when full, the least recently
+ * used key is replaced. Returns 1 if the request may go ahead.
+ */
+struct util_rate_slot {
+	char key[128];
+	double tokens;
+	double last;		/* util_now() of the last update; 0 = free */
+};
+int util_rate_take(struct util_rate_slot *slots, size_t nslots,
+    const char *key, unsigned per_minute);
+
 #endif

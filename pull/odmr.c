@@ -60,12 +60,6 @@ struct odmr_listener {
 	struct odmr_listener *next;
 };
 
-struct odmr_rate {
-	char key[128];		/* user name */
-	time_t window;
-	unsigned count;
-};
-
 struct odmr {
 	struct event_base *base;
 	struct config *cfg;
@@ -79,7 +73,7 @@ struct odmr {
 	int shutting_down;
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
-	struct odmr_rate rate[ODMR_RATE_SLOTS];
+	struct util_rate_slot rate[ODMR_RATE_SLOTS];
 };
 
 struct odmr_session {
@@ -391,28 +385,7 @@ static int odmr_domain_ok(const char *d)
 
 static int odmr_rate_ok(struct odmr *o, const char *user)
 {
-	time_t now = time(NULL), minute = now - now % 60;
-	struct odmr_rate *slot = NULL, *oldest = &o->rate[0];
-
-	for (size_t i = 0; i < ODMR_RATE_SLOTS; i++) {
-		if (strcmp(o->rate[i].key, user) == 0) {
-			slot = &o->rate[i];
-			break;
-		}
-		if (o->rate[i].window < oldest->window)
-			oldest = &o->rate[i];
-	}
-	if (slot == NULL) {
-		slot = oldest;
-		util_strlcpy(slot->key, user, sizeof(slot->key));
-		slot->count = 0;
-		slot->window = minute;
-	}
-	if (slot->window != minute) {
-		slot->window = minute;
-		slot->count = 0;
-	}
-	return ++slot->count <= o->cfg->atrn_rate;
+	return util_rate_take(o->rate, ODMR_RATE_SLOTS, user, o->cfg->atrn_rate);
 }
 
 struct odmr_gather {

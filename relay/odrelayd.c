@@ -466,8 +466,11 @@ int main(int argc, char **argv)
 	/* Back to root first: exiting with mixed ids upsets LeakSanitizer. */
 	if (getuid() == 0 && (seteuid(0) < 0 || setegid(0) < 0))
 		log_fatal(1, "seteuid(0): %s", strerror(errno));
+	/* A format we do not understand is a configuration matter (2); a
+	 * queue we cannot open (permissions, disk) a runtime failure (1). */
 	if (d.q == NULL)
-		log_fatal(2, "queue %s: %s", d.cfg->queue_dir, err);
+		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
+		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
 	d.dns = dns_new(d.base, (const char *const *)d.cfg->dns_servers.v,
 	    d.cfg->dns_servers.n, 5000, err, sizeof(err));

@@ -43,12 +43,6 @@
 #define SCHED_MAX_BATCH		100	/* messages per connection before the next */
 #define SCHED_BOUNCE_RETURN	(256 * 1024)
 
-struct sched_etrn_slot {
-	char ip[64];
-	time_t window;		/* start of the current minute */
-	unsigned count;
-};
-
 /* One domain's delivery run: DNS, then up to N connections. */
 struct sched_run {
 	struct sched *s;
@@ -88,7 +82,7 @@ struct sched {
 	struct sched_conn *conns;
 	size_t active_conns;
 	int shutting_down;
-	struct sched_etrn_slot etrn[SCHED_ETRN_SLOTS];
+	struct util_rate_slot etrn[SCHED_ETRN_SLOTS];
 };
 
 static void sched_run_continue(struct sched_run *run);
@@ -434,29 +428,7 @@ static struct sched_run *sched_start_run(struct sched *s, const char *domain,
 
 static int sched_etrn_rate_ok(struct sched *s, const char *ip)
 {
-	time_t now = time(NULL), minute = now - now % 60;
-	struct sched_etrn_slot *slot = NULL, *oldest = &s->etrn[0];
-	size_t i;
-
-	for (i = 0; i < SCHED_ETRN_SLOTS; i++) {
-		if (strcmp(s->etrn[i].ip, ip) == 0) {
-			slot = &s->etrn[i];
-			break;
-		}
-		if (s->etrn[i].window < oldest->window)
-			oldest = &s->etrn[i];
-	}
-	if (slot == NULL) {
-		slot = oldest;
-		util_strlcpy(slot->ip, ip, sizeof(slot->ip));
-		slot->window = minute;
-		slot->count = 0;
-	}
-	if (slot->window != minute) {
-		slot->window = minute;
-		slot->count = 0;
-	}
-	return ++slot->count <= s->cfg->etrn_rate;
+	return util_rate_take(s->etrn, SCHED_ETRN_SLOTS, ip, s->cfg->etrn_rate);
 }
 
 /*

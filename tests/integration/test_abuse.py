@@ -10,7 +10,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, Fixture, check, dot_stuff, fail, json_messages,
+from odtest import (Conn, Fixture, check, dot_stuff, json_messages,
     queued_id, run_tests)
 from pullsink import add_user, cram_response, msg_rcpts
 
@@ -166,7 +166,6 @@ def test_connection_flood():
 			c = conn_from(d.smtp_port, "127.0.0.1")
 			c.expect(220, what="greeting %d" % i)
 			held.append(c)
-		refused = 0
 		for i in range(10):
 			c = conn_from(d.smtp_port, "127.0.0.1")
 			code, text = c.reply()
@@ -175,7 +174,6 @@ def test_connection_flood():
 			check(closed_within(c, 3) is not None,
 			    "refused connection left open")
 			c.close()
-			refused += 1
 		# Another address is not affected.
 		code, took = send_one(d.smtp_port, "127.0.0.2")
 		check(code == 250, "other address during the flood: %s" % code)
@@ -185,6 +183,34 @@ def test_connection_flood():
 		time.sleep(0.5)
 		code, took = send_one(d.smtp_port)
 		check(code == 250, "same address after the flood: %s" % code)
+
+
+def test_connection_flood_odmr():
+	"""The per-address cap holds on the ODMR port too: one address must
+	not take every ATRN slot from the other customers."""
+	cap = 5
+	with Fixture("abuse-flood-odmr", extra="max_connections_per_ip = %d\n"
+	    % cap) as d:
+		held = []
+		try:
+			for i in range(cap):
+				c = conn_from(d.odmr_port, "127.0.0.1")
+				c.expect(220, what="ODMR greeting %d" % i)
+				held.append(c)
+			codes = []
+			for i in range(5):
+				c = conn_from(d.odmr_port, "127.0.0.1")
+				held.append(c)
+				code, text = c.reply()
+				codes.append(code)
+			check(all(x == 421 for x in codes), "ODMR connections over "
+			    "max_connections_per_ip = %d: %r (want 421)" % (cap, codes))
+			c = conn_from(d.odmr_port, "127.0.0.2")
+			c.expect(220, what="ODMR greeting from another address")
+			c.close()
+		finally:
+			for c in held:
+				c.close()
 
 
 # --- AUTH guessing on the ODMR port --------------------------------------------
@@ -334,6 +360,7 @@ def test_rcpt_flood():
 if __name__ == "__main__":
 	run_tests([
 		test_connection_flood,
+		test_connection_flood_odmr,
 		test_rcpt_flood,
 		test_etrn_flood,
 		test_atrn_flood,

@@ -17,16 +17,18 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, Fixture, check, dot_stuff, fail, free_port,
+from odtest import (Conn, Failure, Fixture, check, dot_stuff, fail, free_port,
     json_find, json_messages, queued_id, run_tests)
 from pullsink import add_user, cram_response, msg_rcpts
 
 # Where a scripted peer vanishes.  "connect": before any greeting;
 # "greeting": right after its 220; then on receiving that command
-# (without answering it); "body": part way through the message text;
+# (without answering it; "rcpt2": the second RCPT, after accepting the
+# first); "body": part way through the message text;
 # "dot": after the final dot, before the end-of-data reply.
-SERVER_STEPS = ("connect", "greeting", "ehlo", "mail", "rcpt", "data",
-    "body", "dot")
+SERVER_STEPS = ("connect", "greeting", "ehlo", "mail", "rcpt", "rcpt2",
+    "data", "body", "dot")
+RCPTS = ["u@example.org", "v@example.org"]
 
 
 def message(tag, lines=40):
@@ -38,12 +40,13 @@ def message(tag, lines=40):
 	    b".leading dot\r\nEND-" + tag.encode() + b"\r\n")
 
 
-def submit(port, rcpt, data, sender="s@client.test"):
+def submit(port, rcpts, data, sender="s@client.test"):
 	c = Conn(port)
 	try:
 		c.greet_ehlo("client.test")
 		c.expect(250, "MAIL FROM:<%s>" % sender)
-		c.expect(250, "RCPT TO:<%s>" % rcpt)
+		for r in [rcpts] if isinstance(rcpts, str) else rcpts:
+			c.expect(250, "RCPT TO:<%s>" % r)
 		c.expect(354, "DATA")
 		c.send(dot_stuff(data) + b".\r\n")
 		code, text = c.reply()
@@ -119,13 +122,20 @@ def play_server(sock, buf, drop, rec, name="peer.test"):
 		out("220 %s ESMTP scripted" % name)
 		if drop == "greeting":
 			return
+		nrcpt = 0
 		while True:
 			line = readline()
 			if line is None:
 				return
 			verb = line.split(b" ", 1)[0].upper().decode(errors="replace")
+			if verb == "RCPT":
+				nrcpt += 1
+				if nrcpt == 2:
+					verb = "RCPT2"
 			if verb.lower() == drop:
 				return
+			if verb == "RCPT2":
+				verb = "RCPT"
 			if verb == "EHLO":
 				out("250-%s" % name)
 				out("250-8BITMIME")
@@ -133,6 +143,8 @@ def play_server(sock, buf, drop, rec, name="peer.test"):
 			elif verb == "HELO":
 				out("250 " + name)
 			elif verb in ("MAIL", "RCPT", "RSET", "NOOP"):
+				if verb in ("MAIL", "RSET"):
+					nrcpt = 0
 				out("250 2.0.0 ok")
 			elif verb == "DATA":
 				out("354 go ahead")
@@ -311,7 +323,7 @@ def test_etrn_delivery_drop_every_step():
 		    extra="etrn_rate = 1000\n") as d:
 			for step in SERVER_STEPS:
 				tag = "etrn-" + step
-				qid = submit(d.smtp_port, "u@example.org", message(tag))
+				qid = submit(d.smtp_port, RCPTS, message(tag))
 				sink.drop = step
 				n0 = sink.rec.connections
 				code, text = etrn(d)
@@ -325,7 +337,7 @@ def test_etrn_delivery_drop_every_step():
 				check(m is not None, "%s: message %s lost after a drop at "
 				    "%s (sink: %d accepted)" % (tag, qid, step,
 				    sink.rec.count(tag)))
-				check(msg_rcpts(m) == ["u@example.org"],
+				check(msg_rcpts(m) == RCPTS,
 				    "%s: recipients %r" % (tag, msg_rcpts(m)))
 				check(sink.rec.count(tag) == 0, "%s: accepted while "
 				    "dropping" % tag)
@@ -367,7 +379,7 @@ def test_atrn_drop_every_step():
 		d.start()
 		for step in SERVER_STEPS:
 			tag = "atrn-" + step
-			qid = submit(d.smtp_port, "u@example.org", message(tag))
+			qid = submit(d.smtp_port, RCPTS, message(tag))
 			rec = Record()
 			c = atrn_login(d)
 			code, text = c.cmd("ATRN example.org")
@@ -379,7 +391,7 @@ def test_atrn_drop_every_step():
 			m = json_find(d.queue_json(), qid)
 			check(m is not None, "%s: message lost after a drop at %s"
 			    % (tag, step))
-			check(msg_rcpts(m) == ["u@example.org"], "%s: recipients %r"
+			check(msg_rcpts(m) == RCPTS, "%s: recipients %r"
 			    % (tag, msg_rcpts(m)))
 			check(rec.count(tag, "complete") == (1 if step == "dot" else 0),
 			    "%s: %d complete copies" % (tag, rec.count(tag, "complete")))
@@ -457,6 +469,23 @@ def test_map_full():
 
 # --- read-only queue directory -----------------------------------------------
 
+def send_code(d, data):
+	"""Try one message; the final reply (code, text), whatever it is."""
+	c = Conn(d.smtp_port)
+	try:
+		c.greet_ehlo("client.test")
+		c.expect(250, "MAIL FROM:<s@client.test>")
+		code, text = c.cmd("RCPT TO:<u@example.org>")
+		if code == 250:
+			c.expect(354, "DATA")
+			c.send(dot_stuff(data) + b".\r\n")
+			code, text = c.reply()
+		c.cmd("QUIT")
+		return code, text
+	finally:
+		c.close()
+
+
 def test_queue_dir_read_only():
 	with Fixture("faults-ro") as d:
 		q0 = submit(d.smtp_port, "u@example.org", message("ro-before"))
@@ -470,18 +499,7 @@ def test_queue_dir_read_only():
 			results = []
 			for i in range(3):
 				data = message("ro-%d" % i)
-				c = Conn(d.smtp_port)
-				try:
-					c.greet_ehlo("client.test")
-					c.expect(250, "MAIL FROM:<s@client.test>")
-					code, text = c.cmd("RCPT TO:<u@example.org>")
-					if code == 250:
-						c.expect(354, "DATA")
-						c.send(dot_stuff(data) + b".\r\n")
-						code, text = c.reply()
-					c.cmd("QUIT")
-				finally:
-					c.close()
+				code, text = send_code(d, data)
 				check(code in (250, 451, 452), "read-only queue: %s %r"
 				    % (code, text))
 				results.append((code, queued_id(text), data))
@@ -494,12 +512,33 @@ def test_queue_dir_read_only():
 				if code == 250:
 					check(d.body(qid).endswith(data), "acknowledged %s "
 					    "not in the queue" % qid)
+			# A restart on the read-only queue: refused cleanly (exit
+			# 1 or 2, no signal), or up and still answering sanely.
+			check(d.stop() == 0, "odrelayd did not exit 0 on SIGTERM "
+			    "with a read-only queue")
+			try:
+				d.start()
+				up = True
+			except Failure as e:
+				up = False
+				rc = d.proc.returncode
+				check(rc in (1, 2), "restart on a read-only queue: %s" % e)
+			print("  restart on the read-only queue: %s" % ("running" if up
+			    else "refused, exit %d" % d.proc.returncode))
+			if up:
+				code, text = send_code(d, message("ro-restart"))
+				check(code in (250, 451, 452), "after the restart: %s %r"
+				    % (code, text))
+				check(d.stop() == 0, "odrelayd did not exit 0")
 		finally:
 			for p, m in modes.items():
 				os.chmod(p, m)
+		d.start()
 		check(d.body(q0).endswith(message("ro-before")), "earlier mail lost")
+		for code, qid, data in results:
+			if code == 250:
+				check(d.body(qid).endswith(data), "%s lost" % qid)
 		submit(d.smtp_port, "u@example.org", message("ro-after"))
-		check(d.stop() == 0, "odrelayd did not exit 0")
 
 
 # --- DNS failures ----------------------------------------------------------------
