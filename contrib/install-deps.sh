@@ -4,7 +4,8 @@
 set -e
 PKGS="build-essential autoconf automake libtool pkg-config
   libevent-dev libssl-dev liblmdb-dev libc-ares-dev check
-  openssl lmdb-utils python3 swaks fetchmail dnsmasq-base mandoc clang"
+  openssl lmdb-utils python3 swaks fetchmail dnsmasq-base mandoc man-db
+  clang libclang-rt-14-dev valgrind"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -1,14 +1,22 @@
 #!/bin/sh
 # The whole test suite, as CI runs it: install dependencies, build with
 # -Werror, run every unit and integration test, then again under
-# AddressSanitizer + UndefinedBehaviorSanitizer, then make distcheck.
-# Builds out of tree in ./build-ci and ./build-san.
+# AddressSanitizer + UndefinedBehaviorSanitizer, then make distcheck, part
+# of the integration suite under valgrind, and each fuzz target for a
+# bounded time. Builds out of tree in ./build-ci, ./build-san, ./build-fuzz.
 set -e
 cd "$(dirname "$0")/.."
 top=$(pwd)
 sh contrib/install-deps.sh
 autoreconf -fi >/dev/null 2>&1 || autoreconf -fi
 jobs=$(nproc)
+# Tests keep their temporary files here, away from other users of /tmp.
+TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/odrelay-ci.XXXXXX")
+export TMPDIR
+chmod 755 "$TMPDIR"	# the daemon under test runs as nobody when we are root
+trap 'rm -rf "$TMPDIR"' EXIT
+t0=$(date +%s)
+step() { echo "== $* ($(( $(date +%s) - t0 ))s)"; }
 
 run_check() {
 	dir=$1; shift
@@ -24,11 +32,17 @@ run_check() {
 	cd "$top"
 }
 
-echo "== build and test (-Wall -Wextra -Werror)"
+step "build and test (-Wall -Wextra -Werror)"
 run_check "$top/build-ci"
-echo "== build and test under ASan + UBSan"
+step "build and test under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	run_check "$top/build-san" --enable-sanitizers
-echo "== make distcheck"
-cd "$top/build-ci" && make -s distcheck DISTCHECK_CONFIGURE_FLAGS=--enable-werror >/dev/null
-echo "all tests passed"
+step "make distcheck (unit tests; the integration suite ran above)"
+cd "$top/build-ci" && ODRELAY_SKIP_INTEGRATION=1 make -s distcheck \
+	DISTCHECK_CONFIGURE_FLAGS=--enable-werror >/dev/null
+step "integration tests with odrelayd under valgrind memcheck"
+cd "$top/build-ci" && make -s check-valgrind \
+	VALGRIND_TESTS="${VALGRIND_TESTS:-cli hold policy protocol release odmr faults}"
+step "fuzz targets (${FUZZ_SECONDS:-30} s each)"
+cd "$top" && sh tests/fuzz/run-fuzz.sh "${FUZZ_SECONDS:-30}"
+step "all tests passed"
