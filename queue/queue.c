@@ -431,7 +431,10 @@ int queue_record_decode(const char *id, const void *data, size_t len,
 		r->last_attempt = (time_t)(int64_t)rb_uint(&b, 8);
 		r->next_attempt = (time_t)(int64_t)rb_uint(&b, 8);
 		r->last_reply = rb_str(&b, 1);
-		r->delay_warned = (int)rb_uint(&b, 1);
+		st = rb_uint(&b, 1);	/* the encoder writes 0 or 1 only */
+		if (st > 1)
+			b.bad = 1;
+		r->delay_warned = (int)st;
 	}
 	/* The chunk count must match the size: bodies are cut at full chunks. */
 	if (!b.bad && (b.off != b.len ||
