@@ -601,6 +601,14 @@ struct passwd_db *passwd_load(const char *path, passwd_errfn *errfn, void *arg)
 	return pw;
 }
 
+struct passwd_db *passwd_new_empty(void)
+{
+	struct passwd_db *pw = xcalloc(1, sizeof(*pw));
+
+	pw->refs = 1;
+	return pw;
+}
+
 struct passwd_db *passwd_ref(struct passwd_db *pw)
 {
 	if (pw != NULL)

@@ -57,6 +57,8 @@ typedef void passwd_errfn(void *arg, const char *msg);
  * Small blocking read: startup and SIGHUP only.
  */
 struct passwd_db *passwd_load(const char *path, passwd_errfn *errfn, void *arg);
+/* A db with no user (no password file yet: every AUTH fails). */
+struct passwd_db *passwd_new_empty(void);
 /*
  * Reference counting: a SASL exchange keeps the db it started with alive
  * across a SIGHUP reload. passwd_free drops one reference (the last frees)

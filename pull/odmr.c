@@ -19,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -713,6 +714,26 @@ static void odmr_accept_tls(struct evconnlistener *l, evutil_socket_t fd,
 	odmr_accept(arg, fd, sa, 1);
 }
 
+/*
+ * The password file, or an empty one when it does not exist yet (a fresh
+ * installation: the daemon runs, every AUTH fails until users are added
+ * with odrelayctl passwd and SIGHUP). A file that exists but is broken is
+ * an error.
+ */
+static struct passwd_db *odmr_load_passwd(const char *path,
+    void (*errfn)(void *arg, const char *msg), void *arg, int quiet)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0 && errno == ENOENT) {
+		if (!quiet)
+			log_warn("odmr: password file %s does not exist: no ATRN "
+			    "user can log in until it is created", path);
+		return passwd_new_empty();
+	}
+	return passwd_load(path, errfn, arg);
+}
+
 struct odmr_errctx {
 	char *err;
 	size_t errlen;
@@ -735,7 +756,7 @@ struct odmr *odmr_new(struct event_base *base, struct config *cfg,
 	struct odmr_errctx ec = { err, errlen, 0 };
 	struct passwd_db *pw;
 
-	pw = passwd_load(cfg->passwd_file, odmr_passwd_err, &ec);
+	pw = odmr_load_passwd(cfg->passwd_file, odmr_passwd_err, &ec, 0);
 	if (pw == NULL) {
 		if (ec.count == 0)
 			snprintf(err, errlen, "%s: cannot be loaded", cfg->passwd_file);
@@ -798,7 +819,7 @@ void odmr_reload(struct odmr *o, struct config *cfg, SSL_CTX *tls)
 	config_unref(&o->cfg);
 	o->cfg = config_ref(cfg);
 	o->tls = tls;
-	pw = passwd_load(cfg->passwd_file, odmr_reload_err, NULL);
+	pw = odmr_load_passwd(cfg->passwd_file, odmr_reload_err, NULL, 0);
 	if (pw == NULL) {
 		log_error("reload: password file %s has errors, keeping the old one",
 		    cfg->passwd_file);
@@ -815,7 +836,7 @@ int odmr_check_config(const struct config *cfg,
 
 	if (cfg->odmr_listen.n == 0 && cfg->odmrs_listen.n == 0)
 		return 0;
-	pw = passwd_load(cfg->passwd_file, errfn, arg);
+	pw = odmr_load_passwd(cfg->passwd_file, errfn, arg, 1);
 	if (pw == NULL)
 		return -1;
 	passwd_free(&pw);
