@@ -1067,6 +1067,8 @@ static void config_keyvalue(struct config_ctx *ctx, char *line)
 		return;
 	}
 	seen[idx] = ctx->line;
+	if (ctx->cur == NULL && strcmp(key, "run_as_user") == 0)
+		ctx->cfg->run_as_user_set = 1;
 	if (ctx->cur == NULL)
 		field = (char *)ctx->cfg + k->goff;
 	else

@@ -60,6 +60,7 @@ struct config {
 	struct strlist dns_servers;	/* empty: /etc/resolv.conf */
 	int delivery_port;
 	char *run_as_user;
+	int run_as_user_set;	/* named in the file (else the default) */
 	int log_level;		/* enum log_level */
 	/* Extensions to spec.md (documented in odrelay.conf(5)). */
 	uint64_t queue_map_size;	/* LMDB map size [4G] */

@@ -311,6 +311,14 @@ static void become_user(const struct config *cfg, int permanent)
 	struct passwd *pw;
 
 	pw = getpwnam(cfg->run_as_user);
+	if (pw == NULL && !cfg->run_as_user_set) {
+		/* The default user of an installation that has not created
+		 * it (a build tree, a test): say so loudly, do not refuse. */
+		if (permanent)
+			log_warn("run_as_user odrelay does not exist: running as "
+			    "root; create the user (see README) or set run_as_user");
+		return;
+	}
 	if (pw == NULL)
 		log_fatal(1, "run_as_user %s: no such user", cfg->run_as_user);
 	if (pw->pw_uid == 0) {
