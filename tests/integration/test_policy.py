@@ -76,6 +76,49 @@ def test_relay_refusal():
 		    "other.net appears in the queue: %s" % json.dumps(j)[:2000])
 
 
+def test_domain_quota():
+	"""max_queue_size: over it, new mail for the domain gets 452 4.3.1 and
+	what is queued stays; other domains are not affected."""
+	domains = ("[domain example.org]\nhold = yes\nmax_queue_size = 20K\n\n"
+	    "[domain list.example]\nhold = yes\n")
+	body = b"Subject: quota\r\n\r\n" + (b"x" * 70 + b"\r\n") * 100
+	with Fixture("quota", domains=domains) as d:
+		ids = []
+		refused = None
+		for i in range(6):
+			c = Conn(d.smtp_port)
+			c.greet_ehlo()
+			c.expect(250, "MAIL FROM:<s@client.test>")
+			c.expect(250, "RCPT TO:<q%d@example.org>" % i)
+			c.expect(354, "DATA")
+			c.send(body + b".\r\n")
+			code, t = c.reply()
+			c.close()
+			if code == 250:
+				ids.append(queued_id(t))
+			else:
+				refused = (code, t)
+				break
+		check(refused is not None, "quota of 20K never reached with %d "
+		    "messages of 7 KB" % len(ids))
+		check(refused[0] == 452 and "4.3.1" in refused[1],
+		    "over quota: %r (want 452 4.3.1)" % (refused,))
+		check(1 <= len(ids) <= 3, "%d messages accepted under a 20K quota"
+		    % len(ids))
+		j = d.queue_json()
+		for qid in ids:
+			check(json_find(j, qid) is not None, "%s lost after the quota "
+			    "refusal" % qid)
+		c = Conn(d.smtp_port)
+		c.greet_ehlo()
+		c.expect(250, "MAIL FROM:<s@client.test>")
+		c.expect(250, "RCPT TO:<alice@list.example>")
+		c.expect(354, "DATA")
+		c.send(body + b".\r\n")
+		c.expect(250, what="other domain under its own quota")
+		c.close()
+
+
 def test_max_recipients():
 	with Fixture("maxrcpt", extra=EXTRA) as d:
 		c = Conn(d.smtp_port)
@@ -119,5 +162,5 @@ def test_turn_and_misc():
 
 
 if __name__ == "__main__":
-	run_tests([test_relay_refusal, test_max_recipients, test_turn_and_misc],
+	run_tests([test_domain_quota, test_relay_refusal, test_max_recipients, test_turn_and_misc],
 	    "policy")
