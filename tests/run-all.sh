@@ -8,6 +8,8 @@ set -e
 cd "$(dirname "$0")/.."
 top=$(pwd)
 sh contrib/install-deps.sh
+# An in-tree build would make the out-of-tree configures below refuse.
+[ -f config.status ] && { echo "removing the in-tree build (make distclean)"; make -s distclean; }
 autoreconf -fi >/dev/null 2>&1 || autoreconf -fi
 jobs=$(nproc)
 # Tests keep their temporary files here, away from other users of /tmp.
