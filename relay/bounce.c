@@ -114,6 +114,33 @@ static void bounce_clean(const char *in, char *out, size_t size)
 	out[o] = '\0';
 }
 
+/*
+ * Our own envelope data (addresses, ENVID, ORCPT, HELO) was checked by the
+ * SMTP parser, but a header line is only safe if it cannot hold a line
+ * break whatever the queue contains: control characters become '?'
+ * (UTF-8 addresses of SMTPUTF8 mail are kept).
+ */
+static const char *bounce_field(const char *in, char *out, size_t size)
+{
+	size_t o = 0;
+
+	for (; in != NULL && *in != '\0' && o + 1 < size; in++) {
+		unsigned char c = (unsigned char)*in;
+
+		out[o++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static int bounce_has_ctl(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return 1;
+	return 0;
+}
+
 static const char *bounce_action_name(enum bounce_action a)
 {
 	static const char *names[] = { "failed", "delayed", "delivered", "relayed" };
@@ -169,7 +196,10 @@ static void bounce_add_original(struct bounce_buf *b, struct queue *q,
 			break;
 	}
 	queue_body_free(&body);
-	if (b->len >= 2 && memcmp(b->p + b->len - 2, "\r\n", 2) != 0)
+	/* A cut between CR and LF must not leave a bare CR. */
+	if (b->len >= 1 && b->p[b->len - 1] == '\r')
+		bounce_buf_add(b, "\n", 1);
+	else if (b->len >= 2 && memcmp(b->p + b->len - 2, "\r\n", 2) != 0)
 		bounce_buf_add(b, "\r\n", 2);
 }
 
@@ -179,7 +209,7 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
     char **body_r, size_t *len_r)
 {
 	struct bounce_buf b = { 0 };
-	char boundary[64], date[64], adate[64], clean[600], dom[256];
+	char boundary[64], date[64], adate[64], clean[600], dom[256], fld[600];
 	unsigned char rnd[8];
 	size_t i, nwanted = 0;
 	int any_failed = 0, headers_only;
@@ -192,7 +222,8 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 				any_failed = 1;
 		}
 	}
-	if (nwanted == 0)
+	/* Never a notice to an address that could not be written safely. */
+	if (nwanted == 0 || bounce_has_ctl(orig->sender))
 		return -1;
 
 	memset(rnd, 0, sizeof(rnd));
@@ -203,7 +234,7 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 	bounce_date(orig->arrival, adate, sizeof(adate));
 
 	bounce_buf_printf(&b, "From: Mail Delivery System <MAILER-DAEMON@%s>\r\n", hostname);
-	bounce_buf_printf(&b, "To: <%s>\r\n", orig->sender);
+	bounce_buf_printf(&b, "To: <%s>\r\n", bounce_field(orig->sender, fld, sizeof(fld)));
 	bounce_buf_printf(&b, "Subject: %s\r\n", any_failed ?
 	    "Undelivered Mail Returned to Sender" : "Delivery Status Notification");
 	bounce_buf_printf(&b, "Date: %s\r\n", date);
@@ -233,7 +264,8 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 		if (!bounce_wanted(orig, r, rcpts[i].action))
 			continue;
 		bounce_clean(rcpts[i].diagnostic, clean, sizeof(clean));
-		bounce_buf_printf(&b, "<%s>: %s%s%s\r\n", r->addr,
+		bounce_buf_printf(&b, "<%s>: %s%s%s\r\n",
+		    bounce_field(r->addr, fld, sizeof(fld)),
 		    bounce_action_name(rcpts[i].action), clean[0] ? ": " : "", clean);
 	}
 	bounce_buf_printf(&b, "\r\n");
@@ -243,9 +275,11 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 	    "Content-Type: message/delivery-status\r\n\r\n", boundary);
 	bounce_buf_printf(&b, "Reporting-MTA: dns; %s\r\n", hostname);
 	if (orig->envid != NULL)
-		bounce_buf_printf(&b, "Original-Envelope-Id: %s\r\n", orig->envid);
+		bounce_buf_printf(&b, "Original-Envelope-Id: %s\r\n",
+		    bounce_field(orig->envid, fld, sizeof(fld)));
 	if (orig->helo != NULL)
-		bounce_buf_printf(&b, "Received-From-MTA: dns; %s\r\n", orig->helo);
+		bounce_buf_printf(&b, "Received-From-MTA: dns; %s\r\n",
+		    bounce_field(orig->helo, fld, sizeof(fld)));
 	bounce_buf_printf(&b, "Arrival-Date: %s\r\n", adate);
 	for (i = 0; i < nrcpts; i++) {
 		const struct queue_rcpt *r;
@@ -257,9 +291,11 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 		if (!bounce_wanted(orig, r, rcpts[i].action))
 			continue;
 		status = rcpts[i].status ? rcpts[i].status : bounce_default_status(rcpts[i].action);
-		bounce_buf_printf(&b, "\r\nFinal-Recipient: rfc822; %s\r\n", r->addr);
+		bounce_buf_printf(&b, "\r\nFinal-Recipient: rfc822; %s\r\n",
+		    bounce_field(r->addr, fld, sizeof(fld)));
 		if (r->orcpt != NULL)
-			bounce_buf_printf(&b, "Original-Recipient: %s\r\n", r->orcpt);
+			bounce_buf_printf(&b, "Original-Recipient: %s\r\n",
+			    bounce_field(r->orcpt, fld, sizeof(fld)));
 		bounce_buf_printf(&b, "Action: %s\r\n", bounce_action_name(rcpts[i].action));
 		bounce_buf_printf(&b, "Status: %s\r\n", status);
 		if (rcpts[i].remote_mta != NULL) {
@@ -285,7 +321,9 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 
 	memset(env_r, 0, sizeof(*env_r));
 	env_r->sender = xstrdup("");
-	env_r->flags = QUEUE_F_DSN | (orig->flags & QUEUE_F_8BITMIME);
+	/* A UTF-8 sender can only be reached with SMTPUTF8. */
+	env_r->flags = QUEUE_F_DSN |
+	    (orig->flags & (QUEUE_F_8BITMIME | QUEUE_F_SMTPUTF8));
 	env_r->ret = QUEUE_RET_NONE;
 	env_r->arrival = now;
 	env_r->rcpts = xcalloc(1, sizeof(*env_r->rcpts));
