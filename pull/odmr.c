@@ -46,6 +46,8 @@
 #define ODMR_PREAUTH_TIMEOUT	120	/* seconds: DoS guard before AUTH */
 #define ODMR_MAX_DOMAINS	64
 #define ODMR_RATE_SLOTS		64
+#define ODMR_OUT_MAX		(64 * 1024)	/* stop reading above this */
+#define ODMR_CLOSE_GRACE	10	/* seconds for a last reply to leave */
 
 enum odmr_state {
 	ODMR_INITIAL,
@@ -71,6 +73,7 @@ struct odmr {
 	struct odmr_listener *listeners;
 	struct odmr_session *sessions;
 	size_t nsessions;
+	struct odmr_atrn_log *reversed;	/* ATRN deliveries running */
 	int shutting_down;
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
@@ -116,19 +119,34 @@ static void odmr_reply(struct odmr_session *s, const char *fmt, ...)
 /* Close once the reply is written. */
 static void odmr_close_when_flushed(struct odmr_session *s)
 {
+	struct timeval grace = { ODMR_CLOSE_GRACE, 0 };
+
 	s->state = ODMR_CLOSING;
 	bufferevent_disable(s->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
 		odmr_session_free(s);
+		return;
+	}
+	/* A peer that does not read must not keep the slot: the deadline
+	 * frees a closing session after the grace period. */
+	if (s->deadline != NULL)
+		evtimer_add(s->deadline, &grace);
 }
 
 static void odmr_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
 
-	(void)bev;
-	if (s->state == ODMR_CLOSING)
+	if (s->state == ODMR_CLOSING) {
 		odmr_session_free(s);
+		return;
+	}
+	/* Replies drained below the limit: read the pipelined rest. */
+	if (s->state != ODMR_DELAYED && s->bev == bev &&
+	    !(bufferevent_get_enabled(bev) & EV_READ)) {
+		bufferevent_enable(bev, EV_READ);
+		odmr_read_cb(bev, s);
+	}
 }
 
 static void odmr_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -143,7 +161,6 @@ static void odmr_event_cb(struct bufferevent *bev, short what, void *arg)
 			log_info("odmr: client=[%s], user=%s, timeout", s->ip,
 			    s->user[0] ? s->user : "-");
 			odmr_reply(s, "421 4.4.2 %s Timeout, closing", s->cfg->hostname);
-			bufferevent_set_timeouts(s->bev, NULL, NULL);
 			odmr_close_when_flushed(s);
 			return;
 		}
@@ -173,8 +190,11 @@ static void odmr_deadline_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (s->state == ODMR_CLOSING || s->bev == NULL)
+	if (s->state == ODMR_CLOSING || s->bev == NULL) {
+		if (s->state == ODMR_CLOSING)
+			odmr_session_free(s);
 		return;
+	}
 	if (s->state == ODMR_DELAYED) {
 		odmr_set_timeout(s);
 		return;
@@ -409,15 +429,43 @@ static int odmr_gather_cb(void *arg, const char *id)
 }
 
 struct odmr_atrn_log {
+	struct odmr *o;
+	struct deliver *d;	/* until its done callback */
 	char ip[64];
 	char user[128];
 	char domains[512];
+	struct odmr_atrn_log *prev, *next;
 };
+
+static void odmr_reversed_unlink(struct odmr_atrn_log *lg)
+{
+	if (lg->prev != NULL)
+		lg->prev->next = lg->next;
+	else
+		lg->o->reversed = lg->next;
+	if (lg->next != NULL)
+		lg->next->prev = lg->prev;
+}
+
+/* Shutdown: abort reversed sessions; unconfirmed mail stays queued. */
+static void odmr_reversed_abort_all(struct odmr *o)
+{
+	while (o->reversed != NULL) {
+		struct odmr_atrn_log *lg = o->reversed;
+
+		odmr_reversed_unlink(lg);
+		log_info("atrn: client=[%s], user=%s, domains=%s, result=aborted "
+		    "(shutdown)", lg->ip, lg->user, lg->domains);
+		deliver_free(&lg->d);
+		free(lg);
+	}
+}
 
 static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 {
 	struct odmr_atrn_log *lg = arg;
 
+	odmr_reversed_unlink(lg);
 	log_info("atrn: client=[%s], user=%s, domains=%s, messages=%u, sent=%u, "
 	    "deferred=%u, bounced=%u, bytes=%llu, result=%s (%s)", lg->ip,
 	    lg->user, lg->domains, sum->messages, sum->rcpts_sent,
@@ -471,6 +519,9 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 		ndomains = passwd_user_domain_list(s->o->pw, s->user,
 		    (const char **)domains, ODMR_MAX_DOMAINS);
 		if (ndomains == 0) {
+			log_info("atrn: client=[%s], user=%s, result=refused (no domains)",
+			    s->ip, s->user);
+			metrics_inc(METRIC_ATRN, "refused");
 			odmr_reply(s, "450 4.7.1 ATRN request refused");
 			return;
 		}
@@ -482,9 +533,12 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 		return;
 	}
 	list[0] = '\0';
-	for (i = 0; i < ndomains; i++)
-		off += (size_t)snprintf(list + off, off < sizeof(list) ?
-		    sizeof(list) - off : 0, "%s%s", i ? "," : "", domains[i]);
+	for (i = 0; i < ndomains && off < sizeof(list); i++) {
+		int n = snprintf(list + off, sizeof(list) - off, "%s%s",
+		    i ? "," : "", domains[i]);
+
+		off += n > 0 ? (size_t)n : 0;
+	}
 
 	memset(&g, 0, sizeof(g));
 	{
@@ -517,6 +571,12 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	metrics_inc(METRIC_ATRN, "started");
 	odmr_reply(s, "250 2.0.0 OK now reversing the connection");
 	lg = xcalloc(1, sizeof(*lg));
+	lg->o = s->o;
+	lg->d = g.d;
+	lg->next = s->o->reversed;
+	if (s->o->reversed != NULL)
+		s->o->reversed->prev = lg;
+	s->o->reversed = lg;
 	util_strlcpy(lg->ip, s->ip, sizeof(lg->ip));
 	util_strlcpy(lg->user, s->user, sizeof(lg->user));
 	util_strlcpy(lg->domains, list, sizeof(lg->domains));
@@ -583,6 +643,11 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 
 	while (s->state != ODMR_CLOSING && s->state != ODMR_DELAYED &&
 	    s->bev == bev) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) > ODMR_OUT_MAX) {
+			/* The client does not read its replies: neither do we. */
+			bufferevent_disable(bev, EV_READ);
+			break;
+		}
 		size_t max = s->state == ODMR_AUTH_EXCHANGE ? ODMR_AUTH_LINE_MAX :
 		    ODMR_LINE_MAX;
 		struct evbuffer_ptr eol;
@@ -603,6 +668,11 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 			evbuffer_drain(in, (size_t)eol.pos + eol_len);
 			s->discard_line = 0;
 			odmr_reply(s, "500 5.5.2 Line too long");
+			if (++s->errors >= s->cfg->max_errors) {
+				odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
+				    s->cfg->hostname);
+				odmr_close_when_flushed(s);
+			}
 			if (s->state == ODMR_AUTH_EXCHANGE) {
 				sasl_server_free(&s->sasl);
 				s->state = ODMR_INITIAL;
@@ -615,6 +685,11 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 		if (memchr(line, '\0', len) != NULL) {
 			free(line);
 			odmr_reply(s, "500 5.5.2 Syntax error");
+			if (++s->errors >= s->cfg->max_errors) {
+				odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
+				    s->cfg->hostname);
+				odmr_close_when_flushed(s);
+			}
 			continue;
 		}
 		if (s->bev == bev)
@@ -712,6 +787,18 @@ static void odmr_accept_tls(struct evconnlistener *l, evutil_socket_t fd,
 	(void)l;
 	(void)salen;
 	odmr_accept(arg, fd, sa, 1);
+}
+
+int odmr_adopt(struct odmr *o, int fd, const struct sockaddr *sa,
+    int implicit_tls)
+{
+	/* A listener makes accepted sockets non-blocking; an inherited or
+	 * test socket may not be. */
+	if (evutil_make_socket_nonblocking(fd) < 0)
+		log_warn("odmr: cannot make socket %d non-blocking", fd);
+	/* odmr_accept only reads sa (libevent's callback type is not const). */
+	odmr_accept(o, fd, (struct sockaddr *)sa, implicit_tls);
+	return 0;
 }
 
 /*
@@ -857,6 +944,7 @@ void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg)
 	o->listeners = NULL;
 	o->shutdown_done = done;
 	o->shutdown_arg = arg;
+	odmr_reversed_abort_all(o);
 	for (s = o->sessions; s != NULL; s = snext) {
 		snext = s->next;
 		if (s->state == ODMR_CLOSING)
@@ -888,6 +976,7 @@ void odmr_free(struct odmr **op)
 	if (o == NULL)
 		return;
 	o->shutdown_done = NULL;
+	odmr_reversed_abort_all(o);
 	while (o->sessions != NULL)
 		odmr_session_free(o->sessions);
 	for (ol = o->listeners; ol != NULL; ol = next) {

@@ -12,6 +12,7 @@
 #include <openssl/ssl.h>
 
 struct event_base;
+struct sockaddr;
 struct config;
 struct queue;
 struct odmr;
@@ -22,6 +23,11 @@ struct odmr *odmr_new(struct event_base *base, struct config *cfg,
 /* implicit_tls: TLS from the first byte (odmrs_listen). 0 or -1 + err. */
 int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
     char *err, size_t errlen);
+/* Take fd, an already connected socket, as a new session (socket
+ * activation, tests); sa is the peer. fd is ours from now on, even when
+ * the session is refused (421, limits). Returns 0. */
+int odmr_adopt(struct odmr *o, int fd, const struct sockaddr *sa,
+    int implicit_tls);
 /* SIGHUP: new config and TLS context; the password file is read again (a
  * broken one is logged and the old one kept). */
 void odmr_reload(struct odmr *o, struct config *cfg, SSL_CTX *tls);
