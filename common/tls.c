@@ -15,6 +15,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include "tls.h"
@@ -241,6 +242,15 @@ void tls_bev_close_flushed(struct bufferevent *bev)
 	if (bev == NULL)
 		return;
 	bufferevent_disable(bev, EV_READ);
+	{
+		/* close_notify, so the peer sees a clean end (RFC 8446 6.1);
+		 * it is queued like any other output. */
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+
+		if (ssl != NULL && SSL_is_init_finished(ssl) &&
+		    !(SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+			(void)SSL_shutdown(ssl);
+	}
 	if (!tls_linger_pending(bev)) {
 		bufferevent_free(bev);
 		return;

@@ -37,7 +37,6 @@
 #include "xmalloc.h"
 
 #define LINE_MAX_IN	4096		/* a reply or command line */
-#define DATA_LINE_MAX	(1024 * 1024)	/* a message text line (kept whole) */
 
 enum tls_mode { TLS_REQUIRED, TLS_OPPORTUNISTIC, TLS_NONE };
 
@@ -584,27 +583,56 @@ static int local_open(struct conn *l, struct smtp_reply *caps)
 	return 0;
 }
 
-/* Copy the message text from provider to local up to the final dot. */
+/*
+ * Copy the message text from provider to local up to the final dot, as a
+ * byte stream: it is already dot-stuffed and goes through unchanged, so a
+ * line of any length passes (spec: long lines are kept). Only the line
+ * starts are tracked, to see CRLF "." CRLF.
+ */
 static int relay_data(struct conn *p, struct conn *l, unsigned long long *bytes_r)
 {
-	static char line[DATA_LINE_MAX + 3];
-	int crlf;
+	enum { AT_BOL, AT_DOT, AT_DOTCR, IN_LINE } st = AT_BOL;
 
 	*bytes_r = 0;
 	for (;;) {
-		ssize_t n = conn_read_line(p, line, DATA_LINE_MAX, &crlf);
+		size_t start, i;
 
-		if (n < 0)
-			return -1;	/* provider gone: the mail stays there */
-		if (n == 1 && line[0] == '.') {
-			if (!l->dead)
-				conn_write(l, ".\r\n", 3);
-			return 0;
+		if (p->off == p->len) {
+			ssize_t r = conn_read_some(p, p->buf, sizeof(p->buf));
+
+			if (r <= 0) {
+				p->dead = 1;
+				return -1;	/* provider gone: the mail stays there */
+			}
+			p->off = 0;
+			p->len = (size_t)r;
 		}
-		*bytes_r += (unsigned long long)n + 2;
-		memcpy(line + n, "\r\n", 2);
+		start = p->off;
+		for (i = p->off; i < p->len; i++) {
+			char c = p->buf[i];
+
+			if (st == AT_DOTCR && c == '\n') {
+				/* Forward the final ".\r\n" too. */
+				if (!l->dead)
+					conn_write(l, p->buf + start, i + 1 - start);
+				*bytes_r += i + 1 - start;
+				*bytes_r = *bytes_r >= 3 ? *bytes_r - 3 : 0;
+				p->off = i + 1;
+				return 0;
+			}
+			if (c == '\n')
+				st = AT_BOL;
+			else if (st == AT_BOL && c == '.')
+				st = AT_DOT;
+			else if (st == AT_DOT && c == '\r')
+				st = AT_DOTCR;
+			else
+				st = IN_LINE;
+		}
 		if (!l->dead)
-			conn_write(l, line, (size_t)n + 2);
+			conn_write(l, p->buf + start, p->len - start);
+		*bytes_r += p->len - start;
+		p->off = p->len;
 	}
 }
 
@@ -615,7 +643,7 @@ static int reversed_session(struct conn *p, struct tally *t)
 	struct smtp_reply caps, r;
 	char line[LINE_MAX_IN], verb[SMTP_VERB_MAX + 1], sizearg[64];
 	unsigned tx_rcpts = 0;
-	int in_tx = 0, status = 0;
+	int in_tx = 0, status = 0, local_in_data = 0;
 
 	if (local_open(&local, &caps) < 0) {
 		/* The provider keeps the mail (RFC 2645 5.3: refusing greeting). */
@@ -705,12 +733,14 @@ static int reversed_session(struct conn *p, struct tally *t)
 			relay_reply(p, &r);
 			if (r.code != 354)
 				continue;
+			local_in_data = 1;
 			if (relay_data(p, &local, &bytes) < 0) {
 				msg("provider: connection lost during DATA; the message stays at the provider");
 				status = -1;
 				break;
 			}
 			in_tx = 0;
+			local_in_data = 0;
 			if (local.dead || conn_reply(&local, &r) < 0) {
 				/* Never acknowledge what the local MTA did not. */
 				conn_printf(p, "451 4.3.0 local mail server connection lost");
@@ -747,7 +777,9 @@ static int reversed_session(struct conn *p, struct tally *t)
 		}
 	}
 out:
-	if (!local.dead && conn_printf(&local, "QUIT") == 0)
+	/* Inside DATA a QUIT would only become message text: just close, so
+	 * the local MTA never sees an end of data and keeps nothing. */
+	if (!local.dead && !local_in_data && conn_printf(&local, "QUIT") == 0)
 		(void)conn_reply(&local, &r);
 	conn_close(&local);
 	if (t->deferred > 0)

@@ -721,6 +721,34 @@ static int msg_remove(struct queue *q, MDB_txn *txn, const struct queue_envelope
 /* ---- job application (writer thread) ---- */
 
 /* Returns an LMDB code, or one of the negative QUEUE_E* codes as such. */
+/*
+ * New mail may fill the map only up to QUEUE_MAP_RESERVE_PCT: the rest is
+ * kept for recording deliveries and deletions, so a full queue can always
+ * drain (a delivery whose result could not be written would be sent
+ * again). Pages in use are counted per database; free pages do not count.
+ */
+#define QUEUE_MAP_RESERVE_PCT	90
+
+static int map_has_room(struct queue *q, MDB_txn *txn, uint64_t need)
+{
+	MDB_dbi dbis[] = { 0, 1, q->db_meta, q->db_msg, q->db_body, q->db_dom,
+	    q->db_sched, q->db_count, q->db_lease, q->db_incomplete };
+	MDB_envinfo info;
+	MDB_stat st;
+	uint64_t pages = 0, psize = 4096;
+
+	if (mdb_env_info(q->env, &info) != 0)
+		return 1;
+	for (size_t i = 0; i < sizeof(dbis) / sizeof(dbis[0]); i++) {
+		if (mdb_stat(txn, dbis[i], &st) != 0)
+			continue;
+		psize = st.ms_psize;
+		pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
+	}
+	return pages * psize + need <=
+	    (uint64_t)info.me_mapsize / 100 * QUEUE_MAP_RESERVE_PCT;
+}
+
 static int job_commit(struct queue *q, MDB_txn *txn, struct job *j)
 {
 	struct queue_envelope *env = j->env;
@@ -729,6 +757,8 @@ static int job_commit(struct queue *q, MDB_txn *txn, struct job *j)
 
 	if (j->put->wr_failed)
 		return j->put->wr_failed;
+	if (!map_has_room(q, txn, env->size))
+		return QUEUE_EFULL;
 	if (j->len > 0) {
 		rc = body_put(q, txn, env->id, j->chunkno, j->data, j->len);
 		if (rc != 0)
@@ -767,7 +797,7 @@ static int job_update(struct queue *q, MDB_txn *txn, struct job *j)
 {
 	struct queue_envelope *env, *bounce = j->bounce;
 	uint32_t nchunks;
-	size_t i, queued = 0;
+	size_t i, queued = 0, applied = 0;
 	int rc;
 
 	rc = msg_load(q, txn, j->id, &env, &nchunks);
@@ -785,6 +815,14 @@ static int job_update(struct queue *q, MDB_txn *txn, struct job *j)
 			continue;
 		}
 		r = &env->rcpts[u->index];
+		/* Settled meanwhile (an expiry, an administrator): an update
+		 * made from an older snapshot must not revive it. */
+		if (r->state != QUEUE_RCPT_QUEUED) {
+			log_debug("%s: recipient %zu already settled, update ignored",
+			    env->id, u->index);
+			continue;
+		}
+		applied++;
 		/* Newly setting the delay flag is bookkeeping, not an attempt. */
 		attempt = !(u->state == QUEUE_RCPT_QUEUED && u->delay_warned &&
 		    !r->delay_warned);
@@ -820,7 +858,8 @@ static int job_update(struct queue *q, MDB_txn *txn, struct job *j)
 			rc = msg_store(q, txn, env, 1);
 		}
 	}
-	if (rc == 0 && bounce != NULL) {
+	/* No notice about recipients that were settled already. */
+	if (rc == 0 && bounce != NULL && (applied > 0 || j->nupdates == 0)) {
 		for (i = 0; rc == 0 && (uint64_t)i * QUEUE_CHUNK_SIZE < bounce->size; i++) {
 			size_t off = i * (size_t)QUEUE_CHUNK_SIZE;
 			size_t n = bounce->size - off;
@@ -955,7 +994,14 @@ static void writer_cleanup_put(struct queue *q, const char *id)
 
 	if (mdb_txn_begin(q->env, NULL, 0, &txn) != 0)
 		return;
-	rc = body_delete(q, txn, id);
+	{
+		/* An id that collided with a queued message (a clock stepped
+		 * back across a restart) must not take that message's body. */
+		MDB_val k = { QUEUE_ID_LEN, (void *)id }, d;
+
+		rc = mdb_get(txn, q->db_msg, &k, &d) == 0 ? 0 :
+		    body_delete(q, txn, id);
+	}
 	if (rc == 0)
 		rc = marker_set(q, txn, id, 0);
 	if (rc == 0)
@@ -1170,12 +1216,30 @@ static struct job *job_new(enum job_type type, const char *id)
 	return j;
 }
 
+/* 1 if id names a stored or unfinished message (a short read txn). */
+static int queue_id_in_use(struct queue *q, const char *id)
+{
+	MDB_txn *txn;
+	MDB_val k = { QUEUE_ID_LEN, (void *)id }, d;
+	int used;
+
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return 0;
+	used = mdb_get(txn, q->db_msg, &k, &d) == 0 ||
+	    mdb_get(txn, q->db_incomplete, &k, &d) == 0;
+	mdb_txn_abort(txn);
+	return used;
+}
+
 struct queue_put *queue_put_begin(struct queue *q)
 {
 	struct queue_put *p = xcalloc(1, sizeof(*p));
 
 	p->q = q;
 	queue_new_id(q, p->id);
+	/* Ids are time-ordered; after a clock step back one may exist. */
+	for (int tries = 0; tries < 8 && queue_id_in_use(q, p->id); tries++)
+		queue_new_id(q, p->id);
 	if (q->rdonly)
 		p->err = QUEUE_EIO;
 	return p;

@@ -5,8 +5,6 @@
  * reply texts end up in Diagnostic-Code: they are stripped of control
  * characters and cut to keep the report well formed.
  */
-#include "config.h"
-
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,6 +13,7 @@
 #include <time.h>
 
 #include "bounce.h"
+#include "config.h"
 #include "queue.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -349,4 +348,21 @@ void bounce_envelope_clear(struct queue_envelope *env)
 	free(env->rcpts);
 	free(env->sender);
 	memset(env, 0, sizeof(*env));
+}
+
+void bounce_route(struct queue_envelope *benv, const struct config *cfg)
+{
+	const struct config_domain *cd;
+	struct queue_rcpt *r;
+
+	if (benv->nrcpts != 1 || cfg == NULL)
+		return;
+	r = &benv->rcpts[0];
+	cd = config_find_domain(cfg, r->domain);
+	if (cd == NULL)
+		return;
+	free(r->domain);
+	r->domain = xstrdup(cd->name);
+	if (cd->hold)
+		r->next_attempt = 0;
 }

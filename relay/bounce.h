@@ -53,4 +53,13 @@ void bounce_envelope_clear(struct queue_envelope *env);
 /* The domain part of an address, lower-cased, into buf ("" if none). */
 const char *bounce_addr_domain(const char *addr, char *buf, size_t size);
 
+struct config;
+/*
+ * Address a built notice like mail received for its recipient: when the
+ * sender's domain is one we hold mail for (directly or as a subdomain),
+ * the notice is indexed under that configured domain and, for hold = yes,
+ * waits for ETRN/ATRN like the customer's other mail.
+ */
+void bounce_route(struct queue_envelope *benv, const struct config *cfg);
+
 #endif

@@ -192,9 +192,16 @@ static void deliver_unlease_cb(void *arg, int result)
 {
 	struct deliver_unlease *u = arg;
 
-	if (result != QUEUE_OK)
-		log_error("%s: cannot record the delivery result: %s", u->id,
+	if (result != QUEUE_OK && result != QUEUE_ENOTFOUND) {
+		/* The recipients still look queued: released now, they would
+		 * be sent again at once. Kept leased until a restart, when a
+		 * second delivery (a duplicate, never a loss) is the price. */
+		log_error("%s: cannot record the delivery result: %s; the message "
+		    "stays leased until odrelayd restarts", u->id,
 		    queue_strerror(result));
+		free(u);
+		return;
+	}
 	queue_unlease(u->q, u->id);
 	free(u);
 }
@@ -298,6 +305,8 @@ static void deliver_commit(struct deliver *d, struct deliver_msg *m)
 	if (nb > 0)
 		have_bounce = bounce_build(d->cfg->hostname, env, br, nb, d->q,
 		    DELIVER_BOUNCE_RETURN, now, &benv, &body, &blen) == 0;
+	if (have_bounce)
+		bounce_route(&benv, d->cfg);
 	u = xcalloc(1, sizeof(*u));
 	u->q = d->q;
 	memcpy(u->id, m->id, sizeof(u->id));

@@ -542,7 +542,7 @@ void sched_flush(struct sched *s, const char *domain, char *reply, size_t replyl
 
 /* ---- bounces and expiry ---- */
 
-static void sched_return_message(struct sched *s, const struct queue_envelope *env,
+static size_t sched_return_message(struct sched *s, const struct queue_envelope *env,
     const char *status, const char *text, int only_expired, time_t now)
 {
 	struct queue_rcpt_update *ups;
@@ -553,7 +553,7 @@ static void sched_return_message(struct sched *s, const struct queue_envelope *e
 	int have_bounce;
 
 	if (queue_is_leased(s->q, env->id))
-		return;
+		return 0;
 	ups = xcalloc(env->nrcpts, sizeof(*ups));
 	br = xcalloc(env->nrcpts, sizeof(*br));
 	for (i = 0; i < env->nrcpts; i++) {
@@ -580,6 +580,8 @@ static void sched_return_message(struct sched *s, const struct queue_envelope *e
 	if (n > 0) {
 		have_bounce = bounce_build(s->cfg->hostname, env, br, n, s->q,
 		    SCHED_BOUNCE_RETURN, now, &benv, &body, &blen) == 0;
+		if (have_bounce)
+			bounce_route(&benv, s->cfg);
 		metrics_add(METRIC_BOUNCED, NULL, n);
 		for (i = 0; i < n; i++)
 			log_info("%s: to=<%s>, status=bounced (%s)%s", env->id,
@@ -593,6 +595,7 @@ static void sched_return_message(struct sched *s, const struct queue_envelope *e
 	}
 	free(ups);
 	free(br);
+	return n;
 }
 
 static void sched_delay_warn(struct sched *s, const struct queue_envelope *env, time_t now)
@@ -629,6 +632,7 @@ static void sched_delay_warn(struct sched *s, const struct queue_envelope *env, 
 	if (n == 0)
 		return;
 	if (bounce_build(s->cfg->hostname, env, br, n, s->q, 0, now, &benv, &body, &blen) == 0) {
+		bounce_route(&benv, s->cfg);
 		queue_update(s->q, env->id, ups, n, &benv, body, blen, NULL, NULL);
 		bounce_envelope_clear(&benv);
 		free(body);
@@ -642,8 +646,11 @@ static int sched_expiry_cb(void *arg, const struct queue_envelope *env)
 	struct sched *s = arg;
 	time_t now = time(NULL);
 
-	sched_return_message(s, env, "5.4.7", "message expired (queue_lifetime)", 1, now);
-	sched_delay_warn(s, env, now);
+	/* Both work from this snapshot: after a return, the delay notice
+	 * waits for the next scan, which sees the new state. */
+	if (sched_return_message(s, env, "5.4.7", "message expired (queue_lifetime)",
+	    1, now) == 0)
+		sched_delay_warn(s, env, now);
 	return 0;
 }
 

@@ -741,6 +741,11 @@ static void smtpc_send_dot(struct smtpc *s)
 	evbuffer_add(out, ".\r\n", 3);
 	s->state = S_DOT;
 	smtpc_set_timeout(s, s->to.dot);
+	/* A reply that came while we were sending the text (an early 5xx)
+	 * was not read then: read it now, from the loop. */
+	if (evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+		bufferevent_trigger(s->bev, EV_READ,
+		    BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 /* Feed the body into the output buffer up to the high watermark. */

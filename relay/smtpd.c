@@ -768,7 +768,9 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 		return;
 	}
 	for (i = 0; i < tx->nrcpts; i++)
-		if (strcasecmp(tx->rcpts[i].addr, path.addr) == 0) {
+		/* The local part is case-sensitive (RFC 5321 2.4); the
+		 * domain is already lower case. */
+		if (strcmp(tx->rcpts[i].addr, path.addr) == 0) {
 			/* duplicate: one delivery is enough */
 			smtpd_reply(ss, "250 2.1.5 Ok");
 			return;
