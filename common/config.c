@@ -1069,6 +1069,10 @@ static void config_keyvalue(struct config_ctx *ctx, char *line)
 	seen[idx] = ctx->line;
 	if (ctx->cur == NULL && strcmp(key, "run_as_user") == 0)
 		ctx->cfg->run_as_user_set = 1;
+	if (ctx->cur == NULL && strcmp(key, "smtp_listen") == 0)
+		ctx->cfg->smtp_listen_set = 1;
+	if (ctx->cur == NULL && strcmp(key, "odmr_listen") == 0)
+		ctx->cfg->odmr_listen_set = 1;
 	if (ctx->cur == NULL)
 		field = (char *)ctx->cfg + k->goff;
 	else

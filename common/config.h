@@ -61,6 +61,8 @@ struct config {
 	int delivery_port;
 	char *run_as_user;
 	int run_as_user_set;	/* named in the file (else the default) */
+	int smtp_listen_set;	/* same for smtp_listen and odmr_listen: */
+	int odmr_listen_set;	/* a default that cannot bind only warns */
 	int log_level;		/* enum log_level */
 	/* Extensions to spec.md (documented in odrelay.conf(5)). */
 	uint64_t queue_map_size;	/* LMDB map size [4G] */

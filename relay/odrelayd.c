@@ -384,21 +384,41 @@ static void gauges(void *arg, struct evbuffer *out)
 	    sched_active(d->sched));
 }
 
+/*
+ * A listener the file names must bind (else exit 1). The built-in
+ * defaults (0.0.0.0 and [::] on ports 25 and 366) may not all be possible
+ * (no IPv6, no root for port 366): those only warn, as long as one SMTP
+ * listener is up.
+ */
 static void listen_all(struct daemon *d)
 {
 	char err[256];
 	const struct config *cfg = d->cfg;
+	size_t smtp_up = 0;
 
-	for (size_t i = 0; i < cfg->smtp_listen.n; i++)
+	for (size_t i = 0; i < cfg->smtp_listen.n; i++) {
 		if (smtpd_listen(d->smtpd, cfg->smtp_listen.v[i], err,
-		    sizeof(err)) < 0)
+		    sizeof(err)) == 0)
+			smtp_up++;
+		else if (cfg->smtp_listen_set)
 			log_fatal(1, "smtp_listen %s: %s", cfg->smtp_listen.v[i], err);
+		else
+			log_warn("smtp_listen (default) %s: %s", cfg->smtp_listen.v[i],
+			    err);
+	}
+	if (smtp_up == 0 && cfg->smtp_listen.n > 0)
+		log_fatal(1, "no SMTP listener could be opened");
 	if (d->odmr == NULL)
 		return;
-	for (size_t i = 0; i < cfg->odmr_listen.n; i++)
+	for (size_t i = 0; i < cfg->odmr_listen.n; i++) {
 		if (odmr_listen(d->odmr, cfg->odmr_listen.v[i], 0, err,
-		    sizeof(err)) < 0)
+		    sizeof(err)) == 0)
+			continue;
+		if (cfg->odmr_listen_set)
 			log_fatal(1, "odmr_listen %s: %s", cfg->odmr_listen.v[i], err);
+		log_warn("odmr_listen (default) %s: %s; set odmr_listen to choose "
+		    "(empty disables ODMR)", cfg->odmr_listen.v[i], err);
+	}
 	for (size_t i = 0; i < cfg->odmrs_listen.n; i++)
 		if (odmr_listen(d->odmr, cfg->odmrs_listen.v[i], 1, err,
 		    sizeof(err)) < 0)
