@@ -91,7 +91,37 @@ def test_notice_to_held_subdomain_sender():
 		sink.stop()
 
 
+def test_delay_notice_once():
+	"""delay_warning: a backup-MX message still undelivered after it gets
+	one "delayed" notice (RFC 3464 Action: delayed) and stays queued."""
+	sink = Sink().start()
+	try:
+		doms = ("[domain backup.test]\nhold = no\nroute = 127.0.0.1:%d\n\n"
+		    "[domain sender.test]\nhold = no\nroute = 127.0.0.1:%d\n"
+		    % (free_port(), sink.port))
+		with Fixture("reg-delay", extra="delay_warning = 2s\nretry_min = 1h\n"
+		    "retry_max = 2h\n", domains=doms) as d:
+			code, text = send_message(d.smtp_port, "s@sender.test",
+			    ["a@backup.test"], "Subject: slow\r\n\r\nhello\r\n")
+			check(code == 250, text)
+			qid = queued_id(text)
+			time.sleep(8)
+			got = sink.delivered()
+			check(len(got) == 1, "want one delay notice, sink got %d" % len(got))
+			txn, rcpts = got[0]
+			data = txn.data.decode("latin-1")
+			check(rcpts == ["s@sender.test"], "notice went to %r" % rcpts)
+			check("report-type=delivery-status" in data and
+			    "Action: delayed" in data and "a@backup.test" in data,
+			    "not a delay notice:\n" + data[:2000])
+			check(json_find(d.queue_json(), qid) is not None,
+			    "the delayed message left the queue")
+	finally:
+		sink.stop()
+
+
 if __name__ == "__main__":
 	run_tests([test_expiry_and_delay_in_one_scan,
 	    test_full_queue_drains_without_resending,
-	    test_notice_to_held_subdomain_sender], "regress")
+	    test_notice_to_held_subdomain_sender, test_delay_notice_once],
+	    "regress")
