@@ -1374,22 +1374,34 @@ void queue_put_abandon(struct queue_put **pp)
 
 /* ---- updates, deletes ---- */
 
+/* A job on message id with its completion, or NULL (done already called
+ * with QUEUE_ENOTFOUND) when the id is malformed. */
+static struct job *job_for_id(enum job_type type, const char *id, queue_done_fn *done,
+    void *arg)
+{
+	struct job *j;
+
+	if (!queue_id_valid(id)) {
+		if (done != NULL)
+			done(arg, QUEUE_ENOTFOUND);
+		return NULL;
+	}
+	j = job_new(type, id);
+	j->done = done;
+	j->arg = arg;
+	return j;
+}
+
 void queue_update(struct queue *q, const char *id,
     const struct queue_rcpt_update *updates, size_t nupdates,
     const struct queue_envelope *bounce, const void *bounce_body,
     size_t bounce_len, queue_done_fn *done, void *arg)
 {
-	struct job *j;
+	struct job *j = job_for_id(JOB_UPDATE, id, done, arg);
 	size_t i;
 
-	if (!queue_id_valid(id)) {
-		if (done != NULL)
-			done(arg, QUEUE_ENOTFOUND);
+	if (j == NULL)
 		return;
-	}
-	j = job_new(JOB_UPDATE, id);
-	j->done = done;
-	j->arg = arg;
 	if (nupdates > 0) {
 		j->updates = xcalloc(nupdates, sizeof(*j->updates));
 		j->nupdates = nupdates;
@@ -1414,26 +1426,15 @@ void queue_update(struct queue *q, const char *id,
 void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
     void *arg)
 {
-	struct job *j;
+	struct job *j = job_for_id(JOB_DELETE, id, done, arg);
 
-	if (!queue_id_valid(id)) {
-		if (done != NULL)
-			done(arg, QUEUE_ENOTFOUND);
-		return;
-	}
-	j = job_new(JOB_DELETE, id);
-	j->done = done;
-	j->arg = arg;
-	queue_submit(q, j);
+	if (j != NULL)
+		queue_submit(q, j);
 }
 
 void queue_barrier(struct queue *q, queue_done_fn *done, void *arg)
 {
-	struct job *j = job_new(JOB_BARRIER, "0000000000000000");
-
-	j->done = done;
-	j->arg = arg;
-	queue_submit(q, j);
+	queue_submit(q, job_for_id(JOB_BARRIER, "0000000000000000", done, arg));
 }
 
 void queue_set_quota(struct queue *q, const char *domain, uint64_t max_bytes)
