@@ -160,9 +160,10 @@ def test_fetchmail_wrong_password():
 
 
 def test_fetchmail_odmrs():
-	with daemon("odmr-fmtls", tls=True,
-	    extra="odmrs_listen = 127.0.0.1:%d" % free_port()) as d, \
-	    Sink() as sink:
+	# The sink binds first: an ephemeral port it took after free_port()
+	# could be the one the daemon is about to bind.
+	with Sink() as sink, daemon("odmr-fmtls", tls=True,
+	    extra="odmrs_listen = 127.0.0.1:%d" % free_port()) as d:
 		users(d)
 		port = int(d.text.split("odmrs_listen = 127.0.0.1:")[1].split()[0])
 		q1 = submit(d.smtp_port, "s1@client.test", ["user@example.org"],
