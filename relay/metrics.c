@@ -41,6 +41,16 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "ATRN requests, by result." },
 	[METRIC_AUTH] = { "odrelay_auth_attempts_total", "result",
 	    "SASL authentications on the ODMR listener, by result." },
+	[METRIC_RCPT_PROBE] = { "odrelay_recipient_probes_total", "result",
+	    "Recipient verification probes to a primary, by result." },
+	[METRIC_RCPT_CACHE] = { "odrelay_recipient_cache_lookups_total", "result",
+	    "Recipient cache look-ups at RCPT (hit or miss)." },
+	[METRIC_RCPT_LEARNED_VALID] = { "odrelay_recipients_learned_valid_total",
+	    "domain", "Recipients learned valid from deliveries, by domain." },
+	[METRIC_RCPT_LEARNED_INVALID] = { "odrelay_recipients_learned_invalid_total",
+	    "domain", "Recipients learned invalid from deliveries, by domain." },
+	[METRIC_RCPT_REFUSED] = { "odrelay_rcpt_refused_total", "mechanism",
+	    "RCPT commands refused as unknown recipients, by mechanism." },
 };
 
 struct metric_cell {
