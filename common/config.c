@@ -750,6 +750,24 @@ static int config_set_recipients_file(struct config_ctx *ctx, void *field,
 	return 0;
 }
 
+/* A webhook: https://host[:port][/path], or empty for none. */
+static int config_set_notify_url(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	char **f = field;
+
+	if (*value != '\0' && (strncasecmp(value, "https://", 8) != 0 ||
+	    value[8] == '\0' || value[8] == '/' || strlen(value) > 1024 ||
+	    strpbrk(value, " \t\"\\") != NULL)) {
+		config_error(ctx, "bad value for '%s': '%s' (expected "
+		    "https://host[:port][/path])", key, value);
+		return -1;
+	}
+	free(*f);
+	*f = *value == '\0' ? NULL : xstrdup(value);
+	return 0;
+}
+
 /* ---- the key table ---- */
 
 #define G(f) offsetof(struct config, f), 0
@@ -788,6 +806,11 @@ static const struct config_key config_keys[] = {
 	{ "atrn_rate", CONFIG_GLOBAL, config_set_uint, G(atrn_rate) },
 	{ "max_deliveries", CONFIG_GLOBAL, config_set_uint, G(max_deliveries) },
 	{ "max_deliveries_per_dest", CONFIG_GLOBAL, config_set_uint, G(max_deliveries_per_dest) },
+	{ "odmr_wait_timeout", CONFIG_GLOBAL, config_set_duration, G(odmr_wait_timeout) },
+	{ "max_waiting", CONFIG_GLOBAL, config_set_uint, G(max_waiting) },
+	{ "notify_url", CONFIG_BOTH, config_set_notify_url, GD(notify_url) },
+	{ "notify_ca_file", CONFIG_BOTH, config_set_optstr, GD(notify_ca_file) },
+	{ "notify_interval", CONFIG_BOTH, config_set_duration, GD(notify_interval) },
 	{ "hold", CONFIG_DOMAIN, config_set_bool, D(hold) },
 	{ "subdomains", CONFIG_DOMAIN, config_set_bool, D(subdomains) },
 	{ "route", CONFIG_DOMAIN, config_set_route, D(route) },
@@ -889,6 +912,9 @@ static struct config *config_new(void)
 	cfg->atrn_rate = 10;
 	cfg->max_deliveries = 20;
 	cfg->max_deliveries_per_dest = 4;
+	cfg->odmr_wait_timeout = 25 * 60;
+	cfg->max_waiting = 10000;
+	cfg->notify_interval = 60;
 	return cfg;
 }
 
@@ -912,6 +938,8 @@ static void config_domain_clear(struct config_domain *d)
 	free(d->route_host);
 	strlist_free(&d->recipients);
 	free(d->recipients_file);
+	free(d->notify_url);
+	free(d->notify_ca_file);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -954,6 +982,8 @@ void config_free(struct config **cfgp)
 	free(cfg->passwd_file);
 	strlist_free(&cfg->dns_servers);
 	free(cfg->run_as_user);
+	free(cfg->notify_url);
+	free(cfg->notify_ca_file);
 	for (i = 0; i < cfg->ndomains; i++)
 		config_domain_clear(&cfg->domains[i]);
 	free(cfg->domains);

@@ -32,6 +32,10 @@ struct config_domain {
 	int has_recipient_list;	/* recipients or recipients_file was set */
 	uint64_t max_queue_size;	/* bytes, per-domain quota */
 	long queue_lifetime;	/* seconds */
+	/* Webhook overrides; NULL/0 = the global value. */
+	char *notify_url;
+	char *notify_ca_file;
+	long notify_interval;
 };
 
 struct config {
@@ -72,6 +76,12 @@ struct config {
 	unsigned atrn_rate;		/* ATRN per user per minute [10] */
 	unsigned max_deliveries;	/* outbound connections in total [20] */
 	unsigned max_deliveries_per_dest; /* per destination [4] */
+	/* Push delivery (XWAIT, webhooks). */
+	long odmr_wait_timeout;		/* seconds an XWAIT lasts [25m] */
+	unsigned max_waiting;		/* XWAIT sessions in all [10000] */
+	char *notify_url;		/* https:// webhook, or NULL */
+	char *notify_ca_file;		/* NULL: system store */
+	long notify_interval;		/* seconds [60] */
 
 	struct config_domain *domains;
 	size_t ndomains;

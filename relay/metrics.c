@@ -41,6 +41,12 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "ATRN requests, by result." },
 	[METRIC_AUTH] = { "odrelay_auth_attempts_total", "result",
 	    "SASL authentications on the ODMR listener, by result." },
+	[METRIC_XWAIT] = { "odrelay_xwait_total", "result",
+	    "XWAIT commands and how their waits ended, by result." },
+	[METRIC_XWAIT_WAKEUPS] = { "odrelay_xwait_wakeups_total", NULL,
+	    "Waiting ODMR sessions woken by arriving mail." },
+	[METRIC_NOTIFY] = { "odrelay_notifications_total", "result",
+	    "Arrival webhooks (notify_url), by result." },
 };
 
 struct metric_cell {
