@@ -36,6 +36,14 @@ struct config_domain {
 	char *notify_url;
 	char *notify_ca_file;
 	long notify_interval;
+	int milters_none;	/* milters = none: never filtered */
+};
+
+/* milter_default_action */
+enum config_milter_default {
+	CONFIG_MILTER_TEMPFAIL = 0,
+	CONFIG_MILTER_ACCEPT,
+	CONFIG_MILTER_REJECT
 };
 
 struct config {
@@ -82,6 +90,16 @@ struct config {
 	char *notify_url;		/* https:// webhook, or NULL */
 	char *notify_ca_file;		/* NULL: system store */
 	long notify_interval;		/* seconds [60] */
+	/* Gatekeeper: DNS blocklists and milters (odrelay.conf(5)). */
+	struct strlist dnsbl;		/* "LIST[=CODES]" items, checked */
+	int dnsbl_action;		/* enum dnsbl_action [reject] */
+	struct strlist dnsbl_allow;	/* CIDR networks never checked */
+	long dnsbl_timeout;		/* seconds [5] */
+	struct strlist milters;		/* "inet:IP:PORT" / "unix:PATH" */
+	int milter_default_action;	/* enum config_milter_default */
+	long milter_connect_timeout;	/* seconds [30] */
+	long milter_command_timeout;	/* seconds [30] */
+	long milter_content_timeout;	/* seconds [300] */
 
 	struct config_domain *domains;
 	size_t ndomains;

@@ -28,6 +28,8 @@ enum metric {
 	METRIC_XWAIT,		/* label: result (waiting, woken, timeout, ...) */
 	METRIC_XWAIT_WAKEUPS,	/* waiting sessions woken by arrivals */
 	METRIC_NOTIFY,		/* webhooks, label: result */
+	METRIC_DNSBL_HITS,	/* clients listed, label: list */
+	METRIC_DNSBL_ERRORS,	/* lookups failed, label: timeout, tempfail */
 	METRIC_COUNT
 };
 
