@@ -56,7 +56,8 @@ enum job_type {
 	JOB_DELETE,
 	JOB_LEASE,
 	JOB_UNLEASE,
-	JOB_BARRIER	/* writes nothing: completes after every earlier job */
+	JOB_BARRIER,	/* writes nothing: completes after every earlier job */
+	JOB_EXT		/* a write of another queue/ module (queue_ext_submit) */
 };
 
 struct quota {
@@ -79,6 +80,9 @@ struct job {
 	size_t nupdates;
 	struct queue_envelope *bounce;	/* UPDATE: copy, id assigned */
 	char *owner;			/* LEASE */
+	queue_ext_apply_fn *ext_apply;	/* EXT */
+	void (*ext_free)(void *);
+	void *ext_arg;
 	queue_done_fn *done;
 	void *arg;
 	int result;
@@ -930,6 +934,8 @@ static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 		return rc == MDB_NOTFOUND ? 0 : rc;
 	case JOB_BARRIER:
 		return 0;
+	case JOB_EXT:
+		return j->ext_apply(txn, j->ext_arg);
 	}
 	return EINVAL;
 }
@@ -955,7 +961,7 @@ static void writer_set_sync(struct queue *q, struct job *list)
 
 	for (j = list; j != NULL; j = j->next)
 		if (j->type != JOB_CHUNK && j->type != JOB_LEASE &&
-		    j->type != JOB_UNLEASE)
+		    j->type != JOB_UNLEASE && j->type != JOB_EXT)
 			light = 0;
 	if (light != q->nosync_mode) {
 		mdb_env_set_flags(q->env, MDB_NOMETASYNC, light);
@@ -1203,6 +1209,8 @@ static void job_free(struct job *j)
 		free((char *)j->updates[i].reply);
 	free(j->updates);
 	free(j->owner);
+	if (j->ext_free != NULL)
+		j->ext_free(j->ext_arg);
 	free(j);
 }
 
@@ -2248,4 +2256,29 @@ void queue_test_hold_writer(struct queue *q, int hold)
 	q->test_hold = hold;
 	pthread_cond_signal(&q->cv);
 	pthread_mutex_unlock(&q->mu);
+}
+
+/* ---- writes of other queue/ modules (queue_private.h) ---- */
+
+MDB_env *queue_ext_env(struct queue *q)
+{
+	return q->env;
+}
+
+int queue_ext_rdonly(const struct queue *q)
+{
+	return q->rdonly;
+}
+
+void queue_ext_submit(struct queue *q, queue_ext_apply_fn *apply,
+    void (*release)(void *), void *arg, queue_done_fn *done, void *darg)
+{
+	struct job *j = job_new(JOB_EXT, NULL);
+
+	j->ext_apply = apply;
+	j->ext_free = release;
+	j->ext_arg = arg;
+	j->done = done;
+	j->arg = darg;
+	queue_submit(q, j);
 }

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "control.h"
 #include "dns.h"
+#include "dnsbl.h"
 #include "log.h"
 #include "metrics.h"
 #include "odmr.h"
@@ -43,6 +44,7 @@ struct daemon {
 	const char *cfg_path;
 	struct queue *q;
 	struct dns *dns;
+	struct dnsbl *dnsbl;
 	struct sched *sched;
 	struct smtpd *smtpd;
 	struct odmr *odmr;
@@ -506,6 +508,8 @@ int main(int argc, char **argv)
 		log_fatal(1, "dns: %s", err);
 	d.sched = sched_new(d.base, d.cfg, d.q, d.dns, d.client_tls);
 	d.smtpd = smtpd_new(d.base, d.cfg, d.q, d.server_tls);
+	d.dnsbl = dnsbl_new(d.base, d.dns);
+	smtpd_set_dnsbl(d.smtpd, d.dnsbl);
 	if (d.cfg->odmr_listen.n > 0 || d.cfg->odmrs_listen.n > 0) {
 		d.odmr = odmr_new(d.base, d.cfg, d.q, d.server_tls, err, sizeof(err));
 		if (d.odmr == NULL)
@@ -535,6 +539,7 @@ int main(int argc, char **argv)
 
 	/* Sessions are gone or timed out; nothing unacknowledged is kept. */
 	smtpd_free(&d.smtpd);
+	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);
 	for (size_t i = 0; i < d.nmetrics; i++)
