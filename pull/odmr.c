@@ -98,7 +98,7 @@ struct odmr_session {
 	int discard_line;	/* skipping the rest of an overlong line */
 	unsigned errors;
 	char ip[64];
-	char user[128];
+	char *user;		/* authenticated user (any length), or NULL */
 	struct sasl_server *sasl;
 	char delayed_reply[128];
 	struct xwait_entry *wait;	/* XWAIT registration */
@@ -169,7 +169,7 @@ static void odmr_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (s->state != ODMR_CLOSING) {
 			log_info("odmr: client=[%s], user=%s, timeout", s->ip,
-			    s->user[0] ? s->user : "-");
+			    s->user != NULL ? s->user : "-");
 			odmr_reply(s, "421 4.4.2 %s Timeout, closing", s->cfg->hostname);
 			odmr_close_when_flushed(s);
 			return;
@@ -241,6 +241,7 @@ static void odmr_session_free(struct odmr_session *s)
 		event_free(s->deadline);
 	sasl_server_free(&s->sasl);
 	config_unref(&s->cfg);
+	free(s->user);
 	free(s);
 	if (o->shutting_down && o->nsessions == 0 && o->shutdown_done != NULL) {
 		void (*done)(void *) = o->shutdown_done;
@@ -339,7 +340,8 @@ static void odmr_auth_result(struct odmr_session *s, int rc, const char *reply)
 		odmr_reply(s, "%s", reply);
 		return;
 	case SASL_OK:
-		util_strlcpy(s->user, sasl_server_user(s->sasl), sizeof(s->user));
+		free(s->user);
+		s->user = xstrdup(sasl_server_user(s->sasl));
 		sasl_server_free(&s->sasl);
 		sasl_throttle_success(s->o->throttle, s->ip);
 		s->state = ODMR_AUTHED;
@@ -453,7 +455,7 @@ struct odmr_atrn_log {
 	struct odmr *o;
 	struct deliver *d;	/* until its done callback */
 	char ip[64];
-	char user[128];
+	char *user;
 	char domains[512];
 	struct odmr_atrn_log *prev, *next;
 };
@@ -478,6 +480,7 @@ static void odmr_reversed_abort_all(struct odmr *o)
 		log_info("atrn: client=[%s], user=%s, domains=%s, result=aborted "
 		    "(shutdown)", lg->ip, lg->user, lg->domains);
 		deliver_free(&lg->d);
+		free(lg->user);
 		free(lg);
 	}
 }
@@ -493,6 +496,7 @@ static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 	    sum->rcpts_deferred, sum->rcpts_bounced,
 	    (unsigned long long)sum->bytes, sum->ok ? "ok" : "incomplete",
 	    sum->reason);
+	free(lg->user);
 	free(lg);
 }
 
@@ -583,10 +587,10 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 
 	memset(&g, 0, sizeof(g));
 	{
-		char owner[160];
+		char *owner = xasprintf("atrn:%s", s->user);
 
-		snprintf(owner, sizeof(owner), "atrn:%s", s->user);
 		g.d = deliver_new(s->o->base, s->cfg, s->o->q, owner, s->ip);
+		free(owner);
 	}
 	g.domains = (const char *const *)domains;
 	g.ndomains = ndomains;
@@ -619,7 +623,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 		s->o->reversed->prev = lg;
 	s->o->reversed = lg;
 	util_strlcpy(lg->ip, s->ip, sizeof(lg->ip));
-	util_strlcpy(lg->user, s->user, sizeof(lg->user));
+	lg->user = xstrdup(s->user);
 	util_strlcpy(lg->domains, list, sizeof(lg->domains));
 	/* The connection now belongs to deliver; our session ends here. */
 	{
