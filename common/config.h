@@ -42,6 +42,18 @@ struct config_domain {
 	long verify_negative_ttl;
 	long learn_ttl;
 	long learn_negative_ttl;
+	/* Webhook overrides; NULL/0 = the global value. */
+	char *notify_url;
+	char *notify_ca_file;
+	long notify_interval;
+	int milters_none;	/* milters = none: never filtered */
+};
+
+/* milter_default_action */
+enum config_milter_default {
+	CONFIG_MILTER_TEMPFAIL = 0,
+	CONFIG_MILTER_ACCEPT,
+	CONFIG_MILTER_REJECT
 };
 
 struct config {
@@ -90,6 +102,22 @@ struct config {
 	long learn_ttl;			/* [180d] */
 	long learn_negative_ttl;	/* [30d] */
 	unsigned verify_cache_size;	/* addresses kept [100000] */
+	/* Push delivery (XWAIT, webhooks). */
+	long odmr_wait_timeout;		/* seconds an XWAIT lasts [25m] */
+	unsigned max_waiting;		/* XWAIT sessions in all [10000] */
+	char *notify_url;		/* https:// webhook, or NULL */
+	char *notify_ca_file;		/* NULL: system store */
+	long notify_interval;		/* seconds [60] */
+	/* Gatekeeper: DNS blocklists and milters (odrelay.conf(5)). */
+	struct strlist dnsbl;		/* "LIST[=CODES]" items, checked */
+	int dnsbl_action;		/* enum dnsbl_action [reject] */
+	struct strlist dnsbl_allow;	/* CIDR networks never checked */
+	long dnsbl_timeout;		/* seconds [5] */
+	struct strlist milters;		/* "inet:IP:PORT" / "unix:PATH" */
+	int milter_default_action;	/* enum config_milter_default */
+	long milter_connect_timeout;	/* seconds [30] */
+	long milter_command_timeout;	/* seconds [30] */
+	long milter_content_timeout;	/* seconds [300] */
 
 	struct config_domain *domains;
 	size_t ndomains;

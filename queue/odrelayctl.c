@@ -80,7 +80,8 @@ static int ctl_usage(void)
 	    "  stats [--json]               per-domain queue sizes and totals\n"
 	    "  recipients [--json] DOMAIN   what the relay knows of a domain's recipients\n"
 	    "  recipients forget DOMAIN [ADDRESS]  clear it (one address or all)\n"
-	    "  passwd add NAME DOMAIN...    add or change an ATRN user (password on stdin)\n"
+	    "  passwd add [--no-cram] NAME DOMAIN...\n"
+	    "                               add or change an ATRN user (password on stdin)\n"
 	    "  passwd del NAME              remove an ATRN user\n"
 	    "  passwd list                  list ATRN users\n"
 	    "options: -c FILE (default " CTL_DEFAULT_CONFIG "), -h help, -V version\n",
@@ -1414,9 +1415,20 @@ static int ctl_cmd_passwd(int argc, char **argv)
 	if (strcmp(argv[1], "add") == 0) {
 		char pw[PASSWD_PASSWORD_MAX + 2];
 		const char **doms;
+		unsigned flags = 0;
 
+		/* --no-cram: keep nothing password-equivalent for the user. */
+		if (argc > 2 && strcmp(argv[2], "--no-cram") == 0) {
+			flags |= PASSWD_NO_CRAM;
+			argv++;
+			argc--;
+		}
 		if (argc < 4)
 			return ctl_usage();
+		if (strlen(argv[2]) > PASSWD_NAME_MAX) {
+			ctl_err("user name longer than %d bytes", PASSWD_NAME_MAX);
+			return CTL_EXIT_USAGE;
+		}
 		if (!passwd_name_valid(argv[2])) {
 			ctl_err("invalid user name");
 			return CTL_EXIT_USAGE;
@@ -1435,8 +1447,8 @@ static int ctl_cmd_passwd(int argc, char **argv)
 		doms = xcalloc((size_t)argc - 3, sizeof(*doms));
 		for (i = 3; i < argc; i++)
 			doms[i - 3] = argv[i];
-		rc = passwd_file_add(cfg->passwd_file, argv[2], pw, doms,
-		    (size_t)argc - 3, err, sizeof(err));
+		rc = passwd_file_add_flags(cfg->passwd_file, argv[2], pw, doms,
+		    (size_t)argc - 3, flags, err, sizeof(err));
 		explicit_bzero(pw, sizeof(pw));
 		free(doms);
 		if (rc < 0) {

@@ -118,6 +118,9 @@ struct queue {
 	size_t nleases;
 
 	uint32_t id_sec, id_ctr;
+
+	queue_arrival_fn *arrival;	/* queue_set_arrival_hook */
+	void *arrival_arg;
 };
 
 struct queue_put {
@@ -1156,11 +1159,37 @@ static void put_maybe_free(struct queue_put *p)
 		put_free(p);
 }
 
+/* Tell the hook which domains just got mail (each once, lower case). */
+static void queue_announce(struct queue *q, const struct queue_envelope *env)
+{
+	char dom[QUEUE_DOMAIN_MAX + 1];
+
+	if (q->arrival == NULL || env == NULL)
+		return;
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		if (env->rcpts[i].state != QUEUE_RCPT_QUEUED ||
+		    env->rcpts[i].domain == NULL || !rcpt_first_in_domain(env, i))
+			continue;
+		domain_key(env->rcpts[i].domain, dom);
+		q->arrival(q->arrival_arg, dom);
+	}
+}
+
+void queue_set_arrival_hook(struct queue *q, queue_arrival_fn *fn, void *arg)
+{
+	q->arrival = fn;
+	q->arrival_arg = arg;
+}
+
 static void queue_complete(struct queue *q, struct job *j)
 {
 	struct queue_put *p = j->put;
 
-	(void)q;
+	/* Committed mail (or a committed bounce) is visible to readers now. */
+	if (j->result == QUEUE_OK && j->type == JOB_COMMIT)
+		queue_announce(q, j->env);
+	else if (j->result == QUEUE_OK && j->type == JOB_UPDATE)
+		queue_announce(q, j->bounce);
 	switch (j->type) {
 	case JOB_CHUNK:
 		p->refs--;

@@ -51,11 +51,21 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "domain", "Recipients learned invalid from deliveries, by domain." },
 	[METRIC_RCPT_REFUSED] = { "odrelay_rcpt_refused_total", "mechanism",
 	    "RCPT commands refused as unknown recipients, by mechanism." },
+	[METRIC_XWAIT] = { "odrelay_xwait_total", "result",
+	    "XWAIT commands and how their waits ended, by result." },
+	[METRIC_XWAIT_WAKEUPS] = { "odrelay_xwait_wakeups_total", NULL,
+	    "Waiting ODMR sessions woken by arriving mail." },
+	[METRIC_NOTIFY] = { "odrelay_notifications_total", "result",
+	    "Arrival webhooks (notify_url), by result." },
+	[METRIC_DNSBL_HITS] = { "odrelay_dnsbl_hits_total", "list",
+	    "Clients found on a DNS blocklist, by list." },
+	[METRIC_DNSBL_ERRORS] = { "odrelay_dnsbl_errors_total", "error",
+	    "DNS blocklist lookups that failed (client not treated as listed)." },
 };
 
 struct metric_cell {
 	int used;
-	char label[32];
+	char label[64];
 	uint64_t value;
 };
 

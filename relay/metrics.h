@@ -30,6 +30,11 @@ enum metric {
 	METRIC_RCPT_LEARNED_VALID,	/* label: domain */
 	METRIC_RCPT_LEARNED_INVALID,	/* label: domain */
 	METRIC_RCPT_REFUSED,	/* label: mechanism (list, learned, probe, tempfail) */
+	METRIC_XWAIT,		/* label: result (waiting, woken, timeout, ...) */
+	METRIC_XWAIT_WAKEUPS,	/* waiting sessions woken by arrivals */
+	METRIC_NOTIFY,		/* webhooks, label: result */
+	METRIC_DNSBL_HITS,	/* clients listed, label: list */
+	METRIC_DNSBL_ERRORS,	/* lookups failed, label: timeout, tempfail */
 	METRIC_COUNT
 };
 
