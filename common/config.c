@@ -18,9 +18,11 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include "config.h"
+#include "dnsbl.h"
 #include "log.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -750,6 +752,166 @@ static int config_set_recipients_file(struct config_ctx *ctx, void *field,
 	return 0;
 }
 
+/* A webhook: https://host[:port][/path], or empty for none. */
+static int config_set_notify_url(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	char **f = field;
+
+	if (*value != '\0' && (strncasecmp(value, "https://", 8) != 0 ||
+	    value[8] == '\0' || value[8] == '/' || strlen(value) > 1024 ||
+	    strpbrk(value, " \t\"\\") != NULL)) {
+		config_error(ctx, "bad value for '%s': '%s' (expected "
+		    "https://host[:port][/path])", key, value);
+		return -1;
+	}
+	free(*f);
+	*f = *value == '\0' ? NULL : xstrdup(value);
+	return 0;
+}
+
+/* ---- gatekeeper: DNS blocklists and milters ---- */
+
+static int config_dnsbl_item(struct config_ctx *ctx, const char *key,
+    const char *item, void *arg)
+{
+	struct dnsbl_spec spec;
+	char err[256];
+
+	if (dnsbl_spec_parse(item, &spec, err, sizeof(err)) < 0) {
+		config_error(ctx, "bad value for '%s': %s", key, err);
+		return -1;
+	}
+	strlist_add(arg, item);
+	return 0;
+}
+
+static int config_set_dnsbl(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	struct strlist l = { NULL, 0 };
+
+	if (config_list_each(ctx, key, value, config_dnsbl_item, &l) < 0) {
+		strlist_free(&l);
+		return -1;
+	}
+	strlist_free(field);
+	*(struct strlist *)field = l;
+	return 0;
+}
+
+static int config_cidr_item(struct config_ctx *ctx, const char *key,
+    const char *item, void *arg)
+{
+	struct dnsbl_cidr net;
+
+	if (dnsbl_cidr_parse(item, &net) < 0) {
+		config_error(ctx, "bad value for '%s': '%s' (expected a "
+		    "network such as 192.0.2.0/24 or 2001:db8::/32)", key,
+		    item);
+		return -1;
+	}
+	strlist_add(arg, item);
+	return 0;
+}
+
+static int config_set_cidrs(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	struct strlist l = { NULL, 0 };
+
+	if (config_list_each(ctx, key, value, config_cidr_item, &l) < 0) {
+		strlist_free(&l);
+		return -1;
+	}
+	strlist_free(field);
+	*(struct strlist *)field = l;
+	return 0;
+}
+
+static int config_set_dnsbl_action(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	enum dnsbl_action a;
+
+	if (dnsbl_action_parse(value, &a) < 0) {
+		config_error(ctx, "bad value for '%s': '%s' (expected reject, "
+		    "tempfail or log)", key, value);
+		return -1;
+	}
+	*(int *)field = (int)a;
+	return 0;
+}
+
+/* "inet:IP:PORT", "inet:[IPv6]:PORT" or "unix:/PATH". */
+static int config_milter_item(struct config_ctx *ctx, const char *key,
+    const char *item, void *arg)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	if (strncmp(item, "unix:", 5) == 0 && item[5] == '/' &&
+	    strlen(item + 5) < sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		strlist_add(arg, item);
+		return 0;
+	}
+	if (strncmp(item, "inet:", 5) == 0 && strchr(item + 5, ':') != NULL &&
+	    util_sockaddr_parse(item + 5, 0, &ss, &len) == 0 &&
+	    ((struct sockaddr_in *)&ss)->sin_port != 0) {
+		strlist_add(arg, item);
+		return 0;
+	}
+	config_error(ctx, "bad value for '%s': '%s' (expected inet:IP:PORT, "
+	    "inet:[IPv6]:PORT or unix:/PATH)", key, item);
+	return -1;
+}
+
+static int config_set_milters(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	struct strlist l = { NULL, 0 };
+
+	if (ctx->cur != NULL) {
+		/* a domain may only opt out */
+		if (strcasecmp(value, "none") != 0) {
+			config_error(ctx, "bad value for '%s' in a [domain] "
+			    "section: '%s' (only 'none' is allowed there)",
+			    key, value);
+			return -1;
+		}
+		ctx->cur->milters_none = 1;
+		return 0;
+	}
+	if (strcasecmp(value, "none") == 0 || *value == '\0') {
+		strlist_free(field);
+		return 0;
+	}
+	if (config_list_each(ctx, key, value, config_milter_item, &l) < 0) {
+		strlist_free(&l);
+		return -1;
+	}
+	strlist_free(field);
+	*(struct strlist *)field = l;
+	return 0;
+}
+
+static int config_set_milter_action(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (strcasecmp(value, "tempfail") == 0)
+		*(int *)field = CONFIG_MILTER_TEMPFAIL;
+	else if (strcasecmp(value, "accept") == 0)
+		*(int *)field = CONFIG_MILTER_ACCEPT;
+	else if (strcasecmp(value, "reject") == 0)
+		*(int *)field = CONFIG_MILTER_REJECT;
+	else {
+		config_error(ctx, "bad value for '%s': '%s' (expected tempfail, "
+		    "accept or reject)", key, value);
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- the key table ---- */
 
 #define G(f) offsetof(struct config, f), 0
@@ -788,6 +950,20 @@ static const struct config_key config_keys[] = {
 	{ "atrn_rate", CONFIG_GLOBAL, config_set_uint, G(atrn_rate) },
 	{ "max_deliveries", CONFIG_GLOBAL, config_set_uint, G(max_deliveries) },
 	{ "max_deliveries_per_dest", CONFIG_GLOBAL, config_set_uint, G(max_deliveries_per_dest) },
+	{ "odmr_wait_timeout", CONFIG_GLOBAL, config_set_duration, G(odmr_wait_timeout) },
+	{ "max_waiting", CONFIG_GLOBAL, config_set_uint, G(max_waiting) },
+	{ "notify_url", CONFIG_BOTH, config_set_notify_url, GD(notify_url) },
+	{ "notify_ca_file", CONFIG_BOTH, config_set_optstr, GD(notify_ca_file) },
+	{ "notify_interval", CONFIG_BOTH, config_set_duration, GD(notify_interval) },
+	{ "dnsbl", CONFIG_GLOBAL, config_set_dnsbl, G(dnsbl) },
+	{ "dnsbl_action", CONFIG_GLOBAL, config_set_dnsbl_action, G(dnsbl_action) },
+	{ "dnsbl_allow", CONFIG_GLOBAL, config_set_cidrs, G(dnsbl_allow) },
+	{ "dnsbl_timeout", CONFIG_GLOBAL, config_set_duration, G(dnsbl_timeout) },
+	{ "milters", CONFIG_BOTH, config_set_milters, offsetof(struct config, milters), offsetof(struct config_domain, milters_none) },
+	{ "milter_default_action", CONFIG_GLOBAL, config_set_milter_action, G(milter_default_action) },
+	{ "milter_connect_timeout", CONFIG_GLOBAL, config_set_duration, G(milter_connect_timeout) },
+	{ "milter_command_timeout", CONFIG_GLOBAL, config_set_duration, G(milter_command_timeout) },
+	{ "milter_content_timeout", CONFIG_GLOBAL, config_set_duration, G(milter_content_timeout) },
 	{ "hold", CONFIG_DOMAIN, config_set_bool, D(hold) },
 	{ "subdomains", CONFIG_DOMAIN, config_set_bool, D(subdomains) },
 	{ "route", CONFIG_DOMAIN, config_set_route, D(route) },
@@ -889,6 +1065,13 @@ static struct config *config_new(void)
 	cfg->atrn_rate = 10;
 	cfg->max_deliveries = 20;
 	cfg->max_deliveries_per_dest = 4;
+	cfg->odmr_wait_timeout = 25 * 60;
+	cfg->max_waiting = 10000;
+	cfg->notify_interval = 60;
+	cfg->dnsbl_timeout = 5;
+	cfg->milter_connect_timeout = 30;
+	cfg->milter_command_timeout = 30;
+	cfg->milter_content_timeout = 300;
 	return cfg;
 }
 
@@ -912,6 +1095,8 @@ static void config_domain_clear(struct config_domain *d)
 	free(d->route_host);
 	strlist_free(&d->recipients);
 	free(d->recipients_file);
+	free(d->notify_url);
+	free(d->notify_ca_file);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -953,7 +1138,12 @@ void config_free(struct config **cfgp)
 	free(cfg->tls_key_file);
 	free(cfg->passwd_file);
 	strlist_free(&cfg->dns_servers);
+	strlist_free(&cfg->dnsbl);
+	strlist_free(&cfg->dnsbl_allow);
+	strlist_free(&cfg->milters);
 	free(cfg->run_as_user);
+	free(cfg->notify_url);
+	free(cfg->notify_ca_file);
 	for (i = 0; i < cfg->ndomains; i++)
 		config_domain_clear(&cfg->domains[i]);
 	free(cfg->domains);

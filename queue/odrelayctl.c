@@ -77,7 +77,8 @@ static int ctl_usage_to(FILE *out, int status)
 	    "  delete ID | --domain DOMAIN  remove mail without delivery\n"
 	    "  bounce ID                    return a message to its sender now\n"
 	    "  stats [--json]               per-domain queue sizes and totals\n"
-	    "  passwd add NAME DOMAIN...    add or change an ATRN user (password on stdin)\n"
+	    "  passwd add [--no-cram] NAME DOMAIN...\n"
+	    "                               add or change an ATRN user (password on stdin)\n"
 	    "  passwd del NAME              remove an ATRN user\n"
 	    "  passwd list                  list ATRN users\n"
 	    "options: -c FILE (default " CTL_DEFAULT_CONFIG "), -h/--help help, -V version\n"
@@ -1417,9 +1418,20 @@ static int ctl_cmd_passwd(int argc, char **argv)
 	if (strcmp(argv[1], "add") == 0) {
 		char pw[PASSWD_PASSWORD_MAX + 2];
 		const char **doms;
+		unsigned flags = 0;
 
+		/* --no-cram: keep nothing password-equivalent for the user. */
+		if (argc > 2 && strcmp(argv[2], "--no-cram") == 0) {
+			flags |= PASSWD_NO_CRAM;
+			argv++;
+			argc--;
+		}
 		if (argc < 4)
 			return ctl_usage();
+		if (strlen(argv[2]) > PASSWD_NAME_MAX) {
+			ctl_err("user name longer than %d bytes", PASSWD_NAME_MAX);
+			return CTL_EXIT_USAGE;
+		}
 		if (!passwd_name_valid(argv[2])) {
 			ctl_err("invalid user name");
 			return CTL_EXIT_USAGE;
@@ -1438,8 +1450,8 @@ static int ctl_cmd_passwd(int argc, char **argv)
 		doms = xcalloc((size_t)argc - 3, sizeof(*doms));
 		for (i = 3; i < argc; i++)
 			doms[i - 3] = argv[i];
-		rc = passwd_file_add(cfg->passwd_file, argv[2], pw, doms,
-		    (size_t)argc - 3, err, sizeof(err));
+		rc = passwd_file_add_flags(cfg->passwd_file, argv[2], pw, doms,
+		    (size_t)argc - 3, flags, err, sizeof(err));
 		explicit_bzero(pw, sizeof(pw));
 		free(doms);
 		if (rc < 0) {

@@ -25,6 +25,11 @@ enum metric {
 	METRIC_ETRN,		/* label: result */
 	METRIC_ATRN,		/* label: result */
 	METRIC_AUTH,		/* label: result */
+	METRIC_XWAIT,		/* label: result (waiting, woken, timeout, ...) */
+	METRIC_XWAIT_WAKEUPS,	/* waiting sessions woken by arrivals */
+	METRIC_NOTIFY,		/* webhooks, label: result */
+	METRIC_DNSBL_HITS,	/* clients listed, label: list */
+	METRIC_DNSBL_ERRORS,	/* lookups failed, label: timeout, tempfail */
 	METRIC_COUNT
 };
 

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "control.h"
 #include "dns.h"
+#include "dnsbl.h"
 #include "log.h"
 #include "metrics.h"
 #include "odmr.h"
@@ -44,6 +45,7 @@ struct daemon {
 	const char *cfg_path;
 	struct queue *q;
 	struct dns *dns;
+	struct dnsbl *dnsbl;
 	struct sched *sched;
 	struct smtpd *smtpd;
 	struct odmr *odmr;
@@ -132,6 +134,38 @@ static void smtpd_passwd(struct daemon *d)
 		smtpd_set_passwd(d->smtpd, pw);
 		passwd_free(&pw);
 	}
+}
+
+/* "waiting": "250 DOMAIN=N ..." for the configured domains with XWAIT
+ * sessions now (odrelayctl queue). */
+static void control_waiting(struct daemon *d, struct control_req *req)
+{
+	char line[7900];
+	size_t off = 0;
+
+	line[0] = '\0';
+	for (size_t i = 0; d->odmr != NULL && i < d->cfg->ndomains; i++) {
+		size_t n = odmr_domain_waiting(d->odmr, d->cfg->domains[i].name);
+		int w;
+
+		if (n == 0)
+			continue;
+		w = snprintf(line + off, sizeof(line) - off, " %s=%zu",
+		    d->cfg->domains[i].name, n);
+		if (w < 0 || (size_t)w >= sizeof(line) - off)
+			break;
+		off += (size_t)w;
+	}
+	control_req_reply(req, "250%s", line);
+}
+
+/* Push delivery: committed mail wakes XWAIT sessions (queue hook). */
+static void on_arrival(void *arg, const char *domain)
+{
+	struct daemon *d = arg;
+
+	if (d->odmr != NULL)
+		odmr_arrived(d->odmr, domain);
 }
 
 static void apply_quotas(struct daemon *d)
@@ -311,6 +345,8 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 
 		control_req_reply(req, "250 %s", metrics_format_line(line,
 		    sizeof(line)));
+	} else if (strcmp(cmd, "waiting") == 0) {
+		control_waiting(d, req);
 	} else {
 		control_req_reply(req, "500 unknown command");
 	}
@@ -392,11 +428,15 @@ static void gauges(void *arg, struct evbuffer *out)
 	    "# TYPE odrelay_sessions gauge\n"
 	    "odrelay_sessions{listener=\"smtp\"} %zu\n"
 	    "odrelay_sessions{listener=\"odmr\"} %zu\n"
+	    "# HELP odrelay_xwait_sessions ODMR sessions waiting for mail (XWAIT).\n"
+	    "# TYPE odrelay_xwait_sessions gauge\n"
+	    "odrelay_xwait_sessions %zu\n"
 	    "# HELP odrelay_deliveries_active Outbound delivery connections running.\n"
 	    "# TYPE odrelay_deliveries_active gauge\n"
 	    "odrelay_deliveries_active %zu\n",
 	    smtpd_session_count(d->smtpd),
 	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
+	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
 	    sched_active(d->sched));
 }
 
@@ -536,6 +576,8 @@ int main(int argc, char **argv)
 		log_fatal(1, "dns: %s", err);
 	d.sched = sched_new(d.base, d.cfg, d.q, d.dns, d.client_tls);
 	d.smtpd = smtpd_new(d.base, d.cfg, d.q, d.server_tls);
+	d.dnsbl = dnsbl_new(d.base, d.dns);
+	smtpd_set_dnsbl(d.smtpd, d.dnsbl);
 	if (d.cfg->odmr_listen.n > 0 || d.cfg->odmrs_listen.n > 0) {
 		d.odmr = odmr_new(d.base, d.cfg, d.q, d.server_tls, err, sizeof(err));
 		if (d.odmr == NULL)
@@ -547,6 +589,7 @@ int main(int argc, char **argv)
 		become_user(d.cfg, 1);
 	smtpd_set_etrn_handler(d.smtpd, sched_etrn, d.sched);
 	smtpd_set_added_handler(d.smtpd, sched_message_added, d.sched);
+	queue_set_arrival_hook(d.q, on_arrival, &d);
 	d.control = control_new(d.base, d.cfg->control_socket, on_control, &d,
 	    err, sizeof(err));
 	if (d.control == NULL)
@@ -566,6 +609,7 @@ int main(int argc, char **argv)
 
 	/* Sessions are gone or timed out; nothing unacknowledged is kept. */
 	smtpd_free(&d.smtpd);
+	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);
 	for (size_t i = 0; i < d.nmetrics; i++)

@@ -33,6 +33,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "dnsbl.h"
 #include "log.h"
 #include "queue.h"
 #include "smtp_parse.h"
@@ -130,6 +131,7 @@ struct smtpd_session {
 	struct event *auth_delay;	/* failed AUTH: reply held back */
 	char auth_reply[128];
 	char user[PASSWD_NAME_MAX + 1];	/* authenticated user, or "" */
+	struct dnsbl_check *dnsbl;	/* started at connect, or NULL */
 };
 
 struct smtpd_listener {
@@ -149,6 +151,7 @@ struct smtpd {
 	void (*added_fn)(void *arg, const char *id);
 	void *added_arg;
 	struct passwd_db *pw;		/* referenced; NULL: no AUTH */
+	struct dnsbl *dnsbl;		/* borrowed; NULL: no DNSBL */
 	struct sasl_throttle *throttle;
 	struct smtpd_session *sessions;
 	size_t nsessions;
@@ -163,6 +166,7 @@ static void smtpd_session_input(struct smtpd_session *ss);
 static void smtpd_session_free(struct smtpd_session *ss);
 static void smtpd_session_setup_bev(struct smtpd_session *ss);
 static void smtpd_eventcb(struct bufferevent *bev, short what, void *arg);
+static int smtpd_dnsbl_refused(struct smtpd_session *ss, const char *rcpt);
 
 /*
  * The bufferevent's read timeout restarts on every byte, so a client
@@ -767,6 +771,8 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 		smtpd_error(ss);
 		return;
 	}
+	if (smtpd_dnsbl_refused(ss, path.addr))
+		return;
 	for (i = 0; i < tx->nrcpts; i++)
 		/* The local part is case-sensitive (RFC 5321 2.4); the
 		 * domain is already lower case. */
@@ -790,6 +796,45 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 	/* held: on demand (0); otherwise due now (set at commit) */
 	qr->next_attempt = dom->hold ? 0 : 1;
 	smtpd_reply(ss, "250 2.1.5 Ok");
+}
+
+/*
+ * DNSBL verdict at RCPT (the lookup started at connect; input waits in
+ * smtpd_session_input until it is done). 1 if the recipient was refused.
+ */
+static int
+smtpd_dnsbl_refused(struct smtpd_session *ss, const char *rcpt)
+{
+	const char *list = dnsbl_check_listed(ss->dnsbl);
+	char sbuf[300];
+	int temp = ss->cfg->dnsbl_action == DNSBL_TEMPFAIL;
+
+	if (list == NULL)
+		return 0;
+	log_sanitize(sbuf, sizeof(sbuf), rcpt, 256);
+	if (ss->cfg->dnsbl_action == DNSBL_LOG) {
+		log_info("NOQUEUE: dnsbl: RCPT from [%s]: listed by %s, to=<%s>, "
+		    "action=log", ss->ip, list, sbuf);
+		return 0;
+	}
+	log_info("NOQUEUE: reject: RCPT from [%s]: %s Client host [%s] "
+	    "blocked using %s; to=<%s>", ss->ip, temp ? "450 4.7.1" :
+	    "554 5.7.1", ss->ip, list, sbuf);
+	metrics_inc(METRIC_REJECTED, "dnsbl");
+	smtpd_reply(ss, "%s Service unavailable; Client host [%s] blocked "
+	    "using %s", temp ? "450 4.7.1" : "554 5.7.1", ss->ip, list);
+	return 1;
+}
+
+static void
+smtpd_dnsbl_done(void *arg)
+{
+	struct smtpd_session *ss = arg;
+
+	if (ss->bev == NULL || ss->state != SMTPD_ST_MAIL)
+		return;
+	smtpd_session_input(ss);
+	smtpd_session_reap(ss);
 }
 
 /* Returns 1 when input processing must stop. */
@@ -1154,6 +1199,9 @@ smtpd_session_input(struct smtpd_session *ss)
 		if (ss->paused || ss->state == SMTPD_ST_CLOSING ||
 		    ss->state == SMTPD_ST_COMMIT)
 			break;
+		/* RCPT needs the DNSBL verdict: wait (dnsbl_timeout) */
+		if (ss->state == SMTPD_ST_MAIL && dnsbl_check_pending(ss->dnsbl))
+			break;
 		if (ss->state == SMTPD_ST_DATA) {
 			if (smtpd_data_scan(ss))
 				continue;	/* ended or paused: re-check */
@@ -1358,6 +1406,7 @@ smtpd_session_free(struct smtpd_session *ss)
 	}
 	smtpd_tx_free(&ss->tx);
 	sasl_server_free(&ss->sasl);
+	dnsbl_check_free(&ss->dnsbl);
 	if (ss->auth_delay != NULL)
 		event_free(ss->auth_delay);
 	if (ss->deadline != NULL)
@@ -1450,6 +1499,8 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	smtpd_reply(ss, "220 %s ESMTP odrelay", ss->cfg->hostname);
 	ss->deadline = evtimer_new(s->base, smtpd_deadline_cb, ss);
 	smtpd_deadline_arm(ss);
+	ss->dnsbl = dnsbl_check_start(s->dnsbl, ss->cfg, ss->ip,
+	    smtpd_dnsbl_done, ss);
 }
 
 static void
@@ -1576,6 +1627,12 @@ smtpd_reload(struct smtpd *s, struct config *cfg, SSL_CTX *tls)
 		SSL_CTX_up_ref(tls);
 		s->tls = tls;
 	}
+}
+
+void
+smtpd_set_dnsbl(struct smtpd *s, struct dnsbl *bl)
+{
+	s->dnsbl = bl;
 }
 
 void
