@@ -1379,6 +1379,20 @@ static int config_gline(const struct config_ctx *ctx, const char *name)
 	return ctx->gseen[i];
 }
 
+/* Relative paths in the file are relative to the file's directory (as a
+ * production server's are): the daemon's working directory does not matter. */
+static void config_rebase(struct config_ctx *ctx, char **path)
+{
+	char *p;
+
+	if (*path == NULL || (*path)[0] == '/' || (*path)[0] == '\0' ||
+	    ctx->dir == NULL)
+		return;
+	p = xasprintf("%s/%s", ctx->dir, *path);
+	free(*path);
+	*path = p;
+}
+
 /* Checks that involve several keys, after the whole file was read. */
 static void config_finish(struct config_ctx *ctx)
 {
@@ -1406,6 +1420,11 @@ static void config_finish(struct config_ctx *ctx)
 	}
 	if (cfg->hostname == NULL)
 		cfg->hostname = xstrdup(config_system_hostname());
+	config_rebase(ctx, &cfg->queue_dir);
+	config_rebase(ctx, &cfg->passwd_file);
+	config_rebase(ctx, &cfg->control_socket);
+	config_rebase(ctx, &cfg->tls_cert_file);
+	config_rebase(ctx, &cfg->tls_key_file);
 	if (cfg->control_socket == NULL) {
 		cfg->control_socket = xasprintf("%s/control.sock",
 		    cfg->queue_dir);

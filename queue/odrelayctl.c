@@ -68,9 +68,9 @@ static void ctl_err(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-static int ctl_usage(void)
+static int ctl_usage_to(FILE *out, int status)
 {
-	fprintf(stderr,
+	fprintf(out,
 	    "usage: %s [-c FILE] command [arguments]\n"
 	    "  queue [--json] [DOMAIN]      list queued messages\n"
 	    "  show ID [--body]             envelope and headers of one message\n"
@@ -84,9 +84,15 @@ static int ctl_usage(void)
 	    "                               add or change an ATRN user (password on stdin)\n"
 	    "  passwd del NAME              remove an ATRN user\n"
 	    "  passwd list                  list ATRN users\n"
-	    "options: -c FILE (default " CTL_DEFAULT_CONFIG "), -h help, -V version\n",
+	    "options: -c FILE (default " CTL_DEFAULT_CONFIG "), -h/--help help, -V version\n"
+	    "See odrelayctl(8) for the exit codes.\n",
 	    ctl_progname);
-	return CTL_EXIT_USAGE;
+	return status;
+}
+
+static int ctl_usage(void)
+{
+	return ctl_usage_to(stderr, CTL_EXIT_USAGE);
 }
 
 /* ---- text output ---- */
@@ -1698,6 +1704,8 @@ int main(int argc, char **argv)
 	int ch, rc;
 
 	log_init(ctl_progname, 1, LOG_LEVEL_WARNING);
+	if (argc > 1 && strcmp(argv[1], "--help") == 0)
+		return ctl_usage_to(stdout, CTL_EXIT_OK);
 	while ((ch = getopt(argc, argv, "+c:hV")) != -1) {
 		switch (ch) {
 		case 'c':
@@ -1707,6 +1715,7 @@ int main(int argc, char **argv)
 			printf("odrelayctl %s\n", OD_VERSION);
 			return ctl_finish_output(CTL_EXIT_OK);
 		case 'h':
+			return ctl_usage_to(stdout, CTL_EXIT_OK);
 		default:
 			return ctl_usage();
 		}

@@ -26,6 +26,7 @@
 #include "metrics.h"
 #include "odmr.h"
 #include "passwd.h"
+#include "precheck.h"
 #include "queue.h"
 #include "rcache.h"
 #include "recip.h"
@@ -63,10 +64,18 @@ struct daemon {
 	int pending_shutdowns;
 };
 
-static void usage(void)
+static void usage(FILE *out, int status)
 {
-	fprintf(stderr, "usage: odrelayd [-c FILE] [-f] [-n] [-d] [-V]\n");
-	exit(2);
+	fprintf(out, "usage: odrelayd [-c FILE] [-f] [-n] [-d] [-V] [-h]\n"
+	    "  -c FILE  configuration file [%s]\n"
+	    "  -f       stay in the foreground, log to stderr\n"
+	    "  -n       check the configuration and the files it names, then exit\n"
+	    "  -d       debug logging\n"
+	    "  -V       print the version\n"
+	    "  -h       this help (also --help)\n"
+	    "See odrelayd(8) and odrelay.conf(5).\n",
+	    SYSCONFDIR "/odrelay/odrelay.conf");
+	exit(status);
 }
 
 static void print_config_error(void *arg, const char *msg)
@@ -89,6 +98,11 @@ static int load_server_tls(const struct config *cfg, SSL_CTX **ctx_r)
 	*ctx_r = NULL;
 	if (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL)
 		return 0;
+	/* A missing or unreadable file gets its strerror, not OpenSSL's. */
+	if (precheck_tls(cfg, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
 	*ctx_r = tls_server_ctx(cfg->tls_cert_file, cfg->tls_key_file, err,
 	    sizeof(err));
 	if (*ctx_r == NULL) {
@@ -395,7 +409,9 @@ static void become_user(const struct config *cfg, int permanent)
 		return;
 	}
 	if (!permanent) {
-		if (mkdir(cfg->queue_dir, 0700) < 0 && errno != EEXIST)
+		if (mkdir(cfg->queue_dir, 0700) == 0)
+			log_info("queue: created directory %s", cfg->queue_dir);
+		else if (errno != EEXIST)
 			log_fatal(1, "mkdir %s: %s", cfg->queue_dir, strerror(errno));
 		if (chown(cfg->queue_dir, pw->pw_uid, pw->pw_gid) < 0)
 			log_fatal(1, "chown %s: %s", cfg->queue_dir, strerror(errno));
@@ -468,9 +484,10 @@ static void listen_all(struct daemon *d)
 
 	for (size_t i = 0; i < cfg->smtp_listen.n; i++) {
 		if (smtpd_listen(d->smtpd, cfg->smtp_listen.v[i], err,
-		    sizeof(err)) == 0)
+		    sizeof(err)) == 0) {
 			smtp_up++;
-		else if (cfg->smtp_listen_set)
+			log_info("listening: smtp on %s", cfg->smtp_listen.v[i]);
+		} else if (cfg->smtp_listen_set)
 			log_fatal(1, "smtp_listen %s: %s", cfg->smtp_listen.v[i], err);
 		else
 			log_warn("smtp_listen (default) %s: %s", cfg->smtp_listen.v[i],
@@ -478,21 +495,25 @@ static void listen_all(struct daemon *d)
 	}
 	if (smtp_up == 0 && cfg->smtp_listen.n > 0)
 		log_fatal(1, "no SMTP listener could be opened");
-	if (d->odmr == NULL)
-		return;
-	for (size_t i = 0; i < cfg->odmr_listen.n; i++) {
+	/* d->odmr exists when either ODMR list is non-empty. */
+	for (size_t i = 0; d->odmr != NULL && i < cfg->odmr_listen.n; i++) {
 		if (odmr_listen(d->odmr, cfg->odmr_listen.v[i], 0, err,
-		    sizeof(err)) == 0)
+		    sizeof(err)) == 0) {
+			log_info("listening: odmr on %s", cfg->odmr_listen.v[i]);
 			continue;
+		}
 		if (cfg->odmr_listen_set)
 			log_fatal(1, "odmr_listen %s: %s", cfg->odmr_listen.v[i], err);
 		log_warn("odmr_listen (default) %s: %s; set odmr_listen to choose "
 		    "(empty disables ODMR)", cfg->odmr_listen.v[i], err);
 	}
-	for (size_t i = 0; i < cfg->odmrs_listen.n; i++)
+	for (size_t i = 0; d->odmr != NULL && i < cfg->odmrs_listen.n; i++) {
 		if (odmr_listen(d->odmr, cfg->odmrs_listen.v[i], 1, err,
 		    sizeof(err)) < 0)
 			log_fatal(1, "odmrs_listen %s: %s", cfg->odmrs_listen.v[i], err);
+		log_info("listening: odmrs (TLS) on %s", cfg->odmrs_listen.v[i]);
+	}
+	/* Metrics do not depend on ODMR: a pure backup MX has them too. */
 	for (size_t i = 0; i < cfg->metrics_listen.n; i++) {
 		struct metrics *m = metrics_listen(d->base, cfg->metrics_listen.v[i],
 		    gauges, d, err, sizeof(err));
@@ -502,6 +523,8 @@ static void listen_all(struct daemon *d)
 		d->metrics = xreallocarray(d->metrics, d->nmetrics + 1,
 		    sizeof(*d->metrics));
 		d->metrics[d->nmetrics++] = m;
+		log_info("listening: metrics on http://%s/metrics",
+		    cfg->metrics_listen.v[i]);
 	}
 }
 
@@ -513,6 +536,8 @@ int main(int argc, char **argv)
 	char err[512];
 
 	memset(&d, 0, sizeof(d));
+	if (argc > 1 && strcmp(argv[1], "--help") == 0)
+		usage(stdout, 0);
 	while ((ch = getopt(argc, argv, "c:fndVh")) != -1) {
 		switch (ch) {
 		case 'c': cfg_path = optarg; break;
@@ -522,19 +547,24 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("odrelayd %s\n", OD_VERSION);
 			return 0;
-		default: usage();
+		case 'h': usage(stdout, 0); break;
+		default: usage(stderr, 2);
 		}
 	}
 	if (optind != argc)
-		usage();
+		usage(stderr, 2);
 
 	d.cfg_path = cfg_path;
 	d.cfg = config_load(cfg_path, print_config_error, NULL);
 	if (d.cfg == NULL)
 		return 2;
 	if (check_only) {
-		int bad = odmr_check_config(d.cfg, print_config_error, NULL) < 0;
+		int bad = precheck_all(d.cfg, print_config_error, NULL);
 
+		if (bad == 0)
+			printf("odrelayd: %s: configuration OK, %zu domains, "
+			    "queue %s\n", cfg_path, d.cfg->ndomains,
+			    d.cfg->queue_dir);
 		config_free(&d.cfg);
 		return bad ? 2 : 0;
 	}
@@ -557,8 +587,8 @@ int main(int argc, char **argv)
 	 */
 	if (geteuid() == 0)
 		become_user(d.cfg, 0);
-	else
-		(void)mkdir(d.cfg->queue_dir, 0700);
+	else if (mkdir(d.cfg->queue_dir, 0700) == 0)
+		log_info("queue: created directory %s", d.cfg->queue_dir);
 	d.q = queue_open(d.cfg->queue_dir, d.base, d.cfg->queue_map_size, err,
 	    sizeof(err));
 	/* Back to root first: exiting with mixed ids upsets LeakSanitizer. */
@@ -600,6 +630,7 @@ int main(int argc, char **argv)
 	    err, sizeof(err));
 	if (d.control == NULL)
 		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
+	log_info("listening: control on %s", d.cfg->control_socket);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.ev_int = evsignal_new(d.base, SIGINT, on_signal, &d);
