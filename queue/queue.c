@@ -56,7 +56,8 @@ enum job_type {
 	JOB_DELETE,
 	JOB_LEASE,
 	JOB_UNLEASE,
-	JOB_BARRIER	/* writes nothing: completes after every earlier job */
+	JOB_BARRIER,	/* writes nothing: completes after every earlier job */
+	JOB_EXT		/* a write of another queue/ module (queue_ext_submit) */
 };
 
 struct quota {
@@ -79,6 +80,9 @@ struct job {
 	size_t nupdates;
 	struct queue_envelope *bounce;	/* UPDATE: copy, id assigned */
 	char *owner;			/* LEASE */
+	queue_ext_apply_fn *ext_apply;	/* EXT */
+	void (*ext_free)(void *);
+	void *ext_arg;
 	queue_done_fn *done;
 	void *arg;
 	int result;
@@ -114,6 +118,9 @@ struct queue {
 	size_t nleases;
 
 	uint32_t id_sec, id_ctr;
+
+	queue_arrival_fn *arrival;	/* queue_set_arrival_hook */
+	void *arrival_arg;
 };
 
 struct queue_put {
@@ -933,6 +940,8 @@ static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 		return rc == MDB_NOTFOUND ? 0 : rc;
 	case JOB_BARRIER:
 		return 0;
+	case JOB_EXT:
+		return j->ext_apply(txn, j->ext_arg);
 	}
 	return EINVAL;
 }
@@ -958,7 +967,7 @@ static void writer_set_sync(struct queue *q, struct job *list)
 
 	for (j = list; j != NULL; j = j->next)
 		if (j->type != JOB_CHUNK && j->type != JOB_LEASE &&
-		    j->type != JOB_UNLEASE)
+		    j->type != JOB_UNLEASE && j->type != JOB_EXT)
 			light = 0;
 	if (light != q->nosync_mode) {
 		mdb_env_set_flags(q->env, MDB_NOMETASYNC, light);
@@ -1153,11 +1162,37 @@ static void put_maybe_free(struct queue_put *p)
 		put_free(p);
 }
 
+/* Tell the hook which domains just got mail (each once, lower case). */
+static void queue_announce(struct queue *q, const struct queue_envelope *env)
+{
+	char dom[QUEUE_DOMAIN_MAX + 1];
+
+	if (q->arrival == NULL || env == NULL)
+		return;
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		if (env->rcpts[i].state != QUEUE_RCPT_QUEUED ||
+		    env->rcpts[i].domain == NULL || !rcpt_first_in_domain(env, i))
+			continue;
+		domain_key(env->rcpts[i].domain, dom);
+		q->arrival(q->arrival_arg, dom);
+	}
+}
+
+void queue_set_arrival_hook(struct queue *q, queue_arrival_fn *fn, void *arg)
+{
+	q->arrival = fn;
+	q->arrival_arg = arg;
+}
+
 static void queue_complete(struct queue *q, struct job *j)
 {
 	struct queue_put *p = j->put;
 
-	(void)q;
+	/* Committed mail (or a committed bounce) is visible to readers now. */
+	if (j->result == QUEUE_OK && j->type == JOB_COMMIT)
+		queue_announce(q, j->env);
+	else if (j->result == QUEUE_OK && j->type == JOB_UPDATE)
+		queue_announce(q, j->bounce);
 	switch (j->type) {
 	case JOB_CHUNK:
 		p->refs--;
@@ -1206,6 +1241,8 @@ static void job_free(struct job *j)
 		free((char *)j->updates[i].reply);
 	free(j->updates);
 	free(j->owner);
+	if (j->ext_free != NULL)
+		j->ext_free(j->ext_arg);
 	free(j);
 }
 
@@ -2251,4 +2288,29 @@ void queue_test_hold_writer(struct queue *q, int hold)
 	q->test_hold = hold;
 	pthread_cond_signal(&q->cv);
 	pthread_mutex_unlock(&q->mu);
+}
+
+/* ---- writes of other queue/ modules (queue_private.h) ---- */
+
+MDB_env *queue_ext_env(struct queue *q)
+{
+	return q->env;
+}
+
+int queue_ext_rdonly(const struct queue *q)
+{
+	return q->rdonly;
+}
+
+void queue_ext_submit(struct queue *q, queue_ext_apply_fn *apply,
+    void (*release)(void *), void *arg, queue_done_fn *done, void *darg)
+{
+	struct job *j = job_new(JOB_EXT, NULL);
+
+	j->ext_apply = apply;
+	j->ext_free = release;
+	j->ext_arg = arg;
+	j->done = done;
+	j->arg = darg;
+	queue_submit(q, j);
 }

@@ -231,6 +231,14 @@ void queue_unlease(struct queue *q, const char *id);
 /* 1 if leased (by this process, or as recorded on disk for tools). */
 int queue_is_leased(struct queue *q, const char *id);
 
+/*
+ * Arrival hook (ODMR XWAIT, webhooks): called on the loop thread right
+ * after a message (or a bounce) has committed, once per domain with queued
+ * recipients in it (lower case). The hook must not free the queue.
+ */
+typedef void queue_arrival_fn(void *arg, const char *domain);
+void queue_set_arrival_hook(struct queue *q, queue_arrival_fn *fn, void *arg);
+
 /* Check the form of an id from the network, a file or a command. */
 int queue_id_valid(const char *id);
 
