@@ -549,6 +549,36 @@ static int config_set_bool(struct config_ctx *ctx, void *field,
 	return 0;
 }
 
+static int config_set_verify_unknown(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (strcmp(value, "accept") == 0)
+		*(int *)field = 0;
+	else if (strcmp(value, "tempfail") == 0)
+		*(int *)field = 1;
+	else {
+		config_error(ctx, "bad value for '%s': '%s' (expected accept or "
+		    "tempfail)", key, value);
+		return -1;
+	}
+	return 0;
+}
+
+static int config_set_verify(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (strcmp(value, "probe") == 0)
+		*(int *)field = 1;
+	else if (strcmp(value, "no") == 0 || strcmp(value, "none") == 0)
+		*(int *)field = 0;
+	else {
+		config_error(ctx, "bad value for '%s': '%s' (expected probe or "
+		    "none)", key, value);
+		return -1;
+	}
+	return 0;
+}
+
 static int config_set_log_level(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -637,6 +667,10 @@ static int config_rcpt_item(struct config_ctx *ctx, const char *key,
 	struct strlist *l = arg;
 	char *r;
 
+	if (strcmp(item, "learn") == 0 && strcmp(key, "recipients") == 0) {
+		ctx->cur->recipients_learn = 1;
+		return 0;
+	}
 	if ((r = config_recipient_normalize(item)) == NULL) {
 		config_error(ctx, "bad value for '%s': '%s' (expected "
 		    "local@domain or @domain)", key, item);
@@ -662,8 +696,10 @@ static int config_set_recipients(struct config_ctx *ctx, void *field,
 	}
 	for (i = 0; i < add.n; i++)
 		strlist_add(field, add.v[i]);
+	/* "learn" alone is no list: unknown addresses are accepted. */
+	if (add.n > 0 || !ctx->cur->recipients_learn)
+		ctx->cur->has_recipient_list = 1;
 	strlist_free(&add);
-	ctx->cur->has_recipient_list = 1;
 	return 0;
 }
 
@@ -971,6 +1007,14 @@ static const struct config_key config_keys[] = {
 	{ "recipients", CONFIG_DOMAIN, config_set_recipients, D(recipients) },
 	{ "recipients_file", CONFIG_DOMAIN, config_set_recipients_file, D(recipients_file) },
 	{ "max_queue_size", CONFIG_DOMAIN, config_set_size, D(max_queue_size) },
+	{ "verify_recipients", CONFIG_DOMAIN, config_set_verify, D(verify_probe) },
+	{ "verify_unknown", CONFIG_BOTH, config_set_verify_unknown, GD(verify_unknown) },
+	{ "verify_timeout", CONFIG_BOTH, config_set_duration, GD(verify_timeout) },
+	{ "verify_positive_ttl", CONFIG_BOTH, config_set_duration, GD(verify_positive_ttl) },
+	{ "verify_negative_ttl", CONFIG_BOTH, config_set_duration, GD(verify_negative_ttl) },
+	{ "learn_ttl", CONFIG_BOTH, config_set_duration, GD(learn_ttl) },
+	{ "learn_negative_ttl", CONFIG_BOTH, config_set_duration, GD(learn_negative_ttl) },
+	{ "verify_cache_size", CONFIG_GLOBAL, config_set_uint, G(verify_cache_size) },
 };
 
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -1048,6 +1092,12 @@ static struct config *config_new(void)
 	cfg->passwd_file = xstrdup(CONFIG_DEF_PASSWD);
 	cfg->max_message_size = 50ULL * 1024 * 1024;
 	cfg->max_recipients = 1000;
+	cfg->verify_timeout = 10;
+	cfg->verify_positive_ttl = 30L * 86400;
+	cfg->verify_negative_ttl = 3L * 3600;
+	cfg->learn_ttl = 180L * 86400;
+	cfg->learn_negative_ttl = 30L * 86400;
+	cfg->verify_cache_size = 100000;
 	cfg->max_connections = 1000;
 	cfg->max_connections_per_ip = 20;
 	cfg->smtp_timeout = 300;
@@ -1086,6 +1136,28 @@ static void config_domain_init(struct config_domain *d, const char *name,
 	d->route_port = 25;
 	d->max_queue_size = 1024ULL * 1024 * 1024;
 	d->queue_lifetime = cfg->queue_lifetime;
+	/* -1: inherit the global value (config_finish) */
+	d->verify_unknown = -1;
+	d->verify_timeout = d->verify_positive_ttl = d->verify_negative_ttl = -1;
+	d->learn_ttl = d->learn_negative_ttl = -1;
+}
+
+/* A domain section's verify_* and learn_* default to the global ones. */
+static void config_domain_inherit(struct config_domain *d,
+    const struct config *cfg)
+{
+	if (d->verify_unknown < 0)
+		d->verify_unknown = cfg->verify_unknown;
+	if (d->verify_timeout < 0)
+		d->verify_timeout = cfg->verify_timeout;
+	if (d->verify_positive_ttl < 0)
+		d->verify_positive_ttl = cfg->verify_positive_ttl;
+	if (d->verify_negative_ttl < 0)
+		d->verify_negative_ttl = cfg->verify_negative_ttl;
+	if (d->learn_ttl < 0)
+		d->learn_ttl = cfg->learn_ttl;
+	if (d->learn_negative_ttl < 0)
+		d->learn_negative_ttl = cfg->learn_negative_ttl;
 }
 
 static void config_domain_clear(struct config_domain *d)
@@ -1307,6 +1379,20 @@ static int config_gline(const struct config_ctx *ctx, const char *name)
 	return ctx->gseen[i];
 }
 
+/* Relative paths in the file are relative to the file's directory (as a
+ * production server's are): the daemon's working directory does not matter. */
+static void config_rebase(struct config_ctx *ctx, char **path)
+{
+	char *p;
+
+	if (*path == NULL || (*path)[0] == '/' || (*path)[0] == '\0' ||
+	    ctx->dir == NULL)
+		return;
+	p = xasprintf("%s/%s", ctx->dir, *path);
+	free(*path);
+	*path = p;
+}
+
 /* Checks that involve several keys, after the whole file was read. */
 static void config_finish(struct config_ctx *ctx)
 {
@@ -1334,6 +1420,11 @@ static void config_finish(struct config_ctx *ctx)
 	}
 	if (cfg->hostname == NULL)
 		cfg->hostname = xstrdup(config_system_hostname());
+	config_rebase(ctx, &cfg->queue_dir);
+	config_rebase(ctx, &cfg->passwd_file);
+	config_rebase(ctx, &cfg->control_socket);
+	config_rebase(ctx, &cfg->tls_cert_file);
+	config_rebase(ctx, &cfg->tls_key_file);
 	if (cfg->control_socket == NULL) {
 		cfg->control_socket = xasprintf("%s/control.sock",
 		    cfg->queue_dir);
@@ -1349,6 +1440,7 @@ static void config_finish(struct config_ctx *ctx)
 		if (!ctx->lifetime_set[i])
 			cfg->domains[i].queue_lifetime = cfg->queue_lifetime;
 		strlist_sort_unique(&cfg->domains[i].recipients);
+		config_domain_inherit(&cfg->domains[i], cfg);
 	}
 }
 
