@@ -56,6 +56,7 @@ struct sched_run {
 	int busy, again;	/* re-entry guard: deliver_fail calls back at once */
 	int loops;		/* we are the best MX: nowhere to send it */
 	int routed;		/* destination from the domain's route, not MX */
+	int exact;		/* ETRN without '@': not the section's subdomains */
 	struct sched_run *prev_run, *next_run;
 };
 
@@ -254,6 +255,7 @@ static int sched_run_start_conn(struct sched_run *run)
 	if (run->next_id >= run->nids || s->shutting_down)
 		return 0;
 	d = deliver_new(s->base, s->cfg, s->q, "sched", run->domain);
+	deliver_set_exact(d, run->exact);
 	while (run->next_id < run->nids && added < SCHED_MAX_BATCH) {
 		int rc = deliver_add(d, run->ids[run->next_id++], domains, 1);
 
@@ -398,7 +400,7 @@ static void sched_dns_done(void *arg, struct dns_result *res)
  * configured route, else the domain's MX.
  */
 static struct sched_run *sched_start_run(struct sched *s, const char *domain,
-    struct sched_ids *ids, int due_only)
+    struct sched_ids *ids, int due_only, int exact)
 {
 	const struct config_domain *cd = config_domain_by_name(s->cfg, domain);
 	struct sched_run *run;
@@ -409,6 +411,7 @@ static struct sched_run *sched_start_run(struct sched *s, const char *domain,
 	run->ids = ids->v;
 	run->nids = ids->n;
 	run->due_only = due_only;
+	run->exact = exact;	/* before DNS: its answer may come at once */
 	memset(ids, 0, sizeof(*ids));
 	run->next_run = s->runs;
 	if (s->runs != NULL)
@@ -431,11 +434,34 @@ static int sched_etrn_rate_ok(struct sched *s, const char *ip)
 	return util_rate_take(s->etrn, SCHED_ETRN_SLOTS, ip, s->cfg->etrn_rate);
 }
 
+/* Keep only the ids with a queued recipient in exactly domain. */
+static void sched_ids_exact(struct sched *s, struct sched_ids *ids,
+    const char *domain)
+{
+	size_t i, keep = 0;
+
+	for (i = 0; i < ids->n; i++) {
+		struct queue_envelope *env = NULL;
+		int want = queue_get(s->q, ids->v[i], &env) == 1 &&
+		    deliver_env_has(env, domain, 1);
+
+		queue_envelope_free(&env);
+		if (want)
+			ids->v[keep++] = ids->v[i];
+		else
+			free(ids->v[i]);
+	}
+	ids->n = keep;
+}
+
 /*
- * Flush one configured domain. Returns the number of messages started, 0
- * for none waiting, -1 when a run is already going (nothing new started).
+ * Flush one configured domain; exact (ETRN without '@', RFC 1985): the
+ * domain itself, not the subdomains its section takes in. Returns the
+ * number of messages started, 0 for none waiting, -1 when a run is
+ * already going (nothing new started).
  */
-static long sched_flush_one(struct sched *s, const struct config_domain *cd)
+static long sched_flush_one(struct sched *s, const struct config_domain *cd,
+    int exact)
 {
 	struct sched_ids ids = { 0 };
 	struct sched_run *run;
@@ -445,10 +471,15 @@ static long sched_flush_one(struct sched *s, const struct config_domain *cd)
 		return -1;
 	}
 	queue_foreach_domain(s->q, cd->name, sched_collect_id, &ids);
-	if (ids.n == 0)
+	exact = exact && cd->subdomains;
+	if (exact)
+		sched_ids_exact(s, &ids, cd->name);
+	if (ids.n == 0) {
+		sched_ids_free(&ids);
 		return 0;
+	}
 	n = (long)ids.n;
-	sched_start_run(s, cd->name, &ids, 0);
+	sched_start_run(s, cd->name, &ids, 0, exact);
 	return n;
 }
 
@@ -494,7 +525,7 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 		if (!match || !cd->etrn)
 			continue;
 		matched = 1;
-		n = sched_flush_one(s, cd);
+		n = sched_flush_one(s, cd, node[0] != '@' && node[0] != '#');
 		if (n < 0)
 			running = 1;
 		else
@@ -530,7 +561,7 @@ void sched_flush(struct sched *s, const char *domain, char *reply, size_t replyl
 		snprintf(reply, replylen, "550 %.255s: not a configured domain", domain);
 		return;
 	}
-	n = sched_flush_one(s, cd);
+	n = sched_flush_one(s, cd, 0);
 	if (n < 0)
 		snprintf(reply, replylen, "250 flush of %s already running", cd->name);
 	else if (n == 0)
@@ -729,7 +760,7 @@ static void sched_retry_due(struct sched *s)
 		struct sched_run *run = sched_find_run(s, due.domains[i]);
 
 		if (run == NULL && !s->shutting_down)
-			sched_start_run(s, due.domains[i], &due.ids[i], 1);
+			sched_start_run(s, due.domains[i], &due.ids[i], 1, 0);
 		sched_ids_free(&due.ids[i]);
 		free(due.domains[i]);
 	}

@@ -16,6 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import odtest
 from odtest import (Conn, Failure, Fixture, Skip, check, fail, free_port,
     json_messages, queued_id, run_tests, send_message)
+from pullsink import Sink, msg_rcpts, wait_queue
 
 
 # A 255-octet domain: four labels of 63 octets and three dots.
@@ -41,6 +42,62 @@ def test_etrn_node_of_255_octets():
 			c.expect(250, "NOOP")
 		finally:
 			c.close()
+
+
+def _pending(d):
+	return sorted(a for m in json_messages(d.queue_json()) for a in msg_rcpts(m))
+
+
+def test_etrn_plain_is_the_domain_only():
+	"""subdomains = yes: ETRN example.org flushes example.org only (was:
+	its subdomains too); ETRN @example.org then adds the subdomains."""
+	sink = Sink().start()
+	try:
+		doms = ("[domain example.org]\nhold = yes\nsubdomains = yes\n"
+		    "route = 127.0.0.1:%d\n" % sink.port)
+		with Fixture("hostile-etrn-sub", domains=doms) as d:
+			for rcpts in (["a@example.org"], ["b@sub.example.org"],
+			    ["c@example.org", "d@deep.sub.example.org"]):
+				code, text = send_message(d.smtp_port, "s@sender.test",
+				    rcpts, "Subject: sub\r\n\r\nhi\r\n")
+				check(code == 250, text)
+			c = Conn(d.smtp_port)
+			try:
+				c.greet_ehlo()
+				t = c.expect(253, "ETRN example.org")
+				check(" 2 pending" in t, "plain ETRN: %r" % t)
+			finally:
+				c.close()
+			wait_queue(d, lambda j: sorted(a for m in json_messages(j)
+			    for a in msg_rcpts(m)) == ["b@sub.example.org",
+			    "d@deep.sub.example.org"], "example.org delivered")
+			check(sink.delivered_rcpts() == ["a@example.org",
+			    "c@example.org"], "plain ETRN delivered %r"
+			    % sink.delivered_rcpts())
+			c = Conn(d.smtp_port)
+			try:
+				c.greet_ehlo()
+				# nothing left for the domain itself
+				c.expect(251, "ETRN example.org")
+				t = c.expect(253, "ETRN @example.org")
+				check(" 2 pending" in t, "ETRN @: %r" % t)
+			finally:
+				c.close()
+			wait_queue(d, lambda j: not json_messages(j) or
+			    all(not msg_rcpts(m) for m in json_messages(j)),
+			    "subdomains delivered")
+			check(sink.delivered_rcpts() == ["a@example.org",
+			    "b@sub.example.org", "c@example.org",
+			    "d@deep.sub.example.org"], "after ETRN @: %r"
+			    % sink.delivered_rcpts())
+			c = Conn(d.smtp_port)
+			try:
+				c.greet_ehlo()
+				c.expect(251, "ETRN @example.org")
+			finally:
+				c.close()
+	finally:
+		sink.stop()
 
 
 def _line(verb, total):
@@ -184,6 +241,7 @@ def test_full_disk_answers_452():
 if __name__ == "__main__":
 	run_tests([
 	    test_etrn_node_of_255_octets,
+	    test_etrn_plain_is_the_domain_only,
 	    test_line_limits_smtp,
 	    test_line_limits_odmr,
 	    test_malformed_domains_refused,
