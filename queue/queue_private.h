@@ -11,7 +11,9 @@
 
 #include "queue.h"
 
-#define QUEUE_FORMAT_VERSION	1	/* meta "version" (uint32 big-endian) */
+/* meta "version" (uint32 big-endian). 2 added meta "totals"; a format 1
+ * queue is upgraded when opened for writing. */
+#define QUEUE_FORMAT_VERSION	2
 #define QUEUE_RECORD_VERSION	1	/* first byte of every msg record */
 
 /*
