@@ -72,6 +72,18 @@ static struct opts opt;
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
+static void print_usage(FILE *out)
+{
+	fprintf(out, "usage: odpull --server HOST[:PORT] --user NAME "
+	    "(--password-file FILE | env ODPULL_PASSWORD)\n"
+	    "              [--domain D]... [--deliver HOST[:PORT]] [--lmtp]\n"
+	    "              [--tls required|opportunistic|none] [--ca-file FILE] "
+	    "[--timeout SECONDS] [-c FILE] [-v]\n"
+	    "       odpull --etrn --server HOST[:PORT] --domain D...\n"
+	    "       odpull --help | --version\n"
+	    "See odpull(1).\n");
+}
+
 static void die_usage(const char *fmt, ...)
 {
 	va_list ap;
@@ -80,12 +92,8 @@ static void die_usage(const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nusage: odpull --server HOST[:PORT] --user NAME "
-	    "(--password-file FILE | env ODPULL_PASSWORD)\n"
-	    "              [--domain D]... [--deliver HOST[:PORT]] [--lmtp]\n"
-	    "              [--tls required|opportunistic|none] [--ca-file FILE] "
-	    "[--timeout SECONDS] [-c FILE] [-v]\n"
-	    "       odpull --etrn --server HOST[:PORT] --domain D...\n");
+	fputc('\n', stderr);
+	print_usage(stderr);
 	exit(2);
 }
 
@@ -1098,6 +1106,8 @@ int main(int argc, char **argv)
 			printf("odpull %s\n", OD_VERSION);
 			return 0;
 		case 'h':
+			print_usage(stdout);
+			exit(0);
 		default:
 			die_usage("bad usage");
 		}

@@ -37,6 +37,7 @@
 #include <event2/event.h>
 #include <lmdb.h>
 
+#include "config.h"
 #include "domhash.h"
 #include "log.h"
 #include "util.h"
@@ -62,7 +63,8 @@ enum job_type {
 	JOB_LEASE,
 	JOB_UNLEASE,
 	JOB_BARRIER,	/* writes nothing: completes after every earlier job */
-	JOB_COMPACT	/* compacting copy; the loop then swaps the files */
+	JOB_COMPACT,	/* compacting copy; the loop then swaps the files */
+	JOB_EXT		/* a write of another queue/ module (queue_ext_submit) */
 };
 
 struct quota {
@@ -86,6 +88,9 @@ struct job {
 	struct queue_envelope *bounce;	/* UPDATE: copy, id assigned */
 	char *owner;			/* LEASE */
 	uint64_t *before_r, *after_r;	/* COMPACT */
+	queue_ext_apply_fn *ext_apply;	/* EXT */
+	void (*ext_free)(void *);
+	void *ext_arg;
 	queue_done_fn *done;
 	void *arg;
 	int result;
@@ -118,6 +123,7 @@ struct queue {
 	uint64_t map_size;
 	uint64_t min_free;	/* queue_min_free: file system reserve */
 	int space_low;		/* the reserve could not be kept */
+	struct strlist ext_dbs;	/* other modules' databases, in open order */
 	int nosync_mode;		/* writer-thread only: current env flag */
 
 	struct quota *quotas;
@@ -127,6 +133,9 @@ struct queue {
 	size_t nleases;
 
 	uint32_t id_sec, id_ctr;
+
+	queue_arrival_fn *arrival;	/* queue_set_arrival_hook */
+	void *arrival_arg;
 };
 
 struct queue_put {
@@ -1071,6 +1080,8 @@ static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 	case JOB_BARRIER:
 	case JOB_COMPACT:	/* never in a batch: see writer_main */
 		return 0;
+	case JOB_EXT:
+		return j->ext_apply(txn, j->ext_arg);
 	}
 	return EINVAL;
 }
@@ -1096,7 +1107,7 @@ static void writer_set_sync(struct queue *q, struct job *list)
 
 	for (j = list; j != NULL; j = j->next)
 		if (j->type != JOB_CHUNK && j->type != JOB_LEASE &&
-		    j->type != JOB_UNLEASE)
+		    j->type != JOB_UNLEASE && j->type != JOB_EXT)
 			light = 0;
 	if (light != q->nosync_mode) {
 		mdb_env_set_flags(q->env, MDB_NOMETASYNC, light);
@@ -1334,11 +1345,37 @@ static void put_maybe_free(struct queue_put *p)
 		put_free(p);
 }
 
+/* Tell the hook which domains just got mail (each once, lower case). */
+static void queue_announce(struct queue *q, const struct queue_envelope *env)
+{
+	char dom[QUEUE_DOMAIN_MAX + 1];
+
+	if (q->arrival == NULL || env == NULL)
+		return;
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		if (env->rcpts[i].state != QUEUE_RCPT_QUEUED ||
+		    env->rcpts[i].domain == NULL || !rcpt_first_in_domain(env, i))
+			continue;
+		domain_key(env->rcpts[i].domain, dom);
+		q->arrival(q->arrival_arg, dom);
+	}
+}
+
+void queue_set_arrival_hook(struct queue *q, queue_arrival_fn *fn, void *arg)
+{
+	q->arrival = fn;
+	q->arrival_arg = arg;
+}
+
 static void queue_complete(struct queue *q, struct job *j)
 {
 	struct queue_put *p = j->put;
 
-	(void)q;
+	/* Committed mail (or a committed bounce) is visible to readers now. */
+	if (j->result == QUEUE_OK && j->type == JOB_COMMIT)
+		queue_announce(q, j->env);
+	else if (j->result == QUEUE_OK && j->type == JOB_UPDATE)
+		queue_announce(q, j->bounce);
 	switch (j->type) {
 	case JOB_CHUNK:
 		p->refs--;
@@ -1403,6 +1440,8 @@ static void job_free(struct job *j)
 		free((char *)j->updates[i].reply);
 	free(j->updates);
 	free(j->owner);
+	if (j->ext_free != NULL)
+		j->ext_free(j->ext_arg);
 	free(j);
 }
 
@@ -2430,6 +2469,12 @@ static int queue_swap(struct queue *q)
 		rc = mdb_txn_begin(q->env, NULL, 0, &txn);
 	if (rc == 0) {
 		rc = open_dbs(q, txn, 0);
+		/* Same order as before: the handles other modules hold stay. */
+		for (size_t i = 0; rc == 0 && i < q->ext_dbs.n; i++) {
+			MDB_dbi dbi;
+
+			rc = mdb_dbi_open(txn, q->ext_dbs.v[i], 0, &dbi);
+		}
 		if (rc == 0)
 			rc = mdb_txn_commit(txn);
 		else
@@ -2798,6 +2843,7 @@ void queue_close(struct queue **qp)
 		free(q->quotas[i].domain);
 	free(q->quotas);
 	domhash_free(&q->quota_index);
+	strlist_free(&q->ext_dbs);
 	for (i = 0; i < q->nleases; i++)
 		free(q->leases[i].owner);
 	free(q->leases);
@@ -2887,4 +2933,44 @@ void queue_test_hold_writer(struct queue *q, int hold)
 	q->test_hold = hold;
 	pthread_cond_signal(&q->cv);
 	pthread_mutex_unlock(&q->mu);
+}
+
+/* ---- writes of other queue/ modules (queue_private.h) ---- */
+
+MDB_env *queue_ext_env(struct queue *q)
+{
+	return q->env;
+}
+
+int queue_ext_dbi_open(struct queue *q, MDB_txn *txn, const char *name,
+    unsigned flags, MDB_dbi *dbi_r)
+{
+	int rc = mdb_dbi_open(txn, name, flags, dbi_r);
+	size_t i;
+
+	if (rc != 0)
+		return rc;
+	for (i = 0; i < q->ext_dbs.n; i++)
+		if (strcmp(q->ext_dbs.v[i], name) == 0)
+			return 0;
+	strlist_add(&q->ext_dbs, name);
+	return 0;
+}
+
+int queue_ext_rdonly(const struct queue *q)
+{
+	return q->rdonly;
+}
+
+void queue_ext_submit(struct queue *q, queue_ext_apply_fn *apply,
+    void (*release)(void *), void *arg, queue_done_fn *done, void *darg)
+{
+	struct job *j = job_new(JOB_EXT, NULL);
+
+	j->ext_apply = apply;
+	j->ext_free = release;
+	j->ext_arg = arg;
+	j->done = done;
+	j->arg = darg;
+	queue_submit(q, j);
 }

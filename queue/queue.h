@@ -297,6 +297,13 @@ int queue_scan(struct queue *q, char *cursor, time_t until, size_t max,
  */
 void queue_compact(struct queue *q, uint64_t *before_r, uint64_t *after_r,
     queue_done_fn *done, void *arg);
+/*
+ * Arrival hook (ODMR XWAIT, webhooks): called on the loop thread right
+ * after a message (or a bounce) has committed, once per domain with queued
+ * recipients in it (lower case). The hook must not free the queue.
+ */
+typedef void queue_arrival_fn(void *arg, const char *domain);
+void queue_set_arrival_hook(struct queue *q, queue_arrival_fn *fn, void *arg);
 
 /* Check the form of an id from the network, a file or a command. */
 int queue_id_valid(const char *id);

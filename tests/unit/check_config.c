@@ -286,6 +286,7 @@ END_TEST
 START_TEST(test_control_socket_and_empty_lists)
 {
 	struct errs e;
+	char want[1024];
 	struct config *cfg = load(
 	    "queue_dir = ./q\n"
 	    "control_socket = /run/odrelay.sock\n"
@@ -301,8 +302,38 @@ START_TEST(test_control_socket_and_empty_lists)
 
 	cfg = load("queue_dir = ./q\nodmr_listen = # off\n", &e);
 	ck_assert_ptr_nonnull(cfg);
-	ck_assert_str_eq(cfg->control_socket, "./q/control.sock");
+	snprintf(want, sizeof(want), "%s/./q/control.sock", tmpdir);
+	ck_assert_str_eq(cfg->control_socket, want);
 	ck_assert_uint_eq(cfg->odmr_listen.n, 0);
+	config_free(&cfg);
+}
+END_TEST
+
+/* Relative paths follow the configuration file's directory, never the
+ * working directory; absolute ones are kept. */
+START_TEST(test_relative_paths)
+{
+	struct errs e;
+	char want[1024];
+	struct config *cfg = load(
+	    "queue_dir = spool\n"
+	    "passwd_file = secrets/passwd\n"
+	    "control_socket = run/ctl.sock\n"
+	    "tls_cert_file = /etc/ssl/c.pem\n"
+	    "tls_key_file = k.pem\n"
+	    "odmr_listen =\n", &e);
+
+	ck_assert_int_eq(e.n, 0);
+	ck_assert_ptr_nonnull(cfg);
+	snprintf(want, sizeof(want), "%s/spool", tmpdir);
+	ck_assert_str_eq(cfg->queue_dir, want);
+	snprintf(want, sizeof(want), "%s/secrets/passwd", tmpdir);
+	ck_assert_str_eq(cfg->passwd_file, want);
+	snprintf(want, sizeof(want), "%s/run/ctl.sock", tmpdir);
+	ck_assert_str_eq(cfg->control_socket, want);
+	ck_assert_str_eq(cfg->tls_cert_file, "/etc/ssl/c.pem");
+	snprintf(want, sizeof(want), "%s/k.pem", tmpdir);
+	ck_assert_str_eq(cfg->tls_key_file, want);
 	config_free(&cfg);
 }
 END_TEST
@@ -1257,6 +1288,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_refcount);
 	tcase_add_test(tc, test_all_keys);
 	tcase_add_test(tc, test_control_socket_and_empty_lists);
+	tcase_add_test(tc, test_relative_paths);
 	tcase_add_test(tc, test_comments_and_spacing);
 	tcase_add_test(tc, test_sizes);
 	tcase_add_test(tc, test_durations);
