@@ -198,7 +198,10 @@ static int queue_code(int rc)
 {
 	if (rc == 0)
 		return QUEUE_OK;
-	if (rc == MDB_MAP_FULL)
+	/* Storage exhausted (map, file system, quota; a full disk may also
+	 * surface as EIO from write or fsync): 452 4.3.1, as for the map. */
+	if (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT ||
+	    rc == EFBIG || rc == EIO)
 		return QUEUE_EFULL;
 	if (rc == MDB_NOTFOUND)
 		return QUEUE_ENOTFOUND;

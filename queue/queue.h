@@ -27,7 +27,7 @@ struct event_base;
 
 /* Result codes (completion callbacks and functions returning int). */
 #define QUEUE_OK	0
-#define QUEUE_EFULL	-2	/* LMDB map full: 452 4.3.1 */
+#define QUEUE_EFULL	-2	/* map or disk full (ENOSPC, EIO...): 452 4.3.1 */
 #define QUEUE_EQUOTA	-3	/* per-domain max_queue_size: 452 4.3.1 */
 #define QUEUE_EIO	-4	/* any other storage error: 451 4.3.0 */
 #define QUEUE_ENOTFOUND	-5
