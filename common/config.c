@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "domhash.h"
 #include "dnsbl.h"
 #include "log.h"
 #include "util.h"
@@ -1219,6 +1220,7 @@ void config_free(struct config **cfgp)
 	for (i = 0; i < cfg->ndomains; i++)
 		config_domain_clear(&cfg->domains[i]);
 	free(cfg->domains);
+	domhash_free(&cfg->dindex);
 	free(cfg);
 }
 
@@ -1272,13 +1274,15 @@ static void config_section(struct config_ctx *ctx, char *line)
 		config_error(ctx, "bad domain name '%s'", name);
 		return;
 	}
-	for (i = 0; i < cfg->ndomains; i++) {
-		if (strcmp(cfg->domains[i].name, name) == 0) {
-			config_error(ctx, "duplicate section [domain %s] "
-			    "(first at line %d)", name, cfg->domains[i].line);
-			return;
-		}
+	/* The name index makes this check, and every lookup, O(1). */
+	if (cfg->dindex == NULL)
+		cfg->dindex = domhash_new();
+	if (domhash_get(cfg->dindex, name, &i)) {
+		config_error(ctx, "duplicate section [domain %s] "
+		    "(first at line %d)", name, cfg->domains[i].line);
+		return;
 	}
+	domhash_put(cfg->dindex, name, cfg->ndomains);
 	config_domain_clear(&ctx->scratch);
 	cfg->domains = xreallocarray(cfg->domains, cfg->ndomains + 1,
 	    sizeof(*cfg->domains));
@@ -1505,6 +1509,9 @@ const struct config_domain *config_domain_by_name(const struct config *cfg,
 {
 	size_t i, len = strlen(name);
 
+	/* The index, unless the domain list was built by hand (tests). */
+	if (cfg->dindex != NULL && domhash_count(cfg->dindex) == cfg->ndomains)
+		return domhash_get(cfg->dindex, name, &i) ? &cfg->domains[i] : NULL;
 	/* Tolerate one trailing dot, as in the file. */
 	if (len > 1 && name[len - 1] == '.')
 		len--;

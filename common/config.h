@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <time.h>
 
+struct domhash;
+
 struct strlist {
 	char **v;		/* owned strings */
 	size_t n;
@@ -121,6 +123,7 @@ struct config {
 
 	struct config_domain *domains;
 	size_t ndomains;
+	struct domhash *dindex;	/* name -> index into domains (private) */
 };
 
 /* Called once per problem with "FILE:LINE: message" (no newline). */

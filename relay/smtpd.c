@@ -978,8 +978,12 @@ smtpd_cmd_etrn(struct smtpd_session *ss, const char *arg, size_t len)
 		smtpd_error(ss);
 		return;
 	}
-	memcpy(text, arg, len);
-	text[len] = '\0';
+	/* Hand on the parsed form (kind + node, at most 1 + 255 octets),
+	 * never the raw argument: "@" + 255 octets + "." did not fit. */
+	if (kind != 0)
+		snprintf(text, sizeof(text), "%c%s", kind, node);
+	else
+		snprintf(text, sizeof(text), "%s", node);
 	if (ss->s->etrn_fn == NULL) {
 		smtpd_reply(ss, "458 4.3.0 Unable to queue messages for node %s",
 		    node);
@@ -1241,6 +1245,24 @@ smtpd_command(struct smtpd_session *ss, const char *line, size_t len)
  * most MTAs do: smuggling is a DATA problem). Lines over SMTPD_LINE_MAX
  * are answered with 500 5.5.2 and dropped up to their end.
  */
+/*
+ * Longest line allowed next, CRLF included: SASL data, and the AUTH
+ * command with its initial response, may use 12,288 octets (RFC 4954 4).
+ */
+static size_t
+smtpd_line_max(const struct smtpd_session *ss, struct evbuffer *in)
+{
+	unsigned char head[5];
+
+	if (ss->sasl != NULL)
+		return SMTPD_AUTH_LINE_MAX;
+	if (evbuffer_copyout(in, head, sizeof(head)) ==
+	    (ev_ssize_t)sizeof(head) &&
+	    strncasecmp((const char *)head, "AUTH ", sizeof(head)) == 0)
+		return SMTPD_AUTH_LINE_MAX;
+	return SMTPD_LINE_MAX;
+}
+
 static void
 smtpd_session_input(struct smtpd_session *ss)
 {
@@ -1274,7 +1296,7 @@ smtpd_session_input(struct smtpd_session *ss)
 		n = evbuffer_get_length(in);
 		if (n == 0)
 			break;
-		max = ss->sasl != NULL ? SMTPD_AUTH_LINE_MAX : SMTPD_LINE_MAX;
+		max = smtpd_line_max(ss, in);
 		eol = evbuffer_search(in, "\n", 1, NULL);
 		if (eol.pos < 0) {
 			if (n >= max) {
