@@ -788,6 +788,8 @@ static const struct config_key config_keys[] = {
 	{ "atrn_rate", CONFIG_GLOBAL, config_set_uint, G(atrn_rate) },
 	{ "max_deliveries", CONFIG_GLOBAL, config_set_uint, G(max_deliveries) },
 	{ "max_deliveries_per_dest", CONFIG_GLOBAL, config_set_uint, G(max_deliveries_per_dest) },
+	{ "delivery_timeout", CONFIG_GLOBAL, config_set_duration, G(delivery_timeout) },
+	{ "delivery_session_limit", CONFIG_GLOBAL, config_set_duration0, G(delivery_session_limit) },
 	{ "hold", CONFIG_DOMAIN, config_set_bool, D(hold) },
 	{ "subdomains", CONFIG_DOMAIN, config_set_bool, D(subdomains) },
 	{ "route", CONFIG_DOMAIN, config_set_route, D(route) },
@@ -889,6 +891,8 @@ static struct config *config_new(void)
 	cfg->atrn_rate = 10;
 	cfg->max_deliveries = 20;
 	cfg->max_deliveries_per_dest = 4;
+	cfg->delivery_timeout = 300;
+	cfg->delivery_session_limit = 3600;
 	return cfg;
 }
 

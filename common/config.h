@@ -72,6 +72,8 @@ struct config {
 	unsigned atrn_rate;		/* ATRN per user per minute [10] */
 	unsigned max_deliveries;	/* outbound connections in total [20] */
 	unsigned max_deliveries_per_dest; /* per destination [4] */
+	long delivery_timeout;		/* delivery: reply deadline, seconds [300] */
+	long delivery_session_limit;	/* delivery: no new message after [1h], 0 = off */
 
 	struct config_domain *domains;
 	size_t ndomains;
