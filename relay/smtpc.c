@@ -512,8 +512,15 @@ static void smtpc_starttls(struct smtpc *s)
 	if (s->peer != NULL && s->peer[0] != '\0' && s->peer[0] != '[')
 		SSL_set_tlsext_host_name(ssl, s->peer);
 	bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
+	/*
+	 * Deferred callbacks: without them libevent 2.1 reports a
+	 * close_notify (EOF) before it has committed the bytes read with it,
+	 * so a final 250 followed at once by a close would be lost and the
+	 * message sent again.
+	 */
 	tb = bufferevent_openssl_filter_new(s->base, s->bev, ssl,
-	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	    BUFFEREVENT_SSL_CONNECTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (tb == NULL) {
 		SSL_free(ssl);
 		smtpc_setup_bev(s);

@@ -9,12 +9,15 @@ The peers are scripted here on raw sockets; timeouts are configured short
 
 import os
 import socket
+import ssl
 import sys
+import tempfile
 import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, Fixture, check, free_port, json_ids, run_tests
+from odtest import (Conn, Fixture, check, free_port, json_ids, make_cert,
+    run_tests)
 from pullsink import (Sink, add_user, odmr_login, reverse_serve, submit,
     sample_message, wait_queue)
 
@@ -266,6 +269,149 @@ def test_smtp_port_trickled_data():
 	    ("DATA", 354)], b"Subject: slow\r\n", "SMTP client trickling DATA")
 
 
+# --- item 12: a final 250 that comes with the TLS close_notify ---------------
+
+class TlsSession:
+	"""Server side of TLS over a plain socket with memory BIOs, so the
+	test decides which records go out in one write."""
+
+	def __init__(self, c, ctx):
+		self.c = c
+		self.inb = ssl.MemoryBIO()
+		self.outb = ssl.MemoryBIO()
+		self.obj = ctx.wrap_bio(self.inb, self.outb, server_side=True)
+		self.plain = b""
+		while True:
+			try:
+				self.obj.do_handshake()
+				break
+			except ssl.SSLWantReadError:
+				self.flush()
+				d = c.recv(65536)
+				if not d:
+					raise OSError("closed during the handshake")
+				self.inb.write(d)
+		self.flush()
+
+	def flush(self):
+		out = self.outb.read()
+		if out:
+			self.c.sendall(out)
+
+	def write(self, data, flush=True):
+		self.obj.write(data)
+		if flush:
+			self.flush()
+
+	def readline(self):
+		while b"\r\n" not in self.plain:
+			try:
+				self.plain += self.obj.read(65536)
+				continue
+			except ssl.SSLWantReadError:
+				pass
+			d = self.c.recv(65536)
+			if not d:
+				return None
+			self.inb.write(d)
+		line, self.plain = self.plain.split(b"\r\n", 1)
+		return line
+
+	def close_notify(self):
+		try:
+			self.obj.unwrap()
+		except (ssl.SSLWantReadError, ssl.SSLError):
+			pass
+
+
+def tls_close_sink(cert, key):
+	ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+	ctx.load_cert_chain(cert, key)
+
+	def handler(c, srv):
+		buf = [b""]
+		c.sendall(b"220 tls.test ESMTP\r\n")
+		while True:
+			line = readline(c, buf)
+			if line is None:
+				return
+			verb = line[:8].upper()
+			if verb.startswith(b"EHLO"):
+				c.sendall(b"250-tls.test\r\n250-8BITMIME\r\n250 STARTTLS\r\n")
+			elif verb.startswith(b"STARTTLS"):
+				c.sendall(b"220 go ahead\r\n")
+				break
+			else:
+				c.sendall(b"502 not now\r\n")
+		t = TlsSession(c, ctx)
+		while True:
+			line = t.readline()
+			if line is None:
+				return
+			verb = line[:4].upper()
+			if verb == b"EHLO":
+				t.write(b"250-tls.test\r\n250 8BITMIME\r\n")
+			elif verb == b"DATA":
+				t.write(b"354 go ahead\r\n")
+				while True:
+					line = t.readline()
+					if line is None:
+						return
+					if line == b".":
+						break
+				# Half a line first, so the client buffers it; then
+				# the rest, the close_notify and the FIN at once.
+				t.write(b"250 2.0.0 o")
+				time.sleep(0.3)
+				with srv.lock:
+					srv.messages += 1
+				t.write(b"k: queued\r\n", flush=False)
+				t.close_notify()
+				t.flush()
+				c.shutdown(socket.SHUT_WR)
+				time.sleep(0.5)
+				return
+			elif verb == b"QUIT":
+				t.write(b"221 bye\r\n")
+				return
+			else:
+				t.write(b"250 ok\r\n")
+	return handler
+
+
+def test_tls_250_with_close_notify():
+	"""The end-of-data 250 arrives in the same read as the close_notify:
+	it counts (the message leaves the queue), and the message is never
+	sent twice."""
+	tmp = tempfile.mkdtemp(prefix="odrelay-hostile-cert-")
+	try:
+		cert, key = make_cert(tmp)
+		with Server(tls_close_sink(cert, key)) as srv, \
+		    Fixture("hostile-tls", extra=EXTRA,
+		    domains=domain("tls.test", srv.port)) as d:
+			qid = submit(d.smtp_port, "s@client.test", ["u@tls.test"],
+			    sample_message("tls-close"))
+			check(etrn(d, "tls.test") in (250, 253), "ETRN refused")
+			t0 = time.time()
+			while srv.messages < 1 and time.time() - t0 < 10:
+				time.sleep(0.1)
+			check(srv.messages == 1, "the sink got %d messages"
+			    % srv.messages)
+			wait_queue(d, lambda j: qid not in set(json_ids(j)),
+			    "the message answered 250 to leave the queue")
+			# Nothing left to send: a second ETRN finds no mail.
+			code = etrn(d, "tls.test")
+			time.sleep(1.0)
+			check(srv.messages == 1, "message sent %d times"
+			    % srv.messages)
+			check(code == 251, "second ETRN: %s (want 251)" % code)
+			check(not srv.errors, "sink: %r" % srv.errors)
+	finally:
+		for f in os.listdir(tmp):
+			os.unlink(os.path.join(tmp, f))
+		os.rmdir(tmp)
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_smtpc_trickled_greeting,
@@ -273,4 +419,5 @@ if __name__ == "__main__":
 		test_atrn_customer_trickles,
 		test_odmr_port_trickled_command,
 		test_smtp_port_trickled_data,
+		test_tls_250_with_close_notify,
 	], "hostile")
