@@ -123,6 +123,7 @@ struct dns_req {
 	int cancelled;
 	int pending;			/* queries in flight (+ guards) */
 	int temp;			/* an address lookup tempfailed */
+	int a_only;			/* dns_resolve_a: no AAAA */
 	struct dns_answer mxans;	/* MX phase outcome */
 	struct dns_taddrs *taddrs;	/* res->ntargets of them */
 	struct dns_result *res;
@@ -691,7 +692,9 @@ static void dns_req_start_addrs(struct dns_req *req)
 	/* Guard: answers given synchronously must not finish us yet. */
 	req->pending++;
 	for (i = 0; i < req->res->ntargets; i++) {
-		dns_query(req, DNS_QT_AAAA, req->res->targets[i].host, i);
+		if (!req->a_only)
+			dns_query(req, DNS_QT_AAAA, req->res->targets[i].host,
+			    i);
 		dns_query(req, DNS_QT_A, req->res->targets[i].host, i);
 	}
 	req->pending--;
@@ -936,6 +939,29 @@ struct dns_req *dns_resolve_host(struct dns *d, const char *host, int port,
 		dns_req_finish(req, DNS_OK);
 		return req;
 	}
+	dns_req_start_addrs(req);
+	dns_req_run(req);
+	return req;
+}
+
+struct dns_req *dns_resolve_a(struct dns *d, const char *name,
+    dns_done_fn *done, void *arg)
+{
+	struct dns_req *req;
+	struct dns_result *res;
+
+	if ((req = dns_req_new(d, DNS_KIND_HOST, 0, done, arg)) == NULL)
+		return NULL;
+	req->a_only = 1;
+	/* Not a literal and not /etc/hosts: only what DNS says. */
+	if (dns_name_norm(name, req->name, sizeof(req->name)) < 0) {
+		dns_req_finish(req, DNS_NXDOMAIN);
+		return req;
+	}
+	res = req->res;
+	res->ntargets = 1;
+	util_strlcpy(res->targets[0].host, req->name,
+	    sizeof(res->targets[0].host));
 	dns_req_start_addrs(req);
 	dns_req_run(req);
 	return req;

@@ -64,6 +64,12 @@ struct dns_req *dns_resolve_mx(struct dns *d, const char *domain, int port,
 /* A/AAAA (or an IP literal) for one host: a result with one target. */
 struct dns_req *dns_resolve_host(struct dns *d, const char *host, int port,
     dns_done_fn *done, void *arg);
+/*
+ * A records only for name, straight from DNS (no literal, no /etc/hosts):
+ * DNS blocklist queries. NODATA and NXDOMAIN give DNS_NXDOMAIN.
+ */
+struct dns_req *dns_resolve_a(struct dns *d, const char *name,
+    dns_done_fn *done, void *arg);
 /* done will not run; *req is set to NULL. */
 void dns_req_cancel(struct dns_req **req);
 void dns_result_free(struct dns_result **res);

@@ -9,9 +9,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <lmdb.h>
+
 #include "queue.h"
 
-#define QUEUE_FORMAT_VERSION	1	/* meta "version" (uint32 big-endian) */
+/* meta "version" (uint32 big-endian). 2 added meta "totals"; a format 1
+ * queue is upgraded when opened for writing. */
+#define QUEUE_FORMAT_VERSION	2
 #define QUEUE_RECORD_VERSION	1	/* first byte of every msg record */
 
 /*
@@ -34,5 +38,26 @@ int queue_record_decode(const char *id, const void *data, size_t len,
  * (group commit) without depending on timing.
  */
 void queue_test_hold_writer(struct queue *q, int hold);
+
+/*
+ * Other queue/ modules (the recipient cache) keep their own named
+ * databases in the queue's environment and write them through the queue's
+ * writer thread, so there is still one writer and one fsync per batch.
+ * apply runs on the writer thread inside the batch transaction (it may run
+ * twice if the batch is replayed, so it must be idempotent within a txn
+ * that is aborted) and returns 0 or an LMDB code; release frees arg (on the
+ * loop thread, after done). These writes are not synced on their own: a
+ * cache loses at most its last writes on a power failure.
+ */
+typedef int queue_ext_apply_fn(MDB_txn *txn, void *arg);
+void queue_ext_submit(struct queue *q, queue_ext_apply_fn *apply,
+    void (*release)(void *), void *arg, queue_done_fn *done, void *darg);
+/* The environment changes when the queue is compacted: ask each time. */
+MDB_env *queue_ext_env(struct queue *q);
+/* mdb_dbi_open, remembered so that a compaction reopens the database
+ * with the same handle. */
+int queue_ext_dbi_open(struct queue *q, MDB_txn *txn, const char *name,
+    unsigned flags, MDB_dbi *dbi_r);
+int queue_ext_rdonly(const struct queue *q);
 
 #endif

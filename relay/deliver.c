@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "log.h"
 #include "queue.h"
+#include "recip.h"
 #include "smtpc.h"
 #include "xmalloc.h"
 
@@ -404,6 +405,27 @@ static void deliver_src_result(void *arg, size_t i, int code, const char *text)
 	m->text[i] = xstrdup(text != NULL ? text : "");
 }
 
+/* Delivery outcomes teach `recipients = learn` domains (recip.h). */
+static struct recip *deliver_recip;
+
+void deliver_set_recip(struct recip *r)
+{
+	deliver_recip = r;
+}
+
+static void deliver_src_rcpt_reply(void *arg, size_t i, int code,
+    const char *text)
+{
+	struct deliver *d = arg;
+	struct deliver_msg *m = d->cur;
+	const struct queue_rcpt *r;
+
+	if (m == NULL || i >= m->n || deliver_recip == NULL)
+		return;
+	r = &m->env->rcpts[m->idx[i]];
+	recip_learn(deliver_recip, r->domain, r->addr, code, text);
+}
+
 static void deliver_src_msg_done(void *arg)
 {
 	struct deliver *d = arg;
@@ -497,6 +519,7 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 		.body_read = deliver_src_body_read,
 		.body_close = deliver_src_body_close,
 		.rcpt_result = deliver_src_result,
+		.rcpt_reply = deliver_src_rcpt_reply,
 		.msg_done = deliver_src_msg_done,
 		.done = deliver_src_done,
 	};

@@ -41,11 +41,31 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "ATRN requests, by result." },
 	[METRIC_AUTH] = { "odrelay_auth_attempts_total", "result",
 	    "SASL authentications on the ODMR listener, by result." },
+	[METRIC_RCPT_PROBE] = { "odrelay_recipient_probes_total", "result",
+	    "Recipient verification probes to a primary, by result." },
+	[METRIC_RCPT_CACHE] = { "odrelay_recipient_cache_lookups_total", "result",
+	    "Recipient cache look-ups at RCPT (hit or miss)." },
+	[METRIC_RCPT_LEARNED_VALID] = { "odrelay_recipients_learned_valid_total",
+	    "domain", "Recipients learned valid from deliveries, by domain." },
+	[METRIC_RCPT_LEARNED_INVALID] = { "odrelay_recipients_learned_invalid_total",
+	    "domain", "Recipients learned invalid from deliveries, by domain." },
+	[METRIC_RCPT_REFUSED] = { "odrelay_rcpt_refused_total", "mechanism",
+	    "RCPT commands refused as unknown recipients, by mechanism." },
+	[METRIC_XWAIT] = { "odrelay_xwait_total", "result",
+	    "XWAIT commands and how their waits ended, by result." },
+	[METRIC_XWAIT_WAKEUPS] = { "odrelay_xwait_wakeups_total", NULL,
+	    "Waiting ODMR sessions woken by arriving mail." },
+	[METRIC_NOTIFY] = { "odrelay_notifications_total", "result",
+	    "Arrival webhooks (notify_url), by result." },
+	[METRIC_DNSBL_HITS] = { "odrelay_dnsbl_hits_total", "list",
+	    "Clients found on a DNS blocklist, by list." },
+	[METRIC_DNSBL_ERRORS] = { "odrelay_dnsbl_errors_total", "error",
+	    "DNS blocklist lookups that failed (client not treated as listed)." },
 };
 
 struct metric_cell {
 	int used;
-	char label[32];
+	char label[64];
 	uint64_t value;
 };
 

@@ -922,6 +922,8 @@ static void smtpc_tx_reply(struct smtpc *s, int code, const char *text)
 		size_t i = s->tx[k - 1];
 
 		if (s->mail_ok && s->rst[i] == R_TX) {
+			if (s->src.rcpt_reply != NULL && !s->silent)
+				s->src.rcpt_reply(s->arg, i, code, text);
 			if (cls == SMTPC_CLASS_OK) {
 				s->rst[i] = R_ACCEPTED;
 				s->acc[s->nacc++] = i;

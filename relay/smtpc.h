@@ -94,6 +94,12 @@ struct smtpc_source {
 	void (*rcpt_result)(void *arg, size_t i, int code, const char *text);
 	/* Every recipient of the current message has its result. */
 	void (*msg_done)(void *arg);
+	/*
+	 * The server's own reply to RCPT for recipient i (before any
+	 * result; a 2xx here may still end in a DATA failure). Never
+	 * called for synthesized replies. May be NULL.
+	 */
+	void (*rcpt_reply)(void *arg, size_t i, int code, const char *text);
 	/* The session ended; the smtpc frees itself (and the bufferevent)
 	 * once this returns. Unfinished messages got their results first. */
 	void (*done)(void *arg, const struct smtpc_stats *st);

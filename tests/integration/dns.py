@@ -49,9 +49,10 @@ class Dns:
 	"""dnsmasq on 127.0.0.1:port.
 
 	mx: list of (domain, host, preference); hosts: list of (name, ip);
-	rr: list of (name, type number, hex data) for --dns-rr."""
+	rr: list of (name, type number, hex data) for --dns-rr; extra: more
+	dnsmasq arguments."""
 
-	def __init__(self, mx=(), hosts=(), rr=()):
+	def __init__(self, mx=(), hosts=(), rr=(), extra=()):
 		exe = dnsmasq_path()
 		if exe is None:
 			fail("dnsmasq not found: the release tests need it "
@@ -71,6 +72,7 @@ class Dns:
 			args.append("--host-record=%s,%s" % (name, ip))
 		for name, typ, data in rr:
 			args.append("--dns-rr=%s,%d,%s" % (name, typ, data))
+		args.extend(extra)	# e.g. --server=/zone/127.0.0.1#port
 		# Answer NXDOMAIN/NODATA for everything else under the names'
 		# top-level domains (not REFUSED, which a resolver treats as a
 		# temporary failure), e.g. AAAA of an MX host that has only A.

@@ -420,4 +420,4 @@ if __name__ == "__main__":
 		test_odmr_port_trickled_command,
 		test_smtp_port_trickled_data,
 		test_tls_250_with_close_notify,
-	], "hostile")
+	], "hostile_b")

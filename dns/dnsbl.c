@@ -1,0 +1,498 @@
+/*
+ * dnsbl - DNS blocklist checks of SMTP clients.
+ *
+ * A check holds one dns request per distinct list; each answer's A
+ * records are compared with every spec naming that list. A timer bounds
+ * the whole check (dnsbl_timeout): what has not answered by then is
+ * cancelled and treated as not listed. Completion is reported from a zero
+ * timer so that the caller never sees its callback run inside its own
+ * call.
+ */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "dns.h"
+#include "dnsbl.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+#include "xmalloc.h"
+
+#define DNSBL_LISTS_MAX	32	/* distinct lists per check */
+
+struct dnsbl {
+	struct event_base *base;
+	struct dns *dns;
+};
+
+struct dnsbl_check;
+
+struct dnsbl_q {
+	struct dnsbl_check *c;
+	struct dns_req *req;		/* NULL once answered */
+	char list[DNSBL_NAME_MAX + 1];
+	int listed;
+};
+
+struct dnsbl_check {
+	struct dnsbl *bl;
+	char ip[INET6_ADDRSTRLEN];
+	struct dnsbl_spec *specs;
+	size_t nspecs;
+	struct dnsbl_q q[DNSBL_LISTS_MAX];
+	size_t nq, pending;
+	struct event *timer;		/* dnsbl_timeout, then zero: done */
+	int finished;
+	void (*done)(void *arg);
+	void *arg;
+	const char *listed;		/* points into q[].list */
+};
+
+/* ---- parsing ---- */
+
+static void dnsbl_bit_set(uint8_t *bits, unsigned v)
+{
+	bits[v / 8] |= (uint8_t)(1u << (v % 8));
+}
+
+static int dnsbl_num(const char **sp, unsigned *v_r)
+{
+	const char *s = *sp;
+	unsigned v = 0;
+	int n = 0;
+
+	while (*s >= '0' && *s <= '9' && n < 4) {
+		v = v * 10 + (unsigned)(*s - '0');
+		s++;
+		n++;
+	}
+	if (n == 0 || n > 3 || v > 255)
+		return -1;
+	*sp = s;
+	*v_r = v;
+	return 0;
+}
+
+/* One octet: "N" or "[r;r;...]" with r "N" or "N..M". */
+static int dnsbl_octet(const char **sp, uint8_t *bits)
+{
+	const char *s = *sp;
+	unsigned a, b, v;
+
+	if (*s != '[') {
+		if (dnsbl_num(&s, &a) < 0)
+			return -1;
+		dnsbl_bit_set(bits, a);
+		*sp = s;
+		return 0;
+	}
+	s++;
+	for (;;) {
+		if (dnsbl_num(&s, &a) < 0)
+			return -1;
+		b = a;
+		if (s[0] == '.' && s[1] == '.') {
+			s += 2;
+			if (dnsbl_num(&s, &b) < 0 || b < a)
+				return -1;
+		}
+		for (v = a; v <= b; v++)
+			dnsbl_bit_set(bits, v);
+		if (*s == ';') {
+			s++;
+			continue;
+		}
+		if (*s != ']')
+			return -1;
+		*sp = s + 1;
+		return 0;
+	}
+}
+
+static int dnsbl_name_ok(const char *s)
+{
+	size_t len = strlen(s), label = 0, i;
+
+	if (len == 0 || len > DNSBL_NAME_MAX || s[len - 1] == '.' ||
+	    s[0] == '.')
+		return 0;
+	for (i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (c == '.') {
+			if (label == 0)
+				return 0;
+			label = 0;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '_') {
+			if (++label > 63)
+				return 0;
+		} else
+			return 0;
+	}
+	return 1;
+}
+
+int dnsbl_spec_parse(const char *item, struct dnsbl_spec *out, char *err,
+    size_t errlen)
+{
+	const char *eq = strchr(item, '='), *s;
+	size_t len = eq != NULL ? (size_t)(eq - item) : strlen(item);
+	int i;
+
+	memset(out, 0, sizeof(*out));
+	if (len == 0 || len > DNSBL_NAME_MAX) {
+		snprintf(err, errlen, "bad list name in '%.100s'", item);
+		return -1;
+	}
+	memcpy(out->list, item, len);
+	out->list[len] = '\0';
+	util_lowercase(out->list);
+	if (!dnsbl_name_ok(out->list)) {
+		snprintf(err, errlen, "bad list name '%.100s'", out->list);
+		return -1;
+	}
+	if (eq == NULL) {
+		/* 127.0.0.0/8 without 127.255.255.x */
+		out->any = 1;
+		dnsbl_bit_set(out->codes[0], 127);
+		for (i = 0; i < 256; i++) {
+			dnsbl_bit_set(out->codes[1], (unsigned)i);
+			dnsbl_bit_set(out->codes[2], (unsigned)i);
+			dnsbl_bit_set(out->codes[3], (unsigned)i);
+		}
+		return 0;
+	}
+	s = eq + 1;
+	for (i = 0; i < 4; i++) {
+		if (i > 0 && *s++ != '.')
+			goto bad;
+		if (dnsbl_octet(&s, out->codes[i]) < 0)
+			goto bad;
+	}
+	if (*s == '\0')
+		return 0;
+bad:
+	snprintf(err, errlen, "bad return codes in '%.100s' (expected e.g. "
+	    "LIST=127.0.0.[2..11])", item);
+	return -1;
+}
+
+int dnsbl_spec_match(const struct dnsbl_spec *spec, const uint8_t a[4])
+{
+	int i;
+
+	/* the default pattern leaves out the lists' own error codes */
+	if (spec->any && a[0] == 127 && a[1] == 255 && a[2] == 255)
+		return 0;
+	for (i = 0; i < 4; i++)
+		if (!(spec->codes[i][a[i] / 8] & (1u << (a[i] % 8))))
+			return 0;
+	return 1;
+}
+
+int dnsbl_cidr_parse(const char *s, struct dnsbl_cidr *out)
+{
+	char buf[INET6_ADDRSTRLEN + 8], *slash;
+	unsigned long bits;
+	char *end;
+
+	memset(out, 0, sizeof(*out));
+	if (util_strlcpy(buf, s, sizeof(buf)) < 0)
+		return -1;
+	if ((slash = strchr(buf, '/')) != NULL)
+		*slash = '\0';
+	if (inet_pton(AF_INET, buf, out->addr) == 1) {
+		out->family = AF_INET;
+		out->bits = 32;
+	} else if (inet_pton(AF_INET6, buf, out->addr) == 1) {
+		out->family = AF_INET6;
+		out->bits = 128;
+	} else
+		return -1;
+	if (slash != NULL) {
+		if (slash[1] < '0' || slash[1] > '9')
+			return -1;
+		bits = strtoul(slash + 1, &end, 10);
+		if (*end != '\0' || bits > out->bits)
+			return -1;
+		out->bits = (unsigned)bits;
+	}
+	return 0;
+}
+
+static int dnsbl_prefix_eq(const uint8_t *a, const uint8_t *b, unsigned bits)
+{
+	unsigned full = bits / 8, rest = bits % 8;
+
+	if (memcmp(a, b, full) != 0)
+		return 0;
+	if (rest == 0)
+		return 1;
+	return ((a[full] ^ b[full]) & (uint8_t)(0xff << (8 - rest))) == 0;
+}
+
+int dnsbl_cidr_match(const struct dnsbl_cidr *nets, size_t n, const char *ip)
+{
+	uint8_t a4[4], a6[16];
+	int is4 = inet_pton(AF_INET, ip, a4) == 1;
+	int is6 = !is4 && inet_pton(AF_INET6, ip, a6) == 1;
+	size_t i;
+
+	/* an IPv4-mapped client address also matches IPv4 networks */
+	if (is6 && IN6_IS_ADDR_V4MAPPED((struct in6_addr *)a6)) {
+		memcpy(a4, a6 + 12, 4);
+		is4 = 1;
+	}
+	for (i = 0; i < n; i++) {
+		if (nets[i].family == AF_INET && is4 &&
+		    dnsbl_prefix_eq(nets[i].addr, a4, nets[i].bits))
+			return 1;
+		if (nets[i].family == AF_INET6 && is6 &&
+		    dnsbl_prefix_eq(nets[i].addr, a6, nets[i].bits))
+			return 1;
+	}
+	return 0;
+}
+
+int dnsbl_query_name(const char *ip, const char *list, char *out,
+    size_t outlen)
+{
+	uint8_t a[16];
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	int i, r;
+
+	if (inet_pton(AF_INET, ip, a) == 1) {
+		r = snprintf(out, outlen, "%u.%u.%u.%u.%s", a[3], a[2], a[1],
+		    a[0], list);
+		return r < 0 || (size_t)r >= outlen ? -1 : 0;
+	}
+	if (inet_pton(AF_INET6, ip, a) != 1)
+		return -1;
+	if (IN6_IS_ADDR_V4MAPPED((struct in6_addr *)a)) {
+		r = snprintf(out, outlen, "%u.%u.%u.%u.%s", a[15], a[14],
+		    a[13], a[12], list);
+		return r < 0 || (size_t)r >= outlen ? -1 : 0;
+	}
+	/* RFC 5782 2.4: 32 nibbles, least significant first */
+	if (outlen < 64 + strlen(list) + 1)
+		return -1;
+	for (i = 15; i >= 0; i--) {
+		out[o++] = hex[a[i] & 0xf];
+		out[o++] = '.';
+		out[o++] = hex[a[i] >> 4];
+		out[o++] = '.';
+	}
+	memcpy(out + o, list, strlen(list) + 1);
+	return 0;
+}
+
+int dnsbl_action_parse(const char *s, enum dnsbl_action *a_r)
+{
+	if (strcasecmp(s, "reject") == 0)
+		*a_r = DNSBL_REJECT;
+	else if (strcasecmp(s, "tempfail") == 0)
+		*a_r = DNSBL_TEMPFAIL;
+	else if (strcasecmp(s, "log") == 0)
+		*a_r = DNSBL_LOG;
+	else
+		return -1;
+	return 0;
+}
+
+/* ---- checks ---- */
+
+struct dnsbl *dnsbl_new(struct event_base *base, struct dns *dns)
+{
+	struct dnsbl *bl = xcalloc(1, sizeof(*bl));
+
+	bl->base = base;
+	bl->dns = dns;
+	return bl;
+}
+
+void dnsbl_free(struct dnsbl **blp)
+{
+	free(*blp);
+	*blp = NULL;
+}
+
+static void dnsbl_finish(struct dnsbl_check *c)
+{
+	struct timeval zero = { 0, 0 };
+	size_t i;
+
+	c->finished = 1;
+	for (i = 0; i < c->nq && c->listed == NULL; i++)
+		if (c->q[i].listed)
+			c->listed = c->q[i].list;
+	/* from the loop, never from inside dnsbl_check_start */
+	evtimer_add(c->timer, &zero);
+}
+
+static void dnsbl_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct dnsbl_check *c = arg;
+	size_t i;
+
+	(void)fd;
+	(void)what;
+	if (!c->finished) {
+		/* dnsbl_timeout: what is still out counts as not listed */
+		for (i = 0; i < c->nq; i++) {
+			if (c->q[i].req == NULL)
+				continue;
+			dns_req_cancel(&c->q[i].req);
+			log_warn("dnsbl: %s lookup for [%s] timed out, "
+			    "not listed", c->q[i].list, c->ip);
+			metrics_inc(METRIC_DNSBL_ERRORS, "timeout");
+		}
+		c->pending = 0;
+		dnsbl_finish(c);
+		return;
+	}
+	if (c->done != NULL)
+		c->done(c->arg);
+}
+
+static void dnsbl_answer(void *arg, struct dns_result *res)
+{
+	struct dnsbl_q *q = arg;
+	struct dnsbl_check *c = q->c;
+	size_t i, j;
+
+	q->req = NULL;
+	if (res->status == DNS_OK) {
+		const struct dns_target *t = &res->targets[0];
+
+		for (i = 0; i < t->naddrs && !q->listed; i++) {
+			const struct sockaddr_in *sin =
+			    (const struct sockaddr_in *)&t->addrs[i];
+			uint8_t a[4];
+
+			if (sin->sin_family != AF_INET)
+				continue;
+			memcpy(a, &sin->sin_addr, 4);
+			for (j = 0; j < c->nspecs; j++)
+				if (strcmp(c->specs[j].list, q->list) == 0 &&
+				    dnsbl_spec_match(&c->specs[j], a))
+					q->listed = 1;
+		}
+		if (q->listed) {
+			log_info("dnsbl: client [%s] listed by %s", c->ip,
+			    q->list);
+			metrics_inc(METRIC_DNSBL_HITS, q->list);
+		}
+	} else if (res->status == DNS_TEMPFAIL) {
+		log_warn("dnsbl: %s lookup for [%s] failed (%s), not listed",
+		    q->list, c->ip, dns_status_str(res->status));
+		metrics_inc(METRIC_DNSBL_ERRORS, "tempfail");
+	}
+	dns_result_free(&res);
+	if (--c->pending == 0) {
+		evtimer_del(c->timer);
+		dnsbl_finish(c);
+	}
+}
+
+struct dnsbl_check *dnsbl_check_start(struct dnsbl *bl,
+    const struct config *cfg, const char *ip, void (*done)(void *arg),
+    void *arg)
+{
+	struct dnsbl_check *c;
+	struct dnsbl_cidr *nets;
+	char name[DNSBL_NAME_MAX + 80], err[200];
+	struct timeval tv;
+	size_t i, j;
+	int allowed;
+
+	if (bl == NULL || cfg->dnsbl.n == 0)
+		return NULL;
+	nets = xcalloc(cfg->dnsbl_allow.n + 1, sizeof(*nets));
+	for (i = j = 0; i < cfg->dnsbl_allow.n; i++)
+		if (dnsbl_cidr_parse(cfg->dnsbl_allow.v[i], &nets[j]) == 0)
+			j++;
+	allowed = dnsbl_cidr_match(nets, j, ip);
+	free(nets);
+	if (allowed)
+		return NULL;
+	c = xcalloc(1, sizeof(*c));
+	c->bl = bl;
+	util_strlcpy(c->ip, ip, sizeof(c->ip));
+	c->done = done;
+	c->arg = arg;
+	c->specs = xcalloc(cfg->dnsbl.n, sizeof(*c->specs));
+	for (i = 0; i < cfg->dnsbl.n; i++) {
+		if (dnsbl_spec_parse(cfg->dnsbl.v[i], &c->specs[c->nspecs],
+		    err, sizeof(err)) < 0)
+			continue;	/* config_load already refused it */
+		c->nspecs++;
+	}
+	c->timer = evtimer_new(bl->base, dnsbl_timer_cb, c);
+	/* one query per distinct list, in configuration order */
+	for (i = 0; i < c->nspecs && c->nq < DNSBL_LISTS_MAX; i++) {
+		for (j = 0; j < c->nq; j++)
+			if (strcmp(c->q[j].list, c->specs[i].list) == 0)
+				break;
+		if (j < c->nq)
+			continue;
+		if (dnsbl_query_name(ip, c->specs[i].list, name,
+		    sizeof(name)) < 0)
+			continue;
+		util_strlcpy(c->q[c->nq].list, c->specs[i].list,
+		    sizeof(c->q[c->nq].list));
+		c->q[c->nq].c = c;
+		c->nq++;
+	}
+	/* count first: no answer comes back from inside dns_resolve_a */
+	for (i = 0; i < c->nq; i++) {
+		dnsbl_query_name(ip, c->q[i].list, name, sizeof(name));
+		c->q[i].req = dns_resolve_a(bl->dns, name, dnsbl_answer,
+		    &c->q[i]);
+		if (c->q[i].req != NULL)
+			c->pending++;
+	}
+	if (c->pending == 0) {
+		dnsbl_finish(c);
+		return c;
+	}
+	tv.tv_sec = cfg->dnsbl_timeout > 0 ? cfg->dnsbl_timeout : 5;
+	tv.tv_usec = 0;
+	evtimer_add(c->timer, &tv);
+	return c;
+}
+
+int dnsbl_check_pending(const struct dnsbl_check *c)
+{
+	return c != NULL && !c->finished;
+}
+
+const char *dnsbl_check_listed(const struct dnsbl_check *c)
+{
+	return c != NULL && c->finished ? c->listed : NULL;
+}
+
+void dnsbl_check_free(struct dnsbl_check **cp)
+{
+	struct dnsbl_check *c = *cp;
+	size_t i;
+
+	if (c == NULL)
+		return;
+	*cp = NULL;
+	for (i = 0; i < c->nq; i++)
+		dns_req_cancel(&c->q[i].req);
+	if (c->timer != NULL)
+		event_free(c->timer);
+	free(c->specs);
+	free(c);
+}
