@@ -511,6 +511,27 @@ static void deliver_src_done(void *arg, const struct smtpc_stats *st)
 	deliver_finish(d);
 }
 
+/*
+ * delivery_timeout is the deadline for each command's reply; the others
+ * keep RFC 5321 4.5.3.2's proportions to it (5 min: 354 in 2, each data
+ * block in 3, end of data in 10).
+ */
+static void deliver_timeouts(const struct config *cfg, struct smtpc_timeouts *to)
+{
+	uint64_t t = (uint64_t)(cfg->delivery_timeout > 0 ? cfg->delivery_timeout :
+	    300) * 1000, lim = (uint64_t)cfg->delivery_session_limit * 1000;
+
+	smtpc_timeouts_default(to);
+	if (t > 86400ULL * 1000)
+		t = 86400ULL * 1000;
+	to->greeting = to->ehlo = to->mail = to->rcpt = (unsigned)t;
+	to->data = (unsigned)(t * 2 / 5);
+	to->block = (unsigned)(t * 3 / 5);
+	to->dot = (unsigned)(t * 2);
+	to->session = lim > 30ULL * 86400 * 1000 ? 30U * 86400 * 1000 :
+	    (unsigned)lim;
+}
+
 void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
     SSL_CTX *tls, const char *peer_host, deliver_done_fn *done, void *arg)
 {
@@ -525,8 +546,11 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 		.done = deliver_src_done,
 	};
 	struct smtpc_params p;
+	struct smtpc_timeouts to;
 
 	memset(&p, 0, sizeof(p));
+	deliver_timeouts(d->cfg, &to);
+	p.timeouts = &to;
 	p.helo = d->cfg->hostname;
 	p.peer = peer_host;
 	p.tls = tls;
