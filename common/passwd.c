@@ -722,6 +722,15 @@ char *passwd_make_entry_salt(const char *name, const char *password,
     const unsigned char *salt, size_t saltlen, unsigned iter,
     char *err, size_t errlen)
 {
+	return passwd_make_entry_flags(name, password, domains, ndomains, salt,
+	    saltlen, iter, 0, err, errlen);
+}
+
+char *passwd_make_entry_flags(const char *name, const char *password,
+    const char *const *domains, size_t ndomains,
+    const unsigned char *salt, size_t saltlen, unsigned iter,
+    unsigned flags, char *err, size_t errlen)
+{
 	uint32_t in[4], out[4];
 	unsigned char stored[32], server[32];
 	char hex[65], salt64[PASSWD_SCRAM_SALT_MAX * 2], st64[64], sv64[64];
@@ -769,8 +778,12 @@ char *passwd_make_entry_salt(const char *name, const char *password,
 		free(doms);
 		return NULL;
 	}
-	line = xasprintf("%s:{ODR1}cram=%s;scram=%u$%s$%s$%s:%s", name, hex,
-	    iter, salt64, st64, sv64, doms);
+	if (flags & PASSWD_NO_CRAM)
+		line = xasprintf("%s:{ODR1}scram=%u$%s$%s$%s:%s", name,
+		    iter, salt64, st64, sv64, doms);
+	else
+		line = xasprintf("%s:{ODR1}cram=%s;scram=%u$%s$%s$%s:%s", name,
+		    hex, iter, salt64, st64, sv64, doms);
 	OPENSSL_cleanse(in, sizeof(in));
 	OPENSSL_cleanse(out, sizeof(out));
 	OPENSSL_cleanse(hex, sizeof(hex));
@@ -938,11 +951,24 @@ out:
 int passwd_file_add(const char *path, const char *name, const char *password,
     const char *const *domains, size_t ndomains, char *err, size_t errlen)
 {
+	return passwd_file_add_flags(path, name, password, domains, ndomains,
+	    0, err, errlen);
+}
+
+int passwd_file_add_flags(const char *path, const char *name,
+    const char *password, const char *const *domains, size_t ndomains,
+    unsigned flags, char *err, size_t errlen)
+{
+	unsigned char salt[16];
 	char *entry;
 	int rc;
 
-	entry = passwd_make_entry(name, password, domains, ndomains, err,
-	    errlen);
+	if (util_random(salt, sizeof(salt)) < 0) {
+		snprintf(err, errlen, "no randomness for the salt");
+		return -1;
+	}
+	entry = passwd_make_entry_flags(name, password, domains, ndomains,
+	    salt, sizeof(salt), PASSWD_SCRAM_ITER, flags, err, errlen);
 	if (entry == NULL)
 		return -1;
 	rc = passwd_rewrite(path, name, entry, err, errlen);

@@ -136,6 +136,18 @@ char *passwd_make_entry_salt(const char *name, const char *password,
     char *err, size_t errlen);
 
 /*
+ * With flags PASSWD_NO_CRAM the entry has no cram= part: the user can log
+ * in with SCRAM-SHA-256, PLAIN and LOGIN (the last two over TLS when
+ * auth_requires_tls), never CRAM-MD5, and the file holds nothing that is
+ * password-equivalent for that user.
+ */
+#define PASSWD_NO_CRAM	0x1
+char *passwd_make_entry_flags(const char *name, const char *password,
+    const char *const *domains, size_t ndomains,
+    const unsigned char *salt, size_t saltlen, unsigned iter,
+    unsigned flags, char *err, size_t errlen);
+
+/*
  * odrelayctl helpers. They lock the directory (flock), write a temporary
  * file in the same directory, fsync it, rename it over path and fsync the
  * directory, so readers see the old or the new file, never a mix. The new
@@ -146,6 +158,9 @@ char *passwd_make_entry_salt(const char *name, const char *password,
  * is created when missing. 0 added, 1 replaced, -1 error (err). */
 int passwd_file_add(const char *path, const char *name, const char *password,
     const char *const *domains, size_t ndomains, char *err, size_t errlen);
+int passwd_file_add_flags(const char *path, const char *name,
+    const char *password, const char *const *domains, size_t ndomains,
+    unsigned flags, char *err, size_t errlen);
 /* 0 deleted, 1 no such user, -1 error (err). */
 int passwd_file_del(const char *path, const char *name, char *err,
     size_t errlen);

@@ -38,7 +38,7 @@ int util_random(void *buf, size_t len);
  * used key is replaced. Returns 1 if the request may go ahead.
  */
 struct util_rate_slot {
-	char key[128];
+	char key[264];		/* a whole user name (255) or address */
 	double tokens;
 	double last;		/* util_now() of the last update; 0 = free */
 };
