@@ -213,6 +213,7 @@ struct sasl_server {
 	const char *hostname;
 	char user[PASSWD_NAME_MAX + 1];
 	char pending_user[PASSWD_NAME_MAX + 1];	/* until proven */
+	char tried[PASSWD_NAME_MAX + 1];	/* the name given, for the log */
 	char challenge[512];			/* CRAM-MD5 */
 	/* SCRAM */
 	char *client_first_bare;
@@ -274,6 +275,7 @@ static int sasl_server_verify(struct sasl_server *s, const char *user,
 {
 	const struct passwd_user *u;
 
+	util_strlcpy(s->tried, user, sizeof(s->tried));
 	if (strlen(user) == 0 || strlen(user) > PASSWD_NAME_MAX ||
 	    passlen > PASSWD_PASSWORD_MAX)
 		return SASL_FAIL;
@@ -336,6 +338,7 @@ static int sasl_server_cram_response(struct sasl_server *s,
 		return SASL_FAIL;
 	memcpy(user, in, ulen);
 	user[ulen] = '\0';
+	util_strlcpy(s->tried, user, sizeof(s->tried));
 	for (i = 0; i < 16; i++) {
 		hi = isxdigit(sp[1 + 2 * i]) ? sp[1 + 2 * i] : -1;
 		lo = isxdigit(sp[2 + 2 * i]) ? sp[2 + 2 * i] : -1;
@@ -453,6 +456,7 @@ static int sasl_server_scram_first(struct sasl_server *s, const unsigned char *i
 		*p = ',';
 	s->client_first_bare = xstrdup(bare);
 	util_strlcpy(s->pending_user, user, sizeof(s->pending_user));
+	util_strlcpy(s->tried, user, sizeof(s->tried));
 
 	s->u = passwd_find(s->pw, user);
 	if (passwd_user_scram(s->u, &sc) == 0) {
@@ -1057,6 +1061,9 @@ int sasl_throttle_blocked(struct sasl_throttle *t, const char *ip)
 #define SASL_AUTH_DATA_MAX	12288	/* RFC 4954 4: AUTH lines */
 
 /* One step with decoded input; writes the reply. */
+/* The name of the last failed AUTH (one event loop: valid until the next). */
+static char sasl_failed[PASSWD_NAME_MAX + 1];
+
 static int sasl_auth_step(struct sasl_server **s, const unsigned char *in,
     size_t inlen, char *reply, size_t replylen)
 {
@@ -1078,9 +1085,16 @@ static int sasl_auth_step(struct sasl_server **s, const unsigned char *in,
 		snprintf(reply, replylen, "235 2.7.0 Authentication successful");
 		return SASL_OK;
 	}
+	/* Kept past the free for the caller's log line. */
+	util_strlcpy(sasl_failed, (*s)->tried, sizeof(sasl_failed));
 	sasl_server_free(s);
 	snprintf(reply, replylen, "535 5.7.8 Authentication credentials invalid");
 	return SASL_FAIL;
+}
+
+const char *sasl_failed_user(void)
+{
+	return sasl_failed;
 }
 
 /* Decode a client line; "=" is the empty response (RFC 4954 4). */

@@ -87,6 +87,9 @@ int sasl_auth_begin(const char *arg, struct passwd_db *pw,
     struct sasl_server **s, char *reply, size_t replylen);
 int sasl_auth_next(struct sasl_server **s, const char *line, char *reply,
     size_t replylen);
+/* After SASL_FAIL: the user name the client gave ("" if none), for the
+ * log; valid until the next sasl_auth_* call. Not sanitized. */
+const char *sasl_failed_user(void);
 
 /* NULL for an unknown mechanism. Copies user and password. */
 struct sasl_client *sasl_client_new(const char *mech, const char *user,

@@ -36,6 +36,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "odmr.h"
+#include "domstate.h"
 #include "passwd.h"
 #include "queue.h"
 #include "sasl.h"
@@ -358,7 +359,13 @@ static void odmr_auth_result(struct odmr_session *s, int rc, const char *reply)
 		return;
 	}
 	delay = sasl_throttle_failure(s->o->throttle, s->ip);
-	log_info("odmr: client=[%s], auth=failed, delay=%us", s->ip, delay);
+	{
+		char ubuf[300];
+
+		log_info("odmr: client=[%s], user=%s, auth=failed, delay=%us",
+		    s->ip, log_sanitize(ubuf, sizeof(ubuf), sasl_failed_user(),
+		    256), delay);
+	}
 	metrics_inc(METRIC_AUTH, "failed");
 	util_strlcpy(s->delayed_reply, reply, sizeof(s->delayed_reply));
 	/* A growing delay before the answer makes guessing slow. */
@@ -382,6 +389,7 @@ static void odmr_cmd_auth(struct odmr_session *s, char *arg)
 	}
 	if (sasl_throttle_blocked(s->o->throttle, s->ip)) {
 		log_info("odmr: client=[%s], auth=refused, too many failures", s->ip);
+		metrics_inc(METRIC_AUTH, "refused");
 		odmr_reply(s, "454 4.7.0 Too many failed attempts, try later");
 		return;
 	}
@@ -485,6 +493,20 @@ static void odmr_reversed_abort_all(struct odmr *o)
 	}
 }
 
+/* A successful pull (all taken, or nothing to take): note each domain of
+ * the comma-separated list for the operator. */
+static void odmr_note_pulled(const char *list)
+{
+	char buf[512], *p, *comma;
+
+	util_strlcpy(buf, list, sizeof(buf));
+	for (p = buf; p != NULL && *p != '\0'; p = comma) {
+		if ((comma = strchr(p, ',')) != NULL)
+			*comma++ = '\0';
+		domstate_note_now(p, DOMSTATE_ATRN);
+	}
+}
+
 static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 {
 	struct odmr_atrn_log *lg = arg;
@@ -496,6 +518,9 @@ static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 	    sum->rcpts_deferred, sum->rcpts_bounced,
 	    (unsigned long long)sum->bytes, sum->ok ? "ok" : "incomplete",
 	    sum->reason);
+	metrics_inc(METRIC_ATRN, sum->ok ? "ok" : "incomplete");
+	if (sum->ok)
+		odmr_note_pulled(lg->domains);
 	free(lg->user);
 	free(lg);
 }
@@ -607,6 +632,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 			log_info("atrn: client=[%s], user=%s, domains=%s, result=no-mail",
 			    s->ip, s->user, list);
 			metrics_inc(METRIC_ATRN, "no-mail");
+			odmr_note_pulled(list);
 			odmr_reply(s, "453 4.3.0 You have no mail");
 		}
 		return;

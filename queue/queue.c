@@ -39,6 +39,7 @@
 #include "xmalloc.h"
 #include "queue.h"
 #include "queue_private.h"
+#include "domstate.h"
 
 #define QUEUE_MAX_INFLIGHT	4	/* chunks queued per put before backpressure */
 #define QUEUE_RESUME_AT		2	/* resume the reader at this many */
@@ -736,24 +737,48 @@ static int msg_remove(struct queue *q, MDB_txn *txn, const struct queue_envelope
  */
 #define QUEUE_MAP_RESERVE_PCT	90
 
-static int map_has_room(struct queue *q, MDB_txn *txn, uint64_t need)
+/* Octets of the map the queue's databases occupy. */
+static uint64_t map_used(struct queue *q, MDB_txn *txn)
 {
 	MDB_dbi dbis[] = { 0, 1, q->db_meta, q->db_msg, q->db_body, q->db_dom,
 	    q->db_sched, q->db_count, q->db_lease, q->db_incomplete };
-	MDB_envinfo info;
 	MDB_stat st;
 	uint64_t pages = 0, psize = 4096;
 
-	if (mdb_env_info(q->env, &info) != 0)
-		return 1;
 	for (size_t i = 0; i < sizeof(dbis) / sizeof(dbis[0]); i++) {
 		if (mdb_stat(txn, dbis[i], &st) != 0)
 			continue;
 		psize = st.ms_psize;
 		pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
 	}
-	return pages * psize + need <=
+	return pages * psize;
+}
+
+static int map_has_room(struct queue *q, MDB_txn *txn, uint64_t need)
+{
+	MDB_envinfo info;
+
+	if (mdb_env_info(q->env, &info) != 0)
+		return 1;
+	return map_used(q, txn) + need <=
 	    (uint64_t)info.me_mapsize / 100 * QUEUE_MAP_RESERVE_PCT;
+}
+
+int queue_map_usage(struct queue *q, uint64_t *used_r, uint64_t *size_r,
+    uint64_t *limit_r)
+{
+	MDB_envinfo info;
+	MDB_txn *txn;
+
+	*used_r = *size_r = *limit_r = 0;
+	if (mdb_env_info(q->env, &info) != 0 ||
+	    mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	*used_r = map_used(q, txn);
+	mdb_txn_abort(txn);
+	*size_r = info.me_mapsize;
+	*limit_r = (uint64_t)info.me_mapsize / 100 * QUEUE_MAP_RESERVE_PCT;
+	return QUEUE_OK;
 }
 
 static int job_commit(struct queue *q, MDB_txn *txn, struct job *j)
@@ -1827,6 +1852,48 @@ int queue_domain_stats(struct queue *q, const char *domain,
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return QUEUE_EIO;
 	return QUEUE_OK;
+}
+
+/* Ids are time-ordered, so the first "domain\0ID" key is the oldest
+ * message (to the second; a clock stepped back may misorder a few). */
+int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r)
+{
+	char kbuf[QUEUE_DOMAIN_MAX + 2];
+	struct queue_envelope *env = NULL;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, d;
+	size_t plen;
+	int rc;
+
+	*arrival_r = 0;
+	plen = domain_key(domain, kbuf);
+	kbuf[plen++] = '\0';
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
+		mdb_txn_abort(txn);
+		return QUEUE_EIO;
+	}
+	k.mv_data = kbuf;
+	k.mv_size = plen;
+	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	if (rc == 0 && k.mv_size == plen + QUEUE_ID_LEN &&
+	    memcmp(k.mv_data, kbuf, plen) == 0) {
+		char id[QUEUE_ID_LEN + 1];
+
+		memcpy(id, (const char *)k.mv_data + plen, QUEUE_ID_LEN);
+		id[QUEUE_ID_LEN] = '\0';
+		rc = msg_load(q, txn, id, &env, NULL);
+		if (rc == 0) {
+			*arrival_r = env->arrival;
+			queue_envelope_free(&env);
+		}
+	} else if (rc == 0)
+		rc = MDB_NOTFOUND;
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	return rc == 0 || rc == MDB_NOTFOUND ? QUEUE_OK : QUEUE_EIO;
 }
 
 /* ---- body reader ---- */

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "control.h"
 #include "dns.h"
+#include "domstate.h"
 #include "dnsbl.h"
 #include "log.h"
 #include "metrics.h"
@@ -31,6 +32,7 @@
 #include "smtpd.h"
 #include "tls.h"
 #include "util.h"
+#include "watch.h"
 #include "xmalloc.h"
 
 #ifndef SYSCONFDIR
@@ -44,6 +46,7 @@ struct daemon {
 	struct config *cfg;
 	const char *cfg_path;
 	struct queue *q;
+	struct domstate *domstate;
 	struct dns *dns;
 	struct dnsbl *dnsbl;
 	struct sched *sched;
@@ -438,6 +441,7 @@ static void gauges(void *arg, struct evbuffer *out)
 	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
 	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
 	    sched_active(d->sched));
+	watch_gauges(out, d->cfg, d->q, d->domstate);
 }
 
 /*
@@ -570,6 +574,10 @@ int main(int argc, char **argv)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
+	d.domstate = domstate_open(d.q, err, sizeof(err));
+	if (d.domstate == NULL)
+		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	domstate_set_default(d.domstate);
 	d.dns = dns_new(d.base, (const char *const *)d.cfg->dns_servers.v,
 	    d.cfg->dns_servers.n, 5000, err, sizeof(err));
 	if (d.dns == NULL)
@@ -618,6 +626,7 @@ int main(int argc, char **argv)
 	sched_free(&d.sched);
 	dns_free(&d.dns);
 	control_free(&d.control);
+	domstate_close(&d.domstate);
 	queue_close(&d.q);
 	if (d.ev_drain != NULL)
 		event_free(d.ev_drain);

@@ -34,6 +34,7 @@
 #include "metrics.h"
 #include "queue.h"
 #include "sched.h"
+#include "domstate.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -494,6 +495,7 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 		if (!match || !cd->etrn)
 			continue;
 		matched = 1;
+		domstate_note_now(cd->name, DOMSTATE_ETRN);
 		n = sched_flush_one(s, cd);
 		if (n < 0)
 			running = 1;

@@ -102,6 +102,7 @@ struct smtpd_tx {
 	char hdr[10];			/* start of the current line */
 	unsigned nreceived;
 	uint64_t size;			/* text octets (unstuffed, CRLF) */
+	size_t received_len;		/* our Received header, stored first */
 	unsigned bad;			/* SMTPD_BAD_* */
 	int qerr;			/* queue error for SMTPD_BAD_QUEUE */
 };
@@ -515,9 +516,12 @@ smtpd_commit_done(void *arg, int result)
 
 	tx->put = NULL;		/* the queue freed it */
 	if (result == QUEUE_OK) {
+		/* size= is what is stored (with our Received header), as
+		 * odrelayctl lists it and quotas count it. */
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s",
 		    tx->id, log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
-		    (unsigned long long)tx->size, tx->nrcpts, ss->ip);
+		    (unsigned long long)(tx->size + tx->received_len),
+		    tx->nrcpts, ss->ip);
 		smtpd_reply(ss, "250 2.0.0 Ok: queued as %s", tx->id);
 		metrics_inc(METRIC_RECEIVED, NULL);
 		metrics_add(METRIC_RECEIVED_BYTES, NULL, tx->size);
@@ -880,6 +884,7 @@ smtpd_cmd_data(struct smtpd_session *ss, size_t arglen)
 	tx->ds = SMTPD_DS_BOL;
 	tx->in_headers = 1;
 	smtpd_received(ss, rcv, sizeof(rcv));
+	tx->received_len = strlen(rcv);
 	r = queue_put_write(tx->put, rcv, strlen(rcv));
 	if (r < 0) {
 		tx->bad |= SMTPD_BAD_QUEUE;
@@ -1039,8 +1044,14 @@ smtpd_auth_result(struct smtpd_session *ss, int rc, const char *reply)
 		return;
 	case SASL_FAIL:
 		tv.tv_sec = sasl_throttle_failure(ss->s->throttle, ss->ip);
-		log_info("smtpd: sid=%llx, client=[%s], auth=failed, delay=%lds",
-		    (unsigned long long)ss->sid, ss->ip, (long)tv.tv_sec);
+		{
+			char ubuf[300];
+
+			log_info("smtpd: sid=%llx, client=[%s], user=%s, "
+			    "auth=failed, delay=%lds", (unsigned long long)ss->sid,
+			    ss->ip, log_sanitize(ubuf, sizeof(ubuf),
+			    sasl_failed_user(), 256), (long)tv.tv_sec);
+		}
 		metrics_inc(METRIC_AUTH, "failed");
 		smtpd_error(ss);
 		/* A growing delay before the 535 makes guessing slow. */
@@ -1085,6 +1096,7 @@ smtpd_cmd_auth(struct smtpd_session *ss, const char *arg)
 		return smtpd_error(ss);
 	}
 	if (sasl_throttle_blocked(ss->s->throttle, ss->ip)) {
+		metrics_inc(METRIC_AUTH, "refused");
 		smtpd_reply(ss, "454 4.7.0 Too many failed attempts, try later");
 		return smtpd_error(ss);
 	}
