@@ -415,6 +415,8 @@ static int odmr_domain_ok(const char *d)
 	int labels = 0;
 	size_t len;
 
+	if (strlen(d) > 255)	/* RFC 1035 2.3.4 */
+		return 0;
 	while (*d != '\0') {
 		const char *dot = strchr(d, '.');
 
@@ -855,6 +857,22 @@ static void odmr_command(struct odmr_session *s, char *line)
 	}
 }
 
+/*
+ * Longest line allowed next, CRLF included: SASL data, and the AUTH
+ * command with its initial response, may use 12,288 octets (RFC 4954 4).
+ */
+static size_t odmr_line_max(const struct odmr_session *s, struct evbuffer *in)
+{
+	unsigned char head[5];
+
+	if (s->state == ODMR_AUTH_EXCHANGE)
+		return ODMR_AUTH_LINE_MAX;
+	if (evbuffer_copyout(in, head, sizeof(head)) == (ev_ssize_t)sizeof(head) &&
+	    strncasecmp((const char *)head, "AUTH ", sizeof(head)) == 0)
+		return ODMR_AUTH_LINE_MAX;
+	return ODMR_LINE_MAX;
+}
+
 static void odmr_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
@@ -867,8 +885,7 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 			bufferevent_disable(bev, EV_READ);
 			break;
 		}
-		size_t max = s->state == ODMR_AUTH_EXCHANGE ? ODMR_AUTH_LINE_MAX :
-		    ODMR_LINE_MAX;
+		size_t max = odmr_line_max(s, in);
 		struct evbuffer_ptr eol;
 		size_t eol_len = 0;
 		char *line;
@@ -876,14 +893,16 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 
 		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
 		if (eol.pos < 0) {
-			if (evbuffer_get_length(in) > max) {
+			/* The line is at least one octet (its LF) longer. */
+			if (evbuffer_get_length(in) >= max) {
 				/* Overlong: drop what we have, skip to the CRLF. */
 				evbuffer_drain(in, evbuffer_get_length(in));
 				s->discard_line = 1;
 			}
 			return;
 		}
-		if (s->discard_line || (size_t)eol.pos > max) {
+		/* The limit counts the whole line with its CRLF. */
+		if (s->discard_line || (size_t)eol.pos + eol_len > max) {
 			evbuffer_drain(in, (size_t)eol.pos + eol_len);
 			s->discard_line = 0;
 			if (s->state == ODMR_WAITING) {

@@ -9,7 +9,6 @@
 #ifndef OD_DOMSTATE_H
 #define OD_DOMSTATE_H
 
-#include <stdint.h>
 #include <time.h>
 
 #include "queue.h"
@@ -49,10 +48,5 @@ int domstate_get(struct domstate *ds, const char *domain,
 /* Oldest message with recipients still queued for domain: its arrival
  * time, or 0 when none. 0 or a QUEUE_E* code. (In queue.c.) */
 int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r);
-
-/* The queue's map: octets its databases occupy, the map size, and the
- * fill level at which new mail is refused (452 4.3.1). (In queue.c.) */
-int queue_map_usage(struct queue *q, uint64_t *used_r, uint64_t *size_r,
-    uint64_t *limit_r);
 
 #endif

@@ -73,4 +73,8 @@ void deliver_free(struct deliver **d);
  */
 long deliver_backoff(const struct config *cfg, unsigned attempts);
 
+/* Every delivery's RCPT replies go to recip_learn (NULL: none). */
+struct recip;
+void deliver_set_recip(struct recip *r);
+
 #endif

@@ -19,6 +19,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "deliver.h"
 #include "dns.h"
 #include "domstate.h"
 #include "dnsbl.h"
@@ -28,6 +29,8 @@
 #include "passwd.h"
 #include "precheck.h"
 #include "queue.h"
+#include "rcache.h"
+#include "recip.h"
 #include "sched.h"
 #include "smtpd.h"
 #include "tls.h"
@@ -55,6 +58,8 @@ struct daemon {
 	struct metrics **metrics;
 	size_t nmetrics;
 	struct control *control;
+	struct rcache *rcache;
+	struct recip *recip;
 	SSL_CTX *server_tls;
 	SSL_CTX *client_tls;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
@@ -199,6 +204,7 @@ static void reload(struct daemon *d)
 	if (d->odmr != NULL)
 		odmr_reload(d->odmr, ncfg, ntls);
 	sched_reload(d->sched, ncfg);
+	recip_reload(d->recip, ncfg);
 	if (d->server_tls != NULL)
 		SSL_CTX_free(d->server_tls);
 	d->server_tls = ntls;
@@ -291,6 +297,28 @@ static void control_after_writes(struct daemon *d, struct control_req *req,
 	queue_barrier(d->q, control_reply_later, cl);
 }
 
+/* "recipients-forget DOMAIN [ADDRESS]": clear what the relay knows. */
+static void recip_control_forget(struct daemon *d, const char *cmdarg,
+    struct control_req *req)
+{
+	char dom[300], addr[300], reply[512];
+	int n;
+
+	n = sscanf(cmdarg, "%299s %299s", dom, addr);
+	if (n < 1 || config_domain_by_name(d->cfg, dom) == NULL) {
+		control_req_reply(req, "501 usage: recipients-forget DOMAIN "
+		    "[ADDRESS] (a configured domain)");
+		return;
+	}
+	util_lowercase(dom);
+	rcache_forget(d->rcache, dom, n == 2 ? addr : NULL, NULL, NULL);
+	log_info("recip: %.100s%s%.100s forgotten by odrelayctl", dom,
+	    n == 2 ? " " : "", n == 2 ? addr : "");
+	snprintf(reply, sizeof(reply), "250 %.100s: %s forgotten", dom,
+	    n == 2 ? "address" : "every address");
+	control_after_writes(d, req, reply);
+}
+
 /* Control socket verbs; flush and bounce go to the scheduler. */
 static void on_control(void *arg, const char *cmd, const char *cmdarg,
     struct control_req *req)
@@ -343,6 +371,8 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 			    busy ? "450" : "250", cmdarg, ndel, npart, busy);
 			control_after_writes(d, req, reply);
 		}
+	} else if (strcmp(cmd, "recipients-forget") == 0) {
+		recip_control_forget(d, cmdarg, req);
 	} else if (strcmp(cmd, "stats") == 0) {
 		char line[7900];
 
@@ -582,8 +612,14 @@ int main(int argc, char **argv)
 	    d.cfg->dns_servers.n, 5000, err, sizeof(err));
 	if (d.dns == NULL)
 		log_fatal(1, "dns: %s", err);
+	d.rcache = rcache_open(d.q, d.cfg->verify_cache_size, err, sizeof(err));
+	if (d.rcache == NULL)
+		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	d.recip = recip_new(d.base, d.cfg, d.rcache, d.dns);
+	deliver_set_recip(d.recip);
 	d.sched = sched_new(d.base, d.cfg, d.q, d.dns, d.client_tls);
 	d.smtpd = smtpd_new(d.base, d.cfg, d.q, d.server_tls);
+	smtpd_set_recip(d.smtpd, d.recip);
 	d.dnsbl = dnsbl_new(d.base, d.dns);
 	smtpd_set_dnsbl(d.smtpd, d.dnsbl);
 	if (d.cfg->odmr_listen.n > 0 || d.cfg->odmrs_listen.n > 0) {
@@ -624,6 +660,9 @@ int main(int argc, char **argv)
 		metrics_free(&d.metrics[i]);
 	free(d.metrics);
 	sched_free(&d.sched);
+	deliver_set_recip(NULL);
+	recip_free(&d.recip);
+	rcache_close(&d.rcache);
 	dns_free(&d.dns);
 	control_free(&d.control);
 	domstate_close(&d.domstate);

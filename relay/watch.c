@@ -24,7 +24,7 @@ void watch_gauges(struct evbuffer *out, const struct config *cfg,
     struct queue *q, struct domstate *ds)
 {
 	time_t now = time(NULL);
-	uint64_t used, size, limit;
+	struct queue_space sp;
 	struct statvfs sv;
 
 	watch_head(out, "odrelay_queue_oldest_age_seconds", "Age of the oldest "
@@ -61,26 +61,27 @@ void watch_gauges(struct evbuffer *out, const struct config *cfg,
 		    "{domain=\"%s\"} %lld\n", cfg->domains[i].name,
 		    (long long)r.last[DOMSTATE_ETRN]);
 	}
-	if (queue_map_usage(q, &used, &size, &limit) == QUEUE_OK) {
+	if (queue_space(q, &sp) == QUEUE_OK) {
 		watch_head(out, "odrelay_queue_map_used_bytes",
 		    "Octets of the LMDB map the queue occupies.");
 		evbuffer_add_printf(out, "odrelay_queue_map_used_bytes %llu\n",
-		    (unsigned long long)used);
-		watch_head(out, "odrelay_queue_map_limit_bytes", "Map fill level "
-		    "beyond which new mail is refused (452 4.3.1).");
-		evbuffer_add_printf(out, "odrelay_queue_map_limit_bytes %llu\n",
-		    (unsigned long long)limit);
+		    (unsigned long long)sp.map_used);
 		watch_head(out, "odrelay_queue_map_size_bytes",
-		    "queue_map_size: the LMDB map size.");
+		    "queue_map_size: the LMDB map size (new mail is refused "
+		    "beyond 90% of it).");
 		evbuffer_add_printf(out, "odrelay_queue_map_size_bytes %llu\n",
-		    (unsigned long long)size);
+		    (unsigned long long)sp.map_size);
+		watch_head(out, "odrelay_queue_disk_free_bytes", "Octets free "
+		    "for unprivileged users on the queue's file system.");
+		evbuffer_add_printf(out, "odrelay_queue_disk_free_bytes %llu\n",
+		    (unsigned long long)sp.fs_avail);
+		watch_head(out, "odrelay_queue_space_low", "1 while new mail "
+		    "is refused for lack of space (map, disk or reserve).");
+		evbuffer_add_printf(out, "odrelay_queue_space_low %d\n",
+		    sp.low ? 1 : 0);
 	}
 	/* A statvfs is a quick local call, like the map statistics above. */
 	if (statvfs(cfg->queue_dir, &sv) == 0) {
-		watch_head(out, "odrelay_queue_disk_free_bytes", "Octets free "
-		    "for unprivileged users on the queue directory's file system.");
-		evbuffer_add_printf(out, "odrelay_queue_disk_free_bytes %llu\n",
-		    (unsigned long long)sv.f_bavail * sv.f_frsize);
 		watch_head(out, "odrelay_queue_disk_size_bytes",
 		    "Size of the queue directory's file system.");
 		evbuffer_add_printf(out, "odrelay_queue_disk_size_bytes %llu\n",

@@ -1247,6 +1247,54 @@ START_TEST(test_tls_handshake)
 }
 END_TEST
 
+
+/* 50,000 sections: each found by name in any case, a duplicate of the
+ * first named with its line, subdomains still resolved. */
+START_TEST(test_many_domains)
+{
+	size_t cap = 60000 * 40, len = 0;
+	char *buf = malloc(cap), want[512], name[64];
+	const struct config_domain *d;
+	struct config *cfg;
+	struct errs e;
+	int i;
+
+	ck_assert_ptr_nonnull(buf);
+	for (i = 0; i < 50000; i++)
+		len += (size_t)snprintf(buf + len, cap - len,
+		    "[domain d%d.example]\n%s", i, i == 49999 ? "subdomains = yes\n" : "");
+	cfg = load(buf, &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->ndomains, 50000);
+	d = config_domain_by_name(cfg, "D31337.Example.");
+	ck_assert_ptr_nonnull(d);
+	ck_assert_str_eq(d->name, "d31337.example");
+	ck_assert_ptr_null(config_domain_by_name(cfg, "d50000.example"));
+	ck_assert_ptr_null(config_domain_by_name(cfg, "d1.example.."));
+	d = config_find_domain(cfg, "mx.d49999.example");
+	ck_assert_ptr_nonnull(d);
+	ck_assert_str_eq(d->name, "d49999.example");
+	ck_assert_ptr_null(config_find_domain(cfg, "mx.d49998.example"));
+	for (i = 0; i < 50000; i += 997) {
+		snprintf(name, sizeof(name), "D%d.EXAMPLE", i);
+		d = config_domain_by_name(cfg, name);
+		ck_assert_ptr_nonnull(d);
+		ck_assert_int_eq(d->line, i + 1);
+	}
+	config_free(&cfg);
+	errs_free(&e);
+	len += (size_t)snprintf(buf + len, cap - len, "[domain D7.example.]\n");
+	cfg = load(buf, &e);
+	ck_assert_ptr_null(cfg);
+	ck_assert_int_eq(e.n, 1);
+	snprintf(want, sizeof(want), "%s/odrelay.conf:50002: duplicate section "
+	    "[domain d7.example] (first at line 8)", tmpdir);
+	ck_assert_str_eq(e.msg[0], want);
+	errs_free(&e);
+	free(buf);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1294,6 +1342,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_tls_server_ctx);
 	tcase_add_test(tc, test_tls_client_ctx);
 	tcase_add_test(tc, test_tls_handshake);
+	tcase_add_test(tc, test_many_domains);
 	suite_add_tcase(s, tc);
 	return s;
 }
