@@ -26,12 +26,16 @@ struct domstate {
 	MDB_env *env;
 	MDB_dbi db;
 	int absent;		/* read-only and not created yet */
+	int have_db;		/* db is open (else created by the first note) */
+	unsigned refs;		/* the owner + notes in flight */
 };
 
 static struct domstate *domstate_default;
 
 struct domstate_op {
-	MDB_dbi db;		/* not ds: ops may outlive it until queue_close */
+	struct domstate *ds;	/* referenced until the done callback */
+	MDB_dbi db;
+	int create;		/* the database does not exist yet */
 	char key[DOMSTATE_DOMAIN_MAX + 1];
 	size_t klen;
 	enum domstate_event ev;
@@ -67,22 +71,29 @@ static size_t domstate_key(const char *domain, char *buf)
 	return n;
 }
 
+/*
+ * The database is created by the first note, on the writer thread: a
+ * queue that never saw an ATRN or ETRN (or a file system with no page to
+ * spare) is left as it was. Opening an existing one happens here, at
+ * start-up, while the writer thread is idle.
+ */
 struct domstate *domstate_open(struct queue *q, char *err, size_t errlen)
 {
 	struct domstate *ds = xcalloc(1, sizeof(*ds));
-	int rdonly = queue_ext_rdonly(q), r;
 	MDB_txn *txn;
+	int r;
 
 	ds->q = q;
 	ds->env = queue_ext_env(q);
-	r = mdb_txn_begin(ds->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
+	ds->refs = 1;
+	r = mdb_txn_begin(ds->env, NULL, MDB_RDONLY, &txn);
 	if (r == 0) {
-		r = mdb_dbi_open(txn, "domstate", rdonly ? 0 : MDB_CREATE,
-		    &ds->db);
-		if (r == MDB_NOTFOUND && rdonly) {
-			ds->absent = 1;
-			mdb_txn_abort(txn);
-			return ds;
+		r = mdb_dbi_open(txn, "domstate", 0, &ds->db);
+		if (r == 0)
+			ds->have_db = 1;
+		else if (r == MDB_NOTFOUND) {
+			ds->absent = queue_ext_rdonly(q);
+			r = 0;
 		}
 		if (r == 0)
 			r = mdb_txn_commit(txn);
@@ -96,13 +107,19 @@ struct domstate *domstate_open(struct queue *q, char *err, size_t errlen)
 	return NULL;
 }
 
+static void domstate_unref(struct domstate *ds)
+{
+	if (--ds->refs == 0)
+		free(ds);
+}
+
 void domstate_close(struct domstate **dsp)
 {
+	if (*dsp == NULL)
+		return;
 	if (*dsp == domstate_default)
 		domstate_default = NULL;
-	/* Pending ops carry the database handle, not ds: the queue applies
-	 * them when it closes (the owner closes the queue after this). */
-	free(*dsp);
+	domstate_unref(*dsp);
 	*dsp = NULL;
 }
 
@@ -126,7 +143,7 @@ int domstate_get(struct domstate *ds, const char *domain,
 	int rc;
 
 	memset(r, 0, sizeof(*r));
-	if (ds == NULL || ds->absent ||
+	if (ds == NULL || ds->absent || !ds->have_db ||
 	    (k.mv_size = domstate_key(domain, key)) == 0)
 		return 0;
 	k.mv_data = key;
@@ -148,6 +165,9 @@ static int domstate_apply(MDB_txn *txn, void *arg)
 	struct domstate_rec r;
 	int rc;
 
+	if (op->create &&
+	    (rc = mdb_dbi_open(txn, "domstate", MDB_CREATE, &op->db)) != 0)
+		return rc;
 	rc = mdb_get(txn, op->db, &k, &v);
 	if (rc == 0)
 		domstate_decode(&v, &r);
@@ -166,6 +186,19 @@ static int domstate_apply(MDB_txn *txn, void *arg)
 	return mdb_put(txn, op->db, &k, &v, 0);
 }
 
+/* Loop thread, after the write: a created database is now readable.
+ * (The op itself is freed by the queue after this.) */
+static void domstate_done(void *arg, int result)
+{
+	struct domstate_op *op = arg;
+
+	if (result == QUEUE_OK && op->create && !op->ds->have_db) {
+		op->ds->db = op->db;
+		op->ds->have_db = 1;
+	}
+	domstate_unref(op->ds);
+}
+
 void domstate_note(struct domstate *ds, const char *domain,
     enum domstate_event ev, time_t when)
 {
@@ -179,10 +212,13 @@ void domstate_note(struct domstate *ds, const char *domain,
 		free(op);
 		return;
 	}
+	op->ds = ds;
 	op->db = ds->db;
+	op->create = !ds->have_db;
 	op->ev = ev;
 	op->when = (uint64_t)when;
-	queue_ext_submit(ds->q, domstate_apply, free, op, NULL, NULL);
+	ds->refs++;
+	queue_ext_submit(ds->q, domstate_apply, free, op, domstate_done, op);
 }
 
 void domstate_set_default(struct domstate *ds)

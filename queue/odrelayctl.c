@@ -616,20 +616,20 @@ static void ctl_queue_human(const struct queue_envelope *env,
 	size_t i;
 
 	if (*first) {
-		printf("%-17s %9s %-19s  %s\n", "-Queue ID-", "--Size--",
-		    "---Arrival (UTC)---", "-Sender/Recipient-------");
+		printf("%-17s %9s %-19s %-10s %s\n", "-Queue ID-", "--Size--",
+		    "---Arrival (UTC)---", "-State-", "-Sender/Recipient-------");
 		*first = 0;
 	}
 	if (t == 0 || gmtime_r(&t, &tm) == NULL ||
 	    strftime(tbuf, sizeof(tbuf), "%a %b %e %H:%M:%S", &tm) == 0)
 		snprintf(tbuf, sizeof(tbuf), "-");
-	printf("%s%c %9" PRIu64 " %-19s  ", env->id, ctl_state_mark(st),
-	    env->size, tbuf);
+	printf("%s%c %9" PRIu64 " %-19s %-10s ", env->id, ctl_state_mark(st),
+	    env->size, tbuf, ctl_state_names[st]);
 	ctl_put_text(stdout, env->sender[0] != '\0' ? env->sender :
 	    "MAILER-DAEMON");
 	printf("\n");
 	if ((err = ctl_msg_last_error(env)) != NULL) {
-		printf("%49s(", "");
+		printf("%59s(", "");
 		ctl_put_text(stdout, err);
 		printf(", %u attempt%s)\n", ctl_msg_attempts(env),
 		    ctl_msg_attempts(env) == 1 ? "" : "s");
@@ -639,7 +639,7 @@ static void ctl_queue_human(const struct queue_envelope *env,
 
 		if (r->state != QUEUE_RCPT_QUEUED)
 			continue;
-		printf("%49s", "");
+		printf("%59s", "");
 		ctl_put_text(stdout, r->addr);
 		printf("\n");
 	}

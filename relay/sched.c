@@ -545,6 +545,7 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 
 		if (cd != NULL && strcmp(cd->name, name) == 0 && cd->etrn) {
 			matched = 1;
+			domstate_note_now(cd->name, DOMSTATE_ETRN);
 			n = sched_flush_one(s, cd);
 			if (n < 0)
 				running = 1;

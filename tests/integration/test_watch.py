@@ -92,7 +92,8 @@ def test_domain_facts():
 			check(r.out.startswith("-Queue ID-") and
 			    re.search(r"^-- \d+ Kbytes in 3 Requests\.", r.out, re.M),
 			    "queue is not mailq-style:\n" + r.out)
-			mm = re.search(r"^%s! +(\d+) " % q1, r.out, re.M)
+			mm = re.search(r"^%s! +(\d+) .* held +s@client\.test$" % q1,
+			    r.out, re.M)
 			check(mm, "no held line for %s:\n%s" % (q1, r.out))
 			logm = re.search(r"%s: from=<[^>]*>, size=(\d+)" % q1,
 			    d.log_text())
