@@ -494,7 +494,7 @@ static void listen_all(struct daemon *d)
 		if (smtpd_listen(d->smtpd, cfg->smtp_listen.v[i], err,
 		    sizeof(err)) == 0) {
 			smtp_up++;
-			log_info("listening: smtp on %s", cfg->smtp_listen.v[i]);
+			log_info("smtpd: listening on %s", cfg->smtp_listen.v[i]);
 		} else if (cfg->smtp_listen_set)
 			log_fatal(1, "smtp_listen %s: %s", cfg->smtp_listen.v[i], err);
 		else
@@ -506,10 +506,8 @@ static void listen_all(struct daemon *d)
 	/* d->odmr exists when either ODMR list is non-empty. */
 	for (size_t i = 0; d->odmr != NULL && i < cfg->odmr_listen.n; i++) {
 		if (odmr_listen(d->odmr, cfg->odmr_listen.v[i], 0, err,
-		    sizeof(err)) == 0) {
-			log_info("listening: odmr on %s", cfg->odmr_listen.v[i]);
-			continue;
-		}
+		    sizeof(err)) == 0)
+			continue;	/* odmr_listen logs it */
 		if (cfg->odmr_listen_set)
 			log_fatal(1, "odmr_listen %s: %s", cfg->odmr_listen.v[i], err);
 		log_warn("odmr_listen (default) %s: %s; set odmr_listen to choose "
@@ -519,7 +517,6 @@ static void listen_all(struct daemon *d)
 		if (odmr_listen(d->odmr, cfg->odmrs_listen.v[i], 1, err,
 		    sizeof(err)) < 0)
 			log_fatal(1, "odmrs_listen %s: %s", cfg->odmrs_listen.v[i], err);
-		log_info("listening: odmrs (TLS) on %s", cfg->odmrs_listen.v[i]);
 	}
 	/* Metrics do not depend on ODMR: a pure backup MX has them too. */
 	for (size_t i = 0; i < cfg->metrics_listen.n; i++) {
@@ -530,9 +527,7 @@ static void listen_all(struct daemon *d)
 			log_fatal(1, "metrics_listen %s: %s", cfg->metrics_listen.v[i], err);
 		d->metrics = xreallocarray(d->metrics, d->nmetrics + 1,
 		    sizeof(*d->metrics));
-		d->metrics[d->nmetrics++] = m;
-		log_info("listening: metrics on http://%s/metrics",
-		    cfg->metrics_listen.v[i]);
+		d->metrics[d->nmetrics++] = m;	/* metrics_listen logs it */
 	}
 }
 
@@ -643,7 +638,7 @@ int main(int argc, char **argv)
 	    err, sizeof(err));
 	if (d.control == NULL)
 		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
-	log_info("listening: control on %s", d.cfg->control_socket);
+	log_info("control: listening on %s", d.cfg->control_socket);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.ev_int = evsignal_new(d.base, SIGINT, on_signal, &d);
