@@ -209,6 +209,8 @@ static void authd_result(struct authd_x *x, int rc, const char *reply)
 	}
 	/* The delay is ours: a session process cannot skip it. */
 	tv.tv_sec = sasl_throttle_failure(d->t, x->ip, x->tried);
+	if (tv.tv_sec > d->cfg->auth_delay_max)
+		tv.tv_sec = d->cfg->auth_delay_max;
 	log_info("auth: client=[%s], user=%s, auth=failed, delay=%lds", x->ip,
 	    x->tried != NULL ? log_sanitize(safe, sizeof(safe), x->tried, 100) :
 	    "-", (long)tv.tv_sec);
