@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "domhash.h"
 #include "dnsbl.h"
 #include "log.h"
 #include "util.h"
@@ -549,6 +550,36 @@ static int config_set_bool(struct config_ctx *ctx, void *field,
 	return 0;
 }
 
+static int config_set_verify_unknown(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (strcmp(value, "accept") == 0)
+		*(int *)field = 0;
+	else if (strcmp(value, "tempfail") == 0)
+		*(int *)field = 1;
+	else {
+		config_error(ctx, "bad value for '%s': '%s' (expected accept or "
+		    "tempfail)", key, value);
+		return -1;
+	}
+	return 0;
+}
+
+static int config_set_verify(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (strcmp(value, "probe") == 0)
+		*(int *)field = 1;
+	else if (strcmp(value, "no") == 0 || strcmp(value, "none") == 0)
+		*(int *)field = 0;
+	else {
+		config_error(ctx, "bad value for '%s': '%s' (expected probe or "
+		    "none)", key, value);
+		return -1;
+	}
+	return 0;
+}
+
 static int config_set_log_level(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -637,6 +668,10 @@ static int config_rcpt_item(struct config_ctx *ctx, const char *key,
 	struct strlist *l = arg;
 	char *r;
 
+	if (strcmp(item, "learn") == 0 && strcmp(key, "recipients") == 0) {
+		ctx->cur->recipients_learn = 1;
+		return 0;
+	}
 	if ((r = config_recipient_normalize(item)) == NULL) {
 		config_error(ctx, "bad value for '%s': '%s' (expected "
 		    "local@domain or @domain)", key, item);
@@ -662,8 +697,10 @@ static int config_set_recipients(struct config_ctx *ctx, void *field,
 	}
 	for (i = 0; i < add.n; i++)
 		strlist_add(field, add.v[i]);
+	/* "learn" alone is no list: unknown addresses are accepted. */
+	if (add.n > 0 || !ctx->cur->recipients_learn)
+		ctx->cur->has_recipient_list = 1;
 	strlist_free(&add);
-	ctx->cur->has_recipient_list = 1;
 	return 0;
 }
 
@@ -749,6 +786,24 @@ static int config_set_recipients_file(struct config_ctx *ctx, void *field,
 	d->recipients_file = path;
 	d->has_recipient_list = 1;
 	(void)field;
+	return 0;
+}
+
+/* A webhook: https://host[:port][/path], or empty for none. */
+static int config_set_notify_url(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	char **f = field;
+
+	if (*value != '\0' && (strncasecmp(value, "https://", 8) != 0 ||
+	    value[8] == '\0' || value[8] == '/' || strlen(value) > 1024 ||
+	    strpbrk(value, " \t\"\\") != NULL)) {
+		config_error(ctx, "bad value for '%s': '%s' (expected "
+		    "https://host[:port][/path])", key, value);
+		return -1;
+	}
+	free(*f);
+	*f = *value == '\0' ? NULL : xstrdup(value);
 	return 0;
 }
 
@@ -933,6 +988,13 @@ static const struct config_key config_keys[] = {
 	{ "atrn_rate", CONFIG_GLOBAL, config_set_uint, G(atrn_rate) },
 	{ "max_deliveries", CONFIG_GLOBAL, config_set_uint, G(max_deliveries) },
 	{ "max_deliveries_per_dest", CONFIG_GLOBAL, config_set_uint, G(max_deliveries_per_dest) },
+	{ "delivery_timeout", CONFIG_GLOBAL, config_set_duration, G(delivery_timeout) },
+	{ "delivery_session_limit", CONFIG_GLOBAL, config_set_duration0, G(delivery_session_limit) },
+	{ "odmr_wait_timeout", CONFIG_GLOBAL, config_set_duration, G(odmr_wait_timeout) },
+	{ "max_waiting", CONFIG_GLOBAL, config_set_uint, G(max_waiting) },
+	{ "notify_url", CONFIG_BOTH, config_set_notify_url, GD(notify_url) },
+	{ "notify_ca_file", CONFIG_BOTH, config_set_optstr, GD(notify_ca_file) },
+	{ "notify_interval", CONFIG_BOTH, config_set_duration, GD(notify_interval) },
 	{ "dnsbl", CONFIG_GLOBAL, config_set_dnsbl, G(dnsbl) },
 	{ "dnsbl_action", CONFIG_GLOBAL, config_set_dnsbl_action, G(dnsbl_action) },
 	{ "dnsbl_allow", CONFIG_GLOBAL, config_set_cidrs, G(dnsbl_allow) },
@@ -949,6 +1011,14 @@ static const struct config_key config_keys[] = {
 	{ "recipients", CONFIG_DOMAIN, config_set_recipients, D(recipients) },
 	{ "recipients_file", CONFIG_DOMAIN, config_set_recipients_file, D(recipients_file) },
 	{ "max_queue_size", CONFIG_DOMAIN, config_set_size, D(max_queue_size) },
+	{ "verify_recipients", CONFIG_DOMAIN, config_set_verify, D(verify_probe) },
+	{ "verify_unknown", CONFIG_BOTH, config_set_verify_unknown, GD(verify_unknown) },
+	{ "verify_timeout", CONFIG_BOTH, config_set_duration, GD(verify_timeout) },
+	{ "verify_positive_ttl", CONFIG_BOTH, config_set_duration, GD(verify_positive_ttl) },
+	{ "verify_negative_ttl", CONFIG_BOTH, config_set_duration, GD(verify_negative_ttl) },
+	{ "learn_ttl", CONFIG_BOTH, config_set_duration, GD(learn_ttl) },
+	{ "learn_negative_ttl", CONFIG_BOTH, config_set_duration, GD(learn_negative_ttl) },
+	{ "verify_cache_size", CONFIG_GLOBAL, config_set_uint, G(verify_cache_size) },
 };
 
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -1027,6 +1097,12 @@ static struct config *config_new(void)
 	cfg->passwd_file = xstrdup(CONFIG_DEF_PASSWD);
 	cfg->max_message_size = 50ULL * 1024 * 1024;
 	cfg->max_recipients = 1000;
+	cfg->verify_timeout = 10;
+	cfg->verify_positive_ttl = 30L * 86400;
+	cfg->verify_negative_ttl = 3L * 3600;
+	cfg->learn_ttl = 180L * 86400;
+	cfg->learn_negative_ttl = 30L * 86400;
+	cfg->verify_cache_size = 100000;
 	cfg->max_connections = 1000;
 	cfg->max_connections_per_ip = 20;
 	cfg->smtp_timeout = 300;
@@ -1044,6 +1120,11 @@ static struct config *config_new(void)
 	cfg->atrn_rate = 10;
 	cfg->max_deliveries = 20;
 	cfg->max_deliveries_per_dest = 4;
+	cfg->delivery_timeout = 300;
+	cfg->delivery_session_limit = 3600;
+	cfg->odmr_wait_timeout = 25 * 60;
+	cfg->max_waiting = 10000;
+	cfg->notify_interval = 60;
 	cfg->dnsbl_timeout = 5;
 	cfg->milter_connect_timeout = 30;
 	cfg->milter_command_timeout = 30;
@@ -1062,6 +1143,28 @@ static void config_domain_init(struct config_domain *d, const char *name,
 	d->route_port = 25;
 	d->max_queue_size = 1024ULL * 1024 * 1024;
 	d->queue_lifetime = cfg->queue_lifetime;
+	/* -1: inherit the global value (config_finish) */
+	d->verify_unknown = -1;
+	d->verify_timeout = d->verify_positive_ttl = d->verify_negative_ttl = -1;
+	d->learn_ttl = d->learn_negative_ttl = -1;
+}
+
+/* A domain section's verify_* and learn_* default to the global ones. */
+static void config_domain_inherit(struct config_domain *d,
+    const struct config *cfg)
+{
+	if (d->verify_unknown < 0)
+		d->verify_unknown = cfg->verify_unknown;
+	if (d->verify_timeout < 0)
+		d->verify_timeout = cfg->verify_timeout;
+	if (d->verify_positive_ttl < 0)
+		d->verify_positive_ttl = cfg->verify_positive_ttl;
+	if (d->verify_negative_ttl < 0)
+		d->verify_negative_ttl = cfg->verify_negative_ttl;
+	if (d->learn_ttl < 0)
+		d->learn_ttl = cfg->learn_ttl;
+	if (d->learn_negative_ttl < 0)
+		d->learn_negative_ttl = cfg->learn_negative_ttl;
 }
 
 static void config_domain_clear(struct config_domain *d)
@@ -1071,6 +1174,8 @@ static void config_domain_clear(struct config_domain *d)
 	free(d->route_host);
 	strlist_free(&d->recipients);
 	free(d->recipients_file);
+	free(d->notify_url);
+	free(d->notify_ca_file);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -1116,9 +1221,12 @@ void config_free(struct config **cfgp)
 	strlist_free(&cfg->dnsbl_allow);
 	strlist_free(&cfg->milters);
 	free(cfg->run_as_user);
+	free(cfg->notify_url);
+	free(cfg->notify_ca_file);
 	for (i = 0; i < cfg->ndomains; i++)
 		config_domain_clear(&cfg->domains[i]);
 	free(cfg->domains);
+	domhash_free(&cfg->dindex);
 	free(cfg);
 }
 
@@ -1172,13 +1280,15 @@ static void config_section(struct config_ctx *ctx, char *line)
 		config_error(ctx, "bad domain name '%s'", name);
 		return;
 	}
-	for (i = 0; i < cfg->ndomains; i++) {
-		if (strcmp(cfg->domains[i].name, name) == 0) {
-			config_error(ctx, "duplicate section [domain %s] "
-			    "(first at line %d)", name, cfg->domains[i].line);
-			return;
-		}
+	/* The name index makes this check, and every lookup, O(1). */
+	if (cfg->dindex == NULL)
+		cfg->dindex = domhash_new();
+	if (domhash_get(cfg->dindex, name, &i)) {
+		config_error(ctx, "duplicate section [domain %s] "
+		    "(first at line %d)", name, cfg->domains[i].line);
+		return;
 	}
+	domhash_put(cfg->dindex, name, cfg->ndomains);
 	config_domain_clear(&ctx->scratch);
 	cfg->domains = xreallocarray(cfg->domains, cfg->ndomains + 1,
 	    sizeof(*cfg->domains));
@@ -1279,6 +1389,20 @@ static int config_gline(const struct config_ctx *ctx, const char *name)
 	return ctx->gseen[i];
 }
 
+/* Relative paths in the file are relative to the file's directory (as a
+ * production server's are): the daemon's working directory does not matter. */
+static void config_rebase(struct config_ctx *ctx, char **path)
+{
+	char *p;
+
+	if (*path == NULL || (*path)[0] == '/' || (*path)[0] == '\0' ||
+	    ctx->dir == NULL)
+		return;
+	p = xasprintf("%s/%s", ctx->dir, *path);
+	free(*path);
+	*path = p;
+}
+
 /* Checks that involve several keys, after the whole file was read. */
 static void config_finish(struct config_ctx *ctx)
 {
@@ -1306,6 +1430,11 @@ static void config_finish(struct config_ctx *ctx)
 	}
 	if (cfg->hostname == NULL)
 		cfg->hostname = xstrdup(config_system_hostname());
+	config_rebase(ctx, &cfg->queue_dir);
+	config_rebase(ctx, &cfg->passwd_file);
+	config_rebase(ctx, &cfg->control_socket);
+	config_rebase(ctx, &cfg->tls_cert_file);
+	config_rebase(ctx, &cfg->tls_key_file);
 	if (cfg->control_socket == NULL) {
 		cfg->control_socket = xasprintf("%s/control.sock",
 		    cfg->queue_dir);
@@ -1321,6 +1450,7 @@ static void config_finish(struct config_ctx *ctx)
 		if (!ctx->lifetime_set[i])
 			cfg->domains[i].queue_lifetime = cfg->queue_lifetime;
 		strlist_sort_unique(&cfg->domains[i].recipients);
+		config_domain_inherit(&cfg->domains[i], cfg);
 	}
 }
 
@@ -1385,6 +1515,9 @@ const struct config_domain *config_domain_by_name(const struct config *cfg,
 {
 	size_t i, len = strlen(name);
 
+	/* The index, unless the domain list was built by hand (tests). */
+	if (cfg->dindex != NULL && domhash_count(cfg->dindex) == cfg->ndomains)
+		return domhash_get(cfg->dindex, name, &i) ? &cfg->domains[i] : NULL;
 	/* Tolerate one trailing dot, as in the file. */
 	if (len > 1 && name[len - 1] == '.')
 		len--;

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <time.h>
 
+struct domhash;
+
 struct strlist {
 	char **v;		/* owned strings */
 	size_t n;
@@ -32,6 +34,20 @@ struct config_domain {
 	int has_recipient_list;	/* recipients or recipients_file was set */
 	uint64_t max_queue_size;	/* bytes, per-domain quota */
 	long queue_lifetime;	/* seconds */
+	/* Knowing the recipients (relay/recip.c). The verify_* and learn_*
+	 * values are inherited from the global ones unless set here. */
+	int recipients_learn;	/* "learn" in recipients */
+	int verify_probe;	/* verify_recipients = probe */
+	int verify_unknown;	/* 1: tempfail, 0: accept */
+	long verify_timeout;
+	long verify_positive_ttl;
+	long verify_negative_ttl;
+	long learn_ttl;
+	long learn_negative_ttl;
+	/* Webhook overrides; NULL/0 = the global value. */
+	char *notify_url;
+	char *notify_ca_file;
+	long notify_interval;
 	int milters_none;	/* milters = none: never filtered */
 };
 
@@ -81,6 +97,22 @@ struct config {
 	unsigned atrn_rate;		/* ATRN per user per minute [10] */
 	unsigned max_deliveries;	/* outbound connections in total [20] */
 	unsigned max_deliveries_per_dest; /* per destination [4] */
+	long delivery_timeout;		/* delivery: reply deadline, seconds [300] */
+	long delivery_session_limit;	/* delivery: no new message after [1h], 0 = off */
+	/* Knowing the recipients: defaults for every domain section. */
+	int verify_unknown;		/* 1: tempfail (450 4.1.1), 0: accept */
+	long verify_timeout;		/* [10s] */
+	long verify_positive_ttl;	/* [30d] */
+	long verify_negative_ttl;	/* [3h] */
+	long learn_ttl;			/* [180d] */
+	long learn_negative_ttl;	/* [30d] */
+	unsigned verify_cache_size;	/* addresses kept [100000] */
+	/* Push delivery (XWAIT, webhooks). */
+	long odmr_wait_timeout;		/* seconds an XWAIT lasts [25m] */
+	unsigned max_waiting;		/* XWAIT sessions in all [10000] */
+	char *notify_url;		/* https:// webhook, or NULL */
+	char *notify_ca_file;		/* NULL: system store */
+	long notify_interval;		/* seconds [60] */
 	/* Gatekeeper: DNS blocklists and milters (odrelay.conf(5)). */
 	struct strlist dnsbl;		/* "LIST[=CODES]" items, checked */
 	int dnsbl_action;		/* enum dnsbl_action [reject] */
@@ -94,6 +126,7 @@ struct config {
 
 	struct config_domain *domains;
 	size_t ndomains;
+	struct domhash *dindex;	/* name -> index into domains (private) */
 };
 
 /* Called once per problem with "FILE:LINE: message" (no newline). */

@@ -2,7 +2,8 @@
  * odmr - ODMR listener and sessions (RFC 2645).
  *
  * States: INITIAL (EHLO, STARTTLS, AUTH, QUIT, NOOP, RSET) -> AUTHED (ATRN,
- * EHLO, QUIT, NOOP, RSET) -> REVERSED (the bufferevent now belongs to
+ * XWAIT, EHLO, QUIT, NOOP, RSET; XWAIT may go to WAITING and back, see
+ * odmr_cmd_xwait) -> REVERSED (the bufferevent now belongs to
  * relay/deliver). ATRN is answered at once with one line (fetchmail reads
  * one line and waits only 300 s); the mail is gathered before the answer
  * with cheap index reads, and sent after the customer's 220.
@@ -14,6 +15,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,7 @@
 #include "tls.h"
 #include "util.h"
 #include "xmalloc.h"
+#include "xwait.h"
 
 #define ODMR_LINE_MAX		4096
 #define ODMR_AUTH_LINE_MAX	12288
@@ -55,7 +58,8 @@ enum odmr_state {
 	ODMR_INITIAL,
 	ODMR_AUTH_EXCHANGE,	/* waiting for a SASL response line */
 	ODMR_AUTHED,
-	ODMR_DELAYED,		/* failed AUTH: reply held back */
+	ODMR_DELAYED,		/* AUTH: waiting for the auth process */
+	ODMR_WAITING,		/* XWAIT: until mail arrives or the wait ends */
 	ODMR_CLOSING
 };
 
@@ -79,6 +83,7 @@ struct odmr {
 	void (*shutdown_done)(void *arg);
 	void *shutdown_arg;
 	struct util_rate_slot rate[ODMR_RATE_SLOTS];
+	struct xwait *waiters;		/* XWAIT sessions by domain */
 };
 
 struct odmr_session {
@@ -98,11 +103,15 @@ struct odmr_session {
 	char *domv[ODMR_MAX_DOMAINS];
 	size_t ndomv;
 	struct authc_req *sasl;	/* AUTH exchange in the auth process */
+	struct xwait_entry *wait;	/* XWAIT registration */
+	struct event *wait_ev;		/* odmr_wait_timeout */
+	int woken;			/* XWAIT woken by an arrival */
 	struct odmr_session *prev, *next;
 };
 
 static void odmr_session_free(struct odmr_session *s);
 static void odmr_read_cb(struct bufferevent *bev, void *arg);
+static void odmr_wait_end(struct odmr_session *s);
 
 static void odmr_reply(struct odmr_session *s, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -123,6 +132,7 @@ static void odmr_close_when_flushed(struct odmr_session *s)
 {
 	struct timeval grace = { ODMR_CLOSE_GRACE, 0 };
 
+	odmr_wait_end(s);
 	s->state = ODMR_CLOSING;
 	bufferevent_disable(s->bev, EV_READ);
 	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
@@ -177,6 +187,13 @@ static void odmr_set_timeout(struct odmr_session *s)
 	struct timeval tv = { s->state == ODMR_AUTHED ? s->cfg->smtp_timeout :
 	    ODMR_PREAUTH_TIMEOUT, 0 };
 
+	if (s->state == ODMR_WAITING) {
+		/* Exempt from smtp_timeout: odmr_wait_timeout rules. */
+		bufferevent_set_timeouts(s->bev, NULL, NULL);
+		if (s->deadline != NULL)
+			evtimer_del(s->deadline);
+		return;
+	}
 	if (s->state != ODMR_AUTHED && s->cfg->smtp_timeout < tv.tv_sec)
 		tv.tv_sec = s->cfg->smtp_timeout;
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
@@ -215,6 +232,9 @@ static void odmr_session_free(struct odmr_session *s)
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	o->nsessions--;
+	odmr_wait_end(s);
+	if (s->wait_ev != NULL)
+		event_free(s->wait_ev);
 	if (s->bev != NULL)
 		tls_bev_close_flushed(s->bev);
 	if (s->deadline != NULL)
@@ -248,6 +268,7 @@ static void odmr_cmd_ehlo(struct odmr_session *s, const char *arg)
 	if (s->state == ODMR_INITIAL)
 		odmr_reply(s, "250-AUTH %s", sasl_mechs_offered(s->tls_active,
 		    s->cfg->auth_requires_tls));
+	odmr_reply(s, "250-XWAIT");
 	odmr_reply(s, "250 ATRN");
 }
 
@@ -381,6 +402,8 @@ static int odmr_domain_ok(const char *d)
 	int labels = 0;
 	size_t len;
 
+	if (strlen(d) > 255)	/* RFC 1035 2.3.4 */
+		return 0;
 	while (*d != '\0') {
 		const char *dot = strchr(d, '.');
 
@@ -474,20 +497,18 @@ static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 	free(lg);
 }
 
-static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
+/*
+ * The domains of an ATRN or XWAIT argument (cmd names it): comma-separated,
+ * no spaces (RFC 2645 5.2.1), pointers into arg; none = the user's. Returns
+ * how many, or 0 after replying 501/450.
+ */
+static size_t odmr_domains(struct odmr_session *s, const char *cmd, char *arg,
+    char **domains)
 {
-	char *domains[ODMR_MAX_DOMAINS];
 	size_t ndomains = 0, i, j;
-	struct odmr_gather g;
-	struct odmr_atrn_log *lg;
-	char *p, *comma, list[512];
-	size_t off = 0;
+	char *p, *comma;
+	const char *lc = strcmp(cmd, "ATRN") == 0 ? "atrn" : "xwait";
 
-	if (s->state != ODMR_AUTHED) {
-		odmr_reply(s, "530 5.7.0 Authentication required");
-		return;
-	}
-	/* Domains: comma-separated, no spaces (RFC 2645 5.2.1). */
 	if (*arg != '\0') {
 		for (p = arg; p != NULL; p = comma) {
 			comma = strchr(p, ',');
@@ -495,8 +516,8 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 				*comma++ = '\0';
 			util_lowercase(p);
 			if (!odmr_domain_ok(p) || ndomains == ODMR_MAX_DOMAINS) {
-				odmr_reply(s, "501 5.5.4 Syntax: ATRN [domain[,domain...]]");
-				return;
+				odmr_reply(s, "501 5.5.4 Syntax: %s [domain[,domain...]]", cmd);
+				return 0;
 			}
 			for (j = 0; j < ndomains; j++)
 				if (strcmp(domains[j], p) == 0)
@@ -512,24 +533,46 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 				break;
 		}
 		if (i < ndomains) {
-			log_info("atrn: client=[%s], user=%s, result=refused (domain %.100s not allowed)",
-			    s->ip, s->user, domains[i]);
-			metrics_inc(METRIC_ATRN, "refused");
-			odmr_reply(s, "450 4.7.1 ATRN request refused");
-			return;
+			log_info("%s: client=[%s], user=%s, result=refused (domain %.100s not allowed)",
+			    lc, s->ip, s->user, domains[i]);
+			metrics_inc(lc[0] == 'a' ? METRIC_ATRN : METRIC_XWAIT, "refused");
+			odmr_reply(s, "450 4.7.1 %s request refused", cmd);
+			return 0;
 		}
 	} else {
 		for (i = 0; i < s->ndomv && ndomains < ODMR_MAX_DOMAINS; i++)
 			domains[ndomains++] = s->domv[i];
 		if (ndomains == 0) {
-			log_info("atrn: client=[%s], user=%s, result=refused (no domains)",
-			    s->ip, s->user);
-			metrics_inc(METRIC_ATRN, "refused");
-			odmr_reply(s, "450 4.7.1 ATRN request refused");
-			return;
+			log_info("%s: client=[%s], user=%s, result=refused (no domains)",
+			    lc, s->ip, s->user);
+			metrics_inc(lc[0] == 'a' ? METRIC_ATRN : METRIC_XWAIT, "refused");
+			odmr_reply(s, "450 4.7.1 %s request refused", cmd);
+			return 0;
 		}
 	}
-	if (!odmr_rate_ok(s->o, s->user)) {
+	return ndomains;
+}
+
+static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
+{
+	char *domains[ODMR_MAX_DOMAINS];
+	size_t ndomains = 0, i;
+	struct odmr_gather g;
+	struct odmr_atrn_log *lg;
+	char list[512];
+	size_t off = 0;
+	int woken = s->woken;
+
+	if (s->state != ODMR_AUTHED) {
+		odmr_reply(s, "530 5.7.0 Authentication required");
+		return;
+	}
+	s->woken = 0;
+	if ((ndomains = odmr_domains(s, "ATRN", arg, domains)) == 0)
+		return;
+	/* An ATRN right after an XWAIT woken by an arrival is paid for by
+	 * that mail: push delivery is not a poll to rate-limit. */
+	if (!woken && !odmr_rate_ok(s->o, s->user)) {
 		log_info("atrn: client=[%s], user=%s, result=rate-limited", s->ip, s->user);
 		metrics_inc(METRIC_ATRN, "rate-limited");
 		odmr_reply(s, "450 4.7.0 Too many ATRN requests, try later");
@@ -598,6 +641,152 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	s->state = ODMR_CLOSING;
 }
 
+/* ---- XWAIT: wait for mail (local extension, odrelayd(8)) ---- */
+
+/*
+ * A waiting session reads on: QUIT ends the wait (453, then 221); any
+ * other line closes the session with 421, since its reply would come
+ * before the XWAIT answer the client is waiting for. Waiting sessions have
+ * no smtp_timeout (odmr_wait_timeout instead), TCP keepalive to find dead
+ * peers, and count against max_waiting instead of the connection limits.
+ */
+
+static void odmr_wait_end(struct odmr_session *s)
+{
+	xwait_cancel(&s->wait);
+	if (s->wait_ev != NULL)
+		evtimer_del(s->wait_ev);
+	if (s->state == ODMR_WAITING)
+		s->state = ODMR_AUTHED;
+}
+
+static void odmr_wait_woken(void *arg)
+{
+	struct odmr_session *s = arg;
+
+	s->wait = NULL;		/* xwait removed it before calling */
+	odmr_wait_end(s);
+	s->woken = 1;
+	metrics_inc(METRIC_XWAIT, "woken");
+	log_info("xwait: client=[%s], user=%s, result=woken", s->ip, s->user);
+	odmr_set_timeout(s);
+	odmr_reply(s, "250 2.0.0 Mail has arrived, send ATRN");
+}
+
+static void odmr_wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct odmr_session *s = arg;
+
+	(void)fd;
+	(void)what;
+	odmr_wait_end(s);
+	metrics_inc(METRIC_XWAIT, "timeout");
+	log_debug("xwait: client=[%s], user=%s, result=timeout", s->ip, s->user);
+	odmr_set_timeout(s);
+	odmr_reply(s, "453 4.3.0 No mail has arrived, XWAIT again");
+}
+
+struct odmr_held {
+	struct queue *q;
+	int found;
+};
+
+static int odmr_held_cb(void *arg, const char *id)
+{
+	struct odmr_held *h = arg;
+
+	/* Mail another delivery holds now is no reason to wake. */
+	if (!queue_is_leased(h->q, id))
+		h->found = 1;
+	return h->found;
+}
+
+/* 1 if mail that ATRN could take now waits for one of domains. */
+static int odmr_has_mail(struct odmr_session *s, char **domains, size_t n)
+{
+	struct odmr_held h = { s->o->q, 0 };
+
+	for (size_t i = 0; i < n && !h.found; i++)
+		(void)queue_foreach_domain(s->o->q, domains[i], odmr_held_cb, &h);
+	return h.found;
+}
+
+static void odmr_keepalive(struct odmr_session *s)
+{
+	evutil_socket_t fd = bufferevent_getfd(s->bev);
+	int on = 1, idle = 60, intvl = 20, cnt = 3;
+
+	if (fd < 0)
+		return;
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+#ifdef TCP_KEEPIDLE
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#else
+	(void)idle;
+	(void)intvl;
+	(void)cnt;
+#endif
+}
+
+static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
+{
+	char *domains[ODMR_MAX_DOMAINS];
+	size_t ndomains;
+	struct timeval tv = { s->cfg->odmr_wait_timeout, 0 };
+
+	if (s->state != ODMR_AUTHED) {
+		odmr_reply(s, "530 5.7.0 Authentication required");
+		return;
+	}
+	s->woken = 0;
+	if ((ndomains = odmr_domains(s, "XWAIT", arg, domains)) == 0)
+		return;
+	if (odmr_has_mail(s, domains, ndomains)) {
+		metrics_inc(METRIC_XWAIT, "immediate");
+		log_debug("xwait: client=[%s], user=%s, result=mail-waiting",
+		    s->ip, s->user);
+		odmr_reply(s, "250 2.0.0 Mail is waiting, send ATRN");
+		return;
+	}
+	if (xwait_count(s->o->waiters) >= s->cfg->max_waiting) {
+		log_info("xwait: client=[%s], user=%s, result=refused (max_waiting)",
+		    s->ip, s->user);
+		metrics_inc(METRIC_XWAIT, "busy");
+		odmr_reply(s, "452 4.3.2 Too many waiting sessions, try later");
+		return;
+	}
+	s->wait = xwait_add(s->o->waiters, (const char *const *)domains,
+	    ndomains, odmr_wait_woken, s);
+	if (s->wait_ev == NULL)
+		s->wait_ev = evtimer_new(s->o->base, odmr_wait_timeout_cb, s);
+	evtimer_add(s->wait_ev, &tv);
+	s->state = ODMR_WAITING;
+	odmr_set_timeout(s);
+	odmr_keepalive(s);
+	metrics_inc(METRIC_XWAIT, "waiting");
+	log_debug("xwait: client=[%s], user=%s, waiting", s->ip, s->user);
+}
+
+/* A line while waiting (see above). */
+static void odmr_waiting_line(struct odmr_session *s, const char *line)
+{
+	if (strcasecmp(line, "QUIT") == 0) {
+		odmr_wait_end(s);
+		odmr_reply(s, "453 4.3.0 Wait ended");
+		odmr_reply(s, "221 2.0.0 %s closing connection", s->cfg->hostname);
+		odmr_close_when_flushed(s);
+		return;
+	}
+	log_info("xwait: client=[%s], user=%s, result=protocol-error (command "
+	    "while waiting)", s->ip, s->user);
+	metrics_inc(METRIC_XWAIT, "protocol-error");
+	odmr_reply(s, "421 4.5.0 %s Only QUIT may follow XWAIT before its "
+	    "reply, closing", s->cfg->hostname);
+	odmr_close_when_flushed(s);
+}
+
 /* ---- command dispatch ---- */
 
 static void odmr_command(struct odmr_session *s, char *line)
@@ -622,6 +811,8 @@ static void odmr_command(struct odmr_session *s, char *line)
 		odmr_cmd_auth(s, arg);
 	} else if (strcmp(verb, "ATRN") == 0) {
 		odmr_cmd_atrn(s, arg);
+	} else if (strcmp(verb, "XWAIT") == 0) {
+		odmr_cmd_xwait(s, arg);
 	} else if (strcmp(verb, "NOOP") == 0) {
 		odmr_reply(s, "250 2.0.0 OK");
 	} else if (strcmp(verb, "RSET") == 0) {
@@ -639,6 +830,22 @@ static void odmr_command(struct odmr_session *s, char *line)
 	}
 }
 
+/*
+ * Longest line allowed next, CRLF included: SASL data, and the AUTH
+ * command with its initial response, may use 12,288 octets (RFC 4954 4).
+ */
+static size_t odmr_line_max(const struct odmr_session *s, struct evbuffer *in)
+{
+	unsigned char head[5];
+
+	if (s->state == ODMR_AUTH_EXCHANGE)
+		return ODMR_AUTH_LINE_MAX;
+	if (evbuffer_copyout(in, head, sizeof(head)) == (ev_ssize_t)sizeof(head) &&
+	    strncasecmp((const char *)head, "AUTH ", sizeof(head)) == 0)
+		return ODMR_AUTH_LINE_MAX;
+	return ODMR_LINE_MAX;
+}
+
 static void odmr_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
@@ -651,8 +858,7 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 			bufferevent_disable(bev, EV_READ);
 			break;
 		}
-		size_t max = s->state == ODMR_AUTH_EXCHANGE ? ODMR_AUTH_LINE_MAX :
-		    ODMR_LINE_MAX;
+		size_t max = odmr_line_max(s, in);
 		struct evbuffer_ptr eol;
 		size_t eol_len = 0;
 		char *line;
@@ -660,16 +866,22 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 
 		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
 		if (eol.pos < 0) {
-			if (evbuffer_get_length(in) > max) {
+			/* The line is at least one octet (its LF) longer. */
+			if (evbuffer_get_length(in) >= max) {
 				/* Overlong: drop what we have, skip to the CRLF. */
 				evbuffer_drain(in, evbuffer_get_length(in));
 				s->discard_line = 1;
 			}
 			return;
 		}
-		if (s->discard_line || (size_t)eol.pos > max) {
+		/* The limit counts the whole line with its CRLF. */
+		if (s->discard_line || (size_t)eol.pos + eol_len > max) {
 			evbuffer_drain(in, (size_t)eol.pos + eol_len);
 			s->discard_line = 0;
+			if (s->state == ODMR_WAITING) {
+				odmr_waiting_line(s, "");
+				continue;
+			}
 			odmr_reply(s, "500 5.5.2 Line too long");
 			if (++s->errors >= s->cfg->max_errors) {
 				odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
@@ -687,6 +899,10 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 			return;
 		if (memchr(line, '\0', len) != NULL) {
 			free(line);
+			if (s->state == ODMR_WAITING) {
+				odmr_waiting_line(s, "");
+				continue;
+			}
 			odmr_reply(s, "500 5.5.2 Syntax error");
 			if (++s->errors >= s->cfg->max_errors) {
 				odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
@@ -699,6 +915,8 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 			odmr_set_timeout(s);
 		if (s->state == ODMR_AUTH_EXCHANGE)
 			odmr_auth_line(s, line);
+		else if (s->state == ODMR_WAITING)
+			odmr_waiting_line(s, line);
 		else
 			odmr_command(s, line);
 		free(line);
@@ -721,10 +939,12 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 		size_t same = 0;
 
 		util_sockaddr_ip(sa, ip, sizeof(ip));
+		/* Waiting sessions have their own limit (max_waiting). */
 		for (s = o->sessions; s != NULL; s = s->next)
-			if (strcmp(s->ip, ip) == 0)
+			if (s->state != ODMR_WAITING && strcmp(s->ip, ip) == 0)
 				same++;
-		if (o->shutting_down || o->nsessions >= o->cfg->max_connections ||
+		if (o->shutting_down || o->nsessions - xwait_count(o->waiters) >=
+		    o->cfg->max_connections ||
 		    (o->cfg->max_connections_per_ip > 0 &&
 		    same >= o->cfg->max_connections_per_ip)) {
 			static const char busy[] =
@@ -816,6 +1036,7 @@ struct odmr *odmr_new(struct event_base *base, struct config *cfg,
 	o->cfg = config_ref(cfg);
 	o->q = q;
 	o->tls = tls;
+	o->waiters = xwait_new();
 	return o;
 }
 
@@ -906,6 +1127,25 @@ size_t odmr_session_count(const struct odmr *o)
 	return o->nsessions;
 }
 
+size_t odmr_arrived(struct odmr *o, const char *domain)
+{
+	size_t n = xwait_arrived(o->waiters, domain);
+
+	if (n > 0)
+		metrics_add(METRIC_XWAIT_WAKEUPS, NULL, n);
+	return n;
+}
+
+size_t odmr_waiting_count(const struct odmr *o)
+{
+	return xwait_count(o->waiters);
+}
+
+size_t odmr_domain_waiting(const struct odmr *o, const char *domain)
+{
+	return xwait_domain_count(o->waiters, domain);
+}
+
 void odmr_free(struct odmr **op)
 {
 	struct odmr *o = *op;
@@ -922,6 +1162,7 @@ void odmr_free(struct odmr **op)
 		evconnlistener_free(ol->l);
 		free(ol);
 	}
+	xwait_free(&o->waiters);
 	config_unref(&o->cfg);
 	free(o);
 	*op = NULL;

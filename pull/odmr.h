@@ -39,6 +39,12 @@ int odmr_check_config(const struct config *cfg,
  * aborted (unconfirmed mail stays queued). done runs when none is left. */
 void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg);
 size_t odmr_session_count(const struct odmr *o);
+/* XWAIT: mail for domain (lower case) has committed: wake the sessions
+ * waiting for it (the queue's arrival hook). Returns how many woke. */
+size_t odmr_arrived(struct odmr *o, const char *domain);
+/* Sessions waiting now, in all and for one domain. */
+size_t odmr_waiting_count(const struct odmr *o);
+size_t odmr_domain_waiting(const struct odmr *o, const char *domain);
 /* The auth process's client for AUTH (borrowed). */
 struct authc;
 void odmr_set_auth(struct odmr *o, struct authc *auth);

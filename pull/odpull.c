@@ -9,6 +9,11 @@
  *
  * odpull is a short-lived command-line client: it uses blocking sockets
  * with poll() timeouts on every read and write, one peer at a time.
+ *
+ * --watch (push delivery) runs until SIGTERM: log in, XWAIT, pull, wait
+ * again; one child process per provider when there are several. SIGTERM
+ * is blocked except inside the waits that may be cut short (waiting for
+ * mail, sleeping, between messages), so it never lands inside a message.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -22,6 +27,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -41,7 +49,11 @@
 enum tls_mode { TLS_REQUIRED, TLS_OPPORTUNISTIC, TLS_NONE };
 
 struct opts {
-	char *server;
+	char *server;		/* the provider being talked to now */
+	struct strlist servers;	/* --server, repeated */
+	int servers_cli;	/* a --server on the command line replaces the file's */
+	int watch;
+	long interval;		/* --interval: polling without XWAIT [5m] */
 	char *user;
 	char *password_file;
 	char *password;
@@ -66,11 +78,29 @@ struct conn {
 	size_t off, len;
 	int verbose;
 	int dead;
+	int interruptible;	/* SIGTERM may end a wait on this connection */
 };
+
+/* --watch: set by the SIGTERM handler (which runs only inside ppoll). */
+static volatile sig_atomic_t stop_requested;
+static sigset_t sig_open;	/* the mask inside interruptible waits */
 
 static struct opts opt;
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void print_usage(FILE *out)
+{
+	fprintf(out, "usage: odpull --server HOST[:PORT] --user NAME "
+	    "(--password-file FILE | env ODPULL_PASSWORD)\n"
+	    "              [--domain D]... [--deliver HOST[:PORT]] [--lmtp]\n"
+	    "              [--tls required|opportunistic|none] [--ca-file FILE] "
+	    "[--timeout SECONDS] [-c FILE] [-v]\n"
+	    "              [--watch [--interval SECONDS]]  (--server may be repeated)\n"
+	    "       odpull --etrn --server HOST[:PORT] --domain D...\n"
+	    "       odpull --help | --version\n"
+	    "See odpull(1).\n");
+}
 
 static void die_usage(const char *fmt, ...)
 {
@@ -80,12 +110,8 @@ static void die_usage(const char *fmt, ...)
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\nusage: odpull --server HOST[:PORT] --user NAME "
-	    "(--password-file FILE | env ODPULL_PASSWORD)\n"
-	    "              [--domain D]... [--deliver HOST[:PORT]] [--lmtp]\n"
-	    "              [--tls required|opportunistic|none] [--ca-file FILE] "
-	    "[--timeout SECONDS] [-c FILE] [-v]\n"
-	    "       odpull --etrn --server HOST[:PORT] --domain D...\n");
+	fputc('\n', stderr);
+	print_usage(stderr);
 	exit(2);
 }
 
@@ -107,11 +133,18 @@ static void msg(const char *fmt, ...)
 static int conn_wait(struct conn *c, short events)
 {
 	struct pollfd p = { c->fd, events, 0 };
+	struct timespec ts = { c->timeout, 0 };
 	int rc;
 
-	do
-		rc = poll(&p, 1, c->timeout * 1000);
-	while (rc < 0 && errno == EINTR);
+	for (;;) {
+		rc = ppoll(&p, 1, &ts, c->interruptible ? &sig_open : NULL);
+		if (rc >= 0 || errno != EINTR)
+			break;
+		if (stop_requested && c->interruptible) {
+			c->dead = 1;
+			return -1;
+		}
+	}
 	if (rc == 0) {
 		msg("%s: timed out after %d s", c->name, c->timeout);
 		return -1;
@@ -657,7 +690,15 @@ static int reversed_session(struct conn *p, struct tally *t)
 	for (;;) {
 		const char *arg;
 		size_t arglen;
-		ssize_t n = conn_read_line(p, line, sizeof(line), NULL);
+		ssize_t n;
+
+		/* --watch: SIGTERM ends the session between messages only; the
+		 * provider keeps what was not confirmed. */
+		p->interruptible = opt.watch && !in_tx;
+		if (stop_requested && !in_tx)
+			break;
+		n = conn_read_line(p, line, sizeof(line), NULL);
+		p->interruptible = 0;
 
 		if (n < 0) {
 			status = in_tx ? -1 : status;
@@ -916,13 +957,348 @@ out:
 	return rc;
 }
 
+/* ---- --watch: push delivery ---- */
+
+enum watch_result {
+	WATCH_AGAIN,	/* pulled: log in and wait again at once */
+	WATCH_POLL,	/* provider without XWAIT: wait --interval */
+	WATCH_FAIL,	/* back off, then try again */
+	WATCH_STOP	/* SIGTERM */
+};
+
+#define WATCH_BACKOFF_MAX	300	/* seconds */
+#define WATCH_WAIT_MAX		3600	/* no XWAIT answer for this long: reconnect */
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+/* Only to make sigsuspend return when a watcher child ends. */
+static void on_child(int sig)
+{
+	(void)sig;
+}
+
+/* Sleep up to ms, cut short by SIGTERM. */
+static void watch_sleep(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	if (!stop_requested)
+		(void)ppoll(NULL, 0, &ts, &sig_open);
+}
+
+static void watch_keepalive(int fd)
+{
+	int on = 1, idle = 60, intvl = 20, cnt = 3;
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+#ifdef TCP_KEEPIDLE
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#else
+	(void)idle;
+	(void)intvl;
+	(void)cnt;
+#endif
+}
+
+/* ATRN on a logged-in connection and the reversed session after a 250.
+ * 453 (nothing after all) gives *nomail_r = 1. */
+static enum watch_result watch_atrn(struct conn *p, const char *domains,
+    int *nomail_r)
+{
+	struct smtp_reply r;
+	struct tally t;
+	char txt[256];
+	int rc;
+
+	*nomail_r = 0;
+	memset(&t, 0, sizeof(t));
+	p->timeout = opt.timeout > 600 ? opt.timeout : 600;
+	if (conn_printf(p, domains[0] ? "ATRN %s" : "ATRN%s", domains) < 0 ||
+	    conn_reply(p, &r) < 0)
+		return WATCH_FAIL;
+	p->timeout = opt.timeout;
+	if (r.code == 453) {
+		*nomail_r = 1;
+		return WATCH_POLL;
+	}
+	if (r.code != 250) {
+		msg("%s: ATRN refused: %d %s", opt.server, r.code,
+		    reply_text(&r, txt, sizeof(txt)));
+		return WATCH_FAIL;
+	}
+	rc = reversed_session(p, &t);
+	if (t.messages > 0 || t.deferred > 0 || t.refused > 0)
+		printf("odpull: %s: %u message%s (%llu bytes) delivered to %s%s%s\n",
+		    opt.server, t.messages, t.messages == 1 ? "" : "s", t.bytes,
+		    opt.deliver, t.deferred ? ", some recipients left at the "
+		    "provider" : "", t.refused ? ", some refused" : "");
+	fflush(stdout);
+	if (stop_requested)
+		return WATCH_STOP;
+	/* Deferred mail would wake us again at once: back off instead. */
+	return rc < 0 ? WATCH_FAIL : WATCH_AGAIN;
+}
+
+/* One connection to opt.server: log in, then XWAIT/ATRN until the
+ * provider ends the session, or a single ATRN without XWAIT. */
+static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
+{
+	struct conn p = { .fd = -1, .name = "provider", .timeout = opt.timeout,
+	    .verbose = opt.verbose };
+	struct smtp_reply caps, r;
+	char host[256], domains[LINE_MAX_IN], txt[256];
+	enum watch_result res = WATCH_FAIL;
+	size_t off = 0;
+	int port, nomail;
+
+	*logged_in_r = 0;
+	domains[0] = '\0';
+	for (size_t i = 0; i < opt.domains.n; i++)
+		off += (size_t)snprintf(domains + off, off < sizeof(domains) ?
+		    sizeof(domains) - off : 0, "%s%s", i ? "," : "", opt.domains.v[i]);
+	if (off >= sizeof(domains)) {
+		msg("too many domains for one ATRN line");
+		return WATCH_FAIL;
+	}
+	util_split_hostport(opt.server, host, sizeof(host), &port, 366);
+	if (conn_connect(&p, opt.server, 366) < 0)
+		goto out;
+	watch_keepalive(p.fd);
+	if (conn_reply(&p, &r) < 0 || r.code != 220) {
+		msg("%s: no greeting", opt.server);
+		goto out;
+	}
+	if (ehlo(&p, &caps) < 0)
+		goto out;
+	if (!reply_has(&caps, "ATRN", NULL, 0)) {
+		msg("%s: does not offer ATRN", opt.server);
+		goto out;
+	}
+	if (provider_tls(&p, &caps, ctx, host) < 0 ||
+	    authenticate(&p, &caps, p.ssl != NULL) < 0)
+		goto out;
+	*logged_in_r = 1;
+	if (!reply_has(&caps, "XWAIT", NULL, 0)) {
+		/* RFC 2645 only: one ATRN now, the next after --interval. */
+		res = watch_atrn(&p, domains, &nomail);
+		if (nomail)
+			conn_printf(&p, "QUIT");
+		if (res == WATCH_AGAIN)
+			res = WATCH_POLL;
+		goto out;
+	}
+	for (;;) {
+		if (conn_printf(&p, domains[0] ? "XWAIT %s" : "XWAIT%s",
+		    domains) < 0)
+			goto out;
+		/* The wait itself: no smtp timeout, SIGTERM ends it. */
+		p.timeout = WATCH_WAIT_MAX;
+		p.interruptible = 1;
+		if (conn_reply(&p, &r) < 0) {
+			if (stop_requested) {
+				res = WATCH_STOP;
+				/* Ends the wait (453), then 221. */
+				p.interruptible = 0;
+				p.dead = 0;
+				p.timeout = 5;
+				if (conn_printf(&p, "QUIT") == 0)
+					(void)conn_reply(&p, &r);
+			}
+			goto out;
+		}
+		p.interruptible = 0;
+		p.timeout = opt.timeout;
+		if (r.code == 453)
+			continue;	/* the provider's wait ended: again */
+		if (r.code != 250) {
+			msg("%s: XWAIT refused: %d %s", opt.server, r.code,
+			    reply_text(&r, txt, sizeof(txt)));
+			goto out;
+		}
+		res = watch_atrn(&p, domains, &nomail);
+		if (!nomail)
+			goto out;	/* the reversed session ended the connection */
+	}
+out:
+	if (res == WATCH_FAIL && stop_requested)
+		res = WATCH_STOP;
+	conn_close(&p);
+	return res;
+}
+
+/* Watch opt.server until SIGTERM. Exit status 0 when stopped. */
+static int watch_one(void)
+{
+	SSL_CTX *ctx = NULL;
+	char err[256];
+	long backoff = 1;
+
+	if (opt.tls != TLS_NONE) {
+		ctx = tls_client_ctx(opt.ca_file, opt.tls == TLS_REQUIRED, err,
+		    sizeof(err));
+		if (ctx == NULL) {
+			msg("TLS: %s", err);
+			return 2;
+		}
+	}
+	srandom((unsigned)time(NULL) ^ (unsigned)getpid() << 8);
+	msg("watching %s", opt.server);
+	while (!stop_requested) {
+		int logged_in;
+		enum watch_result res = watch_session(ctx, &logged_in);
+
+		if (res == WATCH_STOP)
+			break;
+		if (res == WATCH_AGAIN) {
+			backoff = 1;
+			continue;
+		}
+		if (res == WATCH_POLL) {
+			backoff = 1;
+			watch_sleep(opt.interval * 1000);
+			continue;
+		}
+		/* Exponential backoff with jitter (+-25 %), 1 s to 5 min, so
+		 * many offices do not come back at the same instant. */
+		{
+			long ms = backoff * 1000;
+
+			ms += (long)(random() % (ms / 2 + 1)) - ms / 4;
+			if (ms < 1000)
+				ms = 1000;
+			if (ms > WATCH_BACKOFF_MAX * 1000L)
+				ms = WATCH_BACKOFF_MAX * 1000L;
+			msg("%s: trying again in %.1f s", opt.server, ms / 1000.0);
+			watch_sleep(ms);
+		}
+		backoff = backoff * 2 > WATCH_BACKOFF_MAX ? WATCH_BACKOFF_MAX :
+		    backoff * 2;
+	}
+	msg("%s: stopped", opt.server);
+	if (ctx != NULL)
+		SSL_CTX_free(ctx);
+	return 0;
+}
+
+/* Several providers: one child each; SIGTERM is passed on to all. */
+static int watch_all(void)
+{
+	pid_t *pids = xcalloc(opt.servers.n, sizeof(pid_t));
+	size_t i, alive = 0;
+	int status;
+
+	for (i = 0; i < opt.servers.n; i++) {
+		pids[i] = fork();
+		if (pids[i] < 0) {
+			msg("fork: %s", strerror(errno));
+			stop_requested = 1;
+			break;
+		}
+		if (pids[i] == 0) {
+			opt.server = opt.servers.v[i];
+			_exit(watch_one());
+		}
+		alive++;
+	}
+	while (alive > 0) {
+		pid_t pid;
+
+		if (!stop_requested) {
+			sigset_t wait_mask = sig_open;
+
+			sigdelset(&wait_mask, SIGCHLD);
+			sigsuspend(&wait_mask);
+		}
+		if (stop_requested)
+			for (i = 0; i < opt.servers.n; i++)
+				if (pids[i] > 0)
+					kill(pids[i], SIGTERM);
+		while ((pid = waitpid(-1, &status, stop_requested ? 0 : WNOHANG)) > 0) {
+			for (i = 0; i < opt.servers.n; i++) {
+				if (pids[i] != pid)
+					continue;
+				pids[i] = 0;
+				alive--;
+				if (!stop_requested && WIFEXITED(status) &&
+				    WEXITSTATUS(status) != 2) {
+					/* Should not happen: watch again. */
+					msg("%s: watcher ended (status %d), restarting",
+					    opt.servers.v[i], WEXITSTATUS(status));
+					sleep(1);
+					pids[i] = fork();
+					if (pids[i] == 0) {
+						opt.server = opt.servers.v[i];
+						_exit(watch_one());
+					}
+					if (pids[i] > 0)
+						alive++;
+				}
+			}
+			if (alive == 0)
+				break;
+		}
+	}
+	free(pids);
+	return 0;
+}
+
+static int watch_mode(void)
+{
+	struct sigaction sa;
+	sigset_t block;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_child;
+	sa.sa_flags = SA_NOCLDSTOP;
+	sigaction(SIGCHLD, &sa, NULL);
+	/* Blocked everywhere but in the interruptible waits (sig_open). */
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &block, &sig_open);
+	sigdelset(&sig_open, SIGTERM);
+	sigdelset(&sig_open, SIGINT);
+	sigaddset(&sig_open, SIGCHLD);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (opt.servers.n == 1) {
+		opt.server = opt.servers.v[0];
+		return watch_one();
+	}
+	return watch_all();
+}
+
 /* ---- configuration ---- */
 
 static int set_option(const char *key, const char *val)
 {
 	if (strcmp(key, "server") == 0) {
-		free(opt.server);
-		opt.server = xstrdup(val);
+		/* Repeatable; the command line's replace the file's. */
+		if (opt.servers_cli == 1) {
+			strlist_free(&opt.servers);
+			opt.servers_cli = 2;
+		}
+		strlist_add(&opt.servers, val);
+	} else if (strcmp(key, "watch") == 0) {
+		if (config_parse_bool(val, &opt.watch) < 0)
+			return -1;
+	} else if (strcmp(key, "interval") == 0) {
+		long sec;
+
+		if (config_parse_duration(val, &sec) < 0 || sec <= 0 ||
+		    sec > 7 * 86400)
+			return -1;
+		opt.interval = sec;
 	} else if (strcmp(key, "user") == 0) {
 		free(opt.user);
 		opt.user = xstrdup(val);
@@ -1063,6 +1439,8 @@ int main(int argc, char **argv)
 		{ "ca-file", required_argument, NULL, 'C' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "etrn", no_argument, NULL, 'E' },
+		{ "watch", no_argument, NULL, 'W' },
+		{ "interval", required_argument, NULL, 'I' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
@@ -1074,10 +1452,12 @@ int main(int argc, char **argv)
 
 	opt.tls = TLS_REQUIRED;
 	opt.timeout = 300;
+	opt.interval = 300;
 	/* A -c file first, so the command line overrides it. */
 	for (int i = 1; i < argc - 1; i++)
 		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
 			load_config(argv[i + 1]);
+	opt.servers_cli = 1;
 	while ((ch = getopt_long(argc, argv, "c:vVh", longopts, NULL)) != -1) {
 		const char *key = NULL;
 
@@ -1092,12 +1472,16 @@ int main(int argc, char **argv)
 		case 'C': key = "ca-file"; break;
 		case 't': key = "timeout"; break;
 		case 'E': opt.etrn = 1; break;
+		case 'W': opt.watch = 1; break;
+		case 'I': key = "interval"; break;
 		case 'c': break;
 		case 'v': opt.verbose = 1; break;
 		case 'V':
 			printf("odpull %s\n", OD_VERSION);
 			return 0;
 		case 'h':
+			print_usage(stdout);
+			exit(0);
 		default:
 			die_usage("bad usage");
 		}
@@ -1106,8 +1490,9 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc)
 		die_usage("unexpected argument %s", argv[optind]);
-	if (opt.server == NULL)
+	if (opt.servers.n == 0)
 		die_usage("--server is required");
+	opt.server = opt.servers.v[0];
 	if (opt.hostname == NULL) {
 		if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
 			util_strlcpy(host, "localhost", sizeof(host));
@@ -1118,9 +1503,17 @@ int main(int argc, char **argv)
 	if (opt.etrn) {
 		if (opt.domains.n == 0)
 			die_usage("--etrn needs at least one --domain");
+		if (opt.watch)
+			die_usage("--watch works with ATRN, not --etrn");
 		if (!opt.tls_set)
 			opt.tls = TLS_OPPORTUNISTIC;
-		return etrn_mode();
+		rc = 0;
+		for (size_t i = 0; i < opt.servers.n; i++) {
+			opt.server = opt.servers.v[i];
+			if (etrn_mode() != 0)
+				rc = 1;
+		}
+		return rc;
 	}
 	if (opt.user == NULL)
 		die_usage("--user is required");
@@ -1129,7 +1522,16 @@ int main(int argc, char **argv)
 		die_usage("no password: use --password-file FILE or ODPULL_PASSWORD");
 	if (opt.deliver == NULL)
 		opt.deliver = xstrdup(opt.lmtp ? "127.0.0.1:24" : "127.0.0.1:25");
-	rc = atrn_mode();
+	if (opt.watch) {
+		rc = watch_mode();
+	} else {
+		rc = 0;
+		for (size_t i = 0; i < opt.servers.n; i++) {
+			opt.server = opt.servers.v[i];
+			if (atrn_mode() != 0)
+				rc = 1;
+		}
+	}
 	explicit_bzero(opt.password, strlen(opt.password));
 	return rc;
 }

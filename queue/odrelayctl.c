@@ -33,6 +33,7 @@
 #include "log.h"
 #include "passwd.h"
 #include "queue.h"
+#include "rcache.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -67,9 +68,9 @@ static void ctl_err(const char *fmt, ...)
 	fputc('\n', stderr);
 }
 
-static int ctl_usage(void)
+static int ctl_usage_to(FILE *out, int status)
 {
-	fprintf(stderr,
+	fprintf(out,
 	    "usage: %s [-c FILE] command [arguments]\n"
 	    "  queue [--json] [DOMAIN]      list queued messages\n"
 	    "  show ID [--body]             envelope and headers of one message\n"
@@ -77,13 +78,21 @@ static int ctl_usage(void)
 	    "  delete ID | --domain DOMAIN  remove mail without delivery\n"
 	    "  bounce ID                    return a message to its sender now\n"
 	    "  stats [--json]               per-domain queue sizes and totals\n"
+	    "  recipients [--json] DOMAIN   what the relay knows of a domain's recipients\n"
+	    "  recipients forget DOMAIN [ADDRESS]  clear it (one address or all)\n"
 	    "  passwd add [--no-cram] NAME DOMAIN...\n"
 	    "                               add or change an ATRN user (password on stdin)\n"
 	    "  passwd del NAME              remove an ATRN user\n"
 	    "  passwd list                  list ATRN users\n"
-	    "options: -c FILE (default " CTL_DEFAULT_CONFIG "), -h help, -V version\n",
+	    "options: -c FILE (default " CTL_DEFAULT_CONFIG "), -h/--help help, -V version\n"
+	    "See odrelayctl(8) for the exit codes.\n",
 	    ctl_progname);
-	return CTL_EXIT_USAGE;
+	return status;
+}
+
+static int ctl_usage(void)
+{
+	return ctl_usage_to(stderr, CTL_EXIT_USAGE);
 }
 
 /* ---- text output ---- */
@@ -1491,6 +1500,189 @@ static int ctl_cmd_passwd(int argc, char **argv)
 
 /* ---- main ---- */
 
+/* ---- recipients (the recipient cache) ---- */
+
+struct ctl_recip_list {
+	const struct config_domain *dom;
+	int json;
+	unsigned long n;
+	time_t now;
+};
+
+static int ctl_recip_entry(void *arg, const struct rcache_entry *e)
+{
+	struct ctl_recip_list *l = arg;
+	char when[32];
+	struct tm tm;
+	time_t t = e->expires;
+
+	/* A listed address is judged by the list alone. */
+	if (e->source != RCACHE_SRC_LIST && l->dom->has_recipient_list &&
+	    config_recipient_allowed(l->dom, e->addr))
+		return 0;
+	if (l->json) {
+		fputs(l->n == 0 ? "\n  {\"address\": " : ",\n  {\"address\": ",
+		    stdout);
+		ctl_json_str(stdout, e->addr);
+		printf(", \"state\": \"%s\", \"source\": \"%s\", \"expires\": %lld",
+		    rcache_state_name(e->state), rcache_source_name(e->source),
+		    (long long)e->expires);
+		if (e->text[0] != '\0') {
+			fputs(", \"reply\": ", stdout);
+			ctl_json_str(stdout, e->text);
+		}
+		fputs("}", stdout);
+	} else {
+		gmtime_r(&t, &tm);
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", &tm);
+		ctl_put_text(stdout, e->addr);
+		printf("  %s  %s  expires %s%s\n", rcache_state_name(e->state),
+		    rcache_source_name(e->source), when,
+		    e->expires <= l->now ? " (expired)" : "");
+	}
+	l->n++;
+	return 0;
+}
+
+/* The addresses of a domain's recipient list (source "list"). */
+static void ctl_recip_list_static(struct ctl_recip_list *l,
+    const struct config_domain *dom)
+{
+	struct rcache_entry e;
+
+	for (size_t i = 0; i < dom->recipients.n; i++) {
+		if (dom->recipients.v[i][0] == '@' ||
+		    strlen(dom->recipients.v[i]) > RCACHE_ADDR_MAX)
+			continue;
+		memset(&e, 0, sizeof(e));
+		util_strlcpy(e.domain, dom->name, sizeof(e.domain));
+		util_strlcpy(e.addr, dom->recipients.v[i], sizeof(e.addr));
+		e.state = RCACHE_VALID;
+		e.source = RCACHE_SRC_LIST;
+		e.expires = 0;
+		ctl_recip_entry(l, &e);
+	}
+}
+
+static int ctl_recip_show(const char *domain, int json)
+{
+	const struct config *cfg = ctl_config();
+	const struct config_domain *dom;
+	struct ctl_recip_list l = { NULL, json, 0, time(NULL) };
+	struct queue *q;
+	struct rcache *rc;
+	char err[512] = "", dbuf[300];
+	int r;
+
+	if (cfg == NULL)
+		return CTL_EXIT_FAIL;
+	if ((dom = config_domain_by_name(cfg, domain)) == NULL) {
+		ctl_err("%s: not a configured domain", domain);
+		return CTL_EXIT_FAIL;
+	}
+	util_strlcpy(dbuf, dom->name, sizeof(dbuf));
+	l.dom = dom;
+	if (json)
+		fputs("[", stdout);
+	ctl_recip_list_static(&l, dom);
+	q = queue_open_readonly(cfg->queue_dir, err, sizeof(err));
+	if (q != NULL) {
+		rc = rcache_open(q, cfg->verify_cache_size, err, sizeof(err));
+		if (rc == NULL) {
+			queue_close(&q);
+			ctl_err("%s", err);
+			return CTL_EXIT_FAIL;
+		}
+		r = rcache_foreach(rc, dbuf, ctl_recip_entry, &l);
+		rcache_close(&rc);
+		queue_close(&q);
+		if (r != QUEUE_OK) {
+			ctl_err("reading the recipient cache: %s", queue_strerror(r));
+			return CTL_EXIT_FAIL;
+		}
+	}
+	if (json)
+		fputs(l.n > 0 ? "\n]\n" : "]\n", stdout);
+	else if (l.n == 0)
+		printf("%s: no recipients known\n", dbuf);
+	return ctl_finish_output(CTL_EXIT_OK);
+}
+
+static int ctl_recip_forget(const char *domain, const char *addr)
+{
+	const struct config *cfg;
+	struct queue *q;
+	struct rcache *rc;
+	struct stat st;
+	char *line, err[512] = "";
+	int rc2, result = QUEUE_EIO;
+
+	line = addr ? xasprintf("recipients-forget %s %s", domain, addr) :
+	    xasprintf("recipients-forget %s", domain);
+	rc2 = ctl_control(line, 1);
+	free(line);
+	if (rc2 >= 0)
+		return rc2;
+	/* The daemon is not running: change the cache ourselves (never
+	 * creating a queue, acting as its owner; see delete). */
+	if ((cfg = ctl_config()) == NULL)
+		return CTL_EXIT_FAIL;
+	if (config_domain_by_name(cfg, domain) == NULL) {
+		ctl_err("%s: not a configured domain", domain);
+		return CTL_EXIT_FAIL;
+	}
+	line = xasprintf("%s/data.mdb", cfg->queue_dir);
+	rc2 = stat(line, &st);
+	free(line);
+	if (rc2 < 0) {
+		printf("%s: nothing known\n", domain);
+		return ctl_finish_output(CTL_EXIT_OK);
+	}
+	if (geteuid() == 0 && st.st_uid != 0 &&
+	    (setegid(st.st_gid) < 0 || seteuid(st.st_uid) < 0)) {
+		ctl_err("cannot act as the queue's owner (uid %lu): %s",
+		    (unsigned long)st.st_uid, strerror(errno));
+		return CTL_EXIT_FAIL;
+	}
+	q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
+	    sizeof(err));
+	if (q == NULL || (rc = rcache_open(q, cfg->verify_cache_size, err,
+	    sizeof(err))) == NULL) {
+		ctl_err("cannot open the queue: %s", err);
+		queue_close(&q);
+		return CTL_EXIT_FAIL;
+	}
+	rcache_forget(rc, domain, addr, ctl_done, &result);
+	rcache_close(&rc);
+	queue_close(&q);
+	if (result != QUEUE_OK) {
+		ctl_err("forget: %s", queue_strerror(result));
+		return CTL_EXIT_FAIL;
+	}
+	printf("%s: %s forgotten\n", domain, addr ? "address" : "every address");
+	return ctl_finish_output(CTL_EXIT_OK);
+}
+
+static int ctl_cmd_recipients(int argc, char **argv)
+{
+	if (argc >= 2 && strcmp(argv[1], "forget") == 0) {
+		if (argc < 3 || argc > 4 || !ctl_domain_arg_ok(argv[2]) ||
+		    (argc == 4 && (!ctl_domain_arg_ok(argv[3]) ||
+		    strchr(argv[3], '@') == NULL))) {
+			ctl_err("usage: recipients forget DOMAIN [ADDRESS]");
+			return CTL_EXIT_USAGE;
+		}
+		return ctl_recip_forget(argv[2], argc == 4 ? argv[3] : NULL);
+	}
+	if (argc == 3 && strcmp(argv[1], "--json") == 0 &&
+	    ctl_domain_arg_ok(argv[2]))
+		return ctl_recip_show(argv[2], 1);
+	if (argc == 2 && argv[1][0] != '-' && ctl_domain_arg_ok(argv[1]))
+		return ctl_recip_show(argv[1], 0);
+	return ctl_usage();
+}
+
+
 static const struct {
 	const char *name;
 	int (*fn)(int, char **);
@@ -1503,6 +1695,7 @@ static const struct {
 	{ "bounce", ctl_cmd_bounce },
 	{ "stats", ctl_cmd_stats },
 	{ "passwd", ctl_cmd_passwd },
+	{ "recipients", ctl_cmd_recipients },
 };
 
 int main(int argc, char **argv)
@@ -1511,6 +1704,8 @@ int main(int argc, char **argv)
 	int ch, rc;
 
 	log_init(ctl_progname, 1, LOG_LEVEL_WARNING);
+	if (argc > 1 && strcmp(argv[1], "--help") == 0)
+		return ctl_usage_to(stdout, CTL_EXIT_OK);
 	while ((ch = getopt(argc, argv, "+c:hV")) != -1) {
 		switch (ch) {
 		case 'c':
@@ -1520,6 +1715,7 @@ int main(int argc, char **argv)
 			printf("odrelayctl %s\n", OD_VERSION);
 			return ctl_finish_output(CTL_EXIT_OK);
 		case 'h':
+			return ctl_usage_to(stdout, CTL_EXIT_OK);
 		default:
 			return ctl_usage();
 		}

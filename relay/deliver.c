@@ -21,6 +21,7 @@
 #include "metrics.h"
 #include "log.h"
 #include "queue.h"
+#include "recip.h"
 #include "smtpc.h"
 #include "xmalloc.h"
 
@@ -54,6 +55,7 @@ struct deliver {
 	deliver_done_fn *done;
 	void *done_arg;
 	struct deliver_summary sum;
+	int exact;		/* domains match the address's own domain only */
 };
 
 /* Lease release once the update is durable. */
@@ -104,7 +106,7 @@ static void deliver_msg_clear(struct deliver_msg *m)
 
 /* Does recipient r belong to one of the domains? */
 static int deliver_rcpt_in(const struct queue_rcpt *r,
-    const char *const *domains, size_t ndomains)
+    const char *const *domains, size_t ndomains, int exact)
 {
 	char dom[256];
 	size_t k;
@@ -115,11 +117,31 @@ static int deliver_rcpt_in(const struct queue_rcpt *r,
 	for (k = 0; k < ndomains; k++) {
 		if (domains[k] == NULL)
 			continue;
-		if (r->domain != NULL && strcasecmp(r->domain, domains[k]) == 0)
+		/* r->domain is the section (subdomains = yes takes in
+		 * sub.example.org); exact wants the address's own domain */
+		if (!exact && r->domain != NULL &&
+		    strcasecmp(r->domain, domains[k]) == 0)
 			return 1;
 		if (strcasecmp(dom, domains[k]) == 0)
 			return 1;
 	}
+	return 0;
+}
+
+void deliver_set_exact(struct deliver *d, int exact)
+{
+	d->exact = exact;
+}
+
+int deliver_env_has(const struct queue_envelope *env, const char *domain,
+    int exact)
+{
+	const char *domains[1] = { domain };
+
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
+		    deliver_rcpt_in(&env->rcpts[i], domains, 1, exact))
+			return 1;
 	return 0;
 }
 
@@ -142,7 +164,7 @@ int deliver_add(struct deliver *d, const char *id,
 	}
 	for (i = 0; i < env->nrcpts; i++)
 		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
-		    deliver_rcpt_in(&env->rcpts[i], domains, ndomains))
+		    deliver_rcpt_in(&env->rcpts[i], domains, ndomains, d->exact))
 			n++;
 	if (n == 0) {
 		queue_envelope_free(&env);
@@ -170,7 +192,8 @@ int deliver_add(struct deliver *d, const char *id,
 	for (i = 0; i < env->nrcpts; i++) {
 		const struct queue_rcpt *r = &env->rcpts[i];
 
-		if (r->state != QUEUE_RCPT_QUEUED || !deliver_rcpt_in(r, domains, ndomains))
+		if (r->state != QUEUE_RCPT_QUEUED ||
+		    !deliver_rcpt_in(r, domains, ndomains, d->exact))
 			continue;
 		m->idx[m->n] = i;
 		m->rcpts[m->n].addr = r->addr;
@@ -404,6 +427,27 @@ static void deliver_src_result(void *arg, size_t i, int code, const char *text)
 	m->text[i] = xstrdup(text != NULL ? text : "");
 }
 
+/* Delivery outcomes teach `recipients = learn` domains (recip.h). */
+static struct recip *deliver_recip;
+
+void deliver_set_recip(struct recip *r)
+{
+	deliver_recip = r;
+}
+
+static void deliver_src_rcpt_reply(void *arg, size_t i, int code,
+    const char *text)
+{
+	struct deliver *d = arg;
+	struct deliver_msg *m = d->cur;
+	const struct queue_rcpt *r;
+
+	if (m == NULL || i >= m->n || deliver_recip == NULL)
+		return;
+	r = &m->env->rcpts[m->idx[i]];
+	recip_learn(deliver_recip, r->domain, r->addr, code, text);
+}
+
 static void deliver_src_msg_done(void *arg)
 {
 	struct deliver *d = arg;
@@ -467,6 +511,27 @@ static void deliver_src_done(void *arg, const struct smtpc_stats *st)
 	deliver_finish(d);
 }
 
+/*
+ * delivery_timeout is the deadline for each command's reply; the others
+ * keep RFC 5321 4.5.3.2's proportions to it (5 min: 354 in 2, each data
+ * block in 3, end of data in 10).
+ */
+static void deliver_timeouts(const struct config *cfg, struct smtpc_timeouts *to)
+{
+	uint64_t t = (uint64_t)(cfg->delivery_timeout > 0 ? cfg->delivery_timeout :
+	    300) * 1000, lim = (uint64_t)cfg->delivery_session_limit * 1000;
+
+	smtpc_timeouts_default(to);
+	if (t > 86400ULL * 1000)
+		t = 86400ULL * 1000;
+	to->greeting = to->ehlo = to->mail = to->rcpt = (unsigned)t;
+	to->data = (unsigned)(t * 2 / 5);
+	to->block = (unsigned)(t * 3 / 5);
+	to->dot = (unsigned)(t * 2);
+	to->session = lim > 30ULL * 86400 * 1000 ? 30U * 86400 * 1000 :
+	    (unsigned)lim;
+}
+
 void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
     SSL_CTX *tls, const char *peer_host, deliver_done_fn *done, void *arg)
 {
@@ -476,12 +541,16 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 		.body_read = deliver_src_body_read,
 		.body_close = deliver_src_body_close,
 		.rcpt_result = deliver_src_result,
+		.rcpt_reply = deliver_src_rcpt_reply,
 		.msg_done = deliver_src_msg_done,
 		.done = deliver_src_done,
 	};
 	struct smtpc_params p;
+	struct smtpc_timeouts to;
 
 	memset(&p, 0, sizeof(p));
+	deliver_timeouts(d->cfg, &to);
+	p.timeouts = &to;
 	p.helo = d->cfg->hostname;
 	p.peer = peer_host;
 	p.tls = tls;

@@ -25,6 +25,14 @@ enum metric {
 	METRIC_ETRN,		/* label: result */
 	METRIC_ATRN,		/* label: result */
 	METRIC_AUTH,		/* label: result */
+	METRIC_RCPT_PROBE,	/* recipient probes, label: result */
+	METRIC_RCPT_CACHE,	/* recipient cache look-ups, label: hit/miss */
+	METRIC_RCPT_LEARNED_VALID,	/* label: domain */
+	METRIC_RCPT_LEARNED_INVALID,	/* label: domain */
+	METRIC_RCPT_REFUSED,	/* label: mechanism (list, learned, probe, tempfail) */
+	METRIC_XWAIT,		/* label: result (waiting, woken, timeout, ...) */
+	METRIC_XWAIT_WAKEUPS,	/* waiting sessions woken by arrivals */
+	METRIC_NOTIFY,		/* webhooks, label: result */
 	METRIC_DNSBL_HITS,	/* clients listed, label: list */
 	METRIC_DNSBL_ERRORS,	/* lookups failed, label: timeout, tempfail */
 	METRIC_COUNT

@@ -20,13 +20,18 @@
 #include "authc.h"
 #include "config.h"
 #include "control.h"
+#include "deliver.h"
 #include "dns.h"
 #include "dnsbl.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "odmr.h"
+#include "precheck.h"
 #include "privsep.h"
 #include "queue.h"
+#include "rcache.h"
+#include "recip.h"
 #include "sched.h"
 #include "sandbox.h"
 #include "smtpd.h"
@@ -50,11 +55,14 @@ struct daemon {
 	struct sched *sched;
 	struct smtpd *smtpd;
 	struct odmr *odmr;
+	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
 	struct control *control;
 	struct privsep *ps;
 	struct authc *auth;
+	struct rcache *rcache;
+	struct recip *recip;
 	SSL_CTX *server_tls;
 	SSL_CTX *client_tls;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
@@ -62,10 +70,18 @@ struct daemon {
 	int pending_shutdowns;
 };
 
-static void usage(void)
+static void usage(FILE *out, int status)
 {
-	fprintf(stderr, "usage: odrelayd [-c FILE] [-f] [-n] [-d] [-V]\n");
-	exit(2);
+	fprintf(out, "usage: odrelayd [-c FILE] [-f] [-n] [-d] [-V] [-h]\n"
+	    "  -c FILE  configuration file [%s]\n"
+	    "  -f       stay in the foreground, log to stderr\n"
+	    "  -n       check the configuration and the files it names, then exit\n"
+	    "  -d       debug logging\n"
+	    "  -V       print the version\n"
+	    "  -h       this help (also --help)\n"
+	    "See odrelayd(8) and odrelay.conf(5).\n",
+	    SYSCONFDIR "/odrelay/odrelay.conf");
+	exit(status);
 }
 
 static void print_config_error(void *arg, const char *msg)
@@ -88,6 +104,11 @@ static int load_server_tls(const struct config *cfg, SSL_CTX **ctx_r)
 	*ctx_r = NULL;
 	if (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL)
 		return 0;
+	/* A missing or unreadable file gets its strerror, not OpenSSL's. */
+	if (precheck_tls(cfg, err, sizeof(err)) < 0) {
+		log_error("%s", err);
+		return -1;
+	}
 	*ctx_r = tls_server_ctx(cfg->tls_cert_file, cfg->tls_key_file, err,
 	    sizeof(err));
 	if (*ctx_r == NULL) {
@@ -115,6 +136,39 @@ static void on_auth_fd(void *arg, int fd)
 	struct daemon *d = arg;
 
 	authc_set_fd(d->auth, fd);
+}
+
+/* "waiting": "250 DOMAIN=N ..." for the configured domains with XWAIT
+ * sessions now (odrelayctl queue). */
+static void control_waiting(struct daemon *d, struct control_req *req)
+{
+	char line[7900];
+	size_t off = 0;
+
+	line[0] = '\0';
+	for (size_t i = 0; d->odmr != NULL && i < d->cfg->ndomains; i++) {
+		size_t n = odmr_domain_waiting(d->odmr, d->cfg->domains[i].name);
+		int w;
+
+		if (n == 0)
+			continue;
+		w = snprintf(line + off, sizeof(line) - off, " %s=%zu",
+		    d->cfg->domains[i].name, n);
+		if (w < 0 || (size_t)w >= sizeof(line) - off)
+			break;
+		off += (size_t)w;
+	}
+	control_req_reply(req, "250%s", line);
+}
+
+/* Push delivery: committed mail wakes XWAIT sessions (queue hook). */
+static void on_arrival(void *arg, const char *domain)
+{
+	struct daemon *d = arg;
+
+	if (d->odmr != NULL)
+		odmr_arrived(d->odmr, domain);
+	notify_arrived(d->notify, domain);
 }
 
 static void apply_quotas(struct daemon *d)
@@ -145,6 +199,8 @@ static void reload(struct daemon *d)
 	if (d->odmr != NULL)
 		odmr_reload(d->odmr, ncfg, ntls);
 	sched_reload(d->sched, ncfg);
+	notify_reload(d->notify, ncfg);
+	recip_reload(d->recip, ncfg);
 	if (d->server_tls != NULL)
 		SSL_CTX_free(d->server_tls);
 	d->server_tls = ntls;
@@ -238,6 +294,28 @@ static void control_after_writes(struct daemon *d, struct control_req *req,
 	queue_barrier(d->q, control_reply_later, cl);
 }
 
+/* "recipients-forget DOMAIN [ADDRESS]": clear what the relay knows. */
+static void recip_control_forget(struct daemon *d, const char *cmdarg,
+    struct control_req *req)
+{
+	char dom[300], addr[300], reply[512];
+	int n;
+
+	n = sscanf(cmdarg, "%299s %299s", dom, addr);
+	if (n < 1 || config_domain_by_name(d->cfg, dom) == NULL) {
+		control_req_reply(req, "501 usage: recipients-forget DOMAIN "
+		    "[ADDRESS] (a configured domain)");
+		return;
+	}
+	util_lowercase(dom);
+	rcache_forget(d->rcache, dom, n == 2 ? addr : NULL, NULL, NULL);
+	log_info("recip: %.100s%s%.100s forgotten by odrelayctl", dom,
+	    n == 2 ? " " : "", n == 2 ? addr : "");
+	snprintf(reply, sizeof(reply), "250 %.100s: %s forgotten", dom,
+	    n == 2 ? "address" : "every address");
+	control_after_writes(d, req, reply);
+}
+
 /* Control socket verbs; flush and bounce go to the scheduler. */
 static void on_control(void *arg, const char *cmd, const char *cmdarg,
     struct control_req *req)
@@ -290,11 +368,15 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 			    busy ? "450" : "250", cmdarg, ndel, npart, busy);
 			control_after_writes(d, req, reply);
 		}
+	} else if (strcmp(cmd, "recipients-forget") == 0) {
+		recip_control_forget(d, cmdarg, req);
 	} else if (strcmp(cmd, "stats") == 0) {
 		char line[7900];
 
 		control_req_reply(req, "250 %s", metrics_format_line(line,
 		    sizeof(line)));
+	} else if (strcmp(cmd, "waiting") == 0) {
+		control_waiting(d, req);
 	} else {
 		control_req_reply(req, "500 unknown command");
 	}
@@ -327,7 +409,9 @@ static void become_user(const struct config *cfg, int permanent)
 		return;
 	}
 	if (!permanent) {
-		if (mkdir(cfg->queue_dir, 0700) < 0 && errno != EEXIST)
+		if (mkdir(cfg->queue_dir, 0700) == 0)
+			log_info("queue: created directory %s", cfg->queue_dir);
+		else if (errno != EEXIST)
 			log_fatal(1, "mkdir %s: %s", cfg->queue_dir, strerror(errno));
 		if (chown(cfg->queue_dir, pw->pw_uid, pw->pw_gid) < 0)
 			log_fatal(1, "chown %s: %s", cfg->queue_dir, strerror(errno));
@@ -374,11 +458,15 @@ static void gauges(void *arg, struct evbuffer *out)
 	    "# TYPE odrelay_sessions gauge\n"
 	    "odrelay_sessions{listener=\"smtp\"} %zu\n"
 	    "odrelay_sessions{listener=\"odmr\"} %zu\n"
+	    "# HELP odrelay_xwait_sessions ODMR sessions waiting for mail (XWAIT).\n"
+	    "# TYPE odrelay_xwait_sessions gauge\n"
+	    "odrelay_xwait_sessions %zu\n"
 	    "# HELP odrelay_deliveries_active Outbound delivery connections running.\n"
 	    "# TYPE odrelay_deliveries_active gauge\n"
 	    "odrelay_deliveries_active %zu\n",
 	    smtpd_session_count(d->smtpd),
 	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
+	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
 	    sched_active(d->sched));
 }
 
@@ -396,9 +484,10 @@ static void listen_all(struct daemon *d)
 
 	for (size_t i = 0; i < cfg->smtp_listen.n; i++) {
 		if (smtpd_listen(d->smtpd, cfg->smtp_listen.v[i], err,
-		    sizeof(err)) == 0)
+		    sizeof(err)) == 0) {
 			smtp_up++;
-		else if (cfg->smtp_listen_set)
+			log_info("listening: smtp on %s", cfg->smtp_listen.v[i]);
+		} else if (cfg->smtp_listen_set)
 			log_fatal(1, "smtp_listen %s: %s", cfg->smtp_listen.v[i], err);
 		else
 			log_warn("smtp_listen (default) %s: %s", cfg->smtp_listen.v[i],
@@ -406,21 +495,25 @@ static void listen_all(struct daemon *d)
 	}
 	if (smtp_up == 0 && cfg->smtp_listen.n > 0)
 		log_fatal(1, "no SMTP listener could be opened");
-	if (d->odmr == NULL)
-		return;
-	for (size_t i = 0; i < cfg->odmr_listen.n; i++) {
+	/* d->odmr exists when either ODMR list is non-empty. */
+	for (size_t i = 0; d->odmr != NULL && i < cfg->odmr_listen.n; i++) {
 		if (odmr_listen(d->odmr, cfg->odmr_listen.v[i], 0, err,
-		    sizeof(err)) == 0)
+		    sizeof(err)) == 0) {
+			log_info("listening: odmr on %s", cfg->odmr_listen.v[i]);
 			continue;
+		}
 		if (cfg->odmr_listen_set)
 			log_fatal(1, "odmr_listen %s: %s", cfg->odmr_listen.v[i], err);
 		log_warn("odmr_listen (default) %s: %s; set odmr_listen to choose "
 		    "(empty disables ODMR)", cfg->odmr_listen.v[i], err);
 	}
-	for (size_t i = 0; i < cfg->odmrs_listen.n; i++)
+	for (size_t i = 0; d->odmr != NULL && i < cfg->odmrs_listen.n; i++) {
 		if (odmr_listen(d->odmr, cfg->odmrs_listen.v[i], 1, err,
 		    sizeof(err)) < 0)
 			log_fatal(1, "odmrs_listen %s: %s", cfg->odmrs_listen.v[i], err);
+		log_info("listening: odmrs (TLS) on %s", cfg->odmrs_listen.v[i]);
+	}
+	/* Metrics do not depend on ODMR: a pure backup MX has them too. */
 	for (size_t i = 0; i < cfg->metrics_listen.n; i++) {
 		struct metrics *m = metrics_listen(d->base, cfg->metrics_listen.v[i],
 		    gauges, d, err, sizeof(err));
@@ -430,6 +523,8 @@ static void listen_all(struct daemon *d)
 		d->metrics = xreallocarray(d->metrics, d->nmetrics + 1,
 		    sizeof(*d->metrics));
 		d->metrics[d->nmetrics++] = m;
+		log_info("listening: metrics on http://%s/metrics",
+		    cfg->metrics_listen.v[i]);
 	}
 }
 
@@ -441,6 +536,8 @@ int main(int argc, char **argv)
 	char err[512];
 
 	memset(&d, 0, sizeof(d));
+	if (argc > 1 && strcmp(argv[1], "--help") == 0)
+		usage(stdout, 0);
 	while ((ch = getopt(argc, argv, "c:fndVh")) != -1) {
 		switch (ch) {
 		case 'c': cfg_path = optarg; break;
@@ -450,19 +547,24 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("odrelayd %s\n", OD_VERSION);
 			return 0;
-		default: usage();
+		case 'h': usage(stdout, 0); break;
+		default: usage(stderr, 2);
 		}
 	}
 	if (optind != argc)
-		usage();
+		usage(stderr, 2);
 
 	d.cfg_path = cfg_path;
 	d.cfg = config_load(cfg_path, print_config_error, NULL);
 	if (d.cfg == NULL)
 		return 2;
 	if (check_only) {
-		int bad = odmr_check_config(d.cfg, print_config_error, NULL) < 0;
+		int bad = precheck_all(d.cfg, print_config_error, NULL);
 
+		if (bad == 0)
+			printf("odrelayd: %s: configuration OK, %zu domains, "
+			    "queue %s\n", cfg_path, d.cfg->ndomains,
+			    d.cfg->queue_dir);
 		config_free(&d.cfg);
 		return bad ? 2 : 0;
 	}
@@ -499,8 +601,8 @@ int main(int argc, char **argv)
 	 */
 	if (geteuid() == 0)
 		become_user(d.cfg, 0);
-	else
-		(void)mkdir(d.cfg->queue_dir, 0700);
+	else if (mkdir(d.cfg->queue_dir, 0700) == 0)
+		log_info("queue: created directory %s", d.cfg->queue_dir);
 	d.q = queue_open(d.cfg->queue_dir, d.base, d.cfg->queue_map_size, err,
 	    sizeof(err));
 	/* Back to root first: exiting with mixed ids upsets LeakSanitizer. */
@@ -516,8 +618,14 @@ int main(int argc, char **argv)
 	    d.cfg->dns_servers.n, 5000, err, sizeof(err));
 	if (d.dns == NULL)
 		log_fatal(1, "dns: %s", err);
+	d.rcache = rcache_open(d.q, d.cfg->verify_cache_size, err, sizeof(err));
+	if (d.rcache == NULL)
+		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	d.recip = recip_new(d.base, d.cfg, d.rcache, d.dns);
+	deliver_set_recip(d.recip);
 	d.sched = sched_new(d.base, d.cfg, d.q, d.dns, d.client_tls);
 	d.smtpd = smtpd_new(d.base, d.cfg, d.q, d.server_tls);
+	smtpd_set_recip(d.smtpd, d.recip);
 	d.dnsbl = dnsbl_new(d.base, d.dns);
 	smtpd_set_dnsbl(d.smtpd, d.dnsbl);
 	if (d.cfg->odmr_listen.n > 0 || d.cfg->odmrs_listen.n > 0) {
@@ -533,10 +641,13 @@ int main(int argc, char **argv)
 	(void)sandbox_session();
 	smtpd_set_etrn_handler(d.smtpd, sched_etrn, d.sched);
 	smtpd_set_added_handler(d.smtpd, sched_message_added, d.sched);
+	d.notify = notify_new(d.base, d.cfg, d.q);
+	queue_set_arrival_hook(d.q, on_arrival, &d);
 	d.control = control_new(d.base, d.cfg->control_socket, on_control, &d,
 	    err, sizeof(err));
 	if (d.control == NULL)
 		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
+	log_info("listening: control on %s", d.cfg->control_socket);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.ev_int = evsignal_new(d.base, SIGINT, on_signal, &d);
@@ -554,10 +665,14 @@ int main(int argc, char **argv)
 	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);
+	notify_free(&d.notify);
 	for (size_t i = 0; i < d.nmetrics; i++)
 		metrics_free(&d.metrics[i]);
 	free(d.metrics);
 	sched_free(&d.sched);
+	deliver_set_recip(NULL);
+	recip_free(&d.recip);
+	rcache_close(&d.rcache);
 	dns_free(&d.dns);
 	control_free(&d.control);
 	authc_free(&d.auth);

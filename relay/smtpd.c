@@ -42,6 +42,7 @@
 #include "smtpd.h"
 #include "metrics.h"
 #include "passwd.h"
+#include "recip.h"
 #include "sasl.h"
 #include "tls.h"
 #include "util.h"
@@ -106,6 +107,9 @@ struct smtpd_tx {
 	uint64_t size;			/* text octets (unstuffed, CRLF) */
 	unsigned bad;			/* SMTPD_BAD_* */
 	int qerr;			/* queue error for SMTPD_BAD_QUEUE */
+	struct recip_wait *rcpt_wait;	/* RCPT verdict pending (probe) */
+	struct queue_rcpt pend;		/* the RCPT waiting for it */
+	const struct config_domain *pend_dom;
 };
 
 struct smtpd_session {
@@ -151,6 +155,7 @@ struct smtpd {
 	void (*added_fn)(void *arg, const char *id);
 	void *added_arg;
 	struct authc *auth;		/* borrowed; NULL: no AUTH */
+	struct recip *recip;		/* borrowed; NULL: lists only */
 	struct dnsbl *dnsbl;		/* borrowed; NULL: no DNSBL */
 	struct smtpd_session *sessions;
 	size_t nsessions;
@@ -292,6 +297,9 @@ smtpd_tx_free(struct smtpd_tx **txp)
 		return;
 	if (tx->put != NULL)
 		queue_put_abandon(&tx->put);
+	recip_cancel(&tx->rcpt_wait);
+	free(tx->pend.addr);
+	free(tx->pend.orcpt);
 	for (i = 0; i < tx->nrcpts; i++) {
 		free(tx->rcpts[i].addr);
 		free(tx->rcpts[i].domain);
@@ -720,6 +728,33 @@ smtpd_cmd_mail(struct smtpd_session *ss, const char *arg, size_t len)
 	smtpd_reply(ss, "250 2.1.0 Ok");
 }
 
+static void smtpd_rcpt_add(struct smtpd_session *ss,
+    const struct config_domain *dom, const char *addr, const char *orcpt,
+    unsigned notify);
+
+/* The deferred RCPT verdict (a probe answered): reply, then read on. */
+static void
+smtpd_rcpt_answer(void *arg, int verdict, const char *reply)
+{
+	struct smtpd_session *ss = arg;
+	struct smtpd_tx *tx = ss->tx;
+
+	tx->rcpt_wait = NULL;
+	if (verdict == RECIP_ACCEPT) {
+		smtpd_rcpt_add(ss, tx->pend_dom, tx->pend.addr, tx->pend.orcpt,
+		    tx->pend.notify);
+	} else {
+		metrics_inc(METRIC_REJECTED, "unknown-recipient");
+		smtpd_reply(ss, "%s", reply);
+		if (reply[0] == '5')
+			smtpd_error(ss);
+	}
+	free(tx->pend.addr);
+	free(tx->pend.orcpt);
+	tx->pend.addr = tx->pend.orcpt = NULL;
+	smtpd_resume(ss);
+}
+
 static void
 smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 {
@@ -727,9 +762,7 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 	struct smtp_rcpt_params rp;
 	struct smtpd_tx *tx = ss->tx;
 	const struct config_domain *dom;
-	struct queue_rcpt *qr;
-	char sbuf[300];
-	size_t i;
+	char sbuf[300], reply[RECIP_REPLY_MAX];
 	int r;
 
 	if (ss->state != SMTPD_ST_MAIL) {
@@ -763,19 +796,44 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 		smtpd_error(ss);
 		return;
 	}
-	if (!config_recipient_allowed(dom, path.addr)) {
-		metrics_inc(METRIC_REJECTED, "unknown-recipient");
-		smtpd_reply(ss, "550 5.1.1 Recipient address rejected: "
-		    "User unknown");
-		smtpd_error(ss);
-		return;
-	}
+	/* Blocklisted clients cost no probe. */
 	if (smtpd_dnsbl_refused(ss, path.addr))
 		return;
+	r = recip_check(ss->s->recip, dom, path.addr, reply, sizeof(reply),
+	    smtpd_rcpt_answer, ss, &tx->rcpt_wait);
+	if (r == RECIP_PENDING) {
+		/* Later commands wait for the verdict (pipelining order). */
+		tx->pend.addr = xstrdup(path.addr);
+		tx->pend.orcpt = rp.orcpt[0] != '\0' ? xstrdup(rp.orcpt) : NULL;
+		tx->pend.notify = rp.notify;
+		tx->pend_dom = dom;
+		ss->paused = 1;
+		bufferevent_disable(ss->bev, EV_READ);
+		return;
+	}
+	if (r == RECIP_REFUSE) {
+		metrics_inc(METRIC_REJECTED, "unknown-recipient");
+		smtpd_reply(ss, "%s", reply);
+		if (reply[0] == '5')
+			smtpd_error(ss);
+		return;
+	}
+	smtpd_rcpt_add(ss, dom, path.addr, rp.orcpt[0] != '\0' ? rp.orcpt :
+	    NULL, rp.notify);
+}
+
+static void
+smtpd_rcpt_add(struct smtpd_session *ss, const struct config_domain *dom,
+    const char *addr, const char *orcpt, unsigned notify)
+{
+	struct smtpd_tx *tx = ss->tx;
+	struct queue_rcpt *qr;
+	size_t i;
+
 	for (i = 0; i < tx->nrcpts; i++)
 		/* The local part is case-sensitive (RFC 5321 2.4); the
 		 * domain is already lower case. */
-		if (strcmp(tx->rcpts[i].addr, path.addr) == 0) {
+		if (strcmp(tx->rcpts[i].addr, addr) == 0) {
 			/* duplicate: one delivery is enough */
 			smtpd_reply(ss, "250 2.1.5 Ok");
 			return;
@@ -787,10 +845,10 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 	}
 	qr = &tx->rcpts[tx->nrcpts++];
 	memset(qr, 0, sizeof(*qr));
-	qr->addr = xstrdup(path.addr);
+	qr->addr = xstrdup(addr);
 	qr->domain = xstrdup(dom->name);
-	qr->orcpt = rp.orcpt[0] != '\0' ? xstrdup(rp.orcpt) : NULL;
-	qr->notify = rp.notify;
+	qr->orcpt = orcpt != NULL ? xstrdup(orcpt) : NULL;
+	qr->notify = notify;
 	qr->state = QUEUE_RCPT_QUEUED;
 	/* held: on demand (0); otherwise due now (set at commit) */
 	qr->next_attempt = dom->hold ? 0 : 1;
@@ -919,8 +977,12 @@ smtpd_cmd_etrn(struct smtpd_session *ss, const char *arg, size_t len)
 		smtpd_error(ss);
 		return;
 	}
-	memcpy(text, arg, len);
-	text[len] = '\0';
+	/* Hand on the parsed form (kind + node, at most 1 + 255 octets),
+	 * never the raw argument: "@" + 255 octets + "." did not fit. */
+	if (kind != 0)
+		snprintf(text, sizeof(text), "%c%s", kind, node);
+	else
+		snprintf(text, sizeof(text), "%s", node);
 	if (ss->s->etrn_fn == NULL) {
 		smtpd_reply(ss, "458 4.3.0 Unable to queue messages for node %s",
 		    node);
@@ -1170,6 +1232,24 @@ smtpd_command(struct smtpd_session *ss, const char *line, size_t len)
  * most MTAs do: smuggling is a DATA problem). Lines over SMTPD_LINE_MAX
  * are answered with 500 5.5.2 and dropped up to their end.
  */
+/*
+ * Longest line allowed next, CRLF included: SASL data, and the AUTH
+ * command with its initial response, may use 12,288 octets (RFC 4954 4).
+ */
+static size_t
+smtpd_line_max(const struct smtpd_session *ss, struct evbuffer *in)
+{
+	unsigned char head[5];
+
+	if (ss->sasl != NULL)
+		return SMTPD_AUTH_LINE_MAX;
+	if (evbuffer_copyout(in, head, sizeof(head)) ==
+	    (ev_ssize_t)sizeof(head) &&
+	    strncasecmp((const char *)head, "AUTH ", sizeof(head)) == 0)
+		return SMTPD_AUTH_LINE_MAX;
+	return SMTPD_LINE_MAX;
+}
+
 static void
 smtpd_session_input(struct smtpd_session *ss)
 {
@@ -1203,7 +1283,7 @@ smtpd_session_input(struct smtpd_session *ss)
 		n = evbuffer_get_length(in);
 		if (n == 0)
 			break;
-		max = ss->sasl != NULL ? SMTPD_AUTH_LINE_MAX : SMTPD_LINE_MAX;
+		max = smtpd_line_max(ss, in);
 		eol = evbuffer_search(in, "\n", 1, NULL);
 		if (eol.pos < 0) {
 			if (n >= max) {
@@ -1623,6 +1703,12 @@ smtpd_set_etrn_handler(struct smtpd *s, smtpd_etrn_fn *fn, void *arg)
 {
 	s->etrn_fn = fn;
 	s->etrn_arg = arg;
+}
+
+void
+smtpd_set_recip(struct smtpd *s, struct recip *r)
+{
+	s->recip = r;
 }
 
 void

@@ -36,6 +36,9 @@ void smtpd_reload(struct smtpd *s, struct config *cfg, SSL_CTX *tls);
  * Authentication gives no relaying: it is recorded (ESMTPSA). */
 struct authc;
 void smtpd_set_auth(struct smtpd *s, struct authc *auth);
+/* Recipient verdicts (lists, learning, probes); NULL: lists only. */
+struct recip;
+void smtpd_set_recip(struct smtpd *s, struct recip *r);
 /* DNS blocklist checks (borrowed; outlives smtpd; NULL: none). */
 struct dnsbl;
 void smtpd_set_dnsbl(struct smtpd *s, struct dnsbl *bl);

@@ -16,9 +16,22 @@ jobs=$(nproc)
 TMPDIR=$(mktemp -d "${TMPDIR:-/tmp}/odrelay-ci.XXXXXX")
 export TMPDIR
 chmod 755 "$TMPDIR"	# the daemon under test runs as nobody when we are root
-trap 'rm -rf "$TMPDIR"' EXIT
+# Kept when anything failed: the failing tests name their directories in it.
+trap 'rc=$?; if [ $rc -eq 0 ]; then rm -rf "$TMPDIR"; else echo "== failed (exit $rc); test directories kept in $TMPDIR"; fi' EXIT
 t0=$(date +%s)
 step() { echo "== $* ($(( $(date +%s) - t0 ))s)"; }
+
+# automake's .trs files say ":test-result: FAIL" (or ERROR) for each
+# failing test; print the end of that test's log (enough for the daemon
+# log tail and the "kept DIR" line).
+show_failures() {
+	find . -name '*.trs' | sort | while read -r trs; do
+		if grep -q -E '^:test-result: (FAIL|ERROR|XPASS)' "$trs"; then
+			echo "=== ${trs%.trs}.log (failed)"
+			tail -n "${FAIL_LINES:-300}" "${trs%.trs}.log"
+		fi
+	done
+}
 
 run_check() {
 	dir=$1; shift
@@ -26,9 +39,7 @@ run_check() {
 	"$top/configure" -q --enable-werror "$@"
 	make -j"$jobs" -s
 	if ! make -j"$jobs" check; then
-		for f in $(find . -name '*.log' -path '*tests*'); do
-			grep -q -E '^(FAIL|ERROR)' "${f%.log}.trs" 2>/dev/null && { echo "=== $f"; tail -n 80 "$f"; }
-		done
+		show_failures
 		exit 1
 	fi
 	cd "$top"

@@ -63,6 +63,33 @@ def prog(name):
 	return os.path.join(builddir(), name)
 
 
+def fetchmail_argv(argv):
+	"""fetchmail in ETRN/ODMR mode insists on qualifying this host's name
+	(getaddrinfo of gethostname() unless it has a dot), which fails in a
+	container or chroot without /etc/hosts. There, run it in its own UTS
+	namespace under a dotted name (needs root or user namespaces); say
+	plainly when neither is possible."""
+	name = socket.gethostname()
+	if "." in name:
+		return argv
+	try:
+		socket.getaddrinfo(name, None)
+		return argv
+	except OSError:
+		pass
+	unshare = shutil.which("unshare")
+	wrap = ["sh", "-c", 'hostname fetchmail.test && exec "$@"', "sh"]
+	if unshare is not None:
+		for opts in (["-u"], ["-r", "-u"]):
+			r = subprocess.run([unshare] + opts + ["true"],
+			    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+			if r.returncode == 0:
+				return [unshare] + opts + wrap + list(argv)
+	raise Skip("fetchmail needs this host's name (%s) to resolve: add it "
+	    "to /etc/hosts, or run as root so the test can give fetchmail a "
+	    "UTS namespace" % name)
+
+
 def have_daemon():
 	return os.access(prog("odrelayd"), os.X_OK)
 

@@ -9,7 +9,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, Skip, check, fail, free_port, json_find,
+from odtest import (Conn, Skip, check, fail, fetchmail_argv, free_port, json_find,
     json_messages, run_tests)
 from pullsink import (PullFixture, Sink, add_user, cram_response, msg_rcpts,
     odmr_login, reverse_serve, run_prog, sample_message, submit, wait_queue)
@@ -105,8 +105,8 @@ def fetchmail(d, sink_port, tmp, password="demo", domains="example.org",
 	os.chmod(rc, 0o600)
 	home = os.path.join(tmp, "home")
 	os.makedirs(home, exist_ok=True)
-	return run_prog(["fetchmail", "-f", rc, "--nosyslog", "-v", "--nodetach",
-	    "--pidfile", os.path.join(tmp, "fetchmail.pid")],
+	return run_prog(fetchmail_argv(["fetchmail", "-f", rc, "--nosyslog", "-v",
+	    "--nodetach", "--pidfile", os.path.join(tmp, "fetchmail.pid")]),
 	    env={"HOME": home, "FETCHMAILHOME": home}, timeout=40)
 
 

@@ -108,7 +108,7 @@ def test_pull_tls_required():
 		# No --domain: every domain the account may pull.
 		r = odpull(d, sink.port, "--ca-file", d.cert, "--password-file",
 		    pwfile, password="not-this-one", tls="required",
-		    server="localhost:%d" % d.odmr_port)
+		    server="127.0.0.1:%d" % d.odmr_port)
 		check_rc(r, 0, "ATRN with verified STARTTLS", sink, d)
 		check_bodies(sink, bodies, "odpull --tls required")
 		wait_queue(d, queue_empty, "empty after odpull")
@@ -135,7 +135,7 @@ def test_wrong_ca_refuses():
 			ca, _ = make_cert(other)
 			r = odpull(d, sink.port, "--ca-file", ca, "--domain",
 			    "example.org", tls="required",
-			    server="localhost:%d" % d.odmr_port)
+			    server="127.0.0.1:%d" % d.odmr_port)
 		finally:
 			for f in os.listdir(other):
 				os.unlink(os.path.join(other, f))

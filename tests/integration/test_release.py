@@ -19,7 +19,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, Failure, Fixture, check, fail, free_port, json_find,
+from odtest import (Conn, Failure, Fixture, check, fail, fetchmail_argv, free_port, json_find,
     json_ids, make_cert, queued_id, run_tests, send_message)
 from sink import Sink
 from dns import Dns
@@ -679,8 +679,8 @@ def test_fetchmail_etrn():
 					    "fetchdomains example.org\n" % d.smtp_port)
 				os.chmod(rc, 0o600)
 				env = dict(os.environ, HOME=home, FETCHMAILHOME=home)
-				r = subprocess.run(["fetchmail", "-f", rc, "-v",
-				    "--nodetach", "--pidfile", os.path.join(home, "pid")],
+				r = subprocess.run(fetchmail_argv(["fetchmail", "-f", rc,
+				    "-v", "--nodetach", "--pidfile", os.path.join(home, "pid")]),
 				    stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
 				    env=env, timeout=30)
 				out = r.stdout.decode(errors="replace")

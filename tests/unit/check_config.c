@@ -286,6 +286,7 @@ END_TEST
 START_TEST(test_control_socket_and_empty_lists)
 {
 	struct errs e;
+	char want[1024];
 	struct config *cfg = load(
 	    "queue_dir = ./q\n"
 	    "control_socket = /run/odrelay.sock\n"
@@ -301,8 +302,38 @@ START_TEST(test_control_socket_and_empty_lists)
 
 	cfg = load("queue_dir = ./q\nodmr_listen = # off\n", &e);
 	ck_assert_ptr_nonnull(cfg);
-	ck_assert_str_eq(cfg->control_socket, "./q/control.sock");
+	snprintf(want, sizeof(want), "%s/./q/control.sock", tmpdir);
+	ck_assert_str_eq(cfg->control_socket, want);
 	ck_assert_uint_eq(cfg->odmr_listen.n, 0);
+	config_free(&cfg);
+}
+END_TEST
+
+/* Relative paths follow the configuration file's directory, never the
+ * working directory; absolute ones are kept. */
+START_TEST(test_relative_paths)
+{
+	struct errs e;
+	char want[1024];
+	struct config *cfg = load(
+	    "queue_dir = spool\n"
+	    "passwd_file = secrets/passwd\n"
+	    "control_socket = run/ctl.sock\n"
+	    "tls_cert_file = /etc/ssl/c.pem\n"
+	    "tls_key_file = k.pem\n"
+	    "odmr_listen =\n", &e);
+
+	ck_assert_int_eq(e.n, 0);
+	ck_assert_ptr_nonnull(cfg);
+	snprintf(want, sizeof(want), "%s/spool", tmpdir);
+	ck_assert_str_eq(cfg->queue_dir, want);
+	snprintf(want, sizeof(want), "%s/secrets/passwd", tmpdir);
+	ck_assert_str_eq(cfg->passwd_file, want);
+	snprintf(want, sizeof(want), "%s/run/ctl.sock", tmpdir);
+	ck_assert_str_eq(cfg->control_socket, want);
+	ck_assert_str_eq(cfg->tls_cert_file, "/etc/ssl/c.pem");
+	snprintf(want, sizeof(want), "%s/k.pem", tmpdir);
+	ck_assert_str_eq(cfg->tls_key_file, want);
 	config_free(&cfg);
 }
 END_TEST
@@ -1197,6 +1228,54 @@ START_TEST(test_tls_handshake)
 }
 END_TEST
 
+
+/* 50,000 sections: each found by name in any case, a duplicate of the
+ * first named with its line, subdomains still resolved. */
+START_TEST(test_many_domains)
+{
+	size_t cap = 60000 * 40, len = 0;
+	char *buf = malloc(cap), want[512], name[64];
+	const struct config_domain *d;
+	struct config *cfg;
+	struct errs e;
+	int i;
+
+	ck_assert_ptr_nonnull(buf);
+	for (i = 0; i < 50000; i++)
+		len += (size_t)snprintf(buf + len, cap - len,
+		    "[domain d%d.example]\n%s", i, i == 49999 ? "subdomains = yes\n" : "");
+	cfg = load(buf, &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->ndomains, 50000);
+	d = config_domain_by_name(cfg, "D31337.Example.");
+	ck_assert_ptr_nonnull(d);
+	ck_assert_str_eq(d->name, "d31337.example");
+	ck_assert_ptr_null(config_domain_by_name(cfg, "d50000.example"));
+	ck_assert_ptr_null(config_domain_by_name(cfg, "d1.example.."));
+	d = config_find_domain(cfg, "mx.d49999.example");
+	ck_assert_ptr_nonnull(d);
+	ck_assert_str_eq(d->name, "d49999.example");
+	ck_assert_ptr_null(config_find_domain(cfg, "mx.d49998.example"));
+	for (i = 0; i < 50000; i += 997) {
+		snprintf(name, sizeof(name), "D%d.EXAMPLE", i);
+		d = config_domain_by_name(cfg, name);
+		ck_assert_ptr_nonnull(d);
+		ck_assert_int_eq(d->line, i + 1);
+	}
+	config_free(&cfg);
+	errs_free(&e);
+	len += (size_t)snprintf(buf + len, cap - len, "[domain D7.example.]\n");
+	cfg = load(buf, &e);
+	ck_assert_ptr_null(cfg);
+	ck_assert_int_eq(e.n, 1);
+	snprintf(want, sizeof(want), "%s/odrelay.conf:50002: duplicate section "
+	    "[domain d7.example] (first at line 8)", tmpdir);
+	ck_assert_str_eq(e.msg[0], want);
+	errs_free(&e);
+	free(buf);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1209,6 +1288,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_refcount);
 	tcase_add_test(tc, test_all_keys);
 	tcase_add_test(tc, test_control_socket_and_empty_lists);
+	tcase_add_test(tc, test_relative_paths);
 	tcase_add_test(tc, test_comments_and_spacing);
 	tcase_add_test(tc, test_sizes);
 	tcase_add_test(tc, test_durations);
@@ -1242,6 +1322,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_tls_server_ctx);
 	tcase_add_test(tc, test_tls_client_ctx);
 	tcase_add_test(tc, test_tls_handshake);
+	tcase_add_test(tc, test_many_domains);
 	suite_add_tcase(s, tc);
 	return s;
 }

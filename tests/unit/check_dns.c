@@ -491,6 +491,28 @@ START_TEST(test_dns_refused)
 }
 END_TEST
 
+/* Whether /etc/hosts has a line naming localhost. */
+static int hosts_has_localhost(void)
+{
+	char line[512];
+	FILE *f = fopen("/etc/hosts", "r");
+	int found = 0;
+
+	if (f == NULL)
+		return 0;
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		char *hash = strchr(line, '#');
+
+		if (hash != NULL)
+			*hash = '\0';
+		for (char *w = strtok(line, " \t\n"); w != NULL && !found;
+		    w = strtok(NULL, " \t\n"))
+			found = strcmp(w, "localhost") == 0;
+	}
+	fclose(f);
+	return found;
+}
+
 START_TEST(test_dns_host)
 {
 	struct dns_result *r;
@@ -529,11 +551,17 @@ START_TEST(test_dns_host)
 	check_addr(&r->targets[0].addrs[0], "127.0.0.7", 30);
 	dns_result_free(&r);
 
-	/* /etc/hosts. */
-	r = lookup(dns, 0, "localhost", 31);
-	ck_assert_int_eq(r->status, DNS_OK);
-	ck_assert_uint_ge(r->targets[0].naddrs, 1);
-	dns_result_free(&r);
+	/* /etc/hosts, when there is one that names localhost: a container
+	 * or chroot may have none (c-ares 1.18 reads no other file here). */
+	if (hosts_has_localhost()) {
+		r = lookup(dns, 0, "localhost", 31);
+		ck_assert_int_eq(r->status, DNS_OK);
+		ck_assert_uint_ge(r->targets[0].naddrs, 1);
+		dns_result_free(&r);
+	} else {
+		fprintf(stderr, "check_dns: no localhost in /etc/hosts, "
+		    "hosts-file lookup not tested\n");
+	}
 }
 END_TEST
 

@@ -1,0 +1,165 @@
+/*
+ * precheck - start-up checks shared by `odrelayd -n` and the daemon.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/ssl.h>
+
+#include "config.h"
+#include "odmr.h"
+#include "precheck.h"
+#include "tls.h"
+#include "util.h"
+
+struct precheck_ctx {
+	precheck_error_fn *errfn;
+	void *arg;
+	int nerrors;
+};
+
+static void precheck_error(struct precheck_ctx *c, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void precheck_error(struct precheck_ctx *c, const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	c->nerrors++;
+	if (c->errfn != NULL)
+		c->errfn(c->arg, msg);
+}
+
+/* Open for reading (as the daemon will), so permissions are really tested. */
+static int precheck_readable(const char *path, char *err, size_t errlen,
+    const char *what)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0) {
+		snprintf(err, errlen, "%s %s: %s", what, path, strerror(errno));
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+int precheck_tls(const struct config *cfg, char *err, size_t errlen)
+{
+	SSL_CTX *ctx;
+	char terr[512];
+
+	if (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL)
+		return 0;
+	if (precheck_readable(cfg->tls_cert_file, err, errlen,
+	    "tls_cert_file") < 0 ||
+	    precheck_readable(cfg->tls_key_file, err, errlen,
+	    "tls_key_file") < 0)
+		return -1;
+	ctx = tls_server_ctx(cfg->tls_cert_file, cfg->tls_key_file, terr,
+	    sizeof(terr));
+	if (ctx == NULL) {
+		snprintf(err, errlen, "tls: %s", terr);
+		return -1;
+	}
+	SSL_CTX_free(ctx);
+	return 0;
+}
+
+/* The directory part of path ("." when there is none). */
+static void precheck_dirname(const char *path, char *buf, size_t size)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (slash == NULL) {
+		util_strlcpy(buf, ".", size);
+		return;
+	}
+	if (slash == path)
+		slash++;
+	snprintf(buf, size, "%.*s", (int)(slash - path), path);
+}
+
+static void precheck_dir(struct precheck_ctx *c, const char *key,
+    const char *dir)
+{
+	struct stat st;
+
+	if (stat(dir, &st) < 0)
+		precheck_error(c, "%s: directory %s: %s", key, dir,
+		    strerror(errno));
+	else if (!S_ISDIR(st.st_mode))
+		precheck_error(c, "%s: %s is not a directory", key, dir);
+}
+
+static void precheck_queue(struct precheck_ctx *c, const struct config *cfg)
+{
+	struct stat st;
+	char parent[4096];
+
+	if (stat(cfg->queue_dir, &st) == 0) {
+		if (!S_ISDIR(st.st_mode))
+			precheck_error(c, "queue_dir %s is not a directory",
+			    cfg->queue_dir);
+		/* As root the daemon chowns it to run_as_user itself. */
+		else if (geteuid() != 0 &&
+		    access(cfg->queue_dir, R_OK | W_OK | X_OK) < 0)
+			precheck_error(c, "queue_dir %s: %s", cfg->queue_dir,
+			    strerror(errno));
+		return;
+	}
+	if (errno != ENOENT) {
+		precheck_error(c, "queue_dir %s: %s", cfg->queue_dir,
+		    strerror(errno));
+		return;
+	}
+	/* The daemon creates the queue directory, not its parents. */
+	precheck_dirname(cfg->queue_dir, parent, sizeof(parent));
+	precheck_dir(c, "queue_dir", parent);
+}
+
+static void precheck_pipe_err(void *arg, const char *msg)
+{
+	struct precheck_ctx *c = arg;
+
+	precheck_error(c, "%s", msg);
+}
+
+int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
+    void *arg)
+{
+	struct precheck_ctx c = { errfn, arg, 0 };
+	char err[1024], dir[4096];
+
+	if (precheck_tls(cfg, err, sizeof(err)) < 0)
+		precheck_error(&c, "%s", err);
+	precheck_queue(&c, cfg);
+	/* The control socket's directory: the queue's is made at start. */
+	precheck_dirname(cfg->control_socket, dir, sizeof(dir));
+	if (strcmp(dir, cfg->queue_dir) != 0)
+		precheck_dir(&c, "control_socket", dir);
+	if (cfg->odmr_listen.n > 0 || cfg->odmrs_listen.n > 0) {
+		/* A missing file is allowed (no user can log in yet). */
+		if (access(cfg->passwd_file, F_OK) == 0 &&
+		    precheck_readable(cfg->passwd_file, err, sizeof(err),
+		    "passwd_file") < 0)
+			precheck_error(&c, "%s", err);
+		else
+			(void)odmr_check_config(cfg, precheck_pipe_err, &c);
+	}
+	if (cfg->run_as_user_set && getpwnam(cfg->run_as_user) == NULL)
+		precheck_error(&c, "run_as_user %s: no such user",
+		    cfg->run_as_user);
+	return c.nerrors;
+}
