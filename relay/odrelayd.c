@@ -24,6 +24,7 @@
 #include "dnsbl.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "odmr.h"
 #include "passwd.h"
 #include "precheck.h"
@@ -52,6 +53,7 @@ struct daemon {
 	struct sched *sched;
 	struct smtpd *smtpd;
 	struct odmr *odmr;
+	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
 	struct control *control;
@@ -171,6 +173,7 @@ static void on_arrival(void *arg, const char *domain)
 
 	if (d->odmr != NULL)
 		odmr_arrived(d->odmr, domain);
+	notify_arrived(d->notify, domain);
 }
 
 static void apply_quotas(struct daemon *d)
@@ -201,6 +204,7 @@ static void reload(struct daemon *d)
 	if (d->odmr != NULL)
 		odmr_reload(d->odmr, ncfg, ntls);
 	sched_reload(d->sched, ncfg);
+	notify_reload(d->notify, ncfg);
 	recip_reload(d->recip, ncfg);
 	if (d->server_tls != NULL)
 		SSL_CTX_free(d->server_tls);
@@ -625,6 +629,7 @@ int main(int argc, char **argv)
 		become_user(d.cfg, 1);
 	smtpd_set_etrn_handler(d.smtpd, sched_etrn, d.sched);
 	smtpd_set_added_handler(d.smtpd, sched_message_added, d.sched);
+	d.notify = notify_new(d.base, d.cfg, d.q);
 	queue_set_arrival_hook(d.q, on_arrival, &d);
 	d.control = control_new(d.base, d.cfg->control_socket, on_control, &d,
 	    err, sizeof(err));
@@ -648,6 +653,7 @@ int main(int argc, char **argv)
 	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);
+	notify_free(&d.notify);
 	for (size_t i = 0; i < d.nmetrics; i++)
 		metrics_free(&d.metrics[i]);
 	free(d.metrics);
