@@ -435,6 +435,13 @@ static int config_set_odmr_listen(struct config_ctx *ctx, void *field,
 	    "numeric IP[:PORT] or [IPv6][:PORT]");
 }
 
+static int config_set_proxy_interfaces(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	return config_set_addrlist(ctx, field, key, value, 25,
+	    "numeric IP[:PORT] or [IPv6][:PORT]");
+}
+
 static int config_set_dns_servers(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -977,6 +984,7 @@ static const struct config_key config_keys[] = {
 	{ "retry_min", CONFIG_GLOBAL, config_set_duration, G(retry_min) },
 	{ "retry_max", CONFIG_GLOBAL, config_set_duration, G(retry_max) },
 	{ "dns_servers", CONFIG_GLOBAL, config_set_dns_servers, G(dns_servers) },
+	{ "proxy_interfaces", CONFIG_GLOBAL, config_set_proxy_interfaces, G(proxy_interfaces) },
 	{ "delivery_port", CONFIG_GLOBAL, config_set_port, G(delivery_port) },
 	{ "run_as_user", CONFIG_GLOBAL, config_set_str, G(run_as_user) },
 	{ "log_level", CONFIG_GLOBAL, config_set_log_level, G(log_level) },
@@ -1215,6 +1223,7 @@ void config_free(struct config **cfgp)
 	free(cfg->tls_key_file);
 	free(cfg->passwd_file);
 	strlist_free(&cfg->dns_servers);
+	strlist_free(&cfg->proxy_interfaces);
 	strlist_free(&cfg->dnsbl);
 	strlist_free(&cfg->dnsbl_allow);
 	strlist_free(&cfg->milters);

@@ -82,6 +82,8 @@ struct config {
 	long retry_min;
 	long retry_max;
 	struct strlist dns_servers;	/* empty: /etc/resolv.conf */
+	struct strlist proxy_interfaces;	/* "addr:port": NAT/proxy addresses of
+					 * this relay, never delivered to */
 	int delivery_port;
 	char *run_as_user;
 	int run_as_user_set;	/* named in the file (else the default) */

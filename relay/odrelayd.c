@@ -270,6 +270,21 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	begin_shutdown(d);
 }
 
+/* A message out of quarantine: non-held mail goes out at once. */
+struct released {
+	struct daemon *d;
+	char id[QUEUE_ID_LEN + 1];
+};
+
+static void released_cb(void *arg, int result)
+{
+	struct released *rl = arg;
+
+	if (result == QUEUE_OK && rl->d->sched != NULL)
+		sched_message_added(rl->d->sched, rl->id);
+	free(rl);
+}
+
 /* Control socket verbs; flush and bounce go to the scheduler. */
 /* A control reply that waits until the queue writes before it are done. */
 struct control_later {
@@ -353,6 +368,25 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 			queue_delete(d->q, cmdarg, NULL, NULL);
 			log_info("%s: removed by odrelayctl", cmdarg);
 			snprintf(reply, sizeof(reply), "250 %s deleted", cmdarg);
+			control_after_writes(d, req, reply);
+		}
+		queue_envelope_free(&env);
+	} else if (strcmp(cmd, "release") == 0) {
+		if (!queue_id_valid(cmdarg)) {
+			control_req_reply(req, "501 bad queue id");
+		} else if (queue_get(d->q, cmdarg, &env) != 1) {
+			control_req_reply(req, "550 %s: no such message", cmdarg);
+		} else if (!(env->flags & QUEUE_F_QUARANTINE)) {
+			control_req_reply(req, "550 %s is not quarantined", cmdarg);
+		} else {
+			struct released *rl = xcalloc(1, sizeof(*rl));
+
+			rl->d = d;
+			util_strlcpy(rl->id, cmdarg, sizeof(rl->id));
+			queue_release(d->q, cmdarg, released_cb, rl);
+			log_info("%s: released from quarantine by odrelayctl",
+			    cmdarg);
+			snprintf(reply, sizeof(reply), "250 %s released", cmdarg);
 			control_after_writes(d, req, reply);
 		}
 		queue_envelope_free(&env);
