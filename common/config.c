@@ -467,6 +467,13 @@ static int config_set_odmr_listen(struct config_ctx *ctx, void *field,
 	    "numeric IP[:PORT] or [IPv6][:PORT]");
 }
 
+static int config_set_proxy_interfaces(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	return config_set_addrlist(ctx, field, key, value, 25,
+	    "numeric IP[:PORT] or [IPv6][:PORT]");
+}
+
 static int config_set_dns_servers(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -998,6 +1005,7 @@ static const struct config_key config_keys[] = {
 	{ "tls_cert_file", CONFIG_GLOBAL, config_set_optstr, G(tls_cert_file) },
 	{ "tls_key_file", CONFIG_GLOBAL, config_set_optstr, G(tls_key_file) },
 	{ "auth_requires_tls", CONFIG_GLOBAL, config_set_bool, G(auth_requires_tls) },
+	{ "auth_delay_max", CONFIG_GLOBAL, config_set_duration0, G(auth_delay_max) },
 	{ "passwd_file", CONFIG_GLOBAL, config_set_str, G(passwd_file) },
 	{ "max_message_size", CONFIG_GLOBAL, config_set_size, G(max_message_size) },
 	{ "max_recipients", CONFIG_GLOBAL, config_set_uint, G(max_recipients) },
@@ -1009,6 +1017,7 @@ static const struct config_key config_keys[] = {
 	{ "retry_min", CONFIG_GLOBAL, config_set_duration, G(retry_min) },
 	{ "retry_max", CONFIG_GLOBAL, config_set_duration, G(retry_max) },
 	{ "dns_servers", CONFIG_GLOBAL, config_set_dns_servers, G(dns_servers) },
+	{ "proxy_interfaces", CONFIG_GLOBAL, config_set_proxy_interfaces, G(proxy_interfaces) },
 	{ "delivery_port", CONFIG_GLOBAL, config_set_port, G(delivery_port) },
 	{ "run_as_user", CONFIG_GLOBAL, config_set_str, G(run_as_user) },
 	{ "log_level", CONFIG_GLOBAL, config_set_log_level, G(log_level) },
@@ -1124,6 +1133,7 @@ static struct config *config_new(void)
 	config_list_set(&cfg->smtp_listen, CONFIG_DEF_SMTP_LISTEN);
 	config_list_set(&cfg->odmr_listen, CONFIG_DEF_ODMR_LISTEN);
 	cfg->auth_requires_tls = 1;
+	cfg->auth_delay_max = 16;
 	cfg->passwd_file = xstrdup(CONFIG_DEF_PASSWD);
 	cfg->max_message_size = 50ULL * 1024 * 1024;
 	cfg->max_recipients = 1000;
@@ -1247,6 +1257,7 @@ void config_free(struct config **cfgp)
 	free(cfg->tls_key_file);
 	free(cfg->passwd_file);
 	strlist_free(&cfg->dns_servers);
+	strlist_free(&cfg->proxy_interfaces);
 	strlist_free(&cfg->dnsbl);
 	strlist_free(&cfg->dnsbl_allow);
 	strlist_free(&cfg->milters);

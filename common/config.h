@@ -71,6 +71,7 @@ struct config {
 	char *tls_cert_file;
 	char *tls_key_file;
 	int auth_requires_tls;
+	long auth_delay_max;	/* seconds; cap of the AUTH failure delay */
 	char *passwd_file;
 	uint64_t max_message_size;
 	unsigned max_recipients;
@@ -82,6 +83,8 @@ struct config {
 	long retry_min;
 	long retry_max;
 	struct strlist dns_servers;	/* empty: /etc/resolv.conf */
+	struct strlist proxy_interfaces;	/* "addr:port": NAT/proxy addresses of
+					 * this relay, never delivered to */
 	int delivery_port;
 	char *run_as_user;
 	int run_as_user_set;	/* named in the file (else the default) */

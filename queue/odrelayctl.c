@@ -78,6 +78,8 @@ static int ctl_usage_to(FILE *out, int status)
 	    "  flush DOMAIN                 deliver a domain's mail now (like ETRN)\n"
 	    "  delete ID | --domain DOMAIN  remove mail without delivery\n"
 	    "  bounce ID                    return a message to its sender now\n"
+	    "  quarantine [--json]          list messages a milter held aside\n"
+	    "  release ID                   deliver a quarantined message\n"
 	    "  stats [--json]               per-domain queue sizes and totals\n"
 	    "  recipients [--json] DOMAIN   what the relay knows of a domain's recipients\n"
 	    "  recipients forget DOMAIN [ADDRESS]  clear it (one address or all)\n"
@@ -381,10 +383,13 @@ static int ctl_collect_env(void *arg, const struct queue_envelope *env)
 
 /* ---- message state ---- */
 
-enum ctl_state { CTL_HELD, CTL_DEFERRED, CTL_DELIVERING, CTL_NSTATES };
+enum ctl_state { CTL_HELD, CTL_DEFERRED, CTL_DELIVERING, CTL_QUARANTINED,
+	CTL_NSTATES };
 static const char *ctl_state_names[CTL_NSTATES] = {
-	"held", "deferred", "delivering"
+	"held", "deferred", "delivering", "quarantined"
 };
+/* "quarantine": list only messages a milter held aside */
+static int ctl_only_quarantined;
 
 static int ctl_rcpt_held(const struct config *cfg, const struct queue_rcpt *r)
 {
@@ -403,6 +408,8 @@ static enum ctl_state ctl_msg_state(struct queue *q, const struct config *cfg,
 {
 	size_t i;
 
+	if (env->flags & QUEUE_F_QUARANTINE)
+		return CTL_QUARANTINED;
 	if (queue_is_leased(q, env->id) == 1)
 		return CTL_DELIVERING;
 	for (i = 0; i < env->nrcpts; i++)
@@ -689,6 +696,49 @@ static void ctl_queue_json(const struct queue_envelope *env,
 	printf("}");
 }
 
+/*
+ * Push delivery: which domains a customer waits for now (XWAIT), from the
+ * daemon's "waiting" control answer "250 DOMAIN=N ...". Nothing when the
+ * daemon is not running. filter: only that domain, or NULL.
+ */
+static void ctl_queue_waiting(const struct config *cfg, const char *filter,
+    int json)
+{
+	char reply[8192], err[512], pbuf[512], *p, *w, *save = NULL;
+	const char *path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
+	int n = 0;
+
+	if (control_request(path, "waiting", reply, sizeof(reply), err,
+	    sizeof(err)) < 0 || strncmp(reply, "250", 3) != 0)
+		reply[3] = '\0';
+	p = reply + 3;
+	if (json)
+		printf(",\n \"waiting\":[");
+	for (w = strtok_r(p, " ", &save); w != NULL; w = strtok_r(NULL, " ", &save)) {
+		char *eq = strrchr(w, '=');
+
+		if (eq == NULL)
+			continue;
+		*eq = '\0';
+		if (filter != NULL && strcasecmp(filter, w) != 0)
+			continue;
+		if (json) {
+			printf("%s{\"domain\":", n ? "," : "");
+			ctl_json_str(stdout, w);
+			printf(",\"sessions\":%lu}", strtoul(eq + 1, NULL, 10));
+		} else {
+			printf("%s", n ? ", " : "Customers waiting now (XWAIT): ");
+			ctl_put_text(stdout, w);
+			printf(" (%lu)", strtoul(eq + 1, NULL, 10));
+		}
+		n++;
+	}
+	if (json)
+		printf("]");
+	else if (n > 0)
+		printf("\n");
+}
+
 static int ctl_cmd_queue(int argc, char **argv)
 {
 	const struct config *cfg;
@@ -735,7 +785,9 @@ static int ctl_cmd_queue(int argc, char **argv)
 			status = CTL_EXIT_FAIL;
 			continue;
 		}
-		if (domain != NULL && !ctl_msg_has_domain(env, domain)) {
+		if ((domain != NULL && !ctl_msg_has_domain(env, domain)) ||
+		    (ctl_only_quarantined &&
+		    !(env->flags & QUEUE_F_QUARANTINE))) {
 			queue_envelope_free(&env);
 			continue;
 		}
@@ -778,7 +830,9 @@ static int ctl_cmd_queue(int argc, char **argv)
 			printf("}");
 		}
 		printf("],\n \"total\":{\"messages\":%" PRIu64
-		    ",\"bytes\":%" PRIu64 "}}\n", total_msgs, total_bytes);
+		    ",\"bytes\":%" PRIu64 "}", total_msgs, total_bytes);
+		ctl_queue_waiting(cfg, domain, 1);
+		printf("}\n");
 	} else if (total_msgs == 0) {
 		if (domain != NULL) {
 			printf("No mail queued for ");
@@ -802,6 +856,8 @@ static int ctl_cmd_queue(int argc, char **argv)
 			printf("\n");
 		}
 	}
+	if (!json)
+		ctl_queue_waiting(cfg, domain, 0);
 	ctl_doms_free(&ds);
 	return ctl_finish_output(status);
 }
@@ -1093,6 +1149,30 @@ static int ctl_cmd_flush(int argc, char **argv)
 		return CTL_EXIT_USAGE;
 	}
 	line = xasprintf("flush %s", argv[1]);
+	rc = ctl_control(line, 0);
+	free(line);
+	return rc;
+}
+
+/* Messages held aside by a milter: "queue" restricted to them. */
+static int ctl_cmd_quarantine(int argc, char **argv)
+{
+	ctl_only_quarantined = 1;
+	return ctl_cmd_queue(argc, argv);
+}
+
+static int ctl_cmd_release(int argc, char **argv)
+{
+	char *line;
+	int rc;
+
+	if (argc != 2 || argv[1][0] == '-')
+		return ctl_usage();
+	if (!queue_id_valid(argv[1])) {
+		ctl_err("invalid queue id");
+		return CTL_EXIT_USAGE;
+	}
+	line = xasprintf("release %s", argv[1]);
 	rc = ctl_control(line, 0);
 	free(line);
 	return rc;
@@ -1853,6 +1933,8 @@ static const struct {
 	{ "flush", ctl_cmd_flush },
 	{ "delete", ctl_cmd_delete },
 	{ "bounce", ctl_cmd_bounce },
+	{ "quarantine", ctl_cmd_quarantine },
+	{ "release", ctl_cmd_release },
 	{ "stats", ctl_cmd_stats },
 	{ "passwd", ctl_cmd_passwd },
 	{ "recipients", ctl_cmd_recipients },

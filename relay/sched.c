@@ -21,6 +21,7 @@
  * total. Input: ETRN arguments come from the network, already
  * syntax-checked by smtpd; they are only compared with configured names.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -42,6 +43,7 @@
 #include "queue.h"
 #include "sched.h"
 #include "domstate.h"
+#include "selfaddr.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -334,8 +336,8 @@ static int sched_run_start_conn(struct sched_run *run)
 	s->active_conns++;
 	if (run->loops) {
 		c->d = NULL;
-		deliver_fail(d, 451, "4.4.6", "MX list points back to this relay; "
-		    "waiting for a more preferred MX host", sched_conn_done, c);
+		deliver_fail(d, 451, "4.4.6", "MX or route points back to this "
+		    "relay (configuration error); mail kept", sched_conn_done, c);
 		return 1;
 	}
 	if (run->res->status != DNS_OK) {
@@ -420,23 +422,53 @@ static void sched_run_maybe_free(struct sched_run *run)
 static void sched_drop_self(struct sched_run *run, struct dns_result *res)
 {
 	const char *self = run->s->cfg->hostname;
+	struct selfaddr *own = selfaddr_new(run->s->cfg);
+	char ip[INET6_ADDRSTRLEN] = "", host[256] = "";
+	unsigned pref = 0;
+	int found = 0;
+	size_t keep = 0;
 
+	/* By name (hostname) or by address: an MX name that differs from
+	 * hostname may still resolve to our listener (issue 17). */
 	for (size_t i = 0; i < res->ntargets; i++) {
-		if (strcasecmp(res->targets[i].host, self) != 0)
-			continue;
-		{
-			unsigned pref = res->targets[i].pref;
-			size_t keep = 0;
+		const struct dns_target *t = &res->targets[i];
+		int is = strcasecmp(t->host, self) == 0;
+		char tip[INET6_ADDRSTRLEN] = "";
 
-			for (size_t j = 0; j < res->ntargets; j++)
-				if (res->targets[j].pref < pref)
-					res->targets[keep++] = res->targets[j];
-			res->ntargets = keep;
+		for (size_t k = 0; k < t->naddrs; k++) {
+			const struct sockaddr *sa = (const struct sockaddr *)&t->addrs[k];
+
+			if (selfaddr_is_self(own, sa)) {
+				util_sockaddr_ip(sa, tip, sizeof(tip));
+				is = 1;
+				break;
+			}
 		}
-		if (res->ntargets == 0)
-			run->loops = 1;
+		if (is && (!found || t->pref < pref)) {
+			found = 1;
+			pref = t->pref;
+			util_strlcpy(host, t->host, sizeof(host));
+			util_strlcpy(ip, tip, sizeof(ip));
+		}
+	}
+	selfaddr_free(&own);
+	if (!found)
+		return;
+	for (size_t j = 0; j < res->ntargets; j++)
+		if (!run->routed && res->targets[j].pref < pref)
+			res->targets[keep++] = res->targets[j];
+	res->ntargets = keep;
+	if (res->ntargets > 0) {
+		log_info("%s: MX %s is this relay: only more preferred hosts "
+		    "are tried", run->domain, host);
 		return;
 	}
+	run->loops = 1;
+	log_warn("%s: configuration error: %s %s%s%s%s points back to this "
+	    "relay; mail deferred, not delivered (check the domain's MX or "
+	    "route, hostname and proxy_interfaces)", run->domain,
+	    run->routed ? "route" : "MX", host, ip[0] ? " [" : "", ip,
+	    ip[0] ? "]" : "");
 }
 
 static void sched_dns_done(void *arg, struct dns_result *res)
@@ -445,7 +477,7 @@ static void sched_dns_done(void *arg, struct dns_result *res)
 
 	run->dns = NULL;
 	run->res = res;
-	if (res->status == DNS_OK && !run->routed)
+	if (res->status == DNS_OK)
 		sched_drop_self(run, res);
 	if (res->status != DNS_OK)
 		log_info("%s: lookup failed: %s", run->domain, dns_status_str(res->status));

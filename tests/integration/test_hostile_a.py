@@ -5,6 +5,7 @@ ETRN with and without '@' on a subdomains domain, line limits at their exact
 boundaries on both ports, malformed domains and a full disk."""
 
 import os
+import re
 import resource
 import shutil
 import socket
@@ -17,6 +18,7 @@ import odtest
 from odtest import (Conn, Failure, Fixture, Skip, check, fail, free_port,
     json_messages, queued_id, run_tests, send_message)
 from pullsink import Sink, msg_rcpts, wait_queue
+from dns import Dns
 
 
 # A 255-octet domain: four labels of 63 octets and three dots.
@@ -98,6 +100,74 @@ def test_etrn_plain_is_the_domain_only():
 				c.close()
 	finally:
 		sink.stop()
+
+
+def test_etrn_mx_back_to_us_defers():
+	"""An MX whose name is not hostname but whose address is our own
+	listener (and a route to it, and a proxy_interfaces address): ETRN
+	after ETRN delivers nothing back into the relay, bounces nothing, and
+	the held mail stays as it was (was: one more Received header per
+	round, then a bounce after max_received rounds)."""
+	with Dns(mx=[("example.org", "mx.elsewhere.test", 10),
+	    ("proxied.test", "mx3.elsewhere.test", 10)],
+	    hosts=[("mx.elsewhere.test", "127.0.0.1"),
+	    ("mx3.elsewhere.test", "127.0.0.3")]) as dns:
+		doms = ("[domain example.org]\nhold = yes\n\n"
+		    "[domain routed.test]\nhold = yes\nroute = 127.0.0.1:%d\n\n"
+		    "[domain proxied.test]\nhold = yes\n")
+		f = Fixture("hostile-selfmx", start=False, domains="")
+		with f as d:
+			d.text = re.sub(r"(?m)^dns_servers = .*$",
+			    "dns_servers = 127.0.0.1:%d" % dns.port, d.text)
+			d.text += ("\nmax_received = 4\netrn_rate = 100\ndelivery_port = %d\n"
+			    "proxy_interfaces = 127.0.0.3:%d\n"
+			    % (d.smtp_port, d.smtp_port))
+			d.text += doms % d.smtp_port
+			with open(d.conf, "w") as fh:
+				fh.write(d.text)
+			d.start()
+			ids = set()
+			for r in ("a@example.org", "b@routed.test", "c@proxied.test"):
+				code, text = send_message(d.smtp_port, "s@sender.test",
+				    [r], "Subject: loop\r\n\r\nhi\r\n")
+				check(code == 250, text)
+				ids.add(queued_id(text))
+			for rnd in range(6):
+				c = Conn(d.smtp_port)
+				try:
+					c.greet_ehlo()
+					for dom in ("example.org", "routed.test",
+					    "proxied.test"):
+						code, t = c.cmd("ETRN " + dom)
+						check(code in (250, 253), "round %d ETRN %s: "
+						    "%s %r" % (rnd, dom, code, t))
+				finally:
+					c.close()
+				# let the round finish before the next one
+				deadline = time.time() + 5
+				while time.time() < deadline:
+					if d.log_text().count("points back to this relay") >= \
+					    3 * (rnd + 1):
+						break
+					time.sleep(0.05)
+			time.sleep(0.5)
+			log = d.log_text()
+			check("status=bounced" not in log, "mail bounced:\n%s"
+			    % "\n".join(l for l in log.splitlines()
+			    if "bounced" in l)[:2000])
+			now = d.queue_ids()
+			check(now == ids, "queue ids changed: had %s, now %s"
+			    % (sorted(ids), sorted(now)))
+			for qid in ids:
+				body = d.body(qid)
+				check(body.count(b"Received:") == 1, "%s has %d Received "
+				    "headers" % (qid, body.count(b"Received:")))
+			for dom, what in (("example.org", "MX mx.elsewhere.test "
+			    "[127.0.0.1]"), ("routed.test", "route "),
+			    ("proxied.test", "MX mx3.elsewhere.test [127.0.0.3]")):
+				check(re.search(r"%s: configuration error: %s.*points "
+				    "back to this relay" % (re.escape(dom), re.escape(what)),
+				    log), "no clear log line for %s" % dom)
 
 
 def _line(verb, total):
@@ -241,6 +311,7 @@ if __name__ == "__main__":
 	run_tests([
 	    test_etrn_node_of_255_octets,
 	    test_etrn_plain_is_the_domain_only,
+	    test_etrn_mx_back_to_us_defers,
 	    test_line_limits_smtp,
 	    test_line_limits_odmr,
 	    test_malformed_domains_refused,

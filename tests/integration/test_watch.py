@@ -112,7 +112,7 @@ def test_domain_facts():
 			wait_series(mport, lambda v: v >= 1,
 			    "odrelay_auth_attempts_total", "failed AUTH counted",
 			    result="failed")
-			check(re.search(r"odmr: client=\[127\.0\.0\.1\], user=demo, "
+			check(re.search(r"client=\[127\.0\.0\.1\], user=demo, "
 			    r"auth=failed", d.log_text()), "failed AUTH log line "
 			    "lacks the user:\n" + d.log_text()[-2000:])
 
