@@ -17,24 +17,28 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "authc.h"
 #include "config.h"
 #include "control.h"
 #include "deliver.h"
 #include "dns.h"
+#include "domstate.h"
 #include "dnsbl.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
 #include "odmr.h"
-#include "passwd.h"
 #include "precheck.h"
+#include "privsep.h"
 #include "queue.h"
 #include "rcache.h"
 #include "recip.h"
 #include "sched.h"
+#include "sandbox.h"
 #include "smtpd.h"
 #include "tls.h"
 #include "util.h"
+#include "watch.h"
 #include "xmalloc.h"
 
 #ifndef SYSCONFDIR
@@ -48,6 +52,7 @@ struct daemon {
 	struct config *cfg;
 	const char *cfg_path;
 	struct queue *q;
+	struct domstate *domstate;
 	struct dns *dns;
 	struct dnsbl *dnsbl;
 	struct sched *sched;
@@ -57,6 +62,8 @@ struct daemon {
 	struct metrics **metrics;
 	size_t nmetrics;
 	struct control *control;
+	struct privsep *ps;
+	struct authc *auth;
 	struct rcache *rcache;
 	struct recip *recip;
 	SSL_CTX *server_tls;
@@ -114,33 +121,24 @@ static int load_server_tls(const struct config *cfg, SSL_CTX **ctx_r)
 	return 0;
 }
 
-static void passwd_err(void *arg, const char *msg)
+/*
+ * The SMTP listener offers AUTH after STARTTLS when the ODMR listener is
+ * on or the password file exists (the auth process reads it, not us).
+ */
+static void smtpd_auth(struct daemon *d)
 {
-	(void)arg;
-	log_error("%s", msg);
+	struct stat st;
+
+	smtpd_set_auth(d->smtpd, d->odmr != NULL ||
+	    stat(d->cfg->passwd_file, &st) == 0 ? d->auth : NULL);
 }
 
-/*
- * The SMTP listener offers AUTH after STARTTLS with the ODMR listener's
- * password file, or the file itself when ODMR is off and the file exists.
- */
-static void smtpd_passwd(struct daemon *d)
+/* The privileged helper restarted the auth process. */
+static void on_auth_fd(void *arg, int fd)
 {
-	struct passwd_db *pw;
+	struct daemon *d = arg;
 
-	if (d->odmr != NULL) {
-		smtpd_set_passwd(d->smtpd, odmr_passwd(d->odmr));
-		return;
-	}
-	if (access(d->cfg->passwd_file, R_OK) != 0) {
-		smtpd_set_passwd(d->smtpd, NULL);
-		return;
-	}
-	pw = passwd_load(d->cfg->passwd_file, passwd_err, NULL);
-	if (pw != NULL) {
-		smtpd_set_passwd(d->smtpd, pw);
-		passwd_free(&pw);
-	}
+	authc_set_fd(d->auth, fd);
 }
 
 /* "waiting": "250 DOMAIN=N ..." for the configured domains with XWAIT
@@ -212,7 +210,8 @@ static void reload(struct daemon *d)
 	config_free(&d->cfg);
 	d->cfg = ncfg;
 	apply_quotas(d);
-	smtpd_passwd(d);
+	smtpd_auth(d);
+	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
 	    d->cfg->ndomains);
 }
@@ -506,6 +505,7 @@ static void gauges(void *arg, struct evbuffer *out)
 	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
 	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
 	    sched_active(d->sched));
+	watch_gauges(out, d->cfg, d->q, d->domstate);
 }
 
 /*
@@ -524,7 +524,7 @@ static void listen_all(struct daemon *d)
 		if (smtpd_listen(d->smtpd, cfg->smtp_listen.v[i], err,
 		    sizeof(err)) == 0) {
 			smtp_up++;
-			log_info("listening: smtp on %s", cfg->smtp_listen.v[i]);
+			log_info("smtpd: listening on %s", cfg->smtp_listen.v[i]);
 		} else if (cfg->smtp_listen_set)
 			log_fatal(1, "smtp_listen %s: %s", cfg->smtp_listen.v[i], err);
 		else
@@ -536,10 +536,8 @@ static void listen_all(struct daemon *d)
 	/* d->odmr exists when either ODMR list is non-empty. */
 	for (size_t i = 0; d->odmr != NULL && i < cfg->odmr_listen.n; i++) {
 		if (odmr_listen(d->odmr, cfg->odmr_listen.v[i], 0, err,
-		    sizeof(err)) == 0) {
-			log_info("listening: odmr on %s", cfg->odmr_listen.v[i]);
-			continue;
-		}
+		    sizeof(err)) == 0)
+			continue;	/* odmr_listen logs it */
 		if (cfg->odmr_listen_set)
 			log_fatal(1, "odmr_listen %s: %s", cfg->odmr_listen.v[i], err);
 		log_warn("odmr_listen (default) %s: %s; set odmr_listen to choose "
@@ -549,7 +547,6 @@ static void listen_all(struct daemon *d)
 		if (odmr_listen(d->odmr, cfg->odmrs_listen.v[i], 1, err,
 		    sizeof(err)) < 0)
 			log_fatal(1, "odmrs_listen %s: %s", cfg->odmrs_listen.v[i], err);
-		log_info("listening: odmrs (TLS) on %s", cfg->odmrs_listen.v[i]);
 	}
 	/* Metrics do not depend on ODMR: a pure backup MX has them too. */
 	for (size_t i = 0; i < cfg->metrics_listen.n; i++) {
@@ -560,9 +557,7 @@ static void listen_all(struct daemon *d)
 			log_fatal(1, "metrics_listen %s: %s", cfg->metrics_listen.v[i], err);
 		d->metrics = xreallocarray(d->metrics, d->nmetrics + 1,
 		    sizeof(*d->metrics));
-		d->metrics[d->nmetrics++] = m;
-		log_info("listening: metrics on http://%s/metrics",
-		    cfg->metrics_listen.v[i]);
+		d->metrics[d->nmetrics++] = m;	/* metrics_listen logs it */
 	}
 }
 
@@ -608,11 +603,25 @@ int main(int argc, char **argv)
 	}
 	log_init("odrelayd", foreground, debug ? LOG_LEVEL_DEBUG : d.cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* First, while nothing else is open: the privileged helper and the
+	 * auth process, the only ones to read the password file. */
+	{
+		int status;
+
+		d.ps = privsep_start(cfg_path, d.cfg,
+		    d.cfg->odmr_listen.n > 0 || d.cfg->odmrs_listen.n > 0,
+		    &status, err, sizeof(err));
+		if (d.ps == NULL)
+			log_fatal(status, "%s", err);
+	}
 	if (evthread_use_pthreads() < 0)
 		log_fatal(1, "libevent without pthreads support");
 	d.base = event_base_new();
 	if (d.base == NULL)
 		log_fatal(1, "event_base_new failed");
+	d.auth = authc_new(d.base);
+	authc_set_fd(d.auth, privsep_first_auth_fd(d.ps));
+	privsep_attach(d.ps, d.base, on_auth_fd, &d);
 	if (load_server_tls(d.cfg, &d.server_tls) < 0)
 		log_fatal(2, "TLS configuration failed");
 	d.client_tls = tls_client_ctx(NULL, 0, err, sizeof(err));
@@ -638,6 +647,10 @@ int main(int argc, char **argv)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
+	d.domstate = domstate_open(d.q, err, sizeof(err));
+	if (d.domstate == NULL)
+		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	domstate_set_default(d.domstate);
 	d.dns = dns_new(d.base, (const char *const *)d.cfg->dns_servers.v,
 	    d.cfg->dns_servers.n, 5000, err, sizeof(err));
 	if (d.dns == NULL)
@@ -656,11 +669,13 @@ int main(int argc, char **argv)
 		d.odmr = odmr_new(d.base, d.cfg, d.q, d.server_tls, err, sizeof(err));
 		if (d.odmr == NULL)
 			log_fatal(2, "%s", err);
+		odmr_set_auth(d.odmr, d.auth);
 	}
-	smtpd_passwd(&d);
+	smtpd_auth(&d);
 	listen_all(&d);
 	if (getuid() == 0)
 		become_user(d.cfg, 1);
+	(void)sandbox_session();
 	smtpd_set_etrn_handler(d.smtpd, sched_etrn, d.sched);
 	smtpd_set_added_handler(d.smtpd, sched_message_added, d.sched);
 	d.notify = notify_new(d.base, d.cfg, d.q);
@@ -669,7 +684,7 @@ int main(int argc, char **argv)
 	    err, sizeof(err));
 	if (d.control == NULL)
 		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
-	log_info("listening: control on %s", d.cfg->control_socket);
+	log_info("control: listening on %s", d.cfg->control_socket);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.ev_int = evsignal_new(d.base, SIGINT, on_signal, &d);
@@ -697,6 +712,9 @@ int main(int argc, char **argv)
 	rcache_close(&d.rcache);
 	dns_free(&d.dns);
 	control_free(&d.control);
+	domstate_close(&d.domstate);
+	authc_free(&d.auth);
+	privsep_free(&d.ps);
 	queue_close(&d.q);
 	if (d.ev_drain != NULL)
 		event_free(d.ev_drain);
