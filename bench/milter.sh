@@ -8,6 +8,9 @@
 #                    nothing, accepts at end of message)
 #   postfix+milter   postfix-setup.sh's backup MX with smtpd_milters = the
 #                    same filter (one filter process for all)
+#   odrelayd+milter-connect  the same program as a filter that accepts each
+#                    connection at once (testfilter ... accept-connect):
+#                    the cost of the connection and negotiation alone
 # Each server is run BENCH_RUNS times, interleaved, each on an empty queue;
 # the median is printed with the ratios the issue asks about. Needs root
 # (Postfix), cc and libmilter-dev.
@@ -23,7 +26,7 @@ s=${BENCH_SESSIONS:-50}
 m=${BENCH_MSGS:-3000}
 runs=${BENCH_RUNS:-3}
 size=${BENCH_SIZE:-10240}
-servers=${BENCH_SERVERS:-odrelayd odrelayd+milter postfix+milter}
+servers=${BENCH_SERVERS:-odrelayd odrelayd+milter postfix+milter odrelayd+milter-connect}
 BENCH_PF_DIR=${BENCH_PF_DIR:-/var/tmp/odrelay-bench-postfix-milter}
 export BENCH_PF_DIR
 
@@ -40,7 +43,12 @@ fport=$(free_port)
 fpid=$!
 bench_pids="$bench_pids $fpid"
 wait_port "$fport" || { echo "testfilter did not start"; cat "$tmp/filter.log"; exit 1; }
-echo "# filter: testfilter (libmilter $(dpkg-query -W -f='${Version}' libmilter1.0.1 2>/dev/null)) accept-all on 127.0.0.1:$fport"
+cport=$(free_port)
+"$tmp/testfilter" "inet:$cport@127.0.0.1" accept-connect 2>"$tmp/filter2.log" &
+cpid=$!
+bench_pids="$bench_pids $cpid"
+wait_port "$cport" || { echo "testfilter did not start"; cat "$tmp/filter2.log"; exit 1; }
+echo "# filter: testfilter (libmilter $(dpkg-query -W -f='${Version}' libmilter1.0.1 2>/dev/null)) accept-all on 127.0.0.1:$fport, accept-connect on 127.0.0.1:$cport"
 echo "# smtp-source -s $s -m $m -l $size -f bench@client.test -t bench@example.org -M client.test 127.0.0.1:PORT (one connection per message)"
 
 pfport=$(free_port)
@@ -70,11 +78,12 @@ postfix_settle() {
 one_run() {
 	srv=$1
 	case $srv in
-	odrelayd|odrelayd+milter)
+	odrelayd|odrelayd+milter|odrelayd+milter-connect)
 		port=$(free_port)
 		rm -rf "$tmp/od"; mkdir -p "$tmp/od"
 		extra=""
 		[ "$srv" = odrelayd+milter ] && extra="milters = inet:127.0.0.1:$fport"
+		[ "$srv" = odrelayd+milter-connect ] && extra="milters = inet:127.0.0.1:$cport"
 		odrelayd_conf "$tmp/od" "$port" \
 		    "max_connections = 1000" "max_connections_per_ip = 1000" \
 		    "$extra" "" "[domain example.org]" "hold = yes"
@@ -88,7 +97,7 @@ one_run() {
 	    >"$tmp/source.out" 2>&1 || { echo "# smtp-source failed against $srv:" >&2; head -5 "$tmp/source.out" >&2; }
 	t1=$(now)
 	case $srv in
-	odrelayd|odrelayd+milter)
+	odrelayd*)
 		n=$(od_queued "$tmp/od")
 		[ "${n:-0}" -lt "$m" ] && echo "# $srv: queue shows $n of $m messages" >&2
 		odrelayd_stop >&2
@@ -108,17 +117,19 @@ while [ $r -le "$runs" ]; do
 	done
 	r=$((r + 1))
 done
-printf '%-16s %8s %8s %6s  %10s  %10s  %s\n' server sessions msgs runs "median s" "msg/s" "all runs (s)"
+printf '%-24s %8s %8s %6s  %10s  %10s  %s\n' server sessions msgs runs "median s" "msg/s" "all runs (s)"
 for srv in $servers; do
 	all=$(awk -v s="$srv" '$1 == s { printf "%s ", $2 }' "$tmp/times")
 	med=$(awk -v s="$srv" '$1 == s { print $2 }' "$tmp/times" | median)
 	echo "$srv $med" >>"$tmp/medians"
 	awk -v srv="$srv" -v s="$s" -v m="$m" -v r="$runs" -v d="$med" -v all="$all" \
-	    'BEGIN { printf "%-16s %8d %8d %6d  %10.3f  %10.1f  %s\n", srv, s, m, r, d, m / d, all }'
+	    'BEGIN { printf "%-24s %8d %8d %6d  %10.3f  %10.1f  %s\n", srv, s, m, r, d, m / d, all }'
 done
 awk '{ t[$1] = $2 } END {
 	if (t["odrelayd"] && t["odrelayd+milter"])
 		printf "# odrelayd+milter / odrelayd (rate): %.2f (goal >= 0.70)\n", t["odrelayd"] / t["odrelayd+milter"]
+	if (t["odrelayd"] && t["odrelayd+milter-connect"])
+		printf "# odrelayd+milter-connect / odrelayd (rate): %.2f\n", t["odrelayd"] / t["odrelayd+milter-connect"]
 	if (t["postfix+milter"] && t["odrelayd+milter"])
 		printf "# odrelayd+milter / postfix+milter (rate): %.2f (goal >= 3)\n", t["postfix+milter"] / t["odrelayd+milter"]
 }' "$tmp/medians"
