@@ -36,6 +36,10 @@ void smtpd_reload(struct smtpd *s, struct config *cfg, SSL_CTX *tls);
  * AUTH). Authentication gives no relaying: it is recorded (ESMTPSA). */
 struct passwd_db;
 void smtpd_set_passwd(struct smtpd *s, struct passwd_db *pw);
+/* The connection budget shared with the ODMR listener (borrowed; NULL:
+ * none). */
+struct fdbudget;
+void smtpd_set_budget(struct smtpd *s, struct fdbudget *b);
 /* Recipient verdicts (lists, learning, probes); NULL: lists only. */
 struct recip;
 void smtpd_set_recip(struct smtpd *s, struct recip *r);
