@@ -44,6 +44,7 @@
 #include "xmalloc.h"
 #include "queue.h"
 #include "queue_private.h"
+#include "domstate.h"
 
 #define QUEUE_MAX_INFLIGHT	4	/* chunks queued per put before backpressure */
 #define QUEUE_RESUME_AT		2	/* resume the reader at this many */
@@ -60,6 +61,7 @@ enum job_type {
 	JOB_ABORT,	/* remove a put's chunks */
 	JOB_UPDATE,
 	JOB_DELETE,
+	JOB_RELEASE,	/* out of quarantine */
 	JOB_LEASE,
 	JOB_UNLEASE,
 	JOB_BARRIER,	/* writes nothing: completes after every earlier job */
@@ -651,6 +653,9 @@ static int index_env(struct queue *q, MDB_txn *txn,
 	size_t i;
 	int rc;
 
+	/* quarantined: kept, but found only by id (list, release, delete) */
+	if (env->flags & QUEUE_F_QUARANTINE)
+		return 0;
 	for (i = 0; i < env->nrcpts; i++) {
 		const struct queue_rcpt *r = &env->rcpts[i];
 
@@ -1049,6 +1054,32 @@ static int job_delete(struct queue *q, MDB_txn *txn, struct job *j)
 	return rc;
 }
 
+static int job_release(struct queue *q, MDB_txn *txn, struct job *j)
+{
+	struct queue_envelope *env;
+	time_t now = time(NULL);
+	size_t i;
+	int rc;
+
+	rc = msg_load(q, txn, j->id, &env, NULL);
+	if (rc == MDB_NOTFOUND)
+		return QUEUE_ENOTFOUND;
+	if (rc != 0)
+		return rc;
+	if (!(env->flags & QUEUE_F_QUARANTINE)) {
+		queue_envelope_free(&env);
+		return QUEUE_ENOTFOUND;
+	}
+	env->flags &= ~(unsigned)QUEUE_F_QUARANTINE;
+	/* non-held recipients are due now; held ones wait for their turn */
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].next_attempt > 0)
+			env->rcpts[i].next_attempt = now;
+	rc = msg_store(q, txn, env, 1);
+	queue_envelope_free(&env);
+	return rc;
+}
+
 static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 {
 	MDB_val k = { QUEUE_ID_LEN, j->id }, d;
@@ -1073,6 +1104,8 @@ static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 		return job_update(q, txn, j);
 	case JOB_DELETE:
 		return job_delete(q, txn, j);
+	case JOB_RELEASE:
+		return job_release(q, txn, j);
 	case JOB_LEASE:
 		d.mv_data = j->owner;
 		d.mv_size = strlen(j->owner);
@@ -1672,6 +1705,15 @@ void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
 		queue_submit(q, j);
 }
 
+void queue_release(struct queue *q, const char *id, queue_done_fn *done,
+    void *arg)
+{
+	struct job *j = job_for_id(JOB_RELEASE, id, done, arg);
+
+	if (j != NULL)
+		queue_submit(q, j);
+}
+
 void queue_barrier(struct queue *q, queue_done_fn *done, void *arg)
 {
 	queue_submit(q, job_for_id(JOB_BARRIER, "0000000000000000", done, arg));
@@ -2035,6 +2077,48 @@ int queue_domain_stats(struct queue *q, const char *domain,
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return QUEUE_EIO;
 	return QUEUE_OK;
+}
+
+/* Ids are time-ordered, so the first "domain\0ID" key is the oldest
+ * message (to the second; a clock stepped back may misorder a few). */
+int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r)
+{
+	char kbuf[QUEUE_DOMAIN_MAX + 2];
+	struct queue_envelope *env = NULL;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, d;
+	size_t plen;
+	int rc;
+
+	*arrival_r = 0;
+	plen = domain_key(domain, kbuf);
+	kbuf[plen++] = '\0';
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
+		mdb_txn_abort(txn);
+		return QUEUE_EIO;
+	}
+	k.mv_data = kbuf;
+	k.mv_size = plen;
+	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	if (rc == 0 && k.mv_size == plen + QUEUE_ID_LEN &&
+	    memcmp(k.mv_data, kbuf, plen) == 0) {
+		char id[QUEUE_ID_LEN + 1];
+
+		memcpy(id, (const char *)k.mv_data + plen, QUEUE_ID_LEN);
+		id[QUEUE_ID_LEN] = '\0';
+		rc = msg_load(q, txn, id, &env, NULL);
+		if (rc == 0) {
+			*arrival_r = env->arrival;
+			queue_envelope_free(&env);
+		}
+	} else if (rc == 0)
+		rc = MDB_NOTFOUND;
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	return rc == 0 || rc == MDB_NOTFOUND ? QUEUE_OK : QUEUE_EIO;
 }
 
 /* ---- body reader ---- */

@@ -17,9 +17,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from odtest import (Conn, Fixture, check, free_port, json_ids, make_cert,
-    run_tests)
-from pullsink import (Sink, add_user, odmr_login, reverse_serve, submit,
-    sample_message, wait_queue)
+    prog, run_tests)
+from pullsink import (Sink, add_user, odmr_login, reverse_serve, run_prog,
+    submit, sample_message, wait_queue)
 
 TIMEOUT = 2		# delivery_timeout and smtp_timeout in these tests
 BOUND = 3 * TIMEOUT + 3	# a trickler must be gone by then
@@ -226,11 +226,20 @@ def test_atrn_customer_trickles():
 		    "(delivery_timeout %d s)" % (TRICKLE, "over %d" % (BOUND + 6)
 		    if t is None else round(t, 1), TIMEOUT))
 		check(queued(d, qid), "message gone after an aborted pull")
-		# The lease is free again: a proper pull gets the message.
-		c, code, text = odmr_login(d.odmr_port)
-		check(code == 235, "AUTH again: %s %s" % (code, text))
-		c.expect(250, "ATRN example.org", what="second ATRN (lease "
-		    "released?)")
+		# The lease is freed once the deferral is recorded (the queue
+		# writer): then a proper pull gets the message (within
+		# atrn_rate, 10 a minute).
+		for i in range(8):
+			c, code, text = odmr_login(d.odmr_port)
+			check(code == 235, "AUTH again: %s %s" % (code, text))
+			code, text = c.cmd("ATRN example.org")
+			if code != 451:
+				break
+			c.cmd("QUIT")
+			c.close()
+			time.sleep(0.5)
+		check(code == 250, "second ATRN (lease released?): %s %s"
+		    % (code, text))
 		reverse_serve(c, sink)
 		c.close()
 		check(sink.delivered_rcpts() == ["u@example.org"],
@@ -412,6 +421,279 @@ def test_tls_250_with_close_notify():
 		os.rmdir(tmp)
 
 
+# --- odpull against scripted providers (items 7 and 8) -----------------------
+
+def odpull_run(port, sink_port, *extra, timeout=TIMEOUT, bound=40):
+	return run_prog([prog("odpull"), "--server", "127.0.0.1:%d" % port,
+	    "--user", "demo", "--deliver", "127.0.0.1:%d" % sink_port,
+	    "--timeout", str(timeout), "-v"] + list(extra),
+	    env={"ODPULL_PASSWORD": "demo"}, timeout=bound)
+
+
+class Io:
+	"""Line I/O on a provider's socket (plain, or TLS after STARTTLS)."""
+
+	def __init__(self, c):
+		self.c = c
+		self.f = c.makefile("rb")
+		self.log = []
+
+	def send(self, data):
+		if isinstance(data, str):
+			data = data.encode()
+		self.c.sendall(data)
+
+	def line(self):
+		raw = self.f.readline(70000)
+		if not raw:
+			raise OSError("odpull closed")
+		self.log.append(raw[:200])
+		return raw.rstrip(b"\r\n").decode(errors="replace")
+
+	def reply(self):
+		"""odpull's reply (all lines); the code as an int."""
+		while True:
+			l = self.line()
+			if len(l) < 4 or l[3] != "-":
+				return int(l[:3]), l
+
+	def cmd(self, line):
+		self.send(line + "\r\n")
+		return self.reply()
+
+	def starttls(self, ctx):
+		self.c = ctx.wrap_socket(self.c, server_side=True)
+		self.f = self.c.makefile("rb")
+
+
+def provider_login(io, mechs="CRAM-MD5", tls_ctx=None, rec=None):
+	"""The provider's side up to the ATRN command; returns the verb line
+	of ATRN (or None when odpull went away)."""
+	io.send("220 provider.test ESMTP\r\n")
+	tls = False
+	while True:
+		l = io.line()
+		v = l.split(" ", 1)[0].upper()
+		if rec is not None:
+			rec.append(l)
+		if v == "EHLO":
+			ext = ["provider.test", "AUTH " + mechs, "ATRN"]
+			if tls_ctx is not None and not tls:
+				ext.append("STARTTLS")
+			io.send("".join("250-%s\r\n" % e for e in ext[:-1]) +
+			    "250 %s\r\n" % ext[-1])
+		elif v == "STARTTLS":
+			io.send("220 go ahead\r\n")
+			io.starttls(tls_ctx)
+			tls = True
+		elif v == "AUTH":
+			if l.upper().startswith("AUTH CRAM-MD5"):
+				io.send("334 PDEyMzQ1QHByb3ZpZGVyLnRlc3Q+\r\n")
+				io.line()
+			io.send("235 2.7.0 ok\r\n")
+		elif v == "ATRN":
+			return l
+		elif v == "QUIT":
+			io.send("221 bye\r\n")
+			return None
+		else:
+			io.send("502 no\r\n")
+
+
+def provider(script, **kw):
+	"""A Server whose connections log in and then run script(io, srv)
+	after answering ATRN with 250 and reading odpull's 220."""
+	def handler(c, srv):
+		io = Io(c)
+		srv.io = io
+		if provider_login(io, rec=srv.rec, **kw) is None:
+			return
+		io.send("250 2.0.0 OK now reversing the connection\r\n")
+		code, _ = io.reply()
+		srv.rec.append("greeting %d" % code)
+		script(io, srv)
+	srv = Server(handler)
+	srv.rec = []
+	srv.results = []
+	return srv
+
+
+def send_message(io, srv, rcpts, body, ehlo=True):
+	if ehlo:
+		io.cmd("EHLO provider.test")
+	srv.results.append(io.cmd("MAIL FROM:<s@client.test>"))
+	for r in rcpts:
+		srv.results.append(io.cmd("RCPT TO:<%s>" % r))
+	code, text = io.cmd("DATA")
+	srv.results.append((code, text))
+	if code != 354:
+		return
+	io.send(body + b".\r\n")
+	srv.results.append(io.reply())
+
+
+BODY = b"From: s@client.test\r\nSubject: x\r\n\r\nhello\r\n"
+
+
+def test_odpull_refuses_rcpt_outside_domains():
+	def script(io, srv):
+		send_message(io, srv, ["a@example.org", "x@other.example",
+		    "b@sub.example.org", "v%evil.test@example.org",
+		    "w@notexample.org"], BODY)
+		io.cmd("QUIT")
+
+	with provider(script) as srv, Sink() as sink:
+		r = odpull_run(srv.port, sink.port, "--tls", "none", "--domain",
+		    "example.org")
+		got = sink.delivered_rcpts()
+		check(got == ["a@example.org", "b@sub.example.org"], "local MTA "
+		    "got %r\nodpull:\n%s" % (got, r.out[-2000:]))
+		codes = [c for c, _ in srv.results[1:6]]
+		check(codes == [250, 550, 250, 550, 550], "RCPT replies %r"
+		    % srv.results[1:6])
+		check(all("5.7.1" in t for c, t in srv.results[1:6] if c == 550),
+		    "550 without 5.7.1: %r" % srv.results[1:6])
+		check(r.returncode == 0, "odpull exit %d:\n%s" % (r.returncode,
+		    r.out[-2000:]))
+
+
+def test_odpull_refuses_bare_cr_lf():
+	def script(io, srv):
+		io.cmd("EHLO provider.test")
+		send_message(io, srv, ["a@example.org"], BODY +
+		    b"smuggled\nMAIL FROM:<x@y>\r\n", ehlo=False)
+		send_message(io, srv, ["b@example.org"], BODY +
+		    b"bare\rCR\r\n", ehlo=False)
+		send_message(io, srv, ["c@example.org"], BODY, ehlo=False)
+		io.cmd("QUIT")
+
+	with provider(script) as srv, Sink() as sink:
+		r = odpull_run(srv.port, sink.port, "--tls", "none", "--domain",
+		    "example.org")
+		ends = [srv.results[i] for i in (3, 7, 11)]
+		check([c for c, _ in ends] == [554, 554, 250], "end-of-data "
+		    "replies %r\nodpull:\n%s" % (ends, r.out[-2000:]))
+		check("5.6.0" in ends[0][1], "no 5.6.0: %r" % (ends[0],))
+		got = sink.delivered_rcpts()
+		check(got == ["c@example.org"], "local MTA got %r" % got)
+		for t, _ in sink.delivered():
+			check(b"\n" not in t.data.replace(b"\r\n", b"") and b"\r"
+			    not in t.data.replace(b"\r\n", b""), "bare CR/LF "
+			    "passed on: %r" % t.data)
+		check(all(t.data is None or b"smuggled" not in t.data
+		    for t in sink.txns if t.complete), "the smuggled text reached "
+		    "the local MTA: %r" % sink.txns)
+
+
+def tls_ctx(cert, key):
+	ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+	ctx.load_cert_chain(cert, key)
+	return ctx
+
+
+def test_odpull_no_plain_over_unverified_tls():
+	tmp = tempfile.mkdtemp(prefix="odrelay-hostile-cert-")
+	try:
+		cert, key = make_cert(tmp)
+		ctx = tls_ctx(cert, key)
+		with provider(lambda io, srv: None, mechs="PLAIN LOGIN",
+		    tls_ctx=ctx) as srv, Sink() as sink:
+			r = odpull_run(srv.port, sink.port, "--tls", "opportunistic")
+			auth = [l for l in srv.rec if l.upper().startswith("AUTH")]
+			check(not auth, "odpull sent %r over unverified TLS" % auth)
+			check(r.returncode != 0, "odpull exit 0 without logging in")
+			check("PLAIN" in r.out and "--tls required" in r.out,
+			    "no clear error:\n" + r.out[-1500:])
+		# With CRAM-MD5 offered too, that is used.
+		def script(io, srv):
+			io.cmd("QUIT")
+		with provider(script, mechs="PLAIN LOGIN CRAM-MD5",
+		    tls_ctx=ctx) as srv, Sink() as sink:
+			r = odpull_run(srv.port, sink.port, "--tls", "opportunistic")
+			auth = [l for l in srv.rec if l.upper().startswith("AUTH")]
+			check(auth == ["AUTH CRAM-MD5"], "AUTH over unverified TLS: "
+			    "%r\n%s" % (auth, r.out[-1500:]))
+			check(r.returncode == 0, "odpull exit %d:\n%s"
+			    % (r.returncode, r.out[-1500:]))
+	finally:
+		for f in os.listdir(tmp):
+			os.unlink(os.path.join(tmp, f))
+		os.rmdir(tmp)
+
+
+def test_odpull_close_without_quit():
+	def script(io, srv):
+		send_message(io, srv, ["a@example.org"], BODY)
+		io.c.shutdown(socket.SHUT_RDWR)
+		time.sleep(0.5)
+
+	with provider(script) as srv, Sink() as sink:
+		r = odpull_run(srv.port, sink.port, "--tls", "none")
+		check(sink.delivered_rcpts() == ["a@example.org"], "local MTA "
+		    "got %r" % sink.delivered_rcpts())
+		check(r.returncode == 1, "provider closed without QUIT: odpull "
+		    "exit %d (want 1)\n%s" % (r.returncode, r.out[-1500:]))
+		check("without QUIT" in r.out and "timed out" not in r.out,
+		    "no word about it:\n" + r.out[-800:])
+
+
+def test_odpull_trickling_provider():
+	def script(io, srv):
+		io.cmd("EHLO provider.test")
+		t = trickle(io.c, b"MAIL FROM:<slow@client.test>")
+		srv.rec.append("cut %s" % t)
+
+	with provider(script) as srv, Sink() as sink:
+		t0 = time.time()
+		r = odpull_run(srv.port, sink.port, "--tls", "none")
+		took = time.time() - t0
+		print("  provider trickling a command: odpull ended after %.1f s"
+		    % took)
+		check(r.returncode == 1, "odpull exit %d:\n%s" % (r.returncode,
+		    r.out[-1500:]))
+		check(took <= BOUND, "a provider trickling a command (1 byte / "
+		    "%.1f s) kept odpull for %.1f s (--timeout %d)" % (TRICKLE,
+		    took, TIMEOUT))
+		check("timed out" in r.out, "no timeout reported:\n" + r.out[-800:])
+
+
+def test_odpull_endless_reply_and_max_time():
+	# A greeting of 5,000 lines: refused after 100.
+	def greet(c, srv):
+		c.sendall(b"220-provider.test\r\n" * 5000 + b"220 ok\r\n")
+		c.settimeout(5)
+		try:
+			srv.rec.append(c.recv(100))
+		except OSError:
+			pass
+
+	srv = Server(greet)
+	srv.rec = []
+	with srv, Sink() as sink:
+		r = odpull_run(srv.port, sink.port, "--tls", "none")
+		check(r.returncode == 1 and "100 lines" in r.out, "endless "
+		    "greeting: exit %d\n%s" % (r.returncode, r.out[-800:]))
+		check(not any(x.upper().startswith(b"EHLO") for x in srv.rec),
+		    "odpull went on after a 5,000-line reply: %r" % srv.rec)
+
+	# Commands answered in time, but the session never ends: --max-time.
+	def script(io, srv):
+		io.cmd("EHLO provider.test")
+		end = time.time() + BOUND + 6
+		while time.time() < end:
+			io.cmd("NOOP")
+			time.sleep(0.3)
+
+	with provider(script) as srv, Sink() as sink:
+		t0 = time.time()
+		r = odpull_run(srv.port, sink.port, "--tls", "none",
+		    "--max-time", "3", timeout=5)
+		took = time.time() - t0
+		check(r.returncode == 1 and "time limit" in r.out, "--max-time 3: "
+		    "exit %d\n%s" % (r.returncode, r.out[-800:]))
+		check(took <= BOUND, "--max-time 3 ended after %.1f s" % took)
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_smtpc_trickled_greeting,
@@ -420,4 +702,10 @@ if __name__ == "__main__":
 		test_odmr_port_trickled_command,
 		test_smtp_port_trickled_data,
 		test_tls_250_with_close_notify,
+		test_odpull_refuses_rcpt_outside_domains,
+		test_odpull_refuses_bare_cr_lf,
+		test_odpull_no_plain_over_unverified_tls,
+		test_odpull_close_without_quit,
+		test_odpull_trickling_provider,
+		test_odpull_endless_reply_and_max_time,
 	], "hostile_b")
