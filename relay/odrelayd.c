@@ -27,6 +27,7 @@
 #include "odmr.h"
 #include "passwd.h"
 #include "precheck.h"
+#include "qadmin.h"
 #include "queue.h"
 #include "rcache.h"
 #include "recip.h"
@@ -57,6 +58,7 @@ struct daemon {
 	struct control *control;
 	struct rcache *rcache;
 	struct recip *recip;
+	struct qadmin *qadmin;
 	SSL_CTX *server_tls;
 	SSL_CTX *client_tls;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
@@ -175,6 +177,7 @@ static void on_arrival(void *arg, const char *domain)
 
 static void apply_quotas(struct daemon *d)
 {
+	queue_set_min_free(d->q, d->cfg->queue_min_free);
 	for (size_t i = 0; i < d->cfg->ndomains; i++)
 		queue_set_quota(d->q, d->cfg->domains[i].name,
 		    d->cfg->domains[i].max_queue_size);
@@ -377,6 +380,8 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 		    sizeof(line)));
 	} else if (strcmp(cmd, "waiting") == 0) {
 		control_waiting(d, req);
+	} else if (qadmin_control(d->qadmin, cmd, cmdarg, req)) {
+		/* compact, compact-status: answered */
 	} else {
 		control_req_reply(req, "500 unknown command");
 	}
@@ -468,6 +473,7 @@ static void gauges(void *arg, struct evbuffer *out)
 	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
 	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
 	    sched_active(d->sched));
+	qadmin_gauges(d->qadmin, out);
 }
 
 /*
@@ -600,6 +606,7 @@ int main(int argc, char **argv)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
+	d.qadmin = qadmin_new(d.q);
 	d.dns = dns_new(d.base, (const char *const *)d.cfg->dns_servers.v,
 	    d.cfg->dns_servers.n, 5000, err, sizeof(err));
 	if (d.dns == NULL)
@@ -658,6 +665,7 @@ int main(int argc, char **argv)
 	dns_free(&d.dns);
 	control_free(&d.control);
 	queue_close(&d.q);
+	qadmin_free(&d.qadmin);
 	if (d.ev_drain != NULL)
 		event_free(d.ev_drain);
 	event_free(d.ev_term);
