@@ -435,6 +435,13 @@ static int config_set_odmr_listen(struct config_ctx *ctx, void *field,
 	    "numeric IP[:PORT] or [IPv6][:PORT]");
 }
 
+static int config_set_proxy_interfaces(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	return config_set_addrlist(ctx, field, key, value, 25,
+	    "numeric IP[:PORT] or [IPv6][:PORT]");
+}
+
 static int config_set_dns_servers(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -988,6 +995,7 @@ static const struct config_key config_keys[] = {
 	{ "retry_min", CONFIG_GLOBAL, config_set_duration, G(retry_min) },
 	{ "retry_max", CONFIG_GLOBAL, config_set_duration, G(retry_max) },
 	{ "dns_servers", CONFIG_GLOBAL, config_set_dns_servers, G(dns_servers) },
+	{ "proxy_interfaces", CONFIG_GLOBAL, config_set_proxy_interfaces, G(proxy_interfaces) },
 	{ "delivery_port", CONFIG_GLOBAL, config_set_port, G(delivery_port) },
 	{ "run_as_user", CONFIG_GLOBAL, config_set_str, G(run_as_user) },
 	{ "log_level", CONFIG_GLOBAL, config_set_log_level, G(log_level) },
@@ -999,6 +1007,8 @@ static const struct config_key config_keys[] = {
 	{ "atrn_rate", CONFIG_GLOBAL, config_set_uint, G(atrn_rate) },
 	{ "max_deliveries", CONFIG_GLOBAL, config_set_uint, G(max_deliveries) },
 	{ "max_deliveries_per_dest", CONFIG_GLOBAL, config_set_uint, G(max_deliveries_per_dest) },
+	{ "delivery_timeout", CONFIG_GLOBAL, config_set_duration, G(delivery_timeout) },
+	{ "delivery_session_limit", CONFIG_GLOBAL, config_set_duration0, G(delivery_session_limit) },
 	{ "odmr_wait_timeout", CONFIG_GLOBAL, config_set_duration, G(odmr_wait_timeout) },
 	{ "max_waiting", CONFIG_GLOBAL, config_set_uint, G(max_waiting) },
 	{ "notify_url", CONFIG_BOTH, config_set_notify_url, GD(notify_url) },
@@ -1129,6 +1139,8 @@ static struct config *config_new(void)
 	cfg->atrn_rate = 10;
 	cfg->max_deliveries = 20;
 	cfg->max_deliveries_per_dest = 4;
+	cfg->delivery_timeout = 300;
+	cfg->delivery_session_limit = 3600;
 	cfg->odmr_wait_timeout = 25 * 60;
 	cfg->max_waiting = 10000;
 	cfg->notify_interval = 60;
@@ -1224,6 +1236,7 @@ void config_free(struct config **cfgp)
 	free(cfg->tls_key_file);
 	free(cfg->passwd_file);
 	strlist_free(&cfg->dns_servers);
+	strlist_free(&cfg->proxy_interfaces);
 	strlist_free(&cfg->dnsbl);
 	strlist_free(&cfg->dnsbl_allow);
 	strlist_free(&cfg->milters);

@@ -82,6 +82,8 @@ struct config {
 	long retry_min;
 	long retry_max;
 	struct strlist dns_servers;	/* empty: /etc/resolv.conf */
+	struct strlist proxy_interfaces;	/* "addr:port": NAT/proxy addresses of
+					 * this relay, never delivered to */
 	int delivery_port;
 	char *run_as_user;
 	int run_as_user_set;	/* named in the file (else the default) */
@@ -97,6 +99,8 @@ struct config {
 	unsigned atrn_rate;		/* ATRN per user per minute [10] */
 	unsigned max_deliveries;	/* outbound connections in total [20] */
 	unsigned max_deliveries_per_dest; /* per destination [4] */
+	long delivery_timeout;		/* delivery: reply deadline, seconds [300] */
+	long delivery_session_limit;	/* delivery: no new message after [1h], 0 = off */
 	/* Knowing the recipients: defaults for every domain section. */
 	int verify_unknown;		/* 1: tempfail (450 4.1.1), 0: accept */
 	long verify_timeout;		/* [10s] */

@@ -5,7 +5,8 @@ set -e
 PKGS="build-essential autoconf automake libtool pkg-config
   libevent-dev libssl-dev liblmdb-dev libc-ares-dev check
   openssl lmdb-utils python3 swaks fetchmail dnsmasq-base mandoc man-db
-  clang libclang-rt-14-dev valgrind"
+  clang libclang-rt-14-dev valgrind
+  libmilter-dev rspamd opendkim opendkim-tools"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -14,5 +15,15 @@ done
 if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
 echo "installing:$missing"
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+# Filters (rspamd, opendkim) are started by the tests, never as services:
+# keep their postinst from starting one (no init system in CI containers).
+norc=""
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+	printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+	$SUDO chmod 755 /usr/sbin/policy-rc.d
+	norc=1
+fi
 # shellcheck disable=SC2086
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+[ -n "$norc" ] && $SUDO rm -f /usr/sbin/policy-rc.d
+exit 0

@@ -571,8 +571,9 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	s->woken = 0;
 	if ((ndomains = odmr_domains(s, "ATRN", arg, domains)) == 0)
 		return;
-	/* An ATRN right after an XWAIT woken by an arrival is paid for by
-	 * that mail: push delivery is not a poll to rate-limit. */
+	/* An ATRN right after an XWAIT woken by an arrival (or answered at
+	 * once for new mail) is paid for by that mail: push delivery is not a
+	 * poll to rate-limit. */
 	if (!woken && !odmr_rate_ok(s->o, s->user)) {
 		log_info("atrn: client=[%s], user=%s, result=rate-limited", s->ip, s->user);
 		metrics_inc(METRIC_ATRN, "rate-limited");
@@ -689,27 +690,51 @@ static void odmr_wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 struct odmr_held {
 	struct queue *q;
-	int found;
+	const char *domain;
+	int found;		/* mail ATRN could take now */
+	int fresh;		/* ... of which some never tried (new mail) */
+	unsigned scanned;
 };
+
+#define ODMR_HELD_SCAN	100	/* envelopes read to tell new mail */
 
 static int odmr_held_cb(void *arg, const char *id)
 {
 	struct odmr_held *h = arg;
+	struct queue_envelope *env = NULL;
 
 	/* Mail another delivery holds now is no reason to wake. */
-	if (!queue_is_leased(h->q, id))
-		h->found = 1;
-	return h->found;
+	if (queue_is_leased(h->q, id))
+		return 0;
+	h->found = 1;
+	if (h->scanned++ >= ODMR_HELD_SCAN)
+		return 1;
+	if (queue_get(h->q, id, &env) == 1) {
+		for (size_t i = 0; i < env->nrcpts && !h->fresh; i++)
+			if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
+			    env->rcpts[i].attempts == 0 &&
+			    strcasecmp(env->rcpts[i].domain, h->domain) == 0)
+				h->fresh = 1;
+		queue_envelope_free(&env);
+	}
+	return h->fresh;
 }
 
-/* 1 if mail that ATRN could take now waits for one of domains. */
+/*
+ * Whether mail that ATRN could take now waits for one of domains: 0 none,
+ * 1 only mail tried before (deferred), 2 new mail. New mail makes the next
+ * ATRN exempt from atrn_rate like a wake-up: it is paid for by arriving
+ * mail, not a poll; retrying deferred mail stays rate-limited.
+ */
 static int odmr_has_mail(struct odmr_session *s, char **domains, size_t n)
 {
-	struct odmr_held h = { s->o->q, 0 };
+	struct odmr_held h = { s->o->q, NULL, 0, 0, 0 };
 
-	for (size_t i = 0; i < n && !h.found; i++)
+	for (size_t i = 0; i < n && !h.fresh; i++) {
+		h.domain = domains[i];
 		(void)queue_foreach_domain(s->o->q, domains[i], odmr_held_cb, &h);
-	return h.found;
+	}
+	return h.fresh ? 2 : h.found;
 }
 
 static void odmr_keepalive(struct odmr_session *s)
@@ -735,6 +760,7 @@ static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
 {
 	char *domains[ODMR_MAX_DOMAINS];
 	size_t ndomains;
+	int held;
 	struct timeval tv = { s->cfg->odmr_wait_timeout, 0 };
 
 	if (s->state != ODMR_AUTHED) {
@@ -744,7 +770,8 @@ static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
 	s->woken = 0;
 	if ((ndomains = odmr_domains(s, "XWAIT", arg, domains)) == 0)
 		return;
-	if (odmr_has_mail(s, domains, ndomains)) {
+	if ((held = odmr_has_mail(s, domains, ndomains)) > 0) {
+		s->woken = held == 2;
 		metrics_inc(METRIC_XWAIT, "immediate");
 		log_debug("xwait: client=[%s], user=%s, result=mail-waiting",
 		    s->ip, s->user);

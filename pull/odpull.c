@@ -45,6 +45,9 @@
 #include "xmalloc.h"
 
 #define LINE_MAX_IN	4096		/* a reply or command line */
+#define REPLY_MAX_LINES	100		/* lines in one reply */
+#define REPLY_MAX_BYTES	(64 * 1024)	/* octets in one reply */
+#define DATA_BLOCK	(64 * 1024)	/* message text due per --timeout */
 
 enum tls_mode { TLS_REQUIRED, TLS_OPPORTUNISTIC, TLS_NONE };
 
@@ -64,6 +67,7 @@ struct opts {
 	int tls_set;
 	char *ca_file;
 	int timeout;
+	int max_time;		/* --max-time: seconds per pull, 0 = none */
 	int etrn;
 	int verbose;
 	char *hostname;
@@ -79,6 +83,11 @@ struct conn {
 	int verbose;
 	int dead;
 	int interruptible;	/* SIGTERM may end a wait on this connection */
+	/* Deadlines (monotonic ms, 0 = none): the reply, command line or
+	 * text block being read, and the whole pull; a peer trickling one
+	 * byte every few seconds cannot stretch either. */
+	long long until;
+	long long pull_end;
 };
 
 /* --watch: set by the SIGTERM handler (which runs only inside ppoll). */
@@ -95,7 +104,7 @@ static void print_usage(FILE *out)
 	    "(--password-file FILE | env ODPULL_PASSWORD)\n"
 	    "              [--domain D]... [--deliver HOST[:PORT]] [--lmtp]\n"
 	    "              [--tls required|opportunistic|none] [--ca-file FILE] "
-	    "[--timeout SECONDS] [-c FILE] [-v]\n"
+	    "[--timeout SECONDS] [--max-time SECONDS] [-c FILE] [-v]\n"
 	    "              [--watch [--interval SECONDS]]  (--server may be repeated)\n"
 	    "       odpull --etrn --server HOST[:PORT] --domain D...\n"
 	    "       odpull --help | --version\n"
@@ -130,11 +139,46 @@ static void msg(const char *fmt, ...)
 
 /* ---- connection layer ---- */
 
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* What is read next must arrive whole within --timeout. */
+static void conn_deadline(struct conn *c)
+{
+	c->until = now_ms() + (long long)c->timeout * 1000;
+}
+
 static int conn_wait(struct conn *c, short events)
 {
 	struct pollfd p = { c->fd, events, 0 };
 	struct timespec ts = { c->timeout, 0 };
+	long long end = 0, left;
 	int rc;
+
+	if (c->until > 0)
+		end = c->until;
+	if (c->pull_end > 0 && (end == 0 || c->pull_end < end))
+		end = c->pull_end;
+	if (end > 0) {
+		left = end - now_ms();
+		if (left <= 0) {
+			if (end == c->pull_end)
+				msg("%s: pull time limit (--max-time) reached",
+				    c->name);
+			else
+				msg("%s: timed out after %d s", c->name, c->timeout);
+			return -1;
+		}
+		if (left < (long long)c->timeout * 1000) {
+			ts.tv_sec = (time_t)(left / 1000);
+			ts.tv_nsec = (long)(left % 1000) * 1000000;
+		}
+	}
 
 	for (;;) {
 		rc = ppoll(&p, 1, &ts, c->interruptible ? &sig_open : NULL);
@@ -146,7 +190,10 @@ static int conn_wait(struct conn *c, short events)
 		}
 	}
 	if (rc == 0) {
-		msg("%s: timed out after %d s", c->name, c->timeout);
+		if (c->pull_end > 0 && now_ms() >= c->pull_end)
+			msg("%s: pull time limit (--max-time) reached", c->name);
+		else
+			msg("%s: timed out after %d s", c->name, c->timeout);
 		return -1;
 	}
 	return rc < 0 ? -1 : 0;
@@ -177,6 +224,10 @@ static int conn_connect(struct conn *c, const char *hostport, int defport)
 		if (c->fd < 0)
 			continue;
 		fcntl(c->fd, F_SETFL, O_NONBLOCK);
+		/* Replies go out a line per write: without this, Nagle and the
+		 * peer's delayed ACK add ~40 ms to each multi-line reply. */
+		(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 },
+		    sizeof(int));
 		if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
 		    (errno == EINPROGRESS && conn_wait(c, POLLOUT) == 0 &&
 		    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 &&
@@ -350,27 +401,45 @@ static ssize_t conn_read_line(struct conn *c, char *out, size_t max, int *crlf_r
 	}
 }
 
-/* Read a whole reply. Returns the code, or -1. */
+/*
+ * Read a whole reply: within --timeout, at most REPLY_MAX_LINES lines and
+ * REPLY_MAX_BYTES octets (a peer must not keep us reading an endless
+ * reply). Returns the code, or -1.
+ */
 static int conn_reply(struct conn *c, struct smtp_reply *r)
 {
 	char line[LINE_MAX_IN];
+	size_t total = 0;
 	ssize_t n;
 	int rc;
 
 	smtp_reply_init(r);
+	conn_deadline(c);
 	do {
 		n = conn_read_line(c, line, sizeof(line), NULL);
-		if (n < 0)
+		if (n < 0) {
+			c->until = 0;
 			return -1;
+		}
 		if (c->verbose)
 			fprintf(stderr, "%s >>> %s\n", c->name, line);
+		total += (size_t)n + 2;
+		if (r->nlines >= REPLY_MAX_LINES || total > REPLY_MAX_BYTES) {
+			msg("%s: reply of more than %d lines or %d octets",
+			    c->name, REPLY_MAX_LINES, REPLY_MAX_BYTES);
+			c->dead = 1;
+			c->until = 0;
+			return -1;
+		}
 		rc = smtp_reply_feed(r, line, (size_t)n);
 		if (rc < 0) {
 			msg("%s: malformed reply: %.100s", c->name, line);
 			c->dead = 1;
+			c->until = 0;
 			return -1;
 		}
 	} while (rc == 0);
+	c->until = 0;
 	return r->code;
 }
 
@@ -500,11 +569,17 @@ static int authenticate(struct conn *p, const struct smtp_reply *caps, int tls_o
 		msg("provider: does not offer AUTH");
 		return -1;
 	}
-	/* SCRAM-SHA-256, then CRAM-MD5; PLAIN and LOGIN only inside TLS. */
+	/*
+	 * SCRAM-SHA-256, then CRAM-MD5; PLAIN and LOGIN reveal the password,
+	 * so only inside TLS whose certificate was verified (--tls required):
+	 * unverified TLS may be a man in the middle.
+	 */
+	tls_on = tls_on && opt.tls == TLS_REQUIRED;
 	mech = sasl_client_choose(mechs, tls_on);
 	if (mech == NULL) {
 		msg("provider: no usable SASL mechanism in \"%s\"%s", mechs,
-		    tls_on ? "" : " without TLS");
+		    tls_on ? "" : ": PLAIN and LOGIN would reveal the password "
+		    "and are used only over verified TLS (--tls required)");
 		return -1;
 	}
 	sc = sasl_client_new(mech, opt.user, opt.password);
@@ -619,14 +694,24 @@ static int local_open(struct conn *l, struct smtp_reply *caps)
 /*
  * Copy the message text from provider to local up to the final dot, as a
  * byte stream: it is already dot-stuffed and goes through unchanged, so a
- * line of any length passes (spec: long lines are kept). Only the line
- * starts are tracked, to see CRLF "." CRLF.
+ * line of any length passes (spec: long lines are kept). Line endings are
+ * strict, as on odrelayd's own listener (RFC 5321 2.3.8, SMTP smuggling):
+ * a bare CR, a bare LF or a NUL is never passed on. From that octet on
+ * nothing more is forwarded and the local connection is dropped without
+ * an end of data, so the local MTA keeps nothing; the rest is read up to
+ * CRLF "." CRLF (a bare LF never starts a line). Each DATA_BLOCK octets
+ * must arrive within --timeout.
+ * Returns 0 (local has it all but the reply), 1 (refused: bad line
+ * ending, local closed) or -1 (provider gone).
  */
 static int relay_data(struct conn *p, struct conn *l, unsigned long long *bytes_r)
 {
-	enum { AT_BOL, AT_DOT, AT_DOTCR, IN_LINE } st = AT_BOL;
+	enum { BOL, DOT, DOTCR, MID, CR } st = BOL;
+	size_t block = 0;
+	int bad = 0;
 
 	*bytes_r = 0;
+	conn_deadline(p);
 	for (;;) {
 		size_t start, i;
 
@@ -635,38 +720,99 @@ static int relay_data(struct conn *p, struct conn *l, unsigned long long *bytes_
 
 			if (r <= 0) {
 				p->dead = 1;
+				p->until = 0;
 				return -1;	/* provider gone: the mail stays there */
 			}
 			p->off = 0;
 			p->len = (size_t)r;
+			if ((block += (size_t)r) >= DATA_BLOCK) {
+				block = 0;
+				conn_deadline(p);
+			}
 		}
 		start = p->off;
 		for (i = p->off; i < p->len; i++) {
 			char c = p->buf[i];
+			int ok = 1;
 
-			if (st == AT_DOTCR && c == '\n') {
+			if (c == '\0')
+				ok = 0;
+			else if (st == DOTCR)
+				ok = c == '\n';
+			else if (st == CR)
+				ok = c == '\n';
+			else if (c == '\n')
+				ok = 0;
+			if (!ok) {
+				/* Pass on what came before, then stop. */
+				if (!bad && !l->dead && i > start)
+					conn_write(l, p->buf + start, i - start);
+				if (!bad)
+					conn_close(l);
+				bad = 1;
+				st = c == '\r' ? CR : MID;
+				continue;
+			}
+			if (st == DOTCR) {
 				/* Forward the final ".\r\n" too. */
-				if (!l->dead)
+				if (!bad && !l->dead)
 					conn_write(l, p->buf + start, i + 1 - start);
 				*bytes_r += i + 1 - start;
 				*bytes_r = *bytes_r >= 3 ? *bytes_r - 3 : 0;
 				p->off = i + 1;
-				return 0;
+				p->until = 0;
+				return bad;
 			}
-			if (c == '\n')
-				st = AT_BOL;
-			else if (st == AT_BOL && c == '.')
-				st = AT_DOT;
-			else if (st == AT_DOT && c == '\r')
-				st = AT_DOTCR;
+			if (st == CR)
+				st = BOL;
+			else if (st == BOL && c == '.')
+				st = DOT;
+			else if (st == DOT && c == '\r')
+				st = DOTCR;
+			else if (c == '\r')
+				st = CR;
 			else
-				st = IN_LINE;
+				st = MID;
 		}
-		if (!l->dead)
+		if (!bad && !l->dead)
 			conn_write(l, p->buf + start, p->len - start);
 		*bytes_r += p->len - start;
 		p->off = p->len;
 	}
+}
+
+/*
+ * A recipient the provider may send us: in a domain this pull asked for,
+ * or one of its subdomains (a provider's domain may include them). No
+ * --domain: the account's domains are unknown here, so only the address
+ * tricks are refused.
+ */
+static int rcpt_asked(const char *arg, size_t len)
+{
+	struct smtp_path path;
+	struct smtp_rcpt_params params;
+	size_t dl;
+
+	/* '%', '!' or a quoted '@' in the local part could route the mail
+	 * elsewhere at a local MTA that still honours them. */
+	if (smtp_parse_rcpt(arg, len, 1, &path, &params) != 0 ||
+	    path.no_domain || path.literal || path.local_routing)
+		return 0;
+	if (opt.domains.n == 0)
+		return 1;
+	dl = strlen(path.domain);
+	for (size_t i = 0; i < opt.domains.n; i++) {
+		const char *d = opt.domains.v[i];
+		size_t n = strlen(d);
+
+		if (n > 0 && d[n - 1] == '.')
+			n--;
+		if ((dl == n && strncasecmp(path.domain, d, n) == 0) ||
+		    (dl > n && path.domain[dl - n - 1] == '.' &&
+		    strncasecmp(path.domain + dl - n, d, n) == 0))
+			return 1;
+	}
+	return 0;
 }
 
 static int reversed_session(struct conn *p, struct tally *t)
@@ -676,7 +822,7 @@ static int reversed_session(struct conn *p, struct tally *t)
 	struct smtp_reply caps, r;
 	char line[LINE_MAX_IN], verb[SMTP_VERB_MAX + 1], sizearg[64];
 	unsigned tx_rcpts = 0;
-	int in_tx = 0, status = 0, local_in_data = 0;
+	int in_tx = 0, status = 0, local_in_data = 0, reopen = 0, rc;
 
 	if (local_open(&local, &caps) < 0) {
 		/* The provider keeps the mail (RFC 2645 5.3: refusing greeting). */
@@ -697,13 +843,21 @@ static int reversed_session(struct conn *p, struct tally *t)
 		p->interruptible = opt.watch && !in_tx;
 		if (stop_requested && !in_tx)
 			break;
+		conn_deadline(p);
 		n = conn_read_line(p, line, sizeof(line), NULL);
 		p->interruptible = 0;
+		p->until = 0;
 
 		if (n < 0) {
-			status = in_tx ? -1 : status;
-			if (in_tx)
+			if (in_tx) {
 				msg("provider: connection lost during a transaction");
+				status = -1;
+			} else if (!stop_requested) {
+				/* RFC 5321 4.1.1.10: the session ends with QUIT;
+				 * a provider gone without it may have more. */
+				msg("provider: connection closed without QUIT");
+				status = -1;
+			}
 			break;
 		}
 		if (p->verbose)
@@ -731,11 +885,30 @@ static int reversed_session(struct conn *p, struct tally *t)
 		} else if (strcmp(verb, "MAIL") == 0 || strcmp(verb, "RCPT") == 0) {
 			int is_rcpt = verb[0] == 'R';
 
+			if (is_rcpt && !rcpt_asked(arg, arglen)) {
+				/* Never pass on mail of domains not asked for:
+				 * the local MTA might relay it on. */
+				conn_printf(p, "550 5.7.1 Recipient not accepted by "
+				    "this pull (not in the domains asked for, or a "
+				    "routing address)");
+				t->refused++;
+				continue;
+			}
 			if (is_rcpt && opt.lmtp && tx_rcpts >= 1) {
 				/* One recipient per LMTP transaction: its answer
 				 * after DATA is then that transaction's answer. */
 				conn_printf(p, "452 4.5.3 One recipient per transaction, send the others again");
 				continue;
+			}
+			if (local.dead && reopen && !is_rcpt) {
+				/* Dropped on purpose after a refused message. */
+				reopen = 0;
+				if (local_open(&local, &caps) < 0) {
+					conn_printf(p, "421 4.3.0 %s local mail server "
+					    "unavailable, try later", opt.hostname);
+					status = -1;
+					break;
+				}
 			}
 			if (local.dead) {
 				conn_printf(p, "421 4.3.0 %s local mail server connection lost", opt.hostname);
@@ -775,13 +948,25 @@ static int reversed_session(struct conn *p, struct tally *t)
 			if (r.code != 354)
 				continue;
 			local_in_data = 1;
-			if (relay_data(p, &local, &bytes) < 0) {
+			rc = relay_data(p, &local, &bytes);
+			if (rc < 0) {
 				msg("provider: connection lost during DATA; the message stays at the provider");
 				status = -1;
 				break;
 			}
 			in_tx = 0;
 			local_in_data = 0;
+			if (rc == 1) {
+				/* As odrelayd's listener answers (SMTP smuggling). */
+				conn_printf(p, "554 5.6.0 Message rejected: bare CR, "
+				    "bare LF or NUL in message text");
+				msg("provider: message with a bare CR, bare LF or NUL "
+				    "refused");
+				t->refused += tx_rcpts;
+				tx_rcpts = 0;
+				reopen = 1;
+				continue;
+			}
 			if (local.dead || conn_reply(&local, &r) < 0) {
 				/* Never acknowledge what the local MTA did not. */
 				conn_printf(p, "451 4.3.0 local mail server connection lost");
@@ -892,7 +1077,10 @@ static int atrn_mode(void)
 		conn_printf(&p, "QUIT");
 		goto out;
 	}
+	/* The whole reversed session is bounded too (--max-time). */
+	p.pull_end = opt.max_time ? now_ms() + opt.max_time * 1000LL : 0;
 	rc = reversed_session(&p, &t) < 0 ? 1 : 0;
+	p.pull_end = 0;
 	printf("odpull: %u message%s (%u recipient%s, %llu bytes) delivered to %s%s",
 	    t.messages, t.messages == 1 ? "" : "s", t.rcpts, t.rcpts == 1 ? "" : "s",
 	    t.bytes, opt.deliver, opt.lmtp ? " (LMTP)" : "");
@@ -1032,7 +1220,9 @@ static enum watch_result watch_atrn(struct conn *p, const char *domains,
 		    reply_text(&r, txt, sizeof(txt)));
 		return WATCH_FAIL;
 	}
+	p->pull_end = opt.max_time ? now_ms() + opt.max_time * 1000LL : 0;
 	rc = reversed_session(p, &t);
+	p->pull_end = 0;
 	if (t.messages > 0 || t.deferred > 0 || t.refused > 0)
 		printf("odpull: %s: %u message%s (%llu bytes) delivered to %s%s%s\n",
 		    opt.server, t.messages, t.messages == 1 ? "" : "s", t.bytes,
@@ -1337,6 +1527,15 @@ static int set_option(const char *key, const char *val)
 		if (config_parse_duration(val, &sec) < 0 || sec <= 0 || sec > 86400)
 			return -1;
 		opt.timeout = (int)sec;
+	} else if (strcmp(key, "max-time") == 0 || strcmp(key, "max_time") == 0) {
+		long sec;
+
+		if (strcmp(val, "0") == 0)
+			sec = 0;
+		else if (config_parse_duration(val, &sec) < 0 || sec <= 0 ||
+		    sec > 7 * 86400)
+			return -1;
+		opt.max_time = (int)sec;
 	} else if (strcmp(key, "hostname") == 0) {
 		free(opt.hostname);
 		opt.hostname = xstrdup(val);
@@ -1438,6 +1637,7 @@ int main(int argc, char **argv)
 		{ "tls", required_argument, NULL, 'T' },
 		{ "ca-file", required_argument, NULL, 'C' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "max-time", required_argument, NULL, 'M' },
 		{ "etrn", no_argument, NULL, 'E' },
 		{ "watch", no_argument, NULL, 'W' },
 		{ "interval", required_argument, NULL, 'I' },
@@ -1452,6 +1652,7 @@ int main(int argc, char **argv)
 
 	opt.tls = TLS_REQUIRED;
 	opt.timeout = 300;
+	opt.max_time = 3600;
 	opt.interval = 300;
 	/* A -c file first, so the command line overrides it. */
 	for (int i = 1; i < argc - 1; i++)
@@ -1471,6 +1672,7 @@ int main(int argc, char **argv)
 		case 'T': key = "tls"; break;
 		case 'C': key = "ca-file"; break;
 		case 't': key = "timeout"; break;
+		case 'M': key = "max-time"; break;
 		case 'E': opt.etrn = 1; break;
 		case 'W': opt.watch = 1; break;
 		case 'I': key = "interval"; break;

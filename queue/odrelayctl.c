@@ -78,6 +78,8 @@ static int ctl_usage_to(FILE *out, int status)
 	    "  flush DOMAIN                 deliver a domain's mail now (like ETRN)\n"
 	    "  delete ID | --domain DOMAIN  remove mail without delivery\n"
 	    "  bounce ID                    return a message to its sender now\n"
+	    "  quarantine [--json]          list messages a milter held aside\n"
+	    "  release ID                   deliver a quarantined message\n"
 	    "  stats [--json]               per-domain queue sizes and totals\n"
 	    "  compact                      give unused queue space back to the disk\n"
 	    "  recipients [--json] DOMAIN   what the relay knows of a domain's recipients\n"
@@ -359,10 +361,13 @@ static struct queue *ctl_open_ro(const struct config *cfg)
 
 /* ---- message state ---- */
 
-enum ctl_state { CTL_HELD, CTL_DEFERRED, CTL_DELIVERING, CTL_NSTATES };
+enum ctl_state { CTL_HELD, CTL_DEFERRED, CTL_DELIVERING, CTL_QUARANTINED,
+	CTL_NSTATES };
 static const char *ctl_state_names[CTL_NSTATES] = {
-	"held", "deferred", "delivering"
+	"held", "deferred", "delivering", "quarantined"
 };
+/* "quarantine": list only messages a milter held aside */
+static int ctl_only_quarantined;
 
 static int ctl_rcpt_held(const struct config *cfg, const struct queue_rcpt *r)
 {
@@ -381,6 +386,8 @@ static enum ctl_state ctl_msg_state(struct queue *q, const struct config *cfg,
 {
 	size_t i;
 
+	if (env->flags & QUEUE_F_QUARANTINE)
+		return CTL_QUARANTINED;
 	if (queue_is_leased(q, env->id) == 1)
 		return CTL_DELIVERING;
 	for (i = 0; i < env->nrcpts; i++)
@@ -612,7 +619,8 @@ static int ctl_queue_visit(void *arg, const struct queue_envelope *env)
 	struct ctl_walk *w = arg;
 	enum ctl_state st;
 
-	if (w->domain != NULL && !ctl_msg_has_domain(env, w->domain))
+	if ((w->domain != NULL && !ctl_msg_has_domain(env, w->domain)) ||
+	    (ctl_only_quarantined && !(env->flags & QUEUE_F_QUARANTINE)))
 		return 0;
 	st = ctl_msg_state(w->q, w->cfg, env);
 	if (w->json)
@@ -1020,6 +1028,30 @@ static int ctl_cmd_flush(int argc, char **argv)
 		return CTL_EXIT_USAGE;
 	}
 	line = xasprintf("flush %s", argv[1]);
+	rc = ctl_control(line, 0);
+	free(line);
+	return rc;
+}
+
+/* Messages held aside by a milter: "queue" restricted to them. */
+static int ctl_cmd_quarantine(int argc, char **argv)
+{
+	ctl_only_quarantined = 1;
+	return ctl_cmd_queue(argc, argv);
+}
+
+static int ctl_cmd_release(int argc, char **argv)
+{
+	char *line;
+	int rc;
+
+	if (argc != 2 || argv[1][0] == '-')
+		return ctl_usage();
+	if (!queue_id_valid(argv[1])) {
+		ctl_err("invalid queue id");
+		return CTL_EXIT_USAGE;
+	}
+	line = xasprintf("release %s", argv[1]);
 	rc = ctl_control(line, 0);
 	free(line);
 	return rc;
@@ -1815,6 +1847,8 @@ static const struct {
 	{ "flush", ctl_cmd_flush },
 	{ "delete", ctl_cmd_delete },
 	{ "bounce", ctl_cmd_bounce },
+	{ "quarantine", ctl_cmd_quarantine },
+	{ "release", ctl_cmd_release },
 	{ "stats", ctl_cmd_stats },
 	{ "compact", ctl_cmd_compact },
 	{ "passwd", ctl_cmd_passwd },

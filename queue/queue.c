@@ -60,6 +60,7 @@ enum job_type {
 	JOB_ABORT,	/* remove a put's chunks */
 	JOB_UPDATE,
 	JOB_DELETE,
+	JOB_RELEASE,	/* out of quarantine */
 	JOB_LEASE,
 	JOB_UNLEASE,
 	JOB_BARRIER,	/* writes nothing: completes after every earlier job */
@@ -651,6 +652,9 @@ static int index_env(struct queue *q, MDB_txn *txn,
 	size_t i;
 	int rc;
 
+	/* quarantined: kept, but found only by id (list, release, delete) */
+	if (env->flags & QUEUE_F_QUARANTINE)
+		return 0;
 	for (i = 0; i < env->nrcpts; i++) {
 		const struct queue_rcpt *r = &env->rcpts[i];
 
@@ -1077,6 +1081,32 @@ static int job_delete(struct queue *q, MDB_txn *txn, struct job *j)
 	return rc;
 }
 
+static int job_release(struct queue *q, MDB_txn *txn, struct job *j)
+{
+	struct queue_envelope *env;
+	time_t now = time(NULL);
+	size_t i;
+	int rc;
+
+	rc = msg_load(q, txn, j->id, &env, NULL);
+	if (rc == MDB_NOTFOUND)
+		return QUEUE_ENOTFOUND;
+	if (rc != 0)
+		return rc;
+	if (!(env->flags & QUEUE_F_QUARANTINE)) {
+		queue_envelope_free(&env);
+		return QUEUE_ENOTFOUND;
+	}
+	env->flags &= ~(unsigned)QUEUE_F_QUARANTINE;
+	/* non-held recipients are due now; held ones wait for their turn */
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].next_attempt > 0)
+			env->rcpts[i].next_attempt = now;
+	rc = msg_store(q, txn, env, 1);
+	queue_envelope_free(&env);
+	return rc;
+}
+
 static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 {
 	MDB_val k = { QUEUE_ID_LEN, j->id }, d;
@@ -1101,6 +1131,8 @@ static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 		return job_update(q, txn, j);
 	case JOB_DELETE:
 		return job_delete(q, txn, j);
+	case JOB_RELEASE:
+		return job_release(q, txn, j);
 	case JOB_LEASE:
 		d.mv_data = j->owner;
 		d.mv_size = strlen(j->owner);
@@ -1695,6 +1727,15 @@ void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
     void *arg)
 {
 	struct job *j = job_for_id(JOB_DELETE, id, done, arg);
+
+	if (j != NULL)
+		queue_submit(q, j);
+}
+
+void queue_release(struct queue *q, const char *id, queue_done_fn *done,
+    void *arg)
+{
+	struct job *j = job_for_id(JOB_RELEASE, id, done, arg);
 
 	if (j != NULL)
 		queue_submit(q, j);

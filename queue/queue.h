@@ -49,6 +49,9 @@ struct event_base;
 #define QUEUE_F_8BITMIME	0x1	/* BODY=8BITMIME */
 #define QUEUE_F_SMTPUTF8	0x2	/* SMTPUTF8 */
 #define QUEUE_F_DSN		0x4	/* this message is a bounce we made */
+/* Held aside by a milter (quarantine): stored without index entries, so
+ * no delivery, ETRN, ATRN or expiry finds it; queue_release puts it back. */
+#define QUEUE_F_QUARANTINE	0x8
 
 enum queue_rcpt_state {
 	QUEUE_RCPT_QUEUED = 0,	/* still to deliver */
@@ -199,6 +202,13 @@ void queue_update(struct queue *q, const char *id,
     const struct queue_rcpt_update *updates, size_t nupdates,
     const struct queue_envelope *bounce, const void *bounce_body,
     size_t bounce_len, queue_done_fn *done, void *arg);
+/*
+ * Take a message out of quarantine (odrelayctl release): clear the flag and
+ * index it like a new arrival. QUEUE_ENOTFOUND if it is not there or not
+ * quarantined.
+ */
+void queue_release(struct queue *q, const char *id, queue_done_fn *done,
+    void *arg);
 /* Remove a message whatever its state (odrelayctl delete). */
 void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
     void *arg);

@@ -61,6 +61,14 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "Clients found on a DNS blocklist, by list." },
 	[METRIC_DNSBL_ERRORS] = { "odrelay_dnsbl_errors_total", "error",
 	    "DNS blocklist lookups that failed (client not treated as listed)." },
+	[METRIC_MILTER_ACTIONS] = { "odrelay_milter_actions_total", "milter_action",
+	    "Milter decisions, as milter/action (accept, reject, tempfail, discard)." },
+	[METRIC_MILTER_FAILURES] = { "odrelay_milter_failures_total", "milter",
+	    "Milters unreachable, too slow or speaking garbage (default action applied)." },
+	[METRIC_MILTER_REPLIES] = { "odrelay_milter_replies_total", "milter",
+	    "Milter answers received." },
+	[METRIC_MILTER_LATENCY_MS] = { "odrelay_milter_latency_ms_total", "milter",
+	    "Milliseconds spent waiting for milter answers (divide by replies for the mean)." },
 };
 
 struct metric_cell {

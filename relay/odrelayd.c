@@ -24,6 +24,7 @@
 #include "dnsbl.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "odmr.h"
 #include "passwd.h"
 #include "precheck.h"
@@ -53,6 +54,7 @@ struct daemon {
 	struct sched *sched;
 	struct smtpd *smtpd;
 	struct odmr *odmr;
+	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
 	struct control *control;
@@ -173,6 +175,7 @@ static void on_arrival(void *arg, const char *domain)
 
 	if (d->odmr != NULL)
 		odmr_arrived(d->odmr, domain);
+	notify_arrived(d->notify, domain);
 }
 
 static void apply_quotas(struct daemon *d)
@@ -204,6 +207,7 @@ static void reload(struct daemon *d)
 	if (d->odmr != NULL)
 		odmr_reload(d->odmr, ncfg, ntls);
 	sched_reload(d->sched, ncfg);
+	notify_reload(d->notify, ncfg);
 	recip_reload(d->recip, ncfg);
 	if (d->server_tls != NULL)
 		SSL_CTX_free(d->server_tls);
@@ -267,6 +271,21 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	}
 	log_info("shutdown: signal %d received", (int)sig);
 	begin_shutdown(d);
+}
+
+/* A message out of quarantine: non-held mail goes out at once. */
+struct released {
+	struct daemon *d;
+	char id[QUEUE_ID_LEN + 1];
+};
+
+static void released_cb(void *arg, int result)
+{
+	struct released *rl = arg;
+
+	if (result == QUEUE_OK && rl->d->sched != NULL)
+		sched_message_added(rl->d->sched, rl->id);
+	free(rl);
 }
 
 /* Control socket verbs; flush and bounce go to the scheduler. */
@@ -352,6 +371,25 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 			queue_delete(d->q, cmdarg, NULL, NULL);
 			log_info("%s: removed by odrelayctl", cmdarg);
 			snprintf(reply, sizeof(reply), "250 %s deleted", cmdarg);
+			control_after_writes(d, req, reply);
+		}
+		queue_envelope_free(&env);
+	} else if (strcmp(cmd, "release") == 0) {
+		if (!queue_id_valid(cmdarg)) {
+			control_req_reply(req, "501 bad queue id");
+		} else if (queue_get(d->q, cmdarg, &env) != 1) {
+			control_req_reply(req, "550 %s: no such message", cmdarg);
+		} else if (!(env->flags & QUEUE_F_QUARANTINE)) {
+			control_req_reply(req, "550 %s is not quarantined", cmdarg);
+		} else {
+			struct released *rl = xcalloc(1, sizeof(*rl));
+
+			rl->d = d;
+			util_strlcpy(rl->id, cmdarg, sizeof(rl->id));
+			queue_release(d->q, cmdarg, released_cb, rl);
+			log_info("%s: released from quarantine by odrelayctl",
+			    cmdarg);
+			snprintf(reply, sizeof(reply), "250 %s released", cmdarg);
 			control_after_writes(d, req, reply);
 		}
 		queue_envelope_free(&env);
@@ -632,6 +670,7 @@ int main(int argc, char **argv)
 		become_user(d.cfg, 1);
 	smtpd_set_etrn_handler(d.smtpd, sched_etrn, d.sched);
 	smtpd_set_added_handler(d.smtpd, sched_message_added, d.sched);
+	d.notify = notify_new(d.base, d.cfg, d.q);
 	queue_set_arrival_hook(d.q, on_arrival, &d);
 	d.control = control_new(d.base, d.cfg->control_socket, on_control, &d,
 	    err, sizeof(err));
@@ -655,6 +694,7 @@ int main(int argc, char **argv)
 	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);
+	notify_free(&d.notify);
 	for (size_t i = 0; i < d.nmetrics; i++)
 		metrics_free(&d.metrics[i]);
 	free(d.metrics);

@@ -21,6 +21,7 @@
  * total. Input: ETRN arguments come from the network, already
  * syntax-checked by smtpd; they are only compared with configured names.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -41,6 +42,7 @@
 #include "metrics.h"
 #include "queue.h"
 #include "sched.h"
+#include "selfaddr.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -67,6 +69,7 @@ struct sched_run {
 	int busy, again;	/* re-entry guard: deliver_fail calls back at once */
 	int loops;		/* we are the best MX: nowhere to send it */
 	int routed;		/* destination from the domain's route, not MX */
+	int exact;		/* ETRN without '@': not the section's subdomains */
 	struct sched_run *prev_run, *next_run;
 };
 
@@ -301,6 +304,7 @@ static int sched_run_start_conn(struct sched_run *run)
 	if (run->next_id >= run->nids || s->shutting_down)
 		return 0;
 	d = deliver_new(s->base, s->cfg, s->q, "sched", run->domain);
+	deliver_set_exact(d, run->exact);
 	/* Bounded: ids being delivered elsewhere are skipped, a few at most
 	 * per turn; the tick comes back for the rest. */
 	while (added < SCHED_MAX_BATCH && looked < 4 * SCHED_MAX_BATCH) {
@@ -331,8 +335,8 @@ static int sched_run_start_conn(struct sched_run *run)
 	s->active_conns++;
 	if (run->loops) {
 		c->d = NULL;
-		deliver_fail(d, 451, "4.4.6", "MX list points back to this relay; "
-		    "waiting for a more preferred MX host", sched_conn_done, c);
+		deliver_fail(d, 451, "4.4.6", "MX or route points back to this "
+		    "relay (configuration error); mail kept", sched_conn_done, c);
 		return 1;
 	}
 	if (run->res->status != DNS_OK) {
@@ -417,23 +421,53 @@ static void sched_run_maybe_free(struct sched_run *run)
 static void sched_drop_self(struct sched_run *run, struct dns_result *res)
 {
 	const char *self = run->s->cfg->hostname;
+	struct selfaddr *own = selfaddr_new(run->s->cfg);
+	char ip[INET6_ADDRSTRLEN] = "", host[256] = "";
+	unsigned pref = 0;
+	int found = 0;
+	size_t keep = 0;
 
+	/* By name (hostname) or by address: an MX name that differs from
+	 * hostname may still resolve to our listener (issue 17). */
 	for (size_t i = 0; i < res->ntargets; i++) {
-		if (strcasecmp(res->targets[i].host, self) != 0)
-			continue;
-		{
-			unsigned pref = res->targets[i].pref;
-			size_t keep = 0;
+		const struct dns_target *t = &res->targets[i];
+		int is = strcasecmp(t->host, self) == 0;
+		char tip[INET6_ADDRSTRLEN] = "";
 
-			for (size_t j = 0; j < res->ntargets; j++)
-				if (res->targets[j].pref < pref)
-					res->targets[keep++] = res->targets[j];
-			res->ntargets = keep;
+		for (size_t k = 0; k < t->naddrs; k++) {
+			const struct sockaddr *sa = (const struct sockaddr *)&t->addrs[k];
+
+			if (selfaddr_is_self(own, sa)) {
+				util_sockaddr_ip(sa, tip, sizeof(tip));
+				is = 1;
+				break;
+			}
 		}
-		if (res->ntargets == 0)
-			run->loops = 1;
+		if (is && (!found || t->pref < pref)) {
+			found = 1;
+			pref = t->pref;
+			util_strlcpy(host, t->host, sizeof(host));
+			util_strlcpy(ip, tip, sizeof(ip));
+		}
+	}
+	selfaddr_free(&own);
+	if (!found)
+		return;
+	for (size_t j = 0; j < res->ntargets; j++)
+		if (!run->routed && res->targets[j].pref < pref)
+			res->targets[keep++] = res->targets[j];
+	res->ntargets = keep;
+	if (res->ntargets > 0) {
+		log_info("%s: MX %s is this relay: only more preferred hosts "
+		    "are tried", run->domain, host);
 		return;
 	}
+	run->loops = 1;
+	log_warn("%s: configuration error: %s %s%s%s%s points back to this "
+	    "relay; mail deferred, not delivered (check the domain's MX or "
+	    "route, hostname and proxy_interfaces)", run->domain,
+	    run->routed ? "route" : "MX", host, ip[0] ? " [" : "", ip,
+	    ip[0] ? "]" : "");
 }
 
 static void sched_dns_done(void *arg, struct dns_result *res)
@@ -442,7 +476,7 @@ static void sched_dns_done(void *arg, struct dns_result *res)
 
 	run->dns = NULL;
 	run->res = res;
-	if (res->status == DNS_OK && !run->routed)
+	if (res->status == DNS_OK)
 		sched_drop_self(run, res);
 	if (res->status != DNS_OK)
 		log_info("%s: lookup failed: %s", run->domain, dns_status_str(res->status));
@@ -454,7 +488,7 @@ static void sched_dns_done(void *arg, struct dns_result *res)
  * configured route, else the domain's MX.
  */
 static struct sched_run *sched_start_run(struct sched *s, const char *domain,
-    struct sched_ids *ids, int due_only)
+    struct sched_ids *ids, int due_only, int exact)
 {
 	const struct config_domain *cd = config_domain_by_name(s->cfg, domain);
 	struct sched_run *run;
@@ -465,6 +499,7 @@ static struct sched_run *sched_start_run(struct sched *s, const char *domain,
 	run->ids = ids->v;
 	run->nids = ids->n;
 	run->due_only = due_only;
+	run->exact = exact;	/* before DNS: its answer may come at once */
 	memset(ids, 0, sizeof(*ids));
 	run->next_run = s->runs;
 	if (s->runs != NULL)
@@ -487,11 +522,38 @@ static int sched_etrn_rate_ok(struct sched *s, const char *ip)
 	return util_rate_take(s->etrn, SCHED_ETRN_SLOTS, ip, s->cfg->etrn_rate);
 }
 
+/* Messages with a queued recipient in exactly domain, not a subdomain. */
+static long sched_count_exact(struct sched *s, const char *domain)
+{
+	char ids[SCHED_MAX_BATCH][QUEUE_ID_LEN + 1], after[QUEUE_ID_LEN + 1] = "";
+	long count = 0;
+	int n;
+
+	while ((n = queue_domain_ids(s->q, domain, after, ids,
+	    SCHED_MAX_BATCH)) > 0) {
+		for (int i = 0; i < n; i++) {
+			struct queue_envelope *env = NULL;
+
+			if (queue_get(s->q, ids[i], &env) == 1 &&
+			    deliver_env_has(env, domain, 1))
+				count++;
+			queue_envelope_free(&env);
+		}
+		memcpy(after, ids[n - 1], sizeof(after));
+		if (n < SCHED_MAX_BATCH)
+			break;
+	}
+	return count;
+}
+
 /*
- * Flush one configured domain. Returns the number of messages started, 0
- * for none waiting, -1 when a run is already going (nothing new started).
+ * Flush one configured domain; exact (ETRN without '@', RFC 1985): the
+ * domain itself, not the subdomains its section takes in. Returns the
+ * number of messages started, 0 for none waiting, -1 when a run is
+ * already going (nothing new started).
  */
-static long sched_flush_one(struct sched *s, const struct config_domain *cd)
+static long sched_flush_one(struct sched *s, const struct config_domain *cd,
+    int exact)
 {
 	struct sched_ids ids = { 0 };
 	struct queue_domain_stats st;
@@ -500,12 +562,22 @@ static long sched_flush_one(struct sched *s, const struct config_domain *cd)
 	if ((run = sched_find_run(s, cd->name)) != NULL) {
 		return -1;
 	}
+	exact = exact && cd->subdomains;
+	if (exact) {
+		/* The domain's counter includes its subdomains: count the
+		 * messages for the domain itself (a read of its index). */
+		long n = sched_count_exact(s, cd->name);
+
+		if (n > 0)
+			sched_start_run(s, cd->name, &ids, 0, 1)->stream = 1;
+		return n;
+	}
 	/* O(1): the count from the domain's counter; the ids are read as
 	 * connections take them (sched_run_refill). */
 	if (queue_domain_stats(s->q, cd->name, &st) != QUEUE_OK ||
 	    st.messages == 0)
 		return 0;
-	run = sched_start_run(s, cd->name, &ids, 0);
+	run = sched_start_run(s, cd->name, &ids, 0, 0);
 	run->stream = 1;
 	return st.messages > LONG_MAX ? LONG_MAX : (long)st.messages;
 }
@@ -544,7 +616,9 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 
 		if (cd != NULL && strcmp(cd->name, name) == 0 && cd->etrn) {
 			matched = 1;
-			n = sched_flush_one(s, cd);
+			/* ETRN domain: the domain itself (RFC 1985); #queue:
+			 * the whole section */
+			n = sched_flush_one(s, cd, node[0] != '#');
 			if (n < 0)
 				running = 1;
 			else
@@ -565,7 +639,7 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 		if (!match || !cd->etrn)
 			continue;
 		matched = 1;
-		n = sched_flush_one(s, cd);
+		n = sched_flush_one(s, cd, 0);
 		if (n < 0)
 			running = 1;
 		else
@@ -601,7 +675,7 @@ void sched_flush(struct sched *s, const char *domain, char *reply, size_t replyl
 		snprintf(reply, replylen, "550 %.255s: not a configured domain", domain);
 		return;
 	}
-	n = sched_flush_one(s, cd);
+	n = sched_flush_one(s, cd, 0);
 	if (n < 0)
 		snprintf(reply, replylen, "250 flush of %s already running", cd->name);
 	else if (n == 0)
@@ -880,7 +954,7 @@ static void sched_retry_due(struct sched *s)
 		struct sched_run *run = sched_find_run(s, due.domains[i]);
 
 		if (run == NULL && !s->shutting_down)
-			sched_start_run(s, due.domains[i], &due.ids[i], 1);
+			sched_start_run(s, due.domains[i], &due.ids[i], 1, 0);
 		sched_ids_free(&due.ids[i]);
 		free(due.domains[i]);
 	}

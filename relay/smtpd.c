@@ -34,6 +34,7 @@
 
 #include "config.h"
 #include "dnsbl.h"
+#include "milter.h"
 #include "log.h"
 #include "queue.h"
 #include "smtp_parse.h"
@@ -137,6 +138,10 @@ struct smtpd_session {
 	char auth_reply[128];
 	char user[PASSWD_NAME_MAX + 1];	/* authenticated user, or "" */
 	struct dnsbl_check *dnsbl;	/* started at connect, or NULL */
+	struct milter_sess *milter;	/* NULL: no milters configured */
+	int milter_wait;		/* a RCPT waits for the milters */
+	struct queue_rcpt mrcpt;	/* that RCPT, added if they agree */
+	unsigned port;
 };
 
 struct smtpd_listener {
@@ -173,6 +178,10 @@ static void smtpd_session_free(struct smtpd_session *ss);
 static void smtpd_session_setup_bev(struct smtpd_session *ss);
 static void smtpd_eventcb(struct bufferevent *bev, short what, void *arg);
 static int smtpd_dnsbl_refused(struct smtpd_session *ss, const char *rcpt);
+static void smtpd_rcpt_store(struct smtpd_session *ss,
+    const struct queue_rcpt *nr);
+static void smtpd_milter_rcpt(void *arg, const struct milter_verdict *v);
+static void smtpd_mrcpt_clear(struct smtpd_session *ss);
 
 /*
  * The bufferevent's read timeout restarts on every byte, so a client
@@ -199,7 +208,7 @@ smtpd_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	/* Waiting on us (commit, backpressure, AUTH delay) is not the
 	 * client's fault. */
-	if (ss->state == SMTPD_ST_COMMIT || ss->paused ||
+	if (ss->state == SMTPD_ST_COMMIT || ss->paused || ss->milter_wait ||
 	    ss->state == SMTPD_ST_CLOSING || ss->bev == NULL) {
 		if (ss->state != SMTPD_ST_CLOSING)
 			smtpd_deadline_arm(ss);
@@ -316,6 +325,7 @@ smtpd_tx_free(struct smtpd_tx **txp)
 static void
 smtpd_tx_reset(struct smtpd_session *ss)
 {
+	milter_sess_end_tx(ss->milter);
 	smtpd_tx_free(&ss->tx);
 	if (ss->state == SMTPD_ST_MAIL || ss->state == SMTPD_ST_DATA)
 		smtpd_enter_state(ss, SMTPD_ST_HELO);
@@ -381,6 +391,8 @@ smtpd_data_write(struct smtpd_session *ss, const char *out, size_t len)
 
 	if (len == 0 || tx->bad != 0 || tx->put == NULL)
 		return 0;
+	if (milter_sess_filtering(ss->milter))
+		return milter_sess_write(ss->milter, out, len);
 	r = queue_put_write(tx->put, out, len);
 	if (r < 0) {
 		tx->bad |= SMTPD_BAD_QUEUE;
@@ -515,6 +527,9 @@ smtpd_data_scan(struct smtpd_session *ss)
 	return 0;
 }
 
+static void smtpd_tx_over(struct smtpd_session *ss);
+static void smtpd_data_commit(struct smtpd_session *ss, unsigned flags);
+
 static void
 smtpd_commit_done(void *arg, int result)
 {
@@ -551,6 +566,14 @@ smtpd_commit_done(void *arg, int result)
 		else
 			smtpd_reply(ss, "451 4.3.0 Local error in processing");
 	}
+	smtpd_tx_over(ss);
+}
+
+/* The transaction got its final reply: back to reading commands. */
+static void
+smtpd_tx_over(struct smtpd_session *ss)
+{
+	milter_sess_end_tx(ss->milter);
 	smtpd_tx_free(&ss->tx);
 	smtpd_enter_state(ss, SMTPD_ST_HELO);
 	if (ss->bev == NULL) {
@@ -569,13 +592,83 @@ smtpd_commit_done(void *arg, int result)
 	smtpd_session_reap(ss);
 }
 
+/* First line of a (milter) reply, for the log. */
+static const char *
+smtpd_reply_line1(char *buf, size_t size, const char *reply)
+{
+	char line[512];
+	size_t n = strcspn(reply, "\r\n");
+
+	if (n >= sizeof(line))
+		n = sizeof(line) - 1;
+	memcpy(line, reply, n);
+	line[n] = '\0';
+	return log_sanitize(buf, size, line, 300);
+}
+
+/* The milters answered the end of the message (and wrote it). */
+static void
+smtpd_milter_eom(void *arg, const struct milter_result *r)
+{
+	struct smtpd_session *ss = arg;
+	struct smtpd_tx *tx = ss->tx;
+	char sbuf[300], rbuf[400];
+	size_t i, j, kept;
+
+	if (r->v.action == MILTER_REJECT || r->v.action == MILTER_TEMPFAIL) {
+		log_info("%s: milter-reject: END-OF-MESSAGE from [%s]: %s; "
+		    "from=<%s>, milter=%s", tx->id, ss->ip,
+		    smtpd_reply_line1(rbuf, sizeof(rbuf), r->v.reply),
+		    log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
+		    r->v.milter);
+		metrics_inc(METRIC_REJECTED, "milter");
+		smtpd_reply(ss, "%s", r->v.reply);
+		smtpd_tx_over(ss);
+		return;
+	}
+	/* recipients a milter deleted */
+	for (i = kept = 0; i < tx->nrcpts; i++) {
+		for (j = 0; j < r->ndeleted; j++)
+			if (strcasecmp(tx->rcpts[i].addr, r->deleted[j]) == 0)
+				break;
+		if (j < r->ndeleted) {
+			free(tx->rcpts[i].addr);
+			free(tx->rcpts[i].domain);
+			free(tx->rcpts[i].orcpt);
+			continue;
+		}
+		tx->rcpts[kept++] = tx->rcpts[i];
+	}
+	tx->nrcpts = kept;
+	if (r->v.action == MILTER_DISCARD || tx->nrcpts == 0) {
+		log_info("%s: milter-discard: END-OF-MESSAGE from [%s]: "
+		    "from=<%s>, milter=%s", tx->id, ss->ip,
+		    log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
+		    r->v.milter[0] ? r->v.milter : "(all recipients deleted)");
+		metrics_inc(METRIC_REJECTED, "milter-discard");
+		smtpd_reply(ss, "250 2.0.0 Ok: queued as %s", tx->id);
+		smtpd_tx_over(ss);
+		return;
+	}
+	if (r->sender != NULL) {
+		free(tx->sender);
+		tx->sender = xstrdup(r->sender);
+	}
+	if (r->quarantine)
+		log_info("%s: quarantined: %s", tx->id,
+		    log_sanitize(sbuf, sizeof(sbuf), r->qreason, 200));
+	smtpd_data_commit(ss, r->quarantine ? QUEUE_F_QUARANTINE : 0);
+}
+
+static void smtpd_data_commit(struct smtpd_session *ss, unsigned flags);
+static void smtpd_milter_eom(void *arg, const struct milter_result *r);
+static void smtpd_tx_over(struct smtpd_session *ss);
+
 static void
 smtpd_data_end(struct smtpd_session *ss)
 {
 	struct smtpd_tx *tx = ss->tx;
-	struct queue_envelope env;
 	char sbuf[300];
-	size_t i;
 
 	if (tx->size > ss->cfg->max_message_size &&
 	    ss->cfg->max_message_size > 0)
@@ -618,6 +711,23 @@ smtpd_data_end(struct smtpd_session *ss)
 		smtpd_tx_reset(ss);
 		return;
 	}
+	if (milter_sess_filtering(ss->milter)) {
+		/* the milters answer first; they write the message */
+		smtpd_enter_state(ss, SMTPD_ST_COMMIT);
+		milter_sess_eom(ss->milter, tx->put, smtpd_milter_eom, ss);
+		return;
+	}
+	smtpd_data_commit(ss, 0);
+}
+
+/* Hand the written message to the queue; 250 comes from the commit. */
+static void
+smtpd_data_commit(struct smtpd_session *ss, unsigned flags)
+{
+	struct smtpd_tx *tx = ss->tx;
+	struct queue_envelope env;
+	size_t i;
+
 	memset(&env, 0, sizeof(env));
 	memcpy(env.id, tx->id, sizeof(env.id));
 	env.sender = tx->sender;
@@ -627,6 +737,7 @@ smtpd_data_end(struct smtpd_session *ss)
 		env.flags |= QUEUE_F_8BITMIME;
 	if (tx->mp.smtputf8)
 		env.flags |= QUEUE_F_SMTPUTF8;
+	env.flags |= flags;
 	env.arrival = time(NULL);
 	env.size = tx->size;
 	env.helo = ss->helo[0] != '\0' ? ss->helo : NULL;
@@ -674,9 +785,11 @@ smtpd_cmd_helo(struct smtpd_session *ss, const char *arg, size_t len,
 		smtpd_error(ss);
 		return;
 	}
+	milter_sess_end_tx(ss->milter);
 	smtpd_tx_free(&ss->tx);
 	memcpy(ss->helo, arg, len);
 	ss->helo[len] = '\0';
+	milter_sess_helo(ss->milter, ss->helo);
 	ss->esmtp = esmtp;
 	smtpd_enter_state(ss, SMTPD_ST_HELO);
 	if (!esmtp) {
@@ -748,6 +861,7 @@ smtpd_cmd_mail(struct smtpd_session *ss, const char *arg, size_t len)
 	}
 	tx->sender = xstrdup(path.null_path ? "" : path.addr);
 	ss->tx = tx;
+	milter_sess_mail(ss->milter, tx->sender);
 	smtpd_enter_state(ss, SMTPD_ST_MAIL);
 	smtpd_reply(ss, "250 2.1.0 Ok");
 }
@@ -862,7 +976,7 @@ smtpd_rcpt_add(struct smtpd_session *ss, const struct config_domain *dom,
     const char *addr, const char *orcpt, unsigned notify)
 {
 	struct smtpd_tx *tx = ss->tx;
-	struct queue_rcpt *qr;
+	struct queue_rcpt nr;
 	size_t i;
 
 	for (i = 0; i < tx->nrcpts; i++)
@@ -873,21 +987,74 @@ smtpd_rcpt_add(struct smtpd_session *ss, const struct config_domain *dom,
 			smtpd_reply(ss, "250 2.1.5 Ok");
 			return;
 		}
+	memset(&nr, 0, sizeof(nr));
+	nr.addr = xstrdup(addr);
+	nr.domain = xstrdup(dom->name);
+	nr.orcpt = orcpt != NULL ? xstrdup(orcpt) : NULL;
+	nr.notify = notify;
+	nr.state = QUEUE_RCPT_QUEUED;
+	/* held: on demand (0); otherwise due now (set at commit) */
+	nr.next_attempt = dom->hold ? 0 : 1;
+	if (milter_sess_rcpt(ss->milter, addr, !dom->milters_none,
+	    smtpd_milter_rcpt, ss)) {
+		/* the milters decide; input waits (smtpd_milter_rcpt) */
+		ss->mrcpt = nr;
+		ss->milter_wait = 1;
+		return;
+	}
+	smtpd_rcpt_store(ss, &nr);
+	smtpd_reply(ss, "250 2.1.5 Ok");
+}
+
+/* Take over *nr's strings into the transaction. */
+static void
+smtpd_rcpt_store(struct smtpd_session *ss, const struct queue_rcpt *nr)
+{
+	struct smtpd_tx *tx = ss->tx;
+
 	if (tx->nrcpts == tx->rcap) {
 		tx->rcap = tx->rcap ? tx->rcap * 2 : 4;
 		tx->rcpts = xreallocarray(tx->rcpts, tx->rcap,
 		    sizeof(*tx->rcpts));
 	}
-	qr = &tx->rcpts[tx->nrcpts++];
-	memset(qr, 0, sizeof(*qr));
-	qr->addr = xstrdup(addr);
-	qr->domain = xstrdup(dom->name);
-	qr->orcpt = orcpt != NULL ? xstrdup(orcpt) : NULL;
-	qr->notify = notify;
-	qr->state = QUEUE_RCPT_QUEUED;
-	/* held: on demand (0); otherwise due now (set at commit) */
-	qr->next_attempt = dom->hold ? 0 : 1;
-	smtpd_reply(ss, "250 2.1.5 Ok");
+	tx->rcpts[tx->nrcpts++] = *nr;
+}
+
+static void
+smtpd_mrcpt_clear(struct smtpd_session *ss)
+{
+	free(ss->mrcpt.addr);
+	free(ss->mrcpt.domain);
+	free(ss->mrcpt.orcpt);
+	memset(&ss->mrcpt, 0, sizeof(ss->mrcpt));
+}
+
+/* The milters' verdict on a RCPT. */
+static void
+smtpd_milter_rcpt(void *arg, const struct milter_verdict *v)
+{
+	struct smtpd_session *ss = arg;
+	char sbuf[300], rbuf[400];
+
+	ss->milter_wait = 0;
+	if (ss->tx == NULL) {
+		smtpd_mrcpt_clear(ss);
+	} else if (v->action == MILTER_REJECT ||
+	    v->action == MILTER_TEMPFAIL) {
+		log_info("NOQUEUE: milter-reject: RCPT from [%s]: %s; to=<%s>, "
+		    "milter=%s", ss->ip, smtpd_reply_line1(rbuf, sizeof(rbuf),
+		    v->reply), log_sanitize(sbuf, sizeof(sbuf),
+		    ss->mrcpt.addr, 256), v->milter);
+		metrics_inc(METRIC_REJECTED, "milter");
+		smtpd_reply(ss, "%s", v->reply);
+		smtpd_mrcpt_clear(ss);
+	} else {
+		smtpd_rcpt_store(ss, &ss->mrcpt);
+		memset(&ss->mrcpt, 0, sizeof(ss->mrcpt));
+		smtpd_reply(ss, "250 2.1.5 Ok");
+	}
+	smtpd_session_input(ss);
+	smtpd_session_reap(ss);
 }
 
 /*
@@ -972,7 +1139,13 @@ smtpd_cmd_data(struct smtpd_session *ss, size_t arglen)
 	tx->ds = SMTPD_DS_BOL;
 	tx->in_headers = 1;
 	smtpd_received(ss, rcv, sizeof(rcv));
-	r = queue_put_write(tx->put, rcv, strlen(rcv));
+	if (milter_sess_filtering(ss->milter)) {
+		/* the milters see the text first; they write it at the end */
+		milter_sess_data(ss->milter, tx->id);
+		milter_sess_set_resume(ss->milter, smtpd_resume, ss);
+		r = milter_sess_write(ss->milter, rcv, strlen(rcv));
+	} else
+		r = queue_put_write(tx->put, rcv, strlen(rcv));
 	if (r < 0) {
 		tx->bad |= SMTPD_BAD_QUEUE;
 		tx->qerr = r;
@@ -1126,6 +1299,7 @@ smtpd_auth_result(struct smtpd_session *ss, int rc, const char *reply)
 		return;
 	case SASL_OK:
 		util_strlcpy(ss->user, sasl_server_user(ss->sasl), sizeof(ss->user));
+		milter_sess_auth(ss->milter, ss->user);
 		sasl_server_free(&ss->sasl);
 		sasl_throttle_success(ss->s->throttle, ss->ip);
 		log_info("smtpd: sid=%llx, client=[%s], user=%s, auth=ok",
@@ -1310,7 +1484,8 @@ smtpd_session_input(struct smtpd_session *ss)
 	ss->in_input = 1;
 	for (;;) {
 		in = bufferevent_get_input(ss->bev);
-		if (ss->paused || ss->state == SMTPD_ST_CLOSING ||
+		if (ss->paused || ss->milter_wait ||
+		    ss->state == SMTPD_ST_CLOSING ||
 		    ss->state == SMTPD_ST_COMMIT)
 			break;
 		/* RCPT needs the DNSBL verdict: wait (dnsbl_timeout) */
@@ -1416,10 +1591,13 @@ smtpd_eventcb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
 		SSL *ssl = bufferevent_openssl_get_ssl(ss->bev);
-		if (ssl != NULL)
+		if (ssl != NULL) {
 			log_info("smtpd: sid=%llx, client=[%s], tls=%s, "
 			    "cipher=%s", (unsigned long long)ss->sid, ss->ip,
 			    SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+			milter_sess_tls(ss->milter, SSL_get_version(ssl),
+			    SSL_get_cipher_name(ssl));
+		}
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
@@ -1518,6 +1696,8 @@ smtpd_session_free(struct smtpd_session *ss)
 		/* commit in flight: the queue owns the put; suppress cb */
 		queue_put_abandon(&ss->tx->put);
 	}
+	milter_sess_free(&ss->milter);
+	smtpd_mrcpt_clear(ss);
 	smtpd_tx_free(&ss->tx);
 	sasl_server_free(&ss->sasl);
 	dnsbl_check_free(&ss->dnsbl);
@@ -1577,12 +1757,15 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	}
 	if (sa->sa_family == AF_INET6) {
 		ss->v6 = 1;
+		ss->port = ntohs(((struct sockaddr_in6 *)sa)->sin6_port);
 		evutil_inet_ntop(AF_INET6,
 		    &((struct sockaddr_in6 *)sa)->sin6_addr, ss->ip,
 		    sizeof(ss->ip));
-	} else
+	} else {
 		evutil_inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr,
 		    ss->ip, sizeof(ss->ip));
+		ss->port = ntohs(((struct sockaddr_in *)sa)->sin_port);
+	}
 	active = s->nsessions;
 	ss->next = s->sessions;
 	if (s->sessions != NULL)
@@ -1615,6 +1798,8 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	smtpd_deadline_arm(ss);
 	ss->dnsbl = dnsbl_check_start(s->dnsbl, ss->cfg, ss->ip,
 	    smtpd_dnsbl_done, ss);
+	ss->milter = milter_sess_new(s->base, ss->cfg, ss->ip, ss->v6,
+	    ss->port);
 }
 
 static void

@@ -3,7 +3,10 @@
 arrival webhooks (issue 12)."""
 
 import base64
+import http.server
+import json
 import os
+import ssl
 import shutil
 import signal
 import socket
@@ -485,6 +488,208 @@ def test_watch_provider_restart():
 			w.kill()
 
 
+# --- arrival webhooks ------------------------------------------------------------
+
+def openssl(*args):
+	r = subprocess.run(["openssl"] + list(args), stdout=subprocess.PIPE,
+	    stderr=subprocess.STDOUT, timeout=30)
+	check(r.returncode == 0, "openssl %s: %s" % (" ".join(args),
+	    r.stdout.decode(errors="replace")))
+
+
+def make_ca(dirpath, name):
+	"""A CA and a server certificate for IP 127.0.0.1 signed by it."""
+	ca_key = os.path.join(dirpath, name + "-ca.key")
+	ca = os.path.join(dirpath, name + "-ca.pem")
+	key = os.path.join(dirpath, name + "-srv.key")
+	csr = os.path.join(dirpath, name + "-srv.csr")
+	crt = os.path.join(dirpath, name + "-srv.pem")
+	ext = os.path.join(dirpath, name + "-ext.cnf")
+	with open(ext, "w") as f:
+		f.write("subjectAltName=IP:127.0.0.1\n")
+	openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
+	    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", ca_key, "-out",
+	    ca, "-subj", "/CN=%s test CA" % name, "-days", "2")
+	openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+	    "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+	openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+	    "-CAcreateserial", "-out", crt, "-days", "2", "-extfile", ext)
+	for p in (ca, crt, key):
+		os.chmod(p, 0o644)
+	return ca, crt, key
+
+
+class HookServer:
+	"""HTTPS server (python http.server + ssl) recording the POSTs."""
+
+	def __init__(self, cert, key, status=200):
+		self.posts = []
+		self.lock = threading.Lock()
+		outer = self
+
+		class Handler(http.server.BaseHTTPRequestHandler):
+			def do_POST(self):
+				n = int(self.headers.get("Content-Length", "0"))
+				body = self.rfile.read(n)
+				with outer.lock:
+					outer.posts.append((time.time(), self.path,
+					    self.headers.get("Content-Type"), body))
+				self.send_response(status)
+				self.send_header("Content-Length", "0")
+				self.end_headers()
+
+			def log_message(self, *a):
+				pass
+
+		self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+		ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+		ctx.load_cert_chain(cert, key)
+		self.httpd.socket = ctx.wrap_socket(self.httpd.socket,
+		    server_side=True)
+		self.port = self.httpd.server_address[1]
+		threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+	def bodies(self, path=None):
+		with self.lock:
+			return [json.loads(b) for _, p, _, b in self.posts
+			    if path is None or p == path]
+
+	def close(self):
+		self.httpd.shutdown()
+		self.httpd.server_close()
+
+
+def stats(d):
+	"""Counters from the daemon's control 'stats' answer."""
+	out = {}
+	for w in control(d, "stats").split()[1:]:
+		k, _, v = w.rpartition("=")
+		out[k] = int(v)
+	return out
+
+
+def wait_for(pred, what, timeout=15.0):
+	deadline = time.time() + timeout
+	while time.time() < deadline:
+		if pred():
+			return
+		time.sleep(0.05)
+	fail("never happened within %.0f s: %s" % (timeout, what))
+
+
+def test_webhook():
+	tmp = tempfile.mkdtemp(prefix="odrelay-hook-")
+	os.chmod(tmp, 0o755)	# odrelayd runs as nobody under root
+	ca, crt, key = make_ca(tmp, "hook")
+	hook = HookServer(crt, key)
+	extra = ("notify_url = https://127.0.0.1:%d/hook\n"
+	    "notify_ca_file = %s\nnotify_interval = 4s\n" % (hook.port, ca))
+	domains = DOMAINS.replace("[domain other.example]\nhold = yes",
+	    "[domain other.example]\nhold = yes\n"
+	    "notify_url = https://127.0.0.1:%d/other?x=1" % hook.port)
+	try:
+		with PullFixture("push-hook", extra=extra, domains=domains,
+		    start=False) as d:
+			users(d)
+			t0 = time.time()
+			submit(d.smtp_port, "s@client.test", ["a@example.org"],
+			    sample_message("hook1"))
+			wait_for(lambda: len(hook.bodies("/hook")) >= 1, "first POST")
+			print("    first webhook %.0f ms after the sender's 250"
+			    % ((hook.posts[0][0] - t0) * 1000))
+			b = hook.bodies("/hook")[0]
+			check(b.get("event") == "arrival" and b.get("domain") ==
+			    "example.org" and b.get("messages") == 1 and
+			    b.get("bytes", 0) > 100 and abs(b.get("oldest", 0) - t0) < 60,
+			    "webhook body: %r" % b)
+			check(hook.posts[0][2] == "application/json",
+			    "Content-Type %r" % hook.posts[0][2])
+			# Two more within the interval: one later POST with all three.
+			submit(d.smtp_port, "s@client.test", ["b@example.org"],
+			    sample_message("hook2"))
+			submit(d.smtp_port, "s@client.test", ["c@example.org"],
+			    sample_message("hook3"))
+			check(len(hook.bodies("/hook")) == 1, "a second POST inside "
+			    "notify_interval: %r" % hook.bodies("/hook"))
+			wait_for(lambda: len(hook.bodies("/hook")) >= 2, "POST after "
+			    "notify_interval")
+			check(hook.bodies("/hook")[1].get("messages") == 3,
+			    "second POST: %r" % hook.bodies("/hook"))
+			# A domain's own notify_url.
+			submit(d.smtp_port, "s@client.test", ["x@other.example"],
+			    sample_message("hook4"))
+			wait_for(lambda: hook.bodies("/other?x=1"), "POST to the "
+			    "domain's notify_url")
+			check(hook.bodies("/other?x=1")[0].get("domain") ==
+			    "other.example", "other: %r" % hook.bodies("/other?x=1"))
+			st = stats(d)
+			check(st.get('odrelay_notifications_total{result="ok"}', 0) >= 3,
+			    "notification metrics: %r" % st)
+			time.sleep(0.5)
+			check(len(hook.bodies("/hook")) == 2, "extra POSTs: %r"
+			    % hook.bodies("/hook"))
+	finally:
+		hook.close()
+		shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_webhook_wrong_certificate_and_dead_endpoint():
+	tmp = tempfile.mkdtemp(prefix="odrelay-hook-")
+	os.chmod(tmp, 0o755)	# odrelayd runs as nobody under root
+	ca, crt, key = make_ca(tmp, "hook")
+	other_ca, _, _ = make_ca(tmp, "other")
+	hook = HookServer(crt, key)
+	# example.org: a server whose certificate the other CA did not sign.
+	# other.example: an endpoint that accepts and never answers, and
+	# third.example: nothing listening.
+	hang = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+	hang.bind(("127.0.0.1", 0))
+	hang.listen(64)
+	dead = free_port()
+	extra = ("notify_url = https://127.0.0.1:%d/hook\n"
+	    "notify_ca_file = %s\n" % (hook.port, other_ca))
+	domains = DOMAINS.replace("[domain other.example]\nhold = yes",
+	    "[domain other.example]\nhold = yes\n"
+	    "notify_url = https://127.0.0.1:%d/\n\n"
+	    "[domain third.example]\nhold = yes\n"
+	    "notify_url = https://127.0.0.1:%d/\n"
+	    % (hang.getsockname()[1], dead))
+	try:
+		with PullFixture("push-hookbad", extra=extra, domains=domains,
+		    start=False) as d:
+			users(d)
+			times = []
+			for i in range(3):
+				for rcpt in ("a@example.org", "x@other.example",
+				    "y@third.example"):
+					t0 = time.time()
+					submit(d.smtp_port, "s@client.test", [rcpt],
+					    sample_message("bad%d%s" % (i, rcpt[0])))
+					times.append(time.time() - t0)
+			print("    9 messages accepted with failing webhooks, slowest "
+			    "%.0f ms" % (max(times) * 1000))
+			# Refused certificate and dead port: failed and retried.
+			wait_for(lambda: stats(d).get(
+			    'odrelay_notifications_total{result="failed"}', 0) >= 4,
+			    "failures counted and retried")
+			check(not hook.posts, "POST accepted with a certificate from "
+			    "another CA: %r" % hook.posts)
+			log = d.log_text()
+			check("notify: domain=example.org, result=failed" in log,
+			    "no failure logged for the wrong certificate")
+			check("notify: domain=third.example, result=failed" in log and
+			    "retry in 2s" in log, "dead endpoint not retried with "
+			    "backoff:\n" + "\n".join(l for l in log.splitlines()
+			    if "notify" in l)[-2000:])
+			j = d.queue_json()
+			check(len(j.get("messages", [])) == 9, "queue: %d messages"
+			    % len(j.get("messages", [])))
+	finally:
+		hook.close()
+		hang.close()
+		shutil.rmtree(tmp, ignore_errors=True)
+
+
 TESTS = [
 	test_xwait_protocol,
 	test_xwait_quit_and_garbage,
@@ -494,6 +699,8 @@ TESTS = [
 	test_watch_polls_without_xwait,
 	test_watch_two_providers,
 	test_watch_provider_restart,
+	test_webhook,
+	test_webhook_wrong_certificate_and_dead_endpoint,
 ]
 
 if __name__ == "__main__":

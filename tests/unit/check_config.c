@@ -1231,6 +1231,26 @@ END_TEST
 
 /* 50,000 sections: each found by name in any case, a duplicate of the
  * first named with its line, subdomains still resolved. */
+/* proxy_interfaces (issue 17): addresses that reach this relay via NAT. */
+START_TEST(test_proxy_interfaces)
+{
+	struct errs e;
+	struct config *cfg;
+
+	cfg = load("hostname = relay.test\nqueue_dir = /tmp/q\n"
+	    "proxy_interfaces = 192.0.2.1 [2001:db8::1]:2525\n", &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->proxy_interfaces.n, 2);
+	ck_assert_str_eq(cfg->proxy_interfaces.v[0], "192.0.2.1:25");
+	ck_assert_str_eq(cfg->proxy_interfaces.v[1], "[2001:db8::1]:2525");
+	config_free(&cfg);
+	errs_free(&e);
+	expect_error_prefix("hostname = relay.test\nqueue_dir = /tmp/q\n"
+	    "proxy_interfaces = mx.example.org\n", 3,
+	    "bad value for 'proxy_interfaces'");
+}
+END_TEST
+
 START_TEST(test_many_domains)
 {
 	size_t cap = 60000 * 40, len = 0;
@@ -1323,6 +1343,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_tls_client_ctx);
 	tcase_add_test(tc, test_tls_handshake);
 	tcase_add_test(tc, test_many_domains);
+	tcase_add_test(tc, test_proxy_interfaces);
 	suite_add_tcase(s, tc);
 	return s;
 }
