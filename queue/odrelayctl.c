@@ -660,6 +660,49 @@ static int ctl_queue_domain(struct ctl_walk *w)
 	return rc;
 }
 
+/*
+ * Push delivery: which domains a customer waits for now (XWAIT), from the
+ * daemon's "waiting" control answer "250 DOMAIN=N ...". Nothing when the
+ * daemon is not running. filter: only that domain, or NULL.
+ */
+static void ctl_queue_waiting(const struct config *cfg, const char *filter,
+    int json)
+{
+	char reply[8192], err[512], pbuf[512], *p, *w, *save = NULL;
+	const char *path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
+	int n = 0;
+
+	if (control_request(path, "waiting", reply, sizeof(reply), err,
+	    sizeof(err)) < 0 || strncmp(reply, "250", 3) != 0)
+		reply[3] = '\0';
+	p = reply + 3;
+	if (json)
+		printf(",\n \"waiting\":[");
+	for (w = strtok_r(p, " ", &save); w != NULL; w = strtok_r(NULL, " ", &save)) {
+		char *eq = strrchr(w, '=');
+
+		if (eq == NULL)
+			continue;
+		*eq = '\0';
+		if (filter != NULL && strcasecmp(filter, w) != 0)
+			continue;
+		if (json) {
+			printf("%s{\"domain\":", n ? "," : "");
+			ctl_json_str(stdout, w);
+			printf(",\"sessions\":%lu}", strtoul(eq + 1, NULL, 10));
+		} else {
+			printf("%s", n ? ", " : "Customers waiting now (XWAIT): ");
+			ctl_put_text(stdout, w);
+			printf(" (%lu)", strtoul(eq + 1, NULL, 10));
+		}
+		n++;
+	}
+	if (json)
+		printf("]");
+	else if (n > 0)
+		printf("\n");
+}
+
 static int ctl_cmd_queue(int argc, char **argv)
 {
 	const struct config *cfg;
@@ -728,7 +771,9 @@ static int ctl_cmd_queue(int argc, char **argv)
 			    ds.v[k].messages, ds.v[k].bytes);
 		}
 		printf("],\n \"total\":{\"messages\":%" PRIu64
-		    ",\"bytes\":%" PRIu64 "}}\n", total_msgs, total_bytes);
+		    ",\"bytes\":%" PRIu64 "}", total_msgs, total_bytes);
+		ctl_queue_waiting(cfg, domain, 1);
+		printf("}\n");
 	} else if (total_msgs == 0) {
 		if (domain != NULL) {
 			printf("No mail queued for ");
@@ -749,6 +794,8 @@ static int ctl_cmd_queue(int argc, char **argv)
 		    "(%" PRIu64 " bytes)\n", (total_bytes + 1023) / 1024,
 		    total_msgs, total_msgs == 1 ? "" : "s", total_bytes);
 	}
+	if (!json)
+		ctl_queue_waiting(cfg, domain, 0);
 	ctl_doms_free(&ds);
 	return ctl_finish_output(status);
 }
