@@ -973,6 +973,7 @@ static const struct config_key config_keys[] = {
 	{ "tls_cert_file", CONFIG_GLOBAL, config_set_optstr, G(tls_cert_file) },
 	{ "tls_key_file", CONFIG_GLOBAL, config_set_optstr, G(tls_key_file) },
 	{ "auth_requires_tls", CONFIG_GLOBAL, config_set_bool, G(auth_requires_tls) },
+	{ "auth_delay_max", CONFIG_GLOBAL, config_set_duration0, G(auth_delay_max) },
 	{ "passwd_file", CONFIG_GLOBAL, config_set_str, G(passwd_file) },
 	{ "max_message_size", CONFIG_GLOBAL, config_set_size, G(max_message_size) },
 	{ "max_recipients", CONFIG_GLOBAL, config_set_uint, G(max_recipients) },
@@ -1100,6 +1101,7 @@ static struct config *config_new(void)
 	config_list_set(&cfg->smtp_listen, CONFIG_DEF_SMTP_LISTEN);
 	config_list_set(&cfg->odmr_listen, CONFIG_DEF_ODMR_LISTEN);
 	cfg->auth_requires_tls = 1;
+	cfg->auth_delay_max = 16;
 	cfg->passwd_file = xstrdup(CONFIG_DEF_PASSWD);
 	cfg->max_message_size = 50ULL * 1024 * 1024;
 	cfg->max_recipients = 1000;

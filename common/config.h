@@ -71,6 +71,7 @@ struct config {
 	char *tls_cert_file;
 	char *tls_key_file;
 	int auth_requires_tls;
+	long auth_delay_max;	/* seconds; cap of the AUTH failure delay */
 	char *passwd_file;
 	uint64_t max_message_size;
 	unsigned max_recipients;

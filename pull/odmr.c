@@ -31,12 +31,14 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "authc.h"
+#include "authd.h"
+#include "authproto.h"
 #include "config.h"
 #include "deliver.h"
 #include "log.h"
 #include "metrics.h"
 #include "odmr.h"
-#include "passwd.h"
 #include "queue.h"
 #include "sasl.h"
 #include "tls.h"
@@ -56,7 +58,7 @@ enum odmr_state {
 	ODMR_INITIAL,
 	ODMR_AUTH_EXCHANGE,	/* waiting for a SASL response line */
 	ODMR_AUTHED,
-	ODMR_DELAYED,		/* failed AUTH: reply held back */
+	ODMR_DELAYED,		/* AUTH: waiting for the auth process */
 	ODMR_WAITING,		/* XWAIT: until mail arrives or the wait ends */
 	ODMR_CLOSING
 };
@@ -72,8 +74,7 @@ struct odmr {
 	struct config *cfg;
 	struct queue *q;
 	SSL_CTX *tls;
-	struct passwd_db *pw;
-	struct sasl_throttle *throttle;
+	struct authc *auth;		/* borrowed; NULL: AUTH gets 454 */
 	struct odmr_listener *listeners;
 	struct odmr_session *sessions;
 	size_t nsessions;
@@ -89,7 +90,6 @@ struct odmr_session {
 	struct odmr *o;
 	struct config *cfg;
 	struct bufferevent *bev;
-	struct event *delay;	/* failed-AUTH delay timer */
 	struct event *deadline;	/* a whole command line must arrive in time */
 	enum odmr_state state;
 	int tls_active;
@@ -99,8 +99,10 @@ struct odmr_session {
 	unsigned errors;
 	char ip[64];
 	char *user;		/* authenticated user (any length), or NULL */
-	struct sasl_server *sasl;
-	char delayed_reply[128];
+	char *domains;		/* the user's domains (split into domv) */
+	char *domv[ODMR_MAX_DOMAINS];
+	size_t ndomv;
+	struct authc_req *sasl;	/* AUTH exchange in the auth process */
 	struct xwait_entry *wait;	/* XWAIT registration */
 	struct event *wait_ev;		/* odmr_wait_timeout */
 	int woken;			/* XWAIT woken by an arrival */
@@ -235,13 +237,12 @@ static void odmr_session_free(struct odmr_session *s)
 		event_free(s->wait_ev);
 	if (s->bev != NULL)
 		tls_bev_close_flushed(s->bev);
-	if (s->delay != NULL)
-		event_free(s->delay);
 	if (s->deadline != NULL)
 		event_free(s->deadline);
-	sasl_server_free(&s->sasl);
+	authc_cancel(&s->sasl);
 	config_unref(&s->cfg);
 	free(s->user);
+	free(s->domains);
 	free(s);
 	if (o->shutting_down && o->nsessions == 0 && o->shutdown_done != NULL) {
 		void (*done)(void *) = o->shutdown_done;
@@ -315,88 +316,82 @@ static void odmr_cmd_starttls(struct odmr_session *s, const char *arg)
 
 /* ---- AUTH ---- */
 
-static void odmr_auth_fail_reply(evutil_socket_t fd, short what, void *arg)
+/* The auth process's answer (failures after their delay). */
+static void odmr_auth_done(void *arg, int rc, const char *reply,
+    const char *user, const char *domains)
 {
 	struct odmr_session *s = arg;
 
-	(void)fd;
-	(void)what;
-	s->state = ODMR_INITIAL;
-	odmr_reply(s, "%s", s->delayed_reply);
-	bufferevent_enable(s->bev, EV_READ);
-	/* Lines that arrived during the delay. */
-	odmr_read_cb(s->bev, s);
-}
-
-/* Act on a sasl_auth_begin/next result; reply is its reply line. */
-static void odmr_auth_result(struct odmr_session *s, int rc, const char *reply)
-{
-	struct timeval tv;
-	unsigned delay;
-
+	if (rc != SASL_CONTINUE)
+		s->sasl = NULL;
 	switch (rc) {
 	case SASL_CONTINUE:
 		s->state = ODMR_AUTH_EXCHANGE;
-		odmr_reply(s, "%s", reply);
-		return;
+		break;
 	case SASL_OK:
 		free(s->user);
-		s->user = xstrdup(sasl_server_user(s->sasl));
-		sasl_server_free(&s->sasl);
-		sasl_throttle_success(s->o->throttle, s->ip);
+		s->user = xstrdup(user);
+		free(s->domains);
+		s->domains = xstrdup(domains);
+		/* Split once: ATRN checks and lists from here. */
+		s->ndomv = 0;
+		for (char *p = s->domains, *c; p != NULL && *p != '\0' &&
+		    s->ndomv < ODMR_MAX_DOMAINS; p = c) {
+			if ((c = strchr(p, ',')) != NULL)
+				*c++ = '\0';
+			s->domv[s->ndomv++] = p;
+		}
 		s->state = ODMR_AUTHED;
 		odmr_set_timeout(s);
 		log_info("odmr: client=[%s], user=%s, auth=ok", s->ip, s->user);
 		metrics_inc(METRIC_AUTH, "ok");
-		odmr_reply(s, "%s", reply);
-		return;
+		break;
 	case SASL_FAIL:
+		log_info("odmr: client=[%s], auth=failed", s->ip);
+		metrics_inc(METRIC_AUTH, "failed");
+		s->state = ODMR_INITIAL;
 		break;
 	default:
 		s->state = ODMR_INITIAL;
-		odmr_reply(s, "%s", reply);
+		break;
+	}
+	odmr_reply(s, "%s", reply);
+	bufferevent_enable(s->bev, EV_READ);
+	/* Lines that arrived meanwhile. */
+	odmr_read_cb(s->bev, s);
+}
+
+/* Wait for the auth process; reading stops meanwhile. */
+static void odmr_auth_wait(struct odmr_session *s)
+{
+	if (s->sasl == NULL) {
+		log_info("odmr: client=[%s], auth=unavailable", s->ip);
+		s->state = ODMR_INITIAL;
+		odmr_reply(s, "%s", AUTHC_DOWN_REPLY);
 		return;
 	}
-	delay = sasl_throttle_failure(s->o->throttle, s->ip);
-	log_info("odmr: client=[%s], auth=failed, delay=%us", s->ip, delay);
-	metrics_inc(METRIC_AUTH, "failed");
-	util_strlcpy(s->delayed_reply, reply, sizeof(s->delayed_reply));
-	/* A growing delay before the answer makes guessing slow. */
 	s->state = ODMR_DELAYED;
 	bufferevent_disable(s->bev, EV_READ);
-	if (s->delay == NULL)
-		s->delay = evtimer_new(s->o->base, odmr_auth_fail_reply, s);
-	tv.tv_sec = delay;
-	tv.tv_usec = 0;
-	evtimer_add(s->delay, &tv);
 }
 
 static void odmr_cmd_auth(struct odmr_session *s, char *arg)
 {
-	char reply[ODMR_AUTH_LINE_MAX];
-	int rc;
-
 	if (s->state == ODMR_AUTHED) {
 		odmr_reply(s, "503 5.5.1 Already authenticated");
 		return;
 	}
-	if (sasl_throttle_blocked(s->o->throttle, s->ip)) {
-		log_info("odmr: client=[%s], auth=refused, too many failures", s->ip);
-		odmr_reply(s, "454 4.7.0 Too many failed attempts, try later");
-		return;
-	}
-	rc = sasl_auth_begin(arg, s->o->pw, s->cfg->hostname, s->tls_active,
-	    s->cfg->auth_requires_tls, &s->sasl, reply, sizeof(reply));
-	odmr_auth_result(s, rc, reply);
+	s->sasl = authc_start(s->o->auth, s->ip,
+	    (s->tls_active ? AUTHPROTO_TLS : 0) |
+	    (s->cfg->auth_requires_tls ? AUTHPROTO_REQUIRE_TLS : 0), arg,
+	    odmr_auth_done, s);
+	odmr_auth_wait(s);
 }
 
 static void odmr_auth_line(struct odmr_session *s, const char *line)
 {
-	char reply[ODMR_AUTH_LINE_MAX];
-	int rc;
-
-	rc = sasl_auth_next(&s->sasl, line, reply, sizeof(reply));
-	odmr_auth_result(s, rc, reply);
+	if (authc_step(s->sasl, line) < 0)
+		s->sasl = NULL;
+	odmr_auth_wait(s);
 }
 
 /* ---- ATRN ---- */
@@ -530,9 +525,13 @@ static size_t odmr_domains(struct odmr_session *s, const char *cmd, char *arg,
 			if (j == ndomains)
 				domains[ndomains++] = p;
 		}
-		for (i = 0; i < ndomains; i++)
-			if (!passwd_user_may(s->o->pw, s->user, domains[i]))
+		for (i = 0; i < ndomains; i++) {
+			for (j = 0; j < s->ndomv; j++)
+				if (strcasecmp(s->domv[j], domains[i]) == 0)
+					break;
+			if (j == s->ndomv)
 				break;
+		}
 		if (i < ndomains) {
 			log_info("%s: client=[%s], user=%s, result=refused (domain %.100s not allowed)",
 			    lc, s->ip, s->user, domains[i]);
@@ -541,8 +540,8 @@ static size_t odmr_domains(struct odmr_session *s, const char *cmd, char *arg,
 			return 0;
 		}
 	} else {
-		ndomains = passwd_user_domain_list(s->o->pw, s->user,
-		    (const char **)domains, ODMR_MAX_DOMAINS);
+		for (i = 0; i < s->ndomv && ndomains < ODMR_MAX_DOMAINS; i++)
+			domains[ndomains++] = s->domv[i];
 		if (ndomains == 0) {
 			log_info("%s: client=[%s], user=%s, result=refused (no domains)",
 			    lc, s->ip, s->user);
@@ -917,7 +916,7 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 				odmr_close_when_flushed(s);
 			}
 			if (s->state == ODMR_AUTH_EXCHANGE) {
-				sasl_server_free(&s->sasl);
+				authc_cancel(&s->sasl);
 				s->state = ODMR_INITIAL;
 			}
 			continue;
@@ -1052,63 +1051,25 @@ int odmr_adopt(struct odmr *o, int fd, const struct sockaddr *sa,
 	return 0;
 }
 
-/*
- * The password file, or an empty one when it does not exist yet (a fresh
- * installation: the daemon runs, every AUTH fails until users are added
- * with odrelayctl passwd and SIGHUP). A file that exists but is broken is
- * an error.
- */
-static struct passwd_db *odmr_load_passwd(const char *path,
-    void (*errfn)(void *arg, const char *msg), void *arg, int quiet)
-{
-	struct stat st;
-
-	if (stat(path, &st) < 0 && errno == ENOENT) {
-		if (!quiet)
-			log_warn("odmr: password file %s does not exist: no ATRN "
-			    "user can log in until it is created", path);
-		return passwd_new_empty();
-	}
-	return passwd_load(path, errfn, arg);
-}
-
-struct odmr_errctx {
-	char *err;
-	size_t errlen;
-	int count;
-};
-
-static void odmr_passwd_err(void *arg, const char *msg)
-{
-	struct odmr_errctx *e = arg;
-
-	if (e->count++ == 0)
-		util_strlcpy(e->err, msg, e->errlen);
-	log_error("%s", msg);
-}
-
 struct odmr *odmr_new(struct event_base *base, struct config *cfg,
     struct queue *q, SSL_CTX *tls, char *err, size_t errlen)
 {
 	struct odmr *o;
-	struct odmr_errctx ec = { err, errlen, 0 };
-	struct passwd_db *pw;
 
-	pw = odmr_load_passwd(cfg->passwd_file, odmr_passwd_err, &ec, 0);
-	if (pw == NULL) {
-		if (ec.count == 0)
-			snprintf(err, errlen, "%s: cannot be loaded", cfg->passwd_file);
-		return NULL;
-	}
+	(void)err;
+	(void)errlen;
 	o = xcalloc(1, sizeof(*o));
 	o->base = base;
 	o->cfg = config_ref(cfg);
 	o->q = q;
 	o->tls = tls;
-	o->pw = pw;
-	o->throttle = sasl_throttle_new();
 	o->waiters = xwait_new();
 	return o;
+}
+
+void odmr_set_auth(struct odmr *o, struct authc *auth)
+{
+	o->auth = auth;
 }
 
 int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
@@ -1145,41 +1106,19 @@ int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
 	return 0;
 }
 
-static void odmr_reload_err(void *arg, const char *msg)
-{
-	(void)arg;
-	log_error("reload: %s", msg);
-}
-
 void odmr_reload(struct odmr *o, struct config *cfg, SSL_CTX *tls)
 {
-	struct passwd_db *pw;
-
 	config_unref(&o->cfg);
 	o->cfg = config_ref(cfg);
 	o->tls = tls;
-	pw = odmr_load_passwd(cfg->passwd_file, odmr_reload_err, NULL, 0);
-	if (pw == NULL) {
-		log_error("reload: password file %s has errors, keeping the old one",
-		    cfg->passwd_file);
-		return;
-	}
-	passwd_free(&o->pw);
-	o->pw = pw;
 }
 
 int odmr_check_config(const struct config *cfg,
     void (*errfn)(void *arg, const char *msg), void *arg)
 {
-	struct passwd_db *pw;
-
 	if (cfg->odmr_listen.n == 0 && cfg->odmrs_listen.n == 0)
 		return 0;
-	pw = odmr_load_passwd(cfg->passwd_file, errfn, arg, 1);
-	if (pw == NULL)
-		return -1;
-	passwd_free(&pw);
-	return 0;
+	return authd_check_passwd(cfg, errfn, arg, 1);
 }
 
 void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg)
@@ -1208,11 +1147,6 @@ void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg)
 		o->shutdown_done = NULL;
 		done(arg);
 	}
-}
-
-struct passwd_db *odmr_passwd(struct odmr *o)
-{
-	return o->pw;
 }
 
 size_t odmr_session_count(const struct odmr *o)
@@ -1255,8 +1189,6 @@ void odmr_free(struct odmr **op)
 		evconnlistener_free(ol->l);
 		free(ol);
 	}
-	passwd_free(&o->pw);
-	sasl_throttle_free(&o->throttle);
 	xwait_free(&o->waiters);
 	config_unref(&o->cfg);
 	free(o);

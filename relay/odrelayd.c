@@ -17,6 +17,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "authc.h"
 #include "config.h"
 #include "control.h"
 #include "deliver.h"
@@ -26,12 +27,13 @@
 #include "metrics.h"
 #include "notify.h"
 #include "odmr.h"
-#include "passwd.h"
 #include "precheck.h"
+#include "privsep.h"
 #include "queue.h"
 #include "rcache.h"
 #include "recip.h"
 #include "sched.h"
+#include "sandbox.h"
 #include "smtpd.h"
 #include "tls.h"
 #include "util.h"
@@ -57,6 +59,8 @@ struct daemon {
 	struct metrics **metrics;
 	size_t nmetrics;
 	struct control *control;
+	struct privsep *ps;
+	struct authc *auth;
 	struct rcache *rcache;
 	struct recip *recip;
 	SSL_CTX *server_tls;
@@ -114,33 +118,24 @@ static int load_server_tls(const struct config *cfg, SSL_CTX **ctx_r)
 	return 0;
 }
 
-static void passwd_err(void *arg, const char *msg)
+/*
+ * The SMTP listener offers AUTH after STARTTLS when the ODMR listener is
+ * on or the password file exists (the auth process reads it, not us).
+ */
+static void smtpd_auth(struct daemon *d)
 {
-	(void)arg;
-	log_error("%s", msg);
+	struct stat st;
+
+	smtpd_set_auth(d->smtpd, d->odmr != NULL ||
+	    stat(d->cfg->passwd_file, &st) == 0 ? d->auth : NULL);
 }
 
-/*
- * The SMTP listener offers AUTH after STARTTLS with the ODMR listener's
- * password file, or the file itself when ODMR is off and the file exists.
- */
-static void smtpd_passwd(struct daemon *d)
+/* The privileged helper restarted the auth process. */
+static void on_auth_fd(void *arg, int fd)
 {
-	struct passwd_db *pw;
+	struct daemon *d = arg;
 
-	if (d->odmr != NULL) {
-		smtpd_set_passwd(d->smtpd, odmr_passwd(d->odmr));
-		return;
-	}
-	if (access(d->cfg->passwd_file, R_OK) != 0) {
-		smtpd_set_passwd(d->smtpd, NULL);
-		return;
-	}
-	pw = passwd_load(d->cfg->passwd_file, passwd_err, NULL);
-	if (pw != NULL) {
-		smtpd_set_passwd(d->smtpd, pw);
-		passwd_free(&pw);
-	}
+	authc_set_fd(d->auth, fd);
 }
 
 /* "waiting": "250 DOMAIN=N ..." for the configured domains with XWAIT
@@ -212,7 +207,8 @@ static void reload(struct daemon *d)
 	config_free(&d->cfg);
 	d->cfg = ncfg;
 	apply_quotas(d);
-	smtpd_passwd(d);
+	smtpd_auth(d);
+	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
 	    d->cfg->ndomains);
 }
@@ -608,11 +604,25 @@ int main(int argc, char **argv)
 	}
 	log_init("odrelayd", foreground, debug ? LOG_LEVEL_DEBUG : d.cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* First, while nothing else is open: the privileged helper and the
+	 * auth process, the only ones to read the password file. */
+	{
+		int status;
+
+		d.ps = privsep_start(cfg_path, d.cfg,
+		    d.cfg->odmr_listen.n > 0 || d.cfg->odmrs_listen.n > 0,
+		    &status, err, sizeof(err));
+		if (d.ps == NULL)
+			log_fatal(status, "%s", err);
+	}
 	if (evthread_use_pthreads() < 0)
 		log_fatal(1, "libevent without pthreads support");
 	d.base = event_base_new();
 	if (d.base == NULL)
 		log_fatal(1, "event_base_new failed");
+	d.auth = authc_new(d.base);
+	authc_set_fd(d.auth, privsep_first_auth_fd(d.ps));
+	privsep_attach(d.ps, d.base, on_auth_fd, &d);
 	if (load_server_tls(d.cfg, &d.server_tls) < 0)
 		log_fatal(2, "TLS configuration failed");
 	d.client_tls = tls_client_ctx(NULL, 0, err, sizeof(err));
@@ -656,11 +666,13 @@ int main(int argc, char **argv)
 		d.odmr = odmr_new(d.base, d.cfg, d.q, d.server_tls, err, sizeof(err));
 		if (d.odmr == NULL)
 			log_fatal(2, "%s", err);
+		odmr_set_auth(d.odmr, d.auth);
 	}
-	smtpd_passwd(&d);
+	smtpd_auth(&d);
 	listen_all(&d);
 	if (getuid() == 0)
 		become_user(d.cfg, 1);
+	(void)sandbox_session();
 	smtpd_set_etrn_handler(d.smtpd, sched_etrn, d.sched);
 	smtpd_set_added_handler(d.smtpd, sched_message_added, d.sched);
 	d.notify = notify_new(d.base, d.cfg, d.q);
@@ -697,6 +709,8 @@ int main(int argc, char **argv)
 	rcache_close(&d.rcache);
 	dns_free(&d.dns);
 	control_free(&d.control);
+	authc_free(&d.auth);
+	privsep_free(&d.ps);
 	queue_close(&d.q);
 	if (d.ev_drain != NULL)
 		event_free(d.ev_drain);

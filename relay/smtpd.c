@@ -32,6 +32,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "authc.h"
+#include "authproto.h"
 #include "config.h"
 #include "dnsbl.h"
 #include "milter.h"
@@ -130,11 +132,9 @@ struct smtpd_session {
 	enum smtpd_state state;
 	unsigned errors;
 	struct smtpd_tx *tx;
-	struct sasl_server *sasl;	/* AUTH exchange in progress */
+	struct authc_req *sasl;		/* AUTH exchange in progress */
 	struct event *deadline;		/* a command must arrive whole in time */
 	size_t data_bytes;		/* DATA octets since the deadline moved */
-	struct event *auth_delay;	/* failed AUTH: reply held back */
-	char auth_reply[128];
 	char user[PASSWD_NAME_MAX + 1];	/* authenticated user, or "" */
 	struct dnsbl_check *dnsbl;	/* started at connect, or NULL */
 	struct milter_sess *milter;	/* NULL: no milters configured */
@@ -159,10 +159,9 @@ struct smtpd {
 	void *etrn_arg;
 	void (*added_fn)(void *arg, const char *id);
 	void *added_arg;
-	struct passwd_db *pw;		/* referenced; NULL: no AUTH */
+	struct authc *auth;		/* borrowed; NULL: no AUTH */
 	struct recip *recip;		/* borrowed; NULL: lists only */
 	struct dnsbl *dnsbl;		/* borrowed; NULL: no DNSBL */
-	struct sasl_throttle *throttle;
 	struct smtpd_session *sessions;
 	size_t nsessions;
 	uint64_t next_sid;
@@ -796,7 +795,7 @@ smtpd_cmd_helo(struct smtpd_session *ss, const char *arg, size_t len,
 	smtpd_reply(ss, "250-DSN");
 	smtpd_reply(ss, "250-ETRN");
 	/* spec.md: AUTH after TLS only, never for relaying. */
-	if (ss->tls_on && ss->s->pw != NULL)
+	if (ss->tls_on && ss->s->auth != NULL)
 		smtpd_reply(ss, "250-AUTH %s", sasl_mechs_offered(1,
 		    ss->cfg->auth_requires_tls));
 	if (ss->tls != NULL && !ss->tls_on)
@@ -1236,71 +1235,64 @@ smtpd_cmd_starttls(struct smtpd_session *ss, size_t arglen)
 
 /* ---- AUTH (RFC 4954), after STARTTLS only ---- */
 
+/* The auth process's answer (failures after their delay). */
 static void
-smtpd_auth_delayed(evutil_socket_t fd, short what, void *arg)
+smtpd_auth_done(void *arg, int rc, const char *reply, const char *user,
+    const char *domains)
 {
 	struct smtpd_session *ss = arg;
 
-	(void)fd;
-	(void)what;
+	(void)domains;
+	if (rc != SASL_CONTINUE)
+		ss->sasl = NULL;
 	ss->paused = 0;
 	if (ss->bev == NULL) {
 		smtpd_session_reap(ss);
 		return;
 	}
-	smtpd_reply(ss, "%s", ss->auth_reply);
+	switch (rc) {
+	case SASL_CONTINUE:
+		break;
+	case SASL_OK:
+		util_strlcpy(ss->user, user, sizeof(ss->user));
+		milter_sess_auth(ss->milter, ss->user);
+		log_info("smtpd: sid=%llx, client=[%s], user=%s, auth=ok",
+		    (unsigned long long)ss->sid, ss->ip, ss->user);
+		metrics_inc(METRIC_AUTH, "ok");
+		break;
+	case SASL_FAIL:
+		log_info("smtpd: sid=%llx, client=[%s], auth=failed",
+		    (unsigned long long)ss->sid, ss->ip);
+		metrics_inc(METRIC_AUTH, "failed");
+		smtpd_error(ss);
+		break;
+	default:
+		smtpd_error(ss);
+		break;
+	}
+	smtpd_reply(ss, "%s", reply);
 	bufferevent_enable(ss->bev, EV_READ);
 	smtpd_session_input(ss);
 	smtpd_session_reap(ss);
 }
 
-static void
-smtpd_auth_result(struct smtpd_session *ss, int rc, const char *reply)
+/* Wait for the auth process (reading stops); 454 when it is away. */
+static int
+smtpd_auth_wait(struct smtpd_session *ss)
 {
-	struct timeval tv = { 0, 0 };
-
-	switch (rc) {
-	case SASL_CONTINUE:
-		smtpd_reply(ss, "%s", reply);
-		return;
-	case SASL_OK:
-		util_strlcpy(ss->user, sasl_server_user(ss->sasl), sizeof(ss->user));
-		milter_sess_auth(ss->milter, ss->user);
-		sasl_server_free(&ss->sasl);
-		sasl_throttle_success(ss->s->throttle, ss->ip);
-		log_info("smtpd: sid=%llx, client=[%s], user=%s, auth=ok",
-		    (unsigned long long)ss->sid, ss->ip, ss->user);
-		metrics_inc(METRIC_AUTH, "ok");
-		smtpd_reply(ss, "%s", reply);
-		return;
-	case SASL_FAIL:
-		tv.tv_sec = sasl_throttle_failure(ss->s->throttle, ss->ip);
-		log_info("smtpd: sid=%llx, client=[%s], auth=failed, delay=%lds",
-		    (unsigned long long)ss->sid, ss->ip, (long)tv.tv_sec);
-		metrics_inc(METRIC_AUTH, "failed");
-		smtpd_error(ss);
-		/* A growing delay before the 535 makes guessing slow. */
-		util_strlcpy(ss->auth_reply, reply, sizeof(ss->auth_reply));
-		ss->paused = 1;
-		bufferevent_disable(ss->bev, EV_READ);
-		if (ss->auth_delay == NULL)
-			ss->auth_delay = evtimer_new(ss->s->base,
-			    smtpd_auth_delayed, ss);
-		evtimer_add(ss->auth_delay, &tv);
-		return;
-	default:
-		smtpd_reply(ss, "%s", reply);
-		smtpd_error(ss);
-		return;
+	if (ss->sasl == NULL) {
+		smtpd_reply(ss, "%s", AUTHC_DOWN_REPLY);
+		return smtpd_error(ss);
 	}
+	ss->paused = 1;
+	bufferevent_disable(ss->bev, EV_READ);
+	return 1;
 }
 
 static int
 smtpd_cmd_auth(struct smtpd_session *ss, const char *arg)
 {
-	char reply[SMTPD_AUTH_LINE_MAX];
-
-	if (ss->s->pw == NULL) {
+	if (ss->s->auth == NULL) {
 		smtpd_reply(ss, "502 5.5.1 Command not implemented");
 		return smtpd_error(ss);
 	}
@@ -1320,23 +1312,18 @@ smtpd_cmd_auth(struct smtpd_session *ss, const char *arg)
 		smtpd_reply(ss, "503 5.5.1 AUTH not allowed during a mail transaction");
 		return smtpd_error(ss);
 	}
-	if (sasl_throttle_blocked(ss->s->throttle, ss->ip)) {
-		smtpd_reply(ss, "454 4.7.0 Too many failed attempts, try later");
-		return smtpd_error(ss);
-	}
-	smtpd_auth_result(ss, sasl_auth_begin(arg, ss->s->pw, ss->cfg->hostname,
-	    1, ss->cfg->auth_requires_tls, &ss->sasl, reply, sizeof(reply)),
-	    reply);
-	return ss->paused;
+	ss->sasl = authc_start(ss->s->auth, ss->ip, AUTHPROTO_TLS |
+	    (ss->cfg->auth_requires_tls ? AUTHPROTO_REQUIRE_TLS : 0), arg,
+	    smtpd_auth_done, ss);
+	return smtpd_auth_wait(ss);
 }
 
 static void
 smtpd_auth_line(struct smtpd_session *ss, const char *line)
 {
-	char reply[SMTPD_AUTH_LINE_MAX];
-
-	smtpd_auth_result(ss, sasl_auth_next(&ss->sasl, line, reply,
-	    sizeof(reply)), reply);
+	if (authc_step(ss->sasl, line) < 0)
+		ss->sasl = NULL;
+	(void)smtpd_auth_wait(ss);
 }
 
 /* Returns 1 when input processing must stop. */
@@ -1487,7 +1474,7 @@ smtpd_session_input(struct smtpd_session *ss)
 			evbuffer_drain(in, len + 1);
 			ss->discarding = 0;
 			smtpd_reply(ss, "500 5.5.2 Line too long");
-			sasl_server_free(&ss->sasl);
+			authc_cancel(&ss->sasl);
 			smtpd_error(ss);
 			continue;
 		}
@@ -1665,10 +1652,8 @@ smtpd_session_free(struct smtpd_session *ss)
 	milter_sess_free(&ss->milter);
 	smtpd_mrcpt_clear(ss);
 	smtpd_tx_free(&ss->tx);
-	sasl_server_free(&ss->sasl);
+	authc_cancel(&ss->sasl);
 	dnsbl_check_free(&ss->dnsbl);
-	if (ss->auth_delay != NULL)
-		event_free(ss->auth_delay);
 	if (ss->deadline != NULL)
 		event_free(ss->deadline);
 	if (ss->bev != NULL)
@@ -1816,15 +1801,13 @@ smtpd_new(struct event_base *base, struct config *cfg, struct queue *q,
 		s->tls = tls;
 	}
 	s->accept_retry = evtimer_new(base, smtpd_accept_retry, s);
-	s->throttle = sasl_throttle_new();
 	return s;
 }
 
 void
-smtpd_set_passwd(struct smtpd *s, struct passwd_db *pw)
+smtpd_set_auth(struct smtpd *s, struct authc *auth)
 {
-	passwd_free(&s->pw);
-	s->pw = passwd_ref(pw);
+	s->auth = auth;
 }
 
 int
@@ -1992,8 +1975,6 @@ smtpd_free(struct smtpd **sp)
 		event_free(s->done_ev);
 	if (s->tls != NULL)
 		SSL_CTX_free(s->tls);
-	passwd_free(&s->pw);
-	sasl_throttle_free(&s->throttle);
 	config_free(&s->cfg);
 	free(s);
 	*sp = NULL;
