@@ -421,6 +421,38 @@ static int config_set_listen(struct config_ctx *ctx, void *field,
 	    "numeric IP:PORT or [IPv6]:PORT");
 }
 
+/*
+ * metrics_listen: the endpoint lists every customer domain, so a bare
+ * PORT means loopback (127.0.0.1:PORT); another address must be written.
+ */
+static int config_set_metrics_listen(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	char buf[CONFIG_LINE_MAX + 1], *out = buf;
+	const char *p = value;
+	int rc;
+
+	while (*p != '\0' && (size_t)(out - buf) < sizeof(buf) - 16) {
+		size_t n = strspn(p, "0123456789");
+
+		/* A word of digits only: between separators or the ends. */
+		if (n > 0 && n <= 5 && (p == value || strchr(" \t,", p[-1])) &&
+		    (p[n] == '\0' || strchr(" \t,#", p[n]) != NULL)) {
+			out += snprintf(out, sizeof(buf) - (size_t)(out - buf),
+			    "127.0.0.1:%.*s", (int)n, p);
+			p += n;
+			continue;
+		}
+		*out++ = *p++;
+	}
+	*out = '\0';
+	if (*p != '\0')
+		return config_set_listen(ctx, field, key, value);
+	rc = config_set_addrlist(ctx, field, key, buf, 0,
+	    "PORT (loopback), numeric IP:PORT or [IPv6]:PORT");
+	return rc;
+}
+
 static int config_set_smtp_listen(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -969,7 +1001,7 @@ static const struct config_key config_keys[] = {
 	{ "odmr_listen", CONFIG_GLOBAL, config_set_odmr_listen, G(odmr_listen) },
 	{ "odmrs_listen", CONFIG_GLOBAL, config_set_listen, G(odmrs_listen) },
 	{ "control_socket", CONFIG_GLOBAL, config_set_socket, G(control_socket) },
-	{ "metrics_listen", CONFIG_GLOBAL, config_set_listen, G(metrics_listen) },
+	{ "metrics_listen", CONFIG_GLOBAL, config_set_metrics_listen, G(metrics_listen) },
 	{ "tls_cert_file", CONFIG_GLOBAL, config_set_optstr, G(tls_cert_file) },
 	{ "tls_key_file", CONFIG_GLOBAL, config_set_optstr, G(tls_key_file) },
 	{ "auth_requires_tls", CONFIG_GLOBAL, config_set_bool, G(auth_requires_tls) },

@@ -33,6 +33,7 @@
 #include "log.h"
 #include "passwd.h"
 #include "queue.h"
+#include "domstate.h"
 #include "rcache.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -72,8 +73,8 @@ static int ctl_usage_to(FILE *out, int status)
 {
 	fprintf(out,
 	    "usage: %s [-c FILE] command [arguments]\n"
-	    "  queue [--json] [DOMAIN]      list queued messages\n"
-	    "  show ID [--body]             envelope and headers of one message\n"
+	    "  queue [--json] [DOMAIN]      list queued messages (mailq style)\n"
+	    "  show ID [--body|--json]      envelope and headers of one message\n"
 	    "  flush DOMAIN                 deliver a domain's mail now (like ETRN)\n"
 	    "  delete ID | --domain DOMAIN  remove mail without delivery\n"
 	    "  bounce ID                    return a message to its sender now\n"
@@ -85,7 +86,7 @@ static int ctl_usage_to(FILE *out, int status)
 	    "  passwd add [--no-cram] NAME DOMAIN...\n"
 	    "                               add or change an ATRN user (password on stdin)\n"
 	    "  passwd del NAME              remove an ATRN user\n"
-	    "  passwd list                  list ATRN users\n"
+	    "  passwd list [--json]         list ATRN users\n"
 	    "options: -c FILE (default " CTL_DEFAULT_CONFIG "), -h/--help help, -V version\n"
 	    "See odrelayctl(8) for the exit codes.\n",
 	    ctl_progname);
@@ -474,6 +475,9 @@ struct ctl_dom {
 	char *name;
 	int configured, hold;
 	uint64_t messages, bytes;
+	time_t oldest;		/* arrival of the oldest queued message, 0 none */
+	time_t last_atrn;	/* last successful ATRN pull, 0 never */
+	time_t last_etrn;	/* last accepted ETRN, 0 never */
 };
 
 struct ctl_doms {
@@ -540,39 +544,110 @@ static void ctl_doms_free(struct ctl_doms *ds)
 	ds->n = ds->cap = 0;
 }
 
+/* The per-domain facts an operator watches (issue: oldest held message,
+ * last ATRN pull, last ETRN), read from the queue and its domstate db. */
+static void ctl_doms_facts(struct queue *q, struct ctl_doms *ds)
+{
+	char err[256];
+	struct domstate *st = domstate_open(q, err, sizeof(err));
+
+	for (size_t k = 0; k < ds->n; k++) {
+		struct domstate_rec r;
+
+		(void)queue_domain_oldest(q, ds->v[k].name, &ds->v[k].oldest);
+		if (st != NULL && domstate_get(st, ds->v[k].name, &r) == 0) {
+			ds->v[k].last_atrn = r.last[DOMSTATE_ATRN];
+			ds->v[k].last_etrn = r.last[DOMSTATE_ETRN];
+		}
+	}
+	domstate_close(&st);
+}
+
+/* An age as a short word: 45s, 12m, 5h, 3d; "-" for none. */
+static const char *ctl_age(time_t t, time_t now, char *buf, size_t size)
+{
+	long long a = (long long)(now - t);
+
+	if (t == 0)
+		snprintf(buf, size, "-");
+	else if (a < 0)
+		snprintf(buf, size, "0s");
+	else if (a < 120)
+		snprintf(buf, size, "%llds", a);
+	else if (a < 2 * 3600)
+		snprintf(buf, size, "%lldm", a / 60);
+	else if (a < 2 * 86400)
+		snprintf(buf, size, "%lldh", a / 3600);
+	else
+		snprintf(buf, size, "%lldd", a / 86400);
+	return buf;
+}
+
+/* The facts of one domain as JSON members (after other members). */
+static void ctl_dom_facts_json(const struct ctl_dom *d, time_t now)
+{
+	printf(",\"oldest\":");
+	ctl_json_time(stdout, d->oldest);
+	printf(",\"oldest_age\":%lld,\"last_atrn\":",
+	    d->oldest ? (long long)(now > d->oldest ? now - d->oldest : 0) : 0LL);
+	ctl_json_time(stdout, d->last_atrn);
+	printf(",\"last_etrn\":");
+	ctl_json_time(stdout, d->last_etrn);
+}
+
+/* The facts as table cells: OLDEST, LAST ATRN, LAST ETRN (ages). */
+static void ctl_dom_facts_cells(const struct ctl_dom *d, time_t now)
+{
+	char a[3][32];
+
+	printf(" %8s %10s %10s", ctl_age(d->oldest, now, a[0], sizeof(a[0])),
+	    ctl_age(d->last_atrn, now, a[1], sizeof(a[1])),
+	    ctl_age(d->last_etrn, now, a[2], sizeof(a[2])));
+}
+
 /* ---- queue ---- */
+
+/* Postfix mailq's mark after the id: '*' being delivered, '!' held. */
+static char ctl_state_mark(enum ctl_state st)
+{
+	return st == CTL_DELIVERING ? '*' : st == CTL_HELD ? '!' : ' ';
+}
 
 static void ctl_queue_human(const struct queue_envelope *env,
     enum ctl_state st, int *first)
 {
 	const char *err;
 	char tbuf[32];
+	struct tm tm;
+	time_t t = env->arrival;
 	size_t i;
 
 	if (*first) {
-		printf("%-16s  %10s  %-20s  %-10s  %3s  %s\n", "QUEUE ID", "SIZE",
-		    "ARRIVAL (UTC)", "STATE", "TRY", "SENDER");
+		printf("%-17s %9s %-19s %-10s %s\n", "-Queue ID-", "--Size--",
+		    "---Arrival (UTC)---", "-State-", "-Sender/Recipient-------");
 		*first = 0;
 	}
-	printf("%-16s  %10" PRIu64 "  %-20s  %-10s  %3u  <", env->id,
-	    env->size, ctl_time(env->arrival, tbuf, sizeof(tbuf)),
-	    ctl_state_names[st], ctl_msg_attempts(env));
-	ctl_put_text(stdout, env->sender);
-	printf(">\n");
+	if (t == 0 || gmtime_r(&t, &tm) == NULL ||
+	    strftime(tbuf, sizeof(tbuf), "%a %b %e %H:%M:%S", &tm) == 0)
+		snprintf(tbuf, sizeof(tbuf), "-");
+	printf("%s%c %9" PRIu64 " %-19s %-10s ", env->id, ctl_state_mark(st),
+	    env->size, tbuf, ctl_state_names[st]);
+	ctl_put_text(stdout, env->sender[0] != '\0' ? env->sender :
+	    "MAILER-DAEMON");
+	printf("\n");
+	if ((err = ctl_msg_last_error(env)) != NULL) {
+		printf("%59s(", "");
+		ctl_put_text(stdout, err);
+		printf(", %u attempt%s)\n", ctl_msg_attempts(env),
+		    ctl_msg_attempts(env) == 1 ? "" : "s");
+	}
 	for (i = 0; i < env->nrcpts; i++) {
 		const struct queue_rcpt *r = &env->rcpts[i];
 
 		if (r->state != QUEUE_RCPT_QUEUED)
 			continue;
-		printf("    to <");
+		printf("%59s", "");
 		ctl_put_text(stdout, r->addr);
-		printf("> (");
-		ctl_put_text(stdout, r->domain);
-		printf(")\n");
-	}
-	if ((err = ctl_msg_last_error(env)) != NULL) {
-		printf("    last error: ");
-		ctl_put_text(stdout, err);
 		printf("\n");
 	}
 	printf("\n");
@@ -621,6 +696,49 @@ static void ctl_queue_json(const struct queue_envelope *env,
 	printf("}");
 }
 
+/*
+ * Push delivery: which domains a customer waits for now (XWAIT), from the
+ * daemon's "waiting" control answer "250 DOMAIN=N ...". Nothing when the
+ * daemon is not running. filter: only that domain, or NULL.
+ */
+static void ctl_queue_waiting(const struct config *cfg, const char *filter,
+    int json)
+{
+	char reply[8192], err[512], pbuf[512], *p, *w, *save = NULL;
+	const char *path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
+	int n = 0;
+
+	if (control_request(path, "waiting", reply, sizeof(reply), err,
+	    sizeof(err)) < 0 || strncmp(reply, "250", 3) != 0)
+		reply[3] = '\0';
+	p = reply + 3;
+	if (json)
+		printf(",\n \"waiting\":[");
+	for (w = strtok_r(p, " ", &save); w != NULL; w = strtok_r(NULL, " ", &save)) {
+		char *eq = strrchr(w, '=');
+
+		if (eq == NULL)
+			continue;
+		*eq = '\0';
+		if (filter != NULL && strcasecmp(filter, w) != 0)
+			continue;
+		if (json) {
+			printf("%s{\"domain\":", n ? "," : "");
+			ctl_json_str(stdout, w);
+			printf(",\"sessions\":%lu}", strtoul(eq + 1, NULL, 10));
+		} else {
+			printf("%s", n ? ", " : "Customers waiting now (XWAIT): ");
+			ctl_put_text(stdout, w);
+			printf(" (%lu)", strtoul(eq + 1, NULL, 10));
+		}
+		n++;
+	}
+	if (json)
+		printf("]");
+	else if (n > 0)
+		printf("\n");
+}
+
 static int ctl_cmd_queue(int argc, char **argv)
 {
 	const struct config *cfg;
@@ -630,6 +748,7 @@ static int ctl_cmd_queue(int argc, char **argv)
 	struct queue *q;
 	uint64_t total_msgs = 0, total_bytes = 0;
 	int json = 0, first = 1, rc, i, status = CTL_EXIT_OK;
+	time_t now = time(NULL);
 	size_t k;
 
 	for (i = 1; i < argc; i++) {
@@ -682,6 +801,7 @@ static int ctl_cmd_queue(int argc, char **argv)
 		total_bytes += env->size;
 		queue_envelope_free(&env);
 	}
+	ctl_doms_facts(q, &ds);
 	queue_close(&q);
 	free(ids.v);
 
@@ -704,11 +824,15 @@ static int ctl_cmd_queue(int argc, char **argv)
 			printf("%s\n    {\"domain\":", firstd ? "" : ",");
 			firstd = 0;
 			ctl_json_str(stdout, ds.v[k].name);
-			printf(",\"messages\":%" PRIu64 ",\"bytes\":%" PRIu64 "}",
+			printf(",\"messages\":%" PRIu64 ",\"bytes\":%" PRIu64,
 			    ds.v[k].messages, ds.v[k].bytes);
+			ctl_dom_facts_json(&ds.v[k], now);
+			printf("}");
 		}
 		printf("],\n \"total\":{\"messages\":%" PRIu64
-		    ",\"bytes\":%" PRIu64 "}}\n", total_msgs, total_bytes);
+		    ",\"bytes\":%" PRIu64 "}", total_msgs, total_bytes);
+		ctl_queue_waiting(cfg, domain, 1);
+		printf("}\n");
 	} else if (total_msgs == 0) {
 		if (domain != NULL) {
 			printf("No mail queued for ");
@@ -717,18 +841,23 @@ static int ctl_cmd_queue(int argc, char **argv)
 		} else
 			printf("Mail queue is empty\n");
 	} else {
-		printf("%-40s %10s %14s\n", "DOMAIN", "MESSAGES", "BYTES");
+		printf("-- %" PRIu64 " Kbytes in %" PRIu64 " Request%s. "
+		    "(%" PRIu64 " bytes)\n\n", (total_bytes + 1023) / 1024,
+		    total_msgs, total_msgs == 1 ? "" : "s", total_bytes);
+		printf("%-32s %8s %12s %8s %10s %10s\n", "DOMAIN", "MESSAGES",
+		    "BYTES", "OLDEST", "LAST ATRN", "LAST ETRN");
 		for (k = 0; k < ds.n; k++) {
 			if (ds.v[k].messages == 0)
 				continue;
-			ctl_put_cell(stdout, ds.v[k].name, 40);
-			printf(" %10" PRIu64 " %14" PRIu64 "\n",
-			    ds.v[k].messages, ds.v[k].bytes);
+			ctl_put_cell(stdout, ds.v[k].name, 32);
+			printf(" %8" PRIu64 " %12" PRIu64, ds.v[k].messages,
+			    ds.v[k].bytes);
+			ctl_dom_facts_cells(&ds.v[k], now);
+			printf("\n");
 		}
-		printf("-- %" PRIu64 " Kbytes in %" PRIu64 " message%s "
-		    "(%" PRIu64 " bytes)\n", (total_bytes + 1023) / 1024,
-		    total_msgs, total_msgs == 1 ? "" : "s", total_bytes);
 	}
+	if (!json)
+		ctl_queue_waiting(cfg, domain, 0);
 	ctl_doms_free(&ds);
 	return ctl_finish_output(status);
 }
@@ -856,12 +985,14 @@ static int ctl_cmd_show(int argc, char **argv)
 	const char *id = NULL;
 	struct queue *q;
 	char tbuf[32];
-	int body = 0, rc, i;
+	int body = 0, json = 0, rc, i;
 	size_t k;
 
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--body") == 0)
 			body = 1;
+		else if (strcmp(argv[i], "--json") == 0)
+			json = 1;
 		else if (argv[i][0] == '-' || id != NULL)
 			return ctl_usage();
 		else
@@ -889,6 +1020,16 @@ static int ctl_cmd_show(int argc, char **argv)
 		queue_envelope_free(&env);
 		queue_close(&q);
 		return rc;
+	}
+	if (json) {
+		/* The same object as one entry of queue --json. */
+		int first = 1;
+
+		ctl_queue_json(env, ctl_msg_state(q, cfg, env), &first);
+		printf("\n");
+		queue_envelope_free(&env);
+		queue_close(&q);
+		return ctl_finish_output(CTL_EXIT_OK);
 	}
 
 	printf("id:           %s\n", env->id);
@@ -1254,6 +1395,7 @@ static int ctl_cmd_stats(int argc, char **argv)
 	const char *name;
 	struct queue *q;
 	int json = 0, rc, i, status = CTL_EXIT_OK, any;
+	time_t now = time(NULL);
 	size_t k;
 
 	for (i = 1; i < argc; i++) {
@@ -1310,6 +1452,7 @@ static int ctl_cmd_stats(int argc, char **argv)
 		ds.v[k].messages = st.messages;
 		ds.v[k].bytes = st.bytes;
 	}
+	ctl_doms_facts(q, &ds);
 	queue_close(&q);
 	if (ds.n > 1)
 		qsort(ds.v, ds.n, sizeof(ds.v[0]), ctl_dom_cmp);
@@ -1328,10 +1471,12 @@ static int ctl_cmd_stats(int argc, char **argv)
 			printf("%s\n    {\"domain\":", k ? "," : "");
 			ctl_json_str(stdout, ds.v[k].name);
 			printf(",\"configured\":%s,\"hold\":%s,\"messages\":%"
-			    PRIu64 ",\"bytes\":%" PRIu64 "}",
+			    PRIu64 ",\"bytes\":%" PRIu64,
 			    ds.v[k].configured ? "true" : "false",
 			    ds.v[k].hold ? "true" : "false",
 			    ds.v[k].messages, ds.v[k].bytes);
+			ctl_dom_facts_json(&ds.v[k], now);
+			printf("}");
 		}
 		printf("],\n \"daemon\":");
 		if (p == NULL)
@@ -1348,14 +1493,16 @@ static int ctl_cmd_stats(int argc, char **argv)
 		}
 		printf("}\n");
 	} else {
-		printf("%-40s %-12s %10s %14s\n", "DOMAIN", "MODE", "MESSAGES",
-		    "BYTES");
+		printf("%-32s %-12s %8s %12s %8s %10s %10s\n", "DOMAIN", "MODE",
+		    "MESSAGES", "BYTES", "OLDEST", "LAST ATRN", "LAST ETRN");
 		for (k = 0; k < ds.n; k++) {
-			ctl_put_cell(stdout, ds.v[k].name, 40);
-			printf(" %-12s %10" PRIu64 " %14" PRIu64 "\n",
+			ctl_put_cell(stdout, ds.v[k].name, 32);
+			printf(" %-12s %8" PRIu64 " %12" PRIu64,
 			    !ds.v[k].configured ? "unconfigured" :
 			    ds.v[k].hold ? "hold" : "relay",
 			    ds.v[k].messages, ds.v[k].bytes);
+			ctl_dom_facts_cells(&ds.v[k], now);
+			printf("\n");
 		}
 		printf("\nmessages:   %" PRIu64 "\nrecipients: %" PRIu64
 		    "\nbytes:      %" PRIu64 "\n", total_msgs, rcpts,
@@ -1443,6 +1590,62 @@ static int ctl_read_password(char *buf, size_t size)
 	return 0;
 }
 
+/*
+ * passwd list --json: the text listing ("NAME DOM,DOM MECH,MECH" per
+ * line, names and domains without spaces) as
+ * [{"user":..,"domains":[..],"mechanisms":[..]}].
+ */
+static int ctl_passwd_list_json(const char *path)
+{
+	char err[512], *buf = NULL, *line, *save = NULL;
+	size_t size = 0;
+	FILE *mem = open_memstream(&buf, &size);
+	int first = 1;
+
+	if (mem == NULL) {
+		ctl_err("out of memory");
+		return CTL_EXIT_FAIL;
+	}
+	if (passwd_file_list(path, mem, err, sizeof(err)) < 0) {
+		fclose(mem);
+		free(buf);
+		ctl_err("%s", err);
+		return CTL_EXIT_FAIL;
+	}
+	fclose(mem);
+	printf("[");
+	for (line = strtok_r(buf, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		char *f[3] = { NULL, NULL, NULL }, *fs = NULL, *w, *ws = NULL;
+		int n = 0;
+
+		for (w = strtok_r(line, " ", &fs); w != NULL && n < 3;
+		    w = strtok_r(NULL, " ", &fs))
+			f[n++] = w;
+		if (n < 1)
+			continue;
+		printf("%s\n  {\"user\":", first ? "" : ",");
+		first = 0;
+		ctl_json_str(stdout, f[0]);
+		for (int k = 1; k < 3; k++) {
+			int firstw = 1;
+
+			printf(k == 1 ? ",\"domains\":[" : ",\"mechanisms\":[");
+			for (w = f[k] ? strtok_r(f[k], ",", &ws) : NULL; w != NULL;
+			    w = strtok_r(NULL, ",", &ws)) {
+				printf("%s", firstw ? "" : ",");
+				firstw = 0;
+				ctl_json_str(stdout, w);
+			}
+			printf("]");
+		}
+		printf("}");
+	}
+	printf("%s]\n", first ? "" : "\n");
+	free(buf);
+	return ctl_finish_output(CTL_EXIT_OK);
+}
+
 static int ctl_cmd_passwd(int argc, char **argv)
 {
 	const struct config *cfg;
@@ -1517,10 +1720,14 @@ static int ctl_cmd_passwd(int argc, char **argv)
 		return ctl_finish_output(CTL_EXIT_OK);
 	}
 	if (strcmp(argv[1], "list") == 0) {
-		if (argc != 2)
+		int json = argc == 3 && strcmp(argv[2], "--json") == 0;
+
+		if (argc != 2 && !json)
 			return ctl_usage();
 		if ((cfg = ctl_config()) == NULL)
 			return CTL_EXIT_FAIL;
+		if (json)
+			return ctl_passwd_list_json(cfg->passwd_file);
 		if (passwd_file_list(cfg->passwd_file, stdout, err,
 		    sizeof(err)) < 0) {
 			ctl_err("%s", err);

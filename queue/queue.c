@@ -44,6 +44,7 @@
 #include "xmalloc.h"
 #include "queue.h"
 #include "queue_private.h"
+#include "domstate.h"
 
 #define QUEUE_MAX_INFLIGHT	4	/* chunks queued per put before backpressure */
 #define QUEUE_RESUME_AT		2	/* resume the reader at this many */
@@ -2076,6 +2077,48 @@ int queue_domain_stats(struct queue *q, const char *domain,
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return QUEUE_EIO;
 	return QUEUE_OK;
+}
+
+/* Ids are time-ordered, so the first "domain\0ID" key is the oldest
+ * message (to the second; a clock stepped back may misorder a few). */
+int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r)
+{
+	char kbuf[QUEUE_DOMAIN_MAX + 2];
+	struct queue_envelope *env = NULL;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, d;
+	size_t plen;
+	int rc;
+
+	*arrival_r = 0;
+	plen = domain_key(domain, kbuf);
+	kbuf[plen++] = '\0';
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
+		mdb_txn_abort(txn);
+		return QUEUE_EIO;
+	}
+	k.mv_data = kbuf;
+	k.mv_size = plen;
+	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	if (rc == 0 && k.mv_size == plen + QUEUE_ID_LEN &&
+	    memcmp(k.mv_data, kbuf, plen) == 0) {
+		char id[QUEUE_ID_LEN + 1];
+
+		memcpy(id, (const char *)k.mv_data + plen, QUEUE_ID_LEN);
+		id[QUEUE_ID_LEN] = '\0';
+		rc = msg_load(q, txn, id, &env, NULL);
+		if (rc == 0) {
+			*arrival_r = env->arrival;
+			queue_envelope_free(&env);
+		}
+	} else if (rc == 0)
+		rc = MDB_NOTFOUND;
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	return rc == 0 || rc == MDB_NOTFOUND ? QUEUE_OK : QUEUE_EIO;
 }
 
 /* ---- body reader ---- */

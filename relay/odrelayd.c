@@ -22,6 +22,7 @@
 #include "control.h"
 #include "deliver.h"
 #include "dns.h"
+#include "domstate.h"
 #include "dnsbl.h"
 #include "log.h"
 #include "metrics.h"
@@ -37,6 +38,7 @@
 #include "smtpd.h"
 #include "tls.h"
 #include "util.h"
+#include "watch.h"
 #include "xmalloc.h"
 
 #ifndef SYSCONFDIR
@@ -50,6 +52,7 @@ struct daemon {
 	struct config *cfg;
 	const char *cfg_path;
 	struct queue *q;
+	struct domstate *domstate;
 	struct dns *dns;
 	struct dnsbl *dnsbl;
 	struct sched *sched;
@@ -502,6 +505,7 @@ static void gauges(void *arg, struct evbuffer *out)
 	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
 	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
 	    sched_active(d->sched));
+	watch_gauges(out, d->cfg, d->q, d->domstate);
 }
 
 /*
@@ -520,7 +524,7 @@ static void listen_all(struct daemon *d)
 		if (smtpd_listen(d->smtpd, cfg->smtp_listen.v[i], err,
 		    sizeof(err)) == 0) {
 			smtp_up++;
-			log_info("listening: smtp on %s", cfg->smtp_listen.v[i]);
+			log_info("smtpd: listening on %s", cfg->smtp_listen.v[i]);
 		} else if (cfg->smtp_listen_set)
 			log_fatal(1, "smtp_listen %s: %s", cfg->smtp_listen.v[i], err);
 		else
@@ -532,10 +536,8 @@ static void listen_all(struct daemon *d)
 	/* d->odmr exists when either ODMR list is non-empty. */
 	for (size_t i = 0; d->odmr != NULL && i < cfg->odmr_listen.n; i++) {
 		if (odmr_listen(d->odmr, cfg->odmr_listen.v[i], 0, err,
-		    sizeof(err)) == 0) {
-			log_info("listening: odmr on %s", cfg->odmr_listen.v[i]);
-			continue;
-		}
+		    sizeof(err)) == 0)
+			continue;	/* odmr_listen logs it */
 		if (cfg->odmr_listen_set)
 			log_fatal(1, "odmr_listen %s: %s", cfg->odmr_listen.v[i], err);
 		log_warn("odmr_listen (default) %s: %s; set odmr_listen to choose "
@@ -545,7 +547,6 @@ static void listen_all(struct daemon *d)
 		if (odmr_listen(d->odmr, cfg->odmrs_listen.v[i], 1, err,
 		    sizeof(err)) < 0)
 			log_fatal(1, "odmrs_listen %s: %s", cfg->odmrs_listen.v[i], err);
-		log_info("listening: odmrs (TLS) on %s", cfg->odmrs_listen.v[i]);
 	}
 	/* Metrics do not depend on ODMR: a pure backup MX has them too. */
 	for (size_t i = 0; i < cfg->metrics_listen.n; i++) {
@@ -556,9 +557,7 @@ static void listen_all(struct daemon *d)
 			log_fatal(1, "metrics_listen %s: %s", cfg->metrics_listen.v[i], err);
 		d->metrics = xreallocarray(d->metrics, d->nmetrics + 1,
 		    sizeof(*d->metrics));
-		d->metrics[d->nmetrics++] = m;
-		log_info("listening: metrics on http://%s/metrics",
-		    cfg->metrics_listen.v[i]);
+		d->metrics[d->nmetrics++] = m;	/* metrics_listen logs it */
 	}
 }
 
@@ -648,6 +647,10 @@ int main(int argc, char **argv)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
+	d.domstate = domstate_open(d.q, err, sizeof(err));
+	if (d.domstate == NULL)
+		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	domstate_set_default(d.domstate);
 	d.dns = dns_new(d.base, (const char *const *)d.cfg->dns_servers.v,
 	    d.cfg->dns_servers.n, 5000, err, sizeof(err));
 	if (d.dns == NULL)
@@ -681,7 +684,7 @@ int main(int argc, char **argv)
 	    err, sizeof(err));
 	if (d.control == NULL)
 		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
-	log_info("listening: control on %s", d.cfg->control_socket);
+	log_info("control: listening on %s", d.cfg->control_socket);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.ev_int = evsignal_new(d.base, SIGINT, on_signal, &d);
@@ -709,6 +712,7 @@ int main(int argc, char **argv)
 	rcache_close(&d.rcache);
 	dns_free(&d.dns);
 	control_free(&d.control);
+	domstate_close(&d.domstate);
 	authc_free(&d.auth);
 	privsep_free(&d.ps);
 	queue_close(&d.q);

@@ -106,6 +106,7 @@ struct smtpd_tx {
 	char hdr[10];			/* start of the current line */
 	unsigned nreceived;
 	uint64_t size;			/* text octets (unstuffed, CRLF) */
+	size_t received_len;		/* our Received header, stored first */
 	unsigned bad;			/* SMTPD_BAD_* */
 	int qerr;			/* queue error for SMTPD_BAD_QUEUE */
 	struct recip_wait *rcpt_wait;	/* RCPT verdict pending (probe) */
@@ -565,9 +566,12 @@ smtpd_commit_done(void *arg, int result)
 
 	tx->put = NULL;		/* the queue freed it */
 	if (result == QUEUE_OK) {
+		/* size= is what is stored (with our Received header), as
+		 * odrelayctl lists it and quotas count it. */
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s",
 		    tx->id, log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
-		    (unsigned long long)tx->size, tx->nrcpts, ss->ip);
+		    (unsigned long long)(tx->size + tx->received_len),
+		    tx->nrcpts, ss->ip);
 		smtpd_reply(ss, "250 2.0.0 Ok: queued as %s", tx->id);
 		metrics_inc(METRIC_RECEIVED, NULL);
 		metrics_add(METRIC_RECEIVED_BYTES, NULL, tx->size);
@@ -1132,6 +1136,7 @@ smtpd_cmd_data(struct smtpd_session *ss, size_t arglen)
 	tx->ds = SMTPD_DS_BOL;
 	tx->in_headers = 1;
 	smtpd_received(ss, rcv, sizeof(rcv));
+	tx->received_len = strlen(rcv);
 	if (milter_sess_filtering(ss->milter)) {
 		/* the milters see the text first; they write it at the end */
 		milter_sess_data(ss->milter, tx->id);
@@ -1295,6 +1300,8 @@ smtpd_auth_done(void *arg, int rc, const char *reply, const char *user,
 		smtpd_error(ss);
 		break;
 	default:
+		metrics_inc(METRIC_AUTH, rc == AUTHPROTO_UNAVAILABLE ?
+		    "refused" : "invalid");
 		smtpd_error(ss);
 		break;
 	}
