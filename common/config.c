@@ -495,6 +495,17 @@ static int config_set_size(struct config_ctx *ctx, void *field,
 	return 0;
 }
 
+/* A size where 0 is allowed (queue_min_free = 0: no file system margin). */
+static int config_set_size0(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (strcmp(value, "0") == 0) {
+		*(uint64_t *)field = 0;
+		return 0;
+	}
+	return config_set_size(ctx, field, key, value);
+}
+
 static int config_set_map_size(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -1022,6 +1033,7 @@ static const struct config_key config_keys[] = {
 	{ "run_as_user", CONFIG_GLOBAL, config_set_str, G(run_as_user) },
 	{ "log_level", CONFIG_GLOBAL, config_set_log_level, G(log_level) },
 	{ "queue_map_size", CONFIG_GLOBAL, config_set_map_size, G(queue_map_size) },
+	{ "queue_min_free", CONFIG_GLOBAL, config_set_size0, G(queue_min_free) },
 	{ "max_received", CONFIG_GLOBAL, config_set_uint, G(max_received) },
 	{ "max_errors", CONFIG_GLOBAL, config_set_uint, G(max_errors) },
 	{ "etrn_rate", CONFIG_GLOBAL, config_set_uint, G(etrn_rate) },
@@ -1155,6 +1167,7 @@ static struct config *config_new(void)
 	cfg->run_as_user = xstrdup(CONFIG_DEF_RUN_AS);
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->queue_map_size = 4ULL * 1024 * 1024 * 1024;
+	cfg->queue_min_free = 64ULL * 1024 * 1024;
 	cfg->max_received = 100;
 	cfg->max_errors = 20;
 	cfg->etrn_rate = 10;

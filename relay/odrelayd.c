@@ -29,6 +29,7 @@
 #include "notify.h"
 #include "odmr.h"
 #include "precheck.h"
+#include "qadmin.h"
 #include "privsep.h"
 #include "queue.h"
 #include "rcache.h"
@@ -66,6 +67,7 @@ struct daemon {
 	struct authc *auth;
 	struct rcache *rcache;
 	struct recip *recip;
+	struct qadmin *qadmin;
 	SSL_CTX *server_tls;
 	SSL_CTX *client_tls;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
@@ -176,6 +178,7 @@ static void on_arrival(void *arg, const char *domain)
 
 static void apply_quotas(struct daemon *d)
 {
+	queue_set_min_free(d->q, d->cfg->queue_min_free);
 	for (size_t i = 0; i < d->cfg->ndomains; i++)
 		queue_set_quota(d->q, d->cfg->domains[i].name,
 		    d->cfg->domains[i].max_queue_size);
@@ -414,6 +417,8 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 		    sizeof(line)));
 	} else if (strcmp(cmd, "waiting") == 0) {
 		control_waiting(d, req);
+	} else if (qadmin_control(d->qadmin, cmd, cmdarg, req)) {
+		/* compact, compact-status: answered */
 	} else {
 		control_req_reply(req, "500 unknown command");
 	}
@@ -505,6 +510,7 @@ static void gauges(void *arg, struct evbuffer *out)
 	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
 	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
 	    sched_active(d->sched));
+	qadmin_gauges(d->qadmin, out);
 	watch_gauges(out, d->cfg, d->q, d->domstate);
 }
 
@@ -647,6 +653,7 @@ int main(int argc, char **argv)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
+	d.qadmin = qadmin_new(d.q);
 	d.domstate = domstate_open(d.q, err, sizeof(err));
 	if (d.domstate == NULL)
 		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
@@ -716,6 +723,7 @@ int main(int argc, char **argv)
 	authc_free(&d.auth);
 	privsep_free(&d.ps);
 	queue_close(&d.q);
+	qadmin_free(&d.qadmin);
 	if (d.ev_drain != NULL)
 		event_free(d.ev_drain);
 	event_free(d.ev_term);

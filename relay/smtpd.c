@@ -40,6 +40,7 @@
 #include "log.h"
 #include "queue.h"
 #include "smtp_parse.h"
+#include "room.h"
 #include "smtpd.h"
 #include "metrics.h"
 #include "passwd.h"
@@ -582,7 +583,16 @@ smtpd_commit_done(void *arg, int result)
 		    queue_strerror(result));
 		metrics_inc(METRIC_REJECTED, result == QUEUE_EQUOTA ? "quota" :
 		    result == QUEUE_EFULL ? "queue-full" : "queue-error");
-		if (result == QUEUE_EFULL || result == QUEUE_EQUOTA)
+		if (result == QUEUE_EQUOTA) {
+			const char *doms[64];
+			size_t nd = 0;
+
+			for (size_t k = 0; k < tx->nrcpts && nd < 64; k++)
+				doms[nd++] = tx->rcpts[k].domain;
+			room_quota_reply(ss->s->q, doms, nd, tx->size, sbuf,
+			    sizeof(sbuf));
+			smtpd_reply(ss, "%s", sbuf);
+		} else if (result == QUEUE_EFULL)
 			smtpd_reply(ss, "452 4.3.1 Insufficient system storage");
 		else
 			smtpd_reply(ss, "451 4.3.0 Local error in processing");
@@ -867,6 +877,19 @@ smtpd_cmd_mail(struct smtpd_session *ss, const char *arg, size_t len)
 		smtpd_reply(ss, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
+	{
+		/* The map or disk cannot take it: say so before the DATA. */
+		char reply[300];
+		const char *why;
+
+		if (room_check(ss->s->q, NULL, tx->mp.size, reply, sizeof(reply),
+		    &why)) {
+			free(tx);
+			metrics_inc(METRIC_REJECTED, why);
+			smtpd_reply(ss, "%s", reply);
+			return;
+		}
+	}
 	tx->sender = xstrdup(path.null_path ? "" : path.addr);
 	ss->tx = tx;
 	milter_sess_mail(ss->milter, tx->sender);
@@ -945,6 +968,17 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 	/* Blocklisted clients cost no probe. */
 	if (smtpd_dnsbl_refused(ss, path.addr))
 		return;
+	{
+		/* The domain's quota (or the map) cannot take it. */
+		const char *why;
+
+		if (room_check(ss->s->q, dom->name, tx->mp.size, reply,
+		    sizeof(reply), &why)) {
+			metrics_inc(METRIC_REJECTED, why);
+			smtpd_reply(ss, "%s", reply);
+			return;
+		}
+	}
 	r = recip_check(ss->s->recip, dom, path.addr, reply, sizeof(reply),
 	    smtpd_rcpt_answer, ss, &tx->rcpt_wait);
 	if (r == RECIP_PENDING) {
