@@ -36,6 +36,7 @@
 #include "authproto.h"
 #include "config.h"
 #include "dnsbl.h"
+#include "fdbudget.h"
 #include "milter.h"
 #include "log.h"
 #include "queue.h"
@@ -129,6 +130,7 @@ struct smtpd_session {
 	int esmtp;
 	int tls_on;
 	int rejected;			/* over a connection limit */
+	int budget_held;		/* holds a slot of s->budget */
 	int discarding;			/* dropping an overlong line */
 	int paused;			/* queue backpressure: not reading */
 	int in_input;			/* inside smtpd_session_input */
@@ -165,6 +167,7 @@ struct smtpd {
 	struct authc *auth;		/* borrowed; NULL: no AUTH */
 	struct recip *recip;		/* borrowed; NULL: lists only */
 	struct dnsbl *dnsbl;		/* borrowed; NULL: no DNSBL */
+	struct fdbudget *budget;	/* borrowed; shared with odmr */
 	struct smtpd_session *sessions;
 	size_t nsessions;
 	uint64_t next_sid;
@@ -1737,6 +1740,8 @@ smtpd_session_free(struct smtpd_session *ss)
 	if (ss->next != NULL)
 		ss->next->prev = ss->prev;
 	s->nsessions--;
+	if (ss->budget_held)
+		fdbudget_put(s->budget);
 	free(ss);
 	smtpd_check_done(s);
 }
@@ -1767,7 +1772,20 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
+	if (!fdbudget_take(s->budget)) {
+		/* Every descriptor the budget allows is in use (both
+		 * listeners count): refuse at once, no session. */
+		static const char busy[] =
+		    "421 4.3.2 Too many connections, try later\r\n";
+
+		metrics_inc(METRIC_REJECTED, "connections");
+		(void)!write(fd, busy, sizeof(busy) - 1);
+		evutil_closesocket(fd);
+		fdbudget_refused(s->budget, "smtpd");
+		return;
+	}
 	ss = xcalloc(1, sizeof(*ss));
+	ss->budget_held = 1;
 	ss->s = s;
 	ss->sid = ++s->next_sid;
 	ss->cfg = config_ref(s->cfg);
@@ -1877,6 +1895,12 @@ smtpd_new(struct event_base *base, struct config *cfg, struct queue *q,
 	}
 	s->accept_retry = evtimer_new(base, smtpd_accept_retry, s);
 	return s;
+}
+
+void
+smtpd_set_budget(struct smtpd *s, struct fdbudget *b)
+{
+	s->budget = b;
 }
 
 void
