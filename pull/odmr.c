@@ -95,6 +95,7 @@ struct odmr_session {
 	struct config *cfg;
 	struct bufferevent *bev;
 	struct event *deadline;	/* a whole command line must arrive in time */
+	time_t started;		/* monotonic seconds at connect */
 	enum odmr_state state;
 	int tls_active;
 	int implicit_tls;
@@ -911,6 +912,30 @@ static size_t odmr_line_max(const struct odmr_session *s, struct evbuffer *in)
 	return ODMR_LINE_MAX;
 }
 
+/*
+ * Each line has its deadline, but a client that never logs in must not
+ * keep its slot by sending NOOP in time: smtp_session_limit bounds the
+ * session until AUTH (after it the customer is known, and XWAIT may wait
+ * long on purpose).
+ */
+static int odmr_session_limit(struct odmr_session *s)
+{
+	struct timespec now;
+
+	if (s->cfg->smtp_session_limit <= 0 ||
+	    (s->state != ODMR_INITIAL && s->state != ODMR_AUTH_EXCHANGE))
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - s->started < s->cfg->smtp_session_limit)
+		return 0;
+	log_info("odmr: client=[%s], session time limit before AUTH", s->ip);
+	odmr_reply(s, "421 4.4.2 %s Session time limit reached, closing",
+	    s->cfg->hostname);
+	authc_cancel(&s->sasl);
+	odmr_close_when_flushed(s);
+	return 1;
+}
+
 static void odmr_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
@@ -978,6 +1003,10 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 		}
 		if (s->bev == bev)
 			odmr_set_timeout(s);
+		if (odmr_session_limit(s)) {
+			free(line);
+			break;
+		}
 		if (s->state == ODMR_AUTH_EXCHANGE)
 			odmr_auth_line(s, line);
 		else if (s->state == ODMR_WAITING)
@@ -1070,6 +1099,12 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 	o->nsessions++;
 	log_debug("odmr: connect from [%s]%s", s->ip, implicit_tls ? " (TLS)" : "");
 	bufferevent_setcb(bev, odmr_read_cb, odmr_write_cb, odmr_event_cb, s);
+	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		s->started = now.tv_sec;
+	}
 	s->deadline = evtimer_new(o->base, odmr_deadline_cb, s);
 	odmr_set_timeout(s);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);

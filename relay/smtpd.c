@@ -120,6 +120,7 @@ struct smtpd_session {
 	struct smtpd *s;
 	struct smtpd_session *prev, *next;
 	uint64_t sid;
+	time_t started;			/* monotonic seconds at connect */
 	struct config *cfg;		/* referenced */
 	SSL_CTX *tls;			/* referenced, or NULL */
 	struct bufferevent *bev;	/* NULL once the peer is gone */
@@ -295,6 +296,33 @@ smtpd_error_limit(struct smtpd_session *ss)
 	    ss->cfg->hostname);
 	log_info("smtpd: sid=%llx, client=[%s], too many errors",
 	    (unsigned long long)ss->sid, ss->ip);
+	smtpd_session_close(ss);
+	return 1;
+}
+
+static void smtpd_tx_reset(struct smtpd_session *ss);
+
+/*
+ * The per-command deadline bounds each command, not their number: a
+ * client sending NOOP just in time would keep its slot for ever. After
+ * smtp_session_limit the next command gets 421 (nothing acknowledged is
+ * affected: a message is either queued or not yet answered).
+ */
+static int
+smtpd_session_limit(struct smtpd_session *ss)
+{
+	struct timespec now;
+
+	if (ss->cfg->smtp_session_limit <= 0)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - ss->started < ss->cfg->smtp_session_limit)
+		return 0;
+	smtpd_reply(ss, "421 4.4.2 %s Session time limit reached, closing",
+	    ss->cfg->hostname);
+	log_info("smtpd: sid=%llx, client=[%s], session time limit",
+	    (unsigned long long)ss->sid, ss->ip);
+	smtpd_tx_reset(ss);
 	smtpd_session_close(ss);
 	return 1;
 }
@@ -1512,7 +1540,7 @@ smtpd_session_input(struct smtpd_session *ss)
 			break;
 		}
 		len = (size_t)eol.pos;
-		if (smtpd_error_limit(ss))
+		if (smtpd_error_limit(ss) || smtpd_session_limit(ss))
 			break;
 		if (ss->discarding || len + 1 > max) {
 			evbuffer_drain(in, len + 1);
@@ -1804,6 +1832,12 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	log_debug("smtpd: sid=%llx, connect from [%s]",
 	    (unsigned long long)ss->sid, ss->ip);
 	smtpd_reply(ss, "220 %s ESMTP odrelay", ss->cfg->hostname);
+	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ss->started = now.tv_sec;
+	}
 	ss->deadline = evtimer_new(s->base, smtpd_deadline_cb, ss);
 	smtpd_deadline_arm(ss);
 	ss->dnsbl = dnsbl_check_start(s->dnsbl, ss->cfg, ss->ip,
