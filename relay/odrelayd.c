@@ -24,11 +24,13 @@
 #include "dns.h"
 #include "domstate.h"
 #include "dnsbl.h"
+#include "fdbudget.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
 #include "odmr.h"
 #include "precheck.h"
+#include "qadmin.h"
 #include "privsep.h"
 #include "queue.h"
 #include "rcache.h"
@@ -58,6 +60,7 @@ struct daemon {
 	struct sched *sched;
 	struct smtpd *smtpd;
 	struct odmr *odmr;
+	struct fdbudget *budget;	/* connections on all listeners */
 	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
@@ -66,6 +69,7 @@ struct daemon {
 	struct authc *auth;
 	struct rcache *rcache;
 	struct recip *recip;
+	struct qadmin *qadmin;
 	SSL_CTX *server_tls;
 	SSL_CTX *client_tls;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
@@ -176,6 +180,7 @@ static void on_arrival(void *arg, const char *domain)
 
 static void apply_quotas(struct daemon *d)
 {
+	queue_set_min_free(d->q, d->cfg->queue_min_free);
 	for (size_t i = 0; i < d->cfg->ndomains; i++)
 		queue_set_quota(d->q, d->cfg->domains[i].name,
 		    d->cfg->domains[i].max_queue_size);
@@ -414,6 +419,8 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 		    sizeof(line)));
 	} else if (strcmp(cmd, "waiting") == 0) {
 		control_waiting(d, req);
+	} else if (qadmin_control(d->qadmin, cmd, cmdarg, req)) {
+		/* compact, compact-status: answered */
 	} else {
 		control_req_reply(req, "500 unknown command");
 	}
@@ -505,6 +512,7 @@ static void gauges(void *arg, struct evbuffer *out)
 	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
 	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
 	    sched_active(d->sched));
+	qadmin_gauges(d->qadmin, out);
 	watch_gauges(out, d->cfg, d->q, d->domstate);
 }
 
@@ -514,6 +522,26 @@ static void gauges(void *arg, struct evbuffer *out)
  * (no IPv6, no root for port 366): those only warn, as long as one SMTP
  * listener is up.
  */
+/*
+ * One connection budget for the SMTP and ODMR listeners, from the
+ * descriptor limit (raised to the hard limit first), less what the queue,
+ * DNS, deliveries and the control socket need (issue 17).
+ */
+static void start_budget(struct daemon *d)
+{
+	unsigned long nofile;
+	int raised = fdbudget_raise_nofile(&nofile) == 0;
+
+	d->budget = fdbudget_new(fdbudget_sessions(d->cfg, nofile));
+	smtpd_set_budget(d->smtpd, d->budget);
+	if (d->odmr != NULL)
+		odmr_set_budget(d->odmr, d->budget);
+	log_info("descriptors: limit %lu%s, %zu reserved, %zu client "
+	    "connections on all listeners", nofile, raised ? "" :
+	    " (could not raise it to the hard limit)",
+	    fdbudget_reserve(d->cfg), fdbudget_limit(d->budget));
+}
+
 static void listen_all(struct daemon *d)
 {
 	char err[256];
@@ -647,6 +675,7 @@ int main(int argc, char **argv)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
+	d.qadmin = qadmin_new(d.q);
 	d.domstate = domstate_open(d.q, err, sizeof(err));
 	if (d.domstate == NULL)
 		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
@@ -672,6 +701,7 @@ int main(int argc, char **argv)
 		odmr_set_auth(d.odmr, d.auth);
 	}
 	smtpd_auth(&d);
+	start_budget(&d);
 	listen_all(&d);
 	if (getuid() == 0)
 		become_user(d.cfg, 1);
@@ -702,6 +732,7 @@ int main(int argc, char **argv)
 	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);
+	fdbudget_free(&d.budget);
 	notify_free(&d.notify);
 	for (size_t i = 0; i < d.nmetrics; i++)
 		metrics_free(&d.metrics[i]);
@@ -716,6 +747,7 @@ int main(int argc, char **argv)
 	authc_free(&d.auth);
 	privsep_free(&d.ps);
 	queue_close(&d.q);
+	qadmin_free(&d.qadmin);
 	if (d.ev_drain != NULL)
 		event_free(d.ev_drain);
 	event_free(d.ev_term);
