@@ -65,7 +65,8 @@ case " $skip " in *" fetchmail "*) ;; *)
 		printf 'set daemon 60\npoll 127.0.0.1 via 127.0.0.1 protocol ODMR port %s user "office" password "office-secret" fetchdomains example.org smtphost 127.0.0.1/%s\n' \
 		    "$odmr_port" "$mta" >"$tmp/fmhome/rc"
 		chmod 600 "$tmp/fmhome/rc"
-		python3 - "$smtp_port" "$mta" "$fmmsgs" "$bench_dir" <<'PY' &
+		FMRC=$tmp/fmhome/rc FMHOME=$tmp/fmhome FMPID=$tmp/fmhome/pid FMLOG=$tmp/fm.log \
+		    python3 - "$smtp_port" "$mta" "$fmmsgs" "$bench_dir" <<'PY' &
 import sys, time, subprocess, os
 sys.path.insert(0, sys.argv[4])
 import pushclient
@@ -97,7 +98,7 @@ PY
 		fpid=$!
 		bench_pids="$bench_pids $fpid"
 		echo "# fetchmail --nodetach with 'set daemon 60' (ODMR), $fmmsgs messages sent 37 s apart"
-		FMRC=$tmp/fmhome/rc FMHOME=$tmp/fmhome FMPID=$tmp/fmhome/pid FMLOG=$tmp/fm.log wait "$fpid" 2>/dev/null
+		wait "$fpid"
 		bench_pids=$(echo "$bench_pids" | tr ' ' '\n' | grep -vx "$fpid" | tr '\n' ' ')
 		odrelayd_stop
 		echo "fetchmail, expected for arrivals uniform over the 60 s cycle: p50 30 s, p99 59.4 s (+ the pull itself)"

@@ -421,6 +421,38 @@ static int config_set_listen(struct config_ctx *ctx, void *field,
 	    "numeric IP:PORT or [IPv6]:PORT");
 }
 
+/*
+ * metrics_listen: the endpoint lists every customer domain, so a bare
+ * PORT means loopback (127.0.0.1:PORT); another address must be written.
+ */
+static int config_set_metrics_listen(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	char buf[CONFIG_LINE_MAX + 1], *out = buf;
+	const char *p = value;
+	int rc;
+
+	while (*p != '\0' && (size_t)(out - buf) < sizeof(buf) - 16) {
+		size_t n = strspn(p, "0123456789");
+
+		/* A word of digits only: between separators or the ends. */
+		if (n > 0 && n <= 5 && (p == value || strchr(" \t,", p[-1])) &&
+		    (p[n] == '\0' || strchr(" \t,#", p[n]) != NULL)) {
+			out += snprintf(out, sizeof(buf) - (size_t)(out - buf),
+			    "127.0.0.1:%.*s", (int)n, p);
+			p += n;
+			continue;
+		}
+		*out++ = *p++;
+	}
+	*out = '\0';
+	if (*p != '\0')
+		return config_set_listen(ctx, field, key, value);
+	rc = config_set_addrlist(ctx, field, key, buf, 0,
+	    "PORT (loopback), numeric IP:PORT or [IPv6]:PORT");
+	return rc;
+}
+
 static int config_set_smtp_listen(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -461,6 +493,17 @@ static int config_set_size(struct config_ctx *ctx, void *field,
 	}
 	*(uint64_t *)field = v;
 	return 0;
+}
+
+/* A size where 0 is allowed (queue_min_free = 0: no file system margin). */
+static int config_set_size0(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (strcmp(value, "0") == 0) {
+		*(uint64_t *)field = 0;
+		return 0;
+	}
+	return config_set_size(ctx, field, key, value);
 }
 
 static int config_set_map_size(struct config_ctx *ctx, void *field,
@@ -969,7 +1012,7 @@ static const struct config_key config_keys[] = {
 	{ "odmr_listen", CONFIG_GLOBAL, config_set_odmr_listen, G(odmr_listen) },
 	{ "odmrs_listen", CONFIG_GLOBAL, config_set_listen, G(odmrs_listen) },
 	{ "control_socket", CONFIG_GLOBAL, config_set_socket, G(control_socket) },
-	{ "metrics_listen", CONFIG_GLOBAL, config_set_listen, G(metrics_listen) },
+	{ "metrics_listen", CONFIG_GLOBAL, config_set_metrics_listen, G(metrics_listen) },
 	{ "tls_cert_file", CONFIG_GLOBAL, config_set_optstr, G(tls_cert_file) },
 	{ "tls_key_file", CONFIG_GLOBAL, config_set_optstr, G(tls_key_file) },
 	{ "auth_requires_tls", CONFIG_GLOBAL, config_set_bool, G(auth_requires_tls) },
@@ -990,6 +1033,7 @@ static const struct config_key config_keys[] = {
 	{ "run_as_user", CONFIG_GLOBAL, config_set_str, G(run_as_user) },
 	{ "log_level", CONFIG_GLOBAL, config_set_log_level, G(log_level) },
 	{ "queue_map_size", CONFIG_GLOBAL, config_set_map_size, G(queue_map_size) },
+	{ "queue_min_free", CONFIG_GLOBAL, config_set_size0, G(queue_min_free) },
 	{ "max_received", CONFIG_GLOBAL, config_set_uint, G(max_received) },
 	{ "max_errors", CONFIG_GLOBAL, config_set_uint, G(max_errors) },
 	{ "etrn_rate", CONFIG_GLOBAL, config_set_uint, G(etrn_rate) },
@@ -1122,6 +1166,7 @@ static struct config *config_new(void)
 	cfg->run_as_user = xstrdup(CONFIG_DEF_RUN_AS);
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->queue_map_size = 4ULL * 1024 * 1024 * 1024;
+	cfg->queue_min_free = 64ULL * 1024 * 1024;
 	cfg->max_received = 100;
 	cfg->max_errors = 20;
 	cfg->etrn_rate = 10;

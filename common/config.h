@@ -93,6 +93,7 @@ struct config {
 	int log_level;		/* enum log_level */
 	/* Extensions to spec.md (documented in odrelay.conf(5)). */
 	uint64_t queue_map_size;	/* LMDB map size [4G] */
+	uint64_t queue_min_free;	/* file system kept free of new mail [64M] */
 	unsigned max_received;		/* Received headers before 554 5.4.6 [100] */
 	unsigned max_errors;		/* protocol errors before 421 [20] */
 	unsigned etrn_rate;		/* ETRN per client IP per minute [10] */

@@ -7,6 +7,9 @@ PKGS="build-essential autoconf automake libtool pkg-config
   openssl lmdb-utils python3 swaks fetchmail dnsmasq-base mandoc man-db
   clang libclang-rt-14-dev valgrind
   libmilter-dev rspamd opendkim opendkim-tools"
+# dpkg-buildpackage for debian/ (README "Operating"); prometheus for the
+# alert rule tests (promtool) and the scrape test.
+PKGS="$PKGS debhelper dpkg-dev fakeroot prometheus"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

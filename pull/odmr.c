@@ -39,6 +39,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "odmr.h"
+#include "domstate.h"
 #include "queue.h"
 #include "sasl.h"
 #include "tls.h"
@@ -352,6 +353,10 @@ static void odmr_auth_done(void *arg, int rc, const char *reply,
 		s->state = ODMR_INITIAL;
 		break;
 	default:
+		/* 454 (too many failures, auth process away) or a syntax,
+		 * cancel or mechanism error: counted apart from failures. */
+		metrics_inc(METRIC_AUTH, rc == AUTHPROTO_UNAVAILABLE ?
+		    "refused" : "invalid");
 		s->state = ODMR_INITIAL;
 		break;
 	}
@@ -482,6 +487,20 @@ static void odmr_reversed_abort_all(struct odmr *o)
 	}
 }
 
+/* A successful pull (all taken, or nothing to take): note each domain of
+ * the comma-separated list for the operator. */
+static void odmr_note_pulled(const char *list)
+{
+	char buf[512], *p, *comma;
+
+	util_strlcpy(buf, list, sizeof(buf));
+	for (p = buf; p != NULL && *p != '\0'; p = comma) {
+		if ((comma = strchr(p, ',')) != NULL)
+			*comma++ = '\0';
+		domstate_note_now(p, DOMSTATE_ATRN);
+	}
+}
+
 static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 {
 	struct odmr_atrn_log *lg = arg;
@@ -493,6 +512,9 @@ static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 	    sum->rcpts_deferred, sum->rcpts_bounced,
 	    (unsigned long long)sum->bytes, sum->ok ? "ok" : "incomplete",
 	    sum->reason);
+	metrics_inc(METRIC_ATRN, sum->ok ? "ok" : "incomplete");
+	if (sum->ok)
+		odmr_note_pulled(lg->domains);
 	free(lg->user);
 	free(lg);
 }
@@ -609,6 +631,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 			log_info("atrn: client=[%s], user=%s, domains=%s, result=no-mail",
 			    s->ip, s->user, list);
 			metrics_inc(METRIC_ATRN, "no-mail");
+			odmr_note_pulled(list);
 			odmr_reply(s, "453 4.3.0 You have no mail");
 		}
 		return;

@@ -22,12 +22,14 @@
 #include "control.h"
 #include "deliver.h"
 #include "dns.h"
+#include "domstate.h"
 #include "dnsbl.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
 #include "odmr.h"
 #include "precheck.h"
+#include "qadmin.h"
 #include "privsep.h"
 #include "queue.h"
 #include "rcache.h"
@@ -37,6 +39,7 @@
 #include "smtpd.h"
 #include "tls.h"
 #include "util.h"
+#include "watch.h"
 #include "xmalloc.h"
 
 #ifndef SYSCONFDIR
@@ -50,6 +53,7 @@ struct daemon {
 	struct config *cfg;
 	const char *cfg_path;
 	struct queue *q;
+	struct domstate *domstate;
 	struct dns *dns;
 	struct dnsbl *dnsbl;
 	struct sched *sched;
@@ -64,6 +68,7 @@ struct daemon {
 	int dropped;		/* started as root, now run_as_user */
 	struct rcache *rcache;
 	struct recip *recip;
+	struct qadmin *qadmin;
 	SSL_CTX *server_tls;
 	SSL_CTX *client_tls;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
@@ -174,6 +179,7 @@ static void on_arrival(void *arg, const char *domain)
 
 static void apply_quotas(struct daemon *d)
 {
+	queue_set_min_free(d->q, d->cfg->queue_min_free);
 	for (size_t i = 0; i < d->cfg->ndomains; i++)
 		queue_set_quota(d->q, d->cfg->domains[i].name,
 		    d->cfg->domains[i].max_queue_size);
@@ -472,6 +478,8 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 		    sizeof(line)));
 	} else if (strcmp(cmd, "waiting") == 0) {
 		control_waiting(d, req);
+	} else if (qadmin_control(d->qadmin, cmd, cmdarg, req)) {
+		/* compact, compact-status: answered */
 	} else {
 		control_req_reply(req, "500 unknown command");
 	}
@@ -563,6 +571,8 @@ static void gauges(void *arg, struct evbuffer *out)
 	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
 	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
 	    sched_active(d->sched));
+	qadmin_gauges(d->qadmin, out);
+	watch_gauges(out, d->cfg, d->q, d->domstate);
 }
 
 /*
@@ -581,7 +591,7 @@ static void listen_all(struct daemon *d)
 		if (smtpd_listen(d->smtpd, cfg->smtp_listen.v[i], err,
 		    sizeof(err)) == 0) {
 			smtp_up++;
-			log_info("listening: smtp on %s", cfg->smtp_listen.v[i]);
+			log_info("smtpd: listening on %s", cfg->smtp_listen.v[i]);
 		} else if (cfg->smtp_listen_set)
 			log_fatal(1, "smtp_listen %s: %s", cfg->smtp_listen.v[i], err);
 		else
@@ -593,10 +603,8 @@ static void listen_all(struct daemon *d)
 	/* d->odmr exists when either ODMR list is non-empty. */
 	for (size_t i = 0; d->odmr != NULL && i < cfg->odmr_listen.n; i++) {
 		if (odmr_listen(d->odmr, cfg->odmr_listen.v[i], 0, err,
-		    sizeof(err)) == 0) {
-			log_info("listening: odmr on %s", cfg->odmr_listen.v[i]);
-			continue;
-		}
+		    sizeof(err)) == 0)
+			continue;	/* odmr_listen logs it */
 		if (cfg->odmr_listen_set)
 			log_fatal(1, "odmr_listen %s: %s", cfg->odmr_listen.v[i], err);
 		log_warn("odmr_listen (default) %s: %s; set odmr_listen to choose "
@@ -606,7 +614,6 @@ static void listen_all(struct daemon *d)
 		if (odmr_listen(d->odmr, cfg->odmrs_listen.v[i], 1, err,
 		    sizeof(err)) < 0)
 			log_fatal(1, "odmrs_listen %s: %s", cfg->odmrs_listen.v[i], err);
-		log_info("listening: odmrs (TLS) on %s", cfg->odmrs_listen.v[i]);
 	}
 	/* Metrics do not depend on ODMR: a pure backup MX has them too. */
 	for (size_t i = 0; i < cfg->metrics_listen.n; i++) {
@@ -617,9 +624,7 @@ static void listen_all(struct daemon *d)
 			log_fatal(1, "metrics_listen %s: %s", cfg->metrics_listen.v[i], err);
 		d->metrics = xreallocarray(d->metrics, d->nmetrics + 1,
 		    sizeof(*d->metrics));
-		d->metrics[d->nmetrics++] = m;
-		log_info("listening: metrics on http://%s/metrics",
-		    cfg->metrics_listen.v[i]);
+		d->metrics[d->nmetrics++] = m;	/* metrics_listen logs it */
 	}
 }
 
@@ -711,6 +716,11 @@ int main(int argc, char **argv)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
+	d.qadmin = qadmin_new(d.q);
+	d.domstate = domstate_open(d.q, err, sizeof(err));
+	if (d.domstate == NULL)
+		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	domstate_set_default(d.domstate);
 	d.dns = dns_new(d.base, (const char *const *)d.cfg->dns_servers.v,
 	    d.cfg->dns_servers.n, 5000, err, sizeof(err));
 	if (d.dns == NULL)
@@ -746,7 +756,7 @@ int main(int argc, char **argv)
 	    err, sizeof(err));
 	if (d.control == NULL)
 		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
-	log_info("listening: control on %s", d.cfg->control_socket);
+	log_info("control: listening on %s", d.cfg->control_socket);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.ev_int = evsignal_new(d.base, SIGINT, on_signal, &d);
@@ -774,9 +784,11 @@ int main(int argc, char **argv)
 	rcache_close(&d.rcache);
 	dns_free(&d.dns);
 	control_free(&d.control);
+	domstate_close(&d.domstate);
 	authc_free(&d.auth);
 	privsep_free(&d.ps);
 	queue_close(&d.q);
+	qadmin_free(&d.qadmin);
 	if (d.ev_drain != NULL)
 		event_free(d.ev_drain);
 	event_free(d.ev_term);

@@ -42,6 +42,7 @@
 #include "metrics.h"
 #include "queue.h"
 #include "sched.h"
+#include "domstate.h"
 #include "selfaddr.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -616,6 +617,7 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 
 		if (cd != NULL && strcmp(cd->name, name) == 0 && cd->etrn) {
 			matched = 1;
+			domstate_note_now(cd->name, DOMSTATE_ETRN);
 			/* ETRN domain: the domain itself (RFC 1985); #queue:
 			 * the whole section */
 			n = sched_flush_one(s, cd, node[0] != '#');
@@ -639,6 +641,7 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 		if (!match || !cd->etrn)
 			continue;
 		matched = 1;
+		domstate_note_now(cd->name, DOMSTATE_ETRN);
 		n = sched_flush_one(s, cd, 0);
 		if (n < 0)
 			running = 1;
@@ -978,6 +981,7 @@ static void sched_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	sched_retry_due(s);
 	sched_expiry_slice(s);
+	queue_space_recheck(s->q);
 }
 
 void sched_message_added(void *arg, const char *id)

@@ -40,6 +40,7 @@
 #include "log.h"
 #include "queue.h"
 #include "smtp_parse.h"
+#include "room.h"
 #include "smtpd.h"
 #include "metrics.h"
 #include "passwd.h"
@@ -106,6 +107,7 @@ struct smtpd_tx {
 	char hdr[10];			/* start of the current line */
 	unsigned nreceived;
 	uint64_t size;			/* text octets (unstuffed, CRLF) */
+	size_t received_len;		/* our Received header, stored first */
 	unsigned bad;			/* SMTPD_BAD_* */
 	int qerr;			/* queue error for SMTPD_BAD_QUEUE */
 	struct recip_wait *rcpt_wait;	/* RCPT verdict pending (probe) */
@@ -537,9 +539,12 @@ smtpd_commit_done(void *arg, int result)
 
 	tx->put = NULL;		/* the queue freed it */
 	if (result == QUEUE_OK) {
+		/* size= is what is stored (with our Received header), as
+		 * odrelayctl lists it and quotas count it. */
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s",
 		    tx->id, log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
-		    (unsigned long long)tx->size, tx->nrcpts, ss->ip);
+		    (unsigned long long)(tx->size + tx->received_len),
+		    tx->nrcpts, ss->ip);
 		smtpd_reply(ss, "250 2.0.0 Ok: queued as %s", tx->id);
 		metrics_inc(METRIC_RECEIVED, NULL);
 		metrics_add(METRIC_RECEIVED_BYTES, NULL, tx->size);
@@ -550,7 +555,16 @@ smtpd_commit_done(void *arg, int result)
 		    queue_strerror(result));
 		metrics_inc(METRIC_REJECTED, result == QUEUE_EQUOTA ? "quota" :
 		    result == QUEUE_EFULL ? "queue-full" : "queue-error");
-		if (result == QUEUE_EFULL || result == QUEUE_EQUOTA)
+		if (result == QUEUE_EQUOTA) {
+			const char *doms[64];
+			size_t nd = 0;
+
+			for (size_t k = 0; k < tx->nrcpts && nd < 64; k++)
+				doms[nd++] = tx->rcpts[k].domain;
+			room_quota_reply(ss->s->q, doms, nd, tx->size, sbuf,
+			    sizeof(sbuf));
+			smtpd_reply(ss, "%s", sbuf);
+		} else if (result == QUEUE_EFULL)
 			smtpd_reply(ss, "452 4.3.1 Insufficient system storage");
 		else
 			smtpd_reply(ss, "451 4.3.0 Local error in processing");
@@ -835,6 +849,19 @@ smtpd_cmd_mail(struct smtpd_session *ss, const char *arg, size_t len)
 		smtpd_reply(ss, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
+	{
+		/* The map or disk cannot take it: say so before the DATA. */
+		char reply[300];
+		const char *why;
+
+		if (room_check(ss->s->q, NULL, tx->mp.size, reply, sizeof(reply),
+		    &why)) {
+			free(tx);
+			metrics_inc(METRIC_REJECTED, why);
+			smtpd_reply(ss, "%s", reply);
+			return;
+		}
+	}
 	tx->sender = xstrdup(path.null_path ? "" : path.addr);
 	ss->tx = tx;
 	milter_sess_mail(ss->milter, tx->sender);
@@ -913,6 +940,17 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 	/* Blocklisted clients cost no probe. */
 	if (smtpd_dnsbl_refused(ss, path.addr))
 		return;
+	{
+		/* The domain's quota (or the map) cannot take it. */
+		const char *why;
+
+		if (room_check(ss->s->q, dom->name, tx->mp.size, reply,
+		    sizeof(reply), &why)) {
+			metrics_inc(METRIC_REJECTED, why);
+			smtpd_reply(ss, "%s", reply);
+			return;
+		}
+	}
 	r = recip_check(ss->s->recip, dom, path.addr, reply, sizeof(reply),
 	    smtpd_rcpt_answer, ss, &tx->rcpt_wait);
 	if (r == RECIP_PENDING) {
@@ -1104,6 +1142,7 @@ smtpd_cmd_data(struct smtpd_session *ss, size_t arglen)
 	tx->ds = SMTPD_DS_BOL;
 	tx->in_headers = 1;
 	smtpd_received(ss, rcv, sizeof(rcv));
+	tx->received_len = strlen(rcv);
 	if (milter_sess_filtering(ss->milter)) {
 		/* the milters see the text first; they write it at the end */
 		milter_sess_data(ss->milter, tx->id);
@@ -1267,6 +1306,8 @@ smtpd_auth_done(void *arg, int rc, const char *reply, const char *user,
 		smtpd_error(ss);
 		break;
 	default:
+		metrics_inc(METRIC_AUTH, rc == AUTHPROTO_UNAVAILABLE ?
+		    "refused" : "invalid");
 		smtpd_error(ss);
 		break;
 	}

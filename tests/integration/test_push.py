@@ -291,6 +291,14 @@ def test_watch_receives():
 		w = Watch(["127.0.0.1:%d" % d.odmr_port], sink, "--domain",
 		    "example.org")
 		try:
+			wait_waiting(d)
+			# odrelayctl queue tells that the customer waits now.
+			out = d.ctl_ok("queue").out
+			check("Customers waiting now (XWAIT): example.org (1)" in out,
+			    "odrelayctl queue:\n" + out)
+			j = d.queue_json()
+			check(j.get("waiting") == [{"domain": "example.org",
+			    "sessions": 1}], "queue --json waiting: %r" % j.get("waiting"))
 			for i in range(3):
 				wait_waiting(d)
 				t0 = time.time()

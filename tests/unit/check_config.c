@@ -309,6 +309,25 @@ START_TEST(test_control_socket_and_empty_lists)
 }
 END_TEST
 
+/* metrics_listen: a bare port is loopback; written addresses are kept. */
+START_TEST(test_metrics_listen_loopback)
+{
+	struct errs e;
+	struct config *cfg = load("metrics_listen = 9366, [::1]:9367 "
+	    "0.0.0.0:9368\n", &e);
+
+	ck_assert_int_eq(e.n, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->metrics_listen.n, 3);
+	ck_assert_str_eq(cfg->metrics_listen.v[0], "127.0.0.1:9366");
+	ck_assert_str_eq(cfg->metrics_listen.v[1], "[::1]:9367");
+	ck_assert_str_eq(cfg->metrics_listen.v[2], "0.0.0.0:9368");
+	config_free(&cfg);
+	expect_error_prefix("metrics_listen = localhost:9366\n", 1,
+	    "bad value for 'metrics_listen'");
+}
+END_TEST
+
 /* Relative paths follow the configuration file's directory, never the
  * working directory; absolute ones are kept. */
 START_TEST(test_relative_paths)
@@ -1309,6 +1328,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_all_keys);
 	tcase_add_test(tc, test_control_socket_and_empty_lists);
 	tcase_add_test(tc, test_relative_paths);
+	tcase_add_test(tc, test_metrics_listen_loopback);
 	tcase_add_test(tc, test_comments_and_spacing);
 	tcase_add_test(tc, test_sizes);
 	tcase_add_test(tc, test_durations);
