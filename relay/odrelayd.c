@@ -24,6 +24,7 @@
 #include "dns.h"
 #include "domstate.h"
 #include "dnsbl.h"
+#include "fdbudget.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -59,6 +60,7 @@ struct daemon {
 	struct sched *sched;
 	struct smtpd *smtpd;
 	struct odmr *odmr;
+	struct fdbudget *budget;	/* connections on all listeners */
 	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
@@ -581,6 +583,26 @@ static void gauges(void *arg, struct evbuffer *out)
  * (no IPv6, no root for port 366): those only warn, as long as one SMTP
  * listener is up.
  */
+/*
+ * One connection budget for the SMTP and ODMR listeners, from the
+ * descriptor limit (raised to the hard limit first), less what the queue,
+ * DNS, deliveries and the control socket need (issue 17).
+ */
+static void start_budget(struct daemon *d)
+{
+	unsigned long nofile;
+	int raised = fdbudget_raise_nofile(&nofile) == 0;
+
+	d->budget = fdbudget_new(fdbudget_sessions(d->cfg, nofile));
+	smtpd_set_budget(d->smtpd, d->budget);
+	if (d->odmr != NULL)
+		odmr_set_budget(d->odmr, d->budget);
+	log_info("descriptors: limit %lu%s, %zu reserved, %zu client "
+	    "connections on all listeners", nofile, raised ? "" :
+	    " (could not raise it to the hard limit)",
+	    fdbudget_reserve(d->cfg), fdbudget_limit(d->budget));
+}
+
 static void listen_all(struct daemon *d)
 {
 	char err[256];
@@ -742,6 +764,7 @@ int main(int argc, char **argv)
 		odmr_set_auth(d.odmr, d.auth);
 	}
 	smtpd_auth(&d);
+	start_budget(&d);
 	listen_all(&d);
 	if (getuid() == 0) {
 		become_user(d.cfg, 1);
@@ -774,6 +797,7 @@ int main(int argc, char **argv)
 	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);
+	fdbudget_free(&d.budget);
 	notify_free(&d.notify);
 	for (size_t i = 0; i < d.nmetrics; i++)
 		metrics_free(&d.metrics[i]);
