@@ -67,6 +67,7 @@ struct daemon {
 	struct control *control;
 	struct privsep *ps;
 	struct authc *auth;
+	int dropped;		/* started as root, now run_as_user */
 	struct rcache *rcache;
 	struct recip *recip;
 	struct qadmin *qadmin;
@@ -186,18 +187,60 @@ static void apply_quotas(struct daemon *d)
 		    d->cfg->domains[i].max_queue_size);
 }
 
-static void reload(struct daemon *d)
+/*
+ * After the drop, run_as_user may not read the TLS key: the helper opens
+ * the files (tls_* < 0: read them here). tls_err: the helper could not.
+ */
+static int reload_tls(struct config *ncfg, int cert_fd, int key_fd,
+    const char *tls_err, int via_helper, SSL_CTX **ctx_r)
+{
+	char err[256];
+
+	*ctx_r = NULL;
+	if (!via_helper)
+		return load_server_tls(ncfg, ctx_r);
+	if (tls_err != NULL) {
+		log_error("tls: %s", tls_err);
+		return -1;
+	}
+	if (ncfg->tls_cert_file == NULL || ncfg->tls_key_file == NULL)
+		return 0;
+	if (cert_fd < 0) {
+		log_error("tls: the files changed while reloading");
+		return -1;
+	}
+	*ctx_r = tls_server_ctx_fd(cert_fd, key_fd, ncfg->tls_cert_file,
+	    ncfg->tls_key_file, err, sizeof(err));
+	if (*ctx_r == NULL) {
+		log_error("tls: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void reload_fds(struct daemon *d, int cert_fd, int key_fd,
+    const char *tls_err, int via_helper)
 {
 	struct config *ncfg;
 	SSL_CTX *ntls;
+	int rc;
 
 	ncfg = config_load(d->cfg_path, log_config_error, NULL);
 	if (ncfg == NULL) {
 		log_error("reload: %s has errors, keeping the old configuration",
 		    d->cfg_path);
+		if (cert_fd >= 0)
+			close(cert_fd);
+		if (key_fd >= 0)
+			close(key_fd);
 		return;
 	}
-	if (load_server_tls(ncfg, &ntls) < 0) {
+	rc = reload_tls(ncfg, cert_fd, key_fd, tls_err, via_helper, &ntls);
+	if (cert_fd >= 0)
+		close(cert_fd);
+	if (key_fd >= 0)
+		close(key_fd);
+	if (rc < 0) {
 		log_error("reload: TLS setup failed, keeping the old configuration");
 		config_free(&ncfg);
 		return;
@@ -219,6 +262,17 @@ static void reload(struct daemon *d)
 	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
 	    d->cfg->ndomains);
+}
+
+static void reload(struct daemon *d)
+{
+	reload_fds(d, -1, -1, NULL, 0);
+}
+
+static void reload_with_tls_files(void *arg, int cert_fd, int key_fd,
+    const char *err)
+{
+	reload_fds(arg, cert_fd, key_fd, err, 1);
 }
 
 static void shutdown_part_done(void *arg)
@@ -267,6 +321,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	if (sig == SIGHUP) {
 		log_info("reload: SIGHUP received");
+		/* Dropped from root: the TLS files come from the helper. */
+		if (d->dropped) {
+			if (privsep_tls_files(d->ps, reload_with_tls_files, d) < 0)
+				log_warn("reload: already in progress or the "
+				    "privileged helper is gone");
+			return;
+		}
 		reload(d);
 		return;
 	}
@@ -622,6 +683,8 @@ int main(int argc, char **argv)
 	if (check_only) {
 		int bad = precheck_all(d.cfg, print_config_error, NULL);
 
+		bad += privsep_check_layout(d.cfg, print_config_error, NULL);
+
 		if (bad == 0)
 			printf("odrelayd: %s: configuration OK, %zu domains, "
 			    "queue %s\n", cfg_path, d.cfg->ndomains,
@@ -703,8 +766,10 @@ int main(int argc, char **argv)
 	smtpd_auth(&d);
 	start_budget(&d);
 	listen_all(&d);
-	if (getuid() == 0)
+	if (getuid() == 0) {
 		become_user(d.cfg, 1);
+		d.dropped = getuid() != 0;
+	}
 	(void)sandbox_session();
 	smtpd_set_etrn_handler(d.smtpd, sched_etrn, d.sched);
 	smtpd_set_added_handler(d.smtpd, sched_message_added, d.sched);

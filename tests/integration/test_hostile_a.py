@@ -420,8 +420,21 @@ def test_full_disk_answers_452():
 		n = 0
 		last = None
 		for _ in range(40):
-			code, text = send_message(d.smtp_port, "s@sender.test",
-			    ["b@example.org"], body)
+			# refused at MAIL, RCPT or end of data: any is fine, as
+			# long as it says storage
+			c = Conn(d.smtp_port)
+			try:
+				c.greet_ehlo()
+				for cmd in ("MAIL FROM:<s@sender.test>",
+				    "RCPT TO:<b@example.org>", "DATA"):
+					code, text = c.cmd(cmd)
+					if code not in (250, 354):
+						break
+				else:
+					c.send(body.encode() + b".\r\n")
+					code, text = c.reply()
+			finally:
+				c.close()
 			last = (code, text)
 			if code != 250:
 				break
