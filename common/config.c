@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "domhash.h"
 #include "dnsbl.h"
 #include "log.h"
 #include "util.h"
@@ -420,6 +421,38 @@ static int config_set_listen(struct config_ctx *ctx, void *field,
 	    "numeric IP:PORT or [IPv6]:PORT");
 }
 
+/*
+ * metrics_listen: the endpoint lists every customer domain, so a bare
+ * PORT means loopback (127.0.0.1:PORT); another address must be written.
+ */
+static int config_set_metrics_listen(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	char buf[CONFIG_LINE_MAX + 1], *out = buf;
+	const char *p = value;
+	int rc;
+
+	while (*p != '\0' && (size_t)(out - buf) < sizeof(buf) - 16) {
+		size_t n = strspn(p, "0123456789");
+
+		/* A word of digits only: between separators or the ends. */
+		if (n > 0 && n <= 5 && (p == value || strchr(" \t,", p[-1])) &&
+		    (p[n] == '\0' || strchr(" \t,#", p[n]) != NULL)) {
+			out += snprintf(out, sizeof(buf) - (size_t)(out - buf),
+			    "127.0.0.1:%.*s", (int)n, p);
+			p += n;
+			continue;
+		}
+		*out++ = *p++;
+	}
+	*out = '\0';
+	if (*p != '\0')
+		return config_set_listen(ctx, field, key, value);
+	rc = config_set_addrlist(ctx, field, key, buf, 0,
+	    "PORT (loopback), numeric IP:PORT or [IPv6]:PORT");
+	return rc;
+}
+
 static int config_set_smtp_listen(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -431,6 +464,13 @@ static int config_set_odmr_listen(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
 	return config_set_addrlist(ctx, field, key, value, 366,
+	    "numeric IP[:PORT] or [IPv6][:PORT]");
+}
+
+static int config_set_proxy_interfaces(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	return config_set_addrlist(ctx, field, key, value, 25,
 	    "numeric IP[:PORT] or [IPv6][:PORT]");
 }
 
@@ -453,6 +493,17 @@ static int config_set_size(struct config_ctx *ctx, void *field,
 	}
 	*(uint64_t *)field = v;
 	return 0;
+}
+
+/* A size where 0 is allowed (queue_min_free = 0: no file system margin). */
+static int config_set_size0(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (strcmp(value, "0") == 0) {
+		*(uint64_t *)field = 0;
+		return 0;
+	}
+	return config_set_size(ctx, field, key, value);
 }
 
 static int config_set_map_size(struct config_ctx *ctx, void *field,
@@ -961,10 +1012,11 @@ static const struct config_key config_keys[] = {
 	{ "odmr_listen", CONFIG_GLOBAL, config_set_odmr_listen, G(odmr_listen) },
 	{ "odmrs_listen", CONFIG_GLOBAL, config_set_listen, G(odmrs_listen) },
 	{ "control_socket", CONFIG_GLOBAL, config_set_socket, G(control_socket) },
-	{ "metrics_listen", CONFIG_GLOBAL, config_set_listen, G(metrics_listen) },
+	{ "metrics_listen", CONFIG_GLOBAL, config_set_metrics_listen, G(metrics_listen) },
 	{ "tls_cert_file", CONFIG_GLOBAL, config_set_optstr, G(tls_cert_file) },
 	{ "tls_key_file", CONFIG_GLOBAL, config_set_optstr, G(tls_key_file) },
 	{ "auth_requires_tls", CONFIG_GLOBAL, config_set_bool, G(auth_requires_tls) },
+	{ "auth_delay_max", CONFIG_GLOBAL, config_set_duration0, G(auth_delay_max) },
 	{ "passwd_file", CONFIG_GLOBAL, config_set_str, G(passwd_file) },
 	{ "max_message_size", CONFIG_GLOBAL, config_set_size, G(max_message_size) },
 	{ "max_recipients", CONFIG_GLOBAL, config_set_uint, G(max_recipients) },
@@ -976,16 +1028,21 @@ static const struct config_key config_keys[] = {
 	{ "retry_min", CONFIG_GLOBAL, config_set_duration, G(retry_min) },
 	{ "retry_max", CONFIG_GLOBAL, config_set_duration, G(retry_max) },
 	{ "dns_servers", CONFIG_GLOBAL, config_set_dns_servers, G(dns_servers) },
+	{ "proxy_interfaces", CONFIG_GLOBAL, config_set_proxy_interfaces, G(proxy_interfaces) },
 	{ "delivery_port", CONFIG_GLOBAL, config_set_port, G(delivery_port) },
 	{ "run_as_user", CONFIG_GLOBAL, config_set_str, G(run_as_user) },
 	{ "log_level", CONFIG_GLOBAL, config_set_log_level, G(log_level) },
 	{ "queue_map_size", CONFIG_GLOBAL, config_set_map_size, G(queue_map_size) },
+	{ "queue_min_free", CONFIG_GLOBAL, config_set_size0, G(queue_min_free) },
 	{ "max_received", CONFIG_GLOBAL, config_set_uint, G(max_received) },
 	{ "max_errors", CONFIG_GLOBAL, config_set_uint, G(max_errors) },
 	{ "etrn_rate", CONFIG_GLOBAL, config_set_uint, G(etrn_rate) },
 	{ "atrn_rate", CONFIG_GLOBAL, config_set_uint, G(atrn_rate) },
 	{ "max_deliveries", CONFIG_GLOBAL, config_set_uint, G(max_deliveries) },
 	{ "max_deliveries_per_dest", CONFIG_GLOBAL, config_set_uint, G(max_deliveries_per_dest) },
+	{ "delivery_timeout", CONFIG_GLOBAL, config_set_duration, G(delivery_timeout) },
+	{ "delivery_session_limit", CONFIG_GLOBAL, config_set_duration0, G(delivery_session_limit) },
+	{ "smtp_session_limit", CONFIG_GLOBAL, config_set_duration0, G(smtp_session_limit) },
 	{ "odmr_wait_timeout", CONFIG_GLOBAL, config_set_duration, G(odmr_wait_timeout) },
 	{ "max_waiting", CONFIG_GLOBAL, config_set_uint, G(max_waiting) },
 	{ "notify_url", CONFIG_BOTH, config_set_notify_url, GD(notify_url) },
@@ -1089,6 +1146,7 @@ static struct config *config_new(void)
 	config_list_set(&cfg->smtp_listen, CONFIG_DEF_SMTP_LISTEN);
 	config_list_set(&cfg->odmr_listen, CONFIG_DEF_ODMR_LISTEN);
 	cfg->auth_requires_tls = 1;
+	cfg->auth_delay_max = 16;
 	cfg->passwd_file = xstrdup(CONFIG_DEF_PASSWD);
 	cfg->max_message_size = 50ULL * 1024 * 1024;
 	cfg->max_recipients = 1000;
@@ -1109,12 +1167,16 @@ static struct config *config_new(void)
 	cfg->run_as_user = xstrdup(CONFIG_DEF_RUN_AS);
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->queue_map_size = 4ULL * 1024 * 1024 * 1024;
+	cfg->queue_min_free = 64ULL * 1024 * 1024;
 	cfg->max_received = 100;
 	cfg->max_errors = 20;
 	cfg->etrn_rate = 10;
 	cfg->atrn_rate = 10;
 	cfg->max_deliveries = 20;
 	cfg->max_deliveries_per_dest = 4;
+	cfg->delivery_timeout = 300;
+	cfg->delivery_session_limit = 3600;
+	cfg->smtp_session_limit = 3600;
 	cfg->odmr_wait_timeout = 25 * 60;
 	cfg->max_waiting = 10000;
 	cfg->notify_interval = 60;
@@ -1210,6 +1272,7 @@ void config_free(struct config **cfgp)
 	free(cfg->tls_key_file);
 	free(cfg->passwd_file);
 	strlist_free(&cfg->dns_servers);
+	strlist_free(&cfg->proxy_interfaces);
 	strlist_free(&cfg->dnsbl);
 	strlist_free(&cfg->dnsbl_allow);
 	strlist_free(&cfg->milters);
@@ -1219,6 +1282,7 @@ void config_free(struct config **cfgp)
 	for (i = 0; i < cfg->ndomains; i++)
 		config_domain_clear(&cfg->domains[i]);
 	free(cfg->domains);
+	domhash_free(&cfg->dindex);
 	free(cfg);
 }
 
@@ -1272,13 +1336,15 @@ static void config_section(struct config_ctx *ctx, char *line)
 		config_error(ctx, "bad domain name '%s'", name);
 		return;
 	}
-	for (i = 0; i < cfg->ndomains; i++) {
-		if (strcmp(cfg->domains[i].name, name) == 0) {
-			config_error(ctx, "duplicate section [domain %s] "
-			    "(first at line %d)", name, cfg->domains[i].line);
-			return;
-		}
+	/* The name index makes this check, and every lookup, O(1). */
+	if (cfg->dindex == NULL)
+		cfg->dindex = domhash_new();
+	if (domhash_get(cfg->dindex, name, &i)) {
+		config_error(ctx, "duplicate section [domain %s] "
+		    "(first at line %d)", name, cfg->domains[i].line);
+		return;
 	}
+	domhash_put(cfg->dindex, name, cfg->ndomains);
 	config_domain_clear(&ctx->scratch);
 	cfg->domains = xreallocarray(cfg->domains, cfg->ndomains + 1,
 	    sizeof(*cfg->domains));
@@ -1505,6 +1571,9 @@ const struct config_domain *config_domain_by_name(const struct config *cfg,
 {
 	size_t i, len = strlen(name);
 
+	/* The index, unless the domain list was built by hand (tests). */
+	if (cfg->dindex != NULL && domhash_count(cfg->dindex) == cfg->ndomains)
+		return domhash_get(cfg->dindex, name, &i) ? &cfg->domains[i] : NULL;
 	/* Tolerate one trailing dot, as in the file. */
 	if (len > 1 && name[len - 1] == '.')
 		len--;

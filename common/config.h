@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <time.h>
 
+struct domhash;
+
 struct strlist {
 	char **v;		/* owned strings */
 	size_t n;
@@ -69,6 +71,7 @@ struct config {
 	char *tls_cert_file;
 	char *tls_key_file;
 	int auth_requires_tls;
+	long auth_delay_max;	/* seconds; cap of the AUTH failure delay */
 	char *passwd_file;
 	uint64_t max_message_size;
 	unsigned max_recipients;
@@ -80,6 +83,8 @@ struct config {
 	long retry_min;
 	long retry_max;
 	struct strlist dns_servers;	/* empty: /etc/resolv.conf */
+	struct strlist proxy_interfaces;	/* "addr:port": NAT/proxy addresses of
+					 * this relay, never delivered to */
 	int delivery_port;
 	char *run_as_user;
 	int run_as_user_set;	/* named in the file (else the default) */
@@ -88,12 +93,16 @@ struct config {
 	int log_level;		/* enum log_level */
 	/* Extensions to spec.md (documented in odrelay.conf(5)). */
 	uint64_t queue_map_size;	/* LMDB map size [4G] */
+	uint64_t queue_min_free;	/* file system kept free of new mail [64M] */
 	unsigned max_received;		/* Received headers before 554 5.4.6 [100] */
 	unsigned max_errors;		/* protocol errors before 421 [20] */
 	unsigned etrn_rate;		/* ETRN per client IP per minute [10] */
 	unsigned atrn_rate;		/* ATRN per user per minute [10] */
 	unsigned max_deliveries;	/* outbound connections in total [20] */
 	unsigned max_deliveries_per_dest; /* per destination [4] */
+	long delivery_timeout;		/* delivery: reply deadline, seconds [300] */
+	long delivery_session_limit;	/* delivery: no new message after [1h], 0 = off */
+	long smtp_session_limit;	/* SMTP session / ODMR before AUTH [1h], 0 = off */
 	/* Knowing the recipients: defaults for every domain section. */
 	int verify_unknown;		/* 1: tempfail (450 4.1.1), 0: accept */
 	long verify_timeout;		/* [10s] */
@@ -121,6 +130,7 @@ struct config {
 
 	struct config_domain *domains;
 	size_t ndomains;
+	struct domhash *dindex;	/* name -> index into domains (private) */
 };
 
 /* Called once per problem with "FILE:LINE: message" (no newline). */

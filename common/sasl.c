@@ -222,7 +222,22 @@ struct sasl_server {
 	const struct passwd_user *u;
 	unsigned char fake_key[32];
 	unsigned char server_sig[32];
+	sasl_gate_fn *gate;
+	void *gatearg;
 };
+
+void sasl_server_set_gate(struct sasl_server *s, sasl_gate_fn *gate,
+    void *arg)
+{
+	s->gate = gate;
+	s->gatearg = arg;
+}
+
+/* 1 if a password for user may be checked now. */
+static int sasl_server_gate(struct sasl_server *s, const char *user)
+{
+	return s->gate == NULL || s->gate(s->gatearg, user);
+}
 
 struct sasl_server *sasl_server_new(const char *mech,
     struct passwd_db *pw, const char *hostname, int tls_active,
@@ -276,6 +291,8 @@ static int sasl_server_verify(struct sasl_server *s, const char *user,
 
 	if (strlen(user) == 0 || strlen(user) > PASSWD_NAME_MAX ||
 	    passlen > PASSWD_PASSWORD_MAX)
+		return SASL_FAIL;
+	if (!sasl_server_gate(s, user))
 		return SASL_FAIL;
 	u = passwd_find(s->pw, user);
 	if (!passwd_user_check_password(u, pass, passlen))
@@ -345,6 +362,8 @@ static int sasl_server_cram_response(struct sasl_server *s,
 		lo = isdigit(lo) ? lo - '0' : tolower(lo) - 'a' + 10;
 		got[i] = (unsigned char)(hi << 4 | lo);
 	}
+	if (!sasl_server_gate(s, user))
+		return SASL_FAIL;
 	u = passwd_find(s->pw, user);
 	if (passwd_user_cram_md5(u, (const unsigned char *)s->challenge,
 	    strlen(s->challenge), want) < 0)
@@ -487,6 +506,8 @@ static int sasl_server_scram_final(struct sasl_server *s, const unsigned char *i
 	size_t cblen, nlen;
 	int ok, rc = SASL_FAIL;
 
+	if (!sasl_server_gate(s, s->pending_user))
+		return SASL_FAIL;
 	if ((msg = sasl_cstr(in, len)) == NULL)
 		return SASL_FAIL;
 	/* c=base64(gs2-header),r=nonce[,ext],p=proof -- p is last. */
@@ -939,15 +960,32 @@ const char *sasl_client_choose(const char *offered, int tls_active)
 
 /* ---- failure throttling ---- */
 
+/*
+ * Two kinds of entries share one table: "i:" + the address key (IPv6 per
+ * /64) and "u:" + the user name tried. Neither is ever cleared by a
+ * success: a success cleared the address before, and a customer could
+ * alternate his own logins with guesses at another customer's password.
+ */
 struct sasl_throttle_entry {
-	char key[INET6_ADDRSTRLEN + 8];
+	char key[2 + PASSWD_NAME_MAX + 1];
 	double last;
 	unsigned failures;
+};
+
+/* (user, address) pairs that logged in: that user's own block does not
+ * keep them out (a stranger's guesses cannot lock a customer out of his
+ * usual address), the address's block still does. */
+struct sasl_throttle_good {
+	char user[PASSWD_NAME_MAX + 1];
+	char ip[INET6_ADDRSTRLEN + 8];
+	double at;
 };
 
 struct sasl_throttle {
 	struct sasl_throttle_entry *e;
 	size_t n;
+	struct sasl_throttle_good *good;
+	size_t ngood;
 };
 
 static double sasl_throttle_now(void)
@@ -956,7 +994,7 @@ static double sasl_throttle_now(void)
 }
 
 /* IPv6 clients own a whole /64: count failures per /64. */
-static void sasl_throttle_key(const char *ip, char *key, size_t size)
+static void sasl_throttle_ipkey(const char *ip, char *key, size_t size)
 {
 	struct in6_addr a6;
 
@@ -969,11 +1007,28 @@ static void sasl_throttle_key(const char *ip, char *key, size_t size)
 	util_strlcpy(key, ip, size);
 }
 
+/* "i:KEY" or "u:NAME"; 0, or -1 for a name too long to be a user. */
+static int sasl_throttle_key(char kind, const char *s, char *key,
+    size_t size)
+{
+	key[0] = kind;
+	key[1] = ':';
+	if (kind == 'i') {
+		sasl_throttle_ipkey(s, key + 2, size - 2);
+		return 0;
+	}
+	if (strlen(s) > PASSWD_NAME_MAX)
+		return -1;
+	util_strlcpy(key + 2, s, size - 2);
+	return 0;
+}
+
 struct sasl_throttle *sasl_throttle_new(void)
 {
 	struct sasl_throttle *t = xcalloc(1, sizeof(*t));
 
 	t->e = xcalloc(SASL_THROTTLE_SLOTS, sizeof(*t->e));
+	t->good = xcalloc(SASL_THROTTLE_GOOD_SLOTS, sizeof(*t->good));
 	return t;
 }
 
@@ -982,11 +1037,12 @@ void sasl_throttle_free(struct sasl_throttle **tp)
 	if (*tp == NULL)
 		return;
 	free((*tp)->e);
+	free((*tp)->good);
 	free(*tp);
 	*tp = NULL;
 }
 
-/* The live entry for ip, or NULL; stale entries are dropped on the way. */
+/* The live entry for key, or NULL; stale entries are dropped on the way. */
 static struct sasl_throttle_entry *sasl_throttle_find(struct sasl_throttle *t,
     const char *key, double now)
 {
@@ -1004,15 +1060,12 @@ static struct sasl_throttle_entry *sasl_throttle_find(struct sasl_throttle *t,
 	return NULL;
 }
 
-unsigned sasl_throttle_failure(struct sasl_throttle *t, const char *ip)
+static unsigned sasl_throttle_count(struct sasl_throttle *t, const char *key,
+    double now)
 {
 	struct sasl_throttle_entry *e;
-	char key[sizeof(e->key)];
-	double now = sasl_throttle_now();
 	size_t i, old;
-	unsigned n;
 
-	sasl_throttle_key(ip, key, sizeof(key));
 	if ((e = sasl_throttle_find(t, key, now)) == NULL) {
 		if (t->n == SASL_THROTTLE_SLOTS) {
 			/* Full of live entries: forget the quietest. */
@@ -1028,28 +1081,92 @@ unsigned sasl_throttle_failure(struct sasl_throttle *t, const char *ip)
 	if (e->failures < 1000)
 		e->failures++;
 	e->last = now;
-	n = e->failures;
+	return e->failures;
+}
+
+static unsigned sasl_throttle_get(struct sasl_throttle *t, const char *key)
+{
+	struct sasl_throttle_entry *e;
+
+	e = sasl_throttle_find(t, key, sasl_throttle_now());
+	return e != NULL ? e->failures : 0;
+}
+
+unsigned sasl_throttle_failure(struct sasl_throttle *t, const char *ip,
+    const char *user)
+{
+	char key[sizeof(t->e->key)];
+	double now = sasl_throttle_now();
+	unsigned n, nu;
+
+	sasl_throttle_key('i', ip, key, sizeof(key));
+	n = sasl_throttle_count(t, key, now);
+	if (user != NULL && *user != '\0' &&
+	    sasl_throttle_key('u', user, key, sizeof(key)) == 0) {
+		nu = sasl_throttle_count(t, key, now);
+		if (nu > n)
+			n = nu;
+	}
 	return n >= 5 ? SASL_THROTTLE_DELAY_MAX : 1u << (n - 1);
 }
 
-void sasl_throttle_success(struct sasl_throttle *t, const char *ip)
+void sasl_throttle_success(struct sasl_throttle *t, const char *ip,
+    const char *user)
 {
-	struct sasl_throttle_entry *e;
-	char key[sizeof(e->key)];
+	struct sasl_throttle_good *g = NULL;
+	char key[INET6_ADDRSTRLEN + 8];
+	double now = sasl_throttle_now();
+	size_t i, old = 0;
 
-	sasl_throttle_key(ip, key, sizeof(key));
-	if ((e = sasl_throttle_find(t, key, sasl_throttle_now())) != NULL)
-		*e = t->e[--t->n];
+	if (user == NULL || strlen(user) > PASSWD_NAME_MAX)
+		return;
+	sasl_throttle_ipkey(ip, key, sizeof(key));
+	for (i = 0; i < t->ngood; i++) {
+		if (strcmp(t->good[i].user, user) == 0 &&
+		    strcmp(t->good[i].ip, key) == 0) {
+			g = &t->good[i];
+			break;
+		}
+		if (t->good[i].at < t->good[old].at)
+			old = i;
+	}
+	if (g == NULL) {
+		g = t->ngood < SASL_THROTTLE_GOOD_SLOTS ? &t->good[t->ngood++] :
+		    &t->good[old];
+		util_strlcpy(g->user, user, sizeof(g->user));
+		util_strlcpy(g->ip, key, sizeof(g->ip));
+	}
+	g->at = now;
 }
 
 int sasl_throttle_blocked(struct sasl_throttle *t, const char *ip)
 {
-	struct sasl_throttle_entry *e;
-	char key[sizeof(e->key)];
+	char key[sizeof(t->e->key)];
 
-	sasl_throttle_key(ip, key, sizeof(key));
-	e = sasl_throttle_find(t, key, sasl_throttle_now());
-	return e != NULL && e->failures >= SASL_THROTTLE_MAX;
+	sasl_throttle_key('i', ip, key, sizeof(key));
+	return sasl_throttle_get(t, key) >= SASL_THROTTLE_MAX;
+}
+
+int sasl_throttle_user_blocked(struct sasl_throttle *t, const char *ip,
+    const char *user)
+{
+	char key[sizeof(t->e->key)];
+	double now = sasl_throttle_now();
+	size_t i;
+
+	if (sasl_throttle_blocked(t, ip))
+		return 1;
+	if (sasl_throttle_key('u', user, key, sizeof(key)) < 0)
+		return 1;
+	if (sasl_throttle_get(t, key) < SASL_THROTTLE_MAX)
+		return 0;
+	sasl_throttle_ipkey(ip, key, sizeof(key));
+	for (i = 0; i < t->ngood; i++)
+		if (now - t->good[i].at < SASL_THROTTLE_GOOD_TTL &&
+		    strcmp(t->good[i].user, user) == 0 &&
+		    strcmp(t->good[i].ip, key) == 0)
+			return 0;
+	return 1;
 }
 
 /* ---- the AUTH command ---- */
@@ -1095,6 +1212,15 @@ int sasl_auth_begin(const char *arg, struct passwd_db *pw,
     const char *hostname, int tls_active, int requires_tls,
     struct sasl_server **s, char *reply, size_t replylen)
 {
+	return sasl_auth_begin_gated(arg, pw, hostname, tls_active,
+	    requires_tls, NULL, NULL, s, reply, replylen);
+}
+
+int sasl_auth_begin_gated(const char *arg, struct passwd_db *pw,
+    const char *hostname, int tls_active, int requires_tls,
+    sasl_gate_fn *gate, void *gatearg, struct sasl_server **s, char *reply,
+    size_t replylen)
+{
 	char mech[32];
 	const char *initial;
 	unsigned char dec[SASL_AUTH_DATA_MAX];
@@ -1120,6 +1246,7 @@ int sasl_auth_begin(const char *arg, struct passwd_db *pw,
 			snprintf(reply, replylen, "504 5.5.4 Unrecognized authentication type");
 		return SASL_BAD_MECH;
 	}
+	sasl_server_set_gate(*s, gate, gatearg);
 	if (initial == NULL)
 		return sasl_auth_step(s, (const unsigned char *)"", 0, reply, replylen);
 	n = sasl_auth_decode(initial, dec, sizeof(dec));

@@ -105,24 +105,51 @@ void sasl_client_free(struct sasl_client **c);
 const char *sasl_client_choose(const char *offered, int tls_active);
 
 /*
- * Failure throttling per client IP (string form). Failures within
- * SASL_THROTTLE_WINDOW seconds count; the n-th failure is answered after
- * min(2^(n-1), 16) seconds; from SASL_THROTTLE_MAX failures on, AUTH is
- * refused (454 4.7.0) until the window has passed. A success clears the IP.
- * The table is bounded (SASL_THROTTLE_SLOTS, oldest entry evicted).
+ * Failure throttling, kept by the auth process for both ports and every
+ * session. Failures count per client address (IPv6: per /64) and per user
+ * name tried, within SASL_THROTTLE_WINDOW seconds of the last one; the
+ * n-th failure (the larger of the two counts) is answered after
+ * min(2^(n-1), 16) seconds. From SASL_THROTTLE_MAX failures on, AUTH from
+ * the address is refused (454 4.7.0), and a password for the user is not
+ * even checked (535) unless that user logged in from that address within
+ * SASL_THROTTLE_GOOD_TTL. A success clears nothing. The tables are
+ * bounded (oldest entry evicted).
  */
 #define SASL_THROTTLE_WINDOW	600
 #define SASL_THROTTLE_MAX	10
 #define SASL_THROTTLE_DELAY_MAX	16
 #define SASL_THROTTLE_SLOTS	4096
+#define SASL_THROTTLE_GOOD_SLOTS 1024
+#define SASL_THROTTLE_GOOD_TTL	(7 * 86400)
 
 struct sasl_throttle *sasl_throttle_new(void);
 void sasl_throttle_free(struct sasl_throttle **t);
-/* Record a failure; returns the delay in seconds before the 535. */
-unsigned sasl_throttle_failure(struct sasl_throttle *t, const char *ip);
-void sasl_throttle_success(struct sasl_throttle *t, const char *ip);
+/* Record a failure (user: the name tried, or NULL); returns the delay in
+ * seconds before the 535. */
+unsigned sasl_throttle_failure(struct sasl_throttle *t, const char *ip,
+    const char *user);
+/* Remember that user logged in from ip. */
+void sasl_throttle_success(struct sasl_throttle *t, const char *ip,
+    const char *user);
 /* 1 if AUTH from ip must be refused now. */
 int sasl_throttle_blocked(struct sasl_throttle *t, const char *ip);
+/* 1 if a password for user from ip must not be checked now. */
+int sasl_throttle_user_blocked(struct sasl_throttle *t, const char *ip,
+    const char *user);
+
+/*
+ * The auth process's hook into an exchange: gate(arg, user) runs before a
+ * password for user is checked (so it also learns the name tried) and
+ * returns 0 to make the exchange fail without checking.
+ */
+typedef int sasl_gate_fn(void *arg, const char *user);
+void sasl_server_set_gate(struct sasl_server *s, sasl_gate_fn *gate,
+    void *arg);
+/* sasl_auth_begin with a gate set before the first step. */
+int sasl_auth_begin_gated(const char *arg, struct passwd_db *pw,
+    const char *hostname, int tls_active, int requires_tls,
+    sasl_gate_fn *gate, void *gatearg, struct sasl_server **s, char *reply,
+    size_t replylen);
 
 /*
  * Test hooks: fix the next server nonce suffix / client nonce / CRAM-MD5

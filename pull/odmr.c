@@ -31,12 +31,16 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "authc.h"
+#include "authd.h"
+#include "authproto.h"
 #include "config.h"
 #include "deliver.h"
+#include "fdbudget.h"
 #include "log.h"
 #include "metrics.h"
 #include "odmr.h"
-#include "passwd.h"
+#include "domstate.h"
 #include "queue.h"
 #include "sasl.h"
 #include "tls.h"
@@ -56,7 +60,7 @@ enum odmr_state {
 	ODMR_INITIAL,
 	ODMR_AUTH_EXCHANGE,	/* waiting for a SASL response line */
 	ODMR_AUTHED,
-	ODMR_DELAYED,		/* failed AUTH: reply held back */
+	ODMR_DELAYED,		/* AUTH: waiting for the auth process */
 	ODMR_WAITING,		/* XWAIT: until mail arrives or the wait ends */
 	ODMR_CLOSING
 };
@@ -72,8 +76,7 @@ struct odmr {
 	struct config *cfg;
 	struct queue *q;
 	SSL_CTX *tls;
-	struct passwd_db *pw;
-	struct sasl_throttle *throttle;
+	struct authc *auth;		/* borrowed; NULL: AUTH gets 454 */
 	struct odmr_listener *listeners;
 	struct odmr_session *sessions;
 	size_t nsessions;
@@ -83,24 +86,29 @@ struct odmr {
 	void *shutdown_arg;
 	struct util_rate_slot rate[ODMR_RATE_SLOTS];
 	struct xwait *waiters;		/* XWAIT sessions by domain */
+	struct fdbudget *budget;	/* borrowed; shared with smtpd */
+	struct event *accept_retry;	/* re-enable listeners after EMFILE */
 };
 
 struct odmr_session {
 	struct odmr *o;
 	struct config *cfg;
 	struct bufferevent *bev;
-	struct event *delay;	/* failed-AUTH delay timer */
 	struct event *deadline;	/* a whole command line must arrive in time */
+	time_t started;		/* monotonic seconds at connect */
 	enum odmr_state state;
 	int tls_active;
 	int implicit_tls;
 	int helo_seen;
 	int discard_line;	/* skipping the rest of an overlong line */
+	int budget_held;	/* holds a slot of o->budget */
 	unsigned errors;
 	char ip[64];
 	char *user;		/* authenticated user (any length), or NULL */
-	struct sasl_server *sasl;
-	char delayed_reply[128];
+	char *domains;		/* the user's domains (split into domv) */
+	char *domv[ODMR_MAX_DOMAINS];
+	size_t ndomv;
+	struct authc_req *sasl;	/* AUTH exchange in the auth process */
 	struct xwait_entry *wait;	/* XWAIT registration */
 	struct event *wait_ev;		/* odmr_wait_timeout */
 	int woken;			/* XWAIT woken by an arrival */
@@ -230,18 +238,19 @@ static void odmr_session_free(struct odmr_session *s)
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	o->nsessions--;
+	if (s->budget_held)
+		fdbudget_put(o->budget);
 	odmr_wait_end(s);
 	if (s->wait_ev != NULL)
 		event_free(s->wait_ev);
 	if (s->bev != NULL)
 		tls_bev_close_flushed(s->bev);
-	if (s->delay != NULL)
-		event_free(s->delay);
 	if (s->deadline != NULL)
 		event_free(s->deadline);
-	sasl_server_free(&s->sasl);
+	authc_cancel(&s->sasl);
 	config_unref(&s->cfg);
 	free(s->user);
+	free(s->domains);
 	free(s);
 	if (o->shutting_down && o->nsessions == 0 && o->shutdown_done != NULL) {
 		void (*done)(void *) = o->shutdown_done;
@@ -315,88 +324,86 @@ static void odmr_cmd_starttls(struct odmr_session *s, const char *arg)
 
 /* ---- AUTH ---- */
 
-static void odmr_auth_fail_reply(evutil_socket_t fd, short what, void *arg)
+/* The auth process's answer (failures after their delay). */
+static void odmr_auth_done(void *arg, int rc, const char *reply,
+    const char *user, const char *domains)
 {
 	struct odmr_session *s = arg;
 
-	(void)fd;
-	(void)what;
-	s->state = ODMR_INITIAL;
-	odmr_reply(s, "%s", s->delayed_reply);
-	bufferevent_enable(s->bev, EV_READ);
-	/* Lines that arrived during the delay. */
-	odmr_read_cb(s->bev, s);
-}
-
-/* Act on a sasl_auth_begin/next result; reply is its reply line. */
-static void odmr_auth_result(struct odmr_session *s, int rc, const char *reply)
-{
-	struct timeval tv;
-	unsigned delay;
-
+	if (rc != SASL_CONTINUE)
+		s->sasl = NULL;
 	switch (rc) {
 	case SASL_CONTINUE:
 		s->state = ODMR_AUTH_EXCHANGE;
-		odmr_reply(s, "%s", reply);
-		return;
+		break;
 	case SASL_OK:
 		free(s->user);
-		s->user = xstrdup(sasl_server_user(s->sasl));
-		sasl_server_free(&s->sasl);
-		sasl_throttle_success(s->o->throttle, s->ip);
+		s->user = xstrdup(user);
+		free(s->domains);
+		s->domains = xstrdup(domains);
+		/* Split once: ATRN checks and lists from here. */
+		s->ndomv = 0;
+		for (char *p = s->domains, *c; p != NULL && *p != '\0' &&
+		    s->ndomv < ODMR_MAX_DOMAINS; p = c) {
+			if ((c = strchr(p, ',')) != NULL)
+				*c++ = '\0';
+			s->domv[s->ndomv++] = p;
+		}
 		s->state = ODMR_AUTHED;
 		odmr_set_timeout(s);
 		log_info("odmr: client=[%s], user=%s, auth=ok", s->ip, s->user);
 		metrics_inc(METRIC_AUTH, "ok");
-		odmr_reply(s, "%s", reply);
-		return;
+		break;
 	case SASL_FAIL:
+		log_info("odmr: client=[%s], auth=failed", s->ip);
+		metrics_inc(METRIC_AUTH, "failed");
+		s->state = ODMR_INITIAL;
 		break;
 	default:
+		/* 454 (too many failures, auth process away) or a syntax,
+		 * cancel or mechanism error: counted apart from failures. */
+		metrics_inc(METRIC_AUTH, rc == AUTHPROTO_UNAVAILABLE ?
+		    "refused" : "invalid");
 		s->state = ODMR_INITIAL;
-		odmr_reply(s, "%s", reply);
+		break;
+	}
+	odmr_reply(s, "%s", reply);
+	bufferevent_enable(s->bev, EV_READ);
+	/* Lines that arrived meanwhile. */
+	odmr_read_cb(s->bev, s);
+}
+
+/* Wait for the auth process; reading stops meanwhile. */
+static void odmr_auth_wait(struct odmr_session *s)
+{
+	if (s->sasl == NULL) {
+		log_info("odmr: client=[%s], auth=unavailable", s->ip);
+		s->state = ODMR_INITIAL;
+		odmr_reply(s, "%s", AUTHC_DOWN_REPLY);
 		return;
 	}
-	delay = sasl_throttle_failure(s->o->throttle, s->ip);
-	log_info("odmr: client=[%s], auth=failed, delay=%us", s->ip, delay);
-	metrics_inc(METRIC_AUTH, "failed");
-	util_strlcpy(s->delayed_reply, reply, sizeof(s->delayed_reply));
-	/* A growing delay before the answer makes guessing slow. */
 	s->state = ODMR_DELAYED;
 	bufferevent_disable(s->bev, EV_READ);
-	if (s->delay == NULL)
-		s->delay = evtimer_new(s->o->base, odmr_auth_fail_reply, s);
-	tv.tv_sec = delay;
-	tv.tv_usec = 0;
-	evtimer_add(s->delay, &tv);
 }
 
 static void odmr_cmd_auth(struct odmr_session *s, char *arg)
 {
-	char reply[ODMR_AUTH_LINE_MAX];
-	int rc;
-
 	if (s->state == ODMR_AUTHED) {
 		odmr_reply(s, "503 5.5.1 Already authenticated");
 		return;
 	}
-	if (sasl_throttle_blocked(s->o->throttle, s->ip)) {
-		log_info("odmr: client=[%s], auth=refused, too many failures", s->ip);
-		odmr_reply(s, "454 4.7.0 Too many failed attempts, try later");
-		return;
-	}
-	rc = sasl_auth_begin(arg, s->o->pw, s->cfg->hostname, s->tls_active,
-	    s->cfg->auth_requires_tls, &s->sasl, reply, sizeof(reply));
-	odmr_auth_result(s, rc, reply);
+	s->sasl = authc_start(s->o->auth, s->ip,
+	    (s->tls_active ? AUTHPROTO_TLS : 0) |
+	    (s->cfg->auth_requires_tls ? AUTHPROTO_REQUIRE_TLS : 0), arg,
+	    odmr_auth_done, s);
+	odmr_auth_wait(s);
 }
 
 static void odmr_auth_line(struct odmr_session *s, const char *line)
 {
-	char reply[ODMR_AUTH_LINE_MAX];
-	int rc;
-
-	rc = sasl_auth_next(&s->sasl, line, reply, sizeof(reply));
-	odmr_auth_result(s, rc, reply);
+	if (authc_step(s->sasl, line) < 0)
+		s->sasl = NULL;
+	odmr_auth_wait(s);
 }
 
 /* ---- ATRN ---- */
@@ -407,6 +414,8 @@ static int odmr_domain_ok(const char *d)
 	int labels = 0;
 	size_t len;
 
+	if (strlen(d) > 255)	/* RFC 1035 2.3.4 */
+		return 0;
 	while (*d != '\0') {
 		const char *dot = strchr(d, '.');
 
@@ -457,6 +466,7 @@ struct odmr_atrn_log {
 	char ip[64];
 	char *user;
 	char domains[512];
+	int budget_held;	/* the reversed connection's slot */
 	struct odmr_atrn_log *prev, *next;
 };
 
@@ -479,9 +489,25 @@ static void odmr_reversed_abort_all(struct odmr *o)
 		odmr_reversed_unlink(lg);
 		log_info("atrn: client=[%s], user=%s, domains=%s, result=aborted "
 		    "(shutdown)", lg->ip, lg->user, lg->domains);
+		if (lg->budget_held)
+			fdbudget_put(o->budget);
 		deliver_free(&lg->d);
 		free(lg->user);
 		free(lg);
+	}
+}
+
+/* A successful pull (all taken, or nothing to take): note each domain of
+ * the comma-separated list for the operator. */
+static void odmr_note_pulled(const char *list)
+{
+	char buf[512], *p, *comma;
+
+	util_strlcpy(buf, list, sizeof(buf));
+	for (p = buf; p != NULL && *p != '\0'; p = comma) {
+		if ((comma = strchr(p, ',')) != NULL)
+			*comma++ = '\0';
+		domstate_note_now(p, DOMSTATE_ATRN);
 	}
 }
 
@@ -490,12 +516,17 @@ static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 	struct odmr_atrn_log *lg = arg;
 
 	odmr_reversed_unlink(lg);
+	if (lg->budget_held)
+		fdbudget_put(lg->o->budget);
 	log_info("atrn: client=[%s], user=%s, domains=%s, messages=%u, sent=%u, "
 	    "deferred=%u, bounced=%u, bytes=%llu, result=%s (%s)", lg->ip,
 	    lg->user, lg->domains, sum->messages, sum->rcpts_sent,
 	    sum->rcpts_deferred, sum->rcpts_bounced,
 	    (unsigned long long)sum->bytes, sum->ok ? "ok" : "incomplete",
 	    sum->reason);
+	metrics_inc(METRIC_ATRN, sum->ok ? "ok" : "incomplete");
+	if (sum->ok)
+		odmr_note_pulled(lg->domains);
 	free(lg->user);
 	free(lg);
 }
@@ -528,9 +559,13 @@ static size_t odmr_domains(struct odmr_session *s, const char *cmd, char *arg,
 			if (j == ndomains)
 				domains[ndomains++] = p;
 		}
-		for (i = 0; i < ndomains; i++)
-			if (!passwd_user_may(s->o->pw, s->user, domains[i]))
+		for (i = 0; i < ndomains; i++) {
+			for (j = 0; j < s->ndomv; j++)
+				if (strcasecmp(s->domv[j], domains[i]) == 0)
+					break;
+			if (j == s->ndomv)
 				break;
+		}
 		if (i < ndomains) {
 			log_info("%s: client=[%s], user=%s, result=refused (domain %.100s not allowed)",
 			    lc, s->ip, s->user, domains[i]);
@@ -539,8 +574,8 @@ static size_t odmr_domains(struct odmr_session *s, const char *cmd, char *arg,
 			return 0;
 		}
 	} else {
-		ndomains = passwd_user_domain_list(s->o->pw, s->user,
-		    (const char **)domains, ODMR_MAX_DOMAINS);
+		for (i = 0; i < s->ndomv && ndomains < ODMR_MAX_DOMAINS; i++)
+			domains[ndomains++] = s->domv[i];
 		if (ndomains == 0) {
 			log_info("%s: client=[%s], user=%s, result=refused (no domains)",
 			    lc, s->ip, s->user);
@@ -569,8 +604,9 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	s->woken = 0;
 	if ((ndomains = odmr_domains(s, "ATRN", arg, domains)) == 0)
 		return;
-	/* An ATRN right after an XWAIT woken by an arrival is paid for by
-	 * that mail: push delivery is not a poll to rate-limit. */
+	/* An ATRN right after an XWAIT woken by an arrival (or answered at
+	 * once for new mail) is paid for by that mail: push delivery is not a
+	 * poll to rate-limit. */
 	if (!woken && !odmr_rate_ok(s->o, s->user)) {
 		log_info("atrn: client=[%s], user=%s, result=rate-limited", s->ip, s->user);
 		metrics_inc(METRIC_ATRN, "rate-limited");
@@ -607,6 +643,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 			log_info("atrn: client=[%s], user=%s, domains=%s, result=no-mail",
 			    s->ip, s->user, list);
 			metrics_inc(METRIC_ATRN, "no-mail");
+			odmr_note_pulled(list);
 			odmr_reply(s, "453 4.3.0 You have no mail");
 		}
 		return;
@@ -625,6 +662,10 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	util_strlcpy(lg->ip, s->ip, sizeof(lg->ip));
 	lg->user = xstrdup(s->user);
 	util_strlcpy(lg->domains, list, sizeof(lg->domains));
+	/* The descriptor stays open until the delivery is done: so does
+	 * its slot of the connection budget. */
+	lg->budget_held = s->budget_held;
+	s->budget_held = 0;
 	/* The connection now belongs to deliver; our session ends here. */
 	{
 		struct bufferevent *bev = s->bev;
@@ -687,27 +728,51 @@ static void odmr_wait_timeout_cb(evutil_socket_t fd, short what, void *arg)
 
 struct odmr_held {
 	struct queue *q;
-	int found;
+	const char *domain;
+	int found;		/* mail ATRN could take now */
+	int fresh;		/* ... of which some never tried (new mail) */
+	unsigned scanned;
 };
+
+#define ODMR_HELD_SCAN	100	/* envelopes read to tell new mail */
 
 static int odmr_held_cb(void *arg, const char *id)
 {
 	struct odmr_held *h = arg;
+	struct queue_envelope *env = NULL;
 
 	/* Mail another delivery holds now is no reason to wake. */
-	if (!queue_is_leased(h->q, id))
-		h->found = 1;
-	return h->found;
+	if (queue_is_leased(h->q, id))
+		return 0;
+	h->found = 1;
+	if (h->scanned++ >= ODMR_HELD_SCAN)
+		return 1;
+	if (queue_get(h->q, id, &env) == 1) {
+		for (size_t i = 0; i < env->nrcpts && !h->fresh; i++)
+			if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
+			    env->rcpts[i].attempts == 0 &&
+			    strcasecmp(env->rcpts[i].domain, h->domain) == 0)
+				h->fresh = 1;
+		queue_envelope_free(&env);
+	}
+	return h->fresh;
 }
 
-/* 1 if mail that ATRN could take now waits for one of domains. */
+/*
+ * Whether mail that ATRN could take now waits for one of domains: 0 none,
+ * 1 only mail tried before (deferred), 2 new mail. New mail makes the next
+ * ATRN exempt from atrn_rate like a wake-up: it is paid for by arriving
+ * mail, not a poll; retrying deferred mail stays rate-limited.
+ */
 static int odmr_has_mail(struct odmr_session *s, char **domains, size_t n)
 {
-	struct odmr_held h = { s->o->q, 0 };
+	struct odmr_held h = { s->o->q, NULL, 0, 0, 0 };
 
-	for (size_t i = 0; i < n && !h.found; i++)
+	for (size_t i = 0; i < n && !h.fresh; i++) {
+		h.domain = domains[i];
 		(void)queue_foreach_domain(s->o->q, domains[i], odmr_held_cb, &h);
-	return h.found;
+	}
+	return h.fresh ? 2 : h.found;
 }
 
 static void odmr_keepalive(struct odmr_session *s)
@@ -733,6 +798,7 @@ static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
 {
 	char *domains[ODMR_MAX_DOMAINS];
 	size_t ndomains;
+	int held;
 	struct timeval tv = { s->cfg->odmr_wait_timeout, 0 };
 
 	if (s->state != ODMR_AUTHED) {
@@ -742,7 +808,8 @@ static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
 	s->woken = 0;
 	if ((ndomains = odmr_domains(s, "XWAIT", arg, domains)) == 0)
 		return;
-	if (odmr_has_mail(s, domains, ndomains)) {
+	if ((held = odmr_has_mail(s, domains, ndomains)) > 0) {
+		s->woken = held == 2;
 		metrics_inc(METRIC_XWAIT, "immediate");
 		log_debug("xwait: client=[%s], user=%s, result=mail-waiting",
 		    s->ip, s->user);
@@ -829,6 +896,46 @@ static void odmr_command(struct odmr_session *s, char *line)
 	}
 }
 
+/*
+ * Longest line allowed next, CRLF included: SASL data, and the AUTH
+ * command with its initial response, may use 12,288 octets (RFC 4954 4).
+ */
+static size_t odmr_line_max(const struct odmr_session *s, struct evbuffer *in)
+{
+	unsigned char head[5];
+
+	if (s->state == ODMR_AUTH_EXCHANGE)
+		return ODMR_AUTH_LINE_MAX;
+	if (evbuffer_copyout(in, head, sizeof(head)) == (ev_ssize_t)sizeof(head) &&
+	    strncasecmp((const char *)head, "AUTH ", sizeof(head)) == 0)
+		return ODMR_AUTH_LINE_MAX;
+	return ODMR_LINE_MAX;
+}
+
+/*
+ * Each line has its deadline, but a client that never logs in must not
+ * keep its slot by sending NOOP in time: smtp_session_limit bounds the
+ * session until AUTH (after it the customer is known, and XWAIT may wait
+ * long on purpose).
+ */
+static int odmr_session_limit(struct odmr_session *s)
+{
+	struct timespec now;
+
+	if (s->cfg->smtp_session_limit <= 0 ||
+	    (s->state != ODMR_INITIAL && s->state != ODMR_AUTH_EXCHANGE))
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - s->started < s->cfg->smtp_session_limit)
+		return 0;
+	log_info("odmr: client=[%s], session time limit before AUTH", s->ip);
+	odmr_reply(s, "421 4.4.2 %s Session time limit reached, closing",
+	    s->cfg->hostname);
+	authc_cancel(&s->sasl);
+	odmr_close_when_flushed(s);
+	return 1;
+}
+
 static void odmr_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
@@ -841,8 +948,7 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 			bufferevent_disable(bev, EV_READ);
 			break;
 		}
-		size_t max = s->state == ODMR_AUTH_EXCHANGE ? ODMR_AUTH_LINE_MAX :
-		    ODMR_LINE_MAX;
+		size_t max = odmr_line_max(s, in);
 		struct evbuffer_ptr eol;
 		size_t eol_len = 0;
 		char *line;
@@ -850,14 +956,16 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 
 		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
 		if (eol.pos < 0) {
-			if (evbuffer_get_length(in) > max) {
+			/* The line is at least one octet (its LF) longer. */
+			if (evbuffer_get_length(in) >= max) {
 				/* Overlong: drop what we have, skip to the CRLF. */
 				evbuffer_drain(in, evbuffer_get_length(in));
 				s->discard_line = 1;
 			}
 			return;
 		}
-		if (s->discard_line || (size_t)eol.pos > max) {
+		/* The limit counts the whole line with its CRLF. */
+		if (s->discard_line || (size_t)eol.pos + eol_len > max) {
 			evbuffer_drain(in, (size_t)eol.pos + eol_len);
 			s->discard_line = 0;
 			if (s->state == ODMR_WAITING) {
@@ -871,7 +979,7 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 				odmr_close_when_flushed(s);
 			}
 			if (s->state == ODMR_AUTH_EXCHANGE) {
-				sasl_server_free(&s->sasl);
+				authc_cancel(&s->sasl);
 				s->state = ODMR_INITIAL;
 			}
 			continue;
@@ -895,6 +1003,10 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 		}
 		if (s->bev == bev)
 			odmr_set_timeout(s);
+		if (odmr_session_limit(s)) {
+			free(line);
+			break;
+		}
 		if (s->state == ODMR_AUTH_EXCHANGE)
 			odmr_auth_line(s, line);
 		else if (s->state == ODMR_WAITING)
@@ -939,12 +1051,25 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 			evutil_closesocket(fd);
 			return;
 		}
+		/* One budget for both listeners, waiting sessions too: each
+		 * holds a descriptor. */
+		if (!fdbudget_take(o->budget)) {
+			static const char busy[] =
+			    "421 4.3.2 Too many connections, try later\r\n";
+
+			metrics_inc(METRIC_REJECTED, "connections");
+			(void)!write(fd, busy, sizeof(busy) - 1);
+			evutil_closesocket(fd);
+			fdbudget_refused(o->budget, "odmr");
+			return;
+		}
 	}
 	if (implicit_tls) {
 		SSL *ssl = o->tls ? SSL_new(o->tls) : NULL;
 
 		if (ssl == NULL) {
 			evutil_closesocket(fd);
+			fdbudget_put(o->budget);
 			return;
 		}
 		bev = bufferevent_openssl_socket_new(o->base, fd, ssl,
@@ -956,9 +1081,11 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 	}
 	if (bev == NULL) {
 		evutil_closesocket(fd);
+		fdbudget_put(o->budget);
 		return;
 	}
 	s = xcalloc(1, sizeof(*s));
+	s->budget_held = 1;
 	s->o = o;
 	s->cfg = config_ref(o->cfg);
 	s->bev = bev;
@@ -972,10 +1099,52 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 	o->nsessions++;
 	log_debug("odmr: connect from [%s]%s", s->ip, implicit_tls ? " (TLS)" : "");
 	bufferevent_setcb(bev, odmr_read_cb, odmr_write_cb, odmr_event_cb, s);
+	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		s->started = now.tv_sec;
+	}
 	s->deadline = evtimer_new(o->base, odmr_deadline_cb, s);
 	odmr_set_timeout(s);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	odmr_reply(s, "220 %s ESMTP odrelay ODMR service", s->cfg->hostname);
+}
+
+static void odmr_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct odmr *o = arg;
+
+	(void)fd;
+	(void)what;
+	if (o->shutting_down)
+		return;
+	for (struct odmr_listener *ol = o->listeners; ol != NULL; ol = ol->next)
+		evconnlistener_enable(ol->l);
+}
+
+/*
+ * accept() failed. Without this callback libevent logs and retries at
+ * once, and a full descriptor table made that a busy loop (issue 17):
+ * out of descriptors or memory, pause every ODMR listener for a second.
+ */
+static void odmr_accept_error(struct evconnlistener *l, void *arg)
+{
+	struct odmr *o = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { 1, 0 };
+
+	(void)l;
+	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) {
+		log_warn("odmr: accept: %s", evutil_socket_error_to_string(e));
+		return;
+	}
+	if (!evtimer_pending(o->accept_retry, NULL))
+		log_warn("odmr: accept: %s: not accepting for 1 s",
+		    evutil_socket_error_to_string(e));
+	for (struct odmr_listener *ol = o->listeners; ol != NULL; ol = ol->next)
+		evconnlistener_disable(ol->l);
+	evtimer_add(o->accept_retry, &tv);
 }
 
 static void odmr_accept_plain(struct evconnlistener *l, evutil_socket_t fd,
@@ -1006,63 +1175,31 @@ int odmr_adopt(struct odmr *o, int fd, const struct sockaddr *sa,
 	return 0;
 }
 
-/*
- * The password file, or an empty one when it does not exist yet (a fresh
- * installation: the daemon runs, every AUTH fails until users are added
- * with odrelayctl passwd and SIGHUP). A file that exists but is broken is
- * an error.
- */
-static struct passwd_db *odmr_load_passwd(const char *path,
-    void (*errfn)(void *arg, const char *msg), void *arg, int quiet)
-{
-	struct stat st;
-
-	if (stat(path, &st) < 0 && errno == ENOENT) {
-		if (!quiet)
-			log_warn("odmr: password file %s does not exist: no ATRN "
-			    "user can log in until it is created", path);
-		return passwd_new_empty();
-	}
-	return passwd_load(path, errfn, arg);
-}
-
-struct odmr_errctx {
-	char *err;
-	size_t errlen;
-	int count;
-};
-
-static void odmr_passwd_err(void *arg, const char *msg)
-{
-	struct odmr_errctx *e = arg;
-
-	if (e->count++ == 0)
-		util_strlcpy(e->err, msg, e->errlen);
-	log_error("%s", msg);
-}
-
 struct odmr *odmr_new(struct event_base *base, struct config *cfg,
     struct queue *q, SSL_CTX *tls, char *err, size_t errlen)
 {
 	struct odmr *o;
-	struct odmr_errctx ec = { err, errlen, 0 };
-	struct passwd_db *pw;
 
-	pw = odmr_load_passwd(cfg->passwd_file, odmr_passwd_err, &ec, 0);
-	if (pw == NULL) {
-		if (ec.count == 0)
-			snprintf(err, errlen, "%s: cannot be loaded", cfg->passwd_file);
-		return NULL;
-	}
+	(void)err;
+	(void)errlen;
 	o = xcalloc(1, sizeof(*o));
 	o->base = base;
 	o->cfg = config_ref(cfg);
 	o->q = q;
 	o->tls = tls;
-	o->pw = pw;
-	o->throttle = sasl_throttle_new();
 	o->waiters = xwait_new();
+	o->accept_retry = evtimer_new(base, odmr_accept_retry, o);
 	return o;
+}
+
+void odmr_set_budget(struct odmr *o, struct fdbudget *b)
+{
+	o->budget = b;
+}
+
+void odmr_set_auth(struct odmr *o, struct authc *auth)
+{
+	o->auth = auth;
 }
 
 int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
@@ -1090,6 +1227,7 @@ int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
 		snprintf(err, errlen, "%s", strerror(errno));
 		return -1;
 	}
+	evconnlistener_set_error_cb(l, odmr_accept_error);
 	ol = xcalloc(1, sizeof(*ol));
 	ol->l = l;
 	ol->implicit_tls = implicit_tls;
@@ -1099,41 +1237,19 @@ int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
 	return 0;
 }
 
-static void odmr_reload_err(void *arg, const char *msg)
-{
-	(void)arg;
-	log_error("reload: %s", msg);
-}
-
 void odmr_reload(struct odmr *o, struct config *cfg, SSL_CTX *tls)
 {
-	struct passwd_db *pw;
-
 	config_unref(&o->cfg);
 	o->cfg = config_ref(cfg);
 	o->tls = tls;
-	pw = odmr_load_passwd(cfg->passwd_file, odmr_reload_err, NULL, 0);
-	if (pw == NULL) {
-		log_error("reload: password file %s has errors, keeping the old one",
-		    cfg->passwd_file);
-		return;
-	}
-	passwd_free(&o->pw);
-	o->pw = pw;
 }
 
 int odmr_check_config(const struct config *cfg,
     void (*errfn)(void *arg, const char *msg), void *arg)
 {
-	struct passwd_db *pw;
-
 	if (cfg->odmr_listen.n == 0 && cfg->odmrs_listen.n == 0)
 		return 0;
-	pw = odmr_load_passwd(cfg->passwd_file, errfn, arg, 1);
-	if (pw == NULL)
-		return -1;
-	passwd_free(&pw);
-	return 0;
+	return authd_check_passwd(cfg, errfn, arg, 1);
 }
 
 void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg)
@@ -1142,6 +1258,7 @@ void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg)
 	struct odmr_session *s, *snext;
 
 	o->shutting_down = 1;
+	evtimer_del(o->accept_retry);
 	for (ol = o->listeners; ol != NULL; ol = next) {
 		next = ol->next;
 		evconnlistener_free(ol->l);
@@ -1162,11 +1279,6 @@ void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg)
 		o->shutdown_done = NULL;
 		done(arg);
 	}
-}
-
-struct passwd_db *odmr_passwd(struct odmr *o)
-{
-	return o->pw;
 }
 
 size_t odmr_session_count(const struct odmr *o)
@@ -1209,9 +1321,9 @@ void odmr_free(struct odmr **op)
 		evconnlistener_free(ol->l);
 		free(ol);
 	}
-	passwd_free(&o->pw);
-	sasl_throttle_free(&o->throttle);
 	xwait_free(&o->waiters);
+	if (o->accept_retry != NULL)
+		event_free(o->accept_retry);
 	config_unref(&o->cfg);
 	free(o);
 	*op = NULL;

@@ -17,9 +17,14 @@ struct config;
 struct queue;
 struct odmr;
 
-/* Reads cfg->passwd_file. NULL and err when it cannot be loaded. */
+/* Never NULL (err is kept for callers). AUTH goes to the auth process
+ * through odmr_set_auth; until then it gets 454. */
 struct odmr *odmr_new(struct event_base *base, struct config *cfg,
     struct queue *q, SSL_CTX *tls, char *err, size_t errlen);
+/* The connection budget shared with the SMTP listener (borrowed; NULL:
+ * none); a reversed ATRN connection keeps its slot until delivered. */
+struct fdbudget;
+void odmr_set_budget(struct odmr *o, struct fdbudget *b);
 /* implicit_tls: TLS from the first byte (odmrs_listen). 0 or -1 + err. */
 int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
     char *err, size_t errlen);
@@ -28,8 +33,8 @@ int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
  * the session is refused (421, limits). Returns 0. */
 int odmr_adopt(struct odmr *o, int fd, const struct sockaddr *sa,
     int implicit_tls);
-/* SIGHUP: new config and TLS context; the password file is read again (a
- * broken one is logged and the old one kept). */
+/* SIGHUP: new config and TLS context (the auth process reads the
+ * password file again, see authc_reload). */
 void odmr_reload(struct odmr *o, struct config *cfg, SSL_CTX *tls);
 /* odrelayd -n: check the password file cfg names; errors via errfn. */
 int odmr_check_config(const struct config *cfg,
@@ -44,8 +49,9 @@ size_t odmr_arrived(struct odmr *o, const char *domain);
 /* Sessions waiting now, in all and for one domain. */
 size_t odmr_waiting_count(const struct odmr *o);
 size_t odmr_domain_waiting(const struct odmr *o, const char *domain);
-/* The password file in use (borrowed; passwd_ref it to keep it). */
-struct passwd_db *odmr_passwd(struct odmr *o);
+/* The auth process's client for AUTH (borrowed). */
+struct authc;
+void odmr_set_auth(struct odmr *o, struct authc *auth);
 void odmr_free(struct odmr **o);
 
 #endif

@@ -9,6 +9,11 @@
  *
  * odpull is a short-lived command-line client: it uses blocking sockets
  * with poll() timeouts on every read and write, one peer at a time.
+ *
+ * --watch (push delivery) runs until SIGTERM: log in, XWAIT, pull, wait
+ * again; one child process per provider when there are several. SIGTERM
+ * is blocked except inside the waits that may be cut short (waiting for
+ * mail, sleeping, between messages), so it never lands inside a message.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -22,6 +27,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -37,11 +45,18 @@
 #include "xmalloc.h"
 
 #define LINE_MAX_IN	4096		/* a reply or command line */
+#define REPLY_MAX_LINES	100		/* lines in one reply */
+#define REPLY_MAX_BYTES	(64 * 1024)	/* octets in one reply */
+#define DATA_BLOCK	(64 * 1024)	/* message text due per --timeout */
 
 enum tls_mode { TLS_REQUIRED, TLS_OPPORTUNISTIC, TLS_NONE };
 
 struct opts {
-	char *server;
+	char *server;		/* the provider being talked to now */
+	struct strlist servers;	/* --server, repeated */
+	int servers_cli;	/* a --server on the command line replaces the file's */
+	int watch;
+	long interval;		/* --interval: polling without XWAIT [5m] */
 	char *user;
 	char *password_file;
 	char *password;
@@ -52,6 +67,7 @@ struct opts {
 	int tls_set;
 	char *ca_file;
 	int timeout;
+	int max_time;		/* --max-time: seconds per pull, 0 = none */
 	int etrn;
 	int verbose;
 	char *hostname;
@@ -66,7 +82,17 @@ struct conn {
 	size_t off, len;
 	int verbose;
 	int dead;
+	int interruptible;	/* SIGTERM may end a wait on this connection */
+	/* Deadlines (monotonic ms, 0 = none): the reply, command line or
+	 * text block being read, and the whole pull; a peer trickling one
+	 * byte every few seconds cannot stretch either. */
+	long long until;
+	long long pull_end;
 };
+
+/* --watch: set by the SIGTERM handler (which runs only inside ppoll). */
+static volatile sig_atomic_t stop_requested;
+static sigset_t sig_open;	/* the mask inside interruptible waits */
 
 static struct opts opt;
 
@@ -78,7 +104,8 @@ static void print_usage(FILE *out)
 	    "(--password-file FILE | env ODPULL_PASSWORD)\n"
 	    "              [--domain D]... [--deliver HOST[:PORT]] [--lmtp]\n"
 	    "              [--tls required|opportunistic|none] [--ca-file FILE] "
-	    "[--timeout SECONDS] [-c FILE] [-v]\n"
+	    "[--timeout SECONDS] [--max-time SECONDS] [-c FILE] [-v]\n"
+	    "              [--watch [--interval SECONDS]]  (--server may be repeated)\n"
 	    "       odpull --etrn --server HOST[:PORT] --domain D...\n"
 	    "       odpull --help | --version\n"
 	    "See odpull(1).\n");
@@ -112,16 +139,61 @@ static void msg(const char *fmt, ...)
 
 /* ---- connection layer ---- */
 
+static long long now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* What is read next must arrive whole within --timeout. */
+static void conn_deadline(struct conn *c)
+{
+	c->until = now_ms() + (long long)c->timeout * 1000;
+}
+
 static int conn_wait(struct conn *c, short events)
 {
 	struct pollfd p = { c->fd, events, 0 };
+	struct timespec ts = { c->timeout, 0 };
+	long long end = 0, left;
 	int rc;
 
-	do
-		rc = poll(&p, 1, c->timeout * 1000);
-	while (rc < 0 && errno == EINTR);
+	if (c->until > 0)
+		end = c->until;
+	if (c->pull_end > 0 && (end == 0 || c->pull_end < end))
+		end = c->pull_end;
+	if (end > 0) {
+		left = end - now_ms();
+		if (left <= 0) {
+			if (end == c->pull_end)
+				msg("%s: pull time limit (--max-time) reached",
+				    c->name);
+			else
+				msg("%s: timed out after %d s", c->name, c->timeout);
+			return -1;
+		}
+		if (left < (long long)c->timeout * 1000) {
+			ts.tv_sec = (time_t)(left / 1000);
+			ts.tv_nsec = (long)(left % 1000) * 1000000;
+		}
+	}
+
+	for (;;) {
+		rc = ppoll(&p, 1, &ts, c->interruptible ? &sig_open : NULL);
+		if (rc >= 0 || errno != EINTR)
+			break;
+		if (stop_requested && c->interruptible) {
+			c->dead = 1;
+			return -1;
+		}
+	}
 	if (rc == 0) {
-		msg("%s: timed out after %d s", c->name, c->timeout);
+		if (c->pull_end > 0 && now_ms() >= c->pull_end)
+			msg("%s: pull time limit (--max-time) reached", c->name);
+		else
+			msg("%s: timed out after %d s", c->name, c->timeout);
 		return -1;
 	}
 	return rc < 0 ? -1 : 0;
@@ -152,6 +224,10 @@ static int conn_connect(struct conn *c, const char *hostport, int defport)
 		if (c->fd < 0)
 			continue;
 		fcntl(c->fd, F_SETFL, O_NONBLOCK);
+		/* Replies go out a line per write: without this, Nagle and the
+		 * peer's delayed ACK add ~40 ms to each multi-line reply. */
+		(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 },
+		    sizeof(int));
 		if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
 		    (errno == EINPROGRESS && conn_wait(c, POLLOUT) == 0 &&
 		    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 &&
@@ -325,27 +401,45 @@ static ssize_t conn_read_line(struct conn *c, char *out, size_t max, int *crlf_r
 	}
 }
 
-/* Read a whole reply. Returns the code, or -1. */
+/*
+ * Read a whole reply: within --timeout, at most REPLY_MAX_LINES lines and
+ * REPLY_MAX_BYTES octets (a peer must not keep us reading an endless
+ * reply). Returns the code, or -1.
+ */
 static int conn_reply(struct conn *c, struct smtp_reply *r)
 {
 	char line[LINE_MAX_IN];
+	size_t total = 0;
 	ssize_t n;
 	int rc;
 
 	smtp_reply_init(r);
+	conn_deadline(c);
 	do {
 		n = conn_read_line(c, line, sizeof(line), NULL);
-		if (n < 0)
+		if (n < 0) {
+			c->until = 0;
 			return -1;
+		}
 		if (c->verbose)
 			fprintf(stderr, "%s >>> %s\n", c->name, line);
+		total += (size_t)n + 2;
+		if (r->nlines >= REPLY_MAX_LINES || total > REPLY_MAX_BYTES) {
+			msg("%s: reply of more than %d lines or %d octets",
+			    c->name, REPLY_MAX_LINES, REPLY_MAX_BYTES);
+			c->dead = 1;
+			c->until = 0;
+			return -1;
+		}
 		rc = smtp_reply_feed(r, line, (size_t)n);
 		if (rc < 0) {
 			msg("%s: malformed reply: %.100s", c->name, line);
 			c->dead = 1;
+			c->until = 0;
 			return -1;
 		}
 	} while (rc == 0);
+	c->until = 0;
 	return r->code;
 }
 
@@ -475,11 +569,17 @@ static int authenticate(struct conn *p, const struct smtp_reply *caps, int tls_o
 		msg("provider: does not offer AUTH");
 		return -1;
 	}
-	/* SCRAM-SHA-256, then CRAM-MD5; PLAIN and LOGIN only inside TLS. */
+	/*
+	 * SCRAM-SHA-256, then CRAM-MD5; PLAIN and LOGIN reveal the password,
+	 * so only inside TLS whose certificate was verified (--tls required):
+	 * unverified TLS may be a man in the middle.
+	 */
+	tls_on = tls_on && opt.tls == TLS_REQUIRED;
 	mech = sasl_client_choose(mechs, tls_on);
 	if (mech == NULL) {
 		msg("provider: no usable SASL mechanism in \"%s\"%s", mechs,
-		    tls_on ? "" : " without TLS");
+		    tls_on ? "" : ": PLAIN and LOGIN would reveal the password "
+		    "and are used only over verified TLS (--tls required)");
 		return -1;
 	}
 	sc = sasl_client_new(mech, opt.user, opt.password);
@@ -594,14 +694,24 @@ static int local_open(struct conn *l, struct smtp_reply *caps)
 /*
  * Copy the message text from provider to local up to the final dot, as a
  * byte stream: it is already dot-stuffed and goes through unchanged, so a
- * line of any length passes (spec: long lines are kept). Only the line
- * starts are tracked, to see CRLF "." CRLF.
+ * line of any length passes (spec: long lines are kept). Line endings are
+ * strict, as on odrelayd's own listener (RFC 5321 2.3.8, SMTP smuggling):
+ * a bare CR, a bare LF or a NUL is never passed on. From that octet on
+ * nothing more is forwarded and the local connection is dropped without
+ * an end of data, so the local MTA keeps nothing; the rest is read up to
+ * CRLF "." CRLF (a bare LF never starts a line). Each DATA_BLOCK octets
+ * must arrive within --timeout.
+ * Returns 0 (local has it all but the reply), 1 (refused: bad line
+ * ending, local closed) or -1 (provider gone).
  */
 static int relay_data(struct conn *p, struct conn *l, unsigned long long *bytes_r)
 {
-	enum { AT_BOL, AT_DOT, AT_DOTCR, IN_LINE } st = AT_BOL;
+	enum { BOL, DOT, DOTCR, MID, CR } st = BOL;
+	size_t block = 0;
+	int bad = 0;
 
 	*bytes_r = 0;
+	conn_deadline(p);
 	for (;;) {
 		size_t start, i;
 
@@ -610,38 +720,99 @@ static int relay_data(struct conn *p, struct conn *l, unsigned long long *bytes_
 
 			if (r <= 0) {
 				p->dead = 1;
+				p->until = 0;
 				return -1;	/* provider gone: the mail stays there */
 			}
 			p->off = 0;
 			p->len = (size_t)r;
+			if ((block += (size_t)r) >= DATA_BLOCK) {
+				block = 0;
+				conn_deadline(p);
+			}
 		}
 		start = p->off;
 		for (i = p->off; i < p->len; i++) {
 			char c = p->buf[i];
+			int ok = 1;
 
-			if (st == AT_DOTCR && c == '\n') {
+			if (c == '\0')
+				ok = 0;
+			else if (st == DOTCR)
+				ok = c == '\n';
+			else if (st == CR)
+				ok = c == '\n';
+			else if (c == '\n')
+				ok = 0;
+			if (!ok) {
+				/* Pass on what came before, then stop. */
+				if (!bad && !l->dead && i > start)
+					conn_write(l, p->buf + start, i - start);
+				if (!bad)
+					conn_close(l);
+				bad = 1;
+				st = c == '\r' ? CR : MID;
+				continue;
+			}
+			if (st == DOTCR) {
 				/* Forward the final ".\r\n" too. */
-				if (!l->dead)
+				if (!bad && !l->dead)
 					conn_write(l, p->buf + start, i + 1 - start);
 				*bytes_r += i + 1 - start;
 				*bytes_r = *bytes_r >= 3 ? *bytes_r - 3 : 0;
 				p->off = i + 1;
-				return 0;
+				p->until = 0;
+				return bad;
 			}
-			if (c == '\n')
-				st = AT_BOL;
-			else if (st == AT_BOL && c == '.')
-				st = AT_DOT;
-			else if (st == AT_DOT && c == '\r')
-				st = AT_DOTCR;
+			if (st == CR)
+				st = BOL;
+			else if (st == BOL && c == '.')
+				st = DOT;
+			else if (st == DOT && c == '\r')
+				st = DOTCR;
+			else if (c == '\r')
+				st = CR;
 			else
-				st = IN_LINE;
+				st = MID;
 		}
-		if (!l->dead)
+		if (!bad && !l->dead)
 			conn_write(l, p->buf + start, p->len - start);
 		*bytes_r += p->len - start;
 		p->off = p->len;
 	}
+}
+
+/*
+ * A recipient the provider may send us: in a domain this pull asked for,
+ * or one of its subdomains (a provider's domain may include them). No
+ * --domain: the account's domains are unknown here, so only the address
+ * tricks are refused.
+ */
+static int rcpt_asked(const char *arg, size_t len)
+{
+	struct smtp_path path;
+	struct smtp_rcpt_params params;
+	size_t dl;
+
+	/* '%', '!' or a quoted '@' in the local part could route the mail
+	 * elsewhere at a local MTA that still honours them. */
+	if (smtp_parse_rcpt(arg, len, 1, &path, &params) != 0 ||
+	    path.no_domain || path.literal || path.local_routing)
+		return 0;
+	if (opt.domains.n == 0)
+		return 1;
+	dl = strlen(path.domain);
+	for (size_t i = 0; i < opt.domains.n; i++) {
+		const char *d = opt.domains.v[i];
+		size_t n = strlen(d);
+
+		if (n > 0 && d[n - 1] == '.')
+			n--;
+		if ((dl == n && strncasecmp(path.domain, d, n) == 0) ||
+		    (dl > n && path.domain[dl - n - 1] == '.' &&
+		    strncasecmp(path.domain + dl - n, d, n) == 0))
+			return 1;
+	}
+	return 0;
 }
 
 static int reversed_session(struct conn *p, struct tally *t)
@@ -651,7 +822,7 @@ static int reversed_session(struct conn *p, struct tally *t)
 	struct smtp_reply caps, r;
 	char line[LINE_MAX_IN], verb[SMTP_VERB_MAX + 1], sizearg[64];
 	unsigned tx_rcpts = 0;
-	int in_tx = 0, status = 0, local_in_data = 0;
+	int in_tx = 0, status = 0, local_in_data = 0, reopen = 0, rc;
 
 	if (local_open(&local, &caps) < 0) {
 		/* The provider keeps the mail (RFC 2645 5.3: refusing greeting). */
@@ -665,12 +836,28 @@ static int reversed_session(struct conn *p, struct tally *t)
 	for (;;) {
 		const char *arg;
 		size_t arglen;
-		ssize_t n = conn_read_line(p, line, sizeof(line), NULL);
+		ssize_t n;
+
+		/* --watch: SIGTERM ends the session between messages only; the
+		 * provider keeps what was not confirmed. */
+		p->interruptible = opt.watch && !in_tx;
+		if (stop_requested && !in_tx)
+			break;
+		conn_deadline(p);
+		n = conn_read_line(p, line, sizeof(line), NULL);
+		p->interruptible = 0;
+		p->until = 0;
 
 		if (n < 0) {
-			status = in_tx ? -1 : status;
-			if (in_tx)
+			if (in_tx) {
 				msg("provider: connection lost during a transaction");
+				status = -1;
+			} else if (!stop_requested) {
+				/* RFC 5321 4.1.1.10: the session ends with QUIT;
+				 * a provider gone without it may have more. */
+				msg("provider: connection closed without QUIT");
+				status = -1;
+			}
 			break;
 		}
 		if (p->verbose)
@@ -698,11 +885,30 @@ static int reversed_session(struct conn *p, struct tally *t)
 		} else if (strcmp(verb, "MAIL") == 0 || strcmp(verb, "RCPT") == 0) {
 			int is_rcpt = verb[0] == 'R';
 
+			if (is_rcpt && !rcpt_asked(arg, arglen)) {
+				/* Never pass on mail of domains not asked for:
+				 * the local MTA might relay it on. */
+				conn_printf(p, "550 5.7.1 Recipient not accepted by "
+				    "this pull (not in the domains asked for, or a "
+				    "routing address)");
+				t->refused++;
+				continue;
+			}
 			if (is_rcpt && opt.lmtp && tx_rcpts >= 1) {
 				/* One recipient per LMTP transaction: its answer
 				 * after DATA is then that transaction's answer. */
 				conn_printf(p, "452 4.5.3 One recipient per transaction, send the others again");
 				continue;
+			}
+			if (local.dead && reopen && !is_rcpt) {
+				/* Dropped on purpose after a refused message. */
+				reopen = 0;
+				if (local_open(&local, &caps) < 0) {
+					conn_printf(p, "421 4.3.0 %s local mail server "
+					    "unavailable, try later", opt.hostname);
+					status = -1;
+					break;
+				}
 			}
 			if (local.dead) {
 				conn_printf(p, "421 4.3.0 %s local mail server connection lost", opt.hostname);
@@ -742,13 +948,25 @@ static int reversed_session(struct conn *p, struct tally *t)
 			if (r.code != 354)
 				continue;
 			local_in_data = 1;
-			if (relay_data(p, &local, &bytes) < 0) {
+			rc = relay_data(p, &local, &bytes);
+			if (rc < 0) {
 				msg("provider: connection lost during DATA; the message stays at the provider");
 				status = -1;
 				break;
 			}
 			in_tx = 0;
 			local_in_data = 0;
+			if (rc == 1) {
+				/* As odrelayd's listener answers (SMTP smuggling). */
+				conn_printf(p, "554 5.6.0 Message rejected: bare CR, "
+				    "bare LF or NUL in message text");
+				msg("provider: message with a bare CR, bare LF or NUL "
+				    "refused");
+				t->refused += tx_rcpts;
+				tx_rcpts = 0;
+				reopen = 1;
+				continue;
+			}
 			if (local.dead || conn_reply(&local, &r) < 0) {
 				/* Never acknowledge what the local MTA did not. */
 				conn_printf(p, "451 4.3.0 local mail server connection lost");
@@ -859,7 +1077,10 @@ static int atrn_mode(void)
 		conn_printf(&p, "QUIT");
 		goto out;
 	}
+	/* The whole reversed session is bounded too (--max-time). */
+	p.pull_end = opt.max_time ? now_ms() + opt.max_time * 1000LL : 0;
 	rc = reversed_session(&p, &t) < 0 ? 1 : 0;
+	p.pull_end = 0;
 	printf("odpull: %u message%s (%u recipient%s, %llu bytes) delivered to %s%s",
 	    t.messages, t.messages == 1 ? "" : "s", t.rcpts, t.rcpts == 1 ? "" : "s",
 	    t.bytes, opt.deliver, opt.lmtp ? " (LMTP)" : "");
@@ -924,13 +1145,350 @@ out:
 	return rc;
 }
 
+/* ---- --watch: push delivery ---- */
+
+enum watch_result {
+	WATCH_AGAIN,	/* pulled: log in and wait again at once */
+	WATCH_POLL,	/* provider without XWAIT: wait --interval */
+	WATCH_FAIL,	/* back off, then try again */
+	WATCH_STOP	/* SIGTERM */
+};
+
+#define WATCH_BACKOFF_MAX	300	/* seconds */
+#define WATCH_WAIT_MAX		3600	/* no XWAIT answer for this long: reconnect */
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+/* Only to make sigsuspend return when a watcher child ends. */
+static void on_child(int sig)
+{
+	(void)sig;
+}
+
+/* Sleep up to ms, cut short by SIGTERM. */
+static void watch_sleep(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	if (!stop_requested)
+		(void)ppoll(NULL, 0, &ts, &sig_open);
+}
+
+static void watch_keepalive(int fd)
+{
+	int on = 1, idle = 60, intvl = 20, cnt = 3;
+
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+#ifdef TCP_KEEPIDLE
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#else
+	(void)idle;
+	(void)intvl;
+	(void)cnt;
+#endif
+}
+
+/* ATRN on a logged-in connection and the reversed session after a 250.
+ * 453 (nothing after all) gives *nomail_r = 1. */
+static enum watch_result watch_atrn(struct conn *p, const char *domains,
+    int *nomail_r)
+{
+	struct smtp_reply r;
+	struct tally t;
+	char txt[256];
+	int rc;
+
+	*nomail_r = 0;
+	memset(&t, 0, sizeof(t));
+	p->timeout = opt.timeout > 600 ? opt.timeout : 600;
+	if (conn_printf(p, domains[0] ? "ATRN %s" : "ATRN%s", domains) < 0 ||
+	    conn_reply(p, &r) < 0)
+		return WATCH_FAIL;
+	p->timeout = opt.timeout;
+	if (r.code == 453) {
+		*nomail_r = 1;
+		return WATCH_POLL;
+	}
+	if (r.code != 250) {
+		msg("%s: ATRN refused: %d %s", opt.server, r.code,
+		    reply_text(&r, txt, sizeof(txt)));
+		return WATCH_FAIL;
+	}
+	p->pull_end = opt.max_time ? now_ms() + opt.max_time * 1000LL : 0;
+	rc = reversed_session(p, &t);
+	p->pull_end = 0;
+	if (t.messages > 0 || t.deferred > 0 || t.refused > 0)
+		printf("odpull: %s: %u message%s (%llu bytes) delivered to %s%s%s\n",
+		    opt.server, t.messages, t.messages == 1 ? "" : "s", t.bytes,
+		    opt.deliver, t.deferred ? ", some recipients left at the "
+		    "provider" : "", t.refused ? ", some refused" : "");
+	fflush(stdout);
+	if (stop_requested)
+		return WATCH_STOP;
+	/* Deferred mail would wake us again at once: back off instead. */
+	return rc < 0 ? WATCH_FAIL : WATCH_AGAIN;
+}
+
+/* One connection to opt.server: log in, then XWAIT/ATRN until the
+ * provider ends the session, or a single ATRN without XWAIT. */
+static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
+{
+	struct conn p = { .fd = -1, .name = "provider", .timeout = opt.timeout,
+	    .verbose = opt.verbose };
+	struct smtp_reply caps, r;
+	char host[256], domains[LINE_MAX_IN], txt[256];
+	enum watch_result res = WATCH_FAIL;
+	size_t off = 0;
+	int port, nomail;
+
+	*logged_in_r = 0;
+	domains[0] = '\0';
+	for (size_t i = 0; i < opt.domains.n; i++)
+		off += (size_t)snprintf(domains + off, off < sizeof(domains) ?
+		    sizeof(domains) - off : 0, "%s%s", i ? "," : "", opt.domains.v[i]);
+	if (off >= sizeof(domains)) {
+		msg("too many domains for one ATRN line");
+		return WATCH_FAIL;
+	}
+	util_split_hostport(opt.server, host, sizeof(host), &port, 366);
+	if (conn_connect(&p, opt.server, 366) < 0)
+		goto out;
+	watch_keepalive(p.fd);
+	if (conn_reply(&p, &r) < 0 || r.code != 220) {
+		msg("%s: no greeting", opt.server);
+		goto out;
+	}
+	if (ehlo(&p, &caps) < 0)
+		goto out;
+	if (!reply_has(&caps, "ATRN", NULL, 0)) {
+		msg("%s: does not offer ATRN", opt.server);
+		goto out;
+	}
+	if (provider_tls(&p, &caps, ctx, host) < 0 ||
+	    authenticate(&p, &caps, p.ssl != NULL) < 0)
+		goto out;
+	*logged_in_r = 1;
+	if (!reply_has(&caps, "XWAIT", NULL, 0)) {
+		/* RFC 2645 only: one ATRN now, the next after --interval. */
+		res = watch_atrn(&p, domains, &nomail);
+		if (nomail)
+			conn_printf(&p, "QUIT");
+		if (res == WATCH_AGAIN)
+			res = WATCH_POLL;
+		goto out;
+	}
+	for (;;) {
+		if (conn_printf(&p, domains[0] ? "XWAIT %s" : "XWAIT%s",
+		    domains) < 0)
+			goto out;
+		/* The wait itself: no smtp timeout, SIGTERM ends it. */
+		p.timeout = WATCH_WAIT_MAX;
+		p.interruptible = 1;
+		if (conn_reply(&p, &r) < 0) {
+			if (stop_requested) {
+				res = WATCH_STOP;
+				/* Ends the wait (453), then 221. */
+				p.interruptible = 0;
+				p.dead = 0;
+				p.timeout = 5;
+				if (conn_printf(&p, "QUIT") == 0)
+					(void)conn_reply(&p, &r);
+			}
+			goto out;
+		}
+		p.interruptible = 0;
+		p.timeout = opt.timeout;
+		if (r.code == 453)
+			continue;	/* the provider's wait ended: again */
+		if (r.code != 250) {
+			msg("%s: XWAIT refused: %d %s", opt.server, r.code,
+			    reply_text(&r, txt, sizeof(txt)));
+			goto out;
+		}
+		res = watch_atrn(&p, domains, &nomail);
+		if (!nomail)
+			goto out;	/* the reversed session ended the connection */
+	}
+out:
+	if (res == WATCH_FAIL && stop_requested)
+		res = WATCH_STOP;
+	conn_close(&p);
+	return res;
+}
+
+/* Watch opt.server until SIGTERM. Exit status 0 when stopped. */
+static int watch_one(void)
+{
+	SSL_CTX *ctx = NULL;
+	char err[256];
+	long backoff = 1;
+
+	if (opt.tls != TLS_NONE) {
+		ctx = tls_client_ctx(opt.ca_file, opt.tls == TLS_REQUIRED, err,
+		    sizeof(err));
+		if (ctx == NULL) {
+			msg("TLS: %s", err);
+			return 2;
+		}
+	}
+	srandom((unsigned)time(NULL) ^ (unsigned)getpid() << 8);
+	msg("watching %s", opt.server);
+	while (!stop_requested) {
+		int logged_in;
+		enum watch_result res = watch_session(ctx, &logged_in);
+
+		if (res == WATCH_STOP)
+			break;
+		if (res == WATCH_AGAIN) {
+			backoff = 1;
+			continue;
+		}
+		if (res == WATCH_POLL) {
+			backoff = 1;
+			watch_sleep(opt.interval * 1000);
+			continue;
+		}
+		/* Exponential backoff with jitter (+-25 %), 1 s to 5 min, so
+		 * many offices do not come back at the same instant. */
+		{
+			long ms = backoff * 1000;
+
+			ms += (long)(random() % (ms / 2 + 1)) - ms / 4;
+			if (ms < 1000)
+				ms = 1000;
+			if (ms > WATCH_BACKOFF_MAX * 1000L)
+				ms = WATCH_BACKOFF_MAX * 1000L;
+			msg("%s: trying again in %.1f s", opt.server, ms / 1000.0);
+			watch_sleep(ms);
+		}
+		backoff = backoff * 2 > WATCH_BACKOFF_MAX ? WATCH_BACKOFF_MAX :
+		    backoff * 2;
+	}
+	msg("%s: stopped", opt.server);
+	if (ctx != NULL)
+		SSL_CTX_free(ctx);
+	return 0;
+}
+
+/* Several providers: one child each; SIGTERM is passed on to all. */
+static int watch_all(void)
+{
+	pid_t *pids = xcalloc(opt.servers.n, sizeof(pid_t));
+	size_t i, alive = 0;
+	int status;
+
+	for (i = 0; i < opt.servers.n; i++) {
+		pids[i] = fork();
+		if (pids[i] < 0) {
+			msg("fork: %s", strerror(errno));
+			stop_requested = 1;
+			break;
+		}
+		if (pids[i] == 0) {
+			opt.server = opt.servers.v[i];
+			_exit(watch_one());
+		}
+		alive++;
+	}
+	while (alive > 0) {
+		pid_t pid;
+
+		if (!stop_requested) {
+			sigset_t wait_mask = sig_open;
+
+			sigdelset(&wait_mask, SIGCHLD);
+			sigsuspend(&wait_mask);
+		}
+		if (stop_requested)
+			for (i = 0; i < opt.servers.n; i++)
+				if (pids[i] > 0)
+					kill(pids[i], SIGTERM);
+		while ((pid = waitpid(-1, &status, stop_requested ? 0 : WNOHANG)) > 0) {
+			for (i = 0; i < opt.servers.n; i++) {
+				if (pids[i] != pid)
+					continue;
+				pids[i] = 0;
+				alive--;
+				if (!stop_requested && WIFEXITED(status) &&
+				    WEXITSTATUS(status) != 2) {
+					/* Should not happen: watch again. */
+					msg("%s: watcher ended (status %d), restarting",
+					    opt.servers.v[i], WEXITSTATUS(status));
+					sleep(1);
+					pids[i] = fork();
+					if (pids[i] == 0) {
+						opt.server = opt.servers.v[i];
+						_exit(watch_one());
+					}
+					if (pids[i] > 0)
+						alive++;
+				}
+			}
+			if (alive == 0)
+				break;
+		}
+	}
+	free(pids);
+	return 0;
+}
+
+static int watch_mode(void)
+{
+	struct sigaction sa;
+	sigset_t block;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_child;
+	sa.sa_flags = SA_NOCLDSTOP;
+	sigaction(SIGCHLD, &sa, NULL);
+	/* Blocked everywhere but in the interruptible waits (sig_open). */
+	sigemptyset(&block);
+	sigaddset(&block, SIGTERM);
+	sigaddset(&block, SIGINT);
+	sigaddset(&block, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &block, &sig_open);
+	sigdelset(&sig_open, SIGTERM);
+	sigdelset(&sig_open, SIGINT);
+	sigaddset(&sig_open, SIGCHLD);
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	if (opt.servers.n == 1) {
+		opt.server = opt.servers.v[0];
+		return watch_one();
+	}
+	return watch_all();
+}
+
 /* ---- configuration ---- */
 
 static int set_option(const char *key, const char *val)
 {
 	if (strcmp(key, "server") == 0) {
-		free(opt.server);
-		opt.server = xstrdup(val);
+		/* Repeatable; the command line's replace the file's. */
+		if (opt.servers_cli == 1) {
+			strlist_free(&opt.servers);
+			opt.servers_cli = 2;
+		}
+		strlist_add(&opt.servers, val);
+	} else if (strcmp(key, "watch") == 0) {
+		if (config_parse_bool(val, &opt.watch) < 0)
+			return -1;
+	} else if (strcmp(key, "interval") == 0) {
+		long sec;
+
+		if (config_parse_duration(val, &sec) < 0 || sec <= 0 ||
+		    sec > 7 * 86400)
+			return -1;
+		opt.interval = sec;
 	} else if (strcmp(key, "user") == 0) {
 		free(opt.user);
 		opt.user = xstrdup(val);
@@ -969,6 +1527,15 @@ static int set_option(const char *key, const char *val)
 		if (config_parse_duration(val, &sec) < 0 || sec <= 0 || sec > 86400)
 			return -1;
 		opt.timeout = (int)sec;
+	} else if (strcmp(key, "max-time") == 0 || strcmp(key, "max_time") == 0) {
+		long sec;
+
+		if (strcmp(val, "0") == 0)
+			sec = 0;
+		else if (config_parse_duration(val, &sec) < 0 || sec <= 0 ||
+		    sec > 7 * 86400)
+			return -1;
+		opt.max_time = (int)sec;
 	} else if (strcmp(key, "hostname") == 0) {
 		free(opt.hostname);
 		opt.hostname = xstrdup(val);
@@ -1070,7 +1637,10 @@ int main(int argc, char **argv)
 		{ "tls", required_argument, NULL, 'T' },
 		{ "ca-file", required_argument, NULL, 'C' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "max-time", required_argument, NULL, 'M' },
 		{ "etrn", no_argument, NULL, 'E' },
+		{ "watch", no_argument, NULL, 'W' },
+		{ "interval", required_argument, NULL, 'I' },
 		{ "config", required_argument, NULL, 'c' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "version", no_argument, NULL, 'V' },
@@ -1082,10 +1652,13 @@ int main(int argc, char **argv)
 
 	opt.tls = TLS_REQUIRED;
 	opt.timeout = 300;
+	opt.max_time = 3600;
+	opt.interval = 300;
 	/* A -c file first, so the command line overrides it. */
 	for (int i = 1; i < argc - 1; i++)
 		if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0)
 			load_config(argv[i + 1]);
+	opt.servers_cli = 1;
 	while ((ch = getopt_long(argc, argv, "c:vVh", longopts, NULL)) != -1) {
 		const char *key = NULL;
 
@@ -1099,7 +1672,10 @@ int main(int argc, char **argv)
 		case 'T': key = "tls"; break;
 		case 'C': key = "ca-file"; break;
 		case 't': key = "timeout"; break;
+		case 'M': key = "max-time"; break;
 		case 'E': opt.etrn = 1; break;
+		case 'W': opt.watch = 1; break;
+		case 'I': key = "interval"; break;
 		case 'c': break;
 		case 'v': opt.verbose = 1; break;
 		case 'V':
@@ -1116,8 +1692,9 @@ int main(int argc, char **argv)
 	}
 	if (optind != argc)
 		die_usage("unexpected argument %s", argv[optind]);
-	if (opt.server == NULL)
+	if (opt.servers.n == 0)
 		die_usage("--server is required");
+	opt.server = opt.servers.v[0];
 	if (opt.hostname == NULL) {
 		if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
 			util_strlcpy(host, "localhost", sizeof(host));
@@ -1128,9 +1705,17 @@ int main(int argc, char **argv)
 	if (opt.etrn) {
 		if (opt.domains.n == 0)
 			die_usage("--etrn needs at least one --domain");
+		if (opt.watch)
+			die_usage("--watch works with ATRN, not --etrn");
 		if (!opt.tls_set)
 			opt.tls = TLS_OPPORTUNISTIC;
-		return etrn_mode();
+		rc = 0;
+		for (size_t i = 0; i < opt.servers.n; i++) {
+			opt.server = opt.servers.v[i];
+			if (etrn_mode() != 0)
+				rc = 1;
+		}
+		return rc;
 	}
 	if (opt.user == NULL)
 		die_usage("--user is required");
@@ -1139,7 +1724,16 @@ int main(int argc, char **argv)
 		die_usage("no password: use --password-file FILE or ODPULL_PASSWORD");
 	if (opt.deliver == NULL)
 		opt.deliver = xstrdup(opt.lmtp ? "127.0.0.1:24" : "127.0.0.1:25");
-	rc = atrn_mode();
+	if (opt.watch) {
+		rc = watch_mode();
+	} else {
+		rc = 0;
+		for (size_t i = 0; i < opt.servers.n; i++) {
+			opt.server = opt.servers.v[i];
+			if (atrn_mode() != 0)
+				rc = 1;
+		}
+	}
 	explicit_bzero(opt.password, strlen(opt.password));
 	return rc;
 }

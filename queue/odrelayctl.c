@@ -30,9 +30,11 @@
 
 #include "config.h"
 #include "control.h"
+#include "domhash.h"
 #include "log.h"
 #include "passwd.h"
 #include "queue.h"
+#include "domstate.h"
 #include "rcache.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -72,18 +74,21 @@ static int ctl_usage_to(FILE *out, int status)
 {
 	fprintf(out,
 	    "usage: %s [-c FILE] command [arguments]\n"
-	    "  queue [--json] [DOMAIN]      list queued messages\n"
-	    "  show ID [--body]             envelope and headers of one message\n"
+	    "  queue [--json] [DOMAIN]      list queued messages (mailq style)\n"
+	    "  show ID [--body|--json]      envelope and headers of one message\n"
 	    "  flush DOMAIN                 deliver a domain's mail now (like ETRN)\n"
 	    "  delete ID | --domain DOMAIN  remove mail without delivery\n"
 	    "  bounce ID                    return a message to its sender now\n"
+	    "  quarantine [--json]          list messages a milter held aside\n"
+	    "  release ID                   deliver a quarantined message\n"
 	    "  stats [--json]               per-domain queue sizes and totals\n"
+	    "  compact                      give unused queue space back to the disk\n"
 	    "  recipients [--json] DOMAIN   what the relay knows of a domain's recipients\n"
 	    "  recipients forget DOMAIN [ADDRESS]  clear it (one address or all)\n"
 	    "  passwd add [--no-cram] NAME DOMAIN...\n"
 	    "                               add or change an ATRN user (password on stdin)\n"
 	    "  passwd del NAME              remove an ATRN user\n"
-	    "  passwd list                  list ATRN users\n"
+	    "  passwd list [--json]         list ATRN users\n"
 	    "options: -c FILE (default " CTL_DEFAULT_CONFIG "), -h/--help help, -V version\n"
 	    "See odrelayctl(8) for the exit codes.\n",
 	    ctl_progname);
@@ -355,35 +360,15 @@ static struct queue *ctl_open_ro(const struct config *cfg)
 	return q;
 }
 
-/* Ids of every message, collected first so that no read transaction is
- * held while each message is then read on its own. */
-struct ctl_ids {
-	char (*v)[QUEUE_ID_LEN + 1];
-	size_t n, cap;
-};
-
-static void ctl_ids_add(struct ctl_ids *ids, const char *id)
-{
-	if (ids->n == ids->cap) {
-		ids->cap = ids->cap ? ids->cap * 2 : 64;
-		ids->v = xreallocarray(ids->v, ids->cap, sizeof(*ids->v));
-	}
-	snprintf(ids->v[ids->n], sizeof(ids->v[0]), "%s", id);
-	ids->n++;
-}
-
-static int ctl_collect_env(void *arg, const struct queue_envelope *env)
-{
-	ctl_ids_add(arg, env->id);
-	return 0;
-}
-
 /* ---- message state ---- */
 
-enum ctl_state { CTL_HELD, CTL_DEFERRED, CTL_DELIVERING, CTL_NSTATES };
+enum ctl_state { CTL_HELD, CTL_DEFERRED, CTL_DELIVERING, CTL_QUARANTINED,
+	CTL_NSTATES };
 static const char *ctl_state_names[CTL_NSTATES] = {
-	"held", "deferred", "delivering"
+	"held", "deferred", "delivering", "quarantined"
 };
+/* "quarantine": list only messages a milter held aside */
+static int ctl_only_quarantined;
 
 static int ctl_rcpt_held(const struct config *cfg, const struct queue_rcpt *r)
 {
@@ -402,6 +387,8 @@ static enum ctl_state ctl_msg_state(struct queue *q, const struct config *cfg,
 {
 	size_t i;
 
+	if (env->flags & QUEUE_F_QUARANTINE)
+		return CTL_QUARANTINED;
 	if (queue_is_leased(q, env->id) == 1)
 		return CTL_DELIVERING;
 	for (i = 0; i < env->nrcpts; i++)
@@ -467,20 +454,26 @@ struct ctl_dom {
 	char *name;
 	int configured, hold;
 	uint64_t messages, bytes;
+	time_t oldest;		/* arrival of the oldest queued message, 0 none */
+	time_t last_atrn;	/* last successful ATRN pull, 0 never */
+	time_t last_etrn;	/* last accepted ETRN, 0 never */
 };
 
 struct ctl_doms {
 	struct ctl_dom *v;
 	size_t n, cap;
+	struct domhash *idx;	/* name -> index: 50,000 domains stay fast */
 };
 
 static struct ctl_dom *ctl_doms_get(struct ctl_doms *ds, const char *name)
 {
 	size_t i;
 
-	for (i = 0; i < ds->n; i++)
-		if (strcasecmp(ds->v[i].name, name) == 0)
-			return &ds->v[i];
+	if (ds->idx == NULL)
+		ds->idx = domhash_new();
+	if (domhash_get(ds->idx, name, &i))
+		return &ds->v[i];
+	domhash_put(ds->idx, name, ds->n);
 	if (ds->n == ds->cap) {
 		ds->cap = ds->cap ? ds->cap * 2 : 16;
 		ds->v = xreallocarray(ds->v, ds->cap, sizeof(*ds->v));
@@ -528,44 +521,116 @@ static void ctl_doms_free(struct ctl_doms *ds)
 
 	for (i = 0; i < ds->n; i++)
 		free(ds->v[i].name);
+	domhash_free(&ds->idx);
 	free(ds->v);
 	ds->v = NULL;
 	ds->n = ds->cap = 0;
 }
 
+/* The per-domain facts an operator watches (issue: oldest held message,
+ * last ATRN pull, last ETRN), read from the queue and its domstate db. */
+static void ctl_doms_facts(struct queue *q, struct ctl_doms *ds)
+{
+	char err[256];
+	struct domstate *st = domstate_open(q, err, sizeof(err));
+
+	for (size_t k = 0; k < ds->n; k++) {
+		struct domstate_rec r;
+
+		(void)queue_domain_oldest(q, ds->v[k].name, &ds->v[k].oldest);
+		if (st != NULL && domstate_get(st, ds->v[k].name, &r) == 0) {
+			ds->v[k].last_atrn = r.last[DOMSTATE_ATRN];
+			ds->v[k].last_etrn = r.last[DOMSTATE_ETRN];
+		}
+	}
+	domstate_close(&st);
+}
+
+/* An age as a short word: 45s, 12m, 5h, 3d; "-" for none. */
+static const char *ctl_age(time_t t, time_t now, char *buf, size_t size)
+{
+	long long a = (long long)(now - t);
+
+	if (t == 0)
+		snprintf(buf, size, "-");
+	else if (a < 0)
+		snprintf(buf, size, "0s");
+	else if (a < 120)
+		snprintf(buf, size, "%llds", a);
+	else if (a < 2 * 3600)
+		snprintf(buf, size, "%lldm", a / 60);
+	else if (a < 2 * 86400)
+		snprintf(buf, size, "%lldh", a / 3600);
+	else
+		snprintf(buf, size, "%lldd", a / 86400);
+	return buf;
+}
+
+/* The facts of one domain as JSON members (after other members). */
+static void ctl_dom_facts_json(const struct ctl_dom *d, time_t now)
+{
+	printf(",\"oldest\":");
+	ctl_json_time(stdout, d->oldest);
+	printf(",\"oldest_age\":%lld,\"last_atrn\":",
+	    d->oldest ? (long long)(now > d->oldest ? now - d->oldest : 0) : 0LL);
+	ctl_json_time(stdout, d->last_atrn);
+	printf(",\"last_etrn\":");
+	ctl_json_time(stdout, d->last_etrn);
+}
+
+/* The facts as table cells: OLDEST, LAST ATRN, LAST ETRN (ages). */
+static void ctl_dom_facts_cells(const struct ctl_dom *d, time_t now)
+{
+	char a[3][32];
+
+	printf(" %8s %10s %10s", ctl_age(d->oldest, now, a[0], sizeof(a[0])),
+	    ctl_age(d->last_atrn, now, a[1], sizeof(a[1])),
+	    ctl_age(d->last_etrn, now, a[2], sizeof(a[2])));
+}
+
 /* ---- queue ---- */
+
+/* Postfix mailq's mark after the id: '*' being delivered, '!' held. */
+static char ctl_state_mark(enum ctl_state st)
+{
+	return st == CTL_DELIVERING ? '*' : st == CTL_HELD ? '!' : ' ';
+}
 
 static void ctl_queue_human(const struct queue_envelope *env,
     enum ctl_state st, int *first)
 {
 	const char *err;
 	char tbuf[32];
+	struct tm tm;
+	time_t t = env->arrival;
 	size_t i;
 
 	if (*first) {
-		printf("%-16s  %10s  %-20s  %-10s  %3s  %s\n", "QUEUE ID", "SIZE",
-		    "ARRIVAL (UTC)", "STATE", "TRY", "SENDER");
+		printf("%-17s %9s %-19s %-10s %s\n", "-Queue ID-", "--Size--",
+		    "---Arrival (UTC)---", "-State-", "-Sender/Recipient-------");
 		*first = 0;
 	}
-	printf("%-16s  %10" PRIu64 "  %-20s  %-10s  %3u  <", env->id,
-	    env->size, ctl_time(env->arrival, tbuf, sizeof(tbuf)),
-	    ctl_state_names[st], ctl_msg_attempts(env));
-	ctl_put_text(stdout, env->sender);
-	printf(">\n");
+	if (t == 0 || gmtime_r(&t, &tm) == NULL ||
+	    strftime(tbuf, sizeof(tbuf), "%a %b %e %H:%M:%S", &tm) == 0)
+		snprintf(tbuf, sizeof(tbuf), "-");
+	printf("%s%c %9" PRIu64 " %-19s %-10s ", env->id, ctl_state_mark(st),
+	    env->size, tbuf, ctl_state_names[st]);
+	ctl_put_text(stdout, env->sender[0] != '\0' ? env->sender :
+	    "MAILER-DAEMON");
+	printf("\n");
+	if ((err = ctl_msg_last_error(env)) != NULL) {
+		printf("%59s(", "");
+		ctl_put_text(stdout, err);
+		printf(", %u attempt%s)\n", ctl_msg_attempts(env),
+		    ctl_msg_attempts(env) == 1 ? "" : "s");
+	}
 	for (i = 0; i < env->nrcpts; i++) {
 		const struct queue_rcpt *r = &env->rcpts[i];
 
 		if (r->state != QUEUE_RCPT_QUEUED)
 			continue;
-		printf("    to <");
+		printf("%59s", "");
 		ctl_put_text(stdout, r->addr);
-		printf("> (");
-		ctl_put_text(stdout, r->domain);
-		printf(")\n");
-	}
-	if ((err = ctl_msg_last_error(env)) != NULL) {
-		printf("    last error: ");
-		ctl_put_text(stdout, err);
 		printf("\n");
 	}
 	printf("\n");
@@ -574,7 +639,7 @@ static void ctl_queue_human(const struct queue_envelope *env,
 static void ctl_queue_json(const struct queue_envelope *env,
     enum ctl_state st, int *first)
 {
-	struct ctl_doms ds = { NULL, 0, 0 };
+	struct ctl_doms ds = { NULL, 0, 0, NULL };
 	size_t i;
 
 	printf("%s\n    {\"id\":", *first ? "" : ",");
@@ -614,15 +679,114 @@ static void ctl_queue_json(const struct queue_envelope *env,
 	printf("}");
 }
 
+/* One message of "queue": printed as it is read (constant memory). */
+struct ctl_walk {
+	struct queue *q;
+	const struct config *cfg;
+	const char *domain;
+	struct ctl_doms *ds;
+	int json, first, status;
+	uint64_t msgs, bytes;
+};
+
+static int ctl_queue_visit(void *arg, const struct queue_envelope *env)
+{
+	struct ctl_walk *w = arg;
+	enum ctl_state st;
+
+	if ((w->domain != NULL && !ctl_msg_has_domain(env, w->domain)) ||
+	    (ctl_only_quarantined && !(env->flags & QUEUE_F_QUARANTINE)))
+		return 0;
+	st = ctl_msg_state(w->q, w->cfg, env);
+	if (w->json)
+		ctl_queue_json(env, st, &w->first);
+	else
+		ctl_queue_human(env, st, &w->first);
+	ctl_doms_count(w->ds, env);
+	w->msgs++;
+	w->bytes += env->size;
+	return 0;
+}
+
+/* queue DOMAIN: through the domain index, a page of ids at a time. */
+static int ctl_queue_domain(struct ctl_walk *w)
+{
+	char ids[256][QUEUE_ID_LEN + 1], after[QUEUE_ID_LEN + 1] = "";
+	int n, rc = QUEUE_OK;
+
+	while ((n = queue_domain_ids(w->q, w->domain, after, ids, 256)) > 0) {
+		for (int k = 0; k < n; k++) {
+			struct queue_envelope *env = NULL;
+			int r = queue_get(w->q, ids[k], &env);
+
+			if (r < 0) {
+				ctl_err("%s: %s", ids[k], queue_strerror(r));
+				w->status = CTL_EXIT_FAIL;
+			}
+			if (r != 1)
+				continue;	/* delivered or removed meanwhile */
+			ctl_queue_visit(w, env);
+			queue_envelope_free(&env);
+		}
+		memcpy(after, ids[n - 1], sizeof(after));
+	}
+	if (n < 0)
+		rc = n;
+	return rc;
+}
+
+/*
+ * Push delivery: which domains a customer waits for now (XWAIT), from the
+ * daemon's "waiting" control answer "250 DOMAIN=N ...". Nothing when the
+ * daemon is not running. filter: only that domain, or NULL.
+ */
+static void ctl_queue_waiting(const struct config *cfg, const char *filter,
+    int json)
+{
+	char reply[8192], err[512], pbuf[512], *p, *w, *save = NULL;
+	const char *path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
+	int n = 0;
+
+	if (control_request(path, "waiting", reply, sizeof(reply), err,
+	    sizeof(err)) < 0 || strncmp(reply, "250", 3) != 0)
+		reply[3] = '\0';
+	p = reply + 3;
+	if (json)
+		printf(",\n \"waiting\":[");
+	for (w = strtok_r(p, " ", &save); w != NULL; w = strtok_r(NULL, " ", &save)) {
+		char *eq = strrchr(w, '=');
+
+		if (eq == NULL)
+			continue;
+		*eq = '\0';
+		if (filter != NULL && strcasecmp(filter, w) != 0)
+			continue;
+		if (json) {
+			printf("%s{\"domain\":", n ? "," : "");
+			ctl_json_str(stdout, w);
+			printf(",\"sessions\":%lu}", strtoul(eq + 1, NULL, 10));
+		} else {
+			printf("%s", n ? ", " : "Customers waiting now (XWAIT): ");
+			ctl_put_text(stdout, w);
+			printf(" (%lu)", strtoul(eq + 1, NULL, 10));
+		}
+		n++;
+	}
+	if (json)
+		printf("]");
+	else if (n > 0)
+		printf("\n");
+}
+
 static int ctl_cmd_queue(int argc, char **argv)
 {
 	const struct config *cfg;
-	struct ctl_ids ids = { NULL, 0, 0 };
-	struct ctl_doms ds = { NULL, 0, 0 };
+	struct ctl_doms ds = { NULL, 0, 0, NULL };
 	const char *domain = NULL;
 	struct queue *q;
 	uint64_t total_msgs = 0, total_bytes = 0;
 	int json = 0, first = 1, rc, i, status = CTL_EXIT_OK;
+	time_t now = time(NULL);
 	size_t k;
 
 	for (i = 1; i < argc; i++) {
@@ -639,42 +803,27 @@ static int ctl_cmd_queue(int argc, char **argv)
 	}
 	if ((cfg = ctl_config()) == NULL || (q = ctl_open_ro(cfg)) == NULL)
 		return CTL_EXIT_FAIL;
-	/* On an error (a corrupt record) list what could be read, exit 1. */
-	rc = queue_foreach(q, ctl_collect_env, &ids);
-	if (rc < 0) {
-		ctl_err("reading queue: %s", queue_strerror(rc));
-		status = CTL_EXIT_FAIL;
-	}
+	/* Streamed: each message printed as it is read; with a DOMAIN only
+	 * that domain's index is read. On an error (a corrupt record) list
+	 * what could be read, exit 1. */
 	if (json)
 		printf("{\"messages\":[");
-	for (k = 0; k < ids.n; k++) {
-		struct queue_envelope *env = NULL;
-		enum ctl_state st;
+	{
+		struct ctl_walk w = { q, cfg, domain, &ds, json, 1, status, 0, 0 };
 
-		rc = queue_get(q, ids.v[k], &env);
-		if (rc == 0)
-			continue;	/* delivered or removed meanwhile */
+		rc = domain != NULL ? ctl_queue_domain(&w) :
+		    queue_foreach(q, ctl_queue_visit, &w);
 		if (rc < 0) {
-			ctl_err("%s: %s", ids.v[k], queue_strerror(rc));
-			status = CTL_EXIT_FAIL;
-			continue;
+			ctl_err("reading queue: %s", queue_strerror(rc));
+			w.status = CTL_EXIT_FAIL;
 		}
-		if (domain != NULL && !ctl_msg_has_domain(env, domain)) {
-			queue_envelope_free(&env);
-			continue;
-		}
-		st = ctl_msg_state(q, cfg, env);
-		if (json)
-			ctl_queue_json(env, st, &first);
-		else
-			ctl_queue_human(env, st, &first);
-		ctl_doms_count(&ds, env);
-		total_msgs++;
-		total_bytes += env->size;
-		queue_envelope_free(&env);
+		first = w.first;
+		status = w.status;
+		total_msgs = w.msgs;
+		total_bytes = w.bytes;
 	}
+	ctl_doms_facts(q, &ds);
 	queue_close(&q);
-	free(ids.v);
 
 	/* With a DOMAIN filter, only that domain's totals. */
 	if (domain != NULL) {
@@ -695,11 +844,15 @@ static int ctl_cmd_queue(int argc, char **argv)
 			printf("%s\n    {\"domain\":", firstd ? "" : ",");
 			firstd = 0;
 			ctl_json_str(stdout, ds.v[k].name);
-			printf(",\"messages\":%" PRIu64 ",\"bytes\":%" PRIu64 "}",
+			printf(",\"messages\":%" PRIu64 ",\"bytes\":%" PRIu64,
 			    ds.v[k].messages, ds.v[k].bytes);
+			ctl_dom_facts_json(&ds.v[k], now);
+			printf("}");
 		}
 		printf("],\n \"total\":{\"messages\":%" PRIu64
-		    ",\"bytes\":%" PRIu64 "}}\n", total_msgs, total_bytes);
+		    ",\"bytes\":%" PRIu64 "}", total_msgs, total_bytes);
+		ctl_queue_waiting(cfg, domain, 1);
+		printf("}\n");
 	} else if (total_msgs == 0) {
 		if (domain != NULL) {
 			printf("No mail queued for ");
@@ -708,18 +861,23 @@ static int ctl_cmd_queue(int argc, char **argv)
 		} else
 			printf("Mail queue is empty\n");
 	} else {
-		printf("%-40s %10s %14s\n", "DOMAIN", "MESSAGES", "BYTES");
+		printf("-- %" PRIu64 " Kbytes in %" PRIu64 " Request%s. "
+		    "(%" PRIu64 " bytes)\n\n", (total_bytes + 1023) / 1024,
+		    total_msgs, total_msgs == 1 ? "" : "s", total_bytes);
+		printf("%-32s %8s %12s %8s %10s %10s\n", "DOMAIN", "MESSAGES",
+		    "BYTES", "OLDEST", "LAST ATRN", "LAST ETRN");
 		for (k = 0; k < ds.n; k++) {
 			if (ds.v[k].messages == 0)
 				continue;
-			ctl_put_cell(stdout, ds.v[k].name, 40);
-			printf(" %10" PRIu64 " %14" PRIu64 "\n",
-			    ds.v[k].messages, ds.v[k].bytes);
+			ctl_put_cell(stdout, ds.v[k].name, 32);
+			printf(" %8" PRIu64 " %12" PRIu64, ds.v[k].messages,
+			    ds.v[k].bytes);
+			ctl_dom_facts_cells(&ds.v[k], now);
+			printf("\n");
 		}
-		printf("-- %" PRIu64 " Kbytes in %" PRIu64 " message%s "
-		    "(%" PRIu64 " bytes)\n", (total_bytes + 1023) / 1024,
-		    total_msgs, total_msgs == 1 ? "" : "s", total_bytes);
 	}
+	if (!json)
+		ctl_queue_waiting(cfg, domain, 0);
 	ctl_doms_free(&ds);
 	return ctl_finish_output(status);
 }
@@ -847,12 +1005,14 @@ static int ctl_cmd_show(int argc, char **argv)
 	const char *id = NULL;
 	struct queue *q;
 	char tbuf[32];
-	int body = 0, rc, i;
+	int body = 0, json = 0, rc, i;
 	size_t k;
 
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--body") == 0)
 			body = 1;
+		else if (strcmp(argv[i], "--json") == 0)
+			json = 1;
 		else if (argv[i][0] == '-' || id != NULL)
 			return ctl_usage();
 		else
@@ -880,6 +1040,16 @@ static int ctl_cmd_show(int argc, char **argv)
 		queue_envelope_free(&env);
 		queue_close(&q);
 		return rc;
+	}
+	if (json) {
+		/* The same object as one entry of queue --json. */
+		int first = 1;
+
+		ctl_queue_json(env, ctl_msg_state(q, cfg, env), &first);
+		printf("\n");
+		queue_envelope_free(&env);
+		queue_close(&q);
+		return ctl_finish_output(CTL_EXIT_OK);
 	}
 
 	printf("id:           %s\n", env->id);
@@ -999,6 +1169,30 @@ static int ctl_cmd_flush(int argc, char **argv)
 		return CTL_EXIT_USAGE;
 	}
 	line = xasprintf("flush %s", argv[1]);
+	rc = ctl_control(line, 0);
+	free(line);
+	return rc;
+}
+
+/* Messages held aside by a milter: "queue" restricted to them. */
+static int ctl_cmd_quarantine(int argc, char **argv)
+{
+	ctl_only_quarantined = 1;
+	return ctl_cmd_queue(argc, argv);
+}
+
+static int ctl_cmd_release(int argc, char **argv)
+{
+	char *line;
+	int rc;
+
+	if (argc != 2 || argv[1][0] == '-')
+		return ctl_usage();
+	if (!queue_id_valid(argv[1])) {
+		ctl_err("invalid queue id");
+		return CTL_EXIT_USAGE;
+	}
+	line = xasprintf("release %s", argv[1]);
 	rc = ctl_control(line, 0);
 	free(line);
 	return rc;
@@ -1210,17 +1404,57 @@ static char *ctl_next_counter(char *p, const char **name_r, uint64_t *val_r)
 	}
 }
 
+/* ---- queue space (stats, compact) ---- */
+
+static void ctl_compact_done(void *arg, int result)
+{
+	int *res = arg;
+
+	res[0] = 1;
+	res[1] = result;
+}
+
+static void ctl_space_human(const struct queue_space *sp)
+{
+	printf("\nqueue map:  %" PRIu64 " of %" PRIu64 " bytes in use\n"
+	    "queue file: %" PRIu64 " bytes (%" PRIu64 " kept in reserve)\n"
+	    "disk free:  %" PRIu64 " bytes%s\n", sp->map_used, sp->map_size,
+	    sp->file_size, sp->reserve, sp->fs_avail,
+	    sp->low ? " (low: new mail refused)" : "");
+}
+
+/* A member of the top object, with its comma. */
+static void ctl_space_json(const struct queue_space *sp)
+{
+	printf("\"space\":{\"map_size\":%" PRIu64 ",\"map_used\":%" PRIu64
+	    ",\"file_size\":%" PRIu64 ",\"reserve\":%" PRIu64
+	    ",\"fs_free\":%" PRIu64 ",\"low\":%s},\n ",
+	    sp->map_size, sp->map_used,
+	    sp->file_size, sp->reserve, sp->fs_avail, sp->low ? "true" : "false");
+}
+
+static int ctl_stats_domain(void *arg, const char *domain,
+    const struct queue_domain_stats *st)
+{
+	struct ctl_dom *d = ctl_doms_get(arg, domain);
+
+	d->messages = st->messages;
+	d->bytes = st->bytes;
+	return 0;
+}
+
 static int ctl_cmd_stats(int argc, char **argv)
 {
 	const struct config *cfg;
-	struct ctl_ids ids = { NULL, 0, 0 };
-	struct ctl_doms ds = { NULL, 0, 0 };
+	struct queue_space space = { 0, 0, 0, 0, 0, 0 };
+	struct ctl_doms ds = { NULL, 0, 0, NULL };
 	uint64_t states[CTL_NSTATES] = { 0, 0, 0 };
 	uint64_t total_msgs = 0, total_bytes = 0, rcpts = 0, val;
 	char *counters = xmalloc(CTL_STATS_REPLY_MAX), *p;
 	const char *name;
 	struct queue *q;
 	int json = 0, rc, i, status = CTL_EXIT_OK, any;
+	time_t now = time(NULL);
 	size_t k;
 
 	for (i = 1; i < argc; i++) {
@@ -1235,48 +1469,39 @@ static int ctl_cmd_stats(int argc, char **argv)
 		free(counters);
 		return CTL_EXIT_FAIL;
 	}
+	/* So that "low" means what the daemon would do. */
+	queue_set_min_free(q, cfg->queue_min_free);
 	for (k = 0; k < cfg->ndomains; k++) {
 		struct ctl_dom *d = ctl_doms_get(&ds, cfg->domains[k].name);
 
 		d->configured = 1;
 		d->hold = cfg->domains[k].hold;
 	}
-	rc = queue_foreach(q, ctl_collect_env, &ids);
-	if (rc < 0) {
-		ctl_err("reading queue: %s", queue_strerror(rc));
-		status = CTL_EXIT_FAIL;
-	}
-	for (k = 0; k < ids.n; k++) {
-		struct queue_envelope *env = NULL;
-		size_t j;
+	/* From the queue's counters, not a walk of every message: O(1) for
+	 * the totals and the states, O(domains with mail) for the table. */
+	{
+		struct queue_totals t;
 
-		if (queue_get(q, ids.v[k], &env) <= 0)
-			continue;
-		states[ctl_msg_state(q, cfg, env)]++;
-		total_msgs++;
-		total_bytes += env->size;
-		for (j = 0; j < env->nrcpts; j++)
-			if (env->rcpts[j].state == QUEUE_RCPT_QUEUED) {
-				rcpts++;
-				if (env->rcpts[j].domain != NULL)
-					(void)ctl_doms_get(&ds,
-					    env->rcpts[j].domain);
-			}
-		queue_envelope_free(&env);
-	}
-	free(ids.v);
-	/* Per-domain sizes from the queue's own index (what quotas use). */
-	for (k = 0; k < ds.n; k++) {
-		struct queue_domain_stats st = { 0, 0 };
-
-		rc = queue_domain_stats(q, ds.v[k].name, &st);
+		rc = queue_totals(q, &t);
+		if (rc == QUEUE_OK)
+			rc = queue_foreach_count(q, ctl_stats_domain, &ds);
+		if (rc == QUEUE_OK)
+			rc = queue_space(q, &space);
 		if (rc < 0) {
-			ctl_err("%s: %s", ds.v[k].name, queue_strerror(rc));
+			ctl_err("reading queue: %s", queue_strerror(rc));
 			status = CTL_EXIT_FAIL;
 		}
-		ds.v[k].messages = st.messages;
-		ds.v[k].bytes = st.bytes;
+		total_msgs = t.messages;
+		total_bytes = t.bytes;
+		rcpts = t.recipients;
+		/* Held: waiting for ETRN/ATRN (no retry time); deferred: on the
+		 * retry index; delivering: leased. */
+		states[CTL_DELIVERING] = t.leased;
+		states[CTL_DEFERRED] = t.retrying;
+		states[CTL_HELD] = t.messages > t.retrying + t.leased ?
+		    t.messages - t.retrying - t.leased : 0;
 	}
+	ctl_doms_facts(q, &ds);
 	queue_close(&q);
 	if (ds.n > 1)
 		qsort(ds.v, ds.n, sizeof(ds.v[0]), ctl_dom_cmp);
@@ -1290,15 +1515,19 @@ static int ctl_cmd_stats(int argc, char **argv)
 		for (i = 0; i < CTL_NSTATES; i++)
 			printf("%s\"%s\":%" PRIu64, i ? "," : "",
 			    ctl_state_names[i], states[i]);
-		printf("},\n \"domains\":[");
+		printf("},\n ");
+		ctl_space_json(&space);
+		printf("\"domains\":[");
 		for (k = 0; k < ds.n; k++) {
 			printf("%s\n    {\"domain\":", k ? "," : "");
 			ctl_json_str(stdout, ds.v[k].name);
 			printf(",\"configured\":%s,\"hold\":%s,\"messages\":%"
-			    PRIu64 ",\"bytes\":%" PRIu64 "}",
+			    PRIu64 ",\"bytes\":%" PRIu64,
 			    ds.v[k].configured ? "true" : "false",
 			    ds.v[k].hold ? "true" : "false",
 			    ds.v[k].messages, ds.v[k].bytes);
+			ctl_dom_facts_json(&ds.v[k], now);
+			printf("}");
 		}
 		printf("],\n \"daemon\":");
 		if (p == NULL)
@@ -1315,14 +1544,16 @@ static int ctl_cmd_stats(int argc, char **argv)
 		}
 		printf("}\n");
 	} else {
-		printf("%-40s %-12s %10s %14s\n", "DOMAIN", "MODE", "MESSAGES",
-		    "BYTES");
+		printf("%-32s %-12s %8s %12s %8s %10s %10s\n", "DOMAIN", "MODE",
+		    "MESSAGES", "BYTES", "OLDEST", "LAST ATRN", "LAST ETRN");
 		for (k = 0; k < ds.n; k++) {
-			ctl_put_cell(stdout, ds.v[k].name, 40);
-			printf(" %-12s %10" PRIu64 " %14" PRIu64 "\n",
+			ctl_put_cell(stdout, ds.v[k].name, 32);
+			printf(" %-12s %8" PRIu64 " %12" PRIu64,
 			    !ds.v[k].configured ? "unconfigured" :
 			    ds.v[k].hold ? "hold" : "relay",
 			    ds.v[k].messages, ds.v[k].bytes);
+			ctl_dom_facts_cells(&ds.v[k], now);
+			printf("\n");
 		}
 		printf("\nmessages:   %" PRIu64 "\nrecipients: %" PRIu64
 		    "\nbytes:      %" PRIu64 "\n", total_msgs, rcpts,
@@ -1330,6 +1561,7 @@ static int ctl_cmd_stats(int argc, char **argv)
 		for (i = 0; i < CTL_NSTATES; i++)
 			printf("%-11s %" PRIu64 "\n", ctl_state_names[i],
 			    states[i]);
+		ctl_space_human(&space);
 		if (p == NULL)
 			printf("\ndaemon counters: odrelayd not running\n");
 		else {
@@ -1347,6 +1579,75 @@ static int ctl_cmd_stats(int argc, char **argv)
 	free(counters);
 	ctl_doms_free(&ds);
 	return ctl_finish_output(status);
+}
+
+/*
+ * compact: LMDB's compacting copy. With the daemon running it does the
+ * work (writes wait during the copy) and is polled until done; without
+ * it, the queue is opened here.
+ */
+static int ctl_cmd_compact(int argc, char **argv)
+{
+	const struct config *cfg;
+	char reply[512], err[512], pbuf[512];
+	const char *path;
+
+	(void)argv;
+	if (argc != 1)
+		return ctl_usage();
+	if ((cfg = ctl_config()) == NULL)
+		return CTL_EXIT_FAIL;
+	path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
+	if (control_request(path, "compact", reply, sizeof(reply), err,
+	    sizeof(err)) == 0) {
+		if (reply[0] != '2') {
+			ctl_err("%s", reply);
+			return CTL_EXIT_FAIL;
+		}
+		for (;;) {
+			struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+			nanosleep(&ts, NULL);
+			if (control_request(path, "compact-status", reply,
+			    sizeof(reply), err, sizeof(err)) < 0) {
+				ctl_err("%s", err);
+				return CTL_EXIT_FAIL;
+			}
+			if (strcmp(reply, "250 running") != 0)
+				break;
+		}
+		if (strncmp(reply, "250 done", 8) != 0) {
+			ctl_err("%s", reply);
+			return CTL_EXIT_FAIL;
+		}
+		printf("compacted (by odrelayd): %s\n", reply + 9);
+		return ctl_finish_output(CTL_EXIT_OK);
+	}
+	if (!ctl_daemon_absent(path)) {
+		ctl_err("%s", err);
+		return CTL_EXIT_FAIL;
+	}
+	{
+		struct queue *q;
+		int res[2] = { 0, QUEUE_EIO };
+		uint64_t before = 0, after = 0;
+
+		q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
+		    sizeof(err));
+		if (q == NULL) {
+			ctl_err("cannot open the queue: %s", err);
+			return CTL_EXIT_FAIL;
+		}
+		queue_compact(q, &before, &after, ctl_compact_done, res);
+		queue_close(&q);
+		if (res[1] != QUEUE_OK) {
+			ctl_err("compaction failed: %s", queue_strerror(res[1]));
+			return CTL_EXIT_FAIL;
+		}
+		printf("compacted: before=%" PRIu64 " after=%" PRIu64 "\n",
+		    before, after);
+	}
+	return ctl_finish_output(CTL_EXIT_OK);
 }
 
 /* ---- passwd ---- */
@@ -1408,6 +1709,62 @@ static int ctl_read_password(char *buf, size_t size)
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * passwd list --json: the text listing ("NAME DOM,DOM MECH,MECH" per
+ * line, names and domains without spaces) as
+ * [{"user":..,"domains":[..],"mechanisms":[..]}].
+ */
+static int ctl_passwd_list_json(const char *path)
+{
+	char err[512], *buf = NULL, *line, *save = NULL;
+	size_t size = 0;
+	FILE *mem = open_memstream(&buf, &size);
+	int first = 1;
+
+	if (mem == NULL) {
+		ctl_err("out of memory");
+		return CTL_EXIT_FAIL;
+	}
+	if (passwd_file_list(path, mem, err, sizeof(err)) < 0) {
+		fclose(mem);
+		free(buf);
+		ctl_err("%s", err);
+		return CTL_EXIT_FAIL;
+	}
+	fclose(mem);
+	printf("[");
+	for (line = strtok_r(buf, "\n", &save); line != NULL;
+	    line = strtok_r(NULL, "\n", &save)) {
+		char *f[3] = { NULL, NULL, NULL }, *fs = NULL, *w, *ws = NULL;
+		int n = 0;
+
+		for (w = strtok_r(line, " ", &fs); w != NULL && n < 3;
+		    w = strtok_r(NULL, " ", &fs))
+			f[n++] = w;
+		if (n < 1)
+			continue;
+		printf("%s\n  {\"user\":", first ? "" : ",");
+		first = 0;
+		ctl_json_str(stdout, f[0]);
+		for (int k = 1; k < 3; k++) {
+			int firstw = 1;
+
+			printf(k == 1 ? ",\"domains\":[" : ",\"mechanisms\":[");
+			for (w = f[k] ? strtok_r(f[k], ",", &ws) : NULL; w != NULL;
+			    w = strtok_r(NULL, ",", &ws)) {
+				printf("%s", firstw ? "" : ",");
+				firstw = 0;
+				ctl_json_str(stdout, w);
+			}
+			printf("]");
+		}
+		printf("}");
+	}
+	printf("%s]\n", first ? "" : "\n");
+	free(buf);
+	return ctl_finish_output(CTL_EXIT_OK);
 }
 
 static int ctl_cmd_passwd(int argc, char **argv)
@@ -1484,10 +1841,14 @@ static int ctl_cmd_passwd(int argc, char **argv)
 		return ctl_finish_output(CTL_EXIT_OK);
 	}
 	if (strcmp(argv[1], "list") == 0) {
-		if (argc != 2)
+		int json = argc == 3 && strcmp(argv[2], "--json") == 0;
+
+		if (argc != 2 && !json)
 			return ctl_usage();
 		if ((cfg = ctl_config()) == NULL)
 			return CTL_EXIT_FAIL;
+		if (json)
+			return ctl_passwd_list_json(cfg->passwd_file);
 		if (passwd_file_list(cfg->passwd_file, stdout, err,
 		    sizeof(err)) < 0) {
 			ctl_err("%s", err);
@@ -1693,7 +2054,10 @@ static const struct {
 	{ "flush", ctl_cmd_flush },
 	{ "delete", ctl_cmd_delete },
 	{ "bounce", ctl_cmd_bounce },
+	{ "quarantine", ctl_cmd_quarantine },
+	{ "release", ctl_cmd_release },
 	{ "stats", ctl_cmd_stats },
+	{ "compact", ctl_cmd_compact },
 	{ "passwd", ctl_cmd_passwd },
 	{ "recipients", ctl_cmd_recipients },
 };

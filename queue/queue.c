@@ -4,6 +4,8 @@
  * Databases (all in one environment, MDB_NOTLS so read transactions are
  * not tied to threads):
  *   meta        "version" -> uint32 BE format version
+ *               "totals" -> uint64 BE messages, bytes, queued recipients,
+ *               messages with a retry time (format 2; what stats read)
  *   msg         id -> envelope + recipients (queue_record_encode)
  *   body        id + uint32 BE chunk no -> up to QUEUE_CHUNK_SIZE bytes
  *   dom         lowercase domain + '\0' + id -> "" (QUEUED rcpts there)
@@ -28,21 +30,26 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 #include <lmdb.h>
 
+#include "config.h"
+#include "domhash.h"
 #include "log.h"
 #include "util.h"
 #include "xmalloc.h"
 #include "queue.h"
 #include "queue_private.h"
+#include "domstate.h"
 
 #define QUEUE_MAX_INFLIGHT	4	/* chunks queued per put before backpressure */
 #define QUEUE_RESUME_AT		2	/* resume the reader at this many */
 #define QUEUE_SCAN_BATCH	256	/* records per short read transaction */
+#define QUEUE_DUE_MAX		1024	/* due ids per queue_foreach_due call */
 #define QUEUE_DOMAIN_MAX	255
 #define QUEUE_DEFAULT_MAP_SIZE	(4ULL * 1024 * 1024 * 1024)
 #define BODY_KEY_LEN		(QUEUE_ID_LEN + 4)
@@ -54,9 +61,11 @@ enum job_type {
 	JOB_ABORT,	/* remove a put's chunks */
 	JOB_UPDATE,
 	JOB_DELETE,
+	JOB_RELEASE,	/* out of quarantine */
 	JOB_LEASE,
 	JOB_UNLEASE,
 	JOB_BARRIER,	/* writes nothing: completes after every earlier job */
+	JOB_COMPACT,	/* compacting copy; the loop then swaps the files */
 	JOB_EXT		/* a write of another queue/ module (queue_ext_submit) */
 };
 
@@ -80,6 +89,7 @@ struct job {
 	size_t nupdates;
 	struct queue_envelope *bounce;	/* UPDATE: copy, id assigned */
 	char *owner;			/* LEASE */
+	uint64_t *before_r, *after_r;	/* COMPACT */
 	queue_ext_apply_fn *ext_apply;	/* EXT */
 	void (*ext_free)(void *);
 	void *ext_arg;
@@ -110,10 +120,17 @@ struct queue {
 	struct job *finished, *finished_tail;	/* writer -> loop */
 	int stopping;
 	int test_hold;		/* queue_test_hold_writer */
+	int swap_wait;		/* writer waits for the loop to swap files */
+	char *dir;
+	uint64_t map_size;
+	uint64_t min_free;	/* queue_min_free: file system reserve */
+	int space_low;		/* the reserve could not be kept */
+	struct strlist ext_dbs;	/* other modules' databases, in open order */
 	int nosync_mode;		/* writer-thread only: current env flag */
 
 	struct quota *quotas;
 	size_t nquotas;
+	struct domhash *quota_index;	/* domain -> index into quotas */
 	struct lease *leases;		/* sorted by id */
 	size_t nleases;
 
@@ -149,6 +166,8 @@ struct queue_body {
 
 static void job_free(struct job *j);
 static void queue_complete(struct queue *q, struct job *j);
+static int queue_swap(struct queue *q);
+static int open_dbs(struct queue *q, MDB_txn *txn, unsigned flags);
 
 /* ---- small helpers ---- */
 
@@ -181,7 +200,10 @@ static int queue_code(int rc)
 {
 	if (rc == 0)
 		return QUEUE_OK;
-	if (rc == MDB_MAP_FULL)
+	/* Storage exhausted (map, file system, quota; a full disk may also
+	 * surface as EIO from write or fsync): 452 4.3.1, as for the map. */
+	if (rc == MDB_MAP_FULL || rc == ENOSPC || rc == EDQUOT ||
+	    rc == EFBIG || rc == EIO)
 		return QUEUE_EFULL;
 	if (rc == MDB_NOTFOUND)
 		return QUEUE_ENOTFOUND;
@@ -577,6 +599,50 @@ static int count_adjust(struct queue *q, MDB_txn *txn, const char *domain,
 	return mdb_put(txn, q->db_count, &k, &d, 0);
 }
 
+#define TOTALS_N	4	/* messages, bytes, queued rcpts, on the retry index */
+
+/* Whole-queue counters in meta "totals", so stats never scan. */
+static int totals_adjust(struct queue *q, MDB_txn *txn, const int64_t *delta)
+{
+	MDB_val k = { 6, "totals" }, d;
+	unsigned char v[8 * TOTALS_N];
+	uint64_t cur[TOTALS_N] = { 0, 0, 0, 0 };
+	int rc, i;
+
+	rc = mdb_get(txn, q->db_meta, &k, &d);
+	if (rc == 0 && d.mv_size == sizeof(v)) {
+		for (i = 0; i < TOTALS_N; i++)
+			cur[i] = be64_get((const unsigned char *)d.mv_data + 8 * i);
+	} else if (rc != 0 && rc != MDB_NOTFOUND) {
+		return rc;
+	}
+	for (i = 0; i < TOTALS_N; i++) {
+		cur[i] = (delta[i] < 0 && (uint64_t)-delta[i] > cur[i]) ? 0 :
+		    cur[i] + delta[i];
+		be64_put(v + 8 * i, cur[i]);
+	}
+	d.mv_data = v;
+	d.mv_size = sizeof(v);
+	return mdb_put(txn, q->db_meta, &k, &d, 0);
+}
+
+/* env's share of the totals (times sign). */
+static void totals_of(const struct queue_envelope *env, int sign, int64_t *delta)
+{
+	int64_t rcpts = 0, retry = 0;
+
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED) {
+			rcpts++;
+			if (env->rcpts[i].next_attempt > 0)
+				retry = 1;
+		}
+	delta[0] = rcpts > 0 ? sign : 0;
+	delta[1] = rcpts > 0 ? sign * (int64_t)env->size : 0;
+	delta[2] = sign * rcpts;
+	delta[3] = sign * retry;
+}
+
 /* Add (sign 1) or remove (sign -1) every index entry and counter of env. */
 static int index_env(struct queue *q, MDB_txn *txn,
     const struct queue_envelope *env, int sign)
@@ -587,6 +653,9 @@ static int index_env(struct queue *q, MDB_txn *txn,
 	size_t i;
 	int rc;
 
+	/* quarantined: kept, but found only by id (list, release, delete) */
+	if (env->flags & QUEUE_F_QUARANTINE)
+		return 0;
 	for (i = 0; i < env->nrcpts; i++) {
 		const struct queue_rcpt *r = &env->rcpts[i];
 
@@ -617,6 +686,13 @@ static int index_env(struct queue *q, MDB_txn *txn,
 			if (rc != 0 && rc != MDB_NOTFOUND)
 				return rc;
 		}
+	}
+	{
+		int64_t delta[TOTALS_N];
+
+		totals_of(env, sign, delta);
+		if (delta[0] != 0 || delta[2] != 0)
+			return totals_adjust(q, txn, delta);
 	}
 	return 0;
 }
@@ -736,24 +812,122 @@ static int msg_remove(struct queue *q, MDB_txn *txn, const struct queue_envelope
  */
 #define QUEUE_MAP_RESERVE_PCT	90
 
-static int map_has_room(struct queue *q, MDB_txn *txn, uint64_t need)
+/* Bytes in pages in use, every database counted; free pages not. */
+static uint64_t map_used_bytes(struct queue *q, MDB_txn *txn)
 {
 	MDB_dbi dbis[] = { 0, 1, q->db_meta, q->db_msg, q->db_body, q->db_dom,
 	    q->db_sched, q->db_count, q->db_lease, q->db_incomplete };
-	MDB_envinfo info;
 	MDB_stat st;
 	uint64_t pages = 0, psize = 4096;
 
-	if (mdb_env_info(q->env, &info) != 0)
-		return 1;
 	for (size_t i = 0; i < sizeof(dbis) / sizeof(dbis[0]); i++) {
 		if (mdb_stat(txn, dbis[i], &st) != 0)
 			continue;
 		psize = st.ms_psize;
 		pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
 	}
-	return pages * psize + need <=
+	return pages * psize;
+}
+
+static int map_has_room(struct queue *q, MDB_txn *txn, uint64_t need)
+{
+	MDB_envinfo info;
+
+	if (mdb_env_info(q->env, &info) != 0)
+		return 1;
+	return map_used_bytes(q, txn) + need <=
 	    (uint64_t)info.me_mapsize / 100 * QUEUE_MAP_RESERVE_PCT;
+}
+
+/*
+ * The file system: LMDB needs new pages even to delete, so the data file
+ * is kept allocated QUEUE_PREALLOC beyond its last used page (fallocate).
+ * Recording a delivery writes into that space and never needs the file
+ * system; new mail is refused while the file system has less than
+ * min_free left after it, or while the preallocation could not be kept.
+ */
+static uint64_t queue_prealloc_bytes(const struct queue *q)
+{
+	uint64_t b = q->map_size / 64;
+
+	if (b < 1024 * 1024)
+		b = 1024 * 1024;
+	return b > 16 * 1024 * 1024 ? 16 * 1024 * 1024 : b;
+}
+
+/*
+ * Writer thread (or the opener): keep at least the reserve free inside
+ * the data file. Free pages left by deliveries count (LMDB reuses them
+ * for the pages a delete needs); what is missing is allocated at the end.
+ */
+static void queue_prealloc(struct queue *q)
+{
+	MDB_envinfo info;
+	MDB_txn *txn;
+	struct stat sb;
+	uint64_t want, used;
+	int fd, rc;
+
+	if (q->rdonly || mdb_env_info(q->env, &info) != 0 ||
+	    mdb_env_get_fd(q->env, &fd) != 0 || fstat(fd, &sb) < 0 ||
+	    mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return;
+	used = map_used_bytes(q, txn);
+	mdb_txn_abort(txn);
+	want = used + queue_prealloc_bytes(q);
+	if (want > (uint64_t)info.me_mapsize)
+		want = (uint64_t)info.me_mapsize;
+	if ((uint64_t)sb.st_size >= want) {
+		if (__atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
+			log_info("queue: reserve restored, accepting mail again");
+		__atomic_store_n(&q->space_low, 0, __ATOMIC_RELAXED);
+		return;
+	}
+	rc = posix_fallocate(fd, sb.st_size, (off_t)(want - (uint64_t)sb.st_size));
+	if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
+		if (!__atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
+			log_warn("queue: cannot keep %llu bytes in reserve (%s): "
+			    "refusing new mail", (unsigned long long)
+			    queue_prealloc_bytes(q), strerror(rc));
+		__atomic_store_n(&q->space_low, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	if (__atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
+		log_info("queue: reserve restored, accepting mail again");
+	__atomic_store_n(&q->space_low, 0, __ATOMIC_RELAXED);
+}
+
+/* Free bytes on the queue's file system for unprivileged use. */
+static uint64_t queue_fs_avail(const struct queue *q)
+{
+	struct statvfs vfs;
+
+	if (q->dir == NULL || statvfs(q->dir, &vfs) < 0)
+		return UINT64_MAX;
+	return (uint64_t)vfs.f_bavail * vfs.f_frsize;
+}
+
+/*
+ * Room for `need` octets of new mail: free pages inside the data file
+ * (what a drain left) count as well as the file system's free space; the
+ * reserve and queue_min_free must remain after it.
+ */
+static int fs_has_room(struct queue *q, MDB_txn *txn, uint64_t need)
+{
+	uint64_t avail = queue_fs_avail(q), used = map_used_bytes(q, txn);
+	struct stat sb;
+	int fd;
+
+	if (__atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
+		return 0;
+	if (avail == UINT64_MAX)
+		return 1;
+	if (mdb_env_get_fd(q->env, &fd) == 0 && fstat(fd, &sb) == 0 &&
+	    (uint64_t)sb.st_size > used)
+		avail += (uint64_t)sb.st_size - used;
+	/* LMDB stores a body in whole pages plus its indexes: some slack. */
+	need += need / 8 + 16384 + queue_prealloc_bytes(q);
+	return avail >= need + q->min_free;
 }
 
 static int job_commit(struct queue *q, MDB_txn *txn, struct job *j)
@@ -764,7 +938,7 @@ static int job_commit(struct queue *q, MDB_txn *txn, struct job *j)
 
 	if (j->put->wr_failed)
 		return j->put->wr_failed;
-	if (!map_has_room(q, txn, env->size))
+	if (!map_has_room(q, txn, env->size) || !fs_has_room(q, txn, env->size))
 		return QUEUE_EFULL;
 	if (j->len > 0) {
 		rc = body_put(q, txn, env->id, j->chunkno, j->data, j->len);
@@ -829,6 +1003,10 @@ static int job_update(struct queue *q, MDB_txn *txn, struct job *j)
 			    env->id, u->index);
 			continue;
 		}
+		/* Warned meanwhile: a second notice from an older snapshot. */
+		if (u->state == QUEUE_RCPT_QUEUED && u->delay_warned &&
+		    r->delay_warned)
+			continue;
 		applied++;
 		/* Newly setting the delay flag is bookkeeping, not an attempt. */
 		attempt = !(u->state == QUEUE_RCPT_QUEUED && u->delay_warned &&
@@ -904,6 +1082,32 @@ static int job_delete(struct queue *q, MDB_txn *txn, struct job *j)
 	return rc;
 }
 
+static int job_release(struct queue *q, MDB_txn *txn, struct job *j)
+{
+	struct queue_envelope *env;
+	time_t now = time(NULL);
+	size_t i;
+	int rc;
+
+	rc = msg_load(q, txn, j->id, &env, NULL);
+	if (rc == MDB_NOTFOUND)
+		return QUEUE_ENOTFOUND;
+	if (rc != 0)
+		return rc;
+	if (!(env->flags & QUEUE_F_QUARANTINE)) {
+		queue_envelope_free(&env);
+		return QUEUE_ENOTFOUND;
+	}
+	env->flags &= ~(unsigned)QUEUE_F_QUARANTINE;
+	/* non-held recipients are due now; held ones wait for their turn */
+	for (i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].next_attempt > 0)
+			env->rcpts[i].next_attempt = now;
+	rc = msg_store(q, txn, env, 1);
+	queue_envelope_free(&env);
+	return rc;
+}
+
 static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 {
 	MDB_val k = { QUEUE_ID_LEN, j->id }, d;
@@ -928,6 +1132,8 @@ static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 		return job_update(q, txn, j);
 	case JOB_DELETE:
 		return job_delete(q, txn, j);
+	case JOB_RELEASE:
+		return job_release(q, txn, j);
 	case JOB_LEASE:
 		d.mv_data = j->owner;
 		d.mv_size = strlen(j->owner);
@@ -936,6 +1142,7 @@ static int job_apply(struct queue *q, MDB_txn *txn, struct job *j)
 		rc = mdb_del(txn, q->db_lease, &k, NULL);
 		return rc == MDB_NOTFOUND ? 0 : rc;
 	case JOB_BARRIER:
+	case JOB_COMPACT:	/* never in a batch: see writer_main */
 		return 0;
 	case JOB_EXT:
 		return j->ext_apply(txn, j->ext_arg);
@@ -1069,31 +1276,73 @@ static void writer_run_batch(struct queue *q, struct job *list)
 	}
 }
 
+static int writer_compact(struct queue *q, struct job *j);
+
 static void *writer_main(void *arg)
 {
 	struct queue *q = arg;
-	struct job *list, *tail;
+	struct job *list, *tail, *compact, *j, *prev;
 
 	for (;;) {
 		pthread_mutex_lock(&q->mu);
 		while ((q->pending == NULL || q->test_hold) && !q->stopping)
 			pthread_cond_wait(&q->cv, &q->mu);
+		/* Take the jobs up to a compaction: the ones after it must
+		 * be written into the compacted file. */
 		list = q->pending;
-		q->pending = q->pending_tail = NULL;
+		compact = NULL;
+		for (prev = NULL, j = list; j != NULL && j->type != JOB_COMPACT;
+		    prev = j, j = j->next)
+			;
+		if (j != NULL) {
+			compact = j;
+			q->pending = j->next;
+			if (q->pending == NULL)
+				q->pending_tail = NULL;
+			j->next = NULL;
+			if (prev != NULL)
+				prev->next = NULL;
+			else
+				list = NULL;
+		} else {
+			q->pending = q->pending_tail = NULL;
+		}
 		pthread_mutex_unlock(&q->mu);
-		if (list == NULL)
+		if (list == NULL && compact == NULL)
 			break;		/* stopping and drained */
-		writer_run_batch(q, list);
+		if (list != NULL) {
+			writer_run_batch(q, list);
+			queue_prealloc(q);
+		}
+		if (compact != NULL)
+			compact->result = writer_compact(q, compact);
+		if (list != NULL) {
+			for (tail = list; tail->next != NULL; tail = tail->next)
+				;
+			tail->next = compact;
+		} else {
+			list = compact;
+		}
 		for (tail = list; tail->next != NULL; tail = tail->next)
 			;
 		pthread_mutex_lock(&q->mu);
+		if (compact != NULL && compact->result == QUEUE_OK)
+			q->swap_wait = 1;
 		if (q->finished_tail != NULL)
 			q->finished_tail->next = list;
 		else
 			q->finished = list;
 		q->finished_tail = tail;
-		pthread_mutex_unlock(&q->mu);
 		event_active(q->done_ev, EV_READ, 0);
+		/* The loop swaps the files; nothing is written meanwhile. */
+		while (q->swap_wait && !q->stopping)
+			pthread_cond_wait(&q->cv, &q->mu);
+		if (q->swap_wait) {
+			/* Closing before the swap: keep the old file. */
+			q->swap_wait = 0;
+			compact->result = QUEUE_EIO;
+		}
+		pthread_mutex_unlock(&q->mu);
 	}
 	return NULL;
 }
@@ -1132,6 +1381,7 @@ static void queue_submit(struct queue *q, struct job *j)
 	if (!q->writer_started) {
 		/* No loop: the caller's thread is the writer. */
 		writer_run_batch(q, j);
+		queue_prealloc(q);
 		queue_complete(q, j);
 		return;
 	}
@@ -1215,6 +1465,22 @@ static void queue_complete(struct queue *q, struct job *j)
 			j->done(j->arg, j->result);
 		p->abandoned = 1;
 		put_maybe_free(p);
+		break;
+	case JOB_COMPACT:
+		if (j->result == QUEUE_OK && q->writer_started) {
+			j->result = queue_swap(q);
+			pthread_mutex_lock(&q->mu);
+			q->swap_wait = 0;
+			pthread_cond_signal(&q->cv);
+			pthread_mutex_unlock(&q->mu);
+		} else if (j->result != QUEUE_OK) {
+			char *tmp = xasprintf("%s/data.mdb.compact", q->dir);
+
+			(void)unlink(tmp);
+			free(tmp);
+		}
+		if (j->done != NULL)
+			j->done(j->arg, j->result);
 		break;
 	default:
 		if (j->done != NULL)
@@ -1369,11 +1635,9 @@ void queue_put_commit(struct queue_put *p, const struct queue_envelope *env,
 	p->fill = 0;
 	/* Quotas travel with the job: the writer never reads q->quotas. */
 	for (i = 0; i < env->nrcpts; i++) {
-		for (k = 0; k < q->nquotas; k++)
-			if (env->rcpts[i].domain != NULL &&
-			    strcasecmp(q->quotas[k].domain, env->rcpts[i].domain) == 0)
-				break;
-		if (k == q->nquotas)
+		if (env->rcpts[i].domain == NULL ||
+		    !domhash_get(q->quota_index, env->rcpts[i].domain, &k) ||
+		    q->quotas[k].max == 0 || !rcpt_first_in_domain(env, i))
 			continue;
 		j->quotas = xreallocarray(j->quotas, j->nquotas + 1, sizeof(*j->quotas));
 		j->quotas[j->nquotas].domain = xstrdup(q->quotas[k].domain);
@@ -1469,6 +1733,15 @@ void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
 		queue_submit(q, j);
 }
 
+void queue_release(struct queue *q, const char *id, queue_done_fn *done,
+    void *arg)
+{
+	struct job *j = job_for_id(JOB_RELEASE, id, done, arg);
+
+	if (j != NULL)
+		queue_submit(q, j);
+}
+
 void queue_barrier(struct queue *q, queue_done_fn *done, void *arg)
 {
 	queue_submit(q, job_for_id(JOB_BARRIER, "0000000000000000", done, arg));
@@ -1478,15 +1751,19 @@ void queue_set_quota(struct queue *q, const char *domain, uint64_t max_bytes)
 {
 	size_t i;
 
-	for (i = 0; i < q->nquotas; i++) {
-		if (strcasecmp(q->quotas[i].domain, domain) == 0) {
-			q->quotas[i].max = max_bytes;
-			return;
-		}
+	if (q->quota_index == NULL)
+		q->quota_index = domhash_new();
+	if (domhash_get(q->quota_index, domain, &i)) {
+		q->quotas[i].max = max_bytes;
+		return;
 	}
-	q->quotas = xreallocarray(q->quotas, q->nquotas + 1, sizeof(*q->quotas));
+	/* Doubling, so that 50,000 domains are set up in linear time. */
+	if ((q->nquotas & (q->nquotas - 1)) == 0)
+		q->quotas = xreallocarray(q->quotas, q->nquotas ? q->nquotas * 2 : 1,
+		    sizeof(*q->quotas));
 	q->quotas[q->nquotas].domain = xstrdup(domain);
 	q->quotas[q->nquotas].max = max_bytes;
+	domhash_put(q->quota_index, domain, q->nquotas);
 	q->nquotas++;
 }
 
@@ -1769,9 +2046,10 @@ int queue_foreach_due(struct queue *q, time_t now,
 		mdb_txn_abort(txn);
 		return QUEUE_EIO;
 	}
-	/* Keys only (16+8 bytes each): one pass, then callbacks outside. */
+	/* Keys only (16+8 bytes each), the earliest QUEUE_DUE_MAX: a long
+	 * backlog is taken over several calls, never in one loop turn. */
 	rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
-	while (rc == 0) {
+	while (rc == 0 && l.n < QUEUE_DUE_MAX) {
 		if (k.mv_size == SCHED_KEY_LEN) {
 			if ((int64_t)be64_get(k.mv_data) > (int64_t)now)
 				break;
@@ -1827,6 +2105,48 @@ int queue_domain_stats(struct queue *q, const char *domain,
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return QUEUE_EIO;
 	return QUEUE_OK;
+}
+
+/* Ids are time-ordered, so the first "domain\0ID" key is the oldest
+ * message (to the second; a clock stepped back may misorder a few). */
+int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r)
+{
+	char kbuf[QUEUE_DOMAIN_MAX + 2];
+	struct queue_envelope *env = NULL;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, d;
+	size_t plen;
+	int rc;
+
+	*arrival_r = 0;
+	plen = domain_key(domain, kbuf);
+	kbuf[plen++] = '\0';
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
+		mdb_txn_abort(txn);
+		return QUEUE_EIO;
+	}
+	k.mv_data = kbuf;
+	k.mv_size = plen;
+	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	if (rc == 0 && k.mv_size == plen + QUEUE_ID_LEN &&
+	    memcmp(k.mv_data, kbuf, plen) == 0) {
+		char id[QUEUE_ID_LEN + 1];
+
+		memcpy(id, (const char *)k.mv_data + plen, QUEUE_ID_LEN);
+		id[QUEUE_ID_LEN] = '\0';
+		rc = msg_load(q, txn, id, &env, NULL);
+		if (rc == 0) {
+			*arrival_r = env->arrival;
+			queue_envelope_free(&env);
+		}
+	} else if (rc == 0)
+		rc = MDB_NOTFOUND;
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	return rc == 0 || rc == MDB_NOTFOUND ? QUEUE_OK : QUEUE_EIO;
 }
 
 /* ---- body reader ---- */
@@ -1908,6 +2228,391 @@ void queue_body_free(struct queue_body **bp)
 	*bp = NULL;
 }
 
+/* ---- space, counters ---- */
+
+void queue_set_min_free(struct queue *q, uint64_t bytes)
+{
+	q->min_free = bytes;
+}
+
+int queue_check_room(struct queue *q, const char *domain, uint64_t size)
+{
+	MDB_txn *txn;
+	int rc = QUEUE_OK;
+	size_t k;
+
+	if (q->rdonly)
+		return QUEUE_EIO;
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	if (!map_has_room(q, txn, size) || !fs_has_room(q, txn, size))
+		rc = QUEUE_EFULL;
+	if (rc == QUEUE_OK && domain != NULL &&
+	    domhash_get(q->quota_index, domain, &k) && q->quotas[k].max > 0) {
+		char kbuf[QUEUE_DOMAIN_MAX + 1];
+		MDB_val key, d;
+		uint64_t bytes = 0;
+
+		key.mv_data = kbuf;
+		key.mv_size = domain_key(domain, kbuf);
+		if (mdb_get(txn, q->db_count, &key, &d) == 0 && d.mv_size == 16)
+			bytes = be64_get((const unsigned char *)d.mv_data + 8);
+		/* Full already, or this message (when announced) would not fit. */
+		if (bytes >= q->quotas[k].max || bytes + size > q->quotas[k].max)
+			rc = QUEUE_EQUOTA;
+	}
+	mdb_txn_abort(txn);
+	return rc;
+}
+
+void queue_space_recheck(struct queue *q)
+{
+	/* The writer tops the reserve up after every batch: an empty one. */
+	if (!q->rdonly && __atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
+		queue_barrier(q, NULL, NULL);
+}
+
+int queue_totals(struct queue *q, struct queue_totals *t)
+{
+	MDB_txn *txn;
+	MDB_val k = { 6, "totals" }, d;
+	MDB_stat st;
+	int rc;
+
+	memset(t, 0, sizeof(*t));
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	rc = mdb_get(txn, q->db_meta, &k, &d);
+	if (rc == 0 && d.mv_size == 8 * TOTALS_N) {
+		const unsigned char *p = d.mv_data;
+
+		t->messages = be64_get(p);
+		t->bytes = be64_get(p + 8);
+		t->recipients = be64_get(p + 16);
+		t->retrying = be64_get(p + 24);
+	} else if (rc == MDB_NOTFOUND) {
+		rc = 0;		/* empty queue, or format 1 not yet upgraded */
+	}
+	if (mdb_stat(txn, q->db_lease, &st) == 0)
+		t->leased = st.ms_entries;
+	mdb_txn_abort(txn);
+	return rc == 0 ? QUEUE_OK : QUEUE_EIO;
+}
+
+int queue_space(struct queue *q, struct queue_space *sp)
+{
+	MDB_envinfo info;
+	MDB_stat st;
+	MDB_txn *txn;
+	struct stat sb;
+	int fd;
+
+	memset(sp, 0, sizeof(*sp));
+	if (mdb_env_info(q->env, &info) != 0 || mdb_env_stat(q->env, &st) != 0)
+		return QUEUE_EIO;
+	sp->map_size = info.me_mapsize;
+	if (mdb_env_get_fd(q->env, &fd) == 0 && fstat(fd, &sb) == 0)
+		sp->file_size = (uint64_t)sb.st_size;
+	sp->fs_avail = queue_fs_avail(q);
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	sp->map_used = map_used_bytes(q, txn);
+	/* Free inside the file: pages deliveries left, and the tail. */
+	sp->reserve = sp->file_size > sp->map_used ? sp->file_size - sp->map_used : 0;
+	sp->low = !fs_has_room(q, txn, 0) ||
+	    sp->map_used > sp->map_size / 100 * QUEUE_MAP_RESERVE_PCT;
+	mdb_txn_abort(txn);
+	return QUEUE_OK;
+}
+
+int queue_foreach_count(struct queue *q,
+    int (*cb)(void *arg, const char *domain,
+    const struct queue_domain_stats *st), void *arg)
+{
+	char last[QUEUE_DOMAIN_MAX + 1] = "";
+	int end = 0, stop = 0;
+
+	/* Batches in short read transactions; callbacks outside them. */
+	while (!end && !stop) {
+		struct {
+			char name[QUEUE_DOMAIN_MAX + 1];
+			struct queue_domain_stats st;
+		} *batch = xcalloc(QUEUE_SCAN_BATCH, sizeof(*batch));
+		MDB_txn *txn;
+		MDB_cursor *c;
+		MDB_val k, d;
+		size_t n = 0;
+		int rc;
+
+		if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0 ||
+		    mdb_cursor_open(txn, q->db_count, &c) != 0) {
+			free(batch);
+			return QUEUE_EIO;
+		}
+		if (last[0] == '\0') {
+			rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
+		} else {
+			k.mv_data = last;
+			k.mv_size = strlen(last);
+			rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+			if (rc == 0 && k.mv_size == strlen(last) &&
+			    memcmp(k.mv_data, last, k.mv_size) == 0)
+				rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+		}
+		for (; rc == 0 && n < QUEUE_SCAN_BATCH;
+		    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+			if (k.mv_size == 0 || k.mv_size > QUEUE_DOMAIN_MAX ||
+			    d.mv_size != 16)
+				continue;
+			memcpy(batch[n].name, k.mv_data, k.mv_size);
+			batch[n].name[k.mv_size] = '\0';
+			batch[n].st.messages = be64_get(d.mv_data);
+			batch[n].st.bytes = be64_get((const unsigned char *)d.mv_data + 8);
+			n++;
+		}
+		mdb_cursor_close(c);
+		mdb_txn_abort(txn);
+		if (rc != 0)
+			end = 1;
+		for (size_t i = 0; i < n && !stop; i++)
+			stop = cb(arg, batch[i].name, &batch[i].st) != 0;
+		if (n > 0)
+			memcpy(last, batch[n - 1].name, sizeof(last));
+		free(batch);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return QUEUE_EIO;
+	}
+	return QUEUE_OK;
+}
+
+int queue_domain_ids(struct queue *q, const char *domain, const char *after,
+    char (*ids)[QUEUE_ID_LEN + 1], size_t max)
+{
+	char key[QUEUE_DOMAIN_MAX + 2 + QUEUE_ID_LEN];
+	size_t plen = domain_key(domain, key) + 1, klen = plen, n = 0;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, d;
+	int rc;
+
+	if (after != NULL && after[0] != '\0') {
+		memcpy(key + plen, after, QUEUE_ID_LEN);
+		klen = plen + QUEUE_ID_LEN;
+	}
+	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
+		mdb_txn_abort(txn);
+		return QUEUE_EIO;
+	}
+	k.mv_data = key;
+	k.mv_size = klen;
+	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	if (rc == 0 && klen > plen && k.mv_size == klen &&
+	    memcmp(k.mv_data, key, klen) == 0)
+		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+	for (; rc == 0 && n < max; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		if (k.mv_size != plen + QUEUE_ID_LEN || memcmp(k.mv_data, key, plen) != 0)
+			break;
+		memcpy(ids[n], (const char *)k.mv_data + plen, QUEUE_ID_LEN);
+		ids[n][QUEUE_ID_LEN] = '\0';
+		n++;
+	}
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return QUEUE_EIO;
+	return (int)n;
+}
+
+int queue_scan(struct queue *q, char *cursor, time_t until, size_t max,
+    int (*cb)(void *arg, const struct queue_envelope *env), void *arg)
+{
+	char endkey[QUEUE_ID_LEN + 1];
+	size_t taken = 0;
+	int result = 0;
+
+	if (until < 0)
+		return 0;
+	/* Ids start with 8 hex digits of their second: the first id after
+	 * `until` is the second after it with a zero counter. */
+	snprintf(endkey, sizeof(endkey), "%08X%08X",
+	    (uint32_t)((uint64_t)until + 1 > 0xffffffffu ? 0xffffffffu : until + 1), 0u);
+	while (taken < max) {
+		struct queue_envelope *batch[32];
+		size_t n = 0, i;
+		MDB_txn *txn;
+		MDB_cursor *c;
+		MDB_val k, d;
+		int rc, stop = 0;
+
+		if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+			return QUEUE_EIO;
+		if (mdb_cursor_open(txn, q->db_msg, &c) != 0) {
+			mdb_txn_abort(txn);
+			return QUEUE_EIO;
+		}
+		if (cursor[0] == '\0') {
+			rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
+		} else {
+			k.mv_data = cursor;
+			k.mv_size = QUEUE_ID_LEN;
+			rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+			if (rc == 0 && k.mv_size == QUEUE_ID_LEN &&
+			    memcmp(k.mv_data, cursor, QUEUE_ID_LEN) == 0)
+				rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
+		}
+		for (; rc == 0 && n < 32 && taken + n < max;
+		    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+			char id[QUEUE_ID_LEN + 1];
+
+			if (k.mv_size != QUEUE_ID_LEN)
+				continue;
+			if (memcmp(k.mv_data, endkey, QUEUE_ID_LEN) >= 0) {
+				rc = MDB_NOTFOUND;
+				break;
+			}
+			memcpy(id, k.mv_data, QUEUE_ID_LEN);
+			id[QUEUE_ID_LEN] = '\0';
+			if (queue_record_decode(id, d.mv_data, d.mv_size, &batch[n],
+			    NULL) == QUEUE_OK) {
+				n++;
+			} else {
+				/* Skipped for good: the cursor moves past it. */
+				log_error("%s: corrupt queue record skipped", id);
+				memcpy(cursor, id, QUEUE_ID_LEN + 1);
+			}
+		}
+		mdb_cursor_close(c);
+		mdb_txn_abort(txn);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			result = QUEUE_EIO;
+		for (i = 0; i < n; i++) {
+			if (!stop && cb(arg, batch[i]) != 0)
+				stop = 1;
+			if (!stop) {
+				memcpy(cursor, batch[i]->id, QUEUE_ID_LEN + 1);
+				taken++;
+			}
+			queue_envelope_free(&batch[i]);
+		}
+		if (stop || rc != 0 || n == 0)
+			break;
+	}
+	return result < 0 ? result : (int)taken;
+}
+
+/* ---- compaction ---- */
+
+/* Writer thread (or inline): the compacting copy into data.mdb.compact. */
+static int writer_compact(struct queue *q, struct job *j)
+{
+	char *tmp = xasprintf("%s/data.mdb.compact", q->dir);
+	struct stat sb;
+	int fd, dfd, rc;
+
+	if (mdb_env_get_fd(q->env, &dfd) == 0 && fstat(dfd, &sb) == 0 &&
+	    j->before_r != NULL)
+		*j->before_r = (uint64_t)sb.st_size;
+	(void)unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		log_error("compact: %s: %s", tmp, strerror(errno));
+		free(tmp);
+		return QUEUE_EIO;
+	}
+	rc = mdb_env_copyfd2(q->env, fd, MDB_CP_COMPACT);
+	if (rc == 0 && fsync(fd) < 0)
+		rc = errno;
+	if (rc == 0 && fstat(fd, &sb) == 0 && j->after_r != NULL)
+		*j->after_r = (uint64_t)sb.st_size;
+	close(fd);
+	if (rc != 0) {
+		log_error("compact: copy failed: %s", mdb_strerror(rc));
+		(void)unlink(tmp);
+	}
+	free(tmp);
+	return rc == 0 ? QUEUE_OK : rc == ENOSPC ? QUEUE_EFULL : QUEUE_EIO;
+}
+
+/*
+ * Loop thread, writer waiting: put the compacted copy in place and reopen.
+ * No read transaction is open here (they all end inside the calls that
+ * begin them). A failure to reopen leaves no usable queue: fatal.
+ */
+static int queue_swap(struct queue *q)
+{
+	char *tmp = xasprintf("%s/data.mdb.compact", q->dir);
+	char *path = xasprintf("%s/data.mdb", q->dir);
+	MDB_txn *txn;
+	int rc, dfd;
+
+	mdb_env_close(q->env);
+	q->env = NULL;
+	if (rename(tmp, path) < 0)
+		log_error("compact: rename %s: %s (keeping the old file)", tmp,
+		    strerror(errno));
+	if ((dfd = open(q->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
+		(void)fsync(dfd);
+		close(dfd);
+	}
+	free(tmp);
+	free(path);
+	rc = mdb_env_create(&q->env);
+	if (rc == 0)
+		rc = mdb_env_set_maxdbs(q->env, 16);
+	if (rc == 0)
+		rc = mdb_env_set_mapsize(q->env, (size_t)q->map_size);
+	if (rc == 0)
+		rc = mdb_env_open(q->env, q->dir, MDB_NOTLS, 0600);
+	if (rc == 0)
+		rc = mdb_txn_begin(q->env, NULL, 0, &txn);
+	if (rc == 0) {
+		rc = open_dbs(q, txn, 0);
+		/* Same order as before: the handles other modules hold stay. */
+		for (size_t i = 0; rc == 0 && i < q->ext_dbs.n; i++) {
+			MDB_dbi dbi;
+
+			rc = mdb_dbi_open(txn, q->ext_dbs.v[i], 0, &dbi);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;	/* its creation was rolled back */
+		}
+		if (rc == 0)
+			rc = mdb_txn_commit(txn);
+		else
+			mdb_txn_abort(txn);
+	}
+	if (rc != 0)
+		log_fatal(1, "compact: cannot reopen the queue: %s", mdb_strerror(rc));
+	q->nosync_mode = 0;
+	queue_prealloc(q);
+	return QUEUE_OK;
+}
+
+void queue_compact(struct queue *q, uint64_t *before_r, uint64_t *after_r,
+    queue_done_fn *done, void *arg)
+{
+	struct job *j = job_new(JOB_COMPACT, NULL);
+
+	j->before_r = before_r;
+	j->after_r = after_r;
+	j->done = done;
+	j->arg = arg;
+	if (q->rdonly) {
+		j->result = QUEUE_EIO;
+		queue_complete(q, j);
+		return;
+	}
+	if (!q->writer_started) {
+		j->result = writer_compact(q, j);
+		if (j->result == QUEUE_OK)
+			j->result = queue_swap(q);
+		queue_complete(q, j);
+		return;
+	}
+	queue_submit(q, j);
+}
+
 /* ---- open, recovery, close ---- */
 
 static int open_dbs(struct queue *q, MDB_txn *txn, unsigned flags)
@@ -1958,7 +2663,9 @@ static int check_version(struct queue *q, char *err, size_t errlen, int *have_r)
 		return QUEUE_EIO;
 	}
 	*have_r = 1;
-	if (d.mv_size != 4 || be32_get(d.mv_data) != QUEUE_FORMAT_VERSION) {
+	if (d.mv_size == 4 && be32_get(d.mv_data) == 1) {
+		*have_r = 2;	/* format 1: upgraded when opened for writing */
+	} else if (d.mv_size != 4 || be32_get(d.mv_data) != QUEUE_FORMAT_VERSION) {
 		snprintf(err, errlen, "queue format version %u not supported "
 		    "(this program understands version %d); queue left unchanged",
 		    d.mv_size == 4 ? (unsigned)be32_get(d.mv_data) : 0u,
@@ -1970,18 +2677,20 @@ static int check_version(struct queue *q, char *err, size_t errlen, int *have_r)
 	return 0;
 }
 
-/* Remove chunks of puts that never committed; clear leases. */
+/*
+ * Remove chunks of puts that never committed; clear leases. Only the
+ * "incomplete" markers are read (a put marks its first chunk in the same
+ * transaction), so start-up does not depend on how much mail is held.
+ */
 static int recover(struct queue *q, MDB_txn *txn, unsigned *orphans_r)
 {
 	MDB_cursor *c;
 	MDB_val k, d;
 	struct idlist l = { NULL, 0, 0 };
-	unsigned char key[BODY_KEY_LEN];
 	size_t i;
 	int rc;
 
 	*orphans_r = 0;
-	/* Marked puts. */
 	rc = mdb_cursor_open(txn, q->db_incomplete, &c);
 	if (rc != 0)
 		return rc;
@@ -1989,34 +2698,6 @@ static int recover(struct queue *q, MDB_txn *txn, unsigned *orphans_r)
 	    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT))
 		if (k.mv_size == QUEUE_ID_LEN)
 			idlist_add(&l, k.mv_data);
-	mdb_cursor_close(c);
-	if (rc != MDB_NOTFOUND)
-		goto out;
-	/* Unmarked strays too: one seek per distinct id in body. */
-	rc = mdb_cursor_open(txn, q->db_body, &c);
-	if (rc != 0)
-		goto out;
-	rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
-	while (rc == 0) {
-		MDB_val mk = { QUEUE_ID_LEN, NULL }, md;
-
-		if (k.mv_size != BODY_KEY_LEN) {
-			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
-			continue;
-		}
-		memcpy(key, k.mv_data, QUEUE_ID_LEN);
-		mk.mv_data = key;
-		if (mdb_get(txn, q->db_msg, &mk, &md) == MDB_NOTFOUND &&
-		    mdb_get(txn, q->db_incomplete, &mk, &md) == MDB_NOTFOUND)
-			idlist_add(&l, key);
-		be32_put(key + QUEUE_ID_LEN, 0xffffffffu);
-		k.mv_data = key;
-		k.mv_size = BODY_KEY_LEN;
-		rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-		if (rc == 0 && k.mv_size == BODY_KEY_LEN &&
-		    memcmp(k.mv_data, key, BODY_KEY_LEN) == 0)
-			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
-	}
 	mdb_cursor_close(c);
 	if (rc != MDB_NOTFOUND)
 		goto out;
@@ -2038,6 +2719,60 @@ out:
 	return rc;
 }
 
+/*
+ * Format 1 had no totals: count them once (the only whole-queue read at
+ * start, done when upgrading), then mark the queue as format 2.
+ */
+static int migrate_v1(struct queue *q, MDB_txn *txn, uint64_t *nmsgs_r)
+{
+	MDB_cursor *c;
+	MDB_val k, d;
+	int64_t sum[TOTALS_N] = { 0, 0, 0, 0 };
+	unsigned char vbuf[4];
+	int rc;
+
+	*nmsgs_r = 0;
+	rc = mdb_cursor_open(txn, q->db_msg, &c);
+	if (rc != 0)
+		return rc;
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		struct queue_envelope *env;
+		char id[QUEUE_ID_LEN + 1];
+		int64_t delta[TOTALS_N];
+
+		if (k.mv_size != QUEUE_ID_LEN)
+			continue;
+		memcpy(id, k.mv_data, QUEUE_ID_LEN);
+		id[QUEUE_ID_LEN] = '\0';
+		if (queue_record_decode(id, d.mv_data, d.mv_size, &env, NULL) != QUEUE_OK)
+			continue;
+		totals_of(env, 1, delta);
+		for (int i = 0; i < TOTALS_N; i++)
+			sum[i] += delta[i];
+		queue_envelope_free(&env);
+		(*nmsgs_r)++;
+	}
+	mdb_cursor_close(c);
+	if (rc != MDB_NOTFOUND)
+		return rc;
+	{
+		MDB_val tk = { 6, "totals" };
+
+		rc = mdb_del(txn, q->db_meta, &tk, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return rc;
+	}
+	rc = totals_adjust(q, txn, sum);
+	if (rc == 0) {
+		MDB_val vk = { 7, "version" }, vd = { 4, vbuf };
+
+		be32_put(vbuf, QUEUE_FORMAT_VERSION);
+		rc = mdb_put(txn, q->db_meta, &vk, &vd, 0);
+	}
+	return rc;
+}
+
 static struct queue *queue_open_env(const char *dir, struct event_base *base,
     uint64_t map_size, int rdonly, char *err, size_t errlen)
 {
@@ -2050,6 +2785,7 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 
 	q->rdonly = rdonly;
 	q->base = rdonly ? NULL : base;
+	q->dir = xstrdup(dir);
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
 	if (!rdonly && mkdir(dir, 0700) < 0 && errno != EEXIST) {
@@ -2084,6 +2820,7 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 		map_size = QUEUE_DEFAULT_MAP_SIZE;
 	if (rc == 0 && !rdonly)
 		rc = mdb_env_set_mapsize(q->env, (size_t)map_size);
+	q->map_size = map_size;
 	if (rc == 0)
 		rc = mdb_env_open(q->env, dir, MDB_NOTLS | (rdonly ? MDB_RDONLY : 0), 0600);
 	if (rc != 0) {
@@ -2125,6 +2862,14 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 	}
 	if (rc == 0)
 		rc = recover(q, txn, &orphans);
+	if (rc == 0 && have_version == 2) {
+		uint64_t nmsgs = 0;
+
+		rc = migrate_v1(q, txn, &nmsgs);
+		if (rc == 0)
+			log_info("queue: upgraded from format 1 to %d (%llu messages)",
+			    QUEUE_FORMAT_VERSION, (unsigned long long)nmsgs);
+	}
 	if (rc == 0)
 		rc = mdb_txn_commit(txn);
 	else
@@ -2135,6 +2880,7 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 	}
 	if (orphans > 0)
 		log_info("queue: removed %u unfinished message bodies", orphans);
+	queue_prealloc(q);
 	if (base != NULL) {
 		q->done_ev = event_new(base, -1, 0, queue_done_cb, q);
 		if (q->done_ev == NULL) {
@@ -2158,6 +2904,7 @@ fail:
 		close(q->lock_fd);
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);
+	free(q->dir);
 	free(q);
 	return NULL;
 }
@@ -2197,6 +2944,8 @@ void queue_close(struct queue **qp)
 	for (i = 0; i < q->nquotas; i++)
 		free(q->quotas[i].domain);
 	free(q->quotas);
+	domhash_free(&q->quota_index);
+	strlist_free(&q->ext_dbs);
 	for (i = 0; i < q->nleases; i++)
 		free(q->leases[i].owner);
 	free(q->leases);
@@ -2205,6 +2954,7 @@ void queue_close(struct queue **qp)
 		close(q->lock_fd);
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);
+	free(q->dir);
 	free(q);
 }
 
@@ -2292,6 +3042,21 @@ void queue_test_hold_writer(struct queue *q, int hold)
 MDB_env *queue_ext_env(struct queue *q)
 {
 	return q->env;
+}
+
+int queue_ext_dbi_open(struct queue *q, MDB_txn *txn, const char *name,
+    unsigned flags, MDB_dbi *dbi_r)
+{
+	int rc = mdb_dbi_open(txn, name, flags, dbi_r);
+	size_t i;
+
+	if (rc != 0)
+		return rc;
+	for (i = 0; i < q->ext_dbs.n; i++)
+		if (strcmp(q->ext_dbs.v[i], name) == 0)
+			return 0;
+	strlist_add(&q->ext_dbs, name);
+	return 0;
 }
 
 int queue_ext_rdonly(const struct queue *q)

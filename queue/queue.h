@@ -27,7 +27,7 @@ struct event_base;
 
 /* Result codes (completion callbacks and functions returning int). */
 #define QUEUE_OK	0
-#define QUEUE_EFULL	-2	/* LMDB map full: 452 4.3.1 */
+#define QUEUE_EFULL	-2	/* map or disk full (ENOSPC, EIO...): 452 4.3.1 */
 #define QUEUE_EQUOTA	-3	/* per-domain max_queue_size: 452 4.3.1 */
 #define QUEUE_EIO	-4	/* any other storage error: 451 4.3.0 */
 #define QUEUE_ENOTFOUND	-5
@@ -49,6 +49,9 @@ struct event_base;
 #define QUEUE_F_8BITMIME	0x1	/* BODY=8BITMIME */
 #define QUEUE_F_SMTPUTF8	0x2	/* SMTPUTF8 */
 #define QUEUE_F_DSN		0x4	/* this message is a bounce we made */
+/* Held aside by a milter (quarantine): stored without index entries, so
+ * no delivery, ETRN, ATRN or expiry finds it; queue_release puts it back. */
+#define QUEUE_F_QUARANTINE	0x8
 
 enum queue_rcpt_state {
 	QUEUE_RCPT_QUEUED = 0,	/* still to deliver */
@@ -156,7 +159,8 @@ int queue_foreach(struct queue *q,
 /* Ids with at least one QUEUED recipient in exactly `domain`. */
 int queue_foreach_domain(struct queue *q, const char *domain,
     int (*cb)(void *arg, const char *id), void *arg);
-/* Ids of non-held mail due at or before `now` (the retry index). */
+/* Ids of non-held mail due at or before `now` (the retry index), the
+ * earliest 1024 at most per call. */
 int queue_foreach_due(struct queue *q, time_t now,
     int (*cb)(void *arg, const char *id), void *arg);
 
@@ -198,6 +202,13 @@ void queue_update(struct queue *q, const char *id,
     const struct queue_rcpt_update *updates, size_t nupdates,
     const struct queue_envelope *bounce, const void *bounce_body,
     size_t bounce_len, queue_done_fn *done, void *arg);
+/*
+ * Take a message out of quarantine (odrelayctl release): clear the flag and
+ * index it like a new arrival. QUEUE_ENOTFOUND if it is not there or not
+ * quarantined.
+ */
+void queue_release(struct queue *q, const char *id, queue_done_fn *done,
+    void *arg);
 /* Remove a message whatever its state (odrelayctl delete). */
 void queue_delete(struct queue *q, const char *id, queue_done_fn *done,
     void *arg);
@@ -231,6 +242,75 @@ void queue_unlease(struct queue *q, const char *id);
 /* 1 if leased (by this process, or as recorded on disk for tools). */
 int queue_is_leased(struct queue *q, const char *id);
 
+/* ---- space, counters, compaction ---- */
+
+/*
+ * Bytes the file system must keep free after new mail is stored
+ * (queue_min_free). Besides, the data file is kept allocated beyond its
+ * last page so that deliveries can always be recorded on a full disk.
+ */
+void queue_set_min_free(struct queue *q, uint64_t bytes);
+/*
+ * Could a message of `size` octets (0: not known yet) for `domain` (NULL:
+ * no domain check) be stored now? QUEUE_OK, QUEUE_EFULL (map or file
+ * system) or QUEUE_EQUOTA (the domain's quota). Cheap: for MAIL and RCPT.
+ */
+int queue_check_room(struct queue *q, const char *domain, uint64_t size);
+
+/* While new mail is refused because the reserve could not be kept, try
+ * again (the writer does it; call it now and then, e.g. every second). */
+void queue_space_recheck(struct queue *q);
+
+struct queue_totals {
+	uint64_t messages;	/* with at least one queued recipient */
+	uint64_t bytes;
+	uint64_t recipients;	/* queued recipients */
+	uint64_t retrying;	/* messages with a retry time (not held) */
+	uint64_t leased;	/* being delivered */
+};
+/* From counters kept by every write: O(1). */
+int queue_totals(struct queue *q, struct queue_totals *t_r);
+
+struct queue_space {
+	uint64_t map_size;	/* LMDB map size (queue_map_size) */
+	uint64_t map_used;	/* bytes in pages in use */
+	uint64_t file_size;	/* data.mdb on disk (with the reserve) */
+	uint64_t fs_avail;	/* free on the file system */
+	uint64_t reserve;	/* free inside the file (kept >= the reserve) */
+	int low;		/* new mail refused for lack of space */
+};
+int queue_space(struct queue *q, struct queue_space *sp_r);
+
+/* Every domain with queued mail and its counters, in name order. */
+int queue_foreach_count(struct queue *q,
+    int (*cb)(void *arg, const char *domain,
+    const struct queue_domain_stats *st), void *arg);
+/*
+ * Up to max ids of messages queued for domain, after id `after` (""
+ * for the first), in id order: a long list is read piece by piece.
+ * Returns how many were stored in ids, or a QUEUE_E* code.
+ */
+int queue_domain_ids(struct queue *q, const char *domain, const char *after,
+    char (*ids)[QUEUE_ID_LEN + 1], size_t max);
+/*
+ * Messages in id order (ids begin with their arrival second) after
+ * *cursor ("" for the first) whose id time is at most `until`, at most max
+ * of them. cb returns 0 to go on, 1 to stop before this message (it is
+ * then read again next time). *cursor is left on the last message cb
+ * took. Returns how many cb took, or a QUEUE_E* code.
+ */
+int queue_scan(struct queue *q, char *cursor, time_t until, size_t max,
+    int (*cb)(void *arg, const struct queue_envelope *env), void *arg);
+
+/*
+ * Compact the data file (LMDB's compacting copy), then use the copy.
+ * Writes wait during the copy (their completions are delayed, nothing is
+ * refused); reads go on. done gets QUEUE_OK or a QUEUE_E* code; sizes of
+ * the file before and after in *before_r, *after_r (may be NULL) once
+ * done runs. Without a loop it runs at once.
+ */
+void queue_compact(struct queue *q, uint64_t *before_r, uint64_t *after_r,
+    queue_done_fn *done, void *arg);
 /*
  * Arrival hook (ODMR XWAIT, webhooks): called on the loop thread right
  * after a message (or a bounce) has committed, once per domain with queued

@@ -13,7 +13,9 @@
 
 #include "queue.h"
 
-#define QUEUE_FORMAT_VERSION	1	/* meta "version" (uint32 big-endian) */
+/* meta "version" (uint32 big-endian). 2 added meta "totals"; a format 1
+ * queue is upgraded when opened for writing. */
+#define QUEUE_FORMAT_VERSION	2
 #define QUEUE_RECORD_VERSION	1	/* first byte of every msg record */
 
 /*
@@ -50,7 +52,12 @@ void queue_test_hold_writer(struct queue *q, int hold);
 typedef int queue_ext_apply_fn(MDB_txn *txn, void *arg);
 void queue_ext_submit(struct queue *q, queue_ext_apply_fn *apply,
     void (*release)(void *), void *arg, queue_done_fn *done, void *darg);
+/* The environment changes when the queue is compacted: ask each time. */
 MDB_env *queue_ext_env(struct queue *q);
+/* mdb_dbi_open, remembered so that a compaction reopens the database
+ * with the same handle. */
+int queue_ext_dbi_open(struct queue *q, MDB_txn *txn, const char *name,
+    unsigned flags, MDB_dbi *dbi_r);
 int queue_ext_rdonly(const struct queue *q);
 
 #endif

@@ -34,7 +34,6 @@
 
 struct rcache {
 	struct queue *q;
-	MDB_env *env;
 	MDB_dbi db_rcpt, db_age;
 	int absent;		/* read-only and no cache written yet */
 	unsigned long max;
@@ -153,10 +152,11 @@ static int rcache_decode(const MDB_val *k, const MDB_val *v,
 
 static int rcache_dbi_open(struct rcache *rc, MDB_txn *txn, unsigned flags)
 {
-	int r = mdb_dbi_open(txn, "rcpt", flags, &rc->db_rcpt);
+	/* Through the queue: it reopens them after a compaction. */
+	int r = queue_ext_dbi_open(rc->q, txn, "rcpt", flags, &rc->db_rcpt);
 
 	if (r == 0)
-		r = mdb_dbi_open(txn, "rcptage", flags, &rc->db_age);
+		r = queue_ext_dbi_open(rc->q, txn, "rcptage", flags, &rc->db_age);
 	return r;
 }
 
@@ -170,11 +170,11 @@ struct rcache *rcache_open(struct queue *q, unsigned long max_entries,
 	int r, rdonly = queue_ext_rdonly(q);
 
 	rc->q = q;
-	rc->env = queue_ext_env(q);
 	rc->max = max_entries;
 	rc->refs = 1;
 	/* At start-up only: the writer thread is idle, a short wait at most. */
-	r = mdb_txn_begin(rc->env, NULL, rdonly ? MDB_RDONLY : 0, &txn);
+	r = mdb_txn_begin(queue_ext_env(rc->q), NULL, rdonly ? MDB_RDONLY : 0,
+	    &txn);
 	if (r != 0)
 		goto fail;
 	r = rcache_dbi_open(rc, txn, rdonly ? 0 : MDB_CREATE);
@@ -245,7 +245,7 @@ int rcache_lookup(struct rcache *rc, const char *domain, const char *addr,
 		    op->klen == k.mv_size && memcmp(op->key, key, k.mv_size) == 0))
 			return 0;
 	}
-	if (mdb_txn_begin(rc->env, NULL, MDB_RDONLY, &txn) != 0)
+	if (mdb_txn_begin(queue_ext_env(rc->q), NULL, MDB_RDONLY, &txn) != 0)
 		return QUEUE_EIO;
 	r = mdb_get(txn, rc->db_rcpt, &k, &v);
 	if (r == 0)
@@ -486,7 +486,7 @@ int rcache_foreach(struct rcache *rc, const char *domain,
 		return QUEUE_OK;
 	if (domain != NULL && (plen = rcache_key(domain, "", prefix)) == 0)
 		return QUEUE_OK;
-	if (mdb_txn_begin(rc->env, NULL, MDB_RDONLY, &txn) != 0)
+	if (mdb_txn_begin(queue_ext_env(rc->q), NULL, MDB_RDONLY, &txn) != 0)
 		return QUEUE_EIO;
 	if ((r = mdb_cursor_open(txn, rc->db_rcpt, &cur)) != 0) {
 		mdb_txn_abort(txn);
@@ -520,7 +520,8 @@ unsigned long rcache_count(struct rcache *rc)
 	MDB_stat st;
 	unsigned long n = 0;
 
-	if (rc->absent || mdb_txn_begin(rc->env, NULL, MDB_RDONLY, &txn) != 0)
+	if (rc->absent ||
+	    mdb_txn_begin(queue_ext_env(rc->q), NULL, MDB_RDONLY, &txn) != 0)
 		return 0;
 	if (mdb_stat(txn, rc->db_rcpt, &st) == 0)
 		n = (unsigned long)st.ms_entries;

@@ -55,6 +55,7 @@ struct deliver {
 	deliver_done_fn *done;
 	void *done_arg;
 	struct deliver_summary sum;
+	int exact;		/* domains match the address's own domain only */
 };
 
 /* Lease release once the update is durable. */
@@ -105,7 +106,7 @@ static void deliver_msg_clear(struct deliver_msg *m)
 
 /* Does recipient r belong to one of the domains? */
 static int deliver_rcpt_in(const struct queue_rcpt *r,
-    const char *const *domains, size_t ndomains)
+    const char *const *domains, size_t ndomains, int exact)
 {
 	char dom[256];
 	size_t k;
@@ -116,11 +117,31 @@ static int deliver_rcpt_in(const struct queue_rcpt *r,
 	for (k = 0; k < ndomains; k++) {
 		if (domains[k] == NULL)
 			continue;
-		if (r->domain != NULL && strcasecmp(r->domain, domains[k]) == 0)
+		/* r->domain is the section (subdomains = yes takes in
+		 * sub.example.org); exact wants the address's own domain */
+		if (!exact && r->domain != NULL &&
+		    strcasecmp(r->domain, domains[k]) == 0)
 			return 1;
 		if (strcasecmp(dom, domains[k]) == 0)
 			return 1;
 	}
+	return 0;
+}
+
+void deliver_set_exact(struct deliver *d, int exact)
+{
+	d->exact = exact;
+}
+
+int deliver_env_has(const struct queue_envelope *env, const char *domain,
+    int exact)
+{
+	const char *domains[1] = { domain };
+
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
+		    deliver_rcpt_in(&env->rcpts[i], domains, 1, exact))
+			return 1;
 	return 0;
 }
 
@@ -143,7 +164,7 @@ int deliver_add(struct deliver *d, const char *id,
 	}
 	for (i = 0; i < env->nrcpts; i++)
 		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
-		    deliver_rcpt_in(&env->rcpts[i], domains, ndomains))
+		    deliver_rcpt_in(&env->rcpts[i], domains, ndomains, d->exact))
 			n++;
 	if (n == 0) {
 		queue_envelope_free(&env);
@@ -171,7 +192,8 @@ int deliver_add(struct deliver *d, const char *id,
 	for (i = 0; i < env->nrcpts; i++) {
 		const struct queue_rcpt *r = &env->rcpts[i];
 
-		if (r->state != QUEUE_RCPT_QUEUED || !deliver_rcpt_in(r, domains, ndomains))
+		if (r->state != QUEUE_RCPT_QUEUED ||
+		    !deliver_rcpt_in(r, domains, ndomains, d->exact))
 			continue;
 		m->idx[m->n] = i;
 		m->rcpts[m->n].addr = r->addr;
@@ -489,6 +511,27 @@ static void deliver_src_done(void *arg, const struct smtpc_stats *st)
 	deliver_finish(d);
 }
 
+/*
+ * delivery_timeout is the deadline for each command's reply; the others
+ * keep RFC 5321 4.5.3.2's proportions to it (5 min: 354 in 2, each data
+ * block in 3, end of data in 10).
+ */
+static void deliver_timeouts(const struct config *cfg, struct smtpc_timeouts *to)
+{
+	uint64_t t = (uint64_t)(cfg->delivery_timeout > 0 ? cfg->delivery_timeout :
+	    300) * 1000, lim = (uint64_t)cfg->delivery_session_limit * 1000;
+
+	smtpc_timeouts_default(to);
+	if (t > 86400ULL * 1000)
+		t = 86400ULL * 1000;
+	to->greeting = to->ehlo = to->mail = to->rcpt = (unsigned)t;
+	to->data = (unsigned)(t * 2 / 5);
+	to->block = (unsigned)(t * 3 / 5);
+	to->dot = (unsigned)(t * 2);
+	to->session = lim > 30ULL * 86400 * 1000 ? 30U * 86400 * 1000 :
+	    (unsigned)lim;
+}
+
 void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
     SSL_CTX *tls, const char *peer_host, deliver_done_fn *done, void *arg)
 {
@@ -503,13 +546,16 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 		.done = deliver_src_done,
 	};
 	struct smtpc_params p;
+	struct smtpc_timeouts to;
 
 	memset(&p, 0, sizeof(p));
+	deliver_timeouts(d->cfg, &to);
+	p.timeouts = &to;
 	p.helo = d->cfg->hostname;
 	p.peer = peer_host;
 	p.tls = tls;
 	if (flags & DELIVER_REVERSED)
-		p.flags |= SMTPC_REVERSED;
+		p.flags |= SMTPC_REVERSED | SMTPC_QUICKACK;
 	if (flags & DELIVER_ONE_LINE_WRITES)
 		p.flags |= SMTPC_ONE_LINE_WRITES;
 	d->done = done;

@@ -18,6 +18,7 @@ struct event_base;
 struct bufferevent;
 struct config;
 struct queue;
+struct queue_envelope;
 struct deliver;
 
 struct deliver_summary {
@@ -45,6 +46,15 @@ struct deliver *deliver_new(struct event_base *base, struct config *cfg,
 int deliver_add(struct deliver *d, const char *id,
     const char *const *domains, size_t ndomains);
 size_t deliver_count(const struct deliver *d);
+/*
+ * exact (ETRN without '@', RFC 1985): a recipient belongs to a domain only
+ * when its address is in that very domain, not in a subdomain that the
+ * domain's section takes in. Set before deliver_add.
+ */
+void deliver_set_exact(struct deliver *d, int exact);
+/* Has env a QUEUED recipient in domain (by section, or exact as above)? */
+int deliver_env_has(const struct queue_envelope *env, const char *domain,
+    int exact);
 
 #define DELIVER_REVERSED	0x1	/* ATRN: no STARTTLS, no BDAT */
 #define DELIVER_ONE_LINE_WRITES	0x2	/* implicit TLS pump: no pipelining */

@@ -38,9 +38,12 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	[METRIC_ETRN] = { "odrelay_etrn_requests_total", "result",
 	    "ETRN requests, by result." },
 	[METRIC_ATRN] = { "odrelay_atrn_requests_total", "result",
-	    "ATRN requests, by result." },
+	    "ATRN requests, by result: started, then ok or incomplete when the "
+	    "reversed session ends; refused, rate-limited, busy, no-mail." },
 	[METRIC_AUTH] = { "odrelay_auth_attempts_total", "result",
-	    "SASL authentications on the ODMR listener, by result." },
+	    "SASL authentications (ODMR and SMTP listeners), by result: ok, "
+	    "failed (bad credentials), refused (454: too many failures), "
+	    "invalid (syntax, cancelled, unknown mechanism)." },
 	[METRIC_RCPT_PROBE] = { "odrelay_recipient_probes_total", "result",
 	    "Recipient verification probes to a primary, by result." },
 	[METRIC_RCPT_CACHE] = { "odrelay_recipient_cache_lookups_total", "result",
@@ -61,6 +64,14 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "Clients found on a DNS blocklist, by list." },
 	[METRIC_DNSBL_ERRORS] = { "odrelay_dnsbl_errors_total", "error",
 	    "DNS blocklist lookups that failed (client not treated as listed)." },
+	[METRIC_MILTER_ACTIONS] = { "odrelay_milter_actions_total", "milter_action",
+	    "Milter decisions, as milter/action (accept, reject, tempfail, discard)." },
+	[METRIC_MILTER_FAILURES] = { "odrelay_milter_failures_total", "milter",
+	    "Milters unreachable, too slow or speaking garbage (default action applied)." },
+	[METRIC_MILTER_REPLIES] = { "odrelay_milter_replies_total", "milter",
+	    "Milter answers received." },
+	[METRIC_MILTER_LATENCY_MS] = { "odrelay_milter_latency_ms_total", "milter",
+	    "Milliseconds spent waiting for milter answers (divide by replies for the mean)." },
 };
 
 struct metric_cell {
@@ -118,6 +129,31 @@ uint64_t metrics_get(enum metric m, const char *label)
 	return c ? c->value : 0;
 }
 
+/* Sum of a counter over all its labels. */
+static uint64_t metrics_sum(enum metric m)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < METRICS_LABELS && cells[m][i].used; i++)
+		n += cells[m][i].value;
+	return n;
+}
+
+/* One family with every recipient delivery outcome, so that a failure
+ * ratio is one PromQL expression over one metric. */
+static void metrics_format_outcomes(struct evbuffer *out)
+{
+	evbuffer_add_printf(out, "# HELP odrelay_deliveries_total Recipient "
+	    "delivery attempts, by outcome (delivered, deferred, bounced).\n"
+	    "# TYPE odrelay_deliveries_total counter\n"
+	    "odrelay_deliveries_total{outcome=\"delivered\"} %llu\n"
+	    "odrelay_deliveries_total{outcome=\"deferred\"} %llu\n"
+	    "odrelay_deliveries_total{outcome=\"bounced\"} %llu\n",
+	    (unsigned long long)metrics_sum(METRIC_DELIVERED),
+	    (unsigned long long)metrics_sum(METRIC_DEFERRED),
+	    (unsigned long long)metrics_sum(METRIC_BOUNCED));
+}
+
 void metrics_format(struct evbuffer *out)
 {
 	for (int m = 0; m < METRIC_COUNT; m++) {
@@ -143,6 +179,7 @@ void metrics_format(struct evbuffer *out)
 		if (!any && d->label_name == NULL)
 			evbuffer_add_printf(out, "%s 0\n", d->name);
 	}
+	metrics_format_outcomes(out);
 }
 
 char *metrics_format_line(char *buf, size_t size)

@@ -35,6 +35,10 @@ enum metric {
 	METRIC_NOTIFY,		/* webhooks, label: result */
 	METRIC_DNSBL_HITS,	/* clients listed, label: list */
 	METRIC_DNSBL_ERRORS,	/* lookups failed, label: timeout, tempfail */
+	METRIC_MILTER_ACTIONS,	/* label: "milter/action" */
+	METRIC_MILTER_FAILURES,	/* milter unreachable, timeout, garbage */
+	METRIC_MILTER_REPLIES,	/* answers, label: milter */
+	METRIC_MILTER_LATENCY_MS,	/* summed answer times, label: milter */
 	METRIC_COUNT
 };
 

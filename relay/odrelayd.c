@@ -17,23 +17,30 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "authc.h"
 #include "config.h"
 #include "control.h"
 #include "deliver.h"
 #include "dns.h"
+#include "domstate.h"
 #include "dnsbl.h"
+#include "fdbudget.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "odmr.h"
-#include "passwd.h"
 #include "precheck.h"
+#include "qadmin.h"
+#include "privsep.h"
 #include "queue.h"
 #include "rcache.h"
 #include "recip.h"
 #include "sched.h"
+#include "sandbox.h"
 #include "smtpd.h"
 #include "tls.h"
 #include "util.h"
+#include "watch.h"
 #include "xmalloc.h"
 
 #ifndef SYSCONFDIR
@@ -47,16 +54,23 @@ struct daemon {
 	struct config *cfg;
 	const char *cfg_path;
 	struct queue *q;
+	struct domstate *domstate;
 	struct dns *dns;
 	struct dnsbl *dnsbl;
 	struct sched *sched;
 	struct smtpd *smtpd;
 	struct odmr *odmr;
+	struct fdbudget *budget;	/* connections on all listeners */
+	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
 	struct control *control;
+	struct privsep *ps;
+	struct authc *auth;
+	int dropped;		/* started as root, now run_as_user */
 	struct rcache *rcache;
 	struct recip *recip;
+	struct qadmin *qadmin;
 	SSL_CTX *server_tls;
 	SSL_CTX *client_tls;
 	struct event *ev_term, *ev_int, *ev_hup, *ev_drain;
@@ -112,33 +126,24 @@ static int load_server_tls(const struct config *cfg, SSL_CTX **ctx_r)
 	return 0;
 }
 
-static void passwd_err(void *arg, const char *msg)
+/*
+ * The SMTP listener offers AUTH after STARTTLS when the ODMR listener is
+ * on or the password file exists (the auth process reads it, not us).
+ */
+static void smtpd_auth(struct daemon *d)
 {
-	(void)arg;
-	log_error("%s", msg);
+	struct stat st;
+
+	smtpd_set_auth(d->smtpd, d->odmr != NULL ||
+	    stat(d->cfg->passwd_file, &st) == 0 ? d->auth : NULL);
 }
 
-/*
- * The SMTP listener offers AUTH after STARTTLS with the ODMR listener's
- * password file, or the file itself when ODMR is off and the file exists.
- */
-static void smtpd_passwd(struct daemon *d)
+/* The privileged helper restarted the auth process. */
+static void on_auth_fd(void *arg, int fd)
 {
-	struct passwd_db *pw;
+	struct daemon *d = arg;
 
-	if (d->odmr != NULL) {
-		smtpd_set_passwd(d->smtpd, odmr_passwd(d->odmr));
-		return;
-	}
-	if (access(d->cfg->passwd_file, R_OK) != 0) {
-		smtpd_set_passwd(d->smtpd, NULL);
-		return;
-	}
-	pw = passwd_load(d->cfg->passwd_file, passwd_err, NULL);
-	if (pw != NULL) {
-		smtpd_set_passwd(d->smtpd, pw);
-		passwd_free(&pw);
-	}
+	authc_set_fd(d->auth, fd);
 }
 
 /* "waiting": "250 DOMAIN=N ..." for the configured domains with XWAIT
@@ -171,27 +176,71 @@ static void on_arrival(void *arg, const char *domain)
 
 	if (d->odmr != NULL)
 		odmr_arrived(d->odmr, domain);
+	notify_arrived(d->notify, domain);
 }
 
 static void apply_quotas(struct daemon *d)
 {
+	queue_set_min_free(d->q, d->cfg->queue_min_free);
 	for (size_t i = 0; i < d->cfg->ndomains; i++)
 		queue_set_quota(d->q, d->cfg->domains[i].name,
 		    d->cfg->domains[i].max_queue_size);
 }
 
-static void reload(struct daemon *d)
+/*
+ * After the drop, run_as_user may not read the TLS key: the helper opens
+ * the files (tls_* < 0: read them here). tls_err: the helper could not.
+ */
+static int reload_tls(struct config *ncfg, int cert_fd, int key_fd,
+    const char *tls_err, int via_helper, SSL_CTX **ctx_r)
+{
+	char err[256];
+
+	*ctx_r = NULL;
+	if (!via_helper)
+		return load_server_tls(ncfg, ctx_r);
+	if (tls_err != NULL) {
+		log_error("tls: %s", tls_err);
+		return -1;
+	}
+	if (ncfg->tls_cert_file == NULL || ncfg->tls_key_file == NULL)
+		return 0;
+	if (cert_fd < 0) {
+		log_error("tls: the files changed while reloading");
+		return -1;
+	}
+	*ctx_r = tls_server_ctx_fd(cert_fd, key_fd, ncfg->tls_cert_file,
+	    ncfg->tls_key_file, err, sizeof(err));
+	if (*ctx_r == NULL) {
+		log_error("tls: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void reload_fds(struct daemon *d, int cert_fd, int key_fd,
+    const char *tls_err, int via_helper)
 {
 	struct config *ncfg;
 	SSL_CTX *ntls;
+	int rc;
 
 	ncfg = config_load(d->cfg_path, log_config_error, NULL);
 	if (ncfg == NULL) {
 		log_error("reload: %s has errors, keeping the old configuration",
 		    d->cfg_path);
+		if (cert_fd >= 0)
+			close(cert_fd);
+		if (key_fd >= 0)
+			close(key_fd);
 		return;
 	}
-	if (load_server_tls(ncfg, &ntls) < 0) {
+	rc = reload_tls(ncfg, cert_fd, key_fd, tls_err, via_helper, &ntls);
+	if (cert_fd >= 0)
+		close(cert_fd);
+	if (key_fd >= 0)
+		close(key_fd);
+	if (rc < 0) {
 		log_error("reload: TLS setup failed, keeping the old configuration");
 		config_free(&ncfg);
 		return;
@@ -201,6 +250,7 @@ static void reload(struct daemon *d)
 	if (d->odmr != NULL)
 		odmr_reload(d->odmr, ncfg, ntls);
 	sched_reload(d->sched, ncfg);
+	notify_reload(d->notify, ncfg);
 	recip_reload(d->recip, ncfg);
 	if (d->server_tls != NULL)
 		SSL_CTX_free(d->server_tls);
@@ -208,9 +258,21 @@ static void reload(struct daemon *d)
 	config_free(&d->cfg);
 	d->cfg = ncfg;
 	apply_quotas(d);
-	smtpd_passwd(d);
+	smtpd_auth(d);
+	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
 	    d->cfg->ndomains);
+}
+
+static void reload(struct daemon *d)
+{
+	reload_fds(d, -1, -1, NULL, 0);
+}
+
+static void reload_with_tls_files(void *arg, int cert_fd, int key_fd,
+    const char *err)
+{
+	reload_fds(arg, cert_fd, key_fd, err, 1);
 }
 
 static void shutdown_part_done(void *arg)
@@ -259,11 +321,33 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	if (sig == SIGHUP) {
 		log_info("reload: SIGHUP received");
+		/* Dropped from root: the TLS files come from the helper. */
+		if (d->dropped) {
+			if (privsep_tls_files(d->ps, reload_with_tls_files, d) < 0)
+				log_warn("reload: already in progress or the "
+				    "privileged helper is gone");
+			return;
+		}
 		reload(d);
 		return;
 	}
 	log_info("shutdown: signal %d received", (int)sig);
 	begin_shutdown(d);
+}
+
+/* A message out of quarantine: non-held mail goes out at once. */
+struct released {
+	struct daemon *d;
+	char id[QUEUE_ID_LEN + 1];
+};
+
+static void released_cb(void *arg, int result)
+{
+	struct released *rl = arg;
+
+	if (result == QUEUE_OK && rl->d->sched != NULL)
+		sched_message_added(rl->d->sched, rl->id);
+	free(rl);
 }
 
 /* Control socket verbs; flush and bounce go to the scheduler. */
@@ -352,6 +436,25 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 			control_after_writes(d, req, reply);
 		}
 		queue_envelope_free(&env);
+	} else if (strcmp(cmd, "release") == 0) {
+		if (!queue_id_valid(cmdarg)) {
+			control_req_reply(req, "501 bad queue id");
+		} else if (queue_get(d->q, cmdarg, &env) != 1) {
+			control_req_reply(req, "550 %s: no such message", cmdarg);
+		} else if (!(env->flags & QUEUE_F_QUARANTINE)) {
+			control_req_reply(req, "550 %s is not quarantined", cmdarg);
+		} else {
+			struct released *rl = xcalloc(1, sizeof(*rl));
+
+			rl->d = d;
+			util_strlcpy(rl->id, cmdarg, sizeof(rl->id));
+			queue_release(d->q, cmdarg, released_cb, rl);
+			log_info("%s: released from quarantine by odrelayctl",
+			    cmdarg);
+			snprintf(reply, sizeof(reply), "250 %s released", cmdarg);
+			control_after_writes(d, req, reply);
+		}
+		queue_envelope_free(&env);
 	} else if (strcmp(cmd, "delete-domain") == 0) {
 		unsigned long ndel, npart, busy;
 
@@ -377,6 +480,8 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 		    sizeof(line)));
 	} else if (strcmp(cmd, "waiting") == 0) {
 		control_waiting(d, req);
+	} else if (qadmin_control(d->qadmin, cmd, cmdarg, req)) {
+		/* compact, compact-status: answered */
 	} else {
 		control_req_reply(req, "500 unknown command");
 	}
@@ -468,6 +573,8 @@ static void gauges(void *arg, struct evbuffer *out)
 	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
 	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
 	    sched_active(d->sched));
+	qadmin_gauges(d->qadmin, out);
+	watch_gauges(out, d->cfg, d->q, d->domstate);
 }
 
 /*
@@ -476,6 +583,26 @@ static void gauges(void *arg, struct evbuffer *out)
  * (no IPv6, no root for port 366): those only warn, as long as one SMTP
  * listener is up.
  */
+/*
+ * One connection budget for the SMTP and ODMR listeners, from the
+ * descriptor limit (raised to the hard limit first), less what the queue,
+ * DNS, deliveries and the control socket need (issue 17).
+ */
+static void start_budget(struct daemon *d)
+{
+	unsigned long nofile;
+	int raised = fdbudget_raise_nofile(&nofile) == 0;
+
+	d->budget = fdbudget_new(fdbudget_sessions(d->cfg, nofile));
+	smtpd_set_budget(d->smtpd, d->budget);
+	if (d->odmr != NULL)
+		odmr_set_budget(d->odmr, d->budget);
+	log_info("descriptors: limit %lu%s, %zu reserved, %zu client "
+	    "connections on all listeners", nofile, raised ? "" :
+	    " (could not raise it to the hard limit)",
+	    fdbudget_reserve(d->cfg), fdbudget_limit(d->budget));
+}
+
 static void listen_all(struct daemon *d)
 {
 	char err[256];
@@ -486,7 +613,7 @@ static void listen_all(struct daemon *d)
 		if (smtpd_listen(d->smtpd, cfg->smtp_listen.v[i], err,
 		    sizeof(err)) == 0) {
 			smtp_up++;
-			log_info("listening: smtp on %s", cfg->smtp_listen.v[i]);
+			log_info("smtpd: listening on %s", cfg->smtp_listen.v[i]);
 		} else if (cfg->smtp_listen_set)
 			log_fatal(1, "smtp_listen %s: %s", cfg->smtp_listen.v[i], err);
 		else
@@ -498,10 +625,8 @@ static void listen_all(struct daemon *d)
 	/* d->odmr exists when either ODMR list is non-empty. */
 	for (size_t i = 0; d->odmr != NULL && i < cfg->odmr_listen.n; i++) {
 		if (odmr_listen(d->odmr, cfg->odmr_listen.v[i], 0, err,
-		    sizeof(err)) == 0) {
-			log_info("listening: odmr on %s", cfg->odmr_listen.v[i]);
-			continue;
-		}
+		    sizeof(err)) == 0)
+			continue;	/* odmr_listen logs it */
 		if (cfg->odmr_listen_set)
 			log_fatal(1, "odmr_listen %s: %s", cfg->odmr_listen.v[i], err);
 		log_warn("odmr_listen (default) %s: %s; set odmr_listen to choose "
@@ -511,7 +636,6 @@ static void listen_all(struct daemon *d)
 		if (odmr_listen(d->odmr, cfg->odmrs_listen.v[i], 1, err,
 		    sizeof(err)) < 0)
 			log_fatal(1, "odmrs_listen %s: %s", cfg->odmrs_listen.v[i], err);
-		log_info("listening: odmrs (TLS) on %s", cfg->odmrs_listen.v[i]);
 	}
 	/* Metrics do not depend on ODMR: a pure backup MX has them too. */
 	for (size_t i = 0; i < cfg->metrics_listen.n; i++) {
@@ -522,9 +646,7 @@ static void listen_all(struct daemon *d)
 			log_fatal(1, "metrics_listen %s: %s", cfg->metrics_listen.v[i], err);
 		d->metrics = xreallocarray(d->metrics, d->nmetrics + 1,
 		    sizeof(*d->metrics));
-		d->metrics[d->nmetrics++] = m;
-		log_info("listening: metrics on http://%s/metrics",
-		    cfg->metrics_listen.v[i]);
+		d->metrics[d->nmetrics++] = m;	/* metrics_listen logs it */
 	}
 }
 
@@ -561,6 +683,8 @@ int main(int argc, char **argv)
 	if (check_only) {
 		int bad = precheck_all(d.cfg, print_config_error, NULL);
 
+		bad += privsep_check_layout(d.cfg, print_config_error, NULL);
+
 		if (bad == 0)
 			printf("odrelayd: %s: configuration OK, %zu domains, "
 			    "queue %s\n", cfg_path, d.cfg->ndomains,
@@ -570,11 +694,25 @@ int main(int argc, char **argv)
 	}
 	log_init("odrelayd", foreground, debug ? LOG_LEVEL_DEBUG : d.cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* First, while nothing else is open: the privileged helper and the
+	 * auth process, the only ones to read the password file. */
+	{
+		int status;
+
+		d.ps = privsep_start(cfg_path, d.cfg,
+		    d.cfg->odmr_listen.n > 0 || d.cfg->odmrs_listen.n > 0,
+		    &status, err, sizeof(err));
+		if (d.ps == NULL)
+			log_fatal(status, "%s", err);
+	}
 	if (evthread_use_pthreads() < 0)
 		log_fatal(1, "libevent without pthreads support");
 	d.base = event_base_new();
 	if (d.base == NULL)
 		log_fatal(1, "event_base_new failed");
+	d.auth = authc_new(d.base);
+	authc_set_fd(d.auth, privsep_first_auth_fd(d.ps));
+	privsep_attach(d.ps, d.base, on_auth_fd, &d);
 	if (load_server_tls(d.cfg, &d.server_tls) < 0)
 		log_fatal(2, "TLS configuration failed");
 	d.client_tls = tls_client_ctx(NULL, 0, err, sizeof(err));
@@ -600,6 +738,11 @@ int main(int argc, char **argv)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
+	d.qadmin = qadmin_new(d.q);
+	d.domstate = domstate_open(d.q, err, sizeof(err));
+	if (d.domstate == NULL)
+		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	domstate_set_default(d.domstate);
 	d.dns = dns_new(d.base, (const char *const *)d.cfg->dns_servers.v,
 	    d.cfg->dns_servers.n, 5000, err, sizeof(err));
 	if (d.dns == NULL)
@@ -618,19 +761,25 @@ int main(int argc, char **argv)
 		d.odmr = odmr_new(d.base, d.cfg, d.q, d.server_tls, err, sizeof(err));
 		if (d.odmr == NULL)
 			log_fatal(2, "%s", err);
+		odmr_set_auth(d.odmr, d.auth);
 	}
-	smtpd_passwd(&d);
+	smtpd_auth(&d);
+	start_budget(&d);
 	listen_all(&d);
-	if (getuid() == 0)
+	if (getuid() == 0) {
 		become_user(d.cfg, 1);
+		d.dropped = getuid() != 0;
+	}
+	(void)sandbox_session();
 	smtpd_set_etrn_handler(d.smtpd, sched_etrn, d.sched);
 	smtpd_set_added_handler(d.smtpd, sched_message_added, d.sched);
+	d.notify = notify_new(d.base, d.cfg, d.q);
 	queue_set_arrival_hook(d.q, on_arrival, &d);
 	d.control = control_new(d.base, d.cfg->control_socket, on_control, &d,
 	    err, sizeof(err));
 	if (d.control == NULL)
 		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
-	log_info("listening: control on %s", d.cfg->control_socket);
+	log_info("control: listening on %s", d.cfg->control_socket);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
 	d.ev_int = evsignal_new(d.base, SIGINT, on_signal, &d);
@@ -648,6 +797,8 @@ int main(int argc, char **argv)
 	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);
+	fdbudget_free(&d.budget);
+	notify_free(&d.notify);
 	for (size_t i = 0; i < d.nmetrics; i++)
 		metrics_free(&d.metrics[i]);
 	free(d.metrics);
@@ -657,7 +808,11 @@ int main(int argc, char **argv)
 	rcache_close(&d.rcache);
 	dns_free(&d.dns);
 	control_free(&d.control);
+	domstate_close(&d.domstate);
+	authc_free(&d.auth);
+	privsep_free(&d.ps);
 	queue_close(&d.q);
+	qadmin_free(&d.qadmin);
 	if (d.ev_drain != NULL)
 		event_free(d.ev_drain);
 	event_free(d.ev_term);

@@ -7,15 +7,23 @@
  *   carry a next_attempt time in the queue's retry index: delivered at
  *   once on arrival, then retried with exponential backoff between
  *   retry_min and retry_max (deliver.c sets the times).
- * - Every few minutes the whole queue is scanned for queue_lifetime expiry
- *   (returned with 5.4.7) and delay_warning notices.
+ * - Expiry (queue_lifetime, returned with 5.4.7) and delay_warning
+ *   notices: for each distinct age that matters (every lifetime, the
+ *   warning delay) a cursor walks the queue in id order, and ids begin
+ *   with the arrival second; so each message is read about once per age,
+ *   when it reaches it, in slices of a few milliseconds. Nothing walks the
+ *   whole queue on a timer.
+ * - ETRN and flush answer from the per-domain counters and read the
+ *   domain's ids piece by piece as connections take them.
  *
  * One run per domain at a time (a repeated ETRN starts nothing new); at
  * most max_deliveries_per_dest connections per run and max_deliveries in
  * total. Input: ETRN arguments come from the network, already
  * syntax-checked by smtpd; they are only compared with configured names.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,14 +42,17 @@
 #include "metrics.h"
 #include "queue.h"
 #include "sched.h"
+#include "domstate.h"
+#include "selfaddr.h"
 #include "util.h"
 #include "xmalloc.h"
 
 #define SCHED_TICK_SEC		1	/* retry index scan (reads only what is due) */
-#define SCHED_EXPIRY_SEC	300	/* full scan for expiry / delay DSNs, at most */
 #define SCHED_ETRN_SLOTS	64	/* client IPs tracked for the rate limit */
 #define SCHED_MAX_BATCH		100	/* messages per connection before the next */
 #define SCHED_BOUNCE_RETURN	(256 * 1024)
+#define SCHED_SLICE_USEC	3000	/* event-loop time per expiry slice */
+#define SCHED_SLICE_MSGS	512
 
 /* One domain's delivery run: DNS, then up to N connections. */
 struct sched_run {
@@ -50,12 +61,16 @@ struct sched_run {
 	char **ids;		/* messages still to hand to a connection */
 	size_t nids, next_id;
 	int due_only;		/* retry run: only rcpts that are due */
+	int stream;		/* ids read from the domain index as needed */
+	int stream_end;		/* the index has no more after `cursor` */
+	char cursor[QUEUE_ID_LEN + 1];	/* last id read from the index */
 	struct dns_req *dns;
 	struct dns_result *res;	/* addresses, once resolved */
 	size_t conns;		/* connections running */
 	int busy, again;	/* re-entry guard: deliver_fail calls back at once */
 	int loops;		/* we are the best MX: nowhere to send it */
 	int routed;		/* destination from the domain's route, not MX */
+	int exact;		/* ETRN without '@': not the section's subdomains */
 	struct sched_run *prev_run, *next_run;
 };
 
@@ -77,7 +92,12 @@ struct sched {
 	struct dns *dns;
 	SSL_CTX *client_tls;
 	struct event *tick;
-	time_t last_expiry_scan;
+	struct event *expiry_ev;	/* the next expiry slice, next turn */
+	long *ages;		/* distinct ages that need a look, ascending */
+	char (*marks)[QUEUE_ID_LEN + 1];	/* per age: messages read so far */
+	size_t nages;
+	struct timespec slice_start;
+	int slice_over;
 	struct sched_run *runs;
 	struct sched_conn *conns;
 	size_t active_conns;
@@ -242,6 +262,36 @@ static void sched_conn_try(struct sched_conn *c)
 	}
 }
 
+static int sched_run_has_more(const struct sched_run *run)
+{
+	return run->next_id < run->nids || (run->stream && !run->stream_end);
+}
+
+/* A streamed run: the next piece of ids from the domain index. */
+static void sched_run_refill(struct sched_run *run)
+{
+	char ids[SCHED_MAX_BATCH][QUEUE_ID_LEN + 1];
+	int n;
+
+	if (!run->stream || run->stream_end || run->next_id < run->nids)
+		return;
+	for (size_t i = 0; i < run->nids; i++)
+		free(run->ids[i]);
+	run->nids = run->next_id = 0;
+	n = queue_domain_ids(run->s->q, run->domain, run->cursor, ids,
+	    SCHED_MAX_BATCH);
+	if (n <= 0) {
+		run->stream_end = 1;
+		return;
+	}
+	if (run->ids == NULL)
+		run->ids = xcalloc(SCHED_MAX_BATCH, sizeof(*run->ids));
+	for (int i = 0; i < n; i++)
+		run->ids[i] = xstrdup(ids[i]);
+	run->nids = (size_t)n;
+	memcpy(run->cursor, ids[n - 1], sizeof(run->cursor));
+}
+
 /* Hand the next batch of ids to a new connection. Returns 1 if started. */
 static int sched_run_start_conn(struct sched_run *run)
 {
@@ -249,14 +299,25 @@ static int sched_run_start_conn(struct sched_run *run)
 	struct sched_conn *c;
 	struct deliver *d;
 	const char *domains[1] = { run->domain };
-	size_t added = 0;
+	size_t added = 0, looked = 0;
 
+	sched_run_refill(run);
 	if (run->next_id >= run->nids || s->shutting_down)
 		return 0;
 	d = deliver_new(s->base, s->cfg, s->q, "sched", run->domain);
-	while (run->next_id < run->nids && added < SCHED_MAX_BATCH) {
-		int rc = deliver_add(d, run->ids[run->next_id++], domains, 1);
+	deliver_set_exact(d, run->exact);
+	/* Bounded: ids being delivered elsewhere are skipped, a few at most
+	 * per turn; the tick comes back for the rest. */
+	while (added < SCHED_MAX_BATCH && looked < 4 * SCHED_MAX_BATCH) {
+		int rc;
 
+		if (run->next_id >= run->nids) {
+			sched_run_refill(run);
+			if (run->next_id >= run->nids)
+				break;
+		}
+		rc = deliver_add(d, run->ids[run->next_id++], domains, 1);
+		looked++;
 		if (rc == 1)
 			added++;
 	}
@@ -275,8 +336,8 @@ static int sched_run_start_conn(struct sched_run *run)
 	s->active_conns++;
 	if (run->loops) {
 		c->d = NULL;
-		deliver_fail(d, 451, "4.4.6", "MX list points back to this relay; "
-		    "waiting for a more preferred MX host", sched_conn_done, c);
+		deliver_fail(d, 451, "4.4.6", "MX or route points back to this "
+		    "relay (configuration error); mail kept", sched_conn_done, c);
 		return 1;
 	}
 	if (run->res->status != DNS_OK) {
@@ -309,7 +370,7 @@ static void sched_run_continue(struct sched_run *run)
 		run->again = 0;
 		while (run->conns < s->cfg->max_deliveries_per_dest &&
 		    s->active_conns < s->cfg->max_deliveries &&
-		    run->next_id < run->nids) {
+		    sched_run_has_more(run)) {
 			if (!sched_run_start_conn(run))
 				break;
 		}
@@ -348,7 +409,7 @@ static void sched_run_maybe_free(struct sched_run *run)
 	 * re-run: deferred mail waits for the next request. */
 	if (run->conns > 0 || run->res == NULL)
 		return;
-	if (run->next_id < run->nids && !run->s->shutting_down)
+	if (sched_run_has_more(run) && !run->s->shutting_down)
 		return;
 	sched_run_free(run);
 }
@@ -361,23 +422,53 @@ static void sched_run_maybe_free(struct sched_run *run)
 static void sched_drop_self(struct sched_run *run, struct dns_result *res)
 {
 	const char *self = run->s->cfg->hostname;
+	struct selfaddr *own = selfaddr_new(run->s->cfg);
+	char ip[INET6_ADDRSTRLEN] = "", host[256] = "";
+	unsigned pref = 0;
+	int found = 0;
+	size_t keep = 0;
 
+	/* By name (hostname) or by address: an MX name that differs from
+	 * hostname may still resolve to our listener (issue 17). */
 	for (size_t i = 0; i < res->ntargets; i++) {
-		if (strcasecmp(res->targets[i].host, self) != 0)
-			continue;
-		{
-			unsigned pref = res->targets[i].pref;
-			size_t keep = 0;
+		const struct dns_target *t = &res->targets[i];
+		int is = strcasecmp(t->host, self) == 0;
+		char tip[INET6_ADDRSTRLEN] = "";
 
-			for (size_t j = 0; j < res->ntargets; j++)
-				if (res->targets[j].pref < pref)
-					res->targets[keep++] = res->targets[j];
-			res->ntargets = keep;
+		for (size_t k = 0; k < t->naddrs; k++) {
+			const struct sockaddr *sa = (const struct sockaddr *)&t->addrs[k];
+
+			if (selfaddr_is_self(own, sa)) {
+				util_sockaddr_ip(sa, tip, sizeof(tip));
+				is = 1;
+				break;
+			}
 		}
-		if (res->ntargets == 0)
-			run->loops = 1;
+		if (is && (!found || t->pref < pref)) {
+			found = 1;
+			pref = t->pref;
+			util_strlcpy(host, t->host, sizeof(host));
+			util_strlcpy(ip, tip, sizeof(ip));
+		}
+	}
+	selfaddr_free(&own);
+	if (!found)
+		return;
+	for (size_t j = 0; j < res->ntargets; j++)
+		if (!run->routed && res->targets[j].pref < pref)
+			res->targets[keep++] = res->targets[j];
+	res->ntargets = keep;
+	if (res->ntargets > 0) {
+		log_info("%s: MX %s is this relay: only more preferred hosts "
+		    "are tried", run->domain, host);
 		return;
 	}
+	run->loops = 1;
+	log_warn("%s: configuration error: %s %s%s%s%s points back to this "
+	    "relay; mail deferred, not delivered (check the domain's MX or "
+	    "route, hostname and proxy_interfaces)", run->domain,
+	    run->routed ? "route" : "MX", host, ip[0] ? " [" : "", ip,
+	    ip[0] ? "]" : "");
 }
 
 static void sched_dns_done(void *arg, struct dns_result *res)
@@ -386,7 +477,7 @@ static void sched_dns_done(void *arg, struct dns_result *res)
 
 	run->dns = NULL;
 	run->res = res;
-	if (res->status == DNS_OK && !run->routed)
+	if (res->status == DNS_OK)
 		sched_drop_self(run, res);
 	if (res->status != DNS_OK)
 		log_info("%s: lookup failed: %s", run->domain, dns_status_str(res->status));
@@ -398,7 +489,7 @@ static void sched_dns_done(void *arg, struct dns_result *res)
  * configured route, else the domain's MX.
  */
 static struct sched_run *sched_start_run(struct sched *s, const char *domain,
-    struct sched_ids *ids, int due_only)
+    struct sched_ids *ids, int due_only, int exact)
 {
 	const struct config_domain *cd = config_domain_by_name(s->cfg, domain);
 	struct sched_run *run;
@@ -409,6 +500,7 @@ static struct sched_run *sched_start_run(struct sched *s, const char *domain,
 	run->ids = ids->v;
 	run->nids = ids->n;
 	run->due_only = due_only;
+	run->exact = exact;	/* before DNS: its answer may come at once */
 	memset(ids, 0, sizeof(*ids));
 	run->next_run = s->runs;
 	if (s->runs != NULL)
@@ -431,25 +523,64 @@ static int sched_etrn_rate_ok(struct sched *s, const char *ip)
 	return util_rate_take(s->etrn, SCHED_ETRN_SLOTS, ip, s->cfg->etrn_rate);
 }
 
+/* Messages with a queued recipient in exactly domain, not a subdomain. */
+static long sched_count_exact(struct sched *s, const char *domain)
+{
+	char ids[SCHED_MAX_BATCH][QUEUE_ID_LEN + 1], after[QUEUE_ID_LEN + 1] = "";
+	long count = 0;
+	int n;
+
+	while ((n = queue_domain_ids(s->q, domain, after, ids,
+	    SCHED_MAX_BATCH)) > 0) {
+		for (int i = 0; i < n; i++) {
+			struct queue_envelope *env = NULL;
+
+			if (queue_get(s->q, ids[i], &env) == 1 &&
+			    deliver_env_has(env, domain, 1))
+				count++;
+			queue_envelope_free(&env);
+		}
+		memcpy(after, ids[n - 1], sizeof(after));
+		if (n < SCHED_MAX_BATCH)
+			break;
+	}
+	return count;
+}
+
 /*
- * Flush one configured domain. Returns the number of messages started, 0
- * for none waiting, -1 when a run is already going (nothing new started).
+ * Flush one configured domain; exact (ETRN without '@', RFC 1985): the
+ * domain itself, not the subdomains its section takes in. Returns the
+ * number of messages started, 0 for none waiting, -1 when a run is
+ * already going (nothing new started).
  */
-static long sched_flush_one(struct sched *s, const struct config_domain *cd)
+static long sched_flush_one(struct sched *s, const struct config_domain *cd,
+    int exact)
 {
 	struct sched_ids ids = { 0 };
+	struct queue_domain_stats st;
 	struct sched_run *run;
-	long n;
 
 	if ((run = sched_find_run(s, cd->name)) != NULL) {
 		return -1;
 	}
-	queue_foreach_domain(s->q, cd->name, sched_collect_id, &ids);
-	if (ids.n == 0)
+	exact = exact && cd->subdomains;
+	if (exact) {
+		/* The domain's counter includes its subdomains: count the
+		 * messages for the domain itself (a read of its index). */
+		long n = sched_count_exact(s, cd->name);
+
+		if (n > 0)
+			sched_start_run(s, cd->name, &ids, 0, 1)->stream = 1;
+		return n;
+	}
+	/* O(1): the count from the domain's counter; the ids are read as
+	 * connections take them (sched_run_refill). */
+	if (queue_domain_stats(s->q, cd->name, &st) != QUEUE_OK ||
+	    st.messages == 0)
 		return 0;
-	n = (long)ids.n;
-	sched_start_run(s, cd->name, &ids, 0);
-	return n;
+	run = sched_start_run(s, cd->name, &ids, 0, 0);
+	run->stream = 1;
+	return st.messages > LONG_MAX ? LONG_MAX : (long)st.messages;
 }
 
 void sched_etrn(void *arg, const char *client_ip, const char *node,
@@ -480,7 +611,23 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 	if (name[0] != '\0' && name[strlen(name) - 1] == '.')
 		name[strlen(name) - 1] = '\0';
 
-	for (i = 0; i < s->cfg->ndomains; i++) {
+	if (node[0] != '@') {
+		/* The exact forms: one lookup, not a walk of every section. */
+		const struct config_domain *cd = config_domain_by_name(s->cfg, name);
+
+		if (cd != NULL && strcmp(cd->name, name) == 0 && cd->etrn) {
+			matched = 1;
+			domstate_note_now(cd->name, DOMSTATE_ETRN);
+			/* ETRN domain: the domain itself (RFC 1985); #queue:
+			 * the whole section */
+			n = sched_flush_one(s, cd, node[0] != '#');
+			if (n < 0)
+				running = 1;
+			else
+				total += n;
+		}
+	}
+	for (i = 0; node[0] == '@' && i < s->cfg->ndomains; i++) {
 		const struct config_domain *cd = &s->cfg->domains[i];
 		size_t nl = strlen(name), dl = strlen(cd->name);
 		int match;
@@ -494,7 +641,8 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 		if (!match || !cd->etrn)
 			continue;
 		matched = 1;
-		n = sched_flush_one(s, cd);
+		domstate_note_now(cd->name, DOMSTATE_ETRN);
+		n = sched_flush_one(s, cd, 0);
 		if (n < 0)
 			running = 1;
 		else
@@ -530,7 +678,7 @@ void sched_flush(struct sched *s, const char *domain, char *reply, size_t replyl
 		snprintf(reply, replylen, "550 %.255s: not a configured domain", domain);
 		return;
 	}
-	n = sched_flush_one(s, cd);
+	n = sched_flush_one(s, cd, 0);
 	if (n < 0)
 		snprintf(reply, replylen, "250 flush of %s already running", cd->name);
 	else if (n == 0)
@@ -641,17 +789,97 @@ static void sched_delay_warn(struct sched *s, const struct queue_envelope *env, 
 	}
 }
 
+static long sched_usec_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long)(t.tv_sec - t0->tv_sec) * 1000000 +
+	    (t.tv_nsec - t0->tv_nsec) / 1000;
+}
+
+/* 1 = stop before this message (read again later), 0 = done with it. */
 static int sched_expiry_cb(void *arg, const struct queue_envelope *env)
 {
 	struct sched *s = arg;
 	time_t now = time(NULL);
 
+	if (sched_usec_since(&s->slice_start) > SCHED_SLICE_USEC) {
+		s->slice_over = 1;
+		return 1;
+	}
+	/* Being delivered: its state is about to change; look again when
+	 * the delivery is over (the cursor waits here). */
+	if (queue_is_leased(s->q, env->id))
+		return 1;
 	/* Both work from this snapshot: after a return, the delay notice
-	 * waits for the next scan, which sees the new state. */
+	 * waits for a later pass, which sees the new state. */
 	if (sched_return_message(s, env, "5.4.7", "message expired (queue_lifetime)",
 	    1, now) == 0)
 		sched_delay_warn(s, env, now);
 	return 0;
+}
+
+/*
+ * One slice: for each age, the messages that reached it since the last
+ * look. Stops after SCHED_SLICE_USEC and continues in the next turn.
+ */
+static void sched_expiry_slice(struct sched *s)
+{
+	time_t now = time(NULL);
+	size_t budget = SCHED_SLICE_MSGS;
+
+	clock_gettime(CLOCK_MONOTONIC, &s->slice_start);
+	s->slice_over = 0;
+	for (size_t i = 0; i < s->nages && budget > 0 && !s->slice_over; i++) {
+		int n = queue_scan(s->q, s->marks[i], now - s->ages[i], budget,
+		    sched_expiry_cb, s);
+
+		if (n > 0)
+			budget -= (size_t)n;
+	}
+	if ((budget == 0 || s->slice_over) && !s->shutting_down) {
+		/* A timer, not event_active: the loop polls its sockets first. */
+		struct timeval zero = { 0, 0 };
+
+		evtimer_add(s->expiry_ev, &zero);
+	}
+}
+
+static void sched_expiry_next(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	sched_expiry_slice(arg);
+}
+
+static int sched_long_cmp(const void *a, const void *b)
+{
+	long x = *(const long *)a, y = *(const long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* The distinct ages (lifetimes, warning delay); cursors start over. */
+static void sched_set_ages(struct sched *s)
+{
+	const struct config *cfg = s->cfg;
+	size_t n = 0;
+
+	free(s->ages);
+	free(s->marks);
+	s->ages = xcalloc(cfg->ndomains + 2, sizeof(*s->ages));
+	s->ages[n++] = cfg->queue_lifetime;
+	if (cfg->delay_warning > 0)
+		s->ages[n++] = cfg->delay_warning;
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		s->ages[n++] = cfg->domains[i].queue_lifetime;
+	qsort(s->ages, n, sizeof(*s->ages), sched_long_cmp);
+	s->nages = 0;
+	for (size_t i = 0; i < n; i++)
+		if (s->nages == 0 || s->ages[s->nages - 1] != s->ages[i])
+			s->ages[s->nages++] = s->ages[i];
+	s->marks = xcalloc(s->nages, sizeof(*s->marks));
 }
 
 void sched_bounce(struct sched *s, const char *id, char *reply, size_t replylen)
@@ -729,7 +957,7 @@ static void sched_retry_due(struct sched *s)
 		struct sched_run *run = sched_find_run(s, due.domains[i]);
 
 		if (run == NULL && !s->shutting_down)
-			sched_start_run(s, due.domains[i], &due.ids[i], 1);
+			sched_start_run(s, due.domains[i], &due.ids[i], 1, 0);
 		sched_ids_free(&due.ids[i]);
 		free(due.domains[i]);
 	}
@@ -737,32 +965,10 @@ static void sched_retry_due(struct sched *s)
 	free(due.ids);
 }
 
-/*
- * How often the whole queue is scanned for expiry and delay notices: a
- * tenth of the shortest lifetime or warning delay, between the tick and
- * SCHED_EXPIRY_SEC, so short test settings and long production ones both
- * work without scanning a large queue all the time.
- */
-static long sched_expiry_interval(const struct config *cfg)
-{
-	long shortest = cfg->queue_lifetime;
-
-	for (size_t i = 0; i < cfg->ndomains; i++)
-		if (cfg->domains[i].queue_lifetime < shortest)
-			shortest = cfg->domains[i].queue_lifetime;
-	if (cfg->delay_warning > 0 && cfg->delay_warning < shortest)
-		shortest = cfg->delay_warning;
-	shortest /= 10;
-	if (shortest < SCHED_TICK_SEC)
-		return SCHED_TICK_SEC;
-	return shortest > SCHED_EXPIRY_SEC ? SCHED_EXPIRY_SEC : shortest;
-}
-
 static void sched_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct sched *s = arg;
 	struct sched_run *run, *next;
-	time_t now = time(NULL);
 
 	(void)fd;
 	(void)what;
@@ -774,10 +980,8 @@ static void sched_tick(evutil_socket_t fd, short what, void *arg)
 		sched_run_continue(run);
 	}
 	sched_retry_due(s);
-	if (now - s->last_expiry_scan >= sched_expiry_interval(s->cfg)) {
-		s->last_expiry_scan = now;
-		queue_foreach(s->q, sched_expiry_cb, s);
-	}
+	sched_expiry_slice(s);
+	queue_space_recheck(s->q);
 }
 
 void sched_message_added(void *arg, const char *id)
@@ -806,8 +1010,8 @@ struct sched *sched_new(struct event_base *base, struct config *cfg,
 	s->client_tls = client_tls;
 	s->tick = event_new(base, -1, EV_PERSIST, sched_tick, s);
 	event_add(s->tick, &tv);
-	/* First expiry scan soon after start, not at once. */
-	s->last_expiry_scan = time(NULL) - sched_expiry_interval(cfg) + SCHED_TICK_SEC;
+	s->expiry_ev = evtimer_new(base, sched_expiry_next, s);
+	sched_set_ages(s);
 	return s;
 }
 
@@ -815,6 +1019,8 @@ void sched_reload(struct sched *s, struct config *cfg)
 {
 	config_unref(&s->cfg);
 	s->cfg = config_ref(cfg);
+	/* Lifetimes may have changed: every cursor starts over (slices). */
+	sched_set_ages(s);
 }
 
 size_t sched_active(const struct sched *s)
@@ -826,6 +1032,7 @@ void sched_shutdown(struct sched *s)
 {
 	s->shutting_down = 1;
 	event_del(s->tick);
+	event_del(s->expiry_ev);
 	while (s->conns != NULL)
 		sched_conn_abort(s->conns);
 	while (s->runs != NULL)
@@ -841,6 +1048,9 @@ void sched_free(struct sched **sp)
 	if (!s->shutting_down)
 		sched_shutdown(s);
 	event_free(s->tick);
+	event_free(s->expiry_ev);
+	free(s->ages);
+	free(s->marks);
 	config_unref(&s->cfg);
 	free(s);
 	*sp = NULL;

@@ -136,7 +136,8 @@ smtp_parse_domain(const char *s, size_t len, int utf8_ok, char *out,
 		if (lab > 63)
 			return SMTP_PARSE_ETOOLONG;
 	}
-	if (s[len - 1] == '-')
+	/* "a.test.." leaves "a.test.": an empty last label */
+	if (lab == 0 || s[len - 1] == '-')
 		return SMTP_PARSE_EPATH;
 	if (utf8 && !utf8_ok)
 		return SMTP_PARSE_E8BIT;

@@ -18,6 +18,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -78,6 +83,8 @@ struct smtpc {
 	int busy;
 	int dead;
 	int silent;		/* smtpc_free: no more callbacks */
+	struct event *deadline;	/* the reply (or the text) awaited now */
+	uint64_t started;	/* monotonic ms at smtpc_start */
 
 	/* reply being read */
 	int rcode;
@@ -141,6 +148,16 @@ void smtpc_timeouts_default(struct smtpc_timeouts *t)
 	t->data = 120 * 1000;
 	t->block = 180 * 1000;
 	t->dot = 600 * 1000;
+	t->min_rate = 500;
+	t->session = 3600 * 1000;
+}
+
+static uint64_t smtpc_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 int smtpc_parse_line(const char *line, size_t len, int *code, int *last,
@@ -232,19 +249,35 @@ static int smtpc_safe(const char *p)
 	return 1;
 }
 
+/* Arm the deadline: ms from now (0: none). */
+static void smtpc_deadline(struct smtpc *s, uint64_t ms)
+{
+	struct timeval tv;
+
+	if (ms == 0) {
+		evtimer_del(s->deadline);
+		return;
+	}
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(s->deadline, &tv);
+}
+
+/*
+ * The reply now awaited must arrive whole within rd_ms (0: no reply is
+ * awaited). libevent's read timeout restarts on every byte, so a server
+ * trickling one byte every few seconds would never time out; the deadline
+ * moves only when a whole reply has come. Each write must progress
+ * within the block timeout.
+ */
 static void smtpc_set_timeout(struct smtpc *s, unsigned rd_ms)
 {
-	struct timeval rd, wr;
+	struct timeval wr;
 
 	wr.tv_sec = s->to.block / 1000;
 	wr.tv_usec = (s->to.block % 1000) * 1000;
-	if (rd_ms == 0) {
-		bufferevent_set_timeouts(s->bev, NULL, &wr);
-		return;
-	}
-	rd.tv_sec = rd_ms / 1000;
-	rd.tv_usec = (rd_ms % 1000) * 1000;
-	bufferevent_set_timeouts(s->bev, &rd, &wr);
+	bufferevent_set_timeouts(s->bev, NULL, &wr);
+	smtpc_deadline(s, rd_ms);
 }
 
 static void smtpc_send(struct smtpc *s, const char *fmt, ...)
@@ -348,6 +381,8 @@ static void smtpc_destroy(struct smtpc *s)
 	smtpc_body_close(s);
 	if (s->bev != NULL)
 		bufferevent_free(s->bev);
+	if (s->deadline != NULL)
+		event_free(s->deadline);
 	free(s->helo);
 	free(s->peer);
 	free(s->rst);
@@ -362,6 +397,7 @@ static void smtpc_finish(struct smtpc *s)
 		return;
 	s->state = S_DONE;
 	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	evtimer_del(s->deadline);
 	if (!s->silent && s->src.done != NULL)
 		s->src.done(s->arg, &s->st);
 	s->silent = 1;		/* the source may be gone now */
@@ -488,8 +524,15 @@ static void smtpc_starttls(struct smtpc *s)
 	if (s->peer != NULL && s->peer[0] != '\0' && s->peer[0] != '[')
 		SSL_set_tlsext_host_name(ssl, s->peer);
 	bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
+	/*
+	 * Deferred callbacks: without them libevent 2.1 reports a
+	 * close_notify (EOF) before it has committed the bytes read with it,
+	 * so a final 250 followed at once by a close would be lost and the
+	 * message sent again.
+	 */
 	tb = bufferevent_openssl_filter_new(s->base, s->bev, ssl,
-	    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
+	    BUFFEREVENT_SSL_CONNECTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (tb == NULL) {
 		SSL_free(ssl);
 		smtpc_setup_bev(s);
@@ -619,6 +662,27 @@ static int smtpc_precheck(struct smtpc *s)
 	return 0;
 }
 
+/*
+ * The connection has been open for the session limit: the messages left
+ * wait for the next attempt (or pull), so one slow peer cannot keep a
+ * delivery slot, nor the leases on its messages, for ever.
+ */
+static void smtpc_session_over(struct smtpc *s)
+{
+	char text[SMTPC_MAX_TEXT];
+
+	snprintf(text, sizeof(text), "451 4.4.2 session time limit (%us) "
+	    "reached with %s; the rest will be sent later", s->to.session / 1000,
+	    s->peer ? s->peer : "server");
+	log_info("smtpc %s: session time limit reached, QUIT",
+	    s->peer ? s->peer : "-");
+	while (smtpc_load_msg(s)) {
+		smtpc_msg_all(s, 451, text);
+		smtpc_msg_end(s);
+	}
+	smtpc_quit(s);
+}
+
 static int smtpc_can_pipeline(const struct smtpc *s)
 {
 	return s->esmtp && s->cap_pipelining &&
@@ -633,6 +697,11 @@ static void smtpc_next_tx(struct smtpc *s)
 	for (;;) {
 		if (s->state == S_DONE)
 			return;
+		if (!s->have_msg && s->to.session > 0 &&
+		    smtpc_now_ms() - s->started >= s->to.session) {
+			smtpc_session_over(s);
+			return;
+		}
 		if (!s->have_msg) {
 			if (!smtpc_load_msg(s)) {
 				if (s->idle_wanted && s->need_rset) {
@@ -837,6 +906,11 @@ static void smtpc_body_start(struct smtpc *s)
 	s->body_is_open = 1;
 	s->state = S_BODY;
 	smtpc_set_timeout(s, 0);
+	/* A server that reads a byte now and then keeps each write alive:
+	 * the whole text must go at the minimum rate. */
+	if (s->to.min_rate > 0)
+		smtpc_deadline(s, s->to.block + (s->msg.size + s->msg.size / 8 +
+		    4096) * 1000 / s->to.min_rate);
 	bufferevent_setwatermark(s->bev, EV_WRITE, SMTPC_OUT_LOW, 0);
 	smtpc_pump(s);
 }
@@ -1105,12 +1179,36 @@ static void smtpc_leave(struct smtpc *s)
 		smtpc_destroy(s);
 }
 
+/*
+ * A peer that writes each reply line as its own small segment without
+ * TCP_NODELAY (fetchmail's ODMR pump) sends the next line only when the
+ * previous one is acknowledged; a delayed ACK (about 40 ms) then stalls
+ * every pipelined reply. Linux leaves quick-ACK mode on its own, so it is
+ * re-armed after each read; this also sends the ACK now.
+ */
+static void smtpc_quickack(struct smtpc *s)
+{
+#ifdef TCP_QUICKACK
+	evutil_socket_t fd;
+	int one = 1;
+
+	if (!(s->flags & SMTPC_QUICKACK) || s->bev == NULL)
+		return;
+	fd = bufferevent_getfd(s->bev);
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+#else
+	(void)s;
+#endif
+}
+
 static void smtpc_readcb(struct bufferevent *bev, void *arg)
 {
 	struct smtpc *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
 	s->busy++;
+	smtpc_quickack(s);
 	while (!s->dead && s->state != S_DONE && s->state != S_BODY &&
 	    s->state != S_HANDSHAKE) {
 		size_t n;
@@ -1184,6 +1282,19 @@ static void smtpc_eventcb(struct bufferevent *bev, short what, void *arg)
 	smtpc_leave(s);
 }
 
+static void smtpc_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtpc *s = arg;
+
+	(void)fd;
+	(void)what;
+	s->busy++;
+	if (!s->dead && s->state != S_DONE)
+		smtpc_fail(s, 451, "timeout during %s with %s",
+		    smtpc_state_names[s->state], s->peer ? s->peer : "server");
+	smtpc_leave(s);
+}
+
 /* ---- public ---- */
 
 struct smtpc *smtpc_start(struct event_base *base, struct bufferevent *bev,
@@ -1204,6 +1315,8 @@ struct smtpc *smtpc_start(struct event_base *base, struct bufferevent *bev,
 	else
 		smtpc_timeouts_default(&s->to);
 	s->state = S_GREETING;
+	s->started = smtpc_now_ms();
+	s->deadline = evtimer_new(base, smtpc_deadline_cb, s);
 	snprintf(s->st.reason, sizeof(s->st.reason), "running");
 	smtpc_setup_bev(s);
 	smtpc_set_timeout(s, s->to.greeting);

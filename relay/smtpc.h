@@ -29,7 +29,10 @@ struct smtpc;
 					 * end-of-data in its own write */
 #define SMTPC_LMTP		0x4	/* LHLO, one reply per rcpt after DATA */
 #define SMTPC_NO_PIPELINING	0x8	/* never pipeline (tests, odd peers) */
-#define SMTPC_PROBE		0x10	/* recipient probes: MAIL, RCPT, then
+#define SMTPC_QUICKACK		0x10	/* ACK each reply at once (TCP_QUICKACK):
+					 * for peers that write reply lines one
+					 * by one without TCP_NODELAY */
+#define SMTPC_PROBE		0x20	/* recipient probes: MAIL, RCPT, then
 					 * RSET; each RCPT reply is the result */
 
 /* Message flags (same values as QUEUE_F_*). */
@@ -108,15 +111,25 @@ struct smtpc_source {
 	void (*done)(void *arg, const struct smtpc_stats *st);
 };
 
-/* RFC 5321 4.5.3.2 client timeouts, milliseconds. */
+/*
+ * RFC 5321 4.5.3.2 client timeouts, milliseconds. Each is a deadline, not
+ * an idle timeout: a reply must arrive whole within it, however the server
+ * trickles its bytes.
+ */
 struct smtpc_timeouts {
-	unsigned greeting;	/* 5 min */
+	unsigned greeting;	/* 5 min (and the TLS handshake) */
 	unsigned ehlo;		/* 5 min (also RSET, STARTTLS, QUIT) */
 	unsigned mail;		/* 5 min */
 	unsigned rcpt;		/* 5 min */
 	unsigned data;		/* 2 min: the 354 */
 	unsigned block;		/* 3 min: each data block's send */
 	unsigned dot;		/* 10 min: the reply to end-of-data */
+	/* The whole message text must be taken within block plus its size
+	 * at this rate (octets per second; 0: block per write only). */
+	unsigned min_rate;	/* 500 */
+	/* No new message is started after this long on one connection; the
+	 * rest get 451 4.4.2 and wait for the next attempt (0: no limit). */
+	unsigned session;	/* 1 hour */
 };
 void smtpc_timeouts_default(struct smtpc_timeouts *t);
 

@@ -32,11 +32,16 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "authc.h"
+#include "authproto.h"
 #include "config.h"
 #include "dnsbl.h"
+#include "fdbudget.h"
+#include "milter.h"
 #include "log.h"
 #include "queue.h"
 #include "smtp_parse.h"
+#include "room.h"
 #include "smtpd.h"
 #include "metrics.h"
 #include "passwd.h"
@@ -103,6 +108,7 @@ struct smtpd_tx {
 	char hdr[10];			/* start of the current line */
 	unsigned nreceived;
 	uint64_t size;			/* text octets (unstuffed, CRLF) */
+	size_t received_len;		/* our Received header, stored first */
 	unsigned bad;			/* SMTPD_BAD_* */
 	int qerr;			/* queue error for SMTPD_BAD_QUEUE */
 	struct recip_wait *rcpt_wait;	/* RCPT verdict pending (probe) */
@@ -114,6 +120,7 @@ struct smtpd_session {
 	struct smtpd *s;
 	struct smtpd_session *prev, *next;
 	uint64_t sid;
+	time_t started;			/* monotonic seconds at connect */
 	struct config *cfg;		/* referenced */
 	SSL_CTX *tls;			/* referenced, or NULL */
 	struct bufferevent *bev;	/* NULL once the peer is gone */
@@ -123,19 +130,22 @@ struct smtpd_session {
 	int esmtp;
 	int tls_on;
 	int rejected;			/* over a connection limit */
+	int budget_held;		/* holds a slot of s->budget */
 	int discarding;			/* dropping an overlong line */
 	int paused;			/* queue backpressure: not reading */
 	int in_input;			/* inside smtpd_session_input */
 	enum smtpd_state state;
 	unsigned errors;
 	struct smtpd_tx *tx;
-	struct sasl_server *sasl;	/* AUTH exchange in progress */
+	struct authc_req *sasl;		/* AUTH exchange in progress */
 	struct event *deadline;		/* a command must arrive whole in time */
 	size_t data_bytes;		/* DATA octets since the deadline moved */
-	struct event *auth_delay;	/* failed AUTH: reply held back */
-	char auth_reply[128];
 	char user[PASSWD_NAME_MAX + 1];	/* authenticated user, or "" */
 	struct dnsbl_check *dnsbl;	/* started at connect, or NULL */
+	struct milter_sess *milter;	/* NULL: no milters configured */
+	int milter_wait;		/* a RCPT waits for the milters */
+	struct queue_rcpt mrcpt;	/* that RCPT, added if they agree */
+	unsigned port;
 };
 
 struct smtpd_listener {
@@ -154,10 +164,10 @@ struct smtpd {
 	void *etrn_arg;
 	void (*added_fn)(void *arg, const char *id);
 	void *added_arg;
-	struct passwd_db *pw;		/* referenced; NULL: no AUTH */
+	struct authc *auth;		/* borrowed; NULL: no AUTH */
 	struct recip *recip;		/* borrowed; NULL: lists only */
 	struct dnsbl *dnsbl;		/* borrowed; NULL: no DNSBL */
-	struct sasl_throttle *throttle;
+	struct fdbudget *budget;	/* borrowed; shared with odmr */
 	struct smtpd_session *sessions;
 	size_t nsessions;
 	uint64_t next_sid;
@@ -172,6 +182,10 @@ static void smtpd_session_free(struct smtpd_session *ss);
 static void smtpd_session_setup_bev(struct smtpd_session *ss);
 static void smtpd_eventcb(struct bufferevent *bev, short what, void *arg);
 static int smtpd_dnsbl_refused(struct smtpd_session *ss, const char *rcpt);
+static void smtpd_rcpt_store(struct smtpd_session *ss,
+    const struct queue_rcpt *nr);
+static void smtpd_milter_rcpt(void *arg, const struct milter_verdict *v);
+static void smtpd_mrcpt_clear(struct smtpd_session *ss);
 
 /*
  * The bufferevent's read timeout restarts on every byte, so a client
@@ -198,7 +212,7 @@ smtpd_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	/* Waiting on us (commit, backpressure, AUTH delay) is not the
 	 * client's fault. */
-	if (ss->state == SMTPD_ST_COMMIT || ss->paused ||
+	if (ss->state == SMTPD_ST_COMMIT || ss->paused || ss->milter_wait ||
 	    ss->state == SMTPD_ST_CLOSING || ss->bev == NULL) {
 		if (ss->state != SMTPD_ST_CLOSING)
 			smtpd_deadline_arm(ss);
@@ -286,6 +300,33 @@ smtpd_error_limit(struct smtpd_session *ss)
 	return 1;
 }
 
+static void smtpd_tx_reset(struct smtpd_session *ss);
+
+/*
+ * The per-command deadline bounds each command, not their number: a
+ * client sending NOOP just in time would keep its slot for ever. After
+ * smtp_session_limit the next command gets 421 (nothing acknowledged is
+ * affected: a message is either queued or not yet answered).
+ */
+static int
+smtpd_session_limit(struct smtpd_session *ss)
+{
+	struct timespec now;
+
+	if (ss->cfg->smtp_session_limit <= 0)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - ss->started < ss->cfg->smtp_session_limit)
+		return 0;
+	smtpd_reply(ss, "421 4.4.2 %s Session time limit reached, closing",
+	    ss->cfg->hostname);
+	log_info("smtpd: sid=%llx, client=[%s], session time limit",
+	    (unsigned long long)ss->sid, ss->ip);
+	smtpd_tx_reset(ss);
+	smtpd_session_close(ss);
+	return 1;
+}
+
 /* ---- transaction ---- */
 
 static void
@@ -315,6 +356,7 @@ smtpd_tx_free(struct smtpd_tx **txp)
 static void
 smtpd_tx_reset(struct smtpd_session *ss)
 {
+	milter_sess_end_tx(ss->milter);
 	smtpd_tx_free(&ss->tx);
 	if (ss->state == SMTPD_ST_MAIL || ss->state == SMTPD_ST_DATA)
 		smtpd_enter_state(ss, SMTPD_ST_HELO);
@@ -380,6 +422,8 @@ smtpd_data_write(struct smtpd_session *ss, const char *out, size_t len)
 
 	if (len == 0 || tx->bad != 0 || tx->put == NULL)
 		return 0;
+	if (milter_sess_filtering(ss->milter))
+		return milter_sess_write(ss->milter, out, len);
 	r = queue_put_write(tx->put, out, len);
 	if (r < 0) {
 		tx->bad |= SMTPD_BAD_QUEUE;
@@ -514,6 +558,9 @@ smtpd_data_scan(struct smtpd_session *ss)
 	return 0;
 }
 
+static void smtpd_tx_over(struct smtpd_session *ss);
+static void smtpd_data_commit(struct smtpd_session *ss, unsigned flags);
+
 static void
 smtpd_commit_done(void *arg, int result)
 {
@@ -523,9 +570,12 @@ smtpd_commit_done(void *arg, int result)
 
 	tx->put = NULL;		/* the queue freed it */
 	if (result == QUEUE_OK) {
+		/* size= is what is stored (with our Received header), as
+		 * odrelayctl lists it and quotas count it. */
 		log_info("%s: from=<%s>, size=%llu, nrcpt=%zu, client=%s",
 		    tx->id, log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
-		    (unsigned long long)tx->size, tx->nrcpts, ss->ip);
+		    (unsigned long long)(tx->size + tx->received_len),
+		    tx->nrcpts, ss->ip);
 		smtpd_reply(ss, "250 2.0.0 Ok: queued as %s", tx->id);
 		metrics_inc(METRIC_RECEIVED, NULL);
 		metrics_add(METRIC_RECEIVED_BYTES, NULL, tx->size);
@@ -536,11 +586,28 @@ smtpd_commit_done(void *arg, int result)
 		    queue_strerror(result));
 		metrics_inc(METRIC_REJECTED, result == QUEUE_EQUOTA ? "quota" :
 		    result == QUEUE_EFULL ? "queue-full" : "queue-error");
-		if (result == QUEUE_EFULL || result == QUEUE_EQUOTA)
+		if (result == QUEUE_EQUOTA) {
+			const char *doms[64];
+			size_t nd = 0;
+
+			for (size_t k = 0; k < tx->nrcpts && nd < 64; k++)
+				doms[nd++] = tx->rcpts[k].domain;
+			room_quota_reply(ss->s->q, doms, nd, tx->size, sbuf,
+			    sizeof(sbuf));
+			smtpd_reply(ss, "%s", sbuf);
+		} else if (result == QUEUE_EFULL)
 			smtpd_reply(ss, "452 4.3.1 Insufficient system storage");
 		else
 			smtpd_reply(ss, "451 4.3.0 Local error in processing");
 	}
+	smtpd_tx_over(ss);
+}
+
+/* The transaction got its final reply: back to reading commands. */
+static void
+smtpd_tx_over(struct smtpd_session *ss)
+{
+	milter_sess_end_tx(ss->milter);
 	smtpd_tx_free(&ss->tx);
 	smtpd_enter_state(ss, SMTPD_ST_HELO);
 	if (ss->bev == NULL) {
@@ -559,13 +626,83 @@ smtpd_commit_done(void *arg, int result)
 	smtpd_session_reap(ss);
 }
 
+/* First line of a (milter) reply, for the log. */
+static const char *
+smtpd_reply_line1(char *buf, size_t size, const char *reply)
+{
+	char line[512];
+	size_t n = strcspn(reply, "\r\n");
+
+	if (n >= sizeof(line))
+		n = sizeof(line) - 1;
+	memcpy(line, reply, n);
+	line[n] = '\0';
+	return log_sanitize(buf, size, line, 300);
+}
+
+/* The milters answered the end of the message (and wrote it). */
+static void
+smtpd_milter_eom(void *arg, const struct milter_result *r)
+{
+	struct smtpd_session *ss = arg;
+	struct smtpd_tx *tx = ss->tx;
+	char sbuf[300], rbuf[400];
+	size_t i, j, kept;
+
+	if (r->v.action == MILTER_REJECT || r->v.action == MILTER_TEMPFAIL) {
+		log_info("%s: milter-reject: END-OF-MESSAGE from [%s]: %s; "
+		    "from=<%s>, milter=%s", tx->id, ss->ip,
+		    smtpd_reply_line1(rbuf, sizeof(rbuf), r->v.reply),
+		    log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
+		    r->v.milter);
+		metrics_inc(METRIC_REJECTED, "milter");
+		smtpd_reply(ss, "%s", r->v.reply);
+		smtpd_tx_over(ss);
+		return;
+	}
+	/* recipients a milter deleted */
+	for (i = kept = 0; i < tx->nrcpts; i++) {
+		for (j = 0; j < r->ndeleted; j++)
+			if (strcasecmp(tx->rcpts[i].addr, r->deleted[j]) == 0)
+				break;
+		if (j < r->ndeleted) {
+			free(tx->rcpts[i].addr);
+			free(tx->rcpts[i].domain);
+			free(tx->rcpts[i].orcpt);
+			continue;
+		}
+		tx->rcpts[kept++] = tx->rcpts[i];
+	}
+	tx->nrcpts = kept;
+	if (r->v.action == MILTER_DISCARD || tx->nrcpts == 0) {
+		log_info("%s: milter-discard: END-OF-MESSAGE from [%s]: "
+		    "from=<%s>, milter=%s", tx->id, ss->ip,
+		    log_sanitize(sbuf, sizeof(sbuf), tx->sender, 256),
+		    r->v.milter[0] ? r->v.milter : "(all recipients deleted)");
+		metrics_inc(METRIC_REJECTED, "milter-discard");
+		smtpd_reply(ss, "250 2.0.0 Ok: queued as %s", tx->id);
+		smtpd_tx_over(ss);
+		return;
+	}
+	if (r->sender != NULL) {
+		free(tx->sender);
+		tx->sender = xstrdup(r->sender);
+	}
+	if (r->quarantine)
+		log_info("%s: quarantined: %s", tx->id,
+		    log_sanitize(sbuf, sizeof(sbuf), r->qreason, 200));
+	smtpd_data_commit(ss, r->quarantine ? QUEUE_F_QUARANTINE : 0);
+}
+
+static void smtpd_data_commit(struct smtpd_session *ss, unsigned flags);
+static void smtpd_milter_eom(void *arg, const struct milter_result *r);
+static void smtpd_tx_over(struct smtpd_session *ss);
+
 static void
 smtpd_data_end(struct smtpd_session *ss)
 {
 	struct smtpd_tx *tx = ss->tx;
-	struct queue_envelope env;
 	char sbuf[300];
-	size_t i;
 
 	if (tx->size > ss->cfg->max_message_size &&
 	    ss->cfg->max_message_size > 0)
@@ -608,6 +745,23 @@ smtpd_data_end(struct smtpd_session *ss)
 		smtpd_tx_reset(ss);
 		return;
 	}
+	if (milter_sess_filtering(ss->milter)) {
+		/* the milters answer first; they write the message */
+		smtpd_enter_state(ss, SMTPD_ST_COMMIT);
+		milter_sess_eom(ss->milter, tx->put, smtpd_milter_eom, ss);
+		return;
+	}
+	smtpd_data_commit(ss, 0);
+}
+
+/* Hand the written message to the queue; 250 comes from the commit. */
+static void
+smtpd_data_commit(struct smtpd_session *ss, unsigned flags)
+{
+	struct smtpd_tx *tx = ss->tx;
+	struct queue_envelope env;
+	size_t i;
+
 	memset(&env, 0, sizeof(env));
 	memcpy(env.id, tx->id, sizeof(env.id));
 	env.sender = tx->sender;
@@ -617,6 +771,7 @@ smtpd_data_end(struct smtpd_session *ss)
 		env.flags |= QUEUE_F_8BITMIME;
 	if (tx->mp.smtputf8)
 		env.flags |= QUEUE_F_SMTPUTF8;
+	env.flags |= flags;
 	env.arrival = time(NULL);
 	env.size = tx->size;
 	env.helo = ss->helo[0] != '\0' ? ss->helo : NULL;
@@ -664,9 +819,11 @@ smtpd_cmd_helo(struct smtpd_session *ss, const char *arg, size_t len,
 		smtpd_error(ss);
 		return;
 	}
+	milter_sess_end_tx(ss->milter);
 	smtpd_tx_free(&ss->tx);
 	memcpy(ss->helo, arg, len);
 	ss->helo[len] = '\0';
+	milter_sess_helo(ss->milter, ss->helo);
 	ss->esmtp = esmtp;
 	smtpd_enter_state(ss, SMTPD_ST_HELO);
 	if (!esmtp) {
@@ -683,7 +840,7 @@ smtpd_cmd_helo(struct smtpd_session *ss, const char *arg, size_t len,
 	smtpd_reply(ss, "250-DSN");
 	smtpd_reply(ss, "250-ETRN");
 	/* spec.md: AUTH after TLS only, never for relaying. */
-	if (ss->tls_on && ss->s->pw != NULL)
+	if (ss->tls_on && ss->s->auth != NULL)
 		smtpd_reply(ss, "250-AUTH %s", sasl_mechs_offered(1,
 		    ss->cfg->auth_requires_tls));
 	if (ss->tls != NULL && !ss->tls_on)
@@ -723,8 +880,22 @@ smtpd_cmd_mail(struct smtpd_session *ss, const char *arg, size_t len)
 		smtpd_reply(ss, "552 5.3.4 Message size exceeds fixed limit");
 		return;
 	}
+	{
+		/* The map or disk cannot take it: say so before the DATA. */
+		char reply[300];
+		const char *why;
+
+		if (room_check(ss->s->q, NULL, tx->mp.size, reply, sizeof(reply),
+		    &why)) {
+			free(tx);
+			metrics_inc(METRIC_REJECTED, why);
+			smtpd_reply(ss, "%s", reply);
+			return;
+		}
+	}
 	tx->sender = xstrdup(path.null_path ? "" : path.addr);
 	ss->tx = tx;
+	milter_sess_mail(ss->milter, tx->sender);
 	smtpd_enter_state(ss, SMTPD_ST_MAIL);
 	smtpd_reply(ss, "250 2.1.0 Ok");
 }
@@ -800,6 +971,17 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 	/* Blocklisted clients cost no probe. */
 	if (smtpd_dnsbl_refused(ss, path.addr))
 		return;
+	{
+		/* The domain's quota (or the map) cannot take it. */
+		const char *why;
+
+		if (room_check(ss->s->q, dom->name, tx->mp.size, reply,
+		    sizeof(reply), &why)) {
+			metrics_inc(METRIC_REJECTED, why);
+			smtpd_reply(ss, "%s", reply);
+			return;
+		}
+	}
 	r = recip_check(ss->s->recip, dom, path.addr, reply, sizeof(reply),
 	    smtpd_rcpt_answer, ss, &tx->rcpt_wait);
 	if (r == RECIP_PENDING) {
@@ -828,7 +1010,7 @@ smtpd_rcpt_add(struct smtpd_session *ss, const struct config_domain *dom,
     const char *addr, const char *orcpt, unsigned notify)
 {
 	struct smtpd_tx *tx = ss->tx;
-	struct queue_rcpt *qr;
+	struct queue_rcpt nr;
 	size_t i;
 
 	for (i = 0; i < tx->nrcpts; i++)
@@ -839,21 +1021,74 @@ smtpd_rcpt_add(struct smtpd_session *ss, const struct config_domain *dom,
 			smtpd_reply(ss, "250 2.1.5 Ok");
 			return;
 		}
+	memset(&nr, 0, sizeof(nr));
+	nr.addr = xstrdup(addr);
+	nr.domain = xstrdup(dom->name);
+	nr.orcpt = orcpt != NULL ? xstrdup(orcpt) : NULL;
+	nr.notify = notify;
+	nr.state = QUEUE_RCPT_QUEUED;
+	/* held: on demand (0); otherwise due now (set at commit) */
+	nr.next_attempt = dom->hold ? 0 : 1;
+	if (milter_sess_rcpt(ss->milter, addr, !dom->milters_none,
+	    smtpd_milter_rcpt, ss)) {
+		/* the milters decide; input waits (smtpd_milter_rcpt) */
+		ss->mrcpt = nr;
+		ss->milter_wait = 1;
+		return;
+	}
+	smtpd_rcpt_store(ss, &nr);
+	smtpd_reply(ss, "250 2.1.5 Ok");
+}
+
+/* Take over *nr's strings into the transaction. */
+static void
+smtpd_rcpt_store(struct smtpd_session *ss, const struct queue_rcpt *nr)
+{
+	struct smtpd_tx *tx = ss->tx;
+
 	if (tx->nrcpts == tx->rcap) {
 		tx->rcap = tx->rcap ? tx->rcap * 2 : 4;
 		tx->rcpts = xreallocarray(tx->rcpts, tx->rcap,
 		    sizeof(*tx->rcpts));
 	}
-	qr = &tx->rcpts[tx->nrcpts++];
-	memset(qr, 0, sizeof(*qr));
-	qr->addr = xstrdup(addr);
-	qr->domain = xstrdup(dom->name);
-	qr->orcpt = orcpt != NULL ? xstrdup(orcpt) : NULL;
-	qr->notify = notify;
-	qr->state = QUEUE_RCPT_QUEUED;
-	/* held: on demand (0); otherwise due now (set at commit) */
-	qr->next_attempt = dom->hold ? 0 : 1;
-	smtpd_reply(ss, "250 2.1.5 Ok");
+	tx->rcpts[tx->nrcpts++] = *nr;
+}
+
+static void
+smtpd_mrcpt_clear(struct smtpd_session *ss)
+{
+	free(ss->mrcpt.addr);
+	free(ss->mrcpt.domain);
+	free(ss->mrcpt.orcpt);
+	memset(&ss->mrcpt, 0, sizeof(ss->mrcpt));
+}
+
+/* The milters' verdict on a RCPT. */
+static void
+smtpd_milter_rcpt(void *arg, const struct milter_verdict *v)
+{
+	struct smtpd_session *ss = arg;
+	char sbuf[300], rbuf[400];
+
+	ss->milter_wait = 0;
+	if (ss->tx == NULL) {
+		smtpd_mrcpt_clear(ss);
+	} else if (v->action == MILTER_REJECT ||
+	    v->action == MILTER_TEMPFAIL) {
+		log_info("NOQUEUE: milter-reject: RCPT from [%s]: %s; to=<%s>, "
+		    "milter=%s", ss->ip, smtpd_reply_line1(rbuf, sizeof(rbuf),
+		    v->reply), log_sanitize(sbuf, sizeof(sbuf),
+		    ss->mrcpt.addr, 256), v->milter);
+		metrics_inc(METRIC_REJECTED, "milter");
+		smtpd_reply(ss, "%s", v->reply);
+		smtpd_mrcpt_clear(ss);
+	} else {
+		smtpd_rcpt_store(ss, &ss->mrcpt);
+		memset(&ss->mrcpt, 0, sizeof(ss->mrcpt));
+		smtpd_reply(ss, "250 2.1.5 Ok");
+	}
+	smtpd_session_input(ss);
+	smtpd_session_reap(ss);
 }
 
 /*
@@ -938,7 +1173,14 @@ smtpd_cmd_data(struct smtpd_session *ss, size_t arglen)
 	tx->ds = SMTPD_DS_BOL;
 	tx->in_headers = 1;
 	smtpd_received(ss, rcv, sizeof(rcv));
-	r = queue_put_write(tx->put, rcv, strlen(rcv));
+	tx->received_len = strlen(rcv);
+	if (milter_sess_filtering(ss->milter)) {
+		/* the milters see the text first; they write it at the end */
+		milter_sess_data(ss->milter, tx->id);
+		milter_sess_set_resume(ss->milter, smtpd_resume, ss);
+		r = milter_sess_write(ss->milter, rcv, strlen(rcv));
+	} else
+		r = queue_put_write(tx->put, rcv, strlen(rcv));
 	if (r < 0) {
 		tx->bad |= SMTPD_BAD_QUEUE;
 		tx->qerr = r;
@@ -978,8 +1220,12 @@ smtpd_cmd_etrn(struct smtpd_session *ss, const char *arg, size_t len)
 		smtpd_error(ss);
 		return;
 	}
-	memcpy(text, arg, len);
-	text[len] = '\0';
+	/* Hand on the parsed form (kind + node, at most 1 + 255 octets),
+	 * never the raw argument: "@" + 255 octets + "." did not fit. */
+	if (kind != 0)
+		snprintf(text, sizeof(text), "%c%s", kind, node);
+	else
+		snprintf(text, sizeof(text), "%s", node);
 	if (ss->s->etrn_fn == NULL) {
 		smtpd_reply(ss, "458 4.3.0 Unable to queue messages for node %s",
 		    node);
@@ -1059,70 +1305,66 @@ smtpd_cmd_starttls(struct smtpd_session *ss, size_t arglen)
 
 /* ---- AUTH (RFC 4954), after STARTTLS only ---- */
 
+/* The auth process's answer (failures after their delay). */
 static void
-smtpd_auth_delayed(evutil_socket_t fd, short what, void *arg)
+smtpd_auth_done(void *arg, int rc, const char *reply, const char *user,
+    const char *domains)
 {
 	struct smtpd_session *ss = arg;
 
-	(void)fd;
-	(void)what;
+	(void)domains;
+	if (rc != SASL_CONTINUE)
+		ss->sasl = NULL;
 	ss->paused = 0;
 	if (ss->bev == NULL) {
 		smtpd_session_reap(ss);
 		return;
 	}
-	smtpd_reply(ss, "%s", ss->auth_reply);
+	switch (rc) {
+	case SASL_CONTINUE:
+		break;
+	case SASL_OK:
+		util_strlcpy(ss->user, user, sizeof(ss->user));
+		milter_sess_auth(ss->milter, ss->user);
+		log_info("smtpd: sid=%llx, client=[%s], user=%s, auth=ok",
+		    (unsigned long long)ss->sid, ss->ip, ss->user);
+		metrics_inc(METRIC_AUTH, "ok");
+		break;
+	case SASL_FAIL:
+		log_info("smtpd: sid=%llx, client=[%s], auth=failed",
+		    (unsigned long long)ss->sid, ss->ip);
+		metrics_inc(METRIC_AUTH, "failed");
+		smtpd_error(ss);
+		break;
+	default:
+		metrics_inc(METRIC_AUTH, rc == AUTHPROTO_UNAVAILABLE ?
+		    "refused" : "invalid");
+		smtpd_error(ss);
+		break;
+	}
+	smtpd_reply(ss, "%s", reply);
 	bufferevent_enable(ss->bev, EV_READ);
 	smtpd_session_input(ss);
 	smtpd_session_reap(ss);
 }
 
-static void
-smtpd_auth_result(struct smtpd_session *ss, int rc, const char *reply)
+/* Wait for the auth process (reading stops); 454 when it is away. */
+static int
+smtpd_auth_wait(struct smtpd_session *ss)
 {
-	struct timeval tv = { 0, 0 };
-
-	switch (rc) {
-	case SASL_CONTINUE:
-		smtpd_reply(ss, "%s", reply);
-		return;
-	case SASL_OK:
-		util_strlcpy(ss->user, sasl_server_user(ss->sasl), sizeof(ss->user));
-		sasl_server_free(&ss->sasl);
-		sasl_throttle_success(ss->s->throttle, ss->ip);
-		log_info("smtpd: sid=%llx, client=[%s], user=%s, auth=ok",
-		    (unsigned long long)ss->sid, ss->ip, ss->user);
-		metrics_inc(METRIC_AUTH, "ok");
-		smtpd_reply(ss, "%s", reply);
-		return;
-	case SASL_FAIL:
-		tv.tv_sec = sasl_throttle_failure(ss->s->throttle, ss->ip);
-		log_info("smtpd: sid=%llx, client=[%s], auth=failed, delay=%lds",
-		    (unsigned long long)ss->sid, ss->ip, (long)tv.tv_sec);
-		metrics_inc(METRIC_AUTH, "failed");
-		smtpd_error(ss);
-		/* A growing delay before the 535 makes guessing slow. */
-		util_strlcpy(ss->auth_reply, reply, sizeof(ss->auth_reply));
-		ss->paused = 1;
-		bufferevent_disable(ss->bev, EV_READ);
-		if (ss->auth_delay == NULL)
-			ss->auth_delay = evtimer_new(ss->s->base,
-			    smtpd_auth_delayed, ss);
-		evtimer_add(ss->auth_delay, &tv);
-		return;
-	default:
-		smtpd_reply(ss, "%s", reply);
-		smtpd_error(ss);
-		return;
+	if (ss->sasl == NULL) {
+		smtpd_reply(ss, "%s", AUTHC_DOWN_REPLY);
+		return smtpd_error(ss);
 	}
+	ss->paused = 1;
+	bufferevent_disable(ss->bev, EV_READ);
+	return 1;
 }
 
 static int
 smtpd_cmd_auth(struct smtpd_session *ss, const char *arg)
 {
-	char reply[SMTPD_AUTH_LINE_MAX];
-
-	if (ss->s->pw == NULL) {
+	if (ss->s->auth == NULL) {
 		smtpd_reply(ss, "502 5.5.1 Command not implemented");
 		return smtpd_error(ss);
 	}
@@ -1142,23 +1384,18 @@ smtpd_cmd_auth(struct smtpd_session *ss, const char *arg)
 		smtpd_reply(ss, "503 5.5.1 AUTH not allowed during a mail transaction");
 		return smtpd_error(ss);
 	}
-	if (sasl_throttle_blocked(ss->s->throttle, ss->ip)) {
-		smtpd_reply(ss, "454 4.7.0 Too many failed attempts, try later");
-		return smtpd_error(ss);
-	}
-	smtpd_auth_result(ss, sasl_auth_begin(arg, ss->s->pw, ss->cfg->hostname,
-	    1, ss->cfg->auth_requires_tls, &ss->sasl, reply, sizeof(reply)),
-	    reply);
-	return ss->paused;
+	ss->sasl = authc_start(ss->s->auth, ss->ip, AUTHPROTO_TLS |
+	    (ss->cfg->auth_requires_tls ? AUTHPROTO_REQUIRE_TLS : 0), arg,
+	    smtpd_auth_done, ss);
+	return smtpd_auth_wait(ss);
 }
 
 static void
 smtpd_auth_line(struct smtpd_session *ss, const char *line)
 {
-	char reply[SMTPD_AUTH_LINE_MAX];
-
-	smtpd_auth_result(ss, sasl_auth_next(&ss->sasl, line, reply,
-	    sizeof(reply)), reply);
+	if (authc_step(ss->sasl, line) < 0)
+		ss->sasl = NULL;
+	(void)smtpd_auth_wait(ss);
 }
 
 /* Returns 1 when input processing must stop. */
@@ -1241,6 +1478,24 @@ smtpd_command(struct smtpd_session *ss, const char *line, size_t len)
  * most MTAs do: smuggling is a DATA problem). Lines over SMTPD_LINE_MAX
  * are answered with 500 5.5.2 and dropped up to their end.
  */
+/*
+ * Longest line allowed next, CRLF included: SASL data, and the AUTH
+ * command with its initial response, may use 12,288 octets (RFC 4954 4).
+ */
+static size_t
+smtpd_line_max(const struct smtpd_session *ss, struct evbuffer *in)
+{
+	unsigned char head[5];
+
+	if (ss->sasl != NULL)
+		return SMTPD_AUTH_LINE_MAX;
+	if (evbuffer_copyout(in, head, sizeof(head)) ==
+	    (ev_ssize_t)sizeof(head) &&
+	    strncasecmp((const char *)head, "AUTH ", sizeof(head)) == 0)
+		return SMTPD_AUTH_LINE_MAX;
+	return SMTPD_LINE_MAX;
+}
+
 static void
 smtpd_session_input(struct smtpd_session *ss)
 {
@@ -1254,7 +1509,8 @@ smtpd_session_input(struct smtpd_session *ss)
 	ss->in_input = 1;
 	for (;;) {
 		in = bufferevent_get_input(ss->bev);
-		if (ss->paused || ss->state == SMTPD_ST_CLOSING ||
+		if (ss->paused || ss->milter_wait ||
+		    ss->state == SMTPD_ST_CLOSING ||
 		    ss->state == SMTPD_ST_COMMIT)
 			break;
 		/* RCPT needs the DNSBL verdict: wait (dnsbl_timeout) */
@@ -1274,7 +1530,7 @@ smtpd_session_input(struct smtpd_session *ss)
 		n = evbuffer_get_length(in);
 		if (n == 0)
 			break;
-		max = ss->sasl != NULL ? SMTPD_AUTH_LINE_MAX : SMTPD_LINE_MAX;
+		max = smtpd_line_max(ss, in);
 		eol = evbuffer_search(in, "\n", 1, NULL);
 		if (eol.pos < 0) {
 			if (n >= max) {
@@ -1284,13 +1540,13 @@ smtpd_session_input(struct smtpd_session *ss)
 			break;
 		}
 		len = (size_t)eol.pos;
-		if (smtpd_error_limit(ss))
+		if (smtpd_error_limit(ss) || smtpd_session_limit(ss))
 			break;
 		if (ss->discarding || len + 1 > max) {
 			evbuffer_drain(in, len + 1);
 			ss->discarding = 0;
 			smtpd_reply(ss, "500 5.5.2 Line too long");
-			sasl_server_free(&ss->sasl);
+			authc_cancel(&ss->sasl);
 			smtpd_error(ss);
 			continue;
 		}
@@ -1360,10 +1616,13 @@ smtpd_eventcb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & BEV_EVENT_CONNECTED) {
 		SSL *ssl = bufferevent_openssl_get_ssl(ss->bev);
-		if (ssl != NULL)
+		if (ssl != NULL) {
 			log_info("smtpd: sid=%llx, client=[%s], tls=%s, "
 			    "cipher=%s", (unsigned long long)ss->sid, ss->ip,
 			    SSL_get_version(ssl), SSL_get_cipher_name(ssl));
+			milter_sess_tls(ss->milter, SSL_get_version(ssl),
+			    SSL_get_cipher_name(ssl));
+		}
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
@@ -1462,11 +1721,11 @@ smtpd_session_free(struct smtpd_session *ss)
 		/* commit in flight: the queue owns the put; suppress cb */
 		queue_put_abandon(&ss->tx->put);
 	}
+	milter_sess_free(&ss->milter);
+	smtpd_mrcpt_clear(ss);
 	smtpd_tx_free(&ss->tx);
-	sasl_server_free(&ss->sasl);
+	authc_cancel(&ss->sasl);
 	dnsbl_check_free(&ss->dnsbl);
-	if (ss->auth_delay != NULL)
-		event_free(ss->auth_delay);
 	if (ss->deadline != NULL)
 		event_free(ss->deadline);
 	if (ss->bev != NULL)
@@ -1481,6 +1740,8 @@ smtpd_session_free(struct smtpd_session *ss)
 	if (ss->next != NULL)
 		ss->next->prev = ss->prev;
 	s->nsessions--;
+	if (ss->budget_held)
+		fdbudget_put(s->budget);
 	free(ss);
 	smtpd_check_done(s);
 }
@@ -1511,7 +1772,20 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
+	if (!fdbudget_take(s->budget)) {
+		/* Every descriptor the budget allows is in use (both
+		 * listeners count): refuse at once, no session. */
+		static const char busy[] =
+		    "421 4.3.2 Too many connections, try later\r\n";
+
+		metrics_inc(METRIC_REJECTED, "connections");
+		(void)!write(fd, busy, sizeof(busy) - 1);
+		evutil_closesocket(fd);
+		fdbudget_refused(s->budget, "smtpd");
+		return;
+	}
 	ss = xcalloc(1, sizeof(*ss));
+	ss->budget_held = 1;
 	ss->s = s;
 	ss->sid = ++s->next_sid;
 	ss->cfg = config_ref(s->cfg);
@@ -1521,12 +1795,15 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	}
 	if (sa->sa_family == AF_INET6) {
 		ss->v6 = 1;
+		ss->port = ntohs(((struct sockaddr_in6 *)sa)->sin6_port);
 		evutil_inet_ntop(AF_INET6,
 		    &((struct sockaddr_in6 *)sa)->sin6_addr, ss->ip,
 		    sizeof(ss->ip));
-	} else
+	} else {
 		evutil_inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr,
 		    ss->ip, sizeof(ss->ip));
+		ss->port = ntohs(((struct sockaddr_in *)sa)->sin_port);
+	}
 	active = s->nsessions;
 	ss->next = s->sessions;
 	if (s->sessions != NULL)
@@ -1555,10 +1832,18 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	log_debug("smtpd: sid=%llx, connect from [%s]",
 	    (unsigned long long)ss->sid, ss->ip);
 	smtpd_reply(ss, "220 %s ESMTP odrelay", ss->cfg->hostname);
+	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ss->started = now.tv_sec;
+	}
 	ss->deadline = evtimer_new(s->base, smtpd_deadline_cb, ss);
 	smtpd_deadline_arm(ss);
 	ss->dnsbl = dnsbl_check_start(s->dnsbl, ss->cfg, ss->ip,
 	    smtpd_dnsbl_done, ss);
+	ss->milter = milter_sess_new(s->base, ss->cfg, ss->ip, ss->v6,
+	    ss->port);
 }
 
 static void
@@ -1609,15 +1894,19 @@ smtpd_new(struct event_base *base, struct config *cfg, struct queue *q,
 		s->tls = tls;
 	}
 	s->accept_retry = evtimer_new(base, smtpd_accept_retry, s);
-	s->throttle = sasl_throttle_new();
 	return s;
 }
 
 void
-smtpd_set_passwd(struct smtpd *s, struct passwd_db *pw)
+smtpd_set_budget(struct smtpd *s, struct fdbudget *b)
 {
-	passwd_free(&s->pw);
-	s->pw = passwd_ref(pw);
+	s->budget = b;
+}
+
+void
+smtpd_set_auth(struct smtpd *s, struct authc *auth)
+{
+	s->auth = auth;
 }
 
 int
@@ -1785,8 +2074,6 @@ smtpd_free(struct smtpd **sp)
 		event_free(s->done_ev);
 	if (s->tls != NULL)
 		SSL_CTX_free(s->tls);
-	passwd_free(&s->pw);
-	sasl_throttle_free(&s->throttle);
 	config_free(&s->cfg);
 	free(s);
 	*sp = NULL;

@@ -32,10 +32,14 @@ struct smtpd *smtpd_new(struct event_base *base, struct config *cfg,
 int smtpd_listen(struct smtpd *s, const char *addr, char *err, size_t errlen);
 /* SIGHUP: sessions started from now on use cfg and tls. */
 void smtpd_reload(struct smtpd *s, struct config *cfg, SSL_CTX *tls);
-/* Password file for AUTH after STARTTLS (a reference is taken; NULL: no
- * AUTH). Authentication gives no relaying: it is recorded (ESMTPSA). */
-struct passwd_db;
-void smtpd_set_passwd(struct smtpd *s, struct passwd_db *pw);
+/* AUTH after STARTTLS through the auth process (borrowed; NULL: no AUTH).
+ * Authentication gives no relaying: it is recorded (ESMTPSA). */
+struct authc;
+void smtpd_set_auth(struct smtpd *s, struct authc *auth);
+/* The connection budget shared with the ODMR listener (borrowed; NULL:
+ * none). */
+struct fdbudget;
+void smtpd_set_budget(struct smtpd *s, struct fdbudget *b);
 /* Recipient verdicts (lists, learning, probes); NULL: lists only. */
 struct recip;
 void smtpd_set_recip(struct smtpd *s, struct recip *r);

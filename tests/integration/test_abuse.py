@@ -236,6 +236,10 @@ def test_auth_guessing():
 	    domains="[domain example.org]\nhold = yes\n") as d:
 		add_user(d, "demo", "right-one", "example.org")
 		d.start()
+		# The customer's usual address (issue 17.4: failures also count
+		# per user; an address the user logged in from stays usable).
+		code, took = auth_try(d, "right-one", "127.0.0.2")
+		check(code == 235, "right password before the guesses: %s" % code)
 		delays = []
 		for i in range(4):
 			code, took = auth_try(d, "guess%d" % i)
@@ -269,9 +273,15 @@ def test_auth_guessing():
 			code, took = auth_try(d, pw)
 			check(code == 454, "AUTH after %d failures: %s (want 454)"
 			    % (4 + 6, code))
-		# Another address is unaffected.
+		# The user's own address is unaffected ...
 		code, took = auth_try(d, "right-one", "127.0.0.2")
-		check(code == 235, "right password from another address: %s" % code)
+		check(code == 235, "right password from the user's address: %s"
+		    % code)
+		# ... but the user's password is not even checked from a new
+		# one: the guesses counted against the user too.
+		code, took = auth_try(d, "right-one", "127.0.0.3")
+		check(code == 535, "right password from a new address after 10 "
+		    "failures for the user: %s (want 535)" % code)
 
 
 # --- ETRN / ATRN rate limits ---------------------------------------------------

@@ -110,16 +110,41 @@ else
 	(cd "$root" && find . -name '*.service')
 fi
 
-spool=$root/var/spool/odrelay
-if [ -d "$spool" ] && [ -z "$(ls -A "$spool")" ]; then
-	mode=$(stat -c %a "$spool")
-	if [ "$mode" = 700 ]; then
-		ok spool-dir
-	else
-		bad spool-dir "/var/spool/odrelay has mode $mode, expected 700"
-	fi
+# Another sysconfdir shows in the pages (they are made, not copied).
+rm -f "$build/odrelayd.8"
+if (cd "$build" && $MAKE -s odrelayd.8 sysconfdir=/opt/odtest/etc) >/dev/null 2>&1 &&
+    grep -q '/opt/odtest/etc/odrelay/odrelay.conf' "$build/odrelayd.8" &&
+    ! grep -v '/opt/odtest/etc/odrelay/' "$build/odrelayd.8" | grep -q '/etc/odrelay/'; then
+	ok man-sysconfdir
 else
-	bad spool-dir "/var/spool/odrelay missing or not empty"
+	bad man-sysconfdir "odrelayd.8 made with sysconfdir=/opt/odtest/etc does not name it"
+fi
+
+# No spool directory from make install (the queue is /var/spool/odrelay,
+# made by tmpfiles.d or the package); the tmpfiles entry names it 0700.
+if [ -e "$root/var/spool/odrelay" ]; then
+	bad no-spool-dir "make install created /var/spool/odrelay"
+elif grep -q '^d /var/spool/odrelay 0700 odrelay odrelay' \
+    "$root/usr/lib/tmpfiles.d/odrelay.conf" 2>/dev/null; then
+	ok no-spool-dir
+else
+	bad no-spool-dir "no tmpfiles.d entry for /var/spool/odrelay 0700"
+fi
+
+# Paths substituted at build time: the manual pages and odpull's examples
+# name the configured directories (here /etc and /usr/bin).
+left=$(grep -l '@[a-z]*dir@' "$root"/usr/share/man/man*/* \
+    "$root"/usr/share/doc/odrelay/examples/* 2>/dev/null)
+if [ -n "$left" ]; then
+	bad paths-substituted "unsubstituted: $left"
+elif grep -q '^ExecStart=/usr/bin/odpull -c /etc/odpull.conf' \
+    "$root/usr/share/doc/odrelay/examples/odpull.service" 2>/dev/null &&
+    grep -q ' /usr/bin/odpull -c /etc/odpull.conf' \
+    "$root/usr/share/doc/odrelay/examples/odpull.cron" 2>/dev/null &&
+    [ -f "$root/usr/share/doc/odrelay/examples/odpull.timer" ]; then
+	ok paths-substituted
+else
+	bad paths-substituted "odpull.service/.cron/.timer examples missing or wrong"
 fi
 
 # Compiled-in defaults follow --sysconfdir: -n without -c reads

@@ -135,12 +135,12 @@ def test_metrics_without_odmr():
 		check("odrelay_received_total" in body or "odrelay_" in body,
 		    "no odrelay series at /metrics:\n" + body[:500])
 		log = d.log_text()
-		for what in ("smtp on 127.0.0.1:%d" % d.smtp_port,
-		    "metrics on http://127.0.0.1:%d/metrics" % mport,
-		    "control on " + d.sock):
-			check("listening: " + what in log, "no 'listening: %s' in "
-			    "the log:\n%s" % (what, log[-2000:]))
-		check("listening: odmr" not in log, "ODMR said listening while "
+		for what in ("smtpd: listening on 127.0.0.1:%d" % d.smtp_port,
+		    "metrics: listening on 127.0.0.1:%d" % mport,
+		    "control: listening on " + d.sock):
+			check(log.count(what) == 1, "not one '%s' in the log:\n%s"
+			    % (what, log[-2000:]))
+		check("odmr: listening" not in log, "ODMR said listening while "
 		    "disabled")
 		check(d.stop() == 0, "daemon did not stop cleanly")
 	finally:
@@ -159,7 +159,7 @@ def test_odmrs_without_odmr():
 		d.text = text
 		d.start()
 		log = d.log_text()
-		check("listening: odmrs (TLS) on 127.0.0.1:%d" % port in log,
+		check("odmr: listening on 127.0.0.1:%d (TLS)" % port in log,
 		    "odmrs listener not logged:\n" + log[-2000:])
 		r = run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
 		    "-quiet", "-ign_eof"], input=b"QUIT\r\n", timeout=20)

@@ -309,6 +309,25 @@ START_TEST(test_control_socket_and_empty_lists)
 }
 END_TEST
 
+/* metrics_listen: a bare port is loopback; written addresses are kept. */
+START_TEST(test_metrics_listen_loopback)
+{
+	struct errs e;
+	struct config *cfg = load("metrics_listen = 9366, [::1]:9367 "
+	    "0.0.0.0:9368\n", &e);
+
+	ck_assert_int_eq(e.n, 0);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->metrics_listen.n, 3);
+	ck_assert_str_eq(cfg->metrics_listen.v[0], "127.0.0.1:9366");
+	ck_assert_str_eq(cfg->metrics_listen.v[1], "[::1]:9367");
+	ck_assert_str_eq(cfg->metrics_listen.v[2], "0.0.0.0:9368");
+	config_free(&cfg);
+	expect_error_prefix("metrics_listen = localhost:9366\n", 1,
+	    "bad value for 'metrics_listen'");
+}
+END_TEST
+
 /* Relative paths follow the configuration file's directory, never the
  * working directory; absolute ones are kept. */
 START_TEST(test_relative_paths)
@@ -1228,6 +1247,74 @@ START_TEST(test_tls_handshake)
 }
 END_TEST
 
+
+/* 50,000 sections: each found by name in any case, a duplicate of the
+ * first named with its line, subdomains still resolved. */
+/* proxy_interfaces (issue 17): addresses that reach this relay via NAT. */
+START_TEST(test_proxy_interfaces)
+{
+	struct errs e;
+	struct config *cfg;
+
+	cfg = load("hostname = relay.test\nqueue_dir = /tmp/q\n"
+	    "proxy_interfaces = 192.0.2.1 [2001:db8::1]:2525\n", &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->proxy_interfaces.n, 2);
+	ck_assert_str_eq(cfg->proxy_interfaces.v[0], "192.0.2.1:25");
+	ck_assert_str_eq(cfg->proxy_interfaces.v[1], "[2001:db8::1]:2525");
+	config_free(&cfg);
+	errs_free(&e);
+	expect_error_prefix("hostname = relay.test\nqueue_dir = /tmp/q\n"
+	    "proxy_interfaces = mx.example.org\n", 3,
+	    "bad value for 'proxy_interfaces'");
+}
+END_TEST
+
+START_TEST(test_many_domains)
+{
+	size_t cap = 60000 * 40, len = 0;
+	char *buf = malloc(cap), want[512], name[64];
+	const struct config_domain *d;
+	struct config *cfg;
+	struct errs e;
+	int i;
+
+	ck_assert_ptr_nonnull(buf);
+	for (i = 0; i < 50000; i++)
+		len += (size_t)snprintf(buf + len, cap - len,
+		    "[domain d%d.example]\n%s", i, i == 49999 ? "subdomains = yes\n" : "");
+	cfg = load(buf, &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_uint_eq(cfg->ndomains, 50000);
+	d = config_domain_by_name(cfg, "D31337.Example.");
+	ck_assert_ptr_nonnull(d);
+	ck_assert_str_eq(d->name, "d31337.example");
+	ck_assert_ptr_null(config_domain_by_name(cfg, "d50000.example"));
+	ck_assert_ptr_null(config_domain_by_name(cfg, "d1.example.."));
+	d = config_find_domain(cfg, "mx.d49999.example");
+	ck_assert_ptr_nonnull(d);
+	ck_assert_str_eq(d->name, "d49999.example");
+	ck_assert_ptr_null(config_find_domain(cfg, "mx.d49998.example"));
+	for (i = 0; i < 50000; i += 997) {
+		snprintf(name, sizeof(name), "D%d.EXAMPLE", i);
+		d = config_domain_by_name(cfg, name);
+		ck_assert_ptr_nonnull(d);
+		ck_assert_int_eq(d->line, i + 1);
+	}
+	config_free(&cfg);
+	errs_free(&e);
+	len += (size_t)snprintf(buf + len, cap - len, "[domain D7.example.]\n");
+	cfg = load(buf, &e);
+	ck_assert_ptr_null(cfg);
+	ck_assert_int_eq(e.n, 1);
+	snprintf(want, sizeof(want), "%s/odrelay.conf:50002: duplicate section "
+	    "[domain d7.example] (first at line 8)", tmpdir);
+	ck_assert_str_eq(e.msg[0], want);
+	errs_free(&e);
+	free(buf);
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
@@ -1241,6 +1328,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_all_keys);
 	tcase_add_test(tc, test_control_socket_and_empty_lists);
 	tcase_add_test(tc, test_relative_paths);
+	tcase_add_test(tc, test_metrics_listen_loopback);
 	tcase_add_test(tc, test_comments_and_spacing);
 	tcase_add_test(tc, test_sizes);
 	tcase_add_test(tc, test_durations);
@@ -1274,6 +1362,8 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_tls_server_ctx);
 	tcase_add_test(tc, test_tls_client_ctx);
 	tcase_add_test(tc, test_tls_handshake);
+	tcase_add_test(tc, test_many_domains);
+	tcase_add_test(tc, test_proxy_interfaces);
 	suite_add_tcase(s, tc);
 	return s;
 }

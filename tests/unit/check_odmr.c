@@ -27,6 +27,7 @@
 #include "config.h"
 #include "log.h"
 #include "odmr.h"
+#include "authc.h"
 #include "passwd.h"
 #include "queue.h"
 #include "sasl.h"
@@ -44,6 +45,7 @@ static struct config *cfg;
 static struct event_base *base;
 static struct queue *q;
 static struct odmr *o;
+static struct authc *authcl;
 
 static double now_ms(void)
 {
@@ -111,6 +113,10 @@ static void setup(void)
 	err[0] = '\0';
 	o = odmr_new(base, cfg, q, NULL, err, sizeof(err));
 	ck_assert_msg(o != NULL, "odmr_new: %s", err);
+	/* The auth server in this process (odrelayd runs it apart). */
+	authcl = authc_new_local(base, cfg, err, sizeof(err));
+	ck_assert_msg(authcl != NULL, "authc_new_local: %s", err);
+	odmr_set_auth(o, authcl);
 }
 
 static void teardown(void)
@@ -118,6 +124,7 @@ static void teardown(void)
 	char cmd[128];
 
 	odmr_free(&o);
+	authc_free(&authcl);
 	queue_close(&q);
 	/* Closes odmr_free left lingering over unsent output. */
 	tls_linger_free_all();

@@ -612,7 +612,7 @@ START_TEST(test_version)
 	MDB_env *menv;
 	MDB_txn *txn;
 	MDB_dbi dbi;
-	unsigned char v[4] = { 0, 0, 0, 2 };
+	unsigned char v[4] = { 0, 0, 0, 99 };
 	MDB_val k = { 7, "version" }, d = { 4, v };
 	char err[256] = "";
 
@@ -628,7 +628,7 @@ START_TEST(test_version)
 
 	q = queue_open(tmpdir, NULL, 0, err, sizeof(err));
 	ck_assert_ptr_null(q);
-	ck_assert_msg(strstr(err, "version 2") != NULL, "%s", err);
+	ck_assert_msg(strstr(err, "version 99") != NULL, "%s", err);
 	q = queue_open_readonly(tmpdir, err, sizeof(err));
 	ck_assert_ptr_null(q);
 
@@ -640,7 +640,7 @@ START_TEST(test_version)
 	ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
 	ck_assert_int_eq(mdb_get(txn, dbi, &k, &d), 0);
 	ck_assert_uint_eq(d.mv_size, 4);
-	ck_assert_int_eq(((unsigned char *)d.mv_data)[3], 2);
+	ck_assert_int_eq(((unsigned char *)d.mv_data)[3], 99);
 	mdb_txn_abort(txn);
 	mdb_env_close(menv);
 }
@@ -1009,6 +1009,335 @@ START_TEST(test_async_full)
 }
 END_TEST
 
+
+/* ---- scale: counters, paged index reads, scans by time, compaction ---- */
+
+struct scan_ctx {
+	int seen;
+	char stop_at[QUEUE_ID_LEN + 1];
+	char last[QUEUE_ID_LEN + 1];
+	int disorder;
+	int stopped;
+};
+
+static int scan_cb(void *arg, const struct queue_envelope *env)
+{
+	struct scan_ctx *c = arg;
+
+	if (strcmp(env->id, c->stop_at) == 0) {
+		c->stop_at[0] = '\0';	/* once: taken on the next call */
+		c->stopped = 1;
+		return 1;
+	}
+	if (c->last[0] != '\0' && strcmp(c->last, env->id) >= 0)
+		c->disorder = 1;
+	memcpy(c->last, env->id, sizeof(c->last));
+	c->seen++;
+	return 0;
+}
+
+struct count_ctx {
+	int n;
+	uint64_t a_msgs, b_msgs;
+};
+
+static int count_cb(void *arg, const char *domain, const struct queue_domain_stats *st)
+{
+	struct count_ctx *c = arg;
+
+	c->n++;
+	if (strcmp(domain, "a.example") == 0)
+		c->a_msgs = st->messages;
+	if (strcmp(domain, "b.example") == 0)
+		c->b_msgs = st->messages;
+	return 0;
+}
+
+#define SCALE_N 600
+
+START_TEST(test_scale_counters)
+{
+	const char *both[] = { "x@a.example", "y@B.example", "z@b.example" };
+	struct queue_envelope env;
+	struct queue_totals t;
+	struct count_ctx cc = { 0, 0, 0 };
+	struct queue *q = open_q(0, NULL);
+	static char ids[SCALE_N][QUEUE_ID_LEN + 1];
+	char page[100][QUEUE_ID_LEN + 1], after[QUEUE_ID_LEN + 1] = "";
+	int i, n, total = 0;
+
+	env_init(&env, "s@x.example", both, 3, 0);
+	for (i = 0; i < SCALE_N; i++) {
+		/* every third message also for b.example */
+		env.nrcpts = i % 3 == 0 ? 3 : 1;
+		ck_assert_int_eq(put_msg(q, &env, 100, ids[i]), QUEUE_OK);
+	}
+	ck_assert_int_eq(queue_totals(q, &t), QUEUE_OK);
+	ck_assert_uint_eq(t.messages, SCALE_N);
+	ck_assert_uint_eq(t.bytes, SCALE_N * 100);
+	ck_assert_uint_eq(t.recipients, SCALE_N + 2 * (SCALE_N / 3));
+	ck_assert_uint_eq(t.retrying, 0);
+	ck_assert_int_eq(queue_foreach_count(q, count_cb, &cc), QUEUE_OK);
+	ck_assert_int_eq(cc.n, 2);
+	ck_assert_uint_eq(cc.a_msgs, SCALE_N);
+	ck_assert_uint_eq(cc.b_msgs, SCALE_N / 3);
+	/* The domain index read in pieces: every id once, in order. */
+	while ((n = queue_domain_ids(q, "A.example", after, page, 100)) > 0) {
+		for (int k = 0; k < n; k++)
+			ck_assert_str_eq(page[k], ids[total + k]);
+		total += n;
+		memcpy(after, page[n - 1], sizeof(after));
+	}
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(total, SCALE_N);
+	/* Deleting keeps the counters right. */
+	for (i = 0; i < SCALE_N; i += 2)
+		queue_delete(q, ids[i], NULL, NULL);
+	ck_assert_int_eq(queue_totals(q, &t), QUEUE_OK);
+	ck_assert_uint_eq(t.messages, SCALE_N / 2);
+	ck_assert_uint_eq(t.bytes, SCALE_N / 2 * 100);
+	queue_close(&q);
+	free(env.rcpts);
+}
+END_TEST
+
+START_TEST(test_scale_scan)
+{
+	const char *addrs[] = { "x@a.example" };
+	struct queue_envelope env;
+	struct queue *q = open_q(0, NULL);
+	struct scan_ctx c;
+	static char ids[SCALE_N][QUEUE_ID_LEN + 1];
+	char cursor[QUEUE_ID_LEN + 1] = "";
+	time_t t0 = time(NULL);
+	int i, n, calls = 0;
+
+	env_init(&env, "s@x.example", addrs, 1, 0);
+	for (i = 0; i < SCALE_N; i++)
+		ck_assert_int_eq(put_msg(q, &env, 10, ids[i]), QUEUE_OK);
+	memset(&c, 0, sizeof(c));
+	/* Nothing is older than an hour: nothing read, the cursor stays. */
+	ck_assert_int_eq(queue_scan(q, cursor, t0 - 3600, 1000, scan_cb, &c), 0);
+	ck_assert_str_eq(cursor, "");
+	/* In slices of 64, with one stop: each message exactly once. */
+	memcpy(c.stop_at, ids[SCALE_N / 2], sizeof(c.stop_at));
+	for (calls = 0; calls < 100; calls++) {
+		n = queue_scan(q, cursor, time(NULL), 64, scan_cb, &c);
+		ck_assert_int_le(n, 64);
+		if (n == 0 && !c.stopped)
+			break;
+		c.stopped = 0;
+	}
+	ck_assert_int_eq(c.seen, SCALE_N);
+	ck_assert_int_eq(c.disorder, 0);
+	ck_assert_str_eq(cursor, ids[SCALE_N - 1]);
+	/* Caught up: nothing more until newer mail. */
+	ck_assert_int_eq(queue_scan(q, cursor, time(NULL), 64, scan_cb, &c), 0);
+	queue_close(&q);
+	free(env.rcpts);
+}
+END_TEST
+
+START_TEST(test_scale_room)
+{
+	const char *addrs[] = { "x@quota.example" };
+	struct queue_envelope env;
+	struct queue_space sp;
+	struct queue *q = open_q(0, NULL);
+	char id[QUEUE_ID_LEN + 1];
+
+	queue_set_quota(q, "quota.example", 1000);
+	ck_assert_int_eq(queue_check_room(q, "quota.example", 0), QUEUE_OK);
+	ck_assert_int_eq(queue_check_room(q, "quota.example", 1001), QUEUE_EQUOTA);
+	ck_assert_int_eq(queue_check_room(q, "other.example", 1001), QUEUE_OK);
+	env_init(&env, "s@x.example", addrs, 1, 0);
+	ck_assert_int_eq(put_msg(q, &env, 1000, id), QUEUE_OK);
+	/* Full: refused at RCPT even without a size. */
+	ck_assert_int_eq(queue_check_room(q, "quota.example", 0), QUEUE_EQUOTA);
+	ck_assert_int_eq(queue_check_room(q, NULL, 0), QUEUE_OK);
+	/* The file system reserve: nothing fits when it asks for more than
+	 * any disk has; a delivery can still be recorded. */
+	queue_set_min_free(q, UINT64_MAX / 4);
+	ck_assert_int_eq(queue_check_room(q, NULL, 10), QUEUE_EFULL);
+	ck_assert_int_eq(put_msg(q, &env, 10, id), QUEUE_EFULL);
+	ck_assert_int_eq(queue_space(q, &sp), QUEUE_OK);
+	ck_assert_int_eq(sp.low, 1);
+	ck_assert_uint_gt(sp.reserve, 0);
+	ck_assert_uint_gt(sp.map_used, 0);
+	ck_assert_uint_ge(sp.file_size, sp.map_used);
+	queue_set_min_free(q, 0);
+	ck_assert_int_eq(queue_check_room(q, NULL, 10), QUEUE_OK);
+	queue_close(&q);
+	free(env.rcpts);
+}
+END_TEST
+
+static void compact_check(struct queue *q, char (*ids)[QUEUE_ID_LEN + 1], int n)
+{
+	struct queue_totals t;
+
+	ck_assert_int_eq(queue_totals(q, &t), QUEUE_OK);
+	ck_assert_uint_eq(t.messages, (uint64_t)n / 10);
+	for (int i = 0; i < n; i += 10)
+		check_body(q, ids[i], 20000);
+}
+
+START_TEST(test_scale_compact)
+{
+	const char *addrs[] = { "x@a.example" };
+	struct queue_envelope env;
+	struct queue *q = open_q(0, NULL);
+	static char ids[SCALE_N][QUEUE_ID_LEN + 1];
+	struct done d = { 0, 0 };
+	uint64_t before = 0, after = 0;
+	int i;
+
+	env_init(&env, "s@x.example", addrs, 1, 0);
+	for (i = 0; i < SCALE_N; i++)
+		ck_assert_int_eq(put_msg(q, &env, 20000, ids[i]), QUEUE_OK);
+	for (i = 0; i < SCALE_N; i++)
+		if (i % 10 != 0)
+			queue_delete(q, ids[i], NULL, NULL);
+	queue_compact(q, &before, &after, on_done, &d);
+	ck_assert_int_eq(d.called, 1);
+	ck_assert_int_eq(d.result, QUEUE_OK);
+	ck_assert_uint_lt(after * 2, before);
+	compact_check(q, ids, SCALE_N);
+	/* Still writable after the swap, and intact after a reopen. */
+	ck_assert_int_eq(put_msg(q, &env, 20000, ids[1]), QUEUE_OK);
+	queue_delete(q, ids[1], NULL, NULL);
+	queue_close(&q);
+	q = open_q(0, NULL);
+	compact_check(q, ids, SCALE_N);
+	queue_close(&q);
+	free(env.rcpts);
+}
+END_TEST
+
+static void compact_async_done(void *arg, int result)
+{
+	struct done *d = arg;
+
+	d->called++;
+	d->result = result;
+}
+
+struct compact_async {
+	struct queue *q;
+	struct queue_envelope *env;
+	int puts_done, puts_ok;
+	struct event_base *base;
+};
+
+static void compact_put_done(void *arg, int result)
+{
+	struct compact_async *ca = arg;
+
+	ca->puts_done++;
+	if (result == QUEUE_OK)
+		ca->puts_ok++;
+	if (ca->puts_done == 20)
+		event_base_loopexit(ca->base, NULL);
+}
+
+static void compact_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	event_base_loopexit(arg, NULL);
+}
+
+/* With the writer thread: puts sent around a compaction all land. */
+START_TEST(test_scale_compact_async)
+{
+	const char *addrs[] = { "x@a.example" };
+	struct queue_envelope env;
+	struct event_base *base;
+	struct queue *q;
+	struct compact_async ca;
+	struct done d = { 0, 0 };
+	struct queue_totals t;
+	unsigned char buf[5000];
+	int i;
+
+	evthread_use_pthreads();
+	base = event_base_new();
+	q = open_q(0, base);
+	env_init(&env, "s@x.example", addrs, 1, 0);
+	memset(&ca, 0, sizeof(ca));
+	ca.q = q;
+	ca.base = base;
+	fill_body(buf, 0, sizeof(buf));
+	for (i = 0; i < 20; i++) {
+		struct queue_put *p = queue_put_begin(q);
+
+		ck_assert_int_ge(queue_put_write(p, buf, sizeof(buf)), 0);
+		queue_put_commit(p, &env, compact_put_done, &ca);
+		if (i == 9)
+			queue_compact(q, NULL, NULL, compact_async_done, &d);
+	}
+	{
+		/* Keeps the loop running until the completions arrive. */
+		struct event *tev = evtimer_new(base, compact_timeout, base);
+		struct timeval tv = { 30, 0 };
+
+		evtimer_add(tev, &tv);
+		event_base_dispatch(base);
+		event_free(tev);
+	}
+	ck_assert_int_eq(ca.puts_ok, 20);
+	ck_assert_int_eq(d.called, 1);
+	ck_assert_int_eq(d.result, QUEUE_OK);
+	ck_assert_int_eq(queue_totals(q, &t), QUEUE_OK);
+	ck_assert_uint_eq(t.messages, 20);
+	queue_close(&q);
+	q = open_q(0, NULL);
+	ck_assert_int_eq(queue_totals(q, &t), QUEUE_OK);
+	ck_assert_uint_eq(t.messages, 20);
+	queue_close(&q);
+	event_base_free(base);
+	free(env.rcpts);
+}
+END_TEST
+
+/* A format 1 queue (no totals) is upgraded when opened for writing. */
+START_TEST(test_scale_upgrade_v1)
+{
+	const char *addrs[] = { "x@a.example" };
+	struct queue_envelope env;
+	struct queue_totals t;
+	struct queue *q = open_q(0, NULL);
+	char id[QUEUE_ID_LEN + 1];
+	unsigned char v[4] = { 0, 0, 0, 1 };
+	MDB_val k = { 7, "version" }, d = { 4, v }, tk = { 6, "totals" };
+	MDB_env *menv;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+	int i;
+
+	env_init(&env, "s@x.example", addrs, 1, 0);
+	for (i = 0; i < 7; i++)
+		ck_assert_int_eq(put_msg(q, &env, 300, id), QUEUE_OK);
+	queue_close(&q);
+	ck_assert_int_eq(mdb_env_create(&menv), 0);
+	mdb_env_set_maxdbs(menv, 16);
+	mdb_env_set_mapsize(menv, 4ULL << 30);
+	ck_assert_int_eq(mdb_env_open(menv, tmpdir, MDB_NOTLS, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(menv, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
+	ck_assert_int_eq(mdb_del(txn, dbi, &tk, NULL), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(menv);
+	q = open_q(0, NULL);
+	ck_assert_int_eq(queue_totals(q, &t), QUEUE_OK);
+	ck_assert_uint_eq(t.messages, 7);
+	ck_assert_uint_eq(t.bytes, 2100);
+	queue_close(&q);
+	free(env.rcpts);
+}
+END_TEST
+
 static Suite *queue_suite(void)
 {
 	Suite *s = suite_create("queue");
@@ -1031,6 +1360,12 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, test_corrupt_record);
 	tcase_add_test(tc, test_async);
 	tcase_add_test(tc, test_async_full);
+	tcase_add_test(tc, test_scale_counters);
+	tcase_add_test(tc, test_scale_scan);
+	tcase_add_test(tc, test_scale_room);
+	tcase_add_test(tc, test_scale_compact);
+	tcase_add_test(tc, test_scale_compact_async);
+	tcase_add_test(tc, test_scale_upgrade_v1);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -580,7 +580,8 @@ START_TEST(test_throttle)
 	ck_assert(!sasl_throttle_blocked(t, "192.0.2.1"));
 	for (i = 0; i < 10; i++) {
 		ck_assert(!sasl_throttle_blocked(t, "192.0.2.1"));
-		ck_assert_uint_eq(sasl_throttle_failure(t, "192.0.2.1"), want[i]);
+		ck_assert_uint_eq(sasl_throttle_failure(t, "192.0.2.1", NULL),
+		    want[i]);
 	}
 	ck_assert(sasl_throttle_blocked(t, "192.0.2.1"));
 	ck_assert(!sasl_throttle_blocked(t, "192.0.2.2"));
@@ -589,17 +590,20 @@ START_TEST(test_throttle)
 	ck_assert(sasl_throttle_blocked(t, "192.0.2.1"));
 	sasl_test_set_time(1000 + SASL_THROTTLE_WINDOW);
 	ck_assert(!sasl_throttle_blocked(t, "192.0.2.1"));
-	ck_assert_uint_eq(sasl_throttle_failure(t, "192.0.2.1"), 1);
+	ck_assert_uint_eq(sasl_throttle_failure(t, "192.0.2.1", NULL), 1);
 
-	/* Success clears the count. */
-	ck_assert_uint_eq(sasl_throttle_failure(t, "192.0.2.1"), 2);
-	sasl_throttle_success(t, "192.0.2.1");
-	ck_assert_uint_eq(sasl_throttle_failure(t, "192.0.2.1"), 1);
+	/* A success (of anyone) clears nothing (issue 17.4: a customer
+	 * alternated his own logins with guesses). */
+	ck_assert_uint_eq(sasl_throttle_failure(t, "192.0.2.1", "bob"), 2);
+	sasl_throttle_success(t, "192.0.2.1", "alice");
+	ck_assert_uint_eq(sasl_throttle_failure(t, "192.0.2.1", "bob"), 4);
+	sasl_throttle_success(t, "192.0.2.1", "bob");
+	ck_assert_uint_eq(sasl_throttle_failure(t, "192.0.2.1", "bob"), 8);
 
 	/* IPv6: one /64 is one client. */
-	ck_assert_uint_eq(sasl_throttle_failure(t, "2001:db8::1"), 1);
-	ck_assert_uint_eq(sasl_throttle_failure(t, "2001:db8::2:3"), 2);
-	ck_assert_uint_eq(sasl_throttle_failure(t, "2001:db8:0:1::1"), 1);
+	ck_assert_uint_eq(sasl_throttle_failure(t, "2001:db8::1", NULL), 1);
+	ck_assert_uint_eq(sasl_throttle_failure(t, "2001:db8::2:3", NULL), 2);
+	ck_assert_uint_eq(sasl_throttle_failure(t, "2001:db8:0:1::1", NULL), 1);
 
 	/* The table stays bounded. */
 	for (i = 0; i < SASL_THROTTLE_SLOTS + 100; i++) {
@@ -607,10 +611,36 @@ START_TEST(test_throttle)
 
 		snprintf(ip, sizeof(ip), "10.%d.%d.%d", i >> 16 & 255,
 		    i >> 8 & 255, i & 255);
-		sasl_throttle_failure(t, ip);
+		sasl_throttle_failure(t, ip, ip);
 	}
 	sasl_throttle_free(&t);
 	ck_assert_ptr_null(t);
+}
+END_TEST
+
+/* Per user: guesses from many addresses add up; the user's own address
+ * (logged in before) is not locked out by them. */
+START_TEST(test_throttle_user)
+{
+	struct sasl_throttle *t = sasl_throttle_new();
+	char ip[32];
+	int i;
+
+	sasl_test_set_time(5000);
+	sasl_throttle_success(t, "198.51.100.7", "carol");
+	for (i = 0; i < SASL_THROTTLE_MAX; i++) {
+		snprintf(ip, sizeof(ip), "203.0.113.%d", i + 1);
+		ck_assert(!sasl_throttle_user_blocked(t, ip, "carol"));
+		sasl_throttle_failure(t, ip, "carol");
+	}
+	ck_assert(sasl_throttle_user_blocked(t, "203.0.113.200", "carol"));
+	ck_assert(!sasl_throttle_blocked(t, "203.0.113.200"));
+	ck_assert(!sasl_throttle_user_blocked(t, "203.0.113.200", "dave"));
+	ck_assert(!sasl_throttle_user_blocked(t, "198.51.100.7", "carol"));
+	sasl_test_set_time(5000 + SASL_THROTTLE_WINDOW);
+	ck_assert(!sasl_throttle_user_blocked(t, "203.0.113.200", "carol"));
+	sasl_test_set_time(-1);
+	sasl_throttle_free(&t);
 }
 END_TEST
 
@@ -634,6 +664,7 @@ static Suite *sasl_suite(void)
 	tcase_add_test(tc, test_client_server);
 	tcase_add_test(tc, test_client_misc);
 	tcase_add_test(tc, test_throttle);
+	tcase_add_test(tc, test_throttle_user);
 	suite_add_tcase(s, tc);
 	return s;
 }

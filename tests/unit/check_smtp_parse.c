@@ -463,6 +463,42 @@ START_TEST(test_etrn)
 }
 END_TEST
 
+/* Issue 17: "a.test.." was stored as "a.test." beside "a.test"; an
+ * ETRN node of 255 octets plus its dot overflowed smtpd's copy. */
+START_TEST(test_empty_labels)
+{
+	struct smtp_path p;
+	char node[SMTP_DOMAIN_MAX + 1], big[300];
+	int kind;
+
+	ck_assert_int_eq(rcpt("TO:<v@a.test..>", 0, &p), SMTP_PARSE_EPATH);
+	ck_assert_int_eq(rcpt("TO:<v@a.test...>", 0, &p), SMTP_PARSE_EPATH);
+	ck_assert_int_eq(rcpt("TO:<v@a..test>", 0, &p), SMTP_PARSE_EPATH);
+	ck_assert_int_eq(rcpt("TO:<v@.a.test>", 0, &p), SMTP_PARSE_EPATH);
+	ck_assert_int_eq(rcpt("TO:<v@.>", 0, &p), SMTP_PARSE_EPATH);
+	ck_assert_int_eq(rcpt("TO:<v@..>", 0, &p), SMTP_PARSE_EPATH);
+	ck_assert_int_eq(rcpt("TO:<v@a.test.>", 0, &p), 0);
+	ck_assert_str_eq(p.addr, "v@a.test");
+	ck_assert_int_eq(smtp_parse_etrn("a.test..", 8, &kind, node,
+	    sizeof(node)), SMTP_PARSE_ESYNTAX);
+	ck_assert_int_eq(smtp_parse_etrn("@a.test..", 9, &kind, node,
+	    sizeof(node)), SMTP_PARSE_ESYNTAX);
+
+	/* "@" + 255 octets + ".": the node is the 255 octets */
+	memset(big, 'a', sizeof(big));
+	big[0] = '@';
+	big[64] = big[128] = big[192] = '.';
+	big[256] = '.';
+	ck_assert_int_eq(smtp_parse_etrn(big, 257, &kind, node,
+	    sizeof(node)), 0);
+	ck_assert_int_eq(kind, '@');
+	ck_assert_uint_eq(strlen(node), 255);
+	big[257] = 'a';
+	ck_assert_int_ne(smtp_parse_etrn(big, 258, &kind, node,
+	    sizeof(node)), 0);
+}
+END_TEST
+
 START_TEST(test_strerror)
 {
 	ck_assert(strncmp(smtp_parse_strerror(SMTP_PARSE_EPATH, 0),
@@ -589,6 +625,7 @@ smtp_parse_suite(void)
 	tcase_add_test(tc, test_rcpt_params);
 	tcase_add_test(tc, test_xtext);
 	tcase_add_test(tc, test_etrn);
+	tcase_add_test(tc, test_empty_labels);
 	tcase_add_test(tc, test_strerror);
 	tcase_add_test(tc, test_reply_multiline);
 	tcase_add_test(tc, test_reply_enhanced);

@@ -419,7 +419,7 @@ static void run_session(struct run *r, unsigned flags)
 {
 	struct bufferevent *cb;
 	struct smtpc_params p;
-	struct smtpc_timeouts to = { 2000, 2000, 2000, 2000, 2000, 2000, 2000 };
+	struct smtpc_timeouts to = { 2000, 2000, 2000, 2000, 2000, 2000, 2000, 0, 0 };
 	struct timeval guard = { 10, 0 };
 	size_t i;
 
@@ -880,7 +880,7 @@ START_TEST(test_greeting_timeout)
 	int sv[2];
 	struct bufferevent *cb, *sb;
 	struct smtpc_params p;
-	struct smtpc_timeouts to = { 200, 200, 200, 200, 200, 200, 200 };
+	struct smtpc_timeouts to = { 200, 200, 200, 200, 200, 200, 200, 0, 0 };
 	struct timeval guard = { 5, 0 };
 	struct tmsg m[1] = {
 		{ .sender = "a@x.test", .body = "x\r\n", .rcpts = { "b@y.test" }, .nrcpts = 1 },
@@ -908,6 +908,74 @@ START_TEST(test_greeting_timeout)
 	ck_assert_str_eq(r.results, "b@y.test 451\n");
 	ck_assert_ptr_nonnull(strstr(r.st.reason, "timeout"));
 	bufferevent_free(sb);
+	event_base_free(r.base);
+}
+END_TEST
+
+/* A server that trickles one byte of an endless greeting every 40 ms. */
+struct trickle {
+	struct bufferevent *bev;
+	struct event *tick;
+	unsigned sent;
+};
+
+static void trickle_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct trickle *t = arg;
+	static const char line[] = "220-relay.test trickling\r\n";
+
+	(void)fd;
+	(void)what;
+	bufferevent_write(t->bev, line + t->sent % (sizeof(line) - 1), 1);
+	t->sent++;
+}
+
+/*
+ * Issue 17 item 7: libevent's read timeout restarts on every byte, so a
+ * peer trickling its greeting held the session for ever. The deadline
+ * (here 300 ms) cuts it off although no 200 ms pass without a byte.
+ */
+START_TEST(test_trickle_deadline)
+{
+	int sv[2];
+	struct bufferevent *cb;
+	struct smtpc_params p;
+	struct smtpc_timeouts to = { 300, 300, 300, 300, 300, 300, 300, 0, 0 };
+	struct timeval every = { 0, 40 * 1000 };
+	struct tmsg m[1] = {
+		{ .sender = "a@x.test", .body = "x\r\n", .rcpts = { "b@y.test" }, .nrcpts = 1 },
+	};
+	static struct run r;
+	struct trickle t;
+
+	memset(&r, 0, sizeof(r));
+	memset(&t, 0, sizeof(t));
+	r.msgs = m;
+	r.nmsgs = 1;
+	r.base = event_base_new();
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	evutil_make_socket_nonblocking(sv[0]);
+	evutil_make_socket_nonblocking(sv[1]);
+	t.bev = bufferevent_socket_new(r.base, sv[1], BEV_OPT_CLOSE_ON_FREE);
+	bufferevent_setcb(t.bev, timeout_readcb, NULL, NULL, NULL);
+	bufferevent_enable(t.bev, EV_READ | EV_WRITE);
+	t.tick = event_new(r.base, -1, EV_PERSIST, trickle_tick, &t);
+	event_add(t.tick, &every);
+	cb = bufferevent_socket_new(r.base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+	memset(&p, 0, sizeof(p));
+	p.helo = "relay.test";
+	p.timeouts = &to;
+	smtpc_start(r.base, cb, &p, &test_src, &r);
+	while (!r.done && event_base_loop(r.base, EVLOOP_ONCE) == 0 &&
+	    t.sent < 125)	/* 5 s */
+		continue;
+	ck_assert_msg(r.done == 1, "session still open after %u trickled bytes "
+	    "(deadline 300 ms)", t.sent);
+	ck_assert_uint_lt(t.sent, 30);
+	ck_assert_str_eq(r.results, "b@y.test 451\n");
+	ck_assert_ptr_nonnull(strstr(r.st.reason, "timeout"));
+	event_free(t.tick);
+	bufferevent_free(t.bev);
 	event_base_free(r.base);
 }
 END_TEST
@@ -1217,6 +1285,7 @@ static Suite *smtpc_suite(void)
 	tcase_add_test(tc, test_size_limit);
 	tcase_add_test(tc, test_lmtp);
 	tcase_add_test(tc, test_greeting_timeout);
+	tcase_add_test(tc, test_trickle_deadline);
 	tcase_add_test(tc, test_dsn_params);
 	tcase_add_test(tc, test_starttls);
 	suite_add_tcase(s, tc);

@@ -1,0 +1,317 @@
+/*
+ * authc - session-side client of the auth process; see authc.h.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <openssl/crypto.h>
+
+#include "authc.h"
+#include "authchan.h"
+#include "authd.h"
+#include "authproto.h"
+#include "log.h"
+#include "sasl.h"
+#include "xmalloc.h"
+
+struct authc_req {
+	struct authc *a;
+	uint32_t id;
+	authc_cb *cb;
+	void *cbarg;
+	int waiting;		/* a reply is due (else the client's turn) */
+	int lost;		/* its auth process died: authc_step fails */
+	struct authc_req *prev, *next;
+};
+
+struct authc {
+	struct event_base *base;
+	struct authchan *ch;		/* NULL or closed: down */
+	struct authd *local;		/* authc_new_local */
+	uint32_t next_id;
+	struct authc_req *reqs;
+	struct event *ev_lost;		/* ends exchanges from the loop */
+};
+
+struct authc *authc_new(struct event_base *base)
+{
+	struct authc *a = xcalloc(1, sizeof(*a));
+
+	a->base = base;
+	return a;
+}
+
+int authc_up(const struct authc *a)
+{
+	return a != NULL && authchan_is_open(a->ch);
+}
+
+static void authc_unlink(struct authc_req *r)
+{
+	struct authc *a = r->a;
+
+	if (r->prev != NULL)
+		r->prev->next = r->next;
+	else
+		a->reqs = r->next;
+	if (r->next != NULL)
+		r->next->prev = r->prev;
+	r->prev = r->next = NULL;
+}
+
+/* Finish r with a reply of our own (the auth process went away). */
+static void authc_finish(struct authc_req *r, int rc, const char *reply,
+    const char *user, const char *domains)
+{
+	authc_cb *cb = r->cb;
+	void *cbarg = r->cbarg;
+
+	authc_unlink(r);
+	free(r);
+	cb(cbarg, rc, reply, user, domains);
+}
+
+/* Every exchange in flight ends with 454: its state died with the auth
+ * process. Run from the loop, one at a time, since each callback may
+ * start new work. */
+static void authc_lost_all(evutil_socket_t fd, short what, void *arg)
+{
+	struct authc *a = arg;
+	struct authc_req *r;
+
+	(void)fd;
+	(void)what;
+	/* An exchange waiting for the client's line is answered when that
+	 * line comes (authc_step fails): a reply now would be out of turn. */
+	for (r = a->reqs; r != NULL; r = r->next)
+		if (!r->waiting)
+			r->lost = 1;
+	for (;;) {
+		for (r = a->reqs; r != NULL && !r->waiting; r = r->next)
+			;
+		if (r == NULL)
+			break;
+		authc_finish(r, AUTHPROTO_UNAVAILABLE, AUTHC_DOWN_REPLY, NULL,
+		    NULL);
+	}
+}
+
+static void authc_closed(void *arg)
+{
+	struct authc *a = arg;
+
+	log_warn("auth: the auth process is gone; AUTH answers 454 until "
+	    "it is back");
+	if (a->reqs != NULL)
+		event_active(a->ev_lost, EV_TIMEOUT, 0);
+}
+
+static struct authc_req *authc_find(struct authc *a, uint32_t id)
+{
+	struct authc_req *r;
+
+	for (r = a->reqs; r != NULL; r = r->next)
+		if (r->id == id)
+			return r;
+	return NULL;
+}
+
+static int authc_recv(void *arg, const unsigned char *rec, size_t len)
+{
+	struct authc *a = arg;
+	struct authproto_reply p;
+	struct authc_req *r;
+	char *text, *user = NULL, *doms = NULL;
+
+	if (authproto_decode_reply(rec, len, &p) < 0) {
+		log_error("auth: malformed record from the auth process");
+		return 0;
+	}
+	if ((r = authc_find(a, p.id)) == NULL)
+		return 0;	/* cancelled meanwhile */
+	text = xstrndup(p.text, p.textlen);
+	if (p.rc == SASL_CONTINUE) {
+		r->waiting = 0;
+		r->cb(r->cbarg, p.rc, text, NULL, NULL);
+		free(text);
+		return 0;
+	}
+	if (p.rc == SASL_OK) {
+		if (p.userlen == 0) {
+			free(text);
+			authc_finish(r, AUTHPROTO_UNAVAILABLE, AUTHC_DOWN_REPLY,
+			    NULL, NULL);
+			return 0;
+		}
+		user = xstrndup(p.user, p.userlen);
+		doms = xstrndup(p.domains, p.domainslen);
+	}
+	authc_finish(r, p.rc, text, user, doms);
+	free(text);
+	free(user);
+	free(doms);
+	return 0;
+}
+
+void authc_set_fd(struct authc *a, int fd)
+{
+	if (a->ev_lost == NULL)
+		a->ev_lost = event_new(a->base, -1, 0, authc_lost_all, a);
+	authchan_free(&a->ch);
+	/* Replies for these can never come now. */
+	if (a->reqs != NULL)
+		event_active(a->ev_lost, EV_TIMEOUT, 0);
+	if (fd >= 0)
+		a->ch = authchan_new(a->base, fd, authc_recv, authc_closed, a);
+}
+
+static int authc_send(struct authc *a, unsigned type, uint32_t id,
+    unsigned flags, const char *ip, const char *data)
+{
+	unsigned char buf[AUTHPROTO_MAX];
+	struct authproto_req q;
+	int n, rc;
+
+	memset(&q, 0, sizeof(q));
+	q.type = type;
+	q.id = id;
+	q.flags = flags;
+	q.ip = ip != NULL ? ip : "";
+	q.iplen = strlen(q.ip);
+	q.data = data != NULL ? data : "";
+	q.datalen = strlen(q.data);
+	n = authproto_encode_req(buf, sizeof(buf), &q);
+	rc = n < 0 ? -1 : authchan_send(a->ch, buf, (size_t)n);
+	/* The record may hold a password (PLAIN, LOGIN). */
+	OPENSSL_cleanse(buf, n > 0 ? (size_t)n : 0);
+	return rc;
+}
+
+struct authc_req *authc_start(struct authc *a, const char *ip,
+    unsigned flags, const char *arg, authc_cb *cb, void *cbarg)
+{
+	struct authc_req *r;
+	uint32_t id;
+
+	if (!authc_up(a))
+		return NULL;
+	do
+		id = ++a->next_id;
+	while (id == 0 || authc_find(a, id) != NULL);
+	if (authc_send(a, AUTHPROTO_START, id, flags, ip, arg) < 0)
+		return NULL;
+	r = xcalloc(1, sizeof(*r));
+	r->a = a;
+	r->id = id;
+	r->cb = cb;
+	r->cbarg = cbarg;
+	r->waiting = 1;
+	r->next = a->reqs;
+	if (a->reqs != NULL)
+		a->reqs->prev = r;
+	a->reqs = r;
+	return r;
+}
+
+int authc_step(struct authc_req *r, const char *line)
+{
+	struct authc *a = r->a;
+
+	if (r->lost || !authc_up(a) || authc_send(a, AUTHPROTO_STEP, r->id, 0,
+	    NULL, line) < 0) {
+		authc_unlink(r);
+		free(r);
+		return -1;
+	}
+	r->waiting = 1;
+	return 0;
+}
+
+void authc_cancel(struct authc_req **rp)
+{
+	struct authc_req *r = *rp;
+
+	if (r == NULL)
+		return;
+	if (authc_up(r->a))
+		(void)authc_send(r->a, AUTHPROTO_CANCEL, r->id, 0, NULL, NULL);
+	authc_unlink(r);
+	free(r);
+	*rp = NULL;
+}
+
+void authc_reload(struct authc *a)
+{
+	if (a->local != NULL) {
+		authd_reload(a->local);
+		return;
+	}
+	if (!authc_up(a) || authc_send(a, AUTHPROTO_RELOAD, 0, 0, NULL,
+	    NULL) < 0)
+		log_error("reload: the auth process is not there; the "
+		    "password file is read when it restarts");
+}
+
+void authc_free(struct authc **ap)
+{
+	struct authc *a = *ap;
+	struct authc_req *r;
+
+	if (a == NULL)
+		return;
+	while ((r = a->reqs) != NULL) {
+		authc_unlink(r);
+		free(r);
+	}
+	authchan_free(&a->ch);
+	authd_free(&a->local);
+	if (a->ev_lost != NULL)
+		event_free(a->ev_lost);
+	free(a);
+	*ap = NULL;
+}
+
+struct authc *authc_new_local(struct event_base *base, struct config *cfg,
+    char *err, size_t errlen)
+{
+	struct authc *a;
+	struct authd *d;
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		snprintf(err, errlen, "socketpair: %s", strerror(errno));
+		return NULL;
+	}
+	d = authd_new(base, NULL, cfg, sv[1], NULL, NULL, err, errlen);
+	if (d == NULL) {
+		close(sv[0]);
+		close(sv[1]);
+		return NULL;
+	}
+	a = authc_new(base);
+	a->local = d;
+	authc_set_fd(a, sv[0]);
+	return a;
+}
+
+int authc_domains_has(const char *list, const char *domain)
+{
+	size_t len = strlen(domain);
+	const char *p = list, *e;
+
+	while (p != NULL && *p != '\0') {
+		e = strchr(p, ',');
+		if ((size_t)((e != NULL ? e : p + strlen(p)) - p) == len &&
+		    strncasecmp(p, domain, len) == 0)
+			return 1;
+		p = e != NULL ? e + 1 : NULL;
+	}
+	return 0;
+}

@@ -1,0 +1,1801 @@
+/*
+ * milter - milter client sessions (see milter.h).
+ *
+ * Each filter connection (struct mconn) has a FIFO of command packets.
+ * One packet is on the wire at a time when it expects an answer (as
+ * Postfix does): the next is written only after the reply, so a reject
+ * or accept is never overtaken by data the filter would not expect.
+ * Packets that expect no answer (macros, commands the filter negotiated
+ * away with SMFIP_NR_*) go out back to back.
+ *
+ * The session waits for the filters at two points only: the answer to a
+ * RCPT and the end of the message. Replies to HELO, MAIL, DATA, headers
+ * and body chunks are folded into the transaction's state as they come
+ * and act at the next of those points.
+ */
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "config.h"
+#include "log.h"
+#include "metrics.h"
+#include "milter.h"
+#include "milter_proto.h"
+#include "queue.h"
+#include "util.h"
+#include "xmalloc.h"
+
+#define MS_HDR_MAX	(256 * 1024)	/* header section kept in memory */
+#define MS_HDRS_MAX	2000		/* header fields, with additions */
+#define MS_SPOOL_MEM	(256 * 1024)	/* body in memory before a file */
+#define MS_HIWAT	(256 * 1024)	/* bytes queued to filters: pause */
+#define MS_LOWAT	(64 * 1024)	/* resume below */
+#define MS_COPY_CHUNK	(64 * 1024)
+
+enum mc_state {
+	MC_OFF,			/* not connected */
+	MC_OPEN,		/* connected (or connecting), negotiating */
+	MC_BROKEN		/* failed: default action, reconnect next tx */
+};
+
+/* What an answer is for: where its verdict applies. */
+enum mc_stage {
+	ST_OPTNEG, ST_CONNECT, ST_HELO, ST_MAIL, ST_RCPT, ST_DATA,
+	ST_HEADER, ST_EOH, ST_BODY, ST_EOM, ST_NONE
+};
+
+struct mcmd {
+	struct mcmd *next;
+	enum mc_stage stage;
+	int want;			/* an answer is expected */
+	struct evbuffer *pkt;
+};
+
+/* A header modification kept until the end of the message. */
+struct mmod {
+	struct mmod *next;
+	struct milter_reply r;
+	unsigned char *pkt;		/* r's strings point here */
+};
+
+struct milter_sess;
+
+struct mconn {
+	struct milter_sess *ms;
+	size_t idx;
+	char spec[128];
+	enum mc_state st;
+	struct bufferevent *bev;
+	struct event *timer;
+	uint32_t actions, proto;
+	int negotiated;
+	struct mcmd *head, *tail;
+	size_t queued;			/* packet bytes in the FIFO */
+	int awaiting;			/* head is on the wire */
+	double sent_at;
+	/* session level */
+	int conn_done;			/* accepted at CONNECT/HELO */
+	enum milter_action conn_action;	/* refused at CONNECT/HELO */
+	char conn_reply[512];
+	/* transaction level */
+	int mail_sent;
+	int tx_done;			/* accepted: no more for this tx */
+	enum milter_action tx_action;
+	char tx_reply[1024];
+	int rcpt_pending;		/* answer for the last RCPT */
+	char *pending_rcpt;		/* RCPT waiting for the negotiation */
+	enum milter_action rcpt_action;
+	char rcpt_reply[1024];
+	int skip_body;
+	int failed_tx;			/* broke during this tx */
+	int eom_sent, eom_done;
+	struct mmod *mods, *mods_tail;
+	size_t nmods;
+	char fail_why[64];
+};
+
+struct mhdr {
+	size_t off, len;		/* raw bytes in hdrbuf (len 0: new) */
+	char *raw;			/* replacement/new text, or NULL */
+	char name[64];			/* for CHGHEADER matching */
+	int deleted;
+};
+
+enum ms_wait { W_NONE, W_RCPT, W_EOM };
+
+struct milter_sess {
+	struct event_base *base;
+	struct config *cfg;		/* referenced */
+	struct mconn *c;
+	size_t nc;
+	char ip[64];
+	int v6;
+	unsigned port;
+	char helo[256];
+	char tls_version[32], cipher[128];
+	char user[256];
+	char *sender;
+	char id[QUEUE_ID_LEN + 1];
+	int filtering;			/* this transaction is filtered */
+	int data_sent;
+	/* waiting for the filters */
+	enum ms_wait wait;
+	milter_verdict_fn *rcpt_fn;
+	void *rcpt_arg;
+	milter_eom_fn *eom_fn;
+	void *eom_arg;
+	struct event *kick;		/* zero timer: re-check the wait */
+	/* message text */
+	int in_headers;
+	unsigned char *hdrbuf;
+	size_t hdrlen, linestart;
+	struct mhdr *hdrs;
+	size_t nhdrs, hcap;
+	int cur_hdr;			/* index of the header being read, -1 */
+	int blank;			/* the header section ended with a blank line */
+	unsigned char *chunk;		/* body bytes not yet sent */
+	size_t chunklen;
+	unsigned char *spool;		/* body in memory */
+	size_t spoollen;
+	int spoolfd;			/* rest of the body, or -1 */
+	uint64_t spoolfile;		/* bytes in the file */
+	int spoolerr;
+	int paused;
+	void (*resume_fn)(void *arg);
+	void *resume_arg;
+	/* end of message: writing the put */
+	struct queue_put *put;
+	struct milter_result res;
+	int copying;
+	size_t copy_hdr;		/* next header to write */
+	size_t copy_mem;		/* spool memory written */
+	uint64_t copy_file;		/* spool file written */
+	int copy_blank;
+	int freeing;
+};
+
+static void mc_pump(struct mconn *c);
+static void mc_fail(struct mconn *c, const char *why);
+
+/* ---- helpers ---- */
+
+static const char *ms_default_reply(const struct config *cfg,
+    enum milter_action *a)
+{
+	switch (cfg->milter_default_action) {
+	case CONFIG_MILTER_ACCEPT:
+		*a = MILTER_CONTINUE;
+		return "";
+	case CONFIG_MILTER_REJECT:
+		*a = MILTER_REJECT;
+		return "550 5.7.1 Command rejected";
+	default:
+		*a = MILTER_TEMPFAIL;
+		return "451 4.7.1 Service unavailable - try again later";
+	}
+}
+
+static void ms_metric(struct mconn *c, const char *what)
+{
+	char label[192];
+
+	snprintf(label, sizeof(label), "%s/%s", c->spec, what);
+	metrics_inc(METRIC_MILTER_ACTIONS, label);
+}
+
+static const char *ms_qid(const struct milter_sess *ms)
+{
+	return ms->id[0] != '\0' ? ms->id : "NOQUEUE";
+}
+
+static void mcmd_free(struct mcmd *m)
+{
+	evbuffer_free(m->pkt);
+	free(m);
+}
+
+static void mc_clear_fifo(struct mconn *c)
+{
+	struct mcmd *m;
+
+	while ((m = c->head) != NULL) {
+		c->head = m->next;
+		mcmd_free(m);
+	}
+	c->tail = NULL;
+	c->queued = 0;
+	c->awaiting = 0;
+}
+
+static void mc_clear_mods(struct mconn *c)
+{
+	struct mmod *m;
+
+	while ((m = c->mods) != NULL) {
+		c->mods = m->next;
+		free(m->pkt);
+		free(m);
+	}
+	c->mods_tail = NULL;
+	c->nmods = 0;
+}
+
+/* Bytes waiting to go to the filters: the pause decision. */
+static size_t ms_backlog(const struct milter_sess *ms)
+{
+	size_t i, n = 0;
+
+	for (i = 0; i < ms->nc; i++) {
+		const struct mconn *c = &ms->c[i];
+
+		n += c->queued;
+		if (c->bev != NULL)
+			n += evbuffer_get_length(bufferevent_get_output(c->bev));
+	}
+	return n;
+}
+
+static void ms_kick(struct milter_sess *ms);
+
+/* The resume callback runs from the kick timer, never from inside our
+ * own I/O callbacks (it may free the session). */
+static void ms_maybe_resume(struct milter_sess *ms)
+{
+	if (ms->paused && ms_backlog(ms) < MS_LOWAT)
+		ms_kick(ms);
+}
+
+/* Is this filter still part of the current transaction? */
+static int mc_active(const struct mconn *c)
+{
+	return c->st == MC_OPEN && !c->conn_done &&
+	    c->conn_action == MILTER_CONTINUE && !c->tx_done &&
+	    c->tx_action == MILTER_CONTINUE && c->mail_sent;
+}
+
+/* Queue a packet; it goes out when everything before it was answered. */
+static struct evbuffer *mc_push(struct mconn *c, enum mc_stage stage,
+    int want)
+{
+	struct mcmd *m = xcalloc(1, sizeof(*m));
+
+	m->stage = stage;
+	m->want = want;
+	m->pkt = evbuffer_new();
+	if (c->tail != NULL)
+		c->tail->next = m;
+	else
+		c->head = m;
+	c->tail = m;
+	return m->pkt;
+}
+
+/* After mc_push filled the packet: account for it. */
+static void mc_pushed(struct mconn *c)
+{
+	c->queued += evbuffer_get_length(c->tail->pkt);
+}
+
+/* ---- timers and I/O ---- */
+
+static void mc_arm(struct mconn *c, enum mc_stage stage)
+{
+	const struct config *cfg = c->ms->cfg;
+	long t = cfg->milter_command_timeout;
+	struct timeval tv;
+
+	if (stage == ST_OPTNEG && !c->negotiated)
+		t = cfg->milter_connect_timeout;
+	else if (stage == ST_BODY || stage == ST_EOM || stage == ST_HEADER ||
+	    stage == ST_EOH)
+		t = cfg->milter_content_timeout;
+	tv.tv_sec = t > 0 ? t : 30;
+	tv.tv_usec = 0;
+	evtimer_add(c->timer, &tv);
+}
+
+static void mc_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mconn *c = arg;
+
+	(void)fd;
+	(void)what;
+	mc_fail(c, "timeout");
+}
+
+/* Write what can go now: up to and including the next packet that wants
+ * an answer. */
+static void mc_pump(struct mconn *c)
+{
+	struct mcmd *m;
+
+	while (c->st == MC_OPEN && !c->awaiting && (m = c->head) != NULL) {
+		c->queued -= evbuffer_get_length(m->pkt);
+		if (bufferevent_write_buffer(c->bev, m->pkt) != 0) {
+			mc_fail(c, "write failed");
+			return;
+		}
+		if (m->want) {
+			c->awaiting = 1;
+			c->sent_at = util_now();
+			mc_arm(c, m->stage);
+			return;
+		}
+		c->head = m->next;
+		if (c->head == NULL)
+			c->tail = NULL;
+		mcmd_free(m);
+	}
+}
+
+/* Drop queued packets of the transaction (filter accepted or refused). */
+static void mc_drop_tx_packets(struct mconn *c)
+{
+	struct mcmd *m, **mp, *prev = NULL;
+
+	/* the one on the wire stays: its answer is still to come */
+	mp = c->awaiting && c->head != NULL ? &c->head->next : &c->head;
+	if (c->awaiting && c->head != NULL)
+		prev = c->head;
+	while ((m = *mp) != NULL) {
+		c->queued -= evbuffer_get_length(m->pkt);
+		*mp = m->next;
+		mcmd_free(m);
+	}
+	c->tail = prev;
+}
+
+static void mc_close(struct mconn *c)
+{
+	if (c->bev != NULL) {
+		bufferevent_free(c->bev);
+		c->bev = NULL;
+	}
+	evtimer_del(c->timer);
+	mc_clear_fifo(c);
+}
+
+/* A broken filter: its default action applies to this message only. */
+static void mc_fail(struct mconn *c, const char *why)
+{
+	struct milter_sess *ms = c->ms;
+
+	if (c->st == MC_BROKEN)
+		return;
+	log_warn("%s: milter %s: %s; milter_default_action applies",
+	    ms_qid(ms), c->spec, why);
+	util_strlcpy(c->fail_why, why, sizeof(c->fail_why));
+	metrics_inc(METRIC_MILTER_FAILURES, c->spec);
+	mc_close(c);
+	c->st = MC_BROKEN;
+	c->failed_tx = 1;
+	c->negotiated = 0;
+	ms_kick(ms);
+	ms_maybe_resume(ms);
+}
+
+/* ---- replies ---- */
+
+static void mc_set_reply(char *dst, size_t size, const struct milter_reply *r,
+    const char *dflt)
+{
+	if (r->type == MILTER_R_REPLYCODE)
+		util_strlcpy(dst, r->text, size);
+	else
+		util_strlcpy(dst, dflt, size);
+}
+
+/* Map reject/tempfail/replycode to an action and reply text. */
+static enum milter_action mc_refusal(const struct milter_reply *r,
+    char *reply, size_t size, int rcpt)
+{
+	if (r->type == MILTER_R_TEMPFAIL ||
+	    (r->type == MILTER_R_REPLYCODE && r->text[0] == '4')) {
+		mc_set_reply(reply, size, r, "451 4.7.1 Service unavailable - "
+		    "try again later");
+		return MILTER_TEMPFAIL;
+	}
+	mc_set_reply(reply, size, r, rcpt ? "550 5.7.1 Command rejected" :
+	    "554 5.7.1 Message rejected");
+	return MILTER_REJECT;
+}
+
+static int mc_is_refusal(const struct milter_reply *r)
+{
+	return r->type == MILTER_R_REJECT || r->type == MILTER_R_TEMPFAIL ||
+	    r->type == MILTER_R_REPLYCODE;
+}
+
+static void mc_optneg(struct mconn *c, const struct milter_reply *r)
+{
+	if (r->version < 2 || r->version > MILTER_PROTO_VERSION) {
+		mc_fail(c, "unsupported protocol version");
+		return;
+	}
+	/* what we did not offer cannot be asked for */
+	c->actions = r->actions & SMFIF_ALL;
+	c->proto = r->protocol & MILTER_PROTO_OFFER;
+	c->negotiated = 1;
+}
+
+static void mc_add_mod(struct mconn *c, const struct milter_reply *r,
+    unsigned char *pkt)
+{
+	struct mmod *m;
+
+	if (c->nmods >= MS_HDRS_MAX) {
+		free(pkt);
+		return;
+	}
+	m = xcalloc(1, sizeof(*m));
+	m->r = *r;
+	m->pkt = pkt;
+	if (c->mods_tail != NULL)
+		c->mods_tail->next = m;
+	else
+		c->mods = m;
+	c->mods_tail = m;
+	c->nmods++;
+}
+
+/* A final answer to the packet on the wire. */
+static void mc_answer(struct mconn *c, const struct milter_reply *r)
+{
+	struct milter_sess *ms = c->ms;
+	struct mcmd *m = c->head;
+	enum mc_stage stage = m->stage;
+	double ms_lat = (util_now() - c->sent_at) * 1000.0;
+
+	metrics_add(METRIC_MILTER_LATENCY_MS, c->spec,
+	    (uint64_t)(ms_lat > 0 ? ms_lat : 0));
+	metrics_inc(METRIC_MILTER_REPLIES, c->spec);
+	evtimer_del(c->timer);
+	c->awaiting = 0;
+	c->head = m->next;
+	if (c->head == NULL)
+		c->tail = NULL;
+	mcmd_free(m);
+
+	switch (stage) {
+	case ST_OPTNEG:
+		if (r->type != MILTER_R_OPTNEG) {
+			mc_fail(c, "no option negotiation");
+			return;
+		}
+		mc_optneg(c, r);
+		break;
+	case ST_CONNECT:
+	case ST_HELO:
+		if (r->type == MILTER_R_ACCEPT) {
+			c->conn_done = 1;
+			mc_drop_tx_packets(c);
+		} else if (mc_is_refusal(r)) {
+			c->conn_action = mc_refusal(r, c->conn_reply,
+			    sizeof(c->conn_reply), 1);
+			ms_metric(c, c->conn_action == MILTER_REJECT ?
+			    "reject" : "tempfail");
+			mc_drop_tx_packets(c);
+		}
+		break;
+	case ST_RCPT:
+		c->rcpt_pending = 0;
+		if (mc_is_refusal(r)) {
+			c->rcpt_action = mc_refusal(r, c->rcpt_reply,
+			    sizeof(c->rcpt_reply), 1);
+			ms_metric(c, c->rcpt_action == MILTER_REJECT ?
+			    "reject" : "tempfail");
+			break;
+		}
+		/* FALLTHROUGH */
+	case ST_MAIL:
+	case ST_DATA:
+	case ST_HEADER:
+	case ST_EOH:
+	case ST_BODY:
+		if (r->type == MILTER_R_ACCEPT) {
+			c->tx_done = 1;
+			ms_metric(c, "accept");
+			mc_drop_tx_packets(c);
+		} else if (r->type == MILTER_R_DISCARD) {
+			c->tx_action = MILTER_DISCARD;
+			ms_metric(c, "discard");
+			mc_drop_tx_packets(c);
+		} else if (r->type == MILTER_R_SKIP && stage == ST_BODY) {
+			c->skip_body = 1;
+			mc_drop_tx_packets(c);
+		} else if (mc_is_refusal(r)) {
+			c->tx_action = mc_refusal(r, c->tx_reply,
+			    sizeof(c->tx_reply), stage != ST_BODY &&
+			    stage != ST_HEADER && stage != ST_EOH &&
+			    stage != ST_DATA);
+			ms_metric(c, c->tx_action == MILTER_REJECT ?
+			    "reject" : "tempfail");
+			mc_drop_tx_packets(c);
+		}
+		break;
+	case ST_EOM:
+		c->eom_done = 1;
+		if (r->type == MILTER_R_DISCARD) {
+			c->tx_action = MILTER_DISCARD;
+			ms_metric(c, "discard");
+		} else if (mc_is_refusal(r)) {
+			c->tx_action = mc_refusal(r, c->tx_reply,
+			    sizeof(c->tx_reply), 0);
+			ms_metric(c, c->tx_action == MILTER_REJECT ?
+			    "reject" : "tempfail");
+		} else
+			ms_metric(c, "accept");
+		break;
+	case ST_NONE:
+		break;
+	}
+	mc_pump(c);
+	ms_kick(ms);
+	ms_maybe_resume(ms);
+}
+
+static void mc_reply(struct mconn *c, unsigned char *pkt, size_t len)
+{
+	struct milter_reply r;
+	enum mc_stage stage;
+
+	if (milter_reply_parse(pkt, len, &r) < 0) {
+		free(pkt);
+		mc_fail(c, "malformed reply");
+		return;
+	}
+	if (!c->awaiting || c->head == NULL) {
+		free(pkt);
+		mc_fail(c, "reply without a command");
+		return;
+	}
+	stage = c->head->stage;
+	switch (r.type) {
+	case MILTER_R_PROGRESS:
+		free(pkt);
+		mc_arm(c, stage);
+		return;
+	case MILTER_R_ADDHEADER:
+	case MILTER_R_INSHEADER:
+	case MILTER_R_CHGHEADER:
+	case MILTER_R_DELRCPT:
+	case MILTER_R_ADDRCPT:
+	case MILTER_R_CHGFROM:
+	case MILTER_R_REPLBODY:
+	case MILTER_R_QUARANTINE:
+		if (stage != ST_EOM) {
+			free(pkt);
+			mc_fail(c, "modification before end of message");
+			return;
+		}
+		mc_add_mod(c, &r, pkt);
+		return;
+	case MILTER_R_SETSYMLIST:
+		free(pkt);
+		return;
+	case MILTER_R_SHUTDOWN:
+	case MILTER_R_CONNFAIL:
+		free(pkt);
+		mc_fail(c, "filter shut down");
+		return;
+	case MILTER_R_OPTNEG:
+		if (stage != ST_OPTNEG) {
+			free(pkt);
+			mc_fail(c, "unexpected negotiation");
+			return;
+		}
+		break;
+	default:
+		if (stage == ST_OPTNEG) {
+			free(pkt);
+			mc_fail(c, "no option negotiation");
+			return;
+		}
+		break;
+	}
+	mc_answer(c, &r);
+	free(pkt);
+}
+
+static void mc_readcb(struct bufferevent *bev, void *arg)
+{
+	struct mconn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	unsigned char hdr[4], *pkt;
+	uint32_t n;
+	int r;
+
+	while (c->st == MC_OPEN && c->bev == bev) {
+		if (evbuffer_copyout(in, hdr, 4) < 4)
+			return;
+		r = milter_frame(hdr, 4, &n);
+		if (r < 0) {
+			mc_fail(c, "bad packet length");
+			return;
+		}
+		if (evbuffer_get_length(in) < 4 + (size_t)n)
+			return;
+		evbuffer_drain(in, 4);
+		pkt = xmalloc(n);
+		evbuffer_remove(in, pkt, n);
+		mc_reply(c, pkt, n);
+	}
+}
+
+static void mc_writecb(struct bufferevent *bev, void *arg)
+{
+	struct mconn *c = arg;
+
+	(void)bev;
+	ms_maybe_resume(c->ms);
+}
+
+static void mc_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct mconn *c = arg;
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED)
+		return;
+	if (what & BEV_EVENT_EOF)
+		mc_fail(c, "connection closed by the filter");
+	else if (what & BEV_EVENT_ERROR)
+		mc_fail(c, evutil_socket_error_to_string(
+		    EVUTIL_SOCKET_ERROR()));
+}
+
+/* ---- commands ---- */
+
+static void mc_macros(struct mconn *c, char stage, const char *const *names,
+    const char *const *values, size_t n)
+{
+	milter_put_macros(mc_push(c, ST_NONE, 0), stage, names, values, n);
+	mc_pushed(c);
+}
+
+static void mc_send_helo(struct mconn *c)
+{
+	struct milter_sess *ms = c->ms;
+	const char *names[] = { "{tls_version}", "{cipher}" };
+	const char *values[] = { ms->tls_version[0] ? ms->tls_version : NULL,
+	    ms->cipher[0] ? ms->cipher : NULL };
+	const char *v[] = { ms->helo };
+
+	if (ms->helo[0] == '\0' || (c->proto & SMFIP_NOHELO))
+		return;
+	mc_macros(c, SMFIC_HELO, names, values, 2);
+	milter_put_strings(mc_push(c, ST_HELO, !(c->proto & SMFIP_NR_HELO)),
+	    SMFIC_HELO, v, 1);
+	mc_pushed(c);
+}
+
+/* Connect, negotiate and replay CONNECT and HELO. */
+static void mc_open(struct mconn *c)
+{
+	struct milter_sess *ms = c->ms;
+	struct sockaddr_storage ss;
+	socklen_t sslen = 0;
+	const char *spec = c->spec;
+	evutil_socket_t fd;
+	int one = 1;
+
+	memset(&ss, 0, sizeof(ss));
+	if (strncmp(spec, "unix:", 5) == 0) {
+		struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
+
+		sun->sun_family = AF_UNIX;
+		util_strlcpy(sun->sun_path, spec + 5, sizeof(sun->sun_path));
+		sslen = sizeof(*sun);
+	} else if (util_sockaddr_parse(spec + 5, 0, &ss, &sslen) < 0) {
+		c->st = MC_OPEN;	/* so that mc_fail records it */
+		mc_fail(c, "bad address");
+		return;
+	}
+	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd >= 0 && ss.ss_family != AF_UNIX)
+		/* request/answer ping-pong: Nagle would hold each packet's
+		 * tail for a delayed ACK */
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
+		    sizeof(one));
+	c->bev = fd < 0 ? NULL : bufferevent_socket_new(ms->base, fd,
+	    BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL) {
+		if (fd >= 0)
+			close(fd);
+		c->st = MC_OPEN;
+		mc_fail(c, "cannot create a socket");
+		return;
+	}
+	bufferevent_set_max_single_write(c->bev, 256 * 1024);
+	bufferevent_setcb(c->bev, mc_readcb, mc_writecb, mc_eventcb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, MILTER_REPLY_MAX + 4);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->st = MC_OPEN;
+	c->negotiated = 0;
+	c->conn_done = 0;
+	c->conn_action = MILTER_CONTINUE;
+	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss,
+	    (int)sslen) < 0) {
+		mc_fail(c, "connect failed");
+		return;
+	}
+	/* CONNECT, HELO, MAIL and RCPT depend on what the filter asks
+	 * for: they follow the answer (ms_kick_cb). */
+	milter_put_optneg(mc_push(c, ST_OPTNEG, 1), SMFIF_ALL,
+	    MILTER_PROTO_OFFER);
+	mc_pushed(c);
+	mc_pump(c);
+}
+
+/* Everything after the negotiation: CONNECT, HELO (replayed). */
+static void mc_after_optneg(struct mconn *c)
+{
+	struct milter_sess *ms = c->ms;
+	char host[80], port[16];
+	const char *names[] = { "j", "{daemon_name}", "v", "_",
+	    "{client_addr}", "{client_name}", "{client_port}" };
+	const char *values[7];
+
+	snprintf(host, sizeof(host), "[%s]", ms->ip);
+	snprintf(port, sizeof(port), "%u", ms->port);
+	values[0] = ms->cfg->hostname;
+	values[1] = ms->cfg->hostname;
+	values[2] = "odrelay " OD_VERSION;
+	values[3] = host;
+	values[4] = ms->ip;
+	values[5] = "unknown";
+	values[6] = port;
+	if (!(c->proto & SMFIP_NOCONNECT)) {
+		mc_macros(c, SMFIC_CONNECT, names, values, 7);
+		milter_put_connect(mc_push(c, ST_CONNECT,
+		    !(c->proto & SMFIP_NR_CONN)), host, ms->v6 ? '6' : '4',
+		    (uint16_t)ms->port, ms->ip);
+		mc_pushed(c);
+	}
+	mc_send_helo(c);
+}
+
+static void mc_send_mail(struct mconn *c)
+{
+	struct milter_sess *ms = c->ms;
+	const char *names[] = { "{mail_addr}", "{auth_authen}",
+	    "{auth_type}" };
+	const char *values[3];
+	char path[1100];
+	const char *v[1];
+
+	values[0] = ms->sender;
+	values[1] = ms->user[0] ? ms->user : NULL;
+	values[2] = ms->user[0] ? "PLAIN" : NULL;
+	c->mail_sent = 1;
+	if (c->proto & SMFIP_NOMAIL)
+		return;
+	snprintf(path, sizeof(path), "<%s>", ms->sender);
+	v[0] = path;
+	mc_macros(c, SMFIC_MAIL, names, values, 3);
+	milter_put_strings(mc_push(c, ST_MAIL, !(c->proto & SMFIP_NR_MAIL)),
+	    SMFIC_MAIL, v, 1);
+	mc_pushed(c);
+}
+
+/* ---- waiting for the filters ---- */
+
+/* Still something to hear from c before the current wait ends? */
+static int mc_busy(const struct mconn *c)
+{
+	if (c->st != MC_OPEN)
+		return 0;
+	return c->awaiting || c->head != NULL || c->negotiated != 2;
+}
+
+static void ms_rcpt_verdict(struct milter_sess *ms, struct milter_verdict *v)
+{
+	size_t i;
+
+	memset(v, 0, sizeof(*v));
+	for (i = 0; i < ms->nc; i++) {
+		struct mconn *c = &ms->c[i];
+		enum milter_action a = MILTER_CONTINUE;
+		const char *reply = "";
+
+		if (c->failed_tx) {
+			reply = ms_default_reply(ms->cfg, &a);
+		} else if (c->conn_action != MILTER_CONTINUE) {
+			a = c->conn_action;
+			reply = c->conn_reply;
+		} else if (c->tx_action == MILTER_REJECT ||
+		    c->tx_action == MILTER_TEMPFAIL) {
+			a = c->tx_action;
+			reply = c->tx_reply;
+		} else if (c->rcpt_action != MILTER_CONTINUE) {
+			a = c->rcpt_action;
+			reply = c->rcpt_reply;
+		}
+		if (a == MILTER_REJECT || a == MILTER_TEMPFAIL) {
+			v->action = a;
+			util_strlcpy(v->reply, reply, sizeof(v->reply));
+			util_strlcpy(v->milter, c->spec, sizeof(v->milter));
+			return;
+		}
+	}
+}
+
+static void ms_eom_finish(struct milter_sess *ms);
+static void mc_send_rcpt(struct mconn *c, const char *rcpt);
+
+static void ms_kick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct milter_sess *ms = arg;
+	struct milter_verdict v;
+	size_t i;
+
+	(void)fd;
+	(void)what;
+	/* negotiation answers shape what follows */
+	for (i = 0; i < ms->nc; i++) {
+		struct mconn *c = &ms->c[i];
+
+		if (c->st == MC_OPEN && c->negotiated == 1) {
+			c->negotiated = 2;
+			/* the replay was held back until now */
+			mc_after_optneg(c);
+			if (c->mail_sent && mc_active(c)) {
+				c->mail_sent = 0;
+				mc_send_mail(c);
+			}
+			if (c->pending_rcpt != NULL) {
+				if (mc_active(c))
+					mc_send_rcpt(c, c->pending_rcpt);
+				free(c->pending_rcpt);
+				c->pending_rcpt = NULL;
+			}
+			mc_pump(c);
+		}
+	}
+	for (i = 0; i < ms->nc; i++)
+		if (mc_busy(&ms->c[i]) && ms->wait != W_NONE)
+			return;
+	switch (ms->wait) {
+	case W_RCPT:
+		ms->wait = W_NONE;
+		ms_rcpt_verdict(ms, &v);
+		for (i = 0; i < ms->nc; i++)
+			ms->c[i].rcpt_action = MILTER_CONTINUE;
+		/* last: the callback may free the session */
+		ms->rcpt_fn(ms->rcpt_arg, &v);
+		return;
+	case W_EOM:
+		ms_eom_finish(ms);	/* may free the session too */
+		return;
+	case W_NONE:
+		break;
+	}
+	if (ms->paused && ms_backlog(ms) < MS_LOWAT) {
+		log_debug("%s: milter: resume", ms_qid(ms));
+		ms->paused = 0;
+		if (ms->resume_fn != NULL)
+			ms->resume_fn(ms->resume_arg);
+	}
+}
+
+static void ms_kick(struct milter_sess *ms)
+{
+	struct timeval zero = { 0, 0 };
+
+	if (!ms->freeing)
+		evtimer_add(ms->kick, &zero);
+}
+
+/* ---- session API ---- */
+
+struct milter_sess *milter_sess_new(struct event_base *base,
+    struct config *cfg, const char *ip, int v6, unsigned port)
+{
+	struct milter_sess *ms;
+	size_t i;
+
+	if (cfg->milters.n == 0)
+		return NULL;
+	ms = xcalloc(1, sizeof(*ms));
+	ms->base = base;
+	ms->cfg = config_ref(cfg);
+	util_strlcpy(ms->ip, ip, sizeof(ms->ip));
+	ms->v6 = v6;
+	ms->port = port;
+	ms->spoolfd = -1;
+	ms->cur_hdr = -1;
+	ms->kick = evtimer_new(base, ms_kick_cb, ms);
+	ms->nc = cfg->milters.n;
+	ms->c = xcalloc(ms->nc, sizeof(*ms->c));
+	for (i = 0; i < ms->nc; i++) {
+		ms->c[i].ms = ms;
+		ms->c[i].idx = i;
+		util_strlcpy(ms->c[i].spec, cfg->milters.v[i],
+		    sizeof(ms->c[i].spec));
+		ms->c[i].timer = evtimer_new(base, mc_timer_cb, &ms->c[i]);
+	}
+	return ms;
+}
+
+void milter_sess_helo(struct milter_sess *ms, const char *helo)
+{
+	size_t i;
+
+	if (ms == NULL)
+		return;
+	util_strlcpy(ms->helo, helo, sizeof(ms->helo));
+	/* a new HELO on open connections: tell them (Postfix does) */
+	for (i = 0; i < ms->nc; i++)
+		if (ms->c[i].st == MC_OPEN && ms->c[i].negotiated == 2 &&
+		    !ms->c[i].conn_done) {
+			mc_send_helo(&ms->c[i]);
+			mc_pump(&ms->c[i]);
+		}
+}
+
+void milter_sess_tls(struct milter_sess *ms, const char *version,
+    const char *cipher)
+{
+	if (ms == NULL)
+		return;
+	util_strlcpy(ms->tls_version, version, sizeof(ms->tls_version));
+	util_strlcpy(ms->cipher, cipher, sizeof(ms->cipher));
+}
+
+void milter_sess_auth(struct milter_sess *ms, const char *user)
+{
+	if (ms != NULL)
+		util_strlcpy(ms->user, user, sizeof(ms->user));
+}
+
+void milter_sess_mail(struct milter_sess *ms, const char *sender)
+{
+	if (ms == NULL)
+		return;
+	milter_sess_end_tx(ms);
+	free(ms->sender);
+	ms->sender = xstrdup(sender);
+}
+
+int milter_sess_filtering(const struct milter_sess *ms)
+{
+	return ms != NULL && ms->filtering;
+}
+
+static void mc_send_rcpt(struct mconn *c, const char *rcpt)
+{
+	const char *names[] = { "{rcpt_addr}", "{rcpt_mailer}" };
+	const char *values[2];
+	char path[1100];
+	const char *v[1];
+
+	if (c->proto & SMFIP_NORCPT)
+		return;
+	snprintf(path, sizeof(path), "<%s>", rcpt);
+	v[0] = path;
+	values[0] = rcpt;
+	values[1] = "smtp";
+	mc_macros(c, SMFIC_RCPT, names, values, 2);
+	milter_put_strings(mc_push(c, ST_RCPT, !(c->proto & SMFIP_NR_RCPT)),
+	    SMFIC_RCPT, v, 1);
+	mc_pushed(c);
+}
+
+int milter_sess_rcpt(struct milter_sess *ms, const char *rcpt, int filtered,
+    milter_verdict_fn *fn, void *arg)
+{
+	size_t i;
+	int any = 0;
+
+	if (ms == NULL || (!filtered && !ms->filtering))
+		return 0;
+	ms->filtering = 1;
+	for (i = 0; i < ms->nc; i++) {
+		struct mconn *c = &ms->c[i];
+
+		if (c->st == MC_BROKEN && !c->failed_tx)
+			c->st = MC_OFF;		/* a new transaction: retry */
+		if (c->st == MC_OFF)
+			mc_open(c);
+		if (c->st != MC_OPEN || c->conn_done ||
+		    c->conn_action != MILTER_CONTINUE || c->tx_done ||
+		    c->tx_action != MILTER_CONTINUE) {
+			any |= c->failed_tx || c->conn_action !=
+			    MILTER_CONTINUE || c->tx_action == MILTER_REJECT ||
+			    c->tx_action == MILTER_TEMPFAIL;
+			continue;
+		}
+		if (c->negotiated != 2) {
+			/* MAIL and RCPT follow the replay (ms_kick_cb) */
+			c->mail_sent = 1;
+			free(c->pending_rcpt);
+			c->pending_rcpt = xstrdup(rcpt);
+		} else {
+			if (!c->mail_sent)
+				mc_send_mail(c);
+			mc_send_rcpt(c, rcpt);
+			mc_pump(c);
+		}
+		any = 1;
+	}
+	if (!any)
+		return 0;
+	ms->wait = W_RCPT;
+	ms->rcpt_fn = fn;
+	ms->rcpt_arg = arg;
+	ms_kick(ms);
+	return 1;
+}
+
+void milter_sess_data(struct milter_sess *ms, const char *queue_id)
+{
+	const char *names[] = { "i" };
+	const char *values[1];
+	size_t i;
+
+	if (ms == NULL || !ms->filtering)
+		return;
+	util_strlcpy(ms->id, queue_id, sizeof(ms->id));
+	values[0] = ms->id;
+	ms->in_headers = 1;
+	ms->hdrlen = ms->linestart = 0;
+	ms->cur_hdr = -1;
+	if (ms->hdrbuf == NULL)
+		ms->hdrbuf = xmalloc(MS_HDR_MAX);
+	if (ms->chunk == NULL)
+		ms->chunk = xmalloc(MILTER_CHUNK_MAX);
+	for (i = 0; i < ms->nc; i++) {
+		struct mconn *c = &ms->c[i];
+
+		if (!mc_active(c) || (c->negotiated == 2 &&
+		    (c->proto & SMFIP_NODATA)))
+			continue;
+		mc_macros(c, SMFIC_DATA, names, values, 1);
+		milter_put_cmd(mc_push(c, ST_DATA, c->negotiated != 2 ||
+		    !(c->proto & SMFIP_NR_DATA)), SMFIC_DATA);
+		mc_pushed(c);
+		mc_pump(c);
+	}
+	ms->data_sent = 1;
+}
+
+/* ---- message text ---- */
+
+static void ms_spool(struct milter_sess *ms, const void *data, size_t len)
+{
+	const char *p = data;
+	size_t n;
+	ssize_t w;
+
+	if (ms->spool == NULL)
+		ms->spool = xmalloc(MS_SPOOL_MEM);
+	n = MS_SPOOL_MEM - ms->spoollen;
+	if (n > len)
+		n = len;
+	memcpy(ms->spool + ms->spoollen, p, n);
+	ms->spoollen += n;
+	p += n;
+	len -= n;
+	if (len == 0 || ms->spoolerr)
+		return;
+	if (ms->spoolfd < 0) {
+		/* unlinked from the start: nothing to clean up after a crash */
+		ms->spoolfd = open(ms->cfg->queue_dir, O_TMPFILE | O_RDWR |
+		    O_CLOEXEC, 0600);
+		if (ms->spoolfd < 0) {
+			log_warn("%s: milter spool in %s: %s", ms_qid(ms),
+			    ms->cfg->queue_dir, strerror(errno));
+			ms->spoolerr = 1;
+			return;
+		}
+	}
+	while (len > 0) {
+		w = write(ms->spoolfd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			log_warn("%s: milter spool write: %s", ms_qid(ms),
+			    strerror(errno));
+			ms->spoolerr = 1;
+			return;
+		}
+		p += w;
+		len -= (size_t)w;
+		ms->spoolfile += (uint64_t)w;
+	}
+}
+
+static void ms_body_flush(struct milter_sess *ms)
+{
+	size_t i;
+
+	if (ms->chunklen == 0)
+		return;
+	for (i = 0; i < ms->nc; i++) {
+		struct mconn *c = &ms->c[i];
+
+		if (!mc_active(c) || c->skip_body || (c->proto & SMFIP_NOBODY))
+			continue;
+		milter_put_body(mc_push(c, ST_BODY,
+		    !(c->proto & SMFIP_NR_BODY)), ms->chunk, ms->chunklen);
+		mc_pushed(c);
+		mc_pump(c);
+	}
+	ms->chunklen = 0;
+}
+
+static void ms_body(struct milter_sess *ms, const char *data, size_t len)
+{
+	size_t n;
+
+	ms_spool(ms, data, len);
+	while (len > 0) {
+		n = MILTER_CHUNK_MAX - ms->chunklen;
+		if (n > len)
+			n = len;
+		memcpy(ms->chunk + ms->chunklen, data, n);
+		ms->chunklen += n;
+		data += n;
+		len -= n;
+		if (ms->chunklen == MILTER_CHUNK_MAX)
+			ms_body_flush(ms);
+	}
+}
+
+/* The value of raw header bytes for a filter: after the colon, CRLF
+ * folds as LF, the final CRLF gone. */
+static char *ms_hvalue(const unsigned char *raw, size_t len, int leadspc)
+{
+	const unsigned char *colon = memchr(raw, ':', len);
+	char *v = xmalloc(len + 1);
+	size_t i, o = 0;
+
+	i = (size_t)(colon - raw) + 1;
+	if (!leadspc)
+		while (i < len && (raw[i] == ' ' || raw[i] == '\t'))
+			i++;
+	while (len > i && (raw[len - 1] == '\n' || raw[len - 1] == '\r'))
+		len--;
+	for (; i < len; i++) {
+		if (raw[i] == '\r' && i + 1 < len && raw[i + 1] == '\n')
+			continue;
+		v[o++] = raw[i] == '\0' ? ' ' : (char)raw[i];
+	}
+	v[o] = '\0';
+	return v;
+}
+
+static void ms_hdr_send(struct milter_sess *ms, size_t h)
+{
+	const struct mhdr *hd = &ms->hdrs[h];
+	size_t i;
+
+	for (i = 0; i < ms->nc; i++) {
+		struct mconn *c = &ms->c[i];
+		char *value;
+
+		if (!mc_active(c) || (c->proto & SMFIP_NOHDRS))
+			continue;
+		value = ms_hvalue(ms->hdrbuf + hd->off, hd->len,
+		    (c->proto & SMFIP_HDR_LEADSPC) != 0);
+		milter_put_header(mc_push(c, ST_HEADER,
+		    !(c->proto & SMFIP_NR_HDR)), hd->name, value);
+		mc_pushed(c);
+		free(value);
+		mc_pump(c);
+	}
+}
+
+static void ms_eoh(struct milter_sess *ms)
+{
+	size_t i;
+
+	if (ms->cur_hdr >= 0) {
+		ms_hdr_send(ms, (size_t)ms->cur_hdr);
+		ms->cur_hdr = -1;
+	}
+	ms->in_headers = 0;
+	for (i = 0; i < ms->nc; i++) {
+		struct mconn *c = &ms->c[i];
+
+		if (!mc_active(c) || (c->proto & SMFIP_NOEOH))
+			continue;
+		milter_put_cmd(mc_push(c, ST_EOH, !(c->proto & SMFIP_NR_EOH)),
+		    SMFIC_EOH);
+		mc_pushed(c);
+		mc_pump(c);
+	}
+}
+
+static struct mhdr *ms_hdr_insert(struct milter_sess *ms, size_t at)
+{
+	if (ms->nhdrs == ms->hcap) {
+		ms->hcap = ms->hcap ? ms->hcap * 2 : 32;
+		ms->hdrs = xreallocarray(ms->hdrs, ms->hcap, sizeof(*ms->hdrs));
+	}
+	memmove(&ms->hdrs[at + 1], &ms->hdrs[at],
+	    (ms->nhdrs - at) * sizeof(*ms->hdrs));
+	ms->nhdrs++;
+	memset(&ms->hdrs[at], 0, sizeof(ms->hdrs[at]));
+	return &ms->hdrs[at];
+}
+
+/* "Name:" at the start of a line (RFC 5322 field name). */
+static size_t ms_field_name(const unsigned char *p, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n && i < 63; i++) {
+		if (p[i] == ':')
+			return i;
+		if (p[i] <= 32 || p[i] >= 127)
+			return 0;
+	}
+	return 0;
+}
+
+/* A complete header-section line hdrbuf[linestart..hdrlen). */
+static void ms_header_line(struct milter_sess *ms)
+{
+	const unsigned char *line = ms->hdrbuf + ms->linestart;
+	size_t n = ms->hdrlen - ms->linestart, nl;
+	struct mhdr *h;
+
+	if (n == 2 && line[0] == '\r') {
+		/* the blank line: kept apart, written back at the end */
+		ms->hdrlen = ms->linestart;
+		ms->blank = 1;
+		ms_eoh(ms);
+		return;
+	}
+	if ((line[0] == ' ' || line[0] == '\t') && ms->cur_hdr >= 0) {
+		ms->hdrs[ms->cur_hdr].len += n;
+		ms->linestart = ms->hdrlen;
+		return;
+	}
+	nl = ms_field_name(line, n);
+	if (nl == 0 || nl >= sizeof(h->name) || ms->nhdrs >= MS_HDRS_MAX) {
+		/* not a header: the body starts here, without blank line */
+		ms->hdrlen = ms->linestart;
+		ms_eoh(ms);
+		ms_body(ms, (const char *)line, n);
+		return;
+	}
+	if (ms->cur_hdr >= 0)
+		ms_hdr_send(ms, (size_t)ms->cur_hdr);
+	h = ms_hdr_insert(ms, ms->nhdrs);
+	h->off = ms->linestart;
+	h->len = n;
+	memcpy(h->name, line, nl);
+	h->name[nl] = '\0';
+	ms->cur_hdr = (int)(ms->nhdrs - 1);
+	ms->linestart = ms->hdrlen;
+}
+
+int milter_sess_write(struct milter_sess *ms, const char *data, size_t len)
+{
+	size_t i;
+
+	if (ms == NULL || !ms->filtering)
+		return 0;
+	for (i = 0; i < len && ms->in_headers; i++) {
+		if (ms->hdrlen == MS_HDR_MAX) {
+			/* header section too large: the rest is body */
+			const unsigned char *line = ms->hdrbuf + ms->linestart;
+			size_t n = ms->hdrlen - ms->linestart;
+
+			ms->hdrlen = ms->linestart;
+			ms_eoh(ms);
+			ms_body(ms, (const char *)line, n);
+			break;
+		}
+		ms->hdrbuf[ms->hdrlen++] = (unsigned char)data[i];
+		if (data[i] == '\n')
+			ms_header_line(ms);
+	}
+	if (i < len)
+		ms_body(ms, data + i, len - i);
+	if (ms_backlog(ms) > MS_HIWAT) {
+		if (!ms->paused)
+			log_debug("%s: milter: pause, %zu bytes queued",
+			    ms_qid(ms), ms_backlog(ms));
+		ms->paused = 1;
+		return 1;
+	}
+	return 0;
+}
+
+void milter_sess_set_resume(struct milter_sess *ms, void (*fn)(void *arg),
+    void *arg)
+{
+	if (ms == NULL)
+		return;
+	ms->resume_fn = fn;
+	ms->resume_arg = arg;
+}
+
+/* ---- end of message ---- */
+
+static void ms_eom_send(struct milter_sess *ms)
+{
+	const char *names[] = { "i" };
+	const char *values[1] = { ms->id };
+	size_t i;
+
+	if (ms->in_headers) {
+		/* no blank line and no body: what is left is header text */
+		if (ms->linestart < ms->hdrlen) {
+			const unsigned char *line = ms->hdrbuf + ms->linestart;
+			size_t n = ms->hdrlen - ms->linestart;
+
+			ms->hdrlen = ms->linestart;
+			ms_eoh(ms);
+			ms_body(ms, (const char *)line, n);
+		} else
+			ms_eoh(ms);
+	}
+	ms_body_flush(ms);
+	for (i = 0; i < ms->nc; i++) {
+		struct mconn *c = &ms->c[i];
+
+		if (!mc_active(c))
+			continue;
+		mc_macros(c, SMFIC_BODYEOB, names, values, 1);
+		milter_put_cmd(mc_push(c, ST_EOM, 1), SMFIC_BODYEOB);
+		mc_pushed(c);
+		c->eom_sent = 1;
+		mc_pump(c);
+	}
+}
+
+/* The index of the n-th (1-based) live header named name, or nhdrs. */
+static size_t ms_find_hdr(struct milter_sess *ms, const char *name,
+    uint32_t n)
+{
+	size_t i;
+
+	for (i = 0; i < ms->nhdrs; i++)
+		if (!ms->hdrs[i].deleted &&
+		    strcasecmp(ms->hdrs[i].name, name) == 0 && --n == 0)
+			return i;
+	return ms->nhdrs;
+}
+
+/* "Name: value\r\n" from a filter's name and value (LF folds). */
+static char *ms_hraw(const char *name, const char *value, int leadspc)
+{
+	size_t n = strlen(name) + 2 + strlen(value) * 2 + 3, o;
+	char *raw = xmalloc(n);
+	const char *p;
+
+	o = (size_t)snprintf(raw, n, "%s:%s", name, leadspc ? "" : " ");
+	for (p = value; *p != '\0'; p++) {
+		if (*p == '\r')
+			continue;
+		if (*p == '\n')
+			raw[o++] = '\r';
+		raw[o++] = *p;
+	}
+	raw[o++] = '\r';
+	raw[o++] = '\n';
+	raw[o] = '\0';
+	return raw;
+}
+
+static void ms_hdr_new(struct milter_sess *ms, size_t at, const char *name,
+    const char *value, int leadspc)
+{
+	struct mhdr *h;
+
+	if (ms->nhdrs >= MS_HDRS_MAX)
+		return;
+	h = ms_hdr_insert(ms, at > ms->nhdrs ? ms->nhdrs : at);
+	h->raw = ms_hraw(name, value, leadspc);
+	util_strlcpy(h->name, name, sizeof(h->name));
+}
+
+/* Live header position to array index (INSHEADER counts live ones). */
+static size_t ms_live_pos(struct milter_sess *ms, uint32_t pos)
+{
+	size_t i;
+
+	for (i = 0; i < ms->nhdrs; i++)
+		if (!ms->hdrs[i].deleted && pos-- == 0)
+			return i;
+	return ms->nhdrs;
+}
+
+static void ms_apply_mods(struct milter_sess *ms, struct mconn *c)
+{
+	struct milter_result *res = &ms->res;
+	int lead = (c->proto & SMFIP_HDR_LEADSPC) != 0;
+	char sbuf[300];
+	struct mmod *m;
+	size_t h;
+
+	for (m = c->mods; m != NULL; m = m->next) {
+		const struct milter_reply *r = &m->r;
+
+		switch (r->type) {
+		case MILTER_R_ADDHEADER:
+			ms_hdr_new(ms, ms->nhdrs, r->name, r->value, lead);
+			log_info("%s: milter %s: header added: %s", ms->id,
+			    c->spec, r->name);
+			break;
+		case MILTER_R_INSHEADER:
+			ms_hdr_new(ms, ms_live_pos(ms, r->index), r->name,
+			    r->value, lead);
+			log_info("%s: milter %s: header inserted: %s", ms->id,
+			    c->spec, r->name);
+			break;
+		case MILTER_R_CHGHEADER:
+			h = ms_find_hdr(ms, r->name, r->index ? r->index : 1);
+			if (h == ms->nhdrs) {
+				if (r->value[0] != '\0')
+					ms_hdr_new(ms, ms->nhdrs, r->name,
+					    r->value, lead);
+			} else if (r->value[0] == '\0') {
+				ms->hdrs[h].deleted = 1;
+			} else {
+				free(ms->hdrs[h].raw);
+				ms->hdrs[h].raw = ms_hraw(r->name, r->value,
+				    lead);
+			}
+			log_info("%s: milter %s: header %s: %s", ms->id,
+			    c->spec, r->value[0] ? "changed" : "deleted",
+			    r->name);
+			break;
+		case MILTER_R_DELRCPT:
+			if (res->ndeleted < MILTER_DEL_MAX) {
+				const char *a = r->text;
+				size_t n = strlen(a);
+
+				if (n >= 2 && a[0] == '<' && a[n - 1] == '>')
+					res->deleted[res->ndeleted++] =
+					    xstrndup(a + 1, n - 2);
+				else
+					res->deleted[res->ndeleted++] =
+					    xstrdup(a);
+			}
+			log_info("%s: milter %s: recipient deleted: %s",
+			    ms->id, c->spec, log_sanitize(sbuf, sizeof(sbuf),
+			    r->text, 256));
+			break;
+		case MILTER_R_QUARANTINE:
+			res->quarantine = 1;
+			util_strlcpy(res->qreason, r->text,
+			    sizeof(res->qreason));
+			log_info("%s: milter %s: quarantine: %s", ms->id,
+			    c->spec, log_sanitize(sbuf, sizeof(sbuf), r->text,
+			    200));
+			break;
+		case MILTER_R_CHGFROM: {
+			const char *a = r->text;
+			size_t n = strlen(a);
+
+			free(res->sender);
+			if (n >= 2 && a[0] == '<' && a[n - 1] == '>')
+				res->sender = xstrndup(a + 1, n - 2);
+			else
+				res->sender = xstrdup(a);
+			log_info("%s: milter %s: sender changed to <%s>",
+			    ms->id, c->spec, log_sanitize(sbuf, sizeof(sbuf),
+			    res->sender, 256));
+			break;
+		}
+		case MILTER_R_ADDRCPT:
+		case MILTER_R_REPLBODY:
+			log_warn("%s: milter %s: %s not supported, ignored",
+			    ms->id, c->spec, milter_rtype_name(r->type));
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+static void ms_copy(struct milter_sess *ms);
+
+static void ms_copy_resume(void *arg)
+{
+	struct milter_sess *ms = arg;
+
+	ms_copy(ms);
+}
+
+static void ms_eom_done(struct milter_sess *ms)
+{
+	milter_eom_fn *fn = ms->eom_fn;
+	struct milter_result res = ms->res;
+	size_t i;
+
+	ms->copying = 0;
+	ms->wait = W_NONE;
+	ms->eom_fn = NULL;
+	if (ms->put != NULL)
+		queue_put_set_resume(ms->put, NULL, NULL);
+	ms->put = NULL;
+	memset(&ms->res, 0, sizeof(ms->res));
+	/* the session may be gone after the call: only the copy is used */
+	fn(ms->eom_arg, &res);
+	for (i = 0; i < res.ndeleted; i++)
+		free(res.deleted[i]);
+	free(res.sender);
+}
+
+static void ms_copy_fail(struct milter_sess *ms, int err)
+{
+	ms->res.v.action = MILTER_TEMPFAIL;
+	if (err == QUEUE_EFULL || err == QUEUE_EQUOTA)
+		util_strlcpy(ms->res.v.reply, "452 4.3.1 Insufficient system "
+		    "storage", sizeof(ms->res.v.reply));
+	else
+		util_strlcpy(ms->res.v.reply, "451 4.3.0 Local error in "
+		    "processing", sizeof(ms->res.v.reply));
+	ms_eom_done(ms);
+}
+
+/* Write the (changed) header section and the spooled body into the put,
+ * as fast as the queue takes it. */
+static void ms_copy(struct milter_sess *ms)
+{
+	unsigned char buf[MS_COPY_CHUNK];
+	int r = 0;
+
+	while (ms->copy_hdr < ms->nhdrs) {
+		struct mhdr *h = &ms->hdrs[ms->copy_hdr++];
+
+		if (h->deleted)
+			continue;
+		if (h->raw != NULL)
+			r = queue_put_write(ms->put, h->raw, strlen(h->raw));
+		else
+			r = queue_put_write(ms->put, ms->hdrbuf + h->off,
+			    h->len);
+		if (r < 0)
+			return ms_copy_fail(ms, r);
+		if (r == 1)
+			return;		/* ms_copy_resume */
+	}
+	if (!ms->copy_blank) {
+		ms->copy_blank = 1;
+		/* the header section's own unparsed tail, then the blank */
+		if (ms->cur_hdr < 0 && ms->linestart < ms->hdrlen)
+			r = queue_put_write(ms->put, ms->hdrbuf +
+			    ms->linestart, ms->hdrlen - ms->linestart);
+		if (r >= 0 && ms->blank)
+			r = queue_put_write(ms->put, "\r\n", 2);
+		if (r < 0)
+			return ms_copy_fail(ms, r);
+		if (r == 1)
+			return;
+	}
+	while (ms->copy_mem < ms->spoollen) {
+		size_t n = ms->spoollen - ms->copy_mem;
+
+		if (n > MS_COPY_CHUNK)
+			n = MS_COPY_CHUNK;
+		r = queue_put_write(ms->put, ms->spool + ms->copy_mem, n);
+		ms->copy_mem += n;
+		if (r < 0)
+			return ms_copy_fail(ms, r);
+		if (r == 1)
+			return;
+	}
+	while (ms->copy_file < ms->spoolfile) {
+		uint64_t left = ms->spoolfile - ms->copy_file;
+		size_t n = left > sizeof(buf) ? sizeof(buf) : (size_t)left;
+		ssize_t got = pread(ms->spoolfd, buf, n, (off_t)ms->copy_file);
+
+		if (got <= 0) {
+			log_warn("%s: milter spool read: %s", ms->id,
+			    got < 0 ? strerror(errno) : "short file");
+			return ms_copy_fail(ms, QUEUE_EIO);
+		}
+		ms->copy_file += (uint64_t)got;
+		r = queue_put_write(ms->put, buf, (size_t)got);
+		if (r < 0)
+			return ms_copy_fail(ms, r);
+		if (r == 1)
+			return;
+	}
+	ms_eom_done(ms);
+}
+
+/* Every filter answered the end of message: decide, then write. */
+static void ms_eom_finish(struct milter_sess *ms)
+{
+	struct milter_result *res = &ms->res;
+	enum milter_action dflt_a;
+	const char *dflt = ms_default_reply(ms->cfg, &dflt_a);
+	size_t i;
+
+	memset(res, 0, sizeof(*res));
+	ms->wait = W_NONE;
+	for (i = 0; i < ms->nc && res->v.action == MILTER_CONTINUE; i++) {
+		struct mconn *c = &ms->c[i];
+		enum milter_action a = MILTER_CONTINUE;
+		const char *reply = "";
+
+		if (c->failed_tx) {
+			a = dflt_a;
+			reply = dflt;
+		} else if (c->conn_action != MILTER_CONTINUE) {
+			a = c->conn_action;
+			reply = c->conn_reply;
+		} else if (c->tx_action != MILTER_CONTINUE) {
+			a = c->tx_action;
+			reply = c->tx_reply;
+		}
+		if (a != MILTER_CONTINUE) {
+			res->v.action = a;
+			util_strlcpy(res->v.reply, reply, sizeof(res->v.reply));
+			util_strlcpy(res->v.milter, c->spec,
+			    sizeof(res->v.milter));
+		}
+	}
+	if (res->v.action == MILTER_CONTINUE && ms->spoolerr) {
+		ms_copy_fail(ms, QUEUE_EIO);
+		return;
+	}
+	if (res->v.action != MILTER_CONTINUE) {
+		ms_eom_done(ms);
+		return;
+	}
+	for (i = 0; i < ms->nc; i++)
+		if (ms->c[i].eom_done && !ms->c[i].failed_tx)
+			ms_apply_mods(ms, &ms->c[i]);
+	ms->copying = 1;
+	ms->copy_hdr = 0;
+	ms->copy_mem = 0;
+	ms->copy_file = 0;
+	ms->copy_blank = 0;
+	queue_put_set_resume(ms->put, ms_copy_resume, ms);
+	ms_copy(ms);
+}
+
+void milter_sess_eom(struct milter_sess *ms, struct queue_put *put,
+    milter_eom_fn *done, void *arg)
+{
+	ms->put = put;
+	ms->eom_fn = done;
+	ms->eom_arg = arg;
+	ms->wait = W_EOM;
+	ms_eom_send(ms);
+	ms_kick(ms);
+}
+
+void milter_sess_end_tx(struct milter_sess *ms)
+{
+	size_t i;
+
+	if (ms == NULL)
+		return;
+	for (i = 0; i < ms->nc; i++) {
+		struct mconn *c = &ms->c[i];
+
+		if (c->st == MC_OPEN && c->mail_sent && !c->eom_done) {
+			/* the filter's transaction ends here */
+			mc_drop_tx_packets(c);
+			if (c->negotiated == 2) {
+				milter_put_cmd(mc_push(c, ST_NONE, 0),
+				    SMFIC_ABORT);
+				mc_pushed(c);
+				mc_pump(c);
+			} else {
+				/* nothing of the tx went out yet */
+			}
+		}
+		c->mail_sent = 0;
+		c->tx_done = 0;
+		c->tx_action = MILTER_CONTINUE;
+		c->tx_reply[0] = '\0';
+		c->rcpt_pending = 0;
+		free(c->pending_rcpt);
+		c->pending_rcpt = NULL;
+		c->rcpt_action = MILTER_CONTINUE;
+		c->skip_body = 0;
+		c->eom_sent = c->eom_done = 0;
+		mc_clear_mods(c);
+		if (c->st == MC_BROKEN) {
+			/* the next transaction tries again */
+			c->failed_tx = 0;
+			c->st = MC_OFF;
+		}
+	}
+	ms->filtering = 0;
+	ms->data_sent = 0;
+	ms->id[0] = '\0';
+	ms->wait = W_NONE;
+	ms->eom_fn = NULL;
+	ms->rcpt_fn = NULL;
+	ms->put = NULL;	/* smtpd owns it */
+	ms->copying = 0;
+	ms->in_headers = 0;
+	for (i = 0; i < ms->nhdrs; i++)
+		free(ms->hdrs[i].raw);
+	ms->nhdrs = 0;
+	ms->hdrlen = ms->linestart = 0;
+	ms->cur_hdr = -1;
+	ms->blank = 0;
+	ms->chunklen = 0;
+	ms->spoollen = 0;
+	if (ms->spoolfd >= 0) {
+		close(ms->spoolfd);
+		ms->spoolfd = -1;
+	}
+	ms->spoolfile = 0;
+	ms->spoolerr = 0;
+	ms->paused = 0;
+}
+
+/* QUIT goes out on a connection that outlives the session briefly. */
+static void mc_quit_done(struct bufferevent *bev, void *arg)
+{
+	(void)arg;
+	bufferevent_free(bev);
+}
+
+static void mc_quit_event(struct bufferevent *bev, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	bufferevent_free(bev);
+}
+
+void milter_sess_free(struct milter_sess **msp)
+{
+	struct milter_sess *ms = *msp;
+	struct timeval tv = { 2, 0 };
+	size_t i;
+
+	if (ms == NULL)
+		return;
+	*msp = NULL;
+	milter_sess_end_tx(ms);
+	ms->freeing = 1;
+	for (i = 0; i < ms->nc; i++) {
+		struct mconn *c = &ms->c[i];
+
+		if (c->st == MC_OPEN && c->bev != NULL && c->negotiated == 2 &&
+		    !c->awaiting && c->head == NULL) {
+			struct bufferevent *bev = c->bev;
+
+			c->bev = NULL;
+			milter_put_cmd(bufferevent_get_output(bev), SMFIC_QUIT);
+			bufferevent_setcb(bev, NULL, mc_quit_done,
+			    mc_quit_event, NULL);
+			bufferevent_set_timeouts(bev, &tv, &tv);
+			bufferevent_enable(bev, EV_WRITE);
+		}
+		mc_close(c);
+		mc_clear_mods(c);
+		event_free(c->timer);
+	}
+	free(ms->c);
+	event_free(ms->kick);
+	free(ms->sender);
+	free(ms->hdrbuf);
+	free(ms->hdrs);
+	free(ms->chunk);
+	free(ms->spool);
+	config_free(&ms->cfg);
+	free(ms);
+}
