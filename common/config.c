@@ -495,6 +495,17 @@ static int config_set_size(struct config_ctx *ctx, void *field,
 	return 0;
 }
 
+/* A size where 0 is allowed (queue_min_free = 0: no file system margin). */
+static int config_set_size0(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	if (strcmp(value, "0") == 0) {
+		*(uint64_t *)field = 0;
+		return 0;
+	}
+	return config_set_size(ctx, field, key, value);
+}
+
 static int config_set_map_size(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -1022,6 +1033,7 @@ static const struct config_key config_keys[] = {
 	{ "run_as_user", CONFIG_GLOBAL, config_set_str, G(run_as_user) },
 	{ "log_level", CONFIG_GLOBAL, config_set_log_level, G(log_level) },
 	{ "queue_map_size", CONFIG_GLOBAL, config_set_map_size, G(queue_map_size) },
+	{ "queue_min_free", CONFIG_GLOBAL, config_set_size0, G(queue_min_free) },
 	{ "max_received", CONFIG_GLOBAL, config_set_uint, G(max_received) },
 	{ "max_errors", CONFIG_GLOBAL, config_set_uint, G(max_errors) },
 	{ "etrn_rate", CONFIG_GLOBAL, config_set_uint, G(etrn_rate) },
@@ -1030,6 +1042,7 @@ static const struct config_key config_keys[] = {
 	{ "max_deliveries_per_dest", CONFIG_GLOBAL, config_set_uint, G(max_deliveries_per_dest) },
 	{ "delivery_timeout", CONFIG_GLOBAL, config_set_duration, G(delivery_timeout) },
 	{ "delivery_session_limit", CONFIG_GLOBAL, config_set_duration0, G(delivery_session_limit) },
+	{ "smtp_session_limit", CONFIG_GLOBAL, config_set_duration0, G(smtp_session_limit) },
 	{ "odmr_wait_timeout", CONFIG_GLOBAL, config_set_duration, G(odmr_wait_timeout) },
 	{ "max_waiting", CONFIG_GLOBAL, config_set_uint, G(max_waiting) },
 	{ "notify_url", CONFIG_BOTH, config_set_notify_url, GD(notify_url) },
@@ -1154,6 +1167,7 @@ static struct config *config_new(void)
 	cfg->run_as_user = xstrdup(CONFIG_DEF_RUN_AS);
 	cfg->log_level = LOG_LEVEL_INFO;
 	cfg->queue_map_size = 4ULL * 1024 * 1024 * 1024;
+	cfg->queue_min_free = 64ULL * 1024 * 1024;
 	cfg->max_received = 100;
 	cfg->max_errors = 20;
 	cfg->etrn_rate = 10;
@@ -1162,6 +1176,7 @@ static struct config *config_new(void)
 	cfg->max_deliveries_per_dest = 4;
 	cfg->delivery_timeout = 300;
 	cfg->delivery_session_limit = 3600;
+	cfg->smtp_session_limit = 3600;
 	cfg->odmr_wait_timeout = 25 * 60;
 	cfg->max_waiting = 10000;
 	cfg->notify_interval = 60;

@@ -93,6 +93,7 @@ struct config {
 	int log_level;		/* enum log_level */
 	/* Extensions to spec.md (documented in odrelay.conf(5)). */
 	uint64_t queue_map_size;	/* LMDB map size [4G] */
+	uint64_t queue_min_free;	/* file system kept free of new mail [64M] */
 	unsigned max_received;		/* Received headers before 554 5.4.6 [100] */
 	unsigned max_errors;		/* protocol errors before 421 [20] */
 	unsigned etrn_rate;		/* ETRN per client IP per minute [10] */
@@ -101,6 +102,7 @@ struct config {
 	unsigned max_deliveries_per_dest; /* per destination [4] */
 	long delivery_timeout;		/* delivery: reply deadline, seconds [300] */
 	long delivery_session_limit;	/* delivery: no new message after [1h], 0 = off */
+	long smtp_session_limit;	/* SMTP session / ODMR before AUTH [1h], 0 = off */
 	/* Knowing the recipients: defaults for every domain section. */
 	int verify_unknown;		/* 1: tempfail (450 4.1.1), 0: accept */
 	long verify_timeout;		/* [10s] */

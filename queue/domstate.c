@@ -23,7 +23,6 @@
 
 struct domstate {
 	struct queue *q;
-	MDB_env *env;
 	MDB_dbi db;
 	int absent;		/* read-only and not created yet */
 	int have_db;		/* db is open (else created by the first note) */
@@ -84,11 +83,11 @@ struct domstate *domstate_open(struct queue *q, char *err, size_t errlen)
 	int r;
 
 	ds->q = q;
-	ds->env = queue_ext_env(q);
 	ds->refs = 1;
-	r = mdb_txn_begin(ds->env, NULL, MDB_RDONLY, &txn);
+	r = mdb_txn_begin(queue_ext_env(ds->q), NULL, MDB_RDONLY, &txn);
 	if (r == 0) {
-		r = mdb_dbi_open(txn, "domstate", 0, &ds->db);
+		/* Through the queue: it reopens it after a compaction. */
+		r = queue_ext_dbi_open(q, txn, "domstate", 0, &ds->db);
 		if (r == 0)
 			ds->have_db = 1;
 		else if (r == MDB_NOTFOUND) {
@@ -147,7 +146,7 @@ int domstate_get(struct domstate *ds, const char *domain,
 	    (k.mv_size = domstate_key(domain, key)) == 0)
 		return 0;
 	k.mv_data = key;
-	if (mdb_txn_begin(ds->env, NULL, MDB_RDONLY, &txn) != 0)
+	if (mdb_txn_begin(queue_ext_env(ds->q), NULL, MDB_RDONLY, &txn) != 0)
 		return QUEUE_EIO;
 	rc = mdb_get(txn, ds->db, &k, &v);
 	if (rc == 0)
@@ -166,7 +165,8 @@ static int domstate_apply(MDB_txn *txn, void *arg)
 	int rc;
 
 	if (op->create &&
-	    (rc = mdb_dbi_open(txn, "domstate", MDB_CREATE, &op->db)) != 0)
+	    (rc = queue_ext_dbi_open(op->ds->q, txn, "domstate", MDB_CREATE,
+	    &op->db)) != 0)
 		return rc;
 	rc = mdb_get(txn, op->db, &k, &v);
 	if (rc == 0)

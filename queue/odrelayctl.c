@@ -30,6 +30,7 @@
 
 #include "config.h"
 #include "control.h"
+#include "domhash.h"
 #include "log.h"
 #include "passwd.h"
 #include "queue.h"
@@ -81,6 +82,7 @@ static int ctl_usage_to(FILE *out, int status)
 	    "  quarantine [--json]          list messages a milter held aside\n"
 	    "  release ID                   deliver a quarantined message\n"
 	    "  stats [--json]               per-domain queue sizes and totals\n"
+	    "  compact                      give unused queue space back to the disk\n"
 	    "  recipients [--json] DOMAIN   what the relay knows of a domain's recipients\n"
 	    "  recipients forget DOMAIN [ADDRESS]  clear it (one address or all)\n"
 	    "  passwd add [--no-cram] NAME DOMAIN...\n"
@@ -358,29 +360,6 @@ static struct queue *ctl_open_ro(const struct config *cfg)
 	return q;
 }
 
-/* Ids of every message, collected first so that no read transaction is
- * held while each message is then read on its own. */
-struct ctl_ids {
-	char (*v)[QUEUE_ID_LEN + 1];
-	size_t n, cap;
-};
-
-static void ctl_ids_add(struct ctl_ids *ids, const char *id)
-{
-	if (ids->n == ids->cap) {
-		ids->cap = ids->cap ? ids->cap * 2 : 64;
-		ids->v = xreallocarray(ids->v, ids->cap, sizeof(*ids->v));
-	}
-	snprintf(ids->v[ids->n], sizeof(ids->v[0]), "%s", id);
-	ids->n++;
-}
-
-static int ctl_collect_env(void *arg, const struct queue_envelope *env)
-{
-	ctl_ids_add(arg, env->id);
-	return 0;
-}
-
 /* ---- message state ---- */
 
 enum ctl_state { CTL_HELD, CTL_DEFERRED, CTL_DELIVERING, CTL_QUARANTINED,
@@ -483,15 +462,18 @@ struct ctl_dom {
 struct ctl_doms {
 	struct ctl_dom *v;
 	size_t n, cap;
+	struct domhash *idx;	/* name -> index: 50,000 domains stay fast */
 };
 
 static struct ctl_dom *ctl_doms_get(struct ctl_doms *ds, const char *name)
 {
 	size_t i;
 
-	for (i = 0; i < ds->n; i++)
-		if (strcasecmp(ds->v[i].name, name) == 0)
-			return &ds->v[i];
+	if (ds->idx == NULL)
+		ds->idx = domhash_new();
+	if (domhash_get(ds->idx, name, &i))
+		return &ds->v[i];
+	domhash_put(ds->idx, name, ds->n);
 	if (ds->n == ds->cap) {
 		ds->cap = ds->cap ? ds->cap * 2 : 16;
 		ds->v = xreallocarray(ds->v, ds->cap, sizeof(*ds->v));
@@ -539,6 +521,7 @@ static void ctl_doms_free(struct ctl_doms *ds)
 
 	for (i = 0; i < ds->n; i++)
 		free(ds->v[i].name);
+	domhash_free(&ds->idx);
 	free(ds->v);
 	ds->v = NULL;
 	ds->n = ds->cap = 0;
@@ -656,7 +639,7 @@ static void ctl_queue_human(const struct queue_envelope *env,
 static void ctl_queue_json(const struct queue_envelope *env,
     enum ctl_state st, int *first)
 {
-	struct ctl_doms ds = { NULL, 0, 0 };
+	struct ctl_doms ds = { NULL, 0, 0, NULL };
 	size_t i;
 
 	printf("%s\n    {\"id\":", *first ? "" : ",");
@@ -694,6 +677,62 @@ static void ctl_queue_json(const struct queue_envelope *env,
 	printf("],\n     \"attempts\":%u,\"last_error\":", ctl_msg_attempts(env));
 	ctl_json_str(stdout, ctl_msg_last_error(env));
 	printf("}");
+}
+
+/* One message of "queue": printed as it is read (constant memory). */
+struct ctl_walk {
+	struct queue *q;
+	const struct config *cfg;
+	const char *domain;
+	struct ctl_doms *ds;
+	int json, first, status;
+	uint64_t msgs, bytes;
+};
+
+static int ctl_queue_visit(void *arg, const struct queue_envelope *env)
+{
+	struct ctl_walk *w = arg;
+	enum ctl_state st;
+
+	if ((w->domain != NULL && !ctl_msg_has_domain(env, w->domain)) ||
+	    (ctl_only_quarantined && !(env->flags & QUEUE_F_QUARANTINE)))
+		return 0;
+	st = ctl_msg_state(w->q, w->cfg, env);
+	if (w->json)
+		ctl_queue_json(env, st, &w->first);
+	else
+		ctl_queue_human(env, st, &w->first);
+	ctl_doms_count(w->ds, env);
+	w->msgs++;
+	w->bytes += env->size;
+	return 0;
+}
+
+/* queue DOMAIN: through the domain index, a page of ids at a time. */
+static int ctl_queue_domain(struct ctl_walk *w)
+{
+	char ids[256][QUEUE_ID_LEN + 1], after[QUEUE_ID_LEN + 1] = "";
+	int n, rc = QUEUE_OK;
+
+	while ((n = queue_domain_ids(w->q, w->domain, after, ids, 256)) > 0) {
+		for (int k = 0; k < n; k++) {
+			struct queue_envelope *env = NULL;
+			int r = queue_get(w->q, ids[k], &env);
+
+			if (r < 0) {
+				ctl_err("%s: %s", ids[k], queue_strerror(r));
+				w->status = CTL_EXIT_FAIL;
+			}
+			if (r != 1)
+				continue;	/* delivered or removed meanwhile */
+			ctl_queue_visit(w, env);
+			queue_envelope_free(&env);
+		}
+		memcpy(after, ids[n - 1], sizeof(after));
+	}
+	if (n < 0)
+		rc = n;
+	return rc;
 }
 
 /*
@@ -742,8 +781,7 @@ static void ctl_queue_waiting(const struct config *cfg, const char *filter,
 static int ctl_cmd_queue(int argc, char **argv)
 {
 	const struct config *cfg;
-	struct ctl_ids ids = { NULL, 0, 0 };
-	struct ctl_doms ds = { NULL, 0, 0 };
+	struct ctl_doms ds = { NULL, 0, 0, NULL };
 	const char *domain = NULL;
 	struct queue *q;
 	uint64_t total_msgs = 0, total_bytes = 0;
@@ -765,45 +803,27 @@ static int ctl_cmd_queue(int argc, char **argv)
 	}
 	if ((cfg = ctl_config()) == NULL || (q = ctl_open_ro(cfg)) == NULL)
 		return CTL_EXIT_FAIL;
-	/* On an error (a corrupt record) list what could be read, exit 1. */
-	rc = queue_foreach(q, ctl_collect_env, &ids);
-	if (rc < 0) {
-		ctl_err("reading queue: %s", queue_strerror(rc));
-		status = CTL_EXIT_FAIL;
-	}
+	/* Streamed: each message printed as it is read; with a DOMAIN only
+	 * that domain's index is read. On an error (a corrupt record) list
+	 * what could be read, exit 1. */
 	if (json)
 		printf("{\"messages\":[");
-	for (k = 0; k < ids.n; k++) {
-		struct queue_envelope *env = NULL;
-		enum ctl_state st;
+	{
+		struct ctl_walk w = { q, cfg, domain, &ds, json, 1, status, 0, 0 };
 
-		rc = queue_get(q, ids.v[k], &env);
-		if (rc == 0)
-			continue;	/* delivered or removed meanwhile */
+		rc = domain != NULL ? ctl_queue_domain(&w) :
+		    queue_foreach(q, ctl_queue_visit, &w);
 		if (rc < 0) {
-			ctl_err("%s: %s", ids.v[k], queue_strerror(rc));
-			status = CTL_EXIT_FAIL;
-			continue;
+			ctl_err("reading queue: %s", queue_strerror(rc));
+			w.status = CTL_EXIT_FAIL;
 		}
-		if ((domain != NULL && !ctl_msg_has_domain(env, domain)) ||
-		    (ctl_only_quarantined &&
-		    !(env->flags & QUEUE_F_QUARANTINE))) {
-			queue_envelope_free(&env);
-			continue;
-		}
-		st = ctl_msg_state(q, cfg, env);
-		if (json)
-			ctl_queue_json(env, st, &first);
-		else
-			ctl_queue_human(env, st, &first);
-		ctl_doms_count(&ds, env);
-		total_msgs++;
-		total_bytes += env->size;
-		queue_envelope_free(&env);
+		first = w.first;
+		status = w.status;
+		total_msgs = w.msgs;
+		total_bytes = w.bytes;
 	}
 	ctl_doms_facts(q, &ds);
 	queue_close(&q);
-	free(ids.v);
 
 	/* With a DOMAIN filter, only that domain's totals. */
 	if (domain != NULL) {
@@ -1384,11 +1404,50 @@ static char *ctl_next_counter(char *p, const char **name_r, uint64_t *val_r)
 	}
 }
 
+/* ---- queue space (stats, compact) ---- */
+
+static void ctl_compact_done(void *arg, int result)
+{
+	int *res = arg;
+
+	res[0] = 1;
+	res[1] = result;
+}
+
+static void ctl_space_human(const struct queue_space *sp)
+{
+	printf("\nqueue map:  %" PRIu64 " of %" PRIu64 " bytes in use\n"
+	    "queue file: %" PRIu64 " bytes (%" PRIu64 " kept in reserve)\n"
+	    "disk free:  %" PRIu64 " bytes%s\n", sp->map_used, sp->map_size,
+	    sp->file_size, sp->reserve, sp->fs_avail,
+	    sp->low ? " (low: new mail refused)" : "");
+}
+
+/* A member of the top object, with its comma. */
+static void ctl_space_json(const struct queue_space *sp)
+{
+	printf("\"space\":{\"map_size\":%" PRIu64 ",\"map_used\":%" PRIu64
+	    ",\"file_size\":%" PRIu64 ",\"reserve\":%" PRIu64
+	    ",\"fs_free\":%" PRIu64 ",\"low\":%s},\n ",
+	    sp->map_size, sp->map_used,
+	    sp->file_size, sp->reserve, sp->fs_avail, sp->low ? "true" : "false");
+}
+
+static int ctl_stats_domain(void *arg, const char *domain,
+    const struct queue_domain_stats *st)
+{
+	struct ctl_dom *d = ctl_doms_get(arg, domain);
+
+	d->messages = st->messages;
+	d->bytes = st->bytes;
+	return 0;
+}
+
 static int ctl_cmd_stats(int argc, char **argv)
 {
 	const struct config *cfg;
-	struct ctl_ids ids = { NULL, 0, 0 };
-	struct ctl_doms ds = { NULL, 0, 0 };
+	struct queue_space space = { 0, 0, 0, 0, 0, 0 };
+	struct ctl_doms ds = { NULL, 0, 0, NULL };
 	uint64_t states[CTL_NSTATES] = { 0, 0, 0 };
 	uint64_t total_msgs = 0, total_bytes = 0, rcpts = 0, val;
 	char *counters = xmalloc(CTL_STATS_REPLY_MAX), *p;
@@ -1410,47 +1469,37 @@ static int ctl_cmd_stats(int argc, char **argv)
 		free(counters);
 		return CTL_EXIT_FAIL;
 	}
+	/* So that "low" means what the daemon would do. */
+	queue_set_min_free(q, cfg->queue_min_free);
 	for (k = 0; k < cfg->ndomains; k++) {
 		struct ctl_dom *d = ctl_doms_get(&ds, cfg->domains[k].name);
 
 		d->configured = 1;
 		d->hold = cfg->domains[k].hold;
 	}
-	rc = queue_foreach(q, ctl_collect_env, &ids);
-	if (rc < 0) {
-		ctl_err("reading queue: %s", queue_strerror(rc));
-		status = CTL_EXIT_FAIL;
-	}
-	for (k = 0; k < ids.n; k++) {
-		struct queue_envelope *env = NULL;
-		size_t j;
+	/* From the queue's counters, not a walk of every message: O(1) for
+	 * the totals and the states, O(domains with mail) for the table. */
+	{
+		struct queue_totals t;
 
-		if (queue_get(q, ids.v[k], &env) <= 0)
-			continue;
-		states[ctl_msg_state(q, cfg, env)]++;
-		total_msgs++;
-		total_bytes += env->size;
-		for (j = 0; j < env->nrcpts; j++)
-			if (env->rcpts[j].state == QUEUE_RCPT_QUEUED) {
-				rcpts++;
-				if (env->rcpts[j].domain != NULL)
-					(void)ctl_doms_get(&ds,
-					    env->rcpts[j].domain);
-			}
-		queue_envelope_free(&env);
-	}
-	free(ids.v);
-	/* Per-domain sizes from the queue's own index (what quotas use). */
-	for (k = 0; k < ds.n; k++) {
-		struct queue_domain_stats st = { 0, 0 };
-
-		rc = queue_domain_stats(q, ds.v[k].name, &st);
+		rc = queue_totals(q, &t);
+		if (rc == QUEUE_OK)
+			rc = queue_foreach_count(q, ctl_stats_domain, &ds);
+		if (rc == QUEUE_OK)
+			rc = queue_space(q, &space);
 		if (rc < 0) {
-			ctl_err("%s: %s", ds.v[k].name, queue_strerror(rc));
+			ctl_err("reading queue: %s", queue_strerror(rc));
 			status = CTL_EXIT_FAIL;
 		}
-		ds.v[k].messages = st.messages;
-		ds.v[k].bytes = st.bytes;
+		total_msgs = t.messages;
+		total_bytes = t.bytes;
+		rcpts = t.recipients;
+		/* Held: waiting for ETRN/ATRN (no retry time); deferred: on the
+		 * retry index; delivering: leased. */
+		states[CTL_DELIVERING] = t.leased;
+		states[CTL_DEFERRED] = t.retrying;
+		states[CTL_HELD] = t.messages > t.retrying + t.leased ?
+		    t.messages - t.retrying - t.leased : 0;
 	}
 	ctl_doms_facts(q, &ds);
 	queue_close(&q);
@@ -1466,7 +1515,9 @@ static int ctl_cmd_stats(int argc, char **argv)
 		for (i = 0; i < CTL_NSTATES; i++)
 			printf("%s\"%s\":%" PRIu64, i ? "," : "",
 			    ctl_state_names[i], states[i]);
-		printf("},\n \"domains\":[");
+		printf("},\n ");
+		ctl_space_json(&space);
+		printf("\"domains\":[");
 		for (k = 0; k < ds.n; k++) {
 			printf("%s\n    {\"domain\":", k ? "," : "");
 			ctl_json_str(stdout, ds.v[k].name);
@@ -1510,6 +1561,7 @@ static int ctl_cmd_stats(int argc, char **argv)
 		for (i = 0; i < CTL_NSTATES; i++)
 			printf("%-11s %" PRIu64 "\n", ctl_state_names[i],
 			    states[i]);
+		ctl_space_human(&space);
 		if (p == NULL)
 			printf("\ndaemon counters: odrelayd not running\n");
 		else {
@@ -1527,6 +1579,75 @@ static int ctl_cmd_stats(int argc, char **argv)
 	free(counters);
 	ctl_doms_free(&ds);
 	return ctl_finish_output(status);
+}
+
+/*
+ * compact: LMDB's compacting copy. With the daemon running it does the
+ * work (writes wait during the copy) and is polled until done; without
+ * it, the queue is opened here.
+ */
+static int ctl_cmd_compact(int argc, char **argv)
+{
+	const struct config *cfg;
+	char reply[512], err[512], pbuf[512];
+	const char *path;
+
+	(void)argv;
+	if (argc != 1)
+		return ctl_usage();
+	if ((cfg = ctl_config()) == NULL)
+		return CTL_EXIT_FAIL;
+	path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
+	if (control_request(path, "compact", reply, sizeof(reply), err,
+	    sizeof(err)) == 0) {
+		if (reply[0] != '2') {
+			ctl_err("%s", reply);
+			return CTL_EXIT_FAIL;
+		}
+		for (;;) {
+			struct timespec ts = { 0, 100 * 1000 * 1000 };
+
+			nanosleep(&ts, NULL);
+			if (control_request(path, "compact-status", reply,
+			    sizeof(reply), err, sizeof(err)) < 0) {
+				ctl_err("%s", err);
+				return CTL_EXIT_FAIL;
+			}
+			if (strcmp(reply, "250 running") != 0)
+				break;
+		}
+		if (strncmp(reply, "250 done", 8) != 0) {
+			ctl_err("%s", reply);
+			return CTL_EXIT_FAIL;
+		}
+		printf("compacted (by odrelayd): %s\n", reply + 9);
+		return ctl_finish_output(CTL_EXIT_OK);
+	}
+	if (!ctl_daemon_absent(path)) {
+		ctl_err("%s", err);
+		return CTL_EXIT_FAIL;
+	}
+	{
+		struct queue *q;
+		int res[2] = { 0, QUEUE_EIO };
+		uint64_t before = 0, after = 0;
+
+		q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
+		    sizeof(err));
+		if (q == NULL) {
+			ctl_err("cannot open the queue: %s", err);
+			return CTL_EXIT_FAIL;
+		}
+		queue_compact(q, &before, &after, ctl_compact_done, res);
+		queue_close(&q);
+		if (res[1] != QUEUE_OK) {
+			ctl_err("compaction failed: %s", queue_strerror(res[1]));
+			return CTL_EXIT_FAIL;
+		}
+		printf("compacted: before=%" PRIu64 " after=%" PRIu64 "\n",
+		    before, after);
+	}
+	return ctl_finish_output(CTL_EXIT_OK);
 }
 
 /* ---- passwd ---- */
@@ -1936,6 +2057,7 @@ static const struct {
 	{ "quarantine", ctl_cmd_quarantine },
 	{ "release", ctl_cmd_release },
 	{ "stats", ctl_cmd_stats },
+	{ "compact", ctl_cmd_compact },
 	{ "passwd", ctl_cmd_passwd },
 	{ "recipients", ctl_cmd_recipients },
 };

@@ -812,23 +812,30 @@ static int msg_remove(struct queue *q, MDB_txn *txn, const struct queue_envelope
  */
 #define QUEUE_MAP_RESERVE_PCT	90
 
-static int map_has_room(struct queue *q, MDB_txn *txn, uint64_t need)
+/* Bytes in pages in use, every database counted; free pages not. */
+static uint64_t map_used_bytes(struct queue *q, MDB_txn *txn)
 {
 	MDB_dbi dbis[] = { 0, 1, q->db_meta, q->db_msg, q->db_body, q->db_dom,
 	    q->db_sched, q->db_count, q->db_lease, q->db_incomplete };
-	MDB_envinfo info;
 	MDB_stat st;
 	uint64_t pages = 0, psize = 4096;
 
-	if (mdb_env_info(q->env, &info) != 0)
-		return 1;
 	for (size_t i = 0; i < sizeof(dbis) / sizeof(dbis[0]); i++) {
 		if (mdb_stat(txn, dbis[i], &st) != 0)
 			continue;
 		psize = st.ms_psize;
 		pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
 	}
-	return pages * psize + need <=
+	return pages * psize;
+}
+
+static int map_has_room(struct queue *q, MDB_txn *txn, uint64_t need)
+{
+	MDB_envinfo info;
+
+	if (mdb_env_info(q->env, &info) != 0)
+		return 1;
+	return map_used_bytes(q, txn) + need <=
 	    (uint64_t)info.me_mapsize / 100 * QUEUE_MAP_RESERVE_PCT;
 }
 
@@ -848,24 +855,31 @@ static uint64_t queue_prealloc_bytes(const struct queue *q)
 	return b > 16 * 1024 * 1024 ? 16 * 1024 * 1024 : b;
 }
 
-/* Writer thread (or the opener): top up the preallocated space. */
+/*
+ * Writer thread (or the opener): keep at least the reserve free inside
+ * the data file. Free pages left by deliveries count (LMDB reuses them
+ * for the pages a delete needs); what is missing is allocated at the end.
+ */
 static void queue_prealloc(struct queue *q)
 {
 	MDB_envinfo info;
-	MDB_stat st;
+	MDB_txn *txn;
 	struct stat sb;
-	uint64_t want;
+	uint64_t want, used;
 	int fd, rc;
 
 	if (q->rdonly || mdb_env_info(q->env, &info) != 0 ||
-	    mdb_env_stat(q->env, &st) != 0 || mdb_env_get_fd(q->env, &fd) != 0 ||
-	    fstat(fd, &sb) < 0)
+	    mdb_env_get_fd(q->env, &fd) != 0 || fstat(fd, &sb) < 0 ||
+	    mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
 		return;
-	want = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize +
-	    queue_prealloc_bytes(q);
+	used = map_used_bytes(q, txn);
+	mdb_txn_abort(txn);
+	want = used + queue_prealloc_bytes(q);
 	if (want > (uint64_t)info.me_mapsize)
 		want = (uint64_t)info.me_mapsize;
 	if ((uint64_t)sb.st_size >= want) {
+		if (__atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
+			log_info("queue: reserve restored, accepting mail again");
 		__atomic_store_n(&q->space_low, 0, __ATOMIC_RELAXED);
 		return;
 	}
@@ -893,13 +907,27 @@ static uint64_t queue_fs_avail(const struct queue *q)
 	return (uint64_t)vfs.f_bavail * vfs.f_frsize;
 }
 
-static int fs_has_room(struct queue *q, uint64_t need)
+/*
+ * Room for `need` octets of new mail: free pages inside the data file
+ * (what a drain left) count as well as the file system's free space; the
+ * reserve and queue_min_free must remain after it.
+ */
+static int fs_has_room(struct queue *q, MDB_txn *txn, uint64_t need)
 {
+	uint64_t avail = queue_fs_avail(q), used = map_used_bytes(q, txn);
+	struct stat sb;
+	int fd;
+
 	if (__atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
 		return 0;
+	if (avail == UINT64_MAX)
+		return 1;
+	if (mdb_env_get_fd(q->env, &fd) == 0 && fstat(fd, &sb) == 0 &&
+	    (uint64_t)sb.st_size > used)
+		avail += (uint64_t)sb.st_size - used;
 	/* LMDB stores a body in whole pages plus its indexes: some slack. */
-	need += need / 8 + 16384;
-	return queue_fs_avail(q) >= need + q->min_free;
+	need += need / 8 + 16384 + queue_prealloc_bytes(q);
+	return avail >= need + q->min_free;
 }
 
 static int job_commit(struct queue *q, MDB_txn *txn, struct job *j)
@@ -910,7 +938,7 @@ static int job_commit(struct queue *q, MDB_txn *txn, struct job *j)
 
 	if (j->put->wr_failed)
 		return j->put->wr_failed;
-	if (!map_has_room(q, txn, env->size) || !fs_has_room(q, env->size))
+	if (!map_has_room(q, txn, env->size) || !fs_has_room(q, txn, env->size))
 		return QUEUE_EFULL;
 	if (j->len > 0) {
 		rc = body_put(q, txn, env->id, j->chunkno, j->data, j->len);
@@ -2207,23 +2235,6 @@ void queue_set_min_free(struct queue *q, uint64_t bytes)
 	q->min_free = bytes;
 }
 
-/* Bytes in pages in use, every database counted; free pages not. */
-static uint64_t map_used_bytes(struct queue *q, MDB_txn *txn)
-{
-	MDB_dbi dbis[] = { 0, 1, q->db_meta, q->db_msg, q->db_body, q->db_dom,
-	    q->db_sched, q->db_count, q->db_lease, q->db_incomplete };
-	MDB_stat st;
-	uint64_t pages = 0, psize = 4096;
-
-	for (size_t i = 0; i < sizeof(dbis) / sizeof(dbis[0]); i++) {
-		if (mdb_stat(txn, dbis[i], &st) != 0)
-			continue;
-		psize = st.ms_psize;
-		pages += st.ms_branch_pages + st.ms_leaf_pages + st.ms_overflow_pages;
-	}
-	return pages * psize;
-}
-
 int queue_check_room(struct queue *q, const char *domain, uint64_t size)
 {
 	MDB_txn *txn;
@@ -2232,11 +2243,9 @@ int queue_check_room(struct queue *q, const char *domain, uint64_t size)
 
 	if (q->rdonly)
 		return QUEUE_EIO;
-	if (!fs_has_room(q, size))
-		return QUEUE_EFULL;
 	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
 		return QUEUE_EIO;
-	if (!map_has_room(q, txn, size))
+	if (!map_has_room(q, txn, size) || !fs_has_room(q, txn, size))
 		rc = QUEUE_EFULL;
 	if (rc == QUEUE_OK && domain != NULL &&
 	    domhash_get(q->quota_index, domain, &k) && q->quotas[k].max > 0) {
@@ -2254,6 +2263,13 @@ int queue_check_room(struct queue *q, const char *domain, uint64_t size)
 	}
 	mdb_txn_abort(txn);
 	return rc;
+}
+
+void queue_space_recheck(struct queue *q)
+{
+	/* The writer tops the reserve up after every batch: an empty one. */
+	if (!q->rdonly && __atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
+		queue_barrier(q, NULL, NULL);
 }
 
 int queue_totals(struct queue *q, struct queue_totals *t)
@@ -2295,20 +2311,17 @@ int queue_space(struct queue *q, struct queue_space *sp)
 	if (mdb_env_info(q->env, &info) != 0 || mdb_env_stat(q->env, &st) != 0)
 		return QUEUE_EIO;
 	sp->map_size = info.me_mapsize;
-	if (mdb_env_get_fd(q->env, &fd) == 0 && fstat(fd, &sb) == 0) {
-		uint64_t end = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
-
+	if (mdb_env_get_fd(q->env, &fd) == 0 && fstat(fd, &sb) == 0)
 		sp->file_size = (uint64_t)sb.st_size;
-		sp->reserve = sp->file_size > end ? sp->file_size - end : 0;
-	}
 	sp->fs_avail = queue_fs_avail(q);
 	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
 		return QUEUE_EIO;
 	sp->map_used = map_used_bytes(q, txn);
-	mdb_txn_abort(txn);
-	sp->low = __atomic_load_n(&q->space_low, __ATOMIC_RELAXED) ||
-	    (!q->rdonly && !fs_has_room(q, 0)) ||
+	/* Free inside the file: pages deliveries left, and the tail. */
+	sp->reserve = sp->file_size > sp->map_used ? sp->file_size - sp->map_used : 0;
+	sp->low = !fs_has_room(q, txn, 0) ||
 	    sp->map_used > sp->map_size / 100 * QUEUE_MAP_RESERVE_PCT;
+	mdb_txn_abort(txn);
 	return QUEUE_OK;
 }
 
@@ -2561,6 +2574,8 @@ static int queue_swap(struct queue *q)
 			MDB_dbi dbi;
 
 			rc = mdb_dbi_open(txn, q->ext_dbs.v[i], 0, &dbi);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;	/* its creation was rolled back */
 		}
 		if (rc == 0)
 			rc = mdb_txn_commit(txn);

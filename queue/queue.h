@@ -257,6 +257,10 @@ void queue_set_min_free(struct queue *q, uint64_t bytes);
  */
 int queue_check_room(struct queue *q, const char *domain, uint64_t size);
 
+/* While new mail is refused because the reserve could not be kept, try
+ * again (the writer does it; call it now and then, e.g. every second). */
+void queue_space_recheck(struct queue *q);
+
 struct queue_totals {
 	uint64_t messages;	/* with at least one queued recipient */
 	uint64_t bytes;
@@ -272,7 +276,7 @@ struct queue_space {
 	uint64_t map_used;	/* bytes in pages in use */
 	uint64_t file_size;	/* data.mdb on disk (with the reserve) */
 	uint64_t fs_avail;	/* free on the file system */
-	uint64_t reserve;	/* preallocated beyond the last page */
+	uint64_t reserve;	/* free inside the file (kept >= the reserve) */
 	int low;		/* new mail refused for lack of space */
 };
 int queue_space(struct queue *q, struct queue_space *sp_r);

@@ -981,6 +981,7 @@ static void sched_tick(evutil_socket_t fd, short what, void *arg)
 	}
 	sched_retry_due(s);
 	sched_expiry_slice(s);
+	queue_space_recheck(s->q);
 }
 
 void sched_message_added(void *arg, const char *id)

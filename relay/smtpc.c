@@ -20,6 +20,10 @@
 #include <string.h>
 #include <time.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
@@ -1137,12 +1141,36 @@ static void smtpc_leave(struct smtpc *s)
 		smtpc_destroy(s);
 }
 
+/*
+ * A peer that writes each reply line as its own small segment without
+ * TCP_NODELAY (fetchmail's ODMR pump) sends the next line only when the
+ * previous one is acknowledged; a delayed ACK (about 40 ms) then stalls
+ * every pipelined reply. Linux leaves quick-ACK mode on its own, so it is
+ * re-armed after each read; this also sends the ACK now.
+ */
+static void smtpc_quickack(struct smtpc *s)
+{
+#ifdef TCP_QUICKACK
+	evutil_socket_t fd;
+	int one = 1;
+
+	if (!(s->flags & SMTPC_QUICKACK) || s->bev == NULL)
+		return;
+	fd = bufferevent_getfd(s->bev);
+	if (fd >= 0)
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+#else
+	(void)s;
+#endif
+}
+
 static void smtpc_readcb(struct bufferevent *bev, void *arg)
 {
 	struct smtpc *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 
 	s->busy++;
+	smtpc_quickack(s);
 	while (!s->dead && s->state != S_DONE && s->state != S_BODY &&
 	    s->state != S_HANDSHAKE) {
 		size_t n;

@@ -29,6 +29,9 @@ struct smtpc;
 					 * end-of-data in its own write */
 #define SMTPC_LMTP		0x4	/* LHLO, one reply per rcpt after DATA */
 #define SMTPC_NO_PIPELINING	0x8	/* never pipeline (tests, odd peers) */
+#define SMTPC_QUICKACK		0x10	/* ACK each reply at once (TCP_QUICKACK):
+					 * for peers that write reply lines one
+					 * by one without TCP_NODELAY */
 
 /* Message flags (same values as QUEUE_F_*). */
 #define SMTPC_F_8BITMIME	0x1

@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""Scale and space (issues 16 and 17 item 3): early 452 refusals at MAIL
+and RCPT, expiry of one message among many, compaction while the daemon
+runs (nothing lost or duplicated), and a full file system drained by ATRN
+twice with no duplicate delivery."""
+
+import os
+import pwd
+import re
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from odtest import (Conn, Fixture, Skip, check, fail, json_messages,
+    run_tests)
+from pullsink import (PullFixture, Sink, add_user, msg_rcpts, odmr_login,
+    reverse_serve, wait_queue)
+
+
+def body(tag, size):
+	"""A message of about size octets with a unique tag in its subject."""
+	head = ("From: s@client.test\r\nTo: x@example.org\r\n"
+	    "Subject: %s\r\nMessage-ID: <%s@client.test>\r\n\r\n" % (tag, tag))
+	line = ("%s " % tag) + "x" * 70 + "\r\n"
+	n = max(1, (size - len(head)) // len(line))
+	return (head + line * n).encode()
+
+
+def send_many(port, rcpt, tags, size, sender="s@client.test", params=""):
+	"""Many transactions over one session. Returns {tag: reply code} and
+	stops at the first refusal (its code and text in the result too)."""
+	c = Conn(port, timeout=20)
+	out = {}
+	try:
+		c.greet_ehlo("client.test")
+		for tag in tags:
+			code, text = c.cmd("MAIL FROM:<%s>%s" % (sender, params))
+			if code != 250:
+				out[tag] = (code, text)
+				break
+			code, text = c.cmd("RCPT TO:<%s>" % rcpt)
+			if code != 250:
+				out[tag] = (code, text)
+				c.cmd("RSET")
+				break
+			c.expect(354, "DATA")
+			c.send(body(tag, size) + b".\r\n")
+			code, text = c.reply()
+			out[tag] = (code, text)
+			if code != 250:
+				break
+		c.cmd("QUIT")
+	finally:
+		c.close()
+	return out
+
+
+def accepted(res):
+	return [t for t, (c, _) in res.items() if c == 250]
+
+
+def tags_of(sink):
+	"""The subject tag of every message the sink accepted."""
+	out = []
+	for t, _ in sink.delivered():
+		m = re.search(rb"^Subject: (\S+)", t.data, re.M)
+		out.append(m.group(1).decode() if m else "?")
+	return out
+
+
+# --- early refusals --------------------------------------------------------
+
+QUOTA_DOMAINS = """
+[domain quota.test]
+hold = yes
+max_queue_size = 20K
+
+[domain free.test]
+hold = yes
+"""
+
+
+def test_early_refusals():
+	with Fixture("scale-early", domains=QUOTA_DOMAINS) as d:
+		res = send_many(d.smtp_port, "a@quota.test", ["q1"], 15000)
+		check(accepted(res) == ["q1"], "first message: %r" % res)
+		c = Conn(d.smtp_port)
+		try:
+			c.greet_ehlo()
+			# Announced size over what the quota has left: refused at RCPT
+			# with 4.2.2 naming the domain; other domains unaffected.
+			c.expect(250, "MAIL FROM:<s@client.test> SIZE=10000")
+			t = c.expect(452, "RCPT TO:<b@quota.test>")
+			check("4.2.2" in t and "quota.test" in t, "RCPT reply %r" % t)
+			c.expect(250, "RCPT TO:<b@free.test>")
+			c.expect(250, "RSET")
+			# Not announced: accepted at RCPT, refused at the end of DATA.
+			c.expect(250, "MAIL FROM:<s@client.test>")
+			c.expect(250, "RCPT TO:<b@quota.test>")
+			c.expect(354, "DATA")
+			c.send(body("q2", 10000) + b".\r\n")
+			code, t = c.reply()
+			check(code == 452 and "4.2.2" in t and "quota.test" in t,
+			    "end of DATA over quota: %s %r" % (code, t))
+			# A small one still fits.
+			c.expect(250, "MAIL FROM:<s@client.test> SIZE=1000")
+			c.expect(250, "RCPT TO:<b@quota.test>")
+			c.cmd("QUIT")
+		finally:
+			c.close()
+	# The file system cannot keep queue_min_free: refused at MAIL.
+	with Fixture("scale-full", extra="queue_min_free = 100000G\n",
+	    domains=QUOTA_DOMAINS) as d:
+		c = Conn(d.smtp_port)
+		try:
+			c.greet_ehlo()
+			t = c.expect(452, "MAIL FROM:<s@client.test> SIZE=1000")
+			check("4.3.1" in t, "MAIL reply %r" % t)
+			t = c.expect(452, "MAIL FROM:<s@client.test>")
+			check("4.3.1" in t, "MAIL reply %r" % t)
+			c.cmd("QUIT")
+		finally:
+			c.close()
+		r = d.ctl_ok("stats")
+		check("new mail refused" in r.out, "stats shows no low space:\n"
+		    + r.out)
+
+
+# --- expiry among many -----------------------------------------------------
+
+EXPIRY_DOMAINS = """
+[domain keep.test]
+hold = yes
+
+[domain short.test]
+hold = yes
+queue_lifetime = 2s
+"""
+
+
+def test_expiry_among_many():
+	n = 600
+	with Fixture("scale-expiry", domains=EXPIRY_DOMAINS) as d:
+		res = send_many(d.smtp_port, "k@keep.test",
+		    ["k%d" % i for i in range(n // 2)], 300)
+		check(len(accepted(res)) == n // 2, "first half: %d" % len(res))
+		res = send_many(d.smtp_port, "s@short.test", ["short"], 300)
+		check(accepted(res) == ["short"], "short: %r" % res)
+		res = send_many(d.smtp_port, "k@keep.test",
+		    ["k%d" % i for i in range(n // 2, n)], 300)
+		check(len(accepted(res)) == n // 2, "second half: %d" % len(res))
+
+		def expired(j):
+			ms = json_messages(j)
+			return (not any("s@short.test" in msg_rcpts(m) for m in ms)
+			    and any(m.get("sender") == "" for m in ms))
+		j = wait_queue(d, expired, "short.test message returned", timeout=20)
+		kept = [m for m in json_messages(j) if "k@keep.test" in msg_rcpts(m)]
+		check(len(kept) == n, "held messages: %d of %d" % (len(kept), n))
+		dsns = [m for m in json_messages(j) if m.get("sender") == ""]
+		check(len(dsns) == 1, "%d notices, expected 1" % len(dsns))
+		check("s@client.test" in msg_rcpts(dsns[0]), "notice to %r"
+		    % msg_rcpts(dsns[0]))
+
+
+# --- compaction while the daemon runs ---------------------------------------
+
+def compact_domains(sink_port):
+	return """
+[domain gone.test]
+hold = yes
+
+[domain kept.test]
+hold = yes
+route = 127.0.0.1:%d
+""" % sink_port
+
+
+def test_compact_live():
+	with Sink() as sink, Fixture("scale-compact",
+	    domains=compact_domains(sink.port)) as d:
+		res = send_many(d.smtp_port, "g@gone.test",
+		    ["g%d" % i for i in range(300)], 20000)
+		check(len(accepted(res)) == 300, "gone.test: %d" % len(res))
+		res = send_many(d.smtp_port, "k@kept.test",
+		    ["a%d" % i for i in range(50)], 20000)
+		want = set(accepted(res))
+		check(len(want) == 50, "kept.test: %d" % len(want))
+		d.ctl_ok("delete", "--domain", "gone.test")
+		data = os.path.join(d.queue_dir, "data.mdb")
+		before = os.path.getsize(data)
+		# Mail keeps arriving while the compaction runs.
+		extra = {}
+
+		def more():
+			extra.update(send_many(d.smtp_port, "k@kept.test",
+			    ["b%d" % i for i in range(60)], 20000))
+		th = threading.Thread(target=more)
+		th.start()
+		r = d.ctl_ok("compact", timeout=60)
+		th.join(60)
+		m = re.search(r"before=(\d+) after=(\d+)", r.out)
+		check(m and int(m.group(2)) * 2 < int(m.group(1)),
+		    "compact output %r" % r.out)
+		want |= set(accepted(extra))
+		check(len(accepted(extra)) == 60, "during compaction: %r"
+		    % {k: v for k, v in extra.items() if v[0] != 250})
+		check(int(m.group(1)) >= before, "size before %s, file had %d"
+		    % (m.group(1), before))
+		j = d.queue_json()
+		check(len(json_messages(j)) == len(want), "queue holds %d, want %d"
+		    % (len(json_messages(j)), len(want)))
+		# Nothing lost or duplicated: deliver them all and count.
+		d.ctl_ok("flush", "kept.test")
+		wait_queue(d, lambda j: not json_messages(j), "kept.test delivered",
+		    timeout=30)
+		got = tags_of(sink)
+		check(sorted(got) == sorted(want), "delivered %d (%d distinct), "
+		    "want %d" % (len(got), len(set(got)), len(want)))
+		r = d.ctl_ok("stats")
+		check(re.search(r"^messages:\s+0$", r.out, re.M), "stats:\n" + r.out)
+
+
+# --- a full file system, drained by ATRN twice -----------------------------
+
+def mount_tmpfs(path, size):
+	os.makedirs(path, exist_ok=True)
+	r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0700"
+	    % size, "tmpfs", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+	if r.returncode != 0:
+		raise Skip("cannot mount a tmpfs (needs root): %s"
+		    % r.stderr.decode(errors="replace").strip())
+	if os.geteuid() == 0:
+		pw = pwd.getpwnam("nobody")
+		os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+def fill_disk(path):
+	"""Take every free byte of the file system (as root may)."""
+	fd = None
+	try:
+		fd = os.open(os.path.join(path, "filler"), os.O_WRONLY | os.O_CREAT,
+		    0o600)
+		for chunk in (65536, 512):
+			while True:
+				os.write(fd, b"\0" * chunk)
+	except OSError:
+		pass		# full
+	finally:
+		if fd is not None:
+			os.close(fd)
+
+
+def atrn_drain(d, sink):
+	c, code, text = odmr_login(d.odmr_port, "demo", "demo")
+	check(code == 235, "AUTH: %s %r" % (code, text))
+	code, text = c.cmd("ATRN example.org")
+	if code == 453:
+		c.close()
+		return False
+	check(code == 250, "ATRN: %s %r" % (code, text))
+	try:
+		reverse_serve(c, sink)
+	finally:
+		c.close()
+	return True
+
+
+def wait_accepting(d, timeout=10.0):
+	"""Space is back: the daemon accepts MAIL again (it rechecks its
+	reserve every second)."""
+	deadline = time.time() + timeout
+	while True:
+		c = Conn(d.smtp_port)
+		try:
+			c.greet_ehlo()
+			code, text = c.cmd("MAIL FROM:<s@client.test> SIZE=16000")
+			c.cmd("QUIT")
+		finally:
+			c.close()
+		if code == 250:
+			return
+		check(time.time() < deadline, "still refused with space back: %s %r"
+		    % (code, text))
+		time.sleep(0.3)
+
+
+DISK_DOMAINS = """
+[domain example.org]
+hold = yes
+"""
+
+
+def test_full_disk_atrn_twice():
+	d = PullFixture("scale-disk", extra="queue_map_size = 64M\n"
+	    "queue_min_free = 256K\n", domains=DISK_DOMAINS, start=False)
+	mnt = None
+	try:
+		with d as dd:
+			mnt = dd.queue_dir
+			mount_tmpfs(mnt, "6m")
+			add_user(dd, "demo", "demo", "example.org")
+			dd.start()
+			seen = []
+			for rnd in (1, 2):
+				tags = ["r%dm%d" % (rnd, i) for i in range(2000)]
+				res = send_many(dd.smtp_port, "u@example.org", tags, 64000)
+				ok = accepted(res)
+				last = res[tags[len(ok)]] if len(ok) < len(tags) else None
+				check(len(ok) >= 20 and last is not None and last[0] == 452
+				    and "4.3.1" in last[1], "round %d: %d accepted, then %r"
+				    % (rnd, len(ok), last))
+				# Whatever the reserve left, the disk is now full.
+				fill_disk(mnt)
+				with Sink() as sink:
+					check(atrn_drain(dd, sink), "round %d: no mail" % rnd)
+					got = tags_of(sink)
+				check(sorted(got) == sorted(ok), "round %d: delivered %d "
+				    "(%d distinct) of %d accepted" % (rnd, len(got),
+				    len(set(got)), len(ok)))
+				seen += got
+				wait_queue(dd, lambda j: not json_messages(j),
+				    "deliveries recorded", timeout=20)
+				# After a restart nothing comes again.
+				check(dd.stop() == 0, "odrelayd exit status")
+				dd.start()
+				with Sink() as sink:
+					again = atrn_drain(dd, sink)
+					check(not again and not sink.delivered(), "round %d: "
+					    "delivered again after restart: %r" % (rnd,
+					    tags_of(sink)[:10]))
+				if os.path.exists(os.path.join(mnt, "filler")):
+					os.unlink(os.path.join(mnt, "filler"))
+				wait_accepting(dd)
+			check(len(seen) == len(set(seen)), "duplicates across rounds")
+	finally:
+		if mnt is not None:
+			subprocess.run(["umount", "-l", mnt], stdout=subprocess.DEVNULL,
+			    stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+	run_tests([test_early_refusals, test_expiry_among_many, test_compact_live,
+	    test_full_disk_atrn_twice], "scale")
