@@ -1042,6 +1042,7 @@ static const struct config_key config_keys[] = {
 	{ "max_deliveries_per_dest", CONFIG_GLOBAL, config_set_uint, G(max_deliveries_per_dest) },
 	{ "delivery_timeout", CONFIG_GLOBAL, config_set_duration, G(delivery_timeout) },
 	{ "delivery_session_limit", CONFIG_GLOBAL, config_set_duration0, G(delivery_session_limit) },
+	{ "smtp_session_limit", CONFIG_GLOBAL, config_set_duration0, G(smtp_session_limit) },
 	{ "odmr_wait_timeout", CONFIG_GLOBAL, config_set_duration, G(odmr_wait_timeout) },
 	{ "max_waiting", CONFIG_GLOBAL, config_set_uint, G(max_waiting) },
 	{ "notify_url", CONFIG_BOTH, config_set_notify_url, GD(notify_url) },
@@ -1175,6 +1176,7 @@ static struct config *config_new(void)
 	cfg->max_deliveries_per_dest = 4;
 	cfg->delivery_timeout = 300;
 	cfg->delivery_session_limit = 3600;
+	cfg->smtp_session_limit = 3600;
 	cfg->odmr_wait_timeout = 25 * 60;
 	cfg->max_waiting = 10000;
 	cfg->notify_interval = 60;

@@ -102,6 +102,7 @@ struct config {
 	unsigned max_deliveries_per_dest; /* per destination [4] */
 	long delivery_timeout;		/* delivery: reply deadline, seconds [300] */
 	long delivery_session_limit;	/* delivery: no new message after [1h], 0 = off */
+	long smtp_session_limit;	/* SMTP session / ODMR before AUTH [1h], 0 = off */
 	/* Knowing the recipients: defaults for every domain section. */
 	int verify_unknown;		/* 1: tempfail (450 4.1.1), 0: accept */
 	long verify_timeout;		/* [10s] */

@@ -869,12 +869,13 @@ static int passwd_rewrite(const char *path, const char *name,
 		tmp = NULL;
 		goto out;
 	}
-	if (fchmod(tfd, 0600) < 0) {
+	/* The rewrite keeps the file's owner, group and mode (a group
+	 * read bit included, never a bit for others); a new file is 0600,
+	 * as root root:root: only odrelayd's auth process reads it. */
+	if (fchmod(tfd, have_st ? (st.st_mode & 0640) | 0600 : 0600) < 0) {
 		snprintf(err, errlen, "%s: chmod: %s", tmp, strerror(errno));
 		goto out;
 	}
-	/* Root editing the daemon's file must not take it away from the
-	 * unprivileged daemon that rereads it on SIGHUP. */
 	if (have_st && geteuid() == 0 &&
 	    (st.st_uid != 0 || st.st_gid != 0) &&
 	    fchown(tfd, st.st_uid, st.st_gid) < 0) {

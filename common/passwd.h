@@ -151,7 +151,8 @@ char *passwd_make_entry_flags(const char *name, const char *password,
  * odrelayctl helpers. They lock the directory (flock), write a temporary
  * file in the same directory, fsync it, rename it over path and fsync the
  * directory, so readers see the old or the new file, never a mix. The new
- * file is mode 0600 and keeps the old file's owner when run as root.
+ * file keeps the old file's owner (when run as root), group and mode
+ * (0600, or 0640; never a bit for others); a new file is 0600.
  * Comments and other lines are kept as they are.
  */
 /* Add name, or replace its line if it exists (password change). The file

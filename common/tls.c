@@ -5,10 +5,13 @@
  * session's path). TLS 1.2 is the floor on both sides; the cipher lists
  * are OpenSSL's defaults, which are sane for 1.1.1 and 3.x.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -65,6 +68,15 @@ static SSL_CTX *tls_ctx_new(const SSL_METHOD *method, char *err, size_t errlen)
 	return ctx;
 }
 
+static void tls_server_options(SSL_CTX *ctx)
+{
+	/* Our cipher order, not the client's. */
+	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+	/* Sessions are short and few; no resumption cache to manage. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+}
+
 SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file,
     char *err, size_t errlen)
 {
@@ -98,16 +110,95 @@ SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file,
 		    "certificate %s", key_file, cert_file);
 		goto fail;
 	}
-	/* Our cipher order, not the client's. */
-	SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
-	/* Sessions are short and few; no resumption cache to manage. */
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+	tls_server_options(ctx);
 	return ctx;
 fail:
 	tls_error(err, errlen, what);
 	SSL_CTX_free(ctx);
 	return NULL;
+}
+
+/* Read a whole small PEM file from fd into a memory BIO (NULL: error). */
+static BIO *tls_read_fd(int fd)
+{
+	char buf[8192];
+	BIO *bio = BIO_new(BIO_s_mem());
+	size_t total = 0;
+	ssize_t n;
+
+	if (bio == NULL)
+		return NULL;
+	while ((n = read(fd, buf, sizeof(buf))) != 0) {
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			break;
+		}
+		total += (size_t)n;
+		if (total > TLS_PEM_MAX || BIO_write(bio, buf, (int)n) != n) {
+			n = -1;
+			break;
+		}
+	}
+	OPENSSL_cleanse(buf, sizeof(buf));
+	if (n != 0) {
+		BIO_free(bio);
+		return NULL;
+	}
+	return bio;
+}
+
+SSL_CTX *tls_server_ctx_fd(int cert_fd, int key_fd, const char *cert_name,
+    const char *key_name, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = NULL;
+	BIO *cb = NULL, *kb = NULL;
+	X509 *x;
+	EVP_PKEY *key = NULL;
+	char what[512];
+
+	if ((cb = tls_read_fd(cert_fd)) == NULL ||
+	    (kb = tls_read_fd(key_fd)) == NULL) {
+		snprintf(err, errlen, "cannot read %s or %s", cert_name, key_name);
+		goto out;
+	}
+	if ((ctx = tls_ctx_new(TLS_server_method(), err, errlen)) == NULL)
+		goto out;
+	/* As SSL_CTX_use_certificate_chain_file: leaf, then the chain. */
+	x = PEM_read_bio_X509_AUX(cb, NULL, NULL, NULL);
+	if (x == NULL || SSL_CTX_use_certificate(ctx, x) != 1) {
+		X509_free(x);
+		snprintf(what, sizeof(what), "cannot load certificate %s",
+		    cert_name);
+		goto fail;
+	}
+	X509_free(x);
+	while ((x = PEM_read_bio_X509(cb, NULL, NULL, NULL)) != NULL)
+		if (SSL_CTX_add0_chain_cert(ctx, x) != 1) {
+			X509_free(x);
+			snprintf(what, sizeof(what), "cannot load the chain "
+			    "of %s", cert_name);
+			goto fail;
+		}
+	ERR_clear_error();	/* the end of the chain reads as an error */
+	key = PEM_read_bio_PrivateKey(kb, NULL, NULL, NULL);
+	if (key == NULL || SSL_CTX_use_PrivateKey(ctx, key) != 1 ||
+	    SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(what, sizeof(what), "cannot load private key %s (or it "
+		    "does not match certificate %s)", key_name, cert_name);
+		goto fail;
+	}
+	tls_server_options(ctx);
+	goto out;
+fail:
+	tls_error(err, errlen, what);
+	SSL_CTX_free(ctx);
+	ctx = NULL;
+out:
+	EVP_PKEY_free(key);
+	BIO_free(cb);
+	BIO_free(kb);
+	return ctx;
 }
 
 SSL_CTX *tls_client_ctx(const char *ca_file, int verify, char *err,

@@ -10,6 +10,12 @@
 /* Server context from PEM cert (chain) and key; NULL + err on failure. */
 SSL_CTX *tls_server_ctx(const char *cert_file, const char *key_file,
     char *err, size_t errlen);
+/* The same from open descriptors (the privileged helper opens the files
+ * on SIGHUP, since run_as_user may not read the key); names for messages.
+ * Reads at most TLS_PEM_MAX bytes of each. */
+#define TLS_PEM_MAX	(1 << 20)
+SSL_CTX *tls_server_ctx_fd(int cert_fd, int key_fd, const char *cert_name,
+    const char *key_name, char *err, size_t errlen);
 /*
  * Client context. verify: 1 = verify the peer's chain against ca_file (or
  * the system store when ca_file is NULL); 0 = encrypt only (MX delivery:

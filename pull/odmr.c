@@ -36,6 +36,7 @@
 #include "authproto.h"
 #include "config.h"
 #include "deliver.h"
+#include "fdbudget.h"
 #include "log.h"
 #include "metrics.h"
 #include "odmr.h"
@@ -85,6 +86,8 @@ struct odmr {
 	void *shutdown_arg;
 	struct util_rate_slot rate[ODMR_RATE_SLOTS];
 	struct xwait *waiters;		/* XWAIT sessions by domain */
+	struct fdbudget *budget;	/* borrowed; shared with smtpd */
+	struct event *accept_retry;	/* re-enable listeners after EMFILE */
 };
 
 struct odmr_session {
@@ -92,11 +95,13 @@ struct odmr_session {
 	struct config *cfg;
 	struct bufferevent *bev;
 	struct event *deadline;	/* a whole command line must arrive in time */
+	time_t started;		/* monotonic seconds at connect */
 	enum odmr_state state;
 	int tls_active;
 	int implicit_tls;
 	int helo_seen;
 	int discard_line;	/* skipping the rest of an overlong line */
+	int budget_held;	/* holds a slot of o->budget */
 	unsigned errors;
 	char ip[64];
 	char *user;		/* authenticated user (any length), or NULL */
@@ -233,6 +238,8 @@ static void odmr_session_free(struct odmr_session *s)
 	if (s->next != NULL)
 		s->next->prev = s->prev;
 	o->nsessions--;
+	if (s->budget_held)
+		fdbudget_put(o->budget);
 	odmr_wait_end(s);
 	if (s->wait_ev != NULL)
 		event_free(s->wait_ev);
@@ -459,6 +466,7 @@ struct odmr_atrn_log {
 	char ip[64];
 	char *user;
 	char domains[512];
+	int budget_held;	/* the reversed connection's slot */
 	struct odmr_atrn_log *prev, *next;
 };
 
@@ -481,6 +489,8 @@ static void odmr_reversed_abort_all(struct odmr *o)
 		odmr_reversed_unlink(lg);
 		log_info("atrn: client=[%s], user=%s, domains=%s, result=aborted "
 		    "(shutdown)", lg->ip, lg->user, lg->domains);
+		if (lg->budget_held)
+			fdbudget_put(o->budget);
 		deliver_free(&lg->d);
 		free(lg->user);
 		free(lg);
@@ -497,7 +507,8 @@ static void odmr_note_pulled(const char *list)
 	for (p = buf; p != NULL && *p != '\0'; p = comma) {
 		if ((comma = strchr(p, ',')) != NULL)
 			*comma++ = '\0';
-		domstate_note_now(p, DOMSTATE_ATRN);
+		if (strcmp(p, "...") != 0)	/* the end of a long list */
+			domstate_note_now(p, DOMSTATE_ATRN);
 	}
 }
 
@@ -506,6 +517,8 @@ static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 	struct odmr_atrn_log *lg = arg;
 
 	odmr_reversed_unlink(lg);
+	if (lg->budget_held)
+		fdbudget_put(lg->o->budget);
 	log_info("atrn: client=[%s], user=%s, domains=%s, messages=%u, sent=%u, "
 	    "deferred=%u, bounced=%u, bytes=%llu, result=%s (%s)", lg->ip,
 	    lg->user, lg->domains, sum->messages, sum->rcpts_sent,
@@ -601,12 +614,20 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 		odmr_reply(s, "450 4.7.0 Too many ATRN requests, try later");
 		return;
 	}
+	/* For the log and odmr_note_pulled: whole names only, never a cut
+	 * one (64 names of 255 octets do not fit); "..." ends a long list. */
 	list[0] = '\0';
-	for (i = 0; i < ndomains && off < sizeof(list); i++) {
-		int n = snprintf(list + off, sizeof(list) - off, "%s%s",
-		    i ? "," : "", domains[i]);
+	for (i = 0; i < ndomains; i++) {
+		size_t dl = strlen(domains[i]) + (i ? 1 : 0);
 
-		off += n > 0 ? (size_t)n : 0;
+		if (off + dl + 4 >= sizeof(list)) {
+			util_strlcpy(list + off, i ? ",..." : "...",
+			    sizeof(list) - off);
+			break;
+		}
+		snprintf(list + off, sizeof(list) - off, "%s%s", i ? "," : "",
+		    domains[i]);
+		off += dl;
 	}
 
 	memset(&g, 0, sizeof(g));
@@ -650,6 +671,10 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	util_strlcpy(lg->ip, s->ip, sizeof(lg->ip));
 	lg->user = xstrdup(s->user);
 	util_strlcpy(lg->domains, list, sizeof(lg->domains));
+	/* The descriptor stays open until the delivery is done: so does
+	 * its slot of the connection budget. */
+	lg->budget_held = s->budget_held;
+	s->budget_held = 0;
 	/* The connection now belongs to deliver; our session ends here. */
 	{
 		struct bufferevent *bev = s->bev;
@@ -896,6 +921,30 @@ static size_t odmr_line_max(const struct odmr_session *s, struct evbuffer *in)
 	return ODMR_LINE_MAX;
 }
 
+/*
+ * Each line has its deadline, but a client that never logs in must not
+ * keep its slot by sending NOOP in time: smtp_session_limit bounds the
+ * session until AUTH (after it the customer is known, and XWAIT may wait
+ * long on purpose).
+ */
+static int odmr_session_limit(struct odmr_session *s)
+{
+	struct timespec now;
+
+	if (s->cfg->smtp_session_limit <= 0 ||
+	    (s->state != ODMR_INITIAL && s->state != ODMR_AUTH_EXCHANGE))
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - s->started < s->cfg->smtp_session_limit)
+		return 0;
+	log_info("odmr: client=[%s], session time limit before AUTH", s->ip);
+	odmr_reply(s, "421 4.4.2 %s Session time limit reached, closing",
+	    s->cfg->hostname);
+	authc_cancel(&s->sasl);
+	odmr_close_when_flushed(s);
+	return 1;
+}
+
 static void odmr_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
@@ -963,6 +1012,10 @@ static void odmr_read_cb(struct bufferevent *bev, void *arg)
 		}
 		if (s->bev == bev)
 			odmr_set_timeout(s);
+		if (odmr_session_limit(s)) {
+			free(line);
+			break;
+		}
 		if (s->state == ODMR_AUTH_EXCHANGE)
 			odmr_auth_line(s, line);
 		else if (s->state == ODMR_WAITING)
@@ -1007,12 +1060,25 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 			evutil_closesocket(fd);
 			return;
 		}
+		/* One budget for both listeners, waiting sessions too: each
+		 * holds a descriptor. */
+		if (!fdbudget_take(o->budget)) {
+			static const char busy[] =
+			    "421 4.3.2 Too many connections, try later\r\n";
+
+			metrics_inc(METRIC_REJECTED, "connections");
+			(void)!write(fd, busy, sizeof(busy) - 1);
+			evutil_closesocket(fd);
+			fdbudget_refused(o->budget, "odmr");
+			return;
+		}
 	}
 	if (implicit_tls) {
 		SSL *ssl = o->tls ? SSL_new(o->tls) : NULL;
 
 		if (ssl == NULL) {
 			evutil_closesocket(fd);
+			fdbudget_put(o->budget);
 			return;
 		}
 		bev = bufferevent_openssl_socket_new(o->base, fd, ssl,
@@ -1024,9 +1090,11 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 	}
 	if (bev == NULL) {
 		evutil_closesocket(fd);
+		fdbudget_put(o->budget);
 		return;
 	}
 	s = xcalloc(1, sizeof(*s));
+	s->budget_held = 1;
 	s->o = o;
 	s->cfg = config_ref(o->cfg);
 	s->bev = bev;
@@ -1040,10 +1108,52 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 	o->nsessions++;
 	log_debug("odmr: connect from [%s]%s", s->ip, implicit_tls ? " (TLS)" : "");
 	bufferevent_setcb(bev, odmr_read_cb, odmr_write_cb, odmr_event_cb, s);
+	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		s->started = now.tv_sec;
+	}
 	s->deadline = evtimer_new(o->base, odmr_deadline_cb, s);
 	odmr_set_timeout(s);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	odmr_reply(s, "220 %s ESMTP odrelay ODMR service", s->cfg->hostname);
+}
+
+static void odmr_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct odmr *o = arg;
+
+	(void)fd;
+	(void)what;
+	if (o->shutting_down)
+		return;
+	for (struct odmr_listener *ol = o->listeners; ol != NULL; ol = ol->next)
+		evconnlistener_enable(ol->l);
+}
+
+/*
+ * accept() failed. Without this callback libevent logs and retries at
+ * once, and a full descriptor table made that a busy loop (issue 17):
+ * out of descriptors or memory, pause every ODMR listener for a second.
+ */
+static void odmr_accept_error(struct evconnlistener *l, void *arg)
+{
+	struct odmr *o = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	struct timeval tv = { 1, 0 };
+
+	(void)l;
+	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) {
+		log_warn("odmr: accept: %s", evutil_socket_error_to_string(e));
+		return;
+	}
+	if (!evtimer_pending(o->accept_retry, NULL))
+		log_warn("odmr: accept: %s: not accepting for 1 s",
+		    evutil_socket_error_to_string(e));
+	for (struct odmr_listener *ol = o->listeners; ol != NULL; ol = ol->next)
+		evconnlistener_disable(ol->l);
+	evtimer_add(o->accept_retry, &tv);
 }
 
 static void odmr_accept_plain(struct evconnlistener *l, evutil_socket_t fd,
@@ -1087,7 +1197,13 @@ struct odmr *odmr_new(struct event_base *base, struct config *cfg,
 	o->q = q;
 	o->tls = tls;
 	o->waiters = xwait_new();
+	o->accept_retry = evtimer_new(base, odmr_accept_retry, o);
 	return o;
+}
+
+void odmr_set_budget(struct odmr *o, struct fdbudget *b)
+{
+	o->budget = b;
 }
 
 void odmr_set_auth(struct odmr *o, struct authc *auth)
@@ -1120,6 +1236,7 @@ int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
 		snprintf(err, errlen, "%s", strerror(errno));
 		return -1;
 	}
+	evconnlistener_set_error_cb(l, odmr_accept_error);
 	ol = xcalloc(1, sizeof(*ol));
 	ol->l = l;
 	ol->implicit_tls = implicit_tls;
@@ -1150,6 +1267,7 @@ void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg)
 	struct odmr_session *s, *snext;
 
 	o->shutting_down = 1;
+	evtimer_del(o->accept_retry);
 	for (ol = o->listeners; ol != NULL; ol = next) {
 		next = ol->next;
 		evconnlistener_free(ol->l);
@@ -1213,6 +1331,8 @@ void odmr_free(struct odmr **op)
 		free(ol);
 	}
 	xwait_free(&o->waiters);
+	if (o->accept_retry != NULL)
+		event_free(o->accept_retry);
 	config_unref(&o->cfg);
 	free(o);
 	*op = NULL;

@@ -21,6 +21,10 @@ struct odmr;
  * through odmr_set_auth; until then it gets 454. */
 struct odmr *odmr_new(struct event_base *base, struct config *cfg,
     struct queue *q, SSL_CTX *tls, char *err, size_t errlen);
+/* The connection budget shared with the SMTP listener (borrowed; NULL:
+ * none); a reversed ATRN connection keeps its slot until delivered. */
+struct fdbudget;
+void odmr_set_budget(struct odmr *o, struct fdbudget *b);
 /* implicit_tls: TLS from the first byte (odmrs_listen). 0 or -1 + err. */
 int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
     char *err, size_t errlen);

@@ -26,6 +26,8 @@ struct authc_req {
 	uint32_t id;
 	authc_cb *cb;
 	void *cbarg;
+	int waiting;		/* a reply is due (else the client's turn) */
+	int lost;		/* its auth process died: authc_step fails */
 	struct authc_req *prev, *next;
 };
 
@@ -82,12 +84,23 @@ static void authc_finish(struct authc_req *r, int rc, const char *reply,
 static void authc_lost_all(evutil_socket_t fd, short what, void *arg)
 {
 	struct authc *a = arg;
+	struct authc_req *r;
 
 	(void)fd;
 	(void)what;
-	while (a->reqs != NULL)
-		authc_finish(a->reqs, AUTHPROTO_UNAVAILABLE, AUTHC_DOWN_REPLY,
-		    NULL, NULL);
+	/* An exchange waiting for the client's line is answered when that
+	 * line comes (authc_step fails): a reply now would be out of turn. */
+	for (r = a->reqs; r != NULL; r = r->next)
+		if (!r->waiting)
+			r->lost = 1;
+	for (;;) {
+		for (r = a->reqs; r != NULL && !r->waiting; r = r->next)
+			;
+		if (r == NULL)
+			break;
+		authc_finish(r, AUTHPROTO_UNAVAILABLE, AUTHC_DOWN_REPLY, NULL,
+		    NULL);
+	}
 }
 
 static void authc_closed(void *arg)
@@ -125,6 +138,7 @@ static int authc_recv(void *arg, const unsigned char *rec, size_t len)
 		return 0;	/* cancelled meanwhile */
 	text = xstrndup(p.text, p.textlen);
 	if (p.rc == SASL_CONTINUE) {
+		r->waiting = 0;
 		r->cb(r->cbarg, p.rc, text, NULL, NULL);
 		free(text);
 		return 0;
@@ -198,6 +212,7 @@ struct authc_req *authc_start(struct authc *a, const char *ip,
 	r->id = id;
 	r->cb = cb;
 	r->cbarg = cbarg;
+	r->waiting = 1;
 	r->next = a->reqs;
 	if (a->reqs != NULL)
 		a->reqs->prev = r;
@@ -209,12 +224,13 @@ int authc_step(struct authc_req *r, const char *line)
 {
 	struct authc *a = r->a;
 
-	if (!authc_up(a) || authc_send(a, AUTHPROTO_STEP, r->id, 0, NULL,
-	    line) < 0) {
+	if (r->lost || !authc_up(a) || authc_send(a, AUTHPROTO_STEP, r->id, 0,
+	    NULL, line) < 0) {
 		authc_unlink(r);
 		free(r);
 		return -1;
 	}
+	r->waiting = 1;
 	return 0;
 }
 

@@ -560,7 +560,7 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 	p.peer = peer_host;
 	p.tls = tls;
 	if (flags & DELIVER_REVERSED)
-		p.flags |= SMTPC_REVERSED;
+		p.flags |= SMTPC_REVERSED | SMTPC_QUICKACK;
 	if (flags & DELIVER_ONE_LINE_WRITES)
 		p.flags |= SMTPC_ONE_LINE_WRITES;
 	d->done = done;

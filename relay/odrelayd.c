@@ -24,6 +24,7 @@
 #include "dns.h"
 #include "domstate.h"
 #include "dnsbl.h"
+#include "fdbudget.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -59,12 +60,14 @@ struct daemon {
 	struct sched *sched;
 	struct smtpd *smtpd;
 	struct odmr *odmr;
+	struct fdbudget *budget;	/* connections on all listeners */
 	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
 	struct control *control;
 	struct privsep *ps;
 	struct authc *auth;
+	int dropped;		/* started as root, now run_as_user */
 	struct rcache *rcache;
 	struct recip *recip;
 	struct qadmin *qadmin;
@@ -184,18 +187,60 @@ static void apply_quotas(struct daemon *d)
 		    d->cfg->domains[i].max_queue_size);
 }
 
-static void reload(struct daemon *d)
+/*
+ * After the drop, run_as_user may not read the TLS key: the helper opens
+ * the files (tls_* < 0: read them here). tls_err: the helper could not.
+ */
+static int reload_tls(struct config *ncfg, int cert_fd, int key_fd,
+    const char *tls_err, int via_helper, SSL_CTX **ctx_r)
+{
+	char err[256];
+
+	*ctx_r = NULL;
+	if (!via_helper)
+		return load_server_tls(ncfg, ctx_r);
+	if (tls_err != NULL) {
+		log_error("tls: %s", tls_err);
+		return -1;
+	}
+	if (ncfg->tls_cert_file == NULL || ncfg->tls_key_file == NULL)
+		return 0;
+	if (cert_fd < 0) {
+		log_error("tls: the files changed while reloading");
+		return -1;
+	}
+	*ctx_r = tls_server_ctx_fd(cert_fd, key_fd, ncfg->tls_cert_file,
+	    ncfg->tls_key_file, err, sizeof(err));
+	if (*ctx_r == NULL) {
+		log_error("tls: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+static void reload_fds(struct daemon *d, int cert_fd, int key_fd,
+    const char *tls_err, int via_helper)
 {
 	struct config *ncfg;
 	SSL_CTX *ntls;
+	int rc;
 
 	ncfg = config_load(d->cfg_path, log_config_error, NULL);
 	if (ncfg == NULL) {
 		log_error("reload: %s has errors, keeping the old configuration",
 		    d->cfg_path);
+		if (cert_fd >= 0)
+			close(cert_fd);
+		if (key_fd >= 0)
+			close(key_fd);
 		return;
 	}
-	if (load_server_tls(ncfg, &ntls) < 0) {
+	rc = reload_tls(ncfg, cert_fd, key_fd, tls_err, via_helper, &ntls);
+	if (cert_fd >= 0)
+		close(cert_fd);
+	if (key_fd >= 0)
+		close(key_fd);
+	if (rc < 0) {
 		log_error("reload: TLS setup failed, keeping the old configuration");
 		config_free(&ncfg);
 		return;
@@ -217,6 +262,17 @@ static void reload(struct daemon *d)
 	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
 	    d->cfg->ndomains);
+}
+
+static void reload(struct daemon *d)
+{
+	reload_fds(d, -1, -1, NULL, 0);
+}
+
+static void reload_with_tls_files(void *arg, int cert_fd, int key_fd,
+    const char *err)
+{
+	reload_fds(arg, cert_fd, key_fd, err, 1);
 }
 
 static void shutdown_part_done(void *arg)
@@ -265,6 +321,13 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	if (sig == SIGHUP) {
 		log_info("reload: SIGHUP received");
+		/* Dropped from root: the TLS files come from the helper. */
+		if (d->dropped) {
+			if (privsep_tls_files(d->ps, reload_with_tls_files, d) < 0)
+				log_warn("reload: already in progress or the "
+				    "privileged helper is gone");
+			return;
+		}
 		reload(d);
 		return;
 	}
@@ -520,6 +583,26 @@ static void gauges(void *arg, struct evbuffer *out)
  * (no IPv6, no root for port 366): those only warn, as long as one SMTP
  * listener is up.
  */
+/*
+ * One connection budget for the SMTP and ODMR listeners, from the
+ * descriptor limit (raised to the hard limit first), less what the queue,
+ * DNS, deliveries and the control socket need (issue 17).
+ */
+static void start_budget(struct daemon *d)
+{
+	unsigned long nofile;
+	int raised = fdbudget_raise_nofile(&nofile) == 0;
+
+	d->budget = fdbudget_new(fdbudget_sessions(d->cfg, nofile));
+	smtpd_set_budget(d->smtpd, d->budget);
+	if (d->odmr != NULL)
+		odmr_set_budget(d->odmr, d->budget);
+	log_info("descriptors: limit %lu%s, %zu reserved, %zu client "
+	    "connections on all listeners", nofile, raised ? "" :
+	    " (could not raise it to the hard limit)",
+	    fdbudget_reserve(d->cfg), fdbudget_limit(d->budget));
+}
+
 static void listen_all(struct daemon *d)
 {
 	char err[256];
@@ -600,6 +683,8 @@ int main(int argc, char **argv)
 	if (check_only) {
 		int bad = precheck_all(d.cfg, print_config_error, NULL);
 
+		bad += privsep_check_layout(d.cfg, print_config_error, NULL);
+
 		if (bad == 0)
 			printf("odrelayd: %s: configuration OK, %zu domains, "
 			    "queue %s\n", cfg_path, d.cfg->ndomains,
@@ -679,9 +764,12 @@ int main(int argc, char **argv)
 		odmr_set_auth(d.odmr, d.auth);
 	}
 	smtpd_auth(&d);
+	start_budget(&d);
 	listen_all(&d);
-	if (getuid() == 0)
+	if (getuid() == 0) {
 		become_user(d.cfg, 1);
+		d.dropped = getuid() != 0;
+	}
 	(void)sandbox_session();
 	smtpd_set_etrn_handler(d.smtpd, sched_etrn, d.sched);
 	smtpd_set_added_handler(d.smtpd, sched_message_added, d.sched);
@@ -709,6 +797,7 @@ int main(int argc, char **argv)
 	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);
+	fdbudget_free(&d.budget);
 	notify_free(&d.notify);
 	for (size_t i = 0; i < d.nmetrics; i++)
 		metrics_free(&d.metrics[i]);

@@ -10,12 +10,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -44,14 +46,17 @@ struct privsep {
 	struct event *ev;
 	void (*newfd)(void *arg, int fd);
 	void *arg;
+	void (*tls_done)(void *arg, int cert_fd, int key_fd, const char *err);
+	void *tls_arg;
 };
 
 /* ---- records with an optional descriptor ---- */
 
-static int privsep_send(int sock, char tag, int fd, const char *text)
+static int privsep_sendv(int sock, char tag, const int *fds, int nfds,
+    const char *text)
 {
 	char buf[PRIVSEP_MSG_MAX];
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	char cbuf[CMSG_SPACE(2 * sizeof(int))];
 	struct iovec iov;
 	struct msghdr msg;
 	struct cmsghdr *cm;
@@ -69,31 +74,37 @@ static int privsep_send(int sock, char tag, int fd, const char *text)
 	memset(&msg, 0, sizeof(msg));
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
-	if (fd >= 0) {
+	if (nfds > 0) {
 		memset(cbuf, 0, sizeof(cbuf));
 		msg.msg_control = cbuf;
-		msg.msg_controllen = sizeof(cbuf);
+		msg.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
 		cm = CMSG_FIRSTHDR(&msg);
 		cm->cmsg_level = SOL_SOCKET;
 		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+		cm->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+		memcpy(CMSG_DATA(cm), fds, (size_t)nfds * sizeof(int));
 	}
 	return sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 ? -1 : 0;
 }
 
-/* Length of the record (0: EOF, -1: error); *fd_r a received descriptor
- * or -1; text NUL-terminated in buf. */
-static ssize_t privsep_recv(int sock, char *buf, size_t size, int *fd_r,
+static int privsep_send(int sock, char tag, int fd, const char *text)
+{
+	return privsep_sendv(sock, tag, &fd, fd >= 0 ? 1 : 0, text);
+}
+
+/* Length of the record (0: EOF, -1: error); fds_r[0..1] the descriptors
+ * received or -1; text NUL-terminated in buf. */
+static ssize_t privsep_recvv(int sock, char *buf, size_t size, int fds_r[2],
     int flags)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	char cbuf[CMSG_SPACE(2 * sizeof(int))];
 	struct iovec iov = { buf, size - 1 };
 	struct msghdr msg;
 	struct cmsghdr *cm;
+	size_t nfd;
 	ssize_t n;
 
-	*fd_r = -1;
+	fds_r[0] = fds_r[1] = -1;
 	memset(&msg, 0, sizeof(msg));
 	msg.msg_iov = &iov;
 	msg.msg_iovlen = 1;
@@ -103,11 +114,36 @@ static ssize_t privsep_recv(int sock, char *buf, size_t size, int *fd_r,
 	if (n < 0)
 		return -1;
 	buf[n] = '\0';
-	for (cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm))
-		if (cm->cmsg_level == SOL_SOCKET &&
-		    cm->cmsg_type == SCM_RIGHTS &&
-		    cm->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(fd_r, CMSG_DATA(cm), sizeof(int));
+	for (cm = CMSG_FIRSTHDR(&msg); cm != NULL; cm = CMSG_NXTHDR(&msg, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+		    cm->cmsg_len < CMSG_LEN(sizeof(int)))
+			continue;
+		nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		if (nfd > 2) {
+			/* Never more than two: close the rest. */
+			int extra;
+
+			for (size_t i = 2; i < nfd; i++) {
+				memcpy(&extra, CMSG_DATA(cm) + i * sizeof(int),
+				    sizeof(int));
+				close(extra);
+			}
+			nfd = 2;
+		}
+		memcpy(fds_r, CMSG_DATA(cm), nfd * sizeof(int));
+	}
+	return n;
+}
+
+static ssize_t privsep_recv(int sock, char *buf, size_t size, int *fd_r,
+    int flags)
+{
+	int fds[2];
+	ssize_t n = privsep_recvv(sock, buf, size, fds, flags);
+
+	if (fds[1] >= 0)
+		close(fds[1]);
+	*fd_r = fds[0];
 	return n;
 }
 
@@ -228,6 +264,49 @@ static pid_t privsep_spawn(int ctl, const char *cfg_path, struct config *cfg)
 	return pid;
 }
 
+static void privsep_quiet(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
+/*
+ * SIGHUP: open the TLS files the configuration names now, for the session
+ * process, which may not read the key as run_as_user. Only the names in
+ * the file are opened, never a path the session process sends.
+ */
+static void privsep_tls_open(int ctl, const char *cfg_path)
+{
+	struct config *cfg = config_load(cfg_path, privsep_quiet, NULL);
+	char msg[PRIVSEP_MSG_MAX];
+	int fds[2] = { -1, -1 };
+
+	if (cfg == NULL) {
+		(void)privsep_send(ctl, 'K', -1, "configuration has errors");
+		return;
+	}
+	if (cfg->tls_cert_file == NULL || cfg->tls_key_file == NULL) {
+		(void)privsep_send(ctl, 'K', -1, NULL);
+		config_free(&cfg);
+		return;
+	}
+	fds[0] = open(cfg->tls_cert_file, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fds[0] >= 0)
+		fds[1] = open(cfg->tls_key_file, O_RDONLY | O_CLOEXEC |
+		    O_NOCTTY);
+	if (fds[0] < 0 || fds[1] < 0) {
+		snprintf(msg, sizeof(msg), "%s: %s", fds[0] < 0 ?
+		    cfg->tls_cert_file : cfg->tls_key_file, strerror(errno));
+		(void)privsep_send(ctl, 'K', -1, msg);
+	} else
+		(void)privsep_sendv(ctl, 'K', fds, 2, NULL);
+	if (fds[0] >= 0)
+		close(fds[0]);
+	if (fds[1] >= 0)
+		close(fds[1]);
+	config_free(&cfg);
+}
+
 struct privsep_errctx {
 	char msg[PRIVSEP_MSG_MAX];
 	int n;
@@ -299,6 +378,8 @@ static void privsep_helper(int ctl, const char *cfg_path, struct config *cfg,
 			    MSG_DONTWAIT);
 			if (fd >= 0)
 				close(fd);
+			if (n > 0 && buf[0] == 'T')
+				privsep_tls_open(ctl, cfg_path);
 			if (n == 0 || (n < 0 && errno != EAGAIN &&
 			    errno != EINTR)) {
 				/* The session process ended: so do we. */
@@ -405,11 +486,27 @@ static void privsep_ctl_cb(evutil_socket_t sock, short what, void *arg)
 {
 	struct privsep *p = arg;
 	char buf[PRIVSEP_MSG_MAX];
-	int fd;
+	int fds[2], fd;
 	ssize_t n;
 
 	(void)what;
-	n = privsep_recv(sock, buf, sizeof(buf), &fd, MSG_DONTWAIT);
+	n = privsep_recvv(sock, buf, sizeof(buf), fds, MSG_DONTWAIT);
+	fd = fds[0];
+	if (n > 0 && buf[0] == 'K' && p->tls_done != NULL) {
+		void (*done)(void *, int, int, const char *) = p->tls_done;
+
+		p->tls_done = NULL;
+		if (fds[0] >= 0 && fds[1] >= 0)
+			done(p->tls_arg, fds[0], fds[1], NULL);
+		else {
+			if (fds[0] >= 0)
+				close(fds[0]);
+			done(p->tls_arg, -1, -1, buf[1] ? buf + 1 : NULL);
+		}
+		return;
+	}
+	if (fds[1] >= 0)
+		close(fds[1]);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
@@ -437,6 +534,19 @@ void privsep_attach(struct privsep *p, struct event_base *base,
 	event_add(p->ev, NULL);
 }
 
+int privsep_tls_files(struct privsep *p,
+    void (*done)(void *arg, int cert_fd, int key_fd, const char *err),
+    void *arg)
+{
+	if (p->tls_done != NULL || p->ev == NULL)
+		return -1;	/* one at a time; a new SIGHUP waits for it */
+	if (privsep_send(p->ctl, 'T', -1, NULL) < 0)
+		return -1;
+	p->tls_done = done;
+	p->tls_arg = arg;
+	return 0;
+}
+
 void privsep_free(struct privsep **pp)
 {
 	struct privsep *p = *pp;
@@ -450,4 +560,38 @@ void privsep_free(struct privsep **pp)
 	close(p->ctl);
 	free(p);
 	*pp = NULL;
+}
+
+/* ---- odrelayd -n ---- */
+
+int privsep_check_layout(const struct config *cfg,
+    void (*errfn)(void *arg, const char *msg), void *arg)
+{
+	struct passwd *pw;
+	struct stat st;
+	char msg[1024];
+	int problems = 0, by_user;
+
+	if (stat(cfg->passwd_file, &st) < 0)
+		return 0;	/* missing: no users yet (said elsewhere) */
+	if (st.st_mode & 007) {
+		snprintf(msg, sizeof(msg), "%s: readable or writable by every "
+		    "user (mode %03o); its secrets are password-equivalent: "
+		    "chmod 0600 %s", cfg->passwd_file,
+		    (unsigned)(st.st_mode & 0777), cfg->passwd_file);
+		errfn(arg, msg);
+		problems++;
+	}
+	if (geteuid() != 0 || (pw = getpwnam(cfg->run_as_user)) == NULL ||
+	    pw->pw_uid == 0)
+		return problems;
+	by_user = (st.st_uid == pw->pw_uid && (st.st_mode & 0400)) ||
+	    (st.st_gid == pw->pw_gid && (st.st_mode & 0040));
+	if (by_user)
+		fprintf(stderr, "warning: %s: readable by run_as_user %s: the "
+		    "process that serves the network could read every "
+		    "secret; only odrelayd's auth process (root) needs it: "
+		    "chown root:root %s; chmod 0600 %s\n", cfg->passwd_file,
+		    cfg->run_as_user, cfg->passwd_file, cfg->passwd_file);
+	return problems;
 }

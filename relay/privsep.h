@@ -42,6 +42,23 @@ int privsep_first_auth_fd(struct privsep *p);
 /* From now on, channels to restarted auth processes go to newfd. */
 void privsep_attach(struct privsep *p, struct event_base *base,
     void (*newfd)(void *arg, int fd), void *arg);
+/*
+ * SIGHUP: ask the helper to open the TLS files the configuration file
+ * names now (run_as_user may not read the key). done(arg, cert_fd,
+ * key_fd, err) runs later from the loop: both descriptors (done closes
+ * them), or -1, -1 and err (NULL: no TLS configured). -1 when a request
+ * is already out or the helper is gone.
+ */
+int privsep_tls_files(struct privsep *p,
+    void (*done)(void *arg, int cert_fd, int key_fd, const char *err),
+    void *arg);
+/*
+ * odrelayd -n: the password file's layout. A file others may read or
+ * write is a problem (errfn; the count is returned); one run_as_user can
+ * read works but defeats the split: a warning on stderr.
+ */
+int privsep_check_layout(const struct config *cfg,
+    void (*errfn)(void *arg, const char *msg), void *arg);
 /* Closes the channel: the helper and the auth process exit. */
 void privsep_free(struct privsep **p);
 

@@ -2,6 +2,7 @@
  * selfaddr - the relay's own addresses, to keep delivery from looping
  * mail back into the relay. See selfaddr.h.
  */
+#include <errno.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 
 #include "config.h"
+#include "log.h"
 #include "selfaddr.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -112,6 +114,15 @@ struct selfaddr *selfaddr_new(const struct config *cfg)
 			if (p->ifa_addr != NULL)
 				selfaddr_add_interface(s, p->ifa_addr);
 		freeifaddrs(ifa);
+	} else {
+		/* Wildcard listeners then match loopback only: say so. */
+		static int warned;
+
+		if (!warned++)
+			log_warn("getifaddrs: %s: a wildcard smtp_listen matches "
+			    "only loopback when looking for MX hosts that are "
+			    "this relay; list the addresses in proxy_interfaces",
+			    strerror(errno));
 	}
 	return s;
 }

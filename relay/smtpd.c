@@ -36,6 +36,7 @@
 #include "authproto.h"
 #include "config.h"
 #include "dnsbl.h"
+#include "fdbudget.h"
 #include "milter.h"
 #include "log.h"
 #include "queue.h"
@@ -119,6 +120,7 @@ struct smtpd_session {
 	struct smtpd *s;
 	struct smtpd_session *prev, *next;
 	uint64_t sid;
+	time_t started;			/* monotonic seconds at connect */
 	struct config *cfg;		/* referenced */
 	SSL_CTX *tls;			/* referenced, or NULL */
 	struct bufferevent *bev;	/* NULL once the peer is gone */
@@ -128,6 +130,7 @@ struct smtpd_session {
 	int esmtp;
 	int tls_on;
 	int rejected;			/* over a connection limit */
+	int budget_held;		/* holds a slot of s->budget */
 	int discarding;			/* dropping an overlong line */
 	int paused;			/* queue backpressure: not reading */
 	int in_input;			/* inside smtpd_session_input */
@@ -164,6 +167,7 @@ struct smtpd {
 	struct authc *auth;		/* borrowed; NULL: no AUTH */
 	struct recip *recip;		/* borrowed; NULL: lists only */
 	struct dnsbl *dnsbl;		/* borrowed; NULL: no DNSBL */
+	struct fdbudget *budget;	/* borrowed; shared with odmr */
 	struct smtpd_session *sessions;
 	size_t nsessions;
 	uint64_t next_sid;
@@ -292,6 +296,33 @@ smtpd_error_limit(struct smtpd_session *ss)
 	    ss->cfg->hostname);
 	log_info("smtpd: sid=%llx, client=[%s], too many errors",
 	    (unsigned long long)ss->sid, ss->ip);
+	smtpd_session_close(ss);
+	return 1;
+}
+
+static void smtpd_tx_reset(struct smtpd_session *ss);
+
+/*
+ * The per-command deadline bounds each command, not their number: a
+ * client sending NOOP just in time would keep its slot for ever. After
+ * smtp_session_limit the next command gets 421 (nothing acknowledged is
+ * affected: a message is either queued or not yet answered).
+ */
+static int
+smtpd_session_limit(struct smtpd_session *ss)
+{
+	struct timespec now;
+
+	if (ss->cfg->smtp_session_limit <= 0)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (now.tv_sec - ss->started < ss->cfg->smtp_session_limit)
+		return 0;
+	smtpd_reply(ss, "421 4.4.2 %s Session time limit reached, closing",
+	    ss->cfg->hostname);
+	log_info("smtpd: sid=%llx, client=[%s], session time limit",
+	    (unsigned long long)ss->sid, ss->ip);
+	smtpd_tx_reset(ss);
 	smtpd_session_close(ss);
 	return 1;
 }
@@ -1509,7 +1540,7 @@ smtpd_session_input(struct smtpd_session *ss)
 			break;
 		}
 		len = (size_t)eol.pos;
-		if (smtpd_error_limit(ss))
+		if (smtpd_error_limit(ss) || smtpd_session_limit(ss))
 			break;
 		if (ss->discarding || len + 1 > max) {
 			evbuffer_drain(in, len + 1);
@@ -1709,6 +1740,8 @@ smtpd_session_free(struct smtpd_session *ss)
 	if (ss->next != NULL)
 		ss->next->prev = ss->prev;
 	s->nsessions--;
+	if (ss->budget_held)
+		fdbudget_put(s->budget);
 	free(ss);
 	smtpd_check_done(s);
 }
@@ -1739,7 +1772,20 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 		evutil_closesocket(fd);
 		return;
 	}
+	if (!fdbudget_take(s->budget)) {
+		/* Every descriptor the budget allows is in use (both
+		 * listeners count): refuse at once, no session. */
+		static const char busy[] =
+		    "421 4.3.2 Too many connections, try later\r\n";
+
+		metrics_inc(METRIC_REJECTED, "connections");
+		(void)!write(fd, busy, sizeof(busy) - 1);
+		evutil_closesocket(fd);
+		fdbudget_refused(s->budget, "smtpd");
+		return;
+	}
 	ss = xcalloc(1, sizeof(*ss));
+	ss->budget_held = 1;
 	ss->s = s;
 	ss->sid = ++s->next_sid;
 	ss->cfg = config_ref(s->cfg);
@@ -1786,6 +1832,12 @@ smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
 	log_debug("smtpd: sid=%llx, connect from [%s]",
 	    (unsigned long long)ss->sid, ss->ip);
 	smtpd_reply(ss, "220 %s ESMTP odrelay", ss->cfg->hostname);
+	{
+		struct timespec now;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ss->started = now.tv_sec;
+	}
 	ss->deadline = evtimer_new(s->base, smtpd_deadline_cb, ss);
 	smtpd_deadline_arm(ss);
 	ss->dnsbl = dnsbl_check_start(s->dnsbl, ss->cfg, ss->ip,
@@ -1843,6 +1895,12 @@ smtpd_new(struct event_base *base, struct config *cfg, struct queue *q,
 	}
 	s->accept_retry = evtimer_new(base, smtpd_accept_retry, s);
 	return s;
+}
+
+void
+smtpd_set_budget(struct smtpd *s, struct fdbudget *b)
+{
+	s->budget = b;
 }
 
 void

@@ -36,6 +36,10 @@ void smtpd_reload(struct smtpd *s, struct config *cfg, SSL_CTX *tls);
  * Authentication gives no relaying: it is recorded (ESMTPSA). */
 struct authc;
 void smtpd_set_auth(struct smtpd *s, struct authc *auth);
+/* The connection budget shared with the ODMR listener (borrowed; NULL:
+ * none). */
+struct fdbudget;
+void smtpd_set_budget(struct smtpd *s, struct fdbudget *b);
 /* Recipient verdicts (lists, learning, probes); NULL: lists only. */
 struct recip;
 void smtpd_set_recip(struct smtpd *s, struct recip *r);

@@ -492,6 +492,69 @@ def test_auth_process_killed():
 		check("killed by signal 9" in d.log_text(), "death not logged")
 
 
+# --- 17.9: file layout, reload after the drop --------------------------------
+
+def test_passwd_file_layout():
+	if os.geteuid() != 0:
+		raise Skip("needs root")
+	with daemon("auth-layout") as d:
+		os.unlink(d.passwd)
+		add_user(d, "alice", "alice-pw", "example.org")
+		st = os.stat(d.passwd)
+		check((st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o600),
+		    "new file: %d:%d %o (want root:root 600)" % (st.st_uid,
+		    st.st_gid, st.st_mode & 0o777))
+		r = run_prog([prog("odrelayd"), "-n", "-c", d.conf])
+		check(r.returncode == 0 and "warning" not in r.out,
+		    "odrelayd -n on root:root 0600: exit %d %s" % (r.returncode,
+		    r.out))
+		# An administrator's group and mode survive a rewrite.
+		nobody = pwd.getpwnam("nobody")
+		os.chown(d.passwd, 0, nobody.pw_gid)
+		os.chmod(d.passwd, 0o640)
+		add_user(d, "bob", "bob-pw", "other.example")
+		st = os.stat(d.passwd)
+		check((st.st_uid, st.st_gid, st.st_mode & 0o777) ==
+		    (0, nobody.pw_gid, 0o640), "rewrite changed the file: %d:%d %o"
+		    % (st.st_uid, st.st_gid, st.st_mode & 0o777))
+		r = run_prog([prog("odrelayd"), "-n", "-c", d.conf])
+		check(r.returncode == 0 and "readable by run_as_user" in r.out,
+		    "odrelayd -n on a file run_as_user can read: exit %d %s"
+		    % (r.returncode, r.out))
+		os.chmod(d.passwd, 0o644)
+		r = run_prog([prog("odrelayd"), "-n", "-c", d.conf])
+		check(r.returncode == 2 and "every user" in r.out,
+		    "odrelayd -n on a world-readable file: exit %d %s"
+		    % (r.returncode, r.out))
+		os.chmod(d.passwd, 0o600)
+		os.chown(d.passwd, 0, 0)
+		d.start()
+		check(try_auth(d.odmr_port, "bob", "bob-pw") == 235, "AUTH")
+
+
+def test_reload_root_only_tls_key():
+	"""SIGHUP after the drop with a root-only key (and password file):
+	the helper opens the TLS files; STARTTLS and AUTH work after."""
+	if os.geteuid() != 0:
+		raise Skip("needs root (run_as_user nobody)")
+	with daemon("auth-tlsreload", tls=True) as d:
+		two_users(d)
+		root_only(d)
+		for f in (d.cert, d.key):
+			os.chown(f, 0, 0)
+			os.chmod(f, 0o600)
+		d.start()
+		d.proc.send_signal(signal.SIGHUP)
+		deadline = time.time() + 10
+		while "reload: configuration" not in d.log_text():
+			check("keeping the old configuration" not in d.log_text(),
+			    "reload refused:\n" + d.log_text()[-2000:])
+			check(time.time() < deadline, "no reload logged")
+			time.sleep(0.1)
+		check(try_auth(d.smtp_port, "alice", "alice-pw", smtp=True,
+		    auth=auth_plain) == 235, "STARTTLS + AUTH after the reload")
+
+
 TESTS = [
 	test_long_user_name,
 	test_name_over_255_refused,
@@ -502,6 +565,8 @@ TESTS = [
 	test_every_mechanism_both_ports,
 	test_session_process_cannot_read_passwd,
 	test_auth_process_killed,
+	test_passwd_file_layout,
+	test_reload_root_only_tls_key,
 ]
 
 if __name__ == "__main__":

@@ -4,9 +4,11 @@ listeners, ETRN whose MX resolves back to the relay, the overlong ETRN node,
 ETRN with and without '@' on a subdomains domain, line limits at their exact
 boundaries on both ports, malformed domains and a full disk."""
 
+import errno
 import os
 import re
 import resource
+import selectors
 import shutil
 import socket
 import subprocess
@@ -170,6 +172,138 @@ def test_etrn_mx_back_to_us_defers():
 				    log), "no clear log line for %s" % dom)
 
 
+def _proc_cpu(pid):
+	"""User + system CPU seconds of a process."""
+	with open("/proc/%d/stat" % pid) as f:
+		fields = f.read().rsplit(")", 1)[1].split()
+	return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ulimit_wrapper(d, nofile):
+	w = os.path.join(d.dir, "odrelayd-ulimit.sh")
+	with open(w, "w") as f:
+		f.write("#!/bin/sh\nulimit -n %d || exit 1\nexec '%s' \"$@\"\n"
+		    % (nofile, os.path.join(odtest.builddir(), "odrelayd")))
+	os.chmod(w, 0o755)
+	return w
+
+
+def test_descriptor_exhaustion():
+	"""1,100 connections across both listeners with 1,024 descriptors:
+	one budget for both listeners refuses the excess with 421 instead of
+	running out (was: the ODMR listener spun at 99% CPU writing 'Too many
+	open files' without end); the daemon answers again once they close."""
+	soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+	want = 1100 + 200
+	if hard != resource.RLIM_INFINITY and hard < want:
+		raise Skip("the test needs %d descriptors, hard limit %d" % (want, hard))
+	if soft != resource.RLIM_INFINITY and soft < want:
+		resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+	f = Fixture("hostile-fds", start=False,
+	    extra="max_connections_per_ip = 2000\n")
+	socks = []
+	sel = selectors.DefaultSelector()
+	try:
+		with f as d:
+			w = _ulimit_wrapper(d, 1024)
+			orig = odtest.prog
+			odtest.prog = lambda name: w if name == "odrelayd" else orig(name)
+			try:
+				d.start()
+			finally:
+				odtest.prog = orig
+			m = re.search(r"descriptors: limit (\d+).*?(\d+) client "
+			    r"connections", d.log_text())
+			check(m is not None and m.group(1) == "1024",
+			    "no descriptor budget line for a limit of 1024")
+			budget = int(m.group(2))
+			check(budget < 1024 - 20, "budget %d leaves no reserve" % budget)
+			# 800 SMTP, then 300 ODMR: more than the descriptors. In
+			# batches, each answered (or given a second) before the
+			# next: a flood of SYNs would overrun the listen backlog.
+			counts = {"greeted": 0, "refused": 0}
+			pending = set()
+
+			def collect(timeout):
+				deadline = time.time() + timeout
+				while pending and time.time() < deadline:
+					for key, _ in sel.select(0.2):
+						data = key.data
+						try:
+							chunk = key.fileobj.recv(512)
+						except (BlockingIOError, InterruptedError):
+							continue
+						except OSError:
+							chunk = b""
+						data[1] += chunk
+						if b"\r\n" in data[1] or not chunk:
+							if data[1].startswith(b"220"):
+								counts["greeted"] += 1
+							elif data[1].startswith(b"421"):
+								counts["refused"] += 1
+							sel.unregister(key.fileobj)
+							pending.discard(data[0])
+
+			for i in range(1100):
+				port = d.smtp_port if i < 800 else d.odmr_port
+				sk = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+				sk.setblocking(False)
+				rc = sk.connect_ex(("127.0.0.1", port))
+				check(rc in (0, errno.EINPROGRESS), "connect: %s"
+				    % os.strerror(rc))
+				socks.append(sk)
+				pending.add(i)
+				sel.register(sk, selectors.EVENT_READ, [i, b""])
+				if i % 50 == 49:
+					collect(1.0)
+			# quiet: a paused or budgeted listener costs nothing
+			pid = d.proc.pid
+			cpu0, log0 = _proc_cpu(pid), os.path.getsize(d.log)
+			time.sleep(2.0)
+			cpu1, log1 = _proc_cpu(pid), os.path.getsize(d.log)
+			# every connection is greeted or refused, none left hanging
+			collect(5.0)
+			greeted, refused = counts["greeted"], counts["refused"]
+			pending = len(pending)
+			print("budget %d: %d greeted, %d refused, %d without an answer; "
+			    "%.2f s CPU and %d log bytes in 2 s" % (budget, greeted,
+			    refused, pending, cpu1 - cpu0, log1 - log0))
+			check(log1 - log0 < 256 * 1024, "the log grew %d bytes in 2 s"
+			    % (log1 - log0))
+			check(cpu1 - cpu0 < 1.0, "odrelayd used %.2f s of CPU in 2 s "
+			    "with every connection idle" % (cpu1 - cpu0))
+			check(pending == 0, "%d connections got neither 220 nor 421"
+			    % pending)
+			check(greeted <= budget and refused >= 1100 - budget,
+			    "%d greeted, %d refused with a budget of %d"
+			    % (greeted, refused, budget))
+			for sk in socks:
+				sk.close()
+			socks = []
+			# answers again on both listeners once they are gone
+			for port in (d.smtp_port, d.odmr_port):
+				deadline = time.time() + 15
+				while True:
+					c = Conn(port)
+					try:
+						code, t = c.reply()
+					finally:
+						c.close()
+					if code == 220:
+						break
+					check(time.time() < deadline, "port %d still "
+					    "answers %s %r" % (port, code, t))
+					time.sleep(0.2)
+			check("Too many open files" not in d.log_text() or
+			    d.log_text().count("Too many open files") < 10,
+			    "descriptor errors in the log")
+	finally:
+		for sk in socks:
+			sk.close()
+		sel.close()
+		resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def _line(verb, total):
 	"""A command line of exactly total octets, CRLF included."""
 	pad = total - len(verb) - 1 - 2
@@ -286,8 +420,21 @@ def test_full_disk_answers_452():
 		n = 0
 		last = None
 		for _ in range(40):
-			code, text = send_message(d.smtp_port, "s@sender.test",
-			    ["b@example.org"], body)
+			# refused at MAIL, RCPT or end of data: any is fine, as
+			# long as it says storage
+			c = Conn(d.smtp_port)
+			try:
+				c.greet_ehlo()
+				for cmd in ("MAIL FROM:<s@sender.test>",
+				    "RCPT TO:<b@example.org>", "DATA"):
+					code, text = c.cmd(cmd)
+					if code not in (250, 354):
+						break
+				else:
+					c.send(body.encode() + b".\r\n")
+					code, text = c.reply()
+			finally:
+				c.close()
 			last = (code, text)
 			if code != 250:
 				break
@@ -312,6 +459,7 @@ if __name__ == "__main__":
 	    test_etrn_node_of_255_octets,
 	    test_etrn_plain_is_the_domain_only,
 	    test_etrn_mx_back_to_us_defers,
+	    test_descriptor_exhaustion,
 	    test_line_limits_smtp,
 	    test_line_limits_odmr,
 	    test_malformed_domains_refused,

@@ -694,6 +694,48 @@ def test_odpull_endless_reply_and_max_time():
 		check(took <= BOUND, "--max-time 3 ended after %.1f s" % took)
 
 
+# --- per connection: NOOP in time does not keep a slot for ever --------------
+
+def noop_until_421(c, bound):
+	"""NOOP every 0.5 s; seconds until a 421 (None if none by bound)."""
+	t0 = time.time()
+	while time.time() - t0 < bound:
+		code, text = c.cmd("NOOP")
+		if code == 421:
+			check("4.4.2" in text, "421 without 4.4.2: %r" % text)
+			return time.time() - t0
+		check(code == 250, "NOOP: %s %r" % (code, text))
+		time.sleep(0.5)
+	return None
+
+
+def test_session_limit():
+	"""smtp_session_limit: an SMTP session, and an ODMR session that has
+	not logged in, end at the first command after it; a logged-in ODMR
+	customer is not cut."""
+	with Fixture("hostile-session", extra=EXTRA + "smtp_session_limit = "
+	    "3s\n", start=False) as d:
+		add_user(d, "demo", "demo", "example.org")
+		d.start()
+		c = Conn(d.smtp_port)
+		c.greet_ehlo()
+		t = noop_until_421(c, 10)
+		c.close()
+		check(t is not None and t <= 6, "SMTP session with NOOP every "
+		    "0.5 s: %s s (limit 3 s)" % t)
+		c = Conn(d.odmr_port)
+		c.greet_ehlo()
+		t = noop_until_421(c, 10)
+		c.close()
+		check(t is not None and t <= 6, "ODMR session before AUTH with "
+		    "NOOP every 0.5 s: %s s (limit 3 s)" % t)
+		c, code, text = odmr_login(d.odmr_port)
+		check(code == 235, "AUTH: %s %s" % (code, text))
+		t = noop_until_421(c, 4.5)
+		c.close()
+		check(t is None, "a logged-in ODMR customer was cut after %s s" % t)
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_smtpc_trickled_greeting,
@@ -701,6 +743,7 @@ if __name__ == "__main__":
 		test_atrn_customer_trickles,
 		test_odmr_port_trickled_command,
 		test_smtp_port_trickled_data,
+		test_session_limit,
 		test_tls_250_with_close_notify,
 		test_odpull_refuses_rcpt_outside_domains,
 		test_odpull_refuses_bare_cr_lf,

@@ -409,11 +409,12 @@ START_TEST(test_file_add_del)
 	chmod(path, 0644);
 	ck_assert_int_eq(stat(path, &st1), 0);
 
-	/* Replace alice: same place, new password, new inode, 0600. */
+	/* Replace alice: same place, new password, new inode; the mode is
+	 * kept but for the bits of others (0644 -> 0640, issue 17.9). */
 	ck_assert_int_eq(passwd_file_add(path, "alice", "pw3", d2, 2, err,
 	    sizeof(err)), 1);
 	ck_assert_int_eq(stat(path, &st2), 0);
-	ck_assert_int_eq(st2.st_mode & 0777, 0600);
+	ck_assert_int_eq(st2.st_mode & 0777, 0640);
 	ck_assert(st1.st_ino != st2.st_ino);
 	ck_assert_int_eq(count_files(), 1);	/* no temporary left */
 	buf = read_all();
