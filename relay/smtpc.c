@@ -1182,9 +1182,11 @@ static void smtpc_leave(struct smtpc *s)
 /*
  * A peer that writes each reply line as its own small segment without
  * TCP_NODELAY (fetchmail's ODMR pump) sends the next line only when the
- * previous one is acknowledged; a delayed ACK (about 40 ms) then stalls
- * every pipelined reply. Linux leaves quick-ACK mode on its own, so it is
- * re-armed after each read; this also sends the ACK now.
+ * previous one is acknowledged; our delayed ACK (about 40 ms) then stalls
+ * every pipelined reply after the first. While replies are still due and
+ * we have nothing to send (which would carry the ACK), acknowledge now:
+ * TCP_QUICKACK sends the pending ACK. Linux leaves quick-ACK mode on its
+ * own, so this is done after each read.
  */
 static void smtpc_quickack(struct smtpc *s)
 {
@@ -1192,7 +1194,14 @@ static void smtpc_quickack(struct smtpc *s)
 	evutil_socket_t fd;
 	int one = 1;
 
-	if (!(s->flags & SMTPC_QUICKACK) || s->bev == NULL)
+	if (!(s->flags & SMTPC_QUICKACK) || s->dead || s->bev == NULL)
+		return;
+	/* Replies still due: of a pipelined group, of LMTP's end of data,
+	 * or the rest of a multi-line reply. */
+	if (!(s->state == S_TX && s->pipelined && s->tx_replied < s->tx_sent) &&
+	    !(s->state == S_DOT && (s->flags & SMTPC_LMTP)) && s->rlines == 0)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
 		return;
 	fd = bufferevent_getfd(s->bev);
 	if (fd >= 0)
@@ -1208,7 +1217,6 @@ static void smtpc_readcb(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 
 	s->busy++;
-	smtpc_quickack(s);
 	while (!s->dead && s->state != S_DONE && s->state != S_BODY &&
 	    s->state != S_HANDSHAKE) {
 		size_t n;
@@ -1227,6 +1235,7 @@ static void smtpc_readcb(struct bufferevent *bev, void *arg)
 		smtpc_line(s, line, n);
 		free(line);
 	}
+	smtpc_quickack(s);
 	smtpc_leave(s);
 }
 
