@@ -507,7 +507,8 @@ static void odmr_note_pulled(const char *list)
 	for (p = buf; p != NULL && *p != '\0'; p = comma) {
 		if ((comma = strchr(p, ',')) != NULL)
 			*comma++ = '\0';
-		domstate_note_now(p, DOMSTATE_ATRN);
+		if (strcmp(p, "...") != 0)	/* the end of a long list */
+			domstate_note_now(p, DOMSTATE_ATRN);
 	}
 }
 
@@ -613,12 +614,20 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 		odmr_reply(s, "450 4.7.0 Too many ATRN requests, try later");
 		return;
 	}
+	/* For the log and odmr_note_pulled: whole names only, never a cut
+	 * one (64 names of 255 octets do not fit); "..." ends a long list. */
 	list[0] = '\0';
-	for (i = 0; i < ndomains && off < sizeof(list); i++) {
-		int n = snprintf(list + off, sizeof(list) - off, "%s%s",
-		    i ? "," : "", domains[i]);
+	for (i = 0; i < ndomains; i++) {
+		size_t dl = strlen(domains[i]) + (i ? 1 : 0);
 
-		off += n > 0 ? (size_t)n : 0;
+		if (off + dl + 4 >= sizeof(list)) {
+			util_strlcpy(list + off, i ? ",..." : "...",
+			    sizeof(list) - off);
+			break;
+		}
+		snprintf(list + off, sizeof(list) - off, "%s%s", i ? "," : "",
+		    domains[i]);
+		off += dl;
 	}
 
 	memset(&g, 0, sizeof(g));

@@ -50,6 +50,8 @@ struct notify_dom {
 	time_t last_sent;	/* 0: never */
 	struct event *timer;
 	struct evhttp_connection *conn;	/* in flight, or NULL */
+	struct evhttp_connection *spent;	/* done, freed by reap */
+	struct event *reap;
 	int dirty;		/* mail arrived since the last POST started */
 	unsigned failures;	/* in a row */
 	struct notify_dom *next;
@@ -179,6 +181,20 @@ static struct notify_dom *notify_dom_get(struct notify *n, const char *name)
 	return d;
 }
 
+/* A connection cannot be freed inside its own request callback; and
+ * libevent 2.1's free-on-completion misses some failure paths (seen as
+ * leaks): free it from the loop right after. */
+static void notify_reap_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct notify_dom *d = arg;
+
+	(void)fd;
+	(void)what;
+	if (d->spent != NULL)
+		evhttp_connection_free(d->spent);
+	d->spent = NULL;
+}
+
 static void notify_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
@@ -245,8 +261,17 @@ static void notify_done(struct evhttp_request *req, void *arg)
 	long iv;
 	const char *ca;
 
-	/* evhttp frees the connection after this callback. */
+	if (d->spent != NULL)
+		evhttp_connection_free(d->spent);
+	d->spent = d->conn;
 	d->conn = NULL;
+	if (d->reap == NULL)
+		d->reap = evtimer_new(d->n->base, notify_reap_cb, d);
+	{
+		struct timeval now = { 0, 0 };
+
+		evtimer_add(d->reap, &now);
+	}
 	(void)notify_url_for(d->n->cfg, d->name, &ca, &iv);
 	if (code >= 200 && code < 300) {
 		d->failures = 0;
@@ -351,7 +376,6 @@ static void notify_send(struct notify_dom *d)
 	}
 	evhttp_connection_set_timeout(d->conn, NOTIFY_TIMEOUT);
 	evhttp_connection_set_retries(d->conn, 0);
-	evhttp_connection_free_on_completion(d->conn);
 	req = evhttp_request_new(notify_done, d);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Host", hosthdr);
 	evhttp_add_header(evhttp_request_get_output_headers(req),
@@ -368,7 +392,8 @@ static void notify_send(struct notify_dom *d)
 	d->dirty = 0;
 	evhttp_uri_free(uri);
 	if (evhttp_make_request(d->conn, req, EVHTTP_REQ_POST, target) < 0) {
-		/* The request is freed by evhttp; the connection too. */
+		/* The request is freed by evhttp; the connection is ours. */
+		evhttp_connection_free(d->conn);
 		d->conn = NULL;
 		notify_failed(d, 0, "request not started");
 	}
@@ -418,8 +443,12 @@ void notify_free(struct notify **np)
 		n->doms = d->next;
 		if (d->conn != NULL)
 			evhttp_connection_free(d->conn);	/* no callback */
+		if (d->spent != NULL)
+			evhttp_connection_free(d->spent);
 		if (d->timer != NULL)
 			event_free(d->timer);
+		if (d->reap != NULL)
+			event_free(d->reap);
 		free(d->name);
 		free(d);
 	}

@@ -141,10 +141,12 @@ elif grep -q '^ExecStart=/usr/bin/odpull -c /etc/odpull.conf' \
     "$root/usr/share/doc/odrelay/examples/odpull.service" 2>/dev/null &&
     grep -q ' /usr/bin/odpull -c /etc/odpull.conf' \
     "$root/usr/share/doc/odrelay/examples/odpull.cron" 2>/dev/null &&
+    grep -q '^ExecStart=/usr/bin/odpull --watch -c /etc/odpull.conf' \
+    "$root/usr/share/doc/odrelay/examples/odpull-watch.service" 2>/dev/null &&
     [ -f "$root/usr/share/doc/odrelay/examples/odpull.timer" ]; then
 	ok paths-substituted
 else
-	bad paths-substituted "odpull.service/.cron/.timer examples missing or wrong"
+	bad paths-substituted "odpull.service/-watch.service/.cron/.timer examples missing or wrong"
 fi
 
 # Compiled-in defaults follow --sysconfdir: -n without -c reads

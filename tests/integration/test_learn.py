@@ -11,7 +11,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, Skip, check, fail, json_messages, prog, run_tests
+from odtest import (Conn, Skip, check, fail, fetchmail_argv, json_messages,
+    prog, run_tests)
 from pullsink import (PullFixture, Sink, add_user, run_prog, sample_message,
     submit, wait_queue)
 
@@ -102,8 +103,8 @@ def fetchmail(d, sink_port):
 	os.chmod(rc, 0o600)
 	home = os.path.join(d.dir, "home")
 	os.makedirs(home, exist_ok=True)
-	return run_prog(["fetchmail", "-f", rc, "--nosyslog", "-v",
-	    "--nodetach", "--pidfile", os.path.join(d.dir, "fetchmail.pid")],
+	return run_prog(fetchmail_argv(["fetchmail", "-f", rc, "--nosyslog", "-v",
+	    "--nodetach", "--pidfile", os.path.join(d.dir, "fetchmail.pid")]),
 	    env={"HOME": home, "FETCHMAILHOME": home}, timeout=40)
 
 

@@ -37,9 +37,14 @@ def test_check_only():
 	socket directory that does not exist: errors with strerror, exit 2."""
 	d = Daemon("ops-n", tls=True)
 	try:
-		r = check_n(d.conf, 0, r"configuration OK", "valid")
-		check(len(r.out.strip().splitlines()) == 1,
-		    "more than one line on success:\n" + r.out)
+		check_n(d.conf, 0, r"configuration OK", "valid")
+		# One line on standard output (warnings go to standard error).
+		r = subprocess.run([prog("odrelayd"), "-n", "-c", d.conf],
+		    stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+		out = r.stdout.decode(errors="replace")
+		check(r.returncode == 0 and len(out.splitlines()) == 1 and
+		    "configuration OK" in out, "-n on success: exit %d, stdout %r"
+		    % (r.returncode, out))
 		base = d.text
 		missing = os.path.join(d.dir, "nonexistent.pem")
 		c = write_conf(d, base.replace("tls_cert_file = " + d.cert,

@@ -1251,6 +1251,55 @@ END_TEST
 /* 50,000 sections: each found by name in any case, a duplicate of the
  * first named with its line, subdomains still resolved. */
 /* proxy_interfaces (issue 17): addresses that reach this relay via NAT. */
+/* Push delivery keys: defaults, validation, per-domain webhook overrides. */
+START_TEST(test_push_keys)
+{
+	struct errs e;
+	struct config *cfg;
+	const struct config_domain *d;
+
+	cfg = load("[domain example.org]\n", &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(cfg->odmr_wait_timeout, 25 * 60);
+	ck_assert_uint_eq(cfg->max_waiting, 10000);
+	ck_assert_ptr_null(cfg->notify_url);
+	ck_assert_int_eq(cfg->notify_interval, 60);
+	config_free(&cfg);
+	errs_free(&e);
+
+	cfg = load("odmr_wait_timeout = 30s\nmax_waiting = 5\n"
+	    "notify_url = https://hooks.example.net:8443/a?b=c\n"
+	    "notify_ca_file = /etc/ca.pem\nnotify_interval = 2m\n"
+	    "[domain example.org]\nnotify_url = https://[2001:db8::1]/x\n"
+	    "notify_interval = 10s\n"
+	    "[domain other.example]\nnotify_url =\n", &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(cfg->odmr_wait_timeout, 30);
+	ck_assert_uint_eq(cfg->max_waiting, 5);
+	ck_assert_str_eq(cfg->notify_url, "https://hooks.example.net:8443/a?b=c");
+	ck_assert_int_eq(cfg->notify_interval, 120);
+	d = config_domain_by_name(cfg, "example.org");
+	ck_assert_str_eq(d->notify_url, "https://[2001:db8::1]/x");
+	ck_assert_ptr_null(d->notify_ca_file);
+	ck_assert_int_eq(d->notify_interval, 10);
+	d = config_domain_by_name(cfg, "other.example");
+	ck_assert_ptr_null(d->notify_url);
+	config_free(&cfg);
+	errs_free(&e);
+
+	expect_error_prefix("notify_url = http://hooks.example.net/\n", 1,
+	    "bad value for 'notify_url'");
+	expect_error_prefix("notify_url = https:///path\n", 1,
+	    "bad value for 'notify_url'");
+	expect_error_prefix("[domain a.example]\nnotify_url = ftp://x\n", 2,
+	    "bad value for 'notify_url'");
+	expect_error_prefix("odmr_wait_timeout = 0\n", 1,
+	    "bad value for 'odmr_wait_timeout'");
+	expect_error_prefix("max_waiting = 0\n", 1,
+	    "bad value for 'max_waiting'");
+}
+END_TEST
+
 START_TEST(test_proxy_interfaces)
 {
 	struct errs e;
@@ -1364,6 +1413,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_tls_handshake);
 	tcase_add_test(tc, test_many_domains);
 	tcase_add_test(tc, test_proxy_interfaces);
+	tcase_add_test(tc, test_push_keys);
 	suite_add_tcase(s, tc);
 	return s;
 }

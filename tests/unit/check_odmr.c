@@ -682,6 +682,77 @@ START_TEST(test_atrn_no_mail)
 }
 END_TEST
 
+/* ---- XWAIT (push delivery) ---- */
+
+static void arrival_to_odmr(void *arg, const char *domain)
+{
+	odmr_arrived(arg, domain);
+}
+
+START_TEST(test_xwait)
+{
+	struct client c;
+	char r[512], id[QUEUE_ID_LEN + 1];
+
+	queue_set_arrival_hook(q, arrival_to_odmr, o);
+	client_open(&c);
+	client_greeting(&c);
+	ck_assert_int_eq(cmd(&c, "EHLO cust.test", r, sizeof(r)), 250);
+	ck_assert_ptr_nonnull(strstr(r, "250-XWAIT\r\n"));
+	ck_assert_int_eq(cmd(&c, "XWAIT", r, sizeof(r)), 530);
+	client_auth(&c);
+	ck_assert_int_eq(cmd(&c, "XWAIT other.example", r, sizeof(r)), 450);
+	ck_assert_int_eq(cmd(&c, "XWAIT bad_domain", r, sizeof(r)), 501);
+	/* Nothing held: no answer, the session waits. */
+	client_sends(&c, "XWAIT cust.example\r\n");
+	ck_assert_int_eq(client_reply_wait(&c, r, sizeof(r), 200), 0);
+	ck_assert_uint_eq(odmr_waiting_count(o), 1);
+	ck_assert_uint_eq(odmr_domain_waiting(o, "cust.example"), 1);
+	/* Mail for another domain does not wake it. */
+	put_message("x@other.example", id);
+	ck_assert_int_eq(client_reply_wait(&c, r, sizeof(r), 100), 0);
+	put_message("a@cust.example", id);
+	ck_assert_int_eq(client_reply(&c, r, sizeof(r)), 250);
+	ck_assert_uint_eq(odmr_waiting_count(o), 0);
+	/* Held mail now: 250 at once; the session goes on. */
+	ck_assert_int_eq(cmd(&c, "XWAIT", r, sizeof(r)), 250);
+	ck_assert_int_eq(cmd(&c, "NOOP", r, sizeof(r)), 250);
+	client_close(&c);
+	queue_set_arrival_hook(q, NULL, NULL);
+}
+END_TEST
+
+START_TEST(test_xwait_timeout_quit_garbage)
+{
+	struct client c;
+	char r[512];
+
+	cfg->odmr_wait_timeout = 1;
+	cfg->smtp_timeout = 1;		/* must not end the wait */
+	client_open(&c);
+	client_greeting(&c);
+	client_auth(&c);
+	client_sends(&c, "XWAIT\r\n");
+	ck_assert_int_eq(client_reply_wait(&c, r, sizeof(r), 500), 0);
+	ck_assert_int_eq(client_reply_wait(&c, r, sizeof(r), 3000), 453);
+	/* Wait again, then QUIT: 453 for the wait, 221. */
+	client_sends(&c, "XWAIT\r\nQUIT\r\n");
+	ck_assert_int_eq(client_reply(&c, r, sizeof(r)), 453);
+	ck_assert_int_eq(client_reply(&c, r, sizeof(r)), 221);
+	ck_assert_int_eq(client_wait_eof(&c, 1000), 1);
+	client_close(&c);
+	/* Anything else while waiting: 421, closed. */
+	client_open(&c);
+	client_greeting(&c);
+	client_auth(&c);
+	client_sends(&c, "XWAIT\r\nATRN\r\n");
+	ck_assert_int_eq(client_reply(&c, r, sizeof(r)), 421);
+	ck_assert_int_eq(client_wait_eof(&c, 1000), 1);
+	client_close(&c);
+	ck_assert_uint_eq(odmr_waiting_count(o), 0);
+}
+END_TEST
+
 /* Pump until the reversed session has written its result back. */
 static void wait_unleased(struct client *c, const char *id)
 {
@@ -1123,6 +1194,8 @@ static Suite *odmr_suite(void)
 	tcase_add_test(tc, test_output_backpressure);
 	tcase_add_test(tc, test_timeout_slow_reader);
 	tcase_add_test(tc, test_shutdown_reversed);
+	tcase_add_test(tc, test_xwait);
+	tcase_add_test(tc, test_xwait_timeout_quit_garbage);
 	suite_add_tcase(s, tc);
 	return s;
 }
