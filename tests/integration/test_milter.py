@@ -266,9 +266,19 @@ def rss_anon(pid):
 	return 0
 
 
+def plain_build():
+	"""The memory figure means something only for a plain binary: not a
+	valgrind wrapper script, not an ASan build (its quarantine keeps
+	freed memory)."""
+	from odtest import prog
+	with open(prog("odrelayd"), "rb") as f:
+		data = f.read()
+	return not data.startswith(b"#!") and b"__asan_init" not in data
+
+
 def test_big_message_bounded():
 	"""A 40 MB message through a filter: stored intact, and the daemon's
-	anonymous memory stays far below the message size."""
+	anonymous memory stays far below the message size (plain builds)."""
 	with TestFilter("accept") as f, Fixture("milter-big", extra=conf(f.spec,
 	    "max_message_size = 200M\n"), domains=DOMAINS) as d:
 		line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"
@@ -301,8 +311,9 @@ def test_big_message_bounded():
 		    hashlib.sha256(data.partition(b"\r\n\r\n")[2]).digest(),
 		    "big message body altered")
 		grown = peak[0] - base
-		check(grown < 16 * 1024 * 1024, "anonymous memory grew by %d bytes "
-		    "for a 40 MB message" % grown)
+		if plain_build():
+			check(grown < 16 * 1024 * 1024, "anonymous memory grew by %d "
+			    "bytes for a 40 MB message" % grown)
 
 
 if __name__ == "__main__":
