@@ -135,6 +135,7 @@ struct milter_sess {
 	char *sender;
 	char id[QUEUE_ID_LEN + 1];
 	int filtering;			/* this transaction is filtered */
+	unsigned naccepted;		/* recipients accepted while filtering */
 	int data_sent;
 	/* waiting for the filters */
 	enum ms_wait wait;
@@ -887,6 +888,18 @@ static void ms_kick_cb(evutil_socket_t fd, short what, void *arg)
 		ms_rcpt_verdict(ms, &v);
 		for (i = 0; i < ms->nc; i++)
 			ms->c[i].rcpt_action = MILTER_CONTINUE;
+		if (v.action == MILTER_CONTINUE)
+			ms->naccepted++;
+		else if (ms->naccepted == 0) {
+			/* no filtered recipient after all: the transaction
+			 * stays unfiltered (milters = none domains only) */
+			milter_verdict_fn *fn = ms->rcpt_fn;
+			void *fn_arg = ms->rcpt_arg;
+
+			milter_sess_end_tx(ms);
+			fn(fn_arg, &v);
+			return;
+		}
 		/* last: the callback may free the session */
 		ms->rcpt_fn(ms->rcpt_arg, &v);
 		return;
@@ -1745,6 +1758,7 @@ void milter_sess_end_tx(struct milter_sess *ms)
 		}
 	}
 	ms->filtering = 0;
+	ms->naccepted = 0;
 	ms->data_sent = 0;
 	ms->id[0] = '\0';
 	ms->wait = W_NONE;

@@ -211,8 +211,15 @@ def test_milters_none():
 			c.expect(250, "MAIL FROM:<a@client.test>")
 			t = c.expect(451, "RCPT TO:<x@example.org>")
 			check("4.7.1" in t, "default action text: %r" % t)
+			# refused there, the message is for the free domain only:
+			# it is not filtered (the filter is down) and is accepted
+			c.expect(250, "RCPT TO:<y@free.example>")
+			c.expect(354, "DATA")
+			c.send(dot_stuff(msg()) + b".\r\n")
+			t = c.expect(250, what="message for the free domain only")
 		finally:
 			c.close()
+		check(queued_id(t) in d.queue_ids(), "message not queued")
 
 
 def test_hostile():
