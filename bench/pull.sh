@@ -19,6 +19,8 @@
 # env:   BENCH_N=2000  BENCH_RUNS=3  BENCH_SIZE=10240  BENCH_TIMEOUT=600
 #        BENCH_CLIENTS="fetchmail fetchmail-nd odpull"  BENCH_BUILDS="before after"
 #        BENCH_BEFORE=DIR (a build of 4518849; built from git if missing)
+#        BENCH_ODPULL=PATH (one odpull for both builds: compares the
+#        providers alone)
 #        BENCH_DIR=/var/tmp
 set -u
 builddir=$(cd "${1:-${top_builddir:-.}}" && pwd)
@@ -58,7 +60,7 @@ esac
 echo "# before: $before, after: $builddir; $(fetchmail --version 2>/dev/null | head -1)"
 echo "# load: smtp-source -s 10 -m $n -l $size -f bench@client.test -t bench@example.org 127.0.0.1:PORT"
 echo "# fetchmail: poll 127.0.0.1 protocol ODMR port P fetchdomains example.org smtphost 127.0.0.1/SINK (--nodetach)"
-echo "# odpull: --server 127.0.0.1:P --tls none --domain example.org --deliver 127.0.0.1:SINK"
+echo "# odpull (${BENCH_ODPULL:-each build's own}): --server 127.0.0.1:P --tls none --domain example.org --deliver 127.0.0.1:SINK"
 echo "# sink: smtp-sink -c 127.0.0.1:SINK 1000"
 
 suser=""
@@ -101,7 +103,7 @@ one_run() {
 		t1=$(now) ;;
 	odpull)
 		t0=$(now)
-		ODPULL_PASSWORD=bench timeout "$timeout" "$bdir/odpull" --server 127.0.0.1:"$oport" \
+		ODPULL_PASSWORD=bench timeout "$timeout" "${BENCH_ODPULL:-$bdir/odpull}" --server 127.0.0.1:"$oport" \
 		    --user bench --tls none --domain example.org \
 		    --deliver 127.0.0.1:"$sinkport" >"$tmp/client.out" 2>&1
 		st=$?

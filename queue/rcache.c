@@ -39,12 +39,14 @@ struct rcache {
 	unsigned long max;
 	uint64_t last_stamp;	/* writer thread only (after open) */
 	unsigned refs;		/* pending writes + the owner */
+	struct rcache_op *ops;	/* writes not yet committed, newest first */
 };
 
 enum rcache_op_kind { RCACHE_OP_STORE, RCACHE_OP_FORGET };
 
 struct rcache_op {
 	struct rcache *rc;
+	struct rcache_op *prev, *next;	/* rc->ops (loop thread only) */
 	enum rcache_op_kind kind;
 	unsigned char key[RCACHE_KEY_MAX + 1];
 	size_t klen;
@@ -221,6 +223,7 @@ int rcache_lookup(struct rcache *rc, const char *domain, const char *addr,
     struct rcache_entry *e)
 {
 	unsigned char key[RCACHE_KEY_MAX + 1];
+	struct rcache_op *op;
 	MDB_txn *txn;
 	MDB_val k, v;
 	int r, found = 0;
@@ -229,6 +232,19 @@ int rcache_lookup(struct rcache *rc, const char *domain, const char *addr,
 	    addr == NULL || *addr == '\0')
 		return 0;
 	k.mv_data = key;
+	/* A write still on its way to the writer thread is the truth. */
+	for (op = rc->ops; op != NULL; op = op->next) {
+		if (op->kind == RCACHE_OP_STORE && op->klen == k.mv_size &&
+		    memcmp(op->key, key, k.mv_size) == 0) {
+			v.mv_data = op->val;
+			v.mv_size = op->vlen;
+			return rcache_decode(&k, &v, e, NULL) == 0 ? 1 : 0;
+		}
+		if (op->kind == RCACHE_OP_FORGET && (op->prefix ?
+		    k.mv_size >= op->klen && memcmp(op->key, key, op->klen) == 0 :
+		    op->klen == k.mv_size && memcmp(op->key, key, k.mv_size) == 0))
+			return 0;
+	}
 	if (mdb_txn_begin(queue_ext_env(rc->q), NULL, MDB_RDONLY, &txn) != 0)
 		return QUEUE_EIO;
 	r = mdb_get(txn, rc->db_rcpt, &k, &v);
@@ -380,6 +396,13 @@ static void rcache_op_free(void *arg)
 {
 	struct rcache_op *op = arg;
 
+	/* Committed (or failed): lookups read LMDB again. */
+	if (op->prev != NULL)
+		op->prev->next = op->next;
+	else
+		op->rc->ops = op->next;
+	if (op->next != NULL)
+		op->next->prev = op->prev;
 	rcache_unref(op->rc);
 	free(op->val);
 	free(op);
@@ -391,6 +414,10 @@ static void rcache_submit(struct rcache *rc, struct rcache_op *op,
 	op->rc = rc;
 	op->max = rc->max > 0 ? rc->max : 1;
 	rc->refs++;
+	op->next = rc->ops;
+	if (rc->ops != NULL)
+		rc->ops->prev = op;
+	rc->ops = op;
 	queue_ext_submit(rc->q, rcache_apply, rcache_op_free, op, done, arg);
 }
 

@@ -153,9 +153,14 @@ int deliver_add(struct deliver *d, const char *id,
 	size_t i, n = 0;
 	int rc;
 
-	for (i = 0; i < d->nmsgs; i++)
-		if (strcmp(d->msgs[i].id, id) == 0)
-			return 0;	/* already here */
+	/* Every message here is leased: only a leased one can be here
+	 * already, so a big ATRN does not compare each id with all before. */
+	if (queue_is_leased(d->q, id)) {
+		for (i = 0; i < d->nmsgs; i++)
+			if (strcmp(d->msgs[i].id, id) == 0)
+				return 0;	/* already here */
+		return QUEUE_EBUSY;
+	}
 	rc = queue_get(d->q, id, &env);
 	if (rc != 1) {
 		if (rc < 0)

@@ -51,13 +51,14 @@ enum smtpc_state {
 	S_DOT,		/* waiting for the end-of-data reply(s) */
 	S_DOT_DISCARD,	/* 354 with no recipient: "." sent, reply ignored */
 	S_QUIT,
+	S_IDLE,		/* probe: between questions, connection kept */
 	S_DONE
 };
 
 static const char *const smtpc_state_names[] = {
 	"greeting", "EHLO", "HELO", "STARTTLS", "TLS handshake", "RSET",
 	"MAIL/RCPT/DATA", "message text", "end of data", "end of data",
-	"QUIT", "done"
+	"QUIT", "idle", "done"
 };
 
 enum rcpt_state {
@@ -118,6 +119,7 @@ struct smtpc {
 	int progress;		/* some rcpt got a final 2xx */
 	char retry_text[SMTPC_MAX_TEXT];
 	int need_rset;
+	int idle_wanted;	/* the source said "nothing now" (next() == 2) */
 
 	/* body */
 	int body_is_open;
@@ -350,8 +352,14 @@ static void smtpc_msg_all(struct smtpc *s, int code, const char *text)
 /* Load the next message into s->msg; 0 when there is none. */
 static int smtpc_load_msg(struct smtpc *s)
 {
+	int r;
+
 	memset(&s->msg, 0, sizeof(s->msg));
-	if (s->silent || s->src.next(s->arg, &s->msg) != 1)
+	if (s->silent)
+		return 0;
+	r = s->src.next(s->arg, &s->msg);
+	s->idle_wanted = r == 2;
+	if (r != 1)
 		return 0;
 	if (s->msg.nrcpts > s->rst_alloc) {
 		s->rst = xreallocarray(s->rst, s->msg.nrcpts, 1);
@@ -696,6 +704,18 @@ static void smtpc_next_tx(struct smtpc *s)
 		}
 		if (!s->have_msg) {
 			if (!smtpc_load_msg(s)) {
+				if (s->idle_wanted && s->need_rset) {
+					/* Leave the server clean while we wait. */
+					smtpc_send(s, "RSET");
+					s->state = S_RSET;
+					smtpc_set_timeout(s, s->to.ehlo);
+					return;
+				}
+				if (s->idle_wanted) {
+					s->state = S_IDLE;
+					smtpc_set_timeout(s, 0);
+					return;
+				}
 				smtpc_quit(s);
 				return;
 			}
@@ -730,7 +750,8 @@ static void smtpc_next_tx(struct smtpc *s)
 	s->pipelined = smtpc_can_pipeline(s);
 	s->state = S_TX;
 	if (s->pipelined) {
-		for (k = 0; k < s->ntx + 2; k++)
+		/* A probe stops before DATA. */
+		for (k = 0; k < s->ntx + ((s->flags & SMTPC_PROBE) ? 1 : 2); k++)
 			smtpc_send_cmd(s, k);
 	} else
 		smtpc_send_cmd(s, 0);
@@ -922,6 +943,22 @@ static void smtpc_tx_reply(struct smtpc *s, int code, const char *text)
 		smtpc_set_timeout(s, s->to.rcpt);
 		return;
 	}
+	if (k <= s->ntx && (s->flags & SMTPC_PROBE)) {
+		size_t i = s->tx[k - 1];
+
+		/* The RCPT reply is the answer; no DATA, RSET before more. */
+		if (s->mail_ok && s->rst[i] == R_TX) {
+			if (s->src.rcpt_reply != NULL && !s->silent)
+				s->src.rcpt_reply(s->arg, i, code, text);
+			smtpc_result(s, i, code, text);
+		}
+		if (k == s->ntx) {
+			s->need_rset = 1;
+			smtpc_end_tx(s);
+		} else if (!s->pipelined)
+			smtpc_send_cmd(s, k + 1);
+		return;
+	}
 	if (k <= s->ntx) {		/* RCPT */
 		size_t i = s->tx[k - 1];
 
@@ -1083,6 +1120,7 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 		return;
 	case S_HANDSHAKE:
 	case S_BODY:
+	case S_IDLE:
 	case S_DONE:
 		smtpc_fail(s, 451, "unexpected reply during %s: %s",
 		    smtpc_state_names[s->state], text);
@@ -1144,9 +1182,11 @@ static void smtpc_leave(struct smtpc *s)
 /*
  * A peer that writes each reply line as its own small segment without
  * TCP_NODELAY (fetchmail's ODMR pump) sends the next line only when the
- * previous one is acknowledged; a delayed ACK (about 40 ms) then stalls
- * every pipelined reply. Linux leaves quick-ACK mode on its own, so it is
- * re-armed after each read; this also sends the ACK now.
+ * previous one is acknowledged; our delayed ACK (about 40 ms) then stalls
+ * every pipelined reply after the first. While replies are still due and
+ * we have nothing to send (which would carry the ACK), acknowledge now:
+ * TCP_QUICKACK sends the pending ACK. Linux leaves quick-ACK mode on its
+ * own, so this is done after each read.
  */
 static void smtpc_quickack(struct smtpc *s)
 {
@@ -1154,7 +1194,14 @@ static void smtpc_quickack(struct smtpc *s)
 	evutil_socket_t fd;
 	int one = 1;
 
-	if (!(s->flags & SMTPC_QUICKACK) || s->bev == NULL)
+	if (!(s->flags & SMTPC_QUICKACK) || s->dead || s->bev == NULL)
+		return;
+	/* Replies still due: of a pipelined group, of LMTP's end of data,
+	 * or the rest of a multi-line reply. */
+	if (!(s->state == S_TX && s->pipelined && s->tx_replied < s->tx_sent) &&
+	    !(s->state == S_DOT && (s->flags & SMTPC_LMTP)) && s->rlines == 0)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
 		return;
 	fd = bufferevent_getfd(s->bev);
 	if (fd >= 0)
@@ -1170,7 +1217,6 @@ static void smtpc_readcb(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 
 	s->busy++;
-	smtpc_quickack(s);
 	while (!s->dead && s->state != S_DONE && s->state != S_BODY &&
 	    s->state != S_HANDSHAKE) {
 		size_t n;
@@ -1189,6 +1235,7 @@ static void smtpc_readcb(struct bufferevent *bev, void *arg)
 		smtpc_line(s, line, n);
 		free(line);
 	}
+	smtpc_quickack(s);
 	smtpc_leave(s);
 }
 
@@ -1307,6 +1354,15 @@ void smtpc_free(struct smtpc **sp)
 		return;
 	}
 	smtpc_destroy(s);
+}
+
+void smtpc_wake(struct smtpc *s)
+{
+	if (s == NULL || s->state != S_IDLE || s->dead)
+		return;
+	s->busy++;
+	smtpc_next_tx(s);
+	smtpc_leave(s);
 }
 
 int smtpc_peer_has_dsn(const struct smtpc *s)

@@ -32,6 +32,8 @@ struct smtpc;
 #define SMTPC_QUICKACK		0x10	/* ACK each reply at once (TCP_QUICKACK):
 					 * for peers that write reply lines one
 					 * by one without TCP_NODELAY */
+#define SMTPC_PROBE		0x20	/* recipient probes: MAIL, RCPT, then
+					 * RSET; each RCPT reply is the result */
 
 /* Message flags (same values as QUEUE_F_*). */
 #define SMTPC_F_8BITMIME	0x1
@@ -81,7 +83,8 @@ struct smtpc_stats {
 };
 
 struct smtpc_source {
-	/* Next message: fill *m and return 1, or 0 when there is no more. */
+	/* Next message: fill *m and return 1, or 0 when there is no more
+	 * (QUIT). 2: none now, keep the connection (idle until smtpc_wake). */
 	int (*next)(void *arg, struct smtpc_msg *m);
 	/*
 	 * Body of the current message, from its start (called for each DATA:
@@ -147,6 +150,8 @@ struct smtpc *smtpc_start(struct event_base *base, struct bufferevent *bev,
     const struct smtpc_params *p, const struct smtpc_source *src, void *arg);
 /* Abort at once: no callback, the connection is closed. *s = NULL. */
 void smtpc_free(struct smtpc **s);
+/* An idle session (next() said 2) asks the source again. */
+void smtpc_wake(struct smtpc *s);
 /* 1 if the server's last EHLO offered DSN (NOTIFY/ORCPT were passed on). */
 int smtpc_peer_has_dsn(const struct smtpc *s);
 

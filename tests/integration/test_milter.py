@@ -211,8 +211,15 @@ def test_milters_none():
 			c.expect(250, "MAIL FROM:<a@client.test>")
 			t = c.expect(451, "RCPT TO:<x@example.org>")
 			check("4.7.1" in t, "default action text: %r" % t)
+			# refused there, the message is for the free domain only:
+			# it is not filtered (the filter is down) and is accepted
+			c.expect(250, "RCPT TO:<y@free.example>")
+			c.expect(354, "DATA")
+			c.send(dot_stuff(msg()) + b".\r\n")
+			t = c.expect(250, what="message for the free domain only")
 		finally:
 			c.close()
+		check(queued_id(t) in d.queue_ids(), "message not queued")
 
 
 def test_hostile():
@@ -266,9 +273,19 @@ def rss_anon(pid):
 	return 0
 
 
+def plain_build():
+	"""The memory figure means something only for a plain binary: not a
+	valgrind wrapper script, not an ASan build (its quarantine keeps
+	freed memory)."""
+	from odtest import prog
+	with open(prog("odrelayd"), "rb") as f:
+		data = f.read()
+	return not data.startswith(b"#!") and b"__asan_init" not in data
+
+
 def test_big_message_bounded():
 	"""A 40 MB message through a filter: stored intact, and the daemon's
-	anonymous memory stays far below the message size."""
+	anonymous memory stays far below the message size (plain builds)."""
 	with TestFilter("accept") as f, Fixture("milter-big", extra=conf(f.spec,
 	    "max_message_size = 200M\n"), domains=DOMAINS) as d:
 		line = b"0123456789abcdefghijklmnopqrstuvwxyz" * 2 + b"\r\n"
@@ -301,8 +318,9 @@ def test_big_message_bounded():
 		    hashlib.sha256(data.partition(b"\r\n\r\n")[2]).digest(),
 		    "big message body altered")
 		grown = peak[0] - base
-		check(grown < 16 * 1024 * 1024, "anonymous memory grew by %d bytes "
-		    "for a 40 MB message" % grown)
+		if plain_build():
+			check(grown < 16 * 1024 * 1024, "anonymous memory grew by %d "
+			    "bytes for a 40 MB message" % grown)
 
 
 if __name__ == "__main__":

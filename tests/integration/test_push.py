@@ -17,7 +17,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, Skip, check, fail, free_port, prog, run_tests
+from odtest import (Conn, Skip, check, fail, fetchmail_argv, free_port, prog,
+    run_tests)
 from pullsink import (PullFixture, Sink, add_user, odmr_login, reverse_serve,
     run_prog, sample_message, submit, wait_queue)
 
@@ -343,8 +344,8 @@ def fetchmail_other(d, sink_port, tmp):
 	os.chmod(rc, 0o600)
 	home = os.path.join(tmp, "home")
 	os.makedirs(home, exist_ok=True)
-	return run_prog(["fetchmail", "-f", rc, "--nosyslog", "-v", "--nodetach",
-	    "--pidfile", os.path.join(tmp, "fetchmail.pid")],
+	return run_prog(fetchmail_argv(["fetchmail", "-f", rc, "--nosyslog", "-v",
+	    "--nodetach", "--pidfile", os.path.join(tmp, "fetchmail.pid")]),
 	    env={"HOME": home, "FETCHMAILHOME": home}, timeout=40)
 
 

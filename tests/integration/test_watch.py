@@ -186,7 +186,9 @@ def test_json_everywhere():
 		qid = submit(d.smtp_port, "s@client.test", ["x@example.org"],
 		    sample_message("j"))
 		for args in (("queue", "--json"), ("stats", "--json"),
-		    ("show", qid, "--json"), ("passwd", "list", "--json")):
+		    ("show", qid, "--json"), ("passwd", "list", "--json"),
+		    ("quarantine", "--json"), ("recipients", "--json",
+		    "example.org")):
 			r = d.ctl_ok(*args)
 			try:
 				obj = json.loads(r.out)
