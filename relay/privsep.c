@@ -371,8 +371,13 @@ static void privsep_helper(int ctl, const char *cfg_path, struct config *cfg,
 		pfd[0].events = POLLIN;
 		pfd[1].fd = privsep_chld_pipe[0];
 		pfd[1].events = POLLIN;
-		if (poll(pfd, 2, timeout) < 0 && errno != EINTR)
-			_exit(1);
+		pfd[0].revents = pfd[1].revents = 0;
+		if (poll(pfd, 2, timeout) < 0) {
+			if (errno != EINTR)
+				_exit(1);
+			/* SIGCHLD: the pipe says so on the next round. */
+			continue;
+		}
 		if (pfd[0].revents != 0) {
 			n = privsep_recv(ctl, buf, sizeof(buf), &fd,
 			    MSG_DONTWAIT);
