@@ -47,6 +47,7 @@
 #define MS_HIWAT	(256 * 1024)	/* bytes queued to filters: pause */
 #define MS_LOWAT	(64 * 1024)	/* resume below */
 #define MS_COPY_CHUNK	(64 * 1024)
+#define MS_MODS_MAX	(4 * 1024 * 1024)	/* modification bytes per filter */
 
 enum mc_state {
 	MC_OFF,			/* not connected */
@@ -108,7 +109,7 @@ struct mconn {
 	int failed_tx;			/* broke during this tx */
 	int eom_sent, eom_done;
 	struct mmod *mods, *mods_tail;
-	size_t nmods;
+	size_t nmods, modbytes;
 	char fail_why[64];
 };
 
@@ -135,6 +136,7 @@ struct milter_sess {
 	char *sender;
 	char id[QUEUE_ID_LEN + 1];
 	int filtering;			/* this transaction is filtered */
+	unsigned naccepted;		/* recipients accepted while filtering */
 	int data_sent;
 	/* waiting for the filters */
 	enum ms_wait wait;
@@ -238,6 +240,7 @@ static void mc_clear_mods(struct mconn *c)
 	}
 	c->mods_tail = NULL;
 	c->nmods = 0;
+	c->modbytes = 0;
 }
 
 /* Bytes waiting to go to the filters: the pause decision. */
@@ -444,14 +447,17 @@ static void mc_optneg(struct mconn *c, const struct milter_reply *r)
 }
 
 static void mc_add_mod(struct mconn *c, const struct milter_reply *r,
-    unsigned char *pkt)
+    unsigned char *pkt, size_t len)
 {
 	struct mmod *m;
 
-	if (c->nmods >= MS_HDRS_MAX) {
+	/* what a filter may make us hold is bounded too */
+	if (c->nmods >= MS_HDRS_MAX || c->modbytes + len > MS_MODS_MAX) {
 		free(pkt);
+		mc_fail(c, "too many modifications");
 		return;
 	}
+	c->modbytes += len;
 	m = xcalloc(1, sizeof(*m));
 	m->r = *r;
 	m->pkt = pkt;
@@ -593,7 +599,7 @@ static void mc_reply(struct mconn *c, unsigned char *pkt, size_t len)
 			mc_fail(c, "modification before end of message");
 			return;
 		}
-		mc_add_mod(c, &r, pkt);
+		mc_add_mod(c, &r, pkt, len);
 		return;
 	case MILTER_R_SETSYMLIST:
 		free(pkt);
@@ -887,6 +893,18 @@ static void ms_kick_cb(evutil_socket_t fd, short what, void *arg)
 		ms_rcpt_verdict(ms, &v);
 		for (i = 0; i < ms->nc; i++)
 			ms->c[i].rcpt_action = MILTER_CONTINUE;
+		if (v.action == MILTER_CONTINUE)
+			ms->naccepted++;
+		else if (ms->naccepted == 0) {
+			/* no filtered recipient after all: the transaction
+			 * stays unfiltered (milters = none domains only) */
+			milter_verdict_fn *fn = ms->rcpt_fn;
+			void *fn_arg = ms->rcpt_arg;
+
+			milter_sess_end_tx(ms);
+			fn(fn_arg, &v);
+			return;
+		}
 		/* last: the callback may free the session */
 		ms->rcpt_fn(ms->rcpt_arg, &v);
 		return;
@@ -1512,13 +1530,24 @@ static void ms_apply_mods(struct milter_sess *ms, struct mconn *c)
 			break;
 		case MILTER_R_CHGFROM: {
 			const char *a = r->text;
-			size_t n = strlen(a);
+			size_t n = strlen(a), k;
 
+			if (n >= 2 && a[0] == '<' && a[n - 1] == '>') {
+				a++;
+				n -= 2;
+			}
+			/* it goes into MAIL FROM at delivery: one word */
+			for (k = 0; k < n; k++)
+				if ((unsigned char)a[k] <= 32 || a[k] == 127 ||
+				    a[k] == '<' || a[k] == '>')
+					break;
+			if (k < n || n > 256) {
+				log_warn("%s: milter %s: unusable new sender "
+				    "ignored", ms->id, c->spec);
+				break;
+			}
 			free(res->sender);
-			if (n >= 2 && a[0] == '<' && a[n - 1] == '>')
-				res->sender = xstrndup(a + 1, n - 2);
-			else
-				res->sender = xstrdup(a);
+			res->sender = xstrndup(a, n);
 			log_info("%s: milter %s: sender changed to <%s>",
 			    ms->id, c->spec, log_sanitize(sbuf, sizeof(sbuf),
 			    res->sender, 256));
@@ -1745,6 +1774,7 @@ void milter_sess_end_tx(struct milter_sess *ms)
 		}
 	}
 	ms->filtering = 0;
+	ms->naccepted = 0;
 	ms->data_sent = 0;
 	ms->id[0] = '\0';
 	ms->wait = W_NONE;

@@ -124,6 +124,7 @@ class Hostile:
 	  "huge"      announces a 4 GiB reply
 	  "silent"    reads everything, never answers
 	  "close-body" behaves until the first body chunk, then closes
+	  "flood"     answers the end of message with 5 MB of header changes
 	"""
 
 	def __init__(self, modes):
@@ -195,6 +196,10 @@ class Hostile:
 					c.close()
 					return
 				elif cmd == b"E":
+					if mode == "flood":
+						v = b"x" * (1024 * 1024 - 64)
+						for _ in range(5):
+							c.sendall(_pkt(b"h", b"X-Flood\0" + v + b"\0"))
 					c.sendall(_pkt(b"a"))
 				else:
 					c.sendall(_pkt(b"c"))

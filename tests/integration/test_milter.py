@@ -211,15 +211,23 @@ def test_milters_none():
 			c.expect(250, "MAIL FROM:<a@client.test>")
 			t = c.expect(451, "RCPT TO:<x@example.org>")
 			check("4.7.1" in t, "default action text: %r" % t)
+			# refused there, the message is for the free domain only:
+			# it is not filtered (the filter is down) and is accepted
+			c.expect(250, "RCPT TO:<y@free.example>")
+			c.expect(354, "DATA")
+			c.send(dot_stuff(msg()) + b".\r\n")
+			t = c.expect(250, what="message for the free domain only")
 		finally:
 			c.close()
+		check(queued_id(t) in d.queue_ids(), "message not queued")
 
 
 def test_hostile():
-	"""Garbage, a 4 GiB length, no answer, a close in mid-body: each
-	gives milter_default_action for that message only; the daemon keeps
-	running and what was acknowledged stays queued."""
-	modes = ["garbage", "huge", "silent", "close-body", "good"]
+	"""Garbage, a 4 GiB length, no answer, a close in mid-body, a flood
+	of header changes: each gives milter_default_action for that message
+	only; the daemon keeps running and what was acknowledged stays
+	queued."""
+	modes = ["garbage", "huge", "silent", "close-body", "flood", "good"]
 	with Hostile(modes) as h, Fixture("milter-hostile", extra=conf(h.spec,
 	    "milter_command_timeout = 1s\nmilter_content_timeout = 1s\n"),
 	    domains=DOMAINS) as d:
@@ -230,7 +238,7 @@ def test_hostile():
 				c.greet_ehlo()
 				c.expect(250, "MAIL FROM:<a@client.test>")
 				code, t = c.cmd("RCPT TO:<x@example.org>")
-				if mode == "close-body" or mode == "good":
+				if mode in ("close-body", "flood", "good"):
 					check(code == 250, "%s: RCPT %s %r" % (mode, code, t))
 					c.expect(354, "DATA")
 					c.send(dot_stuff(msg(subject=mode,
@@ -245,7 +253,10 @@ def test_hostile():
 			finally:
 				c.close()
 			check(d.running(), "odrelayd died after %s" % mode)
-		check(h.seen[:5] == modes, "filter connections: %r" % h.seen)
+		check(h.seen[:len(modes)] == modes, "filter connections: %r"
+		    % h.seen)
+		check("too many modifications" in d.log_text(),
+		    "the header flood was not stopped")
 		check(set(acked) <= d.queue_ids() and len(acked) == 1,
 		    "acknowledged mail missing: %r vs %r" % (acked, d.queue_ids()))
 	# milter_default_action = accept: the message goes through

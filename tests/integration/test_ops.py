@@ -78,6 +78,14 @@ def test_check_only():
 		    "control_socket = " + os.path.join(d.dir, "nodir", "c.sock")))
 		check_n(c, 2, r"control_socket: directory .*nodir: No such file",
 		    "control socket without directory")
+		# A queue directory whose environment cannot be opened.
+		bad = os.path.join(d.dir, "badqueue")
+		os.mkdir(bad)
+		with open(os.path.join(bad, "data.mdb"), "wb") as f:
+			f.write(b"this is not an LMDB environment\n" * 512)
+		c = write_conf(d, base.replace("queue_dir = " + d.queue_dir,
+		    "queue_dir = " + bad))
+		check_n(c, 2, r"queue_dir .*badqueue: ", "unreadable queue")
 		# What -n refuses, the daemon refuses too, with the same words.
 		c = write_conf(d, base.replace("tls_cert_file = " + d.cert,
 		    "tls_cert_file = " + missing))

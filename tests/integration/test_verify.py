@@ -482,6 +482,8 @@ def test_scripted_refusal_and_self():
 			check(code == 450, "a route to ourselves: %s %r" % (code, text))
 			check(prim.rcpts == ["no@r.example", "yes@r.example"],
 			    "primary asked: %r" % prim.rcpts)
+			check(len(prim.conns) == 1, "the probe connection was not "
+			    "reused: %d connections" % len(prim.conns))
 	finally:
 		prim.close()
 
