@@ -254,10 +254,23 @@ def wait_sink(sink, n, timeout=15.0):
 class Watch:
 	"""odpull --watch in the background; stop() checks exit 0 on SIGTERM."""
 
-	def __init__(self, servers, sink, *extra, user="demo", password="demo"):
+	def __init__(self, servers, sink, *extra, user="demo", password="demo",
+	    conf=None):
 		self.out = tempfile.NamedTemporaryFile(prefix="odpull-watch-",
 		    delete=False)
-		args = [prog("odpull"), "--watch", "--user", user, "--deliver",
+		self.conf = None
+		if conf is not None:
+			# The servers (and watch = yes) from a -c file.
+			with tempfile.NamedTemporaryFile("w", prefix="odpull-conf-",
+			    delete=False) as f:
+				f.write("watch = yes\n" + "".join("server = %s\n" % x
+				    for x in servers))
+				self.conf = f.name
+			args = [prog("odpull"), "-c", self.conf]
+			servers = []
+		else:
+			args = [prog("odpull"), "--watch"]
+		args += ["--user", user, "--deliver",
 		    "127.0.0.1:%d" % sink.port, "--tls", "none", "--timeout", "20",
 		    "-v"]
 		for srv in servers:
@@ -290,6 +303,8 @@ class Watch:
 			self.proc.kill()
 			self.proc.wait()
 		os.unlink(self.out.name)
+		if self.conf:
+			os.unlink(self.conf)
 
 
 def msgids(sink):
@@ -459,8 +474,9 @@ def test_watch_two_providers():
 	    Sink() as sink:
 		users(a)
 		users(b)
+		# The two servers come from the -c file (repeated "server").
 		w = Watch(["127.0.0.1:%d" % a.odmr_port,
-		    "127.0.0.1:%d" % b.odmr_port], sink)
+		    "127.0.0.1:%d" % b.odmr_port], sink, conf=True)
 		try:
 			wait_waiting(a)
 			wait_waiting(b)
