@@ -17,20 +17,22 @@
 #   q-all     odrelayctl queue (whole listing to /dev/null), s
 #   accept    msg/s, smtp-source 50 sessions x BENCH_ACCEPT 1 KiB messages
 #   flush     msg/s for the big domain (d0.test, 1-domain runs only):
-#             messages delivered to smtp-sink in BENCH_FLUSH_SEC seconds
+#             messages delivered to smtp-sink until it is empty or
+#             BENCH_FLUSH_SEC seconds are over
 #   rss       RssAnon / RssFile of odrelayd in MB (after acceptance)
 #   disk      bytes per message: data.mdb blocks / messages, and pages in
 #             use / messages (the rest is the delivery reserve and free
 #             pages)
 #   term      seconds from SIGTERM to exit (a flush may be running)
-# Knobs: BENCH_SIZES ("10000 100000 1000000 2000000"), BENCH_DOMAINS
+# Size 0 (only the 10 small.test messages) is the empty-queue baseline.
+# Knobs: BENCH_SIZES ("0 10000 100000 1000000 2000000"), BENCH_DOMAINS
 # ("1 50000"), BENCH_ACCEPT (20000), BENCH_FLUSH_SEC (10), BENCH_DIR
-# (/var/tmp). Needs smtp-source/smtp-sink (Postfix) and python3.
+# (/var/tmp), BENCH_TRACE (a file for phase times and slow replies). Needs smtp-source/smtp-sink (Postfix) and python3.
 set -u
 builddir=$(cd "${1:-${top_builddir:-.}}" && pwd)
 . "$(dirname "$0")/common.sh"
 bench_init
-sizes=${BENCH_SIZES:-10000 100000 1000000 2000000}
+sizes=${BENCH_SIZES:-0 10000 100000 1000000 2000000}
 domcounts=${BENCH_DOMAINS:-1 50000}
 naccept=${BENCH_ACCEPT:-20000}
 flushsec=${BENCH_FLUSH_SEC:-10}
@@ -46,6 +48,13 @@ sinkport=$(free_port)
 sinkpid=$!
 bench_pids="$bench_pids $sinkpid"
 wait_port "$sinkport"
+
+# mark PHASE: with BENCH_TRACE=FILE, when each phase began (to match
+# the slow NOOP replies the probe lists)
+mark() {
+	[ -n "${BENCH_TRACE:-}" ] && echo "$(date +%s.%N | cut -c1-14) $n/$ndom $1" >>"$BENCH_TRACE"
+	return 0
+}
 
 # elapsed CMD...: run, print seconds
 elapsed() {
@@ -90,14 +99,19 @@ for n in $sizes; do
 		python3 "$probe" noop "$port" "$tmp/noop.out" &
 		noopid=$!
 		bench_pids="$bench_pids $noopid"
+		mark started
 		sleep 3
+		mark ctl
 		qdom=$(elapsed "$ctl" -c "$dir/odrelay.conf" queue small.test)
 		stats=$(elapsed "$ctl" -c "$dir/odrelay.conf" stats)
+		mark etrn
 		etrn=$(python3 "$probe" etrn "$port" small.test | awk '{ print $1 }')
 		sleep 1
 		used=$("$ctl" -c "$dir/odrelay.conf" stats --json 2>/dev/null |
 		    python3 -c 'import json,sys; print(json.load(sys.stdin)["space"]["map_used"])' 2>/dev/null)
+		mark q-all
 		qall=$(elapsed "$ctl" -c "$dir/odrelay.conf" queue)
+		mark accept
 		t1=$(now)
 		"$source" -s 50 -m "$naccept" -l 1024 -f bench@client.test \
 		    -t u@small.test 127.0.0.1:"$port" >/dev/null 2>&1
@@ -105,15 +119,28 @@ for n in $sizes; do
 		anon=$(awk '/^RssAnon:/ { printf "%.1f", $2 / 1024 }' /proc/$odpid/status)
 		filemb=$(awk '/^RssFile:/ { printf "%.1f", $2 / 1024 }' /proc/$odpid/status)
 		flush=-
-		if [ "$ndom" = 1 ]; then
+		if [ "$ndom" = 1 ] && [ "$n" -gt 0 ]; then
+			# Messages delivered per second until d0.test is empty or
+			# BENCH_FLUSH_SEC is over, counted from the queue's totals.
+			mark flush
 			before=$(queued)
+			rest=$((before - n))
+			t3=$(now)
 			python3 "$probe" etrn "$port" d0.test >/dev/null
-			sleep "$flushsec"
-			after=$(queued)
-			flush=$(( (before - after) / flushsec ))
+			end=$(echo "$t3 + $flushsec" | bc -l)
+			after=$before
+			while [ "$(echo "$(now) < $end" | bc -l)" = 1 ]; do
+				sleep 0.2
+				after=$(queued)
+				[ "$after" -le "$rest" ] && break
+			done
+			flush=$(echo "($before - $after) / ($(now) - $t3)" | bc -l |
+			    awk '{ printf "%.0f", $1 }')
 		fi
 		kill "$noopid"; wait "$noopid" 2>/dev/null
-		stall=$(awk '{ printf "%s(%s)", $1, $2 }' "$tmp/noop.out")
+		stall=$(awk 'NR == 1 { printf "%s(%s)", $1, $2 }' "$tmp/noop.out")
+		[ -n "${BENCH_TRACE:-}" ] && sed -n 2p "$tmp/noop.out" |
+		    tr ' ' '\n' | sed "s|^|slow $n/$ndom |" >>"$BENCH_TRACE"
 		t2=$(now)
 		kill "$odpid"; wait "$odpid"
 		term=$(echo "$(now) - $t2" | bc -l | awk '{ printf "%.3f", $1 }')

@@ -5,7 +5,8 @@
   noop PORT OUTFILE           one session sending NOOP every 10 ms until
                               SIGTERM; writes "max_ms p99_ms count" to
                               OUTFILE (the longest reply delay is the
-                              longest event-loop stall it saw)
+                              longest event-loop stall it saw), then the
+                              replies slower than 20 ms as TIME:MS
   etrn PORT DOMAIN            ETRN reply latency in ms and the reply
 """
 
@@ -55,12 +56,15 @@ def noop(port, out):
 	s.sendall(b"EHLO probe.test\r\n")
 	reply(f)
 	delays = []
+	slow = []
 	nxt = time.monotonic()
 	while not stop:
 		t = time.monotonic()
 		s.sendall(b"NOOP\r\n")
 		reply(f)
 		delays.append(time.monotonic() - t)
+		if delays[-1] > 0.020:
+			slow.append("%.3f:%.0f" % (time.time(), delays[-1] * 1000))
 		nxt += 0.010
 		d = nxt - time.monotonic()
 		if d > 0:
@@ -77,6 +81,7 @@ def noop(port, out):
 		fp.write("%.1f %.1f %d\n" % (delays[-1] * 1000,
 		    delays[int(len(delays) * 0.99) - 1] * 1000 if delays else 0,
 		    len(delays)))
+		fp.write(" ".join(slow[:200]) + "\n")
 	return 0
 
 

@@ -1393,10 +1393,16 @@ static void config_section(struct config_ctx *ctx, char *line)
 	}
 	domhash_put(cfg->dindex, name, cfg->ndomains);
 	config_domain_clear(&ctx->scratch);
-	cfg->domains = xreallocarray(cfg->domains, cfg->ndomains + 1,
-	    sizeof(*cfg->domains));
-	ctx->lifetime_set = xreallocarray(ctx->lifetime_set, cfg->ndomains + 1,
-	    sizeof(*ctx->lifetime_set));
+	/* Doubling: one more element each time would copy the whole array
+	 * per section (quadratic in the number of domains). */
+	if ((cfg->ndomains & (cfg->ndomains - 1)) == 0) {
+		size_t cap = cfg->ndomains ? cfg->ndomains * 2 : 1;
+
+		cfg->domains = xreallocarray(cfg->domains, cap,
+		    sizeof(*cfg->domains));
+		ctx->lifetime_set = xreallocarray(ctx->lifetime_set, cap,
+		    sizeof(*ctx->lifetime_set));
+	}
 	ctx->lifetime_set[cfg->ndomains] = 0;
 	config_domain_init(&cfg->domains[cfg->ndomains], name, ctx->line, cfg);
 	ctx->cur = &cfg->domains[cfg->ndomains++];

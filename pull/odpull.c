@@ -1245,7 +1245,7 @@ static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
 	char host[256], domains[LINE_MAX_IN], txt[256];
 	enum watch_result res = WATCH_FAIL;
 	size_t off = 0;
-	int port, nomail;
+	int port, nomail, empty = 0;
 
 	*logged_in_r = 0;
 	domains[0] = '\0';
@@ -1314,6 +1314,15 @@ static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
 		res = watch_atrn(&p, domains, &nomail);
 		if (!nomail)
 			goto out;	/* the reversed session ended the connection */
+		/* "Mail is waiting" but ATRN found none to send: should not
+		 * happen; never let it become a busy loop. */
+		if (++empty > 1) {
+			watch_sleep(empty > 7 ? 60000L : 1000L << (empty - 2));
+			if (stop_requested) {
+				res = WATCH_STOP;
+				goto out;
+			}
+		}
 	}
 out:
 	if (res == WATCH_FAIL && stop_requested)

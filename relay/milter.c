@@ -47,6 +47,7 @@
 #define MS_HIWAT	(256 * 1024)	/* bytes queued to filters: pause */
 #define MS_LOWAT	(64 * 1024)	/* resume below */
 #define MS_COPY_CHUNK	(64 * 1024)
+#define MS_MODS_MAX	(4 * 1024 * 1024)	/* modification bytes per filter */
 
 enum mc_state {
 	MC_OFF,			/* not connected */
@@ -108,7 +109,7 @@ struct mconn {
 	int failed_tx;			/* broke during this tx */
 	int eom_sent, eom_done;
 	struct mmod *mods, *mods_tail;
-	size_t nmods;
+	size_t nmods, modbytes;
 	char fail_why[64];
 };
 
@@ -239,6 +240,7 @@ static void mc_clear_mods(struct mconn *c)
 	}
 	c->mods_tail = NULL;
 	c->nmods = 0;
+	c->modbytes = 0;
 }
 
 /* Bytes waiting to go to the filters: the pause decision. */
@@ -445,14 +447,17 @@ static void mc_optneg(struct mconn *c, const struct milter_reply *r)
 }
 
 static void mc_add_mod(struct mconn *c, const struct milter_reply *r,
-    unsigned char *pkt)
+    unsigned char *pkt, size_t len)
 {
 	struct mmod *m;
 
-	if (c->nmods >= MS_HDRS_MAX) {
+	/* what a filter may make us hold is bounded too */
+	if (c->nmods >= MS_HDRS_MAX || c->modbytes + len > MS_MODS_MAX) {
 		free(pkt);
+		mc_fail(c, "too many modifications");
 		return;
 	}
+	c->modbytes += len;
 	m = xcalloc(1, sizeof(*m));
 	m->r = *r;
 	m->pkt = pkt;
@@ -594,7 +599,7 @@ static void mc_reply(struct mconn *c, unsigned char *pkt, size_t len)
 			mc_fail(c, "modification before end of message");
 			return;
 		}
-		mc_add_mod(c, &r, pkt);
+		mc_add_mod(c, &r, pkt, len);
 		return;
 	case MILTER_R_SETSYMLIST:
 		free(pkt);
@@ -785,21 +790,25 @@ static void mc_after_optneg(struct mconn *c)
 static void mc_send_mail(struct mconn *c)
 {
 	struct milter_sess *ms = c->ms;
+	/* TLS again here: a filter without a HELO step (SMFIP_NOHELO)
+	 * would never see it otherwise */
 	const char *names[] = { "{mail_addr}", "{auth_authen}",
-	    "{auth_type}" };
-	const char *values[3];
+	    "{auth_type}", "{tls_version}", "{cipher}" };
+	const char *values[5];
 	char path[1100];
 	const char *v[1];
 
 	values[0] = ms->sender;
 	values[1] = ms->user[0] ? ms->user : NULL;
 	values[2] = ms->user[0] ? "PLAIN" : NULL;
+	values[3] = ms->tls_version[0] ? ms->tls_version : NULL;
+	values[4] = ms->cipher[0] ? ms->cipher : NULL;
 	c->mail_sent = 1;
 	if (c->proto & SMFIP_NOMAIL)
 		return;
 	snprintf(path, sizeof(path), "<%s>", ms->sender);
 	v[0] = path;
-	mc_macros(c, SMFIC_MAIL, names, values, 3);
+	mc_macros(c, SMFIC_MAIL, names, values, 5);
 	milter_put_strings(mc_push(c, ST_MAIL, !(c->proto & SMFIP_NR_MAIL)),
 	    SMFIC_MAIL, v, 1);
 	mc_pushed(c);
@@ -1525,13 +1534,24 @@ static void ms_apply_mods(struct milter_sess *ms, struct mconn *c)
 			break;
 		case MILTER_R_CHGFROM: {
 			const char *a = r->text;
-			size_t n = strlen(a);
+			size_t n = strlen(a), k;
 
+			if (n >= 2 && a[0] == '<' && a[n - 1] == '>') {
+				a++;
+				n -= 2;
+			}
+			/* it goes into MAIL FROM at delivery: one word */
+			for (k = 0; k < n; k++)
+				if ((unsigned char)a[k] <= 32 || a[k] == 127 ||
+				    a[k] == '<' || a[k] == '>')
+					break;
+			if (k < n || n > 256) {
+				log_warn("%s: milter %s: unusable new sender "
+				    "ignored", ms->id, c->spec);
+				break;
+			}
 			free(res->sender);
-			if (n >= 2 && a[0] == '<' && a[n - 1] == '>')
-				res->sender = xstrndup(a + 1, n - 2);
-			else
-				res->sender = xstrdup(a);
+			res->sender = xstrndup(a, n);
 			log_info("%s: milter %s: sender changed to <%s>",
 			    ms->id, c->spec, log_sanitize(sbuf, sizeof(sbuf),
 			    res->sender, 256));

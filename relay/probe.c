@@ -295,7 +295,8 @@ static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 	    to.dot = ms;
 	memset(&sp, 0, sizeof(sp));
 	sp.helo = d->p->cfg->hostname;
-	sp.peer = d->res->targets[d->target].host;
+	util_strlcpy(d->peer, d->res->targets[d->target].host, sizeof(d->peer));
+	sp.peer = d->peer;
 	sp.flags = SMTPC_PROBE;
 	sp.timeouts = &to;
 	/* Recipient addresses deserve the same protection as mail. */
