@@ -812,8 +812,9 @@ int main(int argc, char **argv)
 	dns_free(&d.dns);
 	control_free(&d.control);
 	domstate_close(&d.domstate);
-	authc_free(&d.auth);
+	/* The helper first: it ends the auth process, then exits. */
 	privsep_free(&d.ps);
+	authc_free(&d.auth);
 	queue_close(&d.q);
 	qadmin_free(&d.qadmin);
 	if (d.ev_drain != NULL)
