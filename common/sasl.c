@@ -258,6 +258,23 @@ struct sasl_server *sasl_server_new(const char *mech,
 	return s;
 }
 
+int sasl_server_set_passwd(struct sasl_server *s, struct passwd_db *pw)
+{
+	switch (s->state) {
+	case SS_START:
+	case SS_WAIT_FIRST:
+	case SS_WAIT_USER:
+	case SS_WAIT_PASS:
+	case SS_WAIT_RESPONSE:
+		/* Nothing looked up yet: nothing points into the old db. */
+		passwd_free(&s->pw);
+		s->pw = passwd_ref(pw);
+		return 0;
+	default:
+		return -1;
+	}
+}
+
 void sasl_server_free(struct sasl_server **sp)
 {
 	struct sasl_server *s = *sp;

@@ -64,6 +64,10 @@ struct sasl_server *sasl_server_new(const char *mech,
     int requires_tls);
 int sasl_server_step(struct sasl_server *s, const unsigned char *in,
     size_t inlen, unsigned char *out, size_t outsize, size_t *outlen_r);
+/* SIGHUP: go on with pw (a reference is taken) if the exchange has not
+ * looked a user up yet (CRAM-MD5 waiting for its response, PLAIN, LOGIN);
+ * 0, or -1 when it keeps the file it started with. */
+int sasl_server_set_passwd(struct sasl_server *s, struct passwd_db *pw);
 /* The authenticated user after SASL_OK, else NULL. */
 const char *sasl_server_user(const struct sasl_server *s);
 /* The mechanism name in upper case. */

@@ -208,6 +208,26 @@ char *metrics_format_line(char *buf, size_t size)
 			off += (size_t)n;
 		}
 	}
+	/* The delivery outcomes, as /metrics shows them. */
+	{
+		static const enum metric om[] = { METRIC_DELIVERED,
+		    METRIC_DEFERRED, METRIC_BOUNCED };
+		static const char *const on[] = { "delivered", "deferred",
+		    "bounced" };
+
+		for (size_t k = 0; k < 3; k++) {
+			int n = snprintf(buf + off, size - off,
+			    "%sodrelay_deliveries_total{outcome=\"%s\"}=%llu",
+			    off ? " " : "", on[k],
+			    (unsigned long long)metrics_sum(om[k]));
+
+			if (n < 0 || (size_t)n >= size - off) {
+				buf[off] = '\0';
+				break;
+			}
+			off += (size_t)n;
+		}
+	}
 	return buf;
 }
 

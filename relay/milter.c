@@ -790,21 +790,25 @@ static void mc_after_optneg(struct mconn *c)
 static void mc_send_mail(struct mconn *c)
 {
 	struct milter_sess *ms = c->ms;
+	/* TLS again here: a filter without a HELO step (SMFIP_NOHELO)
+	 * would never see it otherwise */
 	const char *names[] = { "{mail_addr}", "{auth_authen}",
-	    "{auth_type}" };
-	const char *values[3];
+	    "{auth_type}", "{tls_version}", "{cipher}" };
+	const char *values[5];
 	char path[1100];
 	const char *v[1];
 
 	values[0] = ms->sender;
 	values[1] = ms->user[0] ? ms->user : NULL;
 	values[2] = ms->user[0] ? "PLAIN" : NULL;
+	values[3] = ms->tls_version[0] ? ms->tls_version : NULL;
+	values[4] = ms->cipher[0] ? ms->cipher : NULL;
 	c->mail_sent = 1;
 	if (c->proto & SMFIP_NOMAIL)
 		return;
 	snprintf(path, sizeof(path), "<%s>", ms->sender);
 	v[0] = path;
-	mc_macros(c, SMFIC_MAIL, names, values, 3);
+	mc_macros(c, SMFIC_MAIL, names, values, 5);
 	milter_put_strings(mc_push(c, ST_MAIL, !(c->proto & SMFIP_NR_MAIL)),
 	    SMFIC_MAIL, v, 1);
 	mc_pushed(c);

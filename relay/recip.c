@@ -77,7 +77,7 @@ static void recip_pending_free(struct recip_pending *p)
 
 	while ((w = p->waiters) != NULL) {
 		p->waiters = w->next;
-		free(w);
+		free(w);	/* recip_free only: their sessions are gone */
 	}
 	if (p->prev != NULL)
 		p->prev->next = p->next;
@@ -296,7 +296,10 @@ static void recip_probe_done(void *arg, int result, const char *text)
 	while (p->waiters != NULL) {
 		struct recip_wait *w = p->waiters;
 
+		/* Unlinked first: fn may cancel or add other waiters. */
 		p->waiters = w->next;
+		if (p->waiters != NULL)
+			p->waiters->prev = NULL;
 		if (verdict == RECIP_REFUSE)
 			metrics_inc(METRIC_RCPT_REFUSED,
 			    result == PROBE_INVALID ? "probe" : "tempfail");

@@ -125,6 +125,9 @@ class Hostile:
 	  "silent"    reads everything, never answers
 	  "close-body" behaves until the first body chunk, then closes
 	  "flood"     answers the end of message with 5 MB of header changes
+	  "skip"      answers the first body chunk with skip, the end of the
+	              message with progress twice, 0.6 s apart, then accept;
+	              counts the body chunks that still arrive in body_after_skip
 	"""
 
 	def __init__(self, modes):
@@ -136,6 +139,7 @@ class Hostile:
 		self.sock.listen(16)
 		self.port = self.sock.getsockname()[1]
 		self.stopping = False
+		self.body_after_skip = 0
 		self.conns = []
 		self.t = threading.Thread(target=self._accept, daemon=True)
 		self.t.start()
@@ -173,6 +177,7 @@ class Hostile:
 		return data[:1], data[1:]
 
 	def _serve(self, c, mode):
+		skipped = False
 		try:
 			while True:
 				cmd, data = self._read(c)
@@ -195,6 +200,19 @@ class Hostile:
 				elif cmd == b"B" and mode == "close-body":
 					c.close()
 					return
+				elif cmd == b"B" and mode == "skip":
+					if skipped:
+						self.body_after_skip += 1
+					skipped = True
+					c.sendall(_pkt(b"s"))
+				elif cmd == b"E" and mode == "skip":
+					# 1.2 s in all, progress every 0.6 s: past a 1 s
+					# timeout only if progress restarts it
+					c.sendall(_pkt(b"p"))
+					time.sleep(0.6)
+					c.sendall(_pkt(b"p"))
+					time.sleep(0.6)
+					c.sendall(_pkt(b"a"))
 				elif cmd == b"E":
 					if mode == "flood":
 						v = b"x" * (1024 * 1024 - 64)

@@ -91,6 +91,28 @@ def test_header_changes():
 		    "no milter action counted:\n" + st)
 
 
+def test_tls_macros():
+	"""A client that used STARTTLS: the filter gets {tls_version}."""
+	import smtplib
+	import ssl
+	with TestFilter() as f, Fixture("milter-tls", extra=conf(f.spec),
+	    domains=DOMAINS, tls=True) as d:
+		ctx = ssl.create_default_context()
+		ctx.check_hostname = False
+		ctx.verify_mode = ssl.CERT_NONE
+		s = smtplib.SMTP("127.0.0.1", d.smtp_port, timeout=10)
+		try:
+			s.ehlo("client.test")
+			s.starttls(context=ctx)
+			s.ehlo("client.test")
+			s.sendmail("a@client.test", ["x@example.org"], msg())
+			s.quit()
+		finally:
+			s.close()
+		wait_for(lambda: re.search(r"eom i=\w+ client=127\.0\.0\.1 .*"
+		    r"tls=TLSv1\.[23]", f.log_text()), "{tls_version} at the filter")
+
+
 def test_rcpt_reject_and_replycode():
 	"""A recipient refused with the filter's text; others accepted; a
 	reply code at end of message reaches the client."""
@@ -157,6 +179,32 @@ def test_quarantine_release_delete():
 		check(ids[1] not in d.queue_ids(), "deleted message still queued")
 		check("quarantined: held by the test filter" in d.log_text(),
 		    "no quarantine log line")
+
+
+def test_discard_tempfail_skip():
+	"""discard: 250 but nothing queued; tempfail at end of message: 451;
+	skip: no more body chunks; progress: the wait goes on."""
+	with TestFilter() as f, Fixture("milter-disc", extra=conf(f.spec),
+	    domains=DOMAINS) as d:
+		code, text = send_message(d.smtp_port, "a@client.test",
+		    ["x@example.org"], msg("discard"))
+		check(code == 250, "discard: expected 250, got %s %r" % (code, text))
+		check(len(d.queue_ids()) == 0, "a discarded message was queued")
+		check("milter-discard" in d.log_text(), "no discard log line")
+		code, text = send_message(d.smtp_port, "a@client.test",
+		    ["x@example.org"], msg("tempfail"))
+		check(code == 451, "tempfail: expected 451, got %s %r" % (code, text))
+	with Hostile(["skip"]) as h, Fixture("milter-skip", extra=conf(h.spec,
+	    "milter_content_timeout = 1s\n"), domains=DOMAINS) as d:
+		big = msg(extra=b"z" * 300000 + b"\r\n")
+		code, text = send_message(d.smtp_port, "a@client.test",
+		    ["x@example.org"], big)
+		check(code == 250, "skip/progress: %s %r" % (code, text))
+		check(h.body_after_skip == 0, "%d body chunks sent after skip"
+		    % h.body_after_skip)
+		stored = d.body(queued_id(text))
+		check(stored.endswith(big.partition(b"\r\n\r\n")[2]),
+		    "message altered")
 
 
 def test_delete_recipient():
@@ -328,7 +376,9 @@ def test_big_message_bounded():
 
 
 if __name__ == "__main__":
-	run_tests([test_header_changes, test_rcpt_reject_and_replycode,
-	    test_quarantine_release_delete, test_delete_recipient,
+	run_tests([test_header_changes, test_tls_macros,
+	    test_rcpt_reject_and_replycode,
+	    test_quarantine_release_delete, test_discard_tempfail_skip,
+	    test_delete_recipient,
 	    test_slow_and_timeouts, test_milters_none, test_hostile,
 	    test_big_message_bounded], "milter")

@@ -423,10 +423,16 @@ def test_one_probe_for_many():
 				conns.append(c)
 			for c in conns:
 				c.send("RCPT TO:<same@many.example>\r\n")
-			codes = [c.reply()[0] for c in conns]
-			for c in conns:
+			# Some clients give up while the probe runs: their places
+			# in the queue of waiters go, the others still get theirs.
+			gone = conns[::10]
+			for c in gone:
 				c.close()
-			check(codes == [250] * n, "replies: %r" % codes)
+			waiting = [c for c in conns if c not in gone]
+			codes = [c.reply()[0] for c in waiting]
+			for c in waiting:
+				c.close()
+			check(codes == [250] * len(waiting), "replies: %r" % codes)
 			check(prim.rcpts == ["same@many.example"], "the primary was "
 			    "asked %d times: %r" % (len(prim.rcpts), prim.rcpts[:5]))
 			check(probes(d, "valid") == 1, "probe counter: %r" % counters(d))

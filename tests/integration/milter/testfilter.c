@@ -102,11 +102,12 @@ static sfsistat tf_eom(SMFICTX *ctx)
 	const char *id = smfi_getsymval(ctx, "i");
 	const char *ca = smfi_getsymval(ctx, "{client_addr}");
 	const char *j = smfi_getsymval(ctx, "j");
+	const char *tv = smfi_getsymval(ctx, "{tls_version}");
 	const char *a = t->action;
 
-	fprintf(stderr, "eom i=%s client=%s j=%s rcpts=%d action=%s\n",
+	fprintf(stderr, "eom i=%s client=%s j=%s rcpts=%d action=%s tls=%s\n",
 	    id ? id : "-", ca ? ca : "-", j ? j : "-", t->nrcpts,
-	    a[0] ? a : "-");
+	    a[0] ? a : "-", tv ? tv : "-");
 	fflush(stderr);
 	if (accept_all || a[0] == '\0')
 		return SMFIS_ACCEPT;
