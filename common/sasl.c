@@ -1169,14 +1169,20 @@ int sasl_throttle_user_blocked(struct sasl_throttle *t, const char *ip,
 {
 	char key[sizeof(t->e->key)];
 	double now = sasl_throttle_now();
+	unsigned n;
 	size_t i;
 
 	if (sasl_throttle_blocked(t, ip))
 		return 1;
 	if (sasl_throttle_key('u', user, key, sizeof(key)) < 0)
 		return 1;
-	if (sasl_throttle_get(t, key) < SASL_THROTTLE_MAX)
+	n = sasl_throttle_get(t, key);
+	if (n < SASL_THROTTLE_MAX)
 		return 0;
+	/* Past the hard cap even the user's own addresses wait: a session
+	 * process taken over could claim them. */
+	if (n >= SASL_THROTTLE_USER_HARD)
+		return 1;
 	sasl_throttle_ipkey(ip, key, sizeof(key));
 	for (i = 0; i < t->ngood; i++)
 		if (now - t->good[i].at < SASL_THROTTLE_GOOD_TTL &&

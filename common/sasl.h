@@ -116,8 +116,9 @@ const char *sasl_client_choose(const char *offered, int tls_active);
  * min(2^(n-1), 16) seconds. From SASL_THROTTLE_MAX failures on, AUTH from
  * the address is refused (454 4.7.0), and a password for the user is not
  * even checked (535) unless that user logged in from that address within
- * SASL_THROTTLE_GOOD_TTL. A success clears nothing. The tables are
- * bounded (oldest entry evicted).
+ * SASL_THROTTLE_GOOD_TTL (and fewer than SASL_THROTTLE_USER_HARD
+ * failures were counted for the user). A success clears nothing. The
+ * tables are bounded (oldest entry evicted).
  */
 #define SASL_THROTTLE_WINDOW	600
 #define SASL_THROTTLE_MAX	10
@@ -125,6 +126,7 @@ const char *sasl_client_choose(const char *offered, int tls_active);
 #define SASL_THROTTLE_SLOTS	4096
 #define SASL_THROTTLE_GOOD_SLOTS 1024
 #define SASL_THROTTLE_GOOD_TTL	(7 * 86400)
+#define SASL_THROTTLE_USER_HARD	100
 
 struct sasl_throttle *sasl_throttle_new(void);
 void sasl_throttle_free(struct sasl_throttle **t);
