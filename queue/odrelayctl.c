@@ -590,10 +590,16 @@ static void ctl_dom_facts_cells(const struct ctl_dom *d, time_t now)
 
 /* ---- queue ---- */
 
-/* Postfix mailq's mark after the id: '*' being delivered, '!' held. */
+/* A mark after the id as Postfix mailq has: '*' being delivered, '!'
+ * held for its customer, '#' quarantined by a milter. */
 static char ctl_state_mark(enum ctl_state st)
 {
-	return st == CTL_DELIVERING ? '*' : st == CTL_HELD ? '!' : ' ';
+	switch (st) {
+	case CTL_DELIVERING: return '*';
+	case CTL_HELD: return '!';
+	case CTL_QUARANTINED: return '#';
+	default: return ' ';
+	}
 }
 
 static void ctl_queue_human(const struct queue_envelope *env,

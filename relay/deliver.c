@@ -18,6 +18,7 @@
 #include "bounce.h"
 #include "config.h"
 #include "deliver.h"
+#include "tlspolicy.h"
 #include "metrics.h"
 #include "log.h"
 #include "queue.h"
@@ -56,6 +57,7 @@ struct deliver {
 	void *done_arg;
 	struct deliver_summary sum;
 	int exact;		/* domains match the address's own domain only */
+	struct tlspolicy *tlspol;	/* NULL: may */
 };
 
 /* Lease release once the update is durable. */
@@ -466,6 +468,7 @@ static void deliver_destroy(struct deliver *d)
 {
 	size_t i;
 
+	free(d->tlspol);
 	queue_body_free(&d->body);
 	for (i = 0; i < d->nmsgs; i++) {
 		if (d->msgs[i].leased)
@@ -498,6 +501,9 @@ static void deliver_src_done(void *arg, const struct smtpc_stats *st)
 	d->sc = NULL;		/* smtpc frees itself after this */
 	d->sum.ok = st->ok;
 	snprintf(d->sum.reason, sizeof(d->sum.reason), "%s", st->reason);
+	snprintf(d->sum.tls, sizeof(d->sum.tls), "%s", st->tls_version);
+	snprintf(d->sum.verified, sizeof(d->sum.verified), "%s", st->verified);
+	d->sum.tls_result = st->tls_result;
 	/* Messages smtpc never asked for (it always drains; be safe). */
 	for (i = 0; i < d->nmsgs; i++) {
 		struct deliver_msg *m = &d->msgs[i];
@@ -559,6 +565,7 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 	p.helo = d->cfg->hostname;
 	p.peer = peer_host;
 	p.tls = tls;
+	p.policy = d->tlspol;
 	if (flags & DELIVER_REVERSED)
 		p.flags |= SMTPC_REVERSED | SMTPC_QUICKACK;
 	if (flags & DELIVER_ONE_LINE_WRITES)
@@ -566,6 +573,16 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 	d->done = done;
 	d->done_arg = arg;
 	d->sc = smtpc_start(d->base, bev, &p, &src, d);
+}
+
+void deliver_set_tls_policy(struct deliver *d, const struct tlspolicy *p)
+{
+	free(d->tlspol);
+	d->tlspol = NULL;
+	if (p != NULL) {
+		d->tlspol = xmalloc(sizeof(*d->tlspol));
+		*d->tlspol = *p;
+	}
 }
 
 void deliver_fail(struct deliver *d, int code, const char *status,

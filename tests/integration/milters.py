@@ -62,21 +62,38 @@ def build_testfilter():
 class TestFilter:
 	"""testfilter on 127.0.0.1:port; mode "accept" for accept-all."""
 
-	def __init__(self, mode=None):
+	def __init__(self, mode=None, unix=False):
 		exe = build_testfilter()
 		self.port = free_port()
 		self.dir = tempfile.mkdtemp(prefix="odrelay-milter-")
+		os.chmod(self.dir, 0o755)	# the daemon may run as nobody
+		self.path = os.path.join(self.dir, "filter.sock") if unix else None
 		self.log = os.path.join(self.dir, "testfilter.log")
 		self.logf = open(self.log, "wb")
-		args = [exe, "inet:%d@127.0.0.1" % self.port]
+		args = [exe, "unix:" + self.path if unix else
+		    "inet:%d@127.0.0.1" % self.port]
 		if mode:
 			args.append(mode)
+
+		def child():
+			_die_with_parent()
+			os.umask(0)	# a socket anyone may connect to
 		self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-		    stdout=self.logf, stderr=self.logf, preexec_fn=_die_with_parent)
-		wait_port(self.port, self.proc, "testfilter", logf=self.log)
+		    stdout=self.logf, stderr=self.logf, preexec_fn=child)
+		if unix:
+			deadline = time.time() + 10
+			while not os.path.exists(self.path):
+				if self.proc.poll() is not None or time.time() > deadline:
+					fail("testfilter did not create %s\n%s"
+					    % (self.path, self.log_text()))
+				time.sleep(0.05)
+		else:
+			wait_port(self.port, self.proc, "testfilter", logf=self.log)
 
 	@property
 	def spec(self):
+		if self.path:
+			return "unix:" + self.path
 		return "inet:127.0.0.1:%d" % self.port
 
 	def log_text(self):

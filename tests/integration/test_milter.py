@@ -207,6 +207,17 @@ def test_discard_tempfail_skip():
 		    "message altered")
 
 
+def test_unix_socket():
+	"""A filter on a unix socket (milters = unix:/path)."""
+	with TestFilter(unix=True) as f, Fixture("milter-unix",
+	    extra=conf(f.spec), domains=DOMAINS) as d:
+		code, text = send_message(d.smtp_port, "a@client.test",
+		    ["x@example.org"], msg("headers"))
+		qid = queued_id(text)
+		check(code == 250 and qid, "unix socket: %s %r" % (code, text))
+		check(b"X-Added: yes" in d.body(qid), "no header from the filter")
+
+
 def test_delete_recipient():
 	"""A recipient deleted by the filter is not queued; the others are."""
 	with TestFilter() as f, Fixture("milter-del", extra=conf(f.spec),
@@ -379,6 +390,6 @@ if __name__ == "__main__":
 	run_tests([test_header_changes, test_tls_macros,
 	    test_rcpt_reject_and_replycode,
 	    test_quarantine_release_delete, test_discard_tempfail_skip,
-	    test_delete_recipient,
+	    test_unix_socket, test_delete_recipient,
 	    test_slow_and_timeouts, test_milters_none, test_hostile,
 	    test_big_message_bounded], "milter")
