@@ -528,6 +528,37 @@ def test_watch_provider_restart():
 			w.kill()
 
 
+def test_watch_sigterm_between_messages():
+	"""SIGTERM during a pull: the message in transfer is finished, the
+	rest stays at the provider, exit 0; nothing lost or duplicated."""
+	def slow(t):
+		time.sleep(0.4)
+		return "250 2.0.0 ok"
+
+	with daemon("push-term") as d, Sink(data_reply=slow) as sink:
+		users(d)
+		for i in range(5):
+			submit(d.smtp_port, "s@client.test", ["user@example.org"],
+			    sample_message("term%d" % i))
+		w = Watch(["127.0.0.1:%d" % d.odmr_port], sink)
+		try:
+			wait_for(lambda: sink.txns, "the pull started", timeout=15)
+			w.stop()
+			got = msgids(sink)
+			left = len(d.queue_json().get("messages", []))
+			print("    SIGTERM during the pull: %d at the MTA, %d left at "
+			    "the provider" % (len(got), left))
+			check(len(set(got)) == len(got), "duplicates: %r" % got)
+			check(1 <= len(got) < 5, "messages at the MTA: %r" % got)
+			check(len(got) + left == 5, "lost: %d delivered + %d queued"
+			    % (len(got), left))
+			check(all(t.reply and t.reply.startswith("250")
+			    for t in sink.txns if t.data is not None),
+			    "a transaction was cut inside DATA:\n" + sink.dump())
+		finally:
+			w.kill()
+
+
 # --- arrival webhooks ------------------------------------------------------------
 
 def openssl(*args):
@@ -753,6 +784,7 @@ TESTS = [
 	test_watch_polls_without_xwait,
 	test_watch_two_providers,
 	test_watch_provider_restart,
+	test_watch_sigterm_between_messages,
 	test_webhook,
 	test_webhook_wrong_certificate_and_dead_endpoint,
 ]
