@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "control.h"
+#include "ctlclient.h"
 #include "domhash.h"
 #include "log.h"
 #include "passwd.h"
@@ -753,7 +753,7 @@ static void ctl_queue_waiting(const struct config *cfg, const char *filter,
 	const char *path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
 	int n = 0;
 
-	if (control_request(path, "waiting", reply, sizeof(reply), err,
+	if (ctlclient_request(path, "waiting", reply, sizeof(reply), err,
 	    sizeof(err)) < 0 || strncmp(reply, "250", 3) != 0)
 		reply[3] = '\0';
 	p = reply + 3;
@@ -1151,7 +1151,7 @@ static int ctl_control(const char *line, int quiet_absent)
 		return CTL_EXIT_FAIL;
 	path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
 
-	if (control_request(path, line, reply, sizeof(reply), err,
+	if (ctlclient_request(path, line, reply, sizeof(reply), err,
 	    sizeof(err)) < 0) {
 		if (quiet_absent && ctl_daemon_absent(path))
 			return -1;
@@ -1378,7 +1378,7 @@ static const char *ctl_daemon_counters(const struct config *cfg, char *buf,
 	char err[512], pbuf[512];
 	const char *path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
 
-	if (control_request(path, "stats", buf, size, err, sizeof(err)) < 0 ||
+	if (ctlclient_request(path, "stats", buf, size, err, sizeof(err)) < 0 ||
 	    buf[0] != '2' || strlen(buf) < 3)
 		return NULL;
 	return buf[3] == ' ' ? buf + 4 : buf + 3;
@@ -1604,7 +1604,7 @@ static int ctl_cmd_compact(int argc, char **argv)
 	if ((cfg = ctl_config()) == NULL)
 		return CTL_EXIT_FAIL;
 	path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
-	if (control_request(path, "compact", reply, sizeof(reply), err,
+	if (ctlclient_request(path, "compact", reply, sizeof(reply), err,
 	    sizeof(err)) == 0) {
 		if (reply[0] != '2') {
 			ctl_err("%s", reply);
@@ -1614,7 +1614,7 @@ static int ctl_cmd_compact(int argc, char **argv)
 			struct timespec ts = { 0, 100 * 1000 * 1000 };
 
 			nanosleep(&ts, NULL);
-			if (control_request(path, "compact-status", reply,
+			if (ctlclient_request(path, "compact-status", reply,
 			    sizeof(reply), err, sizeof(err)) < 0) {
 				ctl_err("%s", err);
 				return CTL_EXIT_FAIL;
