@@ -889,7 +889,10 @@ static int config_set_notify_url(struct config_ctx *ctx, void *field,
 		return -1;
 	}
 	free(*f);
-	*f = *value == '\0' ? NULL : xstrdup(value);
+	/* Empty in a domain section: no webhook there, whatever the global
+	 * value ("" is kept to tell it from "not set"). */
+	*f = *value != '\0' ? xstrdup(value) : ctx->cur != NULL ? xstrdup("") :
+	    NULL;
 	return 0;
 }
 

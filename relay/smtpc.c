@@ -133,6 +133,7 @@ struct smtpc {
 	int body_eof;
 
 	struct smtpc_stats st;
+	int draining;		/* failing what is left: no new messages wanted */
 };
 
 static void smtpc_next_tx(struct smtpc *s);
@@ -439,6 +440,7 @@ static void smtpc_fail(struct smtpc *s, int code, const char *fmt, ...)
 		smtpc_msg_all(s, code, text);
 		smtpc_msg_end(s);
 	}
+	s->draining = 1;
 	while (smtpc_load_msg(s)) {
 		smtpc_msg_all(s, code, text);
 		smtpc_msg_end(s);
@@ -715,6 +717,7 @@ static void smtpc_session_over(struct smtpc *s)
 	    s->peer ? s->peer : "server");
 	log_info("smtpc %s: session time limit reached, QUIT",
 	    s->peer ? s->peer : "-");
+	s->draining = 1;
 	while (smtpc_load_msg(s)) {
 		smtpc_msg_all(s, 451, text);
 		smtpc_msg_end(s);
@@ -1457,6 +1460,11 @@ void smtpc_wake(struct smtpc *s)
 	s->busy++;
 	smtpc_next_tx(s);
 	smtpc_leave(s);
+}
+
+int smtpc_draining(const struct smtpc *s)
+{
+	return s->draining;
 }
 
 int smtpc_peer_has_dsn(const struct smtpc *s)
