@@ -659,7 +659,8 @@ def test_webhook():
 	    "notify_ca_file = %s\nnotify_interval = 4s\n" % (hook.port, ca))
 	domains = DOMAINS.replace("[domain other.example]\nhold = yes",
 	    "[domain other.example]\nhold = yes\n"
-	    "notify_url = https://127.0.0.1:%d/other?x=1" % hook.port)
+	    "notify_url = https://127.0.0.1:%d/other?x=1\n\n"
+	    "[domain quiet.example]\nhold = yes\nnotify_url =\n" % hook.port)
 	try:
 		with PullFixture("push-hook", extra=extra, domains=domains,
 		    start=False) as d:
@@ -695,6 +696,13 @@ def test_webhook():
 			    "domain's notify_url")
 			check(hook.bodies("/other?x=1")[0].get("domain") ==
 			    "other.example", "other: %r" % hook.bodies("/other?x=1"))
+			# notify_url = (empty) in a section: no webhook there.
+			submit(d.smtp_port, "s@client.test", ["q@quiet.example"],
+			    sample_message("hook5"))
+			time.sleep(1)
+			check(not any(b.get("domain") == "quiet.example"
+			    for b in hook.bodies()), "POST for a domain with "
+			    "notify_url = (empty): %r" % hook.bodies())
 			st = stats(d)
 			check(st.get('odrelay_notifications_total{result="ok"}', 0) >= 3,
 			    "notification metrics: %r" % st)
