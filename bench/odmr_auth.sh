@@ -74,6 +74,29 @@ if bad:
 print("%.1f" % (total / el))
 EOF
 
+# utime+stime (clock ticks) of a process and all its descendants.
+cpu_ticks() {
+	python3 - "$1" <<'EOP'
+import os, sys
+root = int(sys.argv[1])
+procs = {}
+for e in os.listdir("/proc"):
+	if e.isdigit():
+		try:
+			st = open("/proc/%s/stat" % e).read()
+		except OSError:
+			continue
+		f = st[st.rindex(")") + 2:].split()
+		procs[int(e)] = (int(f[1]), int(f[11]) + int(f[12]))
+tot, todo = 0, [root]
+while todo:
+	p = todo.pop()
+	tot += procs.get(p, (0, 0))[1]
+	todo += [c for c, (pp, _) in procs.items() if pp == p]
+print(tot)
+EOP
+}
+
 # One configured daemon per build directory, started for each run.
 k=0
 for b in "$@"; do
@@ -111,16 +134,26 @@ while [ $run -lt "$BENCH_RUNS" ]; do
 		port=$(cat "$d/port")
 		odrelayd=$b/odrelayd
 		odrelayd_start "$d" "$port"
+		c0=$(cpu_ticks "$odpid")
 		r=$(python3 "$tmp/client.py" "$port" "$BENCH_CONC" \
 		    "$BENCH_SESSIONS") || { tail "$d/odrelayd.log"; exit 1; }
+		c1=$(cpu_ticks "$odpid")
 		odrelayd_stop
+		# CPU time of odrelayd and its helper processes per session:
+		# steadier than the rate on a shared machine.
+		us=$(awk -v a="$c0" -v b="$c1" -v n="$BENCH_SESSIONS" \
+		    -v hz="$(getconf CLK_TCK)" \
+		    'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
 		echo "$r" >>"$d/results"
-		echo "# run $run $b: $r sessions/s"
+		echo "$us" >>"$d/cpu"
+		echo "# run $run $b: $r sessions/s, $us us CPU/session"
 	done
 done
 k=0
 for b in "$@"; do
 	k=$((k + 1))
 	echo "$b: median $(median <"$tmp/d$k/results") sessions/s" \
-	    "(runs: $(tr '\n' ' ' <"$tmp/d$k/results"))"
+	    "(runs: $(tr '\n' ' ' <"$tmp/d$k/results")), median" \
+	    "$(median <"$tmp/d$k/cpu") us CPU/session" \
+	    "(runs: $(tr '\n' ' ' <"$tmp/d$k/cpu"))"
 done

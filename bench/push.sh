@@ -8,11 +8,13 @@
 #     messages sent 37 s apart (so they fall at different points of the
 #     poll cycle), and the expected figures for uniform arrivals;
 #  3. RSS of BENCH_WAITERS (10,000) ODMR sessions waiting in XWAIT from one
-#     address (goal < 150 MB), and the time for one message to wake them.
+#     address (goal < 150 MB), and the time for one message to wake them;
+#     plain ODMR, then with TLS from the first byte (odmrs_listen).
 #
 # usage: sh bench/push.sh [BUILDDIR]
 # env:   BENCH_MESSAGES=1000 BENCH_FM_MESSAGES=6 BENCH_WAITERS=10000
-#        BENCH_SKIP="" (words: latency fetchmail waiters)  BENCH_DIR=/var/tmp
+#        BENCH_SKIP="" (words: latency fetchmail waiters tlswaiters)
+#        BENCH_DIR=/var/tmp
 set -u
 builddir=$(cd "${1:-${top_builddir:-.}}" && pwd)
 . "$(dirname "$0")/common.sh"
@@ -28,11 +30,15 @@ echo "# ulimit -n $(ulimit -n)"
 
 # provider DIR: odrelayd with an ODMR listener and the ATRN user "office"
 provider() {
-	sp=$(free_port); op=$(free_port)
-	rm -rf "$1"; mkdir -p "$1"
-	odrelayd_conf "$1" "$sp" \
+	sp=$(free_port); op=$(free_port); odmrs_port=$(free_port)
+	pdir=$1; shift
+	rm -rf "$pdir"; mkdir -p "$pdir"
+	tlsl=""
+	case "$*" in *tls_cert_file*) tlsl="odmrs_listen = 127.0.0.1:$odmrs_port" ;; esac
+	odrelayd_conf "$pdir" "$sp" \
 	    "auth_requires_tls = no" "max_waiting = $((waiters + 100))" \
-	    "$2" "" "[domain example.org]" "hold = yes"
+	    "$tlsl" "$@" "" "[domain example.org]" "hold = yes"
+	set -- "$pdir"
 	sed -i "s/^odmr_listen .*/odmr_listen    = 127.0.0.1:$op/" "$1/odrelay.conf"
 	echo office-secret | "$builddir/odrelayctl" -c "$1/odrelay.conf" passwd add office example.org >/dev/null
 	odrelayd_start "$1" "$sp"
@@ -40,7 +46,7 @@ provider() {
 }
 
 case " $skip " in *" latency "*) ;; *)
-	provider "$tmp/lat" ""
+	provider "$tmp/lat"
 	mta=$(free_port)
 	ODPULL_PASSWORD=office-secret "$builddir/odpull" --watch --server "127.0.0.1:$odmr_port" \
 	    --user office --tls none --deliver "127.0.0.1:$mta" >"$tmp/odpull.log" 2>&1 &
@@ -59,7 +65,7 @@ case " $skip " in *" latency "*) ;; *)
 
 case " $skip " in *" fetchmail "*) ;; *)
 	if command -v fetchmail >/dev/null; then
-		provider "$tmp/fm" ""
+		provider "$tmp/fm"
 		mta=$(free_port)
 		mkdir -p "$tmp/fmhome"
 		printf 'set daemon 60\npoll 127.0.0.1 via 127.0.0.1 protocol ODMR port %s user "office" password "office-secret" fetchdomains example.org smtphost 127.0.0.1/%s\n' \
@@ -107,11 +113,14 @@ PY
 	fi
 ;; esac
 
-case " $skip " in *" waiters "*) ;; *)
-	provider "$tmp/wait" ""
+# waiters NAME [extra config...]: RSS with $waiters sessions in XWAIT
+waiters_run() {
+	name=$1; shift
+	provider "$tmp/wait" "$@"
+	[ -n "${PUSH_TLS:-}" ] && odmr_port=$odmrs_port
 	r0=$(status_kb "$odpid" VmRSS)
 	: >"$tmp/flag"
-	echo "# python3 bench/pushclient.py wait $odmr_port $waiters office PASSWORD FLAG  (EHLO, AUTH CRAM-MD5, XWAIT; 10 logins at a time; max_connections_per_ip 20)"
+	echo "# $name: python3 bench/pushclient.py wait $odmr_port $waiters office PASSWORD FLAG  (EHLO, AUTH CRAM-MD5, XWAIT; 10 logins at a time; max_connections_per_ip 20)"
 	python3 "$bench_dir/pushclient.py" wait "$odmr_port" "$waiters" office office-secret "$tmp/flag" >"$tmp/wait.out" 2>&1 &
 	cpid=$!
 	bench_pids="$bench_pids $cpid"
@@ -122,13 +131,25 @@ case " $skip " in *" waiters "*) ;; *)
 	r1=$(status_kb "$odpid" VmRSS)
 	h1=$(status_kb "$odpid" VmHWM)
 	nfd=$(ls "/proc/$odpid/fd" | wc -l)
-	wline=$("$builddir/odrelayctl" -c "$tmp/wait/odrelay.conf" stats 2>/dev/null | grep -i xwait | tr '\n' ' ')
 	echo "# $(cat "$tmp/wait.out" | tr '\n' ' ')logins took $(echo "$t1 - $t0" | bc) s; fds $nfd"
-	awk -v a="$r0" -v b="$r1" -v h="$h1" -v n="$waiters" 'BEGIN { printf "%d waiting sessions: VmRSS %d kB before, %d kB with them (%.1f MB, HWM %.1f MB), %.2f kB per session (goal < 150 MB: %s)\n", n, a, b, b / 1024, h / 1024, (b - a) / n, b < 153600 ? "met" : "NOT met" }'
+	awk -v a="$r0" -v b="$r1" -v h="$h1" -v n="$waiters" -v name="$name" 'BEGIN { printf "%s: %d waiting sessions: VmRSS %d kB before, %d kB with them (%.1f MB, HWM %.1f MB), %.2f kB per session (goal < 150 MB: %s)\n", name, n, a, b, b / 1024, h / 1024, (b - a) / n, b < 153600 ? "met" : "NOT met" }'
 	rm -f "$tmp/flag"
 	python3 "$bench_dir/pushclient.py" send "$smtp_port" wake >/dev/null
 	wait "$cpid"
 	tail -1 "$tmp/wait.out"
 	bench_pids=$(echo "$bench_pids" | tr ' ' '\n' | grep -vx "$cpid" | tr '\n' ' ')
 	odrelayd_stop
+}
+
+case " $skip " in *" waiters "*) ;; *)
+	waiters_run plain
+;; esac
+
+case " $skip " in *" tlswaiters "*) ;; *)
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+	    -keyout "$tmp/key.pem" -out "$tmp/cert.pem" -subj /CN=relay.bench.test \
+	    -days 2 >/dev/null 2>&1
+	PUSH_TLS=1; export PUSH_TLS
+	waiters_run odmrs "tls_cert_file = $tmp/cert.pem" "tls_key_file = $tmp/key.pem"
+	unset PUSH_TLS
 ;; esac

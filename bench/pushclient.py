@@ -8,7 +8,7 @@
       (provider's 250 -> end of DATA at the local MTA) and p50/p99/max
   pushclient.py wait ODMRPORT N USER PASSWORD FLAGFILE
       open N ODMR sessions (EHLO, AUTH CRAM-MD5, XWAIT), 10 logins at a
-      time; print "ready" once all wait; hold them until FLAGFILE goes;
+      time (implicit TLS when PUSH_TLS is set in the environment); print "ready" once all wait; hold them until FLAGFILE goes;
       then count the 250 wake-ups (sessions woken by one message) for 30 s
   pushclient.py send SMTPPORT TAG
       one message, print the seconds until the 250
@@ -135,9 +135,9 @@ def latency(smtp_port, sink_port, count):
     print("duplicates or strays at the local MTA: %d" % extra)
 
 
-async def one_waiter(port, user, password, sem, state):
+async def one_waiter(port, user, password, sem, state, tls):
     async with sem:
-        r, w = await asyncio.open_connection("127.0.0.1", port)
+        r, w = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
 
         async def reply():
             while True:
@@ -171,8 +171,15 @@ async def one_waiter(port, user, password, sem, state):
 async def waiters(port, n, user, password, flag):
     sem = asyncio.Semaphore(10)
     state = {"waiting": 0, "woken": 0, "last": 0, "conns": []}
+    tls = None
+    if os.environ.get("PUSH_TLS"):
+        # implicit TLS (odmrs_listen), certificate not checked: memory only
+        import ssl
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
     tasks = [asyncio.ensure_future(one_waiter(port, user, password, sem,
-        state)) for _ in range(n)]
+        state, tls)) for _ in range(n)]
     while state["waiting"] < n:
         await asyncio.sleep(0.2)
         bad = [t for t in tasks if t.done() and t.exception()]

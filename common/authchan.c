@@ -58,7 +58,9 @@ static void authchan_read_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct authchan *c = arg;
 	ssize_t n;
-	int budget = 64;
+	/* One record a wake-up: level-triggered, the loop calls again when
+	 * there is more, and the usual single record costs no extra recv. */
+	int budget = 1;
 
 	(void)what;
 	while (c->open && budget-- > 0) {

@@ -57,7 +57,8 @@ int authproto_encode_req(unsigned char *buf, size_t size,
 	struct authproto_w w = { buf, size, 0, 0 };
 
 	if (authproto_header(&w, r->type, r->id,
-	    r->type == AUTHPROTO_START ? r->flags & 0xff : 0) < 0)
+	    r->type == AUTHPROTO_START || r->type == AUTHPROTO_CLAIM ||
+	    r->type == AUTHPROTO_TICKETS ? r->flags & 0xff : 0) < 0)
 		return -1;
 	switch (r->type) {
 	case AUTHPROTO_START:
@@ -70,6 +71,17 @@ int authproto_encode_req(unsigned char *buf, size_t size,
 	case AUTHPROTO_STEP:
 		authproto_put_field(&w, r->data, r->datalen,
 		    AUTHPROTO_LINE_MAX);
+		break;
+	case AUTHPROTO_CLAIM:
+		if (r->iplen == 0)
+			return -1;
+		authproto_put_field(&w, r->ip, r->iplen, AUTHPROTO_IP_MAX);
+		authproto_put_field(&w, r->data, r->datalen,
+		    AUTHPROTO_LINE_MAX);
+		break;
+	case AUTHPROTO_TICKETS:
+		if (r->flags == 0 || r->flags > AUTHPROTO_TICKETS_MAX)
+			return -1;
 		break;
 	case AUTHPROTO_CANCEL:
 	case AUTHPROTO_RELOAD:
@@ -171,6 +183,21 @@ int authproto_decode_req(const unsigned char *buf, size_t len,
 			return -1;
 		q->data = authproto_get_field(&r, AUTHPROTO_LINE_MAX,
 		    &q->datalen);
+		break;
+	case AUTHPROTO_CLAIM:
+		if (byte6 & ~(unsigned)(AUTHPROTO_TLS | AUTHPROTO_REQUIRE_TLS))
+			return -1;
+		q->flags = byte6;
+		q->ip = authproto_get_field(&r, AUTHPROTO_IP_MAX, &q->iplen);
+		q->data = authproto_get_field(&r, AUTHPROTO_LINE_MAX,
+		    &q->datalen);
+		if (q->iplen == 0)
+			return -1;
+		break;
+	case AUTHPROTO_TICKETS:
+		if (byte6 == 0 || byte6 > AUTHPROTO_TICKETS_MAX)
+			return -1;
+		q->flags = byte6;
 		break;
 	case AUTHPROTO_CANCEL:
 	case AUTHPROTO_RELOAD:

@@ -14,6 +14,13 @@
  *	  START		ip, "MECH [initial-response]" (as the AUTH argument)
  *	  STEP		the client's line (base64, "" or "*")
  *	  CANCEL, RELOAD  none
+ *	  TICKETS	none; byte 6 is a count n (1..AUTHPROTO_TICKETS_MAX):
+ *			start n CRAM-MD5 exchanges, ids id..id+n-1, before
+ *			any client asks (one REPLY each, the 334 challenge),
+ *			so that AUTH CRAM-MD5 costs one round trip, not two
+ *	  CLAIM		ip, the client's line; byte 6: flags. The client's
+ *			response to a ticket's challenge: the address is
+ *			checked now (blocked: 454), then as STEP
  *	  REPLY		reply line (with its code, no CRLF), user, domains
  *			(comma-separated; user and domains empty but on
  *			success)
@@ -41,6 +48,8 @@ enum authproto_type {
 	AUTHPROTO_STEP = 2,
 	AUTHPROTO_CANCEL = 3,
 	AUTHPROTO_RELOAD = 4,
+	AUTHPROTO_TICKETS = 5,
+	AUTHPROTO_CLAIM = 6,
 	AUTHPROTO_REPLY = 0x81
 };
 
@@ -48,13 +57,15 @@ enum authproto_type {
 #define AUTHPROTO_TLS		0x1	/* the session is inside TLS */
 #define AUTHPROTO_REQUIRE_TLS	0x2	/* auth_requires_tls */
 
+#define AUTHPROTO_TICKETS_MAX	32
+
 /* REPLY results: the sasl.h values, and one more. */
 #define AUTHPROTO_UNAVAILABLE	(-3)	/* 454: blocked, busy, lost */
 
 struct authproto_req {
 	unsigned type;
 	uint32_t id;
-	unsigned flags;
+	unsigned flags;		/* START, CLAIM; TICKETS: the count */
 	const char *ip;
 	size_t iplen;
 	const char *data;	/* START: the AUTH argument; STEP: the line */

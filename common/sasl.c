@@ -258,6 +258,23 @@ struct sasl_server *sasl_server_new(const char *mech,
 	return s;
 }
 
+int sasl_server_set_passwd(struct sasl_server *s, struct passwd_db *pw)
+{
+	switch (s->state) {
+	case SS_START:
+	case SS_WAIT_FIRST:
+	case SS_WAIT_USER:
+	case SS_WAIT_PASS:
+	case SS_WAIT_RESPONSE:
+		/* Nothing looked up yet: nothing points into the old db. */
+		passwd_free(&s->pw);
+		s->pw = passwd_ref(pw);
+		return 0;
+	default:
+		return -1;
+	}
+}
+
 void sasl_server_free(struct sasl_server **sp)
 {
 	struct sasl_server *s = *sp;
@@ -1152,14 +1169,20 @@ int sasl_throttle_user_blocked(struct sasl_throttle *t, const char *ip,
 {
 	char key[sizeof(t->e->key)];
 	double now = sasl_throttle_now();
+	unsigned n;
 	size_t i;
 
 	if (sasl_throttle_blocked(t, ip))
 		return 1;
 	if (sasl_throttle_key('u', user, key, sizeof(key)) < 0)
 		return 1;
-	if (sasl_throttle_get(t, key) < SASL_THROTTLE_MAX)
+	n = sasl_throttle_get(t, key);
+	if (n < SASL_THROTTLE_MAX)
 		return 0;
+	/* Past the hard cap even the user's own addresses wait: a session
+	 * process taken over could claim them. */
+	if (n >= SASL_THROTTLE_USER_HARD)
+		return 1;
 	sasl_throttle_ipkey(ip, key, sizeof(key));
 	for (i = 0; i < t->ngood; i++)
 		if (now - t->good[i].at < SASL_THROTTLE_GOOD_TTL &&

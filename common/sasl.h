@@ -64,6 +64,10 @@ struct sasl_server *sasl_server_new(const char *mech,
     int requires_tls);
 int sasl_server_step(struct sasl_server *s, const unsigned char *in,
     size_t inlen, unsigned char *out, size_t outsize, size_t *outlen_r);
+/* SIGHUP: go on with pw (a reference is taken) if the exchange has not
+ * looked a user up yet (CRAM-MD5 waiting for its response, PLAIN, LOGIN);
+ * 0, or -1 when it keeps the file it started with. */
+int sasl_server_set_passwd(struct sasl_server *s, struct passwd_db *pw);
 /* The authenticated user after SASL_OK, else NULL. */
 const char *sasl_server_user(const struct sasl_server *s);
 /* The mechanism name in upper case. */
@@ -112,8 +116,9 @@ const char *sasl_client_choose(const char *offered, int tls_active);
  * min(2^(n-1), 16) seconds. From SASL_THROTTLE_MAX failures on, AUTH from
  * the address is refused (454 4.7.0), and a password for the user is not
  * even checked (535) unless that user logged in from that address within
- * SASL_THROTTLE_GOOD_TTL. A success clears nothing. The tables are
- * bounded (oldest entry evicted).
+ * SASL_THROTTLE_GOOD_TTL (and fewer than SASL_THROTTLE_USER_HARD
+ * failures were counted for the user). A success clears nothing. The
+ * tables are bounded (oldest entry evicted).
  */
 #define SASL_THROTTLE_WINDOW	600
 #define SASL_THROTTLE_MAX	10
@@ -121,6 +126,7 @@ const char *sasl_client_choose(const char *offered, int tls_active);
 #define SASL_THROTTLE_SLOTS	4096
 #define SASL_THROTTLE_GOOD_SLOTS 1024
 #define SASL_THROTTLE_GOOD_TTL	(7 * 86400)
+#define SASL_THROTTLE_USER_HARD	100
 
 struct sasl_throttle *sasl_throttle_new(void);
 void sasl_throttle_free(struct sasl_throttle **t);

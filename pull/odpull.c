@@ -94,7 +94,20 @@ struct conn {
 static volatile sig_atomic_t stop_requested;
 static sigset_t sig_open;	/* the mask inside interruptible waits */
 
+
 static struct opts opt;
+
+/* A SIGTERM may be pending while the provider keeps us busy without a
+ * wait (its next command already read): look, between messages. */
+static int stop_pending(void)
+{
+	sigset_t pend;
+
+	if (!stop_requested && opt.watch && sigpending(&pend) == 0 &&
+	    (sigismember(&pend, SIGTERM) == 1 || sigismember(&pend, SIGINT) == 1))
+		stop_requested = 1;
+	return stop_requested;
+}
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -841,7 +854,7 @@ static int reversed_session(struct conn *p, struct tally *t)
 		/* --watch: SIGTERM ends the session between messages only; the
 		 * provider keeps what was not confirmed. */
 		p->interruptible = opt.watch && !in_tx;
-		if (stop_requested && !in_tx)
+		if (!in_tx && stop_pending())
 			break;
 		conn_deadline(p);
 		n = conn_read_line(p, line, sizeof(line), NULL);
@@ -1245,7 +1258,7 @@ static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
 	char host[256], domains[LINE_MAX_IN], txt[256];
 	enum watch_result res = WATCH_FAIL;
 	size_t off = 0;
-	int port, nomail;
+	int port, nomail, empty = 0;
 
 	*logged_in_r = 0;
 	domains[0] = '\0';
@@ -1314,6 +1327,15 @@ static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
 		res = watch_atrn(&p, domains, &nomail);
 		if (!nomail)
 			goto out;	/* the reversed session ended the connection */
+		/* "Mail is waiting" but ATRN found none to send: should not
+		 * happen; never let it become a busy loop. */
+		if (++empty > 1) {
+			watch_sleep(empty > 7 ? 60000L : 1000L << (empty - 2));
+			if (stop_requested) {
+				res = WATCH_STOP;
+				goto out;
+			}
+		}
 	}
 out:
 	if (res == WATCH_FAIL && stop_requested)

@@ -590,10 +590,16 @@ static void ctl_dom_facts_cells(const struct ctl_dom *d, time_t now)
 
 /* ---- queue ---- */
 
-/* Postfix mailq's mark after the id: '*' being delivered, '!' held. */
+/* A mark after the id as Postfix mailq has: '*' being delivered, '!'
+ * held for its customer, '#' quarantined by a milter. */
 static char ctl_state_mark(enum ctl_state st)
 {
-	return st == CTL_DELIVERING ? '*' : st == CTL_HELD ? '!' : ' ';
+	switch (st) {
+	case CTL_DELIVERING: return '*';
+	case CTL_HELD: return '!';
+	case CTL_QUARANTINED: return '#';
+	default: return ' ';
+	}
 }
 
 static void ctl_queue_human(const struct queue_envelope *env,
@@ -1976,7 +1982,7 @@ static int ctl_recip_forget(const char *domain, const char *addr)
 	struct rcache *rc;
 	struct stat st;
 	char *line, err[512] = "";
-	int rc2, result = QUEUE_EIO;
+	int rc2, result = QUEUE_EIO, switched = 0;
 
 	line = addr ? xasprintf("recipients-forget %s %s", domain, addr) :
 	    xasprintf("recipients-forget %s", domain);
@@ -1999,11 +2005,13 @@ static int ctl_recip_forget(const char *domain, const char *addr)
 		printf("%s: nothing known\n", domain);
 		return ctl_finish_output(CTL_EXIT_OK);
 	}
-	if (geteuid() == 0 && st.st_uid != 0 &&
-	    (setegid(st.st_gid) < 0 || seteuid(st.st_uid) < 0)) {
-		ctl_err("cannot act as the queue's owner (uid %lu): %s",
-		    (unsigned long)st.st_uid, strerror(errno));
-		return CTL_EXIT_FAIL;
+	if (geteuid() == 0 && st.st_uid != 0) {
+		if (setegid(st.st_gid) < 0 || seteuid(st.st_uid) < 0) {
+			ctl_err("cannot act as the queue's owner (uid %lu): %s",
+			    (unsigned long)st.st_uid, strerror(errno));
+			return CTL_EXIT_FAIL;
+		}
+		switched = 1;
 	}
 	q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
 	    sizeof(err));
@@ -2016,6 +2024,9 @@ static int ctl_recip_forget(const char *domain, const char *addr)
 	rcache_forget(rc, domain, addr, ctl_done, &result);
 	rcache_close(&rc);
 	queue_close(&q);
+	/* Back to root: exiting with mixed ids upsets LeakSanitizer. */
+	if (switched && (seteuid(0) < 0 || setegid(0) < 0))
+		ctl_err("seteuid(0): %s", strerror(errno));
 	if (result != QUEUE_OK) {
 		ctl_err("forget: %s", queue_strerror(result));
 		return CTL_EXIT_FAIL;

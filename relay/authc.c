@@ -28,7 +28,20 @@ struct authc_req {
 	void *cbarg;
 	int waiting;		/* a reply is due (else the client's turn) */
 	int lost;		/* its auth process died: authc_step fails */
+	char *deferred;		/* a ticket's 334, for the next loop turn */
+	char *claim_ip;		/* a ticket's: sent with the first line */
+	unsigned claim_flags;
 	struct authc_req *prev, *next;
+};
+
+/* CRAM-MD5 exchanges the auth process started ahead (AUTHPROTO_TICKETS):
+ * AUTH CRAM-MD5 then answers 334 at once. */
+#define AUTHC_POOL		16
+#define AUTHC_POOL_LOW		6
+
+struct authc_ticket {
+	uint32_t id;
+	char *text;		/* the 334 line */
 };
 
 struct authc {
@@ -38,7 +51,19 @@ struct authc {
 	uint32_t next_id;
 	struct authc_req *reqs;
 	struct event *ev_lost;		/* ends exchanges from the loop */
+	struct event *ev_defer;		/* delivers tickets' 334 */
+	struct authc_ticket pool[AUTHC_POOL];
+	size_t npool;
+	uint32_t pend_lo;		/* ticket ids asked for, not come */
+	unsigned pend_n, pend_left;
 };
+
+static void authc_pool_clear(struct authc *a)
+{
+	while (a->npool > 0)
+		free(a->pool[--a->npool].text);
+	a->pend_n = a->pend_left = 0;
+}
 
 struct authc *authc_new(struct event_base *base)
 {
@@ -74,6 +99,8 @@ static void authc_finish(struct authc_req *r, int rc, const char *reply,
 	void *cbarg = r->cbarg;
 
 	authc_unlink(r);
+	free(r->deferred);
+	free(r->claim_ip);
 	free(r);
 	cb(cbarg, rc, reply, user, domains);
 }
@@ -107,6 +134,7 @@ static void authc_closed(void *arg)
 {
 	struct authc *a = arg;
 
+	authc_pool_clear(a);
 	log_warn("auth: the auth process is gone; AUTH answers 454 until "
 	    "it is back");
 	if (a->reqs != NULL)
@@ -134,8 +162,17 @@ static int authc_recv(void *arg, const unsigned char *rec, size_t len)
 		log_error("auth: malformed record from the auth process");
 		return 0;
 	}
-	if ((r = authc_find(a, p.id)) == NULL)
-		return 0;	/* cancelled meanwhile */
+	if ((r = authc_find(a, p.id)) == NULL) {
+		if (a->pend_left > 0 && p.id - a->pend_lo < a->pend_n) {
+			a->pend_left--;
+			if (p.rc == SASL_CONTINUE && a->npool < AUTHC_POOL) {
+				a->pool[a->npool].id = p.id;
+				a->pool[a->npool++].text = xstrndup(p.text,
+				    p.textlen);
+			}
+		}
+		return 0;	/* else cancelled meanwhile */
+	}
 	text = xstrndup(p.text, p.textlen);
 	if (p.rc == SASL_CONTINUE) {
 		r->waiting = 0;
@@ -160,16 +197,45 @@ static int authc_recv(void *arg, const unsigned char *rec, size_t len)
 	return 0;
 }
 
+static void authc_refill(struct authc *a);
+
+/* Tickets taken by authc_start: their 334 goes out from the loop, never
+ * from inside authc_start. */
+static void authc_deferred(evutil_socket_t fd, short what, void *arg)
+{
+	struct authc *a = arg;
+	struct authc_req *r;
+	char *text;
+
+	(void)fd;
+	(void)what;
+	for (;;) {
+		for (r = a->reqs; r != NULL && r->deferred == NULL; r = r->next)
+			;
+		if (r == NULL)
+			break;
+		text = r->deferred;
+		r->deferred = NULL;
+		r->cb(r->cbarg, SASL_CONTINUE, text, NULL, NULL);
+		free(text);
+	}
+}
+
 void authc_set_fd(struct authc *a, int fd)
 {
-	if (a->ev_lost == NULL)
+	if (a->ev_lost == NULL) {
 		a->ev_lost = event_new(a->base, -1, 0, authc_lost_all, a);
+		a->ev_defer = event_new(a->base, -1, 0, authc_deferred, a);
+	}
 	authchan_free(&a->ch);
+	authc_pool_clear(a);
 	/* Replies for these can never come now. */
 	if (a->reqs != NULL)
 		event_active(a->ev_lost, EV_TIMEOUT, 0);
-	if (fd >= 0)
+	if (fd >= 0) {
 		a->ch = authchan_new(a->base, fd, authc_recv, authc_closed, a);
+		authc_refill(a);
+	}
 }
 
 static int authc_send(struct authc *a, unsigned type, uint32_t id,
@@ -194,39 +260,90 @@ static int authc_send(struct authc *a, unsigned type, uint32_t id,
 	return rc;
 }
 
+static uint32_t authc_new_id(struct authc *a)
+{
+	uint32_t id;
+
+	do
+		id = ++a->next_id;
+	while (id == 0 || authc_find(a, id) != NULL);
+	return id;
+}
+
+static void authc_refill(struct authc *a)
+{
+	unsigned n = AUTHC_POOL - (unsigned)a->npool;
+	uint32_t lo;
+
+	if (a->pend_left > 0 || a->npool >= AUTHC_POOL_LOW || !authc_up(a))
+		return;
+	/* A run of fresh ids (none in use: authc_new_id checks). */
+	lo = a->next_id + 1;
+	if (lo == 0 || lo + n < lo)
+		lo = a->next_id = 1;
+	a->next_id = lo + n - 1;
+	if (authc_send(a, AUTHPROTO_TICKETS, lo, n, NULL, NULL) == 0) {
+		a->pend_lo = lo;
+		a->pend_n = a->pend_left = n;
+	}
+}
+
 struct authc_req *authc_start(struct authc *a, const char *ip,
     unsigned flags, const char *arg, authc_cb *cb, void *cbarg)
 {
 	struct authc_req *r;
+	const char *m = arg;
 	uint32_t id;
+	char *ticket = NULL;
 
 	if (!authc_up(a))
 		return NULL;
-	do
-		id = ++a->next_id;
-	while (id == 0 || authc_find(a, id) != NULL);
-	if (authc_send(a, AUTHPROTO_START, id, flags, ip, arg) < 0)
-		return NULL;
+	while (*m == ' ')
+		m++;
+	if (strcasecmp(m, "CRAM-MD5") == 0 && a->npool > 0 &&
+	    authc_find(a, a->pool[a->npool - 1].id) == NULL) {
+		id = a->pool[--a->npool].id;
+		ticket = a->pool[a->npool].text;
+		authc_refill(a);
+	} else {
+		id = authc_new_id(a);
+		if (authc_send(a, AUTHPROTO_START, id, flags, ip, arg) < 0)
+			return NULL;
+	}
 	r = xcalloc(1, sizeof(*r));
 	r->a = a;
 	r->id = id;
 	r->cb = cb;
 	r->cbarg = cbarg;
-	r->waiting = 1;
+	r->waiting = ticket == NULL;
+	r->deferred = ticket;
+	if (ticket != NULL) {
+		r->claim_ip = xstrdup(ip);
+		r->claim_flags = flags;
+	}
 	r->next = a->reqs;
 	if (a->reqs != NULL)
 		a->reqs->prev = r;
 	a->reqs = r;
+	if (ticket != NULL)
+		event_active(a->ev_defer, EV_TIMEOUT, 0);
 	return r;
 }
 
 int authc_step(struct authc_req *r, const char *line)
 {
 	struct authc *a = r->a;
+	int rc;
 
-	if (r->lost || !authc_up(a) || authc_send(a, AUTHPROTO_STEP, r->id, 0,
-	    NULL, line) < 0) {
+	rc = r->lost || !authc_up(a) ? -1 : r->claim_ip != NULL ?
+	    authc_send(a, AUTHPROTO_CLAIM, r->id, r->claim_flags, r->claim_ip,
+	    line) : authc_send(a, AUTHPROTO_STEP, r->id, 0, NULL, line);
+	free(r->claim_ip);
+	r->claim_ip = NULL;
+	if (rc < 0) {
 		authc_unlink(r);
+		free(r->deferred);
+		free(r->claim_ip);
 		free(r);
 		return -1;
 	}
@@ -243,6 +360,8 @@ void authc_cancel(struct authc_req **rp)
 	if (authc_up(r->a))
 		(void)authc_send(r->a, AUTHPROTO_CANCEL, r->id, 0, NULL, NULL);
 	authc_unlink(r);
+	free(r->deferred);
+	free(r->claim_ip);
 	free(r);
 	*rp = NULL;
 }
@@ -268,12 +387,17 @@ void authc_free(struct authc **ap)
 		return;
 	while ((r = a->reqs) != NULL) {
 		authc_unlink(r);
+		free(r->deferred);
+		free(r->claim_ip);
 		free(r);
 	}
+	authc_pool_clear(a);
 	authchan_free(&a->ch);
 	authd_free(&a->local);
 	if (a->ev_lost != NULL)
 		event_free(a->ev_lost);
+	if (a->ev_defer != NULL)
+		event_free(a->ev_defer);
 	free(a);
 	*ap = NULL;
 }

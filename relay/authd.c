@@ -29,6 +29,8 @@ struct authd_x {
 	struct sasl_server *s;		/* NULL once finished */
 	char ip[AUTHPROTO_IP_MAX + 1];
 	char *tried;			/* the user the gate saw last */
+	int ticket;			/* started ahead, not claimed yet */
+	int refused;			/* claimed from a blocked address */
 	struct event *delay;		/* a failure's reply held back */
 	unsigned char *held;
 	size_t heldlen;
@@ -47,6 +49,8 @@ struct authd {
 	void (*gone)(void *arg);
 	void *gone_arg;
 };
+
+static struct authd_x *authd_x_new(struct authd *d, uint32_t id);
 
 static struct passwd_db *authd_load(const char *path,
     void (*errfn)(void *arg, const char *msg), void *arg, int quiet)
@@ -239,24 +243,14 @@ static void authd_start(struct authd *d, const struct authproto_req *q)
 	struct authd_x *x;
 	int rc;
 
-	if ((x = authd_x_find(d, q->id)) != NULL)
-		authd_x_free(x);
-	if (d->nx >= AUTHD_EXCHANGES_MAX) {
+	if ((x = authd_x_new(d, q->id)) == NULL) {
 		authd_send(d, q->id, AUTHPROTO_UNAVAILABLE,
 		    "454 4.7.0 Too many authentications in progress, try later",
 		    NULL, NULL);
 		return;
 	}
-	x = xcalloc(1, sizeof(*x));
-	x->d = d;
-	x->id = q->id;
 	memcpy(x->ip, q->ip, q->iplen);
 	x->ip[q->iplen] = '\0';
-	x->next = d->xs;
-	if (d->xs != NULL)
-		d->xs->prev = x;
-	d->xs = x;
-	d->nx++;
 	if (sasl_throttle_blocked(d->t, x->ip)) {
 		log_info("auth: client=[%s], auth=refused, too many failures",
 		    x->ip);
@@ -274,6 +268,77 @@ static void authd_start(struct authd *d, const struct authproto_req *q)
 	authd_result(x, rc, reply);
 }
 
+/* A new exchange for id (replacing one with the same id). NULL: full. */
+static struct authd_x *authd_x_new(struct authd *d, uint32_t id)
+{
+	struct authd_x *x;
+
+	if ((x = authd_x_find(d, id)) != NULL)
+		authd_x_free(x);
+	if (d->nx >= AUTHD_EXCHANGES_MAX)
+		return NULL;
+	x = xcalloc(1, sizeof(*x));
+	x->d = d;
+	x->id = id;
+	x->next = d->xs;
+	if (d->xs != NULL)
+		d->xs->prev = x;
+	d->xs = x;
+	d->nx++;
+	return x;
+}
+
+/* CRAM-MD5 exchanges started ahead: their 334 go out now. */
+static void authd_tickets(struct authd *d, const struct authproto_req *q)
+{
+	char reply[AUTHPROTO_REPLY_MAX];
+	struct authd_x *x;
+	unsigned i;
+	int rc;
+
+	for (i = 0; i < q->flags; i++) {
+		if ((x = authd_x_new(d, q->id + i)) == NULL) {
+			authd_send(d, q->id + i, AUTHPROTO_UNAVAILABLE,
+			    "454 4.7.0 Too many authentications in progress",
+			    NULL, NULL);
+			continue;
+		}
+		x->ticket = 1;
+		rc = sasl_auth_begin_gated("CRAM-MD5", d->pw, d->cfg->hostname,
+		    0, 0, authd_gate, x, &x->s, reply, sizeof(reply));
+		if (rc != SASL_CONTINUE) {
+			authd_send(d, x->id, AUTHPROTO_UNAVAILABLE,
+			    "454 4.7.0 Temporary authentication failure",
+			    NULL, NULL);
+			authd_x_free(x);
+			continue;
+		}
+		authd_send(d, x->id, rc, reply, NULL, NULL);
+	}
+}
+
+static void authd_step(struct authd *d, const struct authproto_req *q);
+
+/* The response to a ticket's challenge, with the client's address. */
+static void authd_claim(struct authd *d, const struct authproto_req *q)
+{
+	struct authd_x *x = authd_x_find(d, q->id);
+
+	if (x == NULL || !x->ticket) {
+		authd_step(d, q);	/* 454 */
+		return;
+	}
+	x->ticket = 0;
+	memcpy(x->ip, q->ip, q->iplen);
+	x->ip[q->iplen] = '\0';
+	if (sasl_throttle_blocked(d->t, x->ip)) {
+		log_info("auth: client=[%s], auth=refused, too many failures",
+		    x->ip);
+		x->refused = 1;
+	}
+	authd_step(d, q);
+}
+
 static void authd_step(struct authd *d, const struct authproto_req *q)
 {
 	char reply[AUTHPROTO_REPLY_MAX];
@@ -281,7 +346,13 @@ static void authd_step(struct authd *d, const struct authproto_req *q)
 	char *line;
 	int rc;
 
-	if (x == NULL || x->s == NULL) {
+	if (x != NULL && x->refused) {
+		authd_send(d, q->id, AUTHPROTO_UNAVAILABLE,
+		    "454 4.7.0 Too many failed attempts, try later", NULL, NULL);
+		authd_x_free(x);
+		return;
+	}
+	if (x == NULL || x->s == NULL || x->ticket) {
 		/* Lost in a restart of this process, or a confused peer. */
 		authd_send(d, q->id, AUTHPROTO_UNAVAILABLE,
 		    "454 4.7.0 Temporary authentication failure, try again",
@@ -324,6 +395,12 @@ static int authd_recv(void *arg, const unsigned char *rec, size_t len)
 		break;
 	case AUTHPROTO_RELOAD:
 		authd_reload(d);
+		break;
+	case AUTHPROTO_TICKETS:
+		authd_tickets(d, &q);
+		break;
+	case AUTHPROTO_CLAIM:
+		authd_claim(d, &q);
 		break;
 	}
 	return 0;
@@ -389,6 +466,7 @@ void authd_reload(struct authd *d)
 {
 	struct config *ncfg;
 	struct passwd_db *pw;
+	struct authd_x *x;
 
 	if (d->cfg_path != NULL) {
 		ncfg = config_load(d->cfg_path, authd_reload_err, NULL);
@@ -406,9 +484,13 @@ void authd_reload(struct authd *d)
 		    "old one", d->cfg->passwd_file);
 		return;
 	}
-	/* Exchanges in flight keep the file they started with (ref). */
 	passwd_free(&d->pw);
 	d->pw = pw;
+	/* Exchanges that looked nobody up yet (the tickets above all) go on
+	 * with the new file; the others keep the one they started with. */
+	for (x = d->xs; x != NULL; x = x->next)
+		if (x->s != NULL)
+			(void)sasl_server_set_passwd(x->s, d->pw);
 	log_info("auth: password file %s loaded, %zu users",
 	    d->cfg->passwd_file, passwd_count(d->pw));
 }

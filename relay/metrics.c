@@ -72,6 +72,10 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "Milter answers received." },
 	[METRIC_MILTER_LATENCY_MS] = { "odrelay_milter_latency_ms_total", "milter",
 	    "Milliseconds spent waiting for milter answers (divide by replies for the mean)." },
+	[METRIC_DELIVERY_TLS] = { "odrelay_delivery_tls_total", "outcome",
+	    "Delivery sessions by TLS outcome: clear, encrypted, verified "
+	    "(ca, fingerprint, dane or sts), missing (required TLS not offered, "
+	    "4.7.4), failed (handshake or policy check failed, 4.7.5)." },
 };
 
 struct metric_cell {
@@ -204,6 +208,26 @@ char *metrics_format_line(char *buf, size_t size)
 			if (n < 0 || (size_t)n >= size - off) {
 				buf[off] = '\0';	/* whole words only */
 				return buf;
+			}
+			off += (size_t)n;
+		}
+	}
+	/* The delivery outcomes, as /metrics shows them. */
+	{
+		static const enum metric om[] = { METRIC_DELIVERED,
+		    METRIC_DEFERRED, METRIC_BOUNCED };
+		static const char *const on[] = { "delivered", "deferred",
+		    "bounced" };
+
+		for (size_t k = 0; k < 3; k++) {
+			int n = snprintf(buf + off, size - off,
+			    "%sodrelay_deliveries_total{outcome=\"%s\"}=%llu",
+			    off ? " " : "", on[k],
+			    (unsigned long long)metrics_sum(om[k]));
+
+			if (n < 0 || (size_t)n >= size - off) {
+				buf[off] = '\0';
+				break;
 			}
 			off += (size_t)n;
 		}

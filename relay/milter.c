@@ -47,6 +47,7 @@
 #define MS_HIWAT	(256 * 1024)	/* bytes queued to filters: pause */
 #define MS_LOWAT	(64 * 1024)	/* resume below */
 #define MS_COPY_CHUNK	(64 * 1024)
+#define MS_MODS_MAX	(4 * 1024 * 1024)	/* modification bytes per filter */
 
 enum mc_state {
 	MC_OFF,			/* not connected */
@@ -60,11 +61,12 @@ enum mc_stage {
 	ST_HEADER, ST_EOH, ST_BODY, ST_EOM, ST_NONE
 };
 
+/* A packet in the FIFO; its bytes wait in mconn.pend until written. */
 struct mcmd {
 	struct mcmd *next;
 	enum mc_stage stage;
 	int want;			/* an answer is expected */
-	struct evbuffer *pkt;
+	size_t start, len;		/* len 0 once written */
 };
 
 /* A header modification kept until the end of the message. */
@@ -86,6 +88,7 @@ struct mconn {
 	uint32_t actions, proto;
 	int negotiated;
 	struct mcmd *head, *tail;
+	struct evbuffer *pend;		/* bytes of the packets not written */
 	size_t queued;			/* packet bytes in the FIFO */
 	int awaiting;			/* head is on the wire */
 	double sent_at;
@@ -106,14 +109,14 @@ struct mconn {
 	int failed_tx;			/* broke during this tx */
 	int eom_sent, eom_done;
 	struct mmod *mods, *mods_tail;
-	size_t nmods;
+	size_t nmods, modbytes;
 	char fail_why[64];
 };
 
 struct mhdr {
 	size_t off, len;		/* raw bytes in hdrbuf (len 0: new) */
 	char *raw;			/* replacement/new text, or NULL */
-	char name[64];			/* for CHGHEADER matching */
+	size_t namelen;			/* field name: the text before ':' */
 	int deleted;
 };
 
@@ -133,6 +136,7 @@ struct milter_sess {
 	char *sender;
 	char id[QUEUE_ID_LEN + 1];
 	int filtering;			/* this transaction is filtered */
+	unsigned naccepted;		/* recipients accepted while filtering */
 	int data_sent;
 	/* waiting for the filters */
 	enum ms_wait wait;
@@ -144,6 +148,7 @@ struct milter_sess {
 	/* message text */
 	int in_headers;
 	unsigned char *hdrbuf;
+	size_t hdrcap;			/* grows up to MS_HDR_MAX */
 	size_t hdrlen, linestart;
 	struct mhdr *hdrs;
 	size_t nhdrs, hcap;
@@ -152,7 +157,7 @@ struct milter_sess {
 	unsigned char *chunk;		/* body bytes not yet sent */
 	size_t chunklen;
 	unsigned char *spool;		/* body in memory */
-	size_t spoollen;
+	size_t spoollen, spoolcap;	/* grows up to MS_SPOOL_MEM */
 	int spoolfd;			/* rest of the body, or -1 */
 	uint64_t spoolfile;		/* bytes in the file */
 	int spoolerr;
@@ -206,7 +211,6 @@ static const char *ms_qid(const struct milter_sess *ms)
 
 static void mcmd_free(struct mcmd *m)
 {
-	evbuffer_free(m->pkt);
 	free(m);
 }
 
@@ -221,6 +225,8 @@ static void mc_clear_fifo(struct mconn *c)
 	c->tail = NULL;
 	c->queued = 0;
 	c->awaiting = 0;
+	if (c->pend != NULL)
+		evbuffer_drain(c->pend, evbuffer_get_length(c->pend));
 }
 
 static void mc_clear_mods(struct mconn *c)
@@ -234,6 +240,7 @@ static void mc_clear_mods(struct mconn *c)
 	}
 	c->mods_tail = NULL;
 	c->nmods = 0;
+	c->modbytes = 0;
 }
 
 /* Bytes waiting to go to the filters: the pause decision. */
@@ -277,19 +284,20 @@ static struct evbuffer *mc_push(struct mconn *c, enum mc_stage stage,
 
 	m->stage = stage;
 	m->want = want;
-	m->pkt = evbuffer_new();
+	m->start = evbuffer_get_length(c->pend);
 	if (c->tail != NULL)
 		c->tail->next = m;
 	else
 		c->head = m;
 	c->tail = m;
-	return m->pkt;
+	return c->pend;
 }
 
 /* After mc_push filled the packet: account for it. */
 static void mc_pushed(struct mconn *c)
 {
-	c->queued += evbuffer_get_length(c->tail->pkt);
+	c->tail->len = evbuffer_get_length(c->pend) - c->tail->start;
+	c->queued += c->tail->len;
 }
 
 /* ---- timers and I/O ---- */
@@ -326,11 +334,13 @@ static void mc_pump(struct mconn *c)
 	struct mcmd *m;
 
 	while (c->st == MC_OPEN && !c->awaiting && (m = c->head) != NULL) {
-		c->queued -= evbuffer_get_length(m->pkt);
-		if (bufferevent_write_buffer(c->bev, m->pkt) != 0) {
+		c->queued -= m->len;
+		if (evbuffer_remove_buffer(c->pend,
+		    bufferevent_get_output(c->bev), m->len) != (int)m->len) {
 			mc_fail(c, "write failed");
 			return;
 		}
+		m->len = 0;
 		if (m->want) {
 			c->awaiting = 1;
 			c->sent_at = util_now();
@@ -354,7 +364,9 @@ static void mc_drop_tx_packets(struct mconn *c)
 	if (c->awaiting && c->head != NULL)
 		prev = c->head;
 	while ((m = *mp) != NULL) {
-		c->queued -= evbuffer_get_length(m->pkt);
+		/* unwritten packets are the front of pend, in order */
+		c->queued -= m->len;
+		evbuffer_drain(c->pend, m->len);
 		*mp = m->next;
 		mcmd_free(m);
 	}
@@ -435,14 +447,17 @@ static void mc_optneg(struct mconn *c, const struct milter_reply *r)
 }
 
 static void mc_add_mod(struct mconn *c, const struct milter_reply *r,
-    unsigned char *pkt)
+    unsigned char *pkt, size_t len)
 {
 	struct mmod *m;
 
-	if (c->nmods >= MS_HDRS_MAX) {
+	/* what a filter may make us hold is bounded too */
+	if (c->nmods >= MS_HDRS_MAX || c->modbytes + len > MS_MODS_MAX) {
 		free(pkt);
+		mc_fail(c, "too many modifications");
 		return;
 	}
+	c->modbytes += len;
 	m = xcalloc(1, sizeof(*m));
 	m->r = *r;
 	m->pkt = pkt;
@@ -584,7 +599,7 @@ static void mc_reply(struct mconn *c, unsigned char *pkt, size_t len)
 			mc_fail(c, "modification before end of message");
 			return;
 		}
-		mc_add_mod(c, &r, pkt);
+		mc_add_mod(c, &r, pkt, len);
 		return;
 	case MILTER_R_SETSYMLIST:
 		free(pkt);
@@ -775,21 +790,25 @@ static void mc_after_optneg(struct mconn *c)
 static void mc_send_mail(struct mconn *c)
 {
 	struct milter_sess *ms = c->ms;
+	/* TLS again here: a filter without a HELO step (SMFIP_NOHELO)
+	 * would never see it otherwise */
 	const char *names[] = { "{mail_addr}", "{auth_authen}",
-	    "{auth_type}" };
-	const char *values[3];
+	    "{auth_type}", "{tls_version}", "{cipher}" };
+	const char *values[5];
 	char path[1100];
 	const char *v[1];
 
 	values[0] = ms->sender;
 	values[1] = ms->user[0] ? ms->user : NULL;
 	values[2] = ms->user[0] ? "PLAIN" : NULL;
+	values[3] = ms->tls_version[0] ? ms->tls_version : NULL;
+	values[4] = ms->cipher[0] ? ms->cipher : NULL;
 	c->mail_sent = 1;
 	if (c->proto & SMFIP_NOMAIL)
 		return;
 	snprintf(path, sizeof(path), "<%s>", ms->sender);
 	v[0] = path;
-	mc_macros(c, SMFIC_MAIL, names, values, 3);
+	mc_macros(c, SMFIC_MAIL, names, values, 5);
 	milter_put_strings(mc_push(c, ST_MAIL, !(c->proto & SMFIP_NR_MAIL)),
 	    SMFIC_MAIL, v, 1);
 	mc_pushed(c);
@@ -878,6 +897,18 @@ static void ms_kick_cb(evutil_socket_t fd, short what, void *arg)
 		ms_rcpt_verdict(ms, &v);
 		for (i = 0; i < ms->nc; i++)
 			ms->c[i].rcpt_action = MILTER_CONTINUE;
+		if (v.action == MILTER_CONTINUE)
+			ms->naccepted++;
+		else if (ms->naccepted == 0) {
+			/* no filtered recipient after all: the transaction
+			 * stays unfiltered (milters = none domains only) */
+			milter_verdict_fn *fn = ms->rcpt_fn;
+			void *fn_arg = ms->rcpt_arg;
+
+			milter_sess_end_tx(ms);
+			fn(fn_arg, &v);
+			return;
+		}
 		/* last: the callback may free the session */
 		ms->rcpt_fn(ms->rcpt_arg, &v);
 		return;
@@ -930,6 +961,7 @@ struct milter_sess *milter_sess_new(struct event_base *base,
 		util_strlcpy(ms->c[i].spec, cfg->milters.v[i],
 		    sizeof(ms->c[i].spec));
 		ms->c[i].timer = evtimer_new(base, mc_timer_cb, &ms->c[i]);
+		ms->c[i].pend = evbuffer_new();
 	}
 	return ms;
 }
@@ -1057,8 +1089,10 @@ void milter_sess_data(struct milter_sess *ms, const char *queue_id)
 	ms->in_headers = 1;
 	ms->hdrlen = ms->linestart = 0;
 	ms->cur_hdr = -1;
-	if (ms->hdrbuf == NULL)
-		ms->hdrbuf = xmalloc(MS_HDR_MAX);
+	if (ms->hdrbuf == NULL) {
+		ms->hdrcap = 16 * 1024;
+		ms->hdrbuf = xmalloc(ms->hdrcap);
+	}
 	if (ms->chunk == NULL)
 		ms->chunk = xmalloc(MILTER_CHUNK_MAX);
 	for (i = 0; i < ms->nc; i++) {
@@ -1084,9 +1118,17 @@ static void ms_spool(struct milter_sess *ms, const void *data, size_t len)
 	size_t n;
 	ssize_t w;
 
-	if (ms->spool == NULL)
-		ms->spool = xmalloc(MS_SPOOL_MEM);
-	n = MS_SPOOL_MEM - ms->spoollen;
+	if (ms->spoollen + len > ms->spoolcap && ms->spoolcap < MS_SPOOL_MEM) {
+		size_t cap = ms->spoolcap ? ms->spoolcap : 16 * 1024;
+
+		while (cap < ms->spoollen + len && cap < MS_SPOOL_MEM)
+			cap *= 2;
+		if (cap > MS_SPOOL_MEM)
+			cap = MS_SPOOL_MEM;
+		ms->spool = xreallocarray(ms->spool, cap, 1);
+		ms->spoolcap = cap;
+	}
+	n = ms->spoolcap - ms->spoollen;
 	if (n > len)
 		n = len;
 	memcpy(ms->spool + ms->spoollen, p, n);
@@ -1182,11 +1224,29 @@ static char *ms_hvalue(const unsigned char *raw, size_t len, int leadspc)
 	return v;
 }
 
+/* The header's text: the original bytes or its replacement. */
+static const char *ms_hdr_text(const struct milter_sess *ms,
+    const struct mhdr *h)
+{
+	return h->raw != NULL ? h->raw : (const char *)ms->hdrbuf + h->off;
+}
+
+/* Is h's field name `name` (case-insensitive)? */
+static int ms_hdr_is(const struct milter_sess *ms, const struct mhdr *h,
+    const char *name)
+{
+	return strlen(name) == h->namelen &&
+	    strncasecmp(ms_hdr_text(ms, h), name, h->namelen) == 0;
+}
+
 static void ms_hdr_send(struct milter_sess *ms, size_t h)
 {
 	const struct mhdr *hd = &ms->hdrs[h];
+	char name[256];
 	size_t i;
 
+	memcpy(name, ms->hdrbuf + hd->off, hd->namelen);
+	name[hd->namelen] = '\0';
 	for (i = 0; i < ms->nc; i++) {
 		struct mconn *c = &ms->c[i];
 		char *value;
@@ -1196,7 +1256,7 @@ static void ms_hdr_send(struct milter_sess *ms, size_t h)
 		value = ms_hvalue(ms->hdrbuf + hd->off, hd->len,
 		    (c->proto & SMFIP_HDR_LEADSPC) != 0);
 		milter_put_header(mc_push(c, ST_HEADER,
-		    !(c->proto & SMFIP_NR_HDR)), hd->name, value);
+		    !(c->proto & SMFIP_NR_HDR)), name, value);
 		mc_pushed(c);
 		free(value);
 		mc_pump(c);
@@ -1242,7 +1302,7 @@ static size_t ms_field_name(const unsigned char *p, size_t n)
 {
 	size_t i;
 
-	for (i = 0; i < n && i < 63; i++) {
+	for (i = 0; i < n && i < 255; i++) {
 		if (p[i] == ':')
 			return i;
 		if (p[i] <= 32 || p[i] >= 127)
@@ -1271,7 +1331,7 @@ static void ms_header_line(struct milter_sess *ms)
 		return;
 	}
 	nl = ms_field_name(line, n);
-	if (nl == 0 || nl >= sizeof(h->name) || ms->nhdrs >= MS_HDRS_MAX) {
+	if (nl == 0 || ms->nhdrs >= MS_HDRS_MAX) {
 		/* not a header: the body starts here, without blank line */
 		ms->hdrlen = ms->linestart;
 		ms_eoh(ms);
@@ -1283,8 +1343,7 @@ static void ms_header_line(struct milter_sess *ms)
 	h = ms_hdr_insert(ms, ms->nhdrs);
 	h->off = ms->linestart;
 	h->len = n;
-	memcpy(h->name, line, nl);
-	h->name[nl] = '\0';
+	h->namelen = nl;
 	ms->cur_hdr = (int)(ms->nhdrs - 1);
 	ms->linestart = ms->hdrlen;
 }
@@ -1305,6 +1364,10 @@ int milter_sess_write(struct milter_sess *ms, const char *data, size_t len)
 			ms_eoh(ms);
 			ms_body(ms, (const char *)line, n);
 			break;
+		}
+		if (ms->hdrlen == ms->hdrcap) {
+			ms->hdrcap *= 2;
+			ms->hdrbuf = xreallocarray(ms->hdrbuf, ms->hdrcap, 1);
 		}
 		ms->hdrbuf[ms->hdrlen++] = (unsigned char)data[i];
 		if (data[i] == '\n')
@@ -1373,7 +1436,7 @@ static size_t ms_find_hdr(struct milter_sess *ms, const char *name,
 
 	for (i = 0; i < ms->nhdrs; i++)
 		if (!ms->hdrs[i].deleted &&
-		    strcasecmp(ms->hdrs[i].name, name) == 0 && --n == 0)
+		    ms_hdr_is(ms, &ms->hdrs[i], name) && --n == 0)
 			return i;
 	return ms->nhdrs;
 }
@@ -1408,7 +1471,7 @@ static void ms_hdr_new(struct milter_sess *ms, size_t at, const char *name,
 		return;
 	h = ms_hdr_insert(ms, at > ms->nhdrs ? ms->nhdrs : at);
 	h->raw = ms_hraw(name, value, leadspc);
-	util_strlcpy(h->name, name, sizeof(h->name));
+	h->namelen = strlen(name);
 }
 
 /* Live header position to array index (INSHEADER counts live ones). */
@@ -1488,13 +1551,24 @@ static void ms_apply_mods(struct milter_sess *ms, struct mconn *c)
 			break;
 		case MILTER_R_CHGFROM: {
 			const char *a = r->text;
-			size_t n = strlen(a);
+			size_t n = strlen(a), k;
 
+			if (n >= 2 && a[0] == '<' && a[n - 1] == '>') {
+				a++;
+				n -= 2;
+			}
+			/* it goes into MAIL FROM at delivery: one word */
+			for (k = 0; k < n; k++)
+				if ((unsigned char)a[k] <= 32 || a[k] == 127 ||
+				    a[k] == '<' || a[k] == '>')
+					break;
+			if (k < n || n > 256) {
+				log_warn("%s: milter %s: unusable new sender "
+				    "ignored", ms->id, c->spec);
+				break;
+			}
 			free(res->sender);
-			if (n >= 2 && a[0] == '<' && a[n - 1] == '>')
-				res->sender = xstrndup(a + 1, n - 2);
-			else
-				res->sender = xstrdup(a);
+			res->sender = xstrndup(a, n);
 			log_info("%s: milter %s: sender changed to <%s>",
 			    ms->id, c->spec, log_sanitize(sbuf, sizeof(sbuf),
 			    res->sender, 256));
@@ -1721,6 +1795,7 @@ void milter_sess_end_tx(struct milter_sess *ms)
 		}
 	}
 	ms->filtering = 0;
+	ms->naccepted = 0;
 	ms->data_sent = 0;
 	ms->id[0] = '\0';
 	ms->wait = W_NONE;
@@ -1788,6 +1863,7 @@ void milter_sess_free(struct milter_sess **msp)
 		mc_close(c);
 		mc_clear_mods(c);
 		event_free(c->timer);
+		evbuffer_free(c->pend);
 	}
 	free(ms->c);
 	event_free(ms->kick);

@@ -39,6 +39,7 @@
 #include "sandbox.h"
 #include "smtpd.h"
 #include "tls.h"
+#include "tlspolicy.h"
 #include "util.h"
 #include "watch.h"
 #include "xmalloc.h"
@@ -718,6 +719,8 @@ int main(int argc, char **argv)
 	d.client_tls = tls_client_ctx(NULL, 0, err, sizeof(err));
 	if (d.client_tls == NULL)
 		log_fatal(1, "TLS client: %s", err);
+	if (tlspolicy_ctx_setup(d.client_tls) < 0)
+		log_fatal(1, "TLS client: cannot enable DANE");
 
 	/*
 	 * As root, the queue files must belong to run_as_user: open it under
@@ -809,8 +812,9 @@ int main(int argc, char **argv)
 	dns_free(&d.dns);
 	control_free(&d.control);
 	domstate_close(&d.domstate);
-	authc_free(&d.auth);
+	/* The helper first: it ends the auth process, then exits. */
 	privsep_free(&d.ps);
+	authc_free(&d.auth);
 	queue_close(&d.q);
 	qadmin_free(&d.qadmin);
 	if (d.ev_drain != NULL)

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "odmr.h"
 #include "precheck.h"
+#include "queue.h"
 #include "tls.h"
 #include "util.h"
 
@@ -103,6 +104,23 @@ static void precheck_dir(struct precheck_ctx *c, const char *key,
 		precheck_error(c, "%s: %s is not a directory", key, dir);
 }
 
+/* An existing queue must open (a format this version understands, a
+ * readable environment); read-only, so a running daemon is not disturbed. */
+static void precheck_queue_open(struct precheck_ctx *c, const char *dir)
+{
+	char path[4096], err[512] = "";
+	struct queue *q;
+
+	snprintf(path, sizeof(path), "%s/data.mdb", dir);
+	if (access(path, F_OK) != 0)
+		return;		/* empty directory: created at start */
+	q = queue_open_readonly(dir, err, sizeof(err));
+	if (q == NULL)
+		precheck_error(c, "queue_dir %s: %s", dir,
+		    err[0] != '\0' ? err : "cannot be opened");
+	queue_close(&q);
+}
+
 static void precheck_queue(struct precheck_ctx *c, const struct config *cfg)
 {
 	struct stat st;
@@ -117,6 +135,8 @@ static void precheck_queue(struct precheck_ctx *c, const struct config *cfg)
 		    access(cfg->queue_dir, R_OK | W_OK | X_OK) < 0)
 			precheck_error(c, "queue_dir %s: %s", cfg->queue_dir,
 			    strerror(errno));
+		else
+			precheck_queue_open(c, cfg->queue_dir);
 		return;
 	}
 	if (errno != ENOENT) {
@@ -157,6 +177,16 @@ int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
 			precheck_error(&c, "%s", err);
 		else
 			(void)odmr_check_config(cfg, precheck_pipe_err, &c);
+	}
+	/* Not an error (a test or a demo may use one word), but a relay
+	 * greets and says EHLO with this name: say what to do. */
+	if (strchr(cfg->hostname, '.') == NULL && c.errfn != NULL) {
+		char w[512];
+
+		snprintf(w, sizeof(w), "warning: hostname '%.200s' is not fully "
+		    "qualified (the system's name, which the resolver could not "
+		    "qualify): set hostname in the configuration", cfg->hostname);
+		c.errfn(c.arg, w);
 	}
 	if (cfg->run_as_user_set && getpwnam(cfg->run_as_user) == NULL)
 		precheck_error(&c, "run_as_user %s: no such user",

@@ -41,6 +41,7 @@
 #define PRIVSEP_BACKOFF_MAX	30
 
 struct privsep {
+	pid_t pid;		/* the helper */
 	int ctl;
 	int first_fd;
 	struct event *ev;
@@ -371,8 +372,13 @@ static void privsep_helper(int ctl, const char *cfg_path, struct config *cfg,
 		pfd[0].events = POLLIN;
 		pfd[1].fd = privsep_chld_pipe[0];
 		pfd[1].events = POLLIN;
-		if (poll(pfd, 2, timeout) < 0 && errno != EINTR)
-			_exit(1);
+		pfd[0].revents = pfd[1].revents = 0;
+		if (poll(pfd, 2, timeout) < 0) {
+			if (errno != EINTR)
+				_exit(1);
+			/* SIGCHLD: the pipe says so on the next round. */
+			continue;
+		}
 		if (pfd[0].revents != 0) {
 			n = privsep_recv(ctl, buf, sizeof(buf), &fd,
 			    MSG_DONTWAIT);
@@ -457,6 +463,7 @@ struct privsep *privsep_start(const char *cfg_path, struct config *cfg,
 	n = rc > 0 ? privsep_recv(sv[0], buf, sizeof(buf), &fd, 0) : -1;
 	if (n > 0 && buf[0] == 'A' && fd >= 0) {
 		p = xcalloc(1, sizeof(*p));
+		p->pid = pid;
 		p->ctl = sv[0];
 		p->first_fd = fd;
 		return p;
@@ -550,6 +557,7 @@ int privsep_tls_files(struct privsep *p,
 void privsep_free(struct privsep **pp)
 {
 	struct privsep *p = *pp;
+	int i;
 
 	if (p == NULL)
 		return;
@@ -558,6 +566,17 @@ void privsep_free(struct privsep **pp)
 	if (p->first_fd >= 0)
 		close(p->first_fd);
 	close(p->ctl);
+	/* The helper sees the end-of-file, ends the auth process and exits:
+	 * reap it (a container's init may not), killing it if it lingers. */
+	for (i = 0; i < 200; i++) {
+		if (waitpid(p->pid, NULL, WNOHANG) != 0)
+			break;
+		if (i == 199) {
+			kill(p->pid, SIGKILL);
+			(void)waitpid(p->pid, NULL, 0);
+		}
+		usleep(10000);
+	}
 	free(p);
 	*pp = NULL;
 }

@@ -109,36 +109,25 @@ void qadmin_gauges(struct qadmin *qa, struct evbuffer *out)
 	struct queue_space sp;
 	struct queue_totals t;
 
+	/* Map use, disk free and "low" are relay/watch's; these add the
+	 * file with its delivery reserve. */
 	if (queue_space(qa->q, &sp) == QUEUE_OK)
 		evbuffer_add_printf(out,
-		    "# HELP odrelay_queue_map_size_bytes LMDB map size (queue_map_size).\n"
-		    "# TYPE odrelay_queue_map_size_bytes gauge\n"
-		    "odrelay_queue_map_size_bytes %llu\n"
-		    "# HELP odrelay_queue_map_used_bytes Bytes in queue pages in use.\n"
-		    "# TYPE odrelay_queue_map_used_bytes gauge\n"
-		    "odrelay_queue_map_used_bytes %llu\n"
 		    "# HELP odrelay_queue_file_bytes Size of data.mdb with its reserve.\n"
 		    "# TYPE odrelay_queue_file_bytes gauge\n"
 		    "odrelay_queue_file_bytes %llu\n"
-		    "# HELP odrelay_queue_reserve_bytes Preallocated for recording deliveries.\n"
+		    "# HELP odrelay_queue_reserve_bytes Free inside data.mdb: room "
+		    "kept for recording deliveries.\n"
 		    "# TYPE odrelay_queue_reserve_bytes gauge\n"
-		    "odrelay_queue_reserve_bytes %llu\n"
-		    "# HELP odrelay_queue_fs_free_bytes Free space on the queue's file system.\n"
-		    "# TYPE odrelay_queue_fs_free_bytes gauge\n"
-		    "odrelay_queue_fs_free_bytes %llu\n"
-		    "# HELP odrelay_queue_space_low 1 while new mail is refused for lack of space.\n"
-		    "# TYPE odrelay_queue_space_low gauge\n"
-		    "odrelay_queue_space_low %d\n",
-		    (unsigned long long)sp.map_size, (unsigned long long)sp.map_used,
-		    (unsigned long long)sp.file_size, (unsigned long long)sp.reserve,
-		    (unsigned long long)sp.fs_avail, sp.low);
+		    "odrelay_queue_reserve_bytes %llu\n",
+		    (unsigned long long)sp.file_size, (unsigned long long)sp.reserve);
 	if (queue_totals(qa->q, &t) == QUEUE_OK)
 		evbuffer_add_printf(out,
-		    "# HELP odrelay_queue_messages_total_held Messages in the queue.\n"
-		    "# TYPE odrelay_queue_messages_total_held gauge\n"
-		    "odrelay_queue_messages_total_held %llu\n"
-		    "# HELP odrelay_queue_bytes_total_held Octets in the queue.\n"
-		    "# TYPE odrelay_queue_bytes_total_held gauge\n"
-		    "odrelay_queue_bytes_total_held %llu\n",
+		    "# HELP odrelay_queue_size_messages Messages in the queue.\n"
+		    "# TYPE odrelay_queue_size_messages gauge\n"
+		    "odrelay_queue_size_messages %llu\n"
+		    "# HELP odrelay_queue_size_bytes Octets in the queue.\n"
+		    "# TYPE odrelay_queue_size_bytes gauge\n"
+		    "odrelay_queue_size_bytes %llu\n",
 		    (unsigned long long)t.messages, (unsigned long long)t.bytes);
 }

@@ -16,8 +16,7 @@ void qadmin_free(struct qadmin **qa);
 /* 1 if cmd is one of ours (req answered), else 0 (req untouched). */
 int qadmin_control(struct qadmin *qa, const char *cmd, const char *arg,
     struct control_req *req);
-/* Prometheus gauges: map size and use, file size, reserve, free space,
- * whole-queue totals. */
+/* Prometheus gauges: file size and reserve, whole-queue totals. */
 void qadmin_gauges(struct qadmin *qa, struct evbuffer *out);
 
 #endif

@@ -164,6 +164,15 @@ int selfaddr_is_self(const struct selfaddr *s, const struct sockaddr *sa)
 
 	if (s == NULL || !selfaddr_ent_of(sa, &t))
 		return 0;
+	/* A connection to 0.0.0.0 or :: reaches this host's loopback (an
+	 * MX record can say so). */
+	if (selfaddr_wildcard(&t)) {
+		if (t.family == AF_INET) {
+			t.addr[0] = 127;
+			t.addr[3] = 1;
+		} else
+			t.addr[15] = 1;
+	}
 	for (size_t i = 0; i < s->nlisten; i++) {
 		const struct selfaddr_ent *l = &s->listen[i];
 

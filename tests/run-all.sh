@@ -48,6 +48,8 @@ run_check() {
 step "build and test (-Wall -Wextra -Werror)"
 run_check "$top/build-ci"
 step "build and test under ASan + UBSan"
+# (test_install.sh builds the tree once more without sanitizers: skipped.)
+ODRELAY_SKIP_INSTALL=1 \
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	run_check "$top/build-san" --enable-sanitizers
 step "make distcheck (unit tests; the integration suite ran above)"

@@ -62,21 +62,38 @@ def build_testfilter():
 class TestFilter:
 	"""testfilter on 127.0.0.1:port; mode "accept" for accept-all."""
 
-	def __init__(self, mode=None):
+	def __init__(self, mode=None, unix=False):
 		exe = build_testfilter()
 		self.port = free_port()
 		self.dir = tempfile.mkdtemp(prefix="odrelay-milter-")
+		os.chmod(self.dir, 0o755)	# the daemon may run as nobody
+		self.path = os.path.join(self.dir, "filter.sock") if unix else None
 		self.log = os.path.join(self.dir, "testfilter.log")
 		self.logf = open(self.log, "wb")
-		args = [exe, "inet:%d@127.0.0.1" % self.port]
+		args = [exe, "unix:" + self.path if unix else
+		    "inet:%d@127.0.0.1" % self.port]
 		if mode:
 			args.append(mode)
+
+		def child():
+			_die_with_parent()
+			os.umask(0)	# a socket anyone may connect to
 		self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-		    stdout=self.logf, stderr=self.logf, preexec_fn=_die_with_parent)
-		wait_port(self.port, self.proc, "testfilter", logf=self.log)
+		    stdout=self.logf, stderr=self.logf, preexec_fn=child)
+		if unix:
+			deadline = time.time() + 10
+			while not os.path.exists(self.path):
+				if self.proc.poll() is not None or time.time() > deadline:
+					fail("testfilter did not create %s\n%s"
+					    % (self.path, self.log_text()))
+				time.sleep(0.05)
+		else:
+			wait_port(self.port, self.proc, "testfilter", logf=self.log)
 
 	@property
 	def spec(self):
+		if self.path:
+			return "unix:" + self.path
 		return "inet:127.0.0.1:%d" % self.port
 
 	def log_text(self):
@@ -124,6 +141,10 @@ class Hostile:
 	  "huge"      announces a 4 GiB reply
 	  "silent"    reads everything, never answers
 	  "close-body" behaves until the first body chunk, then closes
+	  "flood"     answers the end of message with 5 MB of header changes
+	  "skip"      answers the first body chunk with skip, the end of the
+	              message with progress twice, 0.6 s apart, then accept;
+	              counts the body chunks that still arrive in body_after_skip
 	"""
 
 	def __init__(self, modes):
@@ -135,6 +156,7 @@ class Hostile:
 		self.sock.listen(16)
 		self.port = self.sock.getsockname()[1]
 		self.stopping = False
+		self.body_after_skip = 0
 		self.conns = []
 		self.t = threading.Thread(target=self._accept, daemon=True)
 		self.t.start()
@@ -172,6 +194,7 @@ class Hostile:
 		return data[:1], data[1:]
 
 	def _serve(self, c, mode):
+		skipped = False
 		try:
 			while True:
 				cmd, data = self._read(c)
@@ -194,7 +217,24 @@ class Hostile:
 				elif cmd == b"B" and mode == "close-body":
 					c.close()
 					return
+				elif cmd == b"B" and mode == "skip":
+					if skipped:
+						self.body_after_skip += 1
+					skipped = True
+					c.sendall(_pkt(b"s"))
+				elif cmd == b"E" and mode == "skip":
+					# 1.2 s in all, progress every 0.6 s: past a 1 s
+					# timeout only if progress restarts it
+					c.sendall(_pkt(b"p"))
+					time.sleep(0.6)
+					c.sendall(_pkt(b"p"))
+					time.sleep(0.6)
+					c.sendall(_pkt(b"a"))
 				elif cmd == b"E":
+					if mode == "flood":
+						v = b"x" * (1024 * 1024 - 64)
+						for _ in range(5):
+							c.sendall(_pkt(b"h", b"X-Flood\0" + v + b"\0"))
 					c.sendall(_pkt(b"a"))
 				else:
 					c.sendall(_pkt(b"c"))
@@ -315,7 +355,7 @@ class Rspamd(_Proc):
 
 	name = "rspamd"
 
-	def __init__(self, bound=60.0):
+	def __init__(self, bound=70.0):
 		exe = _which("rspamd", "/usr/bin/rspamd")
 		if exe is None:
 			fail("rspamd not found (sh contrib/install-deps.sh)")

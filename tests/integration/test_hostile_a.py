@@ -224,9 +224,11 @@ def test_descriptor_exhaustion():
 			counts = {"greeted": 0, "refused": 0}
 			pending = set()
 
-			def collect(timeout):
+			def collect(timeout, batch=None):
+				"""Read answers until batch (default: all) is answered."""
 				deadline = time.time() + timeout
-				while pending and time.time() < deadline:
+				while pending and (batch is None or batch & pending) \
+				    and time.time() < deadline:
 					for key, _ in sel.select(0.2):
 						data = key.data
 						try:
@@ -255,14 +257,14 @@ def test_descriptor_exhaustion():
 				pending.add(i)
 				sel.register(sk, selectors.EVENT_READ, [i, b""])
 				if i % 50 == 49:
-					collect(1.0)
+					collect(3.0, set(range(i - 49, i + 1)))
 			# quiet: a paused or budgeted listener costs nothing
 			pid = d.proc.pid
 			cpu0, log0 = _proc_cpu(pid), os.path.getsize(d.log)
 			time.sleep(2.0)
 			cpu1, log1 = _proc_cpu(pid), os.path.getsize(d.log)
 			# every connection is greeted or refused, none left hanging
-			collect(5.0)
+			collect(10.0)
 			greeted, refused = counts["greeted"], counts["refused"]
 			pending = len(pending)
 			print("budget %d: %d greeted, %d refused, %d without an answer; "
@@ -336,13 +338,46 @@ def _boundary(port, limit, verb, first=None):
 		c.close()
 
 
+def _sasl_continuation(c, limit):
+	"""A SASL response line of limit octets (CRLF included) is read as
+	the response; one more octet is 500 5.5.2, and the session goes on."""
+	c.expect(334, "AUTH CRAM-MD5")
+	code, t = c.cmd(b"x" * (limit - 2))
+	check(code != 500 and code is not None, "SASL line of %d octets: %s %r"
+	    % (limit, code, t))
+	c.expect(334, "AUTH CRAM-MD5")
+	code, t = c.cmd(b"x" * (limit - 1))
+	check(code == 500 and "5.5.2" in t, "SASL line of %d octets: %s %r"
+	    % (limit + 1, code, t))
+	c.expect(250, "NOOP", what="after the overlong SASL line")
+
+
+def _starttls(c):
+	import ssl
+	c.greet_ehlo()
+	c.expect(220, "STARTTLS")
+	ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+	ctx.check_hostname = False
+	ctx.verify_mode = ssl.CERT_NONE
+	c.s = ctx.wrap_socket(c.s)
+	c.expect(250, "EHLO client.test")
+
+
 def test_line_limits_smtp():
 	"""SMTP port: 2,048 octets with CRLF accepted, 2,049 refused; AUTH
-	lines 12,288 / 12,289; the session stays in step."""
-	with Fixture("hostile-lines-smtp") as d:
+	lines 12,288 / 12,289 (the command with its initial response, and
+	SASL responses, inside TLS); the session stays in step."""
+	with Fixture("hostile-lines-smtp", tls=True) as d:
 		ehlo = lambda c: c.greet_ehlo()
 		_boundary(d.smtp_port, 2048, "NOOP", ehlo)
 		_boundary(d.smtp_port, 12288, "AUTH PLAIN", ehlo)
+		_boundary(d.smtp_port, 12288, "AUTH PLAIN", _starttls)
+		c = Conn(d.smtp_port)
+		try:
+			_starttls(c)
+			_sasl_continuation(c, 12288)
+		finally:
+			c.close()
 
 
 def test_line_limits_odmr():
@@ -352,6 +387,12 @@ def test_line_limits_odmr():
 		ehlo = lambda c: c.greet_ehlo()
 		_boundary(d.odmr_port, 4096, "NOOP", ehlo)
 		_boundary(d.odmr_port, 12288, "AUTH PLAIN", ehlo)
+		c = Conn(d.odmr_port)
+		try:
+			c.greet_ehlo()
+			_sasl_continuation(c, 12288)
+		finally:
+			c.close()
 
 
 def test_malformed_domains_refused():

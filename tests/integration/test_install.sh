@@ -16,6 +16,12 @@ MAKE=${MAKE:-make}
 # Not the calling make's flags: this is a separate build.
 unset MAKEFLAGS MFLAGS MAKELEVEL DESTDIR
 
+# A whole extra build: once per CI run is enough (not again under the
+# sanitizers, nor inside make distcheck, whose install is checked there).
+if [ -n "${ODRELAY_SKIP_INTEGRATION:-}${ODRELAY_SKIP_INSTALL:-}" ]; then
+	echo "SKIP: ODRELAY_SKIP_INTEGRATION or ODRELAY_SKIP_INSTALL is set"
+	exit 77
+fi
 if [ ! -x "$top_srcdir/configure" ]; then
 	echo "SKIP: $top_srcdir/configure missing (autoreconf -fi)"
 	exit 77
@@ -241,6 +247,32 @@ if command -v man >/dev/null 2>&1; then
 	done
 else
 	skip man-l "man not installed"
+fi
+
+# --- the Debian package is inert until configured -------------------------
+# debian/rules' own dh_installsystemd call on the installed unit: the
+# generated postinst must not enable the unit on a first install (an
+# enabled unit is still restarted on upgrades), and the package's postinst
+# must not write a live configuration from the example.
+if command -v dh_installsystemd >/dev/null 2>&1 && [ -f "$unit" ]; then
+	pkg=$tmp/pkg
+	mkdir -p "$pkg/debian/odrelay/lib/systemd/system"
+	cp -r "$top_srcdir/debian/." "$pkg/debian/"
+	cp "$unit" "$pkg/debian/odrelay/lib/systemd/system/"
+	if ! (cd "$pkg" && make -s -f debian/rules override_dh_installsystemd) \
+	    >"$tmp/dh.log" 2>&1; then
+		bad deb-inert "dh_installsystemd failed: $(tail -5 "$tmp/dh.log")"
+	elif grep -q 'Enables the unit on first installation' \
+	    "$pkg"/debian/.debhelper/generated/odrelay/postinst*; then
+		bad deb-inert "the package enables odrelayd on first install"
+	elif grep -q 'odrelay.conf.example /etc/odrelay/odrelay.conf' \
+	    "$top_srcdir/debian/odrelay.postinst"; then
+		bad deb-inert "the package's postinst copies the example into place"
+	else
+		ok deb-inert
+	fi
+else
+	skip deb-inert "dh_installsystemd (debhelper) not installed"
 fi
 
 # --- make uninstall removes every file ------------------------------------

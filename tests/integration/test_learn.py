@@ -11,7 +11,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, Skip, check, fail, json_messages, prog, run_tests
+from odtest import (Conn, Skip, check, fail, fetchmail_argv, json_messages,
+    prog, run_tests)
 from pullsink import (PullFixture, Sink, add_user, run_prog, sample_message,
     submit, wait_queue)
 
@@ -102,8 +103,8 @@ def fetchmail(d, sink_port):
 	os.chmod(rc, 0o600)
 	home = os.path.join(d.dir, "home")
 	os.makedirs(home, exist_ok=True)
-	return run_prog(["fetchmail", "-f", rc, "--nosyslog", "-v",
-	    "--nodetach", "--pidfile", os.path.join(d.dir, "fetchmail.pid")],
+	return run_prog(fetchmail_argv(["fetchmail", "-f", rc, "--nosyslog", "-v",
+	    "--nodetach", "--pidfile", os.path.join(d.dir, "fetchmail.pid")]),
 	    env={"HOME": home, "FETCHMAILHOME": home}, timeout=40)
 
 
@@ -194,6 +195,37 @@ def test_learn_odpull():
 	learn_by(odpull, "learn-odpull")
 
 
+def test_learn_etrn():
+	"""An ETRN delivery (the relay connects to the customer's route)
+	teaches as well."""
+	sink = refusing_sink()
+	with sink:
+		fx = PullFixture("learn-etrn", domains="", start=False)
+		fx.d.text += ("\n[domain etrn.example]\nhold = yes\nroute = "
+		    "[127.0.0.1]:%d\nrecipients = learn\n" % sink.port)
+		with open(fx.d.conf, "w") as f:
+			f.write(fx.d.text)
+		with fx as d:
+			d.start()
+			submit(d.smtp_port, "s@client.test", ["ok@etrn.example",
+			    "gone@etrn.example"], sample_message("etrn"))
+			c = Conn(d.smtp_port)
+			try:
+				c.greet_ehlo("client.test")
+				code, text = c.cmd("ETRN etrn.example")
+				check(code in (250, 251, 252, 253), "ETRN: %s %r"
+				    % (code, text))
+				c.cmd("QUIT")
+			finally:
+				c.close()
+			wait_known(d, "etrn.example", "gone@etrn.example", "invalid")
+			wait_known(d, "etrn.example", "ok@etrn.example", "valid")
+			code, text = rcpt_code(d, "gone@etrn.example")
+			check(code == 550, "after ETRN: %s %r" % (code, text))
+			code, text = rcpt_code(d, "ok@etrn.example")
+			check(code == 250, "after ETRN: %s %r" % (code, text))
+
+
 def test_forget_offline():
 	"""With the daemon stopped, forget writes the cache itself."""
 	with daemon("learn-offline") as d:
@@ -226,5 +258,6 @@ def test_usage():
 
 
 if __name__ == "__main__":
-	run_tests([test_learn_fetchmail, test_learn_odpull, test_forget_offline,
+	run_tests([test_learn_fetchmail, test_learn_odpull, test_learn_etrn,
+	    test_forget_offline,
 	    test_usage], "recipients = learn")

@@ -37,10 +37,20 @@ def test_check_only():
 	socket directory that does not exist: errors with strerror, exit 2."""
 	d = Daemon("ops-n", tls=True)
 	try:
-		r = check_n(d.conf, 0, r"configuration OK", "valid")
-		check(len(r.out.strip().splitlines()) == 1,
-		    "more than one line on success:\n" + r.out)
+		check_n(d.conf, 0, r"configuration OK", "valid")
+		# One line on standard output (warnings go to standard error).
+		r = subprocess.run([prog("odrelayd"), "-n", "-c", d.conf],
+		    stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+		out = r.stdout.decode(errors="replace")
+		check(r.returncode == 0 and len(out.splitlines()) == 1 and
+		    "configuration OK" in out, "-n on success: exit %d, stdout %r"
+		    % (r.returncode, out))
 		base = d.text
+		# A one-word hostname is only a warning (and says what to do).
+		c = write_conf(d, base.replace("hostname = relay.test",
+		    "hostname = relay"))
+		check_n(c, 0, r"warning: hostname 'relay' is not fully qualified.*"
+		    r"set hostname", "one-word hostname")
 		missing = os.path.join(d.dir, "nonexistent.pem")
 		c = write_conf(d, base.replace("tls_cert_file = " + d.cert,
 		    "tls_cert_file = " + missing))
@@ -73,6 +83,14 @@ def test_check_only():
 		    "control_socket = " + os.path.join(d.dir, "nodir", "c.sock")))
 		check_n(c, 2, r"control_socket: directory .*nodir: No such file",
 		    "control socket without directory")
+		# A queue directory whose environment cannot be opened.
+		bad = os.path.join(d.dir, "badqueue")
+		os.mkdir(bad)
+		with open(os.path.join(bad, "data.mdb"), "wb") as f:
+			f.write(b"this is not an LMDB environment\n" * 512)
+		c = write_conf(d, base.replace("queue_dir = " + d.queue_dir,
+		    "queue_dir = " + bad))
+		check_n(c, 2, r"queue_dir .*badqueue: ", "unreadable queue")
 		# What -n refuses, the daemon refuses too, with the same words.
 		c = write_conf(d, base.replace("tls_cert_file = " + d.cert,
 		    "tls_cert_file = " + missing))

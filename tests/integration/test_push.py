@@ -17,7 +17,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, Skip, check, fail, free_port, prog, run_tests
+from odtest import (Conn, Skip, check, fail, fetchmail_argv, free_port, prog,
+    run_tests)
 from pullsink import (PullFixture, Sink, add_user, odmr_login, reverse_serve,
     run_prog, sample_message, submit, wait_queue)
 
@@ -253,10 +254,23 @@ def wait_sink(sink, n, timeout=15.0):
 class Watch:
 	"""odpull --watch in the background; stop() checks exit 0 on SIGTERM."""
 
-	def __init__(self, servers, sink, *extra, user="demo", password="demo"):
+	def __init__(self, servers, sink, *extra, user="demo", password="demo",
+	    conf=None):
 		self.out = tempfile.NamedTemporaryFile(prefix="odpull-watch-",
 		    delete=False)
-		args = [prog("odpull"), "--watch", "--user", user, "--deliver",
+		self.conf = None
+		if conf is not None:
+			# The servers (and watch = yes) from a -c file.
+			with tempfile.NamedTemporaryFile("w", prefix="odpull-conf-",
+			    delete=False) as f:
+				f.write("watch = yes\n" + "".join("server = %s\n" % x
+				    for x in servers))
+				self.conf = f.name
+			args = [prog("odpull"), "-c", self.conf]
+			servers = []
+		else:
+			args = [prog("odpull"), "--watch"]
+		args += ["--user", user, "--deliver",
 		    "127.0.0.1:%d" % sink.port, "--tls", "none", "--timeout", "20",
 		    "-v"]
 		for srv in servers:
@@ -289,6 +303,8 @@ class Watch:
 			self.proc.kill()
 			self.proc.wait()
 		os.unlink(self.out.name)
+		if self.conf:
+			os.unlink(self.conf)
 
 
 def msgids(sink):
@@ -343,8 +359,8 @@ def fetchmail_other(d, sink_port, tmp):
 	os.chmod(rc, 0o600)
 	home = os.path.join(tmp, "home")
 	os.makedirs(home, exist_ok=True)
-	return run_prog(["fetchmail", "-f", rc, "--nosyslog", "-v", "--nodetach",
-	    "--pidfile", os.path.join(tmp, "fetchmail.pid")],
+	return run_prog(fetchmail_argv(["fetchmail", "-f", rc, "--nosyslog", "-v",
+	    "--nodetach", "--pidfile", os.path.join(tmp, "fetchmail.pid")]),
 	    env={"HOME": home, "FETCHMAILHOME": home}, timeout=40)
 
 
@@ -458,8 +474,9 @@ def test_watch_two_providers():
 	    Sink() as sink:
 		users(a)
 		users(b)
+		# The two servers come from the -c file (repeated "server").
 		w = Watch(["127.0.0.1:%d" % a.odmr_port,
-		    "127.0.0.1:%d" % b.odmr_port], sink)
+		    "127.0.0.1:%d" % b.odmr_port], sink, conf=True)
 		try:
 			wait_waiting(a)
 			wait_waiting(b)
@@ -511,6 +528,37 @@ def test_watch_provider_restart():
 			w.kill()
 
 
+def test_watch_sigterm_between_messages():
+	"""SIGTERM during a pull: the message in transfer is finished, the
+	rest stays at the provider, exit 0; nothing lost or duplicated."""
+	def slow(t):
+		time.sleep(0.4)
+		return "250 2.0.0 ok"
+
+	with daemon("push-term") as d, Sink(data_reply=slow) as sink:
+		users(d)
+		for i in range(5):
+			submit(d.smtp_port, "s@client.test", ["user@example.org"],
+			    sample_message("term%d" % i))
+		w = Watch(["127.0.0.1:%d" % d.odmr_port], sink)
+		try:
+			wait_for(lambda: sink.txns, "the pull started", timeout=15)
+			w.stop()
+			got = msgids(sink)
+			left = len(d.queue_json().get("messages", []))
+			print("    SIGTERM during the pull: %d at the MTA, %d left at "
+			    "the provider" % (len(got), left))
+			check(len(set(got)) == len(got), "duplicates: %r" % got)
+			check(1 <= len(got) < 5, "messages at the MTA: %r" % got)
+			check(len(got) + left == 5, "lost: %d delivered + %d queued"
+			    % (len(got), left))
+			check(all(t.reply and t.reply.startswith("250")
+			    for t in sink.txns if t.data is not None),
+			    "a transaction was cut inside DATA:\n" + sink.dump())
+		finally:
+			w.kill()
+
+
 # --- arrival webhooks ------------------------------------------------------------
 
 def openssl(*args):
@@ -520,19 +568,21 @@ def openssl(*args):
 	    r.stdout.decode(errors="replace")))
 
 
-def make_ca(dirpath, name):
-	"""A CA and a server certificate for IP 127.0.0.1 signed by it."""
-	ca_key = os.path.join(dirpath, name + "-ca.key")
-	ca = os.path.join(dirpath, name + "-ca.pem")
+def make_ca(dirpath, name, ip="127.0.0.1", ca_of=None):
+	"""A CA and a server certificate for ip signed by it (or by the CA
+	of ca_of, a name given before)."""
+	ca_key = os.path.join(dirpath, (ca_of or name) + "-ca.key")
+	ca = os.path.join(dirpath, (ca_of or name) + "-ca.pem")
 	key = os.path.join(dirpath, name + "-srv.key")
 	csr = os.path.join(dirpath, name + "-srv.csr")
 	crt = os.path.join(dirpath, name + "-srv.pem")
 	ext = os.path.join(dirpath, name + "-ext.cnf")
 	with open(ext, "w") as f:
-		f.write("subjectAltName=IP:127.0.0.1\n")
-	openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
-	    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", ca_key, "-out",
-	    ca, "-subj", "/CN=%s test CA" % name, "-days", "2")
+		f.write("subjectAltName=IP:%s\n" % ip)
+	if ca_of is None:
+		openssl("req", "-x509", "-newkey", "ec", "-pkeyopt",
+		    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", ca_key,
+		    "-out", ca, "-subj", "/CN=%s test CA" % name, "-days", "2")
 	openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
 	    "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
 	openssl("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
@@ -609,7 +659,8 @@ def test_webhook():
 	    "notify_ca_file = %s\nnotify_interval = 4s\n" % (hook.port, ca))
 	domains = DOMAINS.replace("[domain other.example]\nhold = yes",
 	    "[domain other.example]\nhold = yes\n"
-	    "notify_url = https://127.0.0.1:%d/other?x=1" % hook.port)
+	    "notify_url = https://127.0.0.1:%d/other?x=1\n\n"
+	    "[domain quiet.example]\nhold = yes\nnotify_url =\n" % hook.port)
 	try:
 		with PullFixture("push-hook", extra=extra, domains=domains,
 		    start=False) as d:
@@ -645,6 +696,13 @@ def test_webhook():
 			    "domain's notify_url")
 			check(hook.bodies("/other?x=1")[0].get("domain") ==
 			    "other.example", "other: %r" % hook.bodies("/other?x=1"))
+			# notify_url = (empty) in a section: no webhook there.
+			submit(d.smtp_port, "s@client.test", ["q@quiet.example"],
+			    sample_message("hook5"))
+			time.sleep(1)
+			check(not any(b.get("domain") == "quiet.example"
+			    for b in hook.bodies()), "POST for a domain with "
+			    "notify_url = (empty): %r" % hook.bodies())
 			st = stats(d)
 			check(st.get('odrelay_notifications_total{result="ok"}', 0) >= 3,
 			    "notification metrics: %r" % st)
@@ -662,6 +720,9 @@ def test_webhook_wrong_certificate_and_dead_endpoint():
 	ca, crt, key = make_ca(tmp, "hook")
 	other_ca, _, _ = make_ca(tmp, "other")
 	hook = HookServer(crt, key)
+	# fourth.example: the right CA, but a certificate for another address.
+	_, crt2, key2 = make_ca(tmp, "wrongname", ip="127.0.0.2", ca_of="hook")
+	hook2 = HookServer(crt2, key2)
 	# example.org: a server whose certificate the other CA did not sign.
 	# other.example: an endpoint that accepts and never answers, and
 	# third.example: nothing listening.
@@ -675,8 +736,10 @@ def test_webhook_wrong_certificate_and_dead_endpoint():
 	    "[domain other.example]\nhold = yes\n"
 	    "notify_url = https://127.0.0.1:%d/\n\n"
 	    "[domain third.example]\nhold = yes\n"
-	    "notify_url = https://127.0.0.1:%d/\n"
-	    % (hang.getsockname()[1], dead))
+	    "notify_url = https://127.0.0.1:%d/\n\n"
+	    "[domain fourth.example]\nhold = yes\n"
+	    "notify_url = https://127.0.0.1:%d/\nnotify_ca_file = %s\n"
+	    % (hang.getsockname()[1], dead, hook2.port, ca))
 	try:
 		with PullFixture("push-hookbad", extra=extra, domains=domains,
 		    start=False) as d:
@@ -691,12 +754,18 @@ def test_webhook_wrong_certificate_and_dead_endpoint():
 					times.append(time.time() - t0)
 			print("    9 messages accepted with failing webhooks, slowest "
 			    "%.0f ms" % (max(times) * 1000))
+			submit(d.smtp_port, "s@client.test", ["z@fourth.example"],
+			    sample_message("badname"))
 			# Refused certificate and dead port: failed and retried.
 			wait_for(lambda: stats(d).get(
 			    'odrelay_notifications_total{result="failed"}', 0) >= 4,
 			    "failures counted and retried")
 			check(not hook.posts, "POST accepted with a certificate from "
 			    "another CA: %r" % hook.posts)
+			wait_for(lambda: "notify: domain=fourth.example, result=failed"
+			    in d.log_text(), "certificate for another address refused")
+			check(not hook2.posts, "POST accepted with a certificate for "
+			    "another address: %r" % hook2.posts)
 			log = d.log_text()
 			check("notify: domain=example.org, result=failed" in log,
 			    "no failure logged for the wrong certificate")
@@ -705,10 +774,11 @@ def test_webhook_wrong_certificate_and_dead_endpoint():
 			    "backoff:\n" + "\n".join(l for l in log.splitlines()
 			    if "notify" in l)[-2000:])
 			j = d.queue_json()
-			check(len(j.get("messages", [])) == 9, "queue: %d messages"
+			check(len(j.get("messages", [])) == 10, "queue: %d messages"
 			    % len(j.get("messages", [])))
 	finally:
 		hook.close()
+		hook2.close()
 		hang.close()
 		shutil.rmtree(tmp, ignore_errors=True)
 
@@ -722,6 +792,7 @@ TESTS = [
 	test_watch_polls_without_xwait,
 	test_watch_two_providers,
 	test_watch_provider_restart,
+	test_watch_sigterm_between_messages,
 	test_webhook,
 	test_webhook_wrong_certificate_and_dead_endpoint,
 ]

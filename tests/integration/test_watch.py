@@ -163,6 +163,14 @@ def test_domain_facts():
 			    "stats --json etrn.example: %r" % x)
 			for k in ("oldest", "oldest_age"):
 				check(k in x, "stats --json lacks %s: %r" % (k, x))
+			r = d.ctl_ok("stats", "--json")
+			daemon = json.loads(r.out)["daemon"] or {}
+			for k in ('odrelay_deliveries_total{outcome="delivered"}',
+			    'odrelay_atrn_requests_total{result="ok"}',
+			    'odrelay_auth_attempts_total{result="failed"}',
+			    'odrelay_etrn_requests_total{result="started"}'):
+				check(daemon.get(k, 0) >= 1, "stats --json daemon "
+				    "counters lack %s: %r" % (k, daemon))
 			r = d.ctl_ok("stats")
 			if os.environ.get("WATCH_SHOW"):
 				print(d.ctl_ok("queue").out + "\n" + r.out)
@@ -186,7 +194,9 @@ def test_json_everywhere():
 		qid = submit(d.smtp_port, "s@client.test", ["x@example.org"],
 		    sample_message("j"))
 		for args in (("queue", "--json"), ("stats", "--json"),
-		    ("show", qid, "--json"), ("passwd", "list", "--json")):
+		    ("show", qid, "--json"), ("passwd", "list", "--json"),
+		    ("quarantine", "--json"), ("recipients", "--json",
+		    "example.org")):
 			r = d.ctl_ok(*args)
 			try:
 				obj = json.loads(r.out)

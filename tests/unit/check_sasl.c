@@ -637,6 +637,12 @@ START_TEST(test_throttle_user)
 	ck_assert(!sasl_throttle_blocked(t, "203.0.113.200"));
 	ck_assert(!sasl_throttle_user_blocked(t, "203.0.113.200", "dave"));
 	ck_assert(!sasl_throttle_user_blocked(t, "198.51.100.7", "carol"));
+	/* The hard cap holds even there. */
+	for (; i < SASL_THROTTLE_USER_HARD; i++) {
+		snprintf(ip, sizeof(ip), "203.0.%d.%d", i / 200, i % 200 + 1);
+		sasl_throttle_failure(t, ip, "carol");
+	}
+	ck_assert(sasl_throttle_user_blocked(t, "198.51.100.7", "carol"));
 	sasl_test_set_time(5000 + SASL_THROTTLE_WINDOW);
 	ck_assert(!sasl_throttle_user_blocked(t, "203.0.113.200", "carol"));
 	sasl_test_set_time(-1);

@@ -41,6 +41,10 @@ START_TEST(test_exact_listener)
 	 * local Postfix on 10025 must keep working) */
 	ck_assert(!is_self(s, "127.0.0.1:25"));
 	ck_assert(!is_self(s, "127.0.0.1:10025"));
+	/* 0.0.0.0 and :: connect to loopback */
+	ck_assert(is_self(s, "0.0.0.0:2525"));
+	ck_assert(is_self(s, "[::]:2525"));
+	ck_assert(!is_self(s, "0.0.0.0:2526"));
 	/* bound to 127.0.0.1 only: 127.0.0.2 does not reach it */
 	ck_assert(!is_self(s, "127.0.0.2:2525"));
 	ck_assert(!is_self(s, "192.0.2.1:2525"));

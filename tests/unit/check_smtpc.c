@@ -595,6 +595,42 @@ START_TEST(test_550_one_rcpt)
 }
 END_TEST
 
+START_TEST(test_probe_mode)
+{
+	struct tmsg m[2] = {
+		{ .sender = "", .body = "",
+		  .rcpts = { "ok@y.test", "bad@y.test" }, .nrcpts = 2 },
+		{ .sender = "", .body = "", .rcpts = { "x@y.test" }, .nrcpts = 1 },
+	};
+	unsigned variants[2] = { 0, SMTPC_NO_PIPELINING };
+	int v;
+
+	for (v = 0; v < 2; v++) {
+		static struct run r;
+
+		memset(&r, 0, sizeof(r));
+		r.msgs = m;
+		r.nmsgs = 2;
+		r.f.ehlo = EHLO_FULL;
+		r.f.reject = "bad@";
+		run_session(&r, SMTPC_PROBE | variants[v]);
+		/* Each RCPT reply is the answer; no DATA; RSET in between. */
+		ck_assert_str_eq(r.results,
+		    "ok@y.test 250\nbad@y.test 550\nx@y.test 250\n");
+		ck_assert_int_eq(r.f.nmsgs, 0);
+		ck_assert_int_eq(r.msg_done, 2);
+		ck_assert_str_eq(r.f.cmds,
+		    "EHLO relay.test\n"
+		    "MAIL FROM:<> SIZE=0\nRCPT TO:<ok@y.test>\nRCPT TO:<bad@y.test>\n"
+		    "RSET\n"
+		    "MAIL FROM:<> SIZE=0\nRCPT TO:<x@y.test>\n"
+		    "QUIT\n");
+		ck_assert_int_eq(r.st.ok, 1);
+		run_free(&r);
+	}
+}
+END_TEST
+
 START_TEST(test_drop_mid_data)
 {
 	static char big[20000];
@@ -1278,6 +1314,7 @@ static Suite *smtpc_suite(void)
 	tcase_add_test(tc, test_452_retry);
 	tcase_add_test(tc, test_452_no_progress);
 	tcase_add_test(tc, test_550_one_rcpt);
+	tcase_add_test(tc, test_probe_mode);
 	tcase_add_test(tc, test_drop_mid_data);
 	tcase_add_test(tc, test_drop_after_dot);
 	tcase_add_test(tc, test_dot_stuffing);

@@ -2,9 +2,11 @@
  * testfilter - a small milter written with Sendmail's libmilter, for
  * odrelay's integration tests and bench/milter.sh.
  *
- * usage: testfilter SOCKET [accept]
+ * usage: testfilter SOCKET [accept | accept-connect]
  *   SOCKET: inet:PORT@127.0.0.1 or unix:/path (libmilter syntax)
- *   accept: an accept-all filter (sees everything, changes nothing)
+ *   accept: an accept-all filter that sees everything (continues up to
+ *           the end of the message, changes nothing, accepts)
+ *   accept-connect: accepts every connection at once (sees nothing more)
  *
  * Otherwise the message tells it what to do:
  *   RCPT TO:<reject-me@...>          550 5.7.1 at RCPT (smfi_setreply)
@@ -31,7 +33,7 @@ struct tf {
 	int nrcpts;
 };
 
-static int accept_all;
+static int accept_all, accept_connect;
 
 static struct tf *tf_get(SMFICTX *ctx)
 {
@@ -49,7 +51,7 @@ static sfsistat tf_connect(SMFICTX *ctx, char *host, _SOCK_ADDR *sa)
 	(void)host;
 	(void)sa;
 	tf_get(ctx);
-	return SMFIS_CONTINUE;
+	return accept_connect ? SMFIS_ACCEPT : SMFIS_CONTINUE;
 }
 
 static sfsistat tf_envfrom(SMFICTX *ctx, char **argv)
@@ -100,11 +102,12 @@ static sfsistat tf_eom(SMFICTX *ctx)
 	const char *id = smfi_getsymval(ctx, "i");
 	const char *ca = smfi_getsymval(ctx, "{client_addr}");
 	const char *j = smfi_getsymval(ctx, "j");
+	const char *tv = smfi_getsymval(ctx, "{tls_version}");
 	const char *a = t->action;
 
-	fprintf(stderr, "eom i=%s client=%s j=%s rcpts=%d action=%s\n",
+	fprintf(stderr, "eom i=%s client=%s j=%s rcpts=%d action=%s tls=%s\n",
 	    id ? id : "-", ca ? ca : "-", j ? j : "-", t->nrcpts,
-	    a[0] ? a : "-");
+	    a[0] ? a : "-", tv ? tv : "-");
 	fflush(stderr);
 	if (accept_all || a[0] == '\0')
 		return SMFIS_ACCEPT;
@@ -165,10 +168,12 @@ static struct smfiDesc tf_desc = {
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: testfilter SOCKET [accept]\n");
+		fprintf(stderr, "usage: testfilter SOCKET [accept | "
+		    "accept-connect]\n");
 		return 2;
 	}
 	accept_all = argc > 2 && strcmp(argv[2], "accept") == 0;
+	accept_connect = argc > 2 && strcmp(argv[2], "accept-connect") == 0;
 	if (smfi_setconn(argv[1]) == MI_FAILURE ||
 	    smfi_register(tf_desc) == MI_FAILURE) {
 		fprintf(stderr, "testfilter: cannot set up %s\n", argv[1]);
