@@ -25,6 +25,7 @@
 #include "domhash.h"
 #include "dnsbl.h"
 #include "log.h"
+#include "tlspolicy.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -630,6 +631,41 @@ static int config_set_verify(struct config_ctx *ctx, void *field,
 	return 0;
 }
 
+static int config_set_tls(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	int m = tlspolicy_mode_parse(value);
+
+	if (m < 0) {
+		config_error(ctx, "bad value for '%s': '%s' (expected none, may, "
+		    "encrypt, verify, fingerprint, dane, dane-only or sts)",
+		    key, value);
+		return -1;
+	}
+	*(int *)field = m;
+	return 0;
+}
+
+static int config_set_tls_fingerprint(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	struct tlspolicy_fp fp[TLSPOLICY_MAX_FP];
+	char err[200];
+	size_t n;
+
+	if (tlspolicy_fp_parse(value, fp, TLSPOLICY_MAX_FP, &n, err,
+	    sizeof(err)) < 0) {
+		config_error(ctx, "bad value for '%s': %s", key, err);
+		return -1;
+	}
+	if (n == 0) {
+		config_error(ctx, "empty value for '%s'", key);
+		return -1;
+	}
+	config_replace_str(field, value);
+	return 0;
+}
+
 static int config_set_log_level(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -853,7 +889,10 @@ static int config_set_notify_url(struct config_ctx *ctx, void *field,
 		return -1;
 	}
 	free(*f);
-	*f = *value == '\0' ? NULL : xstrdup(value);
+	/* Empty in a domain section: no webhook there, whatever the global
+	 * value ("" is kept to tell it from "not set"). */
+	*f = *value != '\0' ? xstrdup(value) : ctx->cur != NULL ? xstrdup("") :
+	    NULL;
 	return 0;
 }
 
@@ -1072,6 +1111,9 @@ static const struct config_key config_keys[] = {
 	{ "learn_ttl", CONFIG_BOTH, config_set_duration, GD(learn_ttl) },
 	{ "learn_negative_ttl", CONFIG_BOTH, config_set_duration, GD(learn_negative_ttl) },
 	{ "verify_cache_size", CONFIG_GLOBAL, config_set_uint, G(verify_cache_size) },
+	{ "tls", CONFIG_BOTH, config_set_tls, GD(tls) },
+	{ "tls_ca_file", CONFIG_BOTH, config_set_optstr, GD(tls_ca_file) },
+	{ "tls_fingerprint", CONFIG_BOTH, config_set_tls_fingerprint, GD(tls_fingerprint) },
 };
 
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -1184,6 +1226,7 @@ static struct config *config_new(void)
 	cfg->milter_connect_timeout = 30;
 	cfg->milter_command_timeout = 30;
 	cfg->milter_content_timeout = 300;
+	cfg->tls = TLSPOLICY_MAY;
 	return cfg;
 }
 
@@ -1202,6 +1245,7 @@ static void config_domain_init(struct config_domain *d, const char *name,
 	d->verify_unknown = -1;
 	d->verify_timeout = d->verify_positive_ttl = d->verify_negative_ttl = -1;
 	d->learn_ttl = d->learn_negative_ttl = -1;
+	d->tls = -1;
 }
 
 /* A domain section's verify_* and learn_* default to the global ones. */
@@ -1220,6 +1264,8 @@ static void config_domain_inherit(struct config_domain *d,
 		d->learn_ttl = cfg->learn_ttl;
 	if (d->learn_negative_ttl < 0)
 		d->learn_negative_ttl = cfg->learn_negative_ttl;
+	if (d->tls < 0)
+		d->tls = cfg->tls;
 }
 
 static void config_domain_clear(struct config_domain *d)
@@ -1231,6 +1277,8 @@ static void config_domain_clear(struct config_domain *d)
 	free(d->recipients_file);
 	free(d->notify_url);
 	free(d->notify_ca_file);
+	free(d->tls_ca_file);
+	free(d->tls_fingerprint);
 	memset(d, 0, sizeof(*d));
 }
 
@@ -1279,6 +1327,8 @@ void config_free(struct config **cfgp)
 	free(cfg->run_as_user);
 	free(cfg->notify_url);
 	free(cfg->notify_ca_file);
+	free(cfg->tls_ca_file);
+	free(cfg->tls_fingerprint);
 	for (i = 0; i < cfg->ndomains; i++)
 		config_domain_clear(&cfg->domains[i]);
 	free(cfg->domains);
@@ -1465,6 +1515,18 @@ static void config_rebase(struct config_ctx *ctx, char **path)
 	*path = p;
 }
 
+/* A domain that pins certificates must have pins (its own or global). */
+static void config_check_tls(struct config_ctx *ctx,
+    const struct config_domain *d)
+{
+	if (d->tls == TLSPOLICY_FINGERPRINT && d->tls_fingerprint == NULL &&
+	    ctx->cfg->tls_fingerprint == NULL) {
+		ctx->line = d->line;
+		config_error(ctx, "domain %s: tls = fingerprint needs "
+		    "tls_fingerprint", d->name);
+	}
+}
+
 /* Checks that involve several keys, after the whole file was read. */
 static void config_finish(struct config_ctx *ctx)
 {
@@ -1513,6 +1575,11 @@ static void config_finish(struct config_ctx *ctx)
 			cfg->domains[i].queue_lifetime = cfg->queue_lifetime;
 		strlist_sort_unique(&cfg->domains[i].recipients);
 		config_domain_inherit(&cfg->domains[i], cfg);
+		config_check_tls(ctx, &cfg->domains[i]);
+	}
+	if (cfg->tls == TLSPOLICY_FINGERPRINT && cfg->tls_fingerprint == NULL) {
+		ctx->line = config_gline(ctx, "tls");
+		config_error(ctx, "tls = fingerprint needs tls_fingerprint");
 	}
 }
 

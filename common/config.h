@@ -49,6 +49,10 @@ struct config_domain {
 	char *notify_ca_file;
 	long notify_interval;
 	int milters_none;	/* milters = none: never filtered */
+	/* Outbound TLS (common/tlspolicy.h); -1/NULL = the global value. */
+	int tls;		/* enum tlspolicy_mode */
+	char *tls_ca_file;
+	char *tls_fingerprint;
 };
 
 /* milter_default_action */
@@ -127,6 +131,10 @@ struct config {
 	long milter_connect_timeout;	/* seconds [30] */
 	long milter_command_timeout;	/* seconds [30] */
 	long milter_content_timeout;	/* seconds [300] */
+	/* Outbound TLS policy (common/tlspolicy.h); domains may override. */
+	int tls;			/* enum tlspolicy_mode [may] */
+	char *tls_ca_file;		/* NULL: system store */
+	char *tls_fingerprint;		/* "sha256:HEX ..." or NULL */
 
 	struct config_domain *domains;
 	size_t ndomains;

@@ -18,6 +18,7 @@
 #include "bounce.h"
 #include "config.h"
 #include "deliver.h"
+#include "tlspolicy.h"
 #include "metrics.h"
 #include "log.h"
 #include "queue.h"
@@ -56,6 +57,11 @@ struct deliver {
 	void *done_arg;
 	struct deliver_summary sum;
 	int exact;		/* domains match the address's own domain only */
+	size_t (*more)(void *arg, struct deliver *d);	/* next piece */
+	void *more_arg;
+	void (*more_release)(void *arg);
+	int more_end;		/* more() found nothing left */
+	struct tlspolicy *tlspol;	/* NULL: may */
 };
 
 /* Lease release once the update is durable. */
@@ -214,6 +220,35 @@ size_t deliver_count(const struct deliver *d)
 	return d->nmsgs;
 }
 
+void deliver_set_more(struct deliver *d,
+    size_t (*more)(void *arg, struct deliver *d), void *arg,
+    void (*release)(void *arg))
+{
+	d->more = more;
+	d->more_arg = arg;
+	d->more_release = release;
+	d->more_end = 0;
+}
+
+/* Every message was handed out: forget those whose result is recorded. */
+static void deliver_compact(struct deliver *d)
+{
+	size_t i, w = 0;
+
+	for (i = 0; i < d->nmsgs; i++) {
+		if (d->msgs[i].committed && !d->msgs[i].leased) {
+			deliver_msg_clear(&d->msgs[i]);
+			continue;
+		}
+		if (w != i)
+			d->msgs[w] = d->msgs[i];
+		w++;
+	}
+	d->nmsgs = w;
+	d->next = w;
+	d->cur = NULL;
+}
+
 /* ---- writing results ---- */
 
 static void deliver_unlease_cb(void *arg, int result)
@@ -358,6 +393,13 @@ static int deliver_src_next(void *arg, struct smtpc_msg *sm)
 	struct deliver *d = arg;
 	struct deliver_msg *m;
 
+	/* A run in pieces: the next one when this one is all handed out. */
+	while (d->next >= d->nmsgs && d->more != NULL && !d->more_end &&
+	    !(d->sc != NULL && smtpc_draining(d->sc))) {
+		deliver_compact(d);
+		if (d->more(d->more_arg, d) == 0)
+			d->more_end = 1;
+	}
 	while (d->next < d->nmsgs) {
 		m = &d->msgs[d->next++];
 		if (m->committed)
@@ -466,6 +508,7 @@ static void deliver_destroy(struct deliver *d)
 {
 	size_t i;
 
+	free(d->tlspol);
 	queue_body_free(&d->body);
 	for (i = 0; i < d->nmsgs; i++) {
 		if (d->msgs[i].leased)
@@ -473,6 +516,8 @@ static void deliver_destroy(struct deliver *d)
 		deliver_msg_clear(&d->msgs[i]);
 	}
 	free(d->msgs);
+	if (d->more_release != NULL)
+		d->more_release(d->more_arg);
 	free(d->owner);
 	free(d->relay);
 	config_free(&d->cfg);
@@ -498,6 +543,9 @@ static void deliver_src_done(void *arg, const struct smtpc_stats *st)
 	d->sc = NULL;		/* smtpc frees itself after this */
 	d->sum.ok = st->ok;
 	snprintf(d->sum.reason, sizeof(d->sum.reason), "%s", st->reason);
+	snprintf(d->sum.tls, sizeof(d->sum.tls), "%s", st->tls_version);
+	snprintf(d->sum.verified, sizeof(d->sum.verified), "%s", st->verified);
+	d->sum.tls_result = st->tls_result;
 	/* Messages smtpc never asked for (it always drains; be safe). */
 	for (i = 0; i < d->nmsgs; i++) {
 		struct deliver_msg *m = &d->msgs[i];
@@ -559,6 +607,7 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 	p.helo = d->cfg->hostname;
 	p.peer = peer_host;
 	p.tls = tls;
+	p.policy = d->tlspol;
 	if (flags & DELIVER_REVERSED)
 		p.flags |= SMTPC_REVERSED | SMTPC_QUICKACK;
 	if (flags & DELIVER_ONE_LINE_WRITES)
@@ -566,6 +615,16 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 	d->done = done;
 	d->done_arg = arg;
 	d->sc = smtpc_start(d->base, bev, &p, &src, d);
+}
+
+void deliver_set_tls_policy(struct deliver *d, const struct tlspolicy *p)
+{
+	free(d->tlspol);
+	d->tlspol = NULL;
+	if (p != NULL) {
+		d->tlspol = xmalloc(sizeof(*d->tlspol));
+		*d->tlspol = *p;
+	}
 }
 
 void deliver_fail(struct deliver *d, int code, const char *status,

@@ -29,14 +29,20 @@ struct deliver_summary {
 	uint64_t bytes;
 	int ok;			/* session ended normally (QUIT) */
 	char reason[256];	/* why it ended, for the log */
+	char tls[16];		/* TLS version, "" for none */
+	char verified[16];	/* what the TLS policy established */
+	const char *tls_result;	/* smtpc_stats.tls_result (metrics label) */
 };
 
 typedef void deliver_done_fn(void *arg, const struct deliver_summary *sum);
+struct tlspolicy;
 
 /* owner: who delivers, for leases and logs ("etrn", "atrn:user", ...).
  * relay_name: the peer, for log lines (relay=...). */
 struct deliver *deliver_new(struct event_base *base, struct config *cfg,
     struct queue *q, const char *owner, const char *relay_name);
+/* The TLS policy for the session deliver_start begins (copied); none: may. */
+void deliver_set_tls_policy(struct deliver *d, const struct tlspolicy *p);
 /*
  * Add message id; only its QUEUED recipients whose domain is one of
  * domains[0..ndomains) are sent (ndomains == 0: all queued recipients).
@@ -46,6 +52,17 @@ struct deliver *deliver_new(struct event_base *base, struct config *cfg,
 int deliver_add(struct deliver *d, const char *id,
     const char *const *domains, size_t ndomains);
 size_t deliver_count(const struct deliver *d);
+/*
+ * A long run (ATRN of a domain holding many messages) in pieces: when
+ * every message added so far has gone to the connection, more(arg, d) is
+ * called to add the next ones with deliver_add and returns how many it
+ * added (0: there are no more). Messages already done are dropped from
+ * memory first, so a run of any length holds one piece at a time.
+ * release(arg) runs when d is freed (may be NULL).
+ */
+void deliver_set_more(struct deliver *d,
+    size_t (*more)(void *arg, struct deliver *d), void *arg,
+    void (*release)(void *arg));
 /*
  * exact (ETRN without '@', RFC 1985): a recipient belongs to a domain only
  * when its address is in that very domain, not in a subdomain that the

@@ -72,6 +72,10 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "Milter answers received." },
 	[METRIC_MILTER_LATENCY_MS] = { "odrelay_milter_latency_ms_total", "milter",
 	    "Milliseconds spent waiting for milter answers (divide by replies for the mean)." },
+	[METRIC_DELIVERY_TLS] = { "odrelay_delivery_tls_total", "outcome",
+	    "Delivery sessions by TLS outcome: clear, encrypted, verified "
+	    "(ca, fingerprint, dane or sts), missing (required TLS not offered, "
+	    "4.7.4), failed (handshake or policy check failed, 4.7.5)." },
 };
 
 struct metric_cell {

@@ -39,6 +39,8 @@ enum metric {
 	METRIC_MILTER_FAILURES,	/* milter unreachable, timeout, garbage */
 	METRIC_MILTER_REPLIES,	/* answers, label: milter */
 	METRIC_MILTER_LATENCY_MS,	/* summed answer times, label: milter */
+	METRIC_DELIVERY_TLS,	/* delivery sessions, label: TLS outcome (clear,
+				 * encrypted, verified, missing, failed) */
 	METRIC_COUNT
 };
 

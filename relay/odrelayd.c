@@ -39,6 +39,7 @@
 #include "sandbox.h"
 #include "smtpd.h"
 #include "tls.h"
+#include "tlspolicy.h"
 #include "util.h"
 #include "watch.h"
 #include "xmalloc.h"
@@ -718,6 +719,8 @@ int main(int argc, char **argv)
 	d.client_tls = tls_client_ctx(NULL, 0, err, sizeof(err));
 	if (d.client_tls == NULL)
 		log_fatal(1, "TLS client: %s", err);
+	if (tlspolicy_ctx_setup(d.client_tls) < 0)
+		log_fatal(1, "TLS client: cannot enable DANE");
 
 	/*
 	 * As root, the queue files must belong to run_as_user: open it under

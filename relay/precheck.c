@@ -178,6 +178,16 @@ int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
 		else
 			(void)odmr_check_config(cfg, precheck_pipe_err, &c);
 	}
+	/* Not an error (a test or a demo may use one word), but a relay
+	 * greets and says EHLO with this name: say what to do. */
+	if (strchr(cfg->hostname, '.') == NULL && c.errfn != NULL) {
+		char w[512];
+
+		snprintf(w, sizeof(w), "warning: hostname '%.200s' is not fully "
+		    "qualified (the system's name, which the resolver could not "
+		    "qualify): set hostname in the configuration", cfg->hostname);
+		c.errfn(c.arg, w);
+	}
 	if (cfg->run_as_user_set && getpwnam(cfg->run_as_user) == NULL)
 		precheck_error(&c, "run_as_user %s: no such user",
 		    cfg->run_as_user);

@@ -23,7 +23,8 @@ int precheck_tls(const struct config *cfg, char *err, size_t errlen);
  * Everything the daemon loads at start: TLS files, the queue directory (or
  * its parent when it is still to be created), the control socket's
  * directory, the ODMR password file, run_as_user. Returns the number of
- * problems reported.
+ * problems reported. A hostname without a dot is reported as a warning
+ * ("warning: ..."), not counted.
  */
 int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
     void *arg);

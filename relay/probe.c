@@ -28,6 +28,7 @@
 #include "dns.h"
 #include "log.h"
 #include "probe.h"
+#include "tlspolicy.h"
 #include "smtpc.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -277,6 +278,8 @@ static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 	struct smtpc_timeouts to;
 	struct smtpc_params sp;
 	struct smtpc_source src;
+	struct tlspolicy *pol;
+	char err[200];
 	unsigned ms = (unsigned)(d->timeout > 0 ? d->timeout : 10) * 1000;
 
 	if (!(what & BEV_EVENT_CONNECTED)) {
@@ -296,6 +299,13 @@ static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 	sp.peer = d->peer;
 	sp.flags = SMTPC_PROBE;
 	sp.timeouts = &to;
+	/* Recipient addresses deserve the same protection as mail. */
+	pol = xmalloc(sizeof(*pol));
+	if (tlspolicy_for_domain(pol, d->p->cfg, d->domain, err,
+	    sizeof(err)) == 0) {
+		sp.policy = pol;
+		sp.tls = tlspolicy_client_ctx();
+	}
 	memset(&src, 0, sizeof(src));
 	src.next = probe_src_next;
 	src.rcpt_result = probe_src_rcpt_result;
@@ -305,6 +315,7 @@ static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 	d->st = D_SESSION;
 	dns_result_free(&d->res);
 	d->sc = smtpc_start(d->p->base, bev, &sp, &src, d);
+	free(pol);
 }
 
 /* 1 if sa is one of our own SMTP listeners (a route back to us). */

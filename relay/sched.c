@@ -44,6 +44,7 @@
 #include "sched.h"
 #include "domstate.h"
 #include "selfaddr.h"
+#include "tlspolicy.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -179,9 +180,12 @@ static void sched_conn_done(void *arg, const struct deliver_summary *sum)
 	struct sched_conn *c = arg;
 	struct sched_run *run = c->run;
 
-	log_info("%s: delivery run ended, relay=%s, sent=%u, deferred=%u, bounced=%u, reason=%s",
+	log_info("%s: delivery run ended, relay=%s, sent=%u, deferred=%u, bounced=%u, tls=%s, verified=%s, reason=%s",
 	    run->domain, c->peer, sum->rcpts_sent, sum->rcpts_deferred,
-	    sum->rcpts_bounced, sum->reason);
+	    sum->rcpts_bounced, sum->tls[0] ? sum->tls : "none",
+	    sum->verified[0] ? sum->verified : "no", sum->reason);
+	if (sum->tls_result != NULL)
+		metrics_inc(METRIC_DELIVERY_TLS, sum->tls_result);
 	c->d = NULL;		/* deliver freed itself */
 	c->running = NULL;
 	sched_conn_unlink(c);
@@ -192,6 +196,20 @@ static void sched_conn_done(void *arg, const struct deliver_summary *sum)
 }
 
 static void sched_conn_try(struct sched_conn *c);
+
+/* The destination's TLS policy (tlspolicy.h) for this session. */
+static void sched_conn_tls(struct sched_conn *c, struct deliver *d)
+{
+	struct tlspolicy *pol = xmalloc(sizeof(*pol));
+	char err[200];
+
+	/* The configuration was checked when loaded: this cannot fail. */
+	if (tlspolicy_for_domain(pol, c->run->s->cfg, c->run->domain, err,
+	    sizeof(err)) < 0)
+		log_warn("%s: tls policy: %s", c->run->domain, err);
+	deliver_set_tls_policy(d, pol);
+	free(pol);
+}
 
 static void sched_conn_event(struct bufferevent *bev, short what, void *arg)
 {
@@ -206,6 +224,7 @@ static void sched_conn_event(struct bufferevent *bev, short what, void *arg)
 		bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
 		/* c stays alive as the done-callback argument. */
 		c->running = d;
+		sched_conn_tls(c, d);
 		deliver_start(d, bev, 0, c->run->s->client_tls, t->host,
 		    sched_conn_done, c);
 		return;

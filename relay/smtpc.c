@@ -33,6 +33,7 @@
 #include "log.h"
 #include "xmalloc.h"
 #include "smtpc.h"
+#include "tlspolicy.h"
 
 #define SMTPC_OUT_HIGH	(64 * 1024)	/* stop feeding the body above this */
 #define SMTPC_OUT_LOW	(16 * 1024)	/* resume below this */
@@ -78,6 +79,7 @@ struct smtpc {
 	char *peer;
 	unsigned flags;
 	SSL_CTX *tls;
+	struct tlspolicy *pol;	/* NULL: may */
 	struct smtpc_timeouts to;
 	enum smtpc_state state;
 	int busy;
@@ -131,6 +133,7 @@ struct smtpc {
 	int body_eof;
 
 	struct smtpc_stats st;
+	int draining;		/* failing what is left: no new messages wanted */
 };
 
 static void smtpc_next_tx(struct smtpc *s);
@@ -385,6 +388,7 @@ static void smtpc_destroy(struct smtpc *s)
 		event_free(s->deadline);
 	free(s->helo);
 	free(s->peer);
+	free(s->pol);
 	free(s->rst);
 	free(s->tx);
 	free(s->acc);
@@ -436,6 +440,7 @@ static void smtpc_fail(struct smtpc *s, int code, const char *fmt, ...)
 		smtpc_msg_all(s, code, text);
 		smtpc_msg_end(s);
 	}
+	s->draining = 1;
 	while (smtpc_load_msg(s)) {
 		smtpc_msg_all(s, code, text);
 		smtpc_msg_end(s);
@@ -521,7 +526,18 @@ static void smtpc_starttls(struct smtpc *s)
 		smtpc_fail(s, 451, "cannot create TLS session");
 		return;
 	}
-	if (s->peer != NULL && s->peer[0] != '\0' && s->peer[0] != '[')
+	if (s->pol != NULL) {
+		char err[200];
+
+		if (tlspolicy_prepare(s->pol, ssl, s->peer, err, sizeof(err)) < 0) {
+			SSL_free(ssl);
+			s->st.tls_result = "failed";
+			smtpc_send(s, "QUIT");
+			smtpc_fail(s, 451, "451 4.7.5 TLS with %s: %s",
+			    s->peer ? s->peer : "server", err);
+			return;
+		}
+	} else if (s->peer != NULL && s->peer[0] != '\0' && s->peer[0] != '[')
 		SSL_set_tlsext_host_name(ssl, s->peer);
 	bufferevent_setcb(s->bev, NULL, NULL, NULL, NULL);
 	/*
@@ -547,9 +563,32 @@ static void smtpc_starttls(struct smtpc *s)
 	smtpc_set_timeout(s, s->to.ehlo);
 }
 
+/* The policy demands TLS and this session has none yet. */
+static int smtpc_tls_required(const struct smtpc *s)
+{
+	return s->pol != NULL && !s->tls_done && tlspolicy_required(s->pol) &&
+	    !(s->flags & (SMTPC_REVERSED | SMTPC_LMTP));
+}
+
+/* Required TLS is not to be had: defer, never go on in clear. */
+static void smtpc_tls_missing(struct smtpc *s, const char *what)
+{
+	s->st.tls_result = "missing";
+	smtpc_send(s, "QUIT");
+	smtpc_fail(s, 451, "451 4.7.4 TLS required (tls = %s) but %s %s",
+	    tlspolicy_mode_name(s->pol->mode), s->peer ? s->peer : "server",
+	    what);
+}
+
 /* After EHLO/HELO succeeded: STARTTLS or mail. */
 static void smtpc_ready(struct smtpc *s)
 {
+	if (smtpc_tls_required(s) && (!s->esmtp || !s->cap_starttls ||
+	    s->tls == NULL)) {
+		smtpc_tls_missing(s, s->tls == NULL ? "no TLS context" :
+		    "did not offer STARTTLS");
+		return;
+	}
 	if (s->esmtp && s->cap_starttls && s->tls != NULL && !s->tls_done &&
 	    !(s->flags & (SMTPC_REVERSED | SMTPC_LMTP))) {
 		smtpc_send(s, "STARTTLS");
@@ -557,6 +596,8 @@ static void smtpc_ready(struct smtpc *s)
 		smtpc_set_timeout(s, s->to.ehlo);
 		return;
 	}
+	if (!s->tls_done)
+		s->st.tls_result = "clear";
 	smtpc_next_tx(s);
 }
 
@@ -676,6 +717,7 @@ static void smtpc_session_over(struct smtpc *s)
 	    s->peer ? s->peer : "server");
 	log_info("smtpc %s: session time limit reached, QUIT",
 	    s->peer ? s->peer : "-");
+	s->draining = 1;
 	while (smtpc_load_msg(s)) {
 		smtpc_msg_all(s, 451, text);
 		smtpc_msg_end(s);
@@ -1089,6 +1131,11 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 			return;
 		}
 		smtpc_caps_clear(s);
+		if (smtpc_tls_required(s)) {
+			smtpc_tls_missing(s, "does not speak ESMTP");
+			return;
+		}
+		s->st.tls_result = "clear";
 		smtpc_next_tx(s);
 		return;
 	case S_STARTTLS:
@@ -1096,6 +1143,11 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 			smtpc_starttls(s);
 			return;
 		}
+		if (smtpc_tls_required(s)) {
+			smtpc_tls_missing(s, "refused STARTTLS");
+			return;
+		}
+		s->st.tls_result = "clear";
 		/* Opportunistic TLS (RFC 7435): go on in clear. */
 		s->tls = NULL;
 		smtpc_next_tx(s);
@@ -1255,6 +1307,38 @@ static void smtpc_writecb(struct bufferevent *bev, void *arg)
 	smtpc_leave(s);
 }
 
+/*
+ * The handshake finished: record what it achieved and hold it to the
+ * policy. -1: the session was failed (4.7.5).
+ */
+static int smtpc_tls_established(struct smtpc *s)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(s->bev);
+	const char *verified = "no";
+	char why[300] = "";
+
+	s->tls_done = 1;
+	s->st.tls = 1;
+	if (ssl != NULL)
+		snprintf(s->st.tls_version, sizeof(s->st.tls_version), "%s",
+		    SSL_get_version(ssl));
+	if (s->pol != NULL && ssl != NULL &&
+	    tlspolicy_check(s->pol, ssl, s->peer, &verified, why,
+	    sizeof(why)) < 0) {
+		snprintf(s->st.verified, sizeof(s->st.verified), "failed");
+		s->st.tls_result = "failed";
+		smtpc_send(s, "QUIT");
+		smtpc_fail(s, 451, "451 4.7.5 %s", why);
+		return -1;
+	}
+	if (why[0] != '\0')
+		log_info("smtpc %s: %s (not enforced)", s->peer ? s->peer : "-",
+		    why);
+	snprintf(s->st.verified, sizeof(s->st.verified), "%s", verified);
+	s->st.tls_result = strcmp(verified, "no") == 0 ? "encrypted" : "verified";
+	return 0;
+}
+
 static void smtpc_eventcb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtpc *s = arg;
@@ -1263,8 +1347,10 @@ static void smtpc_eventcb(struct bufferevent *bev, short what, void *arg)
 	s->busy++;
 	if (what & BEV_EVENT_CONNECTED) {
 		if (s->state == S_HANDSHAKE) {
-			s->tls_done = 1;
-			s->st.tls = 1;
+			if (smtpc_tls_established(s) < 0) {
+				smtpc_leave(s);
+				return;
+			}
 			smtpc_ehlo(s);
 			/* Replies may already be waiting. */
 			smtpc_readcb(s->bev, s);
@@ -1278,8 +1364,13 @@ static void smtpc_eventcb(struct bufferevent *bev, short what, void *arg)
 
 		if (e != 0)
 			ERR_error_string_n(e, buf, sizeof(buf));
-		smtpc_fail(s, 451, "TLS failed with %s: %s",
-		    s->peer ? s->peer : "server", buf);
+		s->st.tls_result = "failed";
+		if (smtpc_tls_required(s))
+			smtpc_fail(s, 451, "451 4.7.5 TLS failed with %s: %s",
+			    s->peer ? s->peer : "server", buf);
+		else
+			smtpc_fail(s, 451, "TLS failed with %s: %s",
+			    s->peer ? s->peer : "server", buf);
 	} else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		/* Replies that arrived before the close still count. */
 		if (!s->dead && s->state != S_BODY)
@@ -1319,6 +1410,12 @@ struct smtpc *smtpc_start(struct event_base *base, struct bufferevent *bev,
 	s->peer = p->peer != NULL ? xstrdup(p->peer) : NULL;
 	s->flags = p->flags;
 	s->tls = (p->flags & (SMTPC_REVERSED | SMTPC_LMTP)) ? NULL : p->tls;
+	if (p->policy != NULL) {
+		s->pol = xmalloc(sizeof(*s->pol));
+		*s->pol = *p->policy;
+		if (s->pol->mode == TLSPOLICY_NONE)
+			s->tls = NULL;
+	}
 	if (p->timeouts != NULL)
 		s->to = *p->timeouts;
 	else
@@ -1363,6 +1460,11 @@ void smtpc_wake(struct smtpc *s)
 	s->busy++;
 	smtpc_next_tx(s);
 	smtpc_leave(s);
+}
+
+int smtpc_draining(const struct smtpc *s)
+{
+	return s->draining;
 }
 
 int smtpc_peer_has_dsn(const struct smtpc *s)

@@ -22,6 +22,7 @@
 struct event_base;
 struct bufferevent;
 struct smtpc;
+struct tlspolicy;
 
 /* Session flags. */
 #define SMTPC_REVERSED		0x1	/* ATRN: no STARTTLS, no BDAT */
@@ -79,6 +80,15 @@ struct smtpc_stats {
 	uint64_t bytes;		/* body octets sent (after stuffing) */
 	int ok;			/* ended normally: QUIT sent after the last message */
 	int tls;		/* STARTTLS done */
+	char tls_version[16];	/* "TLSv1.3" once done, else "" */
+	/* What the TLS policy established: "no", "ca", "fingerprint",
+	 * "dane", "sts"; "" without TLS. */
+	char verified[16];
+	/* For metrics: "clear", "encrypted", "verified" (any of the above
+	 * but "no"), "missing" (required, not offered: 4.7.4), "failed"
+	 * (handshake or policy check failed: 4.7.5); "" before it was
+	 * decided. */
+	const char *tls_result;
 	char reason[256];	/* how it ended, for the log */
 };
 
@@ -138,6 +148,9 @@ struct smtpc_params {
 	const char *peer;	/* server host name: SNI, logs; may be NULL */
 	unsigned flags;		/* SMTPC_* */
 	SSL_CTX *tls;		/* STARTTLS when offered; NULL: never */
+	/* What TLS must achieve (copied); NULL: tls = may. A failure
+	 * defers every recipient (451 4.7.4 / 4.7.5), never clear text. */
+	const struct tlspolicy *policy;
 	const struct smtpc_timeouts *timeouts;	/* NULL: defaults */
 };
 
@@ -154,6 +167,9 @@ void smtpc_free(struct smtpc **s);
 void smtpc_wake(struct smtpc *s);
 /* 1 if the server's last EHLO offered DSN (NOTIFY/ORCPT were passed on). */
 int smtpc_peer_has_dsn(const struct smtpc *s);
+/* 1 once the session fails what is left (connection lost, time limit):
+ * a source should then hand out no messages it has not taken yet. */
+int smtpc_draining(const struct smtpc *s);
 
 /* ---- helpers, exposed for tests and callers ---- */
 

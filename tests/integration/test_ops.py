@@ -46,6 +46,11 @@ def test_check_only():
 		    "configuration OK" in out, "-n on success: exit %d, stdout %r"
 		    % (r.returncode, out))
 		base = d.text
+		# A one-word hostname is only a warning (and says what to do).
+		c = write_conf(d, base.replace("hostname = relay.test",
+		    "hostname = relay"))
+		check_n(c, 0, r"warning: hostname 'relay' is not fully qualified.*"
+		    r"set hostname", "one-word hostname")
 		missing = os.path.join(d.dir, "nonexistent.pem")
 		c = write_conf(d, base.replace("tls_cert_file = " + d.cert,
 		    "tls_cert_file = " + missing))

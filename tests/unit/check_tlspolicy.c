@@ -1,0 +1,148 @@
+/* Unit tests: tlspolicy modes, pins and what each mode requires. */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "tlspolicy.h"
+
+START_TEST(test_modes)
+{
+	ck_assert_int_eq(tlspolicy_mode_parse("none"), TLSPOLICY_NONE);
+	ck_assert_int_eq(tlspolicy_mode_parse("MAY"), TLSPOLICY_MAY);
+	ck_assert_int_eq(tlspolicy_mode_parse("dane-only"), TLSPOLICY_DANE_ONLY);
+	ck_assert_int_eq(tlspolicy_mode_parse("sts"), TLSPOLICY_STS);
+	ck_assert_int_eq(tlspolicy_mode_parse("secure"), -1);
+	ck_assert_int_eq(tlspolicy_mode_parse(""), -1);
+	for (int m = 0; m < TLSPOLICY_NMODES; m++)
+		ck_assert_int_eq(tlspolicy_mode_parse(tlspolicy_mode_name(m)), m);
+}
+END_TEST
+
+START_TEST(test_fingerprints)
+{
+	struct tlspolicy_fp fp[4];
+	char err[200], hex[200], colon[200];
+	size_t n = 99;
+
+	memset(hex, 'a', 64);
+	hex[64] = '\0';
+	for (int i = 0; i < 32; i++)
+		memcpy(colon + 3 * i, i == 31 ? "0F" : "0F:", 3);
+	colon[95] = '\0';
+	{
+		char in[600];
+
+		snprintf(in, sizeof(in), "sha256:%s, Pubkey-SHA256:%s", hex, colon);
+		ck_assert_int_eq(tlspolicy_fp_parse(in, fp, 4, &n, err,
+		    sizeof(err)), 0);
+	}
+	ck_assert_uint_eq(n, 2);
+	ck_assert_int_eq(fp[0].pubkey, 0);
+	ck_assert_uint_eq(fp[0].md[0], 0xaa);
+	ck_assert_uint_eq(fp[0].md[31], 0xaa);
+	ck_assert_int_eq(fp[1].pubkey, 1);
+	ck_assert_uint_eq(fp[1].md[31], 0x0f);
+	/* too short, too long, odd digits, bad prefix, bad digit */
+	ck_assert_int_eq(tlspolicy_fp_parse("sha256:abcd", fp, 4, &n, err,
+	    sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "sha256:abcd"));
+	{
+		char in[600];
+
+		snprintf(in, sizeof(in), "sha256:%sab", hex);
+		ck_assert_int_eq(tlspolicy_fp_parse(in, fp, 4, &n, err,
+		    sizeof(err)), -1);
+		snprintf(in, sizeof(in), "sha256:%sa", hex);
+		ck_assert_int_eq(tlspolicy_fp_parse(in, fp, 4, &n, err,
+		    sizeof(err)), -1);
+		snprintf(in, sizeof(in), "md5:%s", hex);
+		ck_assert_int_eq(tlspolicy_fp_parse(in, fp, 4, &n, err,
+		    sizeof(err)), -1);
+		snprintf(in, sizeof(in), "sha256:%s", hex);
+		in[10] = 'g';
+		ck_assert_int_eq(tlspolicy_fp_parse(in, fp, 4, &n, err,
+		    sizeof(err)), -1);
+		/* more than max */
+		snprintf(in, sizeof(in), "sha256:%s sha256:%s", hex, hex);
+		ck_assert_int_eq(tlspolicy_fp_parse(in, fp, 1, &n, err,
+		    sizeof(err)), -1);
+	}
+	ck_assert_int_eq(tlspolicy_fp_parse("  ", fp, 4, &n, err, sizeof(err)), 0);
+	ck_assert_uint_eq(n, 0);
+}
+END_TEST
+
+START_TEST(test_required)
+{
+	struct tlspolicy p;
+	char err[200];
+
+	ck_assert_int_eq(tlspolicy_init(&p, TLSPOLICY_MAY, NULL, NULL, err,
+	    sizeof(err)), 0);
+	ck_assert_int_eq(tlspolicy_required(&p), 0);
+	p.mode = TLSPOLICY_NONE;
+	ck_assert_int_eq(tlspolicy_required(&p), 0);
+	p.mode = TLSPOLICY_DANE;	/* no secure TLSA: may */
+	ck_assert_int_eq(tlspolicy_required(&p), 0);
+	p.ntlsa = 1;			/* secure TLSA: required */
+	ck_assert_int_eq(tlspolicy_required(&p), 1);
+	p.ntlsa = 0;
+	p.mode = TLSPOLICY_STS;
+	ck_assert_int_eq(tlspolicy_required(&p), 0);
+	p.sts = 2;			/* testing: not required */
+	ck_assert_int_eq(tlspolicy_required(&p), 0);
+	p.sts = 1;
+	ck_assert_int_eq(tlspolicy_required(&p), 1);
+	for (int m = TLSPOLICY_ENCRYPT; m <= TLSPOLICY_FINGERPRINT; m++) {
+		ck_assert_int_eq(tlspolicy_init(&p, m, "/x/ca.pem", NULL, err,
+		    sizeof(err)), 0);
+		ck_assert_int_eq(tlspolicy_required(&p), 1);
+		ck_assert_str_eq(p.ca_file, "/x/ca.pem");
+	}
+	ck_assert_int_eq(tlspolicy_init(&p, TLSPOLICY_DANE_ONLY, NULL, NULL,
+	    err, sizeof(err)), 0);
+	ck_assert_int_eq(tlspolicy_required(&p), 1);
+	ck_assert_int_eq(tlspolicy_init(&p, TLSPOLICY_FINGERPRINT, NULL,
+	    "sha256:zz", err, sizeof(err)), -1);
+}
+END_TEST
+
+START_TEST(test_for_domain)
+{
+	struct config *cfg = config_defaults();
+	struct tlspolicy p;
+	char err[200];
+
+	/* No section: the global default (may). */
+	ck_assert_int_eq(tlspolicy_for_domain(&p, cfg, "nowhere.test", err,
+	    sizeof(err)), 0);
+	ck_assert_int_eq(p.mode, TLSPOLICY_MAY);
+	ck_assert_str_eq(p.ca_file, "");
+	config_free(&cfg);
+}
+END_TEST
+
+static Suite *tlspolicy_suite(void)
+{
+	Suite *su = suite_create("tlspolicy");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_modes);
+	tcase_add_test(tc, test_fingerprints);
+	tcase_add_test(tc, test_required);
+	tcase_add_test(tc, test_for_domain);
+	suite_add_tcase(su, tc);
+	return su;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(tlspolicy_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
