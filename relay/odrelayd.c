@@ -766,6 +766,8 @@ int main(int argc, char **argv)
 	    err, sizeof(err));
 	if (d.control == NULL)
 		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
+	/* From here on the session process writes only below the queue. */
+	(void)sandbox_session_paths(d.cfg->queue_dir, d.cfg->control_socket);
 	log_info("control: listening on %s", d.cfg->control_socket);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
