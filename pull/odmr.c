@@ -448,16 +448,68 @@ struct odmr_gather {
 	unsigned added, busy;
 };
 
-static int odmr_gather_cb(void *arg, const char *id)
-{
-	struct odmr_gather *g = arg;
-	int rc = deliver_add(g->d, id, g->domains, g->ndomains);
+/*
+ * The mail of an ATRN is read from the domain index a piece at a time
+ * (ODMR_PIECE messages), as the reversed session takes it: a domain that
+ * holds half a million messages neither stalls the event loop nor fills
+ * memory before the first one goes out.
+ */
+#define ODMR_PIECE	256
 
-	if (rc == 1)
-		g->added++;
-	else if (rc == QUEUE_EBUSY)
-		g->busy++;
-	return 0;
+struct odmr_more {
+	struct queue *q;
+	char *domains[ODMR_MAX_DOMAINS];	/* copies */
+	size_t ndomains, cur;		/* domain being read */
+	char after[QUEUE_ID_LEN + 1];	/* last id read there */
+};
+
+/* Add up to `want` messages; counts in g. Returns 0 when all is read. */
+static int odmr_more_fill(struct odmr_more *m, struct odmr_gather *g,
+    unsigned want)
+{
+	char ids[ODMR_PIECE][QUEUE_ID_LEN + 1];
+
+	while (m->cur < m->ndomains && g->added < want) {
+		int n = queue_domain_ids(m->q, m->domains[m->cur], m->after, ids,
+		    ODMR_PIECE);
+
+		if (n <= 0) {
+			m->cur++;
+			m->after[0] = '\0';
+			continue;
+		}
+		for (int k = 0; k < n; k++) {
+			int rc = deliver_add(g->d, ids[k],
+			    (const char *const *)m->domains, m->ndomains);
+
+			if (rc == 1)
+				g->added++;
+			else if (rc == QUEUE_EBUSY)
+				g->busy++;
+		}
+		memcpy(m->after, ids[n - 1], sizeof(m->after));
+	}
+	return m->cur < m->ndomains;
+}
+
+static size_t odmr_more_cb(void *arg, struct deliver *d)
+{
+	struct odmr_more *m = arg;
+	struct odmr_gather g;
+
+	memset(&g, 0, sizeof(g));
+	g.d = d;
+	(void)odmr_more_fill(m, &g, ODMR_PIECE);
+	return g.added;
+}
+
+static void odmr_more_free(void *arg)
+{
+	struct odmr_more *m = arg;
+
+	for (size_t i = 0; i < m->ndomains; i++)
+		free(m->domains[i]);
+	free(m);
 }
 
 struct odmr_atrn_log {
@@ -593,6 +645,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	char *domains[ODMR_MAX_DOMAINS];
 	size_t ndomains = 0, i;
 	struct odmr_gather g;
+	struct odmr_more *more;
 	struct odmr_atrn_log *lg;
 	char list[512];
 	size_t off = 0;
@@ -639,8 +692,16 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	}
 	g.domains = (const char *const *)domains;
 	g.ndomains = ndomains;
+	more = xcalloc(1, sizeof(*more));
+	more->q = s->o->q;
 	for (i = 0; i < ndomains; i++)
-		queue_foreach_domain(s->o->q, domains[i], odmr_gather_cb, &g);
+		more->domains[i] = xstrdup(domains[i]);
+	more->ndomains = ndomains;
+	/* The first piece now (the reply depends on it), the rest later. */
+	if (odmr_more_fill(more, &g, ODMR_PIECE))
+		deliver_set_more(g.d, odmr_more_cb, more, odmr_more_free);
+	else
+		odmr_more_free(more);
 	if (g.added == 0) {
 		deliver_free(&g.d);
 		if (g.busy > 0) {
@@ -657,8 +718,10 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 		}
 		return;
 	}
-	log_info("atrn: client=[%s], user=%s, domains=%s, messages=%u, result=reversing",
-	    s->ip, s->user, list, g.added);
+	/* "256+": the first piece; the rest is read as it goes out. */
+	log_info("atrn: client=[%s], user=%s, domains=%s, messages=%u%s, "
+	    "result=reversing", s->ip, s->user, list, g.added,
+	    g.added >= ODMR_PIECE ? "+" : "");
 	metrics_inc(METRIC_ATRN, "started");
 	odmr_reply(s, "250 2.0.0 OK now reversing the connection");
 	lg = xcalloc(1, sizeof(*lg));

@@ -94,7 +94,20 @@ struct conn {
 static volatile sig_atomic_t stop_requested;
 static sigset_t sig_open;	/* the mask inside interruptible waits */
 
+
 static struct opts opt;
+
+/* A SIGTERM may be pending while the provider keeps us busy without a
+ * wait (its next command already read): look, between messages. */
+static int stop_pending(void)
+{
+	sigset_t pend;
+
+	if (!stop_requested && opt.watch && sigpending(&pend) == 0 &&
+	    (sigismember(&pend, SIGTERM) == 1 || sigismember(&pend, SIGINT) == 1))
+		stop_requested = 1;
+	return stop_requested;
+}
 
 static void die_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 
@@ -841,7 +854,7 @@ static int reversed_session(struct conn *p, struct tally *t)
 		/* --watch: SIGTERM ends the session between messages only; the
 		 * provider keeps what was not confirmed. */
 		p->interruptible = opt.watch && !in_tx;
-		if (stop_requested && !in_tx)
+		if (!in_tx && stop_pending())
 			break;
 		conn_deadline(p);
 		n = conn_read_line(p, line, sizeof(line), NULL);

@@ -57,6 +57,10 @@ struct deliver {
 	void *done_arg;
 	struct deliver_summary sum;
 	int exact;		/* domains match the address's own domain only */
+	size_t (*more)(void *arg, struct deliver *d);	/* next piece */
+	void *more_arg;
+	void (*more_release)(void *arg);
+	int more_end;		/* more() found nothing left */
 	struct tlspolicy *tlspol;	/* NULL: may */
 };
 
@@ -216,6 +220,35 @@ size_t deliver_count(const struct deliver *d)
 	return d->nmsgs;
 }
 
+void deliver_set_more(struct deliver *d,
+    size_t (*more)(void *arg, struct deliver *d), void *arg,
+    void (*release)(void *arg))
+{
+	d->more = more;
+	d->more_arg = arg;
+	d->more_release = release;
+	d->more_end = 0;
+}
+
+/* Every message was handed out: forget those whose result is recorded. */
+static void deliver_compact(struct deliver *d)
+{
+	size_t i, w = 0;
+
+	for (i = 0; i < d->nmsgs; i++) {
+		if (d->msgs[i].committed && !d->msgs[i].leased) {
+			deliver_msg_clear(&d->msgs[i]);
+			continue;
+		}
+		if (w != i)
+			d->msgs[w] = d->msgs[i];
+		w++;
+	}
+	d->nmsgs = w;
+	d->next = w;
+	d->cur = NULL;
+}
+
 /* ---- writing results ---- */
 
 static void deliver_unlease_cb(void *arg, int result)
@@ -360,6 +393,13 @@ static int deliver_src_next(void *arg, struct smtpc_msg *sm)
 	struct deliver *d = arg;
 	struct deliver_msg *m;
 
+	/* A run in pieces: the next one when this one is all handed out. */
+	while (d->next >= d->nmsgs && d->more != NULL && !d->more_end &&
+	    !(d->sc != NULL && smtpc_draining(d->sc))) {
+		deliver_compact(d);
+		if (d->more(d->more_arg, d) == 0)
+			d->more_end = 1;
+	}
 	while (d->next < d->nmsgs) {
 		m = &d->msgs[d->next++];
 		if (m->committed)
@@ -476,6 +516,8 @@ static void deliver_destroy(struct deliver *d)
 		deliver_msg_clear(&d->msgs[i]);
 	}
 	free(d->msgs);
+	if (d->more_release != NULL)
+		d->more_release(d->more_arg);
 	free(d->owner);
 	free(d->relay);
 	config_free(&d->cfg);

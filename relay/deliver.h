@@ -53,6 +53,17 @@ int deliver_add(struct deliver *d, const char *id,
     const char *const *domains, size_t ndomains);
 size_t deliver_count(const struct deliver *d);
 /*
+ * A long run (ATRN of a domain holding many messages) in pieces: when
+ * every message added so far has gone to the connection, more(arg, d) is
+ * called to add the next ones with deliver_add and returns how many it
+ * added (0: there are no more). Messages already done are dropped from
+ * memory first, so a run of any length holds one piece at a time.
+ * release(arg) runs when d is freed (may be NULL).
+ */
+void deliver_set_more(struct deliver *d,
+    size_t (*more)(void *arg, struct deliver *d), void *arg,
+    void (*release)(void *arg));
+/*
  * exact (ETRN without '@', RFC 1985): a recipient belongs to a domain only
  * when its address is in that very domain, not in a subdomain that the
  * domain's section takes in. Set before deliver_add.

@@ -116,7 +116,7 @@ struct mconn {
 struct mhdr {
 	size_t off, len;		/* raw bytes in hdrbuf (len 0: new) */
 	char *raw;			/* replacement/new text, or NULL */
-	char name[64];			/* for CHGHEADER matching */
+	size_t namelen;			/* field name: the text before ':' */
 	int deleted;
 };
 
@@ -1224,11 +1224,29 @@ static char *ms_hvalue(const unsigned char *raw, size_t len, int leadspc)
 	return v;
 }
 
+/* The header's text: the original bytes or its replacement. */
+static const char *ms_hdr_text(const struct milter_sess *ms,
+    const struct mhdr *h)
+{
+	return h->raw != NULL ? h->raw : (const char *)ms->hdrbuf + h->off;
+}
+
+/* Is h's field name `name` (case-insensitive)? */
+static int ms_hdr_is(const struct milter_sess *ms, const struct mhdr *h,
+    const char *name)
+{
+	return strlen(name) == h->namelen &&
+	    strncasecmp(ms_hdr_text(ms, h), name, h->namelen) == 0;
+}
+
 static void ms_hdr_send(struct milter_sess *ms, size_t h)
 {
 	const struct mhdr *hd = &ms->hdrs[h];
+	char name[256];
 	size_t i;
 
+	memcpy(name, ms->hdrbuf + hd->off, hd->namelen);
+	name[hd->namelen] = '\0';
 	for (i = 0; i < ms->nc; i++) {
 		struct mconn *c = &ms->c[i];
 		char *value;
@@ -1238,7 +1256,7 @@ static void ms_hdr_send(struct milter_sess *ms, size_t h)
 		value = ms_hvalue(ms->hdrbuf + hd->off, hd->len,
 		    (c->proto & SMFIP_HDR_LEADSPC) != 0);
 		milter_put_header(mc_push(c, ST_HEADER,
-		    !(c->proto & SMFIP_NR_HDR)), hd->name, value);
+		    !(c->proto & SMFIP_NR_HDR)), name, value);
 		mc_pushed(c);
 		free(value);
 		mc_pump(c);
@@ -1284,7 +1302,7 @@ static size_t ms_field_name(const unsigned char *p, size_t n)
 {
 	size_t i;
 
-	for (i = 0; i < n && i < 63; i++) {
+	for (i = 0; i < n && i < 255; i++) {
 		if (p[i] == ':')
 			return i;
 		if (p[i] <= 32 || p[i] >= 127)
@@ -1313,7 +1331,7 @@ static void ms_header_line(struct milter_sess *ms)
 		return;
 	}
 	nl = ms_field_name(line, n);
-	if (nl == 0 || nl >= sizeof(h->name) || ms->nhdrs >= MS_HDRS_MAX) {
+	if (nl == 0 || ms->nhdrs >= MS_HDRS_MAX) {
 		/* not a header: the body starts here, without blank line */
 		ms->hdrlen = ms->linestart;
 		ms_eoh(ms);
@@ -1325,8 +1343,7 @@ static void ms_header_line(struct milter_sess *ms)
 	h = ms_hdr_insert(ms, ms->nhdrs);
 	h->off = ms->linestart;
 	h->len = n;
-	memcpy(h->name, line, nl);
-	h->name[nl] = '\0';
+	h->namelen = nl;
 	ms->cur_hdr = (int)(ms->nhdrs - 1);
 	ms->linestart = ms->hdrlen;
 }
@@ -1419,7 +1436,7 @@ static size_t ms_find_hdr(struct milter_sess *ms, const char *name,
 
 	for (i = 0; i < ms->nhdrs; i++)
 		if (!ms->hdrs[i].deleted &&
-		    strcasecmp(ms->hdrs[i].name, name) == 0 && --n == 0)
+		    ms_hdr_is(ms, &ms->hdrs[i], name) && --n == 0)
 			return i;
 	return ms->nhdrs;
 }
@@ -1454,7 +1471,7 @@ static void ms_hdr_new(struct milter_sess *ms, size_t at, const char *name,
 		return;
 	h = ms_hdr_insert(ms, at > ms->nhdrs ? ms->nhdrs : at);
 	h->raw = ms_hraw(name, value, leadspc);
-	util_strlcpy(h->name, name, sizeof(h->name));
+	h->namelen = strlen(name);
 }
 
 /* Live header position to array index (INSHEADER counts live ones). */

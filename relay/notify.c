@@ -86,7 +86,8 @@ static const char *notify_url_for(const struct config *cfg, const char *dom,
 		if (cd->notify_interval > 0)
 			*interval_r = cd->notify_interval;
 	}
-	return url;
+	/* "" (notify_url = in a domain section): off for this domain. */
+	return url != NULL && *url != '\0' ? url : NULL;
 }
 
 static void notify_ctxs_free(struct notify *n)

@@ -244,6 +244,16 @@ static void recip_refusal(char *reply, size_t replylen, const char *addr,
 		    "rejected: User unknown%s", a, why);
 }
 
+void recip_format_refusal(const char *addr, const char *primary_reply,
+    char *reply, size_t replylen)
+{
+	char clean[RCACHE_TEXT_MAX + 1];
+
+	recip_clean(clean, sizeof(clean),
+	    recip_reply_text(primary_reply != NULL ? primary_reply : ""));
+	recip_refusal(reply, replylen, addr, clean, "");
+}
+
 static void recip_unknown_reply(char *reply, size_t replylen, const char *addr)
 {
 	char a[300];
@@ -277,7 +287,7 @@ static void recip_probe_done(void *arg, int result, const char *text)
 		rcache_store(r->cache, p->domain, p->addr, RCACHE_INVALID,
 		    RCACHE_SRC_PROBE, now + p->neg_ttl, clean, NULL, NULL);
 		verdict = RECIP_REFUSE;
-		recip_refusal(reply, sizeof(reply), p->addr, clean, "");
+		recip_format_refusal(p->addr, text, reply, sizeof(reply));
 		break;
 	default:
 		metrics_inc(METRIC_RCPT_PROBE, "unknown");

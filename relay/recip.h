@@ -59,6 +59,14 @@ void recip_learn(struct recip *r, const char *domain, const char *addr,
 /* 1 if a reply ("550 5.1.1 ...", "553 ...") means "no such user". */
 int recip_no_such_user(int code, const char *text);
 
+/*
+ * The RCPT refusal for addr after the primary refused it with
+ * primary_reply (its code and enhanced code are replaced by 550 5.1.1;
+ * the rest kept, cut and made printable ASCII). Exposed for the fuzzer.
+ */
+void recip_format_refusal(const char *addr, const char *primary_reply,
+    char *reply, size_t replylen);
+
 /* The recipient cache, for odrelayctl's commands through the daemon. */
 struct rcache *recip_cache(struct recip *r);
 

@@ -167,6 +167,9 @@ void smtpc_free(struct smtpc **s);
 void smtpc_wake(struct smtpc *s);
 /* 1 if the server's last EHLO offered DSN (NOTIFY/ORCPT were passed on). */
 int smtpc_peer_has_dsn(const struct smtpc *s);
+/* 1 once the session fails what is left (connection lost, time limit):
+ * a source should then hand out no messages it has not taken yet. */
+int smtpc_draining(const struct smtpc *s);
 
 /* ---- helpers, exposed for tests and callers ---- */
 

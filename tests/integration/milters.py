@@ -355,7 +355,7 @@ class Rspamd(_Proc):
 
 	name = "rspamd"
 
-	def __init__(self, bound=60.0):
+	def __init__(self, bound=70.0):
 		exe = _which("rspamd", "/usr/bin/rspamd")
 		if exe is None:
 			fail("rspamd not found (sh contrib/install-deps.sh)")

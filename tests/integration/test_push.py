@@ -528,6 +528,37 @@ def test_watch_provider_restart():
 			w.kill()
 
 
+def test_watch_sigterm_between_messages():
+	"""SIGTERM during a pull: the message in transfer is finished, the
+	rest stays at the provider, exit 0; nothing lost or duplicated."""
+	def slow(t):
+		time.sleep(0.4)
+		return "250 2.0.0 ok"
+
+	with daemon("push-term") as d, Sink(data_reply=slow) as sink:
+		users(d)
+		for i in range(5):
+			submit(d.smtp_port, "s@client.test", ["user@example.org"],
+			    sample_message("term%d" % i))
+		w = Watch(["127.0.0.1:%d" % d.odmr_port], sink)
+		try:
+			wait_for(lambda: sink.txns, "the pull started", timeout=15)
+			w.stop()
+			got = msgids(sink)
+			left = len(d.queue_json().get("messages", []))
+			print("    SIGTERM during the pull: %d at the MTA, %d left at "
+			    "the provider" % (len(got), left))
+			check(len(set(got)) == len(got), "duplicates: %r" % got)
+			check(1 <= len(got) < 5, "messages at the MTA: %r" % got)
+			check(len(got) + left == 5, "lost: %d delivered + %d queued"
+			    % (len(got), left))
+			check(all(t.reply and t.reply.startswith("250")
+			    for t in sink.txns if t.data is not None),
+			    "a transaction was cut inside DATA:\n" + sink.dump())
+		finally:
+			w.kill()
+
+
 # --- arrival webhooks ------------------------------------------------------------
 
 def openssl(*args):
@@ -628,7 +659,8 @@ def test_webhook():
 	    "notify_ca_file = %s\nnotify_interval = 4s\n" % (hook.port, ca))
 	domains = DOMAINS.replace("[domain other.example]\nhold = yes",
 	    "[domain other.example]\nhold = yes\n"
-	    "notify_url = https://127.0.0.1:%d/other?x=1" % hook.port)
+	    "notify_url = https://127.0.0.1:%d/other?x=1\n\n"
+	    "[domain quiet.example]\nhold = yes\nnotify_url =\n" % hook.port)
 	try:
 		with PullFixture("push-hook", extra=extra, domains=domains,
 		    start=False) as d:
@@ -664,6 +696,13 @@ def test_webhook():
 			    "domain's notify_url")
 			check(hook.bodies("/other?x=1")[0].get("domain") ==
 			    "other.example", "other: %r" % hook.bodies("/other?x=1"))
+			# notify_url = (empty) in a section: no webhook there.
+			submit(d.smtp_port, "s@client.test", ["q@quiet.example"],
+			    sample_message("hook5"))
+			time.sleep(1)
+			check(not any(b.get("domain") == "quiet.example"
+			    for b in hook.bodies()), "POST for a domain with "
+			    "notify_url = (empty): %r" % hook.bodies())
 			st = stats(d)
 			check(st.get('odrelay_notifications_total{result="ok"}', 0) >= 3,
 			    "notification metrics: %r" % st)
@@ -753,6 +792,7 @@ TESTS = [
 	test_watch_polls_without_xwait,
 	test_watch_two_providers,
 	test_watch_provider_restart,
+	test_watch_sigterm_between_messages,
 	test_webhook,
 	test_webhook_wrong_certificate_and_dead_endpoint,
 ]

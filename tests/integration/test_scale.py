@@ -341,6 +341,29 @@ def test_full_disk_atrn_twice():
 			    stderr=subprocess.DEVNULL)
 
 
+# --- ATRN of a domain with more than one piece of mail ----------------------
+
+def test_atrn_pieces():
+	"""ATRN reads the domain's mail a piece (256) at a time as it goes
+	out: 700 messages, each delivered once, none left."""
+	d = PullFixture("scale-atrn", domains=DISK_DOMAINS, start=False)
+	with d as dd:
+		add_user(dd, "demo", "demo", "example.org")
+		dd.start()
+		tags = ["p%d" % i for i in range(700)]
+		res = send_many(dd.smtp_port, "u@example.org", tags, 300)
+		check(len(accepted(res)) == 700, "accepted %d" % len(accepted(res)))
+		with Sink() as sink:
+			check(atrn_drain(dd, sink), "ATRN found no mail")
+			got = tags_of(sink)
+		check(sorted(got) == sorted(tags), "delivered %d (%d distinct) of 700"
+		    % (len(got), len(set(got))))
+		wait_queue(dd, lambda j: not json_messages(j), "all recorded",
+		    timeout=20)
+		check("messages=256+, result=reversing" in dd.log_text(),
+		    "no first-piece log line")
+
+
 if __name__ == "__main__":
 	run_tests([test_early_refusals, test_expiry_among_many, test_compact_live,
-	    test_full_disk_atrn_twice], "scale")
+	    test_full_disk_atrn_twice, test_atrn_pieces], "scale")

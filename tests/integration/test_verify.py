@@ -8,6 +8,7 @@ probe between many sessions, and treats a primary that talks nonsense as
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -19,6 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from odtest import (Conn, Failure, Fixture, Skip, check, fail, free_port,
     run_tests)
+from dns import Dns
 
 POSTFIX_MASTER = "/usr/lib/postfix/sbin/master"
 
@@ -494,7 +496,46 @@ def test_scripted_refusal_and_self():
 		prim.close()
 
 
+def test_mx_primary():
+	"""Without a route the primary is found by MX: only hosts preferred
+	over this relay (relay.test) are asked; when this relay is the best
+	MX there is no primary (the answer is "unknown")."""
+	prim = Scripted(refuse=("no@mx.example",))
+	dns = Dns(mx=[("mx.example", "primary.test", 10),
+	    ("mx.example", "relay.test", 20),
+	    ("self.example", "relay.test", 10),
+	    ("self.example", "worse.test", 20)],
+	    hosts=[("primary.test", "127.0.0.1"), ("relay.test", "127.0.0.2"),
+	    ("worse.test", "127.0.0.1")])
+	try:
+		doms = ("\n[domain mx.example]\nhold = no\nverify_recipients = probe\n"
+		    "\n[domain self.example]\nhold = no\nverify_recipients = probe\n"
+		    "verify_unknown = tempfail\n")
+		fx = Fixture("verify-mx", extra="delivery_port = %d\n" % prim.port,
+		    domains=doms, start=False)
+		d = fx.d
+		d.text = re.sub(r"(?m)^dns_servers = .*$",
+		    "dns_servers = 127.0.0.1:%d" % dns.port, d.text)
+		with open(d.conf, "w") as f:
+			f.write(d.text)
+		with fx:
+			d.start()
+			code, text = rcpt(d, "no@mx.example")
+			check(code == 550 and "no such user" in text, "MX primary "
+			    "refusal: %s %r" % (code, text))
+			code, text = rcpt(d, "yes@mx.example")
+			check(code == 250, "MX primary: %s %r" % (code, text))
+			code, text = rcpt(d, "a@self.example")
+			check(code == 450, "best MX is this relay: %s %r" % (code, text))
+			check(prim.rcpts == ["no@mx.example", "yes@mx.example"],
+			    "asked: %r" % prim.rcpts)
+	finally:
+		prim.close()
+		dns.cleanup()
+
+
 if __name__ == "__main__":
 	run_tests([test_postfix_primary, test_slow_primary,
 	    test_one_probe_for_many, test_bad_primaries,
-	    test_scripted_refusal_and_self], "verify_recipients = probe")
+	    test_scripted_refusal_and_self, test_mx_primary],
+	    "verify_recipients = probe")

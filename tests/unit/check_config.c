@@ -1286,8 +1286,9 @@ START_TEST(test_push_keys)
 	ck_assert_str_eq(d->notify_url, "https://[2001:db8::1]/x");
 	ck_assert_ptr_null(d->notify_ca_file);
 	ck_assert_int_eq(d->notify_interval, 10);
+	/* Empty in a section: no webhook for it (not "inherit"). */
 	d = config_domain_by_name(cfg, "other.example");
-	ck_assert_ptr_null(d->notify_url);
+	ck_assert_str_eq(d->notify_url, "");
 	config_free(&cfg);
 	errs_free(&e);
 
