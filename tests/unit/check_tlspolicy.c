@@ -6,6 +6,7 @@
 #include "config.h"
 #include "tlspolicy.h"
 #include "tlsa.h"
+#include "mtasts.h"
 
 START_TEST(test_modes)
 {
@@ -188,6 +189,40 @@ START_TEST(test_tlsa_parse)
 }
 END_TEST
 
+START_TEST(test_mtasts_policy)
+{
+	static const char good[] = "version: STSv1\r\nmode: enforce\r\n"
+	    "mx: Mail.Example.com.\r\nmx: *.example.net\r\nfoo: bar\r\n"
+	    "max_age: 99999999999\r\n";
+	struct mtasts_policy p;
+	char err[200];
+
+	ck_assert_int_eq(mtasts_parse_policy(good, strlen(good), &p, err,
+	    sizeof(err)), -1);	/* max_age too many digits */
+	{
+		static const char ok[] = "version: STSv1\nmode: enforce\n"
+		    "mx: Mail.Example.com.\nmx: *.example.net\nfoo: bar\n"
+		    "max_age: 86400\n";
+
+		ck_assert_int_eq(mtasts_parse_policy(ok, strlen(ok), &p, err,
+		    sizeof(err)), 0);
+	}
+	ck_assert_int_eq(p.mode, MTASTS_ENFORCE);
+	ck_assert_int_eq(p.max_age, 86400);
+	ck_assert_uint_eq(p.nmx, 2);
+	ck_assert(mtasts_mx_match(&p, "mail.example.com"));
+	ck_assert(mtasts_mx_match(&p, "MAIL.example.com."));
+	ck_assert(mtasts_mx_match(&p, "mx1.example.net"));
+	ck_assert(!mtasts_mx_match(&p, "a.mx1.example.net"));
+	ck_assert(!mtasts_mx_match(&p, "example.net"));
+	ck_assert(!mtasts_mx_match(&p, "other.example.com"));
+	ck_assert_int_eq(mtasts_parse_policy("version: STSv1\nmode: testing\n"
+	    "max_age: 5\n", 36, &p, err, sizeof(err)), -1);	/* no mx */
+	ck_assert_int_eq(mtasts_parse_policy("version: STSv2\n", 15, &p, err,
+	    sizeof(err)), -1);
+}
+END_TEST
+
 static Suite *tlspolicy_suite(void)
 {
 	Suite *su = suite_create("tlspolicy");
@@ -198,6 +233,7 @@ static Suite *tlspolicy_suite(void)
 	tcase_add_test(tc, test_required);
 	tcase_add_test(tc, test_for_domain);
 	tcase_add_test(tc, test_tlsa_parse);
+	tcase_add_test(tc, test_mtasts_policy);
 	suite_add_tcase(su, tc);
 	return su;
 }
