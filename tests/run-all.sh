@@ -26,9 +26,20 @@ step() { echo "== $* ($(( $(date +%s) - t0 ))s)"; }
 # log tail and the "kept DIR" line).
 show_failures() {
 	find . -name '*.trs' | sort | while read -r trs; do
-		if grep -q -E '^:test-result: (FAIL|ERROR|XPASS)' "$trs"; then
-			echo "=== ${trs%.trs}.log (failed)"
-			tail -n "${FAIL_LINES:-300}" "${trs%.trs}.log"
+		grep -q -E '^:test-result: (FAIL|ERROR|XPASS)' "$trs" || continue
+		log=${trs%.trs}.log
+		failed=$(sed -n 's/^FAILED://p' "$log" | tail -n 1)
+		if [ -n "$failed" ]; then
+			# run-integration.sh: only the failing scripts' sections
+			# ("=== NAME" up to the next one), each bounded.
+			for t in $failed; do
+				echo "=== $log: $t (failed)"
+				awk -v t="$t" '/^=== / { on = ($2 == t) } on' "$log" |
+				    tail -n "${FAIL_LINES:-300}"
+			done
+		else
+			echo "=== $log (failed)"
+			tail -n "${FAIL_LINES:-300}" "$log"
 		fi
 	done
 }
