@@ -83,7 +83,7 @@ one_run() {
 	"$source" -s 10 -m "$n" -l "$size" -f bench@client.test -t bench@example.org \
 	    -M client.test 127.0.0.1:"$port" >"$tmp/source.out" 2>&1 ||
 	    { echo "# smtp-source failed:"; head -3 "$tmp/source.out"; }
-	q=$(od_queued "$tmp/od")
+	q=$(builddir=$bdir od_queued "$tmp/od")
 	"$sink" -c $suser 127.0.0.1:"$sinkport" 1000 >"$tmp/sink.out" 2>&1 &
 	spid=$!
 	bench_pids="$bench_pids $spid"
@@ -112,7 +112,7 @@ one_run() {
 	# duplicates would show as more than n
 	sleep 1
 	got=$(grep -o 'mesg=[0-9]*' "$tmp/sink.out" | tail -1 | cut -d= -f2)
-	left=$(od_queued "$tmp/od")
+	left=$(builddir=$bdir od_queued "$tmp/od")
 	kill "$spid" 2>/dev/null; wait "$spid" 2>/dev/null
 	bench_pids=$(echo "$bench_pids" | tr ' ' '\n' | grep -vx "$spid" | tr '\n' ' ')
 	odrelayd_stop

@@ -1527,6 +1527,41 @@ static void config_check_tls(struct config_ctx *ctx,
 	}
 }
 
+/* 1 for "127.x.x.x[:port]" and "[::1]:port" / "::1". */
+static int config_loopback_server(const char *s)
+{
+	return strncmp(s, "127.", 4) == 0 || strcmp(s, "::1") == 0 ||
+	    strncmp(s, "[::1]", 5) == 0;
+}
+
+/*
+ * DANE trusts the AD bit, which means something only from a validating
+ * resolver that nobody on the path can forge: one on loopback.
+ */
+static void config_check_dane(struct config_ctx *ctx)
+{
+	const struct config *cfg = ctx->cfg;
+	int line = 0;
+	size_t i;
+
+	if (cfg->tls == TLSPOLICY_DANE || cfg->tls == TLSPOLICY_DANE_ONLY)
+		line = config_gline(ctx, "tls");
+	for (i = 0; i < cfg->ndomains && line == 0; i++)
+		if (cfg->domains[i].tls == TLSPOLICY_DANE ||
+		    cfg->domains[i].tls == TLSPOLICY_DANE_ONLY)
+			line = cfg->domains[i].line;
+	if (line == 0)
+		return;
+	for (i = 0; i < cfg->dns_servers.n; i++)
+		if (!config_loopback_server(cfg->dns_servers.v[i]))
+			break;
+	if (cfg->dns_servers.n == 0 || i < cfg->dns_servers.n) {
+		ctx->line = line;
+		config_error(ctx, "tls = dane needs dns_servers on loopback "
+		    "only (a validating resolver such as unbound on 127.0.0.1)");
+	}
+}
+
 /* Checks that involve several keys, after the whole file was read. */
 static void config_finish(struct config_ctx *ctx)
 {
@@ -1577,6 +1612,7 @@ static void config_finish(struct config_ctx *ctx)
 		config_domain_inherit(&cfg->domains[i], cfg);
 		config_check_tls(ctx, &cfg->domains[i]);
 	}
+	config_check_dane(ctx);
 	if (cfg->tls == TLSPOLICY_FINGERPRINT && cfg->tls_fingerprint == NULL) {
 		ctx->line = config_gline(ctx, "tls");
 		config_error(ctx, "tls = fingerprint needs tls_fingerprint");

@@ -11,6 +11,9 @@ PKGS="build-essential autoconf automake libtool pkg-config
 # dpkg-buildpackage for debian/ (README "Operating"); prometheus for the
 # alert rule tests (promtool) and the scrape test.
 PKGS="$PKGS debhelper dpkg-dev fakeroot prometheus"
+# DANE tests (test_dane): nsd serves zones signed with ldns-signzone,
+# unbound validates them; both started by the test, never as services.
+PKGS="$PKGS nsd unbound ldnsutils"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -70,6 +70,23 @@ struct dns_req *dns_resolve_host(struct dns *d, const char *host, int port,
  */
 struct dns_req *dns_resolve_a(struct dns *d, const char *name,
     dns_done_fn *done, void *arg);
+/*
+ * One query as it is, for callers that read the answer themselves (TLSA,
+ * TXT): name exactly, type qtype, class IN; want_ad sets the AD bit in
+ * the query (RFC 6840 5.7) so a validating resolver reports whether it
+ * authenticated the answer. done runs later, never from inside this call:
+ * ok 1 with the whole response (any RCODE but those c-ares retries
+ * elsewhere), ok 0 without one (timeout, SERVFAIL, refused, bad name).
+ * msg is borrowed for the call.
+ */
+struct dns_raw;
+typedef void dns_raw_fn(void *arg, int ok, const unsigned char *msg,
+    size_t len);
+struct dns_raw *dns_query_raw(struct dns *d, const char *name, int qtype,
+    int want_ad, dns_raw_fn *done, void *arg);
+/* done will not run; *r is set to NULL. */
+void dns_raw_cancel(struct dns_raw **r);
+
 /* done will not run; *req is set to NULL. */
 void dns_req_cancel(struct dns_req **req);
 void dns_result_free(struct dns_result **res);

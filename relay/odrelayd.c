@@ -456,22 +456,6 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 			control_after_writes(d, req, reply);
 		}
 		queue_envelope_free(&env);
-	} else if (strcmp(cmd, "delete-domain") == 0) {
-		unsigned long ndel, npart, busy;
-
-		if (*cmdarg == '\0' || strchr(cmdarg, ' ') != NULL) {
-			control_req_reply(req, "501 usage: delete-domain DOMAIN");
-		} else if (queue_delete_domain(d->q, cmdarg, &ndel, &npart,
-		    &busy) != QUEUE_OK) {
-			control_req_reply(req, "451 cannot read the queue");
-		} else {
-			log_info("delete: domain=%.100s, source=control, deleted=%lu, "
-			    "partial=%lu, busy=%lu", cmdarg, ndel, npart, busy);
-			snprintf(reply, sizeof(reply), "%s %.100s: %lu messages deleted, "
-			    "%lu partly, %lu being delivered (skipped)",
-			    busy ? "450" : "250", cmdarg, ndel, npart, busy);
-			control_after_writes(d, req, reply);
-		}
 	} else if (strcmp(cmd, "recipients-forget") == 0) {
 		recip_control_forget(d, cmdarg, req);
 	} else if (strcmp(cmd, "stats") == 0) {
@@ -741,7 +725,7 @@ int main(int argc, char **argv)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
-	d.qadmin = qadmin_new(d.q);
+	d.qadmin = qadmin_new(d.base, d.q);
 	d.domstate = domstate_open(d.q, err, sizeof(err));
 	if (d.domstate == NULL)
 		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
@@ -782,6 +766,8 @@ int main(int argc, char **argv)
 	    err, sizeof(err));
 	if (d.control == NULL)
 		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
+	/* From here on the session process writes only below the queue. */
+	(void)sandbox_session_paths(d.cfg->queue_dir, d.cfg->control_socket);
 	log_info("control: listening on %s", d.cfg->control_socket);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);

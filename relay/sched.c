@@ -44,6 +44,7 @@
 #include "sched.h"
 #include "domstate.h"
 #include "selfaddr.h"
+#include "tlsfind.h"
 #include "tlspolicy.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -84,6 +85,11 @@ struct sched_conn {
 	struct sched_conn *prev_conn, *next_conn;
 	size_t target, addr;	/* position in run->res */
 	char peer[300];
+	/* TLS policy of the current target, when it needs DNS (tlsfind). */
+	struct tlsfind *tf;
+	struct tlspolicy *pol;
+	size_t pol_target;	/* the target pol is for (valid if pol) */
+	char tls_err[300];	/* a host skipped for its TLS policy */
 };
 
 struct sched {
@@ -170,6 +176,8 @@ static void sched_conn_abort(struct sched_conn *c)
 		deliver_free(&c->d);
 	if (c->running != NULL)
 		deliver_free(&c->running);
+	tlsfind_cancel(&c->tf);
+	free(c->pol);
 	c->run->conns--;
 	c->run->s->active_conns--;
 	free(c);
@@ -189,6 +197,7 @@ static void sched_conn_done(void *arg, const struct deliver_summary *sum)
 	c->d = NULL;		/* deliver freed itself */
 	c->running = NULL;
 	sched_conn_unlink(c);
+	free(c->pol);
 	free(c);
 	run->s->active_conns--;
 	run->conns--;
@@ -200,9 +209,14 @@ static void sched_conn_try(struct sched_conn *c);
 /* The destination's TLS policy (tlspolicy.h) for this session. */
 static void sched_conn_tls(struct sched_conn *c, struct deliver *d)
 {
-	struct tlspolicy *pol = xmalloc(sizeof(*pol));
+	struct tlspolicy *pol;
 	char err[200];
 
+	if (c->pol != NULL && c->pol_target == c->target) {
+		deliver_set_tls_policy(d, c->pol);
+		return;
+	}
+	pol = xmalloc(sizeof(*pol));
 	/* The configuration was checked when loaded: this cannot fail. */
 	if (tlspolicy_for_domain(pol, c->run->s->cfg, c->run->domain, err,
 	    sizeof(err)) < 0)
@@ -237,6 +251,29 @@ static void sched_conn_event(struct bufferevent *bev, short what, void *arg)
 	sched_conn_try(c);
 }
 
+/* The target's TLS policy is known: connect, or skip the host. */
+static void sched_conn_tls_found(void *arg, const struct tlspolicy *pol,
+    const char *why)
+{
+	struct sched_conn *c = arg;
+
+	c->tf = NULL;
+	if (pol != NULL) {
+		if (c->pol == NULL)
+			c->pol = xmalloc(sizeof(*c->pol));
+		*c->pol = *pol;
+		c->pol_target = c->target;
+	} else {
+		log_info("%s: not using %s: %s", c->run->domain,
+		    c->run->res->targets[c->target].host, why);
+		snprintf(c->tls_err, sizeof(c->tls_err), "%s", why);
+		metrics_inc(METRIC_DELIVERY_TLS, "failed");
+		c->target++;
+		c->addr = 0;
+	}
+	sched_conn_try(c);
+}
+
 /* Try the next address: RFC 5321 5.1, every address of every MX in order. */
 static void sched_conn_try(struct sched_conn *c)
 {
@@ -250,6 +287,17 @@ static void sched_conn_try(struct sched_conn *c)
 		if (c->addr < t->naddrs) {
 			const struct sockaddr *sa = (const struct sockaddr *)&t->addrs[c->addr];
 			char ip[64];
+
+			if ((c->pol == NULL || c->pol_target != c->target) &&
+			    tlsfind_needed(run->s->cfg, run->domain)) {
+				/* DANE: the host's TLSA records first. */
+				c->tf = tlsfind_host(run->s->dns, run->s->cfg,
+				    run->domain, t->host, sa->sa_family == AF_INET6 ?
+				    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
+				    ntohs(((const struct sockaddr_in *)sa)->sin_port),
+				    sched_conn_tls_found, c);
+				return;
+			}
 
 			util_sockaddr_ip(sa, ip, sizeof(ip));
 			snprintf(c->peer, sizeof(c->peer), "%s[%s]:%d", t->host, ip,
@@ -276,8 +324,11 @@ static void sched_conn_try(struct sched_conn *c)
 		struct deliver *d = c->d;
 
 		c->d = NULL;
-		deliver_fail(d, 451, "4.4.1", "connection refused or timed out by every MX",
-		    sched_conn_done, c);
+		if (c->tls_err[0] != '\0')
+			deliver_fail(d, 451, "4.7.5", c->tls_err, sched_conn_done, c);
+		else
+			deliver_fail(d, 451, "4.4.1", "connection refused or timed out by every MX",
+			    sched_conn_done, c);
 	}
 }
 

@@ -87,6 +87,8 @@ struct smtpc {
 	int silent;		/* smtpc_free: no more callbacks */
 	struct event *deadline;	/* the reply (or the text) awaited now */
 	uint64_t started;	/* monotonic ms at smtpc_start */
+	uint64_t due_since;	/* SMTPC_QUICKACK: waiting for due replies */
+	int quickack;		/* a reply came late: ACK at once from now on */
 
 	/* reply being read */
 	int rcode;
@@ -1235,31 +1237,57 @@ static void smtpc_leave(struct smtpc *s)
  * A peer that writes each reply line as its own small segment without
  * TCP_NODELAY (fetchmail's ODMR pump) sends the next line only when the
  * previous one is acknowledged; our delayed ACK (about 40 ms) then stalls
- * every pipelined reply after the first. While replies are still due and
- * we have nothing to send (which would carry the ACK), acknowledge now:
- * TCP_QUICKACK sends the pending ACK. Linux leaves quick-ACK mode on its
- * own, so this is done after each read.
+ * every pipelined reply after the first. Such a peer shows itself by a
+ * late reply while others of the group were due and we had nothing to
+ * send (which would carry the ACK); from then on, in that state, the ACK
+ * goes at once (TCP_QUICKACK sends the pending one; Linux leaves quick-ACK
+ * mode on its own, so it is set after each read). Peers that answer
+ * promptly (odpull, MTAs) never see an extra ACK segment.
  */
+#define SMTPC_QUICKACK_LATE	25	/* ms: a delayed ACK is 40 */
+
+static int smtpc_replies_due(const struct smtpc *s)
+{
+	/* Of a pipelined group, of LMTP's end of data, or the rest of a
+	 * multi-line reply. */
+	return (s->state == S_TX && s->pipelined && s->tx_replied < s->tx_sent) ||
+	    (s->state == S_DOT && (s->flags & SMTPC_LMTP)) || s->rlines > 0;
+}
+
+/* Input arrived: was it late? */
+static void smtpc_quickack_learn(struct smtpc *s)
+{
+	if (!(s->flags & SMTPC_QUICKACK) || s->due_since == 0)
+		return;
+	if (!s->quickack &&
+	    smtpc_now_ms() - s->due_since >= SMTPC_QUICKACK_LATE) {
+		s->quickack = 1;
+		log_debug("smtpc %s: replies come one segment at a time; "
+		    "acknowledging at once", s->peer ? s->peer : "-");
+	}
+	s->due_since = 0;
+}
+
+/* Input processed: more replies due, nothing to send? */
 static void smtpc_quickack(struct smtpc *s)
 {
+	if (!(s->flags & SMTPC_QUICKACK) || s->dead || s->bev == NULL ||
+	    !smtpc_replies_due(s) ||
+	    evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
+		return;
+	if (!s->quickack) {
+		s->due_since = smtpc_now_ms();
+		return;
+	}
 #ifdef TCP_QUICKACK
-	evutil_socket_t fd;
-	int one = 1;
+	{
+		evutil_socket_t fd = bufferevent_getfd(s->bev);
+		int one = 1;
 
-	if (!(s->flags & SMTPC_QUICKACK) || s->dead || s->bev == NULL)
-		return;
-	/* Replies still due: of a pipelined group, of LMTP's end of data,
-	 * or the rest of a multi-line reply. */
-	if (!(s->state == S_TX && s->pipelined && s->tx_replied < s->tx_sent) &&
-	    !(s->state == S_DOT && (s->flags & SMTPC_LMTP)) && s->rlines == 0)
-		return;
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) > 0)
-		return;
-	fd = bufferevent_getfd(s->bev);
-	if (fd >= 0)
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
-#else
-	(void)s;
+		if (fd >= 0)
+			(void)setsockopt(fd, IPPROTO_TCP, TCP_QUICKACK, &one,
+			    sizeof(one));
+	}
 #endif
 }
 
@@ -1269,6 +1297,7 @@ static void smtpc_readcb(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 
 	s->busy++;
+	smtpc_quickack_learn(s);
 	while (!s->dead && s->state != S_DONE && s->state != S_BODY &&
 	    s->state != S_HANDSHAKE) {
 		size_t n;

@@ -5,6 +5,8 @@
 
 #include "config.h"
 #include "tlspolicy.h"
+#include "tlsa.h"
+#include "mtasts.h"
 
 START_TEST(test_modes)
 {
@@ -123,6 +125,104 @@ START_TEST(test_for_domain)
 }
 END_TEST
 
+/* A response: header flags, one question, answers of TLSA rdata. */
+static size_t mkresp(unsigned char *m, int ad, int rcode,
+    const unsigned char (*rd)[40], const size_t *rdlen, size_t n)
+{
+	static const unsigned char qname[] = "\003_25\004_tcp\002mx\004test";
+	size_t o = 12;
+
+	memset(m, 0, 12);
+	m[2] = 0x81;
+	m[3] = (unsigned char)((ad ? 0x20 : 0) | 0x80 | rcode);
+	m[5] = 1;
+	m[7] = (unsigned char)n;
+	memcpy(m + o, qname, sizeof(qname));
+	o += sizeof(qname);
+	m[o++] = 0; m[o++] = 52; m[o++] = 0; m[o++] = 1;
+	for (size_t i = 0; i < n; i++) {
+		m[o++] = 0xc0; m[o++] = 12;	/* pointer to the question */
+		m[o++] = 0; m[o++] = 52; m[o++] = 0; m[o++] = 1;
+		m[o++] = 0; m[o++] = 0; m[o++] = 1; m[o++] = 0;
+		m[o++] = 0; m[o++] = (unsigned char)rdlen[i];
+		memcpy(m + o, rd[i], rdlen[i]);
+		o += rdlen[i];
+	}
+	return o;
+}
+
+START_TEST(test_tlsa_parse)
+{
+	unsigned char m[512], rd[2][40];
+	size_t rl[2], len, n;
+	struct tlspolicy_tlsa t[4];
+
+	memset(rd, 0xab, sizeof(rd));
+	rd[0][0] = 3; rd[0][1] = 1; rd[0][2] = 1; rl[0] = 35;
+	rd[1][0] = 2; rd[1][1] = 0; rd[1][2] = 1; rl[1] = 20;	/* short */
+	len = mkresp(m, 1, 0, rd, rl, 2);
+	ck_assert_int_eq(tlsa_parse(m, len, t, 4, &n), TLSA_SECURE);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(t[0].usage, 3);
+	ck_assert_uint_eq(t[0].len, 32);
+	ck_assert_uint_eq(t[0].data[31], 0xab);
+	/* no AD: insecure, whatever it holds */
+	len = mkresp(m, 0, 0, rd, rl, 1);
+	ck_assert_int_eq(tlsa_parse(m, len, t, 4, &n), TLSA_INSECURE);
+	/* secure NXDOMAIN / NODATA; SERVFAIL */
+	len = mkresp(m, 1, 3, rd, rl, 0);
+	ck_assert_int_eq(tlsa_parse(m, len, t, 4, &n), TLSA_SECURE_NONE);
+	len = mkresp(m, 1, 0, rd, rl, 0);
+	ck_assert_int_eq(tlsa_parse(m, len, t, 4, &n), TLSA_SECURE_NONE);
+	len = mkresp(m, 0, 2, rd, rl, 0);
+	ck_assert_int_eq(tlsa_parse(m, len, t, 4, &n), TLSA_TEMPFAIL);
+	/* only malformed records: TLS still required */
+	len = mkresp(m, 1, 0, rd + 1, rl + 1, 1);
+	ck_assert_int_eq(tlsa_parse(m, len, t, 4, &n), TLSA_SECURE);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(t[0].usage, 255);
+	/* every truncation is refused or parsed within bounds */
+	len = mkresp(m, 1, 0, rd, rl, 2);
+	for (size_t k = 0; k < len; k++)
+		(void)tlsa_parse(m, k, t, 4, &n);
+	ck_assert_int_eq(tlsa_parse(m, len - 1, t, 4, &n), TLSA_TEMPFAIL);
+}
+END_TEST
+
+START_TEST(test_mtasts_policy)
+{
+	static const char good[] = "version: STSv1\r\nmode: enforce\r\n"
+	    "mx: Mail.Example.com.\r\nmx: *.example.net\r\nfoo: bar\r\n"
+	    "max_age: 99999999999\r\n";
+	struct mtasts_policy p;
+	char err[200];
+
+	ck_assert_int_eq(mtasts_parse_policy(good, strlen(good), &p, err,
+	    sizeof(err)), -1);	/* max_age too many digits */
+	{
+		static const char ok[] = "version: STSv1\nmode: enforce\n"
+		    "mx: Mail.Example.com.\nmx: *.example.net\nfoo: bar\n"
+		    "max_age: 86400\n";
+
+		ck_assert_int_eq(mtasts_parse_policy(ok, strlen(ok), &p, err,
+		    sizeof(err)), 0);
+	}
+	ck_assert_int_eq(p.mode, MTASTS_ENFORCE);
+	ck_assert_int_eq(p.max_age, 86400);
+	ck_assert_uint_eq(p.nmx, 2);
+	ck_assert(mtasts_mx_match(&p, "mail.example.com"));
+	ck_assert(mtasts_mx_match(&p, "MAIL.example.com."));
+	ck_assert(mtasts_mx_match(&p, "mx1.example.net"));
+	ck_assert(!mtasts_mx_match(&p, "a.mx1.example.net"));
+	ck_assert(!mtasts_mx_match(&p, "example.net"));
+	ck_assert(!mtasts_mx_match(&p, "other.example.com"));
+	ck_assert_int_eq(mtasts_parse_policy("version: STSv1\nmode: testing\n"
+	    "max_age: 5\n", 36, &p, err, sizeof(err)), -1);	/* no mx */
+	ck_assert_int_eq(mtasts_parse_policy("version: STSv2\n", 15, &p, err,
+	    sizeof(err)), -1);
+}
+END_TEST
+
 static Suite *tlspolicy_suite(void)
 {
 	Suite *su = suite_create("tlspolicy");
@@ -132,6 +232,8 @@ static Suite *tlspolicy_suite(void)
 	tcase_add_test(tc, test_fingerprints);
 	tcase_add_test(tc, test_required);
 	tcase_add_test(tc, test_for_domain);
+	tcase_add_test(tc, test_tlsa_parse);
+	tcase_add_test(tc, test_mtasts_policy);
 	suite_add_tcase(su, tc);
 	return su;
 }
