@@ -23,6 +23,8 @@
 #include "util.h"
 #include "xmalloc.h"
 
+#define HTTPSC_MAX_HEADERS	16384	/* response header octets read */
+
 struct httpsc_ctx {
 	char *ca_file;		/* NULL: the system store */
 	SSL_CTX *ctx;
@@ -230,6 +232,8 @@ struct httpsc_req *httpsc_request(struct httpsc *h, const struct config *cfg,
 	h->reqs = r;
 	evhttp_connection_set_timeout(r->conn, o->timeout > 0 ? o->timeout : 10);
 	evhttp_connection_set_retries(r->conn, 0);
+	/* Bounded answers: a peer must not fill our memory. */
+	evhttp_connection_set_max_headers_size(r->conn, HTTPSC_MAX_HEADERS);
 	if (o->max_body > 0)
 		evhttp_connection_set_max_body_size(r->conn, (ev_ssize_t)o->max_body);
 	req = evhttp_request_new(httpsc_done_cb, r);

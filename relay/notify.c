@@ -35,6 +35,7 @@
 #include "xmalloc.h"
 
 #define NOTIFY_TIMEOUT		10	/* seconds for a whole request */
+#define NOTIFY_MAX_BODY		65536	/* response body bytes read */
 #define NOTIFY_RETRY_MIN	1	/* first retry after a failure */
 #define NOTIFY_RETRY_MAX	600	/* retries at most this far apart */
 #define NOTIFY_MAX_DOMAINS	4096	/* records kept (bounded memory) */
@@ -255,6 +256,8 @@ static void notify_send(struct notify_dom *d)
 	o.ca_file = ca;
 	o.content_type = "application/json";
 	o.body = body;
+	/* The answer is only a status: a peer must not fill our memory. */
+	o.max_body = NOTIFY_MAX_BODY;
 	o.timeout = NOTIFY_TIMEOUT;
 	d->last_sent = time(NULL);
 	d->dirty = 0;
