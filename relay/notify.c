@@ -34,6 +34,8 @@
 #include "xmalloc.h"
 
 #define NOTIFY_TIMEOUT		10	/* seconds for a whole request */
+#define NOTIFY_MAX_HEADERS	16384	/* response header bytes read */
+#define NOTIFY_MAX_BODY		65536	/* response body bytes read */
 #define NOTIFY_RETRY_MIN	1	/* first retry after a failure */
 #define NOTIFY_RETRY_MAX	600	/* retries at most this far apart */
 #define NOTIFY_MAX_DOMAINS	4096	/* records kept (bounded memory) */
@@ -376,6 +378,9 @@ static void notify_send(struct notify_dom *d)
 		goto fail_uri;
 	}
 	evhttp_connection_set_timeout(d->conn, NOTIFY_TIMEOUT);
+	/* The answer is only a status: a peer must not fill our memory. */
+	evhttp_connection_set_max_headers_size(d->conn, NOTIFY_MAX_HEADERS);
+	evhttp_connection_set_max_body_size(d->conn, NOTIFY_MAX_BODY);
 	evhttp_connection_set_retries(d->conn, 0);
 	req = evhttp_request_new(notify_done, d);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Host", hosthdr);
