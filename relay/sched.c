@@ -289,8 +289,8 @@ static void sched_conn_try(struct sched_conn *c)
 			char ip[64];
 
 			if ((c->pol == NULL || c->pol_target != c->target) &&
-			    tlsfind_needed(run->s->cfg, run->domain)) {
-				/* DANE: the host's TLSA records first. */
+			    tlsfind_needed(run->s->cfg, run->domain, run->routed)) {
+				/* DANE or MTA-STS: what DNS says first. */
 				c->tf = tlsfind_host(run->s->dns, run->s->cfg,
 				    run->domain, t->host, sa->sa_family == AF_INET6 ?
 				    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
