@@ -1342,7 +1342,13 @@ static enum watch_result watch_atrn(struct conn *p, const char *domains,
 	fflush(stdout);
 	if (stop_requested)
 		return WATCH_STOP;
-	/* Deferred mail would wake us again at once: back off instead. */
+	/* Deferred mail would wake us again at once: back off instead.
+	 * So does a provider that says mail waits and then sends none
+	 * (connecting again at once would be a busy loop). */
+	if (rc >= 0 && t.messages == 0) {
+		msg("%s: ATRN delivered nothing", opt.server);
+		return WATCH_FAIL;
+	}
 	return rc < 0 ? WATCH_FAIL : WATCH_AGAIN;
 }
 
