@@ -34,6 +34,9 @@
 #include "privsep.h"
 #include "queue.h"
 #include "rcache.h"
+#include "sts.h"
+#include "stscache.h"
+#include "tlsfind.h"
 #include "recip.h"
 #include "sched.h"
 #include "sandbox.h"
@@ -70,6 +73,8 @@ struct daemon {
 	struct authc *auth;
 	int dropped;		/* started as root, now run_as_user */
 	struct rcache *rcache;
+	struct stscache *stscache;
+	struct sts *sts;
 	struct recip *recip;
 	struct qadmin *qadmin;
 	SSL_CTX *server_tls;
@@ -737,6 +742,11 @@ int main(int argc, char **argv)
 	d.rcache = rcache_open(d.q, d.cfg->verify_cache_size, err, sizeof(err));
 	if (d.rcache == NULL)
 		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	d.stscache = stscache_open(d.q, err, sizeof(err));
+	if (d.stscache == NULL)
+		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	d.sts = sts_new(d.base, d.dns, d.stscache);
+	tlsfind_set_sts(d.sts);
 	d.recip = recip_new(d.base, d.cfg, d.rcache, d.dns);
 	deliver_set_recip(d.recip);
 	d.sched = sched_new(d.base, d.cfg, d.q, d.dns, d.client_tls);
@@ -795,6 +805,9 @@ int main(int argc, char **argv)
 	deliver_set_recip(NULL);
 	recip_free(&d.recip);
 	rcache_close(&d.rcache);
+	tlsfind_set_sts(NULL);
+	sts_free(&d.sts);
+	stscache_close(&d.stscache);
 	dns_free(&d.dns);
 	control_free(&d.control);
 	domstate_close(&d.domstate);

@@ -2291,7 +2291,34 @@ int queue_totals(struct queue *q, struct queue_totals *t)
 		t->recipients = be64_get(p + 16);
 		t->retrying = be64_get(p + 24);
 	} else if (rc == MDB_NOTFOUND) {
-		rc = 0;		/* empty queue, or format 1 not yet upgraded */
+		/* Empty, or format 1 not upgraded yet (read-only): count. */
+		MDB_cursor *c;
+
+		rc = 0;
+		if (mdb_cursor_open(txn, q->db_msg, &c) == 0) {
+			MDB_cursor_op op = MDB_FIRST;
+
+			for (; mdb_cursor_get(c, &k, &d, op) == 0; op = MDB_NEXT) {
+				struct queue_envelope *env;
+				char id[QUEUE_ID_LEN + 1];
+				int64_t delta[TOTALS_N];
+
+				if (k.mv_size != QUEUE_ID_LEN)
+					continue;
+				memcpy(id, k.mv_data, QUEUE_ID_LEN);
+				id[QUEUE_ID_LEN] = '\0';
+				if (queue_record_decode(id, d.mv_data, d.mv_size, &env,
+				    NULL) != QUEUE_OK)
+					continue;
+				totals_of(env, 1, delta);
+				t->messages += (uint64_t)delta[0];
+				t->bytes += (uint64_t)delta[1];
+				t->recipients += (uint64_t)delta[2];
+				t->retrying += (uint64_t)delta[3];
+				queue_envelope_free(&env);
+			}
+			mdb_cursor_close(c);
+		}
 	}
 	if (mdb_stat(txn, q->db_lease, &st) == 0)
 		t->leased = st.ms_entries;

@@ -14,7 +14,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from odtest import check, fail, run_tests
-from pullsink import PullFixture, submit, sample_message
+from pullsink import PullFixture, Sink, submit, sample_message
 import test_push as tp
 
 
@@ -123,7 +123,97 @@ def test_webhook_huge_response_bounded():
 		shutil.rmtree(tmp, ignore_errors=True)
 
 
+class EmptyProvider:
+	"""An ODMR provider that always says mail is waiting (XWAIT 250, ATRN
+	250) and then, in the reversed session, has nothing to send (mode
+	"empty") or closes at once after 250 to XWAIT (mode "close")."""
+
+	def __init__(self, mode):
+		self.mode = mode
+		self.conns = 0
+		self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+		self.sock.bind(("127.0.0.1", 0))
+		self.sock.listen(64)
+		self.port = self.sock.getsockname()[1]
+		self.stopping = False
+		threading.Thread(target=self._accept, daemon=True).start()
+
+	def _accept(self):
+		while not self.stopping:
+			try:
+				c, _ = self.sock.accept()
+			except OSError:
+				return
+			self.conns += 1
+			threading.Thread(target=self._serve, args=(c,),
+			    daemon=True).start()
+
+	def _serve(self, c):
+		f = c.makefile("rb")
+		try:
+			c.sendall(b"220 provider.test ESMTP\r\n")
+			while True:
+				line = f.readline()
+				if not line:
+					return
+				v = line.strip().upper()
+				if v.startswith(b"EHLO"):
+					c.sendall(b"250-provider.test\r\n250-AUTH CRAM-MD5 "
+					    b"PLAIN\r\n250-ATRN\r\n250 XWAIT\r\n")
+				elif v.startswith(b"AUTH"):
+					c.sendall(b"334 PDEyMzQ1QHByb3ZpZGVyLnRlc3Q+\r\n")
+					f.readline()
+					c.sendall(b"235 2.7.0 ok\r\n")
+				elif v.startswith(b"XWAIT"):
+					c.sendall(b"250 2.0.0 Mail is waiting, send ATRN\r\n")
+					if self.mode == "close":
+						return
+				elif v.startswith(b"ATRN"):
+					c.sendall(b"250 2.0.0 OK now reversing\r\n")
+					# reversed: the customer greets, we have nothing
+					f.readline()
+					c.sendall(b"QUIT\r\n")
+					f.readline()
+					return
+				elif v.startswith(b"QUIT"):
+					c.sendall(b"221 bye\r\n")
+					return
+				else:
+					c.sendall(b"250 ok\r\n")
+		except OSError:
+			pass
+		finally:
+			c.close()
+
+	def close(self):
+		self.stopping = True
+		self.sock.close()
+
+
+def test_watch_no_busy_loop():
+	"""odpull --watch against a provider that says mail is waiting and
+	then has none (or closes after XWAIT's 250): it backs off instead of
+	reconnecting in a loop."""
+	for mode in ("empty", "close"):
+		prov = EmptyProvider(mode)
+		sink = Sink().start()
+		w = tp.Watch(["127.0.0.1:%d" % prov.port], sink)
+		try:
+			time.sleep(3)
+			check(w.proc.poll() is None, "odpull --watch exited:\n"
+			    + w.text()[-2000:])
+			n = prov.conns
+			check(1 <= n <= 6, "%s: %d connections to the provider in 3 s "
+			    "(want a backoff):\n%s" % (mode, n, w.text()[-1500:]))
+			w.stop()
+		finally:
+			w.kill()
+			sink.stop()
+			prov.close()
+
+
 TESTS = [
+	test_watch_no_busy_loop,
 	test_webhook_huge_response_bounded,
 ]
 

@@ -8,6 +8,7 @@ import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -164,6 +165,15 @@ def test_expiry_among_many():
 		check(len(dsns) == 1, "%d notices, expected 1" % len(dsns))
 		check("s@client.test" in msg_rcpts(dsns[0]), "notice to %r"
 		    % msg_rcpts(dsns[0]))
+		# A reload that brings a new age (keep.test: 1s) reads the queue
+		# for it: every held message is returned now.
+		with open(d.conf, "w") as f:
+			f.write(d.text.replace("[domain keep.test]\nhold = yes\n",
+			    "[domain keep.test]\nhold = yes\nqueue_lifetime = 1s\n"))
+		d.proc.send_signal(signal.SIGHUP)
+		wait_queue(d, lambda j: not any("k@keep.test" in msg_rcpts(m)
+		    for m in json_messages(j)), "keep.test returned after reload",
+		    timeout=30)
 
 
 # --- compaction while the daemon runs ---------------------------------------
