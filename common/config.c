@@ -25,7 +25,7 @@
 
 #include "config.h"
 #include "domhash.h"
-#include "dnsbl.h"
+#include "dnsbl_spec.h"
 #include "log.h"
 #include "tlspolicy.h"
 #include "util.h"
