@@ -78,9 +78,12 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "4.7.4), failed (handshake or policy check failed, 4.7.5)." },
 };
 
+/* Room for a domain name (253) or a milter spec and its action. */
+#define METRICS_LABEL_MAX 256
+
 struct metric_cell {
 	int used;
-	char label[64];
+	char label[METRICS_LABEL_MAX];
 	uint64_t value;
 };
 
@@ -105,11 +108,15 @@ struct metrics {
 static struct metric_cell *metrics_cell(enum metric m, const char *label,
     int create)
 {
-	const char *l = label ? label : "";
+	char key[METRICS_LABEL_MAX];
+	const char *l = key;
 	struct metric_cell *row;
 
 	if ((unsigned)m >= METRIC_COUNT)
 		return NULL;
+	/* Compare what a cell can hold: a longer label cut short must find
+	 * its cell again, not take a new one with the same text each time. */
+	util_strlcpy(key, label ? label : "", sizeof(key));
 	row = cells[m];
 	for (size_t i = 0; i < METRICS_LABELS; i++) {
 		if (row[i].used && strcmp(row[i].label, l) == 0)
@@ -142,6 +149,33 @@ uint64_t metrics_get(enum metric m, const char *label)
 	return c ? c->value : 0;
 }
 
+/*
+ * A label value as the text format wants it (backslash, quote and newline
+ * escaped); other control and non-ASCII octets become '?' so the page is
+ * valid UTF-8 whatever a configuration named. Values come from
+ * configuration (milter sockets, lists, domains) and must not break the
+ * page. Returns dst.
+ */
+const char *metrics_label_escape(char *dst, size_t size, const char *v)
+{
+	size_t o = 0;
+
+	for (; *v != '\0' && o + 3 < size; v++) {
+		unsigned char c = (unsigned char)*v;
+
+		if (c == '\\' || c == '"') {
+			dst[o++] = '\\';
+			dst[o++] = (char)c;
+		} else if (c == '\n') {
+			dst[o++] = '\\';
+			dst[o++] = 'n';
+		} else
+			dst[o++] = c < 0x20 || c >= 0x7f ? '?' : (char)c;
+	}
+	dst[o] = '\0';
+	return dst;
+}
+
 /* Sum of a counter over all its labels. */
 static uint64_t metrics_sum(enum metric m)
 {
@@ -169,6 +203,8 @@ static void metrics_format_outcomes(struct evbuffer *out)
 
 void metrics_format(struct evbuffer *out)
 {
+	char esc[2 * METRICS_LABEL_MAX];
+
 	for (int m = 0; m < METRIC_COUNT; m++) {
 		const struct metric_def *d = &metric_defs[m];
 		int any = 0;
@@ -183,7 +219,8 @@ void metrics_format(struct evbuffer *out)
 			any = 1;
 			if (d->label_name != NULL && c->label[0] != '\0')
 				evbuffer_add_printf(out, "%s{%s=\"%s\"} %llu\n", d->name,
-				    d->label_name, c->label,
+				    d->label_name, metrics_label_escape(esc,
+				    sizeof(esc), c->label),
 				    (unsigned long long)c->value);
 			else
 				evbuffer_add_printf(out, "%s %llu\n", d->name,
@@ -197,6 +234,7 @@ void metrics_format(struct evbuffer *out)
 
 char *metrics_format_line(char *buf, size_t size)
 {
+	char esc[2 * METRICS_LABEL_MAX];
 	size_t off = 0;
 
 	buf[0] = '\0';
@@ -209,7 +247,8 @@ char *metrics_format_line(char *buf, size_t size)
 
 			if (d->label_name != NULL && c->label[0] != '\0')
 				n = snprintf(buf + off, size - off, "%s%s{%s=\"%s\"}=%llu",
-				    off ? " " : "", d->name, d->label_name, c->label,
+				    off ? " " : "", d->name, d->label_name,
+				    metrics_label_escape(esc, sizeof(esc), c->label),
 				    (unsigned long long)c->value);
 			else
 				n = snprintf(buf + off, size - off, "%s%s=%llu",

@@ -81,4 +81,7 @@ struct metrics *metrics_listen(struct event_base *base, const char *addr,
     metrics_gauge_fn *gauges, void *arg, char *err, size_t errlen);
 void metrics_free(struct metrics **m);
 
+/* v escaped as a label value of the text format, in dst. */
+const char *metrics_label_escape(char *dst, size_t size, const char *v);
+
 #endif
