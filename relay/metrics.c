@@ -89,10 +89,19 @@ struct metric_cell {
 
 static struct metric_cell cells[METRIC_COUNT][METRICS_LABELS];
 
+/* A scrape being streamed: one chunk per slice of gauges. */
+struct scrape {
+	struct metrics *mt;
+	struct evhttp_request *req;
+	struct metrics_cursor cur;
+	struct scrape *next;
+};
+
 struct metrics {
 	struct evhttp *http;
 	metrics_gauge_fn *gauges;
 	void *arg;
+	struct scrape *scrapes;	/* streaming now */
 };
 
 /* The cell for (m, label); a full table folds new labels into "other". */
@@ -274,9 +283,67 @@ char *metrics_format_line(char *buf, size_t size)
 	return buf;
 }
 
+static void scrape_unlink(struct scrape *sc)
+{
+	struct scrape **pp = &sc->mt->scrapes;
+
+	while (*pp != NULL && *pp != sc)
+		pp = &(*pp)->next;
+	if (*pp == sc)
+		*pp = sc->next;
+	free(sc);
+}
+
+/* The client went away (or the server is being freed) mid-stream. */
+static void scrape_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct scrape *sc = arg;
+
+	(void)evcon;
+	/* Detached by libevent (EOF, timeout): ours to free; still attached
+	 * (evhttp_free): the connection frees it. */
+	if (evhttp_request_get_connection(sc->req) == NULL)
+		evhttp_send_reply_end(sc->req);
+	scrape_unlink(sc);
+}
+
+static void scrape_next(struct evhttp_connection *evcon, void *arg);
+
+/* Makes one slice and sends it; the last one ends the reply. */
+static void scrape_slice(struct scrape *sc, struct evbuffer *out)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(sc->req);
+	int more = 0;
+
+	do
+		more = sc->mt->gauges != NULL &&
+		    sc->mt->gauges(sc->mt->arg, &sc->cur, out);
+	while (more && evbuffer_get_length(out) == 0);
+	if (more) {
+		evhttp_send_reply_chunk_with_cb(sc->req, out, scrape_next, sc);
+		return;
+	}
+	if (evbuffer_get_length(out) > 0)
+		evhttp_send_reply_chunk(sc->req, out);
+	evhttp_connection_set_closecb(evcon, NULL, NULL);
+	evhttp_send_reply_end(sc->req);
+	scrape_unlink(sc);
+}
+
+/* The previous chunk is written: the next slice, in a later loop turn. */
+static void scrape_next(struct evhttp_connection *evcon, void *arg)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	(void)evcon;
+	scrape_slice(arg, out);
+	evbuffer_free(out);
+}
+
 static void metrics_request(struct evhttp_request *req, void *arg)
 {
 	struct metrics *mt = arg;
+	struct scrape *sc;
 	struct evbuffer *out;
 
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
@@ -284,13 +351,24 @@ static void metrics_request(struct evhttp_request *req, void *arg)
 		evhttp_send_error(req, 405, "Method Not Allowed");
 		return;
 	}
-	out = evbuffer_new();
-	metrics_format(out);
-	if (mt->gauges != NULL)
-		mt->gauges(mt->arg, out);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	    "text/plain; version=0.0.4; charset=utf-8");
-	evhttp_send_reply(req, 200, "OK", out);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		/* Headers only: the body's length is not known in advance. */
+		evhttp_send_reply(req, 200, "OK", NULL);
+		return;
+	}
+	sc = xcalloc(1, sizeof(*sc));
+	sc->mt = mt;
+	sc->req = req;
+	sc->next = mt->scrapes;
+	mt->scrapes = sc;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
+	    scrape_closed, sc);
+	evhttp_send_reply_start(req, 200, "OK");
+	out = evbuffer_new();
+	metrics_format(out);
+	scrape_slice(sc, out);
 	evbuffer_free(out);
 }
 
