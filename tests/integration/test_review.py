@@ -478,7 +478,80 @@ def rcpt_once(d, addr):
 		c.close()
 
 
+def test_xwait_disconnect_sighup_and_atrn_race():
+	"""Waiters that reset their connection while mail arrives, a SIGHUP
+	while sessions wait, and a wake-up while another session's ATRN is
+	delivering: the daemon stays up, the others are woken after the
+	reload, and every message reaches the customer exactly once."""
+	import signal as sig
+	with tp.daemon("review-xwait", extra="max_waiting = 100\n"
+	    "max_connections_per_ip = 100\nodmr_wait_timeout = 30s\n") as d, \
+	    Sink() as sink:
+		tp.users(d)
+		keep, drop = [], []
+		try:
+			for i in range(30):
+				c = tp.login(d)
+				c.send("XWAIT\r\n")
+				(drop if i % 2 else keep).append(c)
+			tp.wait_waiting(d, 30)
+			d.proc.send_signal(sig.SIGHUP)
+			time.sleep(0.5)
+			check(d.running(), "odrelayd died on SIGHUP with waiters")
+			for c in drop:
+				c.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+				    struct.pack("ii", 1, 0))
+			# Resets racing with the wake-up.
+			t = threading.Thread(target=lambda: [c.close() for c in drop])
+			t.start()
+			submit(d.smtp_port, "s@client.test", ["u1@example.org"],
+			    sample_message("race1"))
+			t.join()
+			for c in keep:
+				c.expect(250, what="waiter woken after SIGHUP")
+			check(d.running(), "odrelayd died")
+			# The first woken session pulls; a second one waits again
+			# meanwhile and is woken by mail arriving during that ATRN.
+			a, b = keep[0], keep[1]
+			a.expect(250, "ATRN")
+			b.send("XWAIT\r\n")
+			got = {}
+
+			def serve_a():
+				got["a"] = tp.reverse_serve(a, sink)
+			ta = threading.Thread(target=serve_a)
+			ta.start()
+			submit(d.smtp_port, "s@client.test", ["u2@example.org"],
+			    sample_message("race2"))
+			code, text = b.reply()
+			if code == 250:
+				b.send("ATRN\r\n")
+				code, text = b.reply()
+				if code == 250:
+					tp.reverse_serve(b, sink)
+			ta.join(30)
+			# Whatever is left is taken by one more ATRN.
+			c = tp.login(d)
+			c.send("ATRN\r\n")
+			code, text = c.reply()
+			if code == 250:
+				tp.reverse_serve(c, sink)
+			c.close()
+			subj = sorted(t.data.split(b"Subject: ")[1].split(b"\r\n")[0]
+			    for t in sink.txns if t.complete and t.data)
+			check(len(subj) == 2 and len(set(subj)) == 2, "delivered: %r"
+			    % subj)
+			check(not d.queue_ids(), "left: %r" % d.queue_ids())
+		finally:
+			for c in keep + drop:
+				try:
+					c.close()
+				except OSError:
+					pass
+
+
 TESTS = [
+	test_xwait_disconnect_sighup_and_atrn_race,
 	test_probe_hostile_addresses,
 	test_milter_header_injection,
 	test_quarantine_release_etrn_once,
