@@ -552,7 +552,7 @@ def test_xwait_disconnect_sighup_and_atrn_race():
 			    for t in sink.txns if t.complete and t.data)
 			check(len(subj) == 2 and len(set(subj)) == 2, "delivered: %r"
 			    % subj)
-			check(not d.queue_ids(), "left: %r" % d.queue_ids())
+			tp.wait_queue(d, tp.queue_empty, "empty after the pulls")
 		finally:
 			for c in keep + drop:
 				try:
