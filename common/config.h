@@ -131,6 +131,7 @@ struct config {
 	long milter_connect_timeout;	/* seconds [30] */
 	long milter_command_timeout;	/* seconds [30] */
 	long milter_content_timeout;	/* seconds [300] */
+	int milter_reuse;		/* keep filter connections (QUIT_NC) [no] */
 	/* Outbound TLS policy (common/tlspolicy.h); domains may override. */
 	int tls;			/* enum tlspolicy_mode [may] */
 	char *tls_ca_file;		/* NULL: system store */
