@@ -710,7 +710,7 @@ static void mc_send_helo(struct mconn *c)
  * and ignores it (and then the CONNECT) otherwise.
  */
 
-#define MP_MAX		64	/* idle connections kept, all filters */
+#define MP_MAX		CONFIG_MILTER_POOL_MAX	/* in fdbudget's reserve */
 #define MP_IDLE		60	/* seconds before an idle one is closed */
 
 struct mpool_ent {
