@@ -660,7 +660,7 @@ static int authenticate(struct conn *p, const struct smtp_reply *caps, int tls_o
 	if (mech == NULL) {
 		msg("provider: no usable SASL mechanism in \"%s\"%s", mechs,
 		    tls_on ? "" : ": PLAIN and LOGIN would reveal the password "
-		    "and are used only over verified TLS (--tls verify or fingerprint)");
+		    "and are used only over verified TLS (--tls required or verify, or fingerprint)");
 		return -1;
 	}
 	sc = sasl_client_new(mech, opt.user, opt.password);

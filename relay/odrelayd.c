@@ -66,9 +66,11 @@ struct daemon {
 	struct smtpd *smtpd;
 	struct odmr *odmr;
 	struct fdbudget *budget;	/* connections on all listeners */
+	unsigned long nofile;		/* the descriptor limit it is from */
 	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
+	uint64_t cfg_gen;	/* reloads so far (a scrape spans several turns) */
 	struct control *control;
 	struct privsep *ps;
 	struct authc *auth;
@@ -225,6 +227,20 @@ static int reload_tls(struct config *ncfg, int cert_fd, int key_fd,
 	return 0;
 }
 
+/* Milters, deliveries or listeners changed what a session costs and what
+ * is kept back: the budget follows, or sessions run out of descriptors. */
+static void reload_budget(struct daemon *d)
+{
+	size_t n = fdbudget_sessions(d->cfg, d->nofile);
+
+	if (d->budget == NULL || n == fdbudget_limit(d->budget))
+		return;
+	fdbudget_set_limit(d->budget, n);
+	log_info("descriptors: limit %lu, %zu reserved, %zu client "
+	    "connections on all listeners (reload)", d->nofile,
+	    fdbudget_reserve(d->cfg), n);
+}
+
 static void reload_fds(struct daemon *d, int cert_fd, int key_fd,
     const char *tls_err, int via_helper)
 {
@@ -264,7 +280,9 @@ static void reload_fds(struct daemon *d, int cert_fd, int key_fd,
 	d->server_tls = ntls;
 	config_free(&d->cfg);
 	d->cfg = ncfg;
+	d->cfg_gen++;
 	apply_quotas(d);
+	reload_budget(d);
 	smtpd_auth(d);
 	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
@@ -525,47 +543,50 @@ static void become_user(const struct config *cfg, int permanent)
 	log_info("running as %s", cfg->run_as_user);
 }
 
-/* Gauges for /metrics: queue contents per domain and open sessions. */
-static void gauges(void *arg, struct evbuffer *out)
+/*
+ * Gauges for /metrics, a slice per call: queue contents per domain, open
+ * sessions, the other per-domain facts, capacity. A reload in mid-scrape
+ * ends the per-domain lines there (the list they walk is gone) rather
+ * than repeat or mix domains.
+ */
+static int gauges(void *arg, struct metrics_cursor *cur, struct evbuffer *out)
 {
+	static const enum watch_family fam[] = { WATCH_MESSAGES, WATCH_BYTES,
+	    0, WATCH_OLDEST, WATCH_LAST_ATRN, WATCH_LAST_ETRN };
 	struct daemon *d = arg;
 
-	evbuffer_add_printf(out, "# HELP odrelay_queue_messages Messages queued, by domain.\n"
-	    "# TYPE odrelay_queue_messages gauge\n");
-	for (size_t i = 0; i < d->cfg->ndomains; i++) {
-		struct queue_domain_stats st;
-
-		if (queue_domain_stats(d->q, d->cfg->domains[i].name, &st) != QUEUE_OK)
-			continue;
-		evbuffer_add_printf(out, "odrelay_queue_messages{domain=\"%s\"} %llu\n",
-		    d->cfg->domains[i].name, (unsigned long long)st.messages);
+	if (cur->part == 0 && cur->index == 0)
+		cur->tag = d->cfg_gen;
+	while (evbuffer_get_length(out) < METRICS_SLICE) {
+		if (cur->part == 2) {
+			evbuffer_add_printf(out, "# HELP odrelay_sessions Open sessions, by listener.\n"
+			    "# TYPE odrelay_sessions gauge\n"
+			    "odrelay_sessions{listener=\"smtp\"} %zu\n"
+			    "odrelay_sessions{listener=\"odmr\"} %zu\n"
+			    "# HELP odrelay_xwait_sessions ODMR sessions waiting for mail (XWAIT).\n"
+			    "# TYPE odrelay_xwait_sessions gauge\n"
+			    "odrelay_xwait_sessions %zu\n"
+			    "# HELP odrelay_deliveries_active Outbound delivery connections running.\n"
+			    "# TYPE odrelay_deliveries_active gauge\n"
+			    "odrelay_deliveries_active %zu\n",
+			    smtpd_session_count(d->smtpd),
+			    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
+			    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
+			    sched_active(d->sched));
+			qadmin_gauges(d->qadmin, out);
+		} else if (cur->part < sizeof(fam) / sizeof(fam[0])) {
+			if (cur->tag == d->cfg_gen && !watch_family(out,
+			    METRICS_SLICE, fam[cur->part], d->cfg, d->q,
+			    d->domstate, &cur->index))
+				return 1;
+		} else {
+			watch_capacity(out, d->cfg, d->q);
+			return 0;
+		}
+		cur->part++;
+		cur->index = 0;
 	}
-	evbuffer_add_printf(out, "# HELP odrelay_queue_bytes Octets queued, by domain.\n"
-	    "# TYPE odrelay_queue_bytes gauge\n");
-	for (size_t i = 0; i < d->cfg->ndomains; i++) {
-		struct queue_domain_stats st;
-
-		if (queue_domain_stats(d->q, d->cfg->domains[i].name, &st) != QUEUE_OK)
-			continue;
-		evbuffer_add_printf(out, "odrelay_queue_bytes{domain=\"%s\"} %llu\n",
-		    d->cfg->domains[i].name, (unsigned long long)st.bytes);
-	}
-	evbuffer_add_printf(out, "# HELP odrelay_sessions Open sessions, by listener.\n"
-	    "# TYPE odrelay_sessions gauge\n"
-	    "odrelay_sessions{listener=\"smtp\"} %zu\n"
-	    "odrelay_sessions{listener=\"odmr\"} %zu\n"
-	    "# HELP odrelay_xwait_sessions ODMR sessions waiting for mail (XWAIT).\n"
-	    "# TYPE odrelay_xwait_sessions gauge\n"
-	    "odrelay_xwait_sessions %zu\n"
-	    "# HELP odrelay_deliveries_active Outbound delivery connections running.\n"
-	    "# TYPE odrelay_deliveries_active gauge\n"
-	    "odrelay_deliveries_active %zu\n",
-	    smtpd_session_count(d->smtpd),
-	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
-	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
-	    sched_active(d->sched));
-	qadmin_gauges(d->qadmin, out);
-	watch_gauges(out, d->cfg, d->q, d->domstate);
+	return 1;
 }
 
 /*
@@ -584,6 +605,7 @@ static void start_budget(struct daemon *d)
 	unsigned long nofile;
 	int raised = fdbudget_raise_nofile(&nofile) == 0;
 
+	d->nofile = nofile;
 	d->budget = fdbudget_new(fdbudget_sessions(d->cfg, nofile));
 	smtpd_set_budget(d->smtpd, d->budget);
 	if (d->odmr != NULL)
