@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -274,7 +275,45 @@ def test_budget_follows_reload():
 		    "with a budget of %d" % (greeted, refused, want))
 
 
+def test_check_control_socket_dir():
+	"""odrelayd -n said OK for a control socket in a directory
+	run_as_user cannot write, and the daemon then exited 1 ("cannot
+	listen: Permission denied") after dropping privileges."""
+	if os.geteuid() != 0:
+		raise Skip("needs root (run_as_user nobody)")
+	import odtest
+	with Fixture("review2-ctl", start=False) as d:
+		run = os.path.join(d.dir, "run")
+		os.mkdir(run, 0o755)		# root's: nobody cannot write
+		sock = os.path.join(run, "control.sock")
+		d.text = d.text.replace("control_socket = " + d.sock,
+		    "control_socket = " + sock)
+		d.sock = sock
+		with open(d.conf, "w") as f:
+			f.write(d.text)
+		r = odtest.run([odtest.prog("odrelayd"), "-n", "-c", d.conf])
+		check(r.returncode != 0 and "control_socket" in r.out and
+		    "nobody" in r.out, "odrelayd -n on a control socket nobody "
+		    "cannot create: exit %d %r" % (r.returncode, r.out))
+		try:		# and the daemon agrees: it exits at start
+			d.start()
+		except odtest.Failure as e:
+			check("exited with status" in str(e), str(e))
+		deadline = time.time() + 10
+		while d.running() and time.time() < deadline:
+			time.sleep(0.05)
+		check(not d.running() and d.proc.returncode != 0,
+		    "daemon started although -n refused")
+		check("control socket" in d.log_text(), "not the control socket")
+		d.expected_exit = True
+		os.chown(run, pwd.getpwnam("nobody").pw_uid, -1)
+		r = odtest.run([odtest.prog("odrelayd"), "-n", "-c", d.conf])
+		check(r.returncode == 0, "odrelayd -n once nobody owns the "
+		    "directory: exit %d %r" % (r.returncode, r.out))
+
+
 run_tests([test_metrics_hostile_labels,
     test_reload_garbage_passwd_mid_exchanges,
     test_auth_killed_many_exchanges,
-    test_budget_follows_reload], "review2")
+    test_budget_follows_reload,
+    test_check_control_socket_dir], "review2")
