@@ -1114,6 +1114,7 @@ static const struct config_key config_keys[] = {
 	{ "tls", CONFIG_BOTH, config_set_tls, GD(tls) },
 	{ "tls_ca_file", CONFIG_BOTH, config_set_optstr, GD(tls_ca_file) },
 	{ "tls_fingerprint", CONFIG_BOTH, config_set_tls_fingerprint, GD(tls_fingerprint) },
+	{ "mta_sts_port", CONFIG_GLOBAL, config_set_port, G(mta_sts_port) },
 };
 
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
@@ -1227,6 +1228,7 @@ static struct config *config_new(void)
 	cfg->milter_command_timeout = 30;
 	cfg->milter_content_timeout = 300;
 	cfg->tls = TLSPOLICY_MAY;
+	cfg->mta_sts_port = 443;
 	return cfg;
 }
 

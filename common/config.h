@@ -135,6 +135,7 @@ struct config {
 	int tls;			/* enum tlspolicy_mode [may] */
 	char *tls_ca_file;		/* NULL: system store */
 	char *tls_fingerprint;		/* "sha256:HEX ..." or NULL */
+	int mta_sts_port;		/* MTA-STS policy server port [443] */
 
 	struct config_domain *domains;
 	size_t ndomains;

@@ -978,15 +978,25 @@ const char *sasl_client_choose(const char *offered, int tls_active)
 /* ---- failure throttling ---- */
 
 /*
- * Two kinds of entries share one table: "i:" + the address key (IPv6 per
- * /64) and "u:" + the user name tried. Neither is ever cleared by a
- * success: a success cleared the address before, and a customer could
- * alternate his own logins with guesses at another customer's password.
+ * Two tables: "i:" + the address key (IPv6 per /64), and "u:" + the user
+ * name tried. Neither is ever cleared by a success: a success cleared the
+ * address before, and a customer could alternate his own logins with
+ * guesses at another customer's password. They are kept apart, and the
+ * user table grows instead of forgetting, so that a flood of cheap
+ * failures from other addresses (a /48 of IPv6, or a session process
+ * taken over that names any address) cannot push a blocked user out and
+ * win more guesses. The caller counts only names that exist (authd),
+ * which bounds the user table by the password file.
  */
 struct sasl_throttle_entry {
 	char key[2 + PASSWD_NAME_MAX + 1];
 	double last;
 	unsigned failures;
+};
+
+struct sasl_throttle_table {
+	struct sasl_throttle_entry *e;
+	size_t n, cap, max;		/* in use, allocated, never beyond */
 };
 
 /* (user, address) pairs that logged in: that user's own block does not
@@ -999,8 +1009,7 @@ struct sasl_throttle_good {
 };
 
 struct sasl_throttle {
-	struct sasl_throttle_entry *e;
-	size_t n;
+	struct sasl_throttle_table ips, users;
 	struct sasl_throttle_good *good;
 	size_t ngood;
 };
@@ -1040,11 +1049,21 @@ static int sasl_throttle_key(char kind, const char *s, char *key,
 	return 0;
 }
 
+static struct sasl_throttle_table *sasl_throttle_table(struct sasl_throttle *t,
+    const char *key)
+{
+	return key[0] == 'u' ? &t->users : &t->ips;
+}
+
 struct sasl_throttle *sasl_throttle_new(void)
 {
 	struct sasl_throttle *t = xcalloc(1, sizeof(*t));
 
-	t->e = xcalloc(SASL_THROTTLE_SLOTS, sizeof(*t->e));
+	t->ips.cap = t->ips.max = SASL_THROTTLE_SLOTS;
+	t->ips.e = xcalloc(t->ips.cap, sizeof(*t->ips.e));
+	t->users.cap = 64;
+	t->users.max = SASL_THROTTLE_USER_SLOTS;
+	t->users.e = xcalloc(t->users.cap, sizeof(*t->users.e));
 	t->good = xcalloc(SASL_THROTTLE_GOOD_SLOTS, sizeof(*t->good));
 	return t;
 }
@@ -1053,26 +1072,27 @@ void sasl_throttle_free(struct sasl_throttle **tp)
 {
 	if (*tp == NULL)
 		return;
-	free((*tp)->e);
+	free((*tp)->ips.e);
+	free((*tp)->users.e);
 	free((*tp)->good);
 	free(*tp);
 	*tp = NULL;
 }
 
 /* The live entry for key, or NULL; stale entries are dropped on the way. */
-static struct sasl_throttle_entry *sasl_throttle_find(struct sasl_throttle *t,
-    const char *key, double now)
+static struct sasl_throttle_entry *sasl_throttle_find(
+    struct sasl_throttle_table *tb, const char *key, double now)
 {
 	size_t i;
 
-	for (i = 0; i < t->n; i++) {
-		if (now - t->e[i].last >= SASL_THROTTLE_WINDOW) {
-			t->e[i] = t->e[--t->n];
+	for (i = 0; i < tb->n; i++) {
+		if (now - tb->e[i].last >= SASL_THROTTLE_WINDOW) {
+			tb->e[i] = tb->e[--tb->n];
 			i--;
 			continue;
 		}
-		if (strcmp(t->e[i].key, key) == 0)
-			return &t->e[i];
+		if (strcmp(tb->e[i].key, key) == 0)
+			return &tb->e[i];
 	}
 	return NULL;
 }
@@ -1080,18 +1100,23 @@ static struct sasl_throttle_entry *sasl_throttle_find(struct sasl_throttle *t,
 static unsigned sasl_throttle_count(struct sasl_throttle *t, const char *key,
     double now)
 {
+	struct sasl_throttle_table *tb = sasl_throttle_table(t, key);
 	struct sasl_throttle_entry *e;
 	size_t i, old;
 
-	if ((e = sasl_throttle_find(t, key, now)) == NULL) {
-		if (t->n == SASL_THROTTLE_SLOTS) {
+	if ((e = sasl_throttle_find(tb, key, now)) == NULL) {
+		if (tb->n == tb->cap && tb->cap < tb->max) {
+			tb->cap = tb->cap * 2 < tb->max ? tb->cap * 2 : tb->max;
+			tb->e = xreallocarray(tb->e, tb->cap, sizeof(*tb->e));
+		}
+		if (tb->n == tb->cap) {
 			/* Full of live entries: forget the quietest. */
-			for (old = 0, i = 1; i < t->n; i++)
-				if (t->e[i].last < t->e[old].last)
+			for (old = 0, i = 1; i < tb->n; i++)
+				if (tb->e[i].last < tb->e[old].last)
 					old = i;
-			e = &t->e[old];
+			e = &tb->e[old];
 		} else
-			e = &t->e[t->n++];
+			e = &tb->e[tb->n++];
 		memset(e, 0, sizeof(*e));
 		util_strlcpy(e->key, key, sizeof(e->key));
 	}
@@ -1105,14 +1130,15 @@ static unsigned sasl_throttle_get(struct sasl_throttle *t, const char *key)
 {
 	struct sasl_throttle_entry *e;
 
-	e = sasl_throttle_find(t, key, sasl_throttle_now());
+	e = sasl_throttle_find(sasl_throttle_table(t, key), key,
+	    sasl_throttle_now());
 	return e != NULL ? e->failures : 0;
 }
 
 unsigned sasl_throttle_failure(struct sasl_throttle *t, const char *ip,
     const char *user)
 {
-	char key[sizeof(t->e->key)];
+	char key[sizeof(t->ips.e->key)];
 	double now = sasl_throttle_now();
 	unsigned n, nu;
 
@@ -1158,7 +1184,7 @@ void sasl_throttle_success(struct sasl_throttle *t, const char *ip,
 
 int sasl_throttle_blocked(struct sasl_throttle *t, const char *ip)
 {
-	char key[sizeof(t->e->key)];
+	char key[sizeof(t->ips.e->key)];
 
 	sasl_throttle_key('i', ip, key, sizeof(key));
 	return sasl_throttle_get(t, key) >= SASL_THROTTLE_MAX;
@@ -1167,7 +1193,7 @@ int sasl_throttle_blocked(struct sasl_throttle *t, const char *ip)
 int sasl_throttle_user_blocked(struct sasl_throttle *t, const char *ip,
     const char *user)
 {
-	char key[sizeof(t->e->key)];
+	char key[sizeof(t->ips.e->key)];
 	double now = sasl_throttle_now();
 	unsigned n;
 	size_t i;

@@ -118,20 +118,23 @@ const char *sasl_client_choose(const char *offered, int tls_active);
  * even checked (535) unless that user logged in from that address within
  * SASL_THROTTLE_GOOD_TTL (and fewer than SASL_THROTTLE_USER_HARD
  * failures were counted for the user). A success clears nothing. The
- * tables are bounded (oldest entry evicted).
+ * address table is bounded (oldest entry forgotten); the user table grows
+ * (to SASL_THROTTLE_USER_SLOTS) rather than forget a blocked user, so
+ * count only names that exist.
  */
 #define SASL_THROTTLE_WINDOW	600
 #define SASL_THROTTLE_MAX	10
 #define SASL_THROTTLE_DELAY_MAX	16
-#define SASL_THROTTLE_SLOTS	4096
+#define SASL_THROTTLE_SLOTS	4096	/* addresses (oldest forgotten) */
+#define SASL_THROTTLE_USER_SLOTS (1u << 20) /* names (grows to this) */
 #define SASL_THROTTLE_GOOD_SLOTS 1024
 #define SASL_THROTTLE_GOOD_TTL	(7 * 86400)
 #define SASL_THROTTLE_USER_HARD	100
 
 struct sasl_throttle *sasl_throttle_new(void);
 void sasl_throttle_free(struct sasl_throttle **t);
-/* Record a failure (user: the name tried, or NULL); returns the delay in
- * seconds before the 535. */
+/* Record a failure (user: the name tried if it exists, or NULL); returns
+ * the delay in seconds before the 535. */
 unsigned sasl_throttle_failure(struct sasl_throttle *t, const char *ip,
     const char *user);
 /* Remember that user logged in from ip. */

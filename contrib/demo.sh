@@ -20,6 +20,8 @@ else
 	    make -j"$(nproc)" -s)
 fi
 mkdir -p demo-queue
+# git keeps no file modes but x: the password file must not be world-readable.
+chmod 600 contrib/demo.passwd
 echo "odrelayd: SMTP 127.0.0.1:2525, ODMR 127.0.0.1:3366 (user demo, password demo); Ctrl-C stops it"
 echo "programs in $bindir/: $bindir/odrelayctl -c contrib/demo.conf queue, $bindir/odpull ..."
 exec "$bindir/odrelayd" -f -c contrib/demo.conf

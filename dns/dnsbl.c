@@ -9,6 +9,7 @@
  * call.
  */
 #include <arpa/inet.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include <ares.h>
 #include <event2/event.h>
 
 #include "config.h"
@@ -27,6 +29,7 @@
 #include "xmalloc.h"
 
 #define DNSBL_LISTS_MAX	32	/* distinct lists per check */
+#define DNSBL_ADDRS_MAX	64	/* return codes read from a long answer */
 
 struct dnsbl {
 	struct event_base *base;
@@ -38,6 +41,7 @@ struct dnsbl_check;
 struct dnsbl_q {
 	struct dnsbl_check *c;
 	struct dns_req *req;		/* NULL once answered */
+	struct dns_raw *raw;		/* the same, read whole (see below) */
 	char list[DNSBL_NAME_MAX + 1];
 	int listed;
 };
@@ -349,9 +353,10 @@ static void dnsbl_timer_cb(evutil_socket_t fd, short what, void *arg)
 	if (!c->finished) {
 		/* dnsbl_timeout: what is still out counts as not listed */
 		for (i = 0; i < c->nq; i++) {
-			if (c->q[i].req == NULL)
+			if (c->q[i].req == NULL && c->q[i].raw == NULL)
 				continue;
 			dns_req_cancel(&c->q[i].req);
+			dns_raw_cancel(&c->q[i].raw);
 			log_warn("dnsbl: %s lookup for [%s] timed out, "
 			    "not listed", c->q[i].list, c->ip);
 			metrics_inc(METRIC_DNSBL_ERRORS, "timeout");
@@ -364,11 +369,55 @@ static void dnsbl_timer_cb(evutil_socket_t fd, short what, void *arg)
 		c->done(c->arg);
 }
 
+static void dnsbl_q_done(struct dnsbl_q *q)
+{
+	struct dnsbl_check *c = q->c;
+
+	if (q->listed) {
+		log_info("dnsbl: client [%s] listed by %s", c->ip, q->list);
+		metrics_inc(METRIC_DNSBL_HITS, q->list);
+	}
+	if (--c->pending == 0) {
+		evtimer_del(c->timer);
+		dnsbl_finish(c);
+	}
+}
+
+static void dnsbl_code(struct dnsbl_q *q, const uint8_t a[4])
+{
+	struct dnsbl_check *c = q->c;
+
+	for (size_t j = 0; j < c->nspecs; j++)
+		if (strcmp(c->specs[j].list, q->list) == 0 &&
+		    dnsbl_spec_match(&c->specs[j], a))
+			q->listed = 1;
+}
+
+/* The whole answer, when the resolver's result may have been cut. */
+static void dnsbl_raw_answer(void *arg, int ok, const unsigned char *msg,
+    size_t len)
+{
+	struct dnsbl_q *q = arg;
+	struct ares_addrttl addrs[DNSBL_ADDRS_MAX];
+	int n = DNSBL_ADDRS_MAX;
+
+	q->raw = NULL;
+	if (ok && len <= INT_MAX &&
+	    ares_parse_a_reply(msg, (int)len, NULL, addrs, &n) == ARES_SUCCESS)
+		for (int i = 0; i < n && i < DNSBL_ADDRS_MAX && !q->listed; i++) {
+			uint8_t a[4];
+
+			memcpy(a, &addrs[i].ipaddr, 4);
+			dnsbl_code(q, a);
+		}
+	dnsbl_q_done(q);
+}
+
 static void dnsbl_answer(void *arg, struct dns_result *res)
 {
 	struct dnsbl_q *q = arg;
 	struct dnsbl_check *c = q->c;
-	size_t i, j;
+	size_t i;
 
 	q->req = NULL;
 	if (res->status == DNS_OK) {
@@ -382,15 +431,25 @@ static void dnsbl_answer(void *arg, struct dns_result *res)
 			if (sin->sin_family != AF_INET)
 				continue;
 			memcpy(a, &sin->sin_addr, 4);
-			for (j = 0; j < c->nspecs; j++)
-				if (strcmp(c->specs[j].list, q->list) == 0 &&
-				    dnsbl_spec_match(&c->specs[j], a))
-					q->listed = 1;
+			dnsbl_code(q, a);
 		}
-		if (q->listed) {
-			log_info("dnsbl: client [%s] listed by %s", c->ip,
-			    q->list);
-			metrics_inc(METRIC_DNSBL_HITS, q->list);
+		/*
+		 * The resolver keeps DNS_MAX_ADDRS addresses of an answer: a
+		 * list that returns more codes may have its listing code cut
+		 * off. Ask again and read the whole answer (c-ares follows
+		 * CNAMEs and keeps only records of the name asked).
+		 */
+		if (!q->listed && t->naddrs >= DNS_MAX_ADDRS) {
+			char name[DNSBL_NAME_MAX + 80];
+
+			dns_result_free(&res);
+			if (dnsbl_query_name(c->ip, q->list, name,
+			    sizeof(name)) == 0 &&
+			    (q->raw = dns_query_raw(c->bl->dns, name, 1 /* A */,
+			    0, dnsbl_raw_answer, q)) != NULL)
+				return;
+			dnsbl_q_done(q);
+			return;
 		}
 	} else if (res->status == DNS_TEMPFAIL) {
 		log_warn("dnsbl: %s lookup for [%s] failed (%s), not listed",
@@ -398,10 +457,7 @@ static void dnsbl_answer(void *arg, struct dns_result *res)
 		metrics_inc(METRIC_DNSBL_ERRORS, "tempfail");
 	}
 	dns_result_free(&res);
-	if (--c->pending == 0) {
-		evtimer_del(c->timer);
-		dnsbl_finish(c);
-	}
+	dnsbl_q_done(q);
 }
 
 struct dnsbl_check *dnsbl_check_start(struct dnsbl *bl,
@@ -489,8 +545,10 @@ void dnsbl_check_free(struct dnsbl_check **cp)
 	if (c == NULL)
 		return;
 	*cp = NULL;
-	for (i = 0; i < c->nq; i++)
+	for (i = 0; i < c->nq; i++) {
 		dns_req_cancel(&c->q[i].req);
+		dns_raw_cancel(&c->q[i].raw);
+	}
 	if (c->timer != NULL)
 		event_free(c->timer);
 	free(c->specs);

@@ -41,6 +41,7 @@
 #include "sasl.h"
 #include "smtp_parse.h"
 #include "tls.h"
+#include "tlspolicy.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -49,7 +50,6 @@
 #define REPLY_MAX_BYTES	(64 * 1024)	/* octets in one reply */
 #define DATA_BLOCK	(64 * 1024)	/* message text due per --timeout */
 
-enum tls_mode { TLS_REQUIRED, TLS_OPPORTUNISTIC, TLS_NONE };
 
 struct opts {
 	char *server;		/* the provider being talked to now */
@@ -63,8 +63,12 @@ struct opts {
 	struct strlist domains;
 	char *deliver;
 	int lmtp;
-	enum tls_mode tls;
+	int tls;		/* enum tlspolicy_mode: none, may, encrypt,
+				 * verify, fingerprint */
 	int tls_set;
+	char *tls_fingerprint;	/* pins for tls = fingerprint */
+	int deliver_tls;	/* the same for the local MTA [none] */
+	char *deliver_fingerprint;
 	char *ca_file;
 	int timeout;
 	int max_time;		/* --max-time: seconds per pull, 0 = none */
@@ -116,7 +120,9 @@ static void print_usage(FILE *out)
 	fprintf(out, "usage: odpull --server HOST[:PORT] --user NAME "
 	    "(--password-file FILE | env ODPULL_PASSWORD)\n"
 	    "              [--domain D]... [--deliver HOST[:PORT]] [--lmtp]\n"
-	    "              [--tls required|opportunistic|none] [--ca-file FILE] "
+	    "              [--tls none|may|encrypt|verify|fingerprint] "
+	    "[--tls-fingerprint PINS] [--ca-file FILE]\n"
+	    "              [--deliver-tls MODE] [--deliver-fingerprint PINS] "
 	    "[--timeout SECONDS] [--max-time SECONDS] [-c FILE] [-v]\n"
 	    "              [--watch [--interval SECONDS]]  (--server may be repeated)\n"
 	    "       odpull --etrn --server HOST[:PORT] --domain D...\n"
@@ -497,6 +503,22 @@ static int reply_has(const struct smtp_reply *r, const char *kw, char *arg_r,
 	return 0;
 }
 
+/* --tls: odrelay.conf(5) names; required and opportunistic are the old
+ * names of verify and may. DANE and MTA-STS are for MX delivery only. */
+static int odpull_tls_mode(const char *v)
+{
+	int m;
+
+	if (strcmp(v, "required") == 0)
+		return TLSPOLICY_VERIFY;
+	if (strcmp(v, "opportunistic") == 0)
+		return TLSPOLICY_MAY;
+	m = tlspolicy_mode_parse(v);
+	if (m == TLSPOLICY_DANE || m == TLSPOLICY_DANE_ONLY || m == TLSPOLICY_STS)
+		return -1;
+	return m;
+}
+
 static int conn_starttls(struct conn *c, SSL_CTX *ctx, const char *host, int verify)
 {
 	int rc;
@@ -535,36 +557,81 @@ static int ehlo(struct conn *c, struct smtp_reply *r)
 	return 0;
 }
 
-static int provider_tls(struct conn *p, struct smtp_reply *caps, SSL_CTX *ctx,
-    const char *host)
+/* A client context for a side's mode (verifying only for verify). */
+static SSL_CTX *side_ctx(int mode, char *err, size_t errlen)
+{
+	if (mode == TLSPOLICY_NONE) {
+		snprintf(err, errlen, "no TLS");
+		return NULL;
+	}
+	return tls_client_ctx(opt.ca_file, mode == TLSPOLICY_VERIFY, err, errlen);
+}
+
+/*
+ * STARTTLS on one side (provider or local MTA) as its mode demands: the
+ * same meaning as odrelay.conf(5) `tls`. A side that requires TLS never
+ * goes on in clear. 1 TLS is on, 0 going on in clear, -1 give up.
+ */
+static int side_starttls(struct conn *c, struct smtp_reply *caps, SSL_CTX *ctx,
+    const char *host, int mode, const char *pins, const char *opt_name)
 {
 	struct smtp_reply r;
+	struct tlspolicy pol;
+	const char *verified;
+	char why[300];
+	int required;
 
-	if (opt.tls == TLS_NONE)
+	if (mode == TLSPOLICY_NONE || ctx == NULL)
 		return 0;
+	if (tlspolicy_init(&pol, mode, opt.ca_file, pins, why, sizeof(why)) < 0) {
+		msg("%s: %s", c->name, why);
+		return -1;
+	}
+	required = tlspolicy_required(&pol);
 	if (!reply_has(caps, "STARTTLS", NULL, 0)) {
-		if (opt.tls == TLS_REQUIRED) {
-			msg("provider: does not offer STARTTLS (use --tls opportunistic or none to go on without)");
+		if (required) {
+			msg("%s: does not offer STARTTLS (%s %s; use may or none "
+			    "to go on without)", c->name, opt_name,
+			    tlspolicy_mode_name(mode));
 			return -1;
 		}
 		return 0;
 	}
-	if (conn_printf(p, "STARTTLS") < 0 || conn_reply(p, &r) < 0)
+	if (conn_printf(c, "STARTTLS") < 0 || conn_reply(c, &r) < 0)
 		return -1;
 	if (r.code != 220) {
-		if (opt.tls == TLS_REQUIRED) {
-			msg("provider: STARTTLS refused (%d)", r.code);
+		if (required) {
+			msg("%s: STARTTLS refused (%d)", c->name, r.code);
 			return -1;
 		}
 		return 0;
 	}
 	/* Bytes read ahead of the handshake would be plaintext injection. */
-	if (p->off != p->len) {
-		msg("provider: data after STARTTLS reply, refusing");
+	if (c->off != c->len) {
+		msg("%s: data after STARTTLS reply, refusing", c->name);
 		return -1;
 	}
-	if (conn_starttls(p, ctx, host, opt.tls == TLS_REQUIRED) < 0)
+	if (conn_starttls(c, ctx, host, mode == TLSPOLICY_VERIFY) < 0)
 		return -1;
+	if (tlspolicy_check(&pol, c->ssl, host, &verified, why,
+	    sizeof(why)) < 0) {
+		msg("%s: %s", c->name, why);
+		return -1;
+	}
+	if (opt.verbose)
+		msg("%s: tls=%s, verified=%s", c->name, SSL_get_version(c->ssl),
+		    mode == TLSPOLICY_VERIFY ? "ca" : verified);
+	return 1;
+}
+
+static int provider_tls(struct conn *p, struct smtp_reply *caps, SSL_CTX *ctx,
+    const char *host)
+{
+	int rc = side_starttls(p, caps, ctx, host, opt.tls, opt.tls_fingerprint,
+	    "--tls");
+
+	if (rc <= 0)
+		return rc;
 	return ehlo(p, caps);
 }
 
@@ -587,12 +654,13 @@ static int authenticate(struct conn *p, const struct smtp_reply *caps, int tls_o
 	 * so only inside TLS whose certificate was verified (--tls required):
 	 * unverified TLS may be a man in the middle.
 	 */
-	tls_on = tls_on && opt.tls == TLS_REQUIRED;
+	tls_on = tls_on && (opt.tls == TLSPOLICY_VERIFY ||
+	    opt.tls == TLSPOLICY_FINGERPRINT);
 	mech = sasl_client_choose(mechs, tls_on);
 	if (mech == NULL) {
 		msg("provider: no usable SASL mechanism in \"%s\"%s", mechs,
 		    tls_on ? "" : ": PLAIN and LOGIN would reveal the password "
-		    "and are used only over verified TLS (--tls required)");
+		    "and are used only over verified TLS (--tls required or verify, or fingerprint)");
 		return -1;
 	}
 	sc = sasl_client_new(mech, opt.user, opt.password);
@@ -680,6 +748,36 @@ static int relay_reply(struct conn *p, const struct smtp_reply *r)
 	return 0;
 }
 
+/* --deliver-tls: STARTTLS to the local MTA, then EHLO/LHLO again. */
+static int local_tls(struct conn *l, struct smtp_reply *caps)
+{
+	static SSL_CTX *ctx;
+	char host[256], err[256];
+	int port, rc;
+
+	if (opt.deliver_tls == TLSPOLICY_NONE)
+		return 0;
+	if (ctx == NULL && (ctx = side_ctx(opt.deliver_tls, err,
+	    sizeof(err))) == NULL) {
+		msg("local: TLS: %s", err);
+		return -1;
+	}
+	util_split_hostport(opt.deliver, host, sizeof(host), &port, 25);
+	rc = side_starttls(l, caps, ctx, host, opt.deliver_tls,
+	    opt.deliver_fingerprint, "--deliver-tls");
+	if (rc <= 0)
+		return rc;
+	if (conn_printf(l, "%s %s", opt.lmtp ? "LHLO" : "EHLO", opt.hostname) < 0 ||
+	    conn_reply(l, caps) < 0)
+		return -1;
+	if (caps->code != 250) {
+		msg("local: %s refused after STARTTLS (%d)", opt.lmtp ? "LHLO" :
+		    "EHLO", caps->code);
+		return -1;
+	}
+	return 0;
+}
+
 static int local_open(struct conn *l, struct smtp_reply *caps)
 {
 	struct smtp_reply r;
@@ -701,7 +799,7 @@ static int local_open(struct conn *l, struct smtp_reply *caps)
 		msg("local: %s refused (%d)", opt.lmtp ? "LHLO" : "EHLO", caps->code);
 		return -1;
 	}
-	return 0;
+	return local_tls(l, caps);
 }
 
 /*
@@ -1041,8 +1139,8 @@ static int atrn_mode(void)
 
 	memset(&t, 0, sizeof(t));
 	util_split_hostport(opt.server, host, sizeof(host), &port, 366);
-	if (opt.tls != TLS_NONE) {
-		ctx = tls_client_ctx(opt.ca_file, opt.tls == TLS_REQUIRED, err, sizeof(err));
+	if (opt.tls != TLSPOLICY_NONE) {
+		ctx = side_ctx(opt.tls, err, sizeof(err));
 		if (ctx == NULL) {
 			msg("TLS: %s", err);
 			return 1;
@@ -1121,8 +1219,8 @@ static int etrn_mode(void)
 	int port, rc = 1;
 
 	util_split_hostport(opt.server, host, sizeof(host), &port, 25);
-	if (opt.tls != TLS_NONE) {
-		ctx = tls_client_ctx(opt.ca_file, opt.tls == TLS_REQUIRED, err, sizeof(err));
+	if (opt.tls != TLSPOLICY_NONE) {
+		ctx = side_ctx(opt.tls, err, sizeof(err));
 		if (ctx == NULL) {
 			msg("TLS: %s", err);
 			return 1;
@@ -1244,7 +1342,13 @@ static enum watch_result watch_atrn(struct conn *p, const char *domains,
 	fflush(stdout);
 	if (stop_requested)
 		return WATCH_STOP;
-	/* Deferred mail would wake us again at once: back off instead. */
+	/* Deferred mail would wake us again at once: back off instead.
+	 * So does a provider that says mail waits and then sends none
+	 * (connecting again at once would be a busy loop). */
+	if (rc >= 0 && t.messages == 0) {
+		msg("%s: ATRN delivered nothing", opt.server);
+		return WATCH_FAIL;
+	}
 	return rc < 0 ? WATCH_FAIL : WATCH_AGAIN;
 }
 
@@ -1351,9 +1455,8 @@ static int watch_one(void)
 	char err[256];
 	long backoff = 1;
 
-	if (opt.tls != TLS_NONE) {
-		ctx = tls_client_ctx(opt.ca_file, opt.tls == TLS_REQUIRED, err,
-		    sizeof(err));
+	if (opt.tls != TLSPOLICY_NONE) {
+		ctx = side_ctx(opt.tls, err, sizeof(err));
 		if (ctx == NULL) {
 			msg("TLS: %s", err);
 			return 2;
@@ -1531,15 +1634,31 @@ static int set_option(const char *key, const char *val)
 		if (config_parse_bool(val, &opt.lmtp) < 0)
 			return -1;
 	} else if (strcmp(key, "tls") == 0) {
-		if (strcmp(val, "required") == 0)
-			opt.tls = TLS_REQUIRED;
-		else if (strcmp(val, "opportunistic") == 0)
-			opt.tls = TLS_OPPORTUNISTIC;
-		else if (strcmp(val, "none") == 0)
-			opt.tls = TLS_NONE;
-		else
+		if ((opt.tls = odpull_tls_mode(val)) < 0)
 			return -1;
 		opt.tls_set = 1;
+	} else if (strcmp(key, "deliver-tls") == 0 ||
+	    strcmp(key, "deliver_tls") == 0) {
+		if ((opt.deliver_tls = odpull_tls_mode(val)) < 0)
+			return -1;
+	} else if (strcmp(key, "tls-fingerprint") == 0 ||
+	    strcmp(key, "tls_fingerprint") == 0 ||
+	    strcmp(key, "deliver-fingerprint") == 0 ||
+	    strcmp(key, "deliver_fingerprint") == 0) {
+		struct tlspolicy_fp fp[TLSPOLICY_MAX_FP];
+		char err[200];
+		size_t n;
+
+		if (tlspolicy_fp_parse(val, fp, TLSPOLICY_MAX_FP, &n, err,
+		    sizeof(err)) < 0 || n == 0)
+			return -1;
+		if (key[0] == 't') {
+			free(opt.tls_fingerprint);
+			opt.tls_fingerprint = xstrdup(val);
+		} else {
+			free(opt.deliver_fingerprint);
+			opt.deliver_fingerprint = xstrdup(val);
+		}
 	} else if (strcmp(key, "ca-file") == 0 || strcmp(key, "ca_file") == 0) {
 		free(opt.ca_file);
 		opt.ca_file = xstrdup(val);
@@ -1658,6 +1777,9 @@ int main(int argc, char **argv)
 		{ "lmtp", no_argument, NULL, 'L' },
 		{ "tls", required_argument, NULL, 'T' },
 		{ "ca-file", required_argument, NULL, 'C' },
+		{ "tls-fingerprint", required_argument, NULL, 'F' },
+		{ "deliver-tls", required_argument, NULL, 'G' },
+		{ "deliver-fingerprint", required_argument, NULL, 'H' },
 		{ "timeout", required_argument, NULL, 't' },
 		{ "max-time", required_argument, NULL, 'M' },
 		{ "etrn", no_argument, NULL, 'E' },
@@ -1672,7 +1794,8 @@ int main(int argc, char **argv)
 	char host[256];
 	int ch, rc;
 
-	opt.tls = TLS_REQUIRED;
+	opt.tls = TLSPOLICY_VERIFY;
+	opt.deliver_tls = TLSPOLICY_NONE;
 	opt.timeout = 300;
 	opt.max_time = 3600;
 	opt.interval = 300;
@@ -1693,6 +1816,9 @@ int main(int argc, char **argv)
 		case 'L': opt.lmtp = 1; break;
 		case 'T': key = "tls"; break;
 		case 'C': key = "ca-file"; break;
+		case 'F': key = "tls-fingerprint"; break;
+		case 'G': key = "deliver-tls"; break;
+		case 'H': key = "deliver-fingerprint"; break;
 		case 't': key = "timeout"; break;
 		case 'M': key = "max-time"; break;
 		case 'E': opt.etrn = 1; break;
@@ -1716,6 +1842,11 @@ int main(int argc, char **argv)
 		die_usage("unexpected argument %s", argv[optind]);
 	if (opt.servers.n == 0)
 		die_usage("--server is required");
+	if (opt.tls == TLSPOLICY_FINGERPRINT && opt.tls_fingerprint == NULL)
+		die_usage("--tls fingerprint needs --tls-fingerprint");
+	if (opt.deliver_tls == TLSPOLICY_FINGERPRINT &&
+	    opt.deliver_fingerprint == NULL)
+		die_usage("--deliver-tls fingerprint needs --deliver-fingerprint");
 	opt.server = opt.servers.v[0];
 	if (opt.hostname == NULL) {
 		if (gethostname(host, sizeof(host)) < 0 || host[0] == '\0')
@@ -1730,7 +1861,7 @@ int main(int argc, char **argv)
 		if (opt.watch)
 			die_usage("--watch works with ATRN, not --etrn");
 		if (!opt.tls_set)
-			opt.tls = TLS_OPPORTUNISTIC;
+			opt.tls = TLSPOLICY_MAY;
 		rc = 0;
 		for (size_t i = 0; i < opt.servers.n; i++) {
 			opt.server = opt.servers.v[i];

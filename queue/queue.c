@@ -2291,7 +2291,34 @@ int queue_totals(struct queue *q, struct queue_totals *t)
 		t->recipients = be64_get(p + 16);
 		t->retrying = be64_get(p + 24);
 	} else if (rc == MDB_NOTFOUND) {
-		rc = 0;		/* empty queue, or format 1 not yet upgraded */
+		/* Empty, or format 1 not upgraded yet (read-only): count. */
+		MDB_cursor *c;
+
+		rc = 0;
+		if (mdb_cursor_open(txn, q->db_msg, &c) == 0) {
+			MDB_cursor_op op = MDB_FIRST;
+
+			for (; mdb_cursor_get(c, &k, &d, op) == 0; op = MDB_NEXT) {
+				struct queue_envelope *env;
+				char id[QUEUE_ID_LEN + 1];
+				int64_t delta[TOTALS_N];
+
+				if (k.mv_size != QUEUE_ID_LEN)
+					continue;
+				memcpy(id, k.mv_data, QUEUE_ID_LEN);
+				id[QUEUE_ID_LEN] = '\0';
+				if (queue_record_decode(id, d.mv_data, d.mv_size, &env,
+				    NULL) != QUEUE_OK)
+					continue;
+				totals_of(env, 1, delta);
+				t->messages += (uint64_t)delta[0];
+				t->bytes += (uint64_t)delta[1];
+				t->recipients += (uint64_t)delta[2];
+				t->retrying += (uint64_t)delta[3];
+				queue_envelope_free(&env);
+			}
+			mdb_cursor_close(c);
+		}
 	}
 	if (mdb_stat(txn, q->db_lease, &st) == 0)
 		t->leased = st.ms_entries;
@@ -2958,44 +2985,31 @@ void queue_close(struct queue **qp)
 	free(q);
 }
 
-struct queue_id_list {
-	char **v;
-	size_t n, cap;
-};
-
-static int queue_id_list_add(void *arg, const char *id)
+int queue_delete_domain_step(struct queue *q, const char *domain,
+    char *cursor, size_t max, unsigned long *deleted_r,
+    unsigned long *partial_r, unsigned long *busy_r)
 {
-	struct queue_id_list *l = arg;
+	char ids[256][QUEUE_ID_LEN + 1];
+	char lower[QUEUE_DOMAIN_MAX + 1];
+	int n, k;
 
-	if (l->n == l->cap) {
-		l->cap = l->cap ? l->cap * 2 : 32;
-		l->v = xreallocarray(l->v, l->cap, sizeof(*l->v));
-	}
-	l->v[l->n++] = xstrdup(id);
-	return 0;
-}
-
-int queue_delete_domain(struct queue *q, const char *domain,
-    unsigned long *deleted_r, unsigned long *partial_r, unsigned long *busy_r)
-{
-	struct queue_id_list ids = { NULL, 0, 0 };
-	char *lower = xstrdup(domain);
-	int rc;
-
-	*deleted_r = *partial_r = *busy_r = 0;
-	util_lowercase(lower);	/* the domain index is in lower case */
-	rc = queue_foreach_domain(q, lower, queue_id_list_add, &ids);
-	for (size_t k = 0; rc >= 0 && k < ids.n; k++) {
+	domain_key(domain, lower);	/* the domain index is in lower case */
+	if (max > 256)
+		max = 256;
+	n = queue_domain_ids(q, lower, cursor, ids, max);
+	if (n < 0)
+		return n;
+	for (k = 0; k < n; k++) {
 		struct queue_envelope *env = NULL;
 		struct queue_rcpt_update *up;
 		size_t nup = 0;
 		int others = 0;
 
-		if (queue_is_leased(q, ids.v[k])) {
+		if (queue_is_leased(q, ids[k])) {
 			(*busy_r)++;
 			continue;
 		}
-		if (queue_get(q, ids.v[k], &env) != 1)
+		if (queue_get(q, ids[k], &env) != 1)
 			continue;
 		up = xcalloc(env->nrcpts, sizeof(*up));
 		for (size_t i = 0; i < env->nrcpts; i++) {
@@ -3022,10 +3036,21 @@ int queue_delete_domain(struct queue *q, const char *domain,
 		free(up);
 		queue_envelope_free(&env);
 	}
-	for (size_t k = 0; k < ids.n; k++)
-		free(ids.v[k]);
-	free(ids.v);
-	free(lower);
+	if (n > 0)
+		memcpy(cursor, ids[n - 1], QUEUE_ID_LEN + 1);
+	return (size_t)n == max ? 1 : 0;
+}
+
+int queue_delete_domain(struct queue *q, const char *domain,
+    unsigned long *deleted_r, unsigned long *partial_r, unsigned long *busy_r)
+{
+	char cursor[QUEUE_ID_LEN + 1] = "";
+	int rc;
+
+	*deleted_r = *partial_r = *busy_r = 0;
+	while ((rc = queue_delete_domain_step(q, domain, cursor, 256, deleted_r,
+	    partial_r, busy_r)) == 1)
+		;
 	return rc < 0 ? rc : QUEUE_OK;
 }
 

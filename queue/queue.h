@@ -230,6 +230,14 @@ void queue_barrier(struct queue *q, queue_done_fn *done, void *arg);
  */
 int queue_delete_domain(struct queue *q, const char *domain,
     unsigned long *deleted_r, unsigned long *partial_r, unsigned long *busy_r);
+/*
+ * The same a piece at a time (the daemon, one piece per loop turn): up
+ * to max (at most 256) messages after *cursor ("" first; updated), the
+ * counts added to. 1 when there may be more, 0 done, or a QUEUE_E* code.
+ */
+int queue_delete_domain_step(struct queue *q, const char *domain,
+    char *cursor, size_t max, unsigned long *deleted_r,
+    unsigned long *partial_r, unsigned long *busy_r);
 
 /*
  * Leases: a message being delivered is leased so no second delivery starts

@@ -78,29 +78,45 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "4.7.4), failed (handshake or policy check failed, 4.7.5)." },
 };
 
+/* Room for a domain name (253) or a milter spec and its action. */
+#define METRICS_LABEL_MAX 256
+
 struct metric_cell {
 	int used;
-	char label[64];
+	char label[METRICS_LABEL_MAX];
 	uint64_t value;
 };
 
 static struct metric_cell cells[METRIC_COUNT][METRICS_LABELS];
 
+/* A scrape being streamed: one chunk per slice of gauges. */
+struct scrape {
+	struct metrics *mt;
+	struct evhttp_request *req;
+	struct metrics_cursor cur;
+	struct scrape *next;
+};
+
 struct metrics {
 	struct evhttp *http;
 	metrics_gauge_fn *gauges;
 	void *arg;
+	struct scrape *scrapes;	/* streaming now */
 };
 
 /* The cell for (m, label); a full table folds new labels into "other". */
 static struct metric_cell *metrics_cell(enum metric m, const char *label,
     int create)
 {
-	const char *l = label ? label : "";
+	char key[METRICS_LABEL_MAX];
+	const char *l = key;
 	struct metric_cell *row;
 
 	if ((unsigned)m >= METRIC_COUNT)
 		return NULL;
+	/* Compare what a cell can hold: a longer label cut short must find
+	 * its cell again, not take a new one with the same text each time. */
+	util_strlcpy(key, label ? label : "", sizeof(key));
 	row = cells[m];
 	for (size_t i = 0; i < METRICS_LABELS; i++) {
 		if (row[i].used && strcmp(row[i].label, l) == 0)
@@ -133,6 +149,33 @@ uint64_t metrics_get(enum metric m, const char *label)
 	return c ? c->value : 0;
 }
 
+/*
+ * A label value as the text format wants it (backslash, quote and newline
+ * escaped); other control and non-ASCII octets become '?' so the page is
+ * valid UTF-8 whatever a configuration named. Values come from
+ * configuration (milter sockets, lists, domains) and must not break the
+ * page. Returns dst.
+ */
+const char *metrics_label_escape(char *dst, size_t size, const char *v)
+{
+	size_t o = 0;
+
+	for (; *v != '\0' && o + 3 < size; v++) {
+		unsigned char c = (unsigned char)*v;
+
+		if (c == '\\' || c == '"') {
+			dst[o++] = '\\';
+			dst[o++] = (char)c;
+		} else if (c == '\n') {
+			dst[o++] = '\\';
+			dst[o++] = 'n';
+		} else
+			dst[o++] = c < 0x20 || c >= 0x7f ? '?' : (char)c;
+	}
+	dst[o] = '\0';
+	return dst;
+}
+
 /* Sum of a counter over all its labels. */
 static uint64_t metrics_sum(enum metric m)
 {
@@ -160,6 +203,8 @@ static void metrics_format_outcomes(struct evbuffer *out)
 
 void metrics_format(struct evbuffer *out)
 {
+	char esc[2 * METRICS_LABEL_MAX];
+
 	for (int m = 0; m < METRIC_COUNT; m++) {
 		const struct metric_def *d = &metric_defs[m];
 		int any = 0;
@@ -174,7 +219,8 @@ void metrics_format(struct evbuffer *out)
 			any = 1;
 			if (d->label_name != NULL && c->label[0] != '\0')
 				evbuffer_add_printf(out, "%s{%s=\"%s\"} %llu\n", d->name,
-				    d->label_name, c->label,
+				    d->label_name, metrics_label_escape(esc,
+				    sizeof(esc), c->label),
 				    (unsigned long long)c->value);
 			else
 				evbuffer_add_printf(out, "%s %llu\n", d->name,
@@ -188,6 +234,7 @@ void metrics_format(struct evbuffer *out)
 
 char *metrics_format_line(char *buf, size_t size)
 {
+	char esc[2 * METRICS_LABEL_MAX];
 	size_t off = 0;
 
 	buf[0] = '\0';
@@ -200,7 +247,8 @@ char *metrics_format_line(char *buf, size_t size)
 
 			if (d->label_name != NULL && c->label[0] != '\0')
 				n = snprintf(buf + off, size - off, "%s%s{%s=\"%s\"}=%llu",
-				    off ? " " : "", d->name, d->label_name, c->label,
+				    off ? " " : "", d->name, d->label_name,
+				    metrics_label_escape(esc, sizeof(esc), c->label),
 				    (unsigned long long)c->value);
 			else
 				n = snprintf(buf + off, size - off, "%s%s=%llu",
@@ -235,9 +283,67 @@ char *metrics_format_line(char *buf, size_t size)
 	return buf;
 }
 
+static void scrape_unlink(struct scrape *sc)
+{
+	struct scrape **pp = &sc->mt->scrapes;
+
+	while (*pp != NULL && *pp != sc)
+		pp = &(*pp)->next;
+	if (*pp == sc)
+		*pp = sc->next;
+	free(sc);
+}
+
+/* The client went away (or the server is being freed) mid-stream. */
+static void scrape_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct scrape *sc = arg;
+
+	(void)evcon;
+	/* Detached by libevent (EOF, timeout): ours to free; still attached
+	 * (evhttp_free): the connection frees it. */
+	if (evhttp_request_get_connection(sc->req) == NULL)
+		evhttp_send_reply_end(sc->req);
+	scrape_unlink(sc);
+}
+
+static void scrape_next(struct evhttp_connection *evcon, void *arg);
+
+/* Makes one slice and sends it; the last one ends the reply. */
+static void scrape_slice(struct scrape *sc, struct evbuffer *out)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(sc->req);
+	int more = 0;
+
+	do
+		more = sc->mt->gauges != NULL &&
+		    sc->mt->gauges(sc->mt->arg, &sc->cur, out);
+	while (more && evbuffer_get_length(out) == 0);
+	if (more) {
+		evhttp_send_reply_chunk_with_cb(sc->req, out, scrape_next, sc);
+		return;
+	}
+	if (evbuffer_get_length(out) > 0)
+		evhttp_send_reply_chunk(sc->req, out);
+	evhttp_connection_set_closecb(evcon, NULL, NULL);
+	evhttp_send_reply_end(sc->req);
+	scrape_unlink(sc);
+}
+
+/* The previous chunk is written: the next slice, in a later loop turn. */
+static void scrape_next(struct evhttp_connection *evcon, void *arg)
+{
+	struct evbuffer *out = evbuffer_new();
+
+	(void)evcon;
+	scrape_slice(arg, out);
+	evbuffer_free(out);
+}
+
 static void metrics_request(struct evhttp_request *req, void *arg)
 {
 	struct metrics *mt = arg;
+	struct scrape *sc;
 	struct evbuffer *out;
 
 	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET &&
@@ -245,13 +351,24 @@ static void metrics_request(struct evhttp_request *req, void *arg)
 		evhttp_send_error(req, 405, "Method Not Allowed");
 		return;
 	}
-	out = evbuffer_new();
-	metrics_format(out);
-	if (mt->gauges != NULL)
-		mt->gauges(mt->arg, out);
 	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
 	    "text/plain; version=0.0.4; charset=utf-8");
-	evhttp_send_reply(req, 200, "OK", out);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		/* Headers only: the body's length is not known in advance. */
+		evhttp_send_reply(req, 200, "OK", NULL);
+		return;
+	}
+	sc = xcalloc(1, sizeof(*sc));
+	sc->mt = mt;
+	sc->req = req;
+	sc->next = mt->scrapes;
+	mt->scrapes = sc;
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
+	    scrape_closed, sc);
+	evhttp_send_reply_start(req, 200, "OK");
+	out = evbuffer_new();
+	metrics_format(out);
+	scrape_slice(sc, out);
 	evbuffer_free(out);
 }
 

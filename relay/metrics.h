@@ -51,8 +51,24 @@ void metrics_add(enum metric m, const char *label, uint64_t n);
 /* Current value (for odrelayctl stats and tests). */
 uint64_t metrics_get(enum metric m, const char *label);
 
-/* Appends gauge lines (queue sizes, sessions) at each scrape. */
-typedef void metrics_gauge_fn(void *arg, struct evbuffer *out);
+/*
+ * Gauge lines (queue sizes per domain, sessions) are produced a slice at a
+ * time so that a scrape of 50,000 domains never holds the event loop: the
+ * reply is chunked, and the next slice is made when the previous one has
+ * been written. The cursor starts zeroed; its meaning is the producer's.
+ */
+struct metrics_cursor {
+	unsigned part;		/* which group of lines */
+	unsigned sub;		/* a step inside it */
+	size_t index;		/* e.g. the next domain */
+	uint64_t tag;		/* e.g. the configuration's generation */
+};
+/* About how many octets a producer appends per call before returning. */
+#define METRICS_SLICE 32768
+/* Appends the next slice of gauge lines to out (stopping once out holds
+ * METRICS_SLICE octets or so); 1 while more follows, 0 at the end. */
+typedef int metrics_gauge_fn(void *arg, struct metrics_cursor *cur,
+    struct evbuffer *out);
 
 /* Every counter as "name{label=\"v\"}=N" words separated by spaces (the
  * control socket's one-line "stats" answer). Returns buf. */
@@ -64,5 +80,8 @@ void metrics_format(struct evbuffer *out);
 struct metrics *metrics_listen(struct event_base *base, const char *addr,
     metrics_gauge_fn *gauges, void *arg, char *err, size_t errlen);
 void metrics_free(struct metrics **m);
+
+/* v escaped as a label value of the text format, in dst. */
+const char *metrics_label_escape(char *dst, size_t size, const char *v);
 
 #endif

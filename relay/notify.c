@@ -25,6 +25,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "httpsc.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -34,24 +35,17 @@
 #include "xmalloc.h"
 
 #define NOTIFY_TIMEOUT		10	/* seconds for a whole request */
+#define NOTIFY_MAX_BODY		65536	/* response body bytes read */
 #define NOTIFY_RETRY_MIN	1	/* first retry after a failure */
 #define NOTIFY_RETRY_MAX	600	/* retries at most this far apart */
 #define NOTIFY_MAX_DOMAINS	4096	/* records kept (bounded memory) */
-
-struct notify_ctx {		/* one TLS context per CA file */
-	char *ca_file;		/* NULL: the system store */
-	SSL_CTX *ctx;
-	struct notify_ctx *next;
-};
 
 struct notify_dom {
 	struct notify *n;
 	char *name;
 	time_t last_sent;	/* 0: never */
 	struct event *timer;
-	struct evhttp_connection *conn;	/* in flight, or NULL */
-	struct evhttp_connection *spent;	/* done, freed by reap */
-	struct event *reap;
+	struct httpsc_req *req;	/* in flight, or NULL */
 	int dirty;		/* mail arrived since the last POST started */
 	unsigned failures;	/* in a row */
 	struct notify_dom *next;
@@ -61,8 +55,7 @@ struct notify {
 	struct event_base *base;
 	struct config *cfg;
 	struct queue *q;
-	struct evdns_base *dns;	/* created for the first host name */
-	struct notify_ctx *ctxs;
+	struct httpsc *http;	/* TLS contexts and resolver (shared client) */
 	struct notify_dom *doms;
 	size_t ndoms;
 };
@@ -90,58 +83,21 @@ static const char *notify_url_for(const struct config *cfg, const char *dom,
 	return url != NULL && *url != '\0' ? url : NULL;
 }
 
-static void notify_ctxs_free(struct notify *n)
-{
-	while (n->ctxs != NULL) {
-		struct notify_ctx *c = n->ctxs;
-
-		n->ctxs = c->next;
-		SSL_CTX_free(c->ctx);	/* requests in flight hold their own */
-		free(c->ca_file);
-		free(c);
-	}
-}
-
-/* Contexts are built at start and reload (file reads stay off the
- * request path); a missing one is built on first use. */
-static SSL_CTX *notify_ctx_get(struct notify *n, const char *ca_file)
-{
-	struct notify_ctx *c;
-	char err[256];
-	SSL_CTX *ctx;
-
-	for (c = n->ctxs; c != NULL; c = c->next)
-		if ((c->ca_file == NULL && ca_file == NULL) ||
-		    (c->ca_file != NULL && ca_file != NULL &&
-		    strcmp(c->ca_file, ca_file) == 0))
-			return c->ctx;
-	ctx = tls_client_ctx(ca_file, 1, err, sizeof(err));
-	if (ctx == NULL) {
-		log_error("notify: notify_ca_file %s: %s", ca_file ? ca_file :
-		    "(system store)", err);
-		return NULL;
-	}
-	c = xcalloc(1, sizeof(*c));
-	c->ca_file = ca_file ? xstrdup(ca_file) : NULL;
-	c->ctx = ctx;
-	c->next = n->ctxs;
-	n->ctxs = c;
-	return ctx;
-}
-
 static void notify_prepare(struct notify *n)
 {
 	const struct config *cfg = n->cfg;
 
-	notify_ctxs_free(n);
+	/* Contexts are built at start and reload (file reads stay off the
+	 * request path); a missing one is built on first use. */
+	httpsc_ctxs_clear(n->http);
 	if (cfg->notify_url != NULL)
-		(void)notify_ctx_get(n, cfg->notify_ca_file);
+		(void)httpsc_ctx(n->http, cfg->notify_ca_file);
 	for (size_t i = 0; i < cfg->ndomains; i++) {
 		const char *ca;
 		long iv;
 
 		if (notify_url_for(cfg, cfg->domains[i].name, &ca, &iv) != NULL)
-			(void)notify_ctx_get(n, ca);
+			(void)httpsc_ctx(n->http, ca);
 	}
 }
 
@@ -153,6 +109,7 @@ struct notify *notify_new(struct event_base *base, struct config *cfg,
 	n->base = base;
 	n->cfg = config_ref(cfg);
 	n->q = q;
+	n->http = httpsc_new(base, "notify");
 	notify_prepare(n);
 	return n;
 }
@@ -180,20 +137,6 @@ static struct notify_dom *notify_dom_get(struct notify *n, const char *name)
 	n->doms = d;
 	n->ndoms++;
 	return d;
-}
-
-/* A connection cannot be freed inside its own request callback; and
- * libevent 2.1's free-on-completion misses some failure paths (seen as
- * leaks): free it from the loop right after. */
-static void notify_reap_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct notify_dom *d = arg;
-
-	(void)fd;
-	(void)what;
-	if (d->spent != NULL)
-		evhttp_connection_free(d->spent);
-	d->spent = NULL;
 }
 
 static void notify_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -255,24 +198,16 @@ static void notify_failed(struct notify_dom *d, int code, const char *why)
 	notify_schedule(d, delay);
 }
 
-static void notify_done(struct evhttp_request *req, void *arg)
+static void notify_done(void *arg, int code, const char *ctype,
+    struct evbuffer *body)
 {
 	struct notify_dom *d = arg;
-	int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
 	long iv;
 	const char *ca;
 
-	if (d->spent != NULL)
-		evhttp_connection_free(d->spent);
-	d->spent = d->conn;
-	d->conn = NULL;
-	if (d->reap == NULL)
-		d->reap = evtimer_new(d->n->base, notify_reap_cb, d);
-	{
-		struct timeval now = { 0, 0 };
-
-		evtimer_add(d->reap, &now);
-	}
+	(void)ctype;
+	(void)body;
+	d->req = NULL;
 	(void)notify_url_for(d->n->cfg, d->name, &ca, &iv);
 	if (code >= 200 && code < 300) {
 		d->failures = 0;
@@ -296,18 +231,13 @@ static void notify_send(struct notify_dom *d)
 	struct notify *n = d->n;
 	struct queue_domain_stats st;
 	struct notify_oldest old = { n->q, 0 };
-	struct evhttp_uri *uri = NULL;
-	struct evhttp_request *req;
-	struct bufferevent *bev;
-	const char *url, *ca, *uhost, *path, *query;
-	char host[256], hosthdr[300], target[2048];
-	SSL_CTX *ctx;
-	SSL *ssl;
+	struct httpsc_opts o;
+	const char *url, *ca;
+	char body[600];
 	long iv;
-	int port;
 
 	url = notify_url_for(n->cfg, d->name, &ca, &iv);
-	if (url == NULL || d->conn != NULL)
+	if (url == NULL || d->req != NULL)
 		return;
 	if (queue_domain_stats(n->q, d->name, &st) != QUEUE_OK ||
 	    st.messages == 0) {
@@ -316,93 +246,24 @@ static void notify_send(struct notify_dom *d)
 		return;
 	}
 	(void)queue_foreach_domain(n->q, d->name, notify_oldest_cb, &old);
-	if ((uri = evhttp_uri_parse(url)) == NULL ||
-	    (uhost = evhttp_uri_get_host(uri)) == NULL || *uhost == '\0') {
-		log_error("notify: domain=%s, bad notify_url", d->name);
-		goto fail_uri;
-	}
-	/* [v6] literals: brackets off for the connection and the name check. */
-	if (uhost[0] == '[' && strlen(uhost) < sizeof(host) + 1) {
-		util_strlcpy(host, uhost + 1, sizeof(host));
-		host[strcspn(host, "]")] = '\0';
-	} else if (util_strlcpy(host, uhost, sizeof(host)) < 0) {
-		goto fail_uri;
-	}
-	port = evhttp_uri_get_port(uri);
-	if (port <= 0)
-		port = 443;
-	path = evhttp_uri_get_path(uri);
-	query = evhttp_uri_get_query(uri);
-	snprintf(target, sizeof(target), "%s%s%s", path && *path ? path : "/",
-	    query ? "?" : "", query ? query : "");
-	if (port == 443)
-		snprintf(hosthdr, sizeof(hosthdr), "%s", uhost);
-	else
-		snprintf(hosthdr, sizeof(hosthdr), "%s:%d", uhost, port);
-
-	if ((ctx = notify_ctx_get(n, ca)) == NULL || (ssl = SSL_new(ctx)) == NULL)
-		goto fail_uri;
-	if (tls_client_set_host(ssl, host, 1) < 0) {
-		SSL_free(ssl);
-		goto fail_uri;
-	}
-	bev = bufferevent_openssl_socket_new(n->base, -1, ssl,
-	    BUFFEREVENT_SSL_CONNECTING,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (bev == NULL) {
-		SSL_free(ssl);
-		goto fail_uri;
-	}
-	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
-	{
-		struct in6_addr a6;
-		struct in_addr a4;
-
-		/* A host name needs the resolver (never a blocking lookup). */
-		if (inet_pton(AF_INET, host, &a4) != 1 &&
-		    inet_pton(AF_INET6, host, &a6) != 1 && n->dns == NULL) {
-			n->dns = evdns_base_new(n->base,
-			    n->cfg->dns_servers.n ? 0 :
-			    EVDNS_BASE_INITIALIZE_NAMESERVERS);
-			for (size_t i = 0; n->dns && i < n->cfg->dns_servers.n; i++)
-				evdns_base_nameserver_ip_add(n->dns,
-				    n->cfg->dns_servers.v[i]);
-		}
-	}
-	d->conn = evhttp_connection_base_bufferevent_new(n->base, n->dns, bev,
-	    host, (unsigned short)port);
-	if (d->conn == NULL) {
-		bufferevent_free(bev);
-		goto fail_uri;
-	}
-	evhttp_connection_set_timeout(d->conn, NOTIFY_TIMEOUT);
-	evhttp_connection_set_retries(d->conn, 0);
-	req = evhttp_request_new(notify_done, d);
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Host", hosthdr);
-	evhttp_add_header(evhttp_request_get_output_headers(req),
-	    "Content-Type", "application/json");
-	evhttp_add_header(evhttp_request_get_output_headers(req),
-	    "User-Agent", "odrelay/" OD_VERSION);
-	evhttp_add_header(evhttp_request_get_output_headers(req),
-	    "Connection", "close");
-	evbuffer_add_printf(evhttp_request_get_output_buffer(req),
+	snprintf(body, sizeof(body),
 	    "{\"event\":\"arrival\",\"domain\":\"%s\",\"messages\":%" PRIu64
 	    ",\"bytes\":%" PRIu64 ",\"oldest\":%lld}", d->name, st.messages,
 	    st.bytes, (long long)old.t);
+	memset(&o, 0, sizeof(o));
+	o.post = 1;
+	o.default_port = 443;
+	o.ca_file = ca;
+	o.content_type = "application/json";
+	o.body = body;
+	/* The answer is only a status: a peer must not fill our memory. */
+	o.max_body = NOTIFY_MAX_BODY;
+	o.timeout = NOTIFY_TIMEOUT;
 	d->last_sent = time(NULL);
 	d->dirty = 0;
-	evhttp_uri_free(uri);
-	if (evhttp_make_request(d->conn, req, EVHTTP_REQ_POST, target) < 0) {
-		/* The request is freed by evhttp; the connection is ours. */
-		evhttp_connection_free(d->conn);
-		d->conn = NULL;
-		notify_failed(d, 0, "request not started");
-	}
-	return;
-fail_uri:
-	if (uri != NULL)
-		evhttp_uri_free(uri);
-	notify_failed(d, 0, "bad notify_url or TLS setup");
+	d->req = httpsc_request(n->http, n->cfg, url, &o, notify_done, d);
+	if (d->req == NULL)
+		notify_failed(d, 0, "bad notify_url or TLS setup");
 }
 
 void notify_arrived(struct notify *n, const char *domain)
@@ -418,7 +279,7 @@ void notify_arrived(struct notify *n, const char *domain)
 		return;
 	d->dirty = 1;
 	/* A POST in flight or one already planned will carry this mail. */
-	if (d->conn != NULL || (d->timer != NULL &&
+	if (d->req != NULL || (d->timer != NULL &&
 	    evtimer_pending(d->timer, NULL)))
 		return;
 	since = (long)(time(NULL) - d->last_sent);
@@ -442,20 +303,13 @@ void notify_free(struct notify **np)
 		struct notify_dom *d = n->doms;
 
 		n->doms = d->next;
-		if (d->conn != NULL)
-			evhttp_connection_free(d->conn);	/* no callback */
-		if (d->spent != NULL)
-			evhttp_connection_free(d->spent);
+		httpsc_cancel(&d->req);
 		if (d->timer != NULL)
 			event_free(d->timer);
-		if (d->reap != NULL)
-			event_free(d->reap);
 		free(d->name);
 		free(d);
 	}
-	if (n->dns != NULL)
-		evdns_base_free(n->dns, 0);
-	notify_ctxs_free(n);
+	httpsc_free(&n->http);
 	config_unref(&n->cfg);
 	free(n);
 	*np = NULL;

@@ -34,6 +34,9 @@
 #include "privsep.h"
 #include "queue.h"
 #include "rcache.h"
+#include "sts.h"
+#include "stscache.h"
+#include "tlsfind.h"
 #include "recip.h"
 #include "sched.h"
 #include "sandbox.h"
@@ -62,14 +65,18 @@ struct daemon {
 	struct smtpd *smtpd;
 	struct odmr *odmr;
 	struct fdbudget *budget;	/* connections on all listeners */
+	unsigned long nofile;		/* the descriptor limit it is from */
 	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
+	uint64_t cfg_gen;	/* reloads so far (a scrape spans several turns) */
 	struct control *control;
 	struct privsep *ps;
 	struct authc *auth;
 	int dropped;		/* started as root, now run_as_user */
 	struct rcache *rcache;
+	struct stscache *stscache;
+	struct sts *sts;
 	struct recip *recip;
 	struct qadmin *qadmin;
 	SSL_CTX *server_tls;
@@ -219,6 +226,20 @@ static int reload_tls(struct config *ncfg, int cert_fd, int key_fd,
 	return 0;
 }
 
+/* Milters, deliveries or listeners changed what a session costs and what
+ * is kept back: the budget follows, or sessions run out of descriptors. */
+static void reload_budget(struct daemon *d)
+{
+	size_t n = fdbudget_sessions(d->cfg, d->nofile);
+
+	if (d->budget == NULL || n == fdbudget_limit(d->budget))
+		return;
+	fdbudget_set_limit(d->budget, n);
+	log_info("descriptors: limit %lu, %zu reserved, %zu client "
+	    "connections on all listeners (reload)", d->nofile,
+	    fdbudget_reserve(d->cfg), n);
+}
+
 static void reload_fds(struct daemon *d, int cert_fd, int key_fd,
     const char *tls_err, int via_helper)
 {
@@ -258,7 +279,9 @@ static void reload_fds(struct daemon *d, int cert_fd, int key_fd,
 	d->server_tls = ntls;
 	config_free(&d->cfg);
 	d->cfg = ncfg;
+	d->cfg_gen++;
 	apply_quotas(d);
+	reload_budget(d);
 	smtpd_auth(d);
 	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
@@ -456,22 +479,6 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
 			control_after_writes(d, req, reply);
 		}
 		queue_envelope_free(&env);
-	} else if (strcmp(cmd, "delete-domain") == 0) {
-		unsigned long ndel, npart, busy;
-
-		if (*cmdarg == '\0' || strchr(cmdarg, ' ') != NULL) {
-			control_req_reply(req, "501 usage: delete-domain DOMAIN");
-		} else if (queue_delete_domain(d->q, cmdarg, &ndel, &npart,
-		    &busy) != QUEUE_OK) {
-			control_req_reply(req, "451 cannot read the queue");
-		} else {
-			log_info("delete: domain=%.100s, source=control, deleted=%lu, "
-			    "partial=%lu, busy=%lu", cmdarg, ndel, npart, busy);
-			snprintf(reply, sizeof(reply), "%s %.100s: %lu messages deleted, "
-			    "%lu partly, %lu being delivered (skipped)",
-			    busy ? "450" : "250", cmdarg, ndel, npart, busy);
-			control_after_writes(d, req, reply);
-		}
 	} else if (strcmp(cmd, "recipients-forget") == 0) {
 		recip_control_forget(d, cmdarg, req);
 	} else if (strcmp(cmd, "stats") == 0) {
@@ -535,47 +542,50 @@ static void become_user(const struct config *cfg, int permanent)
 	log_info("running as %s", cfg->run_as_user);
 }
 
-/* Gauges for /metrics: queue contents per domain and open sessions. */
-static void gauges(void *arg, struct evbuffer *out)
+/*
+ * Gauges for /metrics, a slice per call: queue contents per domain, open
+ * sessions, the other per-domain facts, capacity. A reload in mid-scrape
+ * ends the per-domain lines there (the list they walk is gone) rather
+ * than repeat or mix domains.
+ */
+static int gauges(void *arg, struct metrics_cursor *cur, struct evbuffer *out)
 {
+	static const enum watch_family fam[] = { WATCH_MESSAGES, WATCH_BYTES,
+	    0, WATCH_OLDEST, WATCH_LAST_ATRN, WATCH_LAST_ETRN };
 	struct daemon *d = arg;
 
-	evbuffer_add_printf(out, "# HELP odrelay_queue_messages Messages queued, by domain.\n"
-	    "# TYPE odrelay_queue_messages gauge\n");
-	for (size_t i = 0; i < d->cfg->ndomains; i++) {
-		struct queue_domain_stats st;
-
-		if (queue_domain_stats(d->q, d->cfg->domains[i].name, &st) != QUEUE_OK)
-			continue;
-		evbuffer_add_printf(out, "odrelay_queue_messages{domain=\"%s\"} %llu\n",
-		    d->cfg->domains[i].name, (unsigned long long)st.messages);
+	if (cur->part == 0 && cur->index == 0)
+		cur->tag = d->cfg_gen;
+	while (evbuffer_get_length(out) < METRICS_SLICE) {
+		if (cur->part == 2) {
+			evbuffer_add_printf(out, "# HELP odrelay_sessions Open sessions, by listener.\n"
+			    "# TYPE odrelay_sessions gauge\n"
+			    "odrelay_sessions{listener=\"smtp\"} %zu\n"
+			    "odrelay_sessions{listener=\"odmr\"} %zu\n"
+			    "# HELP odrelay_xwait_sessions ODMR sessions waiting for mail (XWAIT).\n"
+			    "# TYPE odrelay_xwait_sessions gauge\n"
+			    "odrelay_xwait_sessions %zu\n"
+			    "# HELP odrelay_deliveries_active Outbound delivery connections running.\n"
+			    "# TYPE odrelay_deliveries_active gauge\n"
+			    "odrelay_deliveries_active %zu\n",
+			    smtpd_session_count(d->smtpd),
+			    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
+			    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
+			    sched_active(d->sched));
+			qadmin_gauges(d->qadmin, out);
+		} else if (cur->part < sizeof(fam) / sizeof(fam[0])) {
+			if (cur->tag == d->cfg_gen && !watch_family(out,
+			    METRICS_SLICE, fam[cur->part], d->cfg, d->q,
+			    d->domstate, &cur->index))
+				return 1;
+		} else {
+			watch_capacity(out, d->cfg, d->q);
+			return 0;
+		}
+		cur->part++;
+		cur->index = 0;
 	}
-	evbuffer_add_printf(out, "# HELP odrelay_queue_bytes Octets queued, by domain.\n"
-	    "# TYPE odrelay_queue_bytes gauge\n");
-	for (size_t i = 0; i < d->cfg->ndomains; i++) {
-		struct queue_domain_stats st;
-
-		if (queue_domain_stats(d->q, d->cfg->domains[i].name, &st) != QUEUE_OK)
-			continue;
-		evbuffer_add_printf(out, "odrelay_queue_bytes{domain=\"%s\"} %llu\n",
-		    d->cfg->domains[i].name, (unsigned long long)st.bytes);
-	}
-	evbuffer_add_printf(out, "# HELP odrelay_sessions Open sessions, by listener.\n"
-	    "# TYPE odrelay_sessions gauge\n"
-	    "odrelay_sessions{listener=\"smtp\"} %zu\n"
-	    "odrelay_sessions{listener=\"odmr\"} %zu\n"
-	    "# HELP odrelay_xwait_sessions ODMR sessions waiting for mail (XWAIT).\n"
-	    "# TYPE odrelay_xwait_sessions gauge\n"
-	    "odrelay_xwait_sessions %zu\n"
-	    "# HELP odrelay_deliveries_active Outbound delivery connections running.\n"
-	    "# TYPE odrelay_deliveries_active gauge\n"
-	    "odrelay_deliveries_active %zu\n",
-	    smtpd_session_count(d->smtpd),
-	    d->odmr ? odmr_session_count(d->odmr) : (size_t)0,
-	    d->odmr ? odmr_waiting_count(d->odmr) : (size_t)0,
-	    sched_active(d->sched));
-	qadmin_gauges(d->qadmin, out);
-	watch_gauges(out, d->cfg, d->q, d->domstate);
+	return 1;
 }
 
 /*
@@ -594,6 +604,7 @@ static void start_budget(struct daemon *d)
 	unsigned long nofile;
 	int raised = fdbudget_raise_nofile(&nofile) == 0;
 
+	d->nofile = nofile;
 	d->budget = fdbudget_new(fdbudget_sessions(d->cfg, nofile));
 	smtpd_set_budget(d->smtpd, d->budget);
 	if (d->odmr != NULL)
@@ -741,7 +752,7 @@ int main(int argc, char **argv)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
 	apply_quotas(&d);
-	d.qadmin = qadmin_new(d.q);
+	d.qadmin = qadmin_new(d.base, d.q);
 	d.domstate = domstate_open(d.q, err, sizeof(err));
 	if (d.domstate == NULL)
 		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
@@ -753,6 +764,11 @@ int main(int argc, char **argv)
 	d.rcache = rcache_open(d.q, d.cfg->verify_cache_size, err, sizeof(err));
 	if (d.rcache == NULL)
 		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	d.stscache = stscache_open(d.q, err, sizeof(err));
+	if (d.stscache == NULL)
+		log_fatal(1, "queue %s: %s", d.cfg->queue_dir, err);
+	d.sts = sts_new(d.base, d.dns, d.stscache);
+	tlsfind_set_sts(d.sts);
 	d.recip = recip_new(d.base, d.cfg, d.rcache, d.dns);
 	deliver_set_recip(d.recip);
 	d.sched = sched_new(d.base, d.cfg, d.q, d.dns, d.client_tls);
@@ -782,6 +798,8 @@ int main(int argc, char **argv)
 	    err, sizeof(err));
 	if (d.control == NULL)
 		log_fatal(1, "control socket %s: %s", d.cfg->control_socket, err);
+	/* From here on the session process writes only below the queue. */
+	(void)sandbox_session_paths(d.cfg->queue_dir, d.cfg->control_socket);
 	log_info("control: listening on %s", d.cfg->control_socket);
 
 	d.ev_term = evsignal_new(d.base, SIGTERM, on_signal, &d);
@@ -809,6 +827,9 @@ int main(int argc, char **argv)
 	deliver_set_recip(NULL);
 	recip_free(&d.recip);
 	rcache_close(&d.rcache);
+	tlsfind_set_sts(NULL);
+	sts_free(&d.sts);
+	stscache_close(&d.stscache);
 	dns_free(&d.dns);
 	control_free(&d.control);
 	domstate_close(&d.domstate);

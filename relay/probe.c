@@ -28,6 +28,7 @@
 #include "dns.h"
 #include "log.h"
 #include "probe.h"
+#include "tlsfind.h"
 #include "tlspolicy.h"
 #include "smtpc.h"
 #include "util.h"
@@ -74,6 +75,9 @@ struct probe_dest {
 	struct dns_result *res;
 	size_t target, addr;
 	struct bufferevent *bev;	/* while connecting */
+	struct tlsfind *tf;	/* DANE/MTA-STS look-up before connecting */
+	struct tlspolicy *pol;	/* its answer, for target pol_target */
+	size_t pol_target;
 	struct smtpc *sc;
 	char peer[300];
 	struct event *idle;
@@ -301,7 +305,11 @@ static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 	sp.timeouts = &to;
 	/* Recipient addresses deserve the same protection as mail. */
 	pol = xmalloc(sizeof(*pol));
-	if (tlspolicy_for_domain(pol, d->p->cfg, d->domain, err,
+	if (d->pol != NULL && d->pol_target == d->target) {
+		*pol = *d->pol;
+		sp.policy = pol;
+		sp.tls = tlspolicy_client_ctx();
+	} else if (tlspolicy_for_domain(pol, d->p->cfg, d->domain, err,
 	    sizeof(err)) == 0) {
 		sp.policy = pol;
 		sp.tls = tlspolicy_client_ctx();
@@ -336,6 +344,27 @@ static int probe_is_self(const struct config *cfg, const struct sockaddr *sa)
 	return 0;
 }
 
+/* The target's TLS policy is known: connect, or skip the host. */
+static void probe_tls_found(void *arg, const struct tlspolicy *pol,
+    const char *why)
+{
+	struct probe_dest *d = arg;
+
+	d->tf = NULL;
+	if (pol != NULL) {
+		if (d->pol == NULL)
+			d->pol = xmalloc(sizeof(*d->pol));
+		*d->pol = *pol;
+		d->pol_target = d->target;
+	} else {
+		log_info("probe: %s: not using %s: %s", d->key,
+		    d->res->targets[d->target].host, why);
+		d->target++;
+		d->addr = 0;
+	}
+	probe_connect_next(d);
+}
+
 static void probe_connect_next(struct probe_dest *d)
 {
 	struct timeval tv = { d->timeout > 0 ? d->timeout : 10, 0 };
@@ -351,6 +380,17 @@ static void probe_connect_next(struct probe_dest *d)
 			if (probe_is_self(d->p->cfg, sa)) {
 				d->addr++;
 				continue;
+			}
+			if ((d->pol == NULL || d->pol_target != d->target) &&
+			    tlsfind_needed(d->p->cfg, d->domain, d->host[0] != '\0')) {
+				/* DANE or MTA-STS: what DNS says first. */
+				d->st = D_CONNECTING;
+				d->tf = tlsfind_host(d->p->dns, d->p->cfg, d->domain,
+				    t->host, sa->sa_family == AF_INET6 ?
+				    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
+				    ntohs(((const struct sockaddr_in *)sa)->sin_port),
+				    probe_tls_found, d);
+				return;
 			}
 			d->bev = bufferevent_socket_new(d->p->base, -1,
 			    BEV_OPT_CLOSE_ON_FREE);
@@ -413,6 +453,8 @@ static void probe_dns_done(void *arg, struct dns_result *res)
 	if (d->host[0] == '\0')
 		probe_drop_self(d->p->cfg, res);
 	d->target = d->addr = 0;
+	free(d->pol);		/* found for the previous answer's hosts */
+	d->pol = NULL;
 	probe_connect_next(d);
 }
 
@@ -570,6 +612,8 @@ void probe_free(struct probe **pp)
 	while ((d = p->dests) != NULL) {
 		p->dests = d->next;
 		dns_req_cancel(&d->dns);
+		tlsfind_cancel(&d->tf);
+		free(d->pol);
 		dns_result_free(&d->res);
 		if (d->bev != NULL)
 			bufferevent_free(d->bev);

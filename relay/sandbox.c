@@ -8,7 +8,11 @@
  * working daemon.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -18,9 +22,13 @@
 #include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#if __has_include(<linux/landlock.h>)
+#include <linux/landlock.h>
+#endif
 
 #include "log.h"
 #include "sandbox.h"
+#include "xmalloc.h"
 
 #if defined(__x86_64__)
 #define SANDBOX_ARCH	AUDIT_ARCH_X86_64
@@ -176,3 +184,99 @@ int sandbox_auth(void)
 		return -1;
 	return sandbox_filter(1);
 }
+
+/* ---- Landlock: writes only below the queue ---- */
+
+#if defined(LANDLOCK_CREATE_RULESET_VERSION) && defined(SYS_landlock_create_ruleset)
+static int sandbox_allow(int ruleset, const char *dir, uint64_t access)
+{
+	struct landlock_path_beneath_attr pb;
+	int fd, rc;
+
+	fd = open(dir, O_PATH | O_CLOEXEC | O_DIRECTORY);
+	if (fd < 0)
+		return -1;
+	memset(&pb, 0, sizeof(pb));
+	pb.allowed_access = access;
+	pb.parent_fd = fd;
+	rc = (int)syscall(SYS_landlock_add_rule, ruleset,
+	    LANDLOCK_RULE_PATH_BENEATH, &pb, 0);
+	close(fd);
+	return rc;
+}
+
+int sandbox_session_paths(const char *queue_dir, const char *control_socket)
+{
+	struct landlock_ruleset_attr attr;
+	uint64_t write_rights;
+	char *copy = NULL;
+	int abi, ruleset, rc = -1;
+
+	abi = (int)syscall(SYS_landlock_create_ruleset, NULL, 0,
+	    LANDLOCK_CREATE_RULESET_VERSION);
+	if (abi < 1) {
+		log_warn("sandbox: Landlock not available (%s); the session "
+		    "process may write wherever run_as_user may",
+		    strerror(errno));
+		return -1;
+	}
+	/* Reading stays free (configuration, lists, CA files on reload);
+	 * every way of changing the file system is handled. */
+	write_rights = LANDLOCK_ACCESS_FS_WRITE_FILE |
+	    LANDLOCK_ACCESS_FS_REMOVE_DIR | LANDLOCK_ACCESS_FS_REMOVE_FILE |
+	    LANDLOCK_ACCESS_FS_MAKE_CHAR | LANDLOCK_ACCESS_FS_MAKE_DIR |
+	    LANDLOCK_ACCESS_FS_MAKE_REG | LANDLOCK_ACCESS_FS_MAKE_SOCK |
+	    LANDLOCK_ACCESS_FS_MAKE_FIFO | LANDLOCK_ACCESS_FS_MAKE_BLOCK |
+	    LANDLOCK_ACCESS_FS_MAKE_SYM;
+#ifdef LANDLOCK_ACCESS_FS_REFER
+	if (abi >= 2)
+		write_rights |= LANDLOCK_ACCESS_FS_REFER;
+#endif
+#ifdef LANDLOCK_ACCESS_FS_TRUNCATE
+	if (abi >= 3)
+		write_rights |= LANDLOCK_ACCESS_FS_TRUNCATE;
+#endif
+	memset(&attr, 0, sizeof(attr));
+	attr.handled_access_fs = write_rights;
+	ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr,
+	    sizeof(attr.handled_access_fs), 0);
+	if (ruleset < 0) {
+		log_warn("sandbox: Landlock ruleset: %s", strerror(errno));
+		return -1;
+	}
+	if (sandbox_allow(ruleset, queue_dir, write_rights) < 0) {
+		log_warn("sandbox: Landlock rule for %s: %s", queue_dir,
+		    strerror(errno));
+		goto out;
+	}
+	/* The control socket is made already; at the end it is removed. */
+	if (control_socket != NULL) {
+		copy = xstrdup(control_socket);
+		if (sandbox_allow(ruleset, dirname(copy),
+		    LANDLOCK_ACCESS_FS_REMOVE_FILE |
+		    LANDLOCK_ACCESS_FS_MAKE_SOCK) < 0) {
+			log_warn("sandbox: Landlock rule for %s: %s",
+			    control_socket, strerror(errno));
+			goto out;
+		}
+	}
+	if (syscall(SYS_landlock_restrict_self, ruleset, 0) < 0) {
+		log_warn("sandbox: Landlock: %s", strerror(errno));
+		goto out;
+	}
+	rc = 0;
+out:
+	free(copy);
+	close(ruleset);
+	return rc;
+}
+#else
+int sandbox_session_paths(const char *queue_dir, const char *control_socket)
+{
+	(void)queue_dir;
+	(void)control_socket;
+	log_warn("sandbox: built without Landlock; the session process may "
+	    "write wherever run_as_user may");
+	return -1;
+}
+#endif

@@ -19,5 +19,11 @@
 
 int sandbox_session(void);
 int sandbox_auth(void);
+/*
+ * Once the control socket exists: where the kernel has Landlock, the
+ * session process may change the file system only below queue_dir (and
+ * remove the control socket). Reading stays allowed. 0, or -1 (logged).
+ */
+int sandbox_session_paths(const char *queue_dir, const char *control_socket);
 
 #endif

@@ -266,6 +266,9 @@ static void sched_conn_tls_found(void *arg, const struct tlspolicy *pol,
 	} else {
 		log_info("%s: not using %s: %s", c->run->domain,
 		    c->run->res->targets[c->target].host, why);
+		/* The log line at the end names the host refused last. */
+		snprintf(c->peer, sizeof(c->peer), "%s",
+		    c->run->res->targets[c->target].host);
 		snprintf(c->tls_err, sizeof(c->tls_err), "%s", why);
 		metrics_inc(METRIC_DELIVERY_TLS, "failed");
 		c->target++;
@@ -289,8 +292,8 @@ static void sched_conn_try(struct sched_conn *c)
 			char ip[64];
 
 			if ((c->pol == NULL || c->pol_target != c->target) &&
-			    tlsfind_needed(run->s->cfg, run->domain)) {
-				/* DANE: the host's TLSA records first. */
+			    tlsfind_needed(run->s->cfg, run->domain, run->routed)) {
+				/* DANE or MTA-STS: what DNS says first. */
 				c->tf = tlsfind_host(run->s->dns, run->s->cfg,
 				    run->domain, t->host, sa->sa_family == AF_INET6 ?
 				    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
@@ -930,14 +933,18 @@ static int sched_long_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* The distinct ages (lifetimes, warning delay); cursors start over. */
+/*
+ * The distinct ages (lifetimes, warning delay). An age that was there
+ * before a reload keeps its cursor; a new one starts from the oldest
+ * message.
+ */
 static void sched_set_ages(struct sched *s)
 {
 	const struct config *cfg = s->cfg;
-	size_t n = 0;
+	long *old_ages = s->ages;
+	char (*old_marks)[QUEUE_ID_LEN + 1] = s->marks;
+	size_t n = 0, old_n = s->nages, j = 0;
 
-	free(s->ages);
-	free(s->marks);
 	s->ages = xcalloc(cfg->ndomains + 2, sizeof(*s->ages));
 	s->ages[n++] = cfg->queue_lifetime;
 	if (cfg->delay_warning > 0)
@@ -950,6 +957,15 @@ static void sched_set_ages(struct sched *s)
 		if (s->nages == 0 || s->ages[s->nages - 1] != s->ages[i])
 			s->ages[s->nages++] = s->ages[i];
 	s->marks = xcalloc(s->nages, sizeof(*s->marks));
+	/* Both lists ascending: carry the cursors of ages still there. */
+	for (size_t i = 0; i < s->nages && old_ages != NULL; i++) {
+		while (j < old_n && old_ages[j] < s->ages[i])
+			j++;
+		if (j < old_n && old_ages[j] == s->ages[i])
+			memcpy(s->marks[i], old_marks[j], sizeof(s->marks[i]));
+	}
+	free(old_ages);
+	free(old_marks);
 }
 
 void sched_bounce(struct sched *s, const char *id, char *reply, size_t replylen)
@@ -1089,7 +1105,7 @@ void sched_reload(struct sched *s, struct config *cfg)
 {
 	config_unref(&s->cfg);
 	s->cfg = config_ref(cfg);
-	/* Lifetimes may have changed: every cursor starts over (slices). */
+	/* Lifetimes may have changed: a new age's cursor starts over. */
 	sched_set_ages(s);
 }
 

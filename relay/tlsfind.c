@@ -9,6 +9,8 @@
 #include "config.h"
 #include "dns.h"
 #include "log.h"
+#include "mtasts.h"
+#include "sts.h"
 #include "tlsa.h"
 #include "tlsfind.h"
 #include "tlspolicy.h"
@@ -21,6 +23,7 @@ struct tlsfind {
 	char host[256];
 	char name[300];		/* _port._tcp.host */
 	struct dns_raw *q;
+	struct sts_req *sr;
 	int no_name;		/* an address: no TLSA possible (insecure) */
 	tlsfind_fn *done;
 	void *arg;
@@ -33,11 +36,44 @@ static int tlsfind_mode(const struct config *cfg, const char *domain)
 	return cd != NULL && cd->tls >= 0 ? cd->tls : cfg->tls;
 }
 
-int tlsfind_needed(const struct config *cfg, const char *domain)
+static struct sts *tlsfind_sts;
+
+void tlsfind_set_sts(struct sts *sts)
+{
+	tlsfind_sts = sts;
+}
+
+int tlsfind_needed(const struct config *cfg, const char *domain, int routed)
 {
 	int m = tlsfind_mode(cfg, domain);
 
-	return m == TLSPOLICY_DANE || m == TLSPOLICY_DANE_ONLY;
+	if (m == TLSPOLICY_DANE || m == TLSPOLICY_DANE_ONLY)
+		return 1;
+	/* MTA-STS: tls = sts, and `may` upgraded when a policy exists. */
+	return (m == TLSPOLICY_STS || m == TLSPOLICY_MAY) && !routed &&
+	    tlsfind_sts != NULL;
+}
+
+static void tlsfind_sts_cb(void *arg, const struct mtasts_policy *p)
+{
+	struct tlsfind *tf = arg;
+	tlsfind_fn *done = tf->done;
+	char why[400] = "";
+
+	tf->sr = NULL;
+	if (p != NULL && p->mode != MTASTS_NONE) {
+		if (mtasts_mx_match(p, tf->host))
+			tf->pol.sts = p->mode == MTASTS_ENFORCE ? 1 : 2;
+		else if (p->mode == MTASTS_ENFORCE)
+			snprintf(why, sizeof(why), "MTA-STS: MX host %s is not "
+			    "in the policy's mx list", tf->host);
+		else
+			log_info("tlsfind: %s: MX host not in the MTA-STS "
+			    "policy (testing mode: not enforced)", tf->host);
+	}
+	tf->done = NULL;
+	done(tf->arg, why[0] == '\0' ? &tf->pol : NULL, why);
+	free(tf);
 }
 
 static int tlsfind_is_ip(const char *host)
@@ -103,6 +139,10 @@ struct tlsfind *tlsfind_host(struct dns *dns, const struct config *cfg,
 	if (tlspolicy_for_domain(&tf->pol, cfg, domain, err, sizeof(err)) < 0)
 		log_warn("%s: tls policy: %s", domain, err);
 	snprintf(tf->host, sizeof(tf->host), "%s", host);
+	if (tf->pol.mode != TLSPOLICY_DANE && tf->pol.mode != TLSPOLICY_DANE_ONLY) {
+		tf->sr = sts_get(tlsfind_sts, cfg, domain, tlsfind_sts_cb, tf);
+		return tf;
+	}
 	if (tlsfind_is_ip(host) || tlsa_name(host, port, tf->name,
 	    sizeof(tf->name)) < 0) {
 		/* No name, no TLSA: as insecure. */
@@ -124,5 +164,6 @@ void tlsfind_cancel(struct tlsfind **tfp)
 		return;
 	*tfp = NULL;
 	dns_raw_cancel(&tf->q);
+	sts_cancel(&tf->sr);
 	free(tf);
 }

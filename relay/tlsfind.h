@@ -23,8 +23,13 @@ struct tlspolicy;
 typedef void tlsfind_fn(void *arg, const struct tlspolicy *pol,
     const char *why);
 
-/* 1 when the domain's policy needs DNS before connecting. */
-int tlsfind_needed(const struct config *cfg, const char *domain);
+struct sts;
+/* The MTA-STS source (NULL: no MTA-STS). */
+void tlsfind_set_sts(struct sts *sts);
+
+/* 1 when the domain's policy needs DNS before connecting; routed: the
+ * destination is the domain's route (MTA-STS applies to MX hosts only). */
+int tlsfind_needed(const struct config *cfg, const char *domain, int routed);
 
 /* Look up the policy of domain's host (port: the one about to be used). */
 struct tlsfind *tlsfind_host(struct dns *dns, const struct config *cfg,

@@ -20,47 +20,85 @@ static void watch_head(struct evbuffer *out, const char *name,
 	    name);
 }
 
-void watch_gauges(struct evbuffer *out, const struct config *cfg,
-    struct queue *q, struct domstate *ds)
+static const struct {
+	const char *name;
+	const char *help;
+} watch_defs[] = {
+	[WATCH_MESSAGES] = { "odrelay_queue_messages",
+	    "Messages queued, by domain." },
+	[WATCH_BYTES] = { "odrelay_queue_bytes", "Octets queued, by domain." },
+	[WATCH_OLDEST] = { "odrelay_queue_oldest_age_seconds", "Age of the "
+	    "oldest message with recipients still queued, by domain (0: none)." },
+	[WATCH_LAST_ATRN] = { "odrelay_domain_last_atrn_timestamp_seconds",
+	    "When the domain was last pulled with ATRN successfully (Unix "
+	    "time; 0: never)." },
+	[WATCH_LAST_ETRN] = { "odrelay_domain_last_etrn_timestamp_seconds",
+	    "When an ETRN for the domain was last accepted (Unix time; 0: "
+	    "never)." },
+};
+
+/* The value of family f for one domain; 0 when it is to be left out
+ * (the look-up failed). */
+static int watch_value(enum watch_family f, const char *domain,
+    struct queue *q, struct domstate *ds, time_t now, long long *v_r)
 {
+	struct queue_domain_stats st;
+	struct domstate_rec r;
+	time_t t;
+
+	switch (f) {
+	case WATCH_MESSAGES:
+	case WATCH_BYTES:
+		if (queue_domain_stats(q, domain, &st) != QUEUE_OK)
+			return 0;
+		*v_r = (long long)(f == WATCH_MESSAGES ? st.messages : st.bytes);
+		return 1;
+	case WATCH_OLDEST:
+		if (queue_domain_oldest(q, domain, &t) != QUEUE_OK)
+			return 0;
+		*v_r = t > 0 && now > t ? (long long)(now - t) : 0LL;
+		return 1;
+	case WATCH_LAST_ATRN:
+	case WATCH_LAST_ETRN:
+		if (domstate_get(ds, domain, &r) != 0)
+			return 0;
+		*v_r = (long long)r.last[f == WATCH_LAST_ATRN ? DOMSTATE_ATRN :
+		    DOMSTATE_ETRN];
+		return 1;
+	}
+	return 0;
+}
+
+int watch_family(struct evbuffer *out, size_t limit, enum watch_family f,
+    const struct config *cfg, struct queue *q, struct domstate *ds,
+    size_t *pos)
+{
+	const char *name = watch_defs[f].name;
 	time_t now = time(NULL);
+
+	if (*pos == 0) {
+		watch_head(out, name, watch_defs[f].help);
+		*pos = 1;
+	}
+	for (; *pos - 1 < cfg->ndomains; (*pos)++) {
+		const char *domain = cfg->domains[*pos - 1].name;
+		long long v;
+
+		if (evbuffer_get_length(out) >= limit)
+			return 0;
+		if (watch_value(f, domain, q, ds, now, &v))
+			evbuffer_add_printf(out, "%s{domain=\"%s\"} %lld\n", name,
+			    domain, v);
+	}
+	return 1;
+}
+
+void watch_capacity(struct evbuffer *out, const struct config *cfg,
+    struct queue *q)
+{
 	struct queue_space sp;
 	struct statvfs sv;
 
-	watch_head(out, "odrelay_queue_oldest_age_seconds", "Age of the oldest "
-	    "message with recipients still queued, by domain (0: none).");
-	for (size_t i = 0; i < cfg->ndomains; i++) {
-		time_t t;
-
-		if (queue_domain_oldest(q, cfg->domains[i].name, &t) != QUEUE_OK)
-			continue;
-		evbuffer_add_printf(out,
-		    "odrelay_queue_oldest_age_seconds{domain=\"%s\"} %lld\n",
-		    cfg->domains[i].name,
-		    t > 0 && now > t ? (long long)(now - t) : 0LL);
-	}
-	watch_head(out, "odrelay_domain_last_atrn_timestamp_seconds", "When the "
-	    "domain was last pulled with ATRN successfully (Unix time; 0: never).");
-	for (size_t i = 0; i < cfg->ndomains; i++) {
-		struct domstate_rec r;
-
-		if (domstate_get(ds, cfg->domains[i].name, &r) != 0)
-			continue;
-		evbuffer_add_printf(out, "odrelay_domain_last_atrn_timestamp_seconds"
-		    "{domain=\"%s\"} %lld\n", cfg->domains[i].name,
-		    (long long)r.last[DOMSTATE_ATRN]);
-	}
-	watch_head(out, "odrelay_domain_last_etrn_timestamp_seconds", "When an "
-	    "ETRN for the domain was last accepted (Unix time; 0: never).");
-	for (size_t i = 0; i < cfg->ndomains; i++) {
-		struct domstate_rec r;
-
-		if (domstate_get(ds, cfg->domains[i].name, &r) != 0)
-			continue;
-		evbuffer_add_printf(out, "odrelay_domain_last_etrn_timestamp_seconds"
-		    "{domain=\"%s\"} %lld\n", cfg->domains[i].name,
-		    (long long)r.last[DOMSTATE_ETRN]);
-	}
 	if (queue_space(q, &sp) == QUEUE_OK) {
 		watch_head(out, "odrelay_queue_map_used_bytes",
 		    "Octets of the LMDB map the queue occupies.");

@@ -413,6 +413,14 @@ def test_session_process_cannot_read_passwd():
 		    % st.get("Seccomp"))
 		check(int(st["CapEff"], 16) == 0, "session capabilities: %s"
 		    % st["CapEff"])
+		try:
+			with open("/sys/kernel/security/lsm") as f:
+				landlock = "landlock" in f.read()
+		except OSError:
+			landlock = False
+		if landlock:
+			check("Landlock" not in d.log_text(), "Landlock not applied:\n"
+			    + d.log_text()[-1500:])
 		# AUTH works (the auth process read the file) ...
 		check(try_auth(d.odmr_port, "alice", "alice-pw") == 235, "AUTH")
 		# ... and no descriptor of the session process is the file.

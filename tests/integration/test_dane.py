@@ -7,7 +7,8 @@ SMTP servers present certificates that match (or not) the TLSA records.
 Cases: DANE-EE match delivers (selector 1/matching 1 and selector
 0/matching 2), DANE-TA match delivers, a mismatch defers, an insecure
 zone falls back to `may` (its TLSA records are ignored), `dane-only` on an
-insecure zone defers, bogus signatures defer."""
+insecure zone defers, bogus signatures defer; a recipient probe under
+dane-only runs inside DANE-verified TLS."""
 
 import hashlib
 import os
@@ -95,7 +96,11 @@ def run_dane(tmp):
 			    dom("mismatch.example", "bad.dane.test", Q) +
 			    dom("insecure.example", "mx.insecure.test", P) +
 			    dom("only.example", "mx.insecure.test", P, "dane-only") +
-			    dom("bogus.example", "mx.bogus.test", P))
+			    dom("bogus.example", "mx.bogus.test", P) +
+			    dom("probe.example", "mx.dane.test", P, "dane-only"))
+			doms = doms.replace("[domain probe.example]\nhold = yes\n",
+			    "[domain probe.example]\nhold = yes\n"
+			    "verify_recipients = probe\nverify_unknown = tempfail\n")
 			with TlsFixture("dane", dns_port=dns.port, domains=doms) as d:
 				ids = {}
 				for n in ("ee", "ta", "ee0", "mismatch", "insecure",
@@ -135,6 +140,13 @@ def run_dane(tmp):
 				for n in ("ee", "ta", "ee0", "insecure"):
 					check(last_error(d, ids[n]) is None,
 					    "%s: still queued" % n)
+				# Recipient probes under dane-only: TLSA looked up,
+				# the probe runs inside DANE-verified TLS.
+				queue_one(d, "p@probe.example")
+				probes = [t for t in good.txns
+				    if "p@probe.example" in t.rcpts and t.data is None]
+				check(probes and all(t.tls for t in probes),
+				    "no probe inside TLS: %s" % good.txns)
 
 
 def test_dane_needs_loopback_resolver():

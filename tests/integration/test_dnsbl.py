@@ -151,6 +151,29 @@ def test_actions():
 			    r"bl\.test, to=<x@example\.org>, action=log")
 
 
+def test_many_codes_and_cname():
+	"""A list answering with more codes than the resolver keeps per name
+	(dnsmasq rotates them, so the listing code is often past the eighth)
+	still lists; a listing reached through a CNAME lists; a name not
+	listed is accepted."""
+	hosts = [("1.0.0.127.many.test", "127.0.1.%d" % i) for i in range(1, 40)]
+	hosts.append(("1.0.0.127.many.test", "127.0.0.2"))
+	hosts.append(("listed.alias.test", "127.0.0.2"))
+	hosts.append(("1.0.0.127.other.test", "127.0.0.2"))
+	with Dns(hosts=hosts, extra=["--local-ttl=60",
+	    "--cname=1.0.0.127.cn.test,listed.alias.test"]) as dns:
+		for lst, want in (("many.test", 554), ("cn.test", 554),
+		    ("nothere.test", 250)):
+			for i in range(3):
+				with fixture("dnsbl-many", dns.port, "dnsbl = %s=127.0.0.2\n"
+				    % lst) as d:
+					code, text = rcpt_reply(d)
+					check(code == want, "%s (try %d): expected %d, got %s "
+					    "%r" % (lst, i, want, code, text))
+				if want == 250:
+					break
+
+
 def test_config_errors():
 	"""Bad lists, codes and networks are FILE:LINE errors."""
 	for bad in ("dnsbl = bl.test=127.0.0.[3..2]", "dnsbl = bad..list",
@@ -171,4 +194,5 @@ def test_config_errors():
 
 if __name__ == "__main__":
 	run_tests([test_listed_refused_at_rcpt, test_allow_not_checked,
-	    test_timeout_accepts, test_actions, test_config_errors], "dnsbl")
+	    test_timeout_accepts, test_actions, test_many_codes_and_cname,
+	    test_config_errors], "dnsbl")

@@ -77,32 +77,53 @@ def test_relay_refusal():
 
 
 def test_domain_quota():
-	"""max_queue_size: over it, new mail for the domain gets 452 4.3.1 and
-	what is queued stays; other domains are not affected."""
+	"""max_queue_size (issue 16): over it, new mail for the domain gets
+	452 4.2.2 naming the domain's quota, at RCPT once the domain is over,
+	or at the end of DATA when this message (no SIZE=) takes it over; what
+	is queued stays; other domains are not affected."""
 	domains = ("[domain example.org]\nhold = yes\nmax_queue_size = 20K\n\n"
 	    "[domain list.example]\nhold = yes\n")
 	body = b"Subject: quota\r\n\r\n" + (b"x" * 70 + b"\r\n") * 100
 	with Fixture("quota", domains=domains) as d:
 		ids = []
-		refused = None
-		for i in range(6):
+		refusals = []
+		for i in range(8):
 			c = Conn(d.smtp_port)
 			c.greet_ehlo()
 			c.expect(250, "MAIL FROM:<s@client.test>")
-			c.expect(250, "RCPT TO:<q%d@example.org>" % i)
-			c.expect(354, "DATA")
-			c.send(body + b".\r\n")
+			c.send(b"RCPT TO:<q%d@example.org>\r\n" % i)
 			code, t = c.reply()
+			if code == 250:
+				c.expect(354, "DATA")
+				c.send(body + b".\r\n")
+				code, t = c.reply()
+				where = "end of DATA"
+			else:
+				where = "RCPT"
 			c.close()
 			if code == 250:
+				check(not refusals, "accepted after a quota refusal: %r"
+				    % (refusals,))
 				ids.append(queued_id(t))
 			else:
-				refused = (code, t)
-				break
-		check(refused is not None, "quota of 20K never reached with %d "
-		    "messages of 7 KB" % len(ids))
-		check(refused[0] == 452 and "4.3.1" in refused[1],
-		    "over quota: %r (want 452 4.3.1)" % (refused,))
+				refusals.append((where, code, t))
+				if len(refusals) >= 2:
+					break
+		check(refusals, "quota of 20K never reached with %d messages "
+		    "of 7 KB" % len(ids))
+		for where, code, t in refusals:
+			check(code == 452 and "4.2.2" in t and "example.org" in t
+			    and "quota" in t, "over quota at %s: %d %r (want 452 "
+			    "4.2.2 naming example.org's quota)" % (where, code, t))
+		# Announced with SIZE=, the same message is refused at RCPT.
+		c = Conn(d.smtp_port)
+		c.greet_ehlo()
+		c.expect(250, "MAIL FROM:<s@client.test> SIZE=%d" % (len(body) + 3))
+		t = c.expect(452, "RCPT TO:<sized@example.org>",
+		    "RCPT of a message whose SIZE= takes the domain over its quota")
+		check("4.2.2" in t and "example.org" in t, "SIZE= over quota at "
+		    "RCPT: %r" % t)
+		c.close()
 		check(1 <= len(ids) <= 3, "%d messages accepted under a 20K quota"
 		    % len(ids))
 		j = d.queue_json()

@@ -4,9 +4,11 @@ and RCPT, expiry of one message among many, compaction while the daemon
 runs (nothing lost or duplicated), and a full file system drained by ATRN
 twice with no duplicate delivery."""
 
+import json
 import os
 import pwd
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -163,9 +165,28 @@ def test_expiry_among_many():
 		check(len(dsns) == 1, "%d notices, expected 1" % len(dsns))
 		check("s@client.test" in msg_rcpts(dsns[0]), "notice to %r"
 		    % msg_rcpts(dsns[0]))
+		# A reload that brings a new age (keep.test: 1s) reads the queue
+		# for it: every held message is returned now.
+		with open(d.conf, "w") as f:
+			f.write(d.text.replace("[domain keep.test]\nhold = yes\n",
+			    "[domain keep.test]\nhold = yes\nqueue_lifetime = 1s\n"))
+		d.proc.send_signal(signal.SIGHUP)
+		wait_queue(d, lambda j: not any("k@keep.test" in msg_rcpts(m)
+		    for m in json_messages(j)), "keep.test returned after reload",
+		    timeout=30)
 
 
 # --- compaction while the daemon runs ---------------------------------------
+
+def etrn(d, domain, code):
+	c = Conn(d.smtp_port)
+	try:
+		c.greet_ehlo()
+		c.expect(code, "ETRN " + domain)
+		c.cmd("QUIT")
+	finally:
+		c.close()
+
 
 def compact_domains(sink_port):
 	return """
@@ -189,6 +210,9 @@ def test_compact_live():
 		want = set(accepted(res))
 		check(len(want) == 50, "kept.test: %d" % len(want))
 		d.ctl_ok("delete", "--domain", "gone.test")
+		# Another module's database (the ETRN times) exists before the
+		# compaction and must still be usable after it.
+		etrn(d, "gone.test", 251)
 		data = os.path.join(d.queue_dir, "data.mdb")
 		before = os.path.getsize(data)
 		# Mail keeps arriving while the compaction runs.
@@ -213,7 +237,7 @@ def test_compact_live():
 		check(len(json_messages(j)) == len(want), "queue holds %d, want %d"
 		    % (len(json_messages(j)), len(want)))
 		# Nothing lost or duplicated: deliver them all and count.
-		d.ctl_ok("flush", "kept.test")
+		etrn(d, "kept.test", 253)
 		wait_queue(d, lambda j: not json_messages(j), "kept.test delivered",
 		    timeout=30)
 		got = tags_of(sink)
@@ -221,6 +245,10 @@ def test_compact_live():
 		    "want %d" % (len(got), len(set(got)), len(want)))
 		r = d.ctl_ok("stats")
 		check(re.search(r"^messages:\s+0$", r.out, re.M), "stats:\n" + r.out)
+		st = json.loads(d.ctl_ok("stats", "--json").out)
+		last = {x["domain"]: x.get("last_etrn") for x in st["domains"]}
+		check(last.get("gone.test") and last.get("kept.test"),
+		    "ETRN times after the compaction: %r" % last)
 
 
 # --- a full file system, drained by ATRN twice -----------------------------

@@ -842,10 +842,14 @@ START_TEST(test_demo_conf)
 	cfg = config_load(path, errs_collect, &e);
 	ck_assert_int_eq(e.n, 0);
 	ck_assert_ptr_nonnull(cfg);
-	ck_assert_str_eq(cfg->hostname, "localhost");
+	ck_assert_str_eq(cfg->hostname, "relay.demo.test");
 	ck_assert_str_eq(cfg->smtp_listen.v[0], "127.0.0.1:2525");
 	ck_assert_str_eq(cfg->odmr_listen.v[0], "127.0.0.1:3366");
 	ck_assert_ptr_nonnull(config_find_domain(cfg, "example.org"));
+	/* The demo's ETRN delivers to its receiving server (README). */
+	ck_assert_str_eq(config_find_domain(cfg, "example.org")->route_host,
+	    "127.0.0.1");
+	ck_assert_int_eq(config_find_domain(cfg, "example.org")->route_port, 2526);
 	config_free(&cfg);
 
 	snprintf(path, sizeof(path), "%s/contrib/odrelay.conf.example",

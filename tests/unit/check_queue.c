@@ -1329,6 +1329,17 @@ START_TEST(test_scale_upgrade_v1)
 	ck_assert_int_eq(mdb_del(txn, dbi, &tk, NULL), 0);
 	ck_assert_int_eq(mdb_txn_commit(txn), 0);
 	mdb_env_close(menv);
+	/* Read-only (odrelayctl before the daemon upgraded it): counted. */
+	{
+		char err[256];
+		struct queue *ro = queue_open_readonly(tmpdir, err, sizeof(err));
+
+		ck_assert_msg(ro != NULL, "%s", err);
+		ck_assert_int_eq(queue_totals(ro, &t), QUEUE_OK);
+		ck_assert_uint_eq(t.messages, 7);
+		ck_assert_uint_eq(t.recipients, 7);
+		queue_close(&ro);
+	}
 	q = open_q(0, NULL);
 	ck_assert_int_eq(queue_totals(q, &t), QUEUE_OK);
 	ck_assert_uint_eq(t.messages, 7);

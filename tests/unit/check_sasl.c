@@ -650,6 +650,34 @@ START_TEST(test_throttle_user)
 }
 END_TEST
 
+/* A flood of failures from other addresses and for other names cannot
+ * push a blocked user out of the table: a session process (or a client
+ * with a /48 of IPv6) made 4096 cheap failures and got ten more guesses. */
+START_TEST(test_throttle_flood_keeps_user)
+{
+	struct sasl_throttle *t = sasl_throttle_new();
+	char ip[64], name[32];
+	int i;
+
+	sasl_test_set_time(7000);
+	for (i = 0; i < SASL_THROTTLE_MAX; i++) {
+		snprintf(ip, sizeof(ip), "203.0.113.%d", i + 1);
+		sasl_throttle_failure(t, ip, "carol");
+	}
+	ck_assert(sasl_throttle_user_blocked(t, "192.0.2.9", "carol"));
+	for (i = 0; i < 3 * SASL_THROTTLE_SLOTS; i++) {
+		snprintf(ip, sizeof(ip), "2001:db8:%x:%x::1", i >> 16 & 0xffff,
+		    i & 0xffff);
+		snprintf(name, sizeof(name), "junk%d", i);
+		sasl_test_set_time(7001 + i / 100.0);
+		sasl_throttle_failure(t, ip, i % 2 ? name : NULL);
+	}
+	ck_assert(sasl_throttle_user_blocked(t, "192.0.2.9", "carol"));
+	sasl_test_set_time(-1);
+	sasl_throttle_free(&t);
+}
+END_TEST
+
 static Suite *sasl_suite(void)
 {
 	Suite *s = suite_create("sasl");
@@ -671,6 +699,7 @@ static Suite *sasl_suite(void)
 	tcase_add_test(tc, test_client_misc);
 	tcase_add_test(tc, test_throttle);
 	tcase_add_test(tc, test_throttle_user);
+	tcase_add_test(tc, test_throttle_flood_keeps_user);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1,11 +1,14 @@
 /* Unit tests: tlspolicy modes, pins and what each mode requires. */
 #include <check.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "tlspolicy.h"
 #include "tlsa.h"
+#include "mtasts.h"
 
 START_TEST(test_modes)
 {
@@ -188,6 +191,114 @@ START_TEST(test_tlsa_parse)
 }
 END_TEST
 
+START_TEST(test_mtasts_policy)
+{
+	static const char good[] = "version: STSv1\r\nmode: enforce\r\n"
+	    "mx: Mail.Example.com.\r\nmx: *.example.net\r\nfoo: bar\r\n"
+	    "max_age: 99999999999\r\n";
+	struct mtasts_policy p;
+	char err[200];
+
+	ck_assert_int_eq(mtasts_parse_policy(good, strlen(good), &p, err,
+	    sizeof(err)), -1);	/* max_age too many digits */
+	{
+		static const char ok[] = "version: STSv1\nmode: enforce\n"
+		    "mx: Mail.Example.com.\nmx: *.example.net\nfoo: bar\n"
+		    "max_age: 86400\n";
+
+		ck_assert_int_eq(mtasts_parse_policy(ok, strlen(ok), &p, err,
+		    sizeof(err)), 0);
+	}
+	ck_assert_int_eq(p.mode, MTASTS_ENFORCE);
+	ck_assert_int_eq(p.max_age, 86400);
+	ck_assert_uint_eq(p.nmx, 2);
+	ck_assert(mtasts_mx_match(&p, "mail.example.com"));
+	ck_assert(mtasts_mx_match(&p, "MAIL.example.com."));
+	ck_assert(mtasts_mx_match(&p, "mx1.example.net"));
+	ck_assert(!mtasts_mx_match(&p, "a.mx1.example.net"));
+	ck_assert(!mtasts_mx_match(&p, "example.net"));
+	ck_assert(!mtasts_mx_match(&p, "other.example.com"));
+	ck_assert_int_eq(mtasts_parse_policy("version: STSv1\nmode: testing\n"
+	    "max_age: 5\n", 36, &p, err, sizeof(err)), -1);	/* no mx */
+	ck_assert_int_eq(mtasts_parse_policy("version: STSv2\n", 15, &p, err,
+	    sizeof(err)), -1);
+}
+END_TEST
+
+/* ---- the keys in odrelay.conf ---- */
+
+static char cfg_err[512];
+static int cfg_nerr;
+
+static void cfg_errfn(void *arg, const char *msg)
+{
+	(void)arg;
+	if (cfg_nerr++ == 0)
+		snprintf(cfg_err, sizeof(cfg_err), "%s", msg);
+}
+
+static struct config *cfg_load(const char *text)
+{
+	char path[] = "/tmp/check_tlspolicy.XXXXXX";
+	int fd = mkstemp(path);
+	struct config *cfg;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	cfg_nerr = 0;
+	cfg_err[0] = '\0';
+	cfg = config_load(path, cfg_errfn, NULL);
+	unlink(path);
+	return cfg;
+}
+
+START_TEST(test_config_keys)
+{
+	struct config *cfg;
+	struct tlspolicy p;
+	char err[200];
+
+	cfg = cfg_load("tls = verify\ntls_ca_file = /etc/ca.pem\n"
+	    "dns_servers = 127.0.0.1:53\n"
+	    "[domain pin.test]\ntls = fingerprint\n"
+	    "tls_fingerprint = pubkey-sha256:" "0102030405060708091011121314151617181920212223242526272829303132\n"
+	    "[domain dane.test]\ntls = dane-only\n"
+	    "[domain plain.test]\n");
+	ck_assert_msg(cfg != NULL, "%s", cfg_err);
+	ck_assert_int_eq(cfg->tls, TLSPOLICY_VERIFY);
+	ck_assert_int_eq(tlspolicy_for_domain(&p, cfg, "pin.test", err,
+	    sizeof(err)), 0);
+	ck_assert_int_eq(p.mode, TLSPOLICY_FINGERPRINT);
+	ck_assert_uint_eq(p.nfp, 1);
+	ck_assert_int_eq(p.fp[0].pubkey, 1);
+	ck_assert_str_eq(p.ca_file, "/etc/ca.pem");	/* inherited */
+	ck_assert_int_eq(tlspolicy_for_domain(&p, cfg, "dane.test", err,
+	    sizeof(err)), 0);
+	ck_assert_int_eq(p.mode, TLSPOLICY_DANE_ONLY);
+	ck_assert_int_eq(tlspolicy_for_domain(&p, cfg, "plain.test", err,
+	    sizeof(err)), 0);
+	ck_assert_int_eq(p.mode, TLSPOLICY_VERIFY);	/* global */
+	config_free(&cfg);
+
+	ck_assert_ptr_null(cfg_load("tls = secure\n"));
+	ck_assert_ptr_nonnull(strstr(cfg_err, ":1: bad value for 'tls'"));
+	ck_assert_ptr_null(cfg_load("\ntls_fingerprint = sha1:00\n"));
+	ck_assert_ptr_nonnull(strstr(cfg_err, ":2: bad value for 'tls_fingerprint'"));
+	ck_assert_ptr_null(cfg_load("[domain x.test]\ntls = fingerprint\n"));
+	ck_assert_ptr_nonnull(strstr(cfg_err, ":1: domain x.test: tls = "
+	    "fingerprint needs tls_fingerprint"));
+	/* DANE trusts the AD bit only from a resolver on loopback. */
+	ck_assert_ptr_null(cfg_load("dns_servers = 192.0.2.1\n"
+	    "[domain x.test]\ntls = dane\n"));
+	ck_assert_ptr_nonnull(strstr(cfg_err, "loopback"));
+	ck_assert_ptr_null(cfg_load("tls = dane\n"));	/* resolv.conf */
+	cfg = cfg_load("tls = dane\ndns_servers = 127.0.0.1:5353 [::1]:53\n");
+	ck_assert_msg(cfg != NULL, "%s", cfg_err);
+	config_free(&cfg);
+}
+END_TEST
+
 static Suite *tlspolicy_suite(void)
 {
 	Suite *su = suite_create("tlspolicy");
@@ -198,6 +309,8 @@ static Suite *tlspolicy_suite(void)
 	tcase_add_test(tc, test_required);
 	tcase_add_test(tc, test_for_domain);
 	tcase_add_test(tc, test_tlsa_parse);
+	tcase_add_test(tc, test_mtasts_policy);
+	tcase_add_test(tc, test_config_keys);
 	suite_add_tcase(su, tc);
 	return su;
 }
