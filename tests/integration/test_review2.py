@@ -312,8 +312,63 @@ def test_check_control_socket_dir():
 		    "directory: exit %d %r" % (r.returncode, r.out))
 
 
+def test_last_atrn_every_domain():
+	"""A customer with 30 domains (more than the 512-octet log list): a
+	pull noted the last ATRN only for the domains that fit the log line,
+	so the others showed no pull (odrelayctl queue, the metrics, the
+	OdrelayCustomerNotPulled alert)."""
+	from pullsink import PullFixture, Sink, add_user, odmr_login, \
+	    reverse_serve, submit, sample_message
+	names = ["customer-%02d.long-domain-name.example" % i for i in range(30)]
+	doms = "".join("[domain %s]\nhold = yes\n\n" % n for n in names)
+	mport = free_port()
+	with PullFixture("review2-atrn", domains=doms, start=False,
+	    extra="metrics_listen = 127.0.0.1:%d\n"
+	    % mport) as d, Sink() as sink:
+		add_user(d, "many", "many-pw", *names)
+		d.start()
+		# No mail: 453, every domain noted.
+		c, code, text = odmr_login(d.odmr_port, "many", "many-pw")
+		check(code == 235, "AUTH: %s %s" % (code, text))
+		code, text = c.cmd("ATRN")
+		check(code == 453, "ATRN without mail: %s %s" % (code, text))
+		c.close()
+		deadline = time.time() + 10
+		while True:	# noted by the queue's writer thread
+			last = re.findall(r'odrelay_domain_last_atrn_timestamp_'
+			    r'seconds\{domain="([^"]+)"\} (\d+)', scrape(mport))
+			unpulled = [n for n, v in last if v == "0"]
+			if len(last) == 30 and not unpulled:
+				break
+			check(time.time() < deadline, "domains without their pull "
+			    "after a 453: %s" % unpulled)
+			time.sleep(0.1)
+	mport = free_port()
+	with PullFixture("review2-atrn2", domains=doms, start=False,
+	    extra="metrics_listen = 127.0.0.1:%d\n" % mport) as d, \
+	    Sink() as sink:
+		add_user(d, "many", "many-pw", *names)
+		d.start()
+		submit(d.smtp_port, "s@client.test", ["u@" + names[-1]],
+		    sample_message("last"))
+		c, code, text = odmr_login(d.odmr_port, "many", "many-pw")
+		check(c.cmd("ATRN")[0] == 250, "ATRN with mail")
+		reverse_serve(c, sink)
+		c.close()
+		deadline = time.time() + 10
+		while True:
+			last = dict(re.findall(r'odrelay_domain_last_atrn_timestamp'
+			    r'_seconds\{domain="([^"]+)"\} (\d+)', scrape(mport)))
+			if last.get(names[-1], "0") != "0":
+				break
+			check(time.time() < deadline, "the last domain's pull was "
+			    "not noted: %s" % last.get(names[-1]))
+			time.sleep(0.1)
+
+
 run_tests([test_metrics_hostile_labels,
     test_reload_garbage_passwd_mid_exchanges,
     test_auth_killed_many_exchanges,
     test_budget_follows_reload,
-    test_check_control_socket_dir], "review2")
+    test_check_control_socket_dir,
+    test_last_atrn_every_domain], "review2")
