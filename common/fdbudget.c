@@ -61,6 +61,12 @@ void fdbudget_refused(struct fdbudget *b, const char *who)
 	b->refused = 0;
 }
 
+void fdbudget_set_limit(struct fdbudget *b, size_t limit)
+{
+	if (b != NULL)
+		b->limit = limit;
+}
+
 void fdbudget_put(struct fdbudget *b)
 {
 	if (b != NULL && b->used > 0)
@@ -111,7 +117,9 @@ size_t fdbudget_reserve(const struct config *cfg)
 size_t fdbudget_sessions(const struct config *cfg, unsigned long nofile)
 {
 	size_t reserve = fdbudget_reserve(cfg);
-	size_t per = 1 + cfg->milters.n;
+	/* With milters a session also holds one connection to each and,
+	 * during DATA, the spool file of the body they have not seen. */
+	size_t per = 1 + (cfg->milters.n > 0 ? cfg->milters.n + 1 : 0);
 
 	if (nofile <= reserve + per)
 		return 1;

@@ -65,6 +65,7 @@ struct daemon {
 	struct smtpd *smtpd;
 	struct odmr *odmr;
 	struct fdbudget *budget;	/* connections on all listeners */
+	unsigned long nofile;		/* the descriptor limit it is from */
 	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
@@ -225,6 +226,20 @@ static int reload_tls(struct config *ncfg, int cert_fd, int key_fd,
 	return 0;
 }
 
+/* Milters, deliveries or listeners changed what a session costs and what
+ * is kept back: the budget follows, or sessions run out of descriptors. */
+static void reload_budget(struct daemon *d)
+{
+	size_t n = fdbudget_sessions(d->cfg, d->nofile);
+
+	if (d->budget == NULL || n == fdbudget_limit(d->budget))
+		return;
+	fdbudget_set_limit(d->budget, n);
+	log_info("descriptors: limit %lu, %zu reserved, %zu client "
+	    "connections on all listeners (reload)", d->nofile,
+	    fdbudget_reserve(d->cfg), n);
+}
+
 static void reload_fds(struct daemon *d, int cert_fd, int key_fd,
     const char *tls_err, int via_helper)
 {
@@ -266,6 +281,7 @@ static void reload_fds(struct daemon *d, int cert_fd, int key_fd,
 	d->cfg = ncfg;
 	d->cfg_gen++;
 	apply_quotas(d);
+	reload_budget(d);
 	smtpd_auth(d);
 	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
@@ -588,6 +604,7 @@ static void start_budget(struct daemon *d)
 	unsigned long nofile;
 	int raised = fdbudget_raise_nofile(&nofile) == 0;
 
+	d->nofile = nofile;
 	d->budget = fdbudget_new(fdbudget_sessions(d->cfg, nofile));
 	smtpd_set_budget(d->smtpd, d->budget);
 	if (d->odmr != NULL)
