@@ -118,6 +118,7 @@ struct config {
 	/* Push delivery (XWAIT, webhooks). */
 	long odmr_wait_timeout;		/* seconds an XWAIT lasts [25m] */
 	unsigned max_waiting;		/* XWAIT sessions in all [10000] */
+	unsigned max_waiting_per_user;	/* ... of one ATRN user [20] */
 	char *notify_url;		/* https:// webhook, or NULL */
 	char *notify_ca_file;		/* NULL: system store */
 	long notify_interval;		/* seconds [60] */
@@ -131,6 +132,8 @@ struct config {
 	long milter_connect_timeout;	/* seconds [30] */
 	long milter_command_timeout;	/* seconds [30] */
 	long milter_content_timeout;	/* seconds [300] */
+	int milter_reuse;		/* keep filter connections (QUIT_NC) [no] */
+#define CONFIG_MILTER_POOL_MAX	64	/* idle ones kept, all filters */
 	/* Outbound TLS policy (common/tlspolicy.h); domains may override. */
 	int tls;			/* enum tlspolicy_mode [may] */
 	char *tls_ca_file;		/* NULL: system store */

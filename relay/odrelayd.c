@@ -27,6 +27,7 @@
 #include "fdbudget.h"
 #include "log.h"
 #include "metrics.h"
+#include "milter.h"
 #include "notify.h"
 #include "odmr.h"
 #include "precheck.h"
@@ -815,6 +816,7 @@ int main(int argc, char **argv)
 
 	/* Sessions are gone or timed out; nothing unacknowledged is kept. */
 	smtpd_free(&d.smtpd);
+	milter_pool_free();
 	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);
