@@ -1096,6 +1096,7 @@ static const struct config_key config_keys[] = {
 	{ "milter_connect_timeout", CONFIG_GLOBAL, config_set_duration, G(milter_connect_timeout) },
 	{ "milter_command_timeout", CONFIG_GLOBAL, config_set_duration, G(milter_command_timeout) },
 	{ "milter_content_timeout", CONFIG_GLOBAL, config_set_duration, G(milter_content_timeout) },
+	{ "milter_reuse", CONFIG_GLOBAL, config_set_bool, G(milter_reuse) },
 	{ "hold", CONFIG_DOMAIN, config_set_bool, D(hold) },
 	{ "subdomains", CONFIG_DOMAIN, config_set_bool, D(subdomains) },
 	{ "route", CONFIG_DOMAIN, config_set_route, D(route) },

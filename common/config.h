@@ -131,6 +131,8 @@ struct config {
 	long milter_connect_timeout;	/* seconds [30] */
 	long milter_command_timeout;	/* seconds [30] */
 	long milter_content_timeout;	/* seconds [300] */
+	int milter_reuse;		/* keep filter connections (QUIT_NC) [no] */
+#define CONFIG_MILTER_POOL_MAX	64	/* idle ones kept, all filters */
 	/* Outbound TLS policy (common/tlspolicy.h); domains may override. */
 	int tls;			/* enum tlspolicy_mode [may] */
 	char *tls_ca_file;		/* NULL: system store */

@@ -61,6 +61,12 @@ void fdbudget_refused(struct fdbudget *b, const char *who)
 	b->refused = 0;
 }
 
+void fdbudget_set_limit(struct fdbudget *b, size_t limit)
+{
+	if (b != NULL)
+		b->limit = limit;
+}
+
 void fdbudget_put(struct fdbudget *b)
 {
 	if (b != NULL && b->used > 0)
@@ -105,13 +111,17 @@ size_t fdbudget_reserve(const struct config *cfg)
 	/* every outbound delivery, and the listening sockets themselves */
 	return FDBUDGET_BASE_RESERVE + cfg->max_deliveries +
 	    cfg->smtp_listen.n + cfg->odmr_listen.n + cfg->odmrs_listen.n +
-	    cfg->metrics_listen.n;
+	    cfg->metrics_listen.n +
+	    (cfg->milter_reuse && cfg->milters.n > 0 ?
+	    CONFIG_MILTER_POOL_MAX : 0);
 }
 
 size_t fdbudget_sessions(const struct config *cfg, unsigned long nofile)
 {
 	size_t reserve = fdbudget_reserve(cfg);
-	size_t per = 1 + cfg->milters.n;
+	/* With milters a session also holds one connection to each and,
+	 * during DATA, the spool file of the body they have not seen. */
+	size_t per = 1 + (cfg->milters.n > 0 ? cfg->milters.n + 1 : 0);
 
 	if (nofile <= reserve + per)
 		return 1;

@@ -21,6 +21,9 @@ int fdbudget_take(struct fdbudget *b);
 /* A connection was refused for want of a slot: logged, at most one line
  * per 10 s with the count, so a flood cannot fill the log. */
 void fdbudget_refused(struct fdbudget *b, const char *who);
+/* A new limit (a reload changed what a session costs): connections over
+ * it stay, new ones wait until fewer are open. */
+void fdbudget_set_limit(struct fdbudget *b, size_t limit);
 /* Give one taken slot back. */
 void fdbudget_put(struct fdbudget *b);
 size_t fdbudget_used(const struct fdbudget *b);
@@ -37,8 +40,8 @@ int fdbudget_raise_nofile(unsigned long *nofile_r);
 size_t fdbudget_reserve(const struct config *cfg);
 /*
  * Client connections that nofile descriptors allow: (nofile - reserve)
- * divided by the descriptors one SMTP session may hold (itself and one
- * per milter), at least 1.
+ * divided by the descriptors one SMTP session may hold (itself; with
+ * milters one per milter and the body's spool file), at least 1.
  */
 size_t fdbudget_sessions(const struct config *cfg, unsigned long nofile);
 

@@ -517,7 +517,8 @@ struct odmr_atrn_log {
 	struct deliver *d;	/* until its done callback */
 	char ip[64];
 	char *user;
-	char domains[512];
+	char domains[512];	/* for the log: may end in "..." */
+	char *pulled;		/* every domain, comma-separated */
 	int budget_held;	/* the reversed connection's slot */
 	struct odmr_atrn_log *prev, *next;
 };
@@ -545,23 +546,39 @@ static void odmr_reversed_abort_all(struct odmr *o)
 			fdbudget_put(o->budget);
 		deliver_free(&lg->d);
 		free(lg->user);
+		free(lg->pulled);
 		free(lg);
 	}
 }
 
 /* A successful pull (all taken, or nothing to take): note each domain of
- * the comma-separated list for the operator. */
+ * the comma-separated list for the operator. The whole list, never the
+ * log's (cut at 512 octets: a customer's later domains looked unpulled). */
 static void odmr_note_pulled(const char *list)
 {
-	char buf[512], *p, *comma;
+	char *buf = xstrdup(list), *p, *comma;
 
-	util_strlcpy(buf, list, sizeof(buf));
 	for (p = buf; p != NULL && *p != '\0'; p = comma) {
 		if ((comma = strchr(p, ',')) != NULL)
 			*comma++ = '\0';
-		if (strcmp(p, "...") != 0)	/* the end of a long list */
-			domstate_note_now(p, DOMSTATE_ATRN);
+		domstate_note_now(p, DOMSTATE_ATRN);
 	}
+	free(buf);
+}
+
+/* domains joined by commas (caller frees). */
+static char *odmr_join(char *const *domains, size_t n)
+{
+	size_t i, len = 1;
+	char *out, *p;
+
+	for (i = 0; i < n; i++)
+		len += strlen(domains[i]) + 1;
+	out = p = xmalloc(len);
+	*p = '\0';
+	for (i = 0; i < n; i++)
+		p += sprintf(p, "%s%s", i ? "," : "", domains[i]);
+	return out;
 }
 
 static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
@@ -579,8 +596,9 @@ static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 	    sum->reason);
 	metrics_inc(METRIC_ATRN, sum->ok ? "ok" : "incomplete");
 	if (sum->ok)
-		odmr_note_pulled(lg->domains);
+		odmr_note_pulled(lg->pulled);
 	free(lg->user);
+	free(lg->pulled);
 	free(lg);
 }
 
@@ -667,7 +685,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 		odmr_reply(s, "450 4.7.0 Too many ATRN requests, try later");
 		return;
 	}
-	/* For the log and odmr_note_pulled: whole names only, never a cut
+	/* For the log: whole names only, never a cut
 	 * one (64 names of 255 octets do not fit); "..." ends a long list. */
 	list[0] = '\0';
 	for (i = 0; i < ndomains; i++) {
@@ -713,7 +731,12 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 			log_info("atrn: client=[%s], user=%s, domains=%s, result=no-mail",
 			    s->ip, s->user, list);
 			metrics_inc(METRIC_ATRN, "no-mail");
-			odmr_note_pulled(list);
+			{
+				char *all = odmr_join(domains, ndomains);
+
+				odmr_note_pulled(all);
+				free(all);
+			}
 			odmr_reply(s, "453 4.3.0 You have no mail");
 		}
 		return;
@@ -734,6 +757,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	util_strlcpy(lg->ip, s->ip, sizeof(lg->ip));
 	lg->user = xstrdup(s->user);
 	util_strlcpy(lg->domains, list, sizeof(lg->domains));
+	lg->pulled = odmr_join(domains, ndomains);
 	/* The descriptor stays open until the delivery is done: so does
 	 * its slot of the connection budget. */
 	lg->budget_held = s->budget_held;
@@ -1311,9 +1335,27 @@ int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
 
 void odmr_reload(struct odmr *o, struct config *cfg, SSL_CTX *tls)
 {
+	struct odmr_session *s, *snext;
+
 	config_unref(&o->cfg);
 	o->cfg = config_ref(cfg);
 	o->tls = tls;
+	/*
+	 * A logged-in session holds the user's domains as they were at AUTH;
+	 * the password file may have removed the user or moved a domain. An
+	 * XWAIT session can last for days: end idle logged-in sessions so
+	 * that each logs in again under the new file (push clients reconnect).
+	 */
+	for (s = o->sessions; s != NULL; s = snext) {
+		snext = s->next;
+		if (s->state != ODMR_AUTHED && s->state != ODMR_WAITING)
+			continue;
+		log_info("odmr: client=[%s], user=%s, session ended by reload",
+		    s->ip, s->user);
+		odmr_reply(s, "421 4.7.0 %s Configuration reloaded, log in "
+		    "again", s->cfg->hostname);
+		odmr_close_when_flushed(s);
+	}
 }
 
 int odmr_check_config(const struct config *cfg,

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "cfgload.h"
+#include "milter.h"
 #include "notify.h"
 #include "odmr.h"
 #include "precheck.h"
@@ -66,6 +67,7 @@ struct daemon {
 	struct smtpd *smtpd;
 	struct odmr *odmr;
 	struct fdbudget *budget;	/* connections on all listeners */
+	unsigned long nofile;		/* the descriptor limit it is from */
 	struct notify *notify;
 	struct metrics **metrics;
 	size_t nmetrics;
@@ -260,6 +262,20 @@ static int reload_tls(struct config *ncfg, int cert_fd, int key_fd,
 	return 0;
 }
 
+/* Milters, deliveries or listeners changed what a session costs and what
+ * is kept back: the budget follows, or sessions run out of descriptors. */
+static void reload_budget(struct daemon *d)
+{
+	size_t n = fdbudget_sessions(d->cfg, d->nofile);
+
+	if (d->budget == NULL || n == fdbudget_limit(d->budget))
+		return;
+	fdbudget_set_limit(d->budget, n);
+	log_info("descriptors: limit %lu, %zu reserved, %zu client "
+	    "connections on all listeners (reload)", d->nofile,
+	    fdbudget_reserve(d->cfg), n);
+}
+
 static void reload_close_fds(struct daemon *d)
 {
 	if (d->rl_cert_fd >= 0)
@@ -310,6 +326,7 @@ static void reload_parsed(void *arg, struct config *ncfg)
 	d->cfg_gen++;
 	apply_quotas(d, old);
 	config_free(&old);
+	reload_budget(d);
 	smtpd_auth(d);
 	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
@@ -666,6 +683,7 @@ static void start_budget(struct daemon *d)
 	unsigned long nofile;
 	int raised = fdbudget_raise_nofile(&nofile) == 0;
 
+	d->nofile = nofile;
 	d->budget = fdbudget_new(fdbudget_sessions(d->cfg, nofile));
 	smtpd_set_budget(d->smtpd, d->budget);
 	if (d->odmr != NULL)
@@ -878,6 +896,7 @@ int main(int argc, char **argv)
 
 	/* Sessions are gone or timed out; nothing unacknowledged is kept. */
 	smtpd_free(&d.smtpd);
+	milter_pool_free();
 	dnsbl_free(&d.dnsbl);
 	if (d.odmr != NULL)
 		odmr_free(&d.odmr);

@@ -266,6 +266,9 @@ static void sched_conn_tls_found(void *arg, const struct tlspolicy *pol,
 	} else {
 		log_info("%s: not using %s: %s", c->run->domain,
 		    c->run->res->targets[c->target].host, why);
+		/* The log line at the end names the host refused last. */
+		snprintf(c->peer, sizeof(c->peer), "%s",
+		    c->run->res->targets[c->target].host);
 		snprintf(c->tls_err, sizeof(c->tls_err), "%s", why);
 		metrics_inc(METRIC_DELIVERY_TLS, "failed");
 		c->target++;

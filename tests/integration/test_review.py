@@ -478,7 +478,120 @@ def rcpt_once(d, addr):
 		c.close()
 
 
+def test_xwait_disconnect_sighup_and_atrn_race():
+	"""A SIGHUP while sessions wait (421: log in again), waiters that
+	reset their connection while mail arrives, and a wake-up while another
+	session's ATRN is delivering: the daemon stays up, the others are
+	woken, and every message reaches the customer exactly once."""
+	import signal as sig
+	with tp.daemon("review-xwait", extra="max_waiting = 100\n"
+	    "max_connections_per_ip = 100\nodmr_wait_timeout = 30s\n") as d, \
+	    Sink() as sink:
+		tp.users(d)
+		keep, drop = [], []
+		try:
+			# SIGHUP ends the waits (the users log in again, under
+			# the password file as it is now): 421, never a crash.
+			old = []
+			for i in range(10):
+				c = tp.login(d)
+				c.send("XWAIT\r\n")
+				old.append(c)
+			tp.wait_waiting(d, 10)
+			d.proc.send_signal(sig.SIGHUP)
+			for c in old:
+				code, text = c.reply()
+				check(code == 421, "waiter at SIGHUP: %s %r" % (code, text))
+				c.close()
+			check(d.running(), "odrelayd died on SIGHUP with waiters")
+			for i in range(30):
+				c = tp.login(d)
+				c.send("XWAIT\r\n")
+				(drop if i % 2 else keep).append(c)
+			tp.wait_waiting(d, 30)
+			for c in drop:
+				c.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+				    struct.pack("ii", 1, 0))
+			# Resets racing with the wake-up.
+			t = threading.Thread(target=lambda: [c.close() for c in drop])
+			t.start()
+			submit(d.smtp_port, "s@client.test", ["u1@example.org"],
+			    sample_message("race1"))
+			t.join()
+			for c in keep:
+				c.expect(250, what="waiter woken")
+			check(d.running(), "odrelayd died")
+			# The first woken session pulls; a second one waits again
+			# meanwhile and is woken by mail arriving during that ATRN.
+			a, b = keep[0], keep[1]
+			a.expect(250, "ATRN")
+			b.send("XWAIT\r\n")
+			got = {}
+
+			def serve_a():
+				got["a"] = tp.reverse_serve(a, sink)
+			ta = threading.Thread(target=serve_a)
+			ta.start()
+			submit(d.smtp_port, "s@client.test", ["u2@example.org"],
+			    sample_message("race2"))
+			code, text = b.reply()
+			if code == 250:
+				b.send("ATRN\r\n")
+				code, text = b.reply()
+				if code == 250:
+					tp.reverse_serve(b, sink)
+			ta.join(30)
+			# Whatever is left is taken by one more ATRN.
+			c = tp.login(d)
+			c.send("ATRN\r\n")
+			code, text = c.reply()
+			if code == 250:
+				tp.reverse_serve(c, sink)
+			c.close()
+			subj = sorted(t.data.split(b"Subject: ")[1].split(b"\r\n")[0]
+			    for t in sink.txns if t.complete and t.data)
+			check(len(subj) == 2 and len(set(subj)) == 2, "delivered: %r"
+			    % subj)
+			check(not d.queue_ids(), "left: %r" % d.queue_ids())
+		finally:
+			for c in keep + drop:
+				try:
+					c.close()
+				except OSError:
+					pass
+
+
+def test_xwait_user_removed_on_reload():
+	"""A customer removed from the password file (and SIGHUP) must not
+	keep pulling with a session that logged in before: a session that
+	was waiting must not get the mail with ATRN after the reload."""
+	import signal as sig
+	with tp.daemon("review-xwait-del") as d, Sink() as sink:
+		tp.users(d)
+		c = tp.login(d)
+		c.send("XWAIT\r\n")
+		tp.wait_waiting(d, 1)
+		r = d.ctl("passwd", "del", "demo")
+		check(r.returncode == 0, "passwd del: %s %s" % (r.out, r.err))
+		d.proc.send_signal(sig.SIGHUP)
+		time.sleep(1)
+		submit(d.smtp_port, "s@client.test", ["u@example.org"],
+		    sample_message("removed"))
+		code, text = c.reply()
+		if code == 250:
+			c.send("ATRN\r\n")
+			code, text = c.reply()
+			if code == 250:
+				tp.reverse_serve(c, sink)
+		c.close()
+		check(not sink.txns, "mail pulled by a removed user: %r (%s %r)"
+		    % (sink.txns, code, text))
+		check(len(d.queue_ids()) == 1, "queue: %r" % d.queue_ids())
+
+
 TESTS = [
+	test_xwait_user_removed_on_reload,
+	test_xwait_disconnect_sighup_and_atrn_race,
 	test_probe_hostile_addresses,
 	test_milter_header_injection,
 	test_quarantine_release_etrn_once,

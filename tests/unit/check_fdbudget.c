@@ -39,10 +39,18 @@ START_TEST(test_sessions_from_limit)
 	ck_assert_uint_eq(n, 1024 - reserve);
 	/* both default listeners (1000 each) cannot overrun 1024 */
 	ck_assert_uint_lt(n, 1024);
-	/* a milter costs one more descriptor per SMTP session */
+	/* a milter costs its connection and the body's spool file */
 	strlist_add(&cfg->milters, "inet:127.0.0.1:8891");
-	ck_assert_uint_eq(fdbudget_sessions(cfg, 1024), (1024 - reserve) / 2);
+	ck_assert_uint_eq(fdbudget_sessions(cfg, 1024), (1024 - reserve) / 3);
+	strlist_add(&cfg->milters, "inet:127.0.0.1:8892");
+	ck_assert_uint_eq(fdbudget_sessions(cfg, 1024), (1024 - reserve) / 4);
 	ck_assert_uint_eq(fdbudget_sessions(cfg, 10), 1);
+	/* milter_reuse: the idle filter connections are reserved too */
+	cfg->milter_reuse = 1;
+	ck_assert_uint_eq(fdbudget_reserve(cfg),
+	    reserve + CONFIG_MILTER_POOL_MAX);
+	ck_assert_uint_eq(fdbudget_sessions(cfg, 1024),
+	    (1024 - reserve - CONFIG_MILTER_POOL_MAX) / 4);
 	config_free(&cfg);
 }
 END_TEST
