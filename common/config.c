@@ -1084,6 +1084,8 @@ static const struct config_key config_keys[] = {
 	{ "smtp_session_limit", CONFIG_GLOBAL, config_set_duration0, G(smtp_session_limit) },
 	{ "odmr_wait_timeout", CONFIG_GLOBAL, config_set_duration, G(odmr_wait_timeout) },
 	{ "max_waiting", CONFIG_GLOBAL, config_set_uint, G(max_waiting) },
+	{ "max_waiting_per_user", CONFIG_GLOBAL, config_set_uint,
+	    G(max_waiting_per_user) },
 	{ "notify_url", CONFIG_BOTH, config_set_notify_url, GD(notify_url) },
 	{ "notify_ca_file", CONFIG_BOTH, config_set_optstr, GD(notify_ca_file) },
 	{ "notify_interval", CONFIG_BOTH, config_set_duration, GD(notify_interval) },
@@ -1223,6 +1225,7 @@ static struct config *config_new(void)
 	cfg->smtp_session_limit = 3600;
 	cfg->odmr_wait_timeout = 25 * 60;
 	cfg->max_waiting = 10000;
+	cfg->max_waiting_per_user = 20;
 	cfg->notify_interval = 60;
 	cfg->dnsbl_timeout = 5;
 	cfg->milter_connect_timeout = 30;

@@ -118,6 +118,7 @@ struct config {
 	/* Push delivery (XWAIT, webhooks). */
 	long odmr_wait_timeout;		/* seconds an XWAIT lasts [25m] */
 	unsigned max_waiting;		/* XWAIT sessions in all [10000] */
+	unsigned max_waiting_per_user;	/* ... of one ATRN user [20] */
 	char *notify_url;		/* https:// webhook, or NULL */
 	char *notify_ca_file;		/* NULL: system store */
 	long notify_interval;		/* seconds [60] */
