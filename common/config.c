@@ -1304,16 +1304,34 @@ struct config *config_ref(struct config *cfg)
 	return cfg;
 }
 
+static config_reaper_fn *config_reaper;
+
+void config_set_reaper(config_reaper_fn *fn)
+{
+	config_reaper = fn;
+}
+
 void config_free(struct config **cfgp)
 {
 	struct config *cfg = *cfgp;
-	size_t i;
 
 	if (cfg == NULL)
 		return;
 	*cfgp = NULL;
 	if (--cfg->refs > 0)
 		return;
+	/* 50,000 sections are ~10 ms of free(): not on the event loop. */
+	if (config_reaper != NULL && cfg->ndomains >= CONFIG_REAP_MIN) {
+		config_reaper(cfg);
+		return;
+	}
+	config_destroy(cfg);
+}
+
+void config_destroy(struct config *cfg)
+{
+	size_t i;
+
 	free(cfg->path);
 	free(cfg->hostname);
 	free(cfg->queue_dir);

@@ -165,6 +165,16 @@ struct config *config_defaults(void);
 struct config *config_ref(struct config *cfg);
 void config_free(struct config **cfg);
 #define config_unref config_free
+/*
+ * The daemon frees big configurations off its event loop: with a reaper
+ * set, the last config_free of one with CONFIG_REAP_MIN domains or more
+ * hands it to fn (which must call config_destroy, from any thread).
+ */
+#define CONFIG_REAP_MIN 1000
+typedef void config_reaper_fn(struct config *cfg);
+void config_set_reaper(config_reaper_fn *fn);
+/* Frees cfg now, whatever its references. */
+void config_destroy(struct config *cfg);
 
 /*
  * The domain section that accepts mail for `domain` (already lower case, no

@@ -67,10 +67,9 @@ struct notify {
 static void notify_send(struct notify_dom *d);
 
 /* The effective settings of a domain: its own, else the global ones. */
-static const char *notify_url_for(const struct config *cfg, const char *dom,
-    const char **ca_r, long *interval_r)
+static const char *notify_url_of(const struct config *cfg,
+    const struct config_domain *cd, const char **ca_r, long *interval_r)
 {
-	const struct config_domain *cd = config_domain_by_name(cfg, dom);
 	const char *url = cfg->notify_url;
 
 	*ca_r = cfg->notify_ca_file;
@@ -87,6 +86,13 @@ static const char *notify_url_for(const struct config *cfg, const char *dom,
 	return url != NULL && *url != '\0' ? url : NULL;
 }
 
+static const char *notify_url_for(const struct config *cfg, const char *dom,
+    const char **ca_r, long *interval_r)
+{
+	return notify_url_of(cfg, config_domain_by_name(cfg, dom), ca_r,
+	    interval_r);
+}
+
 static void notify_prepare(struct notify *n)
 {
 	const struct config *cfg = n->cfg;
@@ -100,7 +106,7 @@ static void notify_prepare(struct notify *n)
 		const char *ca;
 		long iv;
 
-		if (notify_url_for(cfg, cfg->domains[i].name, &ca, &iv) != NULL)
+		if (notify_url_of(cfg, &cfg->domains[i], &ca, &iv) != NULL)
 			(void)httpsc_ctx(n->http, ca);
 	}
 }
