@@ -8,16 +8,25 @@
 #                    nothing, accepts at end of message)
 #   postfix+milter   postfix-setup.sh's backup MX with smtpd_milters = the
 #                    same filter (one filter process for all)
+#   odrelayd+milter-noreuse  the same, with milter_reuse = no (a new
+#                    filter connection and negotiation per SMTP session)
+#   odrelayd+milter-nr, postfix+milter-nr  the same program as a filter
+#                    that sees the same but asks not to be answered before
+#                    the end of message (testfilter ... accept-nr:
+#                    SMFIP_NR_* for every step), as a filter that decides
+#                    at the end only would
 #   odrelayd+milter-connect  the same program as a filter that accepts each
 #                    connection at once (testfilter ... accept-connect):
 #                    the cost of the connection and negotiation alone
+# The odrelayd+milter* rows set milter_reuse = yes (BENCH_REUSE=no: no).
 # Each server is run BENCH_RUNS times, interleaved, each on an empty queue;
 # the median is printed with the ratios the issue asks about. Needs root
 # (Postfix), cc and libmilter-dev.
 #
 # usage: sh bench/milter.sh [BUILDDIR]     (default: $top_builddir or .)
 # env:   BENCH_SESSIONS=50 BENCH_MSGS=3000 BENCH_RUNS=3 BENCH_SIZE=10240
-#        BENCH_SERVERS="odrelayd odrelayd+milter postfix+milter"
+#        BENCH_SERVERS="odrelayd odrelayd+milter postfix+milter" (any of
+#        the rows above; default: all but odrelayd+milter-connect)
 #        BENCH_DIR=/var/tmp; BENCH_PF_DIR=/var/tmp/odrelay-bench-postfix-milter
 set -u
 builddir=$(cd "${1:-${top_builddir:-.}}" && pwd)
@@ -26,7 +35,7 @@ s=${BENCH_SESSIONS:-50}
 m=${BENCH_MSGS:-3000}
 runs=${BENCH_RUNS:-3}
 size=${BENCH_SIZE:-10240}
-servers=${BENCH_SERVERS:-odrelayd odrelayd+milter postfix+milter odrelayd+milter-connect}
+servers=${BENCH_SERVERS:-odrelayd odrelayd+milter-noreuse odrelayd+milter odrelayd+milter-nr postfix+milter postfix+milter-nr}
 BENCH_PF_DIR=${BENCH_PF_DIR:-/var/tmp/odrelay-bench-postfix-milter}
 export BENCH_PF_DIR
 
@@ -48,12 +57,25 @@ cport=$(free_port)
 cpid=$!
 bench_pids="$bench_pids $cpid"
 wait_port "$cport" || { echo "testfilter did not start"; cat "$tmp/filter2.log"; exit 1; }
-echo "# filter: testfilter (libmilter $(dpkg-query -W -f='${Version}' libmilter1.0.1 2>/dev/null)) accept-all on 127.0.0.1:$fport, accept-connect on 127.0.0.1:$cport"
+nport=$(free_port)
+"$tmp/testfilter" "inet:$nport@127.0.0.1" accept-nr 2>"$tmp/filter3.log" &
+bench_pids="$bench_pids $!"
+wait_port "$nport" || { echo "testfilter did not start"; cat "$tmp/filter3.log"; exit 1; }
+echo "# filter: testfilter (libmilter $(dpkg-query -W -f='${Version}' libmilter1.0.1 2>/dev/null)) accept on 127.0.0.1:$fport, accept-nr on 127.0.0.1:$nport, accept-connect on 127.0.0.1:$cport"
 echo "# smtp-source -s $s -m $m -l $size -f bench@client.test -t bench@example.org -M client.test 127.0.0.1:PORT (one connection per message)"
 
 pfport=$(free_port)
 pfdir=$BENCH_PF_DIR
-case " $servers " in *" postfix+milter "*)
+pf_milter=""
+# point Postfix at the filter port $1 (reload when it changes)
+pf_use() {
+	[ "$pf_milter" = "$1" ] && return 0
+	postconf -c "$pfdir/etc" -e "smtpd_milters = inet:127.0.0.1:$1"
+	postfix -c "$pfdir/etc" reload >/dev/null 2>&1
+	sleep 1
+	pf_milter=$1
+}
+case " $servers " in *" postfix+milter"*)
 	[ "$(id -u)" = 0 ] || { echo "postfix needs root; BENCH_SERVERS='odrelayd odrelayd+milter'"; exit 1; }
 	export BENCH_PF_PORT=$pfport BENCH_PF_ROUTE="[127.0.0.1]:$(free_port)"
 	sh "$bench_dir/postfix-setup.sh" teardown
@@ -63,7 +85,8 @@ case " $servers " in *" postfix+milter "*)
 	    "milter_default_action = tempfail" "milter_protocol = 6"
 	postfix -c "$pfdir/etc" reload >/dev/null 2>&1
 	sleep 1
-	echo "# postfix: $pfdir/etc, smtpd_milters = inet:127.0.0.1:$fport, milter_protocol = 6"
+	pf_milter=$fport
+	echo "# postfix: $pfdir/etc, smtpd_milters = inet:127.0.0.1:$fport (postfix+milter) or :$nport (postfix+milter-nr), milter_protocol = 6"
 esac
 
 postfix_settle() {
@@ -78,18 +101,30 @@ postfix_settle() {
 one_run() {
 	srv=$1
 	case $srv in
-	odrelayd|odrelayd+milter|odrelayd+milter-connect)
+	odrelayd*)
 		port=$(free_port)
 		rm -rf "$tmp/od"; mkdir -p "$tmp/od"
-		extra=""
-		[ "$srv" = odrelayd+milter ] && extra="milters = inet:127.0.0.1:$fport"
-		[ "$srv" = odrelayd+milter-connect ] && extra="milters = inet:127.0.0.1:$cport"
+		reuse="milter_reuse = ${BENCH_REUSE:-yes}"
+		case $srv in
+		odrelayd) extra=""; reuse="" ;;
+		odrelayd+milter) extra="milters = inet:127.0.0.1:$fport" ;;
+		odrelayd+milter-noreuse) extra="milters = inet:127.0.0.1:$fport"
+			reuse="milter_reuse = no" ;;
+		odrelayd+milter-nr) extra="milters = inet:127.0.0.1:$nport" ;;
+		odrelayd+milter-connect) extra="milters = inet:127.0.0.1:$cport" ;;
+		*) echo "unknown server $srv"; exit 1 ;;
+		esac
 		odrelayd_conf "$tmp/od" "$port" \
 		    "max_connections = 1000" "max_connections_per_ip = 1000" \
-		    "$extra" "" "[domain example.org]" "hold = yes"
+		    "$extra" "$reuse" "" "[domain example.org]" "hold = yes"
 		odrelayd_start "$tmp/od" "$port" ;;
 	postfix+milter)
+		pf_use "$fport"
 		port=$pfport ;;
+	postfix+milter-nr)
+		pf_use "$nport"
+		port=$pfport ;;
+	*) echo "unknown server $srv"; exit 1 ;;
 	esac
 	t0=$(now)
 	"$source" -s "$s" -m "$m" -l "$size" -f bench@client.test \
@@ -102,7 +137,7 @@ one_run() {
 		[ "${n:-0}" -lt "$m" ] && echo "# $srv: queue shows $n of $m messages" >&2
 		odrelayd_stop >&2
 		grep -iE "error|fatal|crit|milter.*(timeout|closed|failed)" "$tmp/od/odrelayd.log" | head -3 >&2 ;;
-	postfix+milter)
+	postfix+milter*)
 		postfix_settle ;;
 	esac
 	grep -E "^smtp-source: (fatal|warning)" "$tmp/source.out" | head -3 >&2
@@ -126,10 +161,12 @@ for srv in $servers; do
 	    'BEGIN { printf "%-24s %8d %8d %6d  %10.3f  %10.1f  %s\n", srv, s, m, r, d, m / d, all }'
 done
 awk '{ t[$1] = $2 } END {
-	if (t["odrelayd"] && t["odrelayd+milter"])
-		printf "# odrelayd+milter / odrelayd (rate): %.2f (goal >= 0.70)\n", t["odrelayd"] / t["odrelayd+milter"]
-	if (t["odrelayd"] && t["odrelayd+milter-connect"])
-		printf "# odrelayd+milter-connect / odrelayd (rate): %.2f\n", t["odrelayd"] / t["odrelayd+milter-connect"]
+	n = split("odrelayd+milter-noreuse odrelayd+milter odrelayd+milter-nr odrelayd+milter-connect", r, " ")
+	for (i = 1; i <= n; i++)
+		if (t["odrelayd"] && t[r[i]])
+			printf "# %s / odrelayd (rate): %.2f (goal >= 0.70)\n", r[i], t["odrelayd"] / t[r[i]]
 	if (t["postfix+milter"] && t["odrelayd+milter"])
 		printf "# odrelayd+milter / postfix+milter (rate): %.2f (goal >= 3)\n", t["postfix+milter"] / t["odrelayd+milter"]
+	if (t["postfix+milter-nr"] && t["odrelayd+milter-nr"])
+		printf "# odrelayd+milter-nr / postfix+milter-nr (rate): %.2f (goal >= 3)\n", t["postfix+milter-nr"] / t["odrelayd+milter-nr"]
 }' "$tmp/medians"

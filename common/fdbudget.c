@@ -111,7 +111,9 @@ size_t fdbudget_reserve(const struct config *cfg)
 	/* every outbound delivery, and the listening sockets themselves */
 	return FDBUDGET_BASE_RESERVE + cfg->max_deliveries +
 	    cfg->smtp_listen.n + cfg->odmr_listen.n + cfg->odmrs_listen.n +
-	    cfg->metrics_listen.n;
+	    cfg->metrics_listen.n +
+	    (cfg->milter_reuse && cfg->milters.n > 0 ?
+	    CONFIG_MILTER_POOL_MAX : 0);
 }
 
 size_t fdbudget_sessions(const struct config *cfg, unsigned long nofile)

@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <openssl/ssl.h>
@@ -104,6 +106,38 @@ static void precheck_dir(struct precheck_ctx *c, const char *key,
 		precheck_error(c, "%s: %s is not a directory", key, dir);
 }
 
+/*
+ * The daemon makes the control socket after it dropped to run_as_user:
+ * the directory must let that user create (and remove) it. As root, ask
+ * in a child that became the user, so groups and ACLs count as the
+ * kernel counts them. 0, or an errno.
+ */
+static int precheck_writable_as(const struct config *cfg, const char *dir)
+{
+	struct passwd *pw;
+	pid_t pid;
+	int st;
+
+	if (geteuid() != 0)
+		return access(dir, W_OK | X_OK) == 0 ? 0 : errno;
+	pw = getpwnam(cfg->run_as_user);
+	if (pw == NULL || pw->pw_uid == 0)
+		return 0;	/* root, or stays root (odrelayd(8)) */
+	pid = fork();
+	if (pid < 0)
+		return 0;	/* cannot tell: the daemon will say */
+	if (pid == 0) {
+		if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 ||
+		    setuid(pw->pw_uid) < 0)
+			_exit(0);
+		_exit(access(dir, W_OK | X_OK) == 0 ? 0 : errno & 0xff);
+	}
+	while (waitpid(pid, &st, 0) < 0)
+		if (errno != EINTR)
+			return 0;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 0;
+}
+
 /* An existing queue must open (a format this version understands, a
  * readable environment); read-only, so a running daemon is not disturbed. */
 static void precheck_queue_open(struct precheck_ctx *c, const char *dir)
@@ -167,8 +201,17 @@ int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
 	precheck_queue(&c, cfg);
 	/* The control socket's directory: the queue's is made at start. */
 	precheck_dirname(cfg->control_socket, dir, sizeof(dir));
-	if (strcmp(dir, cfg->queue_dir) != 0)
+	if (strcmp(dir, cfg->queue_dir) != 0) {
+		int e;
+
 		precheck_dir(&c, "control_socket", dir);
+		if (access(dir, F_OK) == 0 &&
+		    (e = precheck_writable_as(cfg, dir)) != 0)
+			precheck_error(&c, "control_socket %s: run_as_user %s "
+			    "cannot create it in %s: %s", cfg->control_socket,
+			    geteuid() == 0 ? cfg->run_as_user : "(this user)",
+			    dir, strerror(e));
+	}
 	if (cfg->odmr_listen.n > 0 || cfg->odmrs_listen.n > 0) {
 		/* A missing file is allowed (no user can log in yet). */
 		if (access(cfg->passwd_file, F_OK) == 0 &&

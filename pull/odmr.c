@@ -408,9 +408,27 @@ int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
 
 void odmr_reload(struct odmr *o, struct config *cfg, SSL_CTX *tls)
 {
+	struct odmr_session *s, *snext;
+
 	config_unref(&o->cfg);
 	o->cfg = config_ref(cfg);
 	o->tls = tls;
+	/*
+	 * A logged-in session holds the user's domains as they were at AUTH;
+	 * the password file may have removed the user or moved a domain. An
+	 * XWAIT session can last for days: end idle logged-in sessions so
+	 * that each logs in again under the new file (push clients reconnect).
+	 */
+	for (s = o->sessions; s != NULL; s = snext) {
+		snext = s->next;
+		if (s->state != ODMR_AUTHED && s->state != ODMR_WAITING)
+			continue;
+		log_info("odmr: client=[%s], user=%s, session ended by reload",
+		    s->ip, s->user);
+		odmr_reply(s, "421 4.7.0 %s Configuration reloaded, log in "
+		    "again", s->cfg->hostname);
+		odmr_close_when_flushed(s);
+	}
 }
 
 int odmr_check_config(const struct config *cfg,

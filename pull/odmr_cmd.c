@@ -302,7 +302,8 @@ struct odmr_atrn_log {
 	struct deliver *d;	/* until its done callback */
 	char ip[64];
 	char *user;
-	char domains[512];
+	char domains[512];	/* for the log: may end in "..." */
+	char *pulled;		/* every domain, comma-separated */
 	int budget_held;	/* the reversed connection's slot */
 	struct odmr_atrn_log *prev, *next;
 };
@@ -330,23 +331,39 @@ void odmr_reversed_abort_all(struct odmr *o)
 			fdbudget_put(o->budget);
 		deliver_free(&lg->d);
 		free(lg->user);
+		free(lg->pulled);
 		free(lg);
 	}
 }
 
 /* A successful pull (all taken, or nothing to take): note each domain of
- * the comma-separated list for the operator. */
+ * the comma-separated list for the operator. The whole list, never the
+ * log's (cut at 512 octets: a customer's later domains looked unpulled). */
 static void odmr_note_pulled(const char *list)
 {
-	char buf[512], *p, *comma;
+	char *buf = xstrdup(list), *p, *comma;
 
-	util_strlcpy(buf, list, sizeof(buf));
 	for (p = buf; p != NULL && *p != '\0'; p = comma) {
 		if ((comma = strchr(p, ',')) != NULL)
 			*comma++ = '\0';
-		if (strcmp(p, "...") != 0)	/* the end of a long list */
-			domstate_note_now(p, DOMSTATE_ATRN);
+		domstate_note_now(p, DOMSTATE_ATRN);
 	}
+	free(buf);
+}
+
+/* domains joined by commas (caller frees). */
+static char *odmr_join(char *const *domains, size_t n)
+{
+	size_t i, len = 1;
+	char *out, *p;
+
+	for (i = 0; i < n; i++)
+		len += strlen(domains[i]) + 1;
+	out = p = xmalloc(len);
+	*p = '\0';
+	for (i = 0; i < n; i++)
+		p += sprintf(p, "%s%s", i ? "," : "", domains[i]);
+	return out;
 }
 
 static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
@@ -364,8 +381,9 @@ static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 	    sum->reason);
 	metrics_inc(METRIC_ATRN, sum->ok ? "ok" : "incomplete");
 	if (sum->ok)
-		odmr_note_pulled(lg->domains);
+		odmr_note_pulled(lg->pulled);
 	free(lg->user);
+	free(lg->pulled);
 	free(lg);
 }
 
@@ -452,7 +470,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 		odmr_reply(s, "450 4.7.0 Too many ATRN requests, try later");
 		return;
 	}
-	/* For the log and odmr_note_pulled: whole names only, never a cut
+	/* For the log: whole names only, never a cut
 	 * one (64 names of 255 octets do not fit); "..." ends a long list. */
 	list[0] = '\0';
 	for (i = 0; i < ndomains; i++) {
@@ -498,7 +516,12 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 			log_info("atrn: client=[%s], user=%s, domains=%s, result=no-mail",
 			    s->ip, s->user, list);
 			metrics_inc(METRIC_ATRN, "no-mail");
-			odmr_note_pulled(list);
+			{
+				char *all = odmr_join(domains, ndomains);
+
+				odmr_note_pulled(all);
+				free(all);
+			}
 			odmr_reply(s, "453 4.3.0 You have no mail");
 		}
 		return;
@@ -519,6 +542,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	util_strlcpy(lg->ip, s->ip, sizeof(lg->ip));
 	lg->user = xstrdup(s->user);
 	util_strlcpy(lg->domains, list, sizeof(lg->domains));
+	lg->pulled = odmr_join(domains, ndomains);
 	/* The descriptor stays open until the delivery is done: so does
 	 * its slot of the connection budget. */
 	lg->budget_held = s->budget_held;
@@ -651,6 +675,23 @@ static void odmr_keepalive(struct odmr_session *s)
 #endif
 }
 
+/*
+ * Waiting sessions are exempt from the per-address limits, and each holds
+ * a descriptor of the budget shared with the SMTP listener: one customer
+ * must not take max_waiting (and the descriptors) for itself.
+ */
+static unsigned odmr_user_waiting(const struct odmr *o, const char *user)
+{
+	const struct odmr_session *s;
+	unsigned n = 0;
+
+	for (s = o->sessions; s != NULL; s = s->next)
+		if (s->state == ODMR_WAITING && s->user != NULL &&
+		    strcmp(s->user, user) == 0)
+			n++;
+	return n;
+}
+
 static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
 {
 	char *domains[ODMR_MAX_DOMAINS];
@@ -671,6 +712,14 @@ static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
 		log_debug("xwait: client=[%s], user=%s, result=mail-waiting",
 		    s->ip, s->user);
 		odmr_reply(s, "250 2.0.0 Mail is waiting, send ATRN");
+		return;
+	}
+	if (odmr_user_waiting(s->o, s->user) >= s->cfg->max_waiting_per_user) {
+		log_info("xwait: client=[%s], user=%s, result=refused "
+		    "(max_waiting_per_user)", s->ip, s->user);
+		metrics_inc(METRIC_XWAIT, "busy");
+		odmr_reply(s, "452 4.3.2 Too many waiting sessions for this "
+		    "user, try later");
 		return;
 	}
 	if (xwait_count(s->o->waiters) >= s->cfg->max_waiting) {

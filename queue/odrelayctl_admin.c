@@ -262,7 +262,7 @@ int ctl_cmd_stats(int argc, char **argv)
 {
 	const struct config *cfg;
 	struct queue_space space = { 0, 0, 0, 0, 0, 0 };
-	struct ctl_doms ds = { NULL, 0, 0, NULL };
+	struct ctl_doms ds = { NULL, 0, 0, NULL, NULL, 0 };
 	uint64_t states[CTL_NSTATES] = { 0, 0, 0 };
 	uint64_t total_msgs = 0, total_bytes = 0, rcpts = 0, val;
 	char *counters = xmalloc(CTL_STATS_REPLY_MAX), *p;
@@ -286,12 +286,7 @@ int ctl_cmd_stats(int argc, char **argv)
 	}
 	/* So that "low" means what the daemon would do. */
 	queue_set_min_free(q, cfg->queue_min_free);
-	for (k = 0; k < cfg->ndomains; k++) {
-		struct ctl_dom *d = ctl_doms_get(&ds, cfg->domains[k].name);
-
-		d->configured = 1;
-		d->hold = cfg->domains[k].hold;
-	}
+	ctl_doms_configured(&ds, cfg);
 	/* From the queue's counters, not a walk of every message: O(1) for
 	 * the totals and the states, O(domains with mail) for the table. */
 	{

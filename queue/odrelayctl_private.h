@@ -44,6 +44,10 @@ struct ctl_doms {
 	struct ctl_dom *v;
 	size_t n, cap;
 	struct domhash *idx;	/* name -> index: 50,000 domains stay fast */
+	/* With cfg, v[0..nconf) are its sections in order, found through
+	 * the configuration's own index; idx holds only the others. */
+	const struct config *cfg;
+	size_t nconf;
 };
 
 /* Shared between the odrelayctl files (internal, not an interface). */
@@ -60,6 +64,7 @@ const struct config *ctl_config(void);
 const char *ctl_control_path(const struct config *cfg, char *buf,
     size_t size);
 struct queue *ctl_open_ro(const struct config *cfg);
+void ctl_doms_configured(struct ctl_doms *ds, const struct config *cfg);
 struct ctl_dom *ctl_doms_get(struct ctl_doms *ds, const char *name);
 int ctl_dom_cmp(const void *a, const void *b);
 void ctl_doms_free(struct ctl_doms *ds);

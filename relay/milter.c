@@ -566,6 +566,129 @@ static void mc_send_helo(struct mconn *c)
 	mc_pushed(c);
 }
 
+/* ---- idle filter connections (milter_reuse) ----
+ *
+ * A negotiated connection whose SMTP session ended cleanly waits here
+ * for the next session to the same filter, so the connect, the filter's
+ * thread start and the negotiation are paid once. The next session
+ * sends UNKNOWN then QUIT_NC before CONNECT: libmilter accepts QUIT_NC
+ * only after an UNKNOWN or an end of message answered with continue,
+ * and ignores it (and then the CONNECT) otherwise.
+ */
+
+#define MP_MAX		CONFIG_MILTER_POOL_MAX	/* in fdbudget's reserve */
+#define MP_IDLE		60	/* seconds before an idle one is closed */
+
+struct mpool_ent {
+	struct mpool_ent *next;
+	char spec[128];
+	struct bufferevent *bev;
+	uint32_t actions, proto;
+};
+
+static struct mpool_ent *mp_head;
+static size_t mp_n;
+
+static void mp_unlink(struct mpool_ent *e)
+{
+	struct mpool_ent **p;
+
+	for (p = &mp_head; *p != NULL; p = &(*p)->next)
+		if (*p == e) {
+			*p = e->next;
+			mp_n--;
+			return;
+		}
+}
+
+static void mp_drop(struct mpool_ent *e)
+{
+	mp_unlink(e);
+	bufferevent_free(e->bev);
+	free(e);
+}
+
+/* Anything from an idle filter (data, EOF, error, idle timeout): drop. */
+static void mp_readcb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	mp_drop(arg);
+}
+
+static void mp_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	(void)what;
+	mp_drop(arg);
+}
+
+/* Keep c's connection for the next session; 0 if it cannot be kept. */
+int mp_put(struct mconn *c)
+{
+	struct timeval idle = { MP_IDLE, 0 };
+	struct mpool_ent *e;
+
+	if (!c->ms->cfg->milter_reuse || mp_n >= MP_MAX ||
+	    c->st != MC_OPEN || c->bev == NULL || c->negotiated != 2 ||
+	    c->awaiting || c->head != NULL)
+		return 0;
+	e = xcalloc(1, sizeof(*e));
+	util_strlcpy(e->spec, c->spec, sizeof(e->spec));
+	e->bev = c->bev;
+	e->actions = c->actions;
+	e->proto = c->proto;
+	c->bev = NULL;
+	bufferevent_setcb(e->bev, mp_readcb, NULL, mp_eventcb, e);
+	bufferevent_set_timeouts(e->bev, &idle, NULL);
+	bufferevent_enable(e->bev, EV_READ | EV_WRITE);
+	e->next = mp_head;
+	mp_head = e;
+	mp_n++;
+	return 1;
+}
+
+/* An idle connection to c's filter, set up for c; 0 if none. */
+static int mp_get(struct mconn *c)
+{
+	const char *v[] = { "QUIT" };
+	struct mpool_ent *e;
+
+	if (!c->ms->cfg->milter_reuse)
+		return 0;
+	for (e = mp_head; e != NULL; e = e->next)
+		if (strcmp(e->spec, c->spec) == 0)
+			break;
+	if (e == NULL)
+		return 0;
+	mp_unlink(e);
+	c->bev = e->bev;
+	c->actions = e->actions;
+	c->proto = e->proto;
+	free(e);
+	bufferevent_set_timeouts(c->bev, NULL, NULL);
+	bufferevent_setcb(c->bev, mc_readcb, mc_writecb, mc_eventcb, c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->st = MC_OPEN;
+	c->conn_done = 0;
+	c->conn_action = MILTER_CONTINUE;
+	/* CONNECT and the rest follow as after a negotiation (ms_kick_cb) */
+	c->negotiated = 1;
+	milter_put_strings(mc_push(c, ST_NONE, !(c->proto & SMFIP_NR_UNKN)),
+	    SMFIC_UNKNOWN, v, 1);
+	mc_pushed(c);
+	milter_put_cmd(mc_push(c, ST_NONE, 0), SMFIC_QUIT_NC);
+	mc_pushed(c);
+	mc_pump(c);
+	log_debug("milter %s: connection reused", c->spec);
+	return 1;
+}
+
+void milter_pool_free(void)
+{
+	while (mp_head != NULL)
+		mp_drop(mp_head);
+}
+
 /* Connect, negotiate and replay CONNECT and HELO. */
 static void mc_open(struct mconn *c)
 {
@@ -576,6 +699,8 @@ static void mc_open(struct mconn *c)
 	evutil_socket_t fd;
 	int one = 1;
 
+	if (mp_get(c))
+		return;
 	memset(&ss, 0, sizeof(ss));
 	if (strncmp(spec, "unix:", 5) == 0) {
 		struct sockaddr_un *sun = (struct sockaddr_un *)&ss;

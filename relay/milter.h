@@ -92,7 +92,10 @@ void milter_sess_eom(struct milter_sess *ms, struct queue_put *put,
     milter_eom_fn *done, void *arg);
 /* The transaction is over (committed, refused, RSET, QUIT). */
 void milter_sess_end_tx(struct milter_sess *ms);
-/* QUIT the filters and free. *ms set to NULL. */
+/* QUIT the filters (or keep their connections: milter_reuse) and free.
+ * *ms set to NULL. */
 void milter_sess_free(struct milter_sess **ms);
+/* Close the kept filter connections (at exit). */
+void milter_pool_free(void);
 
 #endif

@@ -776,8 +776,10 @@ void milter_sess_free(struct milter_sess **msp)
 	for (i = 0; i < ms->nc; i++) {
 		struct mconn *c = &ms->c[i];
 
-		if (c->st == MC_OPEN && c->bev != NULL && c->negotiated == 2 &&
-		    !c->awaiting && c->head == NULL) {
+		if (mp_put(c)) {
+			/* kept for the next session: no QUIT */
+		} else if (c->st == MC_OPEN && c->bev != NULL &&
+		    c->negotiated == 2 && !c->awaiting && c->head == NULL) {
 			struct bufferevent *bev = c->bev;
 
 			c->bev = NULL;

@@ -168,6 +168,7 @@ void mc_drop_tx_packets(struct mconn *c);
 void mc_close(struct mconn *c);
 void mc_macros(struct mconn *c, char stage, const char *const *names,
     const char *const *values, size_t n);
+int mp_put(struct mconn *c);
 void ms_kick(struct milter_sess *ms);
 void ms_eom_finish(struct milter_sess *ms);
 

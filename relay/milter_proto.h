@@ -26,6 +26,7 @@ struct evbuffer;
 #define SMFIC_MACRO	'D'
 #define SMFIC_BODYEOB	'E'
 #define SMFIC_HELO	'H'
+#define SMFIC_QUIT_NC	'K'	/* quit, a new connection follows */
 #define SMFIC_HEADER	'L'
 #define SMFIC_MAIL	'M'
 #define SMFIC_EOH	'N'
@@ -33,6 +34,7 @@ struct evbuffer;
 #define SMFIC_QUIT	'Q'
 #define SMFIC_RCPT	'R'
 #define SMFIC_DATA	'T'
+#define SMFIC_UNKNOWN	'U'
 
 /* Actions a filter may take at end of message (SMFIF_*). */
 #define SMFIF_ADDHDRS		0x001

@@ -295,6 +295,8 @@ static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 	}
 	d->bev = NULL;
 	bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
+	/* Every field set: session and min_rate were read uninitialised. */
+	smtpc_timeouts_default(&to);
 	to.greeting = to.ehlo = to.mail = to.rcpt = to.data = to.block =
 	    to.dot = ms;
 	memset(&sp, 0, sizeof(sp));

@@ -132,7 +132,8 @@ class DnssecDns:
 				parts = line.split()
 				if len(parts) >= 8 and parts[3] == "TLSA":
 					data = parts[-1]
-					parts[-1] = ("0" if data[-1] != "0" else "1") + data[1:]
+					# A different first digit: the RRSIG no longer fits.
+					parts[-1] = ("1" if data[0] == "0" else "0") + data[1:]
 					line = "\t".join(parts) + "\n"
 					n += 1
 				out.append(line)

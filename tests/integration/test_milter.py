@@ -386,10 +386,64 @@ def test_big_message_bounded():
 			    "bytes for a 40 MB message" % grown)
 
 
+def test_reuse():
+	"""milter_reuse = yes: later SMTP sessions reuse the filter connection
+	(UNKNOWN, QUIT_NC, CONNECT) and the filter sees each session afresh:
+	its macros, a reject at RCPT, header changes, a tempfail; the same
+	with a filter that asked for no replies before the end of message."""
+	with TestFilter() as f, Fixture("milter-reuse", extra=conf(f.spec,
+	    "milter_reuse = yes\n"), domains=DOMAINS) as d:
+		qids = []
+		for i in range(3):
+			code, text = send_message(d.smtp_port, "a@client.test",
+			    ["x@example.org"], msg(subject="reuse %d" % i))
+			check(code == 250, "session %d: %s %r" % (i, code, text))
+			qids.append(queued_id(text))
+		c = Conn(d.smtp_port)
+		try:
+			c.greet_ehlo()
+			c.expect(250, "MAIL FROM:<a@client.test>")
+			t = c.expect(550, "RCPT TO:<reject-me@example.org>")
+			check("test filter refuses" in t, "RCPT reject on a reused "
+			    "connection: %r" % t)
+			c.cmd("QUIT")
+		finally:
+			c.close()
+		code, text = send_message(d.smtp_port, "a@client.test",
+		    ["x@example.org"], msg("headers"))
+		check(code == 250, "headers: %s %r" % (code, text))
+		check(b"X-Added: yes" in d.body(queued_id(text)),
+		    "no header change on a reused connection")
+		code, text = send_message(d.smtp_port, "a@client.test",
+		    ["x@example.org"], msg("tempfail"))
+		check(code == 451, "tempfail: %s %r" % (code, text))
+		code, text = send_message(d.smtp_port, "a@client.test",
+		    ["x@example.org", "y@example.org"], msg())
+		check(code == 250, "after a tempfail: %s %r" % (code, text))
+		n = d.log_text().count("connection reused")
+		check(n >= 5, "filter connection reused %d times, expected 6" % n)
+		wait_for(lambda: f.log_text().count("eom ") >= 6, "6 eom lines")
+		log = f.log_text()
+		for q in qids:
+			check("eom i=%s client=127.0.0.1 j=" % q in log and
+			    "rcpts=1" in log, "macros on a reused connection: %s"
+			    % log)
+		check("rcpts=2" in log, "recipient count not reset: %s" % log)
+	with TestFilter("accept-nr") as f, Fixture("milter-reuse-nr",
+	    extra=conf(f.spec, "milter_reuse = yes\n"), domains=DOMAINS) as d:
+		for i in range(3):
+			code, text = send_message(d.smtp_port, "a@client.test",
+			    ["x@example.org"], msg(subject="nr %d" % i))
+			check(code == 250, "accept-nr %d: %s %r" % (i, code, text))
+		n = d.log_text().count("connection reused")
+		check(n >= 2, "accept-nr: reused %d times, expected 2" % n)
+		wait_for(lambda: f.log_text().count("eom ") >= 3, "3 eom lines")
+
+
 if __name__ == "__main__":
 	run_tests([test_header_changes, test_tls_macros,
 	    test_rcpt_reject_and_replycode,
 	    test_quarantine_release_delete, test_discard_tempfail_skip,
 	    test_unix_socket, test_delete_recipient,
 	    test_slow_and_timeouts, test_milters_none, test_hostile,
-	    test_big_message_bounded], "milter")
+	    test_big_message_bounded, test_reuse], "milter")

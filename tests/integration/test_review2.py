@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -274,7 +275,147 @@ def test_budget_follows_reload():
 		    "with a budget of %d" % (greeted, refused, want))
 
 
+def test_check_control_socket_dir():
+	"""odrelayd -n said OK for a control socket in a directory
+	run_as_user cannot write, and the daemon then exited 1 ("cannot
+	listen: Permission denied") after dropping privileges."""
+	if os.geteuid() != 0:
+		raise Skip("needs root (run_as_user nobody)")
+	import odtest
+	with Fixture("review2-ctl", start=False) as d:
+		run = os.path.join(d.dir, "run")
+		os.mkdir(run, 0o755)		# root's: nobody cannot write
+		sock = os.path.join(run, "control.sock")
+		d.text = d.text.replace("control_socket = " + d.sock,
+		    "control_socket = " + sock)
+		d.sock = sock
+		with open(d.conf, "w") as f:
+			f.write(d.text)
+		r = odtest.run([odtest.prog("odrelayd"), "-n", "-c", d.conf])
+		check(r.returncode != 0 and "control_socket" in r.out and
+		    "nobody" in r.out, "odrelayd -n on a control socket nobody "
+		    "cannot create: exit %d %r" % (r.returncode, r.out))
+		try:		# and the daemon agrees: it exits at start
+			d.start()
+		except odtest.Failure as e:
+			check("exited with status" in str(e), str(e))
+		deadline = time.time() + 10
+		while d.running() and time.time() < deadline:
+			time.sleep(0.05)
+		check(not d.running() and d.proc.returncode != 0,
+		    "daemon started although -n refused")
+		check("control socket" in d.log_text(), "not the control socket")
+		d.expected_exit = True
+		os.chown(run, pwd.getpwnam("nobody").pw_uid, -1)
+		r = odtest.run([odtest.prog("odrelayd"), "-n", "-c", d.conf])
+		check(r.returncode == 0, "odrelayd -n once nobody owns the "
+		    "directory: exit %d %r" % (r.returncode, r.out))
+
+
+def test_last_atrn_every_domain():
+	"""A customer with 30 domains (more than the 512-octet log list): a
+	pull noted the last ATRN only for the domains that fit the log line,
+	so the others showed no pull (odrelayctl queue, the metrics, the
+	OdrelayCustomerNotPulled alert)."""
+	from pullsink import PullFixture, Sink, add_user, odmr_login, \
+	    reverse_serve, submit, sample_message
+	names = ["customer-%02d.long-domain-name.example" % i for i in range(30)]
+	doms = "".join("[domain %s]\nhold = yes\n\n" % n for n in names)
+	mport = free_port()
+	with PullFixture("review2-atrn", domains=doms, start=False,
+	    extra="metrics_listen = 127.0.0.1:%d\n"
+	    % mport) as d, Sink() as sink:
+		add_user(d, "many", "many-pw", *names)
+		d.start()
+		# No mail: 453, every domain noted.
+		c, code, text = odmr_login(d.odmr_port, "many", "many-pw")
+		check(code == 235, "AUTH: %s %s" % (code, text))
+		code, text = c.cmd("ATRN")
+		check(code == 453, "ATRN without mail: %s %s" % (code, text))
+		c.close()
+		deadline = time.time() + 10
+		while True:	# noted by the queue's writer thread
+			last = re.findall(r'odrelay_domain_last_atrn_timestamp_'
+			    r'seconds\{domain="([^"]+)"\} (\d+)', scrape(mport))
+			unpulled = [n for n, v in last if v == "0"]
+			if len(last) == 30 and not unpulled:
+				break
+			check(time.time() < deadline, "domains without their pull "
+			    "after a 453: %s" % unpulled)
+			time.sleep(0.1)
+	mport = free_port()
+	with PullFixture("review2-atrn2", domains=doms, start=False,
+	    extra="metrics_listen = 127.0.0.1:%d\n" % mport) as d, \
+	    Sink() as sink:
+		add_user(d, "many", "many-pw", *names)
+		d.start()
+		submit(d.smtp_port, "s@client.test", ["u@" + names[-1]],
+		    sample_message("last"))
+		c, code, text = odmr_login(d.odmr_port, "many", "many-pw")
+		check(c.cmd("ATRN")[0] == 250, "ATRN with mail")
+		reverse_serve(c, sink)
+		c.close()
+		deadline = time.time() + 10
+		while True:
+			last = dict(re.findall(r'odrelay_domain_last_atrn_timestamp'
+			    r'_seconds\{domain="([^"]+)"\} (\d+)', scrape(mport)))
+			if last.get(names[-1], "0") != "0":
+				break
+			check(time.time() < deadline, "the last domain's pull was "
+			    "not noted: %s" % last.get(names[-1]))
+			time.sleep(0.1)
+
+
+def test_reload_at_budget():
+	"""Both listeners at the connection budget, then SIGHUP with TLS (the
+	helper passes the certificate and key as descriptors): the reload
+	succeeds, the excess still gets 421, and once the connections close
+	both ports greet and STARTTLS works."""
+	with Fixture("review2-full", start=False, tls=True,
+	    extra="max_connections_per_ip = 1000\n") as d:
+		ulimit_start(d, 160)
+		m = re.findall(r"descriptors: limit 160, (\d+) reserved, (\d+) "
+		    r"client", d.log_text())
+		budget = int(m[-1][1])
+		half = budget // 2
+		g1, r1, s1 = greet_counts(d.smtp_port, half)
+		g2, r2, s2 = greet_counts(d.odmr_port, budget - half + 2)
+		check(g1 + g2 == budget and r1 + r2 == 2, "%d+%d greeted, %d+%d "
+		    "refused, budget %d" % (g1, g2, r1, r2, budget))
+		os.kill(d.proc.pid, signal.SIGHUP)
+		deadline = time.time() + 10
+		while "reload: configuration" not in d.log_text():
+			check(time.time() < deadline, "no reload at the budget:\n%s"
+			    % "\n".join(d.log_text().splitlines()[-8:]))
+			time.sleep(0.05)
+		check("TLS setup failed" not in d.log_text(), "TLS reload failed")
+		g3, r3, s3 = greet_counts(d.smtp_port, 1)
+		check(r3 == 1, "over the budget after the reload: greeted")
+		for c in s1 + s2 + s3:
+			c.close()
+		for port in (d.smtp_port, d.odmr_port):
+			deadline = time.time() + 10
+			while True:
+				c = ta.conn_from(port)
+				code, _ = c.reply()
+				if code == 220:
+					break
+				c.close()
+				check(time.time() < deadline, "port %d: %d" % (port, code))
+				time.sleep(0.1)
+			if port == d.smtp_port:
+				c.cmd("EHLO x.test")
+				ta.starttls(c)
+				check(c.cmd("EHLO x.test")[0] == 250, "EHLO in TLS")
+			c.close()
+		check("Too many open files" not in d.log_text(),
+		    "descriptors ran out")
+
+
 run_tests([test_metrics_hostile_labels,
     test_reload_garbage_passwd_mid_exchanges,
     test_auth_killed_many_exchanges,
-    test_budget_follows_reload], "review2")
+    test_budget_follows_reload,
+    test_check_control_socket_dir,
+    test_last_atrn_every_domain,
+    test_reload_at_budget], "review2")

@@ -45,6 +45,12 @@ START_TEST(test_sessions_from_limit)
 	strlist_add(&cfg->milters, "inet:127.0.0.1:8892");
 	ck_assert_uint_eq(fdbudget_sessions(cfg, 1024), (1024 - reserve) / 4);
 	ck_assert_uint_eq(fdbudget_sessions(cfg, 10), 1);
+	/* milter_reuse: the idle filter connections are reserved too */
+	cfg->milter_reuse = 1;
+	ck_assert_uint_eq(fdbudget_reserve(cfg),
+	    reserve + CONFIG_MILTER_POOL_MAX);
+	ck_assert_uint_eq(fdbudget_sessions(cfg, 1024),
+	    (1024 - reserve - CONFIG_MILTER_POOL_MAX) / 4);
 	config_free(&cfg);
 }
 END_TEST

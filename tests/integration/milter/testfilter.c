@@ -2,10 +2,14 @@
  * testfilter - a small milter written with Sendmail's libmilter, for
  * odrelay's integration tests and bench/milter.sh.
  *
- * usage: testfilter SOCKET [accept | accept-connect]
+ * usage: testfilter SOCKET [accept | accept-nr | accept-connect]
  *   SOCKET: inet:PORT@127.0.0.1 or unix:/path (libmilter syntax)
  *   accept: an accept-all filter that sees everything (continues up to
  *           the end of the message, changes nothing, accepts)
+ *   accept-nr: the same, but it asks not to be answered for anything
+ *           but the end of message (SMFIP_NR_*, negotiated in
+ *           tf_negotiate): it still sees every command, header and body
+ *           chunk, as a filter that only decides at the end would
  *   accept-connect: accepts every connection at once (sees nothing more)
  *
  * Otherwise the message tells it what to do:
@@ -33,7 +37,10 @@ struct tf {
 	int nrcpts;
 };
 
-static int accept_all, accept_connect;
+static int accept_all, accept_connect, no_reply;
+
+/* What a step callback answers: nothing at all in accept-nr mode. */
+#define TF_CONTINUE	(no_reply ? SMFIS_NOREPLY : SMFIS_CONTINUE)
 
 static struct tf *tf_get(SMFICTX *ctx)
 {
@@ -51,7 +58,7 @@ static sfsistat tf_connect(SMFICTX *ctx, char *host, _SOCK_ADDR *sa)
 	(void)host;
 	(void)sa;
 	tf_get(ctx);
-	return accept_connect ? SMFIS_ACCEPT : SMFIS_CONTINUE;
+	return accept_connect ? SMFIS_ACCEPT : TF_CONTINUE;
 }
 
 static sfsistat tf_envfrom(SMFICTX *ctx, char **argv)
@@ -61,7 +68,7 @@ static sfsistat tf_envfrom(SMFICTX *ctx, char **argv)
 	(void)argv;
 	t->action[0] = '\0';
 	t->nrcpts = 0;
-	return SMFIS_CONTINUE;
+	return TF_CONTINUE;
 }
 
 static sfsistat tf_envrcpt(SMFICTX *ctx, char **argv)
@@ -76,7 +83,7 @@ static sfsistat tf_envrcpt(SMFICTX *ctx, char **argv)
 	if (!accept_all && strncasecmp(argv[0], "<slow-rcpt@", 11) == 0)
 		sleep(2);
 	t->nrcpts++;
-	return SMFIS_CONTINUE;
+	return TF_CONTINUE;
 }
 
 static sfsistat tf_header(SMFICTX *ctx, char *name, char *value)
@@ -85,7 +92,7 @@ static sfsistat tf_header(SMFICTX *ctx, char *name, char *value)
 
 	if (strcasecmp(name, "X-Test-Action") == 0)
 		snprintf(t->action, sizeof(t->action), "%s", value);
-	return SMFIS_CONTINUE;
+	return TF_CONTINUE;
 }
 
 static sfsistat tf_body(SMFICTX *ctx, unsigned char *data, size_t len)
@@ -93,7 +100,7 @@ static sfsistat tf_body(SMFICTX *ctx, unsigned char *data, size_t len)
 	(void)ctx;
 	(void)data;
 	(void)len;
-	return SMFIS_CONTINUE;
+	return TF_CONTINUE;
 }
 
 static sfsistat tf_eom(SMFICTX *ctx)
@@ -146,6 +153,30 @@ static sfsistat tf_abort(SMFICTX *ctx)
 	return SMFIS_CONTINUE;
 }
 
+/* accept-nr: no answer to any step before the end of message, no
+ * HELO, DATA or EOH step (no callback for them). */
+static sfsistat tf_negotiate(SMFICTX *ctx, unsigned long actions,
+    unsigned long steps, unsigned long f2, unsigned long f3,
+    unsigned long *actions_r, unsigned long *steps_r, unsigned long *f2_r,
+    unsigned long *f3_r)
+{
+	unsigned long want = SMFIP_NR_CONN | SMFIP_NR_HELO | SMFIP_NR_MAIL |
+	    SMFIP_NR_RCPT | SMFIP_NR_DATA | SMFIP_NR_UNKN | SMFIP_NR_HDR |
+	    SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_NOHELO | SMFIP_NODATA |
+	    SMFIP_NOEOH;
+
+	(void)ctx;
+	(void)f2;
+	(void)f3;
+	if ((steps & want) != want)
+		return SMFIS_REJECT;	/* the MTA cannot: libmilter aborts */
+	*actions_r = actions & (SMFIF_ADDHDRS | SMFIF_CHGHDRS |
+	    SMFIF_DELRCPT | SMFIF_QUARANTINE);
+	*steps_r = want;
+	*f2_r = *f3_r = 0;
+	return SMFIS_CONTINUE;
+}
+
 static struct smfiDesc tf_desc = {
 	"odrelay-testfilter",
 	SMFI_VERSION,
@@ -169,10 +200,13 @@ int main(int argc, char **argv)
 {
 	if (argc < 2) {
 		fprintf(stderr, "usage: testfilter SOCKET [accept | "
-		    "accept-connect]\n");
+		    "accept-nr | accept-connect]\n");
 		return 2;
 	}
-	accept_all = argc > 2 && strcmp(argv[2], "accept") == 0;
+	no_reply = argc > 2 && strcmp(argv[2], "accept-nr") == 0;
+	accept_all = no_reply || (argc > 2 && strcmp(argv[2], "accept") == 0);
+	if (no_reply)
+		tf_desc.xxfi_negotiate = tf_negotiate;
 	accept_connect = argc > 2 && strcmp(argv[2], "accept-connect") == 0;
 	if (smfi_setconn(argv[1]) == MI_FAILURE ||
 	    smfi_register(tf_desc) == MI_FAILURE) {
