@@ -810,9 +810,13 @@ static int mp_put(struct mconn *c)
 	struct timeval idle = { MP_IDLE, 0 };
 	struct mpool_ent *e;
 
+	/* SMFIP_HDR_LEADSPC: OpenDKIM forgets it at QUIT_NC (its connection
+	 * context goes) and would sign header values with our leading
+	 * space; such a filter gets a new connection each time. */
 	if (!c->ms->cfg->milter_reuse || mp_n >= MP_MAX ||
 	    c->st != MC_OPEN || c->bev == NULL || c->negotiated != 2 ||
-	    c->awaiting || c->head != NULL)
+	    c->awaiting || c->head != NULL ||
+	    (c->proto & SMFIP_HDR_LEADSPC))
 		return 0;
 	e = xcalloc(1, sizeof(*e));
 	util_strlcpy(e->spec, c->spec, sizeof(e->spec));
