@@ -37,6 +37,7 @@ provider() {
 	case "$*" in *tls_cert_file*) tlsl="odmrs_listen = 127.0.0.1:$odmrs_port" ;; esac
 	odrelayd_conf "$pdir" "$sp" \
 	    "auth_requires_tls = no" "max_waiting = $((waiters + 100))" \
+	    "max_waiting_per_user = $((waiters + 100))" \
 	    "$tlsl" "$@" "" "[domain example.org]" "hold = yes"
 	set -- "$pdir"
 	sed -i "s/^odmr_listen .*/odmr_listen    = 127.0.0.1:$op/" "$1/odrelay.conf"

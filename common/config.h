@@ -118,6 +118,7 @@ struct config {
 	/* Push delivery (XWAIT, webhooks). */
 	long odmr_wait_timeout;		/* seconds an XWAIT lasts [25m] */
 	unsigned max_waiting;		/* XWAIT sessions in all [10000] */
+	unsigned max_waiting_per_user;	/* ... of one ATRN user [20] */
 	char *notify_url;		/* https:// webhook, or NULL */
 	char *notify_ca_file;		/* NULL: system store */
 	long notify_interval;		/* seconds [60] */
@@ -164,6 +165,16 @@ struct config *config_defaults(void);
 struct config *config_ref(struct config *cfg);
 void config_free(struct config **cfg);
 #define config_unref config_free
+/*
+ * The daemon frees big configurations off its event loop: with a reaper
+ * set, the last config_free of one with CONFIG_REAP_MIN domains or more
+ * hands it to fn (which must call config_destroy, from any thread).
+ */
+#define CONFIG_REAP_MIN 1000
+typedef void config_reaper_fn(struct config *cfg);
+void config_set_reaper(config_reaper_fn *fn);
+/* Frees cfg now, whatever its references. */
+void config_destroy(struct config *cfg);
 
 /*
  * The domain section that accepts mail for `domain` (already lower case, no

@@ -890,6 +890,23 @@ static void odmr_keepalive(struct odmr_session *s)
 #endif
 }
 
+/*
+ * Waiting sessions are exempt from the per-address limits, and each holds
+ * a descriptor of the budget shared with the SMTP listener: one customer
+ * must not take max_waiting (and the descriptors) for itself.
+ */
+static unsigned odmr_user_waiting(const struct odmr *o, const char *user)
+{
+	const struct odmr_session *s;
+	unsigned n = 0;
+
+	for (s = o->sessions; s != NULL; s = s->next)
+		if (s->state == ODMR_WAITING && s->user != NULL &&
+		    strcmp(s->user, user) == 0)
+			n++;
+	return n;
+}
+
 static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
 {
 	char *domains[ODMR_MAX_DOMAINS];
@@ -910,6 +927,14 @@ static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
 		log_debug("xwait: client=[%s], user=%s, result=mail-waiting",
 		    s->ip, s->user);
 		odmr_reply(s, "250 2.0.0 Mail is waiting, send ATRN");
+		return;
+	}
+	if (odmr_user_waiting(s->o, s->user) >= s->cfg->max_waiting_per_user) {
+		log_info("xwait: client=[%s], user=%s, result=refused "
+		    "(max_waiting_per_user)", s->ip, s->user);
+		metrics_inc(METRIC_XWAIT, "busy");
+		odmr_reply(s, "452 4.3.2 Too many waiting sessions for this "
+		    "user, try later");
 		return;
 	}
 	if (xwait_count(s->o->waiters) >= s->cfg->max_waiting) {

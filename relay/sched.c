@@ -949,8 +949,11 @@ static void sched_set_ages(struct sched *s)
 	s->ages[n++] = cfg->queue_lifetime;
 	if (cfg->delay_warning > 0)
 		s->ages[n++] = cfg->delay_warning;
+	/* Most sections repeat a lifetime: keep the sort short. */
 	for (size_t i = 0; i < cfg->ndomains; i++)
-		s->ages[n++] = cfg->domains[i].queue_lifetime;
+		if (cfg->domains[i].queue_lifetime != cfg->queue_lifetime &&
+		    cfg->domains[i].queue_lifetime != s->ages[n - 1])
+			s->ages[n++] = cfg->domains[i].queue_lifetime;
 	qsort(s->ages, n, sizeof(*s->ages), sched_long_cmp);
 	s->nages = 0;
 	for (size_t i = 0; i < n; i++)

@@ -182,5 +182,85 @@ def test_scrape_during_reload():
 		check(d.running(), "daemon died on scrapes and reloads")
 
 
+def rewrite_conf(d, text):
+	tmp = d.conf + ".new"
+	with open(tmp, "w") as f:
+		f.write(text)
+	os.chmod(tmp, 0o644)
+	os.rename(tmp, d.conf)
+
+
+def wait_log(d, pattern, start, bound=20.0):
+	rx = re.compile(pattern)
+	end = time.time() + bound
+	while time.time() < end:
+		m = rx.search(d.log_text()[start:])
+		if m:
+			return m
+		time.sleep(0.05)
+	fail("no log line matching %r:\n%s" % (pattern, d.log_text()[start:][-2000:]))
+
+
+def rcpt(d, addr, size=None):
+	c = Conn(d.smtp_port)
+	try:
+		c.greet_ehlo()
+		c.expect(250, "MAIL FROM:<s@client.test>%s"
+		    % (" SIZE=%d" % size if size else ""))
+		return c.cmd("RCPT TO:<%s>" % addr)
+	finally:
+		c.close()
+
+
+def test_reload_big_file():
+	"""SIGHUP with NDOM sections (parsed on a thread, the old one freed on
+	a thread): a broken file keeps everything of the old configuration
+	and names FILE:LINE; a quota set and dropped by reloads is applied;
+	SIGHUPs during a parse end with the file's last content."""
+	base = domains(NDOM)
+	with Fixture("nopause-reload", domains=base) as d:
+		check(rcpt(d, "a@d5.test")[0] == 250, "d5.test before reload")
+		mark = len(d.log_text())
+		broken = d.text.replace("[domain d5.test]", "[domain other.test]")
+		broken += "\n[domain bad.test]\nhold = maybe\n"
+		rewrite_conf(d, broken)
+		d.proc.send_signal(signal.SIGHUP)
+		wait_log(d, r"keeping the old configuration", mark)
+		log = d.log_text()[mark:]
+		nline = broken.count("\n", 0, broken.index("hold = maybe")) + 1
+		check(re.search(r"odrelay\.conf:%d: " % nline, log),
+		    "no odrelay.conf:%d: message:\n%s" % (nline, log[-2000:]))
+		check(rcpt(d, "a@d5.test")[0] == 250, "d5.test after a failed reload")
+		check(rcpt(d, "a@other.test")[0] == 550,
+		    "other.test (only in the broken file) accepted")
+		# A quota for one domain by reload, then dropped again.
+		mark = len(d.log_text())
+		rewrite_conf(d, d.text.replace("[domain d9.test]\nhold = yes\n",
+		    "[domain d9.test]\nhold = yes\nmax_queue_size = 1K\n"))
+		d.proc.send_signal(signal.SIGHUP)
+		wait_log(d, r"reload: configuration .* loaded, %d domains" % NDOM, mark)
+		code, text = rcpt(d, "a@d9.test", 5000)
+		check(code == 452 and "4.2.2" in text, "quota by reload: %s %r"
+		    % (code, text))
+		check(rcpt(d, "a@d10.test", 5000)[0] == 250, "d10.test quota")
+		mark = len(d.log_text())
+		# Several SIGHUPs while parsing: the last file wins.
+		for i in range(4):
+			rewrite_conf(d, d.text + "\n[domain last%d.test]\nhold = yes\n" % i)
+			d.proc.send_signal(signal.SIGHUP)
+			time.sleep(0.01)
+		deadline = time.time() + 20
+		while time.time() < deadline:
+			if rcpt(d, "a@last3.test")[0] == 250:
+				break
+			time.sleep(0.1)
+		check(rcpt(d, "a@last3.test")[0] == 250,
+		    "the last file was not loaded:\n" + d.log_text()[mark:][-2000:])
+		check(rcpt(d, "a@d9.test", 5000)[0] == 250,
+		    "the quota dropped by reload still applies")
+		check(rcpt(d, "a@last2.test")[0] == 550, "last2.test accepted")
+
+
 if __name__ == "__main__":
-	run_tests([test_big_scrape, test_scrape_during_reload], "nopause")
+	run_tests([test_big_scrape, test_scrape_during_reload,
+	    test_reload_big_file], "nopause")

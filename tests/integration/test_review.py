@@ -504,11 +504,11 @@ def test_xwait_disconnect_sighup_and_atrn_race():
 				check(code == 421, "waiter at SIGHUP: %s %r" % (code, text))
 				c.close()
 			check(d.running(), "odrelayd died on SIGHUP with waiters")
-			for i in range(30):
+			for i in range(20):
 				c = tp.login(d)
 				c.send("XWAIT\r\n")
 				(drop if i % 2 else keep).append(c)
-			tp.wait_waiting(d, 30)
+			tp.wait_waiting(d, 20)
 			for c in drop:
 				c.s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
 				    struct.pack("ii", 1, 0))
@@ -552,7 +552,7 @@ def test_xwait_disconnect_sighup_and_atrn_race():
 			    for t in sink.txns if t.complete and t.data)
 			check(len(subj) == 2 and len(set(subj)) == 2, "delivered: %r"
 			    % subj)
-			check(not d.queue_ids(), "left: %r" % d.queue_ids())
+			tp.wait_queue(d, tp.queue_empty, "empty after the pulls")
 		finally:
 			for c in keep + drop:
 				try:
@@ -589,7 +589,89 @@ def test_xwait_user_removed_on_reload():
 		check(len(d.queue_ids()) == 1, "queue: %r" % d.queue_ids())
 
 
+def test_xwait_per_user_limit():
+	"""One customer cannot take every waiting slot (and the descriptors
+	shared with the SMTP listener): past max_waiting_per_user its XWAIT
+	gets 452 4.3.2, while another customer still waits."""
+	with tp.daemon("review-xwait-user", extra="max_waiting = 100\n"
+	    "max_waiting_per_user = 4\n") as d:
+		tp.users(d)
+		conns = []
+		try:
+			for i in range(4):
+				c = tp.login(d)
+				tp.start_wait(c)
+				conns.append(c)
+			c = tp.login(d)
+			conns.append(c)
+			t = c.expect(452, "XWAIT", "one waiter too many for the user")
+			check("4.3.2" in t, "over max_waiting_per_user: %r" % t)
+			o = tp.login(d, "other", "other-secret")
+			conns.append(o)
+			tp.start_wait(o)
+			# One wait ends: the user may wait again.
+			conns[0].send("QUIT\r\n")
+			conns[0].expect(453)
+			conns[0].expect(221)
+			time.sleep(0.2)
+			tp.start_wait(c)
+		finally:
+			for c in conns:
+				c.close()
+
+
+def test_webhook_concurrency_bounded():
+	"""Mail for many domains whose webhook endpoint never answers: only a
+	bounded number of POSTs is in flight at once (each holds a
+	descriptor of the small reserve beside the sessions)."""
+	hang = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+	hang.bind(("127.0.0.1", 0))
+	hang.listen(128)
+	accepted = []
+	stop = []
+
+	def acceptor():
+		hang.settimeout(0.2)
+		while not stop:
+			try:
+				c, _ = hang.accept()
+				accepted.append(c)
+			except OSError:
+				continue
+	t = threading.Thread(target=acceptor, daemon=True)
+	t.start()
+	tmp = tempfile.mkdtemp(prefix="odrelay-review-")
+	os.chmod(tmp, 0o755)
+	ca, _, _ = tp.make_ca(tmp, "hang")
+	n = 30
+	domains = "".join("[domain d%d.example]\nhold = yes\n\n" % i
+	    for i in range(n))
+	extra = ("notify_url = https://127.0.0.1:%d/\nnotify_ca_file = %s\n"
+	    % (hang.getsockname()[1], ca))
+	try:
+		with PullFixture("review-hookmany", extra=extra, domains=domains,
+		    start=False) as d:
+			d.start()
+			for i in range(n):
+				submit(d.smtp_port, "s@client.test", ["u@d%d.example" % i],
+				    sample_message("many%d" % i))
+			time.sleep(2)
+			k = len(accepted)
+			check(1 <= k <= 16, "%d webhook connections at once for %d "
+			    "domains" % (k, n))
+			check(len(d.queue_ids()) == n, "queue: %d" % len(d.queue_ids()))
+	finally:
+		stop.append(1)
+		t.join()
+		for c in accepted:
+			c.close()
+		hang.close()
+		shutil.rmtree(tmp, ignore_errors=True)
+
+
 TESTS = [
+	test_webhook_concurrency_bounded,
+	test_xwait_per_user_limit,
 	test_xwait_user_removed_on_reload,
 	test_xwait_disconnect_sighup_and_atrn_race,
 	test_probe_hostile_addresses,

@@ -366,9 +366,56 @@ def test_last_atrn_every_domain():
 			time.sleep(0.1)
 
 
+def test_reload_at_budget():
+	"""Both listeners at the connection budget, then SIGHUP with TLS (the
+	helper passes the certificate and key as descriptors): the reload
+	succeeds, the excess still gets 421, and once the connections close
+	both ports greet and STARTTLS works."""
+	with Fixture("review2-full", start=False, tls=True,
+	    extra="max_connections_per_ip = 1000\n") as d:
+		ulimit_start(d, 160)
+		m = re.findall(r"descriptors: limit 160, (\d+) reserved, (\d+) "
+		    r"client", d.log_text())
+		budget = int(m[-1][1])
+		half = budget // 2
+		g1, r1, s1 = greet_counts(d.smtp_port, half)
+		g2, r2, s2 = greet_counts(d.odmr_port, budget - half + 2)
+		check(g1 + g2 == budget and r1 + r2 == 2, "%d+%d greeted, %d+%d "
+		    "refused, budget %d" % (g1, g2, r1, r2, budget))
+		os.kill(d.proc.pid, signal.SIGHUP)
+		deadline = time.time() + 10
+		while "reload: configuration" not in d.log_text():
+			check(time.time() < deadline, "no reload at the budget:\n%s"
+			    % "\n".join(d.log_text().splitlines()[-8:]))
+			time.sleep(0.05)
+		check("TLS setup failed" not in d.log_text(), "TLS reload failed")
+		g3, r3, s3 = greet_counts(d.smtp_port, 1)
+		check(r3 == 1, "over the budget after the reload: greeted")
+		for c in s1 + s2 + s3:
+			c.close()
+		for port in (d.smtp_port, d.odmr_port):
+			deadline = time.time() + 10
+			while True:
+				c = ta.conn_from(port)
+				code, _ = c.reply()
+				if code == 220:
+					break
+				c.close()
+				check(time.time() < deadline, "port %d: %d" % (port, code))
+				time.sleep(0.1)
+			if port == d.smtp_port:
+				c.cmd("EHLO x.test")
+				ta.starttls(c)
+				check(c.cmd("EHLO x.test")[0] == 250, "EHLO in TLS")
+			c.close()
+		check("Too many open files" not in d.log_text(),
+		    "descriptors ran out")
+
+
 run_tests([test_metrics_hostile_labels,
     test_reload_garbage_passwd_mid_exchanges,
     test_auth_killed_many_exchanges,
     test_budget_follows_reload,
     test_check_control_socket_dir,
-    test_last_atrn_every_domain], "review2")
+    test_last_atrn_every_domain,
+    test_reload_at_budget], "review2")

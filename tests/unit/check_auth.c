@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <openssl/hmac.h>
 
 #include "authc.h"
+#include "authd.h"
 #include "authproto.h"
 #include "config.h"
 #include "passwd.h"
@@ -270,6 +272,137 @@ START_TEST(test_local_cancel_and_down)
 }
 END_TEST
 
+/* ---- authd against a hostile session process (raw records) ---- */
+
+static int raw_send(int fd, unsigned type, uint32_t id, unsigned flags,
+    const char *ip, const char *data)
+{
+	unsigned char buf[AUTHPROTO_MAX];
+	struct authproto_req q = { 0 };
+	int n;
+
+	q.type = type;
+	q.id = id;
+	q.flags = flags;
+	q.ip = ip;
+	q.iplen = ip != NULL ? strlen(ip) : 0;
+	q.data = data;
+	q.datalen = data != NULL ? strlen(data) : 0;
+	n = authproto_encode_req(buf, sizeof(buf), &q);
+	ck_assert_int_gt(n, 0);
+	return (int)send(fd, buf, (size_t)n, 0);
+}
+
+/* The next reply on fd, running the loop until it comes. */
+static void raw_reply(int fd, uint32_t *id, int *rc, char *user,
+    size_t userlen)
+{
+	static unsigned char buf[AUTHPROTO_MAX];
+	struct authproto_reply p;
+	ssize_t n = -1;
+	int i;
+
+	for (i = 0; i < 3000 && n < 0; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (n < 0)
+			usleep(1000);
+	}
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq(authproto_decode_reply(buf, (size_t)n, &p), 0);
+	*id = p.id;
+	*rc = p.rc;
+	snprintf(user, userlen, "%.*s", (int)p.userlen, p.user);
+}
+
+static int raw_quiet(int fd, int rounds)
+{
+	unsigned char buf[64];
+	int i;
+
+	for (i = 0; i < rounds; i++) {
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT | MSG_PEEK) > 0)
+			return 0;
+		usleep(1000);
+	}
+	return 1;
+}
+
+static char *plain_arg(const char *user, const char *pw)
+{
+	char raw[256], b64[400];
+	int n = snprintf(raw, sizeof(raw), "%c%s%c%s", 0, user, 0, pw);
+
+	ck_assert_int_ge(util_base64_encode((unsigned char *)raw, (size_t)n,
+	    b64, sizeof(b64)), 0);
+	return xasprintf("PLAIN %s", b64);
+}
+
+/*
+ * Garbage, an oversized record, a reused id while a failure is held back:
+ * authd stays up, answers each exchange once with its own verdict, and a
+ * failure replaced by a new exchange of the same id is never delivered
+ * (it would read as the new exchange's verdict).
+ */
+START_TEST(test_hostile_session)
+{
+	static unsigned char big[AUTHPROTO_MAX + 4096];
+	char err[256], user[300], *good, *bad;
+	struct authd *d;
+	uint32_t id;
+	int sv[2], rc;
+
+	cfg->auth_delay_max = 1;
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+	d = authd_new(base, NULL, cfg, sv[1], NULL, NULL, err, sizeof(err));
+	ck_assert_msg(d != NULL, "authd_new: %s", err);
+	good = plain_arg("alice", "alice-pw");
+	bad = plain_arg("alice", "guess");
+
+	/* Garbage of every kind: ignored, nothing answered. */
+	ck_assert_int_eq(send(sv[0], "\001\001", 2, 0), 2);
+	memset(big, 'A', sizeof(big));
+	big[0] = AUTHPROTO_VERSION;
+	big[1] = AUTHPROTO_START;
+	ck_assert_int_eq(send(sv[0], big, sizeof(big), 0), (int)sizeof(big));
+	ck_assert_int_eq(send(sv[0], big, 7, 0), 7);
+	ck_assert(raw_quiet(sv[0], 50));
+
+	/* Two exchanges at once: each verdict under its own id. */
+	raw_send(sv[0], AUTHPROTO_START, 5, AUTHPROTO_TLS, "192.0.2.5", bad);
+	raw_send(sv[0], AUTHPROTO_START, 6, AUTHPROTO_TLS, "192.0.2.6", good);
+	raw_reply(sv[0], &id, &rc, user, sizeof(user));
+	ck_assert_uint_eq(id, 6);	/* the failure waits its delay */
+	ck_assert_int_eq(rc, SASL_OK);
+	ck_assert_str_eq(user, "alice");
+	raw_reply(sv[0], &id, &rc, user, sizeof(user));
+	ck_assert_uint_eq(id, 5);
+	ck_assert_int_eq(rc, SASL_FAIL);
+
+	/* Id 7 fails (held back), then id 7 is used again and succeeds:
+	 * one reply for 7, the success, and no failure after it. */
+	raw_send(sv[0], AUTHPROTO_START, 7, AUTHPROTO_TLS, "192.0.2.7", bad);
+	ck_assert(raw_quiet(sv[0], 20));
+	raw_send(sv[0], AUTHPROTO_START, 7, AUTHPROTO_TLS, "192.0.2.7", good);
+	raw_reply(sv[0], &id, &rc, user, sizeof(user));
+	ck_assert_uint_eq(id, 7);
+	ck_assert_int_eq(rc, SASL_OK);
+	ck_assert(raw_quiet(sv[0], 1500));
+
+	/* A step for an exchange that does not exist: 454, still up. */
+	raw_send(sv[0], AUTHPROTO_STEP, 99, 0, NULL, "AAAA");
+	raw_reply(sv[0], &id, &rc, user, sizeof(user));
+	ck_assert_uint_eq(id, 99);
+	ck_assert_int_eq(rc, AUTHPROTO_UNAVAILABLE);
+
+	free(good);
+	free(bad);
+	authd_free(&d);
+	close(sv[0]);
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
 	Suite *s = suite_create("auth");
@@ -284,6 +417,7 @@ static Suite *auth_suite(void)
 	tcase_add_test(tc, test_local_ok_and_domains);
 	tcase_add_test(tc, test_local_limits);
 	tcase_add_test(tc, test_local_cancel_and_down);
+	tcase_add_test(tc, test_hostile_session);
 	suite_add_tcase(s, tc);
 	return s;
 }
