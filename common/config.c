@@ -1126,8 +1126,11 @@ static const struct config_key *config_key_find(const char *name, size_t *idx_r)
 {
 	size_t i;
 
+	/* The first letter first: 100,000 lines of 50,000 sections would
+	 * otherwise cost a hundred strcmp each. */
 	for (i = 0; i < CONFIG_NKEYS; i++) {
-		if (strcmp(config_keys[i].name, name) == 0) {
+		if (config_keys[i].name[0] == name[0] &&
+		    strcmp(config_keys[i].name, name) == 0) {
 			*idx_r = i;
 			return &config_keys[i];
 		}

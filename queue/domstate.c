@@ -155,6 +155,40 @@ int domstate_get(struct domstate *ds, const char *domain,
 	return rc == 0 || rc == MDB_NOTFOUND ? 0 : QUEUE_EIO;
 }
 
+int domstate_foreach(struct domstate *ds, int (*cb)(void *arg,
+    const char *domain, const struct domstate_rec *r), void *arg)
+{
+	MDB_cursor *c;
+	MDB_txn *txn;
+	MDB_val k, v;
+	int rc;
+
+	if (ds == NULL || ds->absent || !ds->have_db)
+		return 0;
+	if (mdb_txn_begin(queue_ext_env(ds->q), NULL, MDB_RDONLY, &txn) != 0)
+		return QUEUE_EIO;
+	if (mdb_cursor_open(txn, ds->db, &c) != 0) {
+		mdb_txn_abort(txn);
+		return QUEUE_EIO;
+	}
+	for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		char name[DOMSTATE_DOMAIN_MAX + 1];
+		struct domstate_rec r;
+
+		if (k.mv_size == 0 || k.mv_size > DOMSTATE_DOMAIN_MAX)
+			continue;
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = '\0';
+		domstate_decode(&v, &r);
+		if (cb(arg, name, &r) != 0)
+			break;
+	}
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+	return rc == 0 || rc == MDB_NOTFOUND ? 0 : QUEUE_EIO;
+}
+
 /* Writer thread: read, raise one field, write back (idempotent). */
 static int domstate_apply(MDB_txn *txn, void *arg)
 {

@@ -45,6 +45,11 @@ void domstate_note_now(const char *domain, enum domstate_event ev);
 int domstate_get(struct domstate *ds, const char *domain,
     struct domstate_rec *r);
 
+/* Every record, in one read transaction (cb returns 0 to go on; keep
+ * it short). 0 or a QUEUE_E* code. */
+int domstate_foreach(struct domstate *ds, int (*cb)(void *arg,
+    const char *domain, const struct domstate_rec *r), void *arg);
+
 /* Oldest message with recipients still queued for domain: its arrival
  * time, or 0 when none. 0 or a QUEUE_E* code. (In queue.c.) */
 int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r);

@@ -195,8 +195,18 @@ static void ctl_put_cell(FILE *fp, const char *s, int width)
 {
 	char *buf = NULL;
 	size_t size = 0;
-	FILE *mem = open_memstream(&buf, &size);
+	const unsigned char *c;
+	FILE *mem;
 
+	/* Plain ASCII (every domain name but IDNs): nothing to escape. */
+	for (c = (const unsigned char *)s; c != NULL && *c > 0x20 && *c < 0x7f;
+	    c++)
+		;
+	if (c != NULL && *c == '\0') {
+		fprintf(fp, "%-*s", width, s);
+		return;
+	}
+	mem = open_memstream(&buf, &size);
 	if (mem == NULL) {
 		fprintf(fp, "%-*s", width, "?");
 		return;
@@ -463,16 +473,50 @@ struct ctl_doms {
 	struct ctl_dom *v;
 	size_t n, cap;
 	struct domhash *idx;	/* name -> index: 50,000 domains stay fast */
+	/* With cfg, v[0..nconf) are its sections in order, found through
+	 * the configuration's own index; idx holds only the others. */
+	const struct config *cfg;
+	size_t nconf;
 };
+
+/* The entry for name, or NULL. */
+static struct ctl_dom *ctl_doms_find(struct ctl_doms *ds, const char *name)
+{
+	const struct config_domain *cd;
+	size_t i;
+
+	if (ds->cfg != NULL &&
+	    (cd = config_domain_by_name(ds->cfg, name)) != NULL &&
+	    (size_t)(cd - ds->cfg->domains) < ds->nconf)
+		return &ds->v[cd - ds->cfg->domains];
+	if (ds->idx != NULL && domhash_get(ds->idx, name, &i))
+		return &ds->v[i];
+	return NULL;
+}
+
+/* Every configured domain first, in the file's order, without hashing
+ * 50,000 names again. */
+static void ctl_doms_configured(struct ctl_doms *ds, const struct config *cfg)
+{
+	ds->cap = cfg->ndomains + 16;
+	ds->v = xcalloc(ds->cap, sizeof(*ds->v));
+	for (size_t k = 0; k < cfg->ndomains; k++) {
+		ds->v[k].name = xstrdup(cfg->domains[k].name);
+		ds->v[k].configured = 1;
+		ds->v[k].hold = cfg->domains[k].hold;
+	}
+	ds->n = ds->nconf = cfg->ndomains;
+	ds->cfg = cfg;
+}
 
 static struct ctl_dom *ctl_doms_get(struct ctl_doms *ds, const char *name)
 {
-	size_t i;
+	struct ctl_dom *d = ctl_doms_find(ds, name);
 
+	if (d != NULL)
+		return d;
 	if (ds->idx == NULL)
 		ds->idx = domhash_new();
-	if (domhash_get(ds->idx, name, &i))
-		return &ds->v[i];
 	domhash_put(ds->idx, name, ds->n);
 	if (ds->n == ds->cap) {
 		ds->cap = ds->cap ? ds->cap * 2 : 16;
@@ -527,22 +571,33 @@ static void ctl_doms_free(struct ctl_doms *ds)
 	ds->n = ds->cap = 0;
 }
 
+static int ctl_doms_state(void *arg, const char *domain,
+    const struct domstate_rec *r)
+{
+	struct ctl_dom *d = ctl_doms_find(arg, domain);
+
+	if (d != NULL) {
+		d->last_atrn = r->last[DOMSTATE_ATRN];
+		d->last_etrn = r->last[DOMSTATE_ETRN];
+	}
+	return 0;
+}
+
 /* The per-domain facts an operator watches (issue: oldest held message,
- * last ATRN pull, last ETRN), read from the queue and its domstate db. */
+ * last ATRN pull, last ETRN), read from the queue and its domstate db:
+ * the oldest only where the counters show mail, the times in one walk of
+ * the records there are (50,000 domains mostly have neither). */
 static void ctl_doms_facts(struct queue *q, struct ctl_doms *ds)
 {
 	char err[256];
 	struct domstate *st = domstate_open(q, err, sizeof(err));
 
-	for (size_t k = 0; k < ds->n; k++) {
-		struct domstate_rec r;
-
-		(void)queue_domain_oldest(q, ds->v[k].name, &ds->v[k].oldest);
-		if (st != NULL && domstate_get(st, ds->v[k].name, &r) == 0) {
-			ds->v[k].last_atrn = r.last[DOMSTATE_ATRN];
-			ds->v[k].last_etrn = r.last[DOMSTATE_ETRN];
-		}
-	}
+	for (size_t k = 0; k < ds->n; k++)
+		if (ds->v[k].messages > 0)
+			(void)queue_domain_oldest(q, ds->v[k].name,
+			    &ds->v[k].oldest);
+	if (st != NULL)
+		(void)domstate_foreach(st, ctl_doms_state, ds);
 	domstate_close(&st);
 }
 
@@ -645,7 +700,7 @@ static void ctl_queue_human(const struct queue_envelope *env,
 static void ctl_queue_json(const struct queue_envelope *env,
     enum ctl_state st, int *first)
 {
-	struct ctl_doms ds = { NULL, 0, 0, NULL };
+	struct ctl_doms ds = { NULL, 0, 0, NULL, NULL, 0 };
 	size_t i;
 
 	printf("%s\n    {\"id\":", *first ? "" : ",");
@@ -787,7 +842,7 @@ static void ctl_queue_waiting(const struct config *cfg, const char *filter,
 static int ctl_cmd_queue(int argc, char **argv)
 {
 	const struct config *cfg;
-	struct ctl_doms ds = { NULL, 0, 0, NULL };
+	struct ctl_doms ds = { NULL, 0, 0, NULL, NULL, 0 };
 	const char *domain = NULL;
 	struct queue *q;
 	uint64_t total_msgs = 0, total_bytes = 0;
@@ -1453,7 +1508,7 @@ static int ctl_cmd_stats(int argc, char **argv)
 {
 	const struct config *cfg;
 	struct queue_space space = { 0, 0, 0, 0, 0, 0 };
-	struct ctl_doms ds = { NULL, 0, 0, NULL };
+	struct ctl_doms ds = { NULL, 0, 0, NULL, NULL, 0 };
 	uint64_t states[CTL_NSTATES] = { 0, 0, 0 };
 	uint64_t total_msgs = 0, total_bytes = 0, rcpts = 0, val;
 	char *counters = xmalloc(CTL_STATS_REPLY_MAX), *p;
@@ -1477,12 +1532,7 @@ static int ctl_cmd_stats(int argc, char **argv)
 	}
 	/* So that "low" means what the daemon would do. */
 	queue_set_min_free(q, cfg->queue_min_free);
-	for (k = 0; k < cfg->ndomains; k++) {
-		struct ctl_dom *d = ctl_doms_get(&ds, cfg->domains[k].name);
-
-		d->configured = 1;
-		d->hold = cfg->domains[k].hold;
-	}
+	ctl_doms_configured(&ds, cfg);
 	/* From the queue's counters, not a walk of every message: O(1) for
 	 * the totals and the states, O(domains with mail) for the table. */
 	{

@@ -174,6 +174,37 @@ def test_many_codes_and_cname():
 					break
 
 
+def test_ipv6_client():
+	"""A client on ::1 is looked up by its 32 nibbles (RFC 5782 2.4) and
+	refused when listed; the IPv4 client of the same daemon is not."""
+	from odtest import have_ipv6_loopback, Skip
+	if not have_ipv6_loopback():
+		raise Skip("::1 is not available")
+	nib = ".".join("1" + "0" * 31) + ".v6bl.test"
+	with Dns(hosts=[(nib, "127.0.0.2")], extra=["--local-ttl=60"]) as dns:
+		fx = Fixture("dnsbl-v6", extra="dnsbl = v6bl.test\n", start=False,
+		    ipv6=True)
+		d = fx.d
+		d.text = re.sub(r"(?m)^dns_servers = .*$",
+		    "dns_servers = 127.0.0.1:%d" % dns.port, d.text)
+		with open(d.conf, "w") as f:
+			f.write(d.text)
+		fx.start = True
+		with fx:
+			c = Conn(d.smtp6_port, host="::1", family=socket.AF_INET6)
+			try:
+				c.greet_ehlo()
+				c.expect(250, "MAIL FROM:<a@client.test>")
+				code, text = c.cmd("RCPT TO:<x@example.org>")
+			finally:
+				c.close()
+			check(code == 554 and "v6bl.test" in text, "listed ::1: %s %r"
+			    % (code, text))
+			code, text = rcpt_reply(d)
+			check(code == 250, "127.0.0.1 (not listed): %s %r"
+			    % (code, text))
+
+
 def test_config_errors():
 	"""Bad lists, codes and networks are FILE:LINE errors."""
 	for bad in ("dnsbl = bl.test=127.0.0.[3..2]", "dnsbl = bad..list",
@@ -195,4 +226,4 @@ def test_config_errors():
 if __name__ == "__main__":
 	run_tests([test_listed_refused_at_rcpt, test_allow_not_checked,
 	    test_timeout_accepts, test_actions, test_many_codes_and_cname,
-	    test_config_errors], "dnsbl")
+	    test_ipv6_client, test_config_errors], "dnsbl")
