@@ -35,6 +35,9 @@
 #include "xmalloc.h"
 
 #define NOTIFY_TIMEOUT		10	/* seconds for a whole request */
+/* POSTs in flight at once: each holds a descriptor out of the small
+ * reserve fdbudget keeps beside the sessions. */
+#define NOTIFY_INFLIGHT_MAX	16
 #define NOTIFY_MAX_BODY		65536	/* response body bytes read */
 #define NOTIFY_RETRY_MIN	1	/* first retry after a failure */
 #define NOTIFY_RETRY_MAX	600	/* retries at most this far apart */
@@ -58,6 +61,7 @@ struct notify {
 	struct httpsc *http;	/* TLS contexts and resolver (shared client) */
 	struct notify_dom *doms;
 	size_t ndoms;
+	size_t inflight;	/* POSTs started and not answered */
 };
 
 static void notify_send(struct notify_dom *d);
@@ -214,6 +218,8 @@ static void notify_done(void *arg, int code, const char *ctype,
 	(void)ctype;
 	(void)body;
 	d->req = NULL;
+	if (d->n->inflight > 0)
+		d->n->inflight--;
 	(void)notify_url_for(d->n->cfg, d->name, &ca, &iv);
 	if (code >= 200 && code < 300) {
 		d->failures = 0;
@@ -245,6 +251,12 @@ static void notify_send(struct notify_dom *d)
 	url = notify_url_for(n->cfg, d->name, &ca, &iv);
 	if (url == NULL || d->req != NULL)
 		return;
+	if (n->inflight >= NOTIFY_INFLIGHT_MAX) {
+		/* Many domains at once, or endpoints that hang: later. */
+		d->dirty = 1;
+		notify_schedule(d, 1);
+		return;
+	}
 	if (queue_domain_stats(n->q, d->name, &st) != QUEUE_OK ||
 	    st.messages == 0) {
 		d->dirty = 0;
@@ -270,6 +282,8 @@ static void notify_send(struct notify_dom *d)
 	d->req = httpsc_request(n->http, n->cfg, url, &o, notify_done, d);
 	if (d->req == NULL)
 		notify_failed(d, 0, "bad notify_url or TLS setup");
+	else
+		n->inflight++;
 }
 
 void notify_arrived(struct notify *n, const char *domain)

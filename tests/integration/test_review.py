@@ -620,7 +620,84 @@ def test_xwait_per_user_limit():
 				c.close()
 
 
+def test_webhook_concurrency_bounded():
+	"""Mail for many domains whose webhook endpoint never answers: only a
+	bounded number of POSTs is in flight at once (each holds a
+	descriptor of the small reserve beside the sessions)."""
+	hang = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+	hang.bind(("127.0.0.1", 0))
+	hang.listen(128)
+	accepted = []
+	stop = []
+
+	def acceptor():
+		hang.settimeout(0.2)
+		while not stop:
+			try:
+				c, _ = hang.accept()
+				accepted.append(c)
+			except OSError:
+				continue
+	t = threading.Thread(target=acceptor, daemon=True)
+	t.start()
+	tmp = tempfile.mkdtemp(prefix="odrelay-review-")
+	os.chmod(tmp, 0o755)
+	ca, _, _ = tp.make_ca(tmp, "hang")
+	n = 30
+	domains = "".join("[domain d%d.example]\nhold = yes\n\n" % i
+	    for i in range(n))
+	extra = ("notify_url = https://127.0.0.1:%d/\nnotify_ca_file = %s\n"
+	    % (hang.getsockname()[1], ca))
+	try:
+		with PullFixture("review-hookmany", extra=extra, domains=domains,
+		    start=False) as d:
+			d.start()
+			for i in range(n):
+				submit(d.smtp_port, "s@client.test", ["u@d%d.example" % i],
+				    sample_message("many%d" % i))
+			time.sleep(2)
+			k = len(accepted)
+			check(1 <= k <= 16, "%d webhook connections at once for %d "
+			    "domains" % (k, n))
+			check(len(d.queue_ids()) == n, "queue: %d" % len(d.queue_ids()))
+	finally:
+		stop.append(1)
+		t.join()
+		for c in accepted:
+			c.close()
+		hang.close()
+		shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_probe_tls_policy_per_domain():
+	"""Two domains share a primary; the second requires TLS for delivery
+	(tls = encrypt), the primary offers none: its recipient addresses are
+	never asked in clear over the connection the first domain opened."""
+	prim = RawPrimary()
+	doms = ("[domain open.example]\nhold = no\nroute = [127.0.0.1]:%d\n"
+	    "verify_recipients = probe\nverify_timeout = 3s\ntls = may\n\n"
+	    "[domain secret.example]\nhold = no\nroute = [127.0.0.1]:%d\n"
+	    "verify_recipients = probe\nverify_timeout = 3s\ntls = encrypt\n"
+	    % (prim.port, prim.port))
+	try:
+		with Fixture("review-probetls", domains=doms) as d:
+			code, t = rcpt_once(d, "a@open.example")
+			check(code == 250, "open.example: %s %r" % (code, t))
+			code, t = rcpt_once(d, "b@secret.example")
+			check(code in (250, 450), "secret.example: %s %r" % (code, t))
+			time.sleep(0.3)
+			check(any(b"a@open.example" in l for l in prim.lines),
+			    "open.example never probed: %r" % prim.lines)
+			check(not any(b"secret.example" in l for l in prim.lines),
+			    "an address of a tls = encrypt domain asked in clear: %r"
+			    % prim.lines)
+	finally:
+		prim.close()
+
+
 TESTS = [
+	test_probe_tls_policy_per_domain,
+	test_webhook_concurrency_bounded,
 	test_xwait_per_user_limit,
 	test_xwait_user_removed_on_reload,
 	test_xwait_disconnect_sighup_and_atrn_race,
