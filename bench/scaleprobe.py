@@ -2,6 +2,11 @@
 """scaleprobe - the clients of bench/scale.sh (standard library only).
 
   greet PORT TIMEOUT          seconds until a 220 greeting can be read
+  start PORT TIMEOUT OUT CMD  runs CMD (odrelayd -f ...), writes "SECONDS
+                              PID" to OUT once a 220 can be read (time from
+                              the fork, so the interpreter's own start-up
+                              is not counted), then waits for CMD, passing
+                              SIGTERM on; exits with its status
   noop PORT OUTFILE           one session sending NOOP every 10 ms until
                               SIGTERM; writes "max_ms p99_ms count" to
                               OUTFILE (the longest reply delay is the
@@ -43,6 +48,34 @@ def greet(port, timeout):
 			time.sleep(0.005)
 	print("timeout")
 	return 1
+
+
+def start(port, timeout, out, cmd):
+	import subprocess
+	t0 = time.monotonic()
+	p = subprocess.Popen(cmd)
+	signal.signal(signal.SIGTERM, lambda *a: p.terminate())
+	res = "timeout %d" % p.pid
+	while time.monotonic() - t0 < timeout and p.poll() is None:
+		try:
+			s = socket.create_connection(("127.0.0.1", port), 1)
+			s.settimeout(timeout)
+			r = s.recv(512)
+			s.close()
+			if r.startswith(b"220"):
+				res = "%.3f %d" % (time.monotonic() - t0, p.pid)
+				break
+		except OSError:
+			time.sleep(0.001)
+	with open(out + ".tmp", "w") as fp:
+		fp.write(res + "\n")
+	import os
+	os.rename(out + ".tmp", out)
+	while True:
+		try:
+			return p.wait()
+		except InterruptedError:
+			continue
 
 
 def noop(port, out):
@@ -106,6 +139,8 @@ def main():
 	a = sys.argv[1:]
 	if a and a[0] == "greet":
 		return greet(int(a[1]), float(a[2]))
+	if a and a[0] == "start":
+		return start(int(a[1]), float(a[2]), a[3], a[4:])
 	if a and a[0] == "noop":
 		return noop(int(a[1]), a[2])
 	if a and a[0] == "etrn":

@@ -3,7 +3,9 @@
  * SOCK_SEQPACKET) on a libevent loop: whole records in, whole records out,
  * never blocking. Records over AUTHPROTO_MAX are dropped on receipt.
  * What cannot be sent at once waits in a bounded queue (AUTHCHAN_QUEUE_MAX
- * bytes); beyond it the peer is taken as stuck and the channel closes.
+ * bytes); beyond it a record is refused (authchan_send: -1) and the channel
+ * stays open: a peer that does not read loses its own replies, nothing
+ * more (the auth process stays up for the next exchange).
  */
 #ifndef OD_AUTHCHAN_H
 #define OD_AUTHCHAN_H

@@ -439,14 +439,10 @@ static void config_section(struct config_ctx *ctx, char *line)
 	size_t i;
 
 	config_section_end(ctx);
-	/* Keys of a rejected header land in scratch: still checked. */
-	config_domain_init(&ctx->scratch, "", ctx->line, cfg);
-	ctx->cur = &ctx->scratch;
-
 	end = line + strlen(line) - 1;
 	if (*end != ']') {
 		config_error(ctx, "bad section header (expected [domain NAME])");
-		return;
+		goto reject;
 	}
 	*end = '\0';
 	p = config_trim(line + 1);
@@ -457,15 +453,15 @@ static void config_section(struct config_ctx *ctx, char *line)
 	if (strcmp(word, "domain") != 0) {
 		config_error(ctx, "unknown section type '%s' (expected "
 		    "[domain NAME])", word);
-		return;
+		goto reject;
 	}
 	if (name == NULL || *name == '\0' || strpbrk(name, " \t") != NULL) {
 		config_error(ctx, "bad section header (expected [domain NAME])");
-		return;
+		goto reject;
 	}
 	if (config_domain_normalize(name) < 0) {
 		config_error(ctx, "bad domain name '%s'", name);
-		return;
+		goto reject;
 	}
 	/* The name index makes this check, and every lookup, O(1). */
 	if (cfg->dindex == NULL)
@@ -473,10 +469,9 @@ static void config_section(struct config_ctx *ctx, char *line)
 	if (domhash_get(cfg->dindex, name, &i)) {
 		config_error(ctx, "duplicate section [domain %s] "
 		    "(first at line %d)", name, cfg->domains[i].line);
-		return;
+		goto reject;
 	}
 	domhash_put(cfg->dindex, name, cfg->ndomains);
-	config_domain_clear(&ctx->scratch);
 	/* Doubling: one more element each time would copy the whole array
 	 * per section (quadratic in the number of domains). */
 	if ((cfg->ndomains & (cfg->ndomains - 1)) == 0) {
@@ -490,6 +485,12 @@ static void config_section(struct config_ctx *ctx, char *line)
 	ctx->lifetime_set[cfg->ndomains] = 0;
 	config_domain_init(&cfg->domains[cfg->ndomains], name, ctx->line, cfg);
 	ctx->cur = &cfg->domains[cfg->ndomains++];
+	return;
+reject:
+	/* Keys of a rejected header land in scratch: still checked. (Set
+	 * up only then: 50,000 good sections need no scratch.) */
+	config_domain_init(&ctx->scratch, "", ctx->line, cfg);
+	ctx->cur = &ctx->scratch;
 }
 
 static void config_keyvalue(struct config_ctx *ctx, char *line)

@@ -119,8 +119,8 @@ const char *sasl_client_choose(const char *offered, int tls_active);
  * SASL_THROTTLE_GOOD_TTL (and fewer than SASL_THROTTLE_USER_HARD
  * failures were counted for the user). A success clears nothing. The
  * address table is bounded (oldest entry forgotten); the user table grows
- * (to SASL_THROTTLE_USER_SLOTS) rather than forget a blocked user, so
- * count only names that exist.
+ * (to SASL_THROTTLE_USER_SLOTS) rather than forget a blocked user: names
+ * that do not exist go with the addresses (sasl_throttle_failure_name).
  */
 #define SASL_THROTTLE_WINDOW	600
 #define SASL_THROTTLE_MAX	10
@@ -133,10 +133,14 @@ const char *sasl_client_choose(const char *offered, int tls_active);
 
 struct sasl_throttle *sasl_throttle_new(void);
 void sasl_throttle_free(struct sasl_throttle **t);
-/* Record a failure (user: the name tried if it exists, or NULL); returns
- * the delay in seconds before the 535. */
+/* Record a failure (user: the name tried, or NULL); returns the delay in
+ * seconds before the 535. */
 unsigned sasl_throttle_failure(struct sasl_throttle *t, const char *ip,
     const char *user);
+/* The same; exists: 0 for a name the password file does not hold (counted
+ * alike, kept where it cannot push a real user's count out). */
+unsigned sasl_throttle_failure_name(struct sasl_throttle *t, const char *ip,
+    const char *user, int exists);
 /* Remember that user logged in from ip. */
 void sasl_throttle_success(struct sasl_throttle *t, const char *ip,
     const char *user);

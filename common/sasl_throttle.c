@@ -33,7 +33,8 @@
  * failures from other addresses (a /48 of IPv6, or a session process
  * taken over that names any address) cannot push a blocked user out and
  * win more guesses. The caller counts only names that exist (authd),
- * which bounds the user table by the password file.
+ * in it, which bounds the user table by the password file; other names
+ * go with the addresses.
  */
 struct sasl_throttle_entry {
 	char key[2 + PASSWD_NAME_MAX + 1];
@@ -80,7 +81,8 @@ static void sasl_throttle_ipkey(const char *ip, char *key, size_t size)
 	util_strlcpy(key, ip, size);
 }
 
-/* "i:KEY" or "u:NAME"; 0, or -1 for a name too long to be a user. */
+/* "i:KEY", "u:NAME" or "n:NAME" (a name that does not exist); 0, or -1
+ * for a name too long to be a user. */
 static int sasl_throttle_key(char kind, const char *s, char *key,
     size_t size)
 {
@@ -185,14 +187,23 @@ static unsigned sasl_throttle_get(struct sasl_throttle *t, const char *key)
 unsigned sasl_throttle_failure(struct sasl_throttle *t, const char *ip,
     const char *user)
 {
+	return sasl_throttle_failure_name(t, ip, user, 1);
+}
+
+unsigned sasl_throttle_failure_name(struct sasl_throttle *t, const char *ip,
+    const char *user, int exists)
+{
 	char key[sizeof(t->ips.e->key)];
 	double now = sasl_throttle_now();
 	unsigned n, nu;
 
 	sasl_throttle_key('i', ip, key, sizeof(key));
 	n = sasl_throttle_count(t, key, now);
+	/* A name that does not exist is counted as well (its delays must
+	 * not tell it from one that does), but with the addresses, in the
+	 * table that forgets: it cannot crowd out a real user. */
 	if (user != NULL && *user != '\0' &&
-	    sasl_throttle_key('u', user, key, sizeof(key)) == 0) {
+	    sasl_throttle_key(exists ? 'u' : 'n', user, key, sizeof(key)) == 0) {
 		nu = sasl_throttle_count(t, key, now);
 		if (nu > n)
 			n = nu;

@@ -790,8 +790,14 @@ int main(int argc, char **argv)
 	{
 		int status;
 
+		struct stat st;
+
+		/* ODMR needs the file; an existing one turns on SMTP AUTH
+		 * (smtpd_auth): either way a broken file stops the start,
+		 * rather than an auth process that can never run. */
 		d.ps = privsep_start(cfg_path, d.cfg,
-		    d.cfg->odmr_listen.n > 0 || d.cfg->odmrs_listen.n > 0,
+		    d.cfg->odmr_listen.n > 0 || d.cfg->odmrs_listen.n > 0 ||
+		    stat(d.cfg->passwd_file, &st) == 0,
 		    &status, err, sizeof(err));
 		if (d.ps == NULL)
 			log_fatal(status, "%s", err);

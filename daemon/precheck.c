@@ -15,6 +15,7 @@
 
 #include <openssl/ssl.h>
 
+#include "authd.h"
 #include "config.h"
 #include "odmr.h"
 #include "precheck.h"
@@ -220,6 +221,15 @@ int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
 			precheck_error(&c, "%s", err);
 		else
 			(void)odmr_check_config(cfg, precheck_pipe_err, &c);
+	} else if (access(cfg->passwd_file, F_OK) == 0) {
+		/* Without ODMR the file, when it exists, still turns on AUTH
+		 * on the SMTP port: broken, the auth process could never
+		 * start and AUTH would answer 454 for good. */
+		if (precheck_readable(cfg->passwd_file, err, sizeof(err),
+		    "passwd_file") < 0)
+			precheck_error(&c, "%s", err);
+		else
+			(void)authd_check_passwd(cfg, precheck_pipe_err, &c, 1);
 	}
 	/* Not an error (a test or a demo may use one word), but a relay
 	 * greets and says EHLO with this name: say what to do. */

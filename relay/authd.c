@@ -212,11 +212,10 @@ static void authd_result(struct authd_x *x, int rc, const char *reply)
 		return;
 	}
 	/* The delay is ours: a session process cannot skip it. */
-	/* Names that do not exist have no password to guess: counted per
-	 * user they would only crowd the table (the address still counts). */
-	tv.tv_sec = sasl_throttle_failure(d->t, x->ip,
-	    x->tried != NULL && passwd_find(d->pw, x->tried) != NULL ?
-	    x->tried : NULL);
+	/* Names that do not exist are kept apart: they could crowd out a
+	 * real user's count (sasl.h). */
+	tv.tv_sec = sasl_throttle_failure_name(d->t, x->ip, x->tried,
+	    x->tried != NULL && passwd_find(d->pw, x->tried) != NULL);
 	if (tv.tv_sec > d->cfg->auth_delay_max)
 		tv.tv_sec = d->cfg->auth_delay_max;
 	log_info("auth: client=[%s], user=%s, auth=failed, delay=%lds", x->ip,

@@ -77,8 +77,10 @@ const char *ms_qid(const struct milter_sess *ms)
 	return ms->id[0] != '\0' ? ms->id : "NOQUEUE";
 }
 
-static void mcmd_free(struct mcmd *m)
+static void mcmd_free(struct mconn *c, struct mcmd *m)
 {
+	if (m->want)
+		c->nwant--;
 	free(m);
 }
 
@@ -88,7 +90,7 @@ static void mc_clear_fifo(struct mconn *c)
 
 	while ((m = c->head) != NULL) {
 		c->head = m->next;
-		mcmd_free(m);
+		mcmd_free(c, m);
 	}
 	c->tail = NULL;
 	c->queued = 0;
@@ -150,6 +152,9 @@ struct evbuffer *mc_push(struct mconn *c, enum mc_stage stage,
 
 	m->stage = stage;
 	m->want = want;
+	m->tx = stage >= ST_MAIL && stage <= ST_EOM;
+	if (want)
+		c->nwant++;
 	m->start = evbuffer_get_length(c->pend);
 	if (c->tail != NULL)
 		c->tail->next = m;
@@ -199,6 +204,13 @@ void mc_pump(struct mconn *c)
 {
 	struct mcmd *m;
 
+	/* Packets that expect no answer are held until one that does (the
+	 * end of message at the latest) or until MC_CORK bytes: a filter
+	 * that answers nothing before the end of the message (SMFIP_NR_*)
+	 * then gets it in one write, and wakes up once instead of at each
+	 * SMTP command. */
+	if (c->nwant == 0 && c->queued < MC_CORK && !c->flush)
+		return;
 	while (c->st == MC_OPEN && !c->awaiting && (m = c->head) != NULL) {
 		c->queued -= m->len;
 		if (evbuffer_remove_buffer(c->pend,
@@ -216,14 +228,28 @@ void mc_pump(struct mconn *c)
 		c->head = m->next;
 		if (c->head == NULL)
 			c->tail = NULL;
-		mcmd_free(m);
+		mcmd_free(c, m);
 	}
 }
 
-/* Drop queued packets of the transaction (filter accepted or refused). */
-void mc_drop_tx_packets(struct mconn *c)
+/* Write everything held back (end of session). */
+void mc_flush(struct mconn *c)
+{
+	c->flush = 1;
+	mc_pump(c);
+	c->flush = 0;
+}
+
+/*
+ * Drop queued packets of the transaction (filter accepted or refused,
+ * or the transaction ended); with all, every queued packet (accepted or
+ * refused at CONNECT/HELO). Packets of the session (UNKNOWN, QUIT_NC,
+ * CONNECT, HELO) queued behind an answer or held back stay.
+ */
+static void mc_drop_packets(struct mconn *c, int all)
 {
 	struct mcmd *m, **mp, *prev = NULL;
+	struct evbuffer *keep = NULL;
 
 	/* the one on the wire stays: its answer is still to come */
 	mp = c->awaiting && c->head != NULL ? &c->head->next : &c->head;
@@ -231,12 +257,29 @@ void mc_drop_tx_packets(struct mconn *c)
 		prev = c->head;
 	while ((m = *mp) != NULL) {
 		/* unwritten packets are the front of pend, in order */
+		if (!all && !m->tx) {
+			if (keep == NULL)
+				keep = evbuffer_new();
+			evbuffer_remove_buffer(c->pend, keep, m->len);
+			prev = m;
+			mp = &m->next;
+			continue;
+		}
 		c->queued -= m->len;
 		evbuffer_drain(c->pend, m->len);
 		*mp = m->next;
-		mcmd_free(m);
+		mcmd_free(c, m);
 	}
 	c->tail = prev;
+	if (keep != NULL) {
+		evbuffer_add_buffer(c->pend, keep);
+		evbuffer_free(keep);
+	}
+}
+
+void mc_drop_tx_packets(struct mconn *c)
+{
+	mc_drop_packets(c, 0);
 }
 
 void mc_close(struct mconn *c)
@@ -351,7 +394,7 @@ static void mc_answer(struct mconn *c, const struct milter_reply *r)
 	c->head = m->next;
 	if (c->head == NULL)
 		c->tail = NULL;
-	mcmd_free(m);
+	mcmd_free(c, m);
 
 	switch (stage) {
 	case ST_OPTNEG:
@@ -365,13 +408,13 @@ static void mc_answer(struct mconn *c, const struct milter_reply *r)
 	case ST_HELO:
 		if (r->type == MILTER_R_ACCEPT) {
 			c->conn_done = 1;
-			mc_drop_tx_packets(c);
+			mc_drop_packets(c, 1);
 		} else if (mc_is_refusal(r)) {
 			c->conn_action = mc_refusal(r, c->conn_reply,
 			    sizeof(c->conn_reply), 1);
 			ms_metric(c, c->conn_action == MILTER_REJECT ?
 			    "reject" : "tempfail");
-			mc_drop_tx_packets(c);
+			mc_drop_packets(c, 1);
 		}
 		break;
 	case ST_RCPT:
@@ -547,6 +590,7 @@ void mc_macros(struct mconn *c, char stage, const char *const *names,
     const char *const *values, size_t n)
 {
 	milter_put_macros(mc_push(c, ST_NONE, 0), stage, names, values, n);
+	c->tail->tx = stage != SMFIC_CONNECT && stage != SMFIC_HELO;
 	mc_pushed(c);
 }
 
@@ -628,9 +672,13 @@ int mp_put(struct mconn *c)
 	struct timeval idle = { MP_IDLE, 0 };
 	struct mpool_ent *e;
 
+	/* SMFIP_HDR_LEADSPC: OpenDKIM forgets it at QUIT_NC (its connection
+	 * context goes) and would sign header values with our leading
+	 * space; such a filter gets a new connection each time. */
 	if (!c->ms->cfg->milter_reuse || mp_n >= MP_MAX ||
 	    c->st != MC_OPEN || c->bev == NULL || c->negotiated != 2 ||
-	    c->awaiting || c->head != NULL)
+	    c->awaiting || c->head != NULL ||
+	    (c->proto & SMFIP_HDR_LEADSPC))
 		return 0;
 	e = xcalloc(1, sizeof(*e));
 	util_strlcpy(e->spec, c->spec, sizeof(e->spec));
@@ -812,7 +860,8 @@ static int mc_busy(const struct mconn *c)
 {
 	if (c->st != MC_OPEN)
 		return 0;
-	return c->awaiting || c->head != NULL || c->negotiated != 2;
+	/* held packets that want no answer do not hold the session up */
+	return c->awaiting || c->nwant > 0 || c->negotiated != 2;
 }
 
 static void ms_rcpt_verdict(struct milter_sess *ms, struct milter_verdict *v)

@@ -776,6 +776,8 @@ void milter_sess_free(struct milter_sess **msp)
 	for (i = 0; i < ms->nc; i++) {
 		struct mconn *c = &ms->c[i];
 
+		if (c->st == MC_OPEN && c->bev != NULL)
+			mc_flush(c);
 		if (mp_put(c)) {
 			/* kept for the next session: no QUIT */
 		} else if (c->st == MC_OPEN && c->bev != NULL &&

@@ -26,6 +26,7 @@ struct evbuffer;
 #define MS_LOWAT	(64 * 1024)	/* resume below */
 #define MS_COPY_CHUNK	(64 * 1024)
 #define MS_MODS_MAX	(4 * 1024 * 1024)	/* modification bytes per filter */
+#define MC_CORK		(16 * 1024)	/* unanswered packet bytes held */
 
 enum mc_state {
 	MC_OFF,			/* not connected */
@@ -44,6 +45,7 @@ struct mcmd {
 	struct mcmd *next;
 	enum mc_stage stage;
 	int want;			/* an answer is expected */
+	int tx;				/* part of the transaction */
 	size_t start, len;		/* len 0 once written */
 };
 
@@ -69,6 +71,8 @@ struct mconn {
 	struct evbuffer *pend;		/* bytes of the packets not written */
 	size_t queued;			/* packet bytes in the FIFO */
 	int awaiting;			/* head is on the wire */
+	size_t nwant;			/* packets in the FIFO that want an answer */
+	int flush;			/* write what is held (mc_flush) */
 	double sent_at;
 	/* session level */
 	int conn_done;			/* accepted at CONNECT/HELO */
@@ -164,6 +168,7 @@ struct evbuffer *mc_push(struct mconn *c, enum mc_stage stage,
     int want);
 void mc_pushed(struct mconn *c);
 void mc_pump(struct mconn *c);
+void mc_flush(struct mconn *c);
 void mc_drop_tx_packets(struct mconn *c);
 void mc_close(struct mconn *c);
 void mc_macros(struct mconn *c, char stage, const char *const *names,

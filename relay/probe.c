@@ -61,7 +61,7 @@ enum probe_dest_state { D_NONE, D_DNS, D_CONNECTING, D_SESSION };
 struct probe_dest {
 	struct probe *p;
 	struct probe_dest *prev, *next;
-	char key[300];
+	char key[600];
 	char domain[256];
 	char host[256];		/* route host, or "" for the MX set */
 	int port;
@@ -537,11 +537,14 @@ static struct probe_dest *probe_dest_get(struct probe *p,
     const struct config_domain *dom)
 {
 	struct probe_dest *d;
-	char key[300];
+	char key[600];
 
+	/* Per domain even when domains share a primary: each domain's TLS
+	 * policy protects its own recipient addresses (the connection is
+	 * set up with the policy of the domain that made it). */
 	if (dom->route_host != NULL)
-		snprintf(key, sizeof(key), "%s:%d", dom->route_host,
-		    dom->route_port);
+		snprintf(key, sizeof(key), "%s:%d for %s", dom->route_host,
+		    dom->route_port, dom->name);
 	else
 		snprintf(key, sizeof(key), "MX of %s", dom->name);
 	for (d = p->dests; d != NULL; d = d->next)

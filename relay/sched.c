@@ -42,6 +42,7 @@
 #include "metrics.h"
 #include "queue.h"
 #include "sched.h"
+#include "qmarks.h"
 #include "domstate.h"
 #include "selfaddr.h"
 #include "tlsfind.h"
@@ -55,6 +56,7 @@
 #define SCHED_BOUNCE_RETURN	(256 * 1024)
 #define SCHED_SLICE_USEC	3000	/* event-loop time per expiry slice */
 #define SCHED_SLICE_MSGS	512
+#define SCHED_MARKS_SAVE_SEC	10	/* how often a long scan records where it is */
 
 /* One domain's delivery run: DNS, then up to N connections. */
 struct sched_run {
@@ -105,6 +107,8 @@ struct sched {
 	size_t nages;
 	struct timespec slice_start;
 	int slice_over;
+	time_t marks_saved;	/* when the marks were last written */
+	int marks_dirty;	/* moved since */
 	struct sched_run *runs;
 	struct sched_conn *conns;
 	size_t active_conns;
@@ -893,6 +897,24 @@ static int sched_expiry_cb(void *arg, const struct queue_envelope *env)
 	return 0;
 }
 
+static void sched_marks_save(struct sched *s, time_t now)
+{
+	for (size_t i = 0; i < s->nages; i++)
+		if (s->marks[i][0] != '\0')
+			qmarks_put(s->q, s->ages[i], s->marks[i]);
+	s->marks_saved = now;
+	s->marks_dirty = 0;
+}
+
+/* At start: each age's scan goes on from where it was (the messages
+ * before its mark were read by the previous run). */
+static void sched_marks_load(struct sched *s)
+{
+	for (size_t i = 0; i < s->nages; i++)
+		(void)qmarks_get(s->q, s->ages[i], s->marks[i]);
+	s->marks_saved = time(NULL);
+}
+
 /*
  * One slice: for each age, the messages that reached it since the last
  * look. Stops after SCHED_SLICE_USEC and continues in the next turn.
@@ -908,9 +930,16 @@ static void sched_expiry_slice(struct sched *s)
 		int n = queue_scan(s->q, s->marks[i], now - s->ages[i], budget,
 		    sched_expiry_cb, s);
 
-		if (n > 0)
+		if (n > 0) {
 			budget -= (size_t)n;
+			s->marks_dirty = 1;
+		}
 	}
+	/* Where the scans are, for the next start: when they have caught
+	 * up, and now and then during a long one. */
+	if (s->marks_dirty && (!(budget == 0 || s->slice_over) ||
+	    now - s->marks_saved >= SCHED_MARKS_SAVE_SEC))
+		sched_marks_save(s, now);
 	if ((budget == 0 || s->slice_over) && !s->shutting_down) {
 		/* A timer, not event_active: the loop polls its sockets first. */
 		struct timeval zero = { 0, 0 };
@@ -1101,6 +1130,7 @@ struct sched *sched_new(struct event_base *base, struct config *cfg,
 	event_add(s->tick, &tv);
 	s->expiry_ev = evtimer_new(base, sched_expiry_next, s);
 	sched_set_ages(s);
+	sched_marks_load(s);
 	return s;
 }
 
@@ -1120,6 +1150,8 @@ size_t sched_active(const struct sched *s)
 void sched_shutdown(struct sched *s)
 {
 	s->shutting_down = 1;
+	if (s->marks_dirty)
+		sched_marks_save(s, time(NULL));
 	event_del(s->tick);
 	event_del(s->expiry_ev);
 	while (s->conns != NULL)

@@ -13,6 +13,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -205,6 +206,78 @@ def test_ipv6_client():
 			    % (code, text))
 
 
+class ScriptedDns:
+	"""A UDP DNS server on 127.0.0.1 answering every A query with: eight
+	records of the name asked (codes 127.0.1.x) and then, for names in
+	`wrong`, 127.0.0.2 owned by another name; for names in `cname`, a CNAME
+	to the other name and its 127.0.0.2."""
+
+	def __init__(self):
+		self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+		self.sock.bind(("127.0.0.1", 0))
+		self.port = self.sock.getsockname()[1]
+		self.stopping = False
+		threading.Thread(target=self._serve, daemon=True).start()
+
+	@staticmethod
+	def _name(n):
+		return b"".join(bytes([len(l)]) + l for l in n.split(b".")) + b"\0"
+
+	def _serve(self):
+		import struct
+		while not self.stopping:
+			try:
+				q, peer = self.sock.recvfrom(2048)
+			except OSError:
+				return
+			qid = q[:2]
+			i, labels = 12, []
+			while q[i]:
+				labels.append(q[i + 1:i + 1 + q[i]])
+				i += 1 + q[i]
+			question = q[12:i + 5]
+			name = b".".join(labels).lower()
+			rrs = []
+			for k in range(8):
+				rrs.append(b"\xc0\x0c" + struct.pack(">HHIH", 1, 1, 60, 4)
+				    + bytes([127, 0, 1, k + 1]))
+			other = b"elsewhere.test"
+			if name.startswith(b"1.0.0.127.cname"):
+				rrs = [b"\xc0\x0c" + struct.pack(">HHIH", 5, 1, 60,
+				    len(self._name(other))) + self._name(other),
+				    self._name(other) + struct.pack(">HHIH", 1, 1, 60, 4) +
+				    bytes([127, 0, 0, 2])]
+			else:
+				rrs.append(self._name(other) + struct.pack(">HHIH", 1, 1,
+				    60, 4) + bytes([127, 0, 0, 2]))
+			hdr = qid + b"\x81\x80" + struct.pack(">HHHH", 1, len(rrs), 0, 0)
+			try:
+				self.sock.sendto(hdr + question + b"".join(rrs), peer)
+			except OSError:
+				pass
+
+	def close(self):
+		self.stopping = True
+		self.sock.close()
+
+
+def test_wrong_name_not_listed():
+	"""A listing code owned by another name than the one asked is not a
+	listing (also past the eighth record); one reached by a CNAME is."""
+	dns = ScriptedDns()
+	try:
+		for lst, want in (("wrong.test", 250), ("cname.test", 554)):
+			with fixture("dnsbl-wrong", dns.port, "dnsbl = %s=127.0.0.2\n"
+			    % lst) as d:
+				code, text = rcpt_reply(d)
+				check(code == want, "%s: expected %d, got %s %r"
+				    % (lst, want, code, text))
+				check("lookup for" not in d.log_text(), "%s: no answer "
+				    "read:\n%s" % (lst, d.log_text()[-1500:]))
+	finally:
+		dns.close()
+
+
 def test_config_errors():
 	"""Bad lists, codes and networks are FILE:LINE errors."""
 	for bad in ("dnsbl = bl.test=127.0.0.[3..2]", "dnsbl = bad..list",
@@ -226,4 +299,5 @@ def test_config_errors():
 if __name__ == "__main__":
 	run_tests([test_listed_refused_at_rcpt, test_allow_not_checked,
 	    test_timeout_accepts, test_actions, test_many_codes_and_cname,
-	    test_ipv6_client, test_config_errors], "dnsbl")
+	    test_ipv6_client, test_wrong_name_not_listed, test_config_errors],
+	    "dnsbl")

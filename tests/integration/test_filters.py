@@ -27,10 +27,10 @@ CLEAN = (b"From: Alice <alice@client.test>\r\nTo: x@example.org\r\n"
     b"Shall we meet at noon?\r\n.a line with a dot\r\n\r\n-- \r\nAlice\r\n")
 
 
-def test_rspamd_and_opendkim():
+def test_rspamd_and_opendkim(reuse="no"):
 	with Rspamd() as rs, OpenDKIM("client.test") as dk, Fixture("filters",
 	    extra="milters = %s %s\nmilter_content_timeout = 20s\n"
-	    % (rs.spec, dk.spec)) as d:
+	    "milter_reuse = %s\n" % (rs.spec, dk.spec, reuse)) as d:
 		code, text = send_message(d.smtp_port, "alice@client.test",
 		    ["x@example.org"], GTUBE)
 		check(code == 554 and "5.7.1 Gtube pattern" in text,
@@ -62,7 +62,20 @@ def test_rspamd_and_opendkim():
 		    "no log line for the DKIM header")
 		check(re.search(r"milter-reject: END-OF-MESSAGE .*Gtube pattern", log),
 		    "no log line for the GTUBE refusal")
+		if reuse == "yes":
+			# rspamd's connection serves the second session; OpenDKIM
+			# (SMFIP_HDR_LEADSPC, lost at QUIT_NC) gets a new one
+			check(re.search(r"milter inet:127\.0\.0\.1:%d: connection "
+			    r"reused" % rs.port, log), "rspamd's connection not reused")
+			check(not re.search(r"milter inet:127\.0\.0\.1:%d: connection "
+			    r"reused" % dk.port, log), "OpenDKIM's connection reused")
+
+
+def test_rspamd_and_opendkim_reuse():
+	"""The same with milter_reuse = yes."""
+	test_rspamd_and_opendkim("yes")
 
 
 if __name__ == "__main__":
-	run_tests([test_rspamd_and_opendkim], "filters")
+	run_tests([test_rspamd_and_opendkim, test_rspamd_and_opendkim_reuse],
+	    "filters")

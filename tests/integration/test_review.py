@@ -669,7 +669,34 @@ def test_webhook_concurrency_bounded():
 		shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_probe_tls_policy_per_domain():
+	"""Two domains share a primary; the second requires TLS for delivery
+	(tls = encrypt), the primary offers none: its recipient addresses are
+	never asked in clear over the connection the first domain opened."""
+	prim = RawPrimary()
+	doms = ("[domain open.example]\nhold = no\nroute = [127.0.0.1]:%d\n"
+	    "verify_recipients = probe\nverify_timeout = 3s\ntls = may\n\n"
+	    "[domain secret.example]\nhold = no\nroute = [127.0.0.1]:%d\n"
+	    "verify_recipients = probe\nverify_timeout = 3s\ntls = encrypt\n"
+	    % (prim.port, prim.port))
+	try:
+		with Fixture("review-probetls", domains=doms) as d:
+			code, t = rcpt_once(d, "a@open.example")
+			check(code == 250, "open.example: %s %r" % (code, t))
+			code, t = rcpt_once(d, "b@secret.example")
+			check(code in (250, 450), "secret.example: %s %r" % (code, t))
+			time.sleep(0.3)
+			check(any(b"a@open.example" in l for l in prim.lines),
+			    "open.example never probed: %r" % prim.lines)
+			check(not any(b"secret.example" in l for l in prim.lines),
+			    "an address of a tls = encrypt domain asked in clear: %r"
+			    % prim.lines)
+	finally:
+		prim.close()
+
+
 TESTS = [
+	test_probe_tls_policy_per_domain,
 	test_webhook_concurrency_bounded,
 	test_xwait_per_user_limit,
 	test_xwait_user_removed_on_reload,

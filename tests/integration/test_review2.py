@@ -55,9 +55,14 @@ def test_metrics_hostile_labels():
 	itself again, so every failure added one more series with the same
 	labels (until 24, then "other")."""
 	mport = free_port()
-	sdir = tempfile.mkdtemp(prefix="r2m-")
-	sockpath = os.path.join(sdir, 'mil"ter\\x' + "p" * 50)
-	check(64 < len("unix:" + sockpath) < 100, "socket path length")
+	# A short directory: TMPDIR may be long (CI's is), and a unix socket
+	# path must stay under 108 octets.
+	sdir = tempfile.mkdtemp(prefix="r2m-", dir="/tmp")
+	name = 'mil"ter\\x'
+	pad = 80 - len("unix:") - len(sdir) - 1 - len(name)
+	sockpath = os.path.join(sdir, name + "p" * max(pad, 1))
+	check(64 < len("unix:" + sockpath) < 100, "socket path length %d"
+	    % len("unix:" + sockpath))
 	extra = ("metrics_listen = 127.0.0.1:%d\nmilters = unix:%s\n"
 	    "milter_default_action = accept\n" % (mport, sockpath))
 	with Fixture("review2-metrics", extra=extra) as d:
@@ -412,10 +417,40 @@ def test_reload_at_budget():
 		    "descriptors ran out")
 
 
+def test_broken_passwd_without_odmr():
+	"""A backup MX without ODMR whose password file exists (so SMTP AUTH
+	is on) but is broken: odrelayd -n said OK, and the daemon started
+	with an auth process that died at once, again and again, so AUTH
+	answered 454 for good. Both now refuse (exit 2) naming the file."""
+	import odtest
+	with Fixture("review2-nodmr", start=False) as d:
+		d.text = re.sub(r"(?m)^odmr_listen = .*$", "odmr_listen =", d.text)
+		with open(d.conf, "w") as f:
+			f.write(d.text)
+		with open(d.passwd, "w") as f:
+			f.write("alice:not an entry\n")
+		r = odtest.run([odtest.prog("odrelayd"), "-n", "-c", d.conf])
+		check(r.returncode == 2 and d.passwd in r.out, "odrelayd -n on a "
+		    "broken password file without ODMR: exit %d %r"
+		    % (r.returncode, r.out))
+		try:
+			d.start()
+		except odtest.Failure as e:
+			check("status 2" in str(e), str(e))
+		deadline = time.time() + 10
+		while d.running() and time.time() < deadline:
+			time.sleep(0.05)
+		check(not d.running() and d.proc.returncode == 2,
+		    "the daemon started on a broken password file (SMTP AUTH "
+		    "would answer 454 for good)")
+		d.expected_exit = True
+
+
 run_tests([test_metrics_hostile_labels,
     test_reload_garbage_passwd_mid_exchanges,
     test_auth_killed_many_exchanges,
     test_budget_follows_reload,
     test_check_control_socket_dir,
     test_last_atrn_every_domain,
-    test_reload_at_budget], "review2")
+    test_reload_at_budget,
+    test_broken_passwd_without_odmr], "review2")

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "domstate.h"
+#include "qmarks.h"
 #include "queue.h"
 
 static char tmpdir[64];
@@ -152,6 +153,36 @@ START_TEST(test_foreach)
 }
 END_TEST
 
+/* The expiry scans' positions survive a restart; read-only sees them. */
+START_TEST(test_marks)
+{
+	struct queue *q = open_q(), *ro;
+	char mark[QUEUE_ID_LEN + 1], err[256];
+
+	ck_assert_int_eq(qmarks_get(q, 3600, mark), 0);
+	ck_assert_str_eq(mark, "");
+	qmarks_put(q, 3600, "0000000100000002");
+	qmarks_put(q, 60, "0000000300000004");
+	qmarks_put(q, 60, "0000000500000006");	/* the later one wins */
+	qmarks_put(q, 7, "not-an-id");		/* ignored */
+	ck_assert_int_eq(qmarks_get(q, 3600, mark), 1);
+	ck_assert_str_eq(mark, "0000000100000002");
+	queue_close(&q);
+	q = open_q();
+	ck_assert_int_eq(qmarks_get(q, 60, mark), 1);
+	ck_assert_str_eq(mark, "0000000500000006");
+	ck_assert_int_eq(qmarks_get(q, 7, mark), 0);
+	ck_assert_int_eq(qmarks_get(q, 61, mark), 0);
+	queue_close(&q);
+	ro = queue_open_readonly(tmpdir, err, sizeof(err));
+	ck_assert_msg(ro != NULL, "%s", err);
+	ck_assert_int_eq(qmarks_get(ro, 3600, mark), 1);
+	qmarks_put(ro, 3600, "0000000900000009");	/* no-op */
+	ck_assert_str_eq(mark, "0000000100000002");
+	queue_close(&ro);
+}
+END_TEST
+
 static void on_done(void *arg, int result)
 {
 	*(int *)arg = result;
@@ -215,6 +246,7 @@ static Suite *domstate_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_notes);
 	tcase_add_test(tc, test_foreach);
+	tcase_add_test(tc, test_marks);
 	tcase_add_test(tc, test_oldest);
 	suite_add_tcase(s, tc);
 	return s;

@@ -678,6 +678,29 @@ START_TEST(test_throttle_flood_keeps_user)
 }
 END_TEST
 
+/* Guesses at a name that does not exist are delayed as for one that does:
+ * the delay must not tell which user names exist. */
+START_TEST(test_throttle_unknown_name_same_delays)
+{
+	struct sasl_throttle *t = sasl_throttle_new();
+	static const unsigned want[] = { 1, 2, 4, 8, 16, 16 };
+	char ip[32];
+	int i;
+
+	sasl_test_set_time(9000);
+	for (i = 0; i < 6; i++) {
+		snprintf(ip, sizeof(ip), "198.51.100.%d", i + 1);
+		ck_assert_uint_eq(sasl_throttle_failure_name(t, ip, "carol", 1),
+		    want[i]);
+		snprintf(ip, sizeof(ip), "203.0.113.%d", i + 1);
+		ck_assert_uint_eq(sasl_throttle_failure_name(t, ip, "ghost", 0),
+		    want[i]);
+	}
+	sasl_test_set_time(-1);
+	sasl_throttle_free(&t);
+}
+END_TEST
+
 static Suite *sasl_suite(void)
 {
 	Suite *s = suite_create("sasl");
@@ -700,6 +723,7 @@ static Suite *sasl_suite(void)
 	tcase_add_test(tc, test_throttle);
 	tcase_add_test(tc, test_throttle_user);
 	tcase_add_test(tc, test_throttle_flood_keeps_user);
+	tcase_add_test(tc, test_throttle_unknown_name_same_delays);
 	suite_add_tcase(s, tc);
 	return s;
 }
