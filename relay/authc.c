@@ -31,6 +31,7 @@ struct authc_req {
 	char *deferred;		/* a ticket's 334, for the next loop turn */
 	char *claim_ip;		/* a ticket's: sent with the first line */
 	unsigned claim_flags;
+	unsigned gen;		/* the channel it was started on */
 	struct authc_req *prev, *next;
 };
 
@@ -49,6 +50,7 @@ struct authc {
 	struct authchan *ch;		/* NULL or closed: down */
 	struct authd *local;		/* authc_new_local */
 	uint32_t next_id;
+	unsigned gen;			/* channels lost so far */
 	struct authc_req *reqs;
 	struct event *ev_lost;		/* ends exchanges from the loop */
 	struct event *ev_defer;		/* delivers tickets' 334 */
@@ -116,12 +118,15 @@ static void authc_lost_all(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	/* An exchange waiting for the client's line is answered when that
-	 * line comes (authc_step fails): a reply now would be out of turn. */
+	 * line comes (authc_step fails): a reply now would be out of turn.
+	 * Only exchanges of a lost channel: one started on a new channel
+	 * before this ran is fine. */
 	for (r = a->reqs; r != NULL; r = r->next)
-		if (!r->waiting)
+		if (!r->waiting && r->gen != a->gen)
 			r->lost = 1;
 	for (;;) {
-		for (r = a->reqs; r != NULL && !r->waiting; r = r->next)
+		for (r = a->reqs; r != NULL && (!r->waiting || r->gen == a->gen);
+		    r = r->next)
 			;
 		if (r == NULL)
 			break;
@@ -135,6 +140,7 @@ static void authc_closed(void *arg)
 	struct authc *a = arg;
 
 	authc_pool_clear(a);
+	a->gen++;
 	log_warn("auth: the auth process is gone; AUTH answers 454 until "
 	    "it is back");
 	if (a->reqs != NULL)
@@ -229,6 +235,7 @@ void authc_set_fd(struct authc *a, int fd)
 	}
 	authchan_free(&a->ch);
 	authc_pool_clear(a);
+	a->gen++;
 	/* Replies for these can never come now. */
 	if (a->reqs != NULL)
 		event_active(a->ev_lost, EV_TIMEOUT, 0);
@@ -317,6 +324,7 @@ struct authc_req *authc_start(struct authc *a, const char *ip,
 	r->cbarg = cbarg;
 	r->waiting = ticket == NULL;
 	r->deferred = ticket;
+	r->gen = a->gen;
 	if (ticket != NULL) {
 		r->claim_ip = xstrdup(ip);
 		r->claim_flags = flags;
@@ -335,7 +343,8 @@ int authc_step(struct authc_req *r, const char *line)
 	struct authc *a = r->a;
 	int rc;
 
-	rc = r->lost || !authc_up(a) ? -1 : r->claim_ip != NULL ?
+	rc = r->lost || r->gen != a->gen || !authc_up(a) ? -1 :
+	    r->claim_ip != NULL ?
 	    authc_send(a, AUTHPROTO_CLAIM, r->id, r->claim_flags, r->claim_ip,
 	    line) : authc_send(a, AUTHPROTO_STEP, r->id, 0, NULL, line);
 	free(r->claim_ip);

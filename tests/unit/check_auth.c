@@ -403,6 +403,43 @@ START_TEST(test_hostile_session)
 }
 END_TEST
 
+/* A new channel (the auth process restarted): exchanges of the old one
+ * end with 454, but one started on the new channel before the loop ran
+ * again goes on (it got a spurious 454 before). */
+START_TEST(test_restart_new_exchange_survives)
+{
+	struct result old_res, new_res;
+	struct authc_req *r_old, *r_new;
+	struct authd *d2;
+	char err[256], *good;
+	int sv[2];
+
+	memset(&old_res, 0, sizeof(old_res));
+	memset(&new_res, 0, sizeof(new_res));
+	good = plain_arg("alice", "alice-pw");
+	r_old = authc_start(a, "192.0.2.1", AUTHPROTO_TLS, "CRAM-MD5", cb,
+	    &old_res);
+	ck_assert_ptr_nonnull(r_old);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv), 0);
+	d2 = authd_new(base, NULL, cfg, sv[1], NULL, NULL, err, sizeof(err));
+	ck_assert_ptr_nonnull(d2);
+	authc_set_fd(a, sv[0]);
+	r_new = authc_start(a, "192.0.2.2", AUTHPROTO_TLS, good, cb, &new_res);
+	ck_assert_ptr_nonnull(r_new);
+	wait_done(&new_res);
+	ck_assert_int_eq(new_res.rc, SASL_OK);
+	ck_assert_str_eq(new_res.user, "alice");
+	/* The old exchange: its 334 may have come; its next line fails. */
+	if (!old_res.done || old_res.rc == SASL_CONTINUE)
+		ck_assert_int_eq(authc_step(r_old, "AAAA"), -1);
+	else
+		ck_assert_int_eq(old_res.rc, AUTHPROTO_UNAVAILABLE);
+	authc_free(&a);		/* before d2: its channel goes first */
+	authd_free(&d2);
+	free(good);
+}
+END_TEST
+
 static Suite *auth_suite(void)
 {
 	Suite *s = suite_create("auth");
@@ -418,6 +455,7 @@ static Suite *auth_suite(void)
 	tcase_add_test(tc, test_local_limits);
 	tcase_add_test(tc, test_local_cancel_and_down);
 	tcase_add_test(tc, test_hostile_session);
+	tcase_add_test(tc, test_restart_new_exchange_survives);
 	suite_add_tcase(s, tc);
 	return s;
 }
