@@ -28,6 +28,7 @@ struct cfgload {
 	int running;
 	char *path;
 	cfgload_error_fn *errfn;
+	cfgload_prepare_fn *prepare;
 	cfgload_done_fn *done;
 	void *arg;
 	/* Written by the thread, read on the loop after the join. */
@@ -80,6 +81,8 @@ static void *cfgload_main(void *arg)
 	struct cfgload *cl = arg;
 
 	cl->cfg = config_load(cl->path, cfgload_collect, cl);
+	if (cl->cfg != NULL && cl->prepare != NULL)
+		cl->prepare(cl->arg, cl->cfg);
 	event_active(cl->ev_done, EV_READ, 0);
 	return NULL;
 }
@@ -134,12 +137,14 @@ struct cfgload *cfgload_new(struct event_base *base)
 }
 
 int cfgload_start(struct cfgload *cl, const char *path,
-    cfgload_error_fn *errfn, cfgload_done_fn *done, void *arg)
+    cfgload_error_fn *errfn, cfgload_prepare_fn *prepare,
+    cfgload_done_fn *done, void *arg)
 {
 	if (cl->running)
 		return -1;
 	cl->path = xstrdup(path);
 	cl->errfn = errfn;
+	cl->prepare = prepare;
 	cl->done = done;
 	cl->arg = arg;
 	cl->cfg = NULL;
