@@ -9,7 +9,10 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -28,6 +31,7 @@ struct cfgload {
 	int running;
 	char *path;
 	cfgload_error_fn *errfn;
+	cfgload_prepare_fn *prepare;
 	cfgload_done_fn *done;
 	void *arg;
 	/* Written by the thread, read on the loop after the join. */
@@ -48,6 +52,13 @@ static void cfgload_collect(void *arg, const char *msg)
 	cl->msgs[cl->nmsgs++] = xstrdup(msg);
 }
 
+/* These threads compete with the event loop for the CPU: on a busy
+ * machine the loop should win (Linux keeps a nice value per thread). */
+static void cfgload_background(void)
+{
+	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+}
+
 /* Reaper threads still freeing a configuration (cfgload_free waits). */
 static int cfgload_reaping;
 
@@ -56,6 +67,12 @@ static void *cfgload_reap_main(void *arg)
 	config_destroy(arg);
 	__atomic_sub_fetch(&cfgload_reaping, 1, __ATOMIC_SEQ_CST);
 	return NULL;
+}
+
+static void *cfgload_reap_thread(void *arg)
+{
+	cfgload_background();
+	return cfgload_reap_main(arg);
 }
 
 /* config_free's last reference to a big configuration: a thread frees
@@ -69,7 +86,7 @@ static void cfgload_reap(struct config *cfg)
 	__atomic_add_fetch(&cfgload_reaping, 1, __ATOMIC_SEQ_CST);
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	rc = pthread_create(&t, &attr, cfgload_reap_main, cfg);
+	rc = pthread_create(&t, &attr, cfgload_reap_thread, cfg);
 	pthread_attr_destroy(&attr);
 	if (rc != 0)
 		cfgload_reap_main(cfg);
@@ -79,7 +96,10 @@ static void *cfgload_main(void *arg)
 {
 	struct cfgload *cl = arg;
 
+	cfgload_background();
 	cl->cfg = config_load(cl->path, cfgload_collect, cl);
+	if (cl->cfg != NULL && cl->prepare != NULL)
+		cl->prepare(cl->arg, cl->cfg);
 	event_active(cl->ev_done, EV_READ, 0);
 	return NULL;
 }
@@ -134,12 +154,14 @@ struct cfgload *cfgload_new(struct event_base *base)
 }
 
 int cfgload_start(struct cfgload *cl, const char *path,
-    cfgload_error_fn *errfn, cfgload_done_fn *done, void *arg)
+    cfgload_error_fn *errfn, cfgload_prepare_fn *prepare,
+    cfgload_done_fn *done, void *arg)
 {
 	if (cl->running)
 		return -1;
 	cl->path = xstrdup(path);
 	cl->errfn = errfn;
+	cl->prepare = prepare;
 	cl->done = done;
 	cl->arg = arg;
 	cl->cfg = NULL;

@@ -1,13 +1,17 @@
 /*
  * metrics - process-wide counters and the /metrics HTTP endpoint.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/util.h>
 
 #include "log.h"
 #include "metrics.h"
@@ -99,6 +103,10 @@ struct scrape {
 
 struct metrics {
 	struct evhttp *http;
+	struct evconnlistener *lev;	/* evhttp's, for its error callback */
+	struct event *accept_retry;	/* re-enable after EMFILE */
+	time_t warned;
+	struct metrics *next;		/* metrics_all */
 	metrics_gauge_fn *gauges;
 	void *arg;
 	struct scrape *scrapes;	/* streaming now */
@@ -378,10 +386,52 @@ static void metrics_other(struct evhttp_request *req, void *arg)
 	evhttp_send_error(req, 404, "Not Found");
 }
 
+/* Every endpoint: a listener's error callback gets evhttp's argument,
+ * not ours, so it finds its endpoint here. */
+static struct metrics *metrics_all;
+
+static void metrics_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct metrics *mt = arg;
+
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(mt->lev);
+}
+
+/*
+ * Out of descriptors (a scraper's or anyone's idle connections): pause
+ * for a second. Without this callback libevent retried at once and logged
+ * each failure: 99% CPU and millions of log lines a second, as the ODMR
+ * listener did before (issue 17).
+ */
+static void metrics_accept_error(struct evconnlistener *lev, void *arg)
+{
+	struct metrics *mt;
+	struct timeval tv = { 1, 0 };
+	int e = EVUTIL_SOCKET_ERROR();
+	time_t now = time(NULL);
+
+	(void)arg;
+	for (mt = metrics_all; mt != NULL && mt->lev != lev; mt = mt->next)
+		;
+	if (mt == NULL)
+		return;
+
+	if (now - mt->warned >= 10) {
+		log_warn("metrics: accept: %s (pausing)",
+		    evutil_socket_error_to_string(e));
+		mt->warned = now;
+	}
+	evconnlistener_disable(lev);
+	evtimer_add(mt->accept_retry, &tv);
+}
+
 struct metrics *metrics_listen(struct event_base *base, const char *addr,
     metrics_gauge_fn *gauges, void *arg, char *err, size_t errlen)
 {
 	struct metrics *mt;
+	struct evhttp_bound_socket *bound;
 	char host[256];
 	int port;
 
@@ -393,13 +443,19 @@ struct metrics *metrics_listen(struct event_base *base, const char *addr,
 	mt->gauges = gauges;
 	mt->arg = arg;
 	mt->http = evhttp_new(base);
-	if (mt->http == NULL || evhttp_bind_socket(mt->http, host, (uint16_t)port) < 0) {
+	if (mt->http == NULL || (bound = evhttp_bind_socket_with_handle(mt->http,
+	    host, (uint16_t)port)) == NULL) {
 		snprintf(err, errlen, "cannot listen on %s", addr);
 		if (mt->http != NULL)
 			evhttp_free(mt->http);
 		free(mt);
 		return NULL;
 	}
+	mt->lev = evhttp_bound_socket_get_listener(bound);
+	mt->accept_retry = evtimer_new(base, metrics_accept_retry, mt);
+	evconnlistener_set_error_cb(mt->lev, metrics_accept_error);
+	mt->next = metrics_all;
+	metrics_all = mt;
 	/* Bounded requests: the endpoint takes no input. */
 	evhttp_set_max_headers_size(mt->http, 8192);
 	evhttp_set_max_body_size(mt->http, 0);
@@ -417,7 +473,15 @@ void metrics_free(struct metrics **mp)
 
 	if (mt == NULL)
 		return;
+	for (struct metrics **pp = &metrics_all; *pp != NULL;
+	    pp = &(*pp)->next)
+		if (*pp == mt) {
+			*pp = mt->next;
+			break;
+		}
 	evhttp_free(mt->http);
+	if (mt->accept_retry != NULL)
+		event_free(mt->accept_retry);
 	free(mt);
 	*mp = NULL;
 }

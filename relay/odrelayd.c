@@ -76,6 +76,11 @@ struct daemon {
 	int reload_again;	/* a SIGHUP came during the parse */
 	int rl_cert_fd, rl_key_fd, rl_via_helper;	/* for the parse's end */
 	char *rl_tls_err;
+	struct {
+		const char *name;
+		uint64_t max;
+	} *rl_q;		/* quotas to set at the swap (reload_prepare) */
+	size_t rl_nq;
 	struct control *control;
 	struct privsep *ps;
 	struct authc *auth;
@@ -209,26 +214,55 @@ static uint64_t quota_in(const struct config *cfg, const struct config *old,
 	return cd != NULL ? cd->max_queue_size : 0;
 }
 
+/* A quota to set at the swap (names borrowed from the two
+ * configurations, both alive until then). */
+static void quota_change(struct daemon *d, const char *name, uint64_t max)
+{
+	if ((d->rl_nq & (d->rl_nq - 1)) == 0)
+		d->rl_q = xreallocarray(d->rl_q, d->rl_nq ? d->rl_nq * 2 : 1,
+		    sizeof(*d->rl_q));
+	d->rl_q[d->rl_nq].name = name;
+	d->rl_q[d->rl_nq++].max = max;
+}
+
 /*
- * The domains' quotas into the queue; old: the configuration before a
- * reload (NULL at start). On a reload only the quotas that changed are
- * set (a quota dropped with its section goes back to 0, none), so that
- * 50,000 unchanged sections cost a string comparison each.
+ * On the cfgload thread: the quotas that differ between the file in use
+ * and the new one (a quota dropped with its section goes back to 0,
+ * none), so that the swap on the loop sets only those; 50,000 unchanged
+ * sections cost a string comparison each, off the loop.
  */
-static void apply_quotas(struct daemon *d, const struct config *old)
+static void reload_prepare(void *arg, const struct config *ncfg)
+{
+	struct daemon *d = arg;
+	const struct config *old = d->cfg;
+
+	d->rl_nq = 0;
+	for (size_t i = 0; i < old->ndomains; i++)
+		if (quota_in(ncfg, old, i) == 0 &&
+		    old->domains[i].max_queue_size != 0)
+			quota_change(d, old->domains[i].name, 0);
+	for (size_t i = 0; i < ncfg->ndomains; i++)
+		if (quota_in(old, ncfg, i) != ncfg->domains[i].max_queue_size)
+			quota_change(d, ncfg->domains[i].name,
+			    ncfg->domains[i].max_queue_size);
+}
+
+/* The domains' quotas into the queue: all at start, the changes found by
+ * reload_prepare at a reload. */
+static void apply_quotas(struct daemon *d, int reload)
 {
 	const struct config *cfg = d->cfg;
 
 	queue_set_min_free(d->q, cfg->queue_min_free);
-	for (size_t i = 0; old != NULL && i < old->ndomains; i++)
-		if (quota_in(cfg, old, i) == 0 &&
-		    old->domains[i].max_queue_size != 0)
-			queue_set_quota(d->q, old->domains[i].name, 0);
+	if (reload) {
+		for (size_t i = 0; i < d->rl_nq; i++)
+			queue_set_quota(d->q, d->rl_q[i].name, d->rl_q[i].max);
+		d->rl_nq = 0;
+		return;
+	}
 	for (size_t i = 0; i < cfg->ndomains; i++)
-		if (old == NULL || quota_in(old, cfg, i) !=
-		    cfg->domains[i].max_queue_size)
-			queue_set_quota(d->q, cfg->domains[i].name,
-			    cfg->domains[i].max_queue_size);
+		queue_set_quota(d->q, cfg->domains[i].name,
+		    cfg->domains[i].max_queue_size);
 }
 
 /*
@@ -324,7 +358,7 @@ static void reload_parsed(void *arg, struct config *ncfg)
 	old = d->cfg;
 	d->cfg = ncfg;
 	d->cfg_gen++;
-	apply_quotas(d, old);
+	apply_quotas(d, 1);
 	config_free(&old);
 	reload_budget(d);
 	smtpd_auth(d);
@@ -357,8 +391,9 @@ static void reload_fds(struct daemon *d, int cert_fd, int key_fd,
 	d->rl_key_fd = key_fd;
 	d->rl_tls_err = tls_err != NULL ? xstrdup(tls_err) : NULL;
 	d->rl_via_helper = via_helper;
+	d->rl_nq = 0;
 	if (cfgload_start(d->cfgload, d->cfg_path, log_config_error,
-	    reload_parsed, d) < 0)
+	    reload_prepare, reload_parsed, d) < 0)
 		reload_close_fds(d);
 }
 
@@ -836,7 +871,7 @@ int main(int argc, char **argv)
 	if (d.q == NULL)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
-	apply_quotas(&d, NULL);
+	apply_quotas(&d, 0);
 	d.qadmin = qadmin_new(d.base, d.q);
 	d.domstate = domstate_open(d.q, err, sizeof(err));
 	if (d.domstate == NULL)
@@ -933,6 +968,7 @@ int main(int argc, char **argv)
 	event_free(d.ev_hup);
 	cfgload_free(&d.cfgload);
 	reload_close_fds(&d);
+	free(d.rl_q);
 	if (d.server_tls != NULL)
 		SSL_CTX_free(d.server_tls);
 	SSL_CTX_free(d.client_tls);

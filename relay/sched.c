@@ -974,15 +974,28 @@ static void sched_set_ages(struct sched *s)
 	char (*old_marks)[QUEUE_ID_LEN + 1] = s->marks;
 	size_t n = 0, old_n = s->nages, j = 0;
 
-	s->ages = xcalloc(cfg->ndomains + 2, sizeof(*s->ages));
+	size_t cap = 2;
+	long last = cfg->queue_lifetime;
+
+	/* Most sections repeat a lifetime: keep the array and the sort
+	 * short (a 50,000-entry array at each reload made malloc work). */
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		if (cfg->domains[i].queue_lifetime != cfg->queue_lifetime &&
+		    cfg->domains[i].queue_lifetime != last) {
+			last = cfg->domains[i].queue_lifetime;
+			cap++;
+		}
+	s->ages = xcalloc(cap, sizeof(*s->ages));
 	s->ages[n++] = cfg->queue_lifetime;
 	if (cfg->delay_warning > 0)
 		s->ages[n++] = cfg->delay_warning;
-	/* Most sections repeat a lifetime: keep the sort short. */
+	last = cfg->queue_lifetime;
 	for (size_t i = 0; i < cfg->ndomains; i++)
 		if (cfg->domains[i].queue_lifetime != cfg->queue_lifetime &&
-		    cfg->domains[i].queue_lifetime != s->ages[n - 1])
-			s->ages[n++] = cfg->domains[i].queue_lifetime;
+		    cfg->domains[i].queue_lifetime != last) {
+			last = cfg->domains[i].queue_lifetime;
+			s->ages[n++] = last;
+		}
 	qsort(s->ages, n, sizeof(*s->ages), sched_long_cmp);
 	s->nages = 0;
 	for (size_t i = 0; i < n; i++)

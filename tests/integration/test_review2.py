@@ -12,6 +12,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import sys
@@ -446,6 +447,44 @@ def test_broken_passwd_without_odmr():
 		d.expected_exit = True
 
 
+def test_metrics_listener_out_of_descriptors():
+	"""Idle connections to the metrics endpoint until descriptors run out:
+	its listener (evhttp's, no error callback) retried accept() at once
+	and libevent logged every failure: millions of 'Too many open files'
+	lines in seconds, at full CPU. It pauses now, logs once, and answers
+	again (as do the SMTP and ODMR listeners) once they are gone."""
+	mport = free_port()
+	with Fixture("review2-mfd", start=False,
+	    extra="metrics_listen = 127.0.0.1:%d\n" % mport) as d:
+		ulimit_start(d, 200)
+		socks = []
+		try:
+			for _ in range(220):
+				socks.append(socket.create_connection(("127.0.0.1",
+				    mport), timeout=5))
+			size0 = os.path.getsize(d.log)
+			time.sleep(2)
+			grown = os.path.getsize(d.log) - size0
+			check(grown < 64 * 1024, "the log grew %d bytes in 2 s with "
+			    "the metrics listener out of descriptors" % grown)
+		finally:
+			for s in socks:
+				s.close()
+		deadline = time.time() + 10
+		while True:
+			try:
+				body = scrape(mport)
+				break
+			except OSError as e:
+				check(time.time() < deadline, "metrics do not answer "
+				    "again: %s" % e)
+				time.sleep(0.2)
+		check("odrelay_messages_received_total" in body, "metrics body")
+		c = ta.conn_from(d.smtp_port)
+		check(c.reply()[0] == 220, "SMTP after the flood")
+		c.close()
+
+
 run_tests([test_metrics_hostile_labels,
     test_reload_garbage_passwd_mid_exchanges,
     test_auth_killed_many_exchanges,
@@ -453,4 +492,5 @@ run_tests([test_metrics_hostile_labels,
     test_check_control_socket_dir,
     test_last_atrn_every_domain,
     test_reload_at_budget,
-    test_broken_passwd_without_odmr], "review2")
+    test_broken_passwd_without_odmr,
+    test_metrics_listener_out_of_descriptors], "review2")
