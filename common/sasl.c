@@ -1,6 +1,8 @@
 /*
- * sasl - server and client sides of CRAM-MD5, SCRAM-SHA-256, PLAIN and
- * LOGIN, and per-IP AUTH failure throttling. Interface notes in sasl.h.
+ * sasl - the server side of CRAM-MD5, SCRAM-SHA-256, PLAIN and LOGIN, the
+ * AUTH command's exchange, and the helpers the client side shares
+ * (sasl_client.c); failure throttling is in sasl_throttle.c. Interface
+ * notes in sasl.h.
  *
  * Everything here handles untrusted input: messages are copied into
  * bounded buffers, parsed strictly, and secrets compared in constant time.
@@ -23,25 +25,15 @@
 #include "sasl.h"
 #include "util.h"
 #include "xmalloc.h"
+#include "sasl_private.h"
 
-enum sasl_mech {
-	MECH_SCRAM,
-	MECH_CRAM,
-	MECH_PLAIN,
-	MECH_LOGIN,
-	MECH_NONE
-};
-
-static const char *const sasl_mech_names[] = {
+const char *const sasl_mech_names[] = {
 	"SCRAM-SHA-256", "CRAM-MD5", "PLAIN", "LOGIN"
 };
 
-/* Longest client message we accept (RFC 4954 AUTH lines are 12288). */
-#define SASL_IN_MAX	9216
-#define SASL_NONCE_MAX	256
-
-static char *sasl_test_snonce, *sasl_test_cnonce, *sasl_test_cram;
-static double sasl_test_now = -1;
+static char *sasl_test_snonce, *sasl_test_cram;
+char *sasl_test_cnonce;
+double sasl_test_now = -1;
 
 void sasl_test_set_nonces(const char *server_nonce, const char *client_nonce,
     const char *cram_challenge)
@@ -59,7 +51,7 @@ void sasl_test_set_time(double now)
 	sasl_test_now = now;
 }
 
-static enum sasl_mech sasl_mech_lookup(const char *mech)
+enum sasl_mech sasl_mech_lookup(const char *mech)
 {
 	int i;
 
@@ -93,7 +85,7 @@ int sasl_mech_plaintext(const char *mech)
 /* ---- shared helpers ---- */
 
 /* Copy out data if it fits. */
-static int sasl_put(unsigned char *out, size_t outsize, size_t *outlen_r,
+int sasl_put(unsigned char *out, size_t outsize, size_t *outlen_r,
     const void *data, size_t len)
 {
 	if (len > outsize)
@@ -105,7 +97,7 @@ static int sasl_put(unsigned char *out, size_t outsize, size_t *outlen_r,
 }
 
 /* Random nonce of printable characters without ',' (base64 of 18 bytes). */
-static int sasl_nonce(char *buf, size_t size)
+int sasl_nonce(char *buf, size_t size)
 {
 	unsigned char raw[18];
 
@@ -155,7 +147,7 @@ static int sasl_name_decode(const char *s, size_t len, char *dst, size_t size)
 	return 0;
 }
 
-static int sasl_name_encode(const char *s, char *dst, size_t size)
+int sasl_name_encode(const char *s, char *dst, size_t size)
 {
 	size_t o = 0;
 
@@ -175,7 +167,7 @@ static int sasl_name_encode(const char *s, char *dst, size_t size)
 	return 0;
 }
 
-static int sasl_hmac256(const unsigned char *key, size_t keylen,
+int sasl_hmac256(const unsigned char *key, size_t keylen,
     const char *msg, size_t len, unsigned char out[32])
 {
 	unsigned int mdlen = 32;
@@ -185,7 +177,7 @@ static int sasl_hmac256(const unsigned char *key, size_t keylen,
 }
 
 /* Message bytes as a C string: no NUL inside, bounded. */
-static char *sasl_cstr(const unsigned char *in, size_t len)
+char *sasl_cstr(const unsigned char *in, size_t len)
 {
 	if (len > SASL_IN_MAX || memchr(in, '\0', len) != NULL)
 		return NULL;
@@ -663,570 +655,6 @@ int sasl_server_step(struct sasl_server *s, const unsigned char *in,
 		rc = SASL_FAIL;
 	}
 	return rc;
-}
-
-/* ---- client ---- */
-
-struct sasl_client {
-	enum sasl_mech mech;
-	int state;
-	int done;
-	char *user;
-	char *pass;
-	char *client_first_bare;
-	unsigned char server_sig[32];
-};
-
-struct sasl_client *sasl_client_new(const char *mech, const char *user,
-    const char *password)
-{
-	struct sasl_client *c;
-	enum sasl_mech m = sasl_mech_lookup(mech);
-
-	if (m == MECH_NONE || user == NULL || password == NULL ||
-	    strlen(user) > PASSWD_NAME_MAX ||
-	    strlen(password) > PASSWD_PASSWORD_MAX)
-		return NULL;
-	c = xcalloc(1, sizeof(*c));
-	c->mech = m;
-	c->user = xstrdup(user);
-	c->pass = xstrdup(password);
-	return c;
-}
-
-void sasl_client_free(struct sasl_client **cp)
-{
-	struct sasl_client *c = *cp;
-
-	if (c == NULL)
-		return;
-	OPENSSL_cleanse(c->pass, strlen(c->pass));
-	free(c->pass);
-	free(c->user);
-	free(c->client_first_bare);
-	OPENSSL_cleanse(c, sizeof(*c));
-	free(c);
-	*cp = NULL;
-}
-
-int sasl_client_done(const struct sasl_client *c)
-{
-	return c != NULL && c->done;
-}
-
-static int sasl_client_plain(struct sasl_client *c, unsigned char *out,
-    size_t outsize, size_t *outlen_r)
-{
-	size_t ul = strlen(c->user), pl = strlen(c->pass);
-
-	if (2 + ul + pl > outsize)
-		return -1;
-	out[0] = '\0';
-	memcpy(out + 1, c->user, ul);
-	out[1 + ul] = '\0';
-	memcpy(out + 2 + ul, c->pass, pl);
-	*outlen_r = 2 + ul + pl;
-	c->done = 1;
-	return 0;
-}
-
-int sasl_client_start(struct sasl_client *c, unsigned char *out,
-    size_t outsize, size_t *outlen_r)
-{
-	char name[PASSWD_NAME_MAX * 3 + 1], cnonce[64], *msg;
-	int rc;
-
-	*outlen_r = 0;
-	switch (c->mech) {
-	case MECH_PLAIN:
-		c->state = 1;
-		return sasl_client_plain(c, out, outsize, outlen_r) < 0 ? -1 : 1;
-	case MECH_SCRAM:
-		if (sasl_name_encode(c->user, name, sizeof(name)) < 0)
-			return -1;
-		if (sasl_test_cnonce != NULL)
-			util_strlcpy(cnonce, sasl_test_cnonce, sizeof(cnonce));
-		else if (sasl_nonce(cnonce, sizeof(cnonce)) < 0)
-			return -1;
-		free(c->client_first_bare);
-		c->client_first_bare = xasprintf("n=%s,r=%s", name, cnonce);
-		msg = xasprintf("n,,%s", c->client_first_bare);
-		rc = sasl_put(out, outsize, outlen_r, msg, strlen(msg));
-		free(msg);
-		c->state = 1;
-		return rc == SASL_CONTINUE ? 1 : -1;
-	default:
-		return 0;
-	}
-}
-
-static int sasl_client_cram(struct sasl_client *c, const unsigned char *in,
-    size_t inlen, unsigned char *out, size_t outsize, size_t *outlen_r)
-{
-	unsigned char mac[16];
-	unsigned int maclen = sizeof(mac);
-	char *msg;
-	int i, rc;
-
-	if (inlen == 0 || HMAC(EVP_md5(), c->pass, (int)strlen(c->pass), in,
-	    inlen, mac, &maclen) == NULL)
-		return SASL_FAIL;
-	msg = xmalloc(strlen(c->user) + 34);
-	i = sprintf(msg, "%s ", c->user);
-	for (size_t k = 0; k < 16; k++)
-		i += sprintf(msg + i, "%02x", mac[k]);
-	rc = sasl_put(out, outsize, outlen_r, msg, (size_t)i);
-	free(msg);
-	return rc;
-}
-
-/* Value of attribute "X=" at the start of s, up to ',' or end. */
-static const char *sasl_attr(const char *s, char name, size_t *len_r)
-{
-	const char *e;
-
-	if (s[0] != name || s[1] != '=')
-		return NULL;
-	e = strchr(s + 2, ',');
-	*len_r = e ? (size_t)(e - s - 2) : strlen(s + 2);
-	return s + 2;
-}
-
-static int sasl_client_scram_first(struct sasl_client *c,
-    const unsigned char *in, size_t inlen, unsigned char *out, size_t outsize,
-    size_t *outlen_r)
-{
-	char *msg, *p, *am = NULL, *final = NULL, proof64[64];
-	const char *nonce, *salt64, *iter_s, *cnonce;
-	size_t nlen, slen, ilen, cnlen;
-	unsigned char salt[128], ckey[32], stored[32], skey[32], csig[32];
-	unsigned long iter = 0;
-	int n, i, rc = SASL_FAIL;
-
-	if ((msg = sasl_cstr(in, inlen)) == NULL)
-		return SASL_FAIL;
-	/* r=nonce,s=salt,i=iter */
-	p = msg;
-	if ((nonce = sasl_attr(p, 'r', &nlen)) == NULL)
-		goto out;
-	p = (char *)nonce + nlen;
-	if (*p++ != ',' || (salt64 = sasl_attr(p, 's', &slen)) == NULL)
-		goto out;
-	p = (char *)salt64 + slen;
-	if (*p++ != ',' || (iter_s = sasl_attr(p, 'i', &ilen)) == NULL)
-		goto out;
-	cnonce = strstr(c->client_first_bare, ",r=") + 3;
-	cnlen = strlen(cnonce);
-	/* The server must extend our nonce, not replace it. */
-	if (nlen <= cnlen || nlen > 2 * SASL_NONCE_MAX ||
-	    strncmp(nonce, cnonce, cnlen) != 0)
-		goto out;
-	for (i = 0; i < (int)nlen; i++)
-		if (nonce[i] < 0x21 || nonce[i] > 0x7e)
-			goto out;
-	if (ilen == 0 || ilen > 7)
-		goto out;
-	for (i = 0; i < (int)ilen; i++) {
-		if (!isdigit((unsigned char)iter_s[i]))
-			goto out;
-		iter = iter * 10 + (unsigned long)(iter_s[i] - '0');
-	}
-	/* A low count would make our proof cheap to crack offline. */
-	if (iter < PASSWD_SCRAM_ITER_MIN || iter > PASSWD_SCRAM_ITER_MAX)
-		goto out;
-	n = util_base64_decode(salt64, slen, salt, sizeof(salt));
-	if (n <= 0)
-		goto out;
-	if (passwd_scram_keys(c->pass, strlen(c->pass), salt, (size_t)n,
-	    (unsigned)iter, ckey, stored, skey) < 0)
-		goto out;
-	final = xasprintf("c=biws,r=%.*s", (int)nlen, nonce);
-	am = xasprintf("%s,%s,%s", c->client_first_bare, msg, final);
-	if (sasl_hmac256(stored, 32, am, strlen(am), csig) < 0 ||
-	    sasl_hmac256(skey, 32, am, strlen(am), c->server_sig) < 0)
-		goto out;
-	for (i = 0; i < 32; i++)
-		ckey[i] ^= csig[i];
-	if (util_base64_encode(ckey, 32, proof64, sizeof(proof64)) < 0)
-		goto out;
-	free(msg);
-	msg = xasprintf("%s,p=%s", final, proof64);
-	rc = sasl_put(out, outsize, outlen_r, msg, strlen(msg));
-	c->state = 2;
-out:
-	OPENSSL_cleanse(ckey, sizeof(ckey));
-	OPENSSL_cleanse(skey, sizeof(skey));
-	OPENSSL_cleanse(stored, sizeof(stored));
-	free(final);
-	free(am);
-	free(msg);
-	return rc;
-}
-
-static int sasl_client_scram_final(struct sasl_client *c,
-    const unsigned char *in, size_t inlen, size_t *outlen_r)
-{
-	unsigned char sig[32];
-	char *msg;
-	const char *v;
-	size_t vlen;
-	int ok;
-
-	if ((msg = sasl_cstr(in, inlen)) == NULL)
-		return SASL_FAIL;
-	v = sasl_attr(msg, 'v', &vlen);
-	ok = v != NULL && util_base64_decode(v, vlen, sig, sizeof(sig)) == 32 &&
-	    CRYPTO_memcmp(sig, c->server_sig, 32) == 0;
-	free(msg);
-	if (!ok)
-		return SASL_FAIL;
-	c->done = 1;
-	c->state = 3;
-	*outlen_r = 0;
-	return SASL_CONTINUE;
-}
-
-int sasl_client_step(struct sasl_client *c, const unsigned char *in,
-    size_t inlen, unsigned char *out, size_t outsize, size_t *outlen_r)
-{
-	int rc = SASL_FAIL;
-
-	*outlen_r = 0;
-	if (c == NULL)
-		return SASL_BAD_MECH;
-	if (in == NULL)
-		inlen = 0;
-	switch (c->mech) {
-	case MECH_PLAIN:
-		/* Only an empty 334 (no initial response was sent) makes
-		 * sense here. */
-		if (c->state == 0 && inlen == 0) {
-			c->state = 2;
-			rc = sasl_client_plain(c, out, outsize, outlen_r) < 0 ?
-			    SASL_FAIL : SASL_CONTINUE;
-		}
-		break;
-	case MECH_LOGIN:
-		/* Servers word their prompts freely; go by order. */
-		if (c->state == 0)
-			rc = sasl_put(out, outsize, outlen_r, c->user,
-			    strlen(c->user));
-		else if (c->state == 1) {
-			rc = sasl_put(out, outsize, outlen_r, c->pass,
-			    strlen(c->pass));
-			c->done = rc == SASL_CONTINUE;
-		}
-		c->state++;
-		break;
-	case MECH_CRAM:
-		if (c->state == 0) {
-			rc = sasl_client_cram(c, in, inlen, out, outsize,
-			    outlen_r);
-			c->done = rc == SASL_CONTINUE;
-		}
-		c->state++;
-		break;
-	case MECH_SCRAM:
-		if (c->state == 1)
-			rc = sasl_client_scram_first(c, in, inlen, out,
-			    outsize, outlen_r);
-		else if (c->state == 2)
-			rc = sasl_client_scram_final(c, in, inlen, outlen_r);
-		break;
-	default:
-		break;
-	}
-	if (rc != SASL_CONTINUE) {
-		*outlen_r = 0;
-		c->done = 0;
-		rc = SASL_FAIL;
-	}
-	return rc;
-}
-
-const char *sasl_client_choose(const char *offered, int tls_active)
-{
-	static const enum sasl_mech pref[] = {
-		MECH_SCRAM, MECH_CRAM, MECH_PLAIN, MECH_LOGIN
-	};
-	const char *p, *e;
-	size_t i, len;
-
-	if (offered == NULL)
-		return NULL;
-	for (i = 0; i < sizeof(pref) / sizeof(pref[0]); i++) {
-		const char *name = sasl_mech_names[pref[i]];
-
-		if ((pref[i] == MECH_PLAIN || pref[i] == MECH_LOGIN) &&
-		    !tls_active)
-			continue;
-		len = strlen(name);
-		for (p = offered; *p != '\0'; p = e) {
-			while (*p == ' ')
-				p++;
-			e = p;
-			while (*e != '\0' && *e != ' ')
-				e++;
-			if ((size_t)(e - p) == len &&
-			    strncasecmp(p, name, len) == 0)
-				return name;
-		}
-	}
-	return NULL;
-}
-
-/* ---- failure throttling ---- */
-
-/*
- * Two tables: "i:" + the address key (IPv6 per /64), and "u:" + the user
- * name tried. Neither is ever cleared by a success: a success cleared the
- * address before, and a customer could alternate his own logins with
- * guesses at another customer's password. They are kept apart, and the
- * user table grows instead of forgetting, so that a flood of cheap
- * failures from other addresses (a /48 of IPv6, or a session process
- * taken over that names any address) cannot push a blocked user out and
- * win more guesses. The caller counts only names that exist (authd),
- * in it, which bounds the user table by the password file; other names
- * go with the addresses.
- */
-struct sasl_throttle_entry {
-	char key[2 + PASSWD_NAME_MAX + 1];
-	double last;
-	unsigned failures;
-};
-
-struct sasl_throttle_table {
-	struct sasl_throttle_entry *e;
-	size_t n, cap, max;		/* in use, allocated, never beyond */
-};
-
-/* (user, address) pairs that logged in: that user's own block does not
- * keep them out (a stranger's guesses cannot lock a customer out of his
- * usual address), the address's block still does. */
-struct sasl_throttle_good {
-	char user[PASSWD_NAME_MAX + 1];
-	char ip[INET6_ADDRSTRLEN + 8];
-	double at;
-};
-
-struct sasl_throttle {
-	struct sasl_throttle_table ips, users;
-	struct sasl_throttle_good *good;
-	size_t ngood;
-};
-
-static double sasl_throttle_now(void)
-{
-	return sasl_test_now >= 0 ? sasl_test_now : util_now();
-}
-
-/* IPv6 clients own a whole /64: count failures per /64. */
-static void sasl_throttle_ipkey(const char *ip, char *key, size_t size)
-{
-	struct in6_addr a6;
-
-	if (strchr(ip, ':') != NULL && inet_pton(AF_INET6, ip, &a6) == 1 &&
-	    !IN6_IS_ADDR_V4MAPPED(&a6)) {
-		memset(a6.s6_addr + 8, 0, 8);
-		if (inet_ntop(AF_INET6, &a6, key, (socklen_t)size) != NULL)
-			return;
-	}
-	util_strlcpy(key, ip, size);
-}
-
-/* "i:KEY", "u:NAME" or "n:NAME" (a name that does not exist); 0, or -1
- * for a name too long to be a user. */
-static int sasl_throttle_key(char kind, const char *s, char *key,
-    size_t size)
-{
-	key[0] = kind;
-	key[1] = ':';
-	if (kind == 'i') {
-		sasl_throttle_ipkey(s, key + 2, size - 2);
-		return 0;
-	}
-	if (strlen(s) > PASSWD_NAME_MAX)
-		return -1;
-	util_strlcpy(key + 2, s, size - 2);
-	return 0;
-}
-
-static struct sasl_throttle_table *sasl_throttle_table(struct sasl_throttle *t,
-    const char *key)
-{
-	return key[0] == 'u' ? &t->users : &t->ips;
-}
-
-struct sasl_throttle *sasl_throttle_new(void)
-{
-	struct sasl_throttle *t = xcalloc(1, sizeof(*t));
-
-	t->ips.cap = t->ips.max = SASL_THROTTLE_SLOTS;
-	t->ips.e = xcalloc(t->ips.cap, sizeof(*t->ips.e));
-	t->users.cap = 64;
-	t->users.max = SASL_THROTTLE_USER_SLOTS;
-	t->users.e = xcalloc(t->users.cap, sizeof(*t->users.e));
-	t->good = xcalloc(SASL_THROTTLE_GOOD_SLOTS, sizeof(*t->good));
-	return t;
-}
-
-void sasl_throttle_free(struct sasl_throttle **tp)
-{
-	if (*tp == NULL)
-		return;
-	free((*tp)->ips.e);
-	free((*tp)->users.e);
-	free((*tp)->good);
-	free(*tp);
-	*tp = NULL;
-}
-
-/* The live entry for key, or NULL; stale entries are dropped on the way. */
-static struct sasl_throttle_entry *sasl_throttle_find(
-    struct sasl_throttle_table *tb, const char *key, double now)
-{
-	size_t i;
-
-	for (i = 0; i < tb->n; i++) {
-		if (now - tb->e[i].last >= SASL_THROTTLE_WINDOW) {
-			tb->e[i] = tb->e[--tb->n];
-			i--;
-			continue;
-		}
-		if (strcmp(tb->e[i].key, key) == 0)
-			return &tb->e[i];
-	}
-	return NULL;
-}
-
-static unsigned sasl_throttle_count(struct sasl_throttle *t, const char *key,
-    double now)
-{
-	struct sasl_throttle_table *tb = sasl_throttle_table(t, key);
-	struct sasl_throttle_entry *e;
-	size_t i, old;
-
-	if ((e = sasl_throttle_find(tb, key, now)) == NULL) {
-		if (tb->n == tb->cap && tb->cap < tb->max) {
-			tb->cap = tb->cap * 2 < tb->max ? tb->cap * 2 : tb->max;
-			tb->e = xreallocarray(tb->e, tb->cap, sizeof(*tb->e));
-		}
-		if (tb->n == tb->cap) {
-			/* Full of live entries: forget the quietest. */
-			for (old = 0, i = 1; i < tb->n; i++)
-				if (tb->e[i].last < tb->e[old].last)
-					old = i;
-			e = &tb->e[old];
-		} else
-			e = &tb->e[tb->n++];
-		memset(e, 0, sizeof(*e));
-		util_strlcpy(e->key, key, sizeof(e->key));
-	}
-	if (e->failures < 1000)
-		e->failures++;
-	e->last = now;
-	return e->failures;
-}
-
-static unsigned sasl_throttle_get(struct sasl_throttle *t, const char *key)
-{
-	struct sasl_throttle_entry *e;
-
-	e = sasl_throttle_find(sasl_throttle_table(t, key), key,
-	    sasl_throttle_now());
-	return e != NULL ? e->failures : 0;
-}
-
-unsigned sasl_throttle_failure(struct sasl_throttle *t, const char *ip,
-    const char *user)
-{
-	return sasl_throttle_failure_name(t, ip, user, 1);
-}
-
-unsigned sasl_throttle_failure_name(struct sasl_throttle *t, const char *ip,
-    const char *user, int exists)
-{
-	char key[sizeof(t->ips.e->key)];
-	double now = sasl_throttle_now();
-	unsigned n, nu;
-
-	sasl_throttle_key('i', ip, key, sizeof(key));
-	n = sasl_throttle_count(t, key, now);
-	/* A name that does not exist is counted as well (its delays must
-	 * not tell it from one that does), but with the addresses, in the
-	 * table that forgets: it cannot crowd out a real user. */
-	if (user != NULL && *user != '\0' &&
-	    sasl_throttle_key(exists ? 'u' : 'n', user, key, sizeof(key)) == 0) {
-		nu = sasl_throttle_count(t, key, now);
-		if (nu > n)
-			n = nu;
-	}
-	return n >= 5 ? SASL_THROTTLE_DELAY_MAX : 1u << (n - 1);
-}
-
-void sasl_throttle_success(struct sasl_throttle *t, const char *ip,
-    const char *user)
-{
-	struct sasl_throttle_good *g = NULL;
-	char key[INET6_ADDRSTRLEN + 8];
-	double now = sasl_throttle_now();
-	size_t i, old = 0;
-
-	if (user == NULL || strlen(user) > PASSWD_NAME_MAX)
-		return;
-	sasl_throttle_ipkey(ip, key, sizeof(key));
-	for (i = 0; i < t->ngood; i++) {
-		if (strcmp(t->good[i].user, user) == 0 &&
-		    strcmp(t->good[i].ip, key) == 0) {
-			g = &t->good[i];
-			break;
-		}
-		if (t->good[i].at < t->good[old].at)
-			old = i;
-	}
-	if (g == NULL) {
-		g = t->ngood < SASL_THROTTLE_GOOD_SLOTS ? &t->good[t->ngood++] :
-		    &t->good[old];
-		util_strlcpy(g->user, user, sizeof(g->user));
-		util_strlcpy(g->ip, key, sizeof(g->ip));
-	}
-	g->at = now;
-}
-
-int sasl_throttle_blocked(struct sasl_throttle *t, const char *ip)
-{
-	char key[sizeof(t->ips.e->key)];
-
-	sasl_throttle_key('i', ip, key, sizeof(key));
-	return sasl_throttle_get(t, key) >= SASL_THROTTLE_MAX;
-}
-
-int sasl_throttle_user_blocked(struct sasl_throttle *t, const char *ip,
-    const char *user)
-{
-	char key[sizeof(t->ips.e->key)];
-	double now = sasl_throttle_now();
-	unsigned n;
-	size_t i;
-
-	if (sasl_throttle_blocked(t, ip))
-		return 1;
-	if (sasl_throttle_key('u', user, key, sizeof(key)) < 0)
-		return 1;
-	n = sasl_throttle_get(t, key);
-	if (n < SASL_THROTTLE_MAX)
-		return 0;
-	/* Past the hard cap even the user's own addresses wait: a session
-	 * process taken over could claim them. */
-	if (n >= SASL_THROTTLE_USER_HARD)
-		return 1;
-	sasl_throttle_ipkey(ip, key, sizeof(key));
-	for (i = 0; i < t->ngood; i++)
-		if (now - t->good[i].at < SASL_THROTTLE_GOOD_TTL &&
-		    strcmp(t->good[i].user, user) == 0 &&
-		    strcmp(t->good[i].ip, key) == 0)
-			return 0;
-	return 1;
 }
 
 /* ---- the AUTH command ---- */

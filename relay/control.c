@@ -6,7 +6,6 @@
  * most CONTROL_LINE_MAX octets) and the session times out.
  */
 #include <errno.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +22,7 @@
 #include <event2/listener.h>
 
 #include "control.h"
+#include "ctlclient.h"
 #include "log.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -135,13 +135,6 @@ static void control_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
-static int control_sockaddr(const char *path, struct sockaddr_un *sun)
-{
-	memset(sun, 0, sizeof(*sun));
-	sun->sun_family = AF_UNIX;
-	return util_strlcpy(sun->sun_path, path, sizeof(sun->sun_path));
-}
-
 struct control *control_new(struct event_base *base, const char *path,
     control_cmd_fn *fn, void *arg, char *err, size_t errlen)
 {
@@ -149,7 +142,7 @@ struct control *control_new(struct event_base *base, const char *path,
 	struct sockaddr_un sun;
 	mode_t old;
 
-	if (control_sockaddr(path, &sun) < 0) {
+	if (ctlclient_sockaddr(path, &sun) < 0) {
 		snprintf(err, errlen, "%s: control socket path too long", path);
 		return NULL;
 	}
@@ -187,51 +180,4 @@ void control_free(struct control **cp)
 	free(c->path);
 	free(c);
 	*cp = NULL;
-}
-
-int control_request(const char *path, const char *line, char *reply,
-    size_t replylen, char *err, size_t errlen)
-{
-	struct sockaddr_un sun;
-	size_t got = 0;
-	int fd;
-
-	if (control_sockaddr(path, &sun) < 0) {
-		snprintf(err, errlen, "%s: path too long", path);
-		return -1;
-	}
-	if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0 ||
-	    connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		snprintf(err, errlen, "cannot connect to %s: %s (is odrelayd running?)",
-		    path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	if (write(fd, line, strlen(line)) < 0 || write(fd, "\n", 1) < 0) {
-		snprintf(err, errlen, "%s: write: %s", path, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	while (got + 1 < replylen) {
-		struct pollfd pfd = { fd, POLLIN, 0 };
-		ssize_t n;
-
-		if (poll(&pfd, 1, CONTROL_TIMEOUT_SEC * 1000) <= 0)
-			break;
-		n = read(fd, reply + got, replylen - 1 - got);
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-		if (memchr(reply, '\n', got) != NULL)
-			break;
-	}
-	close(fd);
-	reply[got] = '\0';
-	reply[strcspn(reply, "\r\n")] = '\0';
-	if (got == 0) {
-		snprintf(err, errlen, "%s: no answer from odrelayd", path);
-		return -1;
-	}
-	return 0;
 }

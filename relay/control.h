@@ -1,10 +1,7 @@
 /*
- * control - the Unix control socket odrelayctl talks to for actions that
- * must go through the daemon (flush, bounce).
- *
- * Protocol: the client sends one command line ("flush DOMAIN",
- * "bounce ID", "ping"), the daemon answers one line starting with a
- * three-digit code (2xx ok, 4xx temporary, 5xx refused) and closes.
+ * control - the daemon's side of the Unix control socket odrelayctl talks
+ * to for actions that must go through the daemon (flush, bounce). The
+ * protocol and the client side are in common/ctlclient.h.
  */
 #ifndef OD_CONTROL_H
 #define OD_CONTROL_H
@@ -35,13 +32,5 @@ struct control *control_new(struct event_base *base, const char *path,
     control_cmd_fn *fn, void *arg, char *err, size_t errlen);
 /* Removes the socket file. */
 void control_free(struct control **c);
-
-/*
- * Client side (odrelayctl): send one command, read one reply line into
- * reply (bounded, blocking with a timeout). 0 ok, -1 on connection error
- * (err set).
- */
-int control_request(const char *path, const char *line, char *reply,
-    size_t replylen, char *err, size_t errlen);
 
 #endif

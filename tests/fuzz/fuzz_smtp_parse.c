@@ -1,5 +1,5 @@
 /*
- * fuzz_smtp_parse - libFuzzer target for relay/smtp_parse: command lines,
+ * fuzz_smtp_parse - libFuzzer target for common/smtp_parse: command lines,
  * MAIL/RCPT arguments, ETRN arguments, paths, domains, xtext and the
  * client-side reply assembler.
  *

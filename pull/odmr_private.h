@@ -1,0 +1,101 @@
+/*
+ * odmr_private - what the ODMR listener's files share: the manager and
+ * session structs, states and limits. Only pull/odmr.c and
+ * pull/odmr_cmd.c include it; everyone else uses odmr.h.
+ */
+#ifndef OD_ODMR_PRIVATE_H
+#define OD_ODMR_PRIVATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+#include <netinet/in.h>
+
+#include <event2/util.h>
+#include <openssl/ssl.h>
+
+#include "odmr.h"
+#include "passwd.h"
+
+struct bufferevent;
+
+#define ODMR_LINE_MAX		4096
+#define ODMR_AUTH_LINE_MAX	12288
+#define ODMR_PREAUTH_TIMEOUT	120	/* seconds: DoS guard before AUTH */
+#define ODMR_MAX_DOMAINS	64
+#define ODMR_RATE_SLOTS		64
+#define ODMR_OUT_MAX		(64 * 1024)	/* stop reading above this */
+#define ODMR_CLOSE_GRACE	10	/* seconds for a last reply to leave */
+
+enum odmr_state {
+	ODMR_INITIAL,
+	ODMR_AUTH_EXCHANGE,	/* waiting for a SASL response line */
+	ODMR_AUTHED,
+	ODMR_DELAYED,		/* AUTH: waiting for the auth process */
+	ODMR_WAITING,		/* XWAIT: until mail arrives or the wait ends */
+	ODMR_CLOSING
+};
+
+struct odmr_listener {
+	struct evconnlistener *l;
+	int implicit_tls;
+	struct odmr_listener *next;
+};
+
+struct odmr {
+	struct event_base *base;
+	struct config *cfg;
+	struct queue *q;
+	SSL_CTX *tls;
+	struct authc *auth;		/* borrowed; NULL: AUTH gets 454 */
+	struct odmr_listener *listeners;
+	struct odmr_session *sessions;
+	size_t nsessions;
+	struct odmr_atrn_log *reversed;	/* ATRN deliveries running */
+	int shutting_down;
+	void (*shutdown_done)(void *arg);
+	void *shutdown_arg;
+	struct util_rate_slot rate[ODMR_RATE_SLOTS];
+	struct xwait *waiters;		/* XWAIT sessions by domain */
+	struct fdbudget *budget;	/* borrowed; shared with smtpd */
+	struct event *accept_retry;	/* re-enable listeners after EMFILE */
+};
+
+struct odmr_session {
+	struct odmr *o;
+	struct config *cfg;
+	struct bufferevent *bev;
+	struct event *deadline;	/* a whole command line must arrive in time */
+	time_t started;		/* monotonic seconds at connect */
+	enum odmr_state state;
+	int tls_active;
+	int implicit_tls;
+	int helo_seen;
+	int discard_line;	/* skipping the rest of an overlong line */
+	int budget_held;	/* holds a slot of o->budget */
+	unsigned errors;
+	char ip[64];
+	char *user;		/* authenticated user (any length), or NULL */
+	char *domains;		/* the user's domains (split into domv) */
+	char *domv[ODMR_MAX_DOMAINS];
+	size_t ndomv;
+	struct authc_req *sasl;	/* AUTH exchange in the auth process */
+	struct xwait_entry *wait;	/* XWAIT registration */
+	struct event *wait_ev;		/* odmr_wait_timeout */
+	int woken;			/* XWAIT woken by an arrival */
+	struct odmr_session *prev, *next;
+};
+
+/* Shared between the odmr files (internal, not an interface). */
+void odmr_reply(struct odmr_session *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+void odmr_close_when_flushed(struct odmr_session *s);
+void odmr_write_cb(struct bufferevent *bev, void *arg);
+void odmr_event_cb(struct bufferevent *bev, short what, void *arg);
+void odmr_set_timeout(struct odmr_session *s);
+void odmr_session_free(struct odmr_session *s);
+void odmr_reversed_abort_all(struct odmr *o);
+void odmr_wait_end(struct odmr_session *s);
+void odmr_read_cb(struct bufferevent *bev, void *arg);
+
+#endif

@@ -1,0 +1,193 @@
+/*
+ * queue_impl - what the files of the queue module share: the queue,
+ * job, put and lease structs, limits, and the functions one file of the
+ * module calls in another. Only queue/queue*.c include it; other modules
+ * use queue.h (and queue/ modules queue_private.h).
+ */
+#ifndef OD_QUEUE_IMPL_H
+#define OD_QUEUE_IMPL_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <lmdb.h>
+
+#include "queue.h"
+#include "queue_private.h"
+
+#include <event2/util.h>
+
+struct event;
+struct event_base;
+struct domhash;
+
+#define QUEUE_MAX_INFLIGHT	4	/* chunks queued per put before backpressure */
+#define QUEUE_RESUME_AT		2	/* resume the reader at this many */
+#define QUEUE_SCAN_BATCH	256	/* records per short read transaction */
+#define QUEUE_DUE_MAX		1024	/* due ids per queue_foreach_due call */
+#define QUEUE_DOMAIN_MAX	255
+#define QUEUE_DEFAULT_MAP_SIZE	(4ULL * 1024 * 1024 * 1024)
+#define BODY_KEY_LEN		(QUEUE_ID_LEN + 4)
+#define SCHED_KEY_LEN		(8 + QUEUE_ID_LEN)
+
+enum job_type {
+	JOB_CHUNK,	/* one full body chunk of a put */
+	JOB_COMMIT,	/* last chunk + envelope + indexes of a put */
+	JOB_ABORT,	/* remove a put's chunks */
+	JOB_UPDATE,
+	JOB_DELETE,
+	JOB_RELEASE,	/* out of quarantine */
+	JOB_LEASE,
+	JOB_UNLEASE,
+	JOB_BARRIER,	/* writes nothing: completes after every earlier job */
+	JOB_COMPACT,	/* compacting copy; the loop then swaps the files */
+	JOB_EXT		/* a write of another queue/ module (queue_ext_submit) */
+};
+
+struct quota {
+	char *domain;
+	uint64_t max;
+};
+
+struct job {
+	enum job_type type;
+	struct job *next;
+	struct queue_put *put;		/* CHUNK, COMMIT, ABORT */
+	char id[QUEUE_ID_LEN + 1];
+	uint32_t chunkno;
+	unsigned char *data;		/* chunk bytes (owned) */
+	size_t len;
+	struct queue_envelope *env;	/* COMMIT: copy */
+	struct quota *quotas;		/* COMMIT: quotas of env's domains */
+	size_t nquotas;
+	struct queue_rcpt_update *updates;	/* UPDATE: copy */
+	size_t nupdates;
+	struct queue_envelope *bounce;	/* UPDATE: copy, id assigned */
+	char *owner;			/* LEASE */
+	uint64_t *before_r, *after_r;	/* COMPACT */
+	queue_ext_apply_fn *ext_apply;	/* EXT */
+	void (*ext_free)(void *);
+	void *ext_arg;
+	queue_done_fn *done;
+	void *arg;
+	int result;
+};
+
+struct lease {
+	char id[QUEUE_ID_LEN + 1];
+	char *owner;
+};
+
+struct queue {
+	MDB_env *env;
+	MDB_dbi db_meta, db_msg, db_body, db_dom, db_sched, db_count, db_lease,
+	    db_incomplete;
+	int rdonly;
+	int lock_fd;			/* flock: one writable opener at a time */
+	struct event_base *base;
+	struct event *done_ev;
+
+	pthread_t writer;
+	int writer_started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct job *pending, *pending_tail;	/* loop -> writer */
+	struct job *finished, *finished_tail;	/* writer -> loop */
+	int stopping;
+	int test_hold;		/* queue_test_hold_writer */
+	int swap_wait;		/* writer waits for the loop to swap files */
+	char *dir;
+	uint64_t map_size;
+	uint64_t min_free;	/* queue_min_free: file system reserve */
+	int space_low;		/* the reserve could not be kept */
+	struct strlist ext_dbs;	/* other modules' databases, in open order */
+	int nosync_mode;		/* writer-thread only: current env flag */
+
+	struct quota *quotas;
+	size_t nquotas;
+	struct domhash *quota_index;	/* domain -> index into quotas */
+	struct lease *leases;		/* sorted by id */
+	size_t nleases;
+
+	uint32_t id_sec, id_ctr;
+
+	queue_arrival_fn *arrival;	/* queue_set_arrival_hook */
+	void *arrival_arg;
+};
+
+struct queue_put {
+	struct queue *q;
+	char id[QUEUE_ID_LEN + 1];
+	unsigned char *buf;
+	size_t fill;
+	uint64_t size;
+	uint32_t nchunks;
+	unsigned inflight;		/* chunk jobs not yet completed */
+	unsigned refs;			/* jobs not yet completed */
+	int err;
+	int committed, abandoned, paused;
+	int wr_failed;			/* writer thread only */
+	void (*resume)(void *arg);
+	void *resume_arg;
+};
+
+struct queue_body {
+	struct queue *q;
+	char id[QUEUE_ID_LEN + 1];
+	uint32_t next, nchunks;
+	unsigned char *buf;
+	size_t len;
+};
+
+/*
+ * New mail may fill the map only up to QUEUE_MAP_RESERVE_PCT: the rest is
+ * kept for recording deliveries and deletions, so a full queue can always
+ * drain (a delivery whose result could not be written would be sent
+ * again). Pages in use are counted per database; free pages do not count.
+ */
+#define QUEUE_MAP_RESERVE_PCT	90
+
+/* A growing list of queue ids. */
+struct idlist {
+	char (*v)[QUEUE_ID_LEN + 1];
+	size_t n, cap;
+};
+
+#define TOTALS_N	4	/* messages, bytes, queued rcpts, on the retry index */
+
+/* Shared between the queue files (internal, not an interface). */
+void queue_be32_put(unsigned char *p, uint32_t v);
+uint32_t queue_be32_get(const unsigned char *p);
+void queue_be64_put(unsigned char *p, uint64_t v);
+uint64_t queue_be64_get(const unsigned char *p);
+int queue_code(int rc);
+void queue_new_id(struct queue *q, char *id);
+size_t queue_domain_key(const char *domain, char *buf);
+char *queue_xstrdup_null(const char *s);
+struct queue_envelope *queue_envelope_copy(const struct queue_envelope *src);
+int queue_rcpt_first_in_domain(const struct queue_envelope *env, size_t i);
+int queue_totals_adjust(struct queue *q, MDB_txn *txn, const int64_t *delta);
+void queue_totals_of(const struct queue_envelope *env, int sign, int64_t *delta);
+void queue_body_key(const char *id, uint32_t chunk, unsigned char *key);
+int queue_body_delete(struct queue *q, MDB_txn *txn, const char *id);
+int queue_marker_set(struct queue *q, MDB_txn *txn, const char *id, int on);
+int queue_msg_load(struct queue *q, MDB_txn *txn, const char *id,
+    struct queue_envelope **env_r, uint32_t *nchunks_r);
+uint64_t queue_map_used_bytes(struct queue *q, MDB_txn *txn);
+int queue_map_has_room(struct queue *q, MDB_txn *txn, uint64_t need);
+void queue_prealloc(struct queue *q);
+uint64_t queue_fs_avail(const struct queue *q);
+int queue_fs_has_room(struct queue *q, MDB_txn *txn, uint64_t need);
+void *queue_writer_main(void *arg);
+void queue_drain_finished(struct queue *q);
+void queue_done_cb(evutil_socket_t fd, short what, void *arg);
+void queue_submit(struct queue *q, struct job *j);
+void queue_complete(struct queue *q, struct job *j);
+struct job *queue_job_new(enum job_type type, const char *id);
+void queue_idlist_add(struct idlist *l, const void *id);
+int queue_writer_compact(struct queue *q, struct job *j);
+int queue_swap(struct queue *q);
+
+#endif
