@@ -16,6 +16,7 @@ import shutil
 import ssl
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from odtest import check, make_cert, run_tests
@@ -143,8 +144,15 @@ def run_dane(tmp):
 				# Recipient probes under dane-only: TLSA looked up,
 				# the probe runs inside DANE-verified TLS.
 				queue_one(d, "p@probe.example")
-				probes = [t for t in good.txns
-				    if "p@probe.example" in t.rcpts and t.data is None]
+				# The sink records the probe when its RSET arrives,
+				# which may be just after our RCPT got its answer.
+				for _ in range(100):
+					probes = [t for t in good.txns
+					    if "p@probe.example" in t.rcpts
+					    and t.data is None]
+					if probes:
+						break
+					time.sleep(0.05)
 				check(probes and all(t.tls for t in probes),
 				    "no probe inside TLS: %s" % good.txns)
 

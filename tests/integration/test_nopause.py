@@ -31,12 +31,12 @@ def domains(n, prefix="d"):
 	    for i in range(n))
 
 
-def raw_get(port, method="GET"):
-	"""(status line, headers dict, raw body bytes) of one HTTP/1.1 request."""
+def raw_get(port, method="GET", version="1.1"):
+	"""(status line, headers dict, raw body bytes) of one request."""
 	s = socket.create_connection(("127.0.0.1", port), timeout=30)
 	try:
-		s.sendall(("%s /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-		    "Connection: close\r\n\r\n" % method).encode())
+		s.sendall(("%s /metrics HTTP/%s\r\nHost: 127.0.0.1\r\n"
+		    "Connection: close\r\n\r\n" % (method, version)).encode())
 		data = b""
 		while True:
 			b = s.recv(65536)
@@ -114,7 +114,12 @@ def test_big_scrape():
 			    "%s: one message not shown" % dom)
 		check('odrelay_queue_messages{domain="d8.test"} 0\n' in text,
 		    "d8.test: not 0")
-		# HTTP/1.0 (no chunking) and urllib give the same lines.
+		# HTTP/1.0 (no chunking: the body ends with the connection)
+		# and urllib give the same lines.
+		status, hdrs, raw = raw_get(mport, version="1.0")
+		check(" 200 " in status and "transfer-encoding" not in hdrs,
+		    "HTTP/1.0: %s %r" % (status, hdrs))
+		check_body(raw.decode(), names, "HTTP/1.0 scrape")
 		with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport,
 		    timeout=30) as r:
 			check_body(r.read().decode(), names, "urllib scrape")
