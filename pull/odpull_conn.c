@@ -48,6 +48,14 @@
 static struct event_base *loop_base;
 static struct event *loop_timer;
 
+/* The timer only ends a pass of the loop. */
+static void odpull_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
 /* The loop (created on first use: after any fork). */
 struct event_base *odpull_base(void)
 {
@@ -57,7 +65,7 @@ struct event_base *odpull_base(void)
 			msg("cannot create the event loop");
 			exit(1);
 		}
-		loop_timer = evtimer_new(loop_base, NULL, NULL);
+		loop_timer = evtimer_new(loop_base, odpull_timer_cb, NULL);
 		if (loop_timer == NULL) {
 			msg("cannot create a timer");
 			exit(1);
