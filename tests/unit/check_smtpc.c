@@ -1506,6 +1506,7 @@ START_TEST(test_command_mode_starttls)
 	ck_assert_int_eq(f.tls_on, 1);
 	smtpc_free(&s);
 	fake_close(&f);
+	event_base_free(c.base);
 
 	/* A wrong pin: the error, never the tls callback. */
 	memset(&c, 0, sizeof(c));
