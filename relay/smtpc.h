@@ -55,6 +55,7 @@ struct tlspolicy;
 /* Limits of what the server may send. */
 #define SMTPC_MAX_LINE		4096	/* octets per reply line, CRLF included */
 #define SMTPC_MAX_LINES		100	/* lines per reply */
+#define SMTPC_MAX_REPLY		(64 * 1024)	/* octets per reply */
 #define SMTPC_MAX_TEXT		512	/* reply text kept for results/logs */
 #define SMTPC_MAX_RCPTS		100	/* recipients per transaction */
 

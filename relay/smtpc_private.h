@@ -74,6 +74,7 @@ struct smtpc {
 
 	/* reply being read (done: none yet), and the last one's text */
 	struct smtp_reply reply;
+	size_t rbytes;		/* octets of the reply being read */
 	char rtext[SMTPC_MAX_TEXT];
 
 	/* server capabilities (last EHLO) */

@@ -796,8 +796,10 @@ void smtpc_line(struct smtpc *s, const char *line, size_t len)
 {
 	int rc;
 
-	if (s->reply.done)
+	if (s->reply.done) {
 		smtp_reply_init(&s->reply);
+		s->rbytes = 0;
+	}
 	rc = smtp_reply_feed(&s->reply, line, len);
 	if (rc < 0) {
 		char buf[128];
@@ -806,8 +808,11 @@ void smtpc_line(struct smtpc *s, const char *line, size_t len)
 		    log_sanitize(buf, sizeof(buf), line, 80));
 		return;
 	}
-	if (s->reply.nlines > SMTPC_MAX_LINES) {
-		smtpc_fail(s, 451, "reply of more than %d lines", SMTPC_MAX_LINES);
+	/* A peer must not keep us reading one endless reply. */
+	s->rbytes += len + 2;
+	if (s->reply.nlines > SMTPC_MAX_LINES || s->rbytes > SMTPC_MAX_REPLY) {
+		smtpc_fail(s, 451, "reply of more than %d lines or %d octets",
+		    SMTPC_MAX_LINES, SMTPC_MAX_REPLY);
 		return;
 	}
 	if (rc == 0)

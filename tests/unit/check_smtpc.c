@@ -1455,6 +1455,31 @@ START_TEST(test_command_mode_errors)
 	close(sv[1]);
 	event_base_free(c.base);
 
+	/* More than SMTPC_MAX_REPLY octets in fewer lines (the loop runs
+	 * between the writes, so the socket buffer never fills up). */
+	s = cmd_open(&c, sv);
+	{
+		static char line[4001];
+
+		memset(line, 'x', sizeof(line) - 1);
+		memcpy(line, "250-", 4);
+		line[sizeof(line) - 3] = '\r';
+		line[sizeof(line) - 2] = '\n';
+		for (int i = 0; i < 20 && c.errors == 0; i++) {
+			ck_assert_int_eq(write(sv[1], line, sizeof(line) - 1),
+			    (ssize_t)sizeof(line) - 1);
+			for (int k = 0; k < 10; k++)
+				event_base_loop(c.base, EVLOOP_ONCE |
+				    EVLOOP_NONBLOCK);
+		}
+	}
+	cmd_until(&c, &c.errors, 1);
+	ck_assert_int_eq(c.replies, 0);
+	ck_assert_ptr_nonnull(strstr(c.why, "octets"));
+	smtpc_free(&s);
+	close(sv[1]);
+	event_base_free(c.base);
+
 	/* Octets after the 220 to STARTTLS: no handshake. */
 	s = cmd_open(&c, sv);
 	srv_say(sv[1], "220 go ahead\r\n250 injected\r\n");
