@@ -280,36 +280,11 @@ out:
  */
 static int queue_migrate_v1(struct queue *q, MDB_txn *txn, uint64_t *nmsgs_r)
 {
-	MDB_cursor *c;
-	MDB_val k, d;
-	int64_t sum[TOTALS_N] = { 0, 0, 0, 0 };
+	int64_t sum[TOTALS_N];
 	unsigned char vbuf[4];
 	int rc;
 
-	*nmsgs_r = 0;
-	rc = mdb_cursor_open(txn, q->db_msg, &c);
-	if (rc != 0)
-		return rc;
-	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
-	    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		struct queue_envelope *env;
-		char id[QUEUE_ID_LEN + 1];
-		int64_t delta[TOTALS_N];
-
-		if (k.mv_size != QUEUE_ID_LEN)
-			continue;
-		memcpy(id, k.mv_data, QUEUE_ID_LEN);
-		id[QUEUE_ID_LEN] = '\0';
-		if (queue_record_decode(id, d.mv_data, d.mv_size, &env, NULL) != QUEUE_OK)
-			continue;
-		queue_totals_of(env, 1, delta);
-		for (int i = 0; i < TOTALS_N; i++)
-			sum[i] += delta[i];
-		queue_envelope_free(&env);
-		(*nmsgs_r)++;
-	}
-	mdb_cursor_close(c);
-	if (rc != MDB_NOTFOUND)
+	if ((rc = queue_totals_count(q, txn, sum, nmsgs_r)) != 0)
 		return rc;
 	{
 		MDB_val tk = { 6, "totals" };

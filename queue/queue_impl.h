@@ -175,6 +175,12 @@ int queue_body_delete(struct queue *q, MDB_txn *txn, const char *id);
 int queue_marker_set(struct queue *q, MDB_txn *txn, const char *id, int on);
 int queue_msg_load(struct queue *q, MDB_txn *txn, const char *id,
     struct queue_envelope **env_r, uint32_t *nchunks_r);
+/* A record of db_msg: 1 decoded (id set from the key), 0 the key is no
+ * message id (id untouched), -1 corrupt (id set). */
+int queue_msg_decode(const MDB_val *k, const MDB_val *d, char *id,
+    struct queue_envelope **env_r);
+int queue_totals_count(struct queue *q, MDB_txn *txn, int64_t *sum,
+    uint64_t *nmsgs_r);
 uint64_t queue_map_used_bytes(struct queue *q, MDB_txn *txn);
 int queue_map_has_room(struct queue *q, MDB_txn *txn, uint64_t need);
 void queue_prealloc(struct queue *q);

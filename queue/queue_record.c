@@ -402,3 +402,14 @@ struct queue_envelope *queue_envelope_copy(const struct queue_envelope *src)
 	}
 	return env;
 }
+
+int queue_msg_decode(const MDB_val *k, const MDB_val *d, char *id,
+    struct queue_envelope **env_r)
+{
+	if (k->mv_size != QUEUE_ID_LEN)
+		return 0;
+	memcpy(id, k->mv_data, QUEUE_ID_LEN);
+	id[QUEUE_ID_LEN] = '\0';
+	return queue_record_decode(id, d->mv_data, d->mv_size, env_r, NULL) ==
+	    QUEUE_OK ? 1 : -1;
+}
