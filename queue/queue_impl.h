@@ -158,10 +158,6 @@ struct idlist {
 #define TOTALS_N	4	/* messages, bytes, queued rcpts, on the retry index */
 
 /* Shared between the queue files (internal, not an interface). */
-void queue_be32_put(unsigned char *p, uint32_t v);
-uint32_t queue_be32_get(const unsigned char *p);
-void queue_be64_put(unsigned char *p, uint64_t v);
-uint64_t queue_be64_get(const unsigned char *p);
 int queue_code(int rc);
 void queue_new_id(struct queue *q, char *id);
 size_t queue_domain_key(const char *domain, char *buf);
@@ -192,6 +188,7 @@ void queue_done_cb(evutil_socket_t fd, short what, void *arg);
 void queue_submit(struct queue *q, struct job *j);
 void queue_complete(struct queue *q, struct job *j);
 struct job *queue_job_new(enum job_type type, const char *id);
+void queue_quotas_free(struct quota *v, size_t n);
 void queue_idlist_add(struct idlist *l, const void *id);
 int queue_writer_compact(struct queue *q, struct job *j);
 int queue_swap(struct queue *q);

@@ -57,6 +57,14 @@ uint64_t queue_be64_get(const unsigned char *p)
 	return (uint64_t)queue_be32_get(p) << 32 | queue_be32_get(p + 4);
 }
 
+int queue_txn_end(MDB_txn *txn, int rc)
+{
+	if (rc == 0)
+		return mdb_txn_commit(txn);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
 int queue_code(int rc)
 {
 	if (rc == 0)
