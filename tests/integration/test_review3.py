@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, check, run_tests, swaks
+from odtest import Conn, check, prog, run, run_tests, swaks
 from pullsink import PullFixture, add_user, cram_response
 
 DOMAINS = """
@@ -102,8 +102,33 @@ def test_swaks_starttls_and_auth():
 			    "Received header of %s: %r" % (qid, head[:400]))
 
 
+def test_help_and_version_after_options():
+	"""Issue 18 item 7 asks for --help on every program: odrelayd and
+	odrelayctl took it only as the very first argument, so `odrelayctl
+	-c FILE --help` (the config every operator passes) and `odrelayd -f
+	--help` were usage errors (exit 2); --version was unknown to both."""
+	for argv in (["odrelayctl", "-c", "/nonexistent.conf", "--help"],
+	    ["odrelayctl", "--help"], ["odrelayd", "-f", "--help"],
+	    ["odrelayd", "-c", "/nonexistent.conf", "--help"]):
+		r = run([prog(argv[0])] + argv[1:])
+		check(r.returncode == 0 and r.out.startswith("usage: " + argv[0]),
+		    "%s: exit %d\n%s" % (" ".join(argv), r.returncode, r.out[:400]))
+	for argv in (["odrelayctl", "--version"],
+	    ["odrelayctl", "-c", "/nonexistent.conf", "--version"],
+	    ["odrelayd", "--version"], ["odrelayd", "-f", "--version"]):
+		r = run([prog(argv[0])] + argv[1:])
+		check(r.returncode == 0 and r.out.startswith(argv[0] + " "),
+		    "%s: exit %d\n%s" % (" ".join(argv), r.returncode, r.out[:400]))
+	# Unknown long options stay usage errors.
+	for name in ("odrelayctl", "odrelayd"):
+		r = run([prog(name), "--bogus"])
+		check(r.returncode == 2, "%s --bogus: exit %d" % (name,
+		    r.returncode))
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
 		test_swaks_starttls_and_auth,
+		test_help_and_version_after_options,
 	], "review3")
