@@ -693,30 +693,56 @@ smtp_parse_strerror(int code, int is_rcpt)
 void
 smtp_reply_init(struct smtp_reply *r)
 {
-	memset(r, 0, sizeof(*r));
+	/* Not the text: it is read only up to textlen (a reply per command
+	 * on the delivery path; 4 KiB of zeroes each would be waste). */
+	r->code = 0;
+	r->enh[0] = '\0';
+	r->nlines = 0;
+	r->done = 0;
+	r->truncated = 0;
+	r->textlen = 0;
 }
 
-int
-smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len)
+/*
+ * The one reply-line grammar (RFC 5321 4.2), for every reply reader:
+ * "NNN", "NNN text" (last line), "NNN-text" (more follow); N1 2-5 (1yz is
+ * not an SMTP reply: a peer sending one is broken, and treating it as a
+ * refusal would bounce mail). A missing space ("250text") is taken as a
+ * last line, as deployed clients do: refusing it would defer mail to
+ * servers that otherwise work. 0, or -1 for a malformed line.
+ */
+static int
+smtp_reply_parse_line(const char *line, size_t len, int *code_r, int *last_r,
+    const char **text_r, size_t *tlen_r)
 {
-	int code;
-	size_t i, tlen;
-	const char *text;
+	size_t skip;
 
-	if (r->done)
-		return -1;
 	if (len < 3 || !isdigit((unsigned char)line[0]) ||
 	    !isdigit((unsigned char)line[1]) ||
 	    !isdigit((unsigned char)line[2]) || line[0] < '2' ||
 	    line[0] > '5')
 		return -1;
-	if (len > 3 && line[3] != ' ' && line[3] != '-')
+	*code_r = (line[0] - '0') * 100 + (line[1] - '0') * 10 +
+	    (line[2] - '0');
+	*last_r = len == 3 || line[3] != '-';
+	skip = len > 3 && (line[3] == ' ' || line[3] == '-') ? 4 : 3;
+	*text_r = line + skip;
+	*tlen_r = len - skip;
+	return 0;
+}
+
+int
+smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len)
+{
+	int code, last;
+	size_t i, tlen;
+	const char *text;
+
+	if (r->done || smtp_reply_parse_line(line, len, &code, &last, &text,
+	    &tlen) < 0)
 		return -1;
-	code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-	if (r->code != 0 && code != r->code)
+	if (r->nlines > 0 && code != r->code)
 		return -1;
-	text = len > 4 ? line + 4 : "";
-	tlen = len > 4 ? len - 4 : 0;
 	if (r->nlines == 0) {
 		r->code = code;
 		/* enhanced code: class.subject.detail, class = first digit */
@@ -737,9 +763,8 @@ smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len)
 	} else
 		r->truncated = 1;
 	r->nlines++;
-	if (len == 3 || line[3] == ' ')
-		r->done = 1;
-	return r->done ? 1 : 0;
+	r->done = last;
+	return last;
 }
 
 const char *

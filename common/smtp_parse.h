@@ -154,8 +154,11 @@ struct smtp_reply {
 void smtp_reply_init(struct smtp_reply *r);
 /*
  * Feed one reply line (without CRLF). Returns 1 when the reply is complete,
- * 0 when more lines follow, -1 for a malformed line (no 3-digit code, bad
- * separator, code changing between lines, or a line after the end).
+ * 0 when more lines follow, -1 for a malformed line (no 3-digit code 200 to
+ * 599, code changing between lines, or a line after the end). "NNN-text"
+ * continues; "NNN text", "NNN" and also "NNNtext" (no space, as deployed
+ * clients accept it) end the reply. The one reply parser: smtpc and odpull
+ * read every reply through it.
  */
 int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len);
 /* Line i's text (borrowed, not NUL-terminated), its length in *len_r; NULL

@@ -7,33 +7,10 @@
 #include <string.h>
 #include <strings.h>
 
+#include "dns_msg.h"
 #include "mtasts.h"
 
 /* ---- the TXT record ---- */
-
-static int mtasts_skip_name(const unsigned char *m, size_t len, size_t *off)
-{
-	size_t o = *off;
-
-	while (o < len) {
-		unsigned c = m[o];
-
-		if (c == 0) {
-			*off = o + 1;
-			return 0;
-		}
-		if ((c & 0xc0) == 0xc0) {
-			if (o + 2 > len)
-				return -1;
-			*off = o + 2;
-			return 0;
-		}
-		if ((c & 0xc0) != 0)
-			return -1;
-		o += 1 + c;
-	}
-	return -1;
-}
 
 /*
  * One record's text (its strings joined): -1 not an STS record, 0 an STS
@@ -91,54 +68,40 @@ static int mtasts_txt_record(const char *t, size_t len, char *id, size_t idlen)
 int mtasts_parse_txt(const unsigned char *m, size_t len, char *id,
     size_t idlen)
 {
-	size_t off = 12;
-	unsigned qd, an, rcode, i;
-	int found = 0;
+	struct dns_msg w;
+	struct dns_rr rr;
+	unsigned rcode;
+	int found = 0, more;
 
-	if (m == NULL || len < 12 || !(m[2] & 0x80) || (m[2] & 0x02))
+	if (m == NULL || len < DNS_MSG_HEADER || !(m[2] & 0x80) ||
+	    (m[2] & 0x02))
 		return -1;
 	rcode = m[3] & 0x0f;
 	if (rcode == 3)
 		return 0;
 	if (rcode != 0)
 		return -1;
-	qd = (unsigned)m[4] << 8 | m[5];
-	an = (unsigned)m[6] << 8 | m[7];
-	for (i = 0; i < qd; i++) {
-		if (mtasts_skip_name(m, len, &off) < 0 || off + 4 > len)
-			return -1;
-		off += 4;
-	}
-	for (i = 0; i < an; i++) {
-		unsigned type, rdlen;
+	if (dns_msg_open(&w, m, len) < 0)
+		return -1;
+	while ((more = dns_msg_next(&w, &rr)) > 0) {
 		char text[1024];
 		size_t tl = 0, o;
 		int r;
 
-		if (mtasts_skip_name(m, len, &off) < 0 || off + 10 > len)
-			return -1;
-		type = (unsigned)m[off] << 8 | m[off + 1];
-		rdlen = (unsigned)m[off + 8] << 8 | m[off + 9];
-		off += 10;
-		if (off + rdlen > len)
-			return -1;
-		if (type != 16) {
-			off += rdlen;
+		if (rr.type != 16)
 			continue;
-		}
 		/* character-strings, concatenated (RFC 7208 3.3 style) */
-		for (o = off; o < off + rdlen;) {
-			size_t sl = m[o++];
+		for (o = 0; o < rr.rdlen;) {
+			size_t sl = rr.rdata[o++];
 
-			if (o + sl > off + rdlen)
+			if (o + sl > rr.rdlen)
 				return -1;
 			if (tl + sl < sizeof(text)) {
-				memcpy(text + tl, m + o, sl);
+				memcpy(text + tl, rr.rdata + o, sl);
 				tl += sl;
 			}
 			o += sl;
 		}
-		off += rdlen;
 		r = mtasts_txt_record(text, tl, id, idlen);
 		if (r < 0)
 			continue;
@@ -146,7 +109,7 @@ int mtasts_parse_txt(const unsigned char *m, size_t len, char *id,
 			return 0;	/* malformed or more than one: none */
 		found = 1;
 	}
-	return found;
+	return more < 0 ? -1 : found;
 }
 
 /* ---- the policy file ---- */

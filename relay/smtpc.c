@@ -68,34 +68,6 @@ uint64_t smtpc_now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-int smtpc_parse_line(const char *line, size_t len, int *code, int *last,
-    const char **text)
-{
-	if (len < 3 || !isdigit((unsigned char)line[0]) ||
-	    !isdigit((unsigned char)line[1]) || !isdigit((unsigned char)line[2]))
-		return -1;
-	if (line[0] < '1' || line[0] > '5')
-		return -1;
-	*code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
-	if (len == 3) {
-		*last = 1;
-		*text = line + 3;
-		return 0;
-	}
-	if (line[3] == '-') {
-		*last = 0;
-		*text = line + 4;
-	} else if (line[3] == ' ') {
-		*last = 1;
-		*text = line + 4;
-	} else {
-		/* RFC 5321 4.2: accept a missing space after the code. */
-		*last = 1;
-		*text = line + 3;
-	}
-	return 0;
-}
-
 int smtpc_code_class(int code)
 {
 	if (code >= 200 && code < 400)
@@ -386,7 +358,7 @@ static int smtpc_replies_due(const struct smtpc *s)
 	/* Of a pipelined group, of LMTP's end of data, or the rest of a
 	 * multi-line reply. */
 	return (s->state == S_TX && s->pipelined && s->tx_replied < s->tx_sent) ||
-	    (s->state == S_DOT && (s->flags & SMTPC_LMTP)) || s->rlines > 0;
+	    (s->state == S_DOT && (s->flags & SMTPC_LMTP)) || (s->reply.nlines > 0 && !s->reply.done);
 }
 
 /* Input arrived: was it late? */
@@ -585,6 +557,7 @@ struct smtpc *smtpc_start(struct event_base *base, struct bufferevent *bev,
 	else
 		smtpc_timeouts_default(&s->to);
 	s->state = S_GREETING;
+	s->reply.done = 1;	/* the next line starts a reply */
 	s->started = smtpc_now_ms();
 	s->deadline = evtimer_new(base, smtpc_deadline_cb, s);
 	snprintf(s->st.reason, sizeof(s->st.reason), "running");

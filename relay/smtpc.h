@@ -173,13 +173,6 @@ int smtpc_draining(const struct smtpc *s);
 
 /* ---- helpers, exposed for tests and callers ---- */
 
-/*
- * Parse one reply line (without CRLF). Returns 0 and sets *code (100-599),
- * *last (1 for "NNN text" / "NNN", 0 for "NNN-text") and *text (after the
- * separator), or -1 for a malformed line.
- */
-int smtpc_parse_line(const char *line, size_t len, int *code, int *last,
-    const char **text);
 /* 2xx: 0 (done), 4xx: 1 (temporary), 5xx/other: 2 (permanent). */
 #define SMTPC_CLASS_OK	0
 #define SMTPC_CLASS_TEMP	1

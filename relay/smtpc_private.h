@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "smtp_parse.h"
 #include "smtpc.h"
 
 struct bufferevent;
@@ -64,11 +65,9 @@ struct smtpc {
 	uint64_t due_since;	/* SMTPC_QUICKACK: waiting for due replies */
 	int quickack;		/* a reply came late: ACK at once from now on */
 
-	/* reply being read */
-	int rcode;
-	int rlines;
+	/* reply being read (done: none yet), and the last one's text */
+	struct smtp_reply reply;
 	char rtext[SMTPC_MAX_TEXT];
-	size_t rtextlen;
 
 	/* server capabilities (last EHLO) */
 	int esmtp;

@@ -29,6 +29,7 @@
 
 #include "log.h"
 #include "xmalloc.h"
+#include "smtp_parse.h"
 #include "smtpc.h"
 #include "tlspolicy.h"
 #include "smtpc_private.h"
@@ -751,45 +752,73 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 	}
 }
 
-/* One line of a reply; handles the reply when it is complete. */
+/* A complete reply: its text for results and logs, one line ("250-first
+ * second ..."), control characters from the peer blanked out so they stay
+ * out of our logs and DSNs. */
+static void smtpc_reply_text(struct smtpc *s)
+{
+	const struct smtp_reply *r = &s->reply;
+	size_t n = 0, len;
+	const char *t;
+
+	for (size_t i = 0; i < r->nlines; i++) {
+		int w;
+
+		if ((t = smtp_reply_line(r, i, &len)) == NULL)
+			break;
+		if (i == 0)
+			w = len == 0 && r->nlines == 1 ?
+			    snprintf(s->rtext, sizeof(s->rtext), "%03d", r->code) :
+			    snprintf(s->rtext, sizeof(s->rtext), "%03d%c%.*s",
+			    r->code, r->nlines > 1 ? '-' : ' ', (int)len, t);
+		else
+			w = snprintf(s->rtext + n, sizeof(s->rtext) - n, " %.*s",
+			    (int)len, t);
+		if (w < 0 || (n += (size_t)w) >= sizeof(s->rtext) - 1) {
+			n = sizeof(s->rtext) - 1;
+			break;
+		}
+	}
+	s->rtext[n] = '\0';
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s->rtext[i] < 0x20 || s->rtext[i] == 0x7f)
+			s->rtext[i] = ' ';
+}
+
+/* One line of a reply (smtp_parse's reply reader); handles the reply when
+ * it is complete. */
 void smtpc_line(struct smtpc *s, const char *line, size_t len)
 {
-	int code, last;
-	const char *text;
+	int rc;
 
-	if (smtpc_parse_line(line, len, &code, &last, &text) < 0) {
+	if (s->reply.done)
+		smtp_reply_init(&s->reply);
+	rc = smtp_reply_feed(&s->reply, line, len);
+	if (rc < 0) {
 		char buf[128];
 
 		smtpc_fail(s, 451, "malformed reply: %s",
 		    log_sanitize(buf, sizeof(buf), line, 80));
 		return;
 	}
-	if (s->rlines == 0) {
-		s->rcode = code;
-		s->rtextlen = (size_t)snprintf(s->rtext, sizeof(s->rtext), "%.*s",
-		    (int)len, line);
-		if (s->rtextlen >= sizeof(s->rtext))
-			s->rtextlen = sizeof(s->rtext) - 1;
-	} else if (s->rtextlen + 2 < sizeof(s->rtext)) {
-		int n = snprintf(s->rtext + s->rtextlen, sizeof(s->rtext) - s->rtextlen,
-		    " %s", text);
-
-		s->rtextlen += (size_t)n;
-		if (s->rtextlen >= sizeof(s->rtext))
-			s->rtextlen = sizeof(s->rtext) - 1;
-	}
-	if (++s->rlines > SMTPC_MAX_LINES) {
+	if (s->reply.nlines > SMTPC_MAX_LINES) {
 		smtpc_fail(s, 451, "reply of more than %d lines", SMTPC_MAX_LINES);
 		return;
 	}
-	if (s->state == S_EHLO && s->rlines > 1 && code / 100 == 2)
-		smtpc_ehlo_line(s, text);
-	if (!last)
+	if (rc == 0)
 		return;
-	/* Control characters from the peer stay out of our logs and DSNs. */
-	for (size_t i = 0; i < s->rtextlen; i++)
-		if ((unsigned char)s->rtext[i] < 0x20 || s->rtext[i] == 0x7f)
-			s->rtext[i] = ' ';
-	s->rlines = 0;
-	smtpc_reply(s, s->rcode, s->rtext);
+	if (s->state == S_EHLO && s->reply.code / 100 == 2) {
+		for (size_t i = 1; i < s->reply.nlines; i++) {
+			size_t n;
+			const char *t = smtp_reply_line(&s->reply, i, &n);
+			char kw[80];
+
+			if (t == NULL)
+				break;
+			snprintf(kw, sizeof(kw), "%.*s", (int)n, t);
+			smtpc_ehlo_line(s, kw);
+		}
+	}
+	smtpc_reply_text(s);
+	smtpc_reply(s, s->reply.code, s->rtext);
 }

@@ -53,7 +53,7 @@ fuzz_reply(const char *s, size_t len)
 		CHECK(rc >= -1 && rc <= 1);
 		CHECK(r.textlen <= sizeof(r.text));
 		if (rc == 1)
-			CHECK(r.done && r.code >= 100 && r.code <= 999);
+			CHECK(r.done && r.code >= 200 && r.code <= 599);
 		if (rc == 1 || rc == -1) {
 			for (i = 0; i <= r.nlines; i++) {
 				line = smtp_reply_line(&r, i, &l);

@@ -576,12 +576,48 @@ START_TEST(test_reply_bad)
 	smtp_reply_init(&r);
 	ck_assert_int_eq(smtp_reply_feed(&r, "25", 2), -1);
 	ck_assert_int_eq(smtp_reply_feed(&r, "2x0 ok", 6), -1);
-	ck_assert_int_eq(smtp_reply_feed(&r, "250_ok", 6), -1);
+	ck_assert_int_eq(smtp_reply_feed(&r, "", 0), -1);
+	ck_assert_int_eq(smtp_reply_feed(&r, "abc ok", 6), -1);
 	ck_assert_int_eq(smtp_reply_feed(&r, "150 ok", 6), -1);
 	ck_assert_int_eq(smtp_reply_feed(&r, "650 ok", 6), -1);
+	ck_assert_int_eq(smtp_reply_feed(&r, "050 ok", 6), -1);
 	ck_assert_int_eq(smtp_reply_feed(&r, "250-first", 9), 0);
 	/* code changes between lines */
 	ck_assert_int_eq(smtp_reply_feed(&r, "251 second", 10), -1);
+}
+END_TEST
+
+/* The grammar every reply reader (smtpc, odpull) shares. */
+START_TEST(test_reply_lenient)
+{
+	struct smtp_reply r;
+	const char *t;
+	size_t len;
+
+	/* A missing space ends the reply; the text starts after the code. */
+	smtp_reply_init(&r);
+	ck_assert_int_eq(smtp_reply_feed(&r, "220mx", 5), 1);
+	ck_assert_int_eq(r.code, 220);
+	t = smtp_reply_line(&r, 0, &len);
+	ck_assert(len == 2 && strncmp(t, "mx", 2) == 0);
+	smtp_reply_init(&r);
+	ck_assert_int_eq(smtp_reply_feed(&r, "250-a", 5), 0);
+	ck_assert_int_eq(smtp_reply_feed(&r, "250_ok", 6), 1);
+	t = smtp_reply_line(&r, 1, &len);
+	ck_assert(len == 3 && strncmp(t, "_ok", 3) == 0);
+	/* "NNN-" with no text continues; "NNN " ends with empty text. */
+	smtp_reply_init(&r);
+	ck_assert_int_eq(smtp_reply_feed(&r, "250-", 4), 0);
+	ck_assert_int_eq(smtp_reply_feed(&r, "250 ", 4), 1);
+	ck_assert_int_eq(r.nlines, 2);
+	t = smtp_reply_line(&r, 1, &len);
+	ck_assert_ptr_nonnull(t);
+	ck_assert_int_eq(len, 0);
+	/* init starts a new reply after a done one */
+	smtp_reply_init(&r);
+	ck_assert_int_eq(smtp_reply_feed(&r, "554 5.7.1 no", 12), 1);
+	ck_assert_int_eq(r.code, 554);
+	ck_assert_str_eq(r.enh, "5.7.1");
 }
 END_TEST
 
@@ -630,6 +666,7 @@ smtp_parse_suite(void)
 	tcase_add_test(tc, test_reply_multiline);
 	tcase_add_test(tc, test_reply_enhanced);
 	tcase_add_test(tc, test_reply_bad);
+	tcase_add_test(tc, test_reply_lenient);
 	tcase_add_test(tc, test_reply_truncated);
 	suite_add_tcase(s, tc);
 	return s;

@@ -29,32 +29,6 @@
 
 /* ---- pure helpers ---- */
 
-START_TEST(test_parse_line)
-{
-	int code, last;
-	const char *text;
-
-	ck_assert_int_eq(smtpc_parse_line("250 ok", 6, &code, &last, &text), 0);
-	ck_assert_int_eq(code, 250);
-	ck_assert_int_eq(last, 1);
-	ck_assert_str_eq(text, "ok");
-	ck_assert_int_eq(smtpc_parse_line("250-PIPELINING", 14, &code, &last, &text), 0);
-	ck_assert_int_eq(last, 0);
-	ck_assert_str_eq(text, "PIPELINING");
-	ck_assert_int_eq(smtpc_parse_line("354", 3, &code, &last, &text), 0);
-	ck_assert_int_eq(code, 354);
-	ck_assert_int_eq(last, 1);
-	/* A missing space is accepted (RFC 5321 4.2). */
-	ck_assert_int_eq(smtpc_parse_line("220mx", 5, &code, &last, &text), 0);
-	ck_assert_int_eq(last, 1);
-	ck_assert_str_eq(text, "mx");
-	ck_assert_int_eq(smtpc_parse_line("25 ok", 5, &code, &last, &text), -1);
-	ck_assert_int_eq(smtpc_parse_line("abc ok", 6, &code, &last, &text), -1);
-	ck_assert_int_eq(smtpc_parse_line("650 x", 5, &code, &last, &text), -1);
-	ck_assert_int_eq(smtpc_parse_line("", 0, &code, &last, &text), -1);
-}
-END_TEST
-
 START_TEST(test_code_class)
 {
 	char buf[32];
@@ -1306,7 +1280,6 @@ static Suite *smtpc_suite(void)
 	TCase *tc = tcase_create("core");
 
 	tcase_set_timeout(tc, 30);
-	tcase_add_test(tc, test_parse_line);
 	tcase_add_test(tc, test_code_class);
 	tcase_add_test(tc, test_backoff);
 	tcase_add_test(tc, test_ehlo_pipelining);
