@@ -3,6 +3,7 @@
  * owns the event loop, signals, privilege drop and reload.
  */
 #include <errno.h>
+#include <getopt.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -783,10 +784,16 @@ int main(int argc, char **argv)
 	int foreground = 0, check_only = 0, debug = 0, ch;
 	char err[512];
 
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+
 	memset(&d, 0, sizeof(d));
-	if (argc > 1 && strcmp(argv[1], "--help") == 0)
-		usage(stdout, 0);
-	while ((ch = getopt(argc, argv, "c:fndVh")) != -1) {
+	/* --help and --version anywhere, as -h and -V ("-f --help" was an
+	 * invalid option). */
+	while ((ch = getopt_long(argc, argv, "c:fndVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c': cfg_path = optarg; break;
 		case 'f': foreground = 1; break;

@@ -285,10 +285,16 @@ int main(int argc, char **argv)
 	size_t i;
 	int ch, rc;
 
+	static const struct option longopts[] = {
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 }
+	};
+
 	log_init(ctl_progname, 1, LOG_LEVEL_WARNING);
-	if (argc > 1 && strcmp(argv[1], "--help") == 0)
-		return ctl_usage_to(stdout, CTL_EXIT_OK);
-	while ((ch = getopt(argc, argv, "+c:hV")) != -1) {
+	/* --help and --version anywhere before the command, as -h and -V
+	 * ("-c FILE --help" was an invalid option). */
+	while ((ch = getopt_long(argc, argv, "+c:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			ctl_cfgpath = optarg;

@@ -57,6 +57,14 @@ uint64_t queue_be64_get(const unsigned char *p)
 	return (uint64_t)queue_be32_get(p) << 32 | queue_be32_get(p + 4);
 }
 
+int queue_txn_end(MDB_txn *txn, int rc)
+{
+	if (rc == 0)
+		return mdb_txn_commit(txn);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
 int queue_code(int rc)
 {
 	if (rc == 0)
@@ -401,4 +409,15 @@ struct queue_envelope *queue_envelope_copy(const struct queue_envelope *src)
 		r->last_reply = queue_xstrdup_null(s->last_reply);
 	}
 	return env;
+}
+
+int queue_msg_decode(const MDB_val *k, const MDB_val *d, char *id,
+    struct queue_envelope **env_r)
+{
+	if (k->mv_size != QUEUE_ID_LEN)
+		return 0;
+	memcpy(id, k->mv_data, QUEUE_ID_LEN);
+	id[QUEUE_ID_LEN] = '\0';
+	return queue_record_decode(id, d->mv_data, d->mv_size, env_r, NULL) ==
+	    QUEUE_OK ? 1 : -1;
 }
