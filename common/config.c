@@ -742,7 +742,8 @@ static void config_finish(struct config_ctx *ctx)
 	}
 }
 
-struct config *config_load(const char *path, config_error_fn *errfn, void *arg)
+static struct config *config_load_part(const char *path,
+    config_error_fn *errfn, void *arg, int global_only)
 {
 	struct config_ctx ctx;
 	FILE *fp;
@@ -778,6 +779,8 @@ struct config *config_load(const char *path, config_error_fn *errfn, void *arg)
 			config_error(&ctx, "NUL byte in line");
 			continue;
 		}
+		if (global_only && buf[strspn(buf, " \t")] == '[')
+			break;
 		config_parse_line(&ctx, buf);
 	}
 	if (ferror(fp)) {
@@ -794,6 +797,17 @@ struct config *config_load(const char *path, config_error_fn *errfn, void *arg)
 		return NULL;
 	}
 	return ctx.cfg;
+}
+
+struct config *config_load(const char *path, config_error_fn *errfn, void *arg)
+{
+	return config_load_part(path, errfn, arg, 0);
+}
+
+struct config *config_load_global(const char *path, config_error_fn *errfn,
+    void *arg)
+{
+	return config_load_part(path, errfn, arg, 1);
 }
 
 /* ---- lookups ---- */

@@ -5,10 +5,11 @@ here failed on the tree before its fix."""
 
 import base64
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, check, run_tests
+from odtest import Conn, check, prog, run, run_tests, swaks
 from pullsink import PullFixture, add_user, cram_response
 
 DOMAINS = """
@@ -73,7 +74,61 @@ def test_auth_initial_response_rfc4954():
 			c.close()
 
 
+def test_swaks_starttls_and_auth():
+	"""swaks, the tool README and the tests send mail with, speaks
+	STARTTLS only with Net::SSLeay, which Debian's swaks merely
+	recommends: contrib/install-deps.sh (no recommends) left `swaks
+	--tls` failing with "TLS not available". STARTTLS and AUTH after it
+	on the SMTP port, as spec.md promises them, with swaks itself."""
+	r = subprocess.run(["swaks", "--support"], stdout=subprocess.PIPE,
+	    stderr=subprocess.STDOUT, timeout=30)
+	check(b"TLS supported" in r.stdout, "swaks cannot speak TLS (sh "
+	    "contrib/install-deps.sh installs libnet-ssleay-perl):\n%s"
+	    % r.stdout.decode(errors="replace"))
+	with PullFixture("review3-swaks", domains=DOMAINS, tls=True,
+	    start=False) as d:
+		add_user(d, "demo", "demo", "example.org")
+		d.start()
+		for extra, proto in (([], "ESMTPS"),
+		    (["-a", "CRAM-MD5", "-au", "demo", "-ap", "demo"], "ESMTPSA"),
+		    (["-a", "PLAIN", "-au", "demo", "-ap", "demo"], "ESMTPSA")):
+			r = swaks(d.smtp_port, "x@example.org", "--tls", *extra)
+			check(r.returncode == 0 and "queued as" in r.out,
+			    "swaks --tls %s: exit %d\n%s" % (" ".join(extra),
+			    r.returncode, r.out[-2000:]))
+			qid = r.out.split("queued as ")[1].split()[0]
+			head = d.body(qid).split(b"\r\n\r\n")[0]
+			check(("with %s id" % proto).encode() in head,
+			    "Received header of %s: %r" % (qid, head[:400]))
+
+
+def test_help_and_version_after_options():
+	"""Issue 18 item 7 asks for --help on every program: odrelayd and
+	odrelayctl took it only as the very first argument, so `odrelayctl
+	-c FILE --help` (the config every operator passes) and `odrelayd -f
+	--help` were usage errors (exit 2); --version was unknown to both."""
+	for argv in (["odrelayctl", "-c", "/nonexistent.conf", "--help"],
+	    ["odrelayctl", "--help"], ["odrelayd", "-f", "--help"],
+	    ["odrelayd", "-c", "/nonexistent.conf", "--help"]):
+		r = run([prog(argv[0])] + argv[1:])
+		check(r.returncode == 0 and r.out.startswith("usage: " + argv[0]),
+		    "%s: exit %d\n%s" % (" ".join(argv), r.returncode, r.out[:400]))
+	for argv in (["odrelayctl", "--version"],
+	    ["odrelayctl", "-c", "/nonexistent.conf", "--version"],
+	    ["odrelayd", "--version"], ["odrelayd", "-f", "--version"]):
+		r = run([prog(argv[0])] + argv[1:])
+		check(r.returncode == 0 and r.out.startswith(argv[0] + " "),
+		    "%s: exit %d\n%s" % (" ".join(argv), r.returncode, r.out[:400]))
+	# Unknown long options stay usage errors.
+	for name in ("odrelayctl", "odrelayd"):
+		r = run([prog(name), "--bogus"])
+		check(r.returncode == 2, "%s --bogus: exit %d" % (name,
+		    r.returncode))
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
+		test_swaks_starttls_and_auth,
+		test_help_and_version_after_options,
 	], "review3")

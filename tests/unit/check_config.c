@@ -120,6 +120,44 @@ static void expect_error_prefix(const char *content, int line,
 	errs_free(&e);
 }
 
+/* The global part only (odrelayctl): the sections are not read, so an
+ * error in them does not matter; one in the global part still does. */
+START_TEST(test_load_global)
+{
+	struct errs e;
+	struct config *cfg;
+	const char *path;
+
+	path = write_file("odrelay.conf",
+	    "queue_dir = q\ncontrol_socket = /run/x.sock\n"
+	    "passwd_file = pw\n\n"
+	    "  [domain a.example]\nhold = yes\n[domain a.example]\n"
+	    "no_such_key = 1\n");
+	memset(&e, 0, sizeof(e));
+	cfg = config_load_global(path, errs_collect, &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(e.n, 0);
+	ck_assert_uint_eq(cfg->ndomains, 0);
+	ck_assert_str_eq(cfg->control_socket, "/run/x.sock");
+	ck_assert(strstr(cfg->queue_dir, tmpdir) == cfg->queue_dir);
+	ck_assert(strstr(cfg->passwd_file, "/pw") != NULL);
+	config_free(&cfg);
+	/* The whole file has the two errors. */
+	cfg = config_load(path, errs_collect, &e);
+	ck_assert_ptr_null(cfg);
+	ck_assert_int_eq(e.n, 2);
+	errs_free(&e);
+
+	path = write_file("odrelay.conf", "queue_dir = q\nbogus = 1\n"
+	    "[domain a.example]\n");
+	memset(&e, 0, sizeof(e));
+	cfg = config_load_global(path, errs_collect, &e);
+	ck_assert_ptr_null(cfg);
+	ck_assert_int_eq(e.n, 1);
+	errs_free(&e);
+}
+END_TEST
+
 /* ---- defaults ---- */
 
 START_TEST(test_defaults)
@@ -1448,6 +1486,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_many_domains);
 	tcase_add_test(tc, test_proxy_interfaces);
 	tcase_add_test(tc, test_push_keys);
+	tcase_add_test(tc, test_load_global);
 	suite_add_tcase(s, tc);
 	return s;
 }
