@@ -20,7 +20,10 @@
 #                    the cost of the connection and negotiation alone
 # The odrelayd+milter* rows set milter_reuse = yes (BENCH_REUSE=no: no).
 # Each server is run BENCH_RUNS times, interleaved, each on an empty queue;
-# the median is printed with the ratios the issue asks about. Needs root
+# the median is printed with the ratios the issue asks about, and for the
+# odrelayd rows the CPU time per message (median) of odrelayd (with its
+# helper processes) and of the filter process, from /proc/PID/stat: unlike
+# the rate it hardly depends on what else runs on the machine. Needs root
 # (Postfix), cc and libmilter-dev.
 #
 # usage: sh bench/milter.sh [BUILDDIR]     (default: $top_builddir or .)
@@ -59,7 +62,8 @@ bench_pids="$bench_pids $cpid"
 wait_port "$cport" || { echo "testfilter did not start"; cat "$tmp/filter2.log"; exit 1; }
 nport=$(free_port)
 "$tmp/testfilter" "inet:$nport@127.0.0.1" accept-nr 2>"$tmp/filter3.log" &
-bench_pids="$bench_pids $!"
+npid=$!
+bench_pids="$bench_pids $npid"
 wait_port "$nport" || { echo "testfilter did not start"; cat "$tmp/filter3.log"; exit 1; }
 echo "# filter: testfilter (libmilter $(dpkg-query -W -f='${Version}' libmilter1.0.1 2>/dev/null)) accept on 127.0.0.1:$fport, accept-nr on 127.0.0.1:$nport, accept-connect on 127.0.0.1:$cport"
 echo "# smtp-source -s $s -m $m -l $size -f bench@client.test -t bench@example.org -M client.test 127.0.0.1:PORT (one connection per message)"
@@ -89,6 +93,14 @@ case " $servers " in *" postfix+milter"*)
 	echo "# postfix: $pfdir/etc, smtpd_milters = inet:127.0.0.1:$fport (postfix+milter) or :$nport (postfix+milter-nr), milter_protocol = 6"
 esac
 
+# cpu_ticks PID...: utime + stime of the processes and their children
+cpu_ticks() {
+	for p in "$@" $(for q in "$@"; do ps -o pid= --ppid "$q"; done); do
+		cat "/proc/$p/stat" 2>/dev/null
+	done | awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }'
+}
+hz=$(getconf CLK_TCK)
+
 postfix_settle() {
 	i=0
 	while [ -n "$(find "$pfdir/spool/incoming" "$pfdir/spool/active" "$pfdir/spool/maildrop" -type f 2>/dev/null | head -1)" ]; do
@@ -114,6 +126,12 @@ one_run() {
 		odrelayd+milter-connect) extra="milters = inet:127.0.0.1:$cport" ;;
 		*) echo "unknown server $srv"; exit 1 ;;
 		esac
+		case $srv in
+		odrelayd) filt="" ;;
+		odrelayd+milter-nr) filt=$npid ;;
+		odrelayd+milter-connect) filt=$cpid ;;
+		*) filt=$fpid ;;
+		esac
 		odrelayd_conf "$tmp/od" "$port" \
 		    "max_connections = 1000" "max_connections_per_ip = 1000" \
 		    "$extra" "$reuse" "" "[domain example.org]" "hold = yes"
@@ -126,6 +144,7 @@ one_run() {
 		port=$pfport ;;
 	*) echo "unknown server $srv"; exit 1 ;;
 	esac
+	case $srv in odrelayd*) f0=$(cpu_ticks $filt) ;; esac
 	t0=$(now)
 	"$source" -s "$s" -m "$m" -l "$size" -f bench@client.test \
 	    -t bench@example.org -M client.test 127.0.0.1:"$port" \
@@ -133,6 +152,11 @@ one_run() {
 	t1=$(now)
 	case $srv in
 	odrelayd*)
+		# CPU per message in ms: odrelayd's whole life (start-up is a
+		# few ms), the filter's during the run
+		awk -v srv="$srv" -v o="$(cpu_ticks "$odpid")" -v hz="$hz" \
+		    -v f="$(( $(cpu_ticks $filt) - f0 ))" -v m="$m" \
+		    'BEGIN { printf "%s %.4f %.4f\n", srv, o * 1000 / hz / m, f * 1000 / hz / m }' >>"$tmp/cpu"
 		n=$(od_queued "$tmp/od")
 		[ "${n:-0}" -lt "$m" ] && echo "# $srv: queue shows $n of $m messages" >&2
 		odrelayd_stop >&2
@@ -145,6 +169,7 @@ one_run() {
 }
 
 : >"$tmp/times"
+: >"$tmp/cpu"
 r=1
 while [ $r -le "$runs" ]; do
 	for srv in $servers; do
@@ -170,3 +195,10 @@ awk '{ t[$1] = $2 } END {
 	if (t["postfix+milter-nr"] && t["odrelayd+milter-nr"])
 		printf "# odrelayd+milter-nr / postfix+milter-nr (rate): %.2f (goal >= 3)\n", t["postfix+milter-nr"] / t["odrelayd+milter-nr"]
 }' "$tmp/medians"
+echo "# CPU per message, ms (median of $runs; odrelayd with its helpers, the filter process during the run):"
+for srv in $servers; do
+	case $srv in odrelayd*) ;; *) continue ;; esac
+	o=$(awk -v s="$srv" '$1 == s { print $2 }' "$tmp/cpu" | median)
+	f=$(awk -v s="$srv" '$1 == s { print $3 }' "$tmp/cpu" | median)
+	printf '#   %-24s odrelayd %.3f  filter %.3f\n' "$srv" "$o" "$f"
+done

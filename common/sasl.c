@@ -688,6 +688,23 @@ static int sasl_auth_step(struct sasl_server **s, const unsigned char *in,
 	return SASL_FAIL;
 }
 
+/* The client gave an initial response: the next step is its first
+ * message. -1 for a mechanism in which the server speaks first. */
+static int sasl_server_initial(struct sasl_server *s)
+{
+	switch (s->mech) {
+	case MECH_PLAIN:
+	case MECH_SCRAM:
+		s->state = SS_WAIT_FIRST;
+		return 0;
+	case MECH_LOGIN:
+		s->state = SS_WAIT_USER;
+		return 0;
+	default:
+		return -1;
+	}
+}
+
 /* Decode a client line; "=" is the empty response (RFC 4954 4). */
 static int sasl_auth_decode(const char *text, unsigned char *buf, size_t size)
 {
@@ -737,6 +754,15 @@ int sasl_auth_begin_gated(const char *arg, struct passwd_db *pw,
 	sasl_server_set_gate(*s, gate, gatearg);
 	if (initial == NULL)
 		return sasl_auth_step(s, (const unsigned char *)"", 0, reply, replylen);
+	/* An initial response is there even when empty ("="): the client's
+	 * first message, judged as such (RFC 4954 4), never answered with
+	 * the 334 that asks for one. CRAM-MD5 starts with the server. */
+	if (sasl_server_initial(*s) < 0) {
+		sasl_server_free(s);
+		snprintf(reply, replylen, "501 5.5.4 %s takes no initial response",
+		    mech);
+		return SASL_BAD_MECH;
+	}
 	n = sasl_auth_decode(initial, dec, sizeof(dec));
 	if (n < 0) {
 		sasl_server_free(s);

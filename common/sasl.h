@@ -10,7 +10,7 @@
  *	s = sasl_server_new(mech, pw, hostname, tls_active, requires_tls);
  *	NULL: mechanism unknown (504) or not allowed here (538), see
  *	sasl_mech_known(). Then call sasl_server_step() first with the initial
- *	response (length 0 when the client gave none or "="), then with each
+ *	response (length 0 when the client gave none), then with each
  *	decoded client line. SASL_CONTINUE: send "334 " + base64(out).
  *	SASL_OK: send 235; sasl_server_user() names the user. SASL_FAIL: 535
  *	(after sasl_throttle_failure's delay).
@@ -78,6 +78,8 @@ void sasl_server_free(struct sasl_server **s);
  * The AUTH command (RFC 4954) on a server, shared by the SMTP and ODMR
  * listeners. sasl_auth_begin takes the argument "MECH [initial-response]",
  * sasl_auth_next each further client line (base64, or "*" to cancel).
+ * An initial response, even "=" (empty), is the client's first message:
+ * PLAIN, LOGIN and SCRAM-SHA-256 judge it; CRAM-MD5 refuses one (501).
  * Both write the complete reply line (no CRLF) into reply and return:
  *	SASL_CONTINUE	"334 ..." sent: feed the next line to sasl_auth_next
  *	SASL_OK		"235 ...": sasl_server_user(*s) names the user; the

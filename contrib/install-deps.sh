@@ -2,9 +2,12 @@
 # Install what odrelay needs to build and test on Debian 12 (bookworm).
 # Runs apt-get as root (directly, or through sudo when available).
 set -e
+# swaks' STARTTLS (--tls) and IPv6 (-6) need two Perl modules that it only
+# recommends, and recommends are not installed below.
 PKGS="build-essential autoconf automake libtool pkg-config
   libevent-dev libssl-dev liblmdb-dev libc-ares-dev check
   openssl lmdb-utils python3 swaks fetchmail dnsmasq-base mandoc man-db
+  libnet-ssleay-perl libio-socket-inet6-perl
   postfix
   clang libclang-rt-14-dev valgrind
   libmilter-dev rspamd opendkim opendkim-tools"

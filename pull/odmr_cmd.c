@@ -30,6 +30,7 @@
 #include "authc.h"
 #include "authd.h"
 #include "authproto.h"
+#include "cmdtable.h"
 #include "config.h"
 #include "deliver.h"
 #include "fdbudget.h"
@@ -47,12 +48,12 @@
 
 /* ---- EHLO / STARTTLS ---- */
 
-static void odmr_cmd_ehlo(struct odmr_session *s, const char *arg)
+static int odmr_cmd_ehlo(void *arg_s, char *arg, size_t arglen)
 {
-	if (*arg == '\0') {
-		odmr_reply(s, "501 5.5.4 EHLO needs a domain or address literal");
-		return;
-	}
+	struct odmr_session *s = arg_s;
+
+	(void)arg;
+	(void)arglen;
 	s->helo_seen = 1;
 	odmr_reply(s, "250-%s", s->cfg->hostname);
 	odmr_reply(s, "250-ENHANCEDSTATUSCODES");
@@ -63,25 +64,17 @@ static void odmr_cmd_ehlo(struct odmr_session *s, const char *arg)
 		    s->cfg->auth_requires_tls));
 	odmr_reply(s, "250-XWAIT");
 	odmr_reply(s, "250 ATRN");
+	return 0;
 }
 
-static void odmr_cmd_starttls(struct odmr_session *s, const char *arg)
+static int odmr_cmd_starttls(void *arg_s, char *arg, size_t arglen)
 {
+	struct odmr_session *s = arg_s;
 	struct bufferevent *tls_bev;
 	SSL *ssl;
 
-	if (*arg != '\0') {
-		odmr_reply(s, "501 5.5.4 Syntax: STARTTLS");
-		return;
-	}
-	if (s->o->tls == NULL) {
-		odmr_reply(s, "502 5.5.1 STARTTLS not available");
-		return;
-	}
-	if (s->tls_active || s->state != ODMR_INITIAL) {
-		odmr_reply(s, "503 5.5.1 STARTTLS not allowed now");
-		return;
-	}
+	(void)arg;
+	(void)arglen;
 	/* Anything pipelined after STARTTLS is plaintext injection: drop it. */
 	evbuffer_drain(bufferevent_get_input(s->bev),
 	    evbuffer_get_length(bufferevent_get_input(s->bev)));
@@ -89,7 +82,7 @@ static void odmr_cmd_starttls(struct odmr_session *s, const char *arg)
 	ssl = SSL_new(s->o->tls);
 	if (ssl == NULL) {
 		odmr_reply(s, "454 4.7.0 TLS not available");
-		return;
+		return 0;
 	}
 	tls_bev = bufferevent_openssl_filter_new(s->o->base, s->bev, ssl,
 	    BUFFEREVENT_SSL_ACCEPTING,
@@ -97,7 +90,7 @@ static void odmr_cmd_starttls(struct odmr_session *s, const char *arg)
 	if (tls_bev == NULL) {
 		SSL_free(ssl);
 		odmr_close_when_flushed(s);
-		return;
+		return 1;
 	}
 	s->bev = tls_bev;
 	s->tls_active = 1;
@@ -105,6 +98,7 @@ static void odmr_cmd_starttls(struct odmr_session *s, const char *arg)
 	bufferevent_setcb(s->bev, odmr_read_cb, odmr_write_cb, odmr_event_cb, s);
 	odmr_set_timeout(s);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	return 1;
 }
 
 /* ---- AUTH ---- */
@@ -171,17 +165,17 @@ static void odmr_auth_wait(struct odmr_session *s)
 	bufferevent_disable(s->bev, EV_READ);
 }
 
-static void odmr_cmd_auth(struct odmr_session *s, char *arg)
+static int odmr_cmd_auth(void *arg_s, char *arg, size_t arglen)
 {
-	if (s->state == ODMR_AUTHED) {
-		odmr_reply(s, "503 5.5.1 Already authenticated");
-		return;
-	}
+	struct odmr_session *s = arg_s;
+
+	(void)arglen;
 	s->sasl = authc_start(s->o->auth, s->ip,
 	    (s->tls_active ? AUTHPROTO_TLS : 0) |
 	    (s->cfg->auth_requires_tls ? AUTHPROTO_REQUIRE_TLS : 0), arg,
 	    odmr_auth_done, s);
 	odmr_auth_wait(s);
+	return 0;
 }
 
 static void odmr_auth_line(struct odmr_session *s, const char *line)
@@ -443,8 +437,9 @@ static size_t odmr_domains(struct odmr_session *s, const char *cmd, char *arg,
 	return ndomains;
 }
 
-static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
+static int odmr_cmd_atrn(void *arg_s, char *arg, size_t arglen)
 {
+	struct odmr_session *s = arg_s;
 	char *domains[ODMR_MAX_DOMAINS];
 	size_t ndomains = 0, i;
 	struct odmr_gather g;
@@ -454,13 +449,10 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	size_t off = 0;
 	int woken = s->woken;
 
-	if (s->state != ODMR_AUTHED) {
-		odmr_reply(s, "530 5.7.0 Authentication required");
-		return;
-	}
+	(void)arglen;
 	s->woken = 0;
 	if ((ndomains = odmr_domains(s, "ATRN", arg, domains)) == 0)
-		return;
+		return 0;
 	/* An ATRN right after an XWAIT woken by an arrival (or answered at
 	 * once for new mail) is paid for by that mail: push delivery is not a
 	 * poll to rate-limit. */
@@ -468,7 +460,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 		log_info("atrn: client=[%s], user=%s, result=rate-limited", s->ip, s->user);
 		metrics_inc(METRIC_ATRN, "rate-limited");
 		odmr_reply(s, "450 4.7.0 Too many ATRN requests, try later");
-		return;
+		return 0;
 	}
 	/* For the log: whole names only, never a cut
 	 * one (64 names of 255 octets do not fit); "..." ends a long list. */
@@ -524,7 +516,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 			}
 			odmr_reply(s, "453 4.3.0 You have no mail");
 		}
-		return;
+		return 0;
 	}
 	/* "256+": the first piece; the rest is read as it goes out. */
 	log_info("atrn: client=[%s], user=%s, domains=%s, messages=%u%s, "
@@ -560,6 +552,7 @@ static void odmr_cmd_atrn(struct odmr_session *s, char *arg)
 	}
 	/* Freed by odmr_read_cb once the command loop is done with it. */
 	s->state = ODMR_CLOSING;
+	return 1;
 }
 
 /* ---- XWAIT: wait for mail (local extension, odrelayd(8)) ---- */
@@ -692,27 +685,25 @@ static unsigned odmr_user_waiting(const struct odmr *o, const char *user)
 	return n;
 }
 
-static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
+static int odmr_cmd_xwait(void *arg_s, char *arg, size_t arglen)
 {
+	struct odmr_session *s = arg_s;
 	char *domains[ODMR_MAX_DOMAINS];
 	size_t ndomains;
 	int held;
 	struct timeval tv = { s->cfg->odmr_wait_timeout, 0 };
 
-	if (s->state != ODMR_AUTHED) {
-		odmr_reply(s, "530 5.7.0 Authentication required");
-		return;
-	}
+	(void)arglen;
 	s->woken = 0;
 	if ((ndomains = odmr_domains(s, "XWAIT", arg, domains)) == 0)
-		return;
+		return 0;
 	if ((held = odmr_has_mail(s, domains, ndomains)) > 0) {
 		s->woken = held == 2;
 		metrics_inc(METRIC_XWAIT, "immediate");
 		log_debug("xwait: client=[%s], user=%s, result=mail-waiting",
 		    s->ip, s->user);
 		odmr_reply(s, "250 2.0.0 Mail is waiting, send ATRN");
-		return;
+		return 0;
 	}
 	if (odmr_user_waiting(s->o, s->user) >= s->cfg->max_waiting_per_user) {
 		log_info("xwait: client=[%s], user=%s, result=refused "
@@ -720,14 +711,14 @@ static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
 		metrics_inc(METRIC_XWAIT, "busy");
 		odmr_reply(s, "452 4.3.2 Too many waiting sessions for this "
 		    "user, try later");
-		return;
+		return 0;
 	}
 	if (xwait_count(s->o->waiters) >= s->cfg->max_waiting) {
 		log_info("xwait: client=[%s], user=%s, result=refused (max_waiting)",
 		    s->ip, s->user);
 		metrics_inc(METRIC_XWAIT, "busy");
 		odmr_reply(s, "452 4.3.2 Too many waiting sessions, try later");
-		return;
+		return 0;
 	}
 	s->wait = xwait_add(s->o->waiters, (const char *const *)domains,
 	    ndomains, odmr_wait_woken, s);
@@ -739,6 +730,7 @@ static void odmr_cmd_xwait(struct odmr_session *s, char *arg)
 	odmr_keepalive(s);
 	metrics_inc(METRIC_XWAIT, "waiting");
 	log_debug("xwait: client=[%s], user=%s, waiting", s->ip, s->user);
+	return 0;
 }
 
 /* A line while waiting (see above). */
@@ -761,45 +753,88 @@ static void odmr_waiting_line(struct odmr_session *s, const char *line)
 
 /* ---- command dispatch ---- */
 
-static void odmr_command(struct odmr_session *s, char *line)
+static int odmr_cmd_quit(void *arg_s, char *arg, size_t arglen)
 {
-	char *arg = line;
-	char verb[16];
-	size_t n = 0;
+	struct odmr_session *s = arg_s;
 
-	while (*arg != '\0' && *arg != ' ' && n < sizeof(verb) - 1)
-		verb[n++] = (char)toupper((unsigned char)*arg++);
-	verb[n] = '\0';
-	while (*arg == ' ')
-		arg++;
+	(void)arg;
+	(void)arglen;
+	odmr_reply(s, "221 2.0.0 %s closing connection", s->cfg->hostname);
+	odmr_close_when_flushed(s);
+	return 1;
+}
 
-	if (strcmp(verb, "EHLO") == 0) {
-		odmr_cmd_ehlo(s, arg);
-	} else if (strcmp(verb, "HELO") == 0) {
-		odmr_reply(s, "502 5.5.1 Use EHLO on the ODMR service");
-	} else if (strcmp(verb, "STARTTLS") == 0) {
-		odmr_cmd_starttls(s, arg);
-	} else if (strcmp(verb, "AUTH") == 0) {
-		odmr_cmd_auth(s, arg);
-	} else if (strcmp(verb, "ATRN") == 0) {
-		odmr_cmd_atrn(s, arg);
-	} else if (strcmp(verb, "XWAIT") == 0) {
-		odmr_cmd_xwait(s, arg);
-	} else if (strcmp(verb, "NOOP") == 0) {
-		odmr_reply(s, "250 2.0.0 OK");
-	} else if (strcmp(verb, "RSET") == 0) {
-		odmr_reply(s, "250 2.0.0 OK");
-	} else if (strcmp(verb, "QUIT") == 0) {
-		odmr_reply(s, "221 2.0.0 %s closing connection", s->cfg->hostname);
+/* The table's replies; only unknown commands count towards max_errors,
+ * and the last one is answered 421 at once. */
+static int odmr_answer(void *arg_s, const char *line, enum cmdtable_why why)
+{
+	struct odmr_session *s = arg_s;
+
+	if (why == CMDT_WHY_UNKNOWN && ++s->errors >= s->cfg->max_errors) {
+		odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
+		    s->cfg->hostname);
 		odmr_close_when_flushed(s);
-	} else {
-		if (++s->errors >= s->cfg->max_errors) {
-			odmr_reply(s, "421 4.7.0 %s Too many errors, closing", s->cfg->hostname);
-			odmr_close_when_flushed(s);
-			return;
-		}
-		odmr_reply(s, "502 5.5.1 Command not implemented on the ODMR service");
+		return 1;
 	}
+	odmr_reply(s, "%s", line);
+	return 0;
+}
+
+/* Nothing here ends a pipelined group by force. */
+static int odmr_desync(void *arg_s)
+{
+	(void)arg_s;
+	return 0;
+}
+
+#define PRE	CMDT_PRE_AUTH
+#define OK250	"250 2.0.0 OK"
+
+/* Every session requires AUTH: what is not PRE is refused before it. */
+static const struct cmdtable_row odmr_rows[] = {
+	{ "EHLO", 0, 0, PRE | CMDT_ARG, "501 5.5.4 EHLO needs a domain or "
+	    "address literal", NULL, NULL, NULL, odmr_cmd_ehlo },
+	{ "HELO", 0, 0, PRE, NULL, NULL, "502 5.5.1 Use EHLO on the ODMR "
+	    "service", NULL, NULL },
+	{ "STARTTLS", CMDT_ST(ODMR_INITIAL), CMDT_TLS_OFFER,
+	    PRE | CMDT_NOARG | CMDT_NOT_TLS, "501 5.5.4 Syntax: STARTTLS",
+	    "503 5.5.1 STARTTLS not allowed now", NULL, NULL,
+	    odmr_cmd_starttls },
+	{ "AUTH", 0, CMDT_NOT_AUTHED, PRE, NULL, NULL, NULL, NULL,
+	    odmr_cmd_auth },
+	{ "ATRN", 0, 0, 0, NULL, NULL, NULL, NULL, odmr_cmd_atrn },
+	{ "XWAIT", 0, 0, 0, NULL, NULL, NULL, NULL, odmr_cmd_xwait },
+	{ "NOOP", 0, 0, PRE, NULL, NULL, OK250, NULL, NULL },
+	{ "RSET", 0, 0, PRE, NULL, NULL, OK250, NULL, NULL },
+	{ "QUIT", 0, 0, PRE, NULL, NULL, NULL, NULL, odmr_cmd_quit },
+};
+
+static const struct cmdtable_need odmr_needs[] = {
+	{ CMDT_TLS_OFFER, "502 5.5.1 STARTTLS not available" },
+	{ CMDT_AUTHED, "530 5.7.0 Authentication required" },
+	{ CMDT_NOT_AUTHED, "503 5.5.1 Already authenticated" },
+};
+
+static const struct cmdtable odmr_cmds = {
+	odmr_rows, sizeof(odmr_rows) / sizeof(odmr_rows[0]),
+	odmr_needs, sizeof(odmr_needs) / sizeof(odmr_needs[0]),
+	"502 5.5.1 Command not implemented on the ODMR service", NULL,
+	odmr_answer, odmr_desync
+};
+
+#undef PRE
+#undef OK250
+
+static void odmr_command(struct odmr_session *s, char *line, size_t len)
+{
+	unsigned have = CMDT_AUTH_REQUIRED;
+
+	if (s->tls_active)
+		have |= CMDT_TLS;
+	if (s->o->tls != NULL)
+		have |= CMDT_TLS_OFFER;
+	have |= s->state == ODMR_AUTHED ? CMDT_AUTHED : CMDT_NOT_AUTHED;
+	(void)cmdtable_dispatch(&odmr_cmds, s, s->state, have, line, len);
 }
 
 /*
@@ -918,7 +953,7 @@ void odmr_read_cb(struct bufferevent *bev, void *arg)
 		else if (s->state == ODMR_WAITING)
 			odmr_waiting_line(s, line);
 		else
-			odmr_command(s, line);
+			odmr_command(s, line, len);
 		free(line);
 	}
 	/* After ATRN the connection belongs to deliver: the session is done. */

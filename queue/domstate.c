@@ -41,21 +41,6 @@ struct domstate_op {
 	uint64_t when;
 };
 
-static void domstate_put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static uint64_t domstate_get64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 /* Lower-cased key; 0 when the name is empty or too long. */
 static size_t domstate_key(const char *domain, char *buf)
 {
@@ -74,7 +59,9 @@ static size_t domstate_key(const char *domain, char *buf)
  * The database is created by the first note, on the writer thread: a
  * queue that never saw an ATRN or ETRN (or a file system with no page to
  * spare) is left as it was. Opening an existing one happens here, at
- * start-up, while the writer thread is idle.
+ * start-up, in a write transaction when the queue is writable: LMDB lets
+ * only one transaction at a time open a handle, and write transactions
+ * are serialised with the writer thread's (which may be opening one).
  */
 struct domstate *domstate_open(struct queue *q, char *err, size_t errlen)
 {
@@ -84,7 +71,8 @@ struct domstate *domstate_open(struct queue *q, char *err, size_t errlen)
 
 	ds->q = q;
 	ds->refs = 1;
-	r = mdb_txn_begin(queue_ext_env(ds->q), NULL, MDB_RDONLY, &txn);
+	r = mdb_txn_begin(queue_ext_env(ds->q), NULL,
+	    queue_ext_rdonly(q) ? MDB_RDONLY : 0, &txn);
 	if (r == 0) {
 		/* Through the queue: it reopens it after a compaction. */
 		r = queue_ext_dbi_open(q, txn, "domstate", 0, &ds->db);
@@ -94,10 +82,7 @@ struct domstate *domstate_open(struct queue *q, char *err, size_t errlen)
 			ds->absent = queue_ext_rdonly(q);
 			r = 0;
 		}
-		if (r == 0)
-			r = mdb_txn_commit(txn);
-		else
-			mdb_txn_abort(txn);
+		r = queue_txn_end(txn, r);
 	}
 	if (r == 0)
 		return ds;
@@ -130,7 +115,7 @@ static void domstate_decode(const MDB_val *v, struct domstate_rec *r)
 	if (v->mv_size < DOMSTATE_LEN || p[0] != DOMSTATE_VERSION)
 		return;		/* unknown layout: read as never */
 	for (int i = 0; i < DOMSTATE_NEVENTS; i++)
-		r->last[i] = (time_t)domstate_get64(p + 1 + 8 * i);
+		r->last[i] = (time_t)queue_be64_get(p + 1 + 8 * i);
 }
 
 int domstate_get(struct domstate *ds, const char *domain,
@@ -214,7 +199,7 @@ static int domstate_apply(MDB_txn *txn, void *arg)
 	r.last[op->ev] = (time_t)op->when;
 	buf[0] = DOMSTATE_VERSION;
 	for (int i = 0; i < DOMSTATE_NEVENTS; i++)
-		domstate_put64(buf + 1 + 8 * i, (uint64_t)r.last[i]);
+		queue_be64_put(buf + 1 + 8 * i, (uint64_t)r.last[i]);
 	v.mv_data = buf;
 	v.mv_size = sizeof(buf);
 	return mdb_put(txn, op->db, &k, &v, 0);

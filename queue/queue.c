@@ -132,10 +132,7 @@ int queue_swap(struct queue *q)
 			if (rc == MDB_NOTFOUND)
 				rc = 0;	/* its creation was rolled back */
 		}
-		if (rc == 0)
-			rc = mdb_txn_commit(txn);
-		else
-			mdb_txn_abort(txn);
+		rc = queue_txn_end(txn, rc);
 	}
 	if (rc != 0)
 		log_fatal(1, "compact: cannot reopen the queue: %s", mdb_strerror(rc));
@@ -153,19 +150,17 @@ void queue_compact(struct queue *q, uint64_t *before_r, uint64_t *after_r,
 	j->after_r = after_r;
 	j->done = done;
 	j->arg = arg;
-	if (q->rdonly) {
-		j->result = QUEUE_EIO;
-		queue_complete(q, j);
+	if (q->writer_started || q->rdonly) {
+		queue_submit(q, j);	/* read-only: fails it */
 		return;
 	}
-	if (!q->writer_started) {
+	{
+		/* No writer thread: compact and swap on this one. */
 		j->result = queue_writer_compact(q, j);
 		if (j->result == QUEUE_OK)
 			j->result = queue_swap(q);
 		queue_complete(q, j);
-		return;
 	}
-	queue_submit(q, j);
 }
 
 /* ---- open, recovery, close ---- */
@@ -280,36 +275,11 @@ out:
  */
 static int queue_migrate_v1(struct queue *q, MDB_txn *txn, uint64_t *nmsgs_r)
 {
-	MDB_cursor *c;
-	MDB_val k, d;
-	int64_t sum[TOTALS_N] = { 0, 0, 0, 0 };
+	int64_t sum[TOTALS_N];
 	unsigned char vbuf[4];
 	int rc;
 
-	*nmsgs_r = 0;
-	rc = mdb_cursor_open(txn, q->db_msg, &c);
-	if (rc != 0)
-		return rc;
-	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
-	    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		struct queue_envelope *env;
-		char id[QUEUE_ID_LEN + 1];
-		int64_t delta[TOTALS_N];
-
-		if (k.mv_size != QUEUE_ID_LEN)
-			continue;
-		memcpy(id, k.mv_data, QUEUE_ID_LEN);
-		id[QUEUE_ID_LEN] = '\0';
-		if (queue_record_decode(id, d.mv_data, d.mv_size, &env, NULL) != QUEUE_OK)
-			continue;
-		queue_totals_of(env, 1, delta);
-		for (int i = 0; i < TOTALS_N; i++)
-			sum[i] += delta[i];
-		queue_envelope_free(&env);
-		(*nmsgs_r)++;
-	}
-	mdb_cursor_close(c);
-	if (rc != MDB_NOTFOUND)
+	if ((rc = queue_totals_count(q, txn, sum, nmsgs_r)) != 0)
 		return rc;
 	{
 		MDB_val tk = { 6, "totals" };
@@ -343,11 +313,11 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 	q->dir = xstrdup(dir);
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
+	q->lock_fd = -1;
 	if (!rdonly && mkdir(dir, 0700) < 0 && errno != EEXIST) {
 		snprintf(err, errlen, "mkdir %s: %s", dir, strerror(errno));
 		goto fail;
 	}
-	q->lock_fd = -1;
 	if (!rdonly) {
 		/*
 		 * Recovery deletes chunks of unfinished puts: it must never
@@ -398,10 +368,7 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 		rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn);
 		if (rc == 0)
 			rc = queue_open_dbs(q, txn, 0);
-		if (rc == 0)
-			rc = mdb_txn_commit(txn);
-		else
-			mdb_txn_abort(txn);
+		rc = queue_txn_end(txn, rc);
 		if (rc != 0) {
 			snprintf(err, errlen, "%s: %s", dir, mdb_strerror(rc));
 			goto fail;
@@ -425,10 +392,7 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 			log_info("queue: upgraded from format 1 to %d (%llu messages)",
 			    QUEUE_FORMAT_VERSION, (unsigned long long)nmsgs);
 	}
-	if (rc == 0)
-		rc = mdb_txn_commit(txn);
-	else
-		mdb_txn_abort(txn);
+	rc = queue_txn_end(txn, rc);
 	if (rc != 0) {
 		snprintf(err, errlen, "%s: opening queue: %s", dir, mdb_strerror(rc));
 		goto fail;
@@ -451,16 +415,7 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 	}
 	return q;
 fail:
-	if (q->done_ev != NULL)
-		event_free(q->done_ev);
-	if (q->env != NULL)
-		mdb_env_close(q->env);
-	if (q->lock_fd >= 0)
-		close(q->lock_fd);
-	pthread_mutex_destroy(&q->mu);
-	pthread_cond_destroy(&q->cv);
-	free(q->dir);
-	free(q);
+	queue_close(&q);	/* no writer thread yet */
 	return NULL;
 }
 
@@ -496,15 +451,14 @@ void queue_close(struct queue **qp)
 	}
 	if (q->done_ev != NULL)
 		event_free(q->done_ev);
-	for (i = 0; i < q->nquotas; i++)
-		free(q->quotas[i].domain);
-	free(q->quotas);
+	queue_quotas_free(q->quotas, q->nquotas);
 	domhash_free(&q->quota_index);
 	strlist_free(&q->ext_dbs);
 	for (i = 0; i < q->nleases; i++)
 		free(q->leases[i].owner);
 	free(q->leases);
-	mdb_env_close(q->env);
+	if (q->env != NULL)
+		mdb_env_close(q->env);
 	if (q->lock_fd >= 0)
 		close(q->lock_fd);
 	pthread_mutex_destroy(&q->mu);

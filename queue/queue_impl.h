@@ -158,10 +158,6 @@ struct idlist {
 #define TOTALS_N	4	/* messages, bytes, queued rcpts, on the retry index */
 
 /* Shared between the queue files (internal, not an interface). */
-void queue_be32_put(unsigned char *p, uint32_t v);
-uint32_t queue_be32_get(const unsigned char *p);
-void queue_be64_put(unsigned char *p, uint64_t v);
-uint64_t queue_be64_get(const unsigned char *p);
 int queue_code(int rc);
 void queue_new_id(struct queue *q, char *id);
 size_t queue_domain_key(const char *domain, char *buf);
@@ -175,6 +171,12 @@ int queue_body_delete(struct queue *q, MDB_txn *txn, const char *id);
 int queue_marker_set(struct queue *q, MDB_txn *txn, const char *id, int on);
 int queue_msg_load(struct queue *q, MDB_txn *txn, const char *id,
     struct queue_envelope **env_r, uint32_t *nchunks_r);
+/* A record of db_msg: 1 decoded (id set from the key), 0 the key is no
+ * message id (id untouched), -1 corrupt (id set). */
+int queue_msg_decode(const MDB_val *k, const MDB_val *d, char *id,
+    struct queue_envelope **env_r);
+int queue_totals_count(struct queue *q, MDB_txn *txn, int64_t *sum,
+    uint64_t *nmsgs_r);
 uint64_t queue_map_used_bytes(struct queue *q, MDB_txn *txn);
 int queue_map_has_room(struct queue *q, MDB_txn *txn, uint64_t need);
 void queue_prealloc(struct queue *q);
@@ -186,6 +188,7 @@ void queue_done_cb(evutil_socket_t fd, short what, void *arg);
 void queue_submit(struct queue *q, struct job *j);
 void queue_complete(struct queue *q, struct job *j);
 struct job *queue_job_new(enum job_type type, const char *id);
+void queue_quotas_free(struct quota *v, size_t n);
 void queue_idlist_add(struct idlist *l, const void *id);
 int queue_writer_compact(struct queue *q, struct job *j);
 int queue_swap(struct queue *q);

@@ -127,6 +127,13 @@ void queue_complete(struct queue *q, struct job *j)
 	queue_job_free(j);
 }
 
+void queue_quotas_free(struct quota *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i].domain);
+	free(v);
+}
+
 static void queue_job_free(struct job *j)
 {
 	size_t i;
@@ -134,9 +141,7 @@ static void queue_job_free(struct job *j)
 	free(j->data);
 	queue_envelope_free(&j->env);
 	queue_envelope_free(&j->bounce);
-	for (i = 0; i < j->nquotas; i++)
-		free(j->quotas[i].domain);
-	free(j->quotas);
+	queue_quotas_free(j->quotas, j->nquotas);
 	for (i = 0; i < j->nupdates; i++)
 		free((char *)j->updates[i].reply);
 	free(j->updates);

@@ -32,6 +32,78 @@
 
 /* ---- reading ---- */
 
+/* A short read transaction with a cursor on db: 0, or an LMDB code with
+ * nothing left open. */
+static int queue_read_begin(struct queue *q, MDB_dbi db, MDB_txn **txn_r,
+    MDB_cursor **c_r)
+{
+	int rc;
+
+	if ((rc = mdb_txn_begin(q->env, NULL, MDB_RDONLY, txn_r)) != 0)
+		return rc;
+	if ((rc = mdb_cursor_open(*txn_r, db, c_r)) != 0)
+		mdb_txn_abort(*txn_r);
+	return rc;
+}
+
+static void queue_read_end(MDB_txn *txn, MDB_cursor *c)
+{
+	mdb_cursor_close(c);
+	mdb_txn_abort(txn);
+}
+
+/*
+ * Where a batched scan goes on: the first key at or after key (the first
+ * of all when klen is 0), past key itself when `past` is set (key is the
+ * last one the previous batch read). An LMDB code.
+ */
+static int queue_cursor_seek(MDB_cursor *c, MDB_val *k, MDB_val *d,
+    const void *key, size_t klen, int past)
+{
+	int rc;
+
+	if (klen == 0)
+		return mdb_cursor_get(c, k, d, MDB_FIRST);
+	k->mv_data = (void *)key;
+	k->mv_size = klen;
+	rc = mdb_cursor_get(c, k, d, MDB_SET_RANGE);
+	if (rc == 0 && past && k->mv_size == klen &&
+	    memcmp(k->mv_data, key, klen) == 0)
+		rc = mdb_cursor_get(c, k, d, MDB_NEXT);
+	return rc;
+}
+
+/* Totals of every message in txn, counted record by record (a queue of
+ * format 1 has none stored). An LMDB code: 0 when all were read. */
+int queue_totals_count(struct queue *q, MDB_txn *txn, int64_t *sum,
+    uint64_t *nmsgs_r)
+{
+	MDB_cursor *c;
+	MDB_val k, d;
+	int rc;
+
+	memset(sum, 0, TOTALS_N * sizeof(*sum));
+	*nmsgs_r = 0;
+	if ((rc = mdb_cursor_open(txn, q->db_msg, &c)) != 0)
+		return rc;
+	for (rc = mdb_cursor_get(c, &k, &d, MDB_FIRST); rc == 0;
+	    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		struct queue_envelope *env;
+		char id[QUEUE_ID_LEN + 1];
+		int64_t delta[TOTALS_N];
+
+		if (queue_msg_decode(&k, &d, id, &env) <= 0)
+			continue;
+		queue_totals_of(env, 1, delta);
+		for (int i = 0; i < TOTALS_N; i++)
+			sum[i] += delta[i];
+		queue_envelope_free(&env);
+		(*nmsgs_r)++;
+	}
+	mdb_cursor_close(c);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int queue_get(struct queue *q, const char *id, struct queue_envelope **env_r)
 {
 	MDB_txn *txn;
@@ -71,41 +143,22 @@ int queue_foreach(struct queue *q,
 		size_t n = 0, i;
 		int rc;
 
-		if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		if (queue_read_begin(q, q->db_msg, &txn, &c) != 0)
 			return QUEUE_EIO;
-		if (mdb_cursor_open(txn, q->db_msg, &c) != 0) {
-			mdb_txn_abort(txn);
-			return QUEUE_EIO;
-		}
-		if (last[0] == '\0') {
-			rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
-		} else {
-			k.mv_data = last;
-			k.mv_size = QUEUE_ID_LEN;
-			rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-			if (rc == 0 && k.mv_size == QUEUE_ID_LEN &&
-			    memcmp(k.mv_data, last, QUEUE_ID_LEN) == 0)
-				rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
-		}
+		rc = queue_cursor_seek(c, &k, &d, last,
+		    last[0] != '\0' ? QUEUE_ID_LEN : 0, 1);
 		while (rc == 0 && n < QUEUE_SCAN_BATCH) {
-			char id[QUEUE_ID_LEN + 1];
+			int got = queue_msg_decode(&k, &d, last, &batch[n]);
 
-			if (k.mv_size == QUEUE_ID_LEN) {
-				memcpy(id, k.mv_data, QUEUE_ID_LEN);
-				id[QUEUE_ID_LEN] = '\0';
-				memcpy(last, id, sizeof(last));
-				if (queue_record_decode(id, d.mv_data, d.mv_size,
-				    &batch[n], NULL) == QUEUE_OK) {
-					n++;
-				} else {
-					log_error("%s: corrupt queue record skipped", id);
-					result = QUEUE_EIO;
-				}
+			if (got > 0)
+				n++;
+			else if (got < 0) {
+				log_error("%s: corrupt queue record skipped", last);
+				result = QUEUE_EIO;
 			}
 			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
 		}
-		mdb_cursor_close(c);
-		mdb_txn_abort(txn);
+		queue_read_end(txn, c);
 		if (rc != 0 && rc != MDB_NOTFOUND)
 			result = QUEUE_EIO;
 		if (rc != 0)
@@ -130,65 +183,70 @@ void queue_idlist_add(struct idlist *l, const void *id)
 	l->n++;
 }
 
+/*
+ * Up to max ids of domain's index entries after the id `after` ("": from
+ * the first), in one read transaction; *n_r of them. An LMDB code:
+ * MDB_NOTFOUND when the domain's entries ended, 0 when more may follow.
+ */
+static int queue_domain_batch(struct queue *q, const char *domain,
+    const char *after, char (*ids)[QUEUE_ID_LEN + 1], size_t max,
+    size_t *n_r)
+{
+	char key[QUEUE_DOMAIN_MAX + 2 + QUEUE_ID_LEN];
+	size_t plen = queue_domain_key(domain, key) + 1, klen = plen, n = 0;
+	MDB_txn *txn;
+	MDB_cursor *c;
+	MDB_val k, d;
+	int rc;
+
+	*n_r = 0;
+	if (after[0] != '\0') {
+		memcpy(key + plen, after, QUEUE_ID_LEN);
+		klen = plen + QUEUE_ID_LEN;
+	}
+	if ((rc = queue_read_begin(q, q->db_dom, &txn, &c)) != 0)
+		return rc;
+	for (rc = queue_cursor_seek(c, &k, &d, key, klen, klen > plen);
+	    rc == 0 && n < max; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
+		if (k.mv_size != plen + QUEUE_ID_LEN ||
+		    memcmp(k.mv_data, key, plen) != 0) {
+			rc = MDB_NOTFOUND;
+			break;
+		}
+		memcpy(ids[n], (const char *)k.mv_data + plen, QUEUE_ID_LEN);
+		ids[n][QUEUE_ID_LEN] = '\0';
+		n++;
+	}
+	queue_read_end(txn, c);
+	*n_r = n;
+	return rc;
+}
+
 int queue_foreach_domain(struct queue *q, const char *domain,
     int (*cb)(void *arg, const char *id), void *arg)
 {
-	char prefix[QUEUE_DOMAIN_MAX + 2 + QUEUE_ID_LEN];
-	char start[sizeof(prefix)];
-	size_t plen = queue_domain_key(domain, prefix) + 1, slen = plen;
-	struct idlist l = { NULL, 0, 0 };
+	char (*ids)[QUEUE_ID_LEN + 1] = xcalloc(QUEUE_SCAN_BATCH, sizeof(*ids));
+	char last[QUEUE_ID_LEN + 1] = "";
 	int stop = 0, result = QUEUE_OK;
 
-	memcpy(start, prefix, plen);
 	while (!stop) {
-		MDB_txn *txn;
-		MDB_cursor *c;
-		MDB_val k, d;
-		size_t i;
-		int rc;
+		size_t n, i;
+		int rc = queue_domain_batch(q, domain, last, ids,
+		    QUEUE_SCAN_BATCH, &n);
 
-		l.n = 0;
-		if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0) {
-			result = QUEUE_EIO;
-			break;
-		}
-		if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
-			mdb_txn_abort(txn);
-			result = QUEUE_EIO;
-			break;
-		}
-		k.mv_data = start;
-		k.mv_size = slen;
-		rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-		if (rc == 0 && slen > plen && k.mv_size == slen &&
-		    memcmp(k.mv_data, start, slen) == 0)
-			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
-		while (rc == 0 && l.n < QUEUE_SCAN_BATCH) {
-			if (k.mv_size != plen + QUEUE_ID_LEN ||
-			    memcmp(k.mv_data, prefix, plen) != 0) {
-				rc = MDB_NOTFOUND;
-				break;
-			}
-			queue_idlist_add(&l, (const char *)k.mv_data + plen);
-			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
-		}
-		mdb_cursor_close(c);
-		mdb_txn_abort(txn);
 		if (rc != 0 && rc != MDB_NOTFOUND)
 			result = QUEUE_EIO;
 		if (rc != 0)
 			stop = 1;
-		if (l.n > 0) {
-			memcpy(start + plen, l.v[l.n - 1], QUEUE_ID_LEN);
-			slen = plen + QUEUE_ID_LEN;
-		}
-		for (i = 0; i < l.n; i++)
-			if (cb(arg, l.v[i]) != 0) {
+		if (n > 0)
+			memcpy(last, ids[n - 1], sizeof(last));
+		for (i = 0; i < n; i++)
+			if (cb(arg, ids[i]) != 0) {
 				stop = 1;
 				break;
 			}
 	}
-	free(l.v);
+	free(ids);
 	return result;
 }
 
@@ -214,12 +272,8 @@ int queue_foreach_due(struct queue *q, time_t now,
 	MDB_val k, d;
 	int rc, result = QUEUE_OK;
 
-	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+	if (queue_read_begin(q, q->db_sched, &txn, &c) != 0)
 		return QUEUE_EIO;
-	if (mdb_cursor_open(txn, q->db_sched, &c) != 0) {
-		mdb_txn_abort(txn);
-		return QUEUE_EIO;
-	}
 	/* Keys only (16+8 bytes each), the earliest QUEUE_DUE_MAX: a long
 	 * backlog is taken over several calls, never in one loop turn. */
 	rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
@@ -231,8 +285,7 @@ int queue_foreach_due(struct queue *q, time_t now,
 		}
 		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
 	}
-	mdb_cursor_close(c);
-	mdb_txn_abort(txn);
+	queue_read_end(txn, c);
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		result = QUEUE_EIO;
 	if (l.n == 0) {
@@ -296,15 +349,9 @@ int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r)
 	*arrival_r = 0;
 	plen = queue_domain_key(domain, kbuf);
 	kbuf[plen++] = '\0';
-	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+	if (queue_read_begin(q, q->db_dom, &txn, &c) != 0)
 		return QUEUE_EIO;
-	if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
-		mdb_txn_abort(txn);
-		return QUEUE_EIO;
-	}
-	k.mv_data = kbuf;
-	k.mv_size = plen;
-	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+	rc = queue_cursor_seek(c, &k, &d, kbuf, plen, 0);
 	if (rc == 0 && k.mv_size == plen + QUEUE_ID_LEN &&
 	    memcmp(k.mv_data, kbuf, plen) == 0) {
 		char id[QUEUE_ID_LEN + 1];
@@ -318,9 +365,64 @@ int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r)
 		}
 	} else if (rc == 0)
 		rc = MDB_NOTFOUND;
-	mdb_cursor_close(c);
-	mdb_txn_abort(txn);
+	queue_read_end(txn, c);
 	return rc == 0 || rc == MDB_NOTFOUND ? QUEUE_OK : QUEUE_EIO;
+}
+
+int queue_domains_oldest(struct queue *q, const char *const *names, size_t n,
+    time_t *arrival_r)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		size_t end = i + QUEUE_SCAN_BATCH < n ? i + QUEUE_SCAN_BATCH : n;
+		MDB_txn *txn;
+		MDB_cursor *c;
+		int rc = 0;
+
+		if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+			return QUEUE_EIO;
+		if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
+			mdb_txn_abort(txn);
+			return QUEUE_EIO;
+		}
+		for (; i < end; i++) {
+			char kbuf[QUEUE_DOMAIN_MAX + 2];
+			size_t plen = queue_domain_key(names[i], kbuf);
+			MDB_val k, d, mk, md;
+
+			arrival_r[i] = 0;
+			kbuf[plen++] = '\0';
+			k.mv_data = kbuf;
+			k.mv_size = plen;
+			rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+			if (rc == MDB_NOTFOUND) {
+				rc = 0;
+				continue;
+			}
+			if (rc != 0)
+				break;
+			if (k.mv_size != plen + QUEUE_ID_LEN ||
+			    memcmp(k.mv_data, kbuf, plen) != 0)
+				continue;
+			mk.mv_data = (char *)k.mv_data + plen;
+			mk.mv_size = QUEUE_ID_LEN;
+			rc = mdb_get(txn, q->db_msg, &mk, &md);
+			if (rc == MDB_NOTFOUND) {
+				rc = 0;
+				continue;
+			}
+			if (rc != 0)
+				break;
+			(void)queue_record_arrival(md.mv_data, md.mv_size,
+			    &arrival_r[i]);
+		}
+		mdb_cursor_close(c);
+		mdb_txn_abort(txn);
+		if (rc != 0)
+			return QUEUE_EIO;
+	}
+	return QUEUE_OK;
 }
 
 /* ---- body reader ---- */
@@ -465,34 +567,17 @@ int queue_totals(struct queue *q, struct queue_totals *t)
 		t->recipients = queue_be64_get(p + 16);
 		t->retrying = queue_be64_get(p + 24);
 	} else if (rc == MDB_NOTFOUND) {
-		/* Empty, or format 1 not upgraded yet (read-only): count. */
-		MDB_cursor *c;
+		/* Empty, or format 1 not upgraded yet (read-only): count
+		 * what can be read, as far as it can. */
+		int64_t sum[TOTALS_N];
+		uint64_t nmsgs;
 
 		rc = 0;
-		if (mdb_cursor_open(txn, q->db_msg, &c) == 0) {
-			MDB_cursor_op op = MDB_FIRST;
-
-			for (; mdb_cursor_get(c, &k, &d, op) == 0; op = MDB_NEXT) {
-				struct queue_envelope *env;
-				char id[QUEUE_ID_LEN + 1];
-				int64_t delta[TOTALS_N];
-
-				if (k.mv_size != QUEUE_ID_LEN)
-					continue;
-				memcpy(id, k.mv_data, QUEUE_ID_LEN);
-				id[QUEUE_ID_LEN] = '\0';
-				if (queue_record_decode(id, d.mv_data, d.mv_size, &env,
-				    NULL) != QUEUE_OK)
-					continue;
-				queue_totals_of(env, 1, delta);
-				t->messages += (uint64_t)delta[0];
-				t->bytes += (uint64_t)delta[1];
-				t->recipients += (uint64_t)delta[2];
-				t->retrying += (uint64_t)delta[3];
-				queue_envelope_free(&env);
-			}
-			mdb_cursor_close(c);
-		}
+		(void)queue_totals_count(q, txn, sum, &nmsgs);
+		t->messages = (uint64_t)sum[0];
+		t->bytes = (uint64_t)sum[1];
+		t->recipients = (uint64_t)sum[2];
+		t->retrying = (uint64_t)sum[3];
 	}
 	if (mdb_stat(txn, q->db_lease, &st) == 0)
 		t->leased = st.ms_entries;
@@ -545,22 +630,12 @@ int queue_foreach_count(struct queue *q,
 		size_t n = 0;
 		int rc;
 
-		if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0 ||
-		    mdb_cursor_open(txn, q->db_count, &c) != 0) {
+		if (queue_read_begin(q, q->db_count, &txn, &c) != 0) {
 			free(batch);
 			return QUEUE_EIO;
 		}
-		if (last[0] == '\0') {
-			rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
-		} else {
-			k.mv_data = last;
-			k.mv_size = strlen(last);
-			rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-			if (rc == 0 && k.mv_size == strlen(last) &&
-			    memcmp(k.mv_data, last, k.mv_size) == 0)
-				rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
-		}
-		for (; rc == 0 && n < QUEUE_SCAN_BATCH;
+		for (rc = queue_cursor_seek(c, &k, &d, last, strlen(last), 1);
+		    rc == 0 && n < QUEUE_SCAN_BATCH;
 		    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
 			if (k.mv_size == 0 || k.mv_size > QUEUE_DOMAIN_MAX ||
 			    d.mv_size != 16)
@@ -571,8 +646,7 @@ int queue_foreach_count(struct queue *q,
 			batch[n].st.bytes = queue_be64_get((const unsigned char *)d.mv_data + 8);
 			n++;
 		}
-		mdb_cursor_close(c);
-		mdb_txn_abort(txn);
+		queue_read_end(txn, c);
 		if (rc != 0)
 			end = 1;
 		for (size_t i = 0; i < n && !stop; i++)
@@ -589,38 +663,10 @@ int queue_foreach_count(struct queue *q,
 int queue_domain_ids(struct queue *q, const char *domain, const char *after,
     char (*ids)[QUEUE_ID_LEN + 1], size_t max)
 {
-	char key[QUEUE_DOMAIN_MAX + 2 + QUEUE_ID_LEN];
-	size_t plen = queue_domain_key(domain, key) + 1, klen = plen, n = 0;
-	MDB_txn *txn;
-	MDB_cursor *c;
-	MDB_val k, d;
-	int rc;
+	size_t n;
+	int rc = queue_domain_batch(q, domain, after != NULL ? after : "", ids,
+	    max, &n);
 
-	if (after != NULL && after[0] != '\0') {
-		memcpy(key + plen, after, QUEUE_ID_LEN);
-		klen = plen + QUEUE_ID_LEN;
-	}
-	if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
-		return QUEUE_EIO;
-	if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
-		mdb_txn_abort(txn);
-		return QUEUE_EIO;
-	}
-	k.mv_data = key;
-	k.mv_size = klen;
-	rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-	if (rc == 0 && klen > plen && k.mv_size == klen &&
-	    memcmp(k.mv_data, key, klen) == 0)
-		rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
-	for (; rc == 0 && n < max; rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
-		if (k.mv_size != plen + QUEUE_ID_LEN || memcmp(k.mv_data, key, plen) != 0)
-			break;
-		memcpy(ids[n], (const char *)k.mv_data + plen, QUEUE_ID_LEN);
-		ids[n][QUEUE_ID_LEN] = '\0';
-		n++;
-	}
-	mdb_cursor_close(c);
-	mdb_txn_abort(txn);
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return QUEUE_EIO;
 	return (int)n;
@@ -647,45 +693,29 @@ int queue_scan(struct queue *q, char *cursor, time_t until, size_t max,
 		MDB_val k, d;
 		int rc, stop = 0;
 
-		if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+		if (queue_read_begin(q, q->db_msg, &txn, &c) != 0)
 			return QUEUE_EIO;
-		if (mdb_cursor_open(txn, q->db_msg, &c) != 0) {
-			mdb_txn_abort(txn);
-			return QUEUE_EIO;
-		}
-		if (cursor[0] == '\0') {
-			rc = mdb_cursor_get(c, &k, &d, MDB_FIRST);
-		} else {
-			k.mv_data = cursor;
-			k.mv_size = QUEUE_ID_LEN;
-			rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
-			if (rc == 0 && k.mv_size == QUEUE_ID_LEN &&
-			    memcmp(k.mv_data, cursor, QUEUE_ID_LEN) == 0)
-				rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
-		}
-		for (; rc == 0 && n < 32 && taken + n < max;
+		for (rc = queue_cursor_seek(c, &k, &d, cursor,
+		    cursor[0] != '\0' ? QUEUE_ID_LEN : 0, 1);
+		    rc == 0 && n < 32 && taken + n < max;
 		    rc = mdb_cursor_get(c, &k, &d, MDB_NEXT)) {
 			char id[QUEUE_ID_LEN + 1];
+			int got;
 
-			if (k.mv_size != QUEUE_ID_LEN)
-				continue;
-			if (memcmp(k.mv_data, endkey, QUEUE_ID_LEN) >= 0) {
+			if (k.mv_size == QUEUE_ID_LEN &&
+			    memcmp(k.mv_data, endkey, QUEUE_ID_LEN) >= 0) {
 				rc = MDB_NOTFOUND;
 				break;
 			}
-			memcpy(id, k.mv_data, QUEUE_ID_LEN);
-			id[QUEUE_ID_LEN] = '\0';
-			if (queue_record_decode(id, d.mv_data, d.mv_size, &batch[n],
-			    NULL) == QUEUE_OK) {
+			if ((got = queue_msg_decode(&k, &d, id, &batch[n])) > 0)
 				n++;
-			} else {
+			else if (got < 0) {
 				/* Skipped for good: the cursor moves past it. */
 				log_error("%s: corrupt queue record skipped", id);
 				memcpy(cursor, id, QUEUE_ID_LEN + 1);
 			}
 		}
-		mdb_cursor_close(c);
-		mdb_txn_abort(txn);
+		queue_read_end(txn, c);
 		if (rc != 0 && rc != MDB_NOTFOUND)
 			result = QUEUE_EIO;
 		for (i = 0; i < n; i++) {

@@ -57,6 +57,14 @@ uint64_t queue_be64_get(const unsigned char *p)
 	return (uint64_t)queue_be32_get(p) << 32 | queue_be32_get(p + 4);
 }
 
+int queue_txn_end(MDB_txn *txn, int rc)
+{
+	if (rc == 0)
+		return mdb_txn_commit(txn);
+	mdb_txn_abort(txn);
+	return rc;
+}
+
 int queue_code(int rc)
 {
 	if (rc == 0)
@@ -275,6 +283,18 @@ static char *queue_rb_str(struct rbuf *b, int nullable)
 /* Smallest encoded recipient: 3 strings, u32, u8, u32, 2 u64, string, u8. */
 #define RCPT_MIN_LEN	(4 + 4 + 4 + 4 + 1 + 4 + 8 + 8 + 4 + 1)
 
+int queue_record_arrival(const void *data, size_t len, time_t *arrival_r)
+{
+	struct rbuf b = { data, len, 0, 0 };
+
+	if (queue_rb_uint(&b, 1) != QUEUE_RECORD_VERSION)
+		return QUEUE_EIO;
+	(void)queue_rb_uint(&b, 4);	/* flags */
+	(void)queue_rb_uint(&b, 1);	/* ret */
+	*arrival_r = (time_t)(int64_t)queue_rb_uint(&b, 8);
+	return b.bad ? QUEUE_EIO : QUEUE_OK;
+}
+
 int queue_record_decode(const char *id, const void *data, size_t len,
     struct queue_envelope **env_r, uint32_t *nchunks_r)
 {
@@ -401,4 +421,15 @@ struct queue_envelope *queue_envelope_copy(const struct queue_envelope *src)
 		r->last_reply = queue_xstrdup_null(s->last_reply);
 	}
 	return env;
+}
+
+int queue_msg_decode(const MDB_val *k, const MDB_val *d, char *id,
+    struct queue_envelope **env_r)
+{
+	if (k->mv_size != QUEUE_ID_LEN)
+		return 0;
+	memcpy(id, k->mv_data, QUEUE_ID_LEN);
+	id[QUEUE_ID_LEN] = '\0';
+	return queue_record_decode(id, d->mv_data, d->mv_size, env_r, NULL) ==
+	    QUEUE_OK ? 1 : -1;
 }

@@ -132,6 +132,16 @@ void queue_totals_of(const struct queue_envelope *env, int sign, int64_t *delta)
 	delta[3] = sign * retry;
 }
 
+/* Put (sign 1) or delete (sign -1) one index key; one already gone is
+ * no error. An LMDB code. */
+static int queue_index_key(MDB_txn *txn, MDB_dbi db, MDB_val *k, MDB_val *d,
+    int sign)
+{
+	int rc = sign > 0 ? mdb_put(txn, db, k, d, 0) : mdb_del(txn, db, k, NULL);
+
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 /* Add (sign 1) or remove (sign -1) every index entry and counter of env. */
 static int queue_index_env(struct queue *q, MDB_txn *txn,
     const struct queue_envelope *env, int sign)
@@ -152,11 +162,8 @@ static int queue_index_env(struct queue *q, MDB_txn *txn,
 			continue;
 		if (queue_rcpt_first_in_domain(env, i)) {
 			queue_dom_key_make(r->domain, env->id, kbuf, &k);
-			if (sign > 0)
-				rc = mdb_put(txn, q->db_dom, &k, &d, 0);
-			else
-				rc = mdb_del(txn, q->db_dom, &k, NULL);
-			if (rc != 0 && rc != MDB_NOTFOUND)
+			if ((rc = queue_index_key(txn, q->db_dom, &k, &d,
+			    sign)) != 0)
 				return rc;
 			rc = queue_count_adjust(q, txn, r->domain, sign,
 			    sign * (int64_t)env->size);
@@ -168,11 +175,8 @@ static int queue_index_env(struct queue *q, MDB_txn *txn,
 			memcpy(skey + 8, env->id, QUEUE_ID_LEN);
 			k.mv_data = skey;
 			k.mv_size = sizeof(skey);
-			if (sign > 0)
-				rc = mdb_put(txn, q->db_sched, &k, &d, 0);
-			else
-				rc = mdb_del(txn, q->db_sched, &k, NULL);
-			if (rc != 0 && rc != MDB_NOTFOUND)
+			if ((rc = queue_index_key(txn, q->db_sched, &k, &d,
+			    sign)) != 0)
 				return rc;
 		}
 	}
@@ -272,21 +276,30 @@ int queue_msg_load(struct queue *q, MDB_txn *txn, const char *id,
 	return 0;
 }
 
-static int queue_msg_remove(struct queue *q, MDB_txn *txn, const struct queue_envelope *env)
+/* The record, body and lease of a message (not its indexes). */
+static int queue_msg_drop(struct queue *q, MDB_txn *txn, const char *id)
 {
-	MDB_val k = { QUEUE_ID_LEN, (void *)env->id };
+	MDB_val k = { QUEUE_ID_LEN, (void *)id };
 	int rc;
 
-	rc = queue_index_env(q, txn, env, -1);
+	rc = mdb_del(txn, q->db_msg, &k, NULL);
 	if (rc == 0)
-		rc = mdb_del(txn, q->db_msg, &k, NULL);
-	if (rc == 0)
-		rc = queue_body_delete(q, txn, env->id);
+		rc = queue_body_delete(q, txn, id);
 	if (rc == 0) {
 		rc = mdb_del(txn, q->db_lease, &k, NULL);
 		if (rc == MDB_NOTFOUND)
 			rc = 0;
 	}
+	return rc;
+}
+
+static int queue_msg_remove(struct queue *q, MDB_txn *txn, const struct queue_envelope *env)
+{
+	int rc;
+
+	rc = queue_index_env(q, txn, env, -1);
+	if (rc == 0)
+		rc = queue_msg_drop(q, txn, env->id);
 	return rc;
 }
 
@@ -510,16 +523,7 @@ static int queue_job_update(struct queue *q, MDB_txn *txn, struct job *j)
 			queued++;
 	if (rc == 0) {
 		if (queued == 0) {
-			MDB_val k = { QUEUE_ID_LEN, env->id };
-
-			rc = mdb_del(txn, q->db_msg, &k, NULL);
-			if (rc == 0)
-				rc = queue_body_delete(q, txn, env->id);
-			if (rc == 0) {
-				rc = mdb_del(txn, q->db_lease, &k, NULL);
-				if (rc == MDB_NOTFOUND)
-					rc = 0;
-			}
+			rc = queue_msg_drop(q, txn, env->id);
 		} else {
 			rc = queue_msg_store(q, txn, env, 1);
 		}
@@ -701,10 +705,7 @@ static void queue_writer_cleanup_put(struct queue *q, const char *id)
 	}
 	if (rc == 0)
 		rc = queue_marker_set(q, txn, id, 0);
-	if (rc == 0)
-		rc = mdb_txn_commit(txn);
-	else
-		mdb_txn_abort(txn);
+	rc = queue_txn_end(txn, rc);
 	if (rc != 0)
 		log_warn("%s: chunks left for recovery at next start: %s", id,
 		    mdb_strerror(rc));

@@ -56,21 +56,6 @@ struct rcache_op {
 	unsigned long max;
 };
 
-static void put64(unsigned char *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (unsigned char)v;
-}
-
-static uint64_t get64(const unsigned char *p)
-{
-	uint64_t v = 0;
-
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 const char *rcache_state_name(enum rcache_state s)
 {
 	return s == RCACHE_VALID ? "valid" : s == RCACHE_INVALID ? "invalid" : "?";
@@ -140,13 +125,13 @@ static int rcache_decode(const MDB_val *k, const MDB_val *v,
 		e->addr[al] = '\0';
 		e->state = p[1];
 		e->source = p[2];
-		e->expires = (time_t)get64(p + 3);
-		e->updated = (time_t)get64(p + 11);
+		e->expires = (time_t)queue_be64_get(p + 3);
+		e->updated = (time_t)queue_be64_get(p + 11);
 		memcpy(e->text, p + RCACHE_HDR, tl);
 		e->text[tl] = '\0';
 	}
 	if (stamp_r != NULL)
-		*stamp_r = get64(p + 19);
+		*stamp_r = queue_be64_get(p + 19);
 	return 0;
 }
 
@@ -185,13 +170,10 @@ struct rcache *rcache_open(struct queue *q, unsigned long max_entries,
 	}
 	if (r == 0 && (r = mdb_cursor_open(txn, rc->db_age, &cur)) == 0) {
 		if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
-			rc->last_stamp = get64(k.mv_data);
+			rc->last_stamp = queue_be64_get(k.mv_data);
 		mdb_cursor_close(cur);
 	}
-	if (r == 0)
-		r = mdb_txn_commit(txn);
-	else
-		mdb_txn_abort(txn);
+	r = queue_txn_end(txn, r);
 	if (r == 0)
 		return rc;
 fail:
@@ -270,7 +252,7 @@ static int rcache_del_key(struct rcache *rc, MDB_txn *txn, MDB_val *k)
 	if (r != 0)
 		return r == MDB_NOTFOUND ? 0 : r;
 	if (rcache_decode(k, &v, NULL, &stamp) == 0) {
-		put64(sb, stamp);
+		queue_be64_put(sb, stamp);
 		ak.mv_data = sb;
 		ak.mv_size = 8;
 		r = mdb_del(txn, rc->db_age, &ak, NULL);
@@ -334,8 +316,8 @@ static int rcache_apply_store(struct rcache *rc, MDB_txn *txn,
 	gettimeofday(&tv, NULL);
 	now = (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
 	rc->last_stamp = now > rc->last_stamp ? now : rc->last_stamp + 1;
-	put64(op->val + 19, rc->last_stamp);
-	put64(sb, rc->last_stamp);
+	queue_be64_put(op->val + 19, rc->last_stamp);
+	queue_be64_put(sb, rc->last_stamp);
 	v.mv_data = op->val;
 	v.mv_size = op->vlen;
 	if ((r = mdb_put(txn, rc->db_rcpt, &k, &v, 0)) != 0)
@@ -443,8 +425,8 @@ void rcache_store(struct rcache *rc, const char *domain, const char *addr,
 	op->val[0] = RCACHE_VERSION;
 	op->val[1] = (unsigned char)state;
 	op->val[2] = (unsigned char)source;
-	put64(op->val + 3, (uint64_t)expires);
-	put64(op->val + 11, (uint64_t)time(NULL));
+	queue_be64_put(op->val + 3, (uint64_t)expires);
+	queue_be64_put(op->val + 11, (uint64_t)time(NULL));
 	op->val[27] = (unsigned char)(tl >> 8);
 	op->val[28] = (unsigned char)tl;
 	if (tl > 0)

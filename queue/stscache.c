@@ -49,10 +49,7 @@ struct stscache *stscache_open(struct queue *q, char *err, size_t errlen)
 		mdb_txn_abort(txn);
 		return c;
 	}
-	if (r == 0)
-		r = mdb_txn_commit(txn);
-	else
-		mdb_txn_abort(txn);
+	r = queue_txn_end(txn, r);
 	if (r == 0)
 		return c;
 fail:

@@ -107,6 +107,7 @@ struct sched {
 	size_t nages;
 	struct timespec slice_start;
 	int slice_over;
+	struct qmarks *qmarks;	/* where they are kept; NULL: not kept */
 	time_t marks_saved;	/* when the marks were last written */
 	int marks_dirty;	/* moved since */
 	struct sched_run *runs;
@@ -901,7 +902,7 @@ static void sched_marks_save(struct sched *s, time_t now)
 {
 	for (size_t i = 0; i < s->nages; i++)
 		if (s->marks[i][0] != '\0')
-			qmarks_put(s->q, s->ages[i], s->marks[i]);
+			qmarks_put(s->qmarks, s->ages[i], s->marks[i]);
 	s->marks_saved = now;
 	s->marks_dirty = 0;
 }
@@ -910,8 +911,13 @@ static void sched_marks_save(struct sched *s, time_t now)
  * before its mark were read by the previous run). */
 static void sched_marks_load(struct sched *s)
 {
+	char err[256];
+
+	if ((s->qmarks = qmarks_open(s->q, err, sizeof(err))) == NULL)
+		log_error("queue: %s (scans will start over at each start)",
+		    err);
 	for (size_t i = 0; i < s->nages; i++)
-		(void)qmarks_get(s->q, s->ages[i], s->marks[i]);
+		(void)qmarks_get(s->qmarks, s->ages[i], s->marks[i]);
 	s->marks_saved = time(NULL);
 }
 
@@ -1185,6 +1191,7 @@ void sched_free(struct sched **sp)
 	event_free(s->expiry_ev);
 	free(s->ages);
 	free(s->marks);
+	qmarks_close(&s->qmarks);
 	config_unref(&s->cfg);
 	free(s);
 	*sp = NULL;

@@ -32,6 +32,7 @@
 
 #include "authc.h"
 #include "authproto.h"
+#include "cmdtable.h"
 #include "config.h"
 #include "dnsbl.h"
 #include "fdbudget.h"
@@ -247,17 +248,15 @@ smtpd_helo_valid(const char *arg, size_t len)
 	return 1;
 }
 
-static void
-smtpd_cmd_helo(struct smtpd_session *ss, const char *arg, size_t len,
-    int esmtp)
+static int
+smtpd_hello(struct smtpd_session *ss, const char *arg, size_t len, int esmtp)
 {
 	struct config *cfg = ss->cfg;
 
 	if (!smtpd_helo_valid(arg, len)) {
 		smtpd_reply(ss, "501 5.5.4 Syntax: %s hostname",
 		    esmtp ? "EHLO" : "HELO");
-		smtpd_error(ss);
-		return;
+		return smtpd_error(ss);
 	}
 	milter_sess_end_tx(ss->milter);
 	smtpd_tx_free(&ss->tx);
@@ -268,7 +267,7 @@ smtpd_cmd_helo(struct smtpd_session *ss, const char *arg, size_t len,
 	smtpd_enter_state(ss, SMTPD_ST_HELO);
 	if (!esmtp) {
 		smtpd_reply(ss, "250 %s", cfg->hostname);
-		return;
+		return 0;
 	}
 	smtpd_reply(ss, "250-%s", cfg->hostname);
 	smtpd_reply(ss, "250-PIPELINING");
@@ -286,39 +285,42 @@ smtpd_cmd_helo(struct smtpd_session *ss, const char *arg, size_t len,
 	if (ss->tls != NULL && !ss->tls_on)
 		smtpd_reply(ss, "250-STARTTLS");
 	smtpd_reply(ss, "250 HELP");
+	return 0;
 }
 
-static void
-smtpd_cmd_mail(struct smtpd_session *ss, const char *arg, size_t len)
+static int
+smtpd_cmd_ehlo(void *ss, char *arg, size_t len)
 {
+	return smtpd_hello(ss, arg, len, 1);
+}
+
+static int
+smtpd_cmd_helo(void *ss, char *arg, size_t len)
+{
+	return smtpd_hello(ss, arg, len, 0);
+}
+
+static int
+smtpd_cmd_mail(void *arg_ss, char *arg, size_t len)
+{
+	struct smtpd_session *ss = arg_ss;
 	struct smtp_path path;
 	struct smtpd_tx *tx;
 	int r;
 
-	if (ss->state == SMTPD_ST_GREETED) {
-		smtpd_reply(ss, "503 5.5.1 Send HELO/EHLO first");
-		smtpd_error(ss);
-		return;
-	}
-	if (ss->state != SMTPD_ST_HELO) {
-		smtpd_reply(ss, "503 5.5.1 Nested MAIL command");
-		smtpd_error(ss);
-		return;
-	}
 	tx = xcalloc(1, sizeof(*tx));
 	r = smtp_parse_mail(arg, len, &path, &tx->mp);
 	if (r != 0) {
 		free(tx);
 		smtpd_reply(ss, "%s", smtp_parse_strerror(r, 0));
-		smtpd_error(ss);
-		return;
+		return smtpd_error(ss);
 	}
 	if (tx->mp.has_size && ss->cfg->max_message_size > 0 &&
 	    tx->mp.size > ss->cfg->max_message_size) {
 		free(tx);
 		metrics_inc(METRIC_REJECTED, "size");
 		smtpd_reply(ss, "552 5.3.4 Message size exceeds fixed limit");
-		return;
+		return 0;
 	}
 	{
 		/* The map or disk cannot take it: say so before the DATA. */
@@ -330,7 +332,7 @@ smtpd_cmd_mail(struct smtpd_session *ss, const char *arg, size_t len)
 			free(tx);
 			metrics_inc(METRIC_REJECTED, why);
 			smtpd_reply(ss, "%s", reply);
-			return;
+			return 0;
 		}
 	}
 	tx->sender = xstrdup(path.null_path ? "" : path.addr);
@@ -338,6 +340,7 @@ smtpd_cmd_mail(struct smtpd_session *ss, const char *arg, size_t len)
 	milter_sess_mail(ss->milter, tx->sender);
 	smtpd_enter_state(ss, SMTPD_ST_MAIL);
 	smtpd_reply(ss, "250 2.1.0 Ok");
+	return 0;
 }
 
 static void smtpd_rcpt_add(struct smtpd_session *ss,
@@ -367,9 +370,10 @@ smtpd_rcpt_answer(void *arg, int verdict, const char *reply)
 	smtpd_resume(ss);
 }
 
-static void
-smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
+static int
+smtpd_cmd_rcpt(void *arg_ss, char *arg, size_t len)
 {
+	struct smtpd_session *ss = arg_ss;
 	struct smtp_path path;
 	struct smtp_rcpt_params rp;
 	struct smtpd_tx *tx = ss->tx;
@@ -377,21 +381,15 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 	char sbuf[300], reply[RECIP_REPLY_MAX];
 	int r;
 
-	if (ss->state != SMTPD_ST_MAIL) {
-		smtpd_reply(ss, "503 5.5.1 Need MAIL command");
-		smtpd_error(ss);
-		return;
-	}
 	r = smtp_parse_rcpt(arg, len, tx->mp.smtputf8, &path, &rp);
 	if (r != 0) {
 		smtpd_reply(ss, "%s", smtp_parse_strerror(r, 1));
-		smtpd_error(ss);
-		return;
+		return smtpd_error(ss);
 	}
 	if (tx->nrcpts >= ss->cfg->max_recipients) {
 		metrics_inc(METRIC_REJECTED, "too-many-recipients");
 		smtpd_reply(ss, "452 4.5.3 Too many recipients");
-		return;
+		return 0;
 	}
 	/* The relay decision uses the final domain only (source route and
 	 * local-part tricks already stripped by the parser); literals and
@@ -405,12 +403,11 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 		    log_sanitize(sbuf, sizeof(sbuf), path.addr, 256));
 		metrics_inc(METRIC_REJECTED, "relay");
 		smtpd_reply(ss, "550 5.7.1 Relay access denied");
-		smtpd_error(ss);
-		return;
+		return smtpd_error(ss);
 	}
 	/* Blocklisted clients cost no probe. */
 	if (smtpd_dnsbl_refused(ss, path.addr))
-		return;
+		return 0;
 	{
 		/* The domain's quota (or the map) cannot take it. */
 		const char *why;
@@ -419,7 +416,7 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 		    sizeof(reply), &why)) {
 			metrics_inc(METRIC_REJECTED, why);
 			smtpd_reply(ss, "%s", reply);
-			return;
+			return 0;
 		}
 	}
 	r = recip_check(ss->s->recip, dom, path.addr, reply, sizeof(reply),
@@ -432,17 +429,18 @@ smtpd_cmd_rcpt(struct smtpd_session *ss, const char *arg, size_t len)
 		tx->pend_dom = dom;
 		ss->paused = 1;
 		bufferevent_disable(ss->bev, EV_READ);
-		return;
+		return 0;
 	}
 	if (r == RECIP_REFUSE) {
 		metrics_inc(METRIC_REJECTED, "unknown-recipient");
 		smtpd_reply(ss, "%s", reply);
 		if (reply[0] == '5')
 			smtpd_error(ss);
-		return;
+		return 0;
 	}
 	smtpd_rcpt_add(ss, dom, path.addr, rp.orcpt[0] != '\0' ? rp.orcpt :
 	    NULL, rp.notify);
+	return 0;
 }
 
 static void
@@ -570,39 +568,51 @@ smtpd_dnsbl_done(void *arg)
 	smtpd_session_reap(ss);
 }
 
+/* DATA's own precondition (before the pipelining check). */
+static int
+smtpd_data_check(void *arg_ss, char *arg, size_t arglen)
+{
+	struct smtpd_session *ss = arg_ss;
+
+	(void)arg;
+	(void)arglen;
+	if (ss->tx->nrcpts == 0) {
+		smtpd_reply(ss, "554 5.5.1 No valid recipients");
+		return 1;
+	}
+	return 0;
+}
+
+/*
+ * A command that must end a pipelined group (DATA, RFC 2920 3.1) had more
+ * input behind it: text sent before our 354 is a synchronisation error,
+ * never message content.
+ */
+static int
+smtpd_desync(void *arg_ss)
+{
+	struct smtpd_session *ss = arg_ss;
+
+	log_info("smtpd: sid=%llx, client=[%s], input before 354, "
+	    "closing", (unsigned long long)ss->sid, ss->ip);
+	metrics_inc(METRIC_REJECTED, "pipelining");
+	smtpd_reply(ss, "554 5.5.0 Protocol synchronization error");
+	smtpd_tx_reset(ss);
+	smtpd_session_close(ss);
+	return 1;
+}
+
 /* Returns 1 when input processing must stop. */
 static int
-smtpd_cmd_data(struct smtpd_session *ss, size_t arglen)
+smtpd_cmd_data(void *arg_ss, char *arg, size_t arglen)
 {
+	struct smtpd_session *ss = arg_ss;
 	struct smtpd_tx *tx = ss->tx;
 	char rcv[1024];
 	int r;
 
-	if (arglen != 0) {
-		smtpd_reply(ss, "501 5.5.4 Syntax: DATA");
-		smtpd_error(ss);
-		return 0;
-	}
-	if (ss->state != SMTPD_ST_MAIL) {
-		smtpd_reply(ss, "503 5.5.1 Need MAIL command");
-		smtpd_error(ss);
-		return 0;
-	}
-	if (tx->nrcpts == 0) {
-		smtpd_reply(ss, "554 5.5.1 No valid recipients");
-		return 0;
-	}
-	/* DATA must end a pipelined group (RFC 2920 3.1): text sent before
-	 * our 354 is a synchronisation error, never message content. */
-	if (evbuffer_get_length(bufferevent_get_input(ss->bev)) > 0) {
-		log_info("smtpd: sid=%llx, client=[%s], input before 354, "
-		    "closing", (unsigned long long)ss->sid, ss->ip);
-		metrics_inc(METRIC_REJECTED, "pipelining");
-		smtpd_reply(ss, "554 5.5.0 Protocol synchronization error");
-		smtpd_tx_reset(ss);
-		smtpd_session_close(ss);
-		return 1;
-	}
+	(void)arg;
+	(void)arglen;
 	tx->put = queue_put_begin(ss->s->q);
 	if (tx->put == NULL) {
 		smtpd_reply(ss, "451 4.3.0 Local error in processing");
@@ -635,30 +645,19 @@ smtpd_cmd_data(struct smtpd_session *ss, size_t arglen)
 	return 0;
 }
 
-static void
-smtpd_cmd_etrn(struct smtpd_session *ss, const char *arg, size_t len)
+static int
+smtpd_cmd_etrn(void *arg_ss, char *arg, size_t len)
 {
+	struct smtpd_session *ss = arg_ss;
 	char node[SMTP_DOMAIN_MAX + 1], text[SMTP_DOMAIN_MAX + 2];
 	char reply[512];
 	int kind;
 
-	if (ss->state == SMTPD_ST_GREETED) {
-		smtpd_reply(ss, "503 5.5.1 Send HELO/EHLO first");
-		smtpd_error(ss);
-		return;
-	}
-	if (ss->state != SMTPD_ST_HELO) {
-		smtpd_reply(ss, "503 5.5.1 ETRN not allowed during a mail "
-		    "transaction");
-		smtpd_error(ss);
-		return;
-	}
 	if (len == 0 || memchr(arg, ' ', len) != NULL ||
 	    memchr(arg, '\t', len) != NULL ||
 	    smtp_parse_etrn(arg, len, &kind, node, sizeof(node)) != 0) {
 		smtpd_reply(ss, "501 5.5.4 Syntax error in ETRN parameters");
-		smtpd_error(ss);
-		return;
+		return smtpd_error(ss);
 	}
 	/* Hand on the parsed form (kind + node, at most 1 + 255 octets),
 	 * never the raw argument: "@" + 255 octets + "." did not fit. */
@@ -669,7 +668,7 @@ smtpd_cmd_etrn(struct smtpd_session *ss, const char *arg, size_t len)
 	if (ss->s->etrn_fn == NULL) {
 		smtpd_reply(ss, "458 4.3.0 Unable to queue messages for node %s",
 		    node);
-		return;
+		return 0;
 	}
 	reply[0] = '\0';
 	ss->s->etrn_fn(ss->s->etrn_arg, ss->ip, text, reply, sizeof(reply));
@@ -680,31 +679,19 @@ smtpd_cmd_etrn(struct smtpd_session *ss, const char *arg, size_t len)
 		    node);
 	else
 		smtpd_reply(ss, "%s", reply);
+	return 0;
 }
 
 /* Returns 1 when input processing must stop (the bev changed). */
 static int
-smtpd_cmd_starttls(struct smtpd_session *ss, size_t arglen)
+smtpd_cmd_starttls(void *arg_ss, char *arg, size_t arglen)
 {
+	struct smtpd_session *ss = arg_ss;
 	struct bufferevent *nbev;
 	SSL *ssl;
 
-	if (ss->tls == NULL || ss->tls_on) {
-		smtpd_reply(ss, "502 5.5.1 Command not implemented");
-		smtpd_error(ss);
-		return 0;
-	}
-	if (arglen != 0) {
-		smtpd_reply(ss, "501 5.5.4 Syntax: STARTTLS");
-		smtpd_error(ss);
-		return 0;
-	}
-	if (ss->state == SMTPD_ST_MAIL) {
-		smtpd_reply(ss, "503 5.5.1 STARTTLS not allowed during a mail "
-		    "transaction");
-		smtpd_error(ss);
-		return 0;
-	}
+	(void)arg;
+	(void)arglen;
 	/* Plaintext sent after STARTTLS must never be read as if it came
 	 * through TLS (CVE-2011-0411 class): drop it. */
 	{
@@ -802,28 +789,11 @@ smtpd_auth_wait(struct smtpd_session *ss)
 }
 
 static int
-smtpd_cmd_auth(struct smtpd_session *ss, const char *arg)
+smtpd_cmd_auth(void *arg_ss, char *arg, size_t arglen)
 {
-	if (ss->s->auth == NULL) {
-		smtpd_reply(ss, "502 5.5.1 Command not implemented");
-		return smtpd_error(ss);
-	}
-	if (!ss->tls_on) {
-		smtpd_reply(ss, "530 5.7.0 Must issue a STARTTLS command first");
-		return smtpd_error(ss);
-	}
-	if (!ss->esmtp) {
-		smtpd_reply(ss, "503 5.5.1 Send EHLO first");
-		return smtpd_error(ss);
-	}
-	if (ss->user[0] != '\0') {
-		smtpd_reply(ss, "503 5.5.1 Already authenticated");
-		return smtpd_error(ss);
-	}
-	if (ss->tx != NULL && ss->state != SMTPD_ST_HELO) {
-		smtpd_reply(ss, "503 5.5.1 AUTH not allowed during a mail transaction");
-		return smtpd_error(ss);
-	}
+	struct smtpd_session *ss = arg_ss;
+
+	(void)arglen;
 	ss->sasl = authc_start(ss->s->auth, ss->ip, AUTHPROTO_TLS |
 	    (ss->cfg->auth_requires_tls ? AUTHPROTO_REQUIRE_TLS : 0), arg,
 	    smtpd_auth_done, ss);
@@ -838,77 +808,142 @@ smtpd_auth_line(struct smtpd_session *ss, const char *line)
 	(void)smtpd_auth_wait(ss);
 }
 
+static int
+smtpd_cmd_rset(void *arg_ss, char *arg, size_t arglen)
+{
+	struct smtpd_session *ss = arg_ss;
+
+	(void)arg;
+	(void)arglen;
+	smtpd_tx_reset(ss);
+	smtpd_reply(ss, "250 2.0.0 Ok");
+	return 0;
+}
+
+static int
+smtpd_cmd_quit(void *arg_ss, char *arg, size_t arglen)
+{
+	struct smtpd_session *ss = arg_ss;
+
+	(void)arg;
+	(void)arglen;
+	smtpd_reply(ss, "221 2.0.0 Bye");
+	smtpd_tx_reset(ss);
+	smtpd_session_close(ss);
+	return 1;
+}
+
+static int
+smtpd_cmd_help(void *arg_ss, char *arg, size_t arglen)
+{
+	struct smtpd_session *ss = arg_ss;
+
+	(void)arg;
+	(void)arglen;
+	smtpd_reply(ss, "214-2.0.0 Commands: EHLO HELO MAIL RCPT DATA "
+	    "RSET NOOP QUIT HELP VRFY ETRN%s",
+	    ss->tls != NULL && !ss->tls_on ? " STARTTLS" : "");
+	smtpd_reply(ss, "214 2.0.0 See RFC 5321 and RFC 1985");
+	return 0;
+}
+
+static int
+smtpd_cmd_vrfy(void *arg_ss, char *arg, size_t arglen)
+{
+	(void)arg;
+	(void)arglen;
+	smtpd_reply(arg_ss, "252 2.5.2 Cannot VRFY user, but will accept "
+	    "message and attempt delivery");
+	return 0;
+}
+
+/* The table's replies: every refusal counts towards max_errors. */
+static int
+smtpd_answer(void *arg_ss, const char *line, enum cmdtable_why why)
+{
+	struct smtpd_session *ss = arg_ss;
+
+	smtpd_reply(ss, "%s", line);
+	return why == CMDT_WHY_REPLY ? 0 : smtpd_error(ss);
+}
+
+#define ST(x)	CMDT_ST(SMTPD_ST_##x)
+#define NOTIMPL	"502 5.5.1 Command not implemented"
+
+static const struct cmdtable_row smtpd_rows[] = {
+	{ "EHLO", 0, 0, 0, NULL, NULL, NULL, NULL, smtpd_cmd_ehlo },
+	{ "HELO", 0, 0, 0, NULL, NULL, NULL, NULL, smtpd_cmd_helo },
+	{ "MAIL", ST(HELO), CMDT_HELO, 0, NULL,
+	    "503 5.5.1 Nested MAIL command", NULL, NULL, smtpd_cmd_mail },
+	{ "RCPT", ST(MAIL), 0, 0, NULL, "503 5.5.1 Need MAIL command", NULL,
+	    NULL, smtpd_cmd_rcpt },
+	{ "DATA", ST(MAIL), 0, CMDT_NOARG | CMDT_GROUP_END,
+	    "501 5.5.4 Syntax: DATA", "503 5.5.1 Need MAIL command", NULL,
+	    smtpd_data_check, smtpd_cmd_data },
+	{ "RSET", 0, 0, CMDT_NOARG, "501 5.5.4 Syntax: RSET", NULL, NULL,
+	    NULL, smtpd_cmd_rset },
+	{ "NOOP", 0, 0, 0, NULL, NULL, "250 2.0.0 Ok", NULL, NULL },
+	{ "QUIT", 0, 0, CMDT_NOARG, "501 5.5.4 Syntax: QUIT", NULL, NULL,
+	    NULL, smtpd_cmd_quit },
+	{ "HELP", 0, 0, 0, NULL, NULL, NULL, NULL, smtpd_cmd_help },
+	{ "VRFY", 0, 0, CMDT_ARG, "501 5.5.4 Syntax: VRFY address", NULL,
+	    NULL, NULL, smtpd_cmd_vrfy },
+	{ "TURN", 0, 0, 0, NULL, NULL, "502 5.5.1 TURN not supported, use "
+	    "ETRN", NULL, NULL },
+	{ "ETRN", ST(HELO), CMDT_HELO, 0, NULL, "503 5.5.1 ETRN not allowed "
+	    "during a mail transaction", NULL, NULL, smtpd_cmd_etrn },
+	{ "STARTTLS", ST(GREETED) | ST(HELO), CMDT_TLS_OFFER, CMDT_NOARG,
+	    "501 5.5.4 Syntax: STARTTLS", "503 5.5.1 STARTTLS not allowed "
+	    "during a mail transaction", NULL, NULL, smtpd_cmd_starttls },
+	{ "AUTH", ST(GREETED) | ST(HELO), CMDT_AUTH_OFFER | CMDT_TLS |
+	    CMDT_EHLO | CMDT_NOT_AUTHED, 0, NULL, "503 5.5.1 AUTH not allowed "
+	    "during a mail transaction", NULL, NULL, smtpd_cmd_auth },
+	{ "EXPN", 0, 0, CMDT_ERROR, NULL, NULL, NOTIMPL, NULL, NULL },
+	{ "BDAT", 0, 0, CMDT_ERROR, NULL, NULL, NOTIMPL, NULL, NULL },
+};
+
+/* What a row may need, in the order it is checked (and its reply). */
+static const struct cmdtable_need smtpd_needs[] = {
+	{ CMDT_TLS_OFFER, NOTIMPL },
+	{ CMDT_AUTH_OFFER, NOTIMPL },
+	{ CMDT_TLS, "530 5.7.0 Must issue a STARTTLS command first" },
+	{ CMDT_EHLO, "503 5.5.1 Send EHLO first" },
+	{ CMDT_HELO, "503 5.5.1 Send HELO/EHLO first" },
+	{ CMDT_NOT_AUTHED, "503 5.5.1 Already authenticated" },
+};
+
+static const struct cmdtable smtpd_cmds = {
+	smtpd_rows, sizeof(smtpd_rows) / sizeof(smtpd_rows[0]),
+	smtpd_needs, sizeof(smtpd_needs) / sizeof(smtpd_needs[0]),
+	"500 5.5.2 Syntax error, command unrecognized",
+	"501 5.5.2 Invalid character in command",
+	smtpd_answer, smtpd_desync
+};
+
+#undef ST
+#undef NOTIMPL
+
 /* Returns 1 when input processing must stop. */
 static int
-smtpd_command(struct smtpd_session *ss, const char *line, size_t len)
+smtpd_command(struct smtpd_session *ss, char *line, size_t len)
 {
-	char verb[SMTP_VERB_MAX + 1];
-	const char *arg;
-	size_t arglen;
-	int r;
+	unsigned have = 0;
 
-	r = smtp_parse_command(line, len, verb, sizeof(verb), &arg, &arglen);
-	if (r != 0) {
-		smtpd_reply(ss, "%s", r == SMTP_PARSE_ECHAR ?
-		    "501 5.5.2 Invalid character in command" :
-		    "500 5.5.2 Syntax error, command unrecognized");
-		return smtpd_error(ss);
-	}
-	if (strcmp(verb, "EHLO") == 0)
-		smtpd_cmd_helo(ss, arg, arglen, 1);
-	else if (strcmp(verb, "HELO") == 0)
-		smtpd_cmd_helo(ss, arg, arglen, 0);
-	else if (strcmp(verb, "MAIL") == 0)
-		smtpd_cmd_mail(ss, arg, arglen);
-	else if (strcmp(verb, "RCPT") == 0)
-		smtpd_cmd_rcpt(ss, arg, arglen);
-	else if (strcmp(verb, "DATA") == 0)
-		return smtpd_cmd_data(ss, arglen);
-	else if (strcmp(verb, "RSET") == 0) {
-		if (arglen != 0) {
-			smtpd_reply(ss, "501 5.5.4 Syntax: RSET");
-			return smtpd_error(ss);
-		}
-		smtpd_tx_reset(ss);
-		smtpd_reply(ss, "250 2.0.0 Ok");
-	} else if (strcmp(verb, "NOOP") == 0)
-		smtpd_reply(ss, "250 2.0.0 Ok");
-	else if (strcmp(verb, "QUIT") == 0) {
-		if (arglen != 0) {
-			smtpd_reply(ss, "501 5.5.4 Syntax: QUIT");
-			return smtpd_error(ss);
-		}
-		smtpd_reply(ss, "221 2.0.0 Bye");
-		smtpd_tx_reset(ss);
-		smtpd_session_close(ss);
+	if (ss->state != SMTPD_ST_GREETED)
+		have |= CMDT_HELO;
+	if (ss->esmtp)
+		have |= CMDT_EHLO;
+	if (ss->tls_on)
+		have |= CMDT_TLS;
+	else if (ss->tls != NULL)
+		have |= CMDT_TLS_OFFER;
+	if (ss->s->auth != NULL)
+		have |= CMDT_AUTH_OFFER;
+	have |= ss->user[0] != '\0' ? CMDT_AUTHED : CMDT_NOT_AUTHED;
+	if (evbuffer_get_length(bufferevent_get_input(ss->bev)) > 0)
+		have |= CMDT_PENDING;
+	if (cmdtable_dispatch(&smtpd_cmds, ss, ss->state, have, line, len))
 		return 1;
-	} else if (strcmp(verb, "HELP") == 0) {
-		smtpd_reply(ss, "214-2.0.0 Commands: EHLO HELO MAIL RCPT DATA "
-		    "RSET NOOP QUIT HELP VRFY ETRN%s",
-		    ss->tls != NULL && !ss->tls_on ? " STARTTLS" : "");
-		smtpd_reply(ss, "214 2.0.0 See RFC 5321 and RFC 1985");
-	} else if (strcmp(verb, "VRFY") == 0) {
-		if (arglen == 0) {
-			smtpd_reply(ss, "501 5.5.4 Syntax: VRFY address");
-			return smtpd_error(ss);
-		}
-		smtpd_reply(ss, "252 2.5.2 Cannot VRFY user, but will accept "
-		    "message and attempt delivery");
-	} else if (strcmp(verb, "TURN") == 0) {
-		smtpd_reply(ss, "502 5.5.1 TURN not supported, use ETRN");
-	} else if (strcmp(verb, "ETRN") == 0)
-		smtpd_cmd_etrn(ss, arg, arglen);
-	else if (strcmp(verb, "STARTTLS") == 0)
-		return smtpd_cmd_starttls(ss, arglen);
-	else if (strcmp(verb, "AUTH") == 0)
-		return smtpd_cmd_auth(ss, arg);
-	else if (strcmp(verb, "EXPN") == 0 || strcmp(verb, "BDAT") == 0) {
-		smtpd_reply(ss, "502 5.5.1 Command not implemented");
-		return smtpd_error(ss);
-	} else {
-		smtpd_reply(ss, "500 5.5.2 Syntax error, command unrecognized");
-		return smtpd_error(ss);
-	}
 	return ss->state == SMTPD_ST_CLOSING;
 }
 
