@@ -24,7 +24,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "config.h"
@@ -752,24 +751,10 @@ void milter_sess_end_tx(struct milter_sess *ms)
 	ms->paused = 0;
 }
 
-/* QUIT goes out on a connection that outlives the session briefly. */
-static void mc_quit_done(struct bufferevent *bev, void *arg)
-{
-	(void)arg;
-	bufferevent_free(bev);
-}
-
-static void mc_quit_event(struct bufferevent *bev, short what, void *arg)
-{
-	(void)what;
-	(void)arg;
-	bufferevent_free(bev);
-}
-
 void milter_sess_free(struct milter_sess **msp)
 {
 	struct milter_sess *ms = *msp;
-	struct timeval tv = { 2, 0 };
+	struct mcmd *m;
 	size_t i;
 
 	if (ms == NULL)
@@ -780,22 +765,25 @@ void milter_sess_free(struct milter_sess **msp)
 	for (i = 0; i < ms->nc; i++) {
 		struct mconn *c = &ms->c[i];
 
-		if (c->st == MC_OPEN && c->bev != NULL)
+		if (c->st == MC_OPEN && c->ml != NULL)
 			mc_flush(c);
 		if (mp_put(c)) {
 			/* kept for the next session: no QUIT */
-		} else if (c->st == MC_OPEN && c->bev != NULL &&
+		} else if (c->st == MC_OPEN && c->ml != NULL &&
 		    c->negotiated == 2 && !c->awaiting && c->head == NULL) {
-			struct bufferevent *bev = c->bev;
+			/* QUIT goes out on a link that outlives the session
+			 * briefly */
+			struct mlink *ml = c->ml;
 
-			c->bev = NULL;
-			milter_put_cmd(bufferevent_get_output(bev), SMFIC_QUIT);
-			bufferevent_setcb(bev, NULL, mc_quit_done,
-			    mc_quit_event, NULL);
-			bufferevent_set_timeouts(bev, &tv, &tv);
-			bufferevent_enable(bev, EV_WRITE);
+			c->ml = NULL;
+			milter_put_cmd(ml->out, SMFIC_QUIT);
+			ml_quit(ml);
 		}
 		mc_close(c);
+		while ((m = c->spare) != NULL) {
+			c->spare = m->next;
+			free(m);
+		}
 		mc_clear_mods(c);
 		event_free(c->timer);
 		evbuffer_free(c->pend);
