@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, check, prog, run, run_tests, swaks
+from odtest import Conn, check, make_cert, prog, run, run_tests, swaks
 from pullsink import PullFixture, add_user, cram_response
 
 DOMAINS = """
@@ -172,10 +172,51 @@ def test_check_errors_name_file_and_line():
 		subprocess.run(["rm", "-rf", tmp])
 
 
+def test_ca_files_checked_and_relative():
+	"""tls_ca_file and notify_ca_file (issue 13, issue 12) are read only
+	at each delivery or webhook: a missing one passed `odrelayd -n` and
+	then deferred every verified delivery (4.7.5). And, unlike every
+	other path (issue 18 item 7: one documented base, the configuration
+	file's directory), a relative one followed the daemon's working
+	directory."""
+	tmp = tempfile.mkdtemp(prefix="review3-ca-")
+	conf = os.path.join(tmp, "odrelay.conf")
+	cert, _ = make_cert(tmp)
+	os.rename(cert, os.path.join(tmp, "ca.pem"))
+	base = ["hostname = relay.test", "smtp_listen = 127.0.0.1:1",
+	    "odmr_listen =", "queue_dir = q"]
+	try:
+		def check_n(lines, want_rc, want_re=None):
+			with open(conf, "w") as f:
+				f.write("\n".join(lines) + "\n")
+			# from another working directory
+			r = subprocess.run([prog("odrelayd"), "-n", "-c", conf],
+			    cwd="/", stdout=subprocess.PIPE,
+			    stderr=subprocess.STDOUT, timeout=30)
+			out = r.stdout.decode(errors="replace")
+			check(r.returncode == want_rc, "-n: exit %d, want %d\n%s\n"
+			    "config:\n%s" % (r.returncode, want_rc, out,
+			    "\n".join(lines)))
+			if want_re:
+				check(re.search(want_re, out, re.M), "-n output %r "
+				    "lacks %r" % (out, want_re))
+		check_n(base + ["tls_ca_file = ca.pem", "notify_ca_file = ca.pem",
+		    "[domain example.org]", "tls = verify",
+		    "tls_ca_file = ca.pem", "notify_ca_file = ./ca.pem"], 0)
+		check_n(base + ["tls_ca_file = none.pem"], 2,
+		    "^" + re.escape(conf) + ":5: tls_ca_file .*none.pem: No such")
+		check_n(base + ["[domain example.org]", "tls = verify",
+		    "notify_ca_file = /nonexistent/ca.pem"], 2,
+		    "^" + re.escape(conf) + ":7: notify_ca_file /nonexistent")
+	finally:
+		subprocess.run(["rm", "-rf", tmp])
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
 		test_swaks_starttls_and_auth,
 		test_help_and_version_after_options,
 		test_check_errors_name_file_and_line,
+		test_ca_files_checked_and_relative,
 	], "review3")
