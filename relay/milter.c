@@ -31,7 +31,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "config.h"
@@ -77,11 +76,14 @@ const char *ms_qid(const struct milter_sess *ms)
 	return ms->id[0] != '\0' ? ms->id : "NOQUEUE";
 }
 
+/* A packet's bookkeeping goes back to the connection's spares: a
+ * message is a dozen packets or more, each otherwise an allocation. */
 static void mcmd_free(struct mconn *c, struct mcmd *m)
 {
 	if (m->want)
 		c->nwant--;
-	free(m);
+	m->next = c->spare;
+	c->spare = m;
 }
 
 static void mc_clear_fifo(struct mconn *c)
@@ -122,8 +124,8 @@ size_t ms_backlog(const struct milter_sess *ms)
 		const struct mconn *c = &ms->c[i];
 
 		n += c->queued;
-		if (c->bev != NULL)
-			n += evbuffer_get_length(bufferevent_get_output(c->bev));
+		if (c->ml != NULL)
+			n += evbuffer_get_length(c->ml->out);
 	}
 	return n;
 }
@@ -148,8 +150,13 @@ int mc_active(const struct mconn *c)
 struct evbuffer *mc_push(struct mconn *c, enum mc_stage stage,
     int want)
 {
-	struct mcmd *m = xcalloc(1, sizeof(*m));
+	struct mcmd *m = c->spare;
 
+	if (m != NULL) {
+		c->spare = m->next;
+		memset(m, 0, sizeof(*m));
+	} else
+		m = xcalloc(1, sizeof(*m));
 	m->stage = stage;
 	m->want = want;
 	m->tx = stage >= ST_MAIL && stage <= ST_EOM;
@@ -169,6 +176,140 @@ void mc_pushed(struct mconn *c)
 {
 	c->tail->len = evbuffer_get_length(c->pend) - c->tail->start;
 	c->queued += c->tail->len;
+}
+
+/* ---- filter sockets (struct mlink) ---- */
+
+#define ML_IN_MIN	2048	/* reply buffer to start with */
+
+static void ml_readcb(evutil_socket_t fd, short what, void *arg);
+static void ml_writecb(evutil_socket_t fd, short what, void *arg);
+static void ml_idlecb(evutil_socket_t fd, short what, void *arg);
+static void ml_free(struct mlink *ml);
+
+static struct mlink *ml_closing;	/* QUITs draining */
+
+static struct mlink *ml_new(struct event_base *base, int fd)
+{
+	struct mlink *ml = xcalloc(1, sizeof(*ml));
+
+	ml->fd = fd;
+	ml->rev = event_new(base, fd, EV_READ | EV_PERSIST, ml_readcb, ml);
+	ml->wev = event_new(base, fd, EV_WRITE, ml_writecb, ml);
+	ml->idle = evtimer_new(base, ml_idlecb, ml);
+	ml->out = evbuffer_new();
+	if (ml->rev == NULL || ml->wev == NULL || ml->idle == NULL ||
+	    ml->out == NULL || event_add(ml->rev, NULL) < 0) {
+		ml->fd = -1;	/* the caller closes it */
+		ml_free(ml);
+		return NULL;
+	}
+	return ml;
+}
+
+static void ml_free(struct mlink *ml)
+{
+	if (ml->rev != NULL)
+		event_free(ml->rev);
+	if (ml->wev != NULL)
+		event_free(ml->wev);
+	if (ml->idle != NULL)
+		event_free(ml->idle);
+	if (ml->out != NULL)
+		evbuffer_free(ml->out);
+	free(ml->in);
+	if (ml->fd >= 0)
+		close(ml->fd);
+	free(ml);
+}
+
+/* Write what the socket takes now; the rest when it is writable.
+ * -1 with errno on a broken socket. */
+static int ml_write(struct mlink *ml)
+{
+	if (ml->connecting || evbuffer_get_length(ml->out) == 0)
+		return 0;
+	if (evbuffer_write(ml->out, ml->fd) < 0 && errno != EAGAIN &&
+	    errno != EWOULDBLOCK && errno != EINTR)
+		return -1;
+	if (evbuffer_get_length(ml->out) > 0)
+		event_add(ml->wev, NULL);
+	return 0;
+}
+
+static void ml_unlink(struct mlink **head, struct mlink *ml)
+{
+	struct mlink **p;
+
+	for (p = head; *p != NULL; p = &(*p)->next)
+		if (*p == ml) {
+			*p = ml->next;
+			return;
+		}
+}
+
+/* A QUIT is in out: close once it is written (or after 2 s). */
+void ml_quit(struct mlink *ml)
+{
+	struct timeval tv = { 2, 0 };
+
+	ml->c = NULL;
+	ml->closing = 1;
+	if (ml_write(ml) < 0 || (!ml->connecting &&
+	    evbuffer_get_length(ml->out) == 0)) {
+		ml_free(ml);
+		return;
+	}
+	ml->next = ml_closing;
+	ml_closing = ml;
+	evtimer_add(ml->idle, &tv);
+}
+
+static void ml_quit_done(struct mlink *ml)
+{
+	ml_unlink(&ml_closing, ml);
+	ml_free(ml);
+}
+
+static void mp_drop(struct mlink *ml);
+
+static void ml_idlecb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mlink *ml = arg;
+
+	(void)fd;
+	(void)what;
+	if (ml->closing)
+		ml_quit_done(ml);
+	else
+		mp_drop(ml);
+}
+
+static void ml_writecb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mlink *ml = arg;
+	struct mconn *c = ml->c;
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	(void)what;
+	if (ml->connecting) {
+		ml->connecting = 0;
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+	}
+	if (err == 0 && ml_write(ml) < 0)
+		err = errno;
+	if (c != NULL) {
+		if (err != 0)
+			mc_fail(c, strerror(err));
+		else
+			ms_maybe_resume(c->ms);
+	} else if (ml->closing && (err != 0 ||
+	    evbuffer_get_length(ml->out) == 0))
+		ml_quit_done(ml);
+	else if (err != 0)
+		mp_drop(ml);
 }
 
 /* ---- timers and I/O ---- */
@@ -203,6 +344,7 @@ static void mc_timer_cb(evutil_socket_t fd, short what, void *arg)
 void mc_pump(struct mconn *c)
 {
 	struct mcmd *m;
+	int moved = 0;
 
 	/* Packets that expect no answer are held until one that does (the
 	 * end of message at the latest) or until MC_CORK bytes: a filter
@@ -212,9 +354,10 @@ void mc_pump(struct mconn *c)
 	if (c->nwant == 0 && c->queued < MC_CORK && !c->flush)
 		return;
 	while (c->st == MC_OPEN && !c->awaiting && (m = c->head) != NULL) {
+		moved = 1;
 		c->queued -= m->len;
-		if (evbuffer_remove_buffer(c->pend,
-		    bufferevent_get_output(c->bev), m->len) != (int)m->len) {
+		if (evbuffer_remove_buffer(c->pend, c->ml->out, m->len) !=
+		    (int)m->len) {
 			mc_fail(c, "write failed");
 			return;
 		}
@@ -223,13 +366,15 @@ void mc_pump(struct mconn *c)
 			c->awaiting = 1;
 			c->sent_at = util_now();
 			mc_arm(c, m->stage);
-			return;
+			break;
 		}
 		c->head = m->next;
 		if (c->head == NULL)
 			c->tail = NULL;
 		mcmd_free(c, m);
 	}
+	if (moved && c->st == MC_OPEN && ml_write(c->ml) < 0)
+		mc_fail(c, strerror(errno));
 }
 
 /* Write everything held back (end of session). */
@@ -284,9 +429,9 @@ void mc_drop_tx_packets(struct mconn *c)
 
 void mc_close(struct mconn *c)
 {
-	if (c->bev != NULL) {
-		bufferevent_free(c->bev);
-		c->bev = NULL;
+	if (c->ml != NULL) {
+		ml_free(c->ml);
+		c->ml = NULL;
 	}
 	evtimer_del(c->timer);
 	mc_clear_fifo(c);
@@ -470,29 +615,32 @@ static void mc_answer(struct mconn *c, const struct milter_reply *r)
 		break;
 	}
 	mc_pump(c);
-	ms_kick(ms);
+	/* the session waits on nothing while it streams the message text:
+	 * answers to headers and body chunks need no turn of the loop */
+	if (ms->wait != W_NONE || c->negotiated == 1 || c->st != MC_OPEN)
+		ms_kick(ms);
 	ms_maybe_resume(ms);
 }
 
+/* One reply packet; pkt is the link's input buffer, valid during the
+ * call only. */
 static void mc_reply(struct mconn *c, unsigned char *pkt, size_t len)
 {
 	struct milter_reply r;
 	enum mc_stage stage;
+	unsigned char *copy;
 
 	if (milter_reply_parse(pkt, len, &r) < 0) {
-		free(pkt);
 		mc_fail(c, "malformed reply");
 		return;
 	}
 	if (!c->awaiting || c->head == NULL) {
-		free(pkt);
 		mc_fail(c, "reply without a command");
 		return;
 	}
 	stage = c->head->stage;
 	switch (r.type) {
 	case MILTER_R_PROGRESS:
-		free(pkt);
 		mc_arm(c, stage);
 		return;
 	case MILTER_R_ADDHEADER:
@@ -504,84 +652,117 @@ static void mc_reply(struct mconn *c, unsigned char *pkt, size_t len)
 	case MILTER_R_REPLBODY:
 	case MILTER_R_QUARANTINE:
 		if (stage != ST_EOM) {
-			free(pkt);
 			mc_fail(c, "modification before end of message");
 			return;
 		}
-		mc_add_mod(c, &r, pkt, len);
+		/* kept to the end: r's strings must point into a copy */
+		copy = xmalloc(len);
+		memcpy(copy, pkt, len);
+		(void)milter_reply_parse(copy, len, &r);
+		mc_add_mod(c, &r, copy, len);
 		return;
 	case MILTER_R_SETSYMLIST:
-		free(pkt);
 		return;
 	case MILTER_R_SHUTDOWN:
 	case MILTER_R_CONNFAIL:
-		free(pkt);
 		mc_fail(c, "filter shut down");
 		return;
 	case MILTER_R_OPTNEG:
 		if (stage != ST_OPTNEG) {
-			free(pkt);
 			mc_fail(c, "unexpected negotiation");
 			return;
 		}
 		break;
 	default:
 		if (stage == ST_OPTNEG) {
-			free(pkt);
 			mc_fail(c, "no option negotiation");
 			return;
 		}
 		break;
 	}
 	mc_answer(c, &r);
-	free(pkt);
 }
 
-static void mc_readcb(struct bufferevent *bev, void *arg)
+/* Replies: one read, then every whole packet in it, in place. */
+static void mc_read(struct mconn *c, struct mlink *ml)
 {
-	struct mconn *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	unsigned char hdr[4], *pkt;
+	size_t off = 0;
+	ssize_t got;
 	uint32_t n;
-	int r;
 
-	while (c->st == MC_OPEN && c->bev == bev) {
-		if (evbuffer_copyout(in, hdr, 4) < 4)
-			return;
-		r = milter_frame(hdr, 4, &n);
-		if (r < 0) {
+	if (ml->inlen == ml->incap) {
+		/* only while a packet longer than the buffer is coming:
+		 * bounded by MILTER_REPLY_MAX (milter_frame) */
+		ml->incap = ml->incap ? ml->incap * 2 : ML_IN_MIN;
+		if (ml->incap > MILTER_REPLY_MAX + 4)
+			ml->incap = MILTER_REPLY_MAX + 4;
+		ml->in = xreallocarray(ml->in, ml->incap, 1);
+	}
+	got = read(ml->fd, ml->in + ml->inlen, ml->incap - ml->inlen);
+	if (got < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			mc_fail(c, strerror(errno));
+		return;
+	}
+	if (got == 0) {
+		mc_fail(c, "connection closed by the filter");
+		return;
+	}
+	ml->inlen += (size_t)got;
+	while (ml->inlen - off >= 4) {
+		if (milter_frame(ml->in + off, 4, &n) < 0) {
 			mc_fail(c, "bad packet length");
 			return;
 		}
-		if (evbuffer_get_length(in) < 4 + (size_t)n)
+		if (ml->inlen - off < 4 + (size_t)n) {
+			if (ml->incap < 4 + (size_t)n) {
+				/* room for the whole packet */
+				memmove(ml->in, ml->in + off, ml->inlen - off);
+				ml->inlen -= off;
+				off = 0;
+				ml->incap = 4 + (size_t)n;
+				ml->in = xreallocarray(ml->in, ml->incap, 1);
+			}
+			break;
+		}
+		mc_reply(c, ml->in + off + 4, n);
+		/* a failure closed the link (and freed its buffer) */
+		if (c->ml != ml || c->st != MC_OPEN)
 			return;
-		evbuffer_drain(in, 4);
-		pkt = xmalloc(n);
-		evbuffer_remove(in, pkt, n);
-		mc_reply(c, pkt, n);
+		off += 4 + (size_t)n;
+	}
+	if (off > 0) {
+		memmove(ml->in, ml->in + off, ml->inlen - off);
+		ml->inlen -= off;
+	}
+	if (ml->incap > 64 * 1024 && ml->inlen <= ML_IN_MIN) {
+		/* a long reply went by: give its room back */
+		ml->incap = ML_IN_MIN;
+		ml->in = xreallocarray(ml->in, ml->incap, 1);
 	}
 }
 
-static void mc_writecb(struct bufferevent *bev, void *arg)
+static void ml_readcb(evutil_socket_t fd, short what, void *arg)
 {
-	struct mconn *c = arg;
+	struct mlink *ml = arg;
+	unsigned char junk[512];
+	ssize_t got;
 
-	(void)bev;
-	ms_maybe_resume(c->ms);
-}
-
-static void mc_eventcb(struct bufferevent *bev, short what, void *arg)
-{
-	struct mconn *c = arg;
-
-	(void)bev;
-	if (what & BEV_EVENT_CONNECTED)
+	(void)fd;
+	(void)what;
+	if (ml->c != NULL) {
+		mc_read(ml->c, ml);
 		return;
-	if (what & BEV_EVENT_EOF)
-		mc_fail(c, "connection closed by the filter");
-	else if (what & BEV_EVENT_ERROR)
-		mc_fail(c, evutil_socket_error_to_string(
-		    EVUTIL_SOCKET_ERROR()));
+	}
+	if (!ml->closing) {
+		/* anything from an idle filter (data, EOF, error): drop */
+		mp_drop(ml);
+		return;
+	}
+	/* after QUIT: what the filter says no longer matters */
+	got = read(ml->fd, junk, sizeof(junk));
+	if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR))
+		ml_quit_done(ml);
 }
 
 /* ---- commands ---- */
@@ -623,74 +804,39 @@ static void mc_send_helo(struct mconn *c)
 #define MP_MAX		CONFIG_MILTER_POOL_MAX	/* in fdbudget's reserve */
 #define MP_IDLE		60	/* seconds before an idle one is closed */
 
-struct mpool_ent {
-	struct mpool_ent *next;
-	char spec[128];
-	struct bufferevent *bev;
-	uint32_t actions, proto;
-};
-
-static struct mpool_ent *mp_head;
+static struct mlink *mp_head;	/* idle links, their spec/actions/proto set */
 static size_t mp_n;
 
-static void mp_unlink(struct mpool_ent *e)
+static void mp_drop(struct mlink *ml)
 {
-	struct mpool_ent **p;
-
-	for (p = &mp_head; *p != NULL; p = &(*p)->next)
-		if (*p == e) {
-			*p = e->next;
-			mp_n--;
-			return;
-		}
-}
-
-static void mp_drop(struct mpool_ent *e)
-{
-	mp_unlink(e);
-	bufferevent_free(e->bev);
-	free(e);
-}
-
-/* Anything from an idle filter (data, EOF, error, idle timeout): drop. */
-static void mp_readcb(struct bufferevent *bev, void *arg)
-{
-	(void)bev;
-	mp_drop(arg);
-}
-
-static void mp_eventcb(struct bufferevent *bev, short what, void *arg)
-{
-	(void)bev;
-	(void)what;
-	mp_drop(arg);
+	ml_unlink(&mp_head, ml);
+	mp_n--;
+	ml_free(ml);
 }
 
 /* Keep c's connection for the next session; 0 if it cannot be kept. */
 int mp_put(struct mconn *c)
 {
 	struct timeval idle = { MP_IDLE, 0 };
-	struct mpool_ent *e;
+	struct mlink *ml = c->ml;
 
 	/* SMFIP_HDR_LEADSPC: OpenDKIM forgets it at QUIT_NC (its connection
 	 * context goes) and would sign header values with our leading
 	 * space; such a filter gets a new connection each time. */
 	if (!c->ms->cfg->milter_reuse || mp_n >= MP_MAX ||
-	    c->st != MC_OPEN || c->bev == NULL || c->negotiated != 2 ||
-	    c->awaiting || c->head != NULL ||
+	    c->st != MC_OPEN || ml == NULL || c->negotiated != 2 ||
+	    c->awaiting || c->head != NULL || ml->inlen > 0 ||
 	    (c->proto & SMFIP_HDR_LEADSPC))
 		return 0;
-	e = xcalloc(1, sizeof(*e));
-	util_strlcpy(e->spec, c->spec, sizeof(e->spec));
-	e->bev = c->bev;
-	e->actions = c->actions;
-	e->proto = c->proto;
-	c->bev = NULL;
-	bufferevent_setcb(e->bev, mp_readcb, NULL, mp_eventcb, e);
-	bufferevent_set_timeouts(e->bev, &idle, NULL);
-	bufferevent_enable(e->bev, EV_READ | EV_WRITE);
-	e->next = mp_head;
-	mp_head = e;
+	util_strlcpy(ml->spec, c->spec, sizeof(ml->spec));
+	ml->actions = c->actions;
+	ml->proto = c->proto;
+	/* read interest stays: data or EOF from an idle filter drops it */
+	ml->c = NULL;
+	c->ml = NULL;
+	evtimer_add(ml->idle, &idle);
+	ml->next = mp_head;
+	mp_head = ml;
 	mp_n++;
 	return 1;
 }
@@ -699,23 +845,22 @@ int mp_put(struct mconn *c)
 static int mp_get(struct mconn *c)
 {
 	const char *v[] = { "QUIT" };
-	struct mpool_ent *e;
+	struct mlink *ml;
 
 	if (!c->ms->cfg->milter_reuse)
 		return 0;
-	for (e = mp_head; e != NULL; e = e->next)
-		if (strcmp(e->spec, c->spec) == 0)
+	for (ml = mp_head; ml != NULL; ml = ml->next)
+		if (strcmp(ml->spec, c->spec) == 0)
 			break;
-	if (e == NULL)
+	if (ml == NULL)
 		return 0;
-	mp_unlink(e);
-	c->bev = e->bev;
-	c->actions = e->actions;
-	c->proto = e->proto;
-	free(e);
-	bufferevent_set_timeouts(c->bev, NULL, NULL);
-	bufferevent_setcb(c->bev, mc_readcb, mc_writecb, mc_eventcb, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	ml_unlink(&mp_head, ml);
+	mp_n--;
+	evtimer_del(ml->idle);
+	ml->c = c;
+	c->ml = ml;
+	c->actions = ml->actions;
+	c->proto = ml->proto;
 	c->st = MC_OPEN;
 	c->conn_done = 0;
 	c->conn_action = MILTER_CONTINUE;
@@ -735,6 +880,8 @@ void milter_pool_free(void)
 {
 	while (mp_head != NULL)
 		mp_drop(mp_head);
+	while (ml_closing != NULL)
+		ml_quit_done(ml_closing);
 }
 
 /* Connect, negotiate and replay CONNECT and HELO. */
@@ -768,27 +915,26 @@ static void mc_open(struct mconn *c)
 		 * tail for a delayed ACK */
 		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
 		    sizeof(one));
-	c->bev = fd < 0 ? NULL : bufferevent_socket_new(ms->base, fd,
-	    BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
+	c->ml = fd < 0 ? NULL : ml_new(ms->base, fd);
+	c->st = MC_OPEN;	/* so that mc_fail records a failure */
+	if (c->ml == NULL) {
 		if (fd >= 0)
 			close(fd);
-		c->st = MC_OPEN;
 		mc_fail(c, "cannot create a socket");
 		return;
 	}
-	bufferevent_set_max_single_write(c->bev, 256 * 1024);
-	bufferevent_setcb(c->bev, mc_readcb, mc_writecb, mc_eventcb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, MILTER_REPLY_MAX + 4);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	c->st = MC_OPEN;
+	c->ml->c = c;
 	c->negotiated = 0;
 	c->conn_done = 0;
 	c->conn_action = MILTER_CONTINUE;
-	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss,
-	    (int)sslen) < 0) {
-		mc_fail(c, "connect failed");
-		return;
+	if (connect(fd, (struct sockaddr *)&ss, sslen) < 0) {
+		if (errno != EINPROGRESS && errno != EINTR) {
+			mc_fail(c, strerror(errno));
+			return;
+		}
+		/* the first write waits for the connection (ml_writecb) */
+		c->ml->connecting = 1;
+		event_add(c->ml->wev, NULL);
 	}
 	/* CONNECT, HELO, MAIL and RCPT depend on what the filter asks
 	 * for: they follow the answer (ms_kick_cb). */

@@ -5,11 +5,13 @@ here failed on the tree before its fix."""
 
 import base64
 import os
+import re
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, check, prog, run, run_tests, swaks
+from odtest import Conn, check, make_cert, prog, run, run_tests, swaks
 from pullsink import PullFixture, add_user, cram_response
 
 DOMAINS = """
@@ -126,9 +128,95 @@ def test_help_and_version_after_options():
 		    r.returncode))
 
 
+def test_check_errors_name_file_and_line():
+	"""spec.md: `odrelayd -n` prints FILE:LINE: problem for each error
+	(house rule: config errors are FILE:LINE: message). What -n checks
+	beyond the syntax (issue 18 item 4: files and directories the daemon
+	opens at start) came without either: "tls_cert_file /x.pem: No such
+	file or directory", "run_as_user nobody2: no such user"."""
+	tmp = tempfile.mkdtemp(prefix="review3-n-")
+	conf = os.path.join(tmp, "odrelay.conf")
+	base = ["hostname = relay.test", "smtp_listen = 127.0.0.1:%d" % 1,
+	    "odmr_listen =", "queue_dir = " + os.path.join(tmp, "q")]
+	cases = [
+	    ("tls_cert_file = %s/none.pem\ntls_key_file = %s/none.key"
+	        % (tmp, tmp), "tls_cert_file"),
+	    ("run_as_user = no-such-user-r3", "run_as_user"),
+	    ("control_socket = %s/nodir/c.sock" % tmp, "control_socket"),
+	]
+	try:
+		for extra, key in cases:
+			lines = base + extra.split("\n")
+			with open(conf, "w") as f:
+				f.write("\n".join(lines) + "\n")
+			want = 1 + next(i for i, l in enumerate(lines)
+			    if l.startswith(key))
+			r = run([prog("odrelayd"), "-n", "-c", conf])
+			errs = [l for l in r.out.splitlines()
+			    if not l.startswith("warning")]
+			check(r.returncode == 2 and errs, "%s: exit %d\n%s"
+			    % (key, r.returncode, r.out))
+			for l in errs:
+				check(re.match(re.escape(conf) + ":%d: " % want, l),
+				    "%s: %r is not %s:%d: message" % (key, l, conf,
+				    want))
+		# The queue directory's parent, also when it is the default.
+		lines = base[:3] + ["queue_dir = %s/no/such/q" % tmp]
+		with open(conf, "w") as f:
+			f.write("\n".join(lines) + "\n")
+		r = run([prog("odrelayd"), "-n", "-c", conf])
+		check(r.returncode == 2 and re.search("^" + re.escape(conf) +
+		    r":4: queue_dir: directory .*/no/such: No such file", r.out,
+		    re.M), "queue_dir: exit %d\n%s" % (r.returncode, r.out))
+	finally:
+		subprocess.run(["rm", "-rf", tmp])
+
+
+def test_ca_files_checked_and_relative():
+	"""tls_ca_file and notify_ca_file (issue 13, issue 12) are read only
+	at each delivery or webhook: a missing one passed `odrelayd -n` and
+	then deferred every verified delivery (4.7.5). And, unlike every
+	other path (issue 18 item 7: one documented base, the configuration
+	file's directory), a relative one followed the daemon's working
+	directory."""
+	tmp = tempfile.mkdtemp(prefix="review3-ca-")
+	conf = os.path.join(tmp, "odrelay.conf")
+	cert, _ = make_cert(tmp)
+	os.rename(cert, os.path.join(tmp, "ca.pem"))
+	base = ["hostname = relay.test", "smtp_listen = 127.0.0.1:1",
+	    "odmr_listen =", "queue_dir = q"]
+	try:
+		def check_n(lines, want_rc, want_re=None):
+			with open(conf, "w") as f:
+				f.write("\n".join(lines) + "\n")
+			# from another working directory
+			r = subprocess.run([prog("odrelayd"), "-n", "-c", conf],
+			    cwd="/", stdout=subprocess.PIPE,
+			    stderr=subprocess.STDOUT, timeout=30)
+			out = r.stdout.decode(errors="replace")
+			check(r.returncode == want_rc, "-n: exit %d, want %d\n%s\n"
+			    "config:\n%s" % (r.returncode, want_rc, out,
+			    "\n".join(lines)))
+			if want_re:
+				check(re.search(want_re, out, re.M), "-n output %r "
+				    "lacks %r" % (out, want_re))
+		check_n(base + ["tls_ca_file = ca.pem", "notify_ca_file = ca.pem",
+		    "[domain example.org]", "tls = verify",
+		    "tls_ca_file = ca.pem", "notify_ca_file = ./ca.pem"], 0)
+		check_n(base + ["tls_ca_file = none.pem"], 2,
+		    "^" + re.escape(conf) + ":5: tls_ca_file .*none.pem: No such")
+		check_n(base + ["[domain example.org]", "tls = verify",
+		    "notify_ca_file = /nonexistent/ca.pem"], 2,
+		    "^" + re.escape(conf) + ":7: notify_ca_file /nonexistent")
+	finally:
+		subprocess.run(["rm", "-rf", tmp])
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
 		test_swaks_starttls_and_auth,
 		test_help_and_version_after_options,
+		test_check_errors_name_file_and_line,
+		test_ca_files_checked_and_relative,
 	], "review3")

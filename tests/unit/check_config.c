@@ -18,6 +18,7 @@
 #include "config.h"
 #include "log.h"
 #include "tls.h"
+#include "tlspolicy.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -199,6 +200,34 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(cfg->atrn_rate, 10);
 	ck_assert_uint_eq(cfg->max_deliveries, 20);
 	ck_assert_uint_eq(cfg->max_deliveries_per_dest, 4);
+	/* the rest of the key table's defaults */
+	ck_assert_int_eq(cfg->auth_delay_max, 16);
+	ck_assert_int_eq(cfg->verify_unknown, 0);
+	ck_assert_int_eq(cfg->verify_timeout, 10);
+	ck_assert_int_eq(cfg->verify_positive_ttl, 30L * 86400);
+	ck_assert_int_eq(cfg->verify_negative_ttl, 3L * 3600);
+	ck_assert_int_eq(cfg->learn_ttl, 180L * 86400);
+	ck_assert_int_eq(cfg->learn_negative_ttl, 30L * 86400);
+	ck_assert_uint_eq(cfg->verify_cache_size, 100000);
+	ck_assert_uint_eq(cfg->queue_min_free, 64ULL << 20);
+	ck_assert_int_eq(cfg->delivery_timeout, 300);
+	ck_assert_int_eq(cfg->delivery_session_limit, 3600);
+	ck_assert_int_eq(cfg->smtp_session_limit, 3600);
+	ck_assert_int_eq(cfg->odmr_wait_timeout, 25 * 60);
+	ck_assert_uint_eq(cfg->max_waiting, 10000);
+	ck_assert_uint_eq(cfg->max_waiting_per_user, 20);
+	ck_assert_int_eq(cfg->notify_interval, 60);
+	ck_assert_ptr_null(cfg->notify_url);
+	ck_assert_int_eq(cfg->dnsbl_timeout, 5);
+	ck_assert_int_eq(cfg->dnsbl_action, 0);
+	ck_assert_uint_eq(cfg->milters.n, 0);
+	ck_assert_int_eq(cfg->milter_default_action, 0);
+	ck_assert_int_eq(cfg->milter_connect_timeout, 30);
+	ck_assert_int_eq(cfg->milter_command_timeout, 30);
+	ck_assert_int_eq(cfg->milter_content_timeout, 300);
+	ck_assert_int_eq(cfg->milter_reuse, 0);
+	ck_assert_int_eq(cfg->tls, TLSPOLICY_MAY);
+	ck_assert_int_eq(cfg->mta_sts_port, 443);
 	ck_assert_uint_eq(cfg->ndomains, 0);
 	config_free(&cfg);
 	ck_assert_ptr_null(cfg);
