@@ -1337,6 +1337,14 @@ static struct smtpc *cmd_open(struct cmdrun *c, int sv[2])
 	return smtpc_open(c->base, bev, "fake.test", &cmd_cbs, c);
 }
 
+static void cmd_close(struct cmdrun *c, struct smtpc **s, int fd)
+{
+	smtpc_free(s);
+	if (fd >= 0)
+		close(fd);
+	event_base_free(c->base);
+}
+
 static void srv_say(int fd, const char *s)
 {
 	ck_assert_int_eq(write(fd, s, strlen(s)), (ssize_t)strlen(s));
@@ -1420,9 +1428,7 @@ START_TEST(test_command_mode_errors)
 	ck_assert_int_eq(c.errors, 1);
 	ck_assert_ptr_nonnull(strstr(c.why, "malformed reply"));
 	ck_assert_int_eq(c.replies, 0);
-	smtpc_free(&s);
-	close(sv[1]);
-	event_base_free(c.base);
+	cmd_close(&c, &s, sv[1]);
 
 	/* A reply read ahead of a close still comes, then the error. */
 	s = cmd_open(&c, sv);
@@ -1440,8 +1446,7 @@ START_TEST(test_command_mode_errors)
 	cmd_until(&c, &c.errors, 1);
 	ck_assert_int_eq(c.errors, 1);
 	ck_assert_ptr_nonnull(strstr(c.why, "connection lost"));
-	smtpc_free(&s);
-	event_base_free(c.base);
+	cmd_close(&c, &s, -1);
 
 	/* More than SMTPC_MAX_LINES lines. */
 	s = cmd_open(&c, sv);
@@ -1451,9 +1456,7 @@ START_TEST(test_command_mode_errors)
 	cmd_until(&c, &c.errors, 1);
 	ck_assert_int_eq(c.replies, 0);
 	ck_assert_ptr_nonnull(strstr(c.why, "more than"));
-	smtpc_free(&s);
-	close(sv[1]);
-	event_base_free(c.base);
+	cmd_close(&c, &s, sv[1]);
 
 	/* More than SMTPC_MAX_REPLY octets in fewer lines (the loop runs
 	 * between the writes, so the socket buffer never fills up). */
@@ -1476,9 +1479,7 @@ START_TEST(test_command_mode_errors)
 	cmd_until(&c, &c.errors, 1);
 	ck_assert_int_eq(c.replies, 0);
 	ck_assert_ptr_nonnull(strstr(c.why, "octets"));
-	smtpc_free(&s);
-	close(sv[1]);
-	event_base_free(c.base);
+	cmd_close(&c, &s, sv[1]);
 
 	/* Octets after the 220 to STARTTLS: no handshake. */
 	s = cmd_open(&c, sv);
@@ -1487,9 +1488,7 @@ START_TEST(test_command_mode_errors)
 	for (int i = 0; i < 20; i++)
 		event_base_loop(c.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	ck_assert_int_eq(smtpc_tls(s, NULL, NULL), -1);
-	smtpc_free(&s);
-	close(sv[1]);
-	event_base_free(c.base);
+	cmd_close(&c, &s, sv[1]);
 }
 END_TEST
 
