@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,8 +145,10 @@ static void conn_on_reply(void *arg, const struct smtp_reply *r)
 {
 	struct conn *c = arg;
 
+	/* The text only as far as it goes (a reply per command). */
 	if (c->want != NULL)
-		*c->want = *r;
+		memcpy(c->want, r, offsetof(struct smtp_reply, text) +
+		    r->textlen);
 	c->got_reply = 1;
 }
 
