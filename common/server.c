@@ -23,6 +23,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "server.h"
+#include "tls.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -340,12 +341,6 @@ server_shutdown(struct server *srv, void (*done)(void *arg), void *arg)
 		server_reap_soon(srv);
 }
 
-int
-server_shutting_down(const struct server *srv)
-{
-	return srv->shutting_down;
-}
-
 size_t
 server_count(const struct server *srv)
 {
@@ -421,12 +416,6 @@ server_conn_owner(const struct server_conn *c)
 	return c->owner;
 }
 
-const char *
-server_conn_ip(const struct server_conn *c)
-{
-	return c->ip;
-}
-
 void
 server_conn_set_exempt(struct server_conn *c, int exempt)
 {
@@ -467,8 +456,8 @@ server_conn_age(const struct server_conn *c)
 }
 
 void
-server_conn_free(struct server_conn **cp, void (*free_fn)(void *ptr),
-    void *ptr)
+server_conn_free(struct server_conn **cp, struct bufferevent **bevp,
+    void (*free_fn)(void *ptr), void *ptr)
 {
 	struct server_conn *c = *cp;
 	struct server *srv;
@@ -476,6 +465,9 @@ server_conn_free(struct server_conn **cp, void (*free_fn)(void *ptr),
 	if (c == NULL)
 		return;
 	*cp = NULL;
+	if (*bevp != NULL)
+		tls_bev_close_flushed(*bevp);
+	*bevp = NULL;
 	srv = c->srv;
 	server_conn_set_exempt(c, 0);
 	if (c->prev != NULL)

@@ -73,7 +73,6 @@ void server_release_slot(struct server *srv);
  * last one).
  */
 void server_shutdown(struct server *srv, void (*done)(void *arg), void *arg);
-int server_shutting_down(const struct server *srv);
 size_t server_count(const struct server *srv);
 /* Connections in the order of the registry (newest first). */
 struct server_conn *server_first(const struct server *srv);
@@ -91,7 +90,6 @@ struct server_conn *server_conn_new(struct server *srv,
     void (*timeout)(void *owner));
 struct server_conn *server_conn_next(const struct server_conn *c);
 void *server_conn_owner(const struct server_conn *c);
-const char *server_conn_ip(const struct server_conn *c);
 /* Not counted against the connection limits (e.g. an XWAIT session). */
 void server_conn_set_exempt(struct server_conn *c, int exempt);
 /* The budget slot leaves with the descriptor (e.g. to a delivery, which
@@ -104,11 +102,13 @@ void server_conn_arm(struct server_conn *c, long secs);
 /* Seconds since the connection was accepted (monotonic). */
 long server_conn_age(const struct server_conn *c);
 /*
- * Unregister (the budget slot is given back) and free c; free_fn(ptr)
- * runs from the loop afterwards, outside every callback of the session.
+ * The session is over: *bevp (may be NULL) is closed once its output is
+ * written and set to NULL; c is unregistered (the budget slot is given
+ * back) and freed; free_fn(ptr) runs from the loop afterwards, outside
+ * every callback of the session. Nothing happens when *cp is NULL.
  */
-void server_conn_free(struct server_conn **cp, void (*free_fn)(void *ptr),
-    void *ptr);
+void server_conn_free(struct server_conn **cp, struct bufferevent **bevp,
+    void (*free_fn)(void *ptr), void *ptr);
 
 /* ---- I/O helpers ---- */
 

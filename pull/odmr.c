@@ -161,15 +161,12 @@ void odmr_session_free(struct odmr_session *s)
 	if (s->wait_ev != NULL)
 		event_free(s->wait_ev);
 	s->wait_ev = NULL;
-	if (s->bev != NULL)
-		tls_bev_close_flushed(s->bev);
-	s->bev = NULL;
 	authc_cancel(&s->sasl);
 	config_unref(&s->cfg);
 	free(s->user);
 	free(s->domains);
 	s->user = s->domains = NULL;
-	server_conn_free(&s->conn, free, s);
+	server_conn_free(&s->conn, &s->bev, free, s);
 }
 
 /* ---- listener ---- */

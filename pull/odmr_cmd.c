@@ -762,18 +762,25 @@ static int odmr_cmd_quit(void *arg_s, char *arg, size_t arglen)
 	return 1;
 }
 
+/* One more protocol error: at max_errors, 421 and close (1). */
+static int odmr_count_error(struct odmr_session *s)
+{
+	if (++s->errors < s->cfg->max_errors)
+		return 0;
+	odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
+	    s->cfg->hostname);
+	odmr_close_when_flushed(s);
+	return 1;
+}
+
 /* The table's replies; only unknown commands count towards max_errors,
- * and the last one is answered 421 at once. */
+ * and the last one is answered 421 alone. */
 static int odmr_answer(void *arg_s, const char *line, enum cmdtable_why why)
 {
 	struct odmr_session *s = arg_s;
 
-	if (why == CMDT_WHY_UNKNOWN && ++s->errors >= s->cfg->max_errors) {
-		odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
-		    s->cfg->hostname);
-		odmr_close_when_flushed(s);
+	if (why == CMDT_WHY_UNKNOWN && odmr_count_error(s))
 		return 1;
-	}
 	odmr_reply(s, "%s", line);
 	return 0;
 }
@@ -813,12 +820,9 @@ static const struct cmdtable_need odmr_needs[] = {
 	{ CMDT_NOT_AUTHED, "503 5.5.1 Already authenticated" },
 };
 
-static const struct cmdtable odmr_cmds = {
-	odmr_rows, sizeof(odmr_rows) / sizeof(odmr_rows[0]),
-	odmr_needs, sizeof(odmr_needs) / sizeof(odmr_needs[0]),
-	"502 5.5.1 Command not implemented on the ODMR service", NULL,
-	odmr_answer, odmr_desync
-};
+static const struct cmdtable odmr_cmds = CMDTABLE(odmr_rows, odmr_needs,
+    "502 5.5.1 Command not implemented on the ODMR service", NULL,
+    odmr_answer, odmr_desync);
 
 #undef PRE
 #undef OK250
@@ -871,6 +875,26 @@ static int odmr_session_limit(struct odmr_session *s)
 	return 1;
 }
 
+/*
+ * A line that cannot be a command (overlong, or with a NUL): while waiting
+ * it ends the wait like any other; else reply, count the error, and
+ * (cancel_auth) end a SASL exchange it was part of.
+ */
+static void odmr_bad_line(struct odmr_session *s, const char *reply,
+    int cancel_auth)
+{
+	if (s->state == ODMR_WAITING) {
+		odmr_waiting_line(s, "");
+		return;
+	}
+	odmr_reply(s, "%s", reply);
+	(void)odmr_count_error(s);
+	if (cancel_auth && s->state == ODMR_AUTH_EXCHANGE) {
+		authc_cancel(&s->sasl);
+		s->state = ODMR_INITIAL;
+	}
+}
+
 void odmr_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
@@ -891,34 +915,12 @@ void odmr_read_cb(struct bufferevent *bev, void *arg)
 			break;
 		if (r == LINEIO_LONG) {
 			lineio_skip(&s->lines, in, len);
-			if (s->state == ODMR_WAITING) {
-				odmr_waiting_line(s, "");
-				continue;
-			}
-			odmr_reply(s, "500 5.5.2 Line too long");
-			if (++s->errors >= s->cfg->max_errors) {
-				odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
-				    s->cfg->hostname);
-				odmr_close_when_flushed(s);
-			}
-			if (s->state == ODMR_AUTH_EXCHANGE) {
-				authc_cancel(&s->sasl);
-				s->state = ODMR_INITIAL;
-			}
+			odmr_bad_line(s, "500 5.5.2 Line too long", 1);
 			continue;
 		}
 		len = lineio_take(in, len, line, sizeof(line) - 1);
 		if (memchr(line, '\0', len) != NULL) {
-			if (s->state == ODMR_WAITING) {
-				odmr_waiting_line(s, "");
-				continue;
-			}
-			odmr_reply(s, "500 5.5.2 Syntax error");
-			if (++s->errors >= s->cfg->max_errors) {
-				odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
-				    s->cfg->hostname);
-				odmr_close_when_flushed(s);
-			}
+			odmr_bad_line(s, "500 5.5.2 Syntax error", 0);
 			continue;
 		}
 		if (s->bev == bev)

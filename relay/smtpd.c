@@ -68,15 +68,12 @@ smtpd_session_free(struct smtpd_session *ss)
 	smtpd_tx_free(&ss->tx);
 	authc_cancel(&ss->sasl);
 	dnsbl_check_free(&ss->dnsbl);
-	if (ss->bev != NULL)
-		tls_bev_close_flushed(ss->bev);
-	ss->bev = NULL;
 	if (ss->tls != NULL)
 		SSL_CTX_free(ss->tls);
 	ss->tls = NULL;
 	config_free(&ss->cfg);
 	/* the memory goes from the loop, after every callback */
-	server_conn_free(&ss->conn, free, ss);
+	server_conn_free(&ss->conn, &ss->bev, free, ss);
 }
 
 /* The session core admitted a connection (it holds a budget slot). */

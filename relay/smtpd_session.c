@@ -884,13 +884,9 @@ static const struct cmdtable_need smtpd_needs[] = {
 	{ CMDT_NOT_AUTHED, "503 5.5.1 Already authenticated" },
 };
 
-static const struct cmdtable smtpd_cmds = {
-	smtpd_rows, sizeof(smtpd_rows) / sizeof(smtpd_rows[0]),
-	smtpd_needs, sizeof(smtpd_needs) / sizeof(smtpd_needs[0]),
-	"500 5.5.2 Syntax error, command unrecognized",
-	"501 5.5.2 Invalid character in command",
-	smtpd_answer, smtpd_desync
-};
+static const struct cmdtable smtpd_cmds = CMDTABLE(smtpd_rows, smtpd_needs,
+    "500 5.5.2 Syntax error, command unrecognized",
+    "501 5.5.2 Invalid character in command", smtpd_answer, smtpd_desync);
 
 #undef ST
 #undef NOTIMPL
