@@ -212,6 +212,39 @@ def test_ca_files_checked_and_relative():
 		subprocess.run(["rm", "-rf", tmp])
 
 
+def test_delivery_log_names_the_peer():
+	"""spec.md (Observability): `to=<b@example.org>,
+	relay=[127.0.0.1]:2526, status=sent (250 ok)`. A delivery after ETRN
+	logged relay=example.org, the recipient's domain, for every host it
+	went to (and a DSN's Remote-MTA named the domain, not the server that
+	refused)."""
+	import test_release as tr
+	from sink import Sink
+	with Sink() as sink, Sink() as dsink:
+		sink.rcpt_replies["bad@example.org"] = "550 5.1.1 no such user here"
+		domains = ("\n[domain example.org]\nhold = yes\n"
+		    "route = [127.0.0.1]:%d\n" % sink.port +
+		    tr.sender_domain(dsink.port))
+		with tr.RelFixture("review3-relaylog", domains=domains) as d:
+			msgs = tr.queue(d, 1, ["good@example.org", "bad@example.org"])
+			tr.etrn(d, "example.org", 253)
+			sink.wait_accepted(1)
+			dsn = tr.dsn_check(dsink, "bad@example.org")
+			tr.wait_queue_empty(d)
+			qid = msgs[0][0]
+			log = d.log_text()
+			for rcpt, status in (("good", "sent (250"),
+			    ("bad", "bounced (550")):
+				want = ("%s: to=<%s@example.org>, relay=[127.0.0.1]:%d, "
+				    "status=%s" % (qid, rcpt, sink.port, status))
+				check(want in log, "log lacks %r:\n%s" % (want,
+				    "\n".join(l for l in log.splitlines()
+				    if qid in l)))
+			check(re.search(rb"(?im)^remote-mta:\s*dns;\s*\[?127\.0\.0\.1",
+			    dsn), "DSN's Remote-MTA is not the refusing server:\n%r"
+			    % dsn[:3000])
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -219,4 +252,5 @@ if __name__ == "__main__":
 		test_help_and_version_after_options,
 		test_check_errors_name_file_and_line,
 		test_ca_files_checked_and_relative,
+		test_delivery_log_names_the_peer,
 	], "review3")
