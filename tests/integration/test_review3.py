@@ -245,6 +245,38 @@ def test_delivery_log_names_the_peer():
 			    % dsn[:3000])
 
 
+def test_odpull_malformed_arguments_are_usage_errors():
+	"""spec.md: odpull exits 2 on a usage error. A malformed --server
+	or --deliver (port 99999, "[::1" without its bracket) was found out
+	only when connecting, exit 1 as if the provider had failed; an
+	invalid --domain (bad..domain) was sent to the provider."""
+	env = dict(os.environ, ODPULL_PASSWORD="x")
+	for args, what in (
+	    (["--server", "127.0.0.1:99999", "--user", "u"], "--server"),
+	    (["--server", "[::1", "--user", "u"], "--server"),
+	    (["--server", "127.0.0.1:1", "--user", "u", "--deliver",
+	        "127.0.0.1:0"], "--deliver"),
+	    (["--server", "127.0.0.1:1", "--user", "u", "--domain",
+	        "bad..domain"], "--domain"),
+	    (["--etrn", "--server", "127.0.0.1:1", "--domain", "a,,b..c"],
+	        "--domain")):
+		r = subprocess.run([prog("odpull")] + args, env=env,
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+		out = r.stdout.decode(errors="replace")
+		check(r.returncode == 2 and what in out, "odpull %s: exit %d, "
+		    "want 2 naming %s\n%s" % (" ".join(args), r.returncode, what,
+		    out[:600]))
+	# Still accepted: a trailing dot, ETRN's @domain and #queue (exit 1:
+	# nothing listens on port 1).
+	for args in (["--server", "127.0.0.1:1", "--user", "u", "--domain",
+	    "example.org."], ["--etrn", "--server", "[::1]:1", "--domain",
+	    "@example.org,#queue"]):
+		r = subprocess.run([prog("odpull")] + args, env=env,
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+		check(r.returncode == 1, "odpull %s: exit %d, want 1\n%s"
+		    % (" ".join(args), r.returncode, r.stdout[:600]))
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -253,4 +285,5 @@ if __name__ == "__main__":
 		test_check_errors_name_file_and_line,
 		test_ca_files_checked_and_relative,
 		test_delivery_log_names_the_peer,
+		test_odpull_malformed_arguments_are_usage_errors,
 	], "review3")
