@@ -24,10 +24,25 @@
 #             use / messages (the rest is the delivery reserve and free
 #             pages)
 #   term      seconds from SIGTERM to exit (a flush may be running)
+#   load      the 1-minute load average at the end of the row (the
+#             machine is shared: read the other figures against it)
 # Size 0 (only the 10 small.test messages) is the empty-queue baseline.
+# q-dom and stats are the medians of BENCH_CTL_RUNS (5) runs each.
 # Knobs: BENCH_SIZES ("0 10000 100000 1000000 2000000"), BENCH_DOMAINS
 # ("1 50000"), BENCH_ACCEPT (20000), BENCH_FLUSH_SEC (10), BENCH_DIR
 # (/var/tmp), BENCH_TRACE (a file for phase times and slow replies). Needs smtp-source/smtp-sink (Postfix) and python3.
+#
+# Re-measuring on a queue built once: BENCH_REUSE=DIR keeps each row's
+# queue in DIR/N-D (N messages, D domains; built there by mkqueue when
+# absent, never removed) and runs only what leaves it unchanged: start,
+# stall, q-dom and stats (the others print "-"); the NOOP probe then runs
+# for BENCH_IDLE_SEC (10) more seconds. Run k on a queue uses
+# delay_warning = ks, an age with no saved position yet, so the delay
+# cursor reads every message again as on a first start. For example, the 2M
+# messages over 50,000 domains, built on the first run (4.4 GB, about a
+# minute) and reused after:
+#   BENCH_REUSE=/var/tmp/odrelay-scale BENCH_SIZES=2000000 \
+#       BENCH_DOMAINS=50000 sh ../bench/scale.sh .
 set -u
 builddir=$(cd "${1:-${top_builddir:-.}}" && pwd)
 . "$(dirname "$0")/common.sh"
@@ -36,6 +51,9 @@ sizes=${BENCH_SIZES:-0 10000 100000 1000000 2000000}
 domcounts=${BENCH_DOMAINS:-1 50000}
 naccept=${BENCH_ACCEPT:-20000}
 flushsec=${BENCH_FLUSH_SEC:-10}
+ctlruns=${BENCH_CTL_RUNS:-5}
+reuse=${BENCH_REUSE:-}
+idlesec=${BENCH_IDLE_SEC:-10}
 mkqueue=$builddir/bench/mkqueue
 ctl=$builddir/odrelayctl
 probe=$bench_dir/scaleprobe.py
@@ -56,26 +74,59 @@ mark() {
 	return 0
 }
 
-# elapsed CMD...: run, print seconds
+# elapsed RUNS CMD...: run RUNS times, print the median seconds
 elapsed() {
-	t0=$(now)
-	"$@" >/dev/null 2>&1
-	echo "$(now) - $t0" | bc -l | awk '{ printf "%.3f", $1 }'
+	nr=$1; shift
+	for r in $(seq "$nr"); do
+		t0=$(now)
+		"$@" >/dev/null 2>&1
+		echo "$(now) - $t0" | bc -l
+	done | median | awk '{ printf "%.3f", $1 }'
 }
 
 queued() {
 	"$ctl" -c "$dir/odrelay.conf" stats 2>/dev/null | awk '/^messages:/ { print $2 }'
 }
 
-printf "%-8s %6s %6s %14s %9s %6s %6s %7s %7s %7s %11s %11s %15s %6s\n" \
-    messages domains start "stall-ms(p99)" etrn-ms q-dom stats q-all accept flush "rss-anon/MB" "rss-file/MB" "disk-B/msg(use)" term
+# row_end: stop the probe and odrelayd, print the row
+row_end() {
+	kill "$noopid"; wait "$noopid" 2>/dev/null
+	stall=$(awk 'NR == 1 { printf "%s(%s)", $1, $2 }' "$tmp/noop.out")
+	[ -n "${BENCH_TRACE:-}" ] && sed -n 2p "$tmp/noop.out" |
+	    tr ' ' '\n' | sed "s|^|slow $n/$ndom |" >>"$BENCH_TRACE"
+	t2=$(now)
+	kill "$wrapper"; wait "$wrapper"
+	term=$(echo "$(now) - $t2" | bc -l | awk '{ printf "%.3f", $1 }')
+	bench_pids="$sinkpid"
+	perm=$((fileb / total))
+	peru=$(( ${used:-0} / total ))
+	printf "%-8s %6s %6s %14s %9s %6s %6s %7s %7s %7s %11s %11s %15s %6s %5s\n" \
+	    "$total" "$ndom" "$start" "$stall" "$etrn" "$qdom" "$stats" \
+	    "$qall" "$acc" "$flush" "$anon" "$filemb" "$perm($peru)" "$term" \
+	    "$(cut -d' ' -f1 /proc/loadavg)"
+}
+
+printf "%-8s %6s %6s %14s %9s %6s %6s %7s %7s %7s %11s %11s %15s %6s %5s\n" \
+    messages domains start "stall-ms(p99)" etrn-ms q-dom stats q-all accept flush "rss-anon/MB" "rss-file/MB" "disk-B/msg(use)" term load
 for n in $sizes; do
 	for ndom in $domcounts; do
-		dir=$tmp/run
-		rm -rf "$dir"
+		if [ -n "$reuse" ]; then
+			dir=$reuse/$n-$ndom
+			mkdir -p "$dir"
+			# An age not used before on this queue (1s, 2s, ...):
+			# its cursor has no saved position, so it reads every
+			# message again.
+			runs=$(( $(cat "$dir/runs" 2>/dev/null || echo 0) + 1 ))
+			echo "$runs" >"$dir/runs"
+			warn="delay_warning = ${runs}s"
+		else
+			dir=$tmp/run
+			rm -rf "$dir"
+			warn="delay_warning = 1s"
+		fi
 		port=$(free_port)
 		odrelayd_conf "$dir" "$port" "queue_map_size = 16G" \
-		    "delay_warning = 1s" "max_connections_per_ip = 200"
+		    "$warn" "max_connections_per_ip = 200"
 		{
 			printf '[domain small.test]\nhold = yes\nroute = 127.0.0.1:%s\n' "$sinkport"
 			awk -v n="$ndom" -v sp="$sinkport" 'BEGIN {
@@ -85,8 +136,10 @@ for n in $sizes; do
 				}
 			}'
 		} >>"$dir/odrelay.conf"
-		"$mkqueue" "$dir/queue" 17179869184 "$n" "$ndom" 1024 10 >/dev/null || {
-			echo "mkqueue failed"; exit 1; }
+		if [ -z "$reuse" ] || [ ! -s "$dir/queue/data.mdb" ]; then
+			"$mkqueue" "$dir/queue" 17179869184 "$n" "$ndom" 1024 10 >/dev/null || {
+				echo "mkqueue failed"; exit 1; }
+		fi
 		total=$((n + 10))
 		fileb=$(du -B1 "$dir/queue/data.mdb" | awk '{ print $1 }')
 
@@ -110,15 +163,25 @@ for n in $sizes; do
 		mark started
 		sleep 3
 		mark ctl
-		qdom=$(elapsed "$ctl" -c "$dir/odrelay.conf" queue small.test)
-		stats=$(elapsed "$ctl" -c "$dir/odrelay.conf" stats)
+		qdom=$(elapsed "$ctlruns" "$ctl" -c "$dir/odrelay.conf" queue small.test)
+		stats=$(elapsed "$ctlruns" "$ctl" -c "$dir/odrelay.conf" stats)
+		if [ -n "$reuse" ]; then
+			# only what leaves the queue as it is
+			mark idle
+			sleep "$idlesec"
+			etrn=- used=0 qall=- acc=- flush=-
+			anon=$(awk '/^RssAnon:/ { printf "%.1f", $2 / 1024 }' /proc/$odpid/status)
+			filemb=$(awk '/^RssFile:/ { printf "%.1f", $2 / 1024 }' /proc/$odpid/status)
+			row_end
+			continue
+		fi
 		mark etrn
 		etrn=$(python3 "$probe" etrn "$port" small.test | awk '{ print $1 }')
 		sleep 1
 		used=$("$ctl" -c "$dir/odrelay.conf" stats --json 2>/dev/null |
 		    python3 -c 'import json,sys; print(json.load(sys.stdin)["space"]["map_used"])' 2>/dev/null)
 		mark q-all
-		qall=$(elapsed "$ctl" -c "$dir/odrelay.conf" queue)
+		qall=$(elapsed 1 "$ctl" -c "$dir/odrelay.conf" queue)
 		mark accept
 		t1=$(now)
 		"$source" -s 50 -m "$naccept" -l 1024 -f bench@client.test \
@@ -145,19 +208,7 @@ for n in $sizes; do
 			flush=$(echo "($before - $after) / ($(now) - $t3)" | bc -l |
 			    awk '{ printf "%.0f", $1 }')
 		fi
-		kill "$noopid"; wait "$noopid" 2>/dev/null
-		stall=$(awk 'NR == 1 { printf "%s(%s)", $1, $2 }' "$tmp/noop.out")
-		[ -n "${BENCH_TRACE:-}" ] && sed -n 2p "$tmp/noop.out" |
-		    tr ' ' '\n' | sed "s|^|slow $n/$ndom |" >>"$BENCH_TRACE"
-		t2=$(now)
-		kill "$wrapper"; wait "$wrapper"
-		term=$(echo "$(now) - $t2" | bc -l | awk '{ printf "%.3f", $1 }')
-		bench_pids="$sinkpid"
-		perm=$((fileb / total))
-		peru=$(( ${used:-0} / total ))
-		printf "%-8s %6s %6s %14s %9s %6s %6s %7s %7s %7s %11s %11s %15s %6s\n" \
-		    "$total" "$ndom" "$start" "$stall" "$etrn" "$qdom" "$stats" \
-		    "$qall" "$acc" "$flush" "$anon" "$filemb" "$perm($peru)" "$term"
+		row_end
 		rm -rf "$dir"
 	done
 done

@@ -121,7 +121,7 @@ static const struct config_key config_keys[] = {
 	{ "retry_min", CONFIG_GLOBAL, config_set_duration, G(retry_min) },
 	{ "retry_max", CONFIG_GLOBAL, config_set_duration, G(retry_max) },
 	{ "dns_servers", CONFIG_GLOBAL, config_set_dns_servers, G(dns_servers) },
-	{ "proxy_interfaces", CONFIG_GLOBAL, config_set_proxy_interfaces, G(proxy_interfaces) },
+	{ "proxy_interfaces", CONFIG_GLOBAL, config_set_smtp_listen, G(proxy_interfaces) },
 	{ "delivery_port", CONFIG_GLOBAL, config_set_port, G(delivery_port) },
 	{ "run_as_user", CONFIG_GLOBAL, config_set_str, G(run_as_user) },
 	{ "log_level", CONFIG_GLOBAL, config_set_log_level, G(log_level) },
@@ -138,8 +138,7 @@ static const struct config_key config_keys[] = {
 	{ "smtp_session_limit", CONFIG_GLOBAL, config_set_duration0, G(smtp_session_limit) },
 	{ "odmr_wait_timeout", CONFIG_GLOBAL, config_set_duration, G(odmr_wait_timeout) },
 	{ "max_waiting", CONFIG_GLOBAL, config_set_uint, G(max_waiting) },
-	{ "max_waiting_per_user", CONFIG_GLOBAL, config_set_uint,
-	    G(max_waiting_per_user) },
+	{ "max_waiting_per_user", CONFIG_GLOBAL, config_set_uint, G(max_waiting_per_user) },
 	{ "notify_url", CONFIG_BOTH, config_set_notify_url, GD(notify_url) },
 	{ "notify_ca_file", CONFIG_BOTH, config_set_optstr, GD(notify_ca_file) },
 	{ "notify_interval", CONFIG_BOTH, config_set_duration, GD(notify_interval) },
@@ -175,6 +174,66 @@ static const struct config_key config_keys[] = {
 };
 
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+/*
+ * The defaults, as they would be written in the file: each is set by its
+ * key's own setter, into the global value or, for a key of domain
+ * sections only, into each new section. One that does not parse is a bug
+ * of this table (check_config tests them).
+ */
+static const struct config_default {
+	const char *key, *value;
+} config_defaults_tab[] = {
+	{ "queue_dir", CONFIG_DEF_QUEUE_DIR },
+	{ "smtp_listen", CONFIG_DEF_SMTP_LISTEN },
+	{ "odmr_listen", CONFIG_DEF_ODMR_LISTEN },
+	{ "auth_requires_tls", "yes" },
+	{ "auth_delay_max", "16s" },
+	{ "passwd_file", CONFIG_DEF_PASSWD },
+	{ "max_message_size", "50M" },
+	{ "max_recipients", "1000" },
+	{ "max_connections", "1000" },
+	{ "max_connections_per_ip", "20" },
+	{ "smtp_timeout", "5m" },
+	{ "queue_lifetime", "30d" },
+	{ "delay_warning", "4h" },
+	{ "retry_min", "5m" },
+	{ "retry_max", "1h" },
+	{ "delivery_port", "25" },
+	{ "run_as_user", CONFIG_DEF_RUN_AS },
+	{ "log_level", "info" },
+	{ "queue_map_size", "4G" },
+	{ "queue_min_free", "64M" },
+	{ "max_received", "100" },
+	{ "max_errors", "20" },
+	{ "etrn_rate", "10" },
+	{ "atrn_rate", "10" },
+	{ "max_deliveries", "20" },
+	{ "max_deliveries_per_dest", "4" },
+	{ "delivery_timeout", "5m" },
+	{ "delivery_session_limit", "1h" },
+	{ "smtp_session_limit", "1h" },
+	{ "odmr_wait_timeout", "25m" },
+	{ "max_waiting", "10000" },
+	{ "max_waiting_per_user", "20" },
+	{ "notify_interval", "1m" },
+	{ "dnsbl_timeout", "5s" },
+	{ "milter_connect_timeout", "30s" },
+	{ "milter_command_timeout", "30s" },
+	{ "milter_content_timeout", "5m" },
+	{ "hold", "yes" },
+	{ "route", "mx" },
+	{ "etrn", "yes" },
+	{ "max_queue_size", "1G" },
+	{ "verify_timeout", "10s" },
+	{ "verify_positive_ttl", "30d" },
+	{ "verify_negative_ttl", "3h" },
+	{ "learn_ttl", "180d" },
+	{ "learn_negative_ttl", "30d" },
+	{ "verify_cache_size", "100000" },
+	{ "tls", "may" },
+	{ "mta_sts_port", "443" },
+};
 
 static const struct config_key *config_key_find(const char *name, size_t *idx_r)
 {
@@ -227,15 +286,30 @@ static const char *config_system_hostname(void)
 	return cached;
 }
 
-static void config_list_set(struct strlist *l, const char *spaced)
+/* The defaults of the global values (cur NULL) or of the section cur. */
+static void config_set_defaults(struct config *cfg, struct config_domain *cur)
 {
-	char *copy, *p, *item;
+	struct config_ctx ctx;
+	size_t i, idx;
 
-	copy = xstrdup(spaced);
-	for (p = copy; (item = strsep(&p, " ")) != NULL;)
-		if (*item != '\0')
-			strlist_add(l, item);
-	free(copy);
+	memset(&ctx, 0, sizeof(ctx));
+	ctx.cfg = cfg;
+	ctx.file = "(defaults)";
+	ctx.cur = cur;
+	for (i = 0; i < sizeof(config_defaults_tab) /
+	    sizeof(config_defaults_tab[0]); i++) {
+		const struct config_default *df = &config_defaults_tab[i];
+		const struct config_key *k = config_key_find(df->key, &idx);
+
+		if (k == NULL)
+			ctx.nerrors++;
+		else if (cur == NULL && (k->scope & CONFIG_GLOBAL))
+			k->set(&ctx, (char *)cfg + k->goff, k->name, df->value);
+		else if (cur != NULL && k->scope == CONFIG_DOMAIN)
+			k->set(&ctx, (char *)cur + k->doff, k->name, df->value);
+	}
+	if (ctx.nerrors > 0)
+		log_panic("config: a built-in default does not parse");
 }
 
 /* Every default except those derived from other keys. */
@@ -245,52 +319,46 @@ static struct config *config_new(void)
 
 	cfg = xcalloc(1, sizeof(*cfg));
 	cfg->refs = 1;
-	cfg->queue_dir = xstrdup(CONFIG_DEF_QUEUE_DIR);
-	config_list_set(&cfg->smtp_listen, CONFIG_DEF_SMTP_LISTEN);
-	config_list_set(&cfg->odmr_listen, CONFIG_DEF_ODMR_LISTEN);
-	cfg->auth_requires_tls = 1;
-	cfg->auth_delay_max = 16;
-	cfg->passwd_file = xstrdup(CONFIG_DEF_PASSWD);
-	cfg->max_message_size = 50ULL * 1024 * 1024;
-	cfg->max_recipients = 1000;
-	cfg->verify_timeout = 10;
-	cfg->verify_positive_ttl = 30L * 86400;
-	cfg->verify_negative_ttl = 3L * 3600;
-	cfg->learn_ttl = 180L * 86400;
-	cfg->learn_negative_ttl = 30L * 86400;
-	cfg->verify_cache_size = 100000;
-	cfg->max_connections = 1000;
-	cfg->max_connections_per_ip = 20;
-	cfg->smtp_timeout = 300;
-	cfg->queue_lifetime = 30L * 86400;
-	cfg->delay_warning = 4L * 3600;
-	cfg->retry_min = 5L * 60;
-	cfg->retry_max = 3600;
-	cfg->delivery_port = 25;
-	cfg->run_as_user = xstrdup(CONFIG_DEF_RUN_AS);
-	cfg->log_level = LOG_LEVEL_INFO;
-	cfg->queue_map_size = 4ULL * 1024 * 1024 * 1024;
-	cfg->queue_min_free = 64ULL * 1024 * 1024;
-	cfg->max_received = 100;
-	cfg->max_errors = 20;
-	cfg->etrn_rate = 10;
-	cfg->atrn_rate = 10;
-	cfg->max_deliveries = 20;
-	cfg->max_deliveries_per_dest = 4;
-	cfg->delivery_timeout = 300;
-	cfg->delivery_session_limit = 3600;
-	cfg->smtp_session_limit = 3600;
-	cfg->odmr_wait_timeout = 25 * 60;
-	cfg->max_waiting = 10000;
-	cfg->max_waiting_per_user = 20;
-	cfg->notify_interval = 60;
-	cfg->dnsbl_timeout = 5;
-	cfg->milter_connect_timeout = 30;
-	cfg->milter_command_timeout = 30;
-	cfg->milter_content_timeout = 300;
-	cfg->tls = TLSPOLICY_MAY;
-	cfg->mta_sts_port = 443;
+	config_set_defaults(cfg, NULL);
 	return cfg;
+}
+
+/*
+ * A domain section's verify_*, learn_* and tls default to the global ones:
+ * config_domain_init marks them unset (-1), config_finish fills in what
+ * the section did not set.
+ */
+#define INHERIT(f) { offsetof(struct config, f), \
+	offsetof(struct config_domain, f), \
+	_Generic(((struct config_domain *)0)->f, long: 1, int: 0) }
+
+static const struct config_inherit {
+	size_t goff, doff;
+	int is_long;		/* else int */
+} config_inherited[] = {
+	INHERIT(verify_unknown), INHERIT(verify_timeout),
+	INHERIT(verify_positive_ttl), INHERIT(verify_negative_ttl),
+	INHERIT(learn_ttl), INHERIT(learn_negative_ttl), INHERIT(tls),
+};
+
+/* cfg NULL: mark every inherited value unset. */
+static void config_domain_inherit(struct config_domain *d,
+    const struct config *cfg)
+{
+	for (size_t i = 0; i < sizeof(config_inherited) /
+	    sizeof(config_inherited[0]); i++) {
+		const struct config_inherit *in = &config_inherited[i];
+		void *dv = (char *)d + in->doff;
+		const void *gv = cfg != NULL ? (const char *)cfg + in->goff :
+		    NULL;
+
+		if (in->is_long)
+			*(long *)dv = cfg == NULL ? -1 : *(long *)dv < 0 ?
+			    *(const long *)gv : *(long *)dv;
+		else
+			*(int *)dv = cfg == NULL ? -1 : *(int *)dv < 0 ?
+			    *(const int *)gv : *(int *)dv;
+	}
 }
 
 static void config_domain_init(struct config_domain *d, const char *name,
@@ -299,36 +367,9 @@ static void config_domain_init(struct config_domain *d, const char *name,
 	memset(d, 0, sizeof(*d));
 	d->name = xstrdup(name);
 	d->line = line;
-	d->hold = 1;
-	d->etrn = 1;
-	d->route_port = 25;
-	d->max_queue_size = 1024ULL * 1024 * 1024;
+	config_set_defaults(NULL, d);
 	d->queue_lifetime = cfg->queue_lifetime;
-	/* -1: inherit the global value (config_finish) */
-	d->verify_unknown = -1;
-	d->verify_timeout = d->verify_positive_ttl = d->verify_negative_ttl = -1;
-	d->learn_ttl = d->learn_negative_ttl = -1;
-	d->tls = -1;
-}
-
-/* A domain section's verify_* and learn_* default to the global ones. */
-static void config_domain_inherit(struct config_domain *d,
-    const struct config *cfg)
-{
-	if (d->verify_unknown < 0)
-		d->verify_unknown = cfg->verify_unknown;
-	if (d->verify_timeout < 0)
-		d->verify_timeout = cfg->verify_timeout;
-	if (d->verify_positive_ttl < 0)
-		d->verify_positive_ttl = cfg->verify_positive_ttl;
-	if (d->verify_negative_ttl < 0)
-		d->verify_negative_ttl = cfg->verify_negative_ttl;
-	if (d->learn_ttl < 0)
-		d->learn_ttl = cfg->learn_ttl;
-	if (d->learn_negative_ttl < 0)
-		d->learn_negative_ttl = cfg->learn_negative_ttl;
-	if (d->tls < 0)
-		d->tls = cfg->tls;
+	config_domain_inherit(d, NULL);
 }
 
 static void config_domain_clear(struct config_domain *d)
@@ -676,6 +717,8 @@ static void config_finish(struct config_ctx *ctx)
 	config_rebase(ctx, &cfg->control_socket);
 	config_rebase(ctx, &cfg->tls_cert_file);
 	config_rebase(ctx, &cfg->tls_key_file);
+	config_rebase(ctx, &cfg->tls_ca_file);
+	config_rebase(ctx, &cfg->notify_ca_file);
 	if (cfg->control_socket == NULL) {
 		cfg->control_socket = xasprintf("%s/control.sock",
 		    cfg->queue_dir);
@@ -691,6 +734,8 @@ static void config_finish(struct config_ctx *ctx)
 		if (!ctx->lifetime_set[i])
 			cfg->domains[i].queue_lifetime = cfg->queue_lifetime;
 		strlist_sort_unique(&cfg->domains[i].recipients);
+		config_rebase(ctx, &cfg->domains[i].tls_ca_file);
+		config_rebase(ctx, &cfg->domains[i].notify_ca_file);
 		config_domain_inherit(&cfg->domains[i], cfg);
 		config_check_tls(ctx, &cfg->domains[i]);
 	}
@@ -701,7 +746,8 @@ static void config_finish(struct config_ctx *ctx)
 	}
 }
 
-struct config *config_load(const char *path, config_error_fn *errfn, void *arg)
+static struct config *config_load_part(const char *path,
+    config_error_fn *errfn, void *arg, int global_only)
 {
 	struct config_ctx ctx;
 	FILE *fp;
@@ -737,6 +783,8 @@ struct config *config_load(const char *path, config_error_fn *errfn, void *arg)
 			config_error(&ctx, "NUL byte in line");
 			continue;
 		}
+		if (global_only && buf[strspn(buf, " \t")] == '[')
+			break;
 		config_parse_line(&ctx, buf);
 	}
 	if (ferror(fp)) {
@@ -753,6 +801,17 @@ struct config *config_load(const char *path, config_error_fn *errfn, void *arg)
 		return NULL;
 	}
 	return ctx.cfg;
+}
+
+struct config *config_load(const char *path, config_error_fn *errfn, void *arg)
+{
+	return config_load_part(path, errfn, arg, 0);
+}
+
+struct config *config_load_global(const char *path, config_error_fn *errfn,
+    void *arg)
+{
+	return config_load_part(path, errfn, arg, 1);
 }
 
 /* ---- lookups ---- */

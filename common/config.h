@@ -154,6 +154,15 @@ typedef void config_error_fn(void *arg, const char *msg);
  * recipients_file.
  */
 struct config *config_load(const char *path, config_error_fn *errfn, void *arg);
+/*
+ * Only the global part of path (the lines before the first section, where
+ * global keys must be): what a tool needing the queue directory, the
+ * control socket or the password file reads without setting up 50,000
+ * domain sections. That part is checked as by config_load; the sections
+ * are not read (ndomains is 0).
+ */
+struct config *config_load_global(const char *path, config_error_fn *errfn,
+    void *arg);
 /* A config with every default and no domains (for tests and tools). */
 struct config *config_defaults(void);
 /*

@@ -83,8 +83,6 @@ int config_set_smtp_listen(struct config_ctx *ctx, void *field,
     const char *key, const char *value);
 int config_set_odmr_listen(struct config_ctx *ctx, void *field,
     const char *key, const char *value);
-int config_set_proxy_interfaces(struct config_ctx *ctx, void *field,
-    const char *key, const char *value);
 int config_set_dns_servers(struct config_ctx *ctx, void *field,
     const char *key, const char *value);
 int config_set_size(struct config_ctx *ctx, void *field,

@@ -131,31 +131,6 @@ int config_parse_bool(const char *s, int *b_r)
 	return -1;
 }
 
-/* Letters, digits, hyphens in dot-separated labels of 1..63 octets. */
-static int config_domain_valid(const char *s)
-{
-	size_t len = strlen(s), label = 0;
-	const char *p;
-
-	if (len == 0 || len > 253)
-		return 0;
-	for (p = s; *p != '\0'; p++) {
-		if (*p == '.') {
-			if (label == 0 || p[-1] == '-')
-				return 0;
-			label = 0;
-			continue;
-		}
-		if (!isalnum((unsigned char)*p) && *p != '-')
-			return 0;
-		if (*p == '-' && label == 0)
-			return 0;
-		if (++label > 63)
-			return 0;
-	}
-	return label > 0 && p[-1] != '-';
-}
-
 /* Lower-case and drop one trailing dot, in place; 0 if then valid. */
 int config_domain_normalize(char *s)
 {
@@ -164,13 +139,18 @@ int config_domain_normalize(char *s)
 	if (len > 1 && s[len - 1] == '.')
 		s[len - 1] = '\0';
 	util_lowercase(s);
-	return config_domain_valid(s) ? 0 : -1;
+	return util_domain_valid(s) ? 0 : -1;
 }
 
-/* Split a list value on spaces, tabs and commas; calls fn per item. */
+/* Checks one item of a list value and adds what it stands for to out
+ * (opt: the setter's own parameters). 0, or -1 after config_error. */
+typedef int config_item_fn(struct config_ctx *ctx, const char *key,
+    const char *item, struct strlist *out, const void *opt);
+
+/* Split a list value on spaces, tabs and commas; fn per item, into out. */
 static int config_list_each(struct config_ctx *ctx, const char *key,
-    const char *value, int (*fn)(struct config_ctx *, const char *key,
-    const char *item, void *arg), void *arg)
+    const char *value, config_item_fn *fn, struct strlist *out,
+    const void *opt)
 {
 	char *copy, *p, *item;
 	int rc = 0;
@@ -179,11 +159,35 @@ static int config_list_each(struct config_ctx *ctx, const char *key,
 	for (p = copy; (item = strsep(&p, " \t,")) != NULL;) {
 		if (*item == '\0')
 			continue;
-		if (fn(ctx, key, item, arg) < 0)
+		if (fn(ctx, key, item, out, opt) < 0)
 			rc = -1;
 	}
 	free(copy);
 	return rc;
+}
+
+/* A list key: the value's items replace the list, all or nothing. */
+static int config_set_list(struct config_ctx *ctx, void *field,
+    const char *key, const char *value, config_item_fn *fn, const void *opt)
+{
+	struct strlist l = { NULL, 0 };
+
+	if (config_list_each(ctx, key, value, fn, &l, opt) < 0) {
+		strlist_free(&l);
+		return -1;
+	}
+	strlist_free(field);
+	*(struct strlist *)field = l;
+	return 0;
+}
+
+/* The usual complaint; returns -1 for the setter to return. */
+static int config_bad_value(struct config_ctx *ctx, const char *key,
+    const char *value, const char *expected)
+{
+	config_error(ctx, "bad value for '%s': '%s' (expected %s)", key, value,
+	    expected);
+	return -1;
 }
 
 /* ---- setters: one per value type ---- */
@@ -222,11 +226,8 @@ int config_set_hostname(struct config_ctx *ctx, void *field,
 	char buf[CONFIG_HOST_MAX];
 
 	if (util_strlcpy(buf, value, sizeof(buf)) < 0 ||
-	    config_domain_normalize(buf) < 0) {
-		config_error(ctx, "bad value for '%s': '%s' (expected a host name)",
-		    key, value);
-		return -1;
-	}
+	    config_domain_normalize(buf) < 0)
+		return config_bad_value(ctx, key, value, "a host name");
 	config_replace_str(field, buf);
 	return 0;
 }
@@ -247,27 +248,23 @@ int config_set_socket(struct config_ctx *ctx, void *field,
 }
 
 struct config_addr_arg {
-	struct strlist list;
 	int port;
 	const char *what;
 };
 
 /* Check one numeric address and store it as "ip:port" / "[v6]:port". */
 static int config_addr_item(struct config_ctx *ctx, const char *key,
-    const char *item, void *arg)
+    const char *item, struct strlist *out, const void *opt)
 {
-	struct config_addr_arg *a = arg;
+	const struct config_addr_arg *a = opt;
 	struct sockaddr_storage ss;
 	socklen_t len;
 	char ip[INET6_ADDRSTRLEN + 1], *norm;
 	int port;
 
 	if (util_sockaddr_parse(item, a->port > 0 ? a->port : -1, &ss,
-	    &len) < 0) {
-		config_error(ctx, "bad value for '%s': '%s' (expected %s)",
-		    key, item, a->what);
-		return -1;
-	}
+	    &len) < 0)
+		return config_bad_value(ctx, key, item, a->what);
 	util_sockaddr_ip((struct sockaddr *)&ss, ip, sizeof(ip));
 	port = ntohs(ss.ss_family == AF_INET ?
 	    ((struct sockaddr_in *)&ss)->sin_port :
@@ -276,7 +273,7 @@ static int config_addr_item(struct config_ctx *ctx, const char *key,
 		norm = xasprintf("[%s]:%d", ip, port);
 	else
 		norm = xasprintf("%s:%d", ip, port);
-	strlist_add(&a->list, norm);
+	strlist_add(out, norm);
 	free(norm);
 	return 0;
 }
@@ -284,19 +281,9 @@ static int config_addr_item(struct config_ctx *ctx, const char *key,
 static int config_set_addrlist(struct config_ctx *ctx, void *field,
     const char *key, const char *value, int port, const char *what)
 {
-	struct config_addr_arg a;
-	struct strlist *l = field;
+	struct config_addr_arg a = { port, what };
 
-	memset(&a, 0, sizeof(a));
-	a.port = port;
-	a.what = what;
-	if (config_list_each(ctx, key, value, config_addr_item, &a) < 0) {
-		strlist_free(&a.list);
-		return -1;
-	}
-	strlist_free(l);
-	*l = a.list;
-	return 0;
+	return config_set_list(ctx, field, key, value, config_addr_item, &a);
 }
 
 int config_set_listen(struct config_ctx *ctx, void *field,
@@ -338,6 +325,7 @@ int config_set_metrics_listen(struct config_ctx *ctx, void *field,
 	return rc;
 }
 
+/* smtp_listen, and proxy_interfaces: addresses of SMTP servers. */
 int config_set_smtp_listen(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
@@ -349,13 +337,6 @@ int config_set_odmr_listen(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
 	return config_set_addrlist(ctx, field, key, value, 366,
-	    "numeric IP[:PORT] or [IPv6][:PORT]");
-}
-
-int config_set_proxy_interfaces(struct config_ctx *ctx, void *field,
-    const char *key, const char *value)
-{
-	return config_set_addrlist(ctx, field, key, value, 25,
 	    "numeric IP[:PORT] or [IPv6][:PORT]");
 }
 
@@ -371,11 +352,9 @@ int config_set_size(struct config_ctx *ctx, void *field,
 {
 	uint64_t v;
 
-	if (config_parse_size(value, &v) < 0 || v == 0) {
-		config_error(ctx, "bad value for '%s': '%s' (expected a size "
-		    "such as 50M: bytes or K/M/G)", key, value);
-		return -1;
-	}
+	if (config_parse_size(value, &v) < 0 || v == 0)
+		return config_bad_value(ctx, key, value,
+		    "a size such as 50M: bytes or K/M/G");
 	*(uint64_t *)field = v;
 	return 0;
 }
@@ -396,11 +375,9 @@ int config_set_map_size(struct config_ctx *ctx, void *field,
 {
 	uint64_t v;
 
-	if (config_parse_size(value, &v) < 0 || v < 1024 * 1024) {
-		config_error(ctx, "bad value for '%s': '%s' (expected a size "
-		    "of at least 1M)", key, value);
-		return -1;
-	}
+	if (config_parse_size(value, &v) < 0 || v < 1024 * 1024)
+		return config_bad_value(ctx, key, value,
+		    "a size of at least 1M");
 	*(uint64_t *)field = v;
 	return 0;
 }
@@ -449,11 +426,8 @@ int config_set_uint(struct config_ctx *ctx, void *field,
 	const char *s = value;
 
 	if (config_parse_number(&s, &v) < 0 || *s != '\0' || v == 0 ||
-	    v > INT_MAX) {
-		config_error(ctx, "bad value for '%s': '%s' (expected a "
-		    "positive integer)", key, value);
-		return -1;
-	}
+	    v > INT_MAX)
+		return config_bad_value(ctx, key, value, "a positive integer");
 	*(unsigned *)field = (unsigned)v;
 	return 0;
 }
@@ -465,11 +439,9 @@ int config_set_port(struct config_ctx *ctx, void *field,
 	const char *s = value;
 
 	if (config_parse_number(&s, &v) < 0 || *s != '\0' || v == 0 ||
-	    v > 65535) {
-		config_error(ctx, "bad value for '%s': '%s' (expected a port "
-		    "number 1-65535)", key, value);
-		return -1;
-	}
+	    v > 65535)
+		return config_bad_value(ctx, key, value,
+		    "a port number 1-65535");
 	*(int *)field = (int)v;
 	return 0;
 }
@@ -477,11 +449,8 @@ int config_set_port(struct config_ctx *ctx, void *field,
 int config_set_bool(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
-	if (config_parse_bool(value, field) < 0) {
-		config_error(ctx, "bad value for '%s': '%s' (expected yes or no)",
-		    key, value);
-		return -1;
-	}
+	if (config_parse_bool(value, field) < 0)
+		return config_bad_value(ctx, key, value, "yes or no");
 	return 0;
 }
 
@@ -492,11 +461,8 @@ int config_set_verify_unknown(struct config_ctx *ctx, void *field,
 		*(int *)field = 0;
 	else if (strcmp(value, "tempfail") == 0)
 		*(int *)field = 1;
-	else {
-		config_error(ctx, "bad value for '%s': '%s' (expected accept or "
-		    "tempfail)", key, value);
-		return -1;
-	}
+	else
+		return config_bad_value(ctx, key, value, "accept or tempfail");
 	return 0;
 }
 
@@ -507,11 +473,8 @@ int config_set_verify(struct config_ctx *ctx, void *field,
 		*(int *)field = 1;
 	else if (strcmp(value, "no") == 0 || strcmp(value, "none") == 0)
 		*(int *)field = 0;
-	else {
-		config_error(ctx, "bad value for '%s': '%s' (expected probe or "
-		    "none)", key, value);
-		return -1;
-	}
+	else
+		return config_bad_value(ctx, key, value, "probe or none");
 	return 0;
 }
 
@@ -520,12 +483,10 @@ int config_set_tls(struct config_ctx *ctx, void *field,
 {
 	int m = tlspolicy_mode_parse(value);
 
-	if (m < 0) {
-		config_error(ctx, "bad value for '%s': '%s' (expected none, may, "
-		    "encrypt, verify, fingerprint, dane, dane-only or sts)",
-		    key, value);
-		return -1;
-	}
+	if (m < 0)
+		return config_bad_value(ctx, key, value,
+		    "none, may, encrypt, verify, fingerprint, dane, "
+		    "dane-only or sts");
 	*(int *)field = m;
 	return 0;
 }
@@ -555,11 +516,9 @@ int config_set_log_level(struct config_ctx *ctx, void *field,
 {
 	enum log_level lv;
 
-	if (log_level_parse(value, &lv) < 0) {
-		config_error(ctx, "bad value for '%s': '%s' (expected error, "
-		    "warning, info or debug)", key, value);
-		return -1;
-	}
+	if (log_level_parse(value, &lv) < 0)
+		return config_bad_value(ctx, key, value,
+		    "error, warning, info or debug");
 	*(int *)field = (int)lv;
 	return 0;
 }
@@ -598,11 +557,9 @@ int config_set_route(struct config_ctx *ctx, void *field,
 		ok = config_host_valid(v6);
 	} else if (ok)
 		ok = strchr(host, ':') == NULL && config_host_valid(host);
-	if (!ok) {
-		config_error(ctx, "bad value for '%s': '%s' (expected mx, "
-		    "HOST[:PORT] or [IP]:PORT)", key, value);
-		return -1;
-	}
+	if (!ok)
+		return config_bad_value(ctx, key, value,
+		    "mx, HOST[:PORT] or [IP]:PORT");
 	util_lowercase(host);
 	config_replace_str(&d->route, value);
 	config_replace_str(&d->route_host, host);
@@ -633,21 +590,19 @@ static char *config_recipient_normalize(const char *s)
 }
 
 static int config_rcpt_item(struct config_ctx *ctx, const char *key,
-    const char *item, void *arg)
+    const char *item, struct strlist *out, const void *opt)
 {
-	struct strlist *l = arg;
 	char *r;
 
+	(void)opt;
 	if (strcmp(item, "learn") == 0 && strcmp(key, "recipients") == 0) {
 		ctx->cur->recipients_learn = 1;
 		return 0;
 	}
-	if ((r = config_recipient_normalize(item)) == NULL) {
-		config_error(ctx, "bad value for '%s': '%s' (expected "
-		    "local@domain or @domain)", key, item);
-		return -1;
-	}
-	strlist_add(l, r);
+	if ((r = config_recipient_normalize(item)) == NULL)
+		return config_bad_value(ctx, key, item,
+		    "local@domain or @domain");
+	strlist_add(out, r);
 	free(r);
 	return 0;
 }
@@ -661,7 +616,8 @@ int config_set_recipients(struct config_ctx *ctx, void *field,
 	if (*value == '\0')
 		return 0;
 	memset(&add, 0, sizeof(add));
-	if (config_list_each(ctx, key, value, config_rcpt_item, &add) < 0) {
+	if (config_list_each(ctx, key, value, config_rcpt_item, &add,
+	    NULL) < 0) {
 		strlist_free(&add);
 		return -1;
 	}
@@ -767,11 +723,9 @@ int config_set_notify_url(struct config_ctx *ctx, void *field,
 
 	if (*value != '\0' && (strncasecmp(value, "https://", 8) != 0 ||
 	    value[8] == '\0' || value[8] == '/' || strlen(value) > 1024 ||
-	    strpbrk(value, " \t\"\\") != NULL)) {
-		config_error(ctx, "bad value for '%s': '%s' (expected "
-		    "https://host[:port][/path])", key, value);
-		return -1;
-	}
+	    strpbrk(value, " \t\"\\") != NULL))
+		return config_bad_value(ctx, key, value,
+		    "https://host[:port][/path]");
 	free(*f);
 	/* Empty in a domain section: no webhook there, whatever the global
 	 * value ("" is kept to tell it from "not set"). */
@@ -783,7 +737,7 @@ int config_set_notify_url(struct config_ctx *ctx, void *field,
 /* ---- gatekeeper: DNS blocklists and milters ---- */
 
 static int config_dnsbl_item(struct config_ctx *ctx, const char *key,
-    const char *item, void *arg)
+    const char *item, struct strlist *out, const void *opt)
 {
 	struct dnsbl_spec spec;
 	char err[256];
@@ -792,51 +746,35 @@ static int config_dnsbl_item(struct config_ctx *ctx, const char *key,
 		config_error(ctx, "bad value for '%s': %s", key, err);
 		return -1;
 	}
-	strlist_add(arg, item);
+	(void)opt;
+	strlist_add(out, item);
 	return 0;
 }
 
 int config_set_dnsbl(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
-	struct strlist l = { NULL, 0 };
-
-	if (config_list_each(ctx, key, value, config_dnsbl_item, &l) < 0) {
-		strlist_free(&l);
-		return -1;
-	}
-	strlist_free(field);
-	*(struct strlist *)field = l;
-	return 0;
+	return config_set_list(ctx, field, key, value, config_dnsbl_item,
+	    NULL);
 }
 
 static int config_cidr_item(struct config_ctx *ctx, const char *key,
-    const char *item, void *arg)
+    const char *item, struct strlist *out, const void *opt)
 {
 	struct dnsbl_cidr net;
 
-	if (dnsbl_cidr_parse(item, &net) < 0) {
-		config_error(ctx, "bad value for '%s': '%s' (expected a "
-		    "network such as 192.0.2.0/24 or 2001:db8::/32)", key,
-		    item);
-		return -1;
-	}
-	strlist_add(arg, item);
+	(void)opt;
+	if (dnsbl_cidr_parse(item, &net) < 0)
+		return config_bad_value(ctx, key, item, "a network such as "
+		    "192.0.2.0/24 or 2001:db8::/32");
+	strlist_add(out, item);
 	return 0;
 }
 
 int config_set_cidrs(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
-	struct strlist l = { NULL, 0 };
-
-	if (config_list_each(ctx, key, value, config_cidr_item, &l) < 0) {
-		strlist_free(&l);
-		return -1;
-	}
-	strlist_free(field);
-	*(struct strlist *)field = l;
-	return 0;
+	return config_set_list(ctx, field, key, value, config_cidr_item, NULL);
 }
 
 int config_set_dnsbl_action(struct config_ctx *ctx, void *field,
@@ -844,43 +782,39 @@ int config_set_dnsbl_action(struct config_ctx *ctx, void *field,
 {
 	enum dnsbl_action a;
 
-	if (dnsbl_action_parse(value, &a) < 0) {
-		config_error(ctx, "bad value for '%s': '%s' (expected reject, "
-		    "tempfail or log)", key, value);
-		return -1;
-	}
+	if (dnsbl_action_parse(value, &a) < 0)
+		return config_bad_value(ctx, key, value,
+		    "reject, tempfail or log");
 	*(int *)field = (int)a;
 	return 0;
 }
 
 /* "inet:IP:PORT", "inet:[IPv6]:PORT" or "unix:/PATH". */
 static int config_milter_item(struct config_ctx *ctx, const char *key,
-    const char *item, void *arg)
+    const char *item, struct strlist *out, const void *opt)
 {
 	struct sockaddr_storage ss;
 	socklen_t len;
 
+	(void)opt;
 	if (strncmp(item, "unix:", 5) == 0 && item[5] == '/' &&
 	    strlen(item + 5) < sizeof(((struct sockaddr_un *)0)->sun_path)) {
-		strlist_add(arg, item);
+		strlist_add(out, item);
 		return 0;
 	}
 	if (strncmp(item, "inet:", 5) == 0 && strchr(item + 5, ':') != NULL &&
 	    util_sockaddr_parse(item + 5, 0, &ss, &len) == 0 &&
 	    ((struct sockaddr_in *)&ss)->sin_port != 0) {
-		strlist_add(arg, item);
+		strlist_add(out, item);
 		return 0;
 	}
-	config_error(ctx, "bad value for '%s': '%s' (expected inet:IP:PORT, "
-	    "inet:[IPv6]:PORT or unix:/PATH)", key, item);
-	return -1;
+	return config_bad_value(ctx, key, item,
+	    "inet:IP:PORT, inet:[IPv6]:PORT or unix:/PATH");
 }
 
 int config_set_milters(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {
-	struct strlist l = { NULL, 0 };
-
 	if (ctx->cur != NULL) {
 		/* a domain may only opt out */
 		if (strcasecmp(value, "none") != 0) {
@@ -896,13 +830,8 @@ int config_set_milters(struct config_ctx *ctx, void *field,
 		strlist_free(field);
 		return 0;
 	}
-	if (config_list_each(ctx, key, value, config_milter_item, &l) < 0) {
-		strlist_free(&l);
-		return -1;
-	}
-	strlist_free(field);
-	*(struct strlist *)field = l;
-	return 0;
+	return config_set_list(ctx, field, key, value, config_milter_item,
+	    NULL);
 }
 
 int config_set_milter_action(struct config_ctx *ctx, void *field,
@@ -914,10 +843,8 @@ int config_set_milter_action(struct config_ctx *ctx, void *field,
 		*(int *)field = CONFIG_MILTER_ACCEPT;
 	else if (strcasecmp(value, "reject") == 0)
 		*(int *)field = CONFIG_MILTER_REJECT;
-	else {
-		config_error(ctx, "bad value for '%s': '%s' (expected tempfail, "
-		    "accept or reject)", key, value);
-		return -1;
-	}
+	else
+		return config_bad_value(ctx, key, value,
+		    "tempfail, accept or reject");
 	return 0;
 }

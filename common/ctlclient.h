@@ -5,6 +5,9 @@
  * Protocol: the client sends one command line ("flush DOMAIN",
  * "bounce ID", "ping"), the daemon answers one line starting with a
  * three-digit code (2xx ok, 4xx temporary, 5xx refused) and closes.
+ * A long answer ("domains") is several lines as in SMTP: "250-TEXT"
+ * each, then the final "250 TEXT" (or a 4xx/5xx line if it could not
+ * be finished).
  */
 #ifndef OD_CTLCLIENT_H
 #define OD_CTLCLIENT_H
@@ -24,5 +27,25 @@ int ctlclient_sockaddr(const char *path, struct sockaddr_un *sun);
  */
 int ctlclient_request(const char *path, const char *line, char *reply,
     size_t replylen, char *err, size_t errlen);
+
+/*
+ * Send one command and read a multi-line answer: line(arg, TEXT) for each
+ * "CODE-TEXT" line (a non-zero return stops reading: -1 then), the final
+ * line into final (bounded, CR/LF removed). Lines longer than
+ * CTLCLIENT_LINE_MAX are an error. 0 ok, -1 on a connection or protocol
+ * error (err set).
+ */
+#define CTLCLIENT_LINE_MAX 1024
+int ctlclient_stream(const char *path, const char *line,
+    int (*fn)(void *arg, const char *text), void *arg, char *final,
+    size_t finallen, char *err, size_t errlen);
+/* The same in two steps, so that the daemon prepares the answer while the
+ * caller does other work: send (the socket, or -1 and err), then read
+ * (closes fd; path only names it in messages). */
+int ctlclient_stream_send(const char *path, const char *line, char *err,
+    size_t errlen);
+int ctlclient_stream_read(int fd, const char *path,
+    int (*fn)(void *arg, const char *text), void *arg, char *final,
+    size_t finallen, char *err, size_t errlen);
 
 #endif

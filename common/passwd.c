@@ -80,28 +80,8 @@ int passwd_name_valid(const char *name)
 
 int passwd_domain_valid(const char *d)
 {
-	size_t len = strlen(d), label = 0;
-	int dots = 0;
-	const char *p;
-
-	if (len == 0 || len > 253)
-		return 0;
-	for (p = d; *p != '\0'; p++) {
-		if (*p == '.') {
-			if (label == 0 || p[-1] == '-')
-				return 0;
-			label = 0;
-			dots++;
-			continue;
-		}
-		if (!isalnum((unsigned char)*p) && *p != '-')
-			return 0;
-		if (*p == '-' && label == 0)
-			return 0;
-		if (++label > 63)
-			return 0;
-	}
-	return label > 0 && p[-1] != '-' && dots > 0;
+	/* A user's domain is a mail domain: at least two labels. */
+	return util_domain_valid(d) && strchr(d, '.') != NULL;
 }
 
 static int passwd_hexval(int c)

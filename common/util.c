@@ -40,6 +40,30 @@ void util_lowercase(char *s)
 		*s = (char)tolower((unsigned char)*s);
 }
 
+int util_domain_valid(const char *s)
+{
+	size_t len = strlen(s), label = 0;
+	const char *p;
+
+	if (len == 0 || len > 253)
+		return 0;
+	for (p = s; *p != '\0'; p++) {
+		if (*p == '.') {
+			if (label == 0 || p[-1] == '-')
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!isalnum((unsigned char)*p) && *p != '-')
+			return 0;
+		if (*p == '-' && label == 0)
+			return 0;
+		if (++label > 63)
+			return 0;
+	}
+	return label > 0 && p[-1] != '-';
+}
+
 /* Strict decimal port 1..65535. */
 static int util_parse_port(const char *s, int *port_r)
 {

@@ -11,6 +11,9 @@
 /* Copy with truncation check: returns 0, or -1 if src did not fit. */
 int util_strlcpy(char *dst, const char *src, size_t size);
 void util_lowercase(char *s);
+/* A host or domain name: letters, digits and hyphens (not first or last)
+ * in dot-separated labels of 1..63 octets, 253 in all; no trailing dot. */
+int util_domain_valid(const char *s);
 /*
  * Split "host:port", "[v6]:port", "[v6]" or "host" (port = default_port).
  * host_r gets the host without brackets. Returns 0 or -1.

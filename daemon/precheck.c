@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <grp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -23,26 +24,122 @@
 #include "tls.h"
 #include "util.h"
 
+static int precheck_readable(const char *path, char *err, size_t errlen,
+    const char *what);
+
 struct precheck_ctx {
+	const struct config *cfg;
 	precheck_error_fn *errfn;
 	void *arg;
 	int nerrors;
 };
 
-static void precheck_error(struct precheck_ctx *c, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
-
-static void precheck_error(struct precheck_ctx *c, const char *fmt, ...)
+/* Whether line p is the header of section [domain name]. */
+static int precheck_is_section(const char *p, const char *name)
 {
-	char msg[1024];
+	size_t nl = strlen(name);
+
+	if (strncmp(p, "[domain", 7) != 0)
+		return 0;
+	p += 7;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (strncasecmp(p, name, nl) != 0)
+		return 0;
+	p += nl;
+	if (*p == '.')
+		p++;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return *p == ']';
+}
+
+/*
+ * The line that sets key in the configuration file, globally (section
+ * NULL) or in [domain section]; 0 when none does (the default is in use)
+ * or the file cannot be read again. Config errors are "FILE:LINE:
+ * message"; the parsed config keeps no lines.
+ */
+static int precheck_key_line(const char *path, const char *section,
+    const char *key)
+{
+	char buf[4096];
+	size_t klen = strlen(key);
+	int n = 0, found = 0, in = section == NULL;
+	FILE *f;
+
+	if (path == NULL || (f = fopen(path, "r")) == NULL)
+		return 0;
+	while (fgets(buf, sizeof(buf), f) != NULL) {
+		const char *p = buf;
+
+		n++;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p == '[') {
+			if (section == NULL)
+				break;	/* global keys come first */
+			in = precheck_is_section(p, section);
+			continue;
+		}
+		if (in && strncmp(p, key, klen) == 0 && (p[klen] == ' ' ||
+		    p[klen] == '\t' || p[klen] == '=')) {
+			found = n;
+			break;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+static void precheck_error_in(struct precheck_ctx *c, const char *section,
+    const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* One problem with the value of key ("FILE:LINE: ..."; "FILE: ..." for a
+ * default), or, key NULL, a message that names its own file. */
+static void precheck_error_in(struct precheck_ctx *c, const char *section,
+    const char *key, const char *fmt, ...)
+{
+	char msg[1024], where[600] = "";
 	va_list ap;
 
+	if (key != NULL && c->cfg != NULL && c->cfg->path != NULL) {
+		int line = precheck_key_line(c->cfg->path, section, key);
+
+		if (line > 0)
+			snprintf(where, sizeof(where), "%.500s:%d: ",
+			    c->cfg->path, line);
+		else
+			snprintf(where, sizeof(where), "%.500s: ",
+			    c->cfg->path);
+	}
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	c->nerrors++;
-	if (c->errfn != NULL)
-		c->errfn(c->arg, msg);
+	if (c->errfn != NULL) {
+		char line[sizeof(where) + sizeof(msg)];
+
+		snprintf(line, sizeof(line), "%s%s", where, msg);
+		c->errfn(c->arg, line);
+	}
+}
+
+#define precheck_error(c, key, ...) \
+	precheck_error_in((c), NULL, (key), __VA_ARGS__)
+
+/*
+ * CA files are read at each delivery or webhook, not at start: a missing
+ * one would only show as every verified delivery deferred (4.7.5).
+ */
+static void precheck_ca_file(struct precheck_ctx *c, const char *section,
+    const char *key, const char *path)
+{
+	char err[600];
+
+	if (path != NULL && precheck_readable(path, err, sizeof(err), key) < 0)
+		precheck_error_in(c, section, key, "%s", err);
 }
 
 /* Open for reading (as the daemon will), so permissions are really tested. */
@@ -101,10 +198,10 @@ static void precheck_dir(struct precheck_ctx *c, const char *key,
 	struct stat st;
 
 	if (stat(dir, &st) < 0)
-		precheck_error(c, "%s: directory %s: %s", key, dir,
+		precheck_error(c, key, "%s: directory %s: %s", key, dir,
 		    strerror(errno));
 	else if (!S_ISDIR(st.st_mode))
-		precheck_error(c, "%s: %s is not a directory", key, dir);
+		precheck_error(c, key, "%s: %s is not a directory", key, dir);
 }
 
 /*
@@ -151,7 +248,7 @@ static void precheck_queue_open(struct precheck_ctx *c, const char *dir)
 		return;		/* empty directory: created at start */
 	q = queue_open_readonly(dir, err, sizeof(err));
 	if (q == NULL)
-		precheck_error(c, "queue_dir %s: %s", dir,
+		precheck_error(c, "queue_dir", "queue_dir %s: %s", dir,
 		    err[0] != '\0' ? err : "cannot be opened");
 	queue_close(&q);
 }
@@ -163,19 +260,22 @@ static void precheck_queue(struct precheck_ctx *c, const struct config *cfg)
 
 	if (stat(cfg->queue_dir, &st) == 0) {
 		if (!S_ISDIR(st.st_mode))
-			precheck_error(c, "queue_dir %s is not a directory",
+			precheck_error(c, "queue_dir",
+			    "queue_dir %s is not a directory",
 			    cfg->queue_dir);
 		/* As root the daemon chowns it to run_as_user itself. */
 		else if (geteuid() != 0 &&
 		    access(cfg->queue_dir, R_OK | W_OK | X_OK) < 0)
-			precheck_error(c, "queue_dir %s: %s", cfg->queue_dir,
+			precheck_error(c, "queue_dir", "queue_dir %s: %s",
+			    cfg->queue_dir,
 			    strerror(errno));
 		else
 			precheck_queue_open(c, cfg->queue_dir);
 		return;
 	}
 	if (errno != ENOENT) {
-		precheck_error(c, "queue_dir %s: %s", cfg->queue_dir,
+		precheck_error(c, "queue_dir", "queue_dir %s: %s",
+		    cfg->queue_dir,
 		    strerror(errno));
 		return;
 	}
@@ -188,17 +288,18 @@ static void precheck_pipe_err(void *arg, const char *msg)
 {
 	struct precheck_ctx *c = arg;
 
-	precheck_error(c, "%s", msg);
+	precheck_error(c, NULL, "%s", msg);
 }
 
 int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
     void *arg)
 {
-	struct precheck_ctx c = { errfn, arg, 0 };
+	struct precheck_ctx c = { cfg, errfn, arg, 0 };
 	char err[1024], dir[4096];
 
 	if (precheck_tls(cfg, err, sizeof(err)) < 0)
-		precheck_error(&c, "%s", err);
+		precheck_error(&c, strncmp(err, "tls_key_file", 12) == 0 ?
+		    "tls_key_file" : "tls_cert_file", "%s", err);
 	precheck_queue(&c, cfg);
 	/* The control socket's directory: the queue's is made at start. */
 	precheck_dirname(cfg->control_socket, dir, sizeof(dir));
@@ -208,7 +309,8 @@ int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
 		precheck_dir(&c, "control_socket", dir);
 		if (access(dir, F_OK) == 0 &&
 		    (e = precheck_writable_as(cfg, dir)) != 0)
-			precheck_error(&c, "control_socket %s: run_as_user %s "
+			precheck_error(&c, "control_socket",
+			    "control_socket %s: run_as_user %s "
 			    "cannot create it in %s: %s", cfg->control_socket,
 			    geteuid() == 0 ? cfg->run_as_user : "(this user)",
 			    dir, strerror(e));
@@ -218,7 +320,7 @@ int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
 		if (access(cfg->passwd_file, F_OK) == 0 &&
 		    precheck_readable(cfg->passwd_file, err, sizeof(err),
 		    "passwd_file") < 0)
-			precheck_error(&c, "%s", err);
+			precheck_error(&c, "passwd_file", "%s", err);
 		else
 			(void)odmr_check_config(cfg, precheck_pipe_err, &c);
 	} else if (access(cfg->passwd_file, F_OK) == 0) {
@@ -227,7 +329,7 @@ int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
 		 * start and AUTH would answer 454 for good. */
 		if (precheck_readable(cfg->passwd_file, err, sizeof(err),
 		    "passwd_file") < 0)
-			precheck_error(&c, "%s", err);
+			precheck_error(&c, "passwd_file", "%s", err);
 		else
 			(void)authd_check_passwd(cfg, precheck_pipe_err, &c, 1);
 	}
@@ -241,8 +343,17 @@ int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
 		    "qualify): set hostname in the configuration", cfg->hostname);
 		c.errfn(c.arg, w);
 	}
+	precheck_ca_file(&c, NULL, "tls_ca_file", cfg->tls_ca_file);
+	precheck_ca_file(&c, NULL, "notify_ca_file", cfg->notify_ca_file);
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct config_domain *cd = &cfg->domains[i];
+
+		precheck_ca_file(&c, cd->name, "tls_ca_file", cd->tls_ca_file);
+		precheck_ca_file(&c, cd->name, "notify_ca_file",
+		    cd->notify_ca_file);
+	}
 	if (cfg->run_as_user_set && getpwnam(cfg->run_as_user) == NULL)
-		precheck_error(&c, "run_as_user %s: no such user",
+		precheck_error(&c, "run_as_user", "run_as_user %s: no such user",
 		    cfg->run_as_user);
 	return c.nerrors;
 }

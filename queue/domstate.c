@@ -59,7 +59,9 @@ static size_t domstate_key(const char *domain, char *buf)
  * The database is created by the first note, on the writer thread: a
  * queue that never saw an ATRN or ETRN (or a file system with no page to
  * spare) is left as it was. Opening an existing one happens here, at
- * start-up, while the writer thread is idle.
+ * start-up, in a write transaction when the queue is writable: LMDB lets
+ * only one transaction at a time open a handle, and write transactions
+ * are serialised with the writer thread's (which may be opening one).
  */
 struct domstate *domstate_open(struct queue *q, char *err, size_t errlen)
 {
@@ -69,7 +71,8 @@ struct domstate *domstate_open(struct queue *q, char *err, size_t errlen)
 
 	ds->q = q;
 	ds->refs = 1;
-	r = mdb_txn_begin(queue_ext_env(ds->q), NULL, MDB_RDONLY, &txn);
+	r = mdb_txn_begin(queue_ext_env(ds->q), NULL,
+	    queue_ext_rdonly(q) ? MDB_RDONLY : 0, &txn);
 	if (r == 0) {
 		/* Through the queue: it reopens it after a compaction. */
 		r = queue_ext_dbi_open(q, txn, "domstate", 0, &ds->db);

@@ -53,5 +53,14 @@ int domstate_foreach(struct domstate *ds, int (*cb)(void *arg,
 /* Oldest message with recipients still queued for domain: its arrival
  * time, or 0 when none. 0 or a QUEUE_E* code. (In queue.c.) */
 int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r);
+/*
+ * The same for many domains at once (odrelayctl stats with 50,000 of
+ * them): names[0..n) in lower case, sorted (strcmp), arrival_r[i] for
+ * names[i]. One cursor walks the index forwards in read transactions of
+ * QUEUE_SCAN_BATCH domains each, and only the arrival time of each
+ * oldest envelope is read. 0 or a QUEUE_E* code.
+ */
+int queue_domains_oldest(struct queue *q, const char *const *names, size_t n,
+    time_t *arrival_r);
 
 #endif

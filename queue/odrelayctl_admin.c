@@ -248,21 +248,132 @@ static void ctl_space_json(const struct queue_space *sp)
 	    sp->file_size, sp->reserve, sp->fs_avail, sp->low ? "true" : "false");
 }
 
-static int ctl_stats_domain(void *arg, const char *domain,
+/*
+ * The table's rows without a hash or a sort of 50,000 names: the
+ * configured domains come sorted (ctl_configured_load), the queue's
+ * counters in key order (both lower case, strcmp order), so one merge
+ * gives every row in order; the oldest message of each is then read in
+ * one pass over the domain index.
+ */
+struct ctl_counts {
+	struct ctl_count {
+		size_t name;		/* offset in arena */
+		uint64_t messages, bytes;
+		time_t oldest;
+		int oldest_known;
+	} *v;
+	size_t n, cap;
+	char *arena;
+	size_t alen, acap;
+};
+
+static int ctl_stats_count(void *arg, const char *domain,
     const struct queue_domain_stats *st)
 {
-	struct ctl_dom *d = ctl_doms_get(arg, domain);
+	struct ctl_counts *c = arg;
+	size_t len = strlen(domain) + 1;
 
-	d->messages = st->messages;
-	d->bytes = st->bytes;
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 1024;
+		c->v = xreallocarray(c->v, c->cap, sizeof(*c->v));
+	}
+	if (c->alen + len > c->acap) {
+		c->acap = (c->alen + len) * 2;
+		c->arena = xreallocarray(c->arena, c->acap, 1);
+	}
+	memcpy(c->arena + c->alen, domain, len);
+	c->v[c->n].name = c->alen;
+	c->v[c->n].messages = st->messages;
+	c->v[c->n].bytes = st->bytes;
+	c->v[c->n].oldest = st->oldest;
+	c->v[c->n++].oldest_known = st->oldest_known;
+	c->alen += len;
 	return 0;
+}
+
+static int ctl_row_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct ctl_dom *)elem)->name);
+}
+
+static int ctl_stats_state(void *arg, const char *domain,
+    const struct domstate_rec *r)
+{
+	struct ctl_doms *ds = arg;
+	struct ctl_dom *d = bsearch(domain, ds->v, ds->n, sizeof(*ds->v),
+	    ctl_row_cmp);
+
+	if (d != NULL) {
+		d->last_atrn = r->last[DOMSTATE_ATRN];
+		d->last_etrn = r->last[DOMSTATE_ETRN];
+	}
+	return 0;
+}
+
+/* Rows of ds (names borrowed from the mode list and counts) in order. */
+static void ctl_stats_rows(struct ctl_doms *ds, const struct ctl_counts *c,
+    size_t nconf)
+{
+	size_t i = 0, j = 0;
+
+	ds->cap = nconf + c->n;
+	ds->v = xcalloc(ds->cap ? ds->cap : 1, sizeof(*ds->v));
+	while (i < nconf || j < c->n) {
+		struct ctl_dom *d = &ds->v[ds->n++];
+		const char *cn = j < c->n ? c->arena + c->v[j].name : NULL;
+		int cmp = i == nconf ? 1 : j == c->n ? -1 :
+		    strcmp(ctl_configured_name(i), cn);
+
+		if (cmp <= 0) {
+			d->name = (char *)ctl_configured_name(i);
+			d->configured = 1;
+			d->hold = ctl_configured_mode(i) == CTL_MODE_HOLD;
+			i++;
+		} else
+			d->name = (char *)cn;
+		if (cmp >= 0) {
+			d->messages = c->v[j].messages;
+			d->bytes = c->v[j].bytes;
+			d->oldest = c->v[j].oldest;
+			/* not known from the counters: looked up below */
+			d->oldest_unknown = !c->v[j].oldest_known;
+			j++;
+		}
+	}
+}
+
+/* Oldest message of each row with mail, then the ATRN/ETRN times. */
+static void ctl_stats_facts(struct queue *q, struct ctl_doms *ds)
+{
+	const char **names = xcalloc(ds->n + 1, sizeof(*names));
+	time_t *t = xcalloc(ds->n + 1, sizeof(*t));
+	size_t *at = xcalloc(ds->n + 1, sizeof(*at));
+	size_t k, m = 0;
+	char err[256];
+	struct domstate *st;
+
+	for (k = 0; k < ds->n; k++)
+		if (ds->v[k].messages > 0 && ds->v[k].oldest_unknown) {
+			names[m] = ds->v[k].name;
+			at[m++] = k;
+		}
+	if (queue_domains_oldest(q, names, m, t) == QUEUE_OK)
+		for (k = 0; k < m; k++)
+			ds->v[at[k]].oldest = t[k];
+	free(names);
+	free(t);
+	free(at);
+	if ((st = domstate_open(q, err, sizeof(err))) != NULL)
+		(void)domstate_foreach(st, ctl_stats_state, ds);
+	domstate_close(&st);
 }
 
 int ctl_cmd_stats(int argc, char **argv)
 {
 	const struct config *cfg;
 	struct queue_space space = { 0, 0, 0, 0, 0, 0 };
-	struct ctl_doms ds = { NULL, 0, 0, NULL, NULL, 0 };
+	struct ctl_doms ds = { NULL, 0, 0, NULL };
+	struct ctl_counts counts = { NULL, 0, 0, NULL, 0, 0 };
 	uint64_t states[CTL_NSTATES] = { 0, 0, 0 };
 	uint64_t total_msgs = 0, total_bytes = 0, rcpts = 0, val;
 	char *counters = xmalloc(CTL_STATS_REPLY_MAX), *p;
@@ -270,7 +381,7 @@ int ctl_cmd_stats(int argc, char **argv)
 	struct queue *q;
 	int json = 0, rc, i, status = CTL_EXIT_OK, any;
 	time_t now = time(NULL);
-	size_t k;
+	size_t k, nconf = 0;
 
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
@@ -286,7 +397,8 @@ int ctl_cmd_stats(int argc, char **argv)
 	}
 	/* So that "low" means what the daemon would do. */
 	queue_set_min_free(q, cfg->queue_min_free);
-	ctl_doms_configured(&ds, cfg);
+	/* The daemon lists the domains while the counters are read. */
+	ctl_configured_prefetch();
 	/* From the queue's counters, not a walk of every message: O(1) for
 	 * the totals and the states, O(domains with mail) for the table. */
 	{
@@ -294,7 +406,7 @@ int ctl_cmd_stats(int argc, char **argv)
 
 		rc = queue_totals(q, &t);
 		if (rc == QUEUE_OK)
-			rc = queue_foreach_count(q, ctl_stats_domain, &ds);
+			rc = queue_foreach_count(q, ctl_stats_count, &counts);
 		if (rc == QUEUE_OK)
 			rc = queue_space(q, &space);
 		if (rc < 0) {
@@ -311,10 +423,16 @@ int ctl_cmd_stats(int argc, char **argv)
 		states[CTL_HELD] = t.messages > t.retrying + t.leased ?
 		    t.messages - t.retrying - t.leased : 0;
 	}
-	ctl_doms_facts(q, &ds);
+	if (ctl_configured_load(&nconf) < 0) {
+		queue_close(&q);
+		free(counts.v);
+		free(counts.arena);
+		free(counters);
+		return CTL_EXIT_FAIL;
+	}
+	ctl_stats_rows(&ds, &counts, nconf);
+	ctl_stats_facts(q, &ds);
 	queue_close(&q);
-	if (ds.n > 1)
-		qsort(ds.v, ds.n, sizeof(ds.v[0]), ctl_dom_cmp);
 	/* Counters only when the daemon runs; the queue view works anyway. */
 	p = (char *)ctl_daemon_counters(cfg, counters, CTL_STATS_REPLY_MAX);
 
@@ -357,13 +475,9 @@ int ctl_cmd_stats(int argc, char **argv)
 		printf("%-32s %-12s %8s %12s %8s %10s %10s\n", "DOMAIN", "MODE",
 		    "MESSAGES", "BYTES", "OLDEST", "LAST ATRN", "LAST ETRN");
 		for (k = 0; k < ds.n; k++) {
-			ctl_put_cell(stdout, ds.v[k].name, 32);
-			printf(" %-12s %8" PRIu64 " %12" PRIu64,
-			    !ds.v[k].configured ? "unconfigured" :
-			    ds.v[k].hold ? "hold" : "relay",
-			    ds.v[k].messages, ds.v[k].bytes);
-			ctl_dom_facts_cells(&ds.v[k], now);
-			printf("\n");
+			ctl_dom_row(&ds.v[k], !ds.v[k].configured ?
+			    "unconfigured" : ds.v[k].hold ? "hold" : "relay",
+			    now);
 		}
 		printf("\nmessages:   %" PRIu64 "\nrecipients: %" PRIu64
 		    "\nbytes:      %" PRIu64 "\n", total_msgs, rcpts,
@@ -386,9 +500,13 @@ int ctl_cmd_stats(int argc, char **argv)
 				printf("  (none yet)\n");
 		}
 	}
+	status = ctl_finish_output(status);
+	/* The names belong to the mode list and to counts. */
+	free(ds.v);
+	free(counts.v);
+	free(counts.arena);
 	free(counters);
-	ctl_doms_free(&ds);
-	return ctl_finish_output(status);
+	return status;
 }
 
 /*
@@ -737,7 +855,7 @@ static void ctl_recip_list_static(struct ctl_recip_list *l,
 
 static int ctl_recip_show(const char *domain, int json)
 {
-	const struct config *cfg = ctl_config();
+	const struct config *cfg = ctl_config_full();
 	const struct config_domain *dom;
 	struct ctl_recip_list l = { NULL, json, 0, time(NULL) };
 	struct queue *q;
@@ -796,7 +914,7 @@ static int ctl_recip_forget(const char *domain, const char *addr)
 		return rc2;
 	/* The daemon is not running: change the cache ourselves (never
 	 * creating a queue, acting as its owner; see delete). */
-	if ((cfg = ctl_config()) == NULL)
+	if ((cfg = ctl_config_full()) == NULL)
 		return CTL_EXIT_FAIL;
 	if (config_domain_by_name(cfg, domain) == NULL) {
 		ctl_err("%s: not a configured domain", domain);

@@ -36,6 +36,7 @@ struct ctl_dom {
 	int configured, hold;
 	uint64_t messages, bytes;
 	time_t oldest;		/* arrival of the oldest queued message, 0 none */
+	int oldest_unknown;	/* stats: oldest still to be looked up */
 	time_t last_atrn;	/* last successful ATRN pull, 0 never */
 	time_t last_etrn;	/* last accepted ETRN, 0 never */
 };
@@ -44,10 +45,6 @@ struct ctl_doms {
 	struct ctl_dom *v;
 	size_t n, cap;
 	struct domhash *idx;	/* name -> index: 50,000 domains stay fast */
-	/* With cfg, v[0..nconf) are its sections in order, found through
-	 * the configuration's own index; idx holds only the others. */
-	const struct config *cfg;
-	size_t nconf;
 };
 
 /* Shared between the odrelayctl files (internal, not an interface). */
@@ -60,17 +57,31 @@ void ctl_put_cell(FILE *fp, const char *s, int width);
 void ctl_json_str(FILE *fp, const char *s);
 int ctl_finish_output(int status);
 int ctl_domain_arg_ok(const char *d);
+/* The global part of the configuration; ctl_config_full: all of it
+ * (with the domain sections). NULL when not usable (reported). */
 const struct config *ctl_config(void);
+const struct config *ctl_config_full(void);
+/* A domain's mode as odrelayd applies it (see odrelayctl.c). */
+#define CTL_MODE_NONE	0	/* not configured */
+#define CTL_MODE_RELAY	1
+#define CTL_MODE_HOLD	2
+int ctl_domain_mode(const char *domain);
+/* Every configured domain, sorted by name (lower case, strcmp): their
+ * number in *n_r, then ctl_configured_name/mode(0 .. n-1). 0, or -1
+ * (reported). */
+int ctl_configured_load(size_t *n_r);
+void ctl_configured_prefetch(void);
+const char *ctl_configured_name(size_t i);
+int ctl_configured_mode(size_t i);
 const char *ctl_control_path(const struct config *cfg, char *buf,
     size_t size);
 struct queue *ctl_open_ro(const struct config *cfg);
-void ctl_doms_configured(struct ctl_doms *ds, const struct config *cfg);
 struct ctl_dom *ctl_doms_get(struct ctl_doms *ds, const char *name);
 int ctl_dom_cmp(const void *a, const void *b);
 void ctl_doms_free(struct ctl_doms *ds);
 void ctl_doms_facts(struct queue *q, struct ctl_doms *ds);
 void ctl_dom_facts_json(const struct ctl_dom *d, time_t now);
-void ctl_dom_facts_cells(const struct ctl_dom *d, time_t now);
+void ctl_dom_row(const struct ctl_dom *d, const char *mode, time_t now);
 int ctl_cmd_queue(int argc, char **argv);
 int ctl_cmd_show(int argc, char **argv);
 int ctl_daemon_absent(const char *path);

@@ -245,19 +245,16 @@ const char *ctl_state_names[CTL_NSTATES] = {
 /* "quarantine": list only messages a milter held aside */
 int ctl_only_quarantined;
 
-static int ctl_rcpt_held(const struct config *cfg, const struct queue_rcpt *r)
+static int ctl_rcpt_held(const struct queue_rcpt *r)
 {
-	const struct config_domain *d;
-
 	/*
 	 * Only the domain's mode says "held": next_attempt == 0 also marks
 	 * mail due now (bounces to other domains), which is not held.
 	 */
-	return r->domain != NULL &&
-	    (d = config_domain_by_name(cfg, r->domain)) != NULL && d->hold;
+	return r->domain != NULL && ctl_domain_mode(r->domain) == CTL_MODE_HOLD;
 }
 
-static enum ctl_state ctl_msg_state(struct queue *q, const struct config *cfg,
+static enum ctl_state ctl_msg_state(struct queue *q,
     const struct queue_envelope *env)
 {
 	size_t i;
@@ -268,7 +265,7 @@ static enum ctl_state ctl_msg_state(struct queue *q, const struct config *cfg,
 		return CTL_DELIVERING;
 	for (i = 0; i < env->nrcpts; i++)
 		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
-		    ctl_rcpt_held(cfg, &env->rcpts[i]))
+		    ctl_rcpt_held(&env->rcpts[i]))
 			return CTL_HELD;
 	return CTL_DEFERRED;
 }
@@ -328,31 +325,11 @@ static int ctl_msg_has_domain(const struct queue_envelope *env,
 /* The entry for name, or NULL. */
 static struct ctl_dom *ctl_doms_find(struct ctl_doms *ds, const char *name)
 {
-	const struct config_domain *cd;
 	size_t i;
 
-	if (ds->cfg != NULL &&
-	    (cd = config_domain_by_name(ds->cfg, name)) != NULL &&
-	    (size_t)(cd - ds->cfg->domains) < ds->nconf)
-		return &ds->v[cd - ds->cfg->domains];
 	if (ds->idx != NULL && domhash_get(ds->idx, name, &i))
 		return &ds->v[i];
 	return NULL;
-}
-
-/* Every configured domain first, in the file's order, without hashing
- * 50,000 names again. */
-void ctl_doms_configured(struct ctl_doms *ds, const struct config *cfg)
-{
-	ds->cap = cfg->ndomains + 16;
-	ds->v = xcalloc(ds->cap, sizeof(*ds->v));
-	for (size_t k = 0; k < cfg->ndomains; k++) {
-		ds->v[k].name = xstrdup(cfg->domains[k].name);
-		ds->v[k].configured = 1;
-		ds->v[k].hold = cfg->domains[k].hold;
-	}
-	ds->n = ds->nconf = cfg->ndomains;
-	ds->cfg = cfg;
 }
 
 struct ctl_dom *ctl_doms_get(struct ctl_doms *ds, const char *name)
@@ -435,36 +412,124 @@ static int ctl_doms_state(void *arg, const char *domain,
  * the records there are (50,000 domains mostly have neither). */
 void ctl_doms_facts(struct queue *q, struct ctl_doms *ds)
 {
+	const char **names = xcalloc(ds->n + 1, sizeof(*names));
+	time_t *t = xcalloc(ds->n + 1, sizeof(*t));
+	size_t *at = xcalloc(ds->n + 1, sizeof(*at));
+	size_t k, m = 0;
 	char err[256];
-	struct domstate *st = domstate_open(q, err, sizeof(err));
+	struct domstate *st;
 
-	for (size_t k = 0; k < ds->n; k++)
-		if (ds->v[k].messages > 0)
-			(void)queue_domain_oldest(q, ds->v[k].name,
-			    &ds->v[k].oldest);
+	for (k = 0; k < ds->n; k++)
+		if (ds->v[k].messages > 0) {
+			names[m] = ds->v[k].name;
+			at[m++] = k;
+		}
+	if (queue_domains_oldest(q, names, m, t) == QUEUE_OK)
+		for (k = 0; k < m; k++)
+			ds->v[at[k]].oldest = t[k];
+	free(names);
+	free(t);
+	free(at);
+	st = domstate_open(q, err, sizeof(err));
 	if (st != NULL)
 		(void)domstate_foreach(st, ctl_doms_state, ds);
 	domstate_close(&st);
+}
+
+/* v in decimal, right-aligned in width columns at p; returns the end.
+ * (Tables of 50,000 rows: printf cost more than reading the queue.) */
+static char *ctl_fmt_u64(char *p, uint64_t v, int width)
+{
+	char tmp[24];
+	int n = 0;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	while (width-- > n)
+		*p++ = ' ';
+	while (n > 0)
+		*p++ = tmp[--n];
+	return p;
+}
+
+/* s left-aligned in width columns at p; returns the end. */
+static char *ctl_fmt_str(char *p, const char *s, size_t len, int width)
+{
+	memcpy(p, s, len);
+	p += len;
+	while (width-- > (int)len)
+		*p++ = ' ';
+	return p;
 }
 
 /* An age as a short word: 45s, 12m, 5h, 3d; "-" for none. */
 static const char *ctl_age(time_t t, time_t now, char *buf, size_t size)
 {
 	long long a = (long long)(now - t);
+	char *p = buf;
 
-	if (t == 0)
-		snprintf(buf, size, "-");
-	else if (a < 0)
-		snprintf(buf, size, "0s");
-	else if (a < 120)
-		snprintf(buf, size, "%llds", a);
-	else if (a < 2 * 3600)
-		snprintf(buf, size, "%lldm", a / 60);
-	else if (a < 2 * 86400)
-		snprintf(buf, size, "%lldh", a / 3600);
-	else
-		snprintf(buf, size, "%lldd", a / 86400);
+	if (size < 24)
+		return "?";
+	if (t == 0) {
+		*p++ = '-';
+	} else if (a < 0) {
+		*p++ = '0';
+		*p++ = 's';
+	} else {
+		char unit = a < 120 ? 's' : a < 2 * 3600 ? 'm' :
+		    a < 2 * 86400 ? 'h' : 'd';
+		long long div = unit == 's' ? 1 : unit == 'm' ? 60 :
+		    unit == 'h' ? 3600 : 86400;
+
+		p = ctl_fmt_u64(p, (uint64_t)(a / div), 0);
+		*p++ = unit;
+	}
+	*p = '\0';
 	return buf;
+}
+
+/*
+ * A row of the per-domain tables of stats (with mode) and queue (mode
+ * NULL): DOMAIN [MODE] MESSAGES BYTES OLDEST LAST-ATRN LAST-ETRN, in the
+ * columns of their headers.
+ */
+void ctl_dom_row(const struct ctl_dom *d, const char *mode, time_t now)
+{
+	char row[512], a[24], *p = row;
+	const unsigned char *c;
+	size_t len = strlen(d->name);
+
+	/* Plain ASCII (every domain name but IDNs): nothing to escape. */
+	for (c = (const unsigned char *)d->name; *c > 0x20 && *c < 0x7f; c++)
+		;
+	if (*c != '\0' || len > 255) {
+		ctl_put_cell(stdout, d->name, 32);
+	} else
+		p = ctl_fmt_str(p, d->name, len, 32);
+	if (mode != NULL) {
+		*p++ = ' ';
+		p = ctl_fmt_str(p, mode, strlen(mode), 12);
+	}
+	*p++ = ' ';
+	p = ctl_fmt_u64(p, d->messages, 8);
+	*p++ = ' ';
+	p = ctl_fmt_u64(p, d->bytes, 12);
+	ctl_age(d->oldest, now, a, sizeof(a));
+	*p++ = ' ';
+	p = ctl_fmt_str(p, "", 0, 8 - (int)strlen(a));
+	p = ctl_fmt_str(p, a, strlen(a), 0);
+	ctl_age(d->last_atrn, now, a, sizeof(a));
+	*p++ = ' ';
+	p = ctl_fmt_str(p, "", 0, 10 - (int)strlen(a));
+	p = ctl_fmt_str(p, a, strlen(a), 0);
+	ctl_age(d->last_etrn, now, a, sizeof(a));
+	*p++ = ' ';
+	p = ctl_fmt_str(p, "", 0, 10 - (int)strlen(a));
+	p = ctl_fmt_str(p, a, strlen(a), 0);
+	*p++ = '\n';
+	fwrite(row, 1, (size_t)(p - row), stdout);
 }
 
 /* The facts of one domain as JSON members (after other members). */
@@ -477,16 +542,6 @@ void ctl_dom_facts_json(const struct ctl_dom *d, time_t now)
 	ctl_json_time(stdout, d->last_atrn);
 	printf(",\"last_etrn\":");
 	ctl_json_time(stdout, d->last_etrn);
-}
-
-/* The facts as table cells: OLDEST, LAST ATRN, LAST ETRN (ages). */
-void ctl_dom_facts_cells(const struct ctl_dom *d, time_t now)
-{
-	char a[3][32];
-
-	printf(" %8s %10s %10s", ctl_age(d->oldest, now, a[0], sizeof(a[0])),
-	    ctl_age(d->last_atrn, now, a[1], sizeof(a[1])),
-	    ctl_age(d->last_etrn, now, a[2], sizeof(a[2])));
 }
 
 /* ---- queue ---- */
@@ -546,7 +601,7 @@ static void ctl_queue_human(const struct queue_envelope *env,
 static void ctl_queue_json(const struct queue_envelope *env,
     enum ctl_state st, int *first)
 {
-	struct ctl_doms ds = { NULL, 0, 0, NULL, NULL, 0 };
+	struct ctl_doms ds = { NULL, 0, 0, NULL };
 	size_t i;
 
 	printf("%s\n    {\"id\":", *first ? "" : ",");
@@ -604,7 +659,7 @@ static int ctl_queue_visit(void *arg, const struct queue_envelope *env)
 	if ((w->domain != NULL && !ctl_msg_has_domain(env, w->domain)) ||
 	    (ctl_only_quarantined && !(env->flags & QUEUE_F_QUARANTINE)))
 		return 0;
-	st = ctl_msg_state(w->q, w->cfg, env);
+	st = ctl_msg_state(w->q, env);
 	if (w->json)
 		ctl_queue_json(env, st, &w->first);
 	else
@@ -688,7 +743,7 @@ static void ctl_queue_waiting(const struct config *cfg, const char *filter,
 int ctl_cmd_queue(int argc, char **argv)
 {
 	const struct config *cfg;
-	struct ctl_doms ds = { NULL, 0, 0, NULL, NULL, 0 };
+	struct ctl_doms ds = { NULL, 0, 0, NULL };
 	const char *domain = NULL;
 	struct queue *q;
 	uint64_t total_msgs = 0, total_bytes = 0;
@@ -776,11 +831,7 @@ int ctl_cmd_queue(int argc, char **argv)
 		for (k = 0; k < ds.n; k++) {
 			if (ds.v[k].messages == 0)
 				continue;
-			ctl_put_cell(stdout, ds.v[k].name, 32);
-			printf(" %8" PRIu64 " %12" PRIu64, ds.v[k].messages,
-			    ds.v[k].bytes);
-			ctl_dom_facts_cells(&ds.v[k], now);
-			printf("\n");
+			ctl_dom_row(&ds.v[k], NULL, now);
 		}
 	}
 	if (!json)
@@ -952,7 +1003,7 @@ int ctl_cmd_show(int argc, char **argv)
 		/* The same object as one entry of queue --json. */
 		int first = 1;
 
-		ctl_queue_json(env, ctl_msg_state(q, cfg, env), &first);
+		ctl_queue_json(env, ctl_msg_state(q, env), &first);
 		printf("\n");
 		queue_envelope_free(&env);
 		queue_close(&q);
@@ -965,7 +1016,7 @@ int ctl_cmd_show(int argc, char **argv)
 	printf("sender:       <");
 	ctl_put_text(stdout, env->sender);
 	printf(">\nstate:        %s\n",
-	    ctl_state_names[ctl_msg_state(q, cfg, env)]);
+	    ctl_state_names[ctl_msg_state(q, env)]);
 	printf("envid:        ");
 	ctl_put_text(stdout, env->envid);
 	printf("\nret:          %s\n", env->ret == QUEUE_RET_FULL ? "FULL" :

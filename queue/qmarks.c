@@ -13,7 +13,14 @@
 
 #define QMARKS_DB "expiry-marks"
 
+struct qmarks {
+	struct queue *q;
+	MDB_dbi db;
+	int absent;		/* read-only queue without the database */
+};
+
 struct qmarks_op {
+	MDB_dbi db;
 	char key[24];
 	char mark[QUEUE_ID_LEN];
 };
@@ -25,22 +32,60 @@ static size_t qmarks_key(long age, char *buf, size_t size)
 	return n > 0 && (size_t)n < size ? (size_t)n : 0;
 }
 
-int qmarks_get(struct queue *q, long age, char *mark_r)
+struct qmarks *qmarks_open(struct queue *q, char *err, size_t errlen)
+{
+	struct qmarks *m = xcalloc(1, sizeof(*m));
+	int rdonly = queue_ext_rdonly(q), r;
+	MDB_txn *txn;
+
+	m->q = q;
+	r = mdb_txn_begin(queue_ext_env(q), NULL, rdonly ? MDB_RDONLY : 0, &txn);
+	if (r != 0)
+		goto fail;
+	/* Through the queue: it reopens it with this handle after a
+	 * compaction. */
+	r = queue_ext_dbi_open(q, txn, QMARKS_DB, rdonly ? 0 : MDB_CREATE,
+	    &m->db);
+	if (r == MDB_NOTFOUND && rdonly) {
+		m->absent = 1;
+		mdb_txn_abort(txn);
+		return m;
+	}
+	if (r == 0)
+		r = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	if (r == 0)
+		return m;
+fail:
+	snprintf(err, errlen, "expiry marks: %s", mdb_strerror(r));
+	free(m);
+	return NULL;
+}
+
+void qmarks_close(struct qmarks **m)
+{
+	if (m == NULL || *m == NULL)
+		return;
+	free(*m);
+	*m = NULL;
+}
+
+int qmarks_get(struct qmarks *m, long age, char *mark_r)
 {
 	char key[24];
 	MDB_val k, v;
 	MDB_txn *txn;
-	MDB_dbi db;
 	int found = 0;
 
 	mark_r[0] = '\0';
-	if ((k.mv_size = qmarks_key(age, key, sizeof(key))) == 0)
+	if (m == NULL || m->absent ||
+	    (k.mv_size = qmarks_key(age, key, sizeof(key))) == 0)
 		return 0;
 	k.mv_data = key;
-	if (mdb_txn_begin(queue_ext_env(q), NULL, MDB_RDONLY, &txn) != 0)
+	if (mdb_txn_begin(queue_ext_env(m->q), NULL, MDB_RDONLY, &txn) != 0)
 		return 0;
-	if (mdb_dbi_open(txn, QMARKS_DB, 0, &db) == 0 &&
-	    mdb_get(txn, db, &k, &v) == 0 && v.mv_size == QUEUE_ID_LEN) {
+	if (mdb_get(txn, m->db, &k, &v) == 0 && v.mv_size == QUEUE_ID_LEN) {
 		memcpy(mark_r, v.mv_data, QUEUE_ID_LEN);
 		mark_r[QUEUE_ID_LEN] = '\0';
 		found = queue_id_valid(mark_r);
@@ -51,31 +96,29 @@ int qmarks_get(struct queue *q, long age, char *mark_r)
 	return found;
 }
 
-/* Writer thread, inside its batch. */
+/* Writer thread, inside its batch: the handle is open (qmarks_open). */
 static int qmarks_apply(MDB_txn *txn, void *arg)
 {
 	struct qmarks_op *op = arg;
 	MDB_val k = { strlen(op->key), op->key };
 	MDB_val v = { QUEUE_ID_LEN, op->mark };
-	MDB_dbi db;
-	int rc;
 
-	if ((rc = mdb_dbi_open(txn, QMARKS_DB, MDB_CREATE, &db)) != 0)
-		return rc;
-	return mdb_put(txn, db, &k, &v, 0);
+	return mdb_put(txn, op->db, &k, &v, 0);
 }
 
-void qmarks_put(struct queue *q, long age, const char *mark)
+void qmarks_put(struct qmarks *m, long age, const char *mark)
 {
 	struct qmarks_op *op;
 
-	if (queue_ext_rdonly(q) || !queue_id_valid(mark))
+	if (m == NULL || m->absent || queue_ext_rdonly(m->q) ||
+	    !queue_id_valid(mark))
 		return;
 	op = xcalloc(1, sizeof(*op));
 	if (qmarks_key(age, op->key, sizeof(op->key)) == 0) {
 		free(op);
 		return;
 	}
+	op->db = m->db;
 	memcpy(op->mark, mark, QUEUE_ID_LEN);
-	queue_ext_submit(q, qmarks_apply, free, op, NULL, NULL);
+	queue_ext_submit(m->q, qmarks_apply, free, op, NULL, NULL);
 }

@@ -10,9 +10,22 @@
 
 #include "queue.h"
 
+struct qmarks;
+
+/*
+ * Open the marks' database (created when the queue is writable), once,
+ * at start-up on the loop thread. LMDB allows only one transaction at a
+ * time to open a database handle, and a handle opened in a read
+ * transaction that is then aborted is closed again: so the open is done
+ * here, in a write transaction (serialised by LMDB with the writer
+ * thread's), and the handle kept; gets and puts only use it. NULL and
+ * err on failure.
+ */
+struct qmarks *qmarks_open(struct queue *q, char *err, size_t errlen);
+void qmarks_close(struct qmarks **m);
 /* 1 and mark_r (QUEUE_ID_LEN + 1 octets) set when age has a mark. */
-int qmarks_get(struct queue *q, long age, char *mark_r);
+int qmarks_get(struct qmarks *m, long age, char *mark_r);
 /* Record mark (a queue id) for age, asynchronously. */
-void qmarks_put(struct queue *q, long age, const char *mark);
+void qmarks_put(struct qmarks *m, long age, const char *mark);
 
 #endif

@@ -7,6 +7,7 @@
 #define OD_QUEUE_PRIVATE_H
 
 #include <stddef.h>
+#include <time.h>
 #include <stdint.h>
 
 #include <lmdb.h>
@@ -31,6 +32,8 @@ unsigned char *queue_record_encode(const struct queue_envelope *env,
  */
 int queue_record_decode(const char *id, const void *data, size_t len,
     struct queue_envelope **env_r, uint32_t *nchunks_r);
+/* Only the arrival time of an encoded envelope (no allocation). */
+int queue_record_arrival(const void *data, size_t len, time_t *arrival_r);
 
 /* Big-endian integers, as every record in the environment stores them. */
 void queue_be32_put(unsigned char *p, uint32_t v);

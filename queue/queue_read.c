@@ -369,6 +369,62 @@ int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r)
 	return rc == 0 || rc == MDB_NOTFOUND ? QUEUE_OK : QUEUE_EIO;
 }
 
+int queue_domains_oldest(struct queue *q, const char *const *names, size_t n,
+    time_t *arrival_r)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		size_t end = i + QUEUE_SCAN_BATCH < n ? i + QUEUE_SCAN_BATCH : n;
+		MDB_txn *txn;
+		MDB_cursor *c;
+		int rc = 0;
+
+		if (mdb_txn_begin(q->env, NULL, MDB_RDONLY, &txn) != 0)
+			return QUEUE_EIO;
+		if (mdb_cursor_open(txn, q->db_dom, &c) != 0) {
+			mdb_txn_abort(txn);
+			return QUEUE_EIO;
+		}
+		for (; i < end; i++) {
+			char kbuf[QUEUE_DOMAIN_MAX + 2];
+			size_t plen = queue_domain_key(names[i], kbuf);
+			MDB_val k, d, mk, md;
+
+			arrival_r[i] = 0;
+			kbuf[plen++] = '\0';
+			k.mv_data = kbuf;
+			k.mv_size = plen;
+			rc = mdb_cursor_get(c, &k, &d, MDB_SET_RANGE);
+			if (rc == MDB_NOTFOUND) {
+				rc = 0;
+				continue;
+			}
+			if (rc != 0)
+				break;
+			if (k.mv_size != plen + QUEUE_ID_LEN ||
+			    memcmp(k.mv_data, kbuf, plen) != 0)
+				continue;
+			mk.mv_data = (char *)k.mv_data + plen;
+			mk.mv_size = QUEUE_ID_LEN;
+			rc = mdb_get(txn, q->db_msg, &mk, &md);
+			if (rc == MDB_NOTFOUND) {
+				rc = 0;
+				continue;
+			}
+			if (rc != 0)
+				break;
+			(void)queue_record_arrival(md.mv_data, md.mv_size,
+			    &arrival_r[i]);
+		}
+		mdb_cursor_close(c);
+		mdb_txn_abort(txn);
+		if (rc != 0)
+			return QUEUE_EIO;
+	}
+	return QUEUE_OK;
+}
+
 /* ---- body reader ---- */
 
 int queue_body_open(struct queue *q, const char *id, struct queue_body **b_r)
@@ -570,7 +626,7 @@ int queue_foreach_count(struct queue *q,
 		} *batch = xcalloc(QUEUE_SCAN_BATCH, sizeof(*batch));
 		MDB_txn *txn;
 		MDB_cursor *c;
-		MDB_val k, d;
+		MDB_val k, d, od;
 		size_t n = 0;
 		int rc;
 
@@ -588,6 +644,15 @@ int queue_foreach_count(struct queue *q,
 			batch[n].name[k.mv_size] = '\0';
 			batch[n].st.messages = queue_be64_get(d.mv_data);
 			batch[n].st.bytes = queue_be64_get((const unsigned char *)d.mv_data + 8);
+			/* The oldest message's record: a small database read
+			 * in key order (a few pages), not the domain index. */
+			if (q->have_oldest &&
+			    mdb_get(txn, q->db_oldest, &k, &od) == 0 &&
+			    od.mv_size == QUEUE_ID_LEN + 8) {
+				batch[n].st.oldest = (time_t)(int64_t)queue_be64_get(
+				    (const unsigned char *)od.mv_data + QUEUE_ID_LEN);
+				batch[n].st.oldest_known = 1;
+			}
 			n++;
 		}
 		queue_read_end(txn, c);

@@ -283,6 +283,18 @@ static char *queue_rb_str(struct rbuf *b, int nullable)
 /* Smallest encoded recipient: 3 strings, u32, u8, u32, 2 u64, string, u8. */
 #define RCPT_MIN_LEN	(4 + 4 + 4 + 4 + 1 + 4 + 8 + 8 + 4 + 1)
 
+int queue_record_arrival(const void *data, size_t len, time_t *arrival_r)
+{
+	struct rbuf b = { data, len, 0, 0 };
+
+	if (queue_rb_uint(&b, 1) != QUEUE_RECORD_VERSION)
+		return QUEUE_EIO;
+	(void)queue_rb_uint(&b, 4);	/* flags */
+	(void)queue_rb_uint(&b, 1);	/* ret */
+	*arrival_r = (time_t)(int64_t)queue_rb_uint(&b, 8);
+	return b.bad ? QUEUE_EIO : QUEUE_OK;
+}
+
 int queue_record_decode(const char *id, const void *data, size_t len,
     struct queue_envelope **env_r, uint32_t *nchunks_r)
 {

@@ -30,9 +30,15 @@
 #define CONTROL_LINE_MAX 1024
 #define CONTROL_REPLY_MAX 8192	/* "stats" answers every counter on one line */
 #define CONTROL_TIMEOUT_SEC 10
+/* A streamed answer's next slice is made when less than this is left
+ * to send: the client is never waiting, and memory stays bounded. */
+#define CONTROL_STREAM_LOW (64 * 1024)
 
 struct control_req {
 	struct bufferevent *bev;	/* NULL once the client is gone */
+	control_stream_fn *stream;	/* a streamed answer, or NULL */
+	void *stream_arg;
+	void (*stream_free)(void *);
 };
 
 struct control {
@@ -64,6 +70,52 @@ static void control_req_event_cb(struct bufferevent *bev, short what, void *arg)
 	(void)what;
 	bufferevent_free(bev);
 	req->bev = NULL;
+}
+
+/* A streamed answer is over (written, or its client gone). */
+static void control_stream_end(struct control_req *req)
+{
+	if (req->stream_free != NULL)
+		req->stream_free(req->stream_arg);
+	free(req);
+}
+
+static void control_stream_event_cb(struct bufferevent *bev, short what,
+    void *arg)
+{
+	(void)what;
+	bufferevent_free(bev);
+	control_stream_end(arg);
+}
+
+/* Output drained below the low mark: the next slice. */
+static void control_stream_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct control_req *req = arg;
+
+	if (req->stream(req->stream_arg, bufferevent_get_output(bev)))
+		return;
+	/* The last slice: close once it is written. */
+	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	bufferevent_setcb(bev, NULL, control_close_cb, control_event_cb, NULL);
+	control_stream_end(req);
+}
+
+void control_req_stream(struct control_req *req, control_stream_fn *fn,
+    void *arg, void (*release)(void *))
+{
+	req->stream = fn;
+	req->stream_arg = arg;
+	req->stream_free = release;
+	if (req->bev == NULL) {
+		control_stream_end(req);
+		return;
+	}
+	bufferevent_setwatermark(req->bev, EV_WRITE, CONTROL_STREAM_LOW, 0);
+	bufferevent_setcb(req->bev, NULL, control_stream_write_cb,
+	    control_stream_event_cb, req);
+	/* The first slice now; the write callback asks for the others. */
+	control_stream_write_cb(req->bev, req);
 }
 
 void control_req_reply(struct control_req *req, const char *fmt, ...)

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 struct event_base;
+struct evbuffer;
 struct control;
 
 struct control_req;
@@ -25,6 +26,20 @@ typedef void control_cmd_fn(void *arg, const char *cmd, const char *cmdarg,
 /* One reply line (no newline); frees req. */
 void control_req_reply(struct control_req *req, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+
+/*
+ * A streamed answer of many lines (a list of 50,000 domains): fn adds a
+ * slice of lines to out, a bounded piece of work (a few ms at most, so
+ * the event loop never stalls), and returns 1 while there is more, 0
+ * after its last line. The next call comes when the previous slices are
+ * nearly written, so memory stays bounded whatever the client's pace.
+ * Lines follow the protocol of ctlclient.h: "250-..." each, then one
+ * final "CODE text". release(arg) is called when the answer is over or
+ * the client has gone (then fn is not called again). Frees req.
+ */
+typedef int control_stream_fn(void *arg, struct evbuffer *out);
+void control_req_stream(struct control_req *req, control_stream_fn *fn,
+    void *arg, void (*release)(void *));
 
 /* Create the socket at path (a stale one is replaced), mode 0600. NULL and
  * err on failure. */

@@ -1,7 +1,8 @@
 /*
  * milter - milter client sessions (see milter.h): filter connections,
- * their packet I/O and replies, the commands up to RCPT, and the session
- * API. The message text and the end of message are in milter_msg.c.
+ * their packet I/O and replies. The commands up to RCPT and the session
+ * API are in milter_sess.c, the message text and the end of message in
+ * milter_msg.c.
  *
  * Each filter connection (struct mconn) has a FIFO of command packets.
  * One packet is on the wire at a time when it expects an answer (as
@@ -31,7 +32,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "config.h"
@@ -44,7 +44,6 @@
 #include "xmalloc.h"
 #include "milter_private.h"
 
-static void mc_fail(struct mconn *c, const char *why);
 
 /* ---- helpers ---- */
 
@@ -77,11 +76,14 @@ const char *ms_qid(const struct milter_sess *ms)
 	return ms->id[0] != '\0' ? ms->id : "NOQUEUE";
 }
 
+/* A packet's bookkeeping goes back to the connection's spares: a
+ * message is a dozen packets or more, each otherwise an allocation. */
 static void mcmd_free(struct mconn *c, struct mcmd *m)
 {
 	if (m->want)
 		c->nwant--;
-	free(m);
+	m->next = c->spare;
+	c->spare = m;
 }
 
 static void mc_clear_fifo(struct mconn *c)
@@ -122,8 +124,8 @@ size_t ms_backlog(const struct milter_sess *ms)
 		const struct mconn *c = &ms->c[i];
 
 		n += c->queued;
-		if (c->bev != NULL)
-			n += evbuffer_get_length(bufferevent_get_output(c->bev));
+		if (c->ml != NULL)
+			n += evbuffer_get_length(c->ml->out);
 	}
 	return n;
 }
@@ -148,8 +150,13 @@ int mc_active(const struct mconn *c)
 struct evbuffer *mc_push(struct mconn *c, enum mc_stage stage,
     int want)
 {
-	struct mcmd *m = xcalloc(1, sizeof(*m));
+	struct mcmd *m = c->spare;
 
+	if (m != NULL) {
+		c->spare = m->next;
+		memset(m, 0, sizeof(*m));
+	} else
+		m = xcalloc(1, sizeof(*m));
 	m->stage = stage;
 	m->want = want;
 	m->tx = stage >= ST_MAIL && stage <= ST_EOM;
@@ -171,6 +178,144 @@ void mc_pushed(struct mconn *c)
 	c->queued += c->tail->len;
 }
 
+/* ---- filter sockets (struct mlink) ---- */
+
+#define ML_IN_MIN	2048	/* reply buffer to start with */
+
+static struct mlink *ml_closing;	/* QUITs draining */
+
+static void ml_readcb(evutil_socket_t fd, short what, void *arg);
+static void ml_idlecb(evutil_socket_t fd, short what, void *arg);
+
+struct mlink *ml_new(struct event_base *base, int fd)
+{
+	struct mlink *ml = xcalloc(1, sizeof(*ml));
+
+	ml->fd = fd;
+	ml->rev = event_new(base, fd, EV_READ | EV_PERSIST, ml_readcb, ml);
+	ml->wev = event_new(base, fd, EV_WRITE, ml_writecb, ml);
+	ml->idle = evtimer_new(base, ml_idlecb, ml);
+	ml->out = evbuffer_new();
+	if (ml->rev == NULL || ml->wev == NULL || ml->idle == NULL ||
+	    ml->out == NULL || event_add(ml->rev, NULL) < 0) {
+		ml->fd = -1;	/* the caller closes it */
+		ml_free(ml);
+		return NULL;
+	}
+	return ml;
+}
+
+void ml_free(struct mlink *ml)
+{
+	if (ml->rev != NULL)
+		event_free(ml->rev);
+	if (ml->wev != NULL)
+		event_free(ml->wev);
+	if (ml->idle != NULL)
+		event_free(ml->idle);
+	if (ml->out != NULL)
+		evbuffer_free(ml->out);
+	free(ml->in);
+	if (ml->fd >= 0)
+		close(ml->fd);
+	free(ml);
+}
+
+/* Write what the socket takes now; the rest when it is writable.
+ * -1 with errno on a broken socket. */
+static int ml_write(struct mlink *ml)
+{
+	if (ml->connecting || evbuffer_get_length(ml->out) == 0)
+		return 0;
+	if (evbuffer_write(ml->out, ml->fd) < 0 && errno != EAGAIN &&
+	    errno != EWOULDBLOCK && errno != EINTR)
+		return -1;
+	if (evbuffer_get_length(ml->out) > 0)
+		event_add(ml->wev, NULL);
+	return 0;
+}
+
+void ml_unlink(struct mlink **head, struct mlink *ml)
+{
+	struct mlink **p;
+
+	for (p = head; *p != NULL; p = &(*p)->next)
+		if (*p == ml) {
+			*p = ml->next;
+			return;
+		}
+}
+
+/* A QUIT is in out: close once it is written (or after 2 s). */
+void ml_quit(struct mlink *ml)
+{
+	struct timeval tv = { 2, 0 };
+
+	ml->c = NULL;
+	ml->closing = 1;
+	if (ml_write(ml) < 0 || (!ml->connecting &&
+	    evbuffer_get_length(ml->out) == 0)) {
+		ml_free(ml);
+		return;
+	}
+	ml->next = ml_closing;
+	ml_closing = ml;
+	evtimer_add(ml->idle, &tv);
+}
+
+void ml_quit_done(struct mlink *ml)
+{
+	ml_unlink(&ml_closing, ml);
+	ml_free(ml);
+}
+
+/* Drop every link still draining its QUIT (at exit). */
+void ml_quit_all(void)
+{
+	while (ml_closing != NULL)
+		ml_quit_done(ml_closing);
+}
+
+
+static void ml_idlecb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mlink *ml = arg;
+
+	(void)fd;
+	(void)what;
+	if (ml->closing)
+		ml_quit_done(ml);
+	else
+		mp_drop(ml);
+}
+
+void ml_writecb(evutil_socket_t fd, short what, void *arg)
+{
+	struct mlink *ml = arg;
+	struct mconn *c = ml->c;
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	(void)what;
+	if (ml->connecting) {
+		ml->connecting = 0;
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+	}
+	if (err == 0 && ml_write(ml) < 0)
+		err = errno;
+	if (c != NULL) {
+		if (err != 0)
+			mc_fail(c, strerror(err));
+		else
+			ms_maybe_resume(c->ms);
+	} else if (ml->closing && (err != 0 ||
+	    evbuffer_get_length(ml->out) == 0))
+		ml_quit_done(ml);
+	else if (err != 0)
+		mp_drop(ml);
+}
+
 /* ---- timers and I/O ---- */
 
 static void mc_arm(struct mconn *c, enum mc_stage stage)
@@ -189,7 +334,7 @@ static void mc_arm(struct mconn *c, enum mc_stage stage)
 	evtimer_add(c->timer, &tv);
 }
 
-static void mc_timer_cb(evutil_socket_t fd, short what, void *arg)
+void mc_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct mconn *c = arg;
 
@@ -203,6 +348,7 @@ static void mc_timer_cb(evutil_socket_t fd, short what, void *arg)
 void mc_pump(struct mconn *c)
 {
 	struct mcmd *m;
+	int moved = 0;
 
 	/* Packets that expect no answer are held until one that does (the
 	 * end of message at the latest) or until MC_CORK bytes: a filter
@@ -212,9 +358,10 @@ void mc_pump(struct mconn *c)
 	if (c->nwant == 0 && c->queued < MC_CORK && !c->flush)
 		return;
 	while (c->st == MC_OPEN && !c->awaiting && (m = c->head) != NULL) {
+		moved = 1;
 		c->queued -= m->len;
-		if (evbuffer_remove_buffer(c->pend,
-		    bufferevent_get_output(c->bev), m->len) != (int)m->len) {
+		if (evbuffer_remove_buffer(c->pend, c->ml->out, m->len) !=
+		    (int)m->len) {
 			mc_fail(c, "write failed");
 			return;
 		}
@@ -223,13 +370,15 @@ void mc_pump(struct mconn *c)
 			c->awaiting = 1;
 			c->sent_at = util_now();
 			mc_arm(c, m->stage);
-			return;
+			break;
 		}
 		c->head = m->next;
 		if (c->head == NULL)
 			c->tail = NULL;
 		mcmd_free(c, m);
 	}
+	if (moved && c->st == MC_OPEN && ml_write(c->ml) < 0)
+		mc_fail(c, strerror(errno));
 }
 
 /* Write everything held back (end of session). */
@@ -284,16 +433,16 @@ void mc_drop_tx_packets(struct mconn *c)
 
 void mc_close(struct mconn *c)
 {
-	if (c->bev != NULL) {
-		bufferevent_free(c->bev);
-		c->bev = NULL;
+	if (c->ml != NULL) {
+		ml_free(c->ml);
+		c->ml = NULL;
 	}
 	evtimer_del(c->timer);
 	mc_clear_fifo(c);
 }
 
 /* A broken filter: its default action applies to this message only. */
-static void mc_fail(struct mconn *c, const char *why)
+void mc_fail(struct mconn *c, const char *why)
 {
 	struct milter_sess *ms = c->ms;
 
@@ -470,29 +619,32 @@ static void mc_answer(struct mconn *c, const struct milter_reply *r)
 		break;
 	}
 	mc_pump(c);
-	ms_kick(ms);
+	/* the session waits on nothing while it streams the message text:
+	 * answers to headers and body chunks need no turn of the loop */
+	if (ms->wait != W_NONE || c->negotiated == 1 || c->st != MC_OPEN)
+		ms_kick(ms);
 	ms_maybe_resume(ms);
 }
 
+/* One reply packet; pkt is the link's input buffer, valid during the
+ * call only. */
 static void mc_reply(struct mconn *c, unsigned char *pkt, size_t len)
 {
 	struct milter_reply r;
 	enum mc_stage stage;
+	unsigned char *copy;
 
 	if (milter_reply_parse(pkt, len, &r) < 0) {
-		free(pkt);
 		mc_fail(c, "malformed reply");
 		return;
 	}
 	if (!c->awaiting || c->head == NULL) {
-		free(pkt);
 		mc_fail(c, "reply without a command");
 		return;
 	}
 	stage = c->head->stage;
 	switch (r.type) {
 	case MILTER_R_PROGRESS:
-		free(pkt);
 		mc_arm(c, stage);
 		return;
 	case MILTER_R_ADDHEADER:
@@ -504,647 +656,115 @@ static void mc_reply(struct mconn *c, unsigned char *pkt, size_t len)
 	case MILTER_R_REPLBODY:
 	case MILTER_R_QUARANTINE:
 		if (stage != ST_EOM) {
-			free(pkt);
 			mc_fail(c, "modification before end of message");
 			return;
 		}
-		mc_add_mod(c, &r, pkt, len);
+		/* kept to the end: r's strings must point into a copy */
+		copy = xmalloc(len);
+		memcpy(copy, pkt, len);
+		(void)milter_reply_parse(copy, len, &r);
+		mc_add_mod(c, &r, copy, len);
 		return;
 	case MILTER_R_SETSYMLIST:
-		free(pkt);
 		return;
 	case MILTER_R_SHUTDOWN:
 	case MILTER_R_CONNFAIL:
-		free(pkt);
 		mc_fail(c, "filter shut down");
 		return;
 	case MILTER_R_OPTNEG:
 		if (stage != ST_OPTNEG) {
-			free(pkt);
 			mc_fail(c, "unexpected negotiation");
 			return;
 		}
 		break;
 	default:
 		if (stage == ST_OPTNEG) {
-			free(pkt);
 			mc_fail(c, "no option negotiation");
 			return;
 		}
 		break;
 	}
 	mc_answer(c, &r);
-	free(pkt);
 }
 
-static void mc_readcb(struct bufferevent *bev, void *arg)
+/* Replies: one read, then every whole packet in it, in place. */
+static void mc_read(struct mconn *c, struct mlink *ml)
 {
-	struct mconn *c = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	unsigned char hdr[4], *pkt;
+	size_t off = 0;
+	ssize_t got;
 	uint32_t n;
-	int r;
 
-	while (c->st == MC_OPEN && c->bev == bev) {
-		if (evbuffer_copyout(in, hdr, 4) < 4)
-			return;
-		r = milter_frame(hdr, 4, &n);
-		if (r < 0) {
+	if (ml->inlen == ml->incap) {
+		/* only while a packet longer than the buffer is coming:
+		 * bounded by MILTER_REPLY_MAX (milter_frame) */
+		ml->incap = ml->incap ? ml->incap * 2 : ML_IN_MIN;
+		if (ml->incap > MILTER_REPLY_MAX + 4)
+			ml->incap = MILTER_REPLY_MAX + 4;
+		ml->in = xreallocarray(ml->in, ml->incap, 1);
+	}
+	got = read(ml->fd, ml->in + ml->inlen, ml->incap - ml->inlen);
+	if (got < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			mc_fail(c, strerror(errno));
+		return;
+	}
+	if (got == 0) {
+		mc_fail(c, "connection closed by the filter");
+		return;
+	}
+	ml->inlen += (size_t)got;
+	while (ml->inlen - off >= 4) {
+		if (milter_frame(ml->in + off, 4, &n) < 0) {
 			mc_fail(c, "bad packet length");
 			return;
 		}
-		if (evbuffer_get_length(in) < 4 + (size_t)n)
-			return;
-		evbuffer_drain(in, 4);
-		pkt = xmalloc(n);
-		evbuffer_remove(in, pkt, n);
-		mc_reply(c, pkt, n);
-	}
-}
-
-static void mc_writecb(struct bufferevent *bev, void *arg)
-{
-	struct mconn *c = arg;
-
-	(void)bev;
-	ms_maybe_resume(c->ms);
-}
-
-static void mc_eventcb(struct bufferevent *bev, short what, void *arg)
-{
-	struct mconn *c = arg;
-
-	(void)bev;
-	if (what & BEV_EVENT_CONNECTED)
-		return;
-	if (what & BEV_EVENT_EOF)
-		mc_fail(c, "connection closed by the filter");
-	else if (what & BEV_EVENT_ERROR)
-		mc_fail(c, evutil_socket_error_to_string(
-		    EVUTIL_SOCKET_ERROR()));
-}
-
-/* ---- commands ---- */
-
-void mc_macros(struct mconn *c, char stage, const char *const *names,
-    const char *const *values, size_t n)
-{
-	milter_put_macros(mc_push(c, ST_NONE, 0), stage, names, values, n);
-	c->tail->tx = stage != SMFIC_CONNECT && stage != SMFIC_HELO;
-	mc_pushed(c);
-}
-
-static void mc_send_helo(struct mconn *c)
-{
-	struct milter_sess *ms = c->ms;
-	const char *names[] = { "{tls_version}", "{cipher}" };
-	const char *values[] = { ms->tls_version[0] ? ms->tls_version : NULL,
-	    ms->cipher[0] ? ms->cipher : NULL };
-	const char *v[] = { ms->helo };
-
-	if (ms->helo[0] == '\0' || (c->proto & SMFIP_NOHELO))
-		return;
-	mc_macros(c, SMFIC_HELO, names, values, 2);
-	milter_put_strings(mc_push(c, ST_HELO, !(c->proto & SMFIP_NR_HELO)),
-	    SMFIC_HELO, v, 1);
-	mc_pushed(c);
-}
-
-/* ---- idle filter connections (milter_reuse) ----
- *
- * A negotiated connection whose SMTP session ended cleanly waits here
- * for the next session to the same filter, so the connect, the filter's
- * thread start and the negotiation are paid once. The next session
- * sends UNKNOWN then QUIT_NC before CONNECT: libmilter accepts QUIT_NC
- * only after an UNKNOWN or an end of message answered with continue,
- * and ignores it (and then the CONNECT) otherwise.
- */
-
-#define MP_MAX		CONFIG_MILTER_POOL_MAX	/* in fdbudget's reserve */
-#define MP_IDLE		60	/* seconds before an idle one is closed */
-
-struct mpool_ent {
-	struct mpool_ent *next;
-	char spec[128];
-	struct bufferevent *bev;
-	uint32_t actions, proto;
-};
-
-static struct mpool_ent *mp_head;
-static size_t mp_n;
-
-static void mp_unlink(struct mpool_ent *e)
-{
-	struct mpool_ent **p;
-
-	for (p = &mp_head; *p != NULL; p = &(*p)->next)
-		if (*p == e) {
-			*p = e->next;
-			mp_n--;
-			return;
-		}
-}
-
-static void mp_drop(struct mpool_ent *e)
-{
-	mp_unlink(e);
-	bufferevent_free(e->bev);
-	free(e);
-}
-
-/* Anything from an idle filter (data, EOF, error, idle timeout): drop. */
-static void mp_readcb(struct bufferevent *bev, void *arg)
-{
-	(void)bev;
-	mp_drop(arg);
-}
-
-static void mp_eventcb(struct bufferevent *bev, short what, void *arg)
-{
-	(void)bev;
-	(void)what;
-	mp_drop(arg);
-}
-
-/* Keep c's connection for the next session; 0 if it cannot be kept. */
-int mp_put(struct mconn *c)
-{
-	struct timeval idle = { MP_IDLE, 0 };
-	struct mpool_ent *e;
-
-	/* SMFIP_HDR_LEADSPC: OpenDKIM forgets it at QUIT_NC (its connection
-	 * context goes) and would sign header values with our leading
-	 * space; such a filter gets a new connection each time. */
-	if (!c->ms->cfg->milter_reuse || mp_n >= MP_MAX ||
-	    c->st != MC_OPEN || c->bev == NULL || c->negotiated != 2 ||
-	    c->awaiting || c->head != NULL ||
-	    (c->proto & SMFIP_HDR_LEADSPC))
-		return 0;
-	e = xcalloc(1, sizeof(*e));
-	util_strlcpy(e->spec, c->spec, sizeof(e->spec));
-	e->bev = c->bev;
-	e->actions = c->actions;
-	e->proto = c->proto;
-	c->bev = NULL;
-	bufferevent_setcb(e->bev, mp_readcb, NULL, mp_eventcb, e);
-	bufferevent_set_timeouts(e->bev, &idle, NULL);
-	bufferevent_enable(e->bev, EV_READ | EV_WRITE);
-	e->next = mp_head;
-	mp_head = e;
-	mp_n++;
-	return 1;
-}
-
-/* An idle connection to c's filter, set up for c; 0 if none. */
-static int mp_get(struct mconn *c)
-{
-	const char *v[] = { "QUIT" };
-	struct mpool_ent *e;
-
-	if (!c->ms->cfg->milter_reuse)
-		return 0;
-	for (e = mp_head; e != NULL; e = e->next)
-		if (strcmp(e->spec, c->spec) == 0)
+		if (ml->inlen - off < 4 + (size_t)n) {
+			if (ml->incap < 4 + (size_t)n) {
+				/* room for the whole packet */
+				memmove(ml->in, ml->in + off, ml->inlen - off);
+				ml->inlen -= off;
+				off = 0;
+				ml->incap = 4 + (size_t)n;
+				ml->in = xreallocarray(ml->in, ml->incap, 1);
+			}
 			break;
-	if (e == NULL)
-		return 0;
-	mp_unlink(e);
-	c->bev = e->bev;
-	c->actions = e->actions;
-	c->proto = e->proto;
-	free(e);
-	bufferevent_set_timeouts(c->bev, NULL, NULL);
-	bufferevent_setcb(c->bev, mc_readcb, mc_writecb, mc_eventcb, c);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	c->st = MC_OPEN;
-	c->conn_done = 0;
-	c->conn_action = MILTER_CONTINUE;
-	/* CONNECT and the rest follow as after a negotiation (ms_kick_cb) */
-	c->negotiated = 1;
-	milter_put_strings(mc_push(c, ST_NONE, !(c->proto & SMFIP_NR_UNKN)),
-	    SMFIC_UNKNOWN, v, 1);
-	mc_pushed(c);
-	milter_put_cmd(mc_push(c, ST_NONE, 0), SMFIC_QUIT_NC);
-	mc_pushed(c);
-	mc_pump(c);
-	log_debug("milter %s: connection reused", c->spec);
-	return 1;
-}
-
-void milter_pool_free(void)
-{
-	while (mp_head != NULL)
-		mp_drop(mp_head);
-}
-
-/* Connect, negotiate and replay CONNECT and HELO. */
-static void mc_open(struct mconn *c)
-{
-	struct milter_sess *ms = c->ms;
-	struct sockaddr_storage ss;
-	socklen_t sslen = 0;
-	const char *spec = c->spec;
-	evutil_socket_t fd;
-	int one = 1;
-
-	if (mp_get(c))
-		return;
-	memset(&ss, 0, sizeof(ss));
-	if (strncmp(spec, "unix:", 5) == 0) {
-		struct sockaddr_un *sun = (struct sockaddr_un *)&ss;
-
-		sun->sun_family = AF_UNIX;
-		util_strlcpy(sun->sun_path, spec + 5, sizeof(sun->sun_path));
-		sslen = sizeof(*sun);
-	} else if (util_sockaddr_parse(spec + 5, 0, &ss, &sslen) < 0) {
-		c->st = MC_OPEN;	/* so that mc_fail records it */
-		mc_fail(c, "bad address");
-		return;
-	}
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0);
-	if (fd >= 0 && ss.ss_family != AF_UNIX)
-		/* request/answer ping-pong: Nagle would hold each packet's
-		 * tail for a delayed ACK */
-		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one,
-		    sizeof(one));
-	c->bev = fd < 0 ? NULL : bufferevent_socket_new(ms->base, fd,
-	    BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
-		if (fd >= 0)
-			close(fd);
-		c->st = MC_OPEN;
-		mc_fail(c, "cannot create a socket");
-		return;
-	}
-	bufferevent_set_max_single_write(c->bev, 256 * 1024);
-	bufferevent_setcb(c->bev, mc_readcb, mc_writecb, mc_eventcb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, MILTER_REPLY_MAX + 4);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	c->st = MC_OPEN;
-	c->negotiated = 0;
-	c->conn_done = 0;
-	c->conn_action = MILTER_CONTINUE;
-	if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&ss,
-	    (int)sslen) < 0) {
-		mc_fail(c, "connect failed");
-		return;
-	}
-	/* CONNECT, HELO, MAIL and RCPT depend on what the filter asks
-	 * for: they follow the answer (ms_kick_cb). */
-	milter_put_optneg(mc_push(c, ST_OPTNEG, 1), SMFIF_ALL,
-	    MILTER_PROTO_OFFER);
-	mc_pushed(c);
-	mc_pump(c);
-}
-
-/* Everything after the negotiation: CONNECT, HELO (replayed). */
-static void mc_after_optneg(struct mconn *c)
-{
-	struct milter_sess *ms = c->ms;
-	char host[80], port[16];
-	const char *names[] = { "j", "{daemon_name}", "v", "_",
-	    "{client_addr}", "{client_name}", "{client_port}" };
-	const char *values[7];
-
-	snprintf(host, sizeof(host), "[%s]", ms->ip);
-	snprintf(port, sizeof(port), "%u", ms->port);
-	values[0] = ms->cfg->hostname;
-	values[1] = ms->cfg->hostname;
-	values[2] = "odrelay " OD_VERSION;
-	values[3] = host;
-	values[4] = ms->ip;
-	values[5] = "unknown";
-	values[6] = port;
-	if (!(c->proto & SMFIP_NOCONNECT)) {
-		mc_macros(c, SMFIC_CONNECT, names, values, 7);
-		milter_put_connect(mc_push(c, ST_CONNECT,
-		    !(c->proto & SMFIP_NR_CONN)), host, ms->v6 ? '6' : '4',
-		    (uint16_t)ms->port, ms->ip);
-		mc_pushed(c);
-	}
-	mc_send_helo(c);
-}
-
-static void mc_send_mail(struct mconn *c)
-{
-	struct milter_sess *ms = c->ms;
-	/* TLS again here: a filter without a HELO step (SMFIP_NOHELO)
-	 * would never see it otherwise */
-	const char *names[] = { "{mail_addr}", "{auth_authen}",
-	    "{auth_type}", "{tls_version}", "{cipher}" };
-	const char *values[5];
-	char path[1100];
-	const char *v[1];
-
-	values[0] = ms->sender;
-	values[1] = ms->user[0] ? ms->user : NULL;
-	values[2] = ms->user[0] ? "PLAIN" : NULL;
-	values[3] = ms->tls_version[0] ? ms->tls_version : NULL;
-	values[4] = ms->cipher[0] ? ms->cipher : NULL;
-	c->mail_sent = 1;
-	if (c->proto & SMFIP_NOMAIL)
-		return;
-	snprintf(path, sizeof(path), "<%s>", ms->sender);
-	v[0] = path;
-	mc_macros(c, SMFIC_MAIL, names, values, 5);
-	milter_put_strings(mc_push(c, ST_MAIL, !(c->proto & SMFIP_NR_MAIL)),
-	    SMFIC_MAIL, v, 1);
-	mc_pushed(c);
-}
-
-/* ---- waiting for the filters ---- */
-
-/* Still something to hear from c before the current wait ends? */
-static int mc_busy(const struct mconn *c)
-{
-	if (c->st != MC_OPEN)
-		return 0;
-	/* held packets that want no answer do not hold the session up */
-	return c->awaiting || c->nwant > 0 || c->negotiated != 2;
-}
-
-static void ms_rcpt_verdict(struct milter_sess *ms, struct milter_verdict *v)
-{
-	size_t i;
-
-	memset(v, 0, sizeof(*v));
-	for (i = 0; i < ms->nc; i++) {
-		struct mconn *c = &ms->c[i];
-		enum milter_action a = MILTER_CONTINUE;
-		const char *reply = "";
-
-		if (c->failed_tx) {
-			reply = ms_default_reply(ms->cfg, &a);
-		} else if (c->conn_action != MILTER_CONTINUE) {
-			a = c->conn_action;
-			reply = c->conn_reply;
-		} else if (c->tx_action == MILTER_REJECT ||
-		    c->tx_action == MILTER_TEMPFAIL) {
-			a = c->tx_action;
-			reply = c->tx_reply;
-		} else if (c->rcpt_action != MILTER_CONTINUE) {
-			a = c->rcpt_action;
-			reply = c->rcpt_reply;
 		}
-		if (a == MILTER_REJECT || a == MILTER_TEMPFAIL) {
-			v->action = a;
-			util_strlcpy(v->reply, reply, sizeof(v->reply));
-			util_strlcpy(v->milter, c->spec, sizeof(v->milter));
+		mc_reply(c, ml->in + off + 4, n);
+		/* a failure closed the link (and freed its buffer) */
+		if (c->ml != ml || c->st != MC_OPEN)
 			return;
-		}
+		off += 4 + (size_t)n;
+	}
+	if (off > 0) {
+		memmove(ml->in, ml->in + off, ml->inlen - off);
+		ml->inlen -= off;
+	}
+	if (ml->incap > 64 * 1024 && ml->inlen <= ML_IN_MIN) {
+		/* a long reply went by: give its room back */
+		ml->incap = ML_IN_MIN;
+		ml->in = xreallocarray(ml->in, ml->incap, 1);
 	}
 }
 
-static void mc_send_rcpt(struct mconn *c, const char *rcpt);
-
-static void ms_kick_cb(evutil_socket_t fd, short what, void *arg)
+static void ml_readcb(evutil_socket_t fd, short what, void *arg)
 {
-	struct milter_sess *ms = arg;
-	struct milter_verdict v;
-	size_t i;
+	struct mlink *ml = arg;
+	unsigned char junk[512];
+	ssize_t got;
 
 	(void)fd;
 	(void)what;
-	/* negotiation answers shape what follows */
-	for (i = 0; i < ms->nc; i++) {
-		struct mconn *c = &ms->c[i];
-
-		if (c->st == MC_OPEN && c->negotiated == 1) {
-			c->negotiated = 2;
-			/* the replay was held back until now */
-			mc_after_optneg(c);
-			if (c->mail_sent && mc_active(c)) {
-				c->mail_sent = 0;
-				mc_send_mail(c);
-			}
-			if (c->pending_rcpt != NULL) {
-				if (mc_active(c))
-					mc_send_rcpt(c, c->pending_rcpt);
-				free(c->pending_rcpt);
-				c->pending_rcpt = NULL;
-			}
-			mc_pump(c);
-		}
-	}
-	for (i = 0; i < ms->nc; i++)
-		if (mc_busy(&ms->c[i]) && ms->wait != W_NONE)
-			return;
-	switch (ms->wait) {
-	case W_RCPT:
-		ms->wait = W_NONE;
-		ms_rcpt_verdict(ms, &v);
-		for (i = 0; i < ms->nc; i++)
-			ms->c[i].rcpt_action = MILTER_CONTINUE;
-		if (v.action == MILTER_CONTINUE)
-			ms->naccepted++;
-		else if (ms->naccepted == 0) {
-			/* no filtered recipient after all: the transaction
-			 * stays unfiltered (milters = none domains only) */
-			milter_verdict_fn *fn = ms->rcpt_fn;
-			void *fn_arg = ms->rcpt_arg;
-
-			milter_sess_end_tx(ms);
-			fn(fn_arg, &v);
-			return;
-		}
-		/* last: the callback may free the session */
-		ms->rcpt_fn(ms->rcpt_arg, &v);
+	if (ml->c != NULL) {
+		mc_read(ml->c, ml);
 		return;
-	case W_EOM:
-		ms_eom_finish(ms);	/* may free the session too */
-		return;
-	case W_NONE:
-		break;
 	}
-	if (ms->paused && ms_backlog(ms) < MS_LOWAT) {
-		log_debug("%s: milter: resume", ms_qid(ms));
-		ms->paused = 0;
-		if (ms->resume_fn != NULL)
-			ms->resume_fn(ms->resume_arg);
-	}
-}
-
-void ms_kick(struct milter_sess *ms)
-{
-	struct timeval zero = { 0, 0 };
-
-	if (!ms->freeing)
-		evtimer_add(ms->kick, &zero);
-}
-
-/* ---- session API ---- */
-
-struct milter_sess *milter_sess_new(struct event_base *base,
-    struct config *cfg, const char *ip, int v6, unsigned port)
-{
-	struct milter_sess *ms;
-	size_t i;
-
-	if (cfg->milters.n == 0)
-		return NULL;
-	ms = xcalloc(1, sizeof(*ms));
-	ms->base = base;
-	ms->cfg = config_ref(cfg);
-	util_strlcpy(ms->ip, ip, sizeof(ms->ip));
-	ms->v6 = v6;
-	ms->port = port;
-	ms->spoolfd = -1;
-	ms->cur_hdr = -1;
-	ms->kick = evtimer_new(base, ms_kick_cb, ms);
-	ms->nc = cfg->milters.n;
-	ms->c = xcalloc(ms->nc, sizeof(*ms->c));
-	for (i = 0; i < ms->nc; i++) {
-		ms->c[i].ms = ms;
-		ms->c[i].idx = i;
-		util_strlcpy(ms->c[i].spec, cfg->milters.v[i],
-		    sizeof(ms->c[i].spec));
-		ms->c[i].timer = evtimer_new(base, mc_timer_cb, &ms->c[i]);
-		ms->c[i].pend = evbuffer_new();
-	}
-	return ms;
-}
-
-void milter_sess_helo(struct milter_sess *ms, const char *helo)
-{
-	size_t i;
-
-	if (ms == NULL)
+	if (!ml->closing) {
+		/* anything from an idle filter (data, EOF, error): drop */
+		mp_drop(ml);
 		return;
-	util_strlcpy(ms->helo, helo, sizeof(ms->helo));
-	/* a new HELO on open connections: tell them (Postfix does) */
-	for (i = 0; i < ms->nc; i++)
-		if (ms->c[i].st == MC_OPEN && ms->c[i].negotiated == 2 &&
-		    !ms->c[i].conn_done) {
-			mc_send_helo(&ms->c[i]);
-			mc_pump(&ms->c[i]);
-		}
-}
-
-void milter_sess_tls(struct milter_sess *ms, const char *version,
-    const char *cipher)
-{
-	if (ms == NULL)
-		return;
-	util_strlcpy(ms->tls_version, version, sizeof(ms->tls_version));
-	util_strlcpy(ms->cipher, cipher, sizeof(ms->cipher));
-}
-
-void milter_sess_auth(struct milter_sess *ms, const char *user)
-{
-	if (ms != NULL)
-		util_strlcpy(ms->user, user, sizeof(ms->user));
-}
-
-void milter_sess_mail(struct milter_sess *ms, const char *sender)
-{
-	if (ms == NULL)
-		return;
-	milter_sess_end_tx(ms);
-	free(ms->sender);
-	ms->sender = xstrdup(sender);
-}
-
-int milter_sess_filtering(const struct milter_sess *ms)
-{
-	return ms != NULL && ms->filtering;
-}
-
-static void mc_send_rcpt(struct mconn *c, const char *rcpt)
-{
-	const char *names[] = { "{rcpt_addr}", "{rcpt_mailer}" };
-	const char *values[2];
-	char path[1100];
-	const char *v[1];
-
-	if (c->proto & SMFIP_NORCPT)
-		return;
-	snprintf(path, sizeof(path), "<%s>", rcpt);
-	v[0] = path;
-	values[0] = rcpt;
-	values[1] = "smtp";
-	mc_macros(c, SMFIC_RCPT, names, values, 2);
-	milter_put_strings(mc_push(c, ST_RCPT, !(c->proto & SMFIP_NR_RCPT)),
-	    SMFIC_RCPT, v, 1);
-	mc_pushed(c);
-}
-
-int milter_sess_rcpt(struct milter_sess *ms, const char *rcpt, int filtered,
-    milter_verdict_fn *fn, void *arg)
-{
-	size_t i;
-	int any = 0;
-
-	if (ms == NULL || (!filtered && !ms->filtering))
-		return 0;
-	ms->filtering = 1;
-	for (i = 0; i < ms->nc; i++) {
-		struct mconn *c = &ms->c[i];
-
-		if (c->st == MC_BROKEN && !c->failed_tx)
-			c->st = MC_OFF;		/* a new transaction: retry */
-		if (c->st == MC_OFF)
-			mc_open(c);
-		if (c->st != MC_OPEN || c->conn_done ||
-		    c->conn_action != MILTER_CONTINUE || c->tx_done ||
-		    c->tx_action != MILTER_CONTINUE) {
-			any |= c->failed_tx || c->conn_action !=
-			    MILTER_CONTINUE || c->tx_action == MILTER_REJECT ||
-			    c->tx_action == MILTER_TEMPFAIL;
-			continue;
-		}
-		if (c->negotiated != 2) {
-			/* MAIL and RCPT follow the replay (ms_kick_cb) */
-			c->mail_sent = 1;
-			free(c->pending_rcpt);
-			c->pending_rcpt = xstrdup(rcpt);
-		} else {
-			if (!c->mail_sent)
-				mc_send_mail(c);
-			mc_send_rcpt(c, rcpt);
-			mc_pump(c);
-		}
-		any = 1;
 	}
-	if (!any)
-		return 0;
-	ms->wait = W_RCPT;
-	ms->rcpt_fn = fn;
-	ms->rcpt_arg = arg;
-	ms_kick(ms);
-	return 1;
-}
-
-void milter_sess_data(struct milter_sess *ms, const char *queue_id)
-{
-	const char *names[] = { "i" };
-	const char *values[1];
-	size_t i;
-
-	if (ms == NULL || !ms->filtering)
-		return;
-	util_strlcpy(ms->id, queue_id, sizeof(ms->id));
-	values[0] = ms->id;
-	ms->in_headers = 1;
-	ms->hdrlen = ms->linestart = 0;
-	ms->cur_hdr = -1;
-	if (ms->hdrbuf == NULL) {
-		ms->hdrcap = 16 * 1024;
-		ms->hdrbuf = xmalloc(ms->hdrcap);
-	}
-	if (ms->chunk == NULL)
-		ms->chunk = xmalloc(MILTER_CHUNK_MAX);
-	for (i = 0; i < ms->nc; i++) {
-		struct mconn *c = &ms->c[i];
-
-		if (!mc_active(c) || (c->negotiated == 2 &&
-		    (c->proto & SMFIP_NODATA)))
-			continue;
-		mc_macros(c, SMFIC_DATA, names, values, 1);
-		milter_put_cmd(mc_push(c, ST_DATA, c->negotiated != 2 ||
-		    !(c->proto & SMFIP_NR_DATA)), SMFIC_DATA);
-		mc_pushed(c);
-		mc_pump(c);
-	}
-	ms->data_sent = 1;
+	/* after QUIT: what the filter says no longer matters */
+	got = read(ml->fd, junk, sizeof(junk));
+	if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR))
+		ml_quit_done(ml);
 }

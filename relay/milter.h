@@ -1,7 +1,7 @@
 /*
  * milter - the MTA side of the milter protocol for smtpd: one milter
  * session per SMTP session, talking to every filter of `milters` in
- * parallel over non-blocking bufferevents on the daemon's loop.
+ * parallel over non-blocking sockets on the daemon's loop.
  *
  * Filters are contacted at the first recipient of a domain that uses
  * them (CONNECT, HELO and MAIL are replayed then); a transaction whose

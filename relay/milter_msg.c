@@ -24,7 +24,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "config.h"
@@ -39,10 +38,24 @@
 
 /* ---- message text ---- */
 
+/* Append what fits of (*data, *len) to buf, filled *fill of cap; move
+ * *data and *len past it. */
+static void ms_append(void *buf, size_t *fill, size_t cap,
+    const char **data, size_t *len)
+{
+	size_t n = cap - *fill;
+
+	if (n > *len)
+		n = *len;
+	memcpy((char *)buf + *fill, *data, n);
+	*fill += n;
+	*data += n;
+	*len -= n;
+}
+
 static void ms_spool(struct milter_sess *ms, const void *data, size_t len)
 {
 	const char *p = data;
-	size_t n;
 	ssize_t w;
 
 	if (ms->spoollen + len > ms->spoolcap && ms->spoolcap < MS_SPOOL_MEM) {
@@ -55,13 +68,7 @@ static void ms_spool(struct milter_sess *ms, const void *data, size_t len)
 		ms->spool = xreallocarray(ms->spool, cap, 1);
 		ms->spoolcap = cap;
 	}
-	n = ms->spoolcap - ms->spoollen;
-	if (n > len)
-		n = len;
-	memcpy(ms->spool + ms->spoollen, p, n);
-	ms->spoollen += n;
-	p += n;
-	len -= n;
+	ms_append(ms->spool, &ms->spoollen, ms->spoolcap, &p, &len);
 	if (len == 0 || ms->spoolerr)
 		return;
 	if (ms->spoolfd < 0) {
@@ -112,17 +119,10 @@ static void ms_body_flush(struct milter_sess *ms)
 
 static void ms_body(struct milter_sess *ms, const char *data, size_t len)
 {
-	size_t n;
-
 	ms_spool(ms, data, len);
 	while (len > 0) {
-		n = MILTER_CHUNK_MAX - ms->chunklen;
-		if (n > len)
-			n = len;
-		memcpy(ms->chunk + ms->chunklen, data, n);
-		ms->chunklen += n;
-		data += n;
-		len -= n;
+		ms_append(ms->chunk, &ms->chunklen, MILTER_CHUNK_MAX, &data,
+		    &len);
 		if (ms->chunklen == MILTER_CHUNK_MAX)
 			ms_body_flush(ms);
 	}
@@ -553,6 +553,17 @@ static void ms_copy_fail(struct milter_sess *ms, int err)
 	ms_eom_done(ms);
 }
 
+/* After a queue_put_write: 1 when the copy stops here (failed, or
+ * paused until ms_copy_resume), 0 to go on. */
+static int ms_copy_stopped(struct milter_sess *ms, int r)
+{
+	if (r < 0) {
+		ms_copy_fail(ms, r);
+		return 1;
+	}
+	return r == 1;
+}
+
 /* Write the (changed) header section and the spooled body into the put,
  * as fast as the queue takes it. */
 static void ms_copy(struct milter_sess *ms)
@@ -570,9 +581,7 @@ static void ms_copy(struct milter_sess *ms)
 		else
 			r = queue_put_write(ms->put, ms->hdrbuf + h->off,
 			    h->len);
-		if (r < 0)
-			return ms_copy_fail(ms, r);
-		if (r == 1)
+		if (ms_copy_stopped(ms, r))
 			return;		/* ms_copy_resume */
 	}
 	if (!ms->copy_blank) {
@@ -583,9 +592,7 @@ static void ms_copy(struct milter_sess *ms)
 			    ms->linestart, ms->hdrlen - ms->linestart);
 		if (r >= 0 && ms->blank)
 			r = queue_put_write(ms->put, "\r\n", 2);
-		if (r < 0)
-			return ms_copy_fail(ms, r);
-		if (r == 1)
+		if (ms_copy_stopped(ms, r))
 			return;
 	}
 	while (ms->copy_mem < ms->spoollen) {
@@ -595,9 +602,7 @@ static void ms_copy(struct milter_sess *ms)
 			n = MS_COPY_CHUNK;
 		r = queue_put_write(ms->put, ms->spool + ms->copy_mem, n);
 		ms->copy_mem += n;
-		if (r < 0)
-			return ms_copy_fail(ms, r);
-		if (r == 1)
+		if (ms_copy_stopped(ms, r))
 			return;
 	}
 	while (ms->copy_file < ms->spoolfile) {
@@ -612,9 +617,7 @@ static void ms_copy(struct milter_sess *ms)
 		}
 		ms->copy_file += (uint64_t)got;
 		r = queue_put_write(ms->put, buf, (size_t)got);
-		if (r < 0)
-			return ms_copy_fail(ms, r);
-		if (r == 1)
+		if (ms_copy_stopped(ms, r))
 			return;
 	}
 	ms_eom_done(ms);
@@ -748,24 +751,10 @@ void milter_sess_end_tx(struct milter_sess *ms)
 	ms->paused = 0;
 }
 
-/* QUIT goes out on a connection that outlives the session briefly. */
-static void mc_quit_done(struct bufferevent *bev, void *arg)
-{
-	(void)arg;
-	bufferevent_free(bev);
-}
-
-static void mc_quit_event(struct bufferevent *bev, short what, void *arg)
-{
-	(void)what;
-	(void)arg;
-	bufferevent_free(bev);
-}
-
 void milter_sess_free(struct milter_sess **msp)
 {
 	struct milter_sess *ms = *msp;
-	struct timeval tv = { 2, 0 };
+	struct mcmd *m;
 	size_t i;
 
 	if (ms == NULL)
@@ -776,22 +765,25 @@ void milter_sess_free(struct milter_sess **msp)
 	for (i = 0; i < ms->nc; i++) {
 		struct mconn *c = &ms->c[i];
 
-		if (c->st == MC_OPEN && c->bev != NULL)
+		if (c->st == MC_OPEN && c->ml != NULL)
 			mc_flush(c);
 		if (mp_put(c)) {
 			/* kept for the next session: no QUIT */
-		} else if (c->st == MC_OPEN && c->bev != NULL &&
+		} else if (c->st == MC_OPEN && c->ml != NULL &&
 		    c->negotiated == 2 && !c->awaiting && c->head == NULL) {
-			struct bufferevent *bev = c->bev;
+			/* QUIT goes out on a link that outlives the session
+			 * briefly */
+			struct mlink *ml = c->ml;
 
-			c->bev = NULL;
-			milter_put_cmd(bufferevent_get_output(bev), SMFIC_QUIT);
-			bufferevent_setcb(bev, NULL, mc_quit_done,
-			    mc_quit_event, NULL);
-			bufferevent_set_timeouts(bev, &tv, &tv);
-			bufferevent_enable(bev, EV_WRITE);
+			c->ml = NULL;
+			milter_put_cmd(ml->out, SMFIC_QUIT);
+			ml_quit(ml);
 		}
 		mc_close(c);
+		while ((m = c->spare) != NULL) {
+			c->spare = m->next;
+			free(m);
+		}
 		mc_clear_mods(c);
 		event_free(c->timer);
 		evbuffer_free(c->pend);

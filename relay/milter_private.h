@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include <event2/util.h>
+
 #include "milter.h"
 #include "milter_proto.h"
 #include "queue.h"
@@ -57,17 +59,43 @@ struct mmod {
 };
 
 struct milter_sess;
+struct mconn;
+struct event;
+
+/*
+ * A socket to a filter, written and read directly (no bufferevent: read
+ * interest stays registered for the link's life and a packet is written
+ * as soon as it may go, so a round trip costs one write and one read).
+ * It outlives its session when kept for the next one (milter_reuse) or
+ * while a QUIT drains.
+ */
+struct mlink {
+	struct mlink *next;		/* idle pool or closing list */
+	int fd;
+	struct event *rev;		/* EV_READ|EV_PERSIST, always added */
+	struct event *wev;		/* added while out is not empty */
+	struct event *idle;		/* pool idle time, QUIT linger */
+	struct evbuffer *out;		/* bytes the socket did not take yet */
+	unsigned char *in;		/* reply bytes read, not handled */
+	size_t inlen, incap;		/* incap grows to a packet's size */
+	struct mconn *c;		/* owner; NULL idle or closing */
+	int connecting;
+	int closing;			/* QUIT written: close when drained */
+	char spec[128];			/* kept in the pool: for whom */
+	uint32_t actions, proto;
+};
 
 struct mconn {
 	struct milter_sess *ms;
 	size_t idx;
 	char spec[128];
 	enum mc_state st;
-	struct bufferevent *bev;
+	struct mlink *ml;		/* NULL when not connected */
 	struct event *timer;
 	uint32_t actions, proto;
 	int negotiated;
 	struct mcmd *head, *tail;
+	struct mcmd *spare;		/* freed packets, reused */
 	struct evbuffer *pend;		/* bytes of the packets not written */
 	size_t queued;			/* packet bytes in the FIFO */
 	int awaiting;			/* head is on the wire */
@@ -174,6 +202,17 @@ void mc_close(struct mconn *c);
 void mc_macros(struct mconn *c, char stage, const char *const *names,
     const char *const *values, size_t n);
 int mp_put(struct mconn *c);
+void mp_drop(struct mlink *ml);
+/* milter.c: filter sockets and connections */
+struct mlink *ml_new(struct event_base *base, int fd);
+void ml_free(struct mlink *ml);
+void ml_unlink(struct mlink **head, struct mlink *ml);
+void ml_quit(struct mlink *ml);
+void ml_quit_done(struct mlink *ml);
+void ml_quit_all(void);
+void ml_writecb(evutil_socket_t fd, short what, void *arg);
+void mc_timer_cb(evutil_socket_t fd, short what, void *arg);
+void mc_fail(struct mconn *c, const char *why);
 void ms_kick(struct milter_sess *ms);
 void ms_eom_finish(struct milter_sess *ms);
 

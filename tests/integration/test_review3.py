@@ -5,11 +5,13 @@ here failed on the tree before its fix."""
 
 import base64
 import os
+import re
 import subprocess
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, check, prog, run, run_tests, swaks
+from odtest import Conn, check, make_cert, prog, run, run_tests, swaks
 from pullsink import PullFixture, add_user, cram_response
 
 DOMAINS = """
@@ -126,9 +128,162 @@ def test_help_and_version_after_options():
 		    r.returncode))
 
 
+def test_check_errors_name_file_and_line():
+	"""spec.md: `odrelayd -n` prints FILE:LINE: problem for each error
+	(house rule: config errors are FILE:LINE: message). What -n checks
+	beyond the syntax (issue 18 item 4: files and directories the daemon
+	opens at start) came without either: "tls_cert_file /x.pem: No such
+	file or directory", "run_as_user nobody2: no such user"."""
+	tmp = tempfile.mkdtemp(prefix="review3-n-")
+	conf = os.path.join(tmp, "odrelay.conf")
+	base = ["hostname = relay.test", "smtp_listen = 127.0.0.1:%d" % 1,
+	    "odmr_listen =", "queue_dir = " + os.path.join(tmp, "q")]
+	cases = [
+	    ("tls_cert_file = %s/none.pem\ntls_key_file = %s/none.key"
+	        % (tmp, tmp), "tls_cert_file"),
+	    ("run_as_user = no-such-user-r3", "run_as_user"),
+	    ("control_socket = %s/nodir/c.sock" % tmp, "control_socket"),
+	]
+	try:
+		for extra, key in cases:
+			lines = base + extra.split("\n")
+			with open(conf, "w") as f:
+				f.write("\n".join(lines) + "\n")
+			want = 1 + next(i for i, l in enumerate(lines)
+			    if l.startswith(key))
+			r = run([prog("odrelayd"), "-n", "-c", conf])
+			errs = [l for l in r.out.splitlines()
+			    if not l.startswith("warning")]
+			check(r.returncode == 2 and errs, "%s: exit %d\n%s"
+			    % (key, r.returncode, r.out))
+			for l in errs:
+				check(re.match(re.escape(conf) + ":%d: " % want, l),
+				    "%s: %r is not %s:%d: message" % (key, l, conf,
+				    want))
+		# The queue directory's parent, also when it is the default.
+		lines = base[:3] + ["queue_dir = %s/no/such/q" % tmp]
+		with open(conf, "w") as f:
+			f.write("\n".join(lines) + "\n")
+		r = run([prog("odrelayd"), "-n", "-c", conf])
+		check(r.returncode == 2 and re.search("^" + re.escape(conf) +
+		    r":4: queue_dir: directory .*/no/such: No such file", r.out,
+		    re.M), "queue_dir: exit %d\n%s" % (r.returncode, r.out))
+	finally:
+		subprocess.run(["rm", "-rf", tmp])
+
+
+def test_ca_files_checked_and_relative():
+	"""tls_ca_file and notify_ca_file (issue 13, issue 12) are read only
+	at each delivery or webhook: a missing one passed `odrelayd -n` and
+	then deferred every verified delivery (4.7.5). And, unlike every
+	other path (issue 18 item 7: one documented base, the configuration
+	file's directory), a relative one followed the daemon's working
+	directory."""
+	tmp = tempfile.mkdtemp(prefix="review3-ca-")
+	conf = os.path.join(tmp, "odrelay.conf")
+	cert, _ = make_cert(tmp)
+	os.rename(cert, os.path.join(tmp, "ca.pem"))
+	base = ["hostname = relay.test", "smtp_listen = 127.0.0.1:1",
+	    "odmr_listen =", "queue_dir = q"]
+	try:
+		def check_n(lines, want_rc, want_re=None):
+			with open(conf, "w") as f:
+				f.write("\n".join(lines) + "\n")
+			# from another working directory
+			r = subprocess.run([prog("odrelayd"), "-n", "-c", conf],
+			    cwd="/", stdout=subprocess.PIPE,
+			    stderr=subprocess.STDOUT, timeout=30)
+			out = r.stdout.decode(errors="replace")
+			check(r.returncode == want_rc, "-n: exit %d, want %d\n%s\n"
+			    "config:\n%s" % (r.returncode, want_rc, out,
+			    "\n".join(lines)))
+			if want_re:
+				check(re.search(want_re, out, re.M), "-n output %r "
+				    "lacks %r" % (out, want_re))
+		check_n(base + ["tls_ca_file = ca.pem", "notify_ca_file = ca.pem",
+		    "[domain example.org]", "tls = verify",
+		    "tls_ca_file = ca.pem", "notify_ca_file = ./ca.pem"], 0)
+		check_n(base + ["tls_ca_file = none.pem"], 2,
+		    "^" + re.escape(conf) + ":5: tls_ca_file .*none.pem: No such")
+		check_n(base + ["[domain example.org]", "tls = verify",
+		    "notify_ca_file = /nonexistent/ca.pem"], 2,
+		    "^" + re.escape(conf) + ":7: notify_ca_file /nonexistent")
+	finally:
+		subprocess.run(["rm", "-rf", tmp])
+
+
+def test_delivery_log_names_the_peer():
+	"""spec.md (Observability): `to=<b@example.org>,
+	relay=[127.0.0.1]:2526, status=sent (250 ok)`. A delivery after ETRN
+	logged relay=example.org, the recipient's domain, for every host it
+	went to (and a DSN's Remote-MTA named the domain, not the server that
+	refused)."""
+	import test_release as tr
+	from sink import Sink
+	with Sink() as sink, Sink() as dsink:
+		sink.rcpt_replies["bad@example.org"] = "550 5.1.1 no such user here"
+		domains = ("\n[domain example.org]\nhold = yes\n"
+		    "route = [127.0.0.1]:%d\n" % sink.port +
+		    tr.sender_domain(dsink.port))
+		with tr.RelFixture("review3-relaylog", domains=domains) as d:
+			msgs = tr.queue(d, 1, ["good@example.org", "bad@example.org"])
+			tr.etrn(d, "example.org", 253)
+			sink.wait_accepted(1)
+			dsn = tr.dsn_check(dsink, "bad@example.org")
+			tr.wait_queue_empty(d)
+			qid = msgs[0][0]
+			log = d.log_text()
+			for rcpt, status in (("good", "sent (250"),
+			    ("bad", "bounced (550")):
+				want = ("%s: to=<%s@example.org>, relay=[127.0.0.1]:%d, "
+				    "status=%s" % (qid, rcpt, sink.port, status))
+				check(want in log, "log lacks %r:\n%s" % (want,
+				    "\n".join(l for l in log.splitlines()
+				    if qid in l)))
+			check(re.search(rb"(?im)^remote-mta:\s*dns;\s*\[?127\.0\.0\.1",
+			    dsn), "DSN's Remote-MTA is not the refusing server:\n%r"
+			    % dsn[:3000])
+
+
+def test_odpull_malformed_arguments_are_usage_errors():
+	"""spec.md: odpull exits 2 on a usage error. A malformed --server
+	or --deliver (port 99999, "[::1" without its bracket) was found out
+	only when connecting, exit 1 as if the provider had failed; an
+	invalid --domain (bad..domain) was sent to the provider."""
+	env = dict(os.environ, ODPULL_PASSWORD="x")
+	for args, what in (
+	    (["--server", "127.0.0.1:99999", "--user", "u"], "--server"),
+	    (["--server", "[::1", "--user", "u"], "--server"),
+	    (["--server", "127.0.0.1:1", "--user", "u", "--deliver",
+	        "127.0.0.1:0"], "--deliver"),
+	    (["--server", "127.0.0.1:1", "--user", "u", "--domain",
+	        "bad..domain"], "--domain"),
+	    (["--etrn", "--server", "127.0.0.1:1", "--domain", "a,,b..c"],
+	        "--domain")):
+		r = subprocess.run([prog("odpull")] + args, env=env,
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+		out = r.stdout.decode(errors="replace")
+		check(r.returncode == 2 and what in out, "odpull %s: exit %d, "
+		    "want 2 naming %s\n%s" % (" ".join(args), r.returncode, what,
+		    out[:600]))
+	# Still accepted: a trailing dot, ETRN's @domain and #queue (exit 1:
+	# nothing listens on port 1).
+	for args in (["--server", "127.0.0.1:1", "--user", "u", "--domain",
+	    "example.org."], ["--etrn", "--server", "[::1]:1", "--domain",
+	    "@example.org,#queue"]):
+		r = subprocess.run([prog("odpull")] + args, env=env,
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+		check(r.returncode == 1, "odpull %s: exit %d, want 1\n%s"
+		    % (" ".join(args), r.returncode, r.stdout[:600]))
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
 		test_swaks_starttls_and_auth,
 		test_help_and_version_after_options,
+		test_check_errors_name_file_and_line,
+		test_ca_files_checked_and_relative,
+		test_delivery_log_names_the_peer,
+		test_odpull_malformed_arguments_are_usage_errors,
 	], "review3")

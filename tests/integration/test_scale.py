@@ -392,6 +392,146 @@ def test_atrn_pieces():
 		    "no first-piece log line")
 
 
+# --- odrelayctl stats and queue DOMAIN: from the daemon or the file ---------
+
+CTL_NDOM = 6000		# more than one slice (5000) of the "domains" answer
+
+
+def ctl_domains(closed_port):
+	out = ["[domain relay.test]\nhold = no\nroute = 127.0.0.1:%d\n"
+	    % closed_port]
+	out += ["[domain c%d.test]\nhold = yes\n" % i for i in range(CTL_NDOM)]
+	return "\n".join(out)
+
+
+def control_lines(d, line):
+	"""The daemon's whole answer to one control command, as lines."""
+	import socket
+	s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+	s.settimeout(10)
+	s.connect(d.sock)
+	s.sendall(line.encode() + b"\n")
+	data = b""
+	while True:
+		b = s.recv(65536)
+		if not b:
+			break
+		data += b
+	s.close()
+	return data.decode().splitlines()
+
+
+def stats_view(d):
+	"""stats --json and the table's first four columns, without what
+	moves by itself (ages, free disk space, the daemon's counters)."""
+	j = json.loads(d.ctl_ok("stats", "--json").out)
+	for x in j["domains"]:
+		x.pop("oldest_age", None)
+	j.pop("daemon", None)
+	j["space"].pop("fs_free", None)
+	rows = [ln.split()[:4] for ln in d.ctl_ok("stats").out.split("\n\n")[0]
+	    .splitlines()]
+	return j, rows
+
+
+def queue_view(d, domain):
+	j = json.loads(d.ctl_ok("queue", domain, "--json").out)
+	for x in j["domains"]:
+		x.pop("oldest_age", None)
+	txt = d.ctl_ok("queue", domain).out
+	return j, [ln for ln in txt.splitlines() if "Kbytes" not in ln and
+	    not re.match(r"\S+\.test\s+\d+\s+\d+\s", ln)]
+
+
+def mode_of(rows, domain):
+	return [r[1] for r in rows if r and r[0] == domain]
+
+
+def test_ctl_daemon_and_file():
+	"""odrelayctl stats and queue DOMAIN read the domains' modes from the
+	running daemon (the configuration it runs with, over the control
+	socket: the file is not parsed), and from the file when it is
+	stopped; both give the same answers."""
+	from odtest import free_port
+	with Fixture("scale-ctl", domains=ctl_domains(free_port())) as d:
+		for dom, n in (("c7.test", 3), ("c2499.test", 1), ("relay.test", 2)):
+			res = send_many(d.smtp_port, "u@" + dom,
+			    ["%s-%d" % (dom, i) for i in range(n)], 500)
+			check(len(accepted(res)) == n, "%s: %r" % (dom, res))
+		# The relay domain's mail has been tried once (deferred, not
+		# being delivered) before the views are compared.
+		wait_queue(d, lambda j: all(r.get("attempts", 0) >= 1
+		    for m in json_messages(j) if "u@relay.test" in msg_rcpts(m)
+		    for r in m.get("recipients", [])), "relay.test tried",
+		    timeout=30)
+
+		# The daemon's answers: every domain in slices, and one.
+		lines = control_lines(d, "domains")
+		check(lines[-1] == "250 %d domains" % (CTL_NDOM + 1),
+		    "last line %r" % lines[-1:])
+		body = lines[:-1]
+		check(len(body) == CTL_NDOM + 1 and
+		    all(ln.startswith("250-") for ln in body),
+		    "%d lines: %r" % (len(body), body[:3]))
+		check("250-relay.test relay" in body and "250-c0.test hold" in body,
+		    "modes: %r" % body[:3])
+		check(control_lines(d, "domain C7.TEST.") == ["250 hold"],
+		    "domain C7.TEST.")
+		check(control_lines(d, "domain relay.test") == ["250 relay"],
+		    "domain relay.test")
+		check(control_lines(d, "domain none.test")[0].startswith("550"),
+		    "domain none.test")
+
+		run_stats = stats_view(d)
+		run_queue = {dom: queue_view(d, dom) for dom in
+		    ("c7.test", "relay.test", "none.test")}
+		j, rows = run_stats
+		check(len(j["domains"]) == CTL_NDOM + 1, "%d domains in stats"
+		    % len(j["domains"]))
+		by = {x["domain"]: x for x in j["domains"]}
+		check(by["c7.test"]["messages"] == 3 and by["c7.test"]["hold"] and
+		    by["relay.test"]["messages"] == 2 and
+		    not by["relay.test"]["hold"] and by["c7.test"]["oldest"],
+		    "stats: %r %r" % (by["c7.test"], by["relay.test"]))
+		names = [r[0] for r in rows[1:]]
+		check(names == sorted(names) and len(names) == CTL_NDOM + 1,
+		    "table not in name order")
+		states = {m["state"] for m in json_messages(run_queue["c7.test"][0])}
+		check(states == {"held"}, "c7.test states %r" % states)
+		states = {m["state"] for m in json_messages(run_queue["relay.test"][0])}
+		check(states == {"deferred"}, "relay.test states %r" % states)
+
+		# Modes are the daemon's while it runs: a change to the file
+		# shows only after a reload, or with the daemon stopped.
+		edited = d.text.replace("[domain c9.test]\nhold = yes\n",
+		    "[domain c9.test]\nhold = no\n") + "\n[domain late.test]\n"
+		with open(d.conf, "w") as f:
+			f.write(edited)
+		_, rows = stats_view(d)
+		check(mode_of(rows, "c9.test") == ["hold"] and
+		    not mode_of(rows, "late.test"), "running: c9 %r, late %r" %
+		    (mode_of(rows, "c9.test"), mode_of(rows, "late.test")))
+		with open(d.conf, "w") as f:
+			f.write(d.text)
+
+		check(d.stop() == 0, "odrelayd exit status")
+		check(stats_view(d) == run_stats, "stats differ with the daemon "
+		    "stopped:\n%r\n%r" % (stats_view(d)[0]["domains"][:3],
+		    run_stats[0]["domains"][:3]))
+		for dom, view in run_queue.items():
+			check(queue_view(d, dom) == view, "queue %s differs with the "
+			    "daemon stopped:\n%r\n%r" % (dom, queue_view(d, dom), view))
+		with open(d.conf, "w") as f:
+			f.write(edited)
+		_, rows = stats_view(d)
+		check(mode_of(rows, "c9.test") == ["relay"] and
+		    mode_of(rows, "late.test") == ["hold"], "stopped: c9 %r, late %r"
+		    % (mode_of(rows, "c9.test"), mode_of(rows, "late.test")))
+		with open(d.conf, "w") as f:
+			f.write(d.text)
+
+
 if __name__ == "__main__":
 	run_tests([test_early_refusals, test_expiry_among_many, test_compact_live,
-	    test_full_disk_atrn_twice, test_atrn_pieces], "scale")
+	    test_full_disk_atrn_twice, test_atrn_pieces,
+	    test_ctl_daemon_and_file], "scale")

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "log.h"
 #include "tls.h"
+#include "tlspolicy.h"
 #include "util.h"
 #include "xmalloc.h"
 
@@ -119,6 +120,44 @@ static void expect_error_prefix(const char *content, int line,
 	errs_free(&e);
 }
 
+/* The global part only (odrelayctl): the sections are not read, so an
+ * error in them does not matter; one in the global part still does. */
+START_TEST(test_load_global)
+{
+	struct errs e;
+	struct config *cfg;
+	const char *path;
+
+	path = write_file("odrelay.conf",
+	    "queue_dir = q\ncontrol_socket = /run/x.sock\n"
+	    "passwd_file = pw\n\n"
+	    "  [domain a.example]\nhold = yes\n[domain a.example]\n"
+	    "no_such_key = 1\n");
+	memset(&e, 0, sizeof(e));
+	cfg = config_load_global(path, errs_collect, &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(e.n, 0);
+	ck_assert_uint_eq(cfg->ndomains, 0);
+	ck_assert_str_eq(cfg->control_socket, "/run/x.sock");
+	ck_assert(strstr(cfg->queue_dir, tmpdir) == cfg->queue_dir);
+	ck_assert(strstr(cfg->passwd_file, "/pw") != NULL);
+	config_free(&cfg);
+	/* The whole file has the two errors. */
+	cfg = config_load(path, errs_collect, &e);
+	ck_assert_ptr_null(cfg);
+	ck_assert_int_eq(e.n, 2);
+	errs_free(&e);
+
+	path = write_file("odrelay.conf", "queue_dir = q\nbogus = 1\n"
+	    "[domain a.example]\n");
+	memset(&e, 0, sizeof(e));
+	cfg = config_load_global(path, errs_collect, &e);
+	ck_assert_ptr_null(cfg);
+	ck_assert_int_eq(e.n, 1);
+	errs_free(&e);
+}
+END_TEST
+
 /* ---- defaults ---- */
 
 START_TEST(test_defaults)
@@ -161,6 +200,34 @@ START_TEST(test_defaults)
 	ck_assert_uint_eq(cfg->atrn_rate, 10);
 	ck_assert_uint_eq(cfg->max_deliveries, 20);
 	ck_assert_uint_eq(cfg->max_deliveries_per_dest, 4);
+	/* the rest of the key table's defaults */
+	ck_assert_int_eq(cfg->auth_delay_max, 16);
+	ck_assert_int_eq(cfg->verify_unknown, 0);
+	ck_assert_int_eq(cfg->verify_timeout, 10);
+	ck_assert_int_eq(cfg->verify_positive_ttl, 30L * 86400);
+	ck_assert_int_eq(cfg->verify_negative_ttl, 3L * 3600);
+	ck_assert_int_eq(cfg->learn_ttl, 180L * 86400);
+	ck_assert_int_eq(cfg->learn_negative_ttl, 30L * 86400);
+	ck_assert_uint_eq(cfg->verify_cache_size, 100000);
+	ck_assert_uint_eq(cfg->queue_min_free, 64ULL << 20);
+	ck_assert_int_eq(cfg->delivery_timeout, 300);
+	ck_assert_int_eq(cfg->delivery_session_limit, 3600);
+	ck_assert_int_eq(cfg->smtp_session_limit, 3600);
+	ck_assert_int_eq(cfg->odmr_wait_timeout, 25 * 60);
+	ck_assert_uint_eq(cfg->max_waiting, 10000);
+	ck_assert_uint_eq(cfg->max_waiting_per_user, 20);
+	ck_assert_int_eq(cfg->notify_interval, 60);
+	ck_assert_ptr_null(cfg->notify_url);
+	ck_assert_int_eq(cfg->dnsbl_timeout, 5);
+	ck_assert_int_eq(cfg->dnsbl_action, 0);
+	ck_assert_uint_eq(cfg->milters.n, 0);
+	ck_assert_int_eq(cfg->milter_default_action, 0);
+	ck_assert_int_eq(cfg->milter_connect_timeout, 30);
+	ck_assert_int_eq(cfg->milter_command_timeout, 30);
+	ck_assert_int_eq(cfg->milter_content_timeout, 300);
+	ck_assert_int_eq(cfg->milter_reuse, 0);
+	ck_assert_int_eq(cfg->tls, TLSPOLICY_MAY);
+	ck_assert_int_eq(cfg->mta_sts_port, 443);
 	ck_assert_uint_eq(cfg->ndomains, 0);
 	config_free(&cfg);
 	ck_assert_ptr_null(cfg);
@@ -1419,6 +1486,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_many_domains);
 	tcase_add_test(tc, test_proxy_interfaces);
 	tcase_add_test(tc, test_push_keys);
+	tcase_add_test(tc, test_load_global);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -156,29 +156,51 @@ END_TEST
 /* The expiry scans' positions survive a restart; read-only sees them. */
 START_TEST(test_marks)
 {
-	struct queue *q = open_q(), *ro;
+	struct queue *q, *ro;
+	struct qmarks *m;
 	char mark[QUEUE_ID_LEN + 1], err[256];
 
-	ck_assert_int_eq(qmarks_get(q, 3600, mark), 0);
-	ck_assert_str_eq(mark, "");
-	qmarks_put(q, 3600, "0000000100000002");
-	qmarks_put(q, 60, "0000000300000004");
-	qmarks_put(q, 60, "0000000500000006");	/* the later one wins */
-	qmarks_put(q, 7, "not-an-id");		/* ignored */
-	ck_assert_int_eq(qmarks_get(q, 3600, mark), 1);
-	ck_assert_str_eq(mark, "0000000100000002");
-	queue_close(&q);
+	/* Read-only, before the database exists: nothing, no error. */
 	q = open_q();
-	ck_assert_int_eq(qmarks_get(q, 60, mark), 1);
-	ck_assert_str_eq(mark, "0000000500000006");
-	ck_assert_int_eq(qmarks_get(q, 7, mark), 0);
-	ck_assert_int_eq(qmarks_get(q, 61, mark), 0);
 	queue_close(&q);
 	ro = queue_open_readonly(tmpdir, err, sizeof(err));
 	ck_assert_msg(ro != NULL, "%s", err);
-	ck_assert_int_eq(qmarks_get(ro, 3600, mark), 1);
-	qmarks_put(ro, 3600, "0000000900000009");	/* no-op */
+	m = qmarks_open(ro, err, sizeof(err));
+	ck_assert_msg(m != NULL, "%s", err);
+	ck_assert_int_eq(qmarks_get(m, 3600, mark), 0);
+	qmarks_close(&m);
+	queue_close(&ro);
+
+	q = open_q();
+	m = qmarks_open(q, err, sizeof(err));
+	ck_assert_msg(m != NULL, "%s", err);
+	ck_assert_int_eq(qmarks_get(m, 3600, mark), 0);
+	ck_assert_str_eq(mark, "");
+	qmarks_put(m, 3600, "0000000100000002");
+	qmarks_put(m, 60, "0000000300000004");
+	qmarks_put(m, 60, "0000000500000006");	/* the later one wins */
+	qmarks_put(m, 7, "not-an-id");		/* ignored */
+	ck_assert_int_eq(qmarks_get(m, 3600, mark), 1);
 	ck_assert_str_eq(mark, "0000000100000002");
+	qmarks_close(&m);
+	queue_close(&q);
+	q = open_q();
+	m = qmarks_open(q, err, sizeof(err));
+	ck_assert_msg(m != NULL, "%s", err);
+	ck_assert_int_eq(qmarks_get(m, 60, mark), 1);
+	ck_assert_str_eq(mark, "0000000500000006");
+	ck_assert_int_eq(qmarks_get(m, 7, mark), 0);
+	ck_assert_int_eq(qmarks_get(m, 61, mark), 0);
+	qmarks_close(&m);
+	queue_close(&q);
+	ro = queue_open_readonly(tmpdir, err, sizeof(err));
+	ck_assert_msg(ro != NULL, "%s", err);
+	m = qmarks_open(ro, err, sizeof(err));
+	ck_assert_msg(m != NULL, "%s", err);
+	ck_assert_int_eq(qmarks_get(m, 3600, mark), 1);
+	qmarks_put(m, 3600, "0000000900000009");	/* no-op */
+	ck_assert_str_eq(mark, "0000000100000002");
+	qmarks_close(&m);
 	queue_close(&ro);
 }
 END_TEST
