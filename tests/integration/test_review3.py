@@ -277,6 +277,37 @@ def test_odpull_malformed_arguments_are_usage_errors():
 		    % (" ".join(args), r.returncode, r.stdout[:600]))
 
 
+def test_odmr_nul_in_sasl_exchange_ends_it():
+	"""A NUL in a SASL response on the ODMR port got "500 5.5.2" (a
+	final reply: the exchange is over for the client, RFC 4954), but the
+	server kept waiting for the response: the client's next command (QUIT
+	here) was taken as SASL data and answered 535 after the failure
+	delay, and every reply after it was one behind. Overlong lines were
+	already handled so."""
+	extra = "auth_delay_max = 0\n"
+	with PullFixture("review3-nul-sasl", extra=extra, domains=DOMAINS,
+	    start=False) as d:
+		add_user(d, "demo", "demo", "example.org")
+		d.start()
+		for mech in ("CRAM-MD5", "SCRAM-SHA-256"):
+			c = Conn(d.odmr_port)
+			try:
+				c.greet_ehlo()
+				c.expect(334, "AUTH " + mech)
+				c.send(b"YWJj\x00ZGVm\r\n")
+				code, text = c.reply()
+				check(code is not None and code >= 500, "NUL in a SASL "
+				    "response: %s %r" % (code, text))
+				c.expect(250, "NOOP", what="after the refused response")
+				# And the session still logs in.
+				code, text = c.cmd("AUTH CRAM-MD5")
+				check(code == 334, "AUTH again: %s %r" % (code, text))
+				c.expect(235, cram_response("demo", "demo", text[4:]))
+				c.expect(221, "QUIT")
+			finally:
+				c.close()
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -286,4 +317,5 @@ if __name__ == "__main__":
 		test_ca_files_checked_and_relative,
 		test_delivery_log_names_the_peer,
 		test_odpull_malformed_arguments_are_usage_errors,
+		test_odmr_nul_in_sasl_exchange_ends_it,
 	], "review3")
