@@ -822,12 +822,19 @@ static int ctl_recip_entry(void *arg, const struct rcache_entry *e)
 		}
 		fputs("}", stdout);
 	} else {
-		gmtime_r(&t, &tm);
-		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", &tm);
+		/* The list's entries hold as long as the list: no date (0
+		 * read as one said "1970-01-01 (expired)"). */
+		if (e->source == RCACHE_SRC_LIST) {
+			util_strlcpy(when, "never", sizeof(when));
+		} else {
+			gmtime_r(&t, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", &tm);
+		}
 		ctl_put_text(stdout, e->addr);
 		printf("  %s  %s  expires %s%s\n", rcache_state_name(e->state),
 		    rcache_source_name(e->source), when,
-		    e->expires <= l->now ? " (expired)" : "");
+		    e->source != RCACHE_SRC_LIST && e->expires <= l->now ?
+		    " (expired)" : "");
 	}
 	l->n++;
 	return 0;
