@@ -62,6 +62,8 @@ int authproto_encode_req(unsigned char *buf, size_t size,
 		return -1;
 	switch (r->type) {
 	case AUTHPROTO_START:
+	case AUTHPROTO_CLAIM:
+		/* the same layout: TLS flags, client address, first line */
 		if (r->iplen == 0)
 			return -1;
 		authproto_put_field(&w, r->ip, r->iplen, AUTHPROTO_IP_MAX);
@@ -69,13 +71,6 @@ int authproto_encode_req(unsigned char *buf, size_t size,
 		    AUTHPROTO_LINE_MAX);
 		break;
 	case AUTHPROTO_STEP:
-		authproto_put_field(&w, r->data, r->datalen,
-		    AUTHPROTO_LINE_MAX);
-		break;
-	case AUTHPROTO_CLAIM:
-		if (r->iplen == 0)
-			return -1;
-		authproto_put_field(&w, r->ip, r->iplen, AUTHPROTO_IP_MAX);
 		authproto_put_field(&w, r->data, r->datalen,
 		    AUTHPROTO_LINE_MAX);
 		break;
@@ -169,6 +164,8 @@ int authproto_decode_req(const unsigned char *buf, size_t len,
 		return -1;
 	switch (q->type) {
 	case AUTHPROTO_START:
+	case AUTHPROTO_CLAIM:
+		/* the same layout: TLS flags, client address, first line */
 		if (byte6 & ~(unsigned)(AUTHPROTO_TLS | AUTHPROTO_REQUIRE_TLS))
 			return -1;
 		q->flags = byte6;
@@ -183,16 +180,6 @@ int authproto_decode_req(const unsigned char *buf, size_t len,
 			return -1;
 		q->data = authproto_get_field(&r, AUTHPROTO_LINE_MAX,
 		    &q->datalen);
-		break;
-	case AUTHPROTO_CLAIM:
-		if (byte6 & ~(unsigned)(AUTHPROTO_TLS | AUTHPROTO_REQUIRE_TLS))
-			return -1;
-		q->flags = byte6;
-		q->ip = authproto_get_field(&r, AUTHPROTO_IP_MAX, &q->iplen);
-		q->data = authproto_get_field(&r, AUTHPROTO_LINE_MAX,
-		    &q->datalen);
-		if (q->iplen == 0)
-			return -1;
 		break;
 	case AUTHPROTO_TICKETS:
 		if (byte6 == 0 || byte6 > AUTHPROTO_TICKETS_MAX)

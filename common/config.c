@@ -717,6 +717,8 @@ static void config_finish(struct config_ctx *ctx)
 	config_rebase(ctx, &cfg->control_socket);
 	config_rebase(ctx, &cfg->tls_cert_file);
 	config_rebase(ctx, &cfg->tls_key_file);
+	config_rebase(ctx, &cfg->tls_ca_file);
+	config_rebase(ctx, &cfg->notify_ca_file);
 	if (cfg->control_socket == NULL) {
 		cfg->control_socket = xasprintf("%s/control.sock",
 		    cfg->queue_dir);
@@ -732,6 +734,8 @@ static void config_finish(struct config_ctx *ctx)
 		if (!ctx->lifetime_set[i])
 			cfg->domains[i].queue_lifetime = cfg->queue_lifetime;
 		strlist_sort_unique(&cfg->domains[i].recipients);
+		config_rebase(ctx, &cfg->domains[i].tls_ca_file);
+		config_rebase(ctx, &cfg->domains[i].notify_ca_file);
 		config_domain_inherit(&cfg->domains[i], cfg);
 		config_check_tls(ctx, &cfg->domains[i]);
 	}

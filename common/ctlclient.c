@@ -50,17 +50,34 @@ static int ctlclient_send(const char *path, const char *line, char *err,
 	return fd;
 }
 
+int ctlclient_stream_send(const char *path, const char *line, char *err,
+    size_t errlen)
+{
+	return ctlclient_send(path, line, err, errlen);
+}
+
 int ctlclient_stream(const char *path, const char *line,
+    int (*fn)(void *arg, const char *text), void *arg, char *final,
+    size_t finallen, char *err, size_t errlen)
+{
+	int fd;
+
+	final[0] = '\0';
+	if ((fd = ctlclient_send(path, line, err, errlen)) < 0)
+		return -1;
+	return ctlclient_stream_read(fd, path, fn, arg, final, finallen, err,
+	    errlen);
+}
+
+int ctlclient_stream_read(int fd, const char *path,
     int (*fn)(void *arg, const char *text), void *arg, char *final,
     size_t finallen, char *err, size_t errlen)
 {
 	char buf[64 * 1024];
 	size_t have = 0;
-	int fd, rc = -1;
+	int rc = -1;
 
 	final[0] = '\0';
-	if ((fd = ctlclient_send(path, line, err, errlen)) < 0)
-		return -1;
 	snprintf(err, errlen, "%s: answer cut short", path);
 	for (;;) {
 		struct pollfd pfd = { fd, POLLIN, 0 };

@@ -39,5 +39,13 @@ int ctlclient_request(const char *path, const char *line, char *reply,
 int ctlclient_stream(const char *path, const char *line,
     int (*fn)(void *arg, const char *text), void *arg, char *final,
     size_t finallen, char *err, size_t errlen);
+/* The same in two steps, so that the daemon prepares the answer while the
+ * caller does other work: send (the socket, or -1 and err), then read
+ * (closes fd; path only names it in messages). */
+int ctlclient_stream_send(const char *path, const char *line, char *err,
+    size_t errlen);
+int ctlclient_stream_read(int fd, const char *path,
+    int (*fn)(void *arg, const char *text), void *arg, char *final,
+    size_t finallen, char *err, size_t errlen);
 
 #endif

@@ -173,7 +173,7 @@ static void on_auth_fd(void *arg, int fd)
  * parsed again by each odrelayctl). A slice at a time; a reload in the
  * middle ends the answer with a 451 (the list it walked is gone).
  */
-#define CONTROL_DOMAINS_SLICE 2000
+#define CONTROL_DOMAINS_SLICE 5000	/* about 0.5 ms */
 
 struct domlist {
 	struct daemon *d;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <grp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -23,6 +24,9 @@
 #include "tls.h"
 #include "util.h"
 
+static int precheck_readable(const char *path, char *err, size_t errlen,
+    const char *what);
+
 struct precheck_ctx {
 	const struct config *cfg;
 	precheck_error_fn *errfn;
@@ -30,16 +34,38 @@ struct precheck_ctx {
 	int nerrors;
 };
 
+/* Whether line p is the header of section [domain name]. */
+static int precheck_is_section(const char *p, const char *name)
+{
+	size_t nl = strlen(name);
+
+	if (strncmp(p, "[domain", 7) != 0)
+		return 0;
+	p += 7;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (strncasecmp(p, name, nl) != 0)
+		return 0;
+	p += nl;
+	if (*p == '.')
+		p++;
+	while (*p == ' ' || *p == '\t')
+		p++;
+	return *p == ']';
+}
+
 /*
- * The line that sets global key in the configuration file, 0 when none
- * does (the default is in use) or the file cannot be read again. Config
- * errors are "FILE:LINE: message"; the parsed config keeps no lines.
+ * The line that sets key in the configuration file, globally (section
+ * NULL) or in [domain section]; 0 when none does (the default is in use)
+ * or the file cannot be read again. Config errors are "FILE:LINE:
+ * message"; the parsed config keeps no lines.
  */
-static int precheck_key_line(const char *path, const char *key)
+static int precheck_key_line(const char *path, const char *section,
+    const char *key)
 {
 	char buf[4096];
 	size_t klen = strlen(key);
-	int n = 0, found = 0;
+	int n = 0, found = 0, in = section == NULL;
 	FILE *f;
 
 	if (path == NULL || (f = fopen(path, "r")) == NULL)
@@ -50,9 +76,13 @@ static int precheck_key_line(const char *path, const char *key)
 		n++;
 		while (*p == ' ' || *p == '\t')
 			p++;
-		if (*p == '[')
-			break;		/* global keys come before the sections */
-		if (strncmp(p, key, klen) == 0 && (p[klen] == ' ' ||
+		if (*p == '[') {
+			if (section == NULL)
+				break;	/* global keys come first */
+			in = precheck_is_section(p, section);
+			continue;
+		}
+		if (in && strncmp(p, key, klen) == 0 && (p[klen] == ' ' ||
 		    p[klen] == '\t' || p[klen] == '=')) {
 			found = n;
 			break;
@@ -62,19 +92,20 @@ static int precheck_key_line(const char *path, const char *key)
 	return found;
 }
 
-static void precheck_error(struct precheck_ctx *c, const char *key,
-    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void precheck_error_in(struct precheck_ctx *c, const char *section,
+    const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 /* One problem with the value of key ("FILE:LINE: ..."; "FILE: ..." for a
  * default), or, key NULL, a message that names its own file. */
-static void precheck_error(struct precheck_ctx *c, const char *key,
-    const char *fmt, ...)
+static void precheck_error_in(struct precheck_ctx *c, const char *section,
+    const char *key, const char *fmt, ...)
 {
 	char msg[1024], where[600] = "";
 	va_list ap;
 
 	if (key != NULL && c->cfg != NULL && c->cfg->path != NULL) {
-		int line = precheck_key_line(c->cfg->path, key);
+		int line = precheck_key_line(c->cfg->path, section, key);
 
 		if (line > 0)
 			snprintf(where, sizeof(where), "%.500s:%d: ",
@@ -93,6 +124,22 @@ static void precheck_error(struct precheck_ctx *c, const char *key,
 		snprintf(line, sizeof(line), "%s%s", where, msg);
 		c->errfn(c->arg, line);
 	}
+}
+
+#define precheck_error(c, key, ...) \
+	precheck_error_in((c), NULL, (key), __VA_ARGS__)
+
+/*
+ * CA files are read at each delivery or webhook, not at start: a missing
+ * one would only show as every verified delivery deferred (4.7.5).
+ */
+static void precheck_ca_file(struct precheck_ctx *c, const char *section,
+    const char *key, const char *path)
+{
+	char err[600];
+
+	if (path != NULL && precheck_readable(path, err, sizeof(err), key) < 0)
+		precheck_error_in(c, section, key, "%s", err);
 }
 
 /* Open for reading (as the daemon will), so permissions are really tested. */
@@ -295,6 +342,15 @@ int precheck_all(const struct config *cfg, precheck_error_fn *errfn,
 		    "qualified (the system's name, which the resolver could not "
 		    "qualify): set hostname in the configuration", cfg->hostname);
 		c.errfn(c.arg, w);
+	}
+	precheck_ca_file(&c, NULL, "tls_ca_file", cfg->tls_ca_file);
+	precheck_ca_file(&c, NULL, "notify_ca_file", cfg->notify_ca_file);
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct config_domain *cd = &cfg->domains[i];
+
+		precheck_ca_file(&c, cd->name, "tls_ca_file", cd->tls_ca_file);
+		precheck_ca_file(&c, cd->name, "notify_ca_file",
+		    cd->notify_ca_file);
 	}
 	if (cfg->run_as_user_set && getpwnam(cfg->run_as_user) == NULL)
 		precheck_error(&c, "run_as_user", "run_as_user %s: no such user",

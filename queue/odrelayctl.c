@@ -172,7 +172,22 @@ static struct {
 	size_t alen, acap;
 	struct ctl_mode_ent asked[CTL_MODE_ASK_MAX];
 	size_t nasked;
-} ctl_modes;
+	int prefetch_fd;	/* "domains" asked ahead, or -1 */
+} ctl_modes = { .prefetch_fd = -1 };
+
+/* Ask the daemon for every domain now and read the answer when needed
+ * (ctl_configured_load): it is made while the caller reads the queue. */
+void ctl_configured_prefetch(void)
+{
+	char err[512], pbuf[512];
+	const struct config *cfg = ctl_config();
+
+	if (cfg == NULL || ctl_modes.have_all || ctl_modes.daemon < 0 ||
+	    ctl_modes.prefetch_fd >= 0)
+		return;
+	ctl_modes.prefetch_fd = ctlclient_stream_send(ctl_control_path(cfg,
+	    pbuf, sizeof(pbuf)), "domains", err, sizeof(err));
+}
 
 static int ctl_mode_ent_cmp(const void *a, const void *b)
 {
@@ -223,10 +238,17 @@ static int ctl_modes_from_daemon(void)
 	if (cfg == NULL || ctl_modes.daemon < 0)
 		return 0;
 	path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
+	final[0] = '\0';
 	/* A reload during the answer: ask again (twice at most). */
 	for (int tries = 0; tries < 3; tries++) {
+		int fd = ctl_modes.prefetch_fd;
+
+		ctl_modes.prefetch_fd = -1;
 		ctl_modes.n = ctl_modes.alen = 0;
-		if (ctlclient_stream(path, "domains", ctl_modes_line, NULL,
+		if (fd < 0 && (fd = ctlclient_stream_send(path, "domains", err,
+		    sizeof(err))) < 0)
+			break;
+		if (ctlclient_stream_read(fd, path, ctl_modes_line, NULL,
 		    final, sizeof(final), err, sizeof(err)) < 0 ||
 		    strncmp(final, "451", 3) != 0)
 			break;

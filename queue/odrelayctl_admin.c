@@ -259,6 +259,8 @@ struct ctl_counts {
 	struct ctl_count {
 		size_t name;		/* offset in arena */
 		uint64_t messages, bytes;
+		time_t oldest;
+		int oldest_known;
 	} *v;
 	size_t n, cap;
 	char *arena;
@@ -282,7 +284,9 @@ static int ctl_stats_count(void *arg, const char *domain,
 	memcpy(c->arena + c->alen, domain, len);
 	c->v[c->n].name = c->alen;
 	c->v[c->n].messages = st->messages;
-	c->v[c->n++].bytes = st->bytes;
+	c->v[c->n].bytes = st->bytes;
+	c->v[c->n].oldest = st->oldest;
+	c->v[c->n++].oldest_known = st->oldest_known;
 	c->alen += len;
 	return 0;
 }
@@ -330,6 +334,9 @@ static void ctl_stats_rows(struct ctl_doms *ds, const struct ctl_counts *c,
 		if (cmp >= 0) {
 			d->messages = c->v[j].messages;
 			d->bytes = c->v[j].bytes;
+			d->oldest = c->v[j].oldest;
+			/* not known from the counters: looked up below */
+			d->oldest_unknown = !c->v[j].oldest_known;
 			j++;
 		}
 	}
@@ -346,7 +353,7 @@ static void ctl_stats_facts(struct queue *q, struct ctl_doms *ds)
 	struct domstate *st;
 
 	for (k = 0; k < ds->n; k++)
-		if (ds->v[k].messages > 0) {
+		if (ds->v[k].messages > 0 && ds->v[k].oldest_unknown) {
 			names[m] = ds->v[k].name;
 			at[m++] = k;
 		}
@@ -390,13 +397,8 @@ int ctl_cmd_stats(int argc, char **argv)
 	}
 	/* So that "low" means what the daemon would do. */
 	queue_set_min_free(q, cfg->queue_min_free);
-	if (ctl_configured_load(&nconf) < 0) {
-		queue_close(&q);
-		free(counts.v);
-		free(counts.arena);
-		free(counters);
-		return CTL_EXIT_FAIL;
-	}
+	/* The daemon lists the domains while the counters are read. */
+	ctl_configured_prefetch();
 	/* From the queue's counters, not a walk of every message: O(1) for
 	 * the totals and the states, O(domains with mail) for the table. */
 	{
@@ -420,6 +422,13 @@ int ctl_cmd_stats(int argc, char **argv)
 		states[CTL_DEFERRED] = t.retrying;
 		states[CTL_HELD] = t.messages > t.retrying + t.leased ?
 		    t.messages - t.retrying - t.leased : 0;
+	}
+	if (ctl_configured_load(&nconf) < 0) {
+		queue_close(&q);
+		free(counts.v);
+		free(counts.arena);
+		free(counters);
+		return CTL_EXIT_FAIL;
 	}
 	ctl_stats_rows(&ds, &counts, nconf);
 	ctl_stats_facts(q, &ds);

@@ -36,6 +36,7 @@ struct ctl_dom {
 	int configured, hold;
 	uint64_t messages, bytes;
 	time_t oldest;		/* arrival of the oldest queued message, 0 none */
+	int oldest_unknown;	/* stats: oldest still to be looked up */
 	time_t last_atrn;	/* last successful ATRN pull, 0 never */
 	time_t last_etrn;	/* last accepted ETRN, 0 never */
 };
@@ -69,6 +70,7 @@ int ctl_domain_mode(const char *domain);
  * number in *n_r, then ctl_configured_name/mode(0 .. n-1). 0, or -1
  * (reported). */
 int ctl_configured_load(size_t *n_r);
+void ctl_configured_prefetch(void);
 const char *ctl_configured_name(size_t i);
 int ctl_configured_mode(size_t i);
 const char *ctl_control_path(const struct config *cfg, char *buf,

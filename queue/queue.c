@@ -179,7 +179,15 @@ static int queue_open_dbs(struct queue *q, MDB_txn *txn, unsigned flags)
 		if (rc != 0)
 			return rc;
 	}
-	return 0;
+	/* Newer than the others: a queue from before opened read-only has
+	 * none (its readers then look in the domain index). */
+	rc = mdb_dbi_open(txn, "oldest", 0, &q->db_oldest);
+	if (rc == MDB_NOTFOUND && (flags & MDB_CREATE)) {
+		rc = mdb_dbi_open(txn, "oldest", flags, &q->db_oldest);
+		q->oldest_new = rc == 0;
+	}
+	q->have_oldest = rc == 0;
+	return rc == MDB_NOTFOUND && !(flags & MDB_CREATE) ? 0 : rc;
 }
 
 /* 0 ok (or no version yet when *have_r == 0), else fills err. */
@@ -384,6 +392,10 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 	}
 	if (rc == 0)
 		rc = queue_recover(q, txn, &orphans);
+	/* Once, for a queue from before the "oldest" records: one seek per
+	 * domain with mail. */
+	if (rc == 0 && q->oldest_new)
+		rc = queue_oldest_rebuild(q, txn);
 	if (rc == 0 && have_version == 2) {
 		uint64_t nmsgs = 0;
 

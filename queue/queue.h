@@ -167,6 +167,10 @@ int queue_foreach_due(struct queue *q, time_t now,
 struct queue_domain_stats {
 	uint64_t messages;	/* messages with queued recipients there */
 	uint64_t bytes;
+	/* queue_foreach_count only: the oldest message's arrival, when
+	 * oldest_known (else a queue from before: queue_domains_oldest) */
+	time_t oldest;
+	int oldest_known;
 };
 int queue_domain_stats(struct queue *q, const char *domain,
     struct queue_domain_stats *st_r);

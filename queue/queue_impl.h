@@ -84,6 +84,10 @@ struct queue {
 	MDB_env *env;
 	MDB_dbi db_meta, db_msg, db_body, db_dom, db_sched, db_count, db_lease,
 	    db_incomplete;
+	/* "oldest": domain -> id and arrival of its oldest queued message
+	 * (queue_oldest_adjust); absent in a read-only queue from before */
+	MDB_dbi db_oldest;
+	int have_oldest, oldest_new;
 	int rdonly;
 	int lock_fd;			/* flock: one writable opener at a time */
 	struct event_base *base;
@@ -165,6 +169,7 @@ char *queue_xstrdup_null(const char *s);
 struct queue_envelope *queue_envelope_copy(const struct queue_envelope *src);
 int queue_rcpt_first_in_domain(const struct queue_envelope *env, size_t i);
 int queue_totals_adjust(struct queue *q, MDB_txn *txn, const int64_t *delta);
+int queue_oldest_rebuild(struct queue *q, MDB_txn *txn);
 void queue_totals_of(const struct queue_envelope *env, int sign, int64_t *delta);
 void queue_body_key(const char *id, uint32_t chunk, unsigned char *key);
 int queue_body_delete(struct queue *q, MDB_txn *txn, const char *id);

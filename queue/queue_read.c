@@ -626,7 +626,7 @@ int queue_foreach_count(struct queue *q,
 		} *batch = xcalloc(QUEUE_SCAN_BATCH, sizeof(*batch));
 		MDB_txn *txn;
 		MDB_cursor *c;
-		MDB_val k, d;
+		MDB_val k, d, od;
 		size_t n = 0;
 		int rc;
 
@@ -644,6 +644,15 @@ int queue_foreach_count(struct queue *q,
 			batch[n].name[k.mv_size] = '\0';
 			batch[n].st.messages = queue_be64_get(d.mv_data);
 			batch[n].st.bytes = queue_be64_get((const unsigned char *)d.mv_data + 8);
+			/* The oldest message's record: a small database read
+			 * in key order (a few pages), not the domain index. */
+			if (q->have_oldest &&
+			    mdb_get(txn, q->db_oldest, &k, &od) == 0 &&
+			    od.mv_size == QUEUE_ID_LEN + 8) {
+				batch[n].st.oldest = (time_t)(int64_t)queue_be64_get(
+				    (const unsigned char *)od.mv_data + QUEUE_ID_LEN);
+				batch[n].st.oldest_known = 1;
+			}
 			n++;
 		}
 		queue_read_end(txn, c);

@@ -32,7 +32,7 @@
 #define CONTROL_TIMEOUT_SEC 10
 /* A streamed answer's next slice is made when less than this is left
  * to send: the client is never waiting, and memory stays bounded. */
-#define CONTROL_STREAM_LOW (16 * 1024)
+#define CONTROL_STREAM_LOW (64 * 1024)
 
 struct control_req {
 	struct bufferevent *bev;	/* NULL once the client is gone */

@@ -46,7 +46,8 @@ struct deliver {
 	struct config *cfg;
 	struct queue *q;
 	char *owner;
-	char *relay;
+	char *relay;		/* the peer in log lines (relay=...) */
+	char *mta;		/* its name in DSNs (Remote-MTA); NULL: relay */
 	struct deliver_msg *msgs;
 	size_t nmsgs, alloc;
 	size_t next;			/* next message for smtpc */
@@ -94,6 +95,15 @@ struct deliver *deliver_new(struct event_base *base, struct config *cfg,
 	d->owner = xstrdup(owner != NULL ? owner : "deliver");
 	d->relay = xstrdup(relay_name != NULL ? relay_name : "-");
 	return d;
+}
+
+void deliver_set_relay(struct deliver *d, const char *relay_name,
+    const char *mta_name)
+{
+	free(d->relay);
+	free(d->mta);
+	d->relay = xstrdup(relay_name != NULL ? relay_name : "-");
+	d->mta = mta_name != NULL ? xstrdup(mta_name) : NULL;
 }
 
 static void deliver_msg_clear(struct deliver_msg *m)
@@ -331,7 +341,8 @@ static void deliver_commit(struct deliver *d, struct deliver_msg *m)
 				br[nb].index = m->idx[j];
 				br[nb].action = BOUNCE_RELAYED;
 				br[nb].status = "2.0.0";
-				br[nb].remote_mta = d->relay;
+				br[nb].remote_mta = d->mta != NULL ? d->mta :
+				    d->relay;
 				br[nb].diagnostic = text;
 				nb++;
 			}
@@ -352,7 +363,7 @@ static void deliver_commit(struct deliver *d, struct deliver_msg *m)
 			br[nb].index = m->idx[j];
 			br[nb].action = BOUNCE_FAILED;
 			br[nb].status = status[j];
-			br[nb].remote_mta = d->relay;
+			br[nb].remote_mta = d->mta != NULL ? d->mta : d->relay;
 			br[nb].diagnostic = text;
 			nb++;
 			d->sum.rcpts_bounced++;
@@ -520,6 +531,7 @@ static void deliver_destroy(struct deliver *d)
 		d->more_release(d->more_arg);
 	free(d->owner);
 	free(d->relay);
+	free(d->mta);
 	config_free(&d->cfg);
 	free(d);
 }

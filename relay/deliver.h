@@ -41,6 +41,11 @@ struct tlspolicy;
  * relay_name: the peer, for log lines (relay=...). */
 struct deliver *deliver_new(struct event_base *base, struct config *cfg,
     struct queue *q, const char *owner, const char *relay_name);
+/* The peer once connected: relay_name for log lines ("[192.0.2.1]:25",
+ * "mx.example.org[192.0.2.1]:25"), mta_name for the DSNs' Remote-MTA (its
+ * host name; NULL: relay_name). */
+void deliver_set_relay(struct deliver *d, const char *relay_name,
+    const char *mta_name);
 /* The TLS policy for the session deliver_start begins (copied); none: may. */
 void deliver_set_tls_policy(struct deliver *d, const struct tlspolicy *p);
 /*

@@ -38,10 +38,24 @@
 
 /* ---- message text ---- */
 
+/* Append what fits of (*data, *len) to buf, filled *fill of cap; move
+ * *data and *len past it. */
+static void ms_append(void *buf, size_t *fill, size_t cap,
+    const char **data, size_t *len)
+{
+	size_t n = cap - *fill;
+
+	if (n > *len)
+		n = *len;
+	memcpy((char *)buf + *fill, *data, n);
+	*fill += n;
+	*data += n;
+	*len -= n;
+}
+
 static void ms_spool(struct milter_sess *ms, const void *data, size_t len)
 {
 	const char *p = data;
-	size_t n;
 	ssize_t w;
 
 	if (ms->spoollen + len > ms->spoolcap && ms->spoolcap < MS_SPOOL_MEM) {
@@ -54,13 +68,7 @@ static void ms_spool(struct milter_sess *ms, const void *data, size_t len)
 		ms->spool = xreallocarray(ms->spool, cap, 1);
 		ms->spoolcap = cap;
 	}
-	n = ms->spoolcap - ms->spoollen;
-	if (n > len)
-		n = len;
-	memcpy(ms->spool + ms->spoollen, p, n);
-	ms->spoollen += n;
-	p += n;
-	len -= n;
+	ms_append(ms->spool, &ms->spoollen, ms->spoolcap, &p, &len);
 	if (len == 0 || ms->spoolerr)
 		return;
 	if (ms->spoolfd < 0) {
@@ -111,17 +119,10 @@ static void ms_body_flush(struct milter_sess *ms)
 
 static void ms_body(struct milter_sess *ms, const char *data, size_t len)
 {
-	size_t n;
-
 	ms_spool(ms, data, len);
 	while (len > 0) {
-		n = MILTER_CHUNK_MAX - ms->chunklen;
-		if (n > len)
-			n = len;
-		memcpy(ms->chunk + ms->chunklen, data, n);
-		ms->chunklen += n;
-		data += n;
-		len -= n;
+		ms_append(ms->chunk, &ms->chunklen, MILTER_CHUNK_MAX, &data,
+		    &len);
 		if (ms->chunklen == MILTER_CHUNK_MAX)
 			ms_body_flush(ms);
 	}
@@ -552,6 +553,17 @@ static void ms_copy_fail(struct milter_sess *ms, int err)
 	ms_eom_done(ms);
 }
 
+/* After a queue_put_write: 1 when the copy stops here (failed, or
+ * paused until ms_copy_resume), 0 to go on. */
+static int ms_copy_stopped(struct milter_sess *ms, int r)
+{
+	if (r < 0) {
+		ms_copy_fail(ms, r);
+		return 1;
+	}
+	return r == 1;
+}
+
 /* Write the (changed) header section and the spooled body into the put,
  * as fast as the queue takes it. */
 static void ms_copy(struct milter_sess *ms)
@@ -569,9 +581,7 @@ static void ms_copy(struct milter_sess *ms)
 		else
 			r = queue_put_write(ms->put, ms->hdrbuf + h->off,
 			    h->len);
-		if (r < 0)
-			return ms_copy_fail(ms, r);
-		if (r == 1)
+		if (ms_copy_stopped(ms, r))
 			return;		/* ms_copy_resume */
 	}
 	if (!ms->copy_blank) {
@@ -582,9 +592,7 @@ static void ms_copy(struct milter_sess *ms)
 			    ms->linestart, ms->hdrlen - ms->linestart);
 		if (r >= 0 && ms->blank)
 			r = queue_put_write(ms->put, "\r\n", 2);
-		if (r < 0)
-			return ms_copy_fail(ms, r);
-		if (r == 1)
+		if (ms_copy_stopped(ms, r))
 			return;
 	}
 	while (ms->copy_mem < ms->spoollen) {
@@ -594,9 +602,7 @@ static void ms_copy(struct milter_sess *ms)
 			n = MS_COPY_CHUNK;
 		r = queue_put_write(ms->put, ms->spool + ms->copy_mem, n);
 		ms->copy_mem += n;
-		if (r < 0)
-			return ms_copy_fail(ms, r);
-		if (r == 1)
+		if (ms_copy_stopped(ms, r))
 			return;
 	}
 	while (ms->copy_file < ms->spoolfile) {
@@ -611,9 +617,7 @@ static void ms_copy(struct milter_sess *ms)
 		}
 		ms->copy_file += (uint64_t)got;
 		r = queue_put_write(ms->put, buf, (size_t)got);
-		if (r < 0)
-			return ms_copy_fail(ms, r);
-		if (r == 1)
+		if (ms_copy_stopped(ms, r))
 			return;
 	}
 	ms_eom_done(ms);

@@ -87,6 +87,7 @@ struct sched_conn {
 	struct sched_conn *prev_conn, *next_conn;
 	size_t target, addr;	/* position in run->res */
 	char peer[300];
+	char relay[300];	/* peer for the log: [ip]:port, host[ip]:port */
 	/* TLS policy of the current target, when it needs DNS (tlsfind). */
 	struct tlsfind *tf;
 	struct tlspolicy *pol;
@@ -243,6 +244,7 @@ static void sched_conn_event(struct bufferevent *bev, short what, void *arg)
 		bufferevent_setcb(bev, NULL, NULL, NULL, NULL);
 		/* c stays alive as the done-callback argument. */
 		c->running = d;
+		deliver_set_relay(d, c->relay, t->host);
 		sched_conn_tls(c, d);
 		deliver_start(d, bev, 0, c->run->s->client_tls, t->host,
 		    sched_conn_done, c);
@@ -312,6 +314,10 @@ static void sched_conn_try(struct sched_conn *c)
 			    sa->sa_family == AF_INET6 ?
 			    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
 			    ntohs(((const struct sockaddr_in *)sa)->sin_port));
+			/* A route given as an address is named by it alone. */
+			snprintf(c->relay, sizeof(c->relay), "%s",
+			    strcmp(t->host, ip) == 0 ? strchr(c->peer, '[') :
+			    c->peer);
 			c->bev = bufferevent_socket_new(run->s->base, -1, BEV_OPT_CLOSE_ON_FREE);
 			bufferevent_setcb(c->bev, NULL, NULL, sched_conn_event, c);
 			bufferevent_set_timeouts(c->bev, &tv, &tv);

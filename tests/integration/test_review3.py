@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, check, prog, run, run_tests, swaks
+from odtest import Conn, check, make_cert, prog, run, run_tests, swaks
 from pullsink import PullFixture, add_user, cram_response
 
 DOMAINS = """
@@ -172,10 +172,85 @@ def test_check_errors_name_file_and_line():
 		subprocess.run(["rm", "-rf", tmp])
 
 
+def test_ca_files_checked_and_relative():
+	"""tls_ca_file and notify_ca_file (issue 13, issue 12) are read only
+	at each delivery or webhook: a missing one passed `odrelayd -n` and
+	then deferred every verified delivery (4.7.5). And, unlike every
+	other path (issue 18 item 7: one documented base, the configuration
+	file's directory), a relative one followed the daemon's working
+	directory."""
+	tmp = tempfile.mkdtemp(prefix="review3-ca-")
+	conf = os.path.join(tmp, "odrelay.conf")
+	cert, _ = make_cert(tmp)
+	os.rename(cert, os.path.join(tmp, "ca.pem"))
+	base = ["hostname = relay.test", "smtp_listen = 127.0.0.1:1",
+	    "odmr_listen =", "queue_dir = q"]
+	try:
+		def check_n(lines, want_rc, want_re=None):
+			with open(conf, "w") as f:
+				f.write("\n".join(lines) + "\n")
+			# from another working directory
+			r = subprocess.run([prog("odrelayd"), "-n", "-c", conf],
+			    cwd="/", stdout=subprocess.PIPE,
+			    stderr=subprocess.STDOUT, timeout=30)
+			out = r.stdout.decode(errors="replace")
+			check(r.returncode == want_rc, "-n: exit %d, want %d\n%s\n"
+			    "config:\n%s" % (r.returncode, want_rc, out,
+			    "\n".join(lines)))
+			if want_re:
+				check(re.search(want_re, out, re.M), "-n output %r "
+				    "lacks %r" % (out, want_re))
+		check_n(base + ["tls_ca_file = ca.pem", "notify_ca_file = ca.pem",
+		    "[domain example.org]", "tls = verify",
+		    "tls_ca_file = ca.pem", "notify_ca_file = ./ca.pem"], 0)
+		check_n(base + ["tls_ca_file = none.pem"], 2,
+		    "^" + re.escape(conf) + ":5: tls_ca_file .*none.pem: No such")
+		check_n(base + ["[domain example.org]", "tls = verify",
+		    "notify_ca_file = /nonexistent/ca.pem"], 2,
+		    "^" + re.escape(conf) + ":7: notify_ca_file /nonexistent")
+	finally:
+		subprocess.run(["rm", "-rf", tmp])
+
+
+def test_delivery_log_names_the_peer():
+	"""spec.md (Observability): `to=<b@example.org>,
+	relay=[127.0.0.1]:2526, status=sent (250 ok)`. A delivery after ETRN
+	logged relay=example.org, the recipient's domain, for every host it
+	went to (and a DSN's Remote-MTA named the domain, not the server that
+	refused)."""
+	import test_release as tr
+	from sink import Sink
+	with Sink() as sink, Sink() as dsink:
+		sink.rcpt_replies["bad@example.org"] = "550 5.1.1 no such user here"
+		domains = ("\n[domain example.org]\nhold = yes\n"
+		    "route = [127.0.0.1]:%d\n" % sink.port +
+		    tr.sender_domain(dsink.port))
+		with tr.RelFixture("review3-relaylog", domains=domains) as d:
+			msgs = tr.queue(d, 1, ["good@example.org", "bad@example.org"])
+			tr.etrn(d, "example.org", 253)
+			sink.wait_accepted(1)
+			dsn = tr.dsn_check(dsink, "bad@example.org")
+			tr.wait_queue_empty(d)
+			qid = msgs[0][0]
+			log = d.log_text()
+			for rcpt, status in (("good", "sent (250"),
+			    ("bad", "bounced (550")):
+				want = ("%s: to=<%s@example.org>, relay=[127.0.0.1]:%d, "
+				    "status=%s" % (qid, rcpt, sink.port, status))
+				check(want in log, "log lacks %r:\n%s" % (want,
+				    "\n".join(l for l in log.splitlines()
+				    if qid in l)))
+			check(re.search(rb"(?im)^remote-mta:\s*dns;\s*\[?127\.0\.0\.1",
+			    dsn), "DSN's Remote-MTA is not the refusing server:\n%r"
+			    % dsn[:3000])
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
 		test_swaks_starttls_and_auth,
 		test_help_and_version_after_options,
 		test_check_errors_name_file_and_line,
+		test_ca_files_checked_and_relative,
+		test_delivery_log_names_the_peer,
 	], "review3")

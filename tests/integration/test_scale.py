@@ -394,7 +394,7 @@ def test_atrn_pieces():
 
 # --- odrelayctl stats and queue DOMAIN: from the daemon or the file ---------
 
-CTL_NDOM = 2500		# more than one slice (2000) of the "domains" answer
+CTL_NDOM = 6000		# more than one slice (5000) of the "domains" answer
 
 
 def ctl_domains(closed_port):

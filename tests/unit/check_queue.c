@@ -1053,6 +1053,107 @@ static int count_cb(void *arg, const char *domain, const struct queue_domain_sta
 	return 0;
 }
 
+
+struct oldest_ctx {
+	time_t a, b;
+	int a_known, b_known, n;
+};
+
+static int oldest_cb(void *arg, const char *domain,
+    const struct queue_domain_stats *st)
+{
+	struct oldest_ctx *c = arg;
+
+	c->n++;
+	if (strcmp(domain, "a.example") == 0) {
+		c->a = st->oldest;
+		c->a_known = st->oldest_known;
+	} else if (strcmp(domain, "b.example") == 0) {
+		c->b = st->oldest;
+		c->b_known = st->oldest_known;
+	}
+	return 0;
+}
+
+static struct oldest_ctx oldest_now(struct queue *q)
+{
+	struct oldest_ctx c;
+
+	memset(&c, 0, sizeof(c));
+	ck_assert_int_eq(queue_foreach_count(q, oldest_cb, &c), QUEUE_OK);
+	return c;
+}
+
+/* Each domain's oldest message is kept with its counters (stats reads
+ * one record per domain): moved on when the oldest goes, kept through an
+ * update, gone with the last message, rebuilt for a queue without them. */
+START_TEST(test_oldest_records)
+{
+	const char *a[] = { "x@a.example" }, *b[] = { "y@B.example" };
+	struct queue_envelope env;
+	struct queue_rcpt_update up;
+	struct oldest_ctx c;
+	struct queue *q = open_q(0, NULL);
+	char ids[3][QUEUE_ID_LEN + 1], idb[QUEUE_ID_LEN + 1];
+	struct done d = { 0, 0 };
+	MDB_env *menv;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	env_init(&env, "s@x.example", a, 1, 0);
+	for (int i = 0; i < 3; i++) {
+		env.arrival = 1000 * (i + 1);
+		ck_assert_int_eq(put_msg(q, &env, 100, ids[i]), QUEUE_OK);
+	}
+	free(env.rcpts);
+	env_init(&env, "s@x.example", b, 1, 0);
+	env.arrival = 500;
+	ck_assert_int_eq(put_msg(q, &env, 100, idb), QUEUE_OK);
+	free(env.rcpts);
+	c = oldest_now(q);
+	ck_assert_int_eq(c.n, 2);
+	ck_assert(c.a_known && c.a == 1000 && c.b_known && c.b == 500);
+
+	/* An update of the oldest (a delivery attempt) keeps it. */
+	memset(&up, 0, sizeof(up));
+	up.index = 0;
+	up.state = QUEUE_RCPT_QUEUED;
+	up.reply = "421 later";
+	up.next_attempt = 1700000000;
+	queue_update(q, ids[0], &up, 1, NULL, NULL, 0, on_done, &d);
+	ck_assert_int_eq(d.result, QUEUE_OK);
+	c = oldest_now(q);
+	ck_assert(c.a_known && c.a == 1000);
+	/* The oldest goes: the next one; a later one goes: unchanged. */
+	queue_delete(q, ids[0], NULL, NULL);
+	c = oldest_now(q);
+	ck_assert(c.a_known && c.a == 2000);
+	queue_delete(q, ids[2], NULL, NULL);
+	c = oldest_now(q);
+	ck_assert(c.a_known && c.a == 2000);
+	queue_delete(q, ids[1], NULL, NULL);
+	c = oldest_now(q);
+	ck_assert_int_eq(c.n, 1);
+	ck_assert(c.b_known && c.b == 500);
+	ck_assert_uint_eq(raw_count("oldest", "", 0), 1);
+	queue_close(&q);
+
+	/* A queue from before the records: rebuilt once at open. */
+	ck_assert_int_eq(mdb_env_create(&menv), 0);
+	mdb_env_set_maxdbs(menv, 16);
+	ck_assert_int_eq(mdb_env_open(menv, tmpdir, MDB_NOTLS, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(menv, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, "oldest", 0, &dbi), 0);
+	ck_assert_int_eq(mdb_drop(txn, dbi, 1), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(menv);
+	q = open_q(0, NULL);
+	c = oldest_now(q);
+	ck_assert(c.b_known && c.b == 500);
+	queue_close(&q);
+}
+END_TEST
+
 #define SCALE_N 600
 
 START_TEST(test_scale_counters)
@@ -1372,6 +1473,7 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, test_async);
 	tcase_add_test(tc, test_async_full);
 	tcase_add_test(tc, test_scale_counters);
+	tcase_add_test(tc, test_oldest_records);
 	tcase_add_test(tc, test_scale_scan);
 	tcase_add_test(tc, test_scale_room);
 	tcase_add_test(tc, test_scale_compact);
