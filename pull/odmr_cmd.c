@@ -940,6 +940,12 @@ void odmr_read_cb(struct bufferevent *bev, void *arg)
 				    s->cfg->hostname);
 				odmr_close_when_flushed(s);
 			}
+			/* The 500 ends the exchange for the client (RFC 4954):
+			 * its next line is a command, not SASL data. */
+			if (s->state == ODMR_AUTH_EXCHANGE) {
+				authc_cancel(&s->sasl);
+				s->state = ODMR_INITIAL;
+			}
 			continue;
 		}
 		if (s->bev == bev)

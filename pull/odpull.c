@@ -10,13 +10,16 @@
  * with what the local MTA answered, so odpull never holds mail and never
  * acknowledges what the local MTA has not accepted.
  *
- * odpull is a short-lived command-line client: it uses blocking sockets
- * with poll() timeouts on every read and write, one peer at a time.
+ * odpull is a short-lived command-line client on one libevent loop: its
+ * client sides are smtpc sessions (command mode), its steps are taken one
+ * at a time, each wait running the loop until its reply, line or deadline
+ * (odpull_conn.c).
  *
  * --watch (push delivery) runs until SIGTERM: log in, XWAIT, pull, wait
  * again; one child process per provider when there are several. SIGTERM
- * is blocked except inside the waits that may be cut short (waiting for
- * mail, sleeping, between messages), so it never lands inside a message.
+ * comes through the loop and ends only the waits that may be cut short
+ * (waiting for mail, sleeping, between messages), so it never lands
+ * inside a message.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -37,6 +40,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
+#include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -49,9 +53,10 @@
 #include "xmalloc.h"
 #include "odpull_private.h"
 
-/* --watch: set by the SIGTERM handler (which runs only inside ppoll). */
+/* --watch: SIGTERM came (the loop's handler in a watcher, watch_all's in the
+ * parent of several). */
 volatile sig_atomic_t stop_requested;
-sigset_t sig_open;	/* the mask inside interruptible waits */
+sigset_t sig_open;	/* watch_all: the mask while waiting for children */
 
 struct opts opt;
 
@@ -59,11 +64,8 @@ struct opts opt;
  * wait (its next command already read): look, between messages. */
 int stop_pending(void)
 {
-	sigset_t pend;
-
-	if (!stop_requested && opt.watch && sigpending(&pend) == 0 &&
-	    (sigismember(&pend, SIGTERM) == 1 || sigismember(&pend, SIGINT) == 1))
-		stop_requested = 1;
+	if (!stop_requested && opt.watch)
+		event_base_loop(odpull_base(), EVLOOP_NONBLOCK);
 	return stop_requested;
 }
 
@@ -144,7 +146,7 @@ static int atrn_mode(void)
 	}
 	if (provider_tls(&p, &caps, ctx, host) < 0)
 		goto out;
-	if (authenticate(&p, &caps, p.ssl != NULL) < 0)
+	if (authenticate(&p, &caps, p.tls) < 0)
 		goto out;
 	domains[0] = '\0';
 	for (size_t i = 0; i < opt.domains.n; i++)
@@ -242,8 +244,41 @@ out:
 
 /* ---- configuration ---- */
 
+/* HOST[:PORT] / [IPv6][:PORT] that conn_connect will take: a malformed
+ * one is a usage error (exit 2), not a failed pull. */
+static int odpull_hostport_ok(const char *val)
+{
+	char host[256];
+	int port;
+
+	return util_split_hostport(val, host, sizeof(host), &port, 1) == 0 &&
+	    host[0] != '\0';
+}
+
+/* A domain (one trailing dot allowed), or ETRN's @domain and #queue. */
+static int odpull_domain_ok(const char *tok)
+{
+	char d[256];
+	size_t n;
+
+	if (tok[0] == '#')
+		return tok[1] != '\0';
+	if (tok[0] == '@')
+		tok++;
+	n = strlen(tok);
+	if (n == 0 || n >= sizeof(d))
+		return 0;
+	memcpy(d, tok, n + 1);
+	if (n > 1 && d[n - 1] == '.')
+		d[n - 1] = '\0';
+	return util_domain_valid(d);
+}
+
 static int set_option(const char *key, const char *val)
 {
+	if ((strcmp(key, "server") == 0 || strcmp(key, "deliver") == 0) &&
+	    !odpull_hostport_ok(val))
+		return -1;
 	if (strcmp(key, "server") == 0) {
 		/* Repeatable; the command line's replace the file's. */
 		if (opt.servers_cli == 1) {
@@ -271,8 +306,13 @@ static int set_option(const char *key, const char *val)
 		char *copy = xstrdup(val), *tok, *save = NULL;
 
 		for (tok = strtok_r(copy, " ,\t", &save); tok != NULL;
-		    tok = strtok_r(NULL, " ,\t", &save))
+		    tok = strtok_r(NULL, " ,\t", &save)) {
+			if (!odpull_domain_ok(tok)) {
+				free(copy);
+				return -1;
+			}
 			strlist_add(&opt.domains, tok);
+		}
 		free(copy);
 	} else if (strcmp(key, "deliver") == 0) {
 		free(opt.deliver);

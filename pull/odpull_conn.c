@@ -1,16 +1,19 @@
 /*
- * odpull_conn - odpull's blocking connections (poll() timeouts on every
- * read and write, deadlines per reply and per pull, TLS) and the provider
+ * odpull_conn - odpull's connections on one libevent loop and the provider
  * side of a pull: EHLO, STARTTLS (verified per --tls), AUTH.
  *
- * Trust: the provider's and the local MTA's replies are bounded
- * (LINE_MAX_IN per line, REPLY_MAX_LINES and REPLY_MAX_BYTES per reply).
+ * Both client sides (the provider before ATRN, the local MTA) are smtpc
+ * sessions in command mode: smtpc reads every reply (smtp_parse's reader,
+ * bounded lines and line counts) and does the STARTTLS switch-over. After
+ * ATRN the provider's connection is taken back from smtpc and odpull reads
+ * its commands itself (conn_read_line, conn_read_some). odpull's flow stays
+ * one step at a time: each wait runs the loop until what it waits for has
+ * come, its deadline has passed, or (where a wait may be cut short) SIGTERM
+ * has come; no read or write ever blocks.
  */
 #include <ctype.h>
 #include <errno.h>
-#include <getopt.h>
 #include <netdb.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -18,26 +21,58 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <time.h>
 #include <unistd.h>
-#include <fcntl.h>
 
-#include <openssl/err.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <openssl/ssl.h>
 
 #include "config.h"
 #include "sasl.h"
 #include "smtp_parse.h"
+#include "smtpc.h"
 #include "tls.h"
 #include "tlspolicy.h"
 #include "util.h"
 #include "xmalloc.h"
 #include "odpull_private.h"
 
-/* ---- connection layer ---- */
+#define OUT_HIGH	(1024 * 1024)	/* unsent octets before a write waits */
+#define OUT_LOW		(256 * 1024)	/* ... until this is left */
+#define IN_HIGH		(256 * 1024)	/* provider's input read ahead */
+
+static struct event_base *loop_base;
+static struct event *loop_timer;
+
+/* The timer only ends a pass of the loop. */
+static void odpull_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+}
+
+/* The loop (created on first use: after any fork). */
+struct event_base *odpull_base(void)
+{
+	if (loop_base == NULL) {
+		loop_base = event_base_new();
+		if (loop_base == NULL) {
+			msg("cannot create the event loop");
+			exit(1);
+		}
+		loop_timer = evtimer_new(loop_base, odpull_timer_cb, NULL);
+		if (loop_timer == NULL) {
+			msg("cannot create a timer");
+			exit(1);
+		}
+	}
+	return loop_base;
+}
 
 long long now_ms(void)
 {
@@ -53,56 +88,147 @@ void conn_deadline(struct conn *c)
 	c->until = now_ms() + (long long)c->timeout * 1000;
 }
 
-static int conn_wait(struct conn *c, short events)
+/* One pass of the loop, returning by ms at the latest. */
+void odpull_run(long long ms)
 {
-	struct pollfd p = { c->fd, events, 0 };
-	struct timespec ts = { c->timeout, 0 };
-	long long end = 0, left;
-	int rc;
+	struct timeval tv;
 
-	if (c->until > 0)
-		end = c->until;
-	if (c->pull_end > 0 && (end == 0 || c->pull_end < end))
+	if (ms < 0)
+		ms = 0;
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(loop_timer, &tv);
+	event_base_loop(odpull_base(), EVLOOP_ONCE);
+	evtimer_del(loop_timer);
+}
+
+/*
+ * Run the loop until ready(c): 0. -1 when the connection failed, the
+ * reply's (or block's) deadline or the pull's (--max-time) has passed,
+ * or SIGTERM came in an interruptible wait. Without a deadline a wait
+ * lasts --timeout at most.
+ */
+static int conn_wait(struct conn *c, int (*ready)(const struct conn *))
+{
+	long long end = c->until, left;
+
+	if (end == 0)
+		end = now_ms() + (long long)c->timeout * 1000;
+	if (c->pull_end > 0 && c->pull_end < end)
 		end = c->pull_end;
-	if (end > 0) {
+	for (;;) {
+		if (ready(c))
+			return 0;
+		if (c->dead)
+			return -1;
+		if (stop_requested && c->interruptible) {
+			c->dead = 1;
+			return -1;
+		}
 		left = end - now_ms();
 		if (left <= 0) {
-			if (end == c->pull_end)
+			if (c->pull_end > 0 && end == c->pull_end)
 				msg("%s: pull time limit (--max-time) reached",
 				    c->name);
 			else
 				msg("%s: timed out after %d s", c->name, c->timeout);
 			return -1;
 		}
-		if (left < (long long)c->timeout * 1000) {
-			ts.tv_sec = (time_t)(left / 1000);
-			ts.tv_nsec = (long)(left % 1000) * 1000000;
-		}
+		odpull_run(left);
 	}
+}
 
-	for (;;) {
-		rc = ppoll(&p, 1, &ts, c->interruptible ? &sig_open : NULL);
-		if (rc >= 0 || errno != EINTR)
-			break;
-		if (stop_requested && c->interruptible) {
-			c->dead = 1;
-			return -1;
-		}
+/* ---- smtpc's callbacks (command mode) ---- */
+
+static void conn_on_reply(void *arg, const struct smtp_reply *r)
+{
+	struct conn *c = arg;
+
+	if (c->want != NULL)
+		*c->want = *r;
+	c->got_reply = 1;
+}
+
+static void conn_on_tls(void *arg, const char *version, const char *verified)
+{
+	struct conn *c = arg;
+
+	util_strlcpy(c->tls_version, version, sizeof(c->tls_version));
+	util_strlcpy(c->tls_verified, verified, sizeof(c->tls_verified));
+	c->tls = 1;
+}
+
+static void conn_on_error(void *arg, const char *why)
+{
+	struct conn *c = arg;
+
+	if (!c->dead)
+		msg("%s: %s", c->name, why);
+	c->dead = 1;
+	c->failed = 1;
+}
+
+static const struct smtpc_cmd_cbs conn_cbs = {
+	conn_on_reply, conn_on_tls, conn_on_error
+};
+
+/* ---- the connection after ATRN (odpull serves the provider) ---- */
+
+static void conn_readcb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	(void)arg;	/* the wait looks at the buffer */
+}
+
+static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+		c->eof = 1;
+		if (what & BEV_EVENT_ERROR)
+			c->failed = 1;
 	}
-	if (rc == 0) {
-		if (c->pull_end > 0 && now_ms() >= c->pull_end)
-			msg("%s: pull time limit (--max-time) reached", c->name);
-		else
-			msg("%s: timed out after %d s", c->name, c->timeout);
-		return -1;
+}
+
+/* The provider's connection back from smtpc: its commands are ours to
+ * read from now on. */
+void conn_serve(struct conn *c)
+{
+	if (c->sc == NULL || c->bev != NULL)
+		return;
+	c->bev = smtpc_detach(&c->sc);
+	bufferevent_setcb(c->bev, conn_readcb, NULL, conn_eventcb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, IN_HIGH);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* ---- connecting ---- */
+
+static void conn_connect_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)bev;
+	if (what & BEV_EVENT_CONNECTED)
+		c->connecting = 1;
+	else {
+		c->connect_err = EVUTIL_SOCKET_ERROR();
+		c->connecting = -1;
 	}
-	return rc < 0 ? -1 : 0;
+}
+
+static int conn_connect_done(const struct conn *c)
+{
+	return c->connecting != 0;
 }
 
 int conn_connect(struct conn *c, const char *hostport, int defport)
 {
 	char host[256], portstr[16];
 	struct addrinfo hints, *res, *ai;
+	struct bufferevent *bev = NULL;
 	int port, rc, err = 0;
 
 	if (util_split_hostport(hostport, host, sizeof(host), &port, defport) < 0) {
@@ -117,123 +243,152 @@ int conn_connect(struct conn *c, const char *hostport, int defport)
 		msg("%s: %s: %s", c->name, host, gai_strerror(rc));
 		return -1;
 	}
+	c->dead = c->failed = c->eof = 0;
 	for (ai = res; ai != NULL; ai = ai->ai_next) {
-		socklen_t elen = sizeof(err);
-
-		c->fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, 0);
-		if (c->fd < 0)
+		bev = bufferevent_socket_new(odpull_base(), -1,
+		    BEV_OPT_CLOSE_ON_FREE);
+		if (bev == NULL)
 			continue;
-		fcntl(c->fd, F_SETFL, O_NONBLOCK);
-		/* Replies go out a line per write: without this, Nagle and the
-		 * peer's delayed ACK add ~40 ms to each multi-line reply. */
-		(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 },
-		    sizeof(int));
-		if (connect(c->fd, ai->ai_addr, ai->ai_addrlen) == 0 ||
-		    (errno == EINPROGRESS && conn_wait(c, POLLOUT) == 0 &&
-		    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &elen) == 0 &&
-		    err == 0))
+		c->connecting = 0;
+		c->connect_err = 0;
+		bufferevent_setcb(bev, NULL, NULL, conn_connect_cb, c);
+		if (bufferevent_socket_connect(bev, ai->ai_addr,
+		    (int)ai->ai_addrlen) == 0 &&
+		    conn_wait(c, conn_connect_done) == 0 && c->connecting == 1)
 			break;
-		if (err == 0)
-			err = errno;
-		close(c->fd);
-		c->fd = -1;
+		err = c->connect_err ? c->connect_err : errno;
+		bufferevent_free(bev);
+		bev = NULL;
+		if (c->dead)
+			break;
 	}
 	freeaddrinfo(res);
-	if (c->fd < 0) {
-		msg("%s: cannot connect to %s: %s", c->name, hostport,
-		    strerror(err ? err : ECONNREFUSED));
+	if (bev == NULL) {
+		if (!c->dead)
+			msg("%s: cannot connect to %s: %s", c->name, hostport,
+			    strerror(err ? err : ECONNREFUSED));
+		c->dead = 1;
 		return -1;
 	}
-	c->off = c->len = 0;
-	c->dead = 0;
+	c->fd = bufferevent_getfd(bev);
+	/* Replies go out a line per write: without this, Nagle and the
+	 * peer's delayed ACK add ~40 ms to each multi-line reply. */
+	(void)setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &(int){ 1 },
+	    sizeof(int));
+	c->tls = 0;
+	c->sc = smtpc_open(odpull_base(), bev, host, &conn_cbs, c);
 	return 0;
+}
+
+static size_t conn_unsent(const struct conn *c)
+{
+	if (c->sc != NULL)
+		return smtpc_unsent(c->sc);
+	if (c->bev != NULL)
+		return evbuffer_get_length(bufferevent_get_output(c->bev));
+	return 0;
+}
+
+static int conn_drained(const struct conn *c)
+{
+	return conn_unsent(c) == 0 || c->failed || c->eof;
+}
+
+static int conn_below_low(const struct conn *c)
+{
+	return conn_unsent(c) <= OUT_LOW || c->failed || c->eof;
 }
 
 void conn_close(struct conn *c)
 {
-	if (c->ssl != NULL) {
-		SSL_shutdown(c->ssl);
-		SSL_free(c->ssl);
-		c->ssl = NULL;
+	/* What was written goes out first (a 421, a QUIT), within the
+	 * wait's limits. */
+	if (!c->dead && (c->sc != NULL || c->bev != NULL) &&
+	    conn_unsent(c) > 0) {
+		c->until = 0;
+		c->interruptible = 0;
+		(void)conn_wait(c, conn_drained);
 	}
-	if (c->fd >= 0)
-		close(c->fd);
+	if (c->sc != NULL)
+		smtpc_free(&c->sc);
+	if (c->bev != NULL) {
+		bufferevent_free(c->bev);
+		c->bev = NULL;
+	}
 	c->fd = -1;
+	c->tls = 0;
 	c->dead = 1;
 }
 
-/* Run one SSL call to completion, waiting as OpenSSL asks. */
-static int conn_ssl_io(struct conn *c, int rc)
+/* Close at once, nothing more sent (a refused message's text). */
+void conn_drop(struct conn *c)
 {
-	switch (SSL_get_error(c->ssl, rc)) {
-	case SSL_ERROR_WANT_READ:
-		return conn_wait(c, POLLIN) < 0 ? -1 : 1;
-	case SSL_ERROR_WANT_WRITE:
-		return conn_wait(c, POLLOUT) < 0 ? -1 : 1;
-	case SSL_ERROR_ZERO_RETURN:
-		return 0;
-	default:
-		return -1;
-	}
+	c->dead = 1;
+	conn_close(c);
 }
 
-ssize_t conn_read_some(struct conn *c, char *buf, size_t len)
+/* ---- reading what the provider sends after ATRN ---- */
+
+static int conn_input_grew(const struct conn *c)
 {
-	ssize_t n;
+	return evbuffer_get_length(bufferevent_get_input(c->bev)) > c->seen ||
+	    c->eof;
+}
 
-	for (;;) {
-		if (c->ssl != NULL) {
-			int rc = SSL_read(c->ssl, buf, (int)len);
+/* Wait for more input than the c->seen octets already looked at. */
+static int conn_more(struct conn *c)
+{
+	if (c->bev == NULL || conn_wait(c, conn_input_grew) < 0)
+		return -1;
+	return 0;
+}
 
-			if (rc > 0)
-				return rc;
-			rc = conn_ssl_io(c, rc);
-			if (rc <= 0)
-				return rc;
-			continue;
-		}
-		n = read(c->fd, buf, len);
-		if (n >= 0)
-			return n;
-		if (errno == EINTR)
-			continue;
-		if (errno != EAGAIN || conn_wait(c, POLLIN) < 0)
-			return -1;
-	}
+/* Copy out up to len octets of input without taking them (conn_consume
+ * does), waiting for some first. 0 at EOF, -1 on error. */
+ssize_t conn_peek(struct conn *c, char *buf, size_t len)
+{
+	struct evbuffer *in;
+
+	if (c->bev == NULL)
+		return -1;
+	in = bufferevent_get_input(c->bev);
+	c->seen = 0;
+	if (evbuffer_get_length(in) == 0 && (c->eof || conn_more(c) < 0))
+		return c->eof && !c->failed ? 0 : -1;
+	return evbuffer_copyout(in, buf, len);
+}
+
+void conn_consume(struct conn *c, size_t len)
+{
+	if (c->bev != NULL)
+		evbuffer_drain(bufferevent_get_input(c->bev), len);
 }
 
 int conn_write(struct conn *c, const char *data, size_t len)
 {
-	while (len > 0 && !c->dead) {
-		ssize_t n;
-
-		if (c->ssl != NULL) {
-			int rc = SSL_write(c->ssl, data, (int)len);
-
-			if (rc <= 0) {
-				if (conn_ssl_io(c, rc) <= 0)
-					goto fail;
-				continue;
-			}
-			n = rc;
-		} else {
-			n = write(c->fd, data, len);
-			if (n < 0) {
-				if (errno == EINTR)
-					continue;
-				if (errno != EAGAIN || conn_wait(c, POLLOUT) < 0)
-					goto fail;
-				continue;
-			}
-		}
-		data += n;
-		len -= (size_t)n;
+	if (c->dead || c->failed || (c->sc == NULL && c->bev == NULL)) {
+		c->dead = 1;
+		return -1;
 	}
-	return c->dead ? -1 : 0;
-fail:
-	msg("%s: write failed", c->name);
-	c->dead = 1;
-	return -1;
+	if (c->sc != NULL)
+		smtpc_write(c->sc, data, len);
+	else
+		evbuffer_add(bufferevent_get_output(c->bev), data, len);
+	/* A slow reader holds us here, not our memory. */
+	if (conn_unsent(c) > OUT_HIGH) {
+		long long until = c->until;
+
+		conn_deadline(c);
+		if (conn_wait(c, conn_below_low) < 0 || c->failed) {
+			c->until = until;
+			if (!c->dead)
+				msg("%s: write failed", c->name);
+			c->dead = 1;
+			return -1;
+		}
+		c->until = until;
+	}
+	return 0;
 }
 
 int conn_printf(struct conn *c, const char *fmt, ...)
@@ -249,6 +404,10 @@ int conn_printf(struct conn *c, const char *fmt, ...)
 		return -1;
 	if (c->verbose)
 		fprintf(stderr, "%s <<< %s\n", c->name, line);
+	if (c->sc != NULL && !c->dead && !c->failed) {
+		smtpc_command(c->sc, line, (size_t)n);
+		return 0;
+	}
 	memcpy(line + n, "\r\n", 2);
 	return conn_write(c, line, (size_t)n + 2);
 }
@@ -260,83 +419,81 @@ int conn_printf(struct conn *c, const char *fmt, ...)
  */
 ssize_t conn_read_line(struct conn *c, char *out, size_t max, int *crlf_r)
 {
-	size_t n = 0;
+	struct evbuffer *in;
+	struct evbuffer_ptr pos;
+	size_t n;
 
+	if (c->bev == NULL)
+		return -1;
+	in = bufferevent_get_input(c->bev);
+	c->seen = 0;
 	for (;;) {
-		while (c->off < c->len) {
-			char ch = c->buf[c->off++];
-
-			if (ch == '\n') {
-				int crlf = n > 0 && out[n - 1] == '\r';
-
-				if (crlf)
-					n--;
-				if (crlf_r != NULL)
-					*crlf_r = crlf;
-				out[n] = '\0';
-				return (ssize_t)n;
-			}
-			if (n + 1 >= max) {
-				msg("%s: line too long", c->name);
-				c->dead = 1;
-				return -1;
-			}
-			out[n++] = ch;
-		}
-		{
-			ssize_t r = conn_read_some(c, c->buf, sizeof(c->buf));
-
-			if (r <= 0) {
-				if (!c->dead)
-					msg("%s: connection closed", c->name);
-				c->dead = 1;
-				return -1;
-			}
-			c->off = 0;
-			c->len = (size_t)r;
+		pos = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+		if (pos.pos >= 0 || evbuffer_get_length(in) >= max)
+			break;
+		c->seen = evbuffer_get_length(in);
+		if (c->eof || conn_more(c) < 0) {
+			if (!c->dead)
+				msg("%s: connection closed", c->name);
+			c->dead = 1;
+			return -1;
 		}
 	}
+	if (pos.pos < 0 || (size_t)pos.pos >= max) {
+		msg("%s: line too long", c->name);
+		c->dead = 1;
+		return -1;
+	}
+	n = (size_t)pos.pos;
+	evbuffer_remove(in, out, n);
+	evbuffer_drain(in, 1);
+	if (crlf_r != NULL)
+		*crlf_r = n > 0 && out[n - 1] == '\r';
+	if (n > 0 && out[n - 1] == '\r')
+		n--;
+	out[n] = '\0';
+	return (ssize_t)n;
+}
+
+/* ---- replies (through smtpc) ---- */
+
+static int conn_got_reply(const struct conn *c)
+{
+	return c->got_reply;
 }
 
 /*
- * Read a whole reply: within --timeout, at most REPLY_MAX_LINES lines and
- * REPLY_MAX_BYTES octets (a peer must not keep us reading an endless
- * reply). Returns the code, or -1.
+ * Read a whole reply within --timeout (smtpc bounds its lines and line
+ * count). Returns the code, or -1.
  */
 int conn_reply(struct conn *c, struct smtp_reply *r)
 {
-	char line[LINE_MAX_IN];
-	size_t total = 0;
-	ssize_t n;
 	int rc;
 
 	smtp_reply_init(r);
+	if (c->sc == NULL || c->failed) {
+		c->dead = 1;
+		return -1;
+	}
+	c->want = r;
+	c->got_reply = 0;
 	conn_deadline(c);
-	do {
-		n = conn_read_line(c, line, sizeof(line), NULL);
-		if (n < 0) {
-			c->until = 0;
-			return -1;
-		}
-		if (c->verbose)
-			fprintf(stderr, "%s >>> %s\n", c->name, line);
-		total += (size_t)n + 2;
-		if (r->nlines >= REPLY_MAX_LINES || total > REPLY_MAX_BYTES) {
-			msg("%s: reply of more than %d lines or %d octets",
-			    c->name, REPLY_MAX_LINES, REPLY_MAX_BYTES);
-			c->dead = 1;
-			c->until = 0;
-			return -1;
-		}
-		rc = smtp_reply_feed(r, line, (size_t)n);
-		if (rc < 0) {
-			msg("%s: malformed reply: %.100s", c->name, line);
-			c->dead = 1;
-			c->until = 0;
-			return -1;
-		}
-	} while (rc == 0);
+	smtpc_expect(c->sc);
+	rc = conn_wait(c, conn_got_reply);
 	c->until = 0;
+	c->want = NULL;
+	if (rc < 0 || !c->got_reply) {
+		c->dead = 1;
+		return -1;
+	}
+	if (c->verbose)
+		for (size_t i = 0; i < r->nlines; i++) {
+			size_t len = 0;
+			const char *t = smtp_reply_line(r, i, &len);
+
+			fprintf(stderr, "%s >>> %03d%c%.*s\n", c->name, r->code,
+			    i + 1 < r->nlines ? '-' : ' ', (int)len, t ? t : "");
+		}
 	return r->code;
 }
 
@@ -397,27 +554,9 @@ int odpull_tls_mode(const char *v)
 	return m;
 }
 
-static int conn_starttls(struct conn *c, SSL_CTX *ctx, const char *host, int verify)
+static int conn_tls_done(const struct conn *c)
 {
-	int rc;
-
-	c->ssl = SSL_new(ctx);
-	if (c->ssl == NULL || tls_client_set_host(c->ssl, host, verify) < 0)
-		return -1;
-	SSL_set_fd(c->ssl, c->fd);
-	while ((rc = SSL_connect(c->ssl)) != 1) {
-		if (conn_ssl_io(c, rc) <= 0) {
-			long v = SSL_get_verify_result(c->ssl);
-
-			if (v != X509_V_OK)
-				msg("%s: certificate verification failed: %s", c->name,
-				    X509_verify_cert_error_string(v));
-			else
-				msg("%s: TLS handshake failed", c->name);
-			return -1;
-		}
-	}
-	return 0;
+	return c->tls;
 }
 
 /* ---- provider side: EHLO, STARTTLS, AUTH ---- */
@@ -455,9 +594,8 @@ int side_starttls(struct conn *c, struct smtp_reply *caps, SSL_CTX *ctx,
 {
 	struct smtp_reply r;
 	struct tlspolicy pol;
-	const char *verified;
 	char why[300];
-	int required;
+	int required, rc;
 
 	if (mode == TLSPOLICY_NONE || ctx == NULL)
 		return 0;
@@ -484,21 +622,21 @@ int side_starttls(struct conn *c, struct smtp_reply *caps, SSL_CTX *ctx,
 		}
 		return 0;
 	}
-	/* Bytes read ahead of the handshake would be plaintext injection. */
-	if (c->off != c->len) {
+	/* Bytes read ahead of the handshake would be plaintext injection.
+	 * smtpc checks the certificate against pol (host: SNI and names). */
+	(void)host;
+	if (smtpc_tls(c->sc, ctx, &pol) < 0) {
 		msg("%s: data after STARTTLS reply, refusing", c->name);
 		return -1;
 	}
-	if (conn_starttls(c, ctx, host, mode == TLSPOLICY_VERIFY) < 0)
+	conn_deadline(c);
+	rc = conn_wait(c, conn_tls_done);
+	c->until = 0;
+	if (rc < 0)
 		return -1;
-	if (tlspolicy_check(&pol, c->ssl, host, &verified, why,
-	    sizeof(why)) < 0) {
-		msg("%s: %s", c->name, why);
-		return -1;
-	}
 	if (opt.verbose)
-		msg("%s: tls=%s, verified=%s", c->name, SSL_get_version(c->ssl),
-		    mode == TLSPOLICY_VERIFY ? "ca" : verified);
+		msg("%s: tls=%s, verified=%s", c->name, c->tls_version,
+		    mode == TLSPOLICY_VERIFY ? "ca" : c->tls_verified);
 	return 1;
 }
 

@@ -1,6 +1,6 @@
 /*
- * odpull_private - what odpull's files share: options, the blocking
- * connection, limits and the signal state. Only pull/odpull*.c include it.
+ * odpull_private - what odpull's files share: options, the connection
+ * (on the loop, client sides through smtpc), limits and the signal state. Only pull/odpull*.c include it.
  */
 #ifndef OD_ODPULL_PRIVATE_H
 #define OD_ODPULL_PRIVATE_H
@@ -17,8 +17,6 @@
 #include "tlspolicy.h"
 
 #define LINE_MAX_IN	4096		/* a reply or command line */
-#define REPLY_MAX_LINES	100		/* lines in one reply */
-#define REPLY_MAX_BYTES	(64 * 1024)	/* octets in one reply */
 #define DATA_BLOCK	(64 * 1024)	/* message text due per --timeout */
 
 
@@ -48,21 +46,35 @@ struct opts {
 	char *hostname;
 };
 
+struct smtpc;
+struct bufferevent;
+struct event_base;
+
 struct conn {
-	int fd;
-	SSL *ssl;
 	const char *name;	/* "provider" / "local" for -v and errors */
 	int timeout;
-	char buf[16384];
-	size_t off, len;
 	int verbose;
-	int dead;
+	int fd;			/* for socket options; -1 closed */
+	int dead;		/* unusable (or a wait was cut short) */
+	int failed;		/* smtpc or the socket reported an error */
+	int eof;		/* the peer closed (serving side) */
 	int interruptible;	/* SIGTERM may end a wait on this connection */
 	/* Deadlines (monotonic ms, 0 = none): the reply, command line or
 	 * text block being read, and the whole pull; a peer trickling one
 	 * byte every few seconds cannot stretch either. */
 	long long until;
 	long long pull_end;
+	/* Client side (smtpc, command mode) or, after ATRN, serving side. */
+	struct smtpc *sc;
+	struct bufferevent *bev;
+	int tls;		/* STARTTLS done and checked */
+	char tls_version[16], tls_verified[16];
+	/* waits */
+	struct smtp_reply *want;	/* where the awaited reply goes */
+	int got_reply;
+	int connecting;		/* 1 connected, -1 failed */
+	int connect_err;
+	size_t seen;		/* input octets already looked at */
 };
 
 /* Counts of one pull (the reversed session). */
@@ -73,15 +85,20 @@ struct tally {
 
 /* Shared between the odpull files (internal, not an interface). */
 extern volatile sig_atomic_t stop_requested;	/* SIGTERM (--watch) */
-extern sigset_t sig_open;	/* the mask inside interruptible waits */
+extern sigset_t sig_open;	/* watch_all: the mask while waiting for children */
 extern struct opts opt;		/* the options in force */
 int stop_pending(void);
 void msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 long long now_ms(void);
+struct event_base *odpull_base(void);
+void odpull_run(long long ms);
 void conn_deadline(struct conn *c);
+void conn_serve(struct conn *c);
 int conn_connect(struct conn *c, const char *hostport, int defport);
 void conn_close(struct conn *c);
-ssize_t conn_read_some(struct conn *c, char *buf, size_t len);
+void conn_drop(struct conn *c);
+ssize_t conn_peek(struct conn *c, char *buf, size_t len);
+void conn_consume(struct conn *c, size_t len);
 int conn_write(struct conn *c, const char *data, size_t len);
 int conn_printf(struct conn *c, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -124,32 +124,28 @@ static int local_open(struct conn *l, struct smtp_reply *caps)
 static int relay_data(struct conn *p, struct conn *l, unsigned long long *bytes_r)
 {
 	enum { BOL, DOT, DOTCR, MID, CR } st = BOL;
+	char buf[16384];
 	size_t block = 0;
 	int bad = 0;
 
 	*bytes_r = 0;
 	conn_deadline(p);
 	for (;;) {
-		size_t start, i;
+		size_t start = 0, i, len;
+		ssize_t r = conn_peek(p, buf, sizeof(buf));
 
-		if (p->off == p->len) {
-			ssize_t r = conn_read_some(p, p->buf, sizeof(p->buf));
-
-			if (r <= 0) {
-				p->dead = 1;
-				p->until = 0;
-				return -1;	/* provider gone: the mail stays there */
-			}
-			p->off = 0;
-			p->len = (size_t)r;
-			if ((block += (size_t)r) >= DATA_BLOCK) {
-				block = 0;
-				conn_deadline(p);
-			}
+		if (r <= 0) {
+			p->dead = 1;
+			p->until = 0;
+			return -1;	/* provider gone: the mail stays there */
 		}
-		start = p->off;
-		for (i = p->off; i < p->len; i++) {
-			char c = p->buf[i];
+		len = (size_t)r;
+		if ((block += len) >= DATA_BLOCK) {
+			block = 0;
+			conn_deadline(p);
+		}
+		for (i = 0; i < len; i++) {
+			char c = buf[i];
 			int ok = 1;
 
 			if (c == '\0')
@@ -163,9 +159,9 @@ static int relay_data(struct conn *p, struct conn *l, unsigned long long *bytes_
 			if (!ok) {
 				/* Pass on what came before, then stop. */
 				if (!bad && !l->dead && i > start)
-					conn_write(l, p->buf + start, i - start);
+					conn_write(l, buf + start, i - start);
 				if (!bad)
-					conn_close(l);
+					conn_drop(l);
 				bad = 1;
 				st = c == '\r' ? CR : MID;
 				continue;
@@ -173,10 +169,10 @@ static int relay_data(struct conn *p, struct conn *l, unsigned long long *bytes_
 			if (st == DOTCR) {
 				/* Forward the final ".\r\n" too. */
 				if (!bad && !l->dead)
-					conn_write(l, p->buf + start, i + 1 - start);
+					conn_write(l, buf + start, i + 1 - start);
 				*bytes_r += i + 1 - start;
 				*bytes_r = *bytes_r >= 3 ? *bytes_r - 3 : 0;
-				p->off = i + 1;
+				conn_consume(p, i + 1);
 				p->until = 0;
 				return bad;
 			}
@@ -192,9 +188,9 @@ static int relay_data(struct conn *p, struct conn *l, unsigned long long *bytes_
 				st = MID;
 		}
 		if (!bad && !l->dead)
-			conn_write(l, p->buf + start, p->len - start);
-		*bytes_r += p->len - start;
-		p->off = p->len;
+			conn_write(l, buf + start, len - start);
+		*bytes_r += len - start;
+		conn_consume(p, len);
 	}
 }
 
@@ -241,6 +237,8 @@ int reversed_session(struct conn *p, struct tally *t)
 	unsigned tx_rcpts = 0;
 	int in_tx = 0, status = 0, local_in_data = 0, reopen = 0, rc;
 
+	/* The roles reverse: the provider's commands are ours to read. */
+	conn_serve(p);
 	if (local_open(&local, &caps) < 0) {
 		/* The provider keeps the mail (RFC 2645 5.3: refusing greeting). */
 		conn_printf(p, "421 4.3.0 %s local mail server unavailable, try later",

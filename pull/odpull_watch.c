@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <fcntl.h>
 
+#include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
@@ -58,13 +59,23 @@ static void on_child(int sig)
 	(void)sig;
 }
 
+/* SIGTERM / SIGINT on the loop (watch_one): the waits that may be cut
+ * short look at stop_requested; the others finish first. */
+static void watch_on_signal(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig;
+	(void)what;
+	(void)arg;
+	stop_requested = 1;
+}
+
 /* Sleep up to ms, cut short by SIGTERM. */
 static void watch_sleep(long ms)
 {
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+	long long end = now_ms() + ms;
 
-	if (!stop_requested)
-		(void)ppoll(NULL, 0, &ts, &sig_open);
+	while (!stop_requested && now_ms() < end)
+		odpull_run(end - now_ms());
 }
 
 static void watch_keepalive(int fd)
@@ -166,7 +177,7 @@ static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
 		goto out;
 	}
 	if (provider_tls(&p, &caps, ctx, host) < 0 ||
-	    authenticate(&p, &caps, p.ssl != NULL) < 0)
+	    authenticate(&p, &caps, p.tls) < 0)
 		goto out;
 	*logged_in_r = 1;
 	if (!reply_has(&caps, "XWAIT", NULL, 0)) {
@@ -229,6 +240,8 @@ out:
 /* Watch opt.server until SIGTERM. Exit status 0 when stopped. */
 static int watch_one(void)
 {
+	struct event *sigterm, *sigint;
+	sigset_t open;
 	SSL_CTX *ctx = NULL;
 	char err[256];
 	long backoff = 1;
@@ -240,6 +253,19 @@ static int watch_one(void)
 			return 2;
 		}
 	}
+	/* The signals come through the loop from here on (blocked until
+	 * libevent's handlers are in place). */
+	sigterm = evsignal_new(odpull_base(), SIGTERM, watch_on_signal, NULL);
+	sigint = evsignal_new(odpull_base(), SIGINT, watch_on_signal, NULL);
+	if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) < 0 ||
+	    evsignal_add(sigint, NULL) < 0) {
+		msg("cannot watch for signals");
+		return 2;
+	}
+	sigemptyset(&open);
+	sigaddset(&open, SIGTERM);
+	sigaddset(&open, SIGINT);
+	sigprocmask(SIG_UNBLOCK, &open, NULL);
 	srandom((unsigned)time(NULL) ^ (unsigned)getpid() << 8);
 	msg("watching %s", opt.server);
 	while (!stop_requested) {
@@ -276,6 +302,8 @@ static int watch_one(void)
 	msg("%s: stopped", opt.server);
 	if (ctx != NULL)
 		SSL_CTX_free(ctx);
+	event_free(sigterm);
+	event_free(sigint);
 	return 0;
 }
 

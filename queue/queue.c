@@ -583,6 +583,28 @@ int queue_ext_rdonly(const struct queue *q)
 	return q->rdonly;
 }
 
+int queue_ext_setup(struct queue *q, queue_ext_setup_fn *fn, void *arg,
+    const char *what, char *err, size_t errlen)
+{
+	MDB_txn *txn;
+	int r;
+
+	/* At start-up only: the writer thread is idle, a short wait at most. */
+	r = mdb_txn_begin(q->env, NULL, q->rdonly ? MDB_RDONLY : 0, &txn);
+	if (r == 0) {
+		r = fn(txn, q->rdonly ? 0 : MDB_CREATE, arg);
+		if (r == MDB_NOTFOUND && q->rdonly) {
+			mdb_txn_abort(txn);
+			return 1;
+		}
+		r = queue_txn_end(txn, r);
+	}
+	if (r == 0)
+		return 0;
+	snprintf(err, errlen, "%s: %s", what, mdb_strerror(r));
+	return -1;
+}
+
 void queue_ext_submit(struct queue *q, queue_ext_apply_fn *apply,
     void (*release)(void *), void *arg, queue_done_fn *done, void *darg)
 {

@@ -42,7 +42,7 @@
 const char *const smtpc_state_names[] = {
 	"greeting", "EHLO", "HELO", "STARTTLS", "TLS handshake", "RSET",
 	"MAIL/RCPT/DATA", "message text", "end of data", "end of data",
-	"QUIT", "idle", "done"
+	"QUIT", "idle", "command", "done"
 };
 
 /* ---- helpers ---- */
@@ -253,7 +253,7 @@ int smtpc_load_msg(struct smtpc *s)
 
 /* ---- ending the session ---- */
 
-static void smtpc_destroy(struct smtpc *s)
+void smtpc_destroy(struct smtpc *s)
 {
 	smtpc_body_close(s);
 	if (s->bev != NULL)
@@ -298,6 +298,10 @@ void smtpc_fail(struct smtpc *s, int code, const char *fmt, ...)
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
 	snprintf(s->st.reason, sizeof(s->st.reason), "%s", why);
+	if (s->flags & SMTPC_COMMANDS) {
+		smtpc_cmd_fail(s, why);
+		return;
+	}
 	if (code / 100 == 4 && strncmp(why, "4", 1) == 0)
 		snprintf(text, sizeof(text), "%s", why);
 	else
@@ -334,7 +338,7 @@ void smtpc_quit(struct smtpc *s)
 
 /* ---- libevent callbacks ---- */
 
-static void smtpc_leave(struct smtpc *s)
+void smtpc_leave(struct smtpc *s)
 {
 	if (--s->busy == 0 && s->dead)
 		smtpc_destroy(s);
@@ -406,7 +410,7 @@ void smtpc_readcb(struct bufferevent *bev, void *arg)
 	s->busy++;
 	smtpc_quickack_learn(s);
 	while (!s->dead && s->state != S_DONE && s->state != S_BODY &&
-	    s->state != S_HANDSHAKE) {
+	    s->state != S_HANDSHAKE && !s->cmd_hold) {
 		size_t n;
 		char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
 
@@ -487,7 +491,13 @@ void smtpc_eventcb(struct bufferevent *bev, short what, void *arg)
 				smtpc_leave(s);
 				return;
 			}
-			smtpc_ehlo(s);
+			if (s->flags & SMTPC_COMMANDS) {
+				if (smtpc_cmd_tls_done(s) < 0) {
+					smtpc_leave(s);
+					return;
+				}
+			} else
+				smtpc_ehlo(s);
 			/* Replies may already be waiting. */
 			smtpc_readcb(s->bev, s);
 		}
@@ -501,12 +511,24 @@ void smtpc_eventcb(struct bufferevent *bev, short what, void *arg)
 		if (e != 0)
 			ERR_error_string_n(e, buf, sizeof(buf));
 		s->st.tls_result = "failed";
-		if (smtpc_tls_required(s))
+		if ((s->flags & SMTPC_COMMANDS) &&
+		    bufferevent_openssl_get_ssl(s->bev) != NULL &&
+		    SSL_get_verify_result(bufferevent_openssl_get_ssl(s->bev)) !=
+		    X509_V_OK)
+			smtpc_fail(s, 451, "certificate verification failed: %s",
+			    X509_verify_cert_error_string(SSL_get_verify_result(
+			    bufferevent_openssl_get_ssl(s->bev))));
+		else if (smtpc_tls_required(s))
 			smtpc_fail(s, 451, "451 4.7.5 TLS failed with %s: %s",
 			    s->peer ? s->peer : "server", buf);
 		else
 			smtpc_fail(s, 451, "TLS failed with %s: %s",
 			    s->peer ? s->peer : "server", buf);
+	} else if ((s->flags & SMTPC_COMMANDS) && s->cmd_hold &&
+	    evbuffer_get_length(bufferevent_get_input(s->bev)) > 0) {
+		/* Replies read ahead come first; smtpc_expect fails then. */
+		s->cmd_eof = 1;
+		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
 	} else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		/* Replies that arrived before the close still count. */
 		if (!s->dead && s->state != S_BODY)
@@ -518,7 +540,7 @@ void smtpc_eventcb(struct bufferevent *bev, short what, void *arg)
 	smtpc_leave(s);
 }
 
-static void smtpc_deadline_cb(evutil_socket_t fd, short what, void *arg)
+void smtpc_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct smtpc *s = arg;
 

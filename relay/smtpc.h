@@ -35,6 +35,7 @@ struct tlspolicy;
 					 * by one without TCP_NODELAY */
 #define SMTPC_PROBE		0x20	/* recipient probes: MAIL, RCPT, then
 					 * RSET; each RCPT reply is the result */
+#define SMTPC_COMMANDS		0x40	/* command mode (smtpc_open) */
 
 /* Message flags (same values as QUEUE_F_*). */
 #define SMTPC_F_8BITMIME	0x1
@@ -54,6 +55,7 @@ struct tlspolicy;
 /* Limits of what the server may send. */
 #define SMTPC_MAX_LINE		4096	/* octets per reply line, CRLF included */
 #define SMTPC_MAX_LINES		100	/* lines per reply */
+#define SMTPC_MAX_REPLY		(64 * 1024)	/* octets per reply */
 #define SMTPC_MAX_TEXT		512	/* reply text kept for results/logs */
 #define SMTPC_MAX_RCPTS		100	/* recipients per transaction */
 
@@ -170,6 +172,51 @@ int smtpc_peer_has_dsn(const struct smtpc *s);
 /* 1 once the session fails what is left (connection lost, time limit):
  * a source should then hand out no messages it has not taken yet. */
 int smtpc_draining(const struct smtpc *s);
+
+/*
+ * ---- command mode: the caller's dialogue (odpull) ----
+ *
+ * The same client (reply reader, limits, STARTTLS switch-over) without the
+ * delivery state machine: the caller writes each command and gets each
+ * whole reply back, for dialogues smtpc does not know (AUTH, ATRN, XWAIT,
+ * ETRN) or a relay command by command. Replies go through smtp_parse's
+ * reader (at most SMTPC_MAX_LINE octets a line, SMTPC_MAX_LINES lines).
+ * The caller bounds its waits (no deadline of smtpc's own but the TLS
+ * handshake's).
+ */
+struct smtp_reply;
+struct smtpc_cmd_cbs {
+	/* A whole reply (the greeting, or a command's); borrowed. */
+	void (*reply)(void *arg, const struct smtp_reply *r);
+	/* STARTTLS done and checked against the policy (smtpc_tls). */
+	void (*tls)(void *arg, const char *version, const char *verified);
+	/* The connection is unusable: closed, malformed or over-long reply,
+	 * TLS failure. No callback follows; smtpc_free it. */
+	void (*error)(void *arg, const char *why);
+};
+/* Start command mode on a connected bev (ownership passes to smtpc); the
+ * first reply awaited is the greeting. peer: SNI and name checks. */
+struct smtpc *smtpc_open(struct event_base *base, struct bufferevent *bev,
+    const char *peer, const struct smtpc_cmd_cbs *cbs, void *arg);
+/* The caller waits for the next reply: one reply callback per call (a
+ * reply read ahead is held until then). */
+void smtpc_expect(struct smtpc *s);
+/* Write one command line (CRLF added). */
+void smtpc_command(struct smtpc *s, const char *line, size_t len);
+/* Write octets as they are (message text being relayed). */
+void smtpc_write(struct smtpc *s, const void *data, size_t len);
+/* Octets written and not yet sent. */
+size_t smtpc_unsent(const struct smtpc *s);
+/*
+ * After a 220 to STARTTLS: the handshake (ctx; the policy is copied, NULL
+ * for may), then the tls or the error callback. -1 at once if the server
+ * sent anything after its 220 (that would be plaintext injected into the
+ * TLS session), or TLS cannot start.
+ */
+int smtpc_tls(struct smtpc *s, SSL_CTX *ctx, const struct tlspolicy *pol);
+/* Take the connection back (ODMR: after ATRN the roles reverse); unread
+ * input stays in it. Frees the smtpc; *s = NULL. Not inside a callback. */
+struct bufferevent *smtpc_detach(struct smtpc **s);
 
 /* ---- helpers, exposed for tests and callers ---- */
 

@@ -13,6 +13,8 @@
 #include "smtp_parse.h"
 #include "smtpc.h"
 
+#include <event2/util.h>
+
 struct bufferevent;
 struct evbuffer;
 
@@ -34,6 +36,7 @@ enum smtpc_state {
 	S_DOT_DISCARD,	/* 354 with no recipient: "." sent, reply ignored */
 	S_QUIT,
 	S_IDLE,		/* probe: between questions, connection kept */
+	S_CMD,		/* command mode: each reply goes to the caller */
 	S_DONE
 };
 
@@ -49,6 +52,10 @@ struct smtpc {
 	struct event_base *base;
 	struct bufferevent *bev;
 	struct smtpc_source src;
+	struct smtpc_cmd_cbs cmd;	/* command mode (SMTPC_COMMANDS) */
+	int cmd_hold;		/* a reply was handed over: read no further
+				 * until smtpc_expect */
+	int cmd_eof;		/* closed with input still held */
 	void *arg;
 	char *helo;
 	char *peer;
@@ -67,6 +74,7 @@ struct smtpc {
 
 	/* reply being read (done: none yet), and the last one's text */
 	struct smtp_reply reply;
+	size_t rbytes;		/* octets of the reply being read */
 	char rtext[SMTPC_MAX_TEXT];
 
 	/* server capabilities (last EHLO) */
@@ -129,6 +137,10 @@ void smtpc_fail(struct smtpc *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void smtpc_quit(struct smtpc *s);
 void smtpc_ehlo(struct smtpc *s);
+void smtpc_starttls(struct smtpc *s);
+void smtpc_cmd_reply(struct smtpc *s);
+int smtpc_cmd_tls_done(struct smtpc *s);
+void smtpc_cmd_fail(struct smtpc *s, const char *why);
 void smtpc_setup_bev(struct smtpc *s);
 int smtpc_tls_required(const struct smtpc *s);
 void smtpc_next_tx(struct smtpc *s);
@@ -137,6 +149,9 @@ void smtpc_pump(struct smtpc *s);
 void smtpc_line(struct smtpc *s, const char *line, size_t len);
 void smtpc_readcb(struct bufferevent *bev, void *arg);
 void smtpc_writecb(struct bufferevent *bev, void *arg);
+void smtpc_leave(struct smtpc *s);
+void smtpc_destroy(struct smtpc *s);
+void smtpc_deadline_cb(evutil_socket_t fd, short what, void *arg);
 void smtpc_eventcb(struct bufferevent *bev, short what, void *arg);
 
 #endif

@@ -89,7 +89,7 @@ void smtpc_setup_bev(struct smtpc *s)
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 }
 
-static void smtpc_starttls(struct smtpc *s)
+void smtpc_starttls(struct smtpc *s)
 {
 	SSL *ssl = SSL_new(s->tls);
 	struct bufferevent *tb;
@@ -664,6 +664,10 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 {
 	int cls = smtpc_code_class(code);
 
+	if (s->state == S_CMD) {
+		smtpc_cmd_reply(s);
+		return;
+	}
 	if (code == 421 && s->state != S_QUIT) {
 		/* The server is closing the channel (RFC 5321 3.8). */
 		smtpc_fail(s, 421, "%s", text);
@@ -745,6 +749,7 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 	case S_HANDSHAKE:
 	case S_BODY:
 	case S_IDLE:
+	case S_CMD:
 	case S_DONE:
 		smtpc_fail(s, 451, "unexpected reply during %s: %s",
 		    smtpc_state_names[s->state], text);
@@ -791,8 +796,10 @@ void smtpc_line(struct smtpc *s, const char *line, size_t len)
 {
 	int rc;
 
-	if (s->reply.done)
+	if (s->reply.done) {
 		smtp_reply_init(&s->reply);
+		s->rbytes = 0;
+	}
 	rc = smtp_reply_feed(&s->reply, line, len);
 	if (rc < 0) {
 		char buf[128];
@@ -801,8 +808,11 @@ void smtpc_line(struct smtpc *s, const char *line, size_t len)
 		    log_sanitize(buf, sizeof(buf), line, 80));
 		return;
 	}
-	if (s->reply.nlines > SMTPC_MAX_LINES) {
-		smtpc_fail(s, 451, "reply of more than %d lines", SMTPC_MAX_LINES);
+	/* A peer must not keep us reading one endless reply. */
+	s->rbytes += len + 2;
+	if (s->reply.nlines > SMTPC_MAX_LINES || s->rbytes > SMTPC_MAX_REPLY) {
+		smtpc_fail(s, 451, "reply of more than %d lines or %d octets",
+		    SMTPC_MAX_LINES, SMTPC_MAX_REPLY);
 		return;
 	}
 	if (rc == 0)

@@ -25,7 +25,9 @@
 #include "xmalloc.h"
 #include "deliver.h"
 #include "log.h"
+#include "smtp_parse.h"
 #include "smtpc.h"
+#include "tlspolicy.h"
 
 /* ---- pure helpers ---- */
 
@@ -1274,6 +1276,289 @@ START_TEST(test_deliver_free_unleases)
 }
 END_TEST
 
+/* ---- command mode (odpull's client sides) ---- */
+
+struct cmdrun {
+	struct event_base *base;
+	struct smtp_reply r;
+	int replies, tls, errors;
+	char verified[16];
+	char why[256];
+};
+
+static void cmd_reply(void *arg, const struct smtp_reply *r)
+{
+	struct cmdrun *c = arg;
+
+	c->r = *r;
+	c->replies++;
+}
+
+static void cmd_tls(void *arg, const char *version, const char *verified)
+{
+	struct cmdrun *c = arg;
+
+	(void)version;
+	snprintf(c->verified, sizeof(c->verified), "%s", verified);
+	c->tls++;
+}
+
+static void cmd_error(void *arg, const char *why)
+{
+	struct cmdrun *c = arg;
+
+	snprintf(c->why, sizeof(c->why), "%s", why);
+	c->errors++;
+}
+
+static const struct smtpc_cmd_cbs cmd_cbs = { cmd_reply, cmd_tls, cmd_error };
+
+/* Run the loop until the counter reaches want, an error, or 2 s. */
+static void cmd_until(struct cmdrun *c, const int *counter, int want)
+{
+	for (int i = 0; i < 400 && *counter < want && c->errors == 0; i++) {
+		struct timeval tv = { 0, 5000 };
+
+		event_base_loopexit(c->base, &tv);
+		event_base_dispatch(c->base);
+	}
+}
+
+/* The server side is a raw socket the test writes to. */
+static struct smtpc *cmd_open(struct cmdrun *c, int sv[2])
+{
+	struct bufferevent *bev;
+
+	memset(c, 0, sizeof(*c));
+	c->base = event_base_new();
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	evutil_make_socket_nonblocking(sv[0]);
+	bev = bufferevent_socket_new(c->base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+	return smtpc_open(c->base, bev, "fake.test", &cmd_cbs, c);
+}
+
+static void srv_say(int fd, const char *s)
+{
+	ck_assert_int_eq(write(fd, s, strlen(s)), (ssize_t)strlen(s));
+}
+
+START_TEST(test_command_mode)
+{
+	struct cmdrun c;
+	struct smtpc *s;
+	struct bufferevent *bev;
+	char buf[256];
+	const char *t;
+	size_t len;
+	ssize_t n;
+	int sv[2];
+
+	s = cmd_open(&c, sv);
+	/* Greeting, then two replies in one segment: the second is held
+	 * until the caller asks for it. */
+	srv_say(sv[1], "220 fake ESMTP\r\n");
+	cmd_until(&c, &c.replies, 1);
+	ck_assert_int_eq(c.r.code, 220);
+	smtpc_command(s, "EHLO me", 7);
+	smtpc_expect(s);
+	srv_say(sv[1], "250-fake.test\r\n250-AUTH CRAM-MD5\r\n250 ATRN\r\n"
+	    "334 PDEyMz4=\r\n");
+	cmd_until(&c, &c.replies, 2);
+	ck_assert_int_eq(c.r.code, 250);
+	ck_assert_int_eq(c.r.nlines, 3);
+	t = smtp_reply_line(&c.r, 2, &len);
+	ck_assert(len == 4 && strncmp(t, "ATRN", 4) == 0);
+	for (int i = 0; i < 20; i++)
+		event_base_loop(c.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	ck_assert_int_eq(c.replies, 2);		/* held */
+	smtpc_expect(s);
+	cmd_until(&c, &c.replies, 3);
+	ck_assert_int_eq(c.r.code, 334);
+	n = read(sv[1], buf, sizeof(buf) - 1);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	ck_assert_str_eq(buf, "EHLO me\r\n");
+	/* Raw octets go as they are; unsent counts them until written. */
+	smtpc_write(s, "a\r\n.\r\n", 6);
+	ck_assert_uint_eq(smtpc_unsent(s), 6);
+	for (int i = 0; i < 20; i++)
+		event_base_loop(c.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(smtpc_unsent(s), 0);
+	n = read(sv[1], buf, sizeof(buf) - 1);
+	ck_assert_int_eq(n, 6);
+	/* Detach: what the server sent after stays in the connection. */
+	smtpc_expect(s);
+	srv_say(sv[1], "250 ok\r\nEHLO provider\r\n");
+	cmd_until(&c, &c.replies, 4);
+	ck_assert_int_eq(c.r.code, 250);
+	bev = smtpc_detach(&s);
+	ck_assert_ptr_null(s);
+	ck_assert_ptr_nonnull(bev);
+	bufferevent_enable(bev, EV_READ);
+	for (int i = 0; i < 100 && evbuffer_get_length(
+	    bufferevent_get_input(bev)) < 15; i++)
+		event_base_loop(c.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	ck_assert_uint_eq(evbuffer_get_length(bufferevent_get_input(bev)), 15);
+	ck_assert_int_eq(c.replies, 4);
+	ck_assert_int_eq(c.errors, 0);
+	bufferevent_free(bev);
+	close(sv[1]);
+	event_base_free(c.base);
+}
+END_TEST
+
+START_TEST(test_command_mode_errors)
+{
+	struct cmdrun c;
+	struct smtpc *s;
+	int sv[2];
+
+	/* A malformed reply fails the session, once. */
+	s = cmd_open(&c, sv);
+	srv_say(sv[1], "hello there\r\n");
+	cmd_until(&c, &c.errors, 1);
+	ck_assert_int_eq(c.errors, 1);
+	ck_assert_ptr_nonnull(strstr(c.why, "malformed reply"));
+	ck_assert_int_eq(c.replies, 0);
+	smtpc_free(&s);
+	close(sv[1]);
+	event_base_free(c.base);
+
+	/* A reply read ahead of a close still comes, then the error. */
+	s = cmd_open(&c, sv);
+	srv_say(sv[1], "220 a\r\n221 bye\r\n");
+	close(sv[1]);
+	cmd_until(&c, &c.replies, 1);
+	ck_assert_int_eq(c.r.code, 220);
+	for (int i = 0; i < 20; i++)
+		event_base_loop(c.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	ck_assert_int_eq(c.errors, 0);
+	smtpc_expect(s);
+	cmd_until(&c, &c.replies, 2);
+	ck_assert_int_eq(c.r.code, 221);
+	smtpc_expect(s);
+	cmd_until(&c, &c.errors, 1);
+	ck_assert_int_eq(c.errors, 1);
+	ck_assert_ptr_nonnull(strstr(c.why, "connection lost"));
+	smtpc_free(&s);
+	event_base_free(c.base);
+
+	/* More than SMTPC_MAX_LINES lines. */
+	s = cmd_open(&c, sv);
+	for (int i = 0; i < SMTPC_MAX_LINES; i++)
+		srv_say(sv[1], "250-x\r\n");
+	srv_say(sv[1], "250 x\r\n");
+	cmd_until(&c, &c.errors, 1);
+	ck_assert_int_eq(c.replies, 0);
+	ck_assert_ptr_nonnull(strstr(c.why, "more than"));
+	smtpc_free(&s);
+	close(sv[1]);
+	event_base_free(c.base);
+
+	/* More than SMTPC_MAX_REPLY octets in fewer lines (the loop runs
+	 * between the writes, so the socket buffer never fills up). */
+	s = cmd_open(&c, sv);
+	{
+		static char line[4001];
+
+		memset(line, 'x', sizeof(line) - 1);
+		memcpy(line, "250-", 4);
+		line[sizeof(line) - 3] = '\r';
+		line[sizeof(line) - 2] = '\n';
+		for (int i = 0; i < 20 && c.errors == 0; i++) {
+			ck_assert_int_eq(write(sv[1], line, sizeof(line) - 1),
+			    (ssize_t)sizeof(line) - 1);
+			for (int k = 0; k < 10; k++)
+				event_base_loop(c.base, EVLOOP_ONCE |
+				    EVLOOP_NONBLOCK);
+		}
+	}
+	cmd_until(&c, &c.errors, 1);
+	ck_assert_int_eq(c.replies, 0);
+	ck_assert_ptr_nonnull(strstr(c.why, "octets"));
+	smtpc_free(&s);
+	close(sv[1]);
+	event_base_free(c.base);
+
+	/* Octets after the 220 to STARTTLS: no handshake. */
+	s = cmd_open(&c, sv);
+	srv_say(sv[1], "220 go ahead\r\n250 injected\r\n");
+	cmd_until(&c, &c.replies, 1);
+	for (int i = 0; i < 20; i++)
+		event_base_loop(c.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	ck_assert_int_eq(smtpc_tls(s, NULL, NULL), -1);
+	smtpc_free(&s);
+	close(sv[1]);
+	event_base_free(c.base);
+}
+END_TEST
+
+START_TEST(test_command_mode_starttls)
+{
+	static struct fake f;
+	struct cmdrun c;
+	struct smtpc *s;
+	struct tlspolicy pol;
+	SSL_CTX *sctx = test_server_ctx();
+	SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+	char err[200];
+
+	memset(&c, 0, sizeof(c));
+	memset(&f, 0, sizeof(f));
+	c.base = event_base_new();
+	f.tls = sctx;
+	f.ehlo = "250 fake.test\r\n";
+	s = smtpc_open(c.base, fake_open(c.base, &f), "fake.test", &cmd_cbs, &c);
+	cmd_until(&c, &c.replies, 1);
+	smtpc_command(s, "EHLO me", 7);
+	smtpc_expect(s);
+	cmd_until(&c, &c.replies, 2);
+	smtpc_command(s, "STARTTLS", 8);
+	smtpc_expect(s);
+	cmd_until(&c, &c.replies, 3);
+	ck_assert_int_eq(c.r.code, 220);
+	/* Encrypt: no certificate check, so the self-signed one passes. */
+	ck_assert_int_eq(tlspolicy_init(&pol, TLSPOLICY_ENCRYPT, NULL, NULL,
+	    err, sizeof(err)), 0);
+	ck_assert_int_eq(smtpc_tls(s, cctx, &pol), 0);
+	cmd_until(&c, &c.tls, 1);
+	ck_assert_msg(c.tls == 1, "%s", c.why);
+	ck_assert_str_eq(c.verified, "no");
+	smtpc_command(s, "EHLO me", 7);
+	smtpc_expect(s);
+	cmd_until(&c, &c.replies, 4);
+	ck_assert_int_eq(c.r.code, 250);
+	ck_assert_int_eq(f.tls_on, 1);
+	smtpc_free(&s);
+	fake_close(&f);
+	event_base_free(c.base);
+
+	/* A wrong pin: the error, never the tls callback. */
+	memset(&c, 0, sizeof(c));
+	memset(&f, 0, sizeof(f));
+	c.base = event_base_new();
+	f.tls = sctx;
+	s = smtpc_open(c.base, fake_open(c.base, &f), "fake.test", &cmd_cbs, &c);
+	cmd_until(&c, &c.replies, 1);
+	smtpc_command(s, "STARTTLS", 8);
+	smtpc_expect(s);
+	cmd_until(&c, &c.replies, 2);
+	ck_assert_int_eq(tlspolicy_init(&pol, TLSPOLICY_FINGERPRINT, NULL,
+	    "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+	    err, sizeof(err)), 0);
+	ck_assert_int_eq(smtpc_tls(s, cctx, &pol), 0);
+	cmd_until(&c, &c.errors, 1);
+	ck_assert_int_eq(c.tls, 0);
+	ck_assert_int_eq(c.errors, 1);
+	ck_assert_msg(strncmp(c.why, "451", 3) != 0, "%s", c.why);
+	smtpc_free(&s);
+	fake_close(&f);
+	event_base_free(c.base);
+	SSL_CTX_free(sctx);
+	SSL_CTX_free(cctx);
+}
+END_TEST
+
 static Suite *smtpc_suite(void)
 {
 	Suite *s = suite_create("smtpc");
@@ -1298,6 +1583,9 @@ static Suite *smtpc_suite(void)
 	tcase_add_test(tc, test_trickle_deadline);
 	tcase_add_test(tc, test_dsn_params);
 	tcase_add_test(tc, test_starttls);
+	tcase_add_test(tc, test_command_mode);
+	tcase_add_test(tc, test_command_mode_errors);
+	tcase_add_test(tc, test_command_mode_starttls);
 	suite_add_tcase(s, tc);
 	tc = tcase_create("deliver");
 	tcase_set_timeout(tc, 30);
