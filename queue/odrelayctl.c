@@ -89,11 +89,9 @@ int ctl_usage(void)
 
 /* ---- argument checks ---- */
 
-/*
- * A domain given on the command line: it goes into a control line, so no
- * white space or control characters, and a sane length.
- */
-int ctl_domain_arg_ok(const char *d)
+/* An argument that goes into a control line: no white space or control
+ * characters, and a sane length. */
+int ctl_word_arg_ok(const char *d)
 {
 	const unsigned char *p;
 
@@ -103,6 +101,24 @@ int ctl_domain_arg_ok(const char *d)
 		if (*p <= 0x20 || *p == 0x7f)
 			return 0;
 	return 1;
+}
+
+/*
+ * A domain given on the command line: a domain's syntax (one trailing dot
+ * allowed), which also makes it such a word. A malformed one is a usage
+ * error (odrelayctl(8), exit 2), not a domain that merely has no mail.
+ */
+int ctl_domain_arg_ok(const char *d)
+{
+	char buf[256];
+	size_t n = strlen(d);
+
+	if (n == 0 || n >= sizeof(buf))
+		return 0;
+	memcpy(buf, d, n + 1);
+	if (n > 1 && buf[n - 1] == '.')
+		buf[n - 1] = '\0';
+	return util_domain_valid(buf);
 }
 
 /* ---- configuration and queue ---- */

@@ -753,6 +753,10 @@ int ctl_cmd_passwd(int argc, char **argv)
 	if (strcmp(argv[1], "del") == 0) {
 		if (argc != 3)
 			return ctl_usage();
+		if (!passwd_name_valid(argv[2])) {
+			ctl_err("invalid user name");
+			return CTL_EXIT_USAGE;
+		}
 		if ((cfg = ctl_config()) == NULL)
 			return CTL_EXIT_FAIL;
 		rc = passwd_file_del(cfg->passwd_file, argv[2], err,
@@ -968,7 +972,7 @@ int ctl_cmd_recipients(int argc, char **argv)
 {
 	if (argc >= 2 && strcmp(argv[1], "forget") == 0) {
 		if (argc < 3 || argc > 4 || !ctl_domain_arg_ok(argv[2]) ||
-		    (argc == 4 && (!ctl_domain_arg_ok(argv[3]) ||
+		    (argc == 4 && (!ctl_word_arg_ok(argv[3]) ||
 		    strchr(argv[3], '@') == NULL))) {
 			ctl_err("usage: recipients forget DOMAIN [ADDRESS]");
 			return CTL_EXIT_USAGE;

@@ -342,6 +342,58 @@ def test_recipients_listing_list_entries_never_expire():
 		subprocess.run(["rm", "-rf", tmp])
 
 
+def test_ctl_malformed_domain_or_user_is_usage_error():
+	"""odrelayctl(8): exit 2 for "a malformed queue id, domain or user
+	name". A malformed domain (bad..domain) got exit 1 from flush and
+	recipients, 0 from queue and delete --domain (an empty listing, as if
+	it merely had no mail); passwd del of a malformed name exit 1."""
+	tmp = tempfile.mkdtemp(prefix="review3-ctl-")
+	conf = os.path.join(tmp, "odrelay.conf")
+	try:
+		with open(conf, "w") as f:
+			f.write("hostname = relay.test\nqueue_dir = q\n"
+			    "odmr_listen =\nsmtp_listen = 127.0.0.1:1\n"
+			    "passwd_file = passwd\n"
+			    "[domain example.org]\nhold = yes\n")
+		for args in (["flush", "bad..domain"], ["queue", "bad..domain"],
+		    ["queue", "--json", "-x.example"],
+		    ["delete", "--domain", "bad..domain"],
+		    ["recipients", "bad..domain"],
+		    ["recipients", "forget", "bad..domain"],
+		    ["passwd", "del", "bad:name"]):
+			r = run([prog("odrelayctl"), "-c", conf] + args)
+			check(r.returncode == 2, "odrelayctl %s: exit %d, want 2\n%s"
+			    % (" ".join(args), r.returncode, r.out[:400]))
+		# Well-formed ones are not usage errors (no daemon: flush 1).
+		for args, want in ((["queue", "example.org."], (0, 1)),
+		    (["flush", "EXAMPLE.ORG"], (1,)),
+		    (["recipients", "forget", "example.org", "a@example.org"],
+		        (0, 1))):
+			r = run([prog("odrelayctl"), "-c", conf] + args)
+			check(r.returncode in want, "odrelayctl %s: exit %d\n%s"
+			    % (" ".join(args), r.returncode, r.out[:400]))
+	finally:
+		subprocess.run(["rm", "-rf", tmp])
+
+
+def test_odpull_domain_trailing_dot():
+	"""`odpull --domain example.org.` sent `ATRN example.org.`, which
+	RFC 2645's syntax (and odrelayd) refuse with 501: exit 1 where the
+	same name works for ETRN."""
+	with PullFixture("review3-odpull-dot", extra="auth_delay_max = 0\n",
+	    domains=DOMAINS, start=False) as d:
+		add_user(d, "demo", "demo", "example.org")
+		d.start()
+		env = dict(os.environ, ODPULL_PASSWORD="demo")
+		r = subprocess.run([prog("odpull"), "--server", "127.0.0.1:%d"
+		    % d.odmr_port, "--user", "demo", "--tls", "none", "--domain",
+		    "example.org.", "--deliver", "127.0.0.1:1"], env=env,
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+		out = r.stdout.decode(errors="replace")
+		check(r.returncode == 0 and "no mail" in out, "odpull --domain "
+		    "example.org.: exit %d\n%s" % (r.returncode, out))
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -353,4 +405,6 @@ if __name__ == "__main__":
 		test_odpull_malformed_arguments_are_usage_errors,
 		test_odmr_nul_in_sasl_exchange_ends_it,
 		test_recipients_listing_list_entries_never_expire,
+		test_ctl_malformed_domain_or_user_is_usage_error,
+		test_odpull_domain_trailing_dot,
 	], "review3")
