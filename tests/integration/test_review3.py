@@ -376,6 +376,24 @@ def test_ctl_malformed_domain_or_user_is_usage_error():
 		subprocess.run(["rm", "-rf", tmp])
 
 
+def test_odpull_domain_trailing_dot():
+	"""`odpull --domain example.org.` sent `ATRN example.org.`, which
+	RFC 2645's syntax (and odrelayd) refuse with 501: exit 1 where the
+	same name works for ETRN."""
+	with PullFixture("review3-odpull-dot", extra="auth_delay_max = 0\n",
+	    domains=DOMAINS, start=False) as d:
+		add_user(d, "demo", "demo", "example.org")
+		d.start()
+		env = dict(os.environ, ODPULL_PASSWORD="demo")
+		r = subprocess.run([prog("odpull"), "--server", "127.0.0.1:%d"
+		    % d.odmr_port, "--user", "demo", "--tls", "none", "--domain",
+		    "example.org.", "--deliver", "127.0.0.1:1"], env=env,
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+		out = r.stdout.decode(errors="replace")
+		check(r.returncode == 0 and "no mail" in out, "odpull --domain "
+		    "example.org.: exit %d\n%s" % (r.returncode, out))
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -388,4 +406,5 @@ if __name__ == "__main__":
 		test_odmr_nul_in_sasl_exchange_ends_it,
 		test_recipients_listing_list_entries_never_expire,
 		test_ctl_malformed_domain_or_user_is_usage_error,
+		test_odpull_domain_trailing_dot,
 	], "review3")
