@@ -877,11 +877,11 @@ static int odmr_session_limit(struct odmr_session *s)
 
 /*
  * A line that cannot be a command (overlong, or with a NUL): while waiting
- * it ends the wait like any other; else reply, count the error, and
- * (cancel_auth) end a SASL exchange it was part of.
+ * it ends the wait like any other; else reply and count the error. The
+ * 500 ends a SASL exchange for the client (RFC 4954): its next line is a
+ * command, not SASL data.
  */
-static void odmr_bad_line(struct odmr_session *s, const char *reply,
-    int cancel_auth)
+static void odmr_bad_line(struct odmr_session *s, const char *reply)
 {
 	if (s->state == ODMR_WAITING) {
 		odmr_waiting_line(s, "");
@@ -889,7 +889,7 @@ static void odmr_bad_line(struct odmr_session *s, const char *reply,
 	}
 	odmr_reply(s, "%s", reply);
 	(void)odmr_count_error(s);
-	if (cancel_auth && s->state == ODMR_AUTH_EXCHANGE) {
+	if (s->state == ODMR_AUTH_EXCHANGE) {
 		authc_cancel(&s->sasl);
 		s->state = ODMR_INITIAL;
 	}
@@ -915,12 +915,12 @@ void odmr_read_cb(struct bufferevent *bev, void *arg)
 			break;
 		if (r == LINEIO_LONG) {
 			lineio_skip(&s->lines, in, len);
-			odmr_bad_line(s, "500 5.5.2 Line too long", 1);
+			odmr_bad_line(s, "500 5.5.2 Line too long");
 			continue;
 		}
 		len = lineio_take(in, len, line, sizeof(line) - 1);
 		if (memchr(line, '\0', len) != NULL) {
-			odmr_bad_line(s, "500 5.5.2 Syntax error", 0);
+			odmr_bad_line(s, "500 5.5.2 Syntax error");
 			continue;
 		}
 		if (s->bev == bev)

@@ -311,6 +311,11 @@ static int set_option(const char *key, const char *val)
 				free(copy);
 				return -1;
 			}
+			/* "example.org." is example.org; ATRN takes no final dot
+			 * (RFC 2645), ETRN either. */
+			if (tok[0] != '#' && strlen(tok) > 1 &&
+			    tok[strlen(tok) - 1] == '.')
+				tok[strlen(tok) - 1] = '\0';
 			strlist_add(&opt.domains, tok);
 		}
 		free(copy);
