@@ -173,7 +173,7 @@ static void on_auth_fd(void *arg, int fd)
  * parsed again by each odrelayctl). A slice at a time; a reload in the
  * middle ends the answer with a 451 (the list it walked is gone).
  */
-#define CONTROL_DOMAINS_SLICE 5000	/* about 0.5 ms */
+#define CONTROL_DOMAINS_SLICE 25000	/* about 0.5 ms */
 
 struct domlist {
 	struct daemon *d;
@@ -185,7 +185,8 @@ static int control_domains_slice(void *arg, struct evbuffer *out)
 {
 	struct domlist *dl = arg;
 	const struct config *cfg = dl->d->cfg;
-	size_t end;
+	char buf[16384];
+	size_t end, fill = 0;
 
 	if (dl->gen != dl->d->cfg_gen) {
 		evbuffer_add_printf(out, "451 configuration reloaded meanwhile, "
@@ -195,10 +196,24 @@ static int control_domains_slice(void *arg, struct evbuffer *out)
 	end = dl->next + CONTROL_DOMAINS_SLICE;
 	if (end > cfg->ndomains)
 		end = cfg->ndomains;
-	for (; dl->next < end; dl->next++)
-		evbuffer_add_printf(out, "250-%s %s\n",
-		    cfg->domains[dl->next].name,
-		    cfg->domains[dl->next].hold ? "hold" : "relay");
+	/* Lines gathered in buf, not printf'd one by one: the whole list
+	 * of 50,000 costs about a millisecond. */
+	for (; dl->next < end; dl->next++) {
+		const struct config_domain *cd = &cfg->domains[dl->next];
+		size_t len = strlen(cd->name);
+
+		if (fill + len + 16 > sizeof(buf)) {
+			evbuffer_add(out, buf, fill);
+			fill = 0;
+		}
+		memcpy(buf + fill, "250-", 4);
+		memcpy(buf + fill + 4, cd->name, len);
+		fill += 4 + len;
+		memcpy(buf + fill, cd->hold ? " hold\n" : " relay\n",
+		    cd->hold ? 6 : 7);
+		fill += cd->hold ? 6 : 7;
+	}
+	evbuffer_add(out, buf, fill);
 	if (dl->next < cfg->ndomains)
 		return 1;
 	evbuffer_add_printf(out, "250 %zu domains\n", cfg->ndomains);
@@ -218,9 +233,13 @@ static void control_domains(struct daemon *d, struct control_req *req)
 static void control_domain(struct daemon *d, const char *name,
     struct control_req *req)
 {
-	const struct config_domain *cd = config_domain_by_name(d->cfg, name);
+	const struct config_domain *cd;
 
-	if (cd == NULL)
+	if (*name == '\0') {
+		control_req_reply(req, "501 usage: domain NAME");
+		return;
+	}
+	if ((cd = config_domain_by_name(d->cfg, name)) == NULL)
 		control_req_reply(req, "550 not configured");
 	else
 		control_req_reply(req, "250 %s", cd->hold ? "hold" : "relay");

@@ -223,8 +223,41 @@ out:
 
 /* ---- configuration ---- */
 
+/* HOST[:PORT] / [IPv6][:PORT] that conn_connect will take: a malformed
+ * one is a usage error (exit 2), not a failed pull. */
+static int odpull_hostport_ok(const char *val)
+{
+	char host[256];
+	int port;
+
+	return util_split_hostport(val, host, sizeof(host), &port, 1) == 0 &&
+	    host[0] != '\0';
+}
+
+/* A domain (one trailing dot allowed), or ETRN's @domain and #queue. */
+static int odpull_domain_ok(const char *tok)
+{
+	char d[256];
+	size_t n;
+
+	if (tok[0] == '#')
+		return tok[1] != '\0';
+	if (tok[0] == '@')
+		tok++;
+	n = strlen(tok);
+	if (n == 0 || n >= sizeof(d))
+		return 0;
+	memcpy(d, tok, n + 1);
+	if (n > 1 && d[n - 1] == '.')
+		d[n - 1] = '\0';
+	return util_domain_valid(d);
+}
+
 static int set_option(const char *key, const char *val)
 {
+	if ((strcmp(key, "server") == 0 || strcmp(key, "deliver") == 0) &&
+	    !odpull_hostport_ok(val))
+		return -1;
 	if (strcmp(key, "server") == 0) {
 		/* Repeatable; the command line's replace the file's. */
 		if (opt.servers_cli == 1) {
@@ -252,8 +285,18 @@ static int set_option(const char *key, const char *val)
 		char *copy = xstrdup(val), *tok, *save = NULL;
 
 		for (tok = strtok_r(copy, " ,\t", &save); tok != NULL;
-		    tok = strtok_r(NULL, " ,\t", &save))
+		    tok = strtok_r(NULL, " ,\t", &save)) {
+			if (!odpull_domain_ok(tok)) {
+				free(copy);
+				return -1;
+			}
+			/* "example.org." is example.org; ATRN takes no final dot
+			 * (RFC 2645), ETRN either. */
+			if (tok[0] != '#' && strlen(tok) > 1 &&
+			    tok[strlen(tok) - 1] == '.')
+				tok[strlen(tok) - 1] = '\0';
 			strlist_add(&opt.domains, tok);
+		}
 		free(copy);
 	} else if (strcmp(key, "deliver") == 0) {
 		free(opt.deliver);

@@ -63,30 +63,33 @@ static size_t domstate_key(const char *domain, char *buf)
  * only one transaction at a time open a handle, and write transactions
  * are serialised with the writer thread's (which may be opening one).
  */
+static int domstate_setup(MDB_txn *txn, unsigned flags, void *arg)
+{
+	struct domstate *ds = arg;
+	int r;
+
+	(void)flags;	/* never created here: see above */
+	/* Through the queue: it reopens it after a compaction. */
+	r = queue_ext_dbi_open(ds->q, txn, "domstate", 0, &ds->db);
+	if (r == 0)
+		ds->have_db = 1;
+	else if (r == MDB_NOTFOUND) {
+		ds->absent = queue_ext_rdonly(ds->q);
+		r = 0;
+	}
+	return r;
+}
+
 struct domstate *domstate_open(struct queue *q, char *err, size_t errlen)
 {
 	struct domstate *ds = xcalloc(1, sizeof(*ds));
-	MDB_txn *txn;
-	int r;
 
 	ds->q = q;
 	ds->refs = 1;
-	r = mdb_txn_begin(queue_ext_env(ds->q), NULL,
-	    queue_ext_rdonly(q) ? MDB_RDONLY : 0, &txn);
-	if (r == 0) {
-		/* Through the queue: it reopens it after a compaction. */
-		r = queue_ext_dbi_open(q, txn, "domstate", 0, &ds->db);
-		if (r == 0)
-			ds->have_db = 1;
-		else if (r == MDB_NOTFOUND) {
-			ds->absent = queue_ext_rdonly(q);
-			r = 0;
-		}
-		r = queue_txn_end(txn, r);
-	}
-	if (r == 0)
+	/* domstate_setup sets absent: it is never created here */
+	if (queue_ext_setup(q, domstate_setup, ds, "domain state", err,
+	    errlen) == 0)
 		return ds;
-	snprintf(err, errlen, "domain state: %s", mdb_strerror(r));
 	free(ds);
 	return NULL;
 }

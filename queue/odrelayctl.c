@@ -89,11 +89,9 @@ int ctl_usage(void)
 
 /* ---- argument checks ---- */
 
-/*
- * A domain given on the command line: it goes into a control line, so no
- * white space or control characters, and a sane length.
- */
-int ctl_domain_arg_ok(const char *d)
+/* An argument that goes into a control line: no white space or control
+ * characters, and a sane length. */
+int ctl_word_arg_ok(const char *d)
 {
 	const unsigned char *p;
 
@@ -103,6 +101,24 @@ int ctl_domain_arg_ok(const char *d)
 		if (*p <= 0x20 || *p == 0x7f)
 			return 0;
 	return 1;
+}
+
+/*
+ * A domain given on the command line: a domain's syntax (one trailing dot
+ * allowed), which also makes it such a word. A malformed one is a usage
+ * error (odrelayctl(8), exit 2), not a domain that merely has no mail.
+ */
+int ctl_domain_arg_ok(const char *d)
+{
+	char buf[256];
+	size_t n = strlen(d);
+
+	if (n == 0 || n >= sizeof(buf))
+		return 0;
+	memcpy(buf, d, n + 1);
+	if (n > 1 && buf[n - 1] == '.')
+		buf[n - 1] = '\0';
+	return util_domain_valid(buf);
 }
 
 /* ---- configuration and queue ---- */
@@ -322,6 +338,9 @@ int ctl_domain_mode(const char *domain)
 	if (len > 1 && name[len - 1] == '.')
 		name[--len] = '\0';
 	util_lowercase(name);
+	/* No configured domain has blanks or control characters. */
+	if (!ctl_domain_arg_ok(name))
+		return CTL_MODE_NONE;
 	if (ctl_modes.have_all) {
 		struct ctl_mode_ent key = { name, 0 }, *e;
 
@@ -333,7 +352,7 @@ int ctl_domain_mode(const char *domain)
 		if (strcmp(ctl_modes.asked[k].name, name) == 0)
 			return ctl_modes.asked[k].mode;
 	if (ctl_modes.daemon >= 0 && ctl_modes.nasked < CTL_MODE_ASK_MAX &&
-	    (cfg = ctl_config()) != NULL && ctl_domain_arg_ok(name)) {
+	    (cfg = ctl_config()) != NULL) {
 		line = xasprintf("domain %s", name);
 		if (ctlclient_request(ctl_control_path(cfg, pbuf, sizeof(pbuf)),
 		    line, reply, sizeof(reply), err, sizeof(err)) < 0)

@@ -753,6 +753,10 @@ int ctl_cmd_passwd(int argc, char **argv)
 	if (strcmp(argv[1], "del") == 0) {
 		if (argc != 3)
 			return ctl_usage();
+		if (!passwd_name_valid(argv[2])) {
+			ctl_err("invalid user name");
+			return CTL_EXIT_USAGE;
+		}
 		if ((cfg = ctl_config()) == NULL)
 			return CTL_EXIT_FAIL;
 		rc = passwd_file_del(cfg->passwd_file, argv[2], err,
@@ -822,12 +826,19 @@ static int ctl_recip_entry(void *arg, const struct rcache_entry *e)
 		}
 		fputs("}", stdout);
 	} else {
-		gmtime_r(&t, &tm);
-		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", &tm);
+		/* The list's entries hold as long as the list: no date (0
+		 * read as one said "1970-01-01 (expired)"). */
+		if (e->source == RCACHE_SRC_LIST) {
+			util_strlcpy(when, "never", sizeof(when));
+		} else {
+			gmtime_r(&t, &tm);
+			strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%SZ", &tm);
+		}
 		ctl_put_text(stdout, e->addr);
 		printf("  %s  %s  expires %s%s\n", rcache_state_name(e->state),
 		    rcache_source_name(e->source), when,
-		    e->expires <= l->now ? " (expired)" : "");
+		    e->source != RCACHE_SRC_LIST && e->expires <= l->now ?
+		    " (expired)" : "");
 	}
 	l->n++;
 	return 0;
@@ -961,7 +972,7 @@ int ctl_cmd_recipients(int argc, char **argv)
 {
 	if (argc >= 2 && strcmp(argv[1], "forget") == 0) {
 		if (argc < 3 || argc > 4 || !ctl_domain_arg_ok(argv[2]) ||
-		    (argc == 4 && (!ctl_domain_arg_ok(argv[3]) ||
+		    (argc == 4 && (!ctl_word_arg_ok(argv[3]) ||
 		    strchr(argv[3], '@') == NULL))) {
 			ctl_err("usage: recipients forget DOMAIN [ADDRESS]");
 			return CTL_EXIT_USAGE;

@@ -56,6 +56,8 @@ void ctl_put_text(FILE *fp, const char *s);
 void ctl_put_cell(FILE *fp, const char *s, int width);
 void ctl_json_str(FILE *fp, const char *s);
 int ctl_finish_output(int status);
+/* 1: a word fit for a control line / a well-formed domain name. */
+int ctl_word_arg_ok(const char *d);
 int ctl_domain_arg_ok(const char *d);
 /* The global part of the configuration; ctl_config_full: all of it
  * (with the domain sections). NULL when not usable (reported). */

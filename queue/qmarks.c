@@ -32,35 +32,28 @@ static size_t qmarks_key(long age, char *buf, size_t size)
 	return n > 0 && (size_t)n < size ? (size_t)n : 0;
 }
 
+static int qmarks_setup(MDB_txn *txn, unsigned flags, void *arg)
+{
+	struct qmarks *m = arg;
+
+	/* Through the queue: it reopens it with this handle after a
+	 * compaction. */
+	return queue_ext_dbi_open(m->q, txn, QMARKS_DB, flags, &m->db);
+}
+
 struct qmarks *qmarks_open(struct queue *q, char *err, size_t errlen)
 {
 	struct qmarks *m = xcalloc(1, sizeof(*m));
-	int rdonly = queue_ext_rdonly(q), r;
-	MDB_txn *txn;
+	int r;
 
 	m->q = q;
-	r = mdb_txn_begin(queue_ext_env(q), NULL, rdonly ? MDB_RDONLY : 0, &txn);
-	if (r != 0)
-		goto fail;
-	/* Through the queue: it reopens it with this handle after a
-	 * compaction. */
-	r = queue_ext_dbi_open(q, txn, QMARKS_DB, rdonly ? 0 : MDB_CREATE,
-	    &m->db);
-	if (r == MDB_NOTFOUND && rdonly) {
-		m->absent = 1;
-		mdb_txn_abort(txn);
-		return m;
+	r = queue_ext_setup(q, qmarks_setup, m, "expiry marks", err, errlen);
+	if (r < 0) {
+		free(m);
+		return NULL;
 	}
-	if (r == 0)
-		r = mdb_txn_commit(txn);
-	else
-		mdb_txn_abort(txn);
-	if (r == 0)
-		return m;
-fail:
-	snprintf(err, errlen, "expiry marks: %s", mdb_strerror(r));
-	free(m);
-	return NULL;
+	m->absent = r > 0;
+	return m;
 }
 
 void qmarks_close(struct qmarks **m)

@@ -70,5 +70,15 @@ MDB_env *queue_ext_env(struct queue *q);
 int queue_ext_dbi_open(struct queue *q, MDB_txn *txn, const char *name,
     unsigned flags, MDB_dbi *dbi_r);
 int queue_ext_rdonly(const struct queue *q);
+/*
+ * A module's start-up transaction on its databases: fn opens them with
+ * queue_ext_dbi_open (flags: MDB_CREATE on a writable queue, else 0) and
+ * may read them; an LMDB code. Committed when fn returns 0. Returns 0,
+ * 1 when a read-only queue does not have them (never written), or -1
+ * with "WHAT: reason" in err.
+ */
+typedef int queue_ext_setup_fn(MDB_txn *txn, unsigned flags, void *arg);
+int queue_ext_setup(struct queue *q, queue_ext_setup_fn *fn, void *arg,
+    const char *what, char *err, size_t errlen);
 
 #endif

@@ -135,13 +135,22 @@ static int rcache_decode(const MDB_val *k, const MDB_val *v,
 	return 0;
 }
 
-static int rcache_dbi_open(struct rcache *rc, MDB_txn *txn, unsigned flags)
+/* Open both databases and find the newest stamp. */
+static int rcache_setup(MDB_txn *txn, unsigned flags, void *arg)
 {
+	struct rcache *rc = arg;
+	MDB_cursor *cur;
+	MDB_val k, v;
 	/* Through the queue: it reopens them after a compaction. */
 	int r = queue_ext_dbi_open(rc->q, txn, "rcpt", flags, &rc->db_rcpt);
 
 	if (r == 0)
 		r = queue_ext_dbi_open(rc->q, txn, "rcptage", flags, &rc->db_age);
+	if (r == 0 && (r = mdb_cursor_open(txn, rc->db_age, &cur)) == 0) {
+		if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
+			rc->last_stamp = queue_be64_get(k.mv_data);
+		mdb_cursor_close(cur);
+	}
 	return r;
 }
 
@@ -149,37 +158,18 @@ struct rcache *rcache_open(struct queue *q, unsigned long max_entries,
     char *err, size_t errlen)
 {
 	struct rcache *rc = xcalloc(1, sizeof(*rc));
-	MDB_txn *txn;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int r, rdonly = queue_ext_rdonly(q);
+	int r;
 
 	rc->q = q;
 	rc->max = max_entries;
 	rc->refs = 1;
-	/* At start-up only: the writer thread is idle, a short wait at most. */
-	r = mdb_txn_begin(queue_ext_env(rc->q), NULL, rdonly ? MDB_RDONLY : 0,
-	    &txn);
-	if (r != 0)
-		goto fail;
-	r = rcache_dbi_open(rc, txn, rdonly ? 0 : MDB_CREATE);
-	if (r == MDB_NOTFOUND && rdonly) {
-		rc->absent = 1;
-		mdb_txn_abort(txn);
-		return rc;
+	r = queue_ext_setup(q, rcache_setup, rc, "recipient cache", err, errlen);
+	if (r < 0) {
+		free(rc);
+		return NULL;
 	}
-	if (r == 0 && (r = mdb_cursor_open(txn, rc->db_age, &cur)) == 0) {
-		if (mdb_cursor_get(cur, &k, &v, MDB_LAST) == 0 && k.mv_size == 8)
-			rc->last_stamp = queue_be64_get(k.mv_data);
-		mdb_cursor_close(cur);
-	}
-	r = queue_txn_end(txn, r);
-	if (r == 0)
-		return rc;
-fail:
-	snprintf(err, errlen, "recipient cache: %s", mdb_strerror(r));
-	free(rc);
-	return NULL;
+	rc->absent = r > 0;
+	return rc;
 }
 
 void rcache_set_max(struct rcache *rc, unsigned long max_entries)

@@ -32,30 +32,26 @@ struct stscache_op {
 	unsigned char *val;
 };
 
+static int stscache_setup(MDB_txn *txn, unsigned flags, void *arg)
+{
+	struct stscache *c = arg;
+
+	return queue_ext_dbi_open(c->q, txn, STSCACHE_DB, flags, &c->db);
+}
+
 struct stscache *stscache_open(struct queue *q, char *err, size_t errlen)
 {
 	struct stscache *c = xcalloc(1, sizeof(*c));
-	int rdonly = queue_ext_rdonly(q), r;
-	MDB_txn *txn;
+	int r;
 
 	c->q = q;
-	r = mdb_txn_begin(queue_ext_env(q), NULL, rdonly ? MDB_RDONLY : 0, &txn);
-	if (r != 0)
-		goto fail;
-	r = queue_ext_dbi_open(q, txn, STSCACHE_DB, rdonly ? 0 : MDB_CREATE,
-	    &c->db);
-	if (r == MDB_NOTFOUND && rdonly) {
-		c->absent = 1;
-		mdb_txn_abort(txn);
-		return c;
+	r = queue_ext_setup(q, stscache_setup, c, "MTA-STS cache", err, errlen);
+	if (r < 0) {
+		free(c);
+		return NULL;
 	}
-	r = queue_txn_end(txn, r);
-	if (r == 0)
-		return c;
-fail:
-	snprintf(err, errlen, "MTA-STS cache: %s", mdb_strerror(r));
-	free(c);
-	return NULL;
+	c->absent = r > 0;
+	return c;
 }
 
 void stscache_close(struct stscache **c)

@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include <event2/util.h>
+
 #include "milter.h"
 #include "milter_proto.h"
 #include "queue.h"
@@ -190,6 +192,7 @@ const char *ms_qid(const struct milter_sess *ms);
 void mc_clear_mods(struct mconn *c);
 size_t ms_backlog(const struct milter_sess *ms);
 int mc_active(const struct mconn *c);
+int mc_busy(const struct mconn *c);
 struct evbuffer *mc_push(struct mconn *c, enum mc_stage stage,
     int want);
 void mc_pushed(struct mconn *c);
@@ -200,7 +203,17 @@ void mc_close(struct mconn *c);
 void mc_macros(struct mconn *c, char stage, const char *const *names,
     const char *const *values, size_t n);
 int mp_put(struct mconn *c);
+void mp_drop(struct mlink *ml);
+/* milter.c: filter sockets and connections */
+struct mlink *ml_new(struct event_base *base, int fd);
+void ml_free(struct mlink *ml);
+void ml_unlink(struct mlink **head, struct mlink *ml);
 void ml_quit(struct mlink *ml);
+void ml_quit_done(struct mlink *ml);
+void ml_quit_all(void);
+void ml_writecb(evutil_socket_t fd, short what, void *arg);
+void mc_timer_cb(evutil_socket_t fd, short what, void *arg);
+void mc_fail(struct mconn *c, const char *why);
 void ms_kick(struct milter_sess *ms);
 void ms_eom_finish(struct milter_sess *ms);
 

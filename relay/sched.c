@@ -12,7 +12,7 @@
  *   warning delay) a cursor walks the queue in id order, and ids begin
  *   with the arrival second; so each message is read about once per age,
  *   when it reaches it, in slices of a few milliseconds. Nothing walks the
- *   whole queue on a timer.
+ *   whole queue on a timer. (sched_expiry.c)
  * - ETRN and flush answer from the per-domain counters and read the
  *   domain's ids piece by piece as connections take them.
  *
@@ -40,6 +40,7 @@
 #include "dns.h"
 #include "log.h"
 #include "metrics.h"
+#include "mxwalk.h"
 #include "queue.h"
 #include "sched.h"
 #include "qmarks.h"
@@ -49,14 +50,10 @@
 #include "tlspolicy.h"
 #include "util.h"
 #include "xmalloc.h"
+#include "sched_private.h"
 
 #define SCHED_TICK_SEC		1	/* retry index scan (reads only what is due) */
-#define SCHED_ETRN_SLOTS	64	/* client IPs tracked for the rate limit */
 #define SCHED_MAX_BATCH		100	/* messages per connection before the next */
-#define SCHED_BOUNCE_RETURN	(256 * 1024)
-#define SCHED_SLICE_USEC	3000	/* event-loop time per expiry slice */
-#define SCHED_SLICE_MSGS	512
-#define SCHED_MARKS_SAVE_SEC	10	/* how often a long scan records where it is */
 
 /* One domain's delivery run: DNS, then up to N connections. */
 struct sched_run {
@@ -85,38 +82,12 @@ struct sched_conn {
 	struct deliver *running;	/* after deliver_start, until done */
 	struct bufferevent *bev;
 	struct sched_conn *prev_conn, *next_conn;
-	size_t target, addr;	/* position in run->res */
+	struct mxwalk walk;	/* position in run->res, TLS policies */
 	char peer[300];
 	char relay[300];	/* peer for the log: [ip]:port, host[ip]:port */
-	/* TLS policy of the current target, when it needs DNS (tlsfind). */
-	struct tlsfind *tf;
-	struct tlspolicy *pol;
-	size_t pol_target;	/* the target pol is for (valid if pol) */
 	char tls_err[300];	/* a host skipped for its TLS policy */
 };
 
-struct sched {
-	struct event_base *base;
-	struct config *cfg;
-	struct queue *q;
-	struct dns *dns;
-	SSL_CTX *client_tls;
-	struct event *tick;
-	struct event *expiry_ev;	/* the next expiry slice, next turn */
-	long *ages;		/* distinct ages that need a look, ascending */
-	char (*marks)[QUEUE_ID_LEN + 1];	/* per age: messages read so far */
-	size_t nages;
-	struct timespec slice_start;
-	int slice_over;
-	struct qmarks *qmarks;	/* where they are kept; NULL: not kept */
-	time_t marks_saved;	/* when the marks were last written */
-	int marks_dirty;	/* moved since */
-	struct sched_run *runs;
-	struct sched_conn *conns;
-	size_t active_conns;
-	int shutting_down;
-	struct util_rate_slot etrn[SCHED_ETRN_SLOTS];
-};
 
 static void sched_run_continue(struct sched_run *run);
 static void sched_run_maybe_free(struct sched_run *run);
@@ -182,8 +153,7 @@ static void sched_conn_abort(struct sched_conn *c)
 		deliver_free(&c->d);
 	if (c->running != NULL)
 		deliver_free(&c->running);
-	tlsfind_cancel(&c->tf);
-	free(c->pol);
+	mxwalk_clear(&c->walk);
 	c->run->conns--;
 	c->run->s->active_conns--;
 	free(c);
@@ -203,7 +173,7 @@ static void sched_conn_done(void *arg, const struct deliver_summary *sum)
 	c->d = NULL;		/* deliver freed itself */
 	c->running = NULL;
 	sched_conn_unlink(c);
-	free(c->pol);
+	mxwalk_clear(&c->walk);
 	free(c);
 	run->s->active_conns--;
 	run->conns--;
@@ -218,8 +188,8 @@ static void sched_conn_tls(struct sched_conn *c, struct deliver *d)
 	struct tlspolicy *pol;
 	char err[200];
 
-	if (c->pol != NULL && c->pol_target == c->target) {
-		deliver_set_tls_policy(d, c->pol);
+	if (mxwalk_policy(&c->walk) != NULL) {
+		deliver_set_tls_policy(d, mxwalk_policy(&c->walk));
 		return;
 	}
 	pol = xmalloc(sizeof(*pol));
@@ -237,7 +207,7 @@ static void sched_conn_event(struct bufferevent *bev, short what, void *arg)
 
 	if (what & BEV_EVENT_CONNECTED) {
 		struct deliver *d = c->d;
-		const struct dns_target *t = &c->run->res->targets[c->target];
+		const struct dns_target *t = mxwalk_target(&c->walk);
 
 		c->bev = NULL;
 		c->d = NULL;
@@ -254,7 +224,7 @@ static void sched_conn_event(struct bufferevent *bev, short what, void *arg)
 	    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	bufferevent_free(c->bev);
 	c->bev = NULL;
-	c->addr++;
+	mxwalk_next_addr(&c->walk);
 	sched_conn_try(c);
 }
 
@@ -264,23 +234,16 @@ static void sched_conn_tls_found(void *arg, const struct tlspolicy *pol,
 {
 	struct sched_conn *c = arg;
 
-	c->tf = NULL;
-	if (pol != NULL) {
-		if (c->pol == NULL)
-			c->pol = xmalloc(sizeof(*c->pol));
-		*c->pol = *pol;
-		c->pol_target = c->target;
-	} else {
-		log_info("%s: not using %s: %s", c->run->domain,
-		    c->run->res->targets[c->target].host, why);
+	if (pol == NULL) {
+		const char *host = mxwalk_target(&c->walk)->host;
+
+		log_info("%s: not using %s: %s", c->run->domain, host, why);
 		/* The log line at the end names the host refused last. */
-		snprintf(c->peer, sizeof(c->peer), "%s",
-		    c->run->res->targets[c->target].host);
+		snprintf(c->peer, sizeof(c->peer), "%s", host);
 		snprintf(c->tls_err, sizeof(c->tls_err), "%s", why);
 		metrics_inc(METRIC_DELIVERY_TLS, "failed");
-		c->target++;
-		c->addr = 0;
 	}
+	mxwalk_found(&c->walk, pol);
 	sched_conn_try(c);
 }
 
@@ -288,50 +251,29 @@ static void sched_conn_tls_found(void *arg, const struct tlspolicy *pol,
 static void sched_conn_try(struct sched_conn *c)
 {
 	struct sched_run *run = c->run;
-	const struct dns_result *res = run->res;
-	struct timeval tv = { 30, 0 };
+	const struct sockaddr *sa;
 
-	while (c->target < res->ntargets) {
-		const struct dns_target *t = &res->targets[c->target];
+	while ((sa = mxwalk_addr(&c->walk)) != NULL) {
+		const struct dns_target *t = mxwalk_target(&c->walk);
+		char ip[64];
 
-		if (c->addr < t->naddrs) {
-			const struct sockaddr *sa = (const struct sockaddr *)&t->addrs[c->addr];
-			char ip[64];
-
-			if ((c->pol == NULL || c->pol_target != c->target) &&
-			    tlsfind_needed(run->s->cfg, run->domain, run->routed)) {
-				/* DANE or MTA-STS: what DNS says first. */
-				c->tf = tlsfind_host(run->s->dns, run->s->cfg,
-				    run->domain, t->host, sa->sa_family == AF_INET6 ?
-				    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
-				    ntohs(((const struct sockaddr_in *)sa)->sin_port),
-				    sched_conn_tls_found, c);
-				return;
-			}
-
-			util_sockaddr_ip(sa, ip, sizeof(ip));
-			snprintf(c->peer, sizeof(c->peer), "%s[%s]:%d", t->host, ip,
-			    sa->sa_family == AF_INET6 ?
-			    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
-			    ntohs(((const struct sockaddr_in *)sa)->sin_port));
-			/* A route given as an address is named by it alone. */
-			snprintf(c->relay, sizeof(c->relay), "%s",
-			    strcmp(t->host, ip) == 0 ? strchr(c->peer, '[') :
-			    c->peer);
-			c->bev = bufferevent_socket_new(run->s->base, -1, BEV_OPT_CLOSE_ON_FREE);
-			bufferevent_setcb(c->bev, NULL, NULL, sched_conn_event, c);
-			bufferevent_set_timeouts(c->bev, &tv, &tv);
-			if (bufferevent_socket_connect(c->bev, (struct sockaddr *)sa,
-			    sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
-			    sizeof(struct sockaddr_in)) == 0)
-				return;
-			bufferevent_free(c->bev);
-			c->bev = NULL;
-			c->addr++;
-			continue;
-		}
-		c->target++;
-		c->addr = 0;
+		if (mxwalk_need_policy(&c->walk, run->s->dns, run->s->cfg,
+		    run->domain, run->routed, sched_conn_tls_found, c))
+			return;
+		util_sockaddr_ip(sa, ip, sizeof(ip));
+		/* A 253-octet name with an IPv6 address could be cut: the
+		 * log line would show less, nothing else uses it. */
+		if (snprintf(c->peer, sizeof(c->peer), "%s[%s]:%d", t->host, ip,
+		    mxwalk_port(sa)) < 0)
+			c->peer[0] = '\0';
+		/* A route given as an address is named by it alone. */
+		snprintf(c->relay, sizeof(c->relay), "%s",
+		    strcmp(t->host, ip) == 0 ? strchr(c->peer, '[') : c->peer);
+		c->bev = mxwalk_connect(&c->walk, run->s->base, 30,
+		    sched_conn_event, c);
+		if (c->bev != NULL)
+			return;
+		mxwalk_next_addr(&c->walk);
 	}
 	/* Every address failed: temporary (RFC 5321 4.5.4.1: retry later). */
 	{
@@ -412,6 +354,7 @@ static int sched_run_start_conn(struct sched_run *run)
 	c = xcalloc(1, sizeof(*c));
 	c->run = run;
 	c->d = d;
+	mxwalk_start(&c->walk, run->res);
 	c->next_conn = s->conns;
 	if (s->conns != NULL)
 		s->conns->prev_conn = c;
@@ -770,282 +713,6 @@ void sched_flush(struct sched *s, const char *domain, char *reply, size_t replyl
 	else
 		snprintf(reply, replylen, "253 %ld messages for %s started", n, cd->name);
 	log_info("flush: domain=%s, source=control, messages=%ld", cd->name, n < 0 ? 0 : n);
-}
-
-/* ---- bounces and expiry ---- */
-
-static size_t sched_return_message(struct sched *s, const struct queue_envelope *env,
-    const char *status, const char *text, int only_expired, time_t now)
-{
-	struct queue_rcpt_update *ups;
-	struct bounce_rcpt *br;
-	struct queue_envelope benv;
-	char *body = NULL;
-	size_t i, n = 0, blen = 0;
-	int have_bounce;
-
-	if (queue_is_leased(s->q, env->id))
-		return 0;
-	ups = xcalloc(env->nrcpts, sizeof(*ups));
-	br = xcalloc(env->nrcpts, sizeof(*br));
-	for (i = 0; i < env->nrcpts; i++) {
-		const struct queue_rcpt *r = &env->rcpts[i];
-
-		if (r->state != QUEUE_RCPT_QUEUED)
-			continue;
-		if (only_expired) {
-			const struct config_domain *cd = config_domain_by_name(s->cfg, r->domain);
-			long life = cd ? cd->queue_lifetime : s->cfg->queue_lifetime;
-
-			if (env->arrival + life > now)
-				continue;
-		}
-		ups[n].index = i;
-		ups[n].state = QUEUE_RCPT_BOUNCED;
-		ups[n].reply = text;
-		br[n].index = i;
-		br[n].action = BOUNCE_FAILED;
-		br[n].status = status;
-		br[n].diagnostic = r->last_reply;
-		n++;
-	}
-	if (n > 0) {
-		have_bounce = bounce_build(s->cfg->hostname, env, br, n, s->q,
-		    SCHED_BOUNCE_RETURN, now, &benv, &body, &blen) == 0;
-		if (have_bounce)
-			bounce_route(&benv, s->cfg);
-		metrics_add(METRIC_BOUNCED, NULL, n);
-		for (i = 0; i < n; i++)
-			log_info("%s: to=<%s>, status=bounced (%s)%s", env->id,
-			    env->rcpts[ups[i].index].addr, text,
-			    have_bounce ? "" : ", no notice");
-		queue_update(s->q, env->id, ups, n, have_bounce ? &benv : NULL,
-		    body, blen, NULL, NULL);
-		if (have_bounce)
-			bounce_envelope_clear(&benv);
-		free(body);
-	}
-	free(ups);
-	free(br);
-	return n;
-}
-
-static void sched_delay_warn(struct sched *s, const struct queue_envelope *env, time_t now)
-{
-	struct queue_rcpt_update ups[64];
-	struct bounce_rcpt br[64];
-	struct queue_envelope benv;
-	char *body = NULL;
-	size_t i, n = 0, blen = 0;
-
-	if (s->cfg->delay_warning <= 0 || env->arrival + s->cfg->delay_warning > now ||
-	    queue_is_leased(s->q, env->id))
-		return;
-	for (i = 0; i < env->nrcpts && n < 64; i++) {
-		const struct queue_rcpt *r = &env->rcpts[i];
-		const struct config_domain *cd = config_domain_by_name(s->cfg, r->domain);
-
-		/* spec.md: no delay notices for held domains. */
-		if (r->state != QUEUE_RCPT_QUEUED || r->delay_warned || (cd && cd->hold))
-			continue;
-		memset(&ups[n], 0, sizeof(ups[n]));
-		memset(&br[n], 0, sizeof(br[n]));
-		ups[n].index = i;
-		ups[n].state = QUEUE_RCPT_QUEUED;
-		ups[n].reply = r->last_reply;
-		ups[n].next_attempt = r->next_attempt;
-		ups[n].delay_warned = 1;
-		br[n].index = i;
-		br[n].action = BOUNCE_DELAYED;
-		br[n].status = "4.4.7";
-		br[n].diagnostic = r->last_reply;
-		n++;
-	}
-	if (n == 0)
-		return;
-	if (bounce_build(s->cfg->hostname, env, br, n, s->q, 0, now, &benv, &body, &blen) == 0) {
-		bounce_route(&benv, s->cfg);
-		queue_update(s->q, env->id, ups, n, &benv, body, blen, NULL, NULL);
-		bounce_envelope_clear(&benv);
-		free(body);
-	} else {
-		queue_update(s->q, env->id, ups, n, NULL, NULL, 0, NULL, NULL);
-	}
-}
-
-static long sched_usec_since(const struct timespec *t0)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (long)(t.tv_sec - t0->tv_sec) * 1000000 +
-	    (t.tv_nsec - t0->tv_nsec) / 1000;
-}
-
-/* 1 = stop before this message (read again later), 0 = done with it. */
-static int sched_expiry_cb(void *arg, const struct queue_envelope *env)
-{
-	struct sched *s = arg;
-	time_t now = time(NULL);
-
-	if (sched_usec_since(&s->slice_start) > SCHED_SLICE_USEC) {
-		s->slice_over = 1;
-		return 1;
-	}
-	/* Being delivered: its state is about to change; look again when
-	 * the delivery is over (the cursor waits here). */
-	if (queue_is_leased(s->q, env->id))
-		return 1;
-	/* Both work from this snapshot: after a return, the delay notice
-	 * waits for a later pass, which sees the new state. */
-	if (sched_return_message(s, env, "5.4.7", "message expired (queue_lifetime)",
-	    1, now) == 0)
-		sched_delay_warn(s, env, now);
-	return 0;
-}
-
-static void sched_marks_save(struct sched *s, time_t now)
-{
-	for (size_t i = 0; i < s->nages; i++)
-		if (s->marks[i][0] != '\0')
-			qmarks_put(s->qmarks, s->ages[i], s->marks[i]);
-	s->marks_saved = now;
-	s->marks_dirty = 0;
-}
-
-/* At start: each age's scan goes on from where it was (the messages
- * before its mark were read by the previous run). */
-static void sched_marks_load(struct sched *s)
-{
-	char err[256];
-
-	if ((s->qmarks = qmarks_open(s->q, err, sizeof(err))) == NULL)
-		log_error("queue: %s (scans will start over at each start)",
-		    err);
-	for (size_t i = 0; i < s->nages; i++)
-		(void)qmarks_get(s->qmarks, s->ages[i], s->marks[i]);
-	s->marks_saved = time(NULL);
-}
-
-/*
- * One slice: for each age, the messages that reached it since the last
- * look. Stops after SCHED_SLICE_USEC and continues in the next turn.
- */
-static void sched_expiry_slice(struct sched *s)
-{
-	time_t now = time(NULL);
-	size_t budget = SCHED_SLICE_MSGS;
-
-	clock_gettime(CLOCK_MONOTONIC, &s->slice_start);
-	s->slice_over = 0;
-	for (size_t i = 0; i < s->nages && budget > 0 && !s->slice_over; i++) {
-		int n = queue_scan(s->q, s->marks[i], now - s->ages[i], budget,
-		    sched_expiry_cb, s);
-
-		if (n > 0) {
-			budget -= (size_t)n;
-			s->marks_dirty = 1;
-		}
-	}
-	/* Where the scans are, for the next start: when they have caught
-	 * up, and now and then during a long one. */
-	if (s->marks_dirty && (!(budget == 0 || s->slice_over) ||
-	    now - s->marks_saved >= SCHED_MARKS_SAVE_SEC))
-		sched_marks_save(s, now);
-	if ((budget == 0 || s->slice_over) && !s->shutting_down) {
-		/* A timer, not event_active: the loop polls its sockets first. */
-		struct timeval zero = { 0, 0 };
-
-		evtimer_add(s->expiry_ev, &zero);
-	}
-}
-
-static void sched_expiry_next(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	sched_expiry_slice(arg);
-}
-
-static int sched_long_cmp(const void *a, const void *b)
-{
-	long x = *(const long *)a, y = *(const long *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-/*
- * The distinct ages (lifetimes, warning delay). An age that was there
- * before a reload keeps its cursor; a new one starts from the oldest
- * message.
- */
-static void sched_set_ages(struct sched *s)
-{
-	const struct config *cfg = s->cfg;
-	long *old_ages = s->ages;
-	char (*old_marks)[QUEUE_ID_LEN + 1] = s->marks;
-	size_t n = 0, old_n = s->nages, j = 0;
-
-	size_t cap = 2;
-	long last = cfg->queue_lifetime;
-
-	/* Most sections repeat a lifetime: keep the array and the sort
-	 * short (a 50,000-entry array at each reload made malloc work). */
-	for (size_t i = 0; i < cfg->ndomains; i++)
-		if (cfg->domains[i].queue_lifetime != cfg->queue_lifetime &&
-		    cfg->domains[i].queue_lifetime != last) {
-			last = cfg->domains[i].queue_lifetime;
-			cap++;
-		}
-	s->ages = xcalloc(cap, sizeof(*s->ages));
-	s->ages[n++] = cfg->queue_lifetime;
-	if (cfg->delay_warning > 0)
-		s->ages[n++] = cfg->delay_warning;
-	last = cfg->queue_lifetime;
-	for (size_t i = 0; i < cfg->ndomains; i++)
-		if (cfg->domains[i].queue_lifetime != cfg->queue_lifetime &&
-		    cfg->domains[i].queue_lifetime != last) {
-			last = cfg->domains[i].queue_lifetime;
-			s->ages[n++] = last;
-		}
-	qsort(s->ages, n, sizeof(*s->ages), sched_long_cmp);
-	s->nages = 0;
-	for (size_t i = 0; i < n; i++)
-		if (s->nages == 0 || s->ages[s->nages - 1] != s->ages[i])
-			s->ages[s->nages++] = s->ages[i];
-	s->marks = xcalloc(s->nages, sizeof(*s->marks));
-	/* Both lists ascending: carry the cursors of ages still there. */
-	for (size_t i = 0; i < s->nages && old_ages != NULL; i++) {
-		while (j < old_n && old_ages[j] < s->ages[i])
-			j++;
-		if (j < old_n && old_ages[j] == s->ages[i])
-			memcpy(s->marks[i], old_marks[j], sizeof(s->marks[i]));
-	}
-	free(old_ages);
-	free(old_marks);
-}
-
-void sched_bounce(struct sched *s, const char *id, char *reply, size_t replylen)
-{
-	struct queue_envelope *env = NULL;
-	int rc;
-
-	if (!queue_id_valid(id)) {
-		snprintf(reply, replylen, "501 bad queue id");
-		return;
-	}
-	rc = queue_get(s->q, id, &env);
-	if (rc != 1) {
-		snprintf(reply, replylen, "550 %s: no such message", id);
-		return;
-	}
-	if (queue_is_leased(s->q, id)) {
-		snprintf(reply, replylen, "450 %s: being delivered, try again", id);
-	} else {
-		sched_return_message(s, env, "5.0.0", "returned by the administrator", 0, time(NULL));
-		snprintf(reply, replylen, "250 %s: returned to sender", id);
-	}
-	queue_envelope_free(&env);
 }
 
 /* ---- retries of non-held mail ---- */

@@ -4,6 +4,7 @@ they cite, as a hostile user and a test author would read them. Each test
 here failed on the tree before its fix."""
 
 import base64
+import json
 import os
 import re
 import subprocess
@@ -245,6 +246,154 @@ def test_delivery_log_names_the_peer():
 			    % dsn[:3000])
 
 
+def test_odpull_malformed_arguments_are_usage_errors():
+	"""spec.md: odpull exits 2 on a usage error. A malformed --server
+	or --deliver (port 99999, "[::1" without its bracket) was found out
+	only when connecting, exit 1 as if the provider had failed; an
+	invalid --domain (bad..domain) was sent to the provider."""
+	env = dict(os.environ, ODPULL_PASSWORD="x")
+	for args, what in (
+	    (["--server", "127.0.0.1:99999", "--user", "u"], "--server"),
+	    (["--server", "[::1", "--user", "u"], "--server"),
+	    (["--server", "127.0.0.1:1", "--user", "u", "--deliver",
+	        "127.0.0.1:0"], "--deliver"),
+	    (["--server", "127.0.0.1:1", "--user", "u", "--domain",
+	        "bad..domain"], "--domain"),
+	    (["--etrn", "--server", "127.0.0.1:1", "--domain", "a,,b..c"],
+	        "--domain")):
+		r = subprocess.run([prog("odpull")] + args, env=env,
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+		out = r.stdout.decode(errors="replace")
+		check(r.returncode == 2 and what in out, "odpull %s: exit %d, "
+		    "want 2 naming %s\n%s" % (" ".join(args), r.returncode, what,
+		    out[:600]))
+	# Still accepted: a trailing dot, ETRN's @domain and #queue (exit 1:
+	# nothing listens on port 1).
+	for args in (["--server", "127.0.0.1:1", "--user", "u", "--domain",
+	    "example.org."], ["--etrn", "--server", "[::1]:1", "--domain",
+	    "@example.org,#queue"]):
+		r = subprocess.run([prog("odpull")] + args, env=env,
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+		check(r.returncode == 1, "odpull %s: exit %d, want 1\n%s"
+		    % (" ".join(args), r.returncode, r.stdout[:600]))
+
+
+def test_odmr_nul_in_sasl_exchange_ends_it():
+	"""A NUL in a SASL response on the ODMR port got "500 5.5.2" (a
+	final reply: the exchange is over for the client, RFC 4954), but the
+	server kept waiting for the response: the client's next command (QUIT
+	here) was taken as SASL data and answered 535 after the failure
+	delay, and every reply after it was one behind. Overlong lines were
+	already handled so."""
+	extra = "auth_delay_max = 0\n"
+	with PullFixture("review3-nul-sasl", extra=extra, domains=DOMAINS,
+	    start=False) as d:
+		add_user(d, "demo", "demo", "example.org")
+		d.start()
+		for mech in ("CRAM-MD5", "SCRAM-SHA-256"):
+			c = Conn(d.odmr_port)
+			try:
+				c.greet_ehlo()
+				c.expect(334, "AUTH " + mech)
+				c.send(b"YWJj\x00ZGVm\r\n")
+				code, text = c.reply()
+				check(code is not None and code >= 500, "NUL in a SASL "
+				    "response: %s %r" % (code, text))
+				c.expect(250, "NOOP", what="after the refused response")
+				# And the session still logs in.
+				code, text = c.cmd("AUTH CRAM-MD5")
+				check(code == 334, "AUTH again: %s %r" % (code, text))
+				c.expect(235, cram_response("demo", "demo", text[4:]))
+				c.expect(221, "QUIT")
+			finally:
+				c.close()
+
+
+def test_recipients_listing_list_entries_never_expire():
+	"""odrelayctl recipients DOMAIN showed each address of the domain's
+	recipients list or file as "expires 1970-01-01 00:00:00Z (expired)"
+	(its expiry is 0, "never", as the JSON form documents), telling the
+	operator that the list no longer applied."""
+	tmp = tempfile.mkdtemp(prefix="review3-rl-")
+	conf = os.path.join(tmp, "odrelay.conf")
+	try:
+		with open(os.path.join(tmp, "rcpts"), "w") as f:
+			f.write("a@office.example\nb@office.example\n")
+		with open(conf, "w") as f:
+			f.write("hostname = relay.test\nqueue_dir = q\n"
+			    "odmr_listen =\nsmtp_listen = 127.0.0.1:1\n"
+			    "[domain office.example]\nhold = yes\n"
+			    "recipients = learn\nrecipients_file = rcpts\n")
+		r = run([prog("odrelayctl"), "-c", conf, "recipients",
+		    "office.example"])
+		lines = [l for l in r.out.splitlines() if "@office.example" in l]
+		check(r.returncode == 0 and len(lines) == 2, "exit %d\n%s"
+		    % (r.returncode, r.out))
+		for l in lines:
+			check("list" in l and "expired" not in l and "1970" not in l,
+			    "list entry shown as expired: %r" % l)
+		r = run([prog("odrelayctl"), "-c", conf, "recipients", "--json",
+		    "office.example"])
+		j = json.loads(r.out)
+		check(sorted((e["address"], e["source"], e["expires"]) for e in j)
+		    == [("a@office.example", "list", 0),
+		    ("b@office.example", "list", 0)], "JSON: %r" % j)
+	finally:
+		subprocess.run(["rm", "-rf", tmp])
+
+
+def test_ctl_malformed_domain_or_user_is_usage_error():
+	"""odrelayctl(8): exit 2 for "a malformed queue id, domain or user
+	name". A malformed domain (bad..domain) got exit 1 from flush and
+	recipients, 0 from queue and delete --domain (an empty listing, as if
+	it merely had no mail); passwd del of a malformed name exit 1."""
+	tmp = tempfile.mkdtemp(prefix="review3-ctl-")
+	conf = os.path.join(tmp, "odrelay.conf")
+	try:
+		with open(conf, "w") as f:
+			f.write("hostname = relay.test\nqueue_dir = q\n"
+			    "odmr_listen =\nsmtp_listen = 127.0.0.1:1\n"
+			    "passwd_file = passwd\n"
+			    "[domain example.org]\nhold = yes\n")
+		for args in (["flush", "bad..domain"], ["queue", "bad..domain"],
+		    ["queue", "--json", "-x.example"],
+		    ["delete", "--domain", "bad..domain"],
+		    ["recipients", "bad..domain"],
+		    ["recipients", "forget", "bad..domain"],
+		    ["passwd", "del", "bad:name"]):
+			r = run([prog("odrelayctl"), "-c", conf] + args)
+			check(r.returncode == 2, "odrelayctl %s: exit %d, want 2\n%s"
+			    % (" ".join(args), r.returncode, r.out[:400]))
+		# Well-formed ones are not usage errors (no daemon: flush 1).
+		for args, want in ((["queue", "example.org."], (0, 1)),
+		    (["flush", "EXAMPLE.ORG"], (1,)),
+		    (["recipients", "forget", "example.org", "a@example.org"],
+		        (0, 1))):
+			r = run([prog("odrelayctl"), "-c", conf] + args)
+			check(r.returncode in want, "odrelayctl %s: exit %d\n%s"
+			    % (" ".join(args), r.returncode, r.out[:400]))
+	finally:
+		subprocess.run(["rm", "-rf", tmp])
+
+
+def test_odpull_domain_trailing_dot():
+	"""`odpull --domain example.org.` sent `ATRN example.org.`, which
+	RFC 2645's syntax (and odrelayd) refuse with 501: exit 1 where the
+	same name works for ETRN."""
+	with PullFixture("review3-odpull-dot", extra="auth_delay_max = 0\n",
+	    domains=DOMAINS, start=False) as d:
+		add_user(d, "demo", "demo", "example.org")
+		d.start()
+		env = dict(os.environ, ODPULL_PASSWORD="demo")
+		r = subprocess.run([prog("odpull"), "--server", "127.0.0.1:%d"
+		    % d.odmr_port, "--user", "demo", "--tls", "none", "--domain",
+		    "example.org.", "--deliver", "127.0.0.1:1"], env=env,
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+		out = r.stdout.decode(errors="replace")
+		check(r.returncode == 0 and "no mail" in out, "odpull --domain "
+		    "example.org.: exit %d\n%s" % (r.returncode, out))
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -253,4 +402,9 @@ if __name__ == "__main__":
 		test_check_errors_name_file_and_line,
 		test_ca_files_checked_and_relative,
 		test_delivery_log_names_the_peer,
+		test_odpull_malformed_arguments_are_usage_errors,
+		test_odmr_nul_in_sasl_exchange_ends_it,
+		test_recipients_listing_list_entries_never_expire,
+		test_ctl_malformed_domain_or_user_is_usage_error,
+		test_odpull_domain_trailing_dot,
 	], "review3")

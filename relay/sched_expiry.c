@@ -1,0 +1,317 @@
+/*
+ * sched_expiry - the scheduler's walk over the queue by age: messages
+ * past their queue_lifetime are returned (5.4.7), those past
+ * delay_warning get a notice, each read about once per age when it
+ * reaches it, in slices of a few milliseconds (see sched.c). Also
+ * odrelayctl's bounce.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+
+#include "bounce.h"
+#include "config.h"
+#include "deliver.h"
+#include "dns.h"
+#include "log.h"
+#include "metrics.h"
+#include "queue.h"
+#include "sched.h"
+#include "qmarks.h"
+#include "domstate.h"
+#include "selfaddr.h"
+#include "tlsfind.h"
+#include "tlspolicy.h"
+#include "util.h"
+#include "xmalloc.h"
+#include "sched_private.h"
+
+#define SCHED_BOUNCE_RETURN	(256 * 1024)
+#define SCHED_SLICE_USEC	3000	/* event-loop time per expiry slice */
+#define SCHED_SLICE_MSGS	512
+#define SCHED_MARKS_SAVE_SEC	10	/* how often a long scan records where it is */
+
+/* ---- bounces and expiry ---- */
+
+static size_t sched_return_message(struct sched *s, const struct queue_envelope *env,
+    const char *status, const char *text, int only_expired, time_t now)
+{
+	struct queue_rcpt_update *ups;
+	struct bounce_rcpt *br;
+	struct queue_envelope benv;
+	char *body = NULL;
+	size_t i, n = 0, blen = 0;
+	int have_bounce;
+
+	if (queue_is_leased(s->q, env->id))
+		return 0;
+	ups = xcalloc(env->nrcpts, sizeof(*ups));
+	br = xcalloc(env->nrcpts, sizeof(*br));
+	for (i = 0; i < env->nrcpts; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+
+		if (r->state != QUEUE_RCPT_QUEUED)
+			continue;
+		if (only_expired) {
+			const struct config_domain *cd = config_domain_by_name(s->cfg, r->domain);
+			long life = cd ? cd->queue_lifetime : s->cfg->queue_lifetime;
+
+			if (env->arrival + life > now)
+				continue;
+		}
+		ups[n].index = i;
+		ups[n].state = QUEUE_RCPT_BOUNCED;
+		ups[n].reply = text;
+		br[n].index = i;
+		br[n].action = BOUNCE_FAILED;
+		br[n].status = status;
+		br[n].diagnostic = r->last_reply;
+		n++;
+	}
+	if (n > 0) {
+		have_bounce = bounce_build(s->cfg->hostname, env, br, n, s->q,
+		    SCHED_BOUNCE_RETURN, now, &benv, &body, &blen) == 0;
+		if (have_bounce)
+			bounce_route(&benv, s->cfg);
+		metrics_add(METRIC_BOUNCED, NULL, n);
+		for (i = 0; i < n; i++)
+			log_info("%s: to=<%s>, status=bounced (%s)%s", env->id,
+			    env->rcpts[ups[i].index].addr, text,
+			    have_bounce ? "" : ", no notice");
+		queue_update(s->q, env->id, ups, n, have_bounce ? &benv : NULL,
+		    body, blen, NULL, NULL);
+		if (have_bounce)
+			bounce_envelope_clear(&benv);
+		free(body);
+	}
+	free(ups);
+	free(br);
+	return n;
+}
+
+static void sched_delay_warn(struct sched *s, const struct queue_envelope *env, time_t now)
+{
+	struct queue_rcpt_update ups[64];
+	struct bounce_rcpt br[64];
+	struct queue_envelope benv;
+	char *body = NULL;
+	size_t i, n = 0, blen = 0;
+
+	if (s->cfg->delay_warning <= 0 || env->arrival + s->cfg->delay_warning > now ||
+	    queue_is_leased(s->q, env->id))
+		return;
+	for (i = 0; i < env->nrcpts && n < 64; i++) {
+		const struct queue_rcpt *r = &env->rcpts[i];
+		const struct config_domain *cd = config_domain_by_name(s->cfg, r->domain);
+
+		/* spec.md: no delay notices for held domains. */
+		if (r->state != QUEUE_RCPT_QUEUED || r->delay_warned || (cd && cd->hold))
+			continue;
+		memset(&ups[n], 0, sizeof(ups[n]));
+		memset(&br[n], 0, sizeof(br[n]));
+		ups[n].index = i;
+		ups[n].state = QUEUE_RCPT_QUEUED;
+		ups[n].reply = r->last_reply;
+		ups[n].next_attempt = r->next_attempt;
+		ups[n].delay_warned = 1;
+		br[n].index = i;
+		br[n].action = BOUNCE_DELAYED;
+		br[n].status = "4.4.7";
+		br[n].diagnostic = r->last_reply;
+		n++;
+	}
+	if (n == 0)
+		return;
+	if (bounce_build(s->cfg->hostname, env, br, n, s->q, 0, now, &benv, &body, &blen) == 0) {
+		bounce_route(&benv, s->cfg);
+		queue_update(s->q, env->id, ups, n, &benv, body, blen, NULL, NULL);
+		bounce_envelope_clear(&benv);
+		free(body);
+	} else {
+		queue_update(s->q, env->id, ups, n, NULL, NULL, 0, NULL, NULL);
+	}
+}
+
+static long sched_usec_since(const struct timespec *t0)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long)(t.tv_sec - t0->tv_sec) * 1000000 +
+	    (t.tv_nsec - t0->tv_nsec) / 1000;
+}
+
+/* 1 = stop before this message (read again later), 0 = done with it. */
+static int sched_expiry_cb(void *arg, const struct queue_envelope *env)
+{
+	struct sched *s = arg;
+	time_t now = time(NULL);
+
+	if (sched_usec_since(&s->slice_start) > SCHED_SLICE_USEC) {
+		s->slice_over = 1;
+		return 1;
+	}
+	/* Being delivered: its state is about to change; look again when
+	 * the delivery is over (the cursor waits here). */
+	if (queue_is_leased(s->q, env->id))
+		return 1;
+	/* Both work from this snapshot: after a return, the delay notice
+	 * waits for a later pass, which sees the new state. */
+	if (sched_return_message(s, env, "5.4.7", "message expired (queue_lifetime)",
+	    1, now) == 0)
+		sched_delay_warn(s, env, now);
+	return 0;
+}
+
+void sched_marks_save(struct sched *s, time_t now)
+{
+	for (size_t i = 0; i < s->nages; i++)
+		if (s->marks[i][0] != '\0')
+			qmarks_put(s->qmarks, s->ages[i], s->marks[i]);
+	s->marks_saved = now;
+	s->marks_dirty = 0;
+}
+
+/* At start: each age's scan goes on from where it was (the messages
+ * before its mark were read by the previous run). */
+void sched_marks_load(struct sched *s)
+{
+	char err[256];
+
+	if ((s->qmarks = qmarks_open(s->q, err, sizeof(err))) == NULL)
+		log_error("queue: %s (scans will start over at each start)",
+		    err);
+	for (size_t i = 0; i < s->nages; i++)
+		(void)qmarks_get(s->qmarks, s->ages[i], s->marks[i]);
+	s->marks_saved = time(NULL);
+}
+
+/*
+ * One slice: for each age, the messages that reached it since the last
+ * look. Stops after SCHED_SLICE_USEC and continues in the next turn.
+ */
+void sched_expiry_slice(struct sched *s)
+{
+	time_t now = time(NULL);
+	size_t budget = SCHED_SLICE_MSGS;
+
+	clock_gettime(CLOCK_MONOTONIC, &s->slice_start);
+	s->slice_over = 0;
+	for (size_t i = 0; i < s->nages && budget > 0 && !s->slice_over; i++) {
+		int n = queue_scan(s->q, s->marks[i], now - s->ages[i], budget,
+		    sched_expiry_cb, s);
+
+		if (n > 0) {
+			budget -= (size_t)n;
+			s->marks_dirty = 1;
+		}
+	}
+	/* Where the scans are, for the next start: when they have caught
+	 * up, and now and then during a long one. */
+	if (s->marks_dirty && (!(budget == 0 || s->slice_over) ||
+	    now - s->marks_saved >= SCHED_MARKS_SAVE_SEC))
+		sched_marks_save(s, now);
+	if ((budget == 0 || s->slice_over) && !s->shutting_down) {
+		/* A timer, not event_active: the loop polls its sockets first. */
+		struct timeval zero = { 0, 0 };
+
+		evtimer_add(s->expiry_ev, &zero);
+	}
+}
+
+void sched_expiry_next(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	sched_expiry_slice(arg);
+}
+
+static int sched_long_cmp(const void *a, const void *b)
+{
+	long x = *(const long *)a, y = *(const long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * The distinct ages (lifetimes, warning delay). An age that was there
+ * before a reload keeps its cursor; a new one starts from the oldest
+ * message.
+ */
+void sched_set_ages(struct sched *s)
+{
+	const struct config *cfg = s->cfg;
+	long *old_ages = s->ages;
+	char (*old_marks)[QUEUE_ID_LEN + 1] = s->marks;
+	size_t n = 0, old_n = s->nages, j = 0;
+
+	size_t cap = 2;
+	long last = cfg->queue_lifetime;
+
+	/* Most sections repeat a lifetime: keep the array and the sort
+	 * short (a 50,000-entry array at each reload made malloc work). */
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		if (cfg->domains[i].queue_lifetime != cfg->queue_lifetime &&
+		    cfg->domains[i].queue_lifetime != last) {
+			last = cfg->domains[i].queue_lifetime;
+			cap++;
+		}
+	s->ages = xcalloc(cap, sizeof(*s->ages));
+	s->ages[n++] = cfg->queue_lifetime;
+	if (cfg->delay_warning > 0)
+		s->ages[n++] = cfg->delay_warning;
+	last = cfg->queue_lifetime;
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		if (cfg->domains[i].queue_lifetime != cfg->queue_lifetime &&
+		    cfg->domains[i].queue_lifetime != last) {
+			last = cfg->domains[i].queue_lifetime;
+			s->ages[n++] = last;
+		}
+	qsort(s->ages, n, sizeof(*s->ages), sched_long_cmp);
+	s->nages = 0;
+	for (size_t i = 0; i < n; i++)
+		if (s->nages == 0 || s->ages[s->nages - 1] != s->ages[i])
+			s->ages[s->nages++] = s->ages[i];
+	s->marks = xcalloc(s->nages, sizeof(*s->marks));
+	/* Both lists ascending: carry the cursors of ages still there. */
+	for (size_t i = 0; i < s->nages && old_ages != NULL; i++) {
+		while (j < old_n && old_ages[j] < s->ages[i])
+			j++;
+		if (j < old_n && old_ages[j] == s->ages[i])
+			memcpy(s->marks[i], old_marks[j], sizeof(s->marks[i]));
+	}
+	free(old_ages);
+	free(old_marks);
+}
+
+void sched_bounce(struct sched *s, const char *id, char *reply, size_t replylen)
+{
+	struct queue_envelope *env = NULL;
+	int rc;
+
+	if (!queue_id_valid(id)) {
+		snprintf(reply, replylen, "501 bad queue id");
+		return;
+	}
+	rc = queue_get(s->q, id, &env);
+	if (rc != 1) {
+		snprintf(reply, replylen, "550 %s: no such message", id);
+		return;
+	}
+	if (queue_is_leased(s->q, id)) {
+		snprintf(reply, replylen, "450 %s: being delivered, try again", id);
+	} else {
+		sched_return_message(s, env, "5.0.0", "returned by the administrator", 0, time(NULL));
+		snprintf(reply, replylen, "250 %s: returned to sender", id);
+	}
+	queue_envelope_free(&env);
+}

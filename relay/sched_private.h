@@ -1,0 +1,50 @@
+/*
+ * sched_private.h - what the scheduler's files share: struct sched and its
+ * limits. Only relay/sched*.c include it; everyone else uses sched.h.
+ */
+#ifndef OD_SCHED_PRIVATE_H
+#define OD_SCHED_PRIVATE_H
+
+#include <time.h>
+
+#include <openssl/ssl.h>
+
+#include "queue.h"
+#include "util.h"
+
+#define SCHED_ETRN_SLOTS	64	/* client IPs tracked for the rate limit */
+
+struct sched_run;
+struct sched_conn;
+
+struct sched {
+	struct event_base *base;
+	struct config *cfg;
+	struct queue *q;
+	struct dns *dns;
+	SSL_CTX *client_tls;
+	struct event *tick;
+	struct event *expiry_ev;	/* the next expiry slice, next turn */
+	long *ages;		/* distinct ages that need a look, ascending */
+	char (*marks)[QUEUE_ID_LEN + 1];	/* per age: messages read so far */
+	size_t nages;
+	struct timespec slice_start;
+	int slice_over;
+	struct qmarks *qmarks;	/* where they are kept; NULL: not kept */
+	time_t marks_saved;	/* when the marks were last written */
+	int marks_dirty;	/* moved since */
+	struct sched_run *runs;
+	struct sched_conn *conns;
+	size_t active_conns;
+	int shutting_down;
+	struct util_rate_slot etrn[SCHED_ETRN_SLOTS];
+};
+
+/* sched_expiry.c: lifetimes, delay warnings, returned mail */
+void sched_marks_save(struct sched *s, time_t now);
+void sched_marks_load(struct sched *s);
+void sched_expiry_slice(struct sched *s);
+void sched_expiry_next(evutil_socket_t fd, short what, void *arg);
+void sched_set_ages(struct sched *s);
+
+#endif
