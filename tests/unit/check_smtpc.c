@@ -1386,14 +1386,12 @@ START_TEST(test_command_mode)
 	ck_assert_int_gt(n, 0);
 	buf[n] = '\0';
 	ck_assert_str_eq(buf, "EHLO me\r\n");
-	/* Raw octets go as they are; unsent counts them until written. */
+	/* Raw octets go as they are, at once on a plain socket. */
 	smtpc_write(s, "a\r\n.\r\n", 6);
-	ck_assert_uint_eq(smtpc_unsent(s), 6);
-	for (int i = 0; i < 20; i++)
-		event_base_loop(c.base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
 	ck_assert_uint_eq(smtpc_unsent(s), 0);
 	n = read(sv[1], buf, sizeof(buf) - 1);
 	ck_assert_int_eq(n, 6);
+	ck_assert(memcmp(buf, "a\r\n.\r\n", 6) == 0);
 	/* Detach: what the server sent after stays in the connection. */
 	smtpc_expect(s);
 	srv_say(sv[1], "250 ok\r\nEHLO provider\r\n");
