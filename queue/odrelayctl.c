@@ -352,6 +352,9 @@ int ctl_domain_mode(const char *domain)
 	if (len > 1 && name[len - 1] == '.')
 		name[--len] = '\0';
 	util_lowercase(name);
+	/* No configured domain has blanks or control characters. */
+	if (!ctl_domain_arg_ok(name))
+		return CTL_MODE_NONE;
 	if (ctl_modes.have_all) {
 		struct ctl_mode_ent key = { name, 0 }, *e;
 
@@ -363,7 +366,7 @@ int ctl_domain_mode(const char *domain)
 		if (strcmp(ctl_modes.asked[k].name, name) == 0)
 			return ctl_modes.asked[k].mode;
 	if (ctl_modes.daemon >= 0 && ctl_modes.nasked < CTL_MODE_ASK_MAX &&
-	    (cfg = ctl_config()) != NULL && ctl_domain_arg_ok(name)) {
+	    (cfg = ctl_config()) != NULL) {
 		line = xasprintf("domain %s", name);
 		if (ctlclient_request(ctl_control_path(cfg, pbuf, sizeof(pbuf)),
 		    line, reply, sizeof(reply), err, sizeof(err)) < 0)

@@ -619,9 +619,11 @@ static void mc_answer(struct mconn *c, const struct milter_reply *r)
 		break;
 	}
 	mc_pump(c);
-	/* the session waits on nothing while it streams the message text:
-	 * answers to headers and body chunks need no turn of the loop */
-	if (ms->wait != W_NONE || c->negotiated == 1 || c->st != MC_OPEN)
+	/* a turn of the loop only when the wait may be over: not while the
+	 * session streams the message text (no wait), nor while this filter
+	 * still owes an answer (ms_kick_cb would find it busy) */
+	if ((ms->wait != W_NONE && !mc_busy(c)) || c->negotiated == 1 ||
+	    c->st != MC_OPEN)
 		ms_kick(ms);
 	ms_maybe_resume(ms);
 }

@@ -192,6 +192,7 @@ const char *ms_qid(const struct milter_sess *ms);
 void mc_clear_mods(struct mconn *c);
 size_t ms_backlog(const struct milter_sess *ms);
 int mc_active(const struct mconn *c);
+int mc_busy(const struct mconn *c);
 struct evbuffer *mc_push(struct mconn *c, enum mc_stage stage,
     int want);
 void mc_pushed(struct mconn *c);

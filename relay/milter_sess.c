@@ -270,7 +270,7 @@ static void mc_send_mail(struct mconn *c)
 /* ---- waiting for the filters ---- */
 
 /* Still something to hear from c before the current wait ends? */
-static int mc_busy(const struct mconn *c)
+int mc_busy(const struct mconn *c)
 {
 	if (c->st != MC_OPEN)
 		return 0;

@@ -27,6 +27,7 @@
 #include "config.h"
 #include "dns.h"
 #include "log.h"
+#include "mxwalk.h"
 #include "probe.h"
 #include "tlsfind.h"
 #include "tlspolicy.h"
@@ -73,11 +74,8 @@ struct probe_dest {
 	size_t nbatch;
 	struct dns_req *dns;
 	struct dns_result *res;
-	size_t target, addr;
+	struct mxwalk walk;	/* position in res, DANE/MTA-STS policies */
 	struct bufferevent *bev;	/* while connecting */
-	struct tlsfind *tf;	/* DANE/MTA-STS look-up before connecting */
-	struct tlspolicy *pol;	/* its answer, for target pol_target */
-	size_t pol_target;
 	struct smtpc *sc;
 	char peer[300];
 	struct event *idle;
@@ -276,6 +274,13 @@ static void probe_src_done(void *arg, const struct smtpc_stats *st)
 
 static void probe_connect_next(struct probe_dest *d);
 
+/* The answer goes (the walk over it too). */
+static void probe_res_free(struct probe_dest *d)
+{
+	dns_result_free(&d->res);
+	d->walk.res = NULL;
+}
+
 static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct probe_dest *d = arg;
@@ -289,7 +294,7 @@ static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 	if (!(what & BEV_EVENT_CONNECTED)) {
 		bufferevent_free(d->bev);
 		d->bev = NULL;
-		d->addr++;
+		mxwalk_next_addr(&d->walk);
 		probe_connect_next(d);
 		return;
 	}
@@ -301,14 +306,14 @@ static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 	    to.dot = ms;
 	memset(&sp, 0, sizeof(sp));
 	sp.helo = d->p->cfg->hostname;
-	util_strlcpy(d->peer, d->res->targets[d->target].host, sizeof(d->peer));
+	util_strlcpy(d->peer, mxwalk_target(&d->walk)->host, sizeof(d->peer));
 	sp.peer = d->peer;
 	sp.flags = SMTPC_PROBE;
 	sp.timeouts = &to;
 	/* Recipient addresses deserve the same protection as mail. */
 	pol = xmalloc(sizeof(*pol));
-	if (d->pol != NULL && d->pol_target == d->target) {
-		*pol = *d->pol;
+	if (mxwalk_policy(&d->walk) != NULL) {
+		*pol = *mxwalk_policy(&d->walk);
 		sp.policy = pol;
 		sp.tls = tlspolicy_client_ctx();
 	} else if (tlspolicy_for_domain(pol, d->p->cfg, d->domain, err,
@@ -323,7 +328,7 @@ static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 	src.msg_done = probe_src_msg_done;
 	src.done = probe_src_done;
 	d->st = D_SESSION;
-	dns_result_free(&d->res);
+	probe_res_free(d);
 	d->sc = smtpc_start(d->p->base, bev, &sp, &src, d);
 	free(pol);
 }
@@ -352,67 +357,36 @@ static void probe_tls_found(void *arg, const struct tlspolicy *pol,
 {
 	struct probe_dest *d = arg;
 
-	d->tf = NULL;
-	if (pol != NULL) {
-		if (d->pol == NULL)
-			d->pol = xmalloc(sizeof(*d->pol));
-		*d->pol = *pol;
-		d->pol_target = d->target;
-	} else {
+	if (pol == NULL)
 		log_info("probe: %s: not using %s: %s", d->key,
-		    d->res->targets[d->target].host, why);
-		d->target++;
-		d->addr = 0;
-	}
+		    mxwalk_target(&d->walk)->host, why);
+	mxwalk_found(&d->walk, pol);
 	probe_connect_next(d);
 }
 
 static void probe_connect_next(struct probe_dest *d)
 {
-	struct timeval tv = { d->timeout > 0 ? d->timeout : 10, 0 };
-	const struct dns_result *res = d->res;
+	const struct sockaddr *sa;
 
-	while (res != NULL && d->target < res->ntargets) {
-		const struct dns_target *t = &res->targets[d->target];
-
-		if (d->addr < t->naddrs) {
-			const struct sockaddr *sa =
-			    (const struct sockaddr *)&t->addrs[d->addr];
-
-			if (probe_is_self(d->p->cfg, sa)) {
-				d->addr++;
-				continue;
-			}
-			if ((d->pol == NULL || d->pol_target != d->target) &&
-			    tlsfind_needed(d->p->cfg, d->domain, d->host[0] != '\0')) {
-				/* DANE or MTA-STS: what DNS says first. */
-				d->st = D_CONNECTING;
-				d->tf = tlsfind_host(d->p->dns, d->p->cfg, d->domain,
-				    t->host, sa->sa_family == AF_INET6 ?
-				    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
-				    ntohs(((const struct sockaddr_in *)sa)->sin_port),
-				    probe_tls_found, d);
-				return;
-			}
-			d->bev = bufferevent_socket_new(d->p->base, -1,
-			    BEV_OPT_CLOSE_ON_FREE);
-			bufferevent_setcb(d->bev, NULL, NULL, probe_bev_event, d);
-			bufferevent_set_timeouts(d->bev, &tv, &tv);
-			if (bufferevent_socket_connect(d->bev, (struct sockaddr *)sa,
-			    sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
-			    sizeof(struct sockaddr_in)) == 0) {
-				d->st = D_CONNECTING;
-				return;
-			}
-			bufferevent_free(d->bev);
-			d->bev = NULL;
-			d->addr++;
+	while ((sa = mxwalk_addr(&d->walk)) != NULL) {
+		if (probe_is_self(d->p->cfg, sa)) {
+			mxwalk_next_addr(&d->walk);
 			continue;
 		}
-		d->target++;
-		d->addr = 0;
+		if (mxwalk_need_policy(&d->walk, d->p->dns, d->p->cfg,
+		    d->domain, d->host[0] != '\0', probe_tls_found, d)) {
+			d->st = D_CONNECTING;
+			return;
+		}
+		d->bev = mxwalk_connect(&d->walk, d->p->base,
+		    d->timeout > 0 ? (int)d->timeout : 10, probe_bev_event, d);
+		if (d->bev != NULL) {
+			d->st = D_CONNECTING;
+			return;
+		}
+		mxwalk_next_addr(&d->walk);
 	}
-	dns_result_free(&d->res);
+	probe_res_free(d);
 	probe_dest_down(d, "no primary could be reached");
 	probe_conn_gone(d);
 	probe_kick_others(d->p);
@@ -446,7 +420,7 @@ static void probe_dns_done(void *arg, struct dns_result *res)
 	d->dns = NULL;
 	d->res = res;
 	if (res->status != DNS_OK) {
-		dns_result_free(&d->res);
+		probe_res_free(d);
 		probe_dest_down(d, "lookup of the primary failed");
 		probe_conn_gone(d);
 		probe_kick_others(d->p);
@@ -454,9 +428,8 @@ static void probe_dns_done(void *arg, struct dns_result *res)
 	}
 	if (d->host[0] == '\0')
 		probe_drop_self(d->p->cfg, res);
-	d->target = d->addr = 0;
-	free(d->pol);		/* found for the previous answer's hosts */
-	d->pol = NULL;
+	/* policies found for the previous answer's hosts go */
+	mxwalk_start(&d->walk, res);
 	probe_connect_next(d);
 }
 
@@ -617,9 +590,8 @@ void probe_free(struct probe **pp)
 	while ((d = p->dests) != NULL) {
 		p->dests = d->next;
 		dns_req_cancel(&d->dns);
-		tlsfind_cancel(&d->tf);
-		free(d->pol);
-		dns_result_free(&d->res);
+		mxwalk_clear(&d->walk);
+		probe_res_free(d);
 		if (d->bev != NULL)
 			bufferevent_free(d->bev);
 		smtpc_free(&d->sc);

@@ -40,6 +40,7 @@
 #include "dns.h"
 #include "log.h"
 #include "metrics.h"
+#include "mxwalk.h"
 #include "queue.h"
 #include "sched.h"
 #include "qmarks.h"
@@ -81,13 +82,9 @@ struct sched_conn {
 	struct deliver *running;	/* after deliver_start, until done */
 	struct bufferevent *bev;
 	struct sched_conn *prev_conn, *next_conn;
-	size_t target, addr;	/* position in run->res */
+	struct mxwalk walk;	/* position in run->res, TLS policies */
 	char peer[300];
 	char relay[300];	/* peer for the log: [ip]:port, host[ip]:port */
-	/* TLS policy of the current target, when it needs DNS (tlsfind). */
-	struct tlsfind *tf;
-	struct tlspolicy *pol;
-	size_t pol_target;	/* the target pol is for (valid if pol) */
 	char tls_err[300];	/* a host skipped for its TLS policy */
 };
 
@@ -156,8 +153,7 @@ static void sched_conn_abort(struct sched_conn *c)
 		deliver_free(&c->d);
 	if (c->running != NULL)
 		deliver_free(&c->running);
-	tlsfind_cancel(&c->tf);
-	free(c->pol);
+	mxwalk_clear(&c->walk);
 	c->run->conns--;
 	c->run->s->active_conns--;
 	free(c);
@@ -177,7 +173,7 @@ static void sched_conn_done(void *arg, const struct deliver_summary *sum)
 	c->d = NULL;		/* deliver freed itself */
 	c->running = NULL;
 	sched_conn_unlink(c);
-	free(c->pol);
+	mxwalk_clear(&c->walk);
 	free(c);
 	run->s->active_conns--;
 	run->conns--;
@@ -192,8 +188,8 @@ static void sched_conn_tls(struct sched_conn *c, struct deliver *d)
 	struct tlspolicy *pol;
 	char err[200];
 
-	if (c->pol != NULL && c->pol_target == c->target) {
-		deliver_set_tls_policy(d, c->pol);
+	if (mxwalk_policy(&c->walk) != NULL) {
+		deliver_set_tls_policy(d, mxwalk_policy(&c->walk));
 		return;
 	}
 	pol = xmalloc(sizeof(*pol));
@@ -211,7 +207,7 @@ static void sched_conn_event(struct bufferevent *bev, short what, void *arg)
 
 	if (what & BEV_EVENT_CONNECTED) {
 		struct deliver *d = c->d;
-		const struct dns_target *t = &c->run->res->targets[c->target];
+		const struct dns_target *t = mxwalk_target(&c->walk);
 
 		c->bev = NULL;
 		c->d = NULL;
@@ -228,7 +224,7 @@ static void sched_conn_event(struct bufferevent *bev, short what, void *arg)
 	    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	bufferevent_free(c->bev);
 	c->bev = NULL;
-	c->addr++;
+	mxwalk_next_addr(&c->walk);
 	sched_conn_try(c);
 }
 
@@ -238,23 +234,16 @@ static void sched_conn_tls_found(void *arg, const struct tlspolicy *pol,
 {
 	struct sched_conn *c = arg;
 
-	c->tf = NULL;
-	if (pol != NULL) {
-		if (c->pol == NULL)
-			c->pol = xmalloc(sizeof(*c->pol));
-		*c->pol = *pol;
-		c->pol_target = c->target;
-	} else {
-		log_info("%s: not using %s: %s", c->run->domain,
-		    c->run->res->targets[c->target].host, why);
+	if (pol == NULL) {
+		const char *host = mxwalk_target(&c->walk)->host;
+
+		log_info("%s: not using %s: %s", c->run->domain, host, why);
 		/* The log line at the end names the host refused last. */
-		snprintf(c->peer, sizeof(c->peer), "%s",
-		    c->run->res->targets[c->target].host);
+		snprintf(c->peer, sizeof(c->peer), "%s", host);
 		snprintf(c->tls_err, sizeof(c->tls_err), "%s", why);
 		metrics_inc(METRIC_DELIVERY_TLS, "failed");
-		c->target++;
-		c->addr = 0;
 	}
+	mxwalk_found(&c->walk, pol);
 	sched_conn_try(c);
 }
 
@@ -262,50 +251,29 @@ static void sched_conn_tls_found(void *arg, const struct tlspolicy *pol,
 static void sched_conn_try(struct sched_conn *c)
 {
 	struct sched_run *run = c->run;
-	const struct dns_result *res = run->res;
-	struct timeval tv = { 30, 0 };
+	const struct sockaddr *sa;
 
-	while (c->target < res->ntargets) {
-		const struct dns_target *t = &res->targets[c->target];
+	while ((sa = mxwalk_addr(&c->walk)) != NULL) {
+		const struct dns_target *t = mxwalk_target(&c->walk);
+		char ip[64];
 
-		if (c->addr < t->naddrs) {
-			const struct sockaddr *sa = (const struct sockaddr *)&t->addrs[c->addr];
-			char ip[64];
-
-			if ((c->pol == NULL || c->pol_target != c->target) &&
-			    tlsfind_needed(run->s->cfg, run->domain, run->routed)) {
-				/* DANE or MTA-STS: what DNS says first. */
-				c->tf = tlsfind_host(run->s->dns, run->s->cfg,
-				    run->domain, t->host, sa->sa_family == AF_INET6 ?
-				    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
-				    ntohs(((const struct sockaddr_in *)sa)->sin_port),
-				    sched_conn_tls_found, c);
-				return;
-			}
-
-			util_sockaddr_ip(sa, ip, sizeof(ip));
-			snprintf(c->peer, sizeof(c->peer), "%s[%s]:%d", t->host, ip,
-			    sa->sa_family == AF_INET6 ?
-			    ntohs(((const struct sockaddr_in6 *)sa)->sin6_port) :
-			    ntohs(((const struct sockaddr_in *)sa)->sin_port));
-			/* A route given as an address is named by it alone. */
-			snprintf(c->relay, sizeof(c->relay), "%s",
-			    strcmp(t->host, ip) == 0 ? strchr(c->peer, '[') :
-			    c->peer);
-			c->bev = bufferevent_socket_new(run->s->base, -1, BEV_OPT_CLOSE_ON_FREE);
-			bufferevent_setcb(c->bev, NULL, NULL, sched_conn_event, c);
-			bufferevent_set_timeouts(c->bev, &tv, &tv);
-			if (bufferevent_socket_connect(c->bev, (struct sockaddr *)sa,
-			    sa->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) :
-			    sizeof(struct sockaddr_in)) == 0)
-				return;
-			bufferevent_free(c->bev);
-			c->bev = NULL;
-			c->addr++;
-			continue;
-		}
-		c->target++;
-		c->addr = 0;
+		if (mxwalk_need_policy(&c->walk, run->s->dns, run->s->cfg,
+		    run->domain, run->routed, sched_conn_tls_found, c))
+			return;
+		util_sockaddr_ip(sa, ip, sizeof(ip));
+		/* A 253-octet name with an IPv6 address could be cut: the
+		 * log line would show less, nothing else uses it. */
+		if (snprintf(c->peer, sizeof(c->peer), "%s[%s]:%d", t->host, ip,
+		    mxwalk_port(sa)) < 0)
+			c->peer[0] = '\0';
+		/* A route given as an address is named by it alone. */
+		snprintf(c->relay, sizeof(c->relay), "%s",
+		    strcmp(t->host, ip) == 0 ? strchr(c->peer, '[') : c->peer);
+		c->bev = mxwalk_connect(&c->walk, run->s->base, 30,
+		    sched_conn_event, c);
+		if (c->bev != NULL)
+			return;
+		mxwalk_next_addr(&c->walk);
 	}
 	/* Every address failed: temporary (RFC 5321 4.5.4.1: retry later). */
 	{
@@ -386,6 +354,7 @@ static int sched_run_start_conn(struct sched_run *run)
 	c = xcalloc(1, sizeof(*c));
 	c->run = run;
 	c->d = d;
+	mxwalk_start(&c->walk, run->res);
 	c->next_conn = s->conns;
 	if (s->conns != NULL)
 		s->conns->prev_conn = c;
