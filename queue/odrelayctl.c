@@ -121,6 +121,20 @@ int ctl_domain_arg_ok(const char *d)
 	return util_domain_valid(buf);
 }
 
+/* ctl_domain_arg_ok, and a final dot dropped in place: the queue and the
+ * daemon name domains without one. */
+int ctl_domain_arg(char *d)
+{
+	size_t n;
+
+	if (!ctl_domain_arg_ok(d))
+		return 0;
+	n = strlen(d);
+	if (n > 1 && d[n - 1] == '.')
+		d[n - 1] = '\0';
+	return 1;
+}
+
 /* ---- configuration and queue ---- */
 
 static void ctl_config_error(void *arg, const char *msg)
@@ -463,7 +477,7 @@ static int ctl_cmd_flush(int argc, char **argv)
 
 	if (argc != 2 || argv[1][0] == '-')
 		return ctl_usage();
-	if (!ctl_domain_arg_ok(argv[1])) {
+	if (!ctl_domain_arg(argv[1])) {
 		ctl_err("invalid domain");
 		return CTL_EXIT_USAGE;
 	}

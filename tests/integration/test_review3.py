@@ -12,7 +12,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, check, make_cert, prog, run, run_tests, swaks
+from odtest import (Conn, Fixture, check, json_ids, make_cert, prog, run,
+    run_tests, send_message, swaks)
 from pullsink import PullFixture, add_user, cram_response
 
 DOMAINS = """
@@ -394,6 +395,23 @@ def test_odpull_domain_trailing_dot():
 		    "example.org.: exit %d\n%s" % (r.returncode, out))
 
 
+def test_ctl_domain_with_final_dot():
+	"""odrelayctl takes "example.org." for example.org, as ETRN and
+	flush do: `queue example.org.` said "No mail queued" with mail
+	held, and `delete --domain example.org.` deleted nothing."""
+	with Fixture("review3-ctl-dot", domains=DOMAINS) as d:
+		for i in range(2):
+			code, text = send_message(d.smtp_port, "s@client.test",
+			    ["x@example.org"], "Subject: %d\r\n\r\nbody\r\n" % i)
+			check(code == 250, "message %d: %s %r" % (i, code, text))
+		r = d.ctl_ok("queue", "--json", "example.org.")
+		check(len(json_ids(json.loads(r.out))) == 2, "queue example.org.:"
+		    " %s" % r.out[:1000])
+		d.ctl_ok("delete", "--domain", "example.org.")
+		check(len(d.queue_ids()) == 0, "delete --domain example.org. left "
+		    "%s" % d.queue_ids())
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -407,4 +425,5 @@ if __name__ == "__main__":
 		test_recipients_listing_list_entries_never_expire,
 		test_ctl_malformed_domain_or_user_is_usage_error,
 		test_odpull_domain_trailing_dot,
+		test_ctl_domain_with_final_dot,
 	], "review3")
