@@ -405,6 +405,10 @@ int recip_check(struct recip *r, const struct config_domain *dom,
 	if (wp != NULL)
 		*wp = NULL;
 	reply[0] = '\0';
+	/* RFC 5321 4.5.1: postmaster at every domain served is accepted,
+	 * whatever a list says or a delivery taught. */
+	if (strncasecmp(addr, "postmaster@", 11) == 0)
+		return RECIP_ACCEPT;
 	if (dom->has_recipient_list) {
 		/* The list always wins. */
 		if (config_recipient_allowed(dom, addr))

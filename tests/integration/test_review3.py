@@ -13,7 +13,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from odtest import (Conn, Fixture, check, json_ids, make_cert, prog, run,
-    run_tests, send_message, swaks)
+    queued_id, run_tests, send_message, swaks)
 from pullsink import PullFixture, add_user, cram_response
 
 DOMAINS = """
@@ -412,6 +412,29 @@ def test_ctl_domain_with_final_dot():
 		    "%s" % d.queue_ids())
 
 
+def test_postmaster_of_listed_domain():
+	"""RFC 5321 4.5.1: a server MUST accept postmaster (any case) at every
+	domain it serves mail for. A domain with a recipients list refused
+	postmaster@ it with 550 5.1.1 unless the operator had listed it."""
+	with Fixture("review3-postmaster") as d:
+		c = Conn(d.smtp_port)
+		try:
+			c.greet_ehlo()
+			c.expect(250, "MAIL FROM:<s@client.test>")
+			for a in ("postmaster@list.example", "PostMaster@LIST.example"):
+				c.expect(250, "RCPT TO:<%s>" % a)
+			t = c.expect(550, "RCPT TO:<nobody@list.example>")
+			check("5.1.1" in t, "unlisted recipient: %r" % t)
+			c.expect(550, "RCPT TO:<postmaster@other.example>")
+			c.expect(354, "DATA")
+			c.send(b"Subject: to the postmaster\r\n\r\nhi\r\n.\r\n")
+			t = c.expect(250, what="end of data")
+		finally:
+			c.close()
+		m = __import__("odtest").json_find(d.queue_json(), queued_id(t))
+		check(m is not None, "message not queued")
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -426,4 +449,5 @@ if __name__ == "__main__":
 		test_ctl_malformed_domain_or_user_is_usage_error,
 		test_odpull_domain_trailing_dot,
 		test_ctl_domain_with_final_dot,
+		test_postmaster_of_listed_domain,
 	], "review3")
