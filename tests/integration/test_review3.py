@@ -435,6 +435,51 @@ def test_postmaster_of_listed_domain():
 		check(m is not None, "message not queued")
 
 
+def test_dsn_for_smtputf8_mail_is_global():
+	"""A DSN about SMTPUTF8 mail was an RFC 3464 report: "Final-Recipient:
+	rfc822; jörg@example.org" (rfc822 addresses are ASCII),
+	message/delivery-status and a us-ascii text part holding UTF-8.
+	RFC 6533: report-type=global-delivery-status, the utf-8 address
+	type, message/global-headers for the returned headers."""
+	import test_release as tr
+	from sink import Sink
+	with Sink(smtputf8=True) as sink, Sink(smtputf8=True) as dsink:
+		rcpt = "j\u00f6rg@example.org"
+		sink.rcpt_replies[rcpt] = "550 5.1.1 no such user here"
+		domains = ("\n[domain example.org]\nhold = yes\n"
+		    "route = [127.0.0.1]:%d\n" % sink.port +
+		    tr.sender_domain(dsink.port))
+		with tr.RelFixture("review3-utf8dsn", domains=domains) as d:
+			c = Conn(d.smtp_port)
+			try:
+				c.greet_ehlo()
+				c.expect(250, "MAIL FROM:<\u00fc@sender.test> SMTPUTF8")
+				c.expect(250, "RCPT TO:<%s>" % rcpt)
+				c.expect(354, "DATA")
+				c.send("Subject: gr\u00fc\u00dfe\r\nFrom: "
+				    "\u00fc@sender.test\r\n\r\nbody\r\n.\r\n".encode())
+				c.expect(250, what="end of data")
+			finally:
+				c.close()
+			tr.etrn(d, "example.org", 253)
+			dsink.wait_accepted(1)
+			dsn = dsink.accepted()[0].data
+			tr.wait_queue_empty(d)
+		low = dsn.lower()
+		check(b"report-type=global-delivery-status" in low,
+		    "not a global report:\n%r" % dsn[:1500])
+		check(b"content-type: message/global-delivery-status" in low,
+		    "no message/global-delivery-status part:\n%r" % dsn[:3000])
+		check(("Final-Recipient: utf-8; " + rcpt).encode() in dsn,
+		    "no utf-8 Final-Recipient:\n%r" % dsn[:3000])
+		check(b"rfc822; " + rcpt.encode() not in dsn,
+		    "UTF-8 address with the rfc822 type:\n%r" % dsn[:3000])
+		check(b"content-type: message/global-headers" in low,
+		    "returned headers not message/global-headers:\n%r" % dsn[:3000])
+		check(b"charset=us-ascii" not in low, "UTF-8 text labelled "
+		    "us-ascii:\n%r" % dsn[:3000])
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -450,4 +495,5 @@ if __name__ == "__main__":
 		test_odpull_domain_trailing_dot,
 		test_ctl_domain_with_final_dot,
 		test_postmaster_of_listed_domain,
+		test_dsn_for_smtputf8_mail_is_global,
 	], "review3")
