@@ -13,7 +13,9 @@
 # (smtp-source, 10 sessions), then times the pull from the client's start
 # to its exit, and checks that the sink got every message once and the
 # queue is empty. Builds, clients and runs are interleaved; per-run msg/s
-# and medians are printed. Prints figures only.
+# and medians are printed, and for odpull its own CPU time (user + system
+# seconds, from /usr/bin/time when present: steadier than the wall clock
+# on a shared machine). Prints figures only.
 #
 # usage: sh bench/pull.sh [BUILDDIR]
 # env:   BENCH_N=2000  BENCH_RUNS=3  BENCH_SIZE=10240  BENCH_TIMEOUT=600
@@ -67,7 +69,7 @@ suser=""
 [ "$(id -u)" = 0 ] && suser="-u nobody"
 
 one_run() {
-	build=$1 client=$2
+	build=$1 client=$2 cpu=-
 	case $build in
 	before) bdir=$before ;;
 	*) bdir=$builddir ;;
@@ -102,12 +104,16 @@ one_run() {
 		st=$?
 		t1=$(now) ;;
 	odpull)
+		timer=""
+		[ -x /usr/bin/time ] && timer="/usr/bin/time -o $tmp/cpu -f %U+%S"
+		rm -f "$tmp/cpu"
 		t0=$(now)
-		ODPULL_PASSWORD=bench timeout "$timeout" "${BENCH_ODPULL:-$bdir/odpull}" --server 127.0.0.1:"$oport" \
+		ODPULL_PASSWORD=bench timeout "$timeout" $timer "${BENCH_ODPULL:-$bdir/odpull}" --server 127.0.0.1:"$oport" \
 		    --user bench --tls none --domain example.org \
 		    --deliver 127.0.0.1:"$sinkport" >"$tmp/client.out" 2>&1
 		st=$?
-		t1=$(now) ;;
+		t1=$(now)
+		[ -s "$tmp/cpu" ] && cpu=$(tail -1 "$tmp/cpu" | awk -F+ '{ printf "%.2f", $1 + $2 }') ;;
 	esac
 	# duplicates would show as more than n
 	sleep 1
@@ -121,11 +127,11 @@ one_run() {
 	ok=ok
 	[ "${got:-0}" != "$n" ] || [ "${left:-0}" != 0 ] || [ "$st" != 0 ] && ok="BAD(exit $st)"
 	[ "$ok" != ok ] && tail -3 "$tmp/client.out" | sed 's/^/#   /'
-	echo "$build $client $rate" >>"$tmp/rates"
-	printf '%-7s %-12s %4d %7s %8s %6s %6s %9s  %s\n' "$build" "$client" "$r" "$q" "$secs" "${got:-0}" "${left:-?}" "$rate" "$ok"
+	echo "$build $client $rate $cpu" >>"$tmp/rates"
+	printf '%-7s %-12s %4d %7s %8s %6s %6s %9s %6s  %s\n' "$build" "$client" "$r" "$q" "$secs" "${got:-0}" "${left:-?}" "$rate" "$cpu" "$ok"
 }
 
-printf '%-7s %-12s %4s %7s %8s %6s %6s %9s  %s\n' build client run queued "pull s" sunk left "msg/s" status
+printf '%-7s %-12s %4s %7s %8s %6s %6s %9s %6s  %s\n' build client run queued "pull s" sunk left "msg/s" "cpu s" status
 : >"$tmp/rates"
 r=1
 while [ "$r" -le "$runs" ]; do
@@ -141,5 +147,9 @@ for client in $clients; do
 		med=$(awk -v b="$build" -v c="$client" '$1 == b && $2 == c { print $3 }' "$tmp/rates" | median)
 		printf '%-7s %-12s median %s msg/s (runs: %s)\n' "$build" "$client" "$med" \
 		    "$(awk -v b="$build" -v c="$client" '$1 == b && $2 == c { printf "%s ", $3 }' "$tmp/rates")"
+		[ "$client" = odpull ] || continue
+		med=$(awk -v b="$build" -v c="$client" '$1 == b && $2 == c && $4 != "-" { print $4 }' "$tmp/rates" | median)
+		printf '%-7s %-12s median %s s of CPU (runs: %s)\n' "$build" "$client" "$med" \
+		    "$(awk -v b="$build" -v c="$client" '$1 == b && $2 == c { printf "%s ", $4 }' "$tmp/rates")"
 	done
 done

@@ -95,6 +95,12 @@ struct cmdtable {
 	int (*desync)(void *sess);
 };
 
+/* A table from its arrays of rows and needs (a server's one line). */
+#define CMDTABLE(rows, needs, unknown, badchar, answer, desync)	\
+	{ (rows), sizeof(rows) / sizeof((rows)[0]), (needs),		\
+	    sizeof(needs) / sizeof((needs)[0]), (unknown), (badchar),	\
+	    (answer), (desync) }
+
 /*
  * Dispatch one command line: len octets without CRLF, followed by a NUL
  * (the line is written to: the argument is NUL-terminated in place). state

@@ -233,9 +233,13 @@ static void control_domains(struct daemon *d, struct control_req *req)
 static void control_domain(struct daemon *d, const char *name,
     struct control_req *req)
 {
-	const struct config_domain *cd = config_domain_by_name(d->cfg, name);
+	const struct config_domain *cd;
 
-	if (cd == NULL)
+	if (*name == '\0') {
+		control_req_reply(req, "501 usage: domain NAME");
+		return;
+	}
+	if ((cd = config_domain_by_name(d->cfg, name)) == NULL)
 		control_req_reply(req, "550 not configured");
 	else
 		control_req_reply(req, "250 %s", cd->hold ? "hold" : "relay");

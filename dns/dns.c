@@ -264,8 +264,8 @@ void dns_free(struct dns **dp)
 	d->destroying = 1;
 	if (d->chan_ok)
 		ares_destroy(d->chan);	/* runs callbacks: EDESTRUCTION */
-	while (d->reqs != NULL)
-		dns_req_free(d->reqs);
+	while (!LIST_EMPTY(&d->reqs))
+		dns_req_free(LIST_FIRST(&d->reqs));
 	while ((s = d->socks) != NULL) {
 		d->socks = s->next;
 		if (s->ev != NULL)

@@ -6,6 +6,8 @@
 #ifndef OD_DNS_PRIVATE_H
 #define OD_DNS_PRIVATE_H
 
+#include <sys/queue.h>
+
 #include <ares.h>
 
 #include "dns.h"
@@ -47,7 +49,7 @@ struct dns {
 	struct dns_sock *socks;
 	struct dns_cache *cache;	/* newest first */
 	size_t ncache;
-	struct dns_req *reqs;		/* live requests, for dns_free */
+	LIST_HEAD(, dns_req) reqs;		/* live requests, for dns_free */
 	int destroying;
 };
 

@@ -44,7 +44,7 @@ struct dns_taddrs {
 
 struct dns_req {
 	struct dns *d;
-	struct dns_req *prev, *next;
+	LIST_ENTRY(dns_req) link;	/* d->reqs */
 	enum dns_kind kind;
 	enum dns_phase phase;
 	char name[DNS_NAME_MAX + 1];
@@ -75,14 +75,7 @@ static void dns_query(struct dns_req *req, enum dns_qtype type,
 
 void dns_req_free(struct dns_req *req)
 {
-	struct dns *d = req->d;
-
-	if (req->prev != NULL)
-		req->prev->next = req->next;
-	else
-		d->reqs = req->next;
-	if (req->next != NULL)
-		req->next->prev = req->prev;
+	LIST_REMOVE(req, link);
 	if (req->ev != NULL)
 		event_free(req->ev);
 	dns_answer_clear(&req->mxans);
@@ -125,10 +118,7 @@ static struct dns_req *dns_req_new(struct dns *d, enum dns_kind kind,
 		free(req);
 		return NULL;
 	}
-	req->next = d->reqs;
-	if (d->reqs != NULL)
-		d->reqs->prev = req;
-	d->reqs = req;
+	LIST_INSERT_HEAD(&d->reqs, req, link);
 	return req;
 }
 

@@ -1,7 +1,7 @@
 /*
- * odmr - ODMR listener and sessions (RFC 2645): listeners, limits, session
- * life (replies, deadlines, close after flush, free). The commands are in
- * odmr_cmd.c.
+ * odmr - ODMR listener and sessions (RFC 2645): session life (replies,
+ * deadlines, close after flush, free) on the session core (common/server:
+ * listeners, limits, budget, registry). The commands are in odmr_cmd.c.
  *
  * States: INITIAL (EHLO, STARTTLS, AUTH, QUIT, NOOP, RSET) -> AUTHED (ATRN,
  * XWAIT, EHLO, QUIT, NOOP, RSET; XWAIT may go to WAITING and back, see
@@ -44,6 +44,7 @@
 #include "odmr.h"
 #include "domstate.h"
 #include "queue.h"
+#include "server.h"
 #include "sasl.h"
 #include "tls.h"
 #include "util.h"
@@ -76,8 +77,7 @@ void odmr_close_when_flushed(struct odmr_session *s)
 	}
 	/* A peer that does not read must not keep the slot: the deadline
 	 * frees a closing session after the grace period. */
-	if (s->deadline != NULL)
-		evtimer_add(s->deadline, &grace);
+	server_conn_arm(s->conn, grace.tv_sec);
 }
 
 void odmr_write_cb(struct bufferevent *bev, void *arg)
@@ -125,8 +125,7 @@ void odmr_set_timeout(struct odmr_session *s)
 	if (s->state == ODMR_WAITING) {
 		/* Exempt from smtp_timeout: odmr_wait_timeout rules. */
 		bufferevent_set_timeouts(s->bev, NULL, NULL);
-		if (s->deadline != NULL)
-			evtimer_del(s->deadline);
+		server_conn_arm(s->conn, 0);
 		return;
 	}
 	if (s->state != ODMR_AUTHED && s->cfg->smtp_timeout < tv.tv_sec)
@@ -134,16 +133,13 @@ void odmr_set_timeout(struct odmr_session *s)
 	bufferevent_set_timeouts(s->bev, &tv, &tv);
 	/* The read timeout restarts on every byte; this one only when a
 	 * whole line has come, so a trickling client is timed out too. */
-	if (s->deadline != NULL)
-		evtimer_add(s->deadline, &tv);
+	server_conn_arm(s->conn, tv.tv_sec);
 }
 
-static void odmr_deadline_cb(evutil_socket_t fd, short what, void *arg)
+static void odmr_deadline_cb(void *arg)
 {
 	struct odmr_session *s = arg;
 
-	(void)fd;
-	(void)what;
 	if (s->state == ODMR_CLOSING || s->bev == NULL) {
 		if (s->state == ODMR_CLOSING)
 			odmr_session_free(s);
@@ -156,89 +152,39 @@ static void odmr_deadline_cb(evutil_socket_t fd, short what, void *arg)
 	odmr_event_cb(s->bev, BEV_EVENT_TIMEOUT | BEV_EVENT_READING, s);
 }
 
+/* Idempotent; the memory goes from the loop, after every callback. */
 void odmr_session_free(struct odmr_session *s)
 {
-	struct odmr *o = s->o;
-
-	if (s->prev != NULL)
-		s->prev->next = s->next;
-	else
-		o->sessions = s->next;
-	if (s->next != NULL)
-		s->next->prev = s->prev;
-	o->nsessions--;
-	if (s->budget_held)
-		fdbudget_put(o->budget);
+	if (s->conn == NULL)
+		return;
 	odmr_wait_end(s);
 	if (s->wait_ev != NULL)
 		event_free(s->wait_ev);
-	if (s->bev != NULL)
-		tls_bev_close_flushed(s->bev);
-	if (s->deadline != NULL)
-		event_free(s->deadline);
+	s->wait_ev = NULL;
 	authc_cancel(&s->sasl);
 	config_unref(&s->cfg);
 	free(s->user);
 	free(s->domains);
-	free(s);
-	if (o->shutting_down && o->nsessions == 0 && o->shutdown_done != NULL) {
-		void (*done)(void *) = o->shutdown_done;
-
-		o->shutdown_done = NULL;
-		done(o->shutdown_arg);
-	}
+	s->user = s->domains = NULL;
+	server_conn_free(&s->conn, &s->bev, free, s);
 }
 
 /* ---- listener ---- */
 
-static void odmr_accept(struct odmr *o, evutil_socket_t fd,
-    struct sockaddr *sa, int implicit_tls)
+/* The session core admitted a connection (it holds a budget slot). */
+static void odmr_start(void *arg, evutil_socket_t fd,
+    const struct server_peer *peer, int implicit_tls)
 {
+	struct odmr *o = arg;
 	struct odmr_session *s;
 	struct bufferevent *bev;
 
-	{
-		char ip[64];
-		size_t same = 0;
-
-		util_sockaddr_ip(sa, ip, sizeof(ip));
-		/* Waiting sessions have their own limit (max_waiting). */
-		for (s = o->sessions; s != NULL; s = s->next)
-			if (s->state != ODMR_WAITING && strcmp(s->ip, ip) == 0)
-				same++;
-		if (o->shutting_down || o->nsessions - xwait_count(o->waiters) >=
-		    o->cfg->max_connections ||
-		    (o->cfg->max_connections_per_ip > 0 &&
-		    same >= o->cfg->max_connections_per_ip)) {
-			static const char busy[] =
-			    "421 4.7.0 Too many connections, try later\r\n";
-
-			log_info("odmr: client=[%s], too many connections", ip);
-			metrics_inc(METRIC_REJECTED, "connections");
-			/* Plain text even on odmrs: a refusal, not a session. */
-			(void)!write(fd, busy, sizeof(busy) - 1);
-			evutil_closesocket(fd);
-			return;
-		}
-		/* One budget for both listeners, waiting sessions too: each
-		 * holds a descriptor. */
-		if (!fdbudget_take(o->budget)) {
-			static const char busy[] =
-			    "421 4.3.2 Too many connections, try later\r\n";
-
-			metrics_inc(METRIC_REJECTED, "connections");
-			(void)!write(fd, busy, sizeof(busy) - 1);
-			evutil_closesocket(fd);
-			fdbudget_refused(o->budget, "odmr");
-			return;
-		}
-	}
 	if (implicit_tls) {
 		SSL *ssl = o->tls ? SSL_new(o->tls) : NULL;
 
 		if (ssl == NULL) {
 			evutil_closesocket(fd);
-			fdbudget_put(o->budget);
+			server_release_slot(o->srv);
 			return;
 		}
 		bev = bufferevent_openssl_socket_new(o->base, fd, ssl,
@@ -250,97 +196,28 @@ static void odmr_accept(struct odmr *o, evutil_socket_t fd,
 	}
 	if (bev == NULL) {
 		evutil_closesocket(fd);
-		fdbudget_put(o->budget);
+		server_release_slot(o->srv);
 		return;
 	}
 	s = xcalloc(1, sizeof(*s));
-	s->budget_held = 1;
 	s->o = o;
+	s->conn = server_conn_new(o->srv, peer, s, odmr_deadline_cb);
 	s->cfg = config_ref(o->cfg);
 	s->bev = bev;
 	s->implicit_tls = implicit_tls;
 	s->tls_active = implicit_tls;
-	util_sockaddr_ip(sa, s->ip, sizeof(s->ip));
-	s->next = o->sessions;
-	if (o->sessions != NULL)
-		o->sessions->prev = s;
-	o->sessions = s;
-	o->nsessions++;
+	util_strlcpy(s->ip, peer->ip, sizeof(s->ip));
 	log_debug("odmr: connect from [%s]%s", s->ip, implicit_tls ? " (TLS)" : "");
 	bufferevent_setcb(bev, odmr_read_cb, odmr_write_cb, odmr_event_cb, s);
-	{
-		struct timespec now;
-
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		s->started = now.tv_sec;
-	}
-	s->deadline = evtimer_new(o->base, odmr_deadline_cb, s);
 	odmr_set_timeout(s);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
 	odmr_reply(s, "220 %s ESMTP odrelay ODMR service", s->cfg->hostname);
 }
 
-static void odmr_accept_retry(evutil_socket_t fd, short what, void *arg)
-{
-	struct odmr *o = arg;
-
-	(void)fd;
-	(void)what;
-	if (o->shutting_down)
-		return;
-	for (struct odmr_listener *ol = o->listeners; ol != NULL; ol = ol->next)
-		evconnlistener_enable(ol->l);
-}
-
-/*
- * accept() failed. Without this callback libevent logs and retries at
- * once, and a full descriptor table made that a busy loop (issue 17):
- * out of descriptors or memory, pause every ODMR listener for a second.
- */
-static void odmr_accept_error(struct evconnlistener *l, void *arg)
-{
-	struct odmr *o = arg;
-	int e = EVUTIL_SOCKET_ERROR();
-	struct timeval tv = { 1, 0 };
-
-	(void)l;
-	if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM) {
-		log_warn("odmr: accept: %s", evutil_socket_error_to_string(e));
-		return;
-	}
-	if (!evtimer_pending(o->accept_retry, NULL))
-		log_warn("odmr: accept: %s: not accepting for 1 s",
-		    evutil_socket_error_to_string(e));
-	for (struct odmr_listener *ol = o->listeners; ol != NULL; ol = ol->next)
-		evconnlistener_disable(ol->l);
-	evtimer_add(o->accept_retry, &tv);
-}
-
-static void odmr_accept_plain(struct evconnlistener *l, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
-{
-	(void)l;
-	(void)salen;
-	odmr_accept(arg, fd, sa, 0);
-}
-
-static void odmr_accept_tls(struct evconnlistener *l, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
-{
-	(void)l;
-	(void)salen;
-	odmr_accept(arg, fd, sa, 1);
-}
-
 int odmr_adopt(struct odmr *o, int fd, const struct sockaddr *sa,
     int implicit_tls)
 {
-	/* A listener makes accepted sockets non-blocking; an inherited or
-	 * test socket may not be. */
-	if (evutil_make_socket_nonblocking(fd) < 0)
-		log_warn("odmr: cannot make socket %d non-blocking", fd);
-	/* odmr_accept only reads sa (libevent's callback type is not const). */
-	odmr_accept(o, fd, (struct sockaddr *)sa, implicit_tls);
+	server_adopt(o->srv, fd, sa, implicit_tls);
 	return 0;
 }
 
@@ -357,13 +234,15 @@ struct odmr *odmr_new(struct event_base *base, struct config *cfg,
 	o->q = q;
 	o->tls = tls;
 	o->waiters = xwait_new();
-	o->accept_retry = evtimer_new(base, odmr_accept_retry, o);
+	o->srv = server_new(base, "odmr", odmr_start, o);
+	server_set_limits(o->srv, cfg->max_connections,
+	    cfg->max_connections_per_ip, cfg->hostname);
 	return o;
 }
 
 void odmr_set_budget(struct odmr *o, struct fdbudget *b)
 {
-	o->budget = b;
+	server_set_budget(o->srv, b);
 }
 
 void odmr_set_auth(struct odmr *o, struct authc *auth)
@@ -374,53 +253,35 @@ void odmr_set_auth(struct odmr *o, struct authc *auth)
 int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
     char *err, size_t errlen)
 {
-	struct sockaddr_storage ss;
-	socklen_t sslen;
-	struct odmr_listener *ol;
-	struct evconnlistener *l;
-
 	if (implicit_tls && o->tls == NULL) {
 		snprintf(err, errlen, "odmrs_listen needs tls_cert_file and tls_key_file");
 		return -1;
 	}
-	if (util_sockaddr_parse(addr, 366, &ss, &sslen) < 0) {
-		snprintf(err, errlen, "bad address");
+	if (server_listen(o->srv, addr, 366, implicit_tls, err, errlen) < 0)
 		return -1;
-	}
-	l = evconnlistener_new_bind(o->base,
-	    implicit_tls ? odmr_accept_tls : odmr_accept_plain, o,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC |
-	    (ss.ss_family == AF_INET6 ? LEV_OPT_BIND_IPV6ONLY : 0), 128,
-	    (struct sockaddr *)&ss, (int)sslen);
-	if (l == NULL) {
-		snprintf(err, errlen, "%s", strerror(errno));
-		return -1;
-	}
-	evconnlistener_set_error_cb(l, odmr_accept_error);
-	ol = xcalloc(1, sizeof(*ol));
-	ol->l = l;
-	ol->implicit_tls = implicit_tls;
-	ol->next = o->listeners;
-	o->listeners = ol;
 	log_info("odmr: listening on %s%s", addr, implicit_tls ? " (TLS)" : "");
 	return 0;
 }
 
 void odmr_reload(struct odmr *o, struct config *cfg, SSL_CTX *tls)
 {
-	struct odmr_session *s, *snext;
+	struct server_conn *c, *cnext;
+	struct odmr_session *s;
 
 	config_unref(&o->cfg);
 	o->cfg = config_ref(cfg);
 	o->tls = tls;
+	server_set_limits(o->srv, cfg->max_connections,
+	    cfg->max_connections_per_ip, cfg->hostname);
 	/*
 	 * A logged-in session holds the user's domains as they were at AUTH;
 	 * the password file may have removed the user or moved a domain. An
 	 * XWAIT session can last for days: end idle logged-in sessions so
 	 * that each logs in again under the new file (push clients reconnect).
 	 */
-	for (s = o->sessions; s != NULL; s = snext) {
-		snext = s->next;
+	for (c = server_first(o->srv); c != NULL; c = cnext) {
+		cnext = server_conn_next(c);
+		s = server_conn_owner(c);
 		if (s->state != ODMR_AUTHED && s->state != ODMR_WAITING)
 			continue;
 		log_info("odmr: client=[%s], user=%s, session ended by reload",
@@ -441,36 +302,24 @@ int odmr_check_config(const struct config *cfg,
 
 void odmr_shutdown(struct odmr *o, void (*done)(void *arg), void *arg)
 {
-	struct odmr_listener *ol, *next;
-	struct odmr_session *s, *snext;
+	struct server_conn *c, *cnext;
+	struct odmr_session *s;
 
-	o->shutting_down = 1;
-	evtimer_del(o->accept_retry);
-	for (ol = o->listeners; ol != NULL; ol = next) {
-		next = ol->next;
-		evconnlistener_free(ol->l);
-		free(ol);
-	}
-	o->listeners = NULL;
-	o->shutdown_done = done;
-	o->shutdown_arg = arg;
+	server_shutdown(o->srv, done, arg);
 	odmr_reversed_abort_all(o);
-	for (s = o->sessions; s != NULL; s = snext) {
-		snext = s->next;
+	for (c = server_first(o->srv); c != NULL; c = cnext) {
+		cnext = server_conn_next(c);
+		s = server_conn_owner(c);
 		if (s->state == ODMR_CLOSING)
 			continue;
 		odmr_reply(s, "421 4.3.2 %s Service shutting down", s->cfg->hostname);
 		odmr_close_when_flushed(s);
 	}
-	if (o->nsessions == 0 && o->shutdown_done != NULL) {
-		o->shutdown_done = NULL;
-		done(arg);
-	}
 }
 
 size_t odmr_session_count(const struct odmr *o)
 {
-	return o->nsessions;
+	return server_count(o->srv);
 }
 
 size_t odmr_arrived(struct odmr *o, const char *domain)
@@ -495,22 +344,15 @@ size_t odmr_domain_waiting(const struct odmr *o, const char *domain)
 void odmr_free(struct odmr **op)
 {
 	struct odmr *o = *op;
-	struct odmr_listener *ol, *next;
+	struct server_conn *c;
 
 	if (o == NULL)
 		return;
-	o->shutdown_done = NULL;
 	odmr_reversed_abort_all(o);
-	while (o->sessions != NULL)
-		odmr_session_free(o->sessions);
-	for (ol = o->listeners; ol != NULL; ol = next) {
-		next = ol->next;
-		evconnlistener_free(ol->l);
-		free(ol);
-	}
+	while ((c = server_first(o->srv)) != NULL)
+		odmr_session_free(server_conn_owner(c));
+	server_free(&o->srv);
 	xwait_free(&o->waiters);
-	if (o->accept_retry != NULL)
-		event_free(o->accept_retry);
 	config_unref(&o->cfg);
 	free(o);
 	*op = NULL;

@@ -34,11 +34,13 @@
 #include "config.h"
 #include "deliver.h"
 #include "fdbudget.h"
+#include "lineio.h"
 #include "log.h"
 #include "metrics.h"
 #include "odmr.h"
 #include "domstate.h"
 #include "queue.h"
+#include "server.h"
 #include "sasl.h"
 #include "tls.h"
 #include "util.h"
@@ -70,29 +72,19 @@ static int odmr_cmd_ehlo(void *arg_s, char *arg, size_t arglen)
 static int odmr_cmd_starttls(void *arg_s, char *arg, size_t arglen)
 {
 	struct odmr_session *s = arg_s;
-	struct bufferevent *tls_bev;
-	SSL *ssl;
 
 	(void)arg;
 	(void)arglen;
-	/* Anything pipelined after STARTTLS is plaintext injection: drop it. */
-	evbuffer_drain(bufferevent_get_input(s->bev),
-	    evbuffer_get_length(bufferevent_get_input(s->bev)));
-	odmr_reply(s, "220 2.0.0 Ready to start TLS");
-	ssl = SSL_new(s->o->tls);
-	if (ssl == NULL) {
-		odmr_reply(s, "454 4.7.0 TLS not available");
+	switch (server_starttls(s->conn, &s->bev, s->o->tls,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)) {
+	case SERVER_TLS_UNAVAILABLE:
 		return 0;
-	}
-	tls_bev = bufferevent_openssl_filter_new(s->o->base, s->bev, ssl,
-	    BUFFEREVENT_SSL_ACCEPTING,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (tls_bev == NULL) {
-		SSL_free(ssl);
+	case SERVER_TLS_FAILED:
 		odmr_close_when_flushed(s);
 		return 1;
+	case SERVER_TLS_OK:
+		break;
 	}
-	s->bev = tls_bev;
 	s->tls_active = 1;
 	s->helo_seen = 0;
 	bufferevent_setcb(s->bev, odmr_read_cb, odmr_write_cb, odmr_event_cb, s);
@@ -322,7 +314,7 @@ void odmr_reversed_abort_all(struct odmr *o)
 		log_info("atrn: client=[%s], user=%s, domains=%s, result=aborted "
 		    "(shutdown)", lg->ip, lg->user, lg->domains);
 		if (lg->budget_held)
-			fdbudget_put(o->budget);
+			fdbudget_put(server_budget(o->srv));
 		deliver_free(&lg->d);
 		free(lg->user);
 		free(lg->pulled);
@@ -366,7 +358,7 @@ static void odmr_atrn_done(void *arg, const struct deliver_summary *sum)
 
 	odmr_reversed_unlink(lg);
 	if (lg->budget_held)
-		fdbudget_put(lg->o->budget);
+		fdbudget_put(server_budget(lg->o->srv));
 	log_info("atrn: client=[%s], user=%s, domains=%s, messages=%u, sent=%u, "
 	    "deferred=%u, bounced=%u, bytes=%llu, result=%s (%s)", lg->ip,
 	    lg->user, lg->domains, sum->messages, sum->rcpts_sent,
@@ -537,8 +529,7 @@ static int odmr_cmd_atrn(void *arg_s, char *arg, size_t arglen)
 	lg->pulled = odmr_join(domains, ndomains);
 	/* The descriptor stays open until the delivery is done: so does
 	 * its slot of the connection budget. */
-	lg->budget_held = s->budget_held;
-	s->budget_held = 0;
+	lg->budget_held = server_conn_give_slot(s->conn);
 	/* The connection now belongs to deliver; our session ends here. */
 	{
 		struct bufferevent *bev = s->bev;
@@ -570,8 +561,10 @@ void odmr_wait_end(struct odmr_session *s)
 	xwait_cancel(&s->wait);
 	if (s->wait_ev != NULL)
 		evtimer_del(s->wait_ev);
-	if (s->state == ODMR_WAITING)
+	if (s->state == ODMR_WAITING) {
 		s->state = ODMR_AUTHED;
+		server_conn_set_exempt(s->conn, 0);
+	}
 }
 
 static void odmr_wait_woken(void *arg)
@@ -675,13 +668,16 @@ static void odmr_keepalive(struct odmr_session *s)
  */
 static unsigned odmr_user_waiting(const struct odmr *o, const char *user)
 {
+	const struct server_conn *c;
 	const struct odmr_session *s;
 	unsigned n = 0;
 
-	for (s = o->sessions; s != NULL; s = s->next)
+	for (c = server_first(o->srv); c != NULL; c = server_conn_next(c)) {
+		s = server_conn_owner(c);
 		if (s->state == ODMR_WAITING && s->user != NULL &&
 		    strcmp(s->user, user) == 0)
 			n++;
+	}
 	return n;
 }
 
@@ -726,6 +722,8 @@ static int odmr_cmd_xwait(void *arg_s, char *arg, size_t arglen)
 		s->wait_ev = evtimer_new(s->o->base, odmr_wait_timeout_cb, s);
 	evtimer_add(s->wait_ev, &tv);
 	s->state = ODMR_WAITING;
+	/* counted against max_waiting, not the connection limits */
+	server_conn_set_exempt(s->conn, 1);
 	odmr_set_timeout(s);
 	odmr_keepalive(s);
 	metrics_inc(METRIC_XWAIT, "waiting");
@@ -764,18 +762,25 @@ static int odmr_cmd_quit(void *arg_s, char *arg, size_t arglen)
 	return 1;
 }
 
+/* One more protocol error: at max_errors, 421 and close (1). */
+static int odmr_count_error(struct odmr_session *s)
+{
+	if (++s->errors < s->cfg->max_errors)
+		return 0;
+	odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
+	    s->cfg->hostname);
+	odmr_close_when_flushed(s);
+	return 1;
+}
+
 /* The table's replies; only unknown commands count towards max_errors,
- * and the last one is answered 421 at once. */
+ * and the last one is answered 421 alone. */
 static int odmr_answer(void *arg_s, const char *line, enum cmdtable_why why)
 {
 	struct odmr_session *s = arg_s;
 
-	if (why == CMDT_WHY_UNKNOWN && ++s->errors >= s->cfg->max_errors) {
-		odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
-		    s->cfg->hostname);
-		odmr_close_when_flushed(s);
+	if (why == CMDT_WHY_UNKNOWN && odmr_count_error(s))
 		return 1;
-	}
 	odmr_reply(s, "%s", line);
 	return 0;
 }
@@ -815,12 +820,9 @@ static const struct cmdtable_need odmr_needs[] = {
 	{ CMDT_NOT_AUTHED, "503 5.5.1 Already authenticated" },
 };
 
-static const struct cmdtable odmr_cmds = {
-	odmr_rows, sizeof(odmr_rows) / sizeof(odmr_rows[0]),
-	odmr_needs, sizeof(odmr_needs) / sizeof(odmr_needs[0]),
-	"502 5.5.1 Command not implemented on the ODMR service", NULL,
-	odmr_answer, odmr_desync
-};
+static const struct cmdtable odmr_cmds = CMDTABLE(odmr_rows, odmr_needs,
+    "502 5.5.1 Command not implemented on the ODMR service", NULL,
+    odmr_answer, odmr_desync);
 
 #undef PRE
 #undef OK250
@@ -861,13 +863,9 @@ static size_t odmr_line_max(const struct odmr_session *s, struct evbuffer *in)
  */
 static int odmr_session_limit(struct odmr_session *s)
 {
-	struct timespec now;
-
 	if (s->cfg->smtp_session_limit <= 0 ||
-	    (s->state != ODMR_INITIAL && s->state != ODMR_AUTH_EXCHANGE))
-		return 0;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (now.tv_sec - s->started < s->cfg->smtp_session_limit)
+	    (s->state != ODMR_INITIAL && s->state != ODMR_AUTH_EXCHANGE) ||
+	    server_conn_age(s->conn) < s->cfg->smtp_session_limit)
 		return 0;
 	log_info("odmr: client=[%s], session time limit before AUTH", s->ip);
 	odmr_reply(s, "421 4.4.2 %s Session time limit reached, closing",
@@ -877,90 +875,64 @@ static int odmr_session_limit(struct odmr_session *s)
 	return 1;
 }
 
+/*
+ * A line that cannot be a command (overlong, or with a NUL): while waiting
+ * it ends the wait like any other; else reply and count the error. The
+ * 500 ends a SASL exchange for the client (RFC 4954): its next line is a
+ * command, not SASL data.
+ */
+static void odmr_bad_line(struct odmr_session *s, const char *reply)
+{
+	if (s->state == ODMR_WAITING) {
+		odmr_waiting_line(s, "");
+		return;
+	}
+	odmr_reply(s, "%s", reply);
+	(void)odmr_count_error(s);
+	if (s->state == ODMR_AUTH_EXCHANGE) {
+		authc_cancel(&s->sasl);
+		s->state = ODMR_INITIAL;
+	}
+}
+
 void odmr_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
+	char line[ODMR_AUTH_LINE_MAX + 1];
+	enum lineio_result r;
+	size_t len;
 
 	while (s->state != ODMR_CLOSING && s->state != ODMR_DELAYED &&
 	    s->bev == bev) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) > ODMR_OUT_MAX) {
+		if (server_out_full(bev, ODMR_OUT_MAX)) {
 			/* The client does not read its replies: neither do we. */
 			bufferevent_disable(bev, EV_READ);
 			break;
 		}
-		size_t max = odmr_line_max(s, in);
-		struct evbuffer_ptr eol;
-		size_t eol_len = 0;
-		char *line;
-		size_t len;
-
-		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
-		if (eol.pos < 0) {
-			/* The line is at least one octet (its LF) longer. */
-			if (evbuffer_get_length(in) >= max) {
-				/* Overlong: drop what we have, skip to the CRLF. */
-				evbuffer_drain(in, evbuffer_get_length(in));
-				s->discard_line = 1;
-			}
-			return;
-		}
-		/* The limit counts the whole line with its CRLF. */
-		if (s->discard_line || (size_t)eol.pos + eol_len > max) {
-			evbuffer_drain(in, (size_t)eol.pos + eol_len);
-			s->discard_line = 0;
-			if (s->state == ODMR_WAITING) {
-				odmr_waiting_line(s, "");
-				continue;
-			}
-			odmr_reply(s, "500 5.5.2 Line too long");
-			if (++s->errors >= s->cfg->max_errors) {
-				odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
-				    s->cfg->hostname);
-				odmr_close_when_flushed(s);
-			}
-			if (s->state == ODMR_AUTH_EXCHANGE) {
-				authc_cancel(&s->sasl);
-				s->state = ODMR_INITIAL;
-			}
+		r = lineio_peek(&s->lines, in, odmr_line_max(s, in), &len);
+		if (r == LINEIO_MORE)
+			break;
+		if (r == LINEIO_LONG) {
+			lineio_skip(&s->lines, in, len);
+			odmr_bad_line(s, "500 5.5.2 Line too long");
 			continue;
 		}
-		line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
-		if (line == NULL)
-			return;
+		len = lineio_take(in, len, line, sizeof(line) - 1);
 		if (memchr(line, '\0', len) != NULL) {
-			free(line);
-			if (s->state == ODMR_WAITING) {
-				odmr_waiting_line(s, "");
-				continue;
-			}
-			odmr_reply(s, "500 5.5.2 Syntax error");
-			if (++s->errors >= s->cfg->max_errors) {
-				odmr_reply(s, "421 4.7.0 %s Too many errors, closing",
-				    s->cfg->hostname);
-				odmr_close_when_flushed(s);
-			}
-			/* The 500 ends the exchange for the client (RFC 4954):
-			 * its next line is a command, not SASL data. */
-			if (s->state == ODMR_AUTH_EXCHANGE) {
-				authc_cancel(&s->sasl);
-				s->state = ODMR_INITIAL;
-			}
+			odmr_bad_line(s, "500 5.5.2 Syntax error");
 			continue;
 		}
 		if (s->bev == bev)
 			odmr_set_timeout(s);
-		if (odmr_session_limit(s)) {
-			free(line);
+		if (odmr_session_limit(s))
 			break;
-		}
 		if (s->state == ODMR_AUTH_EXCHANGE)
 			odmr_auth_line(s, line);
 		else if (s->state == ODMR_WAITING)
 			odmr_waiting_line(s, line);
 		else
 			odmr_command(s, line, len);
-		free(line);
 	}
 	/* After ATRN the connection belongs to deliver: the session is done. */
 	if (s->bev == NULL)

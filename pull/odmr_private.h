@@ -14,8 +14,10 @@
 #include <event2/util.h>
 #include <openssl/ssl.h>
 
+#include "lineio.h"
 #include "odmr.h"
 #include "passwd.h"
+#include "server.h"
 
 struct bufferevent;
 
@@ -36,43 +38,28 @@ enum odmr_state {
 	ODMR_CLOSING
 };
 
-struct odmr_listener {
-	struct evconnlistener *l;
-	int implicit_tls;
-	struct odmr_listener *next;
-};
-
 struct odmr {
 	struct event_base *base;
 	struct config *cfg;
 	struct queue *q;
 	SSL_CTX *tls;
 	struct authc *auth;		/* borrowed; NULL: AUTH gets 454 */
-	struct odmr_listener *listeners;
-	struct odmr_session *sessions;
-	size_t nsessions;
+	struct server *srv;		/* listeners, limits, sessions */
 	struct odmr_atrn_log *reversed;	/* ATRN deliveries running */
-	int shutting_down;
-	void (*shutdown_done)(void *arg);
-	void *shutdown_arg;
 	struct util_rate_slot rate[ODMR_RATE_SLOTS];
 	struct xwait *waiters;		/* XWAIT sessions by domain */
-	struct fdbudget *budget;	/* borrowed; shared with smtpd */
-	struct event *accept_retry;	/* re-enable listeners after EMFILE */
 };
 
 struct odmr_session {
 	struct odmr *o;
+	struct server_conn *conn;	/* registry, limits, deadline */
 	struct config *cfg;
 	struct bufferevent *bev;
-	struct event *deadline;	/* a whole command line must arrive in time */
-	time_t started;		/* monotonic seconds at connect */
 	enum odmr_state state;
 	int tls_active;
 	int implicit_tls;
 	int helo_seen;
-	int discard_line;	/* skipping the rest of an overlong line */
-	int budget_held;	/* holds a slot of o->budget */
+	struct lineio lines;	/* bounded command lines */
 	unsigned errors;
 	char ip[64];
 	char *user;		/* authenticated user (any length), or NULL */
@@ -83,7 +70,6 @@ struct odmr_session {
 	struct xwait_entry *wait;	/* XWAIT registration */
 	struct event *wait_ev;		/* odmr_wait_timeout */
 	int woken;			/* XWAIT woken by an arrival */
-	struct odmr_session *prev, *next;
 };
 
 /* Shared between the odmr files (internal, not an interface). */

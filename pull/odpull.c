@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -120,11 +119,9 @@ static int atrn_mode(void)
 	struct tally t;
 	char host[256], domains[LINE_MAX_IN], txt[256], err[256];
 	SSL_CTX *ctx = NULL;
-	size_t off = 0;
-	int port, rc = 1;
+	int rc = 1;
 
 	memset(&t, 0, sizeof(t));
-	util_split_hostport(opt.server, host, sizeof(host), &port, 366);
 	if (opt.tls != TLSPOLICY_NONE) {
 		ctx = side_ctx(opt.tls, err, sizeof(err));
 		if (ctx == NULL) {
@@ -132,13 +129,7 @@ static int atrn_mode(void)
 			return 1;
 		}
 	}
-	if (conn_connect(&p, opt.server, 366) < 0)
-		goto out;
-	if (conn_reply(&p, &r) < 0 || r.code != 220) {
-		msg("provider: no greeting");
-		goto out;
-	}
-	if (ehlo(&p, &caps) < 0)
+	if (provider_hello(&p, 366, &caps, host, sizeof(host), "provider") < 0)
 		goto out;
 	if (!reply_has(&caps, "ATRN", NULL, 0)) {
 		msg("provider: does not offer ATRN");
@@ -148,17 +139,11 @@ static int atrn_mode(void)
 		goto out;
 	if (authenticate(&p, &caps, p.tls) < 0)
 		goto out;
-	domains[0] = '\0';
-	for (size_t i = 0; i < opt.domains.n; i++)
-		off += (size_t)snprintf(domains + off, off < sizeof(domains) ?
-		    sizeof(domains) - off : 0, "%s%s", i ? "," : "", opt.domains.v[i]);
-	if (off >= sizeof(domains)) {
-		msg("too many domains for one ATRN line");
+	if (atrn_domains(domains, sizeof(domains)) < 0)
 		goto out;
-	}
 	/* RFC 2645 5.2.1: the provider may take up to 10 minutes. */
 	p.timeout = opt.timeout > 600 ? opt.timeout : 600;
-	if (conn_printf(&p, off ? "ATRN %s" : "ATRN%s", domains) < 0 ||
+	if (conn_printf(&p, domains[0] ? "ATRN %s" : "ATRN%s", domains) < 0 ||
 	    conn_reply(&p, &r) < 0)
 		goto out;
 	p.timeout = opt.timeout;
@@ -202,9 +187,8 @@ static int etrn_mode(void)
 	struct smtp_reply caps, r;
 	char host[256], txt[512], err[256];
 	SSL_CTX *ctx = NULL;
-	int port, rc = 1;
+	int rc = 1;
 
-	util_split_hostport(opt.server, host, sizeof(host), &port, 25);
 	if (opt.tls != TLSPOLICY_NONE) {
 		ctx = side_ctx(opt.tls, err, sizeof(err));
 		if (ctx == NULL) {
@@ -212,13 +196,8 @@ static int etrn_mode(void)
 			return 1;
 		}
 	}
-	if (conn_connect(&p, opt.server, 25) < 0)
-		goto out;
-	if (conn_reply(&p, &r) < 0 || r.code != 220) {
-		msg("provider: no greeting");
-		goto out;
-	}
-	if (ehlo(&p, &caps) < 0 || provider_tls(&p, &caps, ctx, host) < 0)
+	if (provider_hello(&p, 25, &caps, host, sizeof(host), "provider") < 0 ||
+	    provider_tls(&p, &caps, ctx, host) < 0)
 		goto out;
 	if (!reply_has(&caps, "ETRN", NULL, 0))
 		msg("provider: does not advertise ETRN; trying anyway");

@@ -16,6 +16,7 @@
 #include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,8 +145,10 @@ static void conn_on_reply(void *arg, const struct smtp_reply *r)
 {
 	struct conn *c = arg;
 
+	/* The text only as far as it goes (a reply per command). */
 	if (c->want != NULL)
-		*c->want = *r;
+		memcpy(c->want, r, offsetof(struct smtp_reply, text) +
+		    r->textlen);
 	c->got_reply = 1;
 }
 
@@ -289,14 +292,20 @@ static size_t conn_unsent(const struct conn *c)
 	return 0;
 }
 
+/* Nothing more can go out. */
+static int conn_stuck(const struct conn *c)
+{
+	return c->failed || c->eof || (c->sc != NULL && smtpc_closed(c->sc));
+}
+
 static int conn_drained(const struct conn *c)
 {
-	return conn_unsent(c) == 0 || c->failed || c->eof;
+	return conn_unsent(c) == 0 || conn_stuck(c);
 }
 
 static int conn_below_low(const struct conn *c)
 {
-	return conn_unsent(c) <= OUT_LOW || c->failed || c->eof;
+	return conn_unsent(c) <= OUT_LOW || conn_stuck(c);
 }
 
 void conn_close(struct conn *c)
@@ -335,10 +344,38 @@ static int conn_input_grew(const struct conn *c)
 	    c->eof;
 }
 
-/* Wait for more input than the c->seen octets already looked at. */
+/*
+ * Wait for more input than the c->seen octets already looked at. On a
+ * plain connection the provider's next command or text is mostly there
+ * already: one read(2) first spares a pass of the loop (and libevent
+ * reads at most 4 KiB a time).
+ */
 static int conn_more(struct conn *c)
 {
-	if (c->bev == NULL || conn_wait(c, conn_input_grew) < 0)
+	if (c->bev == NULL)
+		return -1;
+	if (!c->tls && !c->eof && c->fd >= 0) {
+		char buf[16384];
+		ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+
+		if (n > 0) {
+			struct evbuffer *in = bufferevent_get_input(c->bev);
+
+			/* A bufferevent's input takes octets only from its
+			 * own reads unless unfrozen. */
+			evbuffer_unfreeze(in, 0);
+			evbuffer_add(in, buf, (size_t)n);
+			evbuffer_freeze(in, 0);
+			return 0;
+		}
+		if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK &&
+		    errno != EINTR)) {
+			c->eof = 1;
+			c->failed = n < 0;
+			return 0;
+		}
+	}
+	if (conn_wait(c, conn_input_grew) < 0)
 		return -1;
 	return 0;
 }
@@ -372,8 +409,21 @@ int conn_write(struct conn *c, const char *data, size_t len)
 	}
 	if (c->sc != NULL)
 		smtpc_write(c->sc, data, len);
-	else
-		evbuffer_add(bufferevent_get_output(c->bev), data, len);
+	else {
+		struct evbuffer *out = bufferevent_get_output(c->bev);
+
+		/* At once when nothing is queued (as smtpc does). */
+		if (!c->tls && c->fd >= 0 && evbuffer_get_length(out) == 0) {
+			ssize_t n = send(c->fd, data, len, MSG_NOSIGNAL);
+
+			if (n > 0) {
+				data += n;
+				len -= (size_t)n;
+			}
+		}
+		if (len > 0)
+			evbuffer_add(out, data, len);
+	}
 	/* A slow reader holds us here, not our memory. */
 	if (conn_unsent(c) > OUT_HIGH) {
 		long long until = c->until;
@@ -569,6 +619,43 @@ int ehlo(struct conn *c, struct smtp_reply *r)
 		char t[256];
 
 		msg("%s: EHLO refused: %d %s", c->name, r->code, reply_text(r, t, sizeof(t)));
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Connect to opt.server (defport if it names none), read the greeting and
+ * say EHLO: *caps is the EHLO reply; host gets the name to check TLS
+ * against. who names the provider in messages.
+ */
+int provider_hello(struct conn *p, int defport, struct smtp_reply *caps,
+    char *host, size_t hostsize, const char *who)
+{
+	struct smtp_reply r;
+	int port;
+
+	util_split_hostport(opt.server, host, hostsize, &port, defport);
+	if (conn_connect(p, opt.server, defport) < 0)
+		return -1;
+	if (conn_reply(p, &r) < 0 || r.code != 220) {
+		msg("%s: no greeting", who);
+		return -1;
+	}
+	return ehlo(p, caps);
+}
+
+/* The ATRN / XWAIT argument: the --domain list, comma-separated. */
+int atrn_domains(char *buf, size_t size)
+{
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (size_t i = 0; i < opt.domains.n; i++)
+		off += (size_t)snprintf(buf + off, off < size ? size - off : 0,
+		    "%s%s", i ? "," : "", opt.domains.v[i]);
+	if (off >= size) {
+		msg("too many domains for one ATRN line");
 		return -1;
 	}
 	return 0;

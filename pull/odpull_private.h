@@ -109,6 +109,9 @@ int reply_has(const struct smtp_reply *r, const char *kw, char *arg_r,
     size_t argsize);
 int odpull_tls_mode(const char *v);
 int ehlo(struct conn *c, struct smtp_reply *r);
+int provider_hello(struct conn *p, int defport, struct smtp_reply *caps,
+    char *host, size_t hostsize, const char *who);
+int atrn_domains(char *buf, size_t size);
 SSL_CTX *side_ctx(int mode, char *err, size_t errlen);
 int side_starttls(struct conn *c, struct smtp_reply *caps, SSL_CTX *ctx,
     const char *host, int mode, const char *pins, const char *opt_name);

@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <netdb.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -150,28 +149,14 @@ static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
 	struct smtp_reply caps, r;
 	char host[256], domains[LINE_MAX_IN], txt[256];
 	enum watch_result res = WATCH_FAIL;
-	size_t off = 0;
-	int port, nomail, empty = 0;
+	int nomail, empty = 0;
 
 	*logged_in_r = 0;
-	domains[0] = '\0';
-	for (size_t i = 0; i < opt.domains.n; i++)
-		off += (size_t)snprintf(domains + off, off < sizeof(domains) ?
-		    sizeof(domains) - off : 0, "%s%s", i ? "," : "", opt.domains.v[i]);
-	if (off >= sizeof(domains)) {
-		msg("too many domains for one ATRN line");
+	if (atrn_domains(domains, sizeof(domains)) < 0)
 		return WATCH_FAIL;
-	}
-	util_split_hostport(opt.server, host, sizeof(host), &port, 366);
-	if (conn_connect(&p, opt.server, 366) < 0)
+	if (provider_hello(&p, 366, &caps, host, sizeof(host), opt.server) < 0)
 		goto out;
 	watch_keepalive(p.fd);
-	if (conn_reply(&p, &r) < 0 || r.code != 220) {
-		msg("%s: no greeting", opt.server);
-		goto out;
-	}
-	if (ehlo(&p, &caps) < 0)
-		goto out;
 	if (!reply_has(&caps, "ATRN", NULL, 0)) {
 		msg("%s: does not offer ATRN", opt.server);
 		goto out;

@@ -121,6 +121,20 @@ int ctl_domain_arg_ok(const char *d)
 	return util_domain_valid(buf);
 }
 
+/* ctl_domain_arg_ok, and a final dot dropped in place: the queue and the
+ * daemon name domains without one. */
+int ctl_domain_arg(char *d)
+{
+	size_t n;
+
+	if (!ctl_domain_arg_ok(d))
+		return 0;
+	n = strlen(d);
+	if (n > 1 && d[n - 1] == '.')
+		d[n - 1] = '\0';
+	return 1;
+}
+
 /* ---- configuration and queue ---- */
 
 static void ctl_config_error(void *arg, const char *msg)
@@ -338,6 +352,9 @@ int ctl_domain_mode(const char *domain)
 	if (len > 1 && name[len - 1] == '.')
 		name[--len] = '\0';
 	util_lowercase(name);
+	/* No configured domain has blanks or control characters. */
+	if (!ctl_domain_arg_ok(name))
+		return CTL_MODE_NONE;
 	if (ctl_modes.have_all) {
 		struct ctl_mode_ent key = { name, 0 }, *e;
 
@@ -349,7 +366,7 @@ int ctl_domain_mode(const char *domain)
 		if (strcmp(ctl_modes.asked[k].name, name) == 0)
 			return ctl_modes.asked[k].mode;
 	if (ctl_modes.daemon >= 0 && ctl_modes.nasked < CTL_MODE_ASK_MAX &&
-	    (cfg = ctl_config()) != NULL && ctl_domain_arg_ok(name)) {
+	    (cfg = ctl_config()) != NULL) {
 		line = xasprintf("domain %s", name);
 		if (ctlclient_request(ctl_control_path(cfg, pbuf, sizeof(pbuf)),
 		    line, reply, sizeof(reply), err, sizeof(err)) < 0)
@@ -460,7 +477,7 @@ static int ctl_cmd_flush(int argc, char **argv)
 
 	if (argc != 2 || argv[1][0] == '-')
 		return ctl_usage();
-	if (!ctl_domain_arg_ok(argv[1])) {
+	if (!ctl_domain_arg(argv[1])) {
 		ctl_err("invalid domain");
 		return CTL_EXIT_USAGE;
 	}

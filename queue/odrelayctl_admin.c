@@ -60,7 +60,8 @@ static int ctl_delete_domain_direct(struct queue *q, const char *domain,
 int ctl_cmd_delete(int argc, char **argv)
 {
 	const struct config *cfg;
-	const char *id = NULL, *domain = NULL;
+	const char *id = NULL;
+	char *domain = NULL;
 	struct queue *q;
 	char *line, err[512] = "";
 	unsigned long ndel = 0, npart = 0;
@@ -77,7 +78,7 @@ int ctl_cmd_delete(int argc, char **argv)
 		ctl_err("invalid queue id");
 		return CTL_EXIT_USAGE;
 	}
-	if (domain != NULL && !ctl_domain_arg_ok(domain)) {
+	if (domain != NULL && !ctl_domain_arg(domain)) {
 		ctl_err("invalid domain");
 		return CTL_EXIT_USAGE;
 	}
@@ -971,7 +972,7 @@ static int ctl_recip_forget(const char *domain, const char *addr)
 int ctl_cmd_recipients(int argc, char **argv)
 {
 	if (argc >= 2 && strcmp(argv[1], "forget") == 0) {
-		if (argc < 3 || argc > 4 || !ctl_domain_arg_ok(argv[2]) ||
+		if (argc < 3 || argc > 4 || !ctl_domain_arg(argv[2]) ||
 		    (argc == 4 && (!ctl_word_arg_ok(argv[3]) ||
 		    strchr(argv[3], '@') == NULL))) {
 			ctl_err("usage: recipients forget DOMAIN [ADDRESS]");
@@ -980,9 +981,9 @@ int ctl_cmd_recipients(int argc, char **argv)
 		return ctl_recip_forget(argv[2], argc == 4 ? argv[3] : NULL);
 	}
 	if (argc == 3 && strcmp(argv[1], "--json") == 0 &&
-	    ctl_domain_arg_ok(argv[2]))
+	    ctl_domain_arg(argv[2]))
 		return ctl_recip_show(argv[2], 1);
-	if (argc == 2 && argv[1][0] != '-' && ctl_domain_arg_ok(argv[1]))
+	if (argc == 2 && argv[1][0] != '-' && ctl_domain_arg(argv[1]))
 		return ctl_recip_show(argv[1], 0);
 	return ctl_usage();
 }

@@ -59,6 +59,7 @@ int ctl_finish_output(int status);
 /* 1: a word fit for a control line / a well-formed domain name. */
 int ctl_word_arg_ok(const char *d);
 int ctl_domain_arg_ok(const char *d);
+int ctl_domain_arg(char *d);
 /* The global part of the configuration; ctl_config_full: all of it
  * (with the domain sections). NULL when not usable (reported). */
 const struct config *ctl_config(void);

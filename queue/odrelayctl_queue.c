@@ -744,7 +744,7 @@ int ctl_cmd_queue(int argc, char **argv)
 {
 	const struct config *cfg;
 	struct ctl_doms ds = { NULL, 0, 0, NULL };
-	const char *domain = NULL;
+	char *domain = NULL;
 	struct queue *q;
 	uint64_t total_msgs = 0, total_bytes = 0;
 	int json = 0, first = 1, rc, i, status = CTL_EXIT_OK;
@@ -759,7 +759,7 @@ int ctl_cmd_queue(int argc, char **argv)
 		else
 			domain = argv[i];
 	}
-	if (domain != NULL && !ctl_domain_arg_ok(domain)) {
+	if (domain != NULL && !ctl_domain_arg(domain)) {
 		ctl_err("invalid domain");
 		return CTL_EXIT_USAGE;
 	}

@@ -182,12 +182,39 @@ static int queue_open_dbs(struct queue *q, MDB_txn *txn, unsigned flags)
 	/* Newer than the others: a queue from before opened read-only has
 	 * none (its readers then look in the domain index). */
 	rc = mdb_dbi_open(txn, "oldest", 0, &q->db_oldest);
-	if (rc == MDB_NOTFOUND && (flags & MDB_CREATE)) {
-		rc = mdb_dbi_open(txn, "oldest", flags, &q->db_oldest);
-		q->oldest_new = rc == 0;
-	}
 	q->have_oldest = rc == 0;
-	return rc == MDB_NOTFOUND && !(flags & MDB_CREATE) ? 0 : rc;
+	/* Writable: created (and filled) by queue_oldest_create. */
+	q->oldest_new = rc == MDB_NOTFOUND && (flags & MDB_CREATE);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/*
+ * Once, for a queue from before the "oldest" records: create them (one
+ * seek per domain with mail), in a transaction of their own, so that a
+ * queue too full for them still opens (then stats seeks in the index).
+ */
+static void queue_oldest_create(struct queue *q)
+{
+	MDB_txn *txn;
+	int rc;
+
+	rc = mdb_txn_begin(q->env, NULL, 0, &txn);
+	if (rc != 0)
+		goto fail;
+	rc = mdb_dbi_open(txn, "oldest", MDB_CREATE, &q->db_oldest);
+	if (rc == 0)
+		rc = queue_oldest_rebuild(q, txn);
+	if (rc == 0)
+		rc = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	if (rc == 0) {
+		q->have_oldest = 1;
+		return;
+	}
+fail:
+	log_warn("queue: no oldest-message records (%s): odrelayctl stats "
+	    "reads the domain index instead", mdb_strerror(rc));
 }
 
 /* 0 ok (or no version yet when *have_r == 0), else fills err. */
@@ -392,10 +419,6 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 	}
 	if (rc == 0)
 		rc = queue_recover(q, txn, &orphans);
-	/* Once, for a queue from before the "oldest" records: one seek per
-	 * domain with mail. */
-	if (rc == 0 && q->oldest_new)
-		rc = queue_oldest_rebuild(q, txn);
 	if (rc == 0 && have_version == 2) {
 		uint64_t nmsgs = 0;
 
@@ -411,6 +434,8 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 	}
 	if (orphans > 0)
 		log_info("queue: removed %u unfinished message bodies", orphans);
+	if (q->oldest_new)
+		queue_oldest_create(q);
 	queue_prealloc(q);
 	if (base != NULL) {
 		q->done_ev = event_new(base, -1, 0, queue_done_cb, q);

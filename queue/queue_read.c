@@ -351,6 +351,16 @@ int queue_domain_oldest(struct queue *q, const char *domain, time_t *arrival_r)
 	kbuf[plen++] = '\0';
 	if (queue_read_begin(q, q->db_dom, &txn, &c) != 0)
 		return QUEUE_EIO;
+	/* The record kept with the counters, when there is one. */
+	k.mv_data = kbuf;
+	k.mv_size = plen - 1;
+	if (q->have_oldest && mdb_get(txn, q->db_oldest, &k, &d) == 0 &&
+	    d.mv_size == QUEUE_ID_LEN + 8) {
+		*arrival_r = (time_t)(int64_t)queue_be64_get(
+		    (const unsigned char *)d.mv_data + QUEUE_ID_LEN);
+		queue_read_end(txn, c);
+		return QUEUE_OK;
+	}
 	rc = queue_cursor_seek(c, &k, &d, kbuf, plen, 0);
 	if (rc == 0 && k.mv_size == plen + QUEUE_ID_LEN &&
 	    memcmp(k.mv_data, kbuf, plen) == 0) {

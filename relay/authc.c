@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -32,7 +33,7 @@ struct authc_req {
 	char *claim_ip;		/* a ticket's: sent with the first line */
 	unsigned claim_flags;
 	unsigned gen;		/* the channel it was started on */
-	struct authc_req *prev, *next;
+	LIST_ENTRY(authc_req) link;	/* a->reqs */
 };
 
 /* CRAM-MD5 exchanges the auth process started ahead (AUTHPROTO_TICKETS):
@@ -51,7 +52,7 @@ struct authc {
 	struct authd *local;		/* authc_new_local */
 	uint32_t next_id;
 	unsigned gen;			/* channels lost so far */
-	struct authc_req *reqs;
+	LIST_HEAD(, authc_req) reqs;
 	struct event *ev_lost;		/* ends exchanges from the loop */
 	struct event *ev_defer;		/* delivers tickets' 334 */
 	struct authc_ticket pool[AUTHC_POOL];
@@ -82,15 +83,7 @@ int authc_up(const struct authc *a)
 
 static void authc_unlink(struct authc_req *r)
 {
-	struct authc *a = r->a;
-
-	if (r->prev != NULL)
-		r->prev->next = r->next;
-	else
-		a->reqs = r->next;
-	if (r->next != NULL)
-		r->next->prev = r->prev;
-	r->prev = r->next = NULL;
+	LIST_REMOVE(r, link);
 }
 
 /* Finish r with a reply of our own (the auth process went away). */
@@ -121,12 +114,12 @@ static void authc_lost_all(evutil_socket_t fd, short what, void *arg)
 	 * line comes (authc_step fails): a reply now would be out of turn.
 	 * Only exchanges of a lost channel: one started on a new channel
 	 * before this ran is fine. */
-	for (r = a->reqs; r != NULL; r = r->next)
+	LIST_FOREACH(r, &a->reqs, link)
 		if (!r->waiting && r->gen != a->gen)
 			r->lost = 1;
 	for (;;) {
-		for (r = a->reqs; r != NULL && (!r->waiting || r->gen == a->gen);
-		    r = r->next)
+		for (r = LIST_FIRST(&a->reqs); r != NULL &&
+		    (!r->waiting || r->gen == a->gen); r = LIST_NEXT(r, link))
 			;
 		if (r == NULL)
 			break;
@@ -143,7 +136,7 @@ static void authc_closed(void *arg)
 	a->gen++;
 	log_warn("auth: the auth process is gone; AUTH answers 454 until "
 	    "it is back");
-	if (a->reqs != NULL)
+	if (!LIST_EMPTY(&a->reqs))
 		event_active(a->ev_lost, EV_TIMEOUT, 0);
 }
 
@@ -151,7 +144,7 @@ static struct authc_req *authc_find(struct authc *a, uint32_t id)
 {
 	struct authc_req *r;
 
-	for (r = a->reqs; r != NULL; r = r->next)
+	LIST_FOREACH(r, &a->reqs, link)
 		if (r->id == id)
 			return r;
 	return NULL;
@@ -216,7 +209,8 @@ static void authc_deferred(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	for (;;) {
-		for (r = a->reqs; r != NULL && r->deferred == NULL; r = r->next)
+		for (r = LIST_FIRST(&a->reqs); r != NULL && r->deferred == NULL;
+		    r = LIST_NEXT(r, link))
 			;
 		if (r == NULL)
 			break;
@@ -237,7 +231,7 @@ void authc_set_fd(struct authc *a, int fd)
 	authc_pool_clear(a);
 	a->gen++;
 	/* Replies for these can never come now. */
-	if (a->reqs != NULL)
+	if (!LIST_EMPTY(&a->reqs))
 		event_active(a->ev_lost, EV_TIMEOUT, 0);
 	if (fd >= 0) {
 		a->ch = authchan_new(a->base, fd, authc_recv, authc_closed, a);
@@ -329,10 +323,7 @@ struct authc_req *authc_start(struct authc *a, const char *ip,
 		r->claim_ip = xstrdup(ip);
 		r->claim_flags = flags;
 	}
-	r->next = a->reqs;
-	if (a->reqs != NULL)
-		a->reqs->prev = r;
-	a->reqs = r;
+	LIST_INSERT_HEAD(&a->reqs, r, link);
 	if (ticket != NULL)
 		event_active(a->ev_defer, EV_TIMEOUT, 0);
 	return r;
@@ -394,7 +385,7 @@ void authc_free(struct authc **ap)
 
 	if (a == NULL)
 		return;
-	while ((r = a->reqs) != NULL) {
+	while ((r = LIST_FIRST(&a->reqs)) != NULL) {
 		authc_unlink(r);
 		free(r->deferred);
 		free(r->claim_ip);

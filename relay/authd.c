@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <sys/stat.h>
 
 #include <event2/event.h>
@@ -34,7 +35,7 @@ struct authd_x {
 	struct event *delay;		/* a failure's reply held back */
 	unsigned char *held;
 	size_t heldlen;
-	struct authd_x *prev, *next;
+	LIST_ENTRY(authd_x) link;	/* d->xs */
 };
 
 struct authd {
@@ -44,7 +45,7 @@ struct authd {
 	struct passwd_db *pw;
 	struct sasl_throttle *t;
 	struct authchan *ch;
-	struct authd_x *xs;
+	LIST_HEAD(, authd_x) xs;
 	size_t nx;
 	void (*gone)(void *arg);
 	void *gone_arg;
@@ -81,12 +82,7 @@ static void authd_x_free(struct authd_x *x)
 {
 	struct authd *d = x->d;
 
-	if (x->prev != NULL)
-		x->prev->next = x->next;
-	else
-		d->xs = x->next;
-	if (x->next != NULL)
-		x->next->prev = x->prev;
+	LIST_REMOVE(x, link);
 	d->nx--;
 	sasl_server_free(&x->s);
 	if (x->delay != NULL)
@@ -100,7 +96,7 @@ static struct authd_x *authd_x_find(struct authd *d, uint32_t id)
 {
 	struct authd_x *x;
 
-	for (x = d->xs; x != NULL; x = x->next)
+	LIST_FOREACH(x, &d->xs, link)
 		if (x->id == id)
 			return x;
 	return NULL;
@@ -283,10 +279,7 @@ static struct authd_x *authd_x_new(struct authd *d, uint32_t id)
 	x = xcalloc(1, sizeof(*x));
 	x->d = d;
 	x->id = id;
-	x->next = d->xs;
-	if (d->xs != NULL)
-		d->xs->prev = x;
-	d->xs = x;
+	LIST_INSERT_HEAD(&d->xs, x, link);
 	d->nx++;
 	return x;
 }
@@ -491,7 +484,7 @@ void authd_reload(struct authd *d)
 	d->pw = pw;
 	/* Exchanges that looked nobody up yet (the tickets above all) go on
 	 * with the new file; the others keep the one they started with. */
-	for (x = d->xs; x != NULL; x = x->next)
+	LIST_FOREACH(x, &d->xs, link)
 		if (x->s != NULL)
 			(void)sasl_server_set_passwd(x->s, d->pw);
 	log_info("auth: password file %s loaded, %zu users",
@@ -504,8 +497,8 @@ void authd_free(struct authd **dp)
 
 	if (d == NULL)
 		return;
-	while (d->xs != NULL)
-		authd_x_free(d->xs);
+	while (!LIST_EMPTY(&d->xs))
+		authd_x_free(LIST_FIRST(&d->xs));
 	authchan_free(&d->ch);
 	sasl_throttle_free(&d->t);
 	passwd_free(&d->pw);

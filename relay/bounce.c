@@ -132,6 +132,14 @@ static const char *bounce_field(const char *in, char *out, size_t size)
 	return out;
 }
 
+static int bounce_ascii(const char *s)
+{
+	for (; *s != '\0'; s++)
+		if ((unsigned char)*s >= 0x80)
+			return 0;
+	return 1;
+}
+
 static int bounce_has_ctl(const char *s)
 {
 	for (; *s != '\0'; s++)
@@ -212,6 +220,10 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 	unsigned char rnd[8];
 	size_t i, nwanted = 0;
 	int any_failed = 0, headers_only;
+	/* A message sent with SMTPUTF8 may have UTF-8 addresses and headers:
+	 * its report is the RFC 6533 kind (global-delivery-status, utf-8
+	 * address type, message/global), since rfc822 types are ASCII. */
+	int utf8 = (orig->flags & QUEUE_F_SMTPUTF8) != 0;
 
 	for (i = 0; i < nrcpts; i++) {
 		if (rcpts[i].index < orig->nrcpts &&
@@ -241,13 +253,15 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 	    rnd[0], rnd[1], rnd[2], rnd[3], hostname);
 	bounce_buf_printf(&b, "Auto-Submitted: auto-replied\r\n");
 	bounce_buf_printf(&b, "MIME-Version: 1.0\r\n");
-	bounce_buf_printf(&b, "Content-Type: multipart/report; report-type=delivery-status;\r\n"
-	    "\tboundary=\"%s\"\r\n\r\n", boundary);
+	bounce_buf_printf(&b, "Content-Type: multipart/report; report-type=%s;\r\n"
+	    "\tboundary=\"%s\"\r\n\r\n", utf8 ? "global-delivery-status" :
+	    "delivery-status", boundary);
 	bounce_buf_printf(&b, "This is a MIME-encapsulated message.\r\n\r\n");
 
 	/* 1. Human-readable part. */
 	bounce_buf_printf(&b, "--%s\r\nContent-Description: Notification\r\n"
-	    "Content-Type: text/plain; charset=us-ascii\r\n\r\n", boundary);
+	    "Content-Type: text/plain; charset=%s\r\n\r\n", boundary,
+	    utf8 ? "utf-8" : "us-ascii");
 	bounce_buf_printf(&b, "This is the mail system at host %s.\r\n\r\n", hostname);
 	if (any_failed)
 		bounce_buf_printf(&b, "Your message could not be delivered to one or more\r\n"
@@ -271,7 +285,8 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 
 	/* 2. message/delivery-status (RFC 3464 2.2, 2.3). */
 	bounce_buf_printf(&b, "--%s\r\nContent-Description: Delivery report\r\n"
-	    "Content-Type: message/delivery-status\r\n\r\n", boundary);
+	    "Content-Type: message/%sdelivery-status\r\n\r\n", boundary,
+	    utf8 ? "global-" : "");
 	bounce_buf_printf(&b, "Reporting-MTA: dns; %s\r\n", hostname);
 	if (orig->envid != NULL)
 		bounce_buf_printf(&b, "Original-Envelope-Id: %s\r\n",
@@ -290,7 +305,8 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 		if (!bounce_wanted(orig, r, rcpts[i].action))
 			continue;
 		status = rcpts[i].status ? rcpts[i].status : bounce_default_status(rcpts[i].action);
-		bounce_buf_printf(&b, "\r\nFinal-Recipient: rfc822; %s\r\n",
+		bounce_buf_printf(&b, "\r\nFinal-Recipient: %s; %s\r\n",
+		    bounce_ascii(r->addr) ? "rfc822" : "utf-8",
 		    bounce_field(r->addr, fld, sizeof(fld)));
 		if (r->orcpt != NULL)
 			bounce_buf_printf(&b, "Original-Recipient: %s\r\n",
@@ -314,7 +330,9 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 	headers_only = orig->ret != QUEUE_RET_FULL;
 	bounce_buf_printf(&b, "--%s\r\nContent-Description: %s\r\nContent-Type: %s\r\n\r\n",
 	    boundary, headers_only ? "Undelivered Message Headers" : "Undelivered Message",
-	    headers_only ? "text/rfc822-headers" : "message/rfc822");
+	    headers_only ? (utf8 ? "message/global-headers" :
+	    "text/rfc822-headers") : (utf8 ? "message/global" :
+	    "message/rfc822"));
 	bounce_add_original(&b, q, orig->id, headers_only, max_return);
 	bounce_buf_printf(&b, "\r\n--%s--\r\n", boundary);
 

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -39,7 +40,7 @@ struct httpsc_req {
 	void *arg;
 	int finished;		/* the answer came (reap pending) */
 	int cancelled;
-	struct httpsc_req *prev, *next;
+	LIST_ENTRY(httpsc_req) link;	/* h->reqs */
 };
 
 struct httpsc {
@@ -47,7 +48,7 @@ struct httpsc {
 	char *what;
 	struct evdns_base *dns;	/* created for the first host name */
 	struct httpsc_ctx *ctxs;
-	struct httpsc_req *reqs;
+	LIST_HEAD(, httpsc_req) reqs;
 };
 
 struct httpsc *httpsc_new(struct event_base *base, const char *what)
@@ -98,12 +99,7 @@ SSL_CTX *httpsc_ctx(struct httpsc *h, const char *ca_file)
 
 static void httpsc_unlink(struct httpsc_req *r)
 {
-	if (r->prev != NULL)
-		r->prev->next = r->next;
-	else
-		r->h->reqs = r->next;
-	if (r->next != NULL)
-		r->next->prev = r->prev;
+	LIST_REMOVE(r, link);
 }
 
 static void httpsc_req_free(struct httpsc_req *r)
@@ -226,10 +222,7 @@ struct httpsc_req *httpsc_request(struct httpsc *h, const struct config *cfg,
 		free(r);
 		goto fail;
 	}
-	r->next = h->reqs;
-	if (h->reqs != NULL)
-		h->reqs->prev = r;
-	h->reqs = r;
+	LIST_INSERT_HEAD(&h->reqs, r, link);
 	evhttp_connection_set_timeout(r->conn, o->timeout > 0 ? o->timeout : 10);
 	evhttp_connection_set_retries(r->conn, 0);
 	/* Bounded answers: a peer must not fill our memory. */
@@ -282,8 +275,8 @@ void httpsc_free(struct httpsc **hp)
 	if (h == NULL)
 		return;
 	*hp = NULL;
-	while (h->reqs != NULL)
-		httpsc_req_free(h->reqs);
+	while (!LIST_EMPTY(&h->reqs))
+		httpsc_req_free(LIST_FIRST(&h->reqs));
 	if (h->dns != NULL)
 		evdns_base_free(h->dns, 0);
 	httpsc_ctxs_clear(h);

@@ -205,6 +205,8 @@ void smtpc_expect(struct smtpc *s);
 void smtpc_command(struct smtpc *s, const char *line, size_t len);
 /* Write octets as they are (message text being relayed). */
 void smtpc_write(struct smtpc *s, const void *data, size_t len);
+/* 1 once the connection is closed or failed (no more replies). */
+int smtpc_closed(const struct smtpc *s);
 /* Octets written and not yet sent. */
 size_t smtpc_unsent(const struct smtpc *s);
 /*

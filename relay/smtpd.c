@@ -1,7 +1,7 @@
 /*
- * smtpd - the SMTP listener (MX role), manager part: listeners, accept
- * with the connection limits (total, per address, descriptor budget),
- * pausing accept on EMFILE, deferred freeing of sessions, reload and
+ * smtpd - the SMTP listener (MX role), manager part: starting sessions
+ * that common/server admitted (listeners, limits, descriptor budget and
+ * the pause on EMFILE are the session core's), freeing them, reload and
  * shutdown. The command session is in smtpd_session.c, message text in
  * smtpd_data.c; smtpd_private.h holds what they share.
  *
@@ -42,6 +42,7 @@
 #include "queue.h"
 #include "smtp_parse.h"
 #include "room.h"
+#include "server.h"
 #include "smtpd.h"
 #include "metrics.h"
 #include "passwd.h"
@@ -54,38 +55,9 @@
 
 /* ---- sessions ---- */
 
-static void
-smtpd_done_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct smtpd *s = arg;
-	void (*fn)(void *) = s->done_fn;
-
-	(void)fd;
-	(void)what;
-	s->done_fn = NULL;
-	if (fn != NULL)
-		fn(s->done_arg);
-}
-
-static void
-smtpd_check_done(struct smtpd *s)
-{
-	struct timeval tv = { 0, 0 };
-
-	if (!s->shutting_down || s->nsessions != 0 || s->done_fn == NULL)
-		return;
-	/* from the loop, not from inside a caller's stack */
-	if (s->done_ev == NULL)
-		s->done_ev = evtimer_new(s->base, smtpd_done_cb, s);
-	if (!evtimer_pending(s->done_ev, NULL))
-		evtimer_add(s->done_ev, &tv);
-}
-
 void
 smtpd_session_free(struct smtpd_session *ss)
 {
-	struct smtpd *s = ss->s;
-
 	if (ss->tx != NULL && ss->tx->put != NULL &&
 	    ss->state == SMTPD_ST_COMMIT) {
 		/* commit in flight: the queue owns the put; suppress cb */
@@ -96,156 +68,51 @@ smtpd_session_free(struct smtpd_session *ss)
 	smtpd_tx_free(&ss->tx);
 	authc_cancel(&ss->sasl);
 	dnsbl_check_free(&ss->dnsbl);
-	if (ss->deadline != NULL)
-		event_free(ss->deadline);
-	if (ss->bev != NULL)
-		tls_bev_close_flushed(ss->bev);
 	if (ss->tls != NULL)
 		SSL_CTX_free(ss->tls);
+	ss->tls = NULL;
 	config_free(&ss->cfg);
-	if (ss->prev != NULL)
-		ss->prev->next = ss->next;
-	else
-		s->sessions = ss->next;
-	if (ss->next != NULL)
-		ss->next->prev = ss->prev;
-	s->nsessions--;
-	if (ss->budget_held)
-		fdbudget_put(s->budget);
-	free(ss);
-	smtpd_check_done(s);
+	/* the memory goes from the loop, after every callback */
+	server_conn_free(&ss->conn, &ss->bev, free, ss);
 }
 
-static size_t
-smtpd_count_ip(struct smtpd *s, const char *ip)
-{
-	struct smtpd_session *ss;
-	size_t n = 0;
-
-	for (ss = s->sessions; ss != NULL; ss = ss->next)
-		if (!ss->rejected && strcmp(ss->ip, ip) == 0)
-			n++;
-	return n;
-}
-
+/* The session core admitted a connection (it holds a budget slot). */
 static void
-smtpd_accept(struct evconnlistener *lev, evutil_socket_t fd,
-    struct sockaddr *sa, int salen, void *arg)
+smtpd_start(void *arg, evutil_socket_t fd, const struct server_peer *peer,
+    int flags)
 {
 	struct smtpd *s = arg;
 	struct smtpd_session *ss;
-	size_t active;
 
-	(void)lev;
-	(void)salen;
-	if (s->shutting_down) {
-		evutil_closesocket(fd);
-		return;
-	}
-	if (!fdbudget_take(s->budget)) {
-		/* Every descriptor the budget allows is in use (both
-		 * listeners count): refuse at once, no session. */
-		static const char busy[] =
-		    "421 4.3.2 Too many connections, try later\r\n";
-
-		metrics_inc(METRIC_REJECTED, "connections");
-		(void)!write(fd, busy, sizeof(busy) - 1);
-		evutil_closesocket(fd);
-		fdbudget_refused(s->budget, "smtpd");
-		return;
-	}
+	(void)flags;
 	ss = xcalloc(1, sizeof(*ss));
-	ss->budget_held = 1;
+	ss->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (ss->bev == NULL) {
+		evutil_closesocket(fd);
+		server_release_slot(s->srv);
+		free(ss);
+		return;
+	}
 	ss->s = s;
+	ss->conn = server_conn_new(s->srv, peer, ss, smtpd_deadline_cb);
 	ss->sid = ++s->next_sid;
 	ss->cfg = config_ref(s->cfg);
 	if (s->tls != NULL) {
 		SSL_CTX_up_ref(s->tls);
 		ss->tls = s->tls;
 	}
-	if (sa->sa_family == AF_INET6) {
-		ss->v6 = 1;
-		ss->port = ntohs(((struct sockaddr_in6 *)sa)->sin6_port);
-		evutil_inet_ntop(AF_INET6,
-		    &((struct sockaddr_in6 *)sa)->sin6_addr, ss->ip,
-		    sizeof(ss->ip));
-	} else {
-		evutil_inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr,
-		    ss->ip, sizeof(ss->ip));
-		ss->port = ntohs(((struct sockaddr_in *)sa)->sin_port);
-	}
-	active = s->nsessions;
-	ss->next = s->sessions;
-	if (s->sessions != NULL)
-		s->sessions->prev = ss;
-	s->sessions = ss;
-	s->nsessions++;
-	ss->bev = bufferevent_socket_new(s->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (ss->bev == NULL) {
-		evutil_closesocket(fd);
-		smtpd_session_free(ss);
-		return;
-	}
+	util_strlcpy(ss->ip, peer->ip, sizeof(ss->ip));
+	ss->v6 = peer->v6;
+	ss->port = peer->port;
 	smtpd_session_setup_bev(ss);
-	if ((ss->cfg->max_connections > 0 &&
-	    active >= ss->cfg->max_connections) ||
-	    (ss->cfg->max_connections_per_ip > 0 &&
-	    smtpd_count_ip(s, ss->ip) > ss->cfg->max_connections_per_ip)) {
-		ss->rejected = 1;
-		log_info("smtpd: client=[%s], too many connections", ss->ip);
-		metrics_inc(METRIC_REJECTED, "connections");
-		smtpd_reply(ss, "421 4.7.0 %s Too many connections, try later",
-		    ss->cfg->hostname);
-		smtpd_session_close(ss);
-		return;
-	}
 	log_debug("smtpd: sid=%llx, connect from [%s]",
 	    (unsigned long long)ss->sid, ss->ip);
 	smtpd_reply(ss, "220 %s ESMTP odrelay", ss->cfg->hostname);
-	{
-		struct timespec now;
-
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		ss->started = now.tv_sec;
-	}
-	ss->deadline = evtimer_new(s->base, smtpd_deadline_cb, ss);
 	smtpd_deadline_arm(ss);
 	ss->dnsbl = dnsbl_check_start(s->dnsbl, ss->cfg, ss->ip,
 	    smtpd_dnsbl_done, ss);
 	ss->milter = milter_sess_new(s->base, ss->cfg, ss->ip, ss->v6,
 	    ss->port);
-}
-
-static void
-smtpd_accept_retry(evutil_socket_t fd, short what, void *arg)
-{
-	struct smtpd *s = arg;
-	struct smtpd_listener *l;
-
-	(void)fd;
-	(void)what;
-	if (s->shutting_down)
-		return;
-	for (l = s->listeners; l != NULL; l = l->next)
-		evconnlistener_enable(l->lev);
-}
-
-static void
-smtpd_accept_error(struct evconnlistener *lev, void *arg)
-{
-	struct smtpd *s = arg;
-	struct timeval tv = { 1, 0 };
-	int e = EVUTIL_SOCKET_ERROR();
-
-	(void)lev;
-	log_warn("smtpd: accept: %s", evutil_socket_error_to_string(e));
-	/* EMFILE/ENFILE: pause accepting instead of spinning */
-	if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-		struct smtpd_listener *l;
-		for (l = s->listeners; l != NULL; l = l->next)
-			evconnlistener_disable(l->lev);
-		evtimer_add(s->accept_retry, &tv);
-	}
 }
 
 /* ---- manager API ---- */
@@ -263,14 +130,16 @@ smtpd_new(struct event_base *base, struct config *cfg, struct queue *q,
 		SSL_CTX_up_ref(tls);
 		s->tls = tls;
 	}
-	s->accept_retry = evtimer_new(base, smtpd_accept_retry, s);
+	s->srv = server_new(base, "smtpd", smtpd_start, s);
+	server_set_limits(s->srv, cfg->max_connections,
+	    cfg->max_connections_per_ip, cfg->hostname);
 	return s;
 }
 
 void
 smtpd_set_budget(struct smtpd *s, struct fdbudget *b)
 {
-	s->budget = b;
+	server_set_budget(s->srv, b);
 }
 
 void
@@ -282,54 +151,13 @@ smtpd_set_auth(struct smtpd *s, struct authc *auth)
 int
 smtpd_listen(struct smtpd *s, const char *addr, char *err, size_t errlen)
 {
-	struct sockaddr_storage ss;
-	int sslen = sizeof(ss), one = 1;
-	evutil_socket_t fd;
-	struct evconnlistener *lev;
-	struct smtpd_listener *l;
+	return server_listen(s->srv, addr, 25, 0, err, errlen);
+}
 
-	memset(&ss, 0, sizeof(ss));
-	if (evutil_parse_sockaddr_port(addr, (struct sockaddr *)&ss,
-	    &sslen) != 0) {
-		snprintf(err, errlen, "%s: bad listen address", addr);
-		return -1;
-	}
-	if (((struct sockaddr_in *)&ss)->sin_port == 0)
-		((struct sockaddr_in *)&ss)->sin_port = htons(25);
-	fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-	    0);
-	if (fd < 0) {
-		snprintf(err, errlen, "%s: socket: %s", addr, strerror(errno));
-		return -1;
-	}
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	/* one listener per family: [::] must not also take IPv4 */
-	if (ss.ss_family == AF_INET6 &&
-	    setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0) {
-		snprintf(err, errlen, "%s: IPV6_V6ONLY: %s", addr,
-		    strerror(errno));
-		close(fd);
-		return -1;
-	}
-	if (bind(fd, (struct sockaddr *)&ss, (socklen_t)sslen) != 0 ||
-	    listen(fd, 128) != 0) {
-		snprintf(err, errlen, "%s: %s", addr, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	lev = evconnlistener_new(s->base, smtpd_accept, s,
-	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd);
-	if (lev == NULL) {
-		snprintf(err, errlen, "%s: evconnlistener_new failed", addr);
-		close(fd);
-		return -1;
-	}
-	evconnlistener_set_error_cb(lev, smtpd_accept_error);
-	l = xcalloc(1, sizeof(*l));
-	l->lev = lev;
-	l->next = s->listeners;
-	s->listeners = l;
-	return 0;
+void
+smtpd_adopt(struct smtpd *s, int fd, const struct sockaddr *sa)
+{
+	server_adopt(s->srv, fd, sa, 0);
 }
 
 void
@@ -337,6 +165,8 @@ smtpd_reload(struct smtpd *s, struct config *cfg, SSL_CTX *tls)
 {
 	config_free(&s->cfg);
 	s->cfg = config_ref(cfg);
+	server_set_limits(s->srv, cfg->max_connections,
+	    cfg->max_connections_per_ip, cfg->hostname);
 	if (s->tls != NULL)
 		SSL_CTX_free(s->tls);
 	s->tls = NULL;
@@ -373,30 +203,17 @@ smtpd_set_added_handler(struct smtpd *s, void (*fn)(void *arg,
 	s->added_arg = arg;
 }
 
-static void
-smtpd_close_listeners(struct smtpd *s)
-{
-	struct smtpd_listener *l;
-
-	while ((l = s->listeners) != NULL) {
-		s->listeners = l->next;
-		evconnlistener_free(l->lev);
-		free(l);
-	}
-}
-
 void
 smtpd_shutdown(struct smtpd *s, void (*done)(void *arg), void *arg)
 {
-	struct smtpd_session *ss, *next;
+	struct server_conn *c, *next;
+	struct smtpd_session *ss;
 
 	s->shutting_down = 1;
-	s->done_fn = done;
-	s->done_arg = arg;
-	smtpd_close_listeners(s);
-	evtimer_del(s->accept_retry);
-	for (ss = s->sessions; ss != NULL; ss = next) {
-		next = ss->next;
+	server_shutdown(s->srv, done, arg);
+	for (c = server_first(s->srv); c != NULL; c = next) {
+		next = server_conn_next(c);
+		ss = server_conn_owner(c);
 		switch (ss->state) {
 		case SMTPD_ST_COMMIT:
 			/* 250 (then 421) once the commit completes */
@@ -418,30 +235,25 @@ smtpd_shutdown(struct smtpd *s, void (*done)(void *arg), void *arg)
 			break;
 		}
 	}
-	smtpd_check_done(s);
 }
 
 size_t
 smtpd_session_count(const struct smtpd *s)
 {
-	return s->nsessions;
+	return server_count(s->srv);
 }
 
 void
 smtpd_free(struct smtpd **sp)
 {
 	struct smtpd *s = *sp;
+	struct server_conn *c;
 
 	if (s == NULL)
 		return;
-	s->done_fn = NULL;
-	while (s->sessions != NULL)
-		smtpd_session_free(s->sessions);
-	smtpd_close_listeners(s);
-	if (s->accept_retry != NULL)
-		event_free(s->accept_retry);
-	if (s->done_ev != NULL)
-		event_free(s->done_ev);
+	while ((c = server_first(s->srv)) != NULL)
+		smtpd_session_free(server_conn_owner(c));
+	server_free(&s->srv);
 	if (s->tls != NULL)
 		SSL_CTX_free(s->tls);
 	config_free(&s->cfg);

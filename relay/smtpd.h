@@ -30,6 +30,10 @@ struct smtpd *smtpd_new(struct event_base *base, struct config *cfg,
     struct queue *q, SSL_CTX *tls);
 /* Bind and listen on "addr:port" / "[v6]:port". 0, or -1 with err set. */
 int smtpd_listen(struct smtpd *s, const char *addr, char *err, size_t errlen);
+/* Take fd, an already connected socket, as a new session (tests); sa is
+ * the peer. fd is ours from now on, even when it is refused. */
+struct sockaddr;
+void smtpd_adopt(struct smtpd *s, int fd, const struct sockaddr *sa);
 /* SIGHUP: sessions started from now on use cfg and tls. */
 void smtpd_reload(struct smtpd *s, struct config *cfg, SSL_CTX *tls);
 /* AUTH after STARTTLS through the auth process (borrowed; NULL: no AUTH).

@@ -14,7 +14,9 @@
 #include <event2/util.h>
 #include <openssl/ssl.h>
 
+#include "lineio.h"
 #include "passwd.h"
+#include "server.h"
 #include "queue.h"
 #include "smtp_parse.h"
 #include "smtpd.h"
@@ -82,9 +84,8 @@ struct smtpd_tx {
 
 struct smtpd_session {
 	struct smtpd *s;
-	struct smtpd_session *prev, *next;
+	struct server_conn *conn;	/* registry, limits, deadline */
 	uint64_t sid;
-	time_t started;			/* monotonic seconds at connect */
 	struct config *cfg;		/* referenced */
 	SSL_CTX *tls;			/* referenced, or NULL */
 	struct bufferevent *bev;	/* NULL once the peer is gone */
@@ -93,16 +94,13 @@ struct smtpd_session {
 	char helo[SMTPD_HELO_MAX + 1];
 	int esmtp;
 	int tls_on;
-	int rejected;			/* over a connection limit */
-	int budget_held;		/* holds a slot of s->budget */
-	int discarding;			/* dropping an overlong line */
+	struct lineio lines;		/* bounded command lines */
 	int paused;			/* queue backpressure: not reading */
 	int in_input;			/* inside smtpd_session_input */
 	enum smtpd_state state;
 	unsigned errors;
 	struct smtpd_tx *tx;
 	struct authc_req *sasl;		/* AUTH exchange in progress */
-	struct event *deadline;		/* a command must arrive whole in time */
 	size_t data_bytes;		/* DATA octets since the deadline moved */
 	char user[PASSWD_NAME_MAX + 1];	/* authenticated user, or "" */
 	struct dnsbl_check *dnsbl;	/* started at connect, or NULL */
@@ -112,18 +110,12 @@ struct smtpd_session {
 	unsigned port;
 };
 
-struct smtpd_listener {
-	struct evconnlistener *lev;
-	struct smtpd_listener *next;
-};
-
 struct smtpd {
 	struct event_base *base;
 	struct config *cfg;		/* referenced */
 	struct queue *q;
 	SSL_CTX *tls;			/* referenced, or NULL */
-	struct smtpd_listener *listeners;
-	struct event *accept_retry;	/* re-enable after EMFILE */
+	struct server *srv;		/* listeners, limits, sessions */
 	smtpd_etrn_fn *etrn_fn;
 	void *etrn_arg;
 	void (*added_fn)(void *arg, const char *id);
@@ -131,20 +123,14 @@ struct smtpd {
 	struct authc *auth;		/* borrowed; NULL: no AUTH */
 	struct recip *recip;		/* borrowed; NULL: lists only */
 	struct dnsbl *dnsbl;		/* borrowed; NULL: no DNSBL */
-	struct fdbudget *budget;	/* borrowed; shared with odmr */
-	struct smtpd_session *sessions;
-	size_t nsessions;
 	uint64_t next_sid;
 	int shutting_down;
-	void (*done_fn)(void *arg);
-	void *done_arg;
-	struct event *done_ev;
 };
 
 /* Shared between the smtpd files (internal, not an interface). */
 extern const char *const smtpd_state_names[];	/* by enum smtpd_state */
 void smtpd_deadline_arm(struct smtpd_session *ss);
-void smtpd_deadline_cb(evutil_socket_t fd, short what, void *arg);
+void smtpd_deadline_cb(void *arg);
 void smtpd_reply(struct smtpd_session *ss, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 void smtpd_enter_state(struct smtpd_session *ss, enum smtpd_state st);

@@ -37,6 +37,7 @@
 #include "dnsbl.h"
 #include "fdbudget.h"
 #include "milter.h"
+#include "lineio.h"
 #include "log.h"
 #include "queue.h"
 #include "smtp_parse.h"
@@ -70,20 +71,15 @@ static void smtpd_milter_rcpt(void *arg, const struct milter_verdict *v);
 void
 smtpd_deadline_arm(struct smtpd_session *ss)
 {
-	struct timeval tv = { ss->cfg->smtp_timeout > 0 ?
-	    ss->cfg->smtp_timeout : 300, 0 };
-
-	if (ss->deadline != NULL)
-		evtimer_add(ss->deadline, &tv);
+	server_conn_arm(ss->conn, ss->cfg->smtp_timeout > 0 ?
+	    ss->cfg->smtp_timeout : 300);
 }
 
 void
-smtpd_deadline_cb(evutil_socket_t fd, short what, void *arg)
+smtpd_deadline_cb(void *arg)
 {
 	struct smtpd_session *ss = arg;
 
-	(void)fd;
-	(void)what;
 	/* Waiting on us (commit, backpressure, AUTH delay) is not the
 	 * client's fault. */
 	if (ss->state == SMTPD_ST_COMMIT || ss->paused || ss->milter_wait ||
@@ -180,12 +176,8 @@ smtpd_error_limit(struct smtpd_session *ss)
 static int
 smtpd_session_limit(struct smtpd_session *ss)
 {
-	struct timespec now;
-
-	if (ss->cfg->smtp_session_limit <= 0)
-		return 0;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (now.tv_sec - ss->started < ss->cfg->smtp_session_limit)
+	if (ss->cfg->smtp_session_limit <= 0 ||
+	    server_conn_age(ss->conn) < ss->cfg->smtp_session_limit)
 		return 0;
 	smtpd_reply(ss, "421 4.4.2 %s Session time limit reached, closing",
 	    ss->cfg->hostname);
@@ -687,39 +679,19 @@ static int
 smtpd_cmd_starttls(void *arg_ss, char *arg, size_t arglen)
 {
 	struct smtpd_session *ss = arg_ss;
-	struct bufferevent *nbev;
-	SSL *ssl;
 
 	(void)arg;
 	(void)arglen;
-	/* Plaintext sent after STARTTLS must never be read as if it came
-	 * through TLS (CVE-2011-0411 class): drop it. */
-	{
-		struct evbuffer *in = bufferevent_get_input(ss->bev);
-		size_t n = evbuffer_get_length(in);
-		if (n > 0) {
-			log_info("smtpd: sid=%llx, client=[%s], discarded %zu "
-			    "octets pipelined after STARTTLS",
-			    (unsigned long long)ss->sid, ss->ip, n);
-			evbuffer_drain(in, n);
-		}
-	}
-	ssl = SSL_new(ss->tls);
-	if (ssl == NULL) {
-		smtpd_reply(ss, "454 4.7.0 TLS not available due to temporary "
-		    "reason");
+	switch (server_starttls(ss->conn, &ss->bev, ss->tls,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)) {
+	case SERVER_TLS_UNAVAILABLE:
 		return 0;
-	}
-	smtpd_reply(ss, "220 2.0.0 Ready to start TLS");
-	nbev = bufferevent_openssl_filter_new(ss->s->base, ss->bev, ssl,
-	    BUFFEREVENT_SSL_ACCEPTING,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (nbev == NULL) {
-		SSL_free(ssl);
+	case SERVER_TLS_FAILED:
 		smtpd_session_close(ss);
 		return 1;
+	case SERVER_TLS_OK:
+		break;
 	}
-	ss->bev = nbev;
 	ss->tls_on = 1;
 	/* RFC 3207 4.2: forget everything learnt before TLS */
 	smtpd_tx_free(&ss->tx);
@@ -912,13 +884,9 @@ static const struct cmdtable_need smtpd_needs[] = {
 	{ CMDT_NOT_AUTHED, "503 5.5.1 Already authenticated" },
 };
 
-static const struct cmdtable smtpd_cmds = {
-	smtpd_rows, sizeof(smtpd_rows) / sizeof(smtpd_rows[0]),
-	smtpd_needs, sizeof(smtpd_needs) / sizeof(smtpd_needs[0]),
-	"500 5.5.2 Syntax error, command unrecognized",
-	"501 5.5.2 Invalid character in command",
-	smtpd_answer, smtpd_desync
-};
+static const struct cmdtable smtpd_cmds = CMDTABLE(smtpd_rows, smtpd_needs,
+    "500 5.5.2 Syntax error, command unrecognized",
+    "501 5.5.2 Invalid character in command", smtpd_answer, smtpd_desync);
 
 #undef ST
 #undef NOTIMPL
@@ -975,9 +943,9 @@ void
 smtpd_session_input(struct smtpd_session *ss)
 {
 	struct evbuffer *in;
-	struct evbuffer_ptr eol;
 	char line[SMTPD_AUTH_LINE_MAX + 1];
-	size_t n, len, max;
+	size_t len;
+	enum lineio_result r;
 
 	if (ss->bev == NULL || ss->in_input)
 		return;
@@ -997,39 +965,24 @@ smtpd_session_input(struct smtpd_session *ss)
 			break;
 		}
 		/* replies pile up when the client does not read: stop */
-		if (evbuffer_get_length(bufferevent_get_output(ss->bev)) >
-		    SMTPD_OUT_MAX) {
+		if (server_out_full(ss->bev, SMTPD_OUT_MAX)) {
 			bufferevent_disable(ss->bev, EV_READ);
 			break;
 		}
-		n = evbuffer_get_length(in);
-		if (n == 0)
+		r = lineio_peek(&ss->lines, in, smtpd_line_max(ss, in), &len);
+		if (r == LINEIO_MORE)
 			break;
-		max = smtpd_line_max(ss, in);
-		eol = evbuffer_search(in, "\n", 1, NULL);
-		if (eol.pos < 0) {
-			if (n >= max) {
-				ss->discarding = 1;
-				evbuffer_drain(in, n);
-			}
-			break;
-		}
-		len = (size_t)eol.pos;
 		if (smtpd_error_limit(ss) || smtpd_session_limit(ss))
 			break;
-		if (ss->discarding || len + 1 > max) {
-			evbuffer_drain(in, len + 1);
-			ss->discarding = 0;
+		if (r == LINEIO_LONG) {
+			lineio_skip(&ss->lines, in, len);
 			smtpd_reply(ss, "500 5.5.2 Line too long");
 			authc_cancel(&ss->sasl);
 			smtpd_error(ss);
 			continue;
 		}
-		evbuffer_remove(in, line, len + 1);
+		len = lineio_take(in, len, line, sizeof(line) - 1);
 		smtpd_deadline_arm(ss);
-		if (len > 0 && line[len - 1] == '\r')
-			len--;
-		line[len] = '\0';
 		if (ss->sasl != NULL) {
 			smtpd_auth_line(ss, line);
 			continue;

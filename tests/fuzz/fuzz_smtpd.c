@@ -4,8 +4,9 @@
  * bare CR/LF/NUL, size and Received-header limits, overlong lines) and the
  * queue commit, with the input as the byte stream a client sends.
  *
- * smtpd.c is compiled into this file (#include) so its static accept
- * callback can take one end of a socketpair: no network, no listener. The
+ * smtpd.c is compiled into this file (#include) so the harness sees the
+ * session; smtpd_adopt takes one end of a socketpair: no network, no
+ * listener. The
  * other end writes the input, reads and drops the replies and, once the
  * session has consumed everything and is not waiting for a commit, shuts
  * its write side (EOF). A run ends when the session is freed. The real
@@ -136,7 +137,8 @@ fz_setup(void)
 static int
 fz_idle(int fd)
 {
-	struct smtpd_session *ss = fz_s->sessions;
+	struct server_conn *c = server_first(fz_s->srv);
+	struct smtpd_session *ss = c != NULL ? server_conn_owner(c) : NULL;
 	int pending = 0;
 
 	if (ss == NULL)
@@ -250,7 +252,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	sin.sin_family = AF_INET;
 	sin.sin_port = htons(40000);
 	sin.sin_addr.s_addr = htonl(0x7f000001);
-	smtpd_accept(NULL, sv[0], (struct sockaddr *)&sin, sizeof(sin), fz_s);
+	smtpd_adopt(fz_s, sv[0], (struct sockaddr *)&sin);
 	end = fz_segment_end(data, size, 0);
 	while (smtpd_session_count(fz_s) > 0) {
 		if (off < end) {
@@ -277,8 +279,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		evtimer_del(tev);
 		if (fz_debug && fz_stalled)
 			fprintf(stderr, "fuzz_smtpd: stalled in state %s\n",
-			    fz_s->sessions != NULL ?
-			    smtpd_state_names[fz_s->sessions->state] : "-");
+			    server_first(fz_s->srv) != NULL ?
+			    smtpd_state_names[((struct smtpd_session *)
+			    server_conn_owner(server_first(fz_s->srv)))->state] :
+			    "-");
 	}
 	fz_client_read(sv[1], EV_READ, NULL);
 	event_free(rev);

@@ -19,7 +19,7 @@ case $secs in
 esac
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-targets=${*:-"smtp_parse smtpd sasl sasl_client config passwd mx queue_record milter authproto recip tlspolicy cmdtable"}
+targets=${*:-"smtp_parse smtpd sasl sasl_client config passwd mx queue_record milter authproto recip tlspolicy cmdtable lineio smtpc"}
 clang=${CLANG:-clang}
 timeout=${FUZZ_TIMEOUT:-25}
 

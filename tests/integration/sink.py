@@ -93,6 +93,8 @@ class _Handler(socketserver.StreamRequestHandler):
 				if sink.size:
 					exts.append("SIZE %d" % sink.size)
 				exts.append("8BITMIME")
+				if sink.smtputf8:
+					exts.append("SMTPUTF8")
 				if sink.starttls and not self.tls:
 					exts.append("STARTTLS")
 				lines = [sink.name] + exts
@@ -228,13 +230,14 @@ class Sink:
 
 	def __init__(self, host="127.0.0.1", port=None, name="sink.test",
 	    start=True, pipelining=True, size=100000000, starttls=False,
-	    cert=None, key=None):
+	    cert=None, key=None, smtputf8=False):
 		self.host = host
 		self.port = port if port is not None else free_port(host=host)
 		self.name = name
 		self.pipelining = pipelining
 		self.size = size
 		self.starttls = starttls
+		self.smtputf8 = smtputf8
 		self.cert = cert
 		self.key = key
 		self.lock = threading.Lock()

@@ -12,7 +12,8 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import Conn, check, make_cert, prog, run, run_tests, swaks
+from odtest import (Conn, Fixture, check, json_ids, make_cert, prog, run,
+    queued_id, run_tests, send_message, swaks)
 from pullsink import PullFixture, add_user, cram_response
 
 DOMAINS = """
@@ -394,6 +395,91 @@ def test_odpull_domain_trailing_dot():
 		    "example.org.: exit %d\n%s" % (r.returncode, out))
 
 
+def test_ctl_domain_with_final_dot():
+	"""odrelayctl takes "example.org." for example.org, as ETRN and
+	flush do: `queue example.org.` said "No mail queued" with mail
+	held, and `delete --domain example.org.` deleted nothing."""
+	with Fixture("review3-ctl-dot", domains=DOMAINS) as d:
+		for i in range(2):
+			code, text = send_message(d.smtp_port, "s@client.test",
+			    ["x@example.org"], "Subject: %d\r\n\r\nbody\r\n" % i)
+			check(code == 250, "message %d: %s %r" % (i, code, text))
+		r = d.ctl_ok("queue", "--json", "example.org.")
+		check(len(json_ids(json.loads(r.out))) == 2, "queue example.org.:"
+		    " %s" % r.out[:1000])
+		d.ctl_ok("delete", "--domain", "example.org.")
+		check(len(d.queue_ids()) == 0, "delete --domain example.org. left "
+		    "%s" % d.queue_ids())
+
+
+def test_postmaster_of_listed_domain():
+	"""RFC 5321 4.5.1: a server MUST accept postmaster (any case) at every
+	domain it serves mail for. A domain with a recipients list refused
+	postmaster@ it with 550 5.1.1 unless the operator had listed it."""
+	with Fixture("review3-postmaster") as d:
+		c = Conn(d.smtp_port)
+		try:
+			c.greet_ehlo()
+			c.expect(250, "MAIL FROM:<s@client.test>")
+			for a in ("postmaster@list.example", "PostMaster@LIST.example"):
+				c.expect(250, "RCPT TO:<%s>" % a)
+			t = c.expect(550, "RCPT TO:<nobody@list.example>")
+			check("5.1.1" in t, "unlisted recipient: %r" % t)
+			c.expect(550, "RCPT TO:<postmaster@other.example>")
+			c.expect(354, "DATA")
+			c.send(b"Subject: to the postmaster\r\n\r\nhi\r\n.\r\n")
+			t = c.expect(250, what="end of data")
+		finally:
+			c.close()
+		m = __import__("odtest").json_find(d.queue_json(), queued_id(t))
+		check(m is not None, "message not queued")
+
+
+def test_dsn_for_smtputf8_mail_is_global():
+	"""A DSN about SMTPUTF8 mail was an RFC 3464 report: "Final-Recipient:
+	rfc822; jörg@example.org" (rfc822 addresses are ASCII),
+	message/delivery-status and a us-ascii text part holding UTF-8.
+	RFC 6533: report-type=global-delivery-status, the utf-8 address
+	type, message/global-headers for the returned headers."""
+	import test_release as tr
+	from sink import Sink
+	with Sink(smtputf8=True) as sink, Sink(smtputf8=True) as dsink:
+		rcpt = "j\u00f6rg@example.org"
+		sink.rcpt_replies[rcpt] = "550 5.1.1 no such user here"
+		domains = ("\n[domain example.org]\nhold = yes\n"
+		    "route = [127.0.0.1]:%d\n" % sink.port +
+		    tr.sender_domain(dsink.port))
+		with tr.RelFixture("review3-utf8dsn", domains=domains) as d:
+			c = Conn(d.smtp_port)
+			try:
+				c.greet_ehlo()
+				c.expect(250, "MAIL FROM:<\u00fc@sender.test> SMTPUTF8")
+				c.expect(250, "RCPT TO:<%s>" % rcpt)
+				c.expect(354, "DATA")
+				c.send("Subject: gr\u00fc\u00dfe\r\nFrom: "
+				    "\u00fc@sender.test\r\n\r\nbody\r\n.\r\n".encode())
+				c.expect(250, what="end of data")
+			finally:
+				c.close()
+			tr.etrn(d, "example.org", 253)
+			dsink.wait_accepted(1)
+			dsn = dsink.accepted()[0].data
+			tr.wait_queue_empty(d)
+		low = dsn.lower()
+		check(b"report-type=global-delivery-status" in low,
+		    "not a global report:\n%r" % dsn[:1500])
+		check(b"content-type: message/global-delivery-status" in low,
+		    "no message/global-delivery-status part:\n%r" % dsn[:3000])
+		check(("Final-Recipient: utf-8; " + rcpt).encode() in dsn,
+		    "no utf-8 Final-Recipient:\n%r" % dsn[:3000])
+		check(b"rfc822; " + rcpt.encode() not in dsn,
+		    "UTF-8 address with the rfc822 type:\n%r" % dsn[:3000])
+		check(b"content-type: message/global-headers" in low,
+		    "returned headers not message/global-headers:\n%r" % dsn[:3000])
+		check(b"charset=us-ascii" not in low, "UTF-8 text labelled "
+		    "us-ascii:\n%r" % dsn[:3000])
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -407,4 +493,7 @@ if __name__ == "__main__":
 		test_recipients_listing_list_entries_never_expire,
 		test_ctl_malformed_domain_or_user_is_usage_error,
 		test_odpull_domain_trailing_dot,
+		test_ctl_domain_with_final_dot,
+		test_postmaster_of_listed_domain,
+		test_dsn_for_smtputf8_mail_is_global,
 	], "review3")

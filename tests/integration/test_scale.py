@@ -481,6 +481,7 @@ def test_ctl_daemon_and_file():
 		    "domain relay.test")
 		check(control_lines(d, "domain none.test")[0].startswith("550"),
 		    "domain none.test")
+		check(control_lines(d, "domain")[0].startswith("501"), "domain")
 
 		run_stats = stats_view(d)
 		run_queue = {dom: queue_view(d, dom) for dom in
