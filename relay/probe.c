@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 #include <strings.h>
 #include <time.h>
 
@@ -47,7 +48,7 @@ struct probe_dest;
 struct probe_q {
 	struct probe *owner;
 	struct probe_dest *d;		/* NULL: in owner->instant */
-	struct probe_q *prev, *next;	/* waiting list, or NULL in a batch */
+	TAILQ_ENTRY(probe_q) link;	/* d->wait or owner->instant; in a batch: none */
 	char addr[PROBE_ADDR_MAX];
 	probe_done_fn *fn;
 	void *arg;
@@ -61,14 +62,14 @@ enum probe_dest_state { D_NONE, D_DNS, D_CONNECTING, D_SESSION };
 
 struct probe_dest {
 	struct probe *p;
-	struct probe_dest *prev, *next;
+	LIST_ENTRY(probe_dest) link;	/* p->dests */
 	char key[600];
 	char domain[256];
 	char host[256];		/* route host, or "" for the MX set */
 	int port;
 	long timeout;		/* seconds, verify_timeout of the last ask */
 	enum probe_dest_state st;
-	struct probe_q *wait, *wait_tail;
+	TAILQ_HEAD(, probe_q) wait;
 	struct probe_q *batch[PROBE_BATCH];
 	struct smtpc_rcpt rcpts[PROBE_BATCH];
 	size_t nbatch;
@@ -88,8 +89,8 @@ struct probe {
 	struct event_base *base;
 	struct dns *dns;
 	struct config *cfg;
-	struct probe_dest *dests;
-	struct probe_q *instant;	/* answered "unknown" on the next pass */
+	LIST_HEAD(, probe_dest) dests;
+	TAILQ_HEAD(, probe_q) instant;	/* answered "unknown" on the next pass */
 	unsigned nconns;
 };
 
@@ -99,6 +100,7 @@ struct probe *probe_new(struct event_base *base, struct dns *dns)
 
 	p->base = base;
 	p->dns = dns;
+	TAILQ_INIT(&p->instant);
 	return p;
 }
 
@@ -111,15 +113,7 @@ static void probe_q_free(struct probe_q *q)
 
 static void probe_unwait(struct probe_dest *d, struct probe_q *q)
 {
-	if (q->prev != NULL)
-		q->prev->next = q->next;
-	else
-		d->wait = q->next;
-	if (q->next != NULL)
-		q->next->prev = q->prev;
-	else
-		d->wait_tail = q->prev;
-	q->prev = q->next = NULL;
+	TAILQ_REMOVE(&d->wait, q, link);
 }
 
 /* Answer q (already out of every list) and free it. */
@@ -153,8 +147,9 @@ static void probe_kick_others(struct probe *p)
 {
 	struct probe_dest *d;
 
-	for (d = p->dests; d != NULL && p->nconns < PROBE_MAX_CONNS; d = d->next)
-		if (d->st == D_NONE && d->wait != NULL)
+	for (d = LIST_FIRST(&p->dests); d != NULL && p->nconns < PROBE_MAX_CONNS;
+	    d = LIST_NEXT(d, link))
+		if (d->st == D_NONE && !TAILQ_EMPTY(&d->wait))
 			probe_kick(d);
 }
 
@@ -173,7 +168,7 @@ static void probe_dest_down(struct probe_dest *d, const char *why)
 	d->nbatch = 0;
 	for (i = 0; i < n; i++)
 		probe_answer(d->batch[i], PROBE_UNKNOWN, why);
-	while ((q = d->wait) != NULL) {
+	while ((q = TAILQ_FIRST(&d->wait)) != NULL) {
 		probe_unwait(d, q);
 		probe_answer(q, PROBE_UNKNOWN, why);
 	}
@@ -187,7 +182,7 @@ static int probe_src_next(void *arg, struct smtpc_msg *m)
 	struct probe_q *q;
 	struct timeval tv = { PROBE_IDLE_SECS, 0 };
 
-	if (d->wait == NULL || d->closing) {
+	if (TAILQ_EMPTY(&d->wait) || d->closing) {
 		if (d->closing)
 			return 0;
 		evtimer_add(d->idle, &tv);
@@ -195,7 +190,7 @@ static int probe_src_next(void *arg, struct smtpc_msg *m)
 	}
 	evtimer_del(d->idle);
 	d->nbatch = 0;
-	while ((q = d->wait) != NULL && d->nbatch < PROBE_BATCH) {
+	while ((q = TAILQ_FIRST(&d->wait)) != NULL && d->nbatch < PROBE_BATCH) {
 		probe_unwait(d, q);
 		q->inflight = 1;
 		q->result = PROBE_UNKNOWN;
@@ -265,7 +260,7 @@ static void probe_src_done(void *arg, const struct smtpc_stats *st)
 	if (failed && (d->nbatch > 0 || d->answered == 0))
 		probe_dest_down(d, st->reason);
 	probe_conn_gone(d);
-	if (d->wait != NULL)
+	if (!TAILQ_EMPTY(&d->wait))
 		probe_kick(d);
 	probe_kick_others(d->p);
 }
@@ -438,7 +433,7 @@ static void probe_kick(struct probe_dest *d)
 {
 	struct probe *p = d->p;
 
-	if (d->wait == NULL)
+	if (TAILQ_EMPTY(&d->wait))
 		return;
 	if (d->st == D_SESSION) {
 		smtpc_wake(d->sc);
@@ -473,12 +468,7 @@ static void probe_q_timer(evutil_socket_t fd, short what, void *arg)
 		/* answered at once (the primary is known to be down) */
 		struct probe *p = q->owner;
 
-		if (q->prev != NULL)
-			q->prev->next = q->next;
-		else
-			p->instant = q->next;
-		if (q->next != NULL)
-			q->next->prev = q->prev;
+		TAILQ_REMOVE(&p->instant, q, link);
 		probe_answer(q, PROBE_UNKNOWN, "the primary is not answering");
 		return;
 	}
@@ -520,7 +510,7 @@ static struct probe_dest *probe_dest_get(struct probe *p,
 		    dom->route_port, dom->name);
 	else
 		snprintf(key, sizeof(key), "MX of %s", dom->name);
-	for (d = p->dests; d != NULL; d = d->next)
+	LIST_FOREACH(d, &p->dests, link)
 		if (strcmp(d->key, key) == 0)
 			return d;
 	d = xcalloc(1, sizeof(*d));
@@ -532,10 +522,8 @@ static struct probe_dest *probe_dest_get(struct probe *p,
 		d->port = dom->route_port;
 	}
 	d->idle = evtimer_new(p->base, probe_idle_cb, d);
-	d->next = p->dests;
-	if (p->dests != NULL)
-		p->dests->prev = d;
-	p->dests = d;
+	TAILQ_INIT(&d->wait);
+	LIST_INSERT_HEAD(&p->dests, d, link);
 	return d;
 }
 
@@ -560,21 +548,13 @@ void probe_ask(struct probe *p, struct config *cfg,
 	d->timeout = tv.tv_sec;
 	if (time(NULL) < d->down_until || strlen(addr) >= sizeof(q->addr)) {
 		/* Answered from the loop, never from inside this call. */
-		q->next = p->instant;
-		if (p->instant != NULL)
-			p->instant->prev = q;
-		p->instant = q;
+		TAILQ_INSERT_HEAD(&p->instant, q, link);
 		tv.tv_sec = 0;
 		evtimer_add(q->timer, &tv);
 		return;
 	}
 	q->d = d;
-	q->prev = d->wait_tail;
-	if (d->wait_tail != NULL)
-		d->wait_tail->next = q;
-	else
-		d->wait = q;
-	d->wait_tail = q;
+	TAILQ_INSERT_TAIL(&d->wait, q, link);
 	evtimer_add(q->timer, &tv);
 	probe_kick(d);
 }
@@ -587,8 +567,8 @@ void probe_free(struct probe **pp)
 
 	if (p == NULL)
 		return;
-	while ((d = p->dests) != NULL) {
-		p->dests = d->next;
+	while ((d = LIST_FIRST(&p->dests)) != NULL) {
+		LIST_REMOVE(d, link);
 		dns_req_cancel(&d->dns);
 		mxwalk_clear(&d->walk);
 		probe_res_free(d);
@@ -597,15 +577,15 @@ void probe_free(struct probe **pp)
 		smtpc_free(&d->sc);
 		for (size_t i = 0; i < d->nbatch; i++)
 			probe_q_free(d->batch[i]);
-		while ((q = d->wait) != NULL) {
+		while ((q = TAILQ_FIRST(&d->wait)) != NULL) {
 			probe_unwait(d, q);
 			probe_q_free(q);
 		}
 		event_free(d->idle);
 		free(d);
 	}
-	while ((q = p->instant) != NULL) {
-		p->instant = q->next;
+	while ((q = TAILQ_FIRST(&p->instant)) != NULL) {
+		TAILQ_REMOVE(&p->instant, q, link);
 		probe_q_free(q);
 	}
 	config_unref(&p->cfg);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include "config.h"
@@ -27,19 +28,19 @@ struct recip_pending;
 
 struct recip_wait {
 	struct recip_pending *p;
-	struct recip_wait *prev, *next;
+	LIST_ENTRY(recip_wait) link;	/* p->waiters */
 	recip_answer_fn *fn;
 	void *arg;
 };
 
 struct recip_pending {
 	struct recip *r;
-	struct recip_pending *prev, *next;
+	LIST_ENTRY(recip_pending) link;	/* r->pending */
 	char domain[RCACHE_DOMAIN_MAX + 1];
 	char addr[RCACHE_ADDR_MAX + 1];
 	int verify_unknown;
 	long pos_ttl, neg_ttl;
-	struct recip_wait *waiters;
+	LIST_HEAD(, recip_wait) waiters;
 };
 
 struct recip {
@@ -47,7 +48,7 @@ struct recip {
 	struct config *cfg;
 	struct rcache *cache;
 	struct probe *probe;
-	struct recip_pending *pending;
+	LIST_HEAD(, recip_pending) pending;
 	size_t npending;
 };
 
@@ -75,16 +76,11 @@ static void recip_pending_free(struct recip_pending *p)
 {
 	struct recip_wait *w;
 
-	while ((w = p->waiters) != NULL) {
-		p->waiters = w->next;
+	while ((w = LIST_FIRST(&p->waiters)) != NULL) {
+		LIST_REMOVE(w, link);
 		free(w);	/* recip_free only: their sessions are gone */
 	}
-	if (p->prev != NULL)
-		p->prev->next = p->next;
-	else
-		p->r->pending = p->next;
-	if (p->next != NULL)
-		p->next->prev = p->prev;
+	LIST_REMOVE(p, link);
 	p->r->npending--;
 	free(p);
 }
@@ -96,8 +92,8 @@ void recip_free(struct recip **rp)
 	if (r == NULL)
 		return;
 	probe_free(&r->probe);		/* no more answers */
-	while (r->pending != NULL)
-		recip_pending_free(r->pending);
+	while (!LIST_EMPTY(&r->pending))
+		recip_pending_free(LIST_FIRST(&r->pending));
 	config_unref(&r->cfg);
 	free(r);
 	*rp = NULL;
@@ -114,12 +110,7 @@ void recip_cancel(struct recip_wait **wp)
 
 	if (w == NULL)
 		return;
-	if (w->prev != NULL)
-		w->prev->next = w->next;
-	else
-		w->p->waiters = w->next;
-	if (w->next != NULL)
-		w->next->prev = w->prev;
+	LIST_REMOVE(w, link);
 	free(w);
 	*wp = NULL;
 }
@@ -303,13 +294,11 @@ static void recip_probe_done(void *arg, int result, const char *text)
 	}
 	log_info("recip: probe %s: %s", p->domain, result == PROBE_VALID ?
 	    "valid" : result == PROBE_INVALID ? "invalid" : "unknown");
-	while (p->waiters != NULL) {
-		struct recip_wait *w = p->waiters;
+	while (!LIST_EMPTY(&p->waiters)) {
+		struct recip_wait *w = LIST_FIRST(&p->waiters);
 
 		/* Unlinked first: fn may cancel or add other waiters. */
-		p->waiters = w->next;
-		if (p->waiters != NULL)
-			p->waiters->prev = NULL;
+		LIST_REMOVE(w, link);
 		if (verdict == RECIP_REFUSE)
 			metrics_inc(METRIC_RCPT_REFUSED,
 			    result == PROBE_INVALID ? "probe" : "tempfail");
@@ -325,7 +314,7 @@ static struct recip_pending *recip_probe(struct recip *r,
 {
 	struct recip_pending *p;
 
-	for (p = r->pending; p != NULL; p = p->next)
+	LIST_FOREACH(p, &r->pending, link)
 		if (strcmp(p->domain, dom->name) == 0 &&
 		    strcasecmp(p->addr, addr) == 0)
 			return p;
@@ -339,10 +328,7 @@ static struct recip_pending *recip_probe(struct recip *r,
 	p->verify_unknown = dom->verify_unknown;
 	p->pos_ttl = dom->verify_positive_ttl;
 	p->neg_ttl = dom->verify_negative_ttl;
-	p->next = r->pending;
-	if (r->pending != NULL)
-		r->pending->prev = p;
-	r->pending = p;
+	LIST_INSERT_HEAD(&r->pending, p, link);
 	r->npending++;
 	probe_ask(r->probe, r->cfg, dom, addr, recip_probe_done, p);
 	return p;
@@ -387,10 +373,7 @@ static int recip_check_probe(struct recip *r, const struct config_domain *dom,
 	w->p = p;
 	w->fn = fn;
 	w->arg = arg;
-	w->next = p->waiters;
-	if (p->waiters != NULL)
-		p->waiters->prev = w;
-	p->waiters = w;
+	LIST_INSERT_HEAD(&p->waiters, w, link);
 	*wp = w;
 	return RECIP_PENDING;
 }

@@ -72,7 +72,7 @@ struct sched_run {
 	int loops;		/* we are the best MX: nowhere to send it */
 	int routed;		/* destination from the domain's route, not MX */
 	int exact;		/* ETRN without '@': not the section's subdomains */
-	struct sched_run *prev_run, *next_run;
+	LIST_ENTRY(sched_run) link;	/* s->runs */
 };
 
 /* One outbound connection attempt walking the address list. */
@@ -81,7 +81,7 @@ struct sched_conn {
 	struct deliver *d;	/* before the connection is made */
 	struct deliver *running;	/* after deliver_start, until done */
 	struct bufferevent *bev;
-	struct sched_conn *prev_conn, *next_conn;
+	LIST_ENTRY(sched_conn) link;	/* s->conns */
 	struct mxwalk walk;	/* position in run->res, TLS policies */
 	char peer[300];
 	char relay[300];	/* peer for the log: [ip]:port, host[ip]:port */
@@ -96,7 +96,7 @@ static struct sched_run *sched_find_run(struct sched *s, const char *domain)
 {
 	struct sched_run *r;
 
-	for (r = s->runs; r != NULL; r = r->next_run)
+	LIST_FOREACH(r, &s->runs, link)
 		if (strcmp(r->domain, domain) == 0)
 			return r;
 	return NULL;
@@ -133,14 +133,7 @@ static void sched_ids_free(struct sched_ids *ids)
 
 static void sched_conn_unlink(struct sched_conn *c)
 {
-	struct sched *s = c->run->s;
-
-	if (c->prev_conn != NULL)
-		c->prev_conn->next_conn = c->next_conn;
-	else
-		s->conns = c->next_conn;
-	if (c->next_conn != NULL)
-		c->next_conn->prev_conn = c->prev_conn;
+	LIST_REMOVE(c, link);
 }
 
 /* Shutdown: abort a connection; unconfirmed recipients stay queued. */
@@ -355,10 +348,7 @@ static int sched_run_start_conn(struct sched_run *run)
 	c->run = run;
 	c->d = d;
 	mxwalk_start(&c->walk, run->res);
-	c->next_conn = s->conns;
-	if (s->conns != NULL)
-		s->conns->prev_conn = c;
-	s->conns = c;
+	LIST_INSERT_HEAD(&s->conns, c, link);
 	run->conns++;
 	s->active_conns++;
 	if (run->loops) {
@@ -408,15 +398,9 @@ static void sched_run_continue(struct sched_run *run)
 
 static void sched_run_free(struct sched_run *run)
 {
-	struct sched *s = run->s;
 	size_t i;
 
-	if (run->prev_run != NULL)
-		run->prev_run->next_run = run->next_run;
-	else
-		s->runs = run->next_run;
-	if (run->next_run != NULL)
-		run->next_run->prev_run = run->prev_run;
+	LIST_REMOVE(run, link);
 	if (run->dns != NULL)
 		dns_req_cancel(&run->dns);
 	if (run->res != NULL)
@@ -529,10 +513,7 @@ static struct sched_run *sched_start_run(struct sched *s, const char *domain,
 	run->due_only = due_only;
 	run->exact = exact;	/* before DNS: its answer may come at once */
 	memset(ids, 0, sizeof(*ids));
-	run->next_run = s->runs;
-	if (s->runs != NULL)
-		s->runs->prev_run = run;
-	s->runs = run;
+	LIST_INSERT_HEAD(&s->runs, run, link);
 	run->routed = cd != NULL && cd->route_host != NULL;
 	if (run->routed)
 		run->dns = dns_resolve_host(s->dns, cd->route_host, cd->route_port,
@@ -785,8 +766,8 @@ static void sched_tick(evutil_socket_t fd, short what, void *arg)
 	if (s->shutting_down)
 		return;
 	/* Runs waiting for a connection slot. */
-	for (run = s->runs; run != NULL; run = next) {
-		next = run->next_run;
+	for (run = LIST_FIRST(&s->runs); run != NULL; run = next) {
+		next = LIST_NEXT(run, link);
 		sched_run_continue(run);
 	}
 	sched_retry_due(s);
@@ -846,10 +827,10 @@ void sched_shutdown(struct sched *s)
 		sched_marks_save(s, time(NULL));
 	event_del(s->tick);
 	event_del(s->expiry_ev);
-	while (s->conns != NULL)
-		sched_conn_abort(s->conns);
-	while (s->runs != NULL)
-		sched_run_free(s->runs);
+	while (!LIST_EMPTY(&s->conns))
+		sched_conn_abort(LIST_FIRST(&s->conns));
+	while (!LIST_EMPTY(&s->runs))
+		sched_run_free(LIST_FIRST(&s->runs));
 }
 
 void sched_free(struct sched **sp)

@@ -5,6 +5,7 @@
 #ifndef OD_SCHED_PRIVATE_H
 #define OD_SCHED_PRIVATE_H
 
+#include <sys/queue.h>
 #include <time.h>
 
 #include <openssl/ssl.h>
@@ -33,8 +34,8 @@ struct sched {
 	struct qmarks *qmarks;	/* where they are kept; NULL: not kept */
 	time_t marks_saved;	/* when the marks were last written */
 	int marks_dirty;	/* moved since */
-	struct sched_run *runs;
-	struct sched_conn *conns;
+	LIST_HEAD(, sched_run) runs;
+	LIST_HEAD(, sched_conn) conns;
 	size_t active_conns;
 	int shutting_down;
 	struct util_rate_slot etrn[SCHED_ETRN_SLOTS];
