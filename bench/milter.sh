@@ -22,8 +22,9 @@
 # Each server is run BENCH_RUNS times, interleaved, each on an empty queue;
 # the median is printed with the ratios the issue asks about, and for the
 # odrelayd rows the CPU time per message (median) of odrelayd (with its
-# helper processes) and of the filter process, from /proc/PID/stat: unlike
-# the rate it hardly depends on what else runs on the machine. Needs root
+# helper processes), of the filter process and of smtp-source, from
+# /proc/PID/stat: unlike the rate it hardly depends on what else runs on
+# the machine. Needs root
 # (Postfix), cc and libmilter-dev.
 #
 # usage: sh bench/milter.sh [BUILDDIR]     (default: $top_builddir or .)
@@ -100,6 +101,10 @@ cpu_ticks() {
 	done | awk '{ sub(/^.*\) /, ""); t += $12 + $13 } END { print t + 0 }'
 }
 hz=$(getconf CLK_TCK)
+# children_ticks: CPU of this shell's waited-for children (smtp-source)
+children_ticks() {
+	awk '{ sub(/^.*\) /, ""); print $14 + $15 }' /proc/$$/stat
+}
 
 postfix_settle() {
 	i=0
@@ -145,18 +150,21 @@ one_run() {
 	*) echo "unknown server $srv"; exit 1 ;;
 	esac
 	case $srv in odrelayd*) f0=$(cpu_ticks $filt) ;; esac
+	s0=$(children_ticks)
 	t0=$(now)
 	"$source" -s "$s" -m "$m" -l "$size" -f bench@client.test \
 	    -t bench@example.org -M client.test 127.0.0.1:"$port" \
 	    >"$tmp/source.out" 2>&1 || { echo "# smtp-source failed against $srv:" >&2; head -5 "$tmp/source.out" >&2; }
 	t1=$(now)
+	s1=$(children_ticks)
 	case $srv in
 	odrelayd*)
 		# CPU per message in ms: odrelayd's whole life (start-up is a
 		# few ms), the filter's during the run
 		awk -v srv="$srv" -v o="$(cpu_ticks "$odpid")" -v hz="$hz" \
 		    -v f="$(( $(cpu_ticks $filt) - f0 ))" -v m="$m" \
-		    'BEGIN { printf "%s %.4f %.4f\n", srv, o * 1000 / hz / m, f * 1000 / hz / m }' >>"$tmp/cpu"
+		    -v c="$((s1 - s0))" \
+		    'BEGIN { printf "%s %.4f %.4f %.4f\n", srv, o * 1000 / hz / m, f * 1000 / hz / m, c * 1000 / hz / m }' >>"$tmp/cpu"
 		n=$(od_queued "$tmp/od")
 		[ "${n:-0}" -lt "$m" ] && echo "# $srv: queue shows $n of $m messages" >&2
 		odrelayd_stop >&2
@@ -195,10 +203,16 @@ awk '{ t[$1] = $2 } END {
 	if (t["postfix+milter-nr"] && t["odrelayd+milter-nr"])
 		printf "# odrelayd+milter-nr / postfix+milter-nr (rate): %.2f (goal >= 3)\n", t["postfix+milter-nr"] / t["odrelayd+milter-nr"]
 }' "$tmp/medians"
-echo "# CPU per message, ms (median of $runs; odrelayd with its helpers, the filter process during the run):"
+echo "# CPU per message, ms (median of $runs; odrelayd with its helpers, the filter process and smtp-source during the run;"
+echo "# cpu-ratio: (odrelayd + source alone) / (odrelayd + filter + source), the rate ratio to expect where the three only compete for CPU):"
 for srv in $servers; do
 	case $srv in odrelayd*) ;; *) continue ;; esac
 	o=$(awk -v s="$srv" '$1 == s { print $2 }' "$tmp/cpu" | median)
 	f=$(awk -v s="$srv" '$1 == s { print $3 }' "$tmp/cpu" | median)
-	printf '#   %-24s odrelayd %.3f  filter %.3f\n' "$srv" "$o" "$f"
+	c=$(awk -v s="$srv" '$1 == s { print $4 }' "$tmp/cpu" | median)
+	[ "$srv" = odrelayd ] && { o0=$o; c0=$c; }
+	printf '#   %-24s odrelayd %.3f  filter %.3f  smtp-source %.3f' "$srv" "$o" "$f" "$c"
+	[ "$srv" != odrelayd ] && [ -n "${o0:-}" ] && awk -v a="$o0" -v b="$c0" -v o="$o" -v f="$f" -v c="$c" \
+	    'BEGIN { if (o + f + c > 0) printf "  cpu-ratio %.2f", (a + b) / (o + f + c) }'
+	echo
 done

@@ -1,6 +1,7 @@
 /*
  * odpull_private - what odpull's files share: options, the connection
- * (on the loop, client sides through smtpc), limits and the signal state. Only pull/odpull*.c include it.
+ * (on the loop, client sides through smtpc), limits and the signal state.
+ * Only pull/odpull*.c include it.
  */
 #ifndef OD_ODPULL_PRIVATE_H
 #define OD_ODPULL_PRIVATE_H

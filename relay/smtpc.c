@@ -260,6 +260,8 @@ void smtpc_destroy(struct smtpc *s)
 		bufferevent_free(s->bev);
 	if (s->deadline != NULL)
 		event_free(s->deadline);
+	if (s->cmd_rd != NULL)
+		event_free(s->cmd_rd);
 	free(s->helo);
 	free(s->peer);
 	free(s->pol);
@@ -529,6 +531,8 @@ void smtpc_eventcb(struct bufferevent *bev, short what, void *arg)
 		/* Replies read ahead come first; smtpc_expect fails then. */
 		s->cmd_eof = 1;
 		bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+		if (s->cmd_rd != NULL)
+			event_del(s->cmd_rd);
 	} else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
 		/* Replies that arrived before the close still count. */
 		if (!s->dead && s->state != S_BODY)

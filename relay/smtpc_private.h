@@ -56,6 +56,7 @@ struct smtpc {
 	int cmd_hold;		/* a reply was handed over: read no further
 				 * until smtpc_expect */
 	int cmd_eof;		/* closed with input still held */
+	struct event *cmd_rd;	/* plain socket: smtpc reads it itself */
 	void *arg;
 	char *helo;
 	char *peer;
