@@ -48,6 +48,7 @@ struct deliver {
 	char *owner;
 	char *relay;		/* the peer in log lines (relay=...) */
 	char *mta;		/* its name in DSNs (Remote-MTA); NULL: relay */
+	int connected;		/* deliver_start ran: a remote MTA answered */
 	struct deliver_msg *msgs;
 	size_t nmsgs, alloc;
 	size_t next;			/* next message for smtpc */
@@ -105,6 +106,15 @@ void deliver_set_relay(struct deliver *d, const char *relay_name,
 	free(d->mta);
 	d->relay = xstrdup(relay_name != NULL ? relay_name : "-");
 	d->mta = mta_name != NULL ? xstrdup(mta_name) : NULL;
+}
+
+/* RFC 3464 2.3.5: Remote-MTA names the MTA that answered; a failure
+ * with no connection (DNS, null MX, a route back to us) has none. */
+static const char *deliver_remote_mta(const struct deliver *d)
+{
+	if (!d->connected)
+		return NULL;
+	return d->mta != NULL ? d->mta : d->relay;
 }
 
 static void deliver_msg_clear(struct deliver_msg *m)
@@ -365,8 +375,7 @@ static void deliver_commit(struct deliver *d, struct deliver_msg *m)
 				br[nb].index = m->idx[j];
 				br[nb].action = BOUNCE_RELAYED;
 				br[nb].status = "2.0.0";
-				br[nb].remote_mta = d->mta != NULL ? d->mta :
-				    d->relay;
+				br[nb].remote_mta = deliver_remote_mta(d);
 				br[nb].diagnostic = text;
 				nb++;
 			}
@@ -387,7 +396,7 @@ static void deliver_commit(struct deliver *d, struct deliver_msg *m)
 			br[nb].index = m->idx[j];
 			br[nb].action = BOUNCE_FAILED;
 			br[nb].status = status[j];
-			br[nb].remote_mta = d->mta != NULL ? d->mta : d->relay;
+			br[nb].remote_mta = deliver_remote_mta(d);
 			br[nb].diagnostic = text;
 			nb++;
 			d->sum.rcpts_bounced++;
@@ -396,7 +405,8 @@ static void deliver_commit(struct deliver *d, struct deliver_msg *m)
 			break;
 		}
 		log_info("%s: to=<%s>, relay=%s, status=%s (%s)", m->id,
-		    log_sanitize(buf, sizeof(buf), r->addr, 300), d->relay, word, text);
+		    log_sanitize(buf, sizeof(buf), r->addr, 300),
+		    d->connected ? d->relay : "none", word, text);
 	}
 	if (any_sent)
 		d->sum.messages++;
@@ -651,6 +661,7 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 		p.flags |= SMTPC_ONE_LINE_WRITES;
 	d->done = done;
 	d->done_arg = arg;
+	d->connected = 1;
 	d->sc = smtpc_start(d->base, bev, &p, &src, d);
 }
 

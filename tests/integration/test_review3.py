@@ -480,6 +480,31 @@ def test_dsn_for_smtputf8_mail_is_global():
 		    "us-ascii:\n%r" % dsn[:3000])
 
 
+def test_no_remote_mta_without_connection():
+	"""RFC 3464 2.3.5: Remote-MTA names the MTA that was talked to. Mail
+	returned without any connection (null MX, RFC 7505) got a DSN with
+	"Remote-MTA: dns; nullmx.test", the recipient's domain, and a log
+	line relay=nullmx.test; now no Remote-MTA and relay=none."""
+	import test_release as tr
+	from sink import Sink
+	from dns import Dns
+	with Sink() as dsink, Dns(rr=[("nullmx.test", 15, "000000")]) as dns:
+		domains = ("\n[domain nullmx.test]\nhold = no\n" +
+		    tr.sender_domain(dsink.port))
+		with tr.RelFixture("review3-nullmx", dns_port=dns.port,
+		    extra=tr.RETRY, domains=domains) as d:
+			msgs = tr.queue(d, 1, ["nobody@nullmx.test"])
+			dsn = tr.dsn_check(dsink, "nobody@nullmx.test")
+			tr.wait_queue_empty(d)
+			log = d.log_text()
+		check(b"5.1.10" in dsn, "null MX status: %r" % dsn[:2000])
+		check(not re.search(rb"(?im)^remote-mta:", dsn), "Remote-MTA "
+		    "without a remote MTA:\n%r" % dsn[:3000])
+		want = "%s: to=<nobody@nullmx.test>, relay=none, status=bounced" \
+		    % msgs[0][0]
+		check(want in log, "log lacks %r" % want)
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -496,4 +521,5 @@ if __name__ == "__main__":
 		test_ctl_domain_with_final_dot,
 		test_postmaster_of_listed_domain,
 		test_dsn_for_smtputf8_mail_is_global,
+		test_no_remote_mta_without_connection,
 	], "review3")
