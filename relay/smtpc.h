@@ -1,7 +1,8 @@
 /*
  * smtpc - the SMTP (and LMTP) client session used for every delivery:
- * outbound after ETRN and retries, the reversed ATRN session, and odpull's
- * relay to the local MTA.
+ * outbound after ETRN and retries, the reversed ATRN session, and, in
+ * command mode, odpull's two client sides (the provider before ATRN and
+ * the relay to the local MTA).
  *
  * A session runs on a connected bufferevent it is given, starting at "wait
  * for the 220". Messages come from a source (a struct of callbacks), and

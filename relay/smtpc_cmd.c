@@ -11,6 +11,7 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include "xmalloc.h"
@@ -39,7 +40,11 @@ struct smtpc *smtpc_open(struct event_base *base, struct bufferevent *bev,
 	s->started = smtpc_now_ms();
 	s->deadline = evtimer_new(base, smtpc_deadline_cb, s);
 	smtpc_setup_bev(s);
-	if (bufferevent_getfd(bev) >= 0) {
+	/* A plain socket (not a TLS bufferevent): smtpc's own I/O on it. */
+	s->cmd_plain = bufferevent_getfd(bev) >= 0 &&
+	    bufferevent_get_underlying(bev) == NULL &&
+	    bufferevent_openssl_get_ssl(bev) == NULL;
+	if (s->cmd_plain) {
 		s->cmd_rd = event_new(base, bufferevent_getfd(bev),
 		    EV_READ | EV_PERSIST, smtpc_cmd_readable, s);
 		if (s->cmd_rd != NULL) {
@@ -62,7 +67,7 @@ struct smtpc *smtpc_open(struct event_base *base, struct bufferevent *bev,
  */
 static evutil_socket_t smtpc_cmd_fd(const struct smtpc *s)
 {
-	if (s->tls_done || s->state != S_CMD || s->bev == NULL)
+	if (!s->cmd_plain || s->tls_done || s->state != S_CMD || s->bev == NULL)
 		return -1;
 	return bufferevent_getfd(s->bev);
 }

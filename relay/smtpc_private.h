@@ -57,6 +57,7 @@ struct smtpc {
 				 * until smtpc_expect */
 	int cmd_eof;		/* closed with input still held */
 	struct event *cmd_rd;	/* plain socket: smtpc reads it itself */
+	int cmd_plain;		/* opened on a plain socket bufferevent */
 	void *arg;
 	char *helo;
 	char *peer;
