@@ -132,6 +132,34 @@ static const char *bounce_field(const char *in, char *out, size_t size)
 	return out;
 }
 
+/*
+ * ENVID and ORCPT travel as xtext (RFC 3461 4); the report carries their
+ * decoded value (RFC 3461 6.3), "+2B" as "+". A value that would decode
+ * to a control or 8-bit octet is kept as it came (still safe ASCII).
+ */
+static const char *bounce_xtext(const char *in, char *out, size_t size)
+{
+	size_t o = 0;
+	const char *p;
+
+	for (p = in; *p != '\0' && o + 1 < size; p++) {
+		unsigned v;
+
+		if (*p != '+') {
+			out[o++] = *p;
+			continue;
+		}
+		if (!isxdigit((unsigned char)p[1]) ||
+		    !isxdigit((unsigned char)p[2]) ||
+		    sscanf(p + 1, "%2x", &v) != 1 || v < 0x20 || v >= 0x7f)
+			return bounce_field(in, out, size);
+		out[o++] = (char)v;
+		p += 2;
+	}
+	out[o] = '\0';
+	return bounce_field(out, out, size);
+}
+
 static int bounce_ascii(const char *s)
 {
 	for (; *s != '\0'; s++)
@@ -290,7 +318,7 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 	bounce_buf_printf(&b, "Reporting-MTA: dns; %s\r\n", hostname);
 	if (orig->envid != NULL)
 		bounce_buf_printf(&b, "Original-Envelope-Id: %s\r\n",
-		    bounce_field(orig->envid, fld, sizeof(fld)));
+		    bounce_xtext(orig->envid, fld, sizeof(fld)));
 	if (orig->helo != NULL)
 		bounce_buf_printf(&b, "Received-From-MTA: dns; %s\r\n",
 		    bounce_field(orig->helo, fld, sizeof(fld)));
@@ -308,9 +336,20 @@ int bounce_build(const char *hostname, const struct queue_envelope *orig,
 		bounce_buf_printf(&b, "\r\nFinal-Recipient: %s; %s\r\n",
 		    bounce_ascii(r->addr) ? "rfc822" : "utf-8",
 		    bounce_field(r->addr, fld, sizeof(fld)));
-		if (r->orcpt != NULL)
-			bounce_buf_printf(&b, "Original-Recipient: %s\r\n",
-			    bounce_field(r->orcpt, fld, sizeof(fld)));
+		if (r->orcpt != NULL) {
+			/* addr-type ";" xtext: the type as it came. */
+			const char *semi = strchr(r->orcpt, ';');
+			char val[600];
+
+			if (semi != NULL)
+				bounce_buf_printf(&b, "Original-Recipient: %.*s;%s\r\n",
+				    (int)(semi - r->orcpt), bounce_field(r->orcpt,
+				    fld, sizeof(fld)), bounce_xtext(semi + 1, val,
+				    sizeof(val)));
+			else
+				bounce_buf_printf(&b, "Original-Recipient: %s\r\n",
+				    bounce_field(r->orcpt, fld, sizeof(fld)));
+		}
 		bounce_buf_printf(&b, "Action: %s\r\n", bounce_action_name(rcpts[i].action));
 		bounce_buf_printf(&b, "Status: %s\r\n", status);
 		if (rcpts[i].remote_mta != NULL) {

@@ -505,6 +505,43 @@ def test_no_remote_mta_without_connection():
 		check(want in log, "log lacks %r" % want)
 
 
+def test_dsn_decodes_envid_and_orcpt():
+	"""RFC 3461 6.3: the report carries ENVID and ORCPT decoded from
+	xtext. `ENVID=env+2B42` came back as "Original-Envelope-Id: env+2B42"
+	and `ORCPT=rfc822;orig+2Bx@...` as "rfc822;orig+2Bx@...", so a
+	sender matching reports to its messages by those values missed."""
+	import test_release as tr
+	from sink import Sink
+	with Sink() as sink, Sink() as dsink:
+		domains = ("\n[domain example.org]\nhold = yes\n"
+		    "route = [127.0.0.1]:%d\n" % sink.port +
+		    tr.sender_domain(dsink.port))
+		with tr.RelFixture("review3-xtext", domains=domains) as d:
+			c = Conn(d.smtp_port)
+			try:
+				c.greet_ehlo()
+				c.expect(250, "MAIL FROM:<%s> ENVID=env+2B42+3Dx" % tr.SENDER)
+				c.expect(250, "RCPT TO:<x@example.org> NOTIFY=SUCCESS "
+				    "ORCPT=rfc822;orig+2Bx@example.org")
+				c.expect(354, "DATA")
+				c.send(b"Subject: xtext\r\n\r\nbody\r\n.\r\n")
+				c.expect(250, what="end of data")
+			finally:
+				c.close()
+			tr.etrn(d, "example.org", 253)
+			sink.wait_accepted(1)
+			dsink.wait_accepted(1)
+			dsn = dsink.accepted()[0].data
+			tr.wait_queue_empty(d)
+		check(re.search(rb"(?im)^action:\s*relayed", dsn), "not a "
+		    "relayed DSN:\n%r" % dsn[:2000])
+		check(re.search(rb"(?m)^Original-Envelope-Id: env\+42=x\r?$", dsn),
+		    "ENVID not decoded:\n%r" % dsn[:3000])
+		check(re.search(rb"(?m)^Original-Recipient: rfc822; ?"
+		    rb"orig\+x@example\.org\r?$", dsn), "ORCPT not decoded:\n%r"
+		    % dsn[:3000])
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_auth_initial_response_rfc4954,
@@ -522,4 +559,5 @@ if __name__ == "__main__":
 		test_postmaster_of_listed_domain,
 		test_dsn_for_smtputf8_mail_is_global,
 		test_no_remote_mta_without_connection,
+		test_dsn_decodes_envid_and_orcpt,
 	], "review3")
