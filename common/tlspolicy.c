@@ -132,8 +132,9 @@ int tlspolicy_init(struct tlspolicy *p, int mode, const char *ca_file,
 int tlspolicy_for_domain(struct tlspolicy *p, const struct config *cfg,
     const char *domain, char *err, size_t errlen)
 {
+	/* sub.example.org under subdomains = yes: example.org's settings */
 	const struct config_domain *cd = domain != NULL ?
-	    config_domain_by_name(cfg, domain) : NULL;
+	    config_find_domain(cfg, domain) : NULL;
 	int mode = cd != NULL && cd->tls >= 0 ? cd->tls : cfg->tls;
 	const char *ca = cd != NULL && cd->tls_ca_file != NULL ?
 	    cd->tls_ca_file : cfg->tls_ca_file;

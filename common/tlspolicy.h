@@ -81,8 +81,9 @@ int tlspolicy_init(struct tlspolicy *p, int mode, const char *ca_file,
     const char *fps, char *err, size_t errlen);
 
 struct config;
-/* tlspolicy_init from the configuration of domain (its section's tls,
- * tls_ca_file, tls_fingerprint, else the global ones). */
+/* tlspolicy_init from the configuration of domain (the tls, tls_ca_file,
+ * tls_fingerprint of the section that takes it in, its own or a parent's
+ * with subdomains = yes; else the global ones). */
 int tlspolicy_for_domain(struct tlspolicy *p, const struct config *cfg,
     const char *domain, char *err, size_t errlen);
 

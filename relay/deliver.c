@@ -58,7 +58,8 @@ struct deliver {
 	deliver_done_fn *done;
 	void *done_arg;
 	struct deliver_summary sum;
-	int exact;		/* domains match the address's own domain only */
+	int match;		/* DELIVER_MATCH_*: how a recipient matches domains */
+	char *section;		/* exact/tree: only recipients accepted for it */
 	size_t (*more)(void *arg, struct deliver *d);	/* next piece */
 	void *more_arg;
 	void (*more_release)(void *arg);
@@ -130,43 +131,65 @@ static void deliver_msg_clear(struct deliver_msg *m)
 	queue_envelope_free(&m->env);
 }
 
+/* Is dom (an address's domain) node itself or, tree, below it? */
+static int deliver_dom_under(const char *dom, const char *node, int tree)
+{
+	size_t dl = strlen(dom), nl = strlen(node);
+
+	if (strcasecmp(dom, node) == 0)
+		return 1;
+	/* whole labels: sub.example.org is below example.org,
+	 * badexample.org is not */
+	return tree && dl > nl && dom[dl - nl - 1] == '.' &&
+	    strcasecmp(dom + dl - nl, node) == 0;
+}
+
 /* Does recipient r belong to one of the domains? */
 static int deliver_rcpt_in(const struct queue_rcpt *r,
-    const char *const *domains, size_t ndomains, int exact)
+    const char *const *domains, size_t ndomains, int match,
+    const char *section)
 {
 	char dom[256];
 	size_t k;
 
 	if (ndomains == 0)
 		return 1;
+	/* A node below a section: a recipient of another section (a message
+	 * in both indexes) goes that section's way, never this one's. */
+	if (match != DELIVER_MATCH_SECTION && section != NULL &&
+	    (r->domain == NULL || strcasecmp(r->domain, section) != 0))
+		return 0;
 	bounce_addr_domain(r->addr, dom, sizeof(dom));
 	for (k = 0; k < ndomains; k++) {
 		if (domains[k] == NULL)
 			continue;
 		/* r->domain is the section (subdomains = yes takes in
-		 * sub.example.org); exact wants the address's own domain */
-		if (!exact && r->domain != NULL &&
+		 * sub.example.org); exact and tree go by the address */
+		if (match == DELIVER_MATCH_SECTION && r->domain != NULL &&
 		    strcasecmp(r->domain, domains[k]) == 0)
 			return 1;
-		if (strcasecmp(dom, domains[k]) == 0)
+		if (deliver_dom_under(dom, domains[k],
+		    match == DELIVER_MATCH_TREE))
 			return 1;
 	}
 	return 0;
 }
 
-void deliver_set_exact(struct deliver *d, int exact)
+void deliver_set_match(struct deliver *d, int match, const char *section)
 {
-	d->exact = exact;
+	d->match = match;
+	free(d->section);
+	d->section = section != NULL ? xstrdup(section) : NULL;
 }
 
 int deliver_env_has(const struct queue_envelope *env, const char *domain,
-    int exact)
+    int match, const char *section)
 {
 	const char *domains[1] = { domain };
 
 	for (size_t i = 0; i < env->nrcpts; i++)
 		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
-		    deliver_rcpt_in(&env->rcpts[i], domains, 1, exact))
+		    deliver_rcpt_in(&env->rcpts[i], domains, 1, match, section))
 			return 1;
 	return 0;
 }
@@ -195,7 +218,8 @@ int deliver_add(struct deliver *d, const char *id,
 	}
 	for (i = 0; i < env->nrcpts; i++)
 		if (env->rcpts[i].state == QUEUE_RCPT_QUEUED &&
-		    deliver_rcpt_in(&env->rcpts[i], domains, ndomains, d->exact))
+		    deliver_rcpt_in(&env->rcpts[i], domains, ndomains, d->match,
+		    d->section))
 			n++;
 	if (n == 0) {
 		queue_envelope_free(&env);
@@ -224,7 +248,7 @@ int deliver_add(struct deliver *d, const char *id,
 		const struct queue_rcpt *r = &env->rcpts[i];
 
 		if (r->state != QUEUE_RCPT_QUEUED ||
-		    !deliver_rcpt_in(r, domains, ndomains, d->exact))
+		    !deliver_rcpt_in(r, domains, ndomains, d->match, d->section))
 			continue;
 		m->idx[m->n] = i;
 		m->rcpts[m->n].addr = r->addr;
@@ -542,6 +566,7 @@ static void deliver_destroy(struct deliver *d)
 	free(d->owner);
 	free(d->relay);
 	free(d->mta);
+	free(d->section);
 	config_free(&d->cfg);
 	free(d);
 }

@@ -69,14 +69,23 @@ void deliver_set_more(struct deliver *d,
     size_t (*more)(void *arg, struct deliver *d), void *arg,
     void (*release)(void *arg));
 /*
- * exact (ETRN without '@', RFC 1985): a recipient belongs to a domain only
- * when its address is in that very domain, not in a subdomain that the
- * domain's section takes in. Set before deliver_add.
+ * How deliver_add matches a recipient with the domains (set before
+ * deliver_add):
+ * SECTION: the section it was accepted for, or its address's domain;
+ * EXACT (ETRN without '@', RFC 1985): its address is in that very domain,
+ *   not in a subdomain that the domain's section takes in;
+ * TREE (ETRN @node for a node below a section): its address is in that
+ *   domain or below it.
+ * section (EXACT, TREE; NULL: any): besides, the recipient was accepted
+ * for that section, so a node's run never takes another section's mail.
  */
-void deliver_set_exact(struct deliver *d, int exact);
-/* Has env a QUEUED recipient in domain (by section, or exact as above)? */
+#define DELIVER_MATCH_SECTION	0
+#define DELIVER_MATCH_EXACT	1
+#define DELIVER_MATCH_TREE	2
+void deliver_set_match(struct deliver *d, int match, const char *section);
+/* Has env a QUEUED recipient in domain, matched as above? */
 int deliver_env_has(const struct queue_envelope *env, const char *domain,
-    int exact);
+    int match, const char *section);
 
 #define DELIVER_REVERSED	0x1	/* ATRN: no STARTTLS, no BDAT */
 #define DELIVER_ONE_LINE_WRITES	0x2	/* implicit TLS pump: no pipelining */

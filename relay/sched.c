@@ -71,7 +71,11 @@ struct sched_run {
 	int busy, again;	/* re-entry guard: deliver_fail calls back at once */
 	int loops;		/* we are the best MX: nowhere to send it */
 	int routed;		/* destination from the domain's route, not MX */
-	int exact;		/* ETRN without '@': not the section's subdomains */
+	int match;		/* DELIVER_MATCH_*: EXACT for ETRN without '@' */
+	/* A node below a section (ETRN sub.example.org, subdomains = yes):
+	 * the section whose index is read and whose route is used; domain is
+	 * the node. NULL for every other run. */
+	char *section;
 	LIST_ENTRY(sched_run) link;	/* s->runs */
 };
 
@@ -92,14 +96,38 @@ struct sched_conn {
 static void sched_run_continue(struct sched_run *run);
 static void sched_run_maybe_free(struct sched_run *run);
 
+/* A section's run (ETRN, flush) or a destination's retry run. */
 static struct sched_run *sched_find_run(struct sched *s, const char *domain)
 {
 	struct sched_run *r;
 
 	LIST_FOREACH(r, &s->runs, link)
-		if (strcmp(r->domain, domain) == 0)
+		if (r->section == NULL && strcmp(r->domain, domain) == 0)
 			return r;
 	return NULL;
+}
+
+/*
+ * A run that already delivers what ETRN node (match EXACT) or ETRN @node
+ * (TREE) in section would: one for the same node that takes at least as
+ * much, or a flush of the whole section (not one of its exact domain).
+ */
+static int sched_node_covered(struct sched *s, const char *section,
+    const char *node, int match)
+{
+	struct sched_run *r;
+
+	LIST_FOREACH(r, &s->runs, link) {
+		if (r->section != NULL) {
+			if (strcmp(r->section, section) == 0 &&
+			    strcmp(r->domain, node) == 0 &&
+			    (r->match == match || r->match == DELIVER_MATCH_TREE))
+				return 1;
+		} else if (!r->due_only && r->match == DELIVER_MATCH_SECTION &&
+		    strcmp(r->domain, section) == 0)
+			return 1;
+	}
+	return 0;
 }
 
 struct sched_ids {
@@ -298,8 +326,8 @@ static void sched_run_refill(struct sched_run *run)
 	for (size_t i = 0; i < run->nids; i++)
 		free(run->ids[i]);
 	run->nids = run->next_id = 0;
-	n = queue_domain_ids(run->s->q, run->domain, run->cursor, ids,
-	    SCHED_MAX_BATCH);
+	n = queue_domain_ids(run->s->q, run->section != NULL ? run->section :
+	    run->domain, run->cursor, ids, SCHED_MAX_BATCH);
 	if (n <= 0) {
 		run->stream_end = 1;
 		return;
@@ -325,7 +353,7 @@ static int sched_run_start_conn(struct sched_run *run)
 	if (run->next_id >= run->nids || s->shutting_down)
 		return 0;
 	d = deliver_new(s->base, s->cfg, s->q, "sched", run->domain);
-	deliver_set_exact(d, run->exact);
+	deliver_set_match(d, run->match, run->section);
 	/* Bounded: ids being delivered elsewhere are skipped, a few at most
 	 * per turn; the tick comes back for the rest. */
 	while (added < SCHED_MAX_BATCH && looked < 4 * SCHED_MAX_BATCH) {
@@ -410,6 +438,7 @@ static void sched_run_free(struct sched_run *run)
 		free(run->ids[i]);
 	free(run->ids);
 	free(run->domain);
+	free(run->section);
 	free(run);
 }
 
@@ -497,22 +526,27 @@ static void sched_dns_done(void *arg, struct dns_result *res)
 }
 
 /*
- * Start a run for domain over ids (taken). The destination is the
- * configured route, else the domain's MX.
+ * Start a run for domain over ids (taken). section: NULL, or the section
+ * that takes in domain, a node below it (sched_run.section). The
+ * destination is the configured route (the section's for a node), else
+ * the domain's MX (the node's, as ETRN example.org uses example.org's).
  */
 static struct sched_run *sched_start_run(struct sched *s, const char *domain,
-    struct sched_ids *ids, int due_only, int exact)
+    const struct config_domain *section, struct sched_ids *ids, int due_only,
+    int match)
 {
-	const struct config_domain *cd = config_domain_by_name(s->cfg, domain);
+	const struct config_domain *cd = section != NULL ? section :
+	    config_domain_by_name(s->cfg, domain);
 	struct sched_run *run;
 
 	run = xcalloc(1, sizeof(*run));
 	run->s = s;
 	run->domain = xstrdup(domain);
+	run->section = section != NULL ? xstrdup(section->name) : NULL;
 	run->ids = ids->v;
 	run->nids = ids->n;
 	run->due_only = due_only;
-	run->exact = exact;	/* before DNS: its answer may come at once */
+	run->match = match;	/* before DNS: its answer may come at once */
 	memset(ids, 0, sizeof(*ids));
 	LIST_INSERT_HEAD(&s->runs, run, link);
 	run->routed = cd != NULL && cd->route_host != NULL;
@@ -532,20 +566,24 @@ static int sched_etrn_rate_ok(struct sched *s, const char *ip)
 	return util_rate_take(s->etrn, SCHED_ETRN_SLOTS, ip, s->cfg->etrn_rate);
 }
 
-/* Messages with a queued recipient in exactly domain, not a subdomain. */
-static long sched_count_exact(struct sched *s, const char *domain)
+/*
+ * Messages in section's index with a queued recipient that node matches
+ * (deliver_set_match): a read of the section's index, not of the queue.
+ */
+static long sched_count_match(struct sched *s, const char *section,
+    const char *node, int match)
 {
 	char ids[SCHED_MAX_BATCH][QUEUE_ID_LEN + 1], after[QUEUE_ID_LEN + 1] = "";
 	long count = 0;
 	int n;
 
-	while ((n = queue_domain_ids(s->q, domain, after, ids,
+	while ((n = queue_domain_ids(s->q, section, after, ids,
 	    SCHED_MAX_BATCH)) > 0) {
 		for (int i = 0; i < n; i++) {
 			struct queue_envelope *env = NULL;
 
 			if (queue_get(s->q, ids[i], &env) == 1 &&
-			    deliver_env_has(env, domain, 1))
+			    deliver_env_has(env, node, match, section))
 				count++;
 			queue_envelope_free(&env);
 		}
@@ -576,10 +614,12 @@ static long sched_flush_one(struct sched *s, const struct config_domain *cd,
 	if (exact) {
 		/* The domain's counter includes its subdomains: count the
 		 * messages for the domain itself (a read of its index). */
-		long n = sched_count_exact(s, cd->name);
+		long n = sched_count_match(s, cd->name, cd->name,
+		    DELIVER_MATCH_EXACT);
 
 		if (n > 0)
-			sched_start_run(s, cd->name, &ids, 0, 1)->stream = 1;
+			sched_start_run(s, cd->name, NULL, &ids, 0,
+			    DELIVER_MATCH_EXACT)->stream = 1;
 		return n;
 	}
 	/* O(1): the count from the domain's counter; the ids are read as
@@ -587,9 +627,49 @@ static long sched_flush_one(struct sched *s, const struct config_domain *cd,
 	if (queue_domain_stats(s->q, cd->name, &st) != QUEUE_OK ||
 	    st.messages == 0)
 		return 0;
-	run = sched_start_run(s, cd->name, &ids, 0, 0);
+	run = sched_start_run(s, cd->name, NULL, &ids, 0, DELIVER_MATCH_SECTION);
 	run->stream = 1;
 	return st.messages > LONG_MAX ? LONG_MAX : (long)st.messages;
+}
+
+/*
+ * The section that takes in node's mail when node is below it: the
+ * nearest parent section with subdomains = yes (config_find_domain's
+ * rule, without node's own section). Hash lookups label by label.
+ */
+static const struct config_domain *sched_node_section(const struct config *cfg,
+    const char *node)
+{
+	const struct config_domain *cd;
+	const char *p;
+
+	for (p = strchr(node, '.'); p != NULL && p[1] != '\0';
+	    p = strchr(p + 1, '.'))
+		if ((cd = config_domain_by_name(cfg, p + 1)) != NULL &&
+		    cd->subdomains)
+			return cd;
+	return NULL;
+}
+
+/*
+ * Flush the mail for node held under section cd: EXACT, node itself;
+ * TREE, node and below. Only those recipients go, to the section's route
+ * or node's MX. Returns as sched_flush_one.
+ */
+static long sched_flush_node(struct sched *s, const struct config_domain *cd,
+    const char *node, int match)
+{
+	struct sched_ids ids = { 0 };
+	long n;
+
+	if (sched_node_covered(s, cd->name, node, match))
+		return -1;
+	/* The section's counter includes its other domains: count in its
+	 * index, as for ETRN example.org (sched_flush_one). */
+	n = sched_count_match(s, cd->name, node, match);
+	if (n > 0)
+		sched_start_run(s, node, cd, &ids, 0, match)->stream = 1;
+	return n;
 }
 
 void sched_etrn(void *arg, const char *client_ip, const char *node,
@@ -624,12 +704,40 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 		/* The exact forms: one lookup, not a walk of every section. */
 		const struct config_domain *cd = config_domain_by_name(s->cfg, name);
 
-		if (cd != NULL && strcmp(cd->name, name) == 0 && cd->etrn) {
+		if (cd != NULL && strcmp(cd->name, name) == 0) {
+			if (cd->etrn) {
+				matched = 1;
+				domstate_note_now(cd->name, DOMSTATE_ETRN);
+				/* ETRN domain: the domain itself (RFC 1985);
+				 * #queue: the whole section */
+				n = sched_flush_one(s, cd, node[0] != '#');
+				if (n < 0)
+					running = 1;
+				else
+					total += n;
+			}
+		} else if (node[0] != '#' &&
+		    (cd = sched_node_section(s->cfg, name)) != NULL && cd->etrn) {
+			/* A node its parent's section takes in: its own mail
+			 * (the lookups go up label by label) */
 			matched = 1;
 			domstate_note_now(cd->name, DOMSTATE_ETRN);
-			/* ETRN domain: the domain itself (RFC 1985); #queue:
-			 * the whole section */
-			n = sched_flush_one(s, cd, node[0] != '#');
+			n = sched_flush_node(s, cd, name, DELIVER_MATCH_EXACT);
+			if (n < 0)
+				running = 1;
+			else
+				total += n;
+		}
+	}
+	if (node[0] == '@') {
+		/* Mail for node and below that a parent's section took in
+		 * (sections at or below node are flushed whole below). */
+		const struct config_domain *cd = sched_node_section(s->cfg, name);
+
+		if (cd != NULL && cd->etrn) {
+			matched = 1;
+			domstate_note_now(cd->name, DOMSTATE_ETRN);
+			n = sched_flush_node(s, cd, name, DELIVER_MATCH_TREE);
 			if (n < 0)
 				running = 1;
 			else
@@ -749,7 +857,8 @@ static void sched_retry_due(struct sched *s)
 		struct sched_run *run = sched_find_run(s, due.domains[i]);
 
 		if (run == NULL && !s->shutting_down)
-			sched_start_run(s, due.domains[i], &due.ids[i], 1, 0);
+			sched_start_run(s, due.domains[i], NULL, &due.ids[i], 1,
+			    DELIVER_MATCH_SECTION);
 		sched_ids_free(&due.ids[i]);
 		free(due.domains[i]);
 	}

@@ -163,7 +163,7 @@ static void sts_http_cb(void *arg, int code, const char *ctype,
 
 static void sts_fetch(struct sts_req *r)
 {
-	const struct config_domain *cd = config_domain_by_name(r->cfg,
+	const struct config_domain *cd = config_find_domain(r->cfg,
 	    r->domain);
 	struct httpsc_opts o;
 	char url[400];

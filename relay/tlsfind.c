@@ -31,7 +31,8 @@ struct tlsfind {
 
 static int tlsfind_mode(const struct config *cfg, const char *domain)
 {
-	const struct config_domain *cd = config_domain_by_name(cfg, domain);
+	/* as tlspolicy_for_domain: a subdomain has its section's tls */
+	const struct config_domain *cd = config_find_domain(cfg, domain);
 
 	return cd != NULL && cd->tls >= 0 ? cd->tls : cfg->tls;
 }

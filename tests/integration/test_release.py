@@ -22,6 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from odtest import (Conn, Failure, Fixture, check, fail, fetchmail_argv, free_port, json_find,
     json_ids, make_cert, queued_id, run_tests, send_message)
 from sink import Sink
+from pullsink import msg_rcpts
 from dns import Dns
 
 SENDER = "alice@sender.test"
@@ -248,6 +249,130 @@ def test_etrn_at_subdomains():
 			other.wait_accepted(1)
 			check_delivered(other, m4[0][1], ["d@badexample.org"])
 			wait_queue_empty(d)
+
+
+def pending(d):
+	"""Every recipient still queued, sorted."""
+	from odtest import json_messages
+	return sorted(a.lower() for m in json_messages(d.queue_json())
+	    for a in msg_rcpts(m))
+
+
+SUBDOMS = ("\n[domain example.org]\nhold = yes\nsubdomains = yes\n"
+    "route = [127.0.0.1]:%d\n")
+
+
+def test_etrn_subdomain_node():
+	"""A section example.org with subdomains = yes: ETRN sub.example.org
+	delivers sub.example.org's recipients only (not those of
+	example.org or deep.sub.example.org, even in the same message);
+	ETRN @sub.example.org adds deep.sub.example.org; example.org's mail
+	stays; a node under no section gets 459."""
+	with Sink() as sink:
+		with RelFixture("rel-node", domains=SUBDOMS % sink.port) as d:
+			m1 = queue(d, 1, ["a@sub.example.org"])
+			m2 = queue(d, 1, ["b@example.org"], start=1)
+			m3 = queue(d, 1, ["c@deep.sub.example.org"], start=2)
+			m4 = queue(d, 1, ["e@sub.example.org", "f@example.org",
+			    "g@deep.sub.example.org"], start=3)
+			code, text = etrn(d, "sub.example.org", 253)
+			check(re.search(r"\b2 pending", text),
+			    "253 reply without the count 2: %r" % text)
+			sink.wait_accepted(2)
+			check_delivered(sink, m1[0][1], ["a@sub.example.org"])
+			check_delivered(sink, m4[0][1], ["e@sub.example.org"])
+			wait_queue(d, lambda j: pending(d) == ["b@example.org",
+			    "c@deep.sub.example.org", "f@example.org",
+			    "g@deep.sub.example.org"], what="sub.example.org delivered")
+			etrn(d, "SUB.example.org.", 251)
+			code, text = etrn(d, "@sub.example.org", 253)
+			check(re.search(r"\b2 pending", text),
+			    "253 reply without the count 2: %r" % text)
+			sink.wait_accepted(4)
+			check_delivered(sink, m3[0][1], ["c@deep.sub.example.org"])
+			wait_queue(d, lambda j: pending(d) == ["b@example.org",
+			    "f@example.org"], what="deep.sub.example.org delivered")
+			etrn(d, "@sub.example.org", 251)
+			etrn(d, "sub.example.net", 459)
+			time.sleep(0.3)
+			got = sink.delivered_rcpts()
+			check(sorted(got) == ["a@sub.example.org",
+			    "c@deep.sub.example.org", "e@sub.example.org",
+			    "g@deep.sub.example.org"], "delivered %r" % got)
+			check_delivered(sink, m4[0][1], ["e@sub.example.org",
+			    "g@deep.sub.example.org"])
+			check(len(find_txn(sink, m2[0][1])) == 0,
+			    "example.org's mail went out")
+
+
+def test_etrn_subdomain_node_mx_and_etrn_no():
+	"""No route: ETRN sub.example.org goes to sub.example.org's MX, not
+	example.org's; a section with etrn = no refuses its nodes (459)."""
+	port = free_port(host="127.0.0.3")
+	with Sink(port=port) as subsink, Sink(host="127.0.0.3", port=port) as \
+	    parent, Dns(mx=[("sub.example.org", "mx1.test", 10),
+	    ("example.org", "mx2.test", 10)], hosts=[("mx1.test", "127.0.0.1"),
+	    ("mx2.test", "127.0.0.3")]) as dns:
+		domains = ("\n[domain example.org]\nhold = yes\n"
+		    "subdomains = yes\n"
+		    "[domain example.net]\nhold = yes\nsubdomains = yes\n"
+		    "etrn = no\nroute = [127.0.0.1]:%d\n" % port)
+		with RelFixture("rel-node-mx", dns_port=dns.port, domains=domains,
+		    extra="delivery_port = %d\n" % port) as d:
+			m1 = queue(d, 1, ["a@sub.example.org", "b@example.org"])
+			queue(d, 1, ["n@sub.example.net"], start=1)
+			etrn(d, "sub.example.org", 253)
+			subsink.wait_accepted(1)
+			check_delivered(subsink, m1[0][1], ["a@sub.example.org"])
+			etrn(d, "sub.example.net", 459)
+			etrn(d, "@sub.example.net", 459)
+			time.sleep(0.3)
+			check(parent.connections == 0,
+			    "example.org's MX was used for sub.example.org")
+			check(pending(d) == ["b@example.org", "n@sub.example.net"],
+			    "pending %r" % pending(d))
+			check(len(subsink.accepted()) == 1, "%d deliveries"
+			    % len(subsink.accepted()))
+
+
+def test_etrn_subdomain_node_once():
+	"""A repeated ETRN sub.example.org while its run goes gets 250 and
+	starts nothing; a flush of the whole section during it (and an
+	ETRN @sub.example.org during that) deliver each recipient once."""
+	with Sink() as sink:
+		sink.data_delay = 0.3
+		with RelFixture("rel-node-once", domains=SUBDOMS % sink.port) as d:
+			subs = queue(d, 3, ["s@sub.example.org"])
+			deep = queue(d, 2, ["t@deep.sub.example.org"], start=3)
+			top = queue(d, 2, ["u@example.org"], start=5)
+			c = Conn(d.smtp_port)
+			try:
+				c.greet_ehlo()
+				for cmd in ("ETRN sub.example.org", "ETRN sub.example.org",
+				    "ETRN @example.org", "ETRN @sub.example.org"):
+					c.send(cmd + "\r\n")
+				got = [c.reply() for _ in range(4)]
+				c.cmd("QUIT")
+			finally:
+				c.close()
+			check(got[0][0] == 253 and " 3 pending" in got[0][1],
+			    "first ETRN sub.example.org: %r" % (got[0],))
+			check(got[1][0] == 250, "repeated ETRN sub.example.org: %r"
+			    % (got[1],))
+			check(got[2][0] == 253, "ETRN @example.org: %r" % (got[2],))
+			check(got[3][0] == 250, "ETRN @sub.example.org during the "
+			    "section's flush: %r" % (got[3],))
+			sink.wait_accepted(7, timeout=15)
+			wait_queue_empty(d)
+			time.sleep(0.5)
+			for _, data in subs:
+				check_delivered(sink, data, ["s@sub.example.org"])
+			for _, data in deep:
+				check_delivered(sink, data, ["t@deep.sub.example.org"])
+			for _, data in top:
+				check_delivered(sink, data, ["u@example.org"])
+			check(len(sink.accepted()) == 7, "%d deliveries for 7 "
+			    "messages" % len(sink.accepted()))
 
 
 def test_etrn_unknown_empty_rate():
@@ -702,6 +827,9 @@ if __name__ == "__main__":
 	run_tests([
 	    test_etrn_releases_over_mx,
 	    test_etrn_at_subdomains,
+	    test_etrn_subdomain_node,
+	    test_etrn_subdomain_node_mx_and_etrn_no,
+	    test_etrn_subdomain_node_once,
 	    test_etrn_unknown_empty_rate,
 	    test_etrn_twice_delivers_once,
 	    test_backup_mx_order,

@@ -263,7 +263,7 @@ START_TEST(test_config_keys)
 	    "dns_servers = 127.0.0.1:53\n"
 	    "[domain pin.test]\ntls = fingerprint\n"
 	    "tls_fingerprint = pubkey-sha256:" "0102030405060708091011121314151617181920212223242526272829303132\n"
-	    "[domain dane.test]\ntls = dane-only\n"
+	    "[domain dane.test]\ntls = dane-only\nsubdomains = yes\n"
 	    "[domain plain.test]\n");
 	ck_assert_msg(cfg != NULL, "%s", cfg_err);
 	ck_assert_int_eq(cfg->tls, TLSPOLICY_VERIFY);
@@ -279,6 +279,14 @@ START_TEST(test_config_keys)
 	ck_assert_int_eq(tlspolicy_for_domain(&p, cfg, "plain.test", err,
 	    sizeof(err)), 0);
 	ck_assert_int_eq(p.mode, TLSPOLICY_VERIFY);	/* global */
+	/* a subdomain its section takes in (ETRN sub.dane.test) has the
+	 * section's; one of a section without subdomains, the global */
+	ck_assert_int_eq(tlspolicy_for_domain(&p, cfg, "mx.sub.dane.test", err,
+	    sizeof(err)), 0);
+	ck_assert_int_eq(p.mode, TLSPOLICY_DANE_ONLY);
+	ck_assert_int_eq(tlspolicy_for_domain(&p, cfg, "sub.pin.test", err,
+	    sizeof(err)), 0);
+	ck_assert_int_eq(p.mode, TLSPOLICY_VERIFY);
 	config_free(&cfg);
 
 	ck_assert_ptr_null(cfg_load("tls = secure\n"));
