@@ -10,6 +10,7 @@
 #include <ctype.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "smtp_parse.h"
 
@@ -785,4 +786,31 @@ smtp_reply_line(const struct smtp_reply *r, size_t i, size_t *len_r)
 		pos = (size_t)(nl - r->text) + 1;
 	}
 	return NULL;
+}
+
+int
+smtp_reply_keyword(const struct smtp_reply *r, const char *kw, char *arg_r,
+    size_t argsize)
+{
+	size_t klen = strlen(kw);
+
+	/* Line 0 is the greeting text, not a keyword. */
+	for (size_t i = 1; i < r->nlines; i++) {
+		size_t len;
+		const char *t = smtp_reply_line(r, i, &len);
+
+		if (t == NULL || len < klen || strncasecmp(t, kw, klen) != 0 ||
+		    (len > klen && t[klen] != ' ' && t[klen] != '='))
+			continue;
+		if (arg_r != NULL && argsize > 0) {
+			size_t alen = len > klen ? len - klen - 1 : 0;
+
+			if (alen >= argsize)
+				alen = argsize - 1;
+			memcpy(arg_r, t + klen + (len > klen), alen);
+			arg_r[alen] = '\0';
+		}
+		return 1;
+	}
+	return 0;
 }

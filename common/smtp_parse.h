@@ -165,5 +165,13 @@ int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len);
  * if i is out of range or was not stored. */
 const char *smtp_reply_line(const struct smtp_reply *r, size_t i,
     size_t *len_r);
+/*
+ * 1 if an EHLO reply lists keyword kw (case-insensitive, as a whole word:
+ * "SIZE", "SIZE 1000", "SIZE=1000"); its argument (what follows the
+ * space or '=', cut to fit) into arg_r if not NULL. Lines beyond the
+ * stored text are not seen. Read by smtpc and odpull alike.
+ */
+int smtp_reply_keyword(const struct smtp_reply *r, const char *kw,
+    char *arg_r, size_t argsize);
 
 #endif

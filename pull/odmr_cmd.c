@@ -2,8 +2,9 @@
  * odmr_cmd - the ODMR session's commands (RFC 2645): EHLO, STARTTLS, AUTH
  * (through the auth process), ATRN (the held mail of the user's domains,
  * then the connection goes to relay/deliver in reversed mode), XWAIT (wait
- * for mail, local extension) and the command dispatcher. The listener,
- * limits and session life are in odmr.c.
+ * for mail, local extension), the command table (common/cmdtable) and
+ * the input loop (lines through common/lineio). The session life is in
+ * odmr.c, listeners and limits in the session core (common/server).
  *
  * Trust: every line comes from the network, bounded by ODMR_LINE_MAX
  * (ODMR_AUTH_LINE_MAX for SASL responses); domains are checked before use.

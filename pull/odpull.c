@@ -131,7 +131,7 @@ static int atrn_mode(void)
 	}
 	if (provider_hello(&p, 366, &caps, host, sizeof(host), "provider") < 0)
 		goto out;
-	if (!reply_has(&caps, "ATRN", NULL, 0)) {
+	if (!smtp_reply_keyword(&caps, "ATRN", NULL, 0)) {
 		msg("provider: does not offer ATRN");
 		goto out;
 	}
@@ -199,7 +199,7 @@ static int etrn_mode(void)
 	if (provider_hello(&p, 25, &caps, host, sizeof(host), "provider") < 0 ||
 	    provider_tls(&p, &caps, ctx, host) < 0)
 		goto out;
-	if (!reply_has(&caps, "ETRN", NULL, 0))
+	if (!smtp_reply_keyword(&caps, "ETRN", NULL, 0))
 		msg("provider: does not advertise ETRN; trying anyway");
 	rc = 0;
 	for (size_t i = 0; i < opt.domains.n; i++) {

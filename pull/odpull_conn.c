@@ -562,32 +562,6 @@ const char *reply_text(const struct smtp_reply *r, char *buf, size_t size)
 	return buf;
 }
 
-/* 1 if the EHLO reply lists keyword (case-insensitive, as a whole word). */
-int reply_has(const struct smtp_reply *r, const char *kw, char *arg_r,
-    size_t argsize)
-{
-	size_t klen = strlen(kw);
-
-	for (size_t i = 1; i < r->nlines; i++) {
-		size_t len;
-		const char *t = smtp_reply_line(r, i, &len);
-
-		if (t == NULL || len < klen || strncasecmp(t, kw, klen) != 0 ||
-		    (len > klen && t[klen] != ' ' && t[klen] != '='))
-			continue;
-		if (arg_r != NULL) {
-			size_t alen = len > klen ? len - klen - 1 : 0;
-
-			if (alen >= argsize)
-				alen = argsize - 1;
-			memcpy(arg_r, t + klen + (len > klen), alen);
-			arg_r[alen] = '\0';
-		}
-		return 1;
-	}
-	return 0;
-}
-
 /* --tls: odrelay.conf(5) names; required and opportunistic are the old
  * names of verify and may. DANE and MTA-STS are for MX delivery only. */
 int odpull_tls_mode(const char *v)
@@ -691,7 +665,7 @@ int side_starttls(struct conn *c, struct smtp_reply *caps, SSL_CTX *ctx,
 		return -1;
 	}
 	required = tlspolicy_required(&pol);
-	if (!reply_has(caps, "STARTTLS", NULL, 0)) {
+	if (!smtp_reply_keyword(caps, "STARTTLS", NULL, 0)) {
 		if (required) {
 			msg("%s: does not offer STARTTLS (%s %s; use may or none "
 			    "to go on without)", c->name, opt_name,
@@ -748,7 +722,7 @@ int authenticate(struct conn *p, const struct smtp_reply *caps, int tls_on)
 	size_t outlen = 0;
 	int n, rc;
 
-	if (!reply_has(caps, "AUTH", mechs, sizeof(mechs))) {
+	if (!smtp_reply_keyword(caps, "AUTH", mechs, sizeof(mechs))) {
 		msg("provider: does not offer AUTH");
 		return -1;
 	}

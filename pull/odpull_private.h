@@ -106,8 +106,6 @@ int conn_printf(struct conn *c, const char *fmt, ...)
 ssize_t conn_read_line(struct conn *c, char *out, size_t max, int *crlf_r);
 int conn_reply(struct conn *c, struct smtp_reply *r);
 const char *reply_text(const struct smtp_reply *r, char *buf, size_t size);
-int reply_has(const struct smtp_reply *r, const char *kw, char *arg_r,
-    size_t argsize);
 int odpull_tls_mode(const char *v);
 int ehlo(struct conn *c, struct smtp_reply *r);
 int provider_hello(struct conn *p, int defport, struct smtp_reply *caps,

@@ -287,13 +287,13 @@ int reversed_session(struct conn *p, struct tally *t)
 			conn_printf(p, "250%s%s", ehlo_cmd ? "-" : " ", opt.hostname);
 			if (!ehlo_cmd)
 				continue;
-			if (reply_has(&caps, "SIZE", sizearg, sizeof(sizearg)))
+			if (smtp_reply_keyword(&caps, "SIZE", sizearg, sizeof(sizearg)))
 				conn_printf(p, "250-SIZE %s", sizearg);
-			if (reply_has(&caps, "8BITMIME", NULL, 0))
+			if (smtp_reply_keyword(&caps, "8BITMIME", NULL, 0))
 				conn_printf(p, "250-8BITMIME");
-			if (reply_has(&caps, "SMTPUTF8", NULL, 0))
+			if (smtp_reply_keyword(&caps, "SMTPUTF8", NULL, 0))
 				conn_printf(p, "250-SMTPUTF8");
-			if (reply_has(&caps, "DSN", NULL, 0))
+			if (smtp_reply_keyword(&caps, "DSN", NULL, 0))
 				conn_printf(p, "250-DSN");
 			conn_printf(p, "250 ENHANCEDSTATUSCODES");
 		} else if (strcmp(verb, "MAIL") == 0 || strcmp(verb, "RCPT") == 0) {

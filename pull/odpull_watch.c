@@ -157,7 +157,7 @@ static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
 	if (provider_hello(&p, 366, &caps, host, sizeof(host), opt.server) < 0)
 		goto out;
 	watch_keepalive(p.fd);
-	if (!reply_has(&caps, "ATRN", NULL, 0)) {
+	if (!smtp_reply_keyword(&caps, "ATRN", NULL, 0)) {
 		msg("%s: does not offer ATRN", opt.server);
 		goto out;
 	}
@@ -165,7 +165,7 @@ static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
 	    authenticate(&p, &caps, p.tls) < 0)
 		goto out;
 	*logged_in_r = 1;
-	if (!reply_has(&caps, "XWAIT", NULL, 0)) {
+	if (!smtp_reply_keyword(&caps, "XWAIT", NULL, 0)) {
 		/* RFC 2645 only: one ATRN now, the next after --interval. */
 		res = watch_atrn(&p, domains, &nomail);
 		if (nomail)

@@ -198,7 +198,8 @@ static void sched_conn_done(void *arg, const struct deliver_summary *sum)
 	struct sched_run *run = c->run;
 
 	log_info("%s: delivery run ended, relay=%s, sent=%u, deferred=%u, bounced=%u, tls=%s, verified=%s, reason=%s",
-	    run->domain, c->peer, sum->rcpts_sent, sum->rcpts_deferred,
+	    run->domain, c->peer[0] != '\0' ? c->peer : "none",
+	    sum->rcpts_sent, sum->rcpts_deferred,
 	    sum->rcpts_bounced, sum->tls[0] ? sum->tls : "none",
 	    sum->verified[0] ? sum->verified : "no", sum->reason);
 	if (sum->tls_result != NULL)

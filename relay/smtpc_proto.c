@@ -36,33 +36,23 @@
 
 /* ---- EHLO ---- */
 
-static void smtpc_ehlo_line(struct smtpc *s, const char *text)
+/* What the EHLO reply offers (smtp_parse's keyword reader). */
+static void smtpc_ehlo_caps(struct smtpc *s)
 {
-	char kw[32];
-	size_t n = 0;
-	const char *p = text;
+	const struct smtp_reply *r = &s->reply;
+	char size[32];
+	const char *p = size;
 
-	while (*p != '\0' && *p != ' ' && *p != '=' && n < sizeof(kw) - 1)
-		kw[n++] = (char)toupper((unsigned char)*p++);
-	kw[n] = '\0';
-	while (*p == ' ' || *p == '=')
+	s->cap_pipelining = smtp_reply_keyword(r, "PIPELINING", NULL, 0);
+	s->cap_8bit = smtp_reply_keyword(r, "8BITMIME", NULL, 0);
+	s->cap_utf8 = smtp_reply_keyword(r, "SMTPUTF8", NULL, 0);
+	s->cap_dsn = smtp_reply_keyword(r, "DSN", NULL, 0);
+	s->cap_starttls = smtp_reply_keyword(r, "STARTTLS", NULL, 0);
+	s->cap_size = smtp_reply_keyword(r, "SIZE", size, sizeof(size));
+	while (s->cap_size && (*p == ' ' || *p == '='))
 		p++;
-	if (strcmp(kw, "PIPELINING") == 0)
-		s->cap_pipelining = 1;
-	else if (strcmp(kw, "8BITMIME") == 0)
-		s->cap_8bit = 1;
-	else if (strcmp(kw, "SMTPUTF8") == 0)
-		s->cap_utf8 = 1;
-	else if (strcmp(kw, "DSN") == 0)
-		s->cap_dsn = 1;
-	else if (strcmp(kw, "STARTTLS") == 0)
-		s->cap_starttls = 1;
-	else if (strcmp(kw, "SIZE") == 0) {
-		s->cap_size = 1;
-		s->size_max = 0;
-		if (isdigit((unsigned char)*p))
-			s->size_max = strtoull(p, NULL, 10);
-	}
+	s->size_max = s->cap_size && isdigit((unsigned char)*p) ?
+	    strtoull(p, NULL, 10) : 0;
 }
 
 static void smtpc_caps_clear(struct smtpc *s)
@@ -817,18 +807,8 @@ void smtpc_line(struct smtpc *s, const char *line, size_t len)
 	}
 	if (rc == 0)
 		return;
-	if (s->state == S_EHLO && s->reply.code / 100 == 2) {
-		for (size_t i = 1; i < s->reply.nlines; i++) {
-			size_t n;
-			const char *t = smtp_reply_line(&s->reply, i, &n);
-			char kw[80];
-
-			if (t == NULL)
-				break;
-			snprintf(kw, sizeof(kw), "%.*s", (int)n, t);
-			smtpc_ehlo_line(s, kw);
-		}
-	}
+	if (s->state == S_EHLO && s->reply.code / 100 == 2)
+		smtpc_ehlo_caps(s);
 	smtpc_reply_text(s);
 	smtpc_reply(s, s->reply.code, s->rtext);
 }

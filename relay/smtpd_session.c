@@ -1,7 +1,9 @@
 /*
  * smtpd_session - one inbound SMTP session: replies, deadlines, the
- * transaction object, the commands (HELO/EHLO, MAIL, RCPT, DATA, ETRN,
- * STARTTLS, AUTH, ...) and the bounded line reader on the bufferevent.
+ * transaction object, the command table (common/cmdtable: a row per verb
+ * with its states and needs) and its handlers (HELO/EHLO, MAIL, RCPT,
+ * DATA, ETRN, STARTTLS, AUTH, ...), and the input loop on the
+ * bufferevent (lines through common/lineio).
  *
  * Trust: every byte comes from the network. Commands are taken one
  * complete line at a time (SMTPD_LINE_MAX; an overlong line is discarded

@@ -1,7 +1,7 @@
 /*
  * fuzz_smtp_parse - libFuzzer target for common/smtp_parse: command lines,
  * MAIL/RCPT arguments, ETRN arguments, paths, domains, xtext and the
- * client-side reply assembler.
+ * client-side reply assembler with its EHLO keyword reader.
  *
  * Input: one selector byte, then the text. Selector (low 3 bits):
  *	0 command line		1 MAIL argument		2 RCPT argument
@@ -52,8 +52,14 @@ fuzz_reply(const char *s, size_t len)
 		rc = smtp_reply_feed(&r, s, n);
 		CHECK(rc >= -1 && rc <= 1);
 		CHECK(r.textlen <= sizeof(r.text));
-		if (rc == 1)
+		if (rc == 1) {
+			char arg[8];
+
 			CHECK(r.done && r.code >= 200 && r.code <= 599);
+			/* The EHLO keyword reader: a bounded argument. */
+			if (smtp_reply_keyword(&r, "SIZE", arg, sizeof(arg)))
+				CHECK(memchr(arg, '\0', sizeof(arg)) != NULL);
+		}
 		if (rc == 1 || rc == -1) {
 			for (i = 0; i <= r.nlines; i++) {
 				line = smtp_reply_line(&r, i, &l);

@@ -503,6 +503,9 @@ def test_no_remote_mta_without_connection():
 		want = "%s: to=<nobody@nullmx.test>, relay=none, status=bounced" \
 		    % msgs[0][0]
 		check(want in log, "log lacks %r" % want)
+		check("delivery run ended, relay=," not in log, "a run line with "
+		    "an empty relay=:\n%s" % "\n".join(l for l in log.splitlines()
+		    if "run ended" in l))
 
 
 def test_dsn_decodes_envid_and_orcpt():

@@ -621,6 +621,33 @@ START_TEST(test_reply_lenient)
 }
 END_TEST
 
+START_TEST(test_reply_keyword)
+{
+	struct smtp_reply r;
+	char arg[16];
+
+	smtp_reply_init(&r);
+	ck_assert_int_eq(smtp_reply_feed(&r, "250-mx.example ATRN", 19), 0);
+	ck_assert_int_eq(smtp_reply_feed(&r, "250-pipelining", 14), 0);
+	ck_assert_int_eq(smtp_reply_feed(&r, "250-SIZE=1000", 13), 0);
+	ck_assert_int_eq(smtp_reply_feed(&r, "250-AUTH SCRAM-SHA-256 CRAM-MD5", 31),
+	    0);
+	ck_assert_int_eq(smtp_reply_feed(&r, "250-DSNX", 8), 0);
+	ck_assert_int_eq(smtp_reply_feed(&r, "250 8BITMIME", 12), 1);
+	/* Case-insensitive, whole words, never the greeting line. */
+	ck_assert_int_eq(smtp_reply_keyword(&r, "PIPELINING", NULL, 0), 1);
+	ck_assert_int_eq(smtp_reply_keyword(&r, "ATRN", NULL, 0), 0);
+	ck_assert_int_eq(smtp_reply_keyword(&r, "DSN", NULL, 0), 0);
+	ck_assert_int_eq(smtp_reply_keyword(&r, "8BITMIME", arg, sizeof(arg)), 1);
+	ck_assert_str_eq(arg, "");
+	ck_assert_int_eq(smtp_reply_keyword(&r, "size", arg, sizeof(arg)), 1);
+	ck_assert_str_eq(arg, "1000");
+	/* The argument is cut to fit. */
+	ck_assert_int_eq(smtp_reply_keyword(&r, "AUTH", arg, 8), 1);
+	ck_assert_str_eq(arg, "SCRAM-S");
+}
+END_TEST
+
 START_TEST(test_reply_truncated)
 {
 	struct smtp_reply r;
@@ -667,6 +694,7 @@ smtp_parse_suite(void)
 	tcase_add_test(tc, test_reply_enhanced);
 	tcase_add_test(tc, test_reply_bad);
 	tcase_add_test(tc, test_reply_lenient);
+	tcase_add_test(tc, test_reply_keyword);
 	tcase_add_test(tc, test_reply_truncated);
 	suite_add_tcase(s, tc);
 	return s;
