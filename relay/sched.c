@@ -16,6 +16,11 @@
  * - ETRN and flush answer from the per-domain counters and read the
  *   domain's ids piece by piece as connections take them.
  *
+ * A subdomain a section takes in (ETRN sub.example.org, subdomains = yes)
+ * has runs of its own, keyed by node and form, reading the section's
+ * index; leases keep two runs from taking one message, and a flush takes
+ * up what another delivery had leased once it is free (sched_run_retake).
+ *
  * One run per domain at a time (a repeated ETRN starts nothing new); at
  * most max_deliveries_per_dest connections per run and max_deliveries in
  * total. Input: ETRN arguments come from the network, already
@@ -54,6 +59,12 @@
 
 #define SCHED_TICK_SEC		1	/* retry index scan (reads only what is due) */
 #define SCHED_MAX_BATCH		100	/* messages per connection before the next */
+#define SCHED_LATER_MAX		600	/* s a flush waits for messages leased elsewhere */
+
+struct sched_ids {
+	char **v;
+	size_t n, cap;
+};
 
 /* One domain's delivery run: DNS, then up to N connections. */
 struct sched_run {
@@ -65,6 +76,12 @@ struct sched_run {
 	int stream;		/* ids read from the domain index as needed */
 	int stream_end;		/* the index has no more after `cursor` */
 	char cursor[QUEUE_ID_LEN + 1];	/* last id read from the index */
+	/* Streamed runs: ids another delivery had leased when offered (a
+	 * subdomain's flush beside the section's, an ATRN): offered again
+	 * once free, so their other recipients are not left for the next
+	 * ETRN; given up after SCHED_LATER_MAX. */
+	struct sched_ids later;
+	time_t later_since;
 	struct dns_req *dns;
 	struct dns_result *res;	/* addresses, once resolved */
 	size_t conns;		/* connections running */
@@ -129,11 +146,6 @@ static int sched_node_covered(struct sched *s, const char *section,
 	}
 	return 0;
 }
-
-struct sched_ids {
-	char **v;
-	size_t n, cap;
-};
 
 static int sched_collect_id(void *arg, const char *id)
 {
@@ -312,24 +324,55 @@ static void sched_conn_try(struct sched_conn *c)
 
 static int sched_run_has_more(const struct sched_run *run)
 {
-	return run->next_id < run->nids || (run->stream && !run->stream_end);
+	return run->next_id < run->nids || (run->stream && (!run->stream_end ||
+	    run->later.n > 0));
 }
 
-/* A streamed run: the next piece of ids from the domain index. */
+/* The index is read: offer again the ids whose lease has ended. */
+static void sched_run_retake(struct sched_run *run)
+{
+	size_t keep = 0;
+
+	if (run->later.n == 0)
+		return;
+	if (time(NULL) - run->later_since > SCHED_LATER_MAX) {
+		log_info("%s: %zu messages still being delivered elsewhere: "
+		    "left for the next request", run->domain, run->later.n);
+		sched_ids_free(&run->later);
+		return;
+	}
+	if (run->ids == NULL)
+		run->ids = xcalloc(SCHED_MAX_BATCH, sizeof(*run->ids));
+	for (size_t i = 0; i < run->later.n; i++) {
+		if (run->nids < SCHED_MAX_BATCH &&
+		    !queue_is_leased(run->s->q, run->later.v[i]))
+			run->ids[run->nids++] = run->later.v[i];
+		else
+			run->later.v[keep++] = run->later.v[i];
+	}
+	run->later.n = keep;
+}
+
+/* A streamed run: the next piece of ids from the domain index, then
+ * those that were leased elsewhere. */
 static void sched_run_refill(struct sched_run *run)
 {
 	char ids[SCHED_MAX_BATCH][QUEUE_ID_LEN + 1];
-	int n;
+	int n = 0;
 
-	if (!run->stream || run->stream_end || run->next_id < run->nids)
+	if (!run->stream || run->next_id < run->nids ||
+	    (run->stream_end && run->later.n == 0))
 		return;
 	for (size_t i = 0; i < run->nids; i++)
 		free(run->ids[i]);
 	run->nids = run->next_id = 0;
-	n = queue_domain_ids(run->s->q, run->section != NULL ? run->section :
-	    run->domain, run->cursor, ids, SCHED_MAX_BATCH);
+	if (!run->stream_end)
+		n = queue_domain_ids(run->s->q, run->section != NULL ?
+		    run->section : run->domain, run->cursor, ids,
+		    SCHED_MAX_BATCH);
 	if (n <= 0) {
 		run->stream_end = 1;
+		sched_run_retake(run);
 		return;
 	}
 	if (run->ids == NULL)
@@ -364,7 +407,13 @@ static int sched_run_start_conn(struct sched_run *run)
 			if (run->next_id >= run->nids)
 				break;
 		}
-		rc = deliver_add(d, run->ids[run->next_id++], domains, 1);
+		rc = deliver_add(d, run->ids[run->next_id], domains, 1);
+		if (rc == QUEUE_EBUSY && run->stream) {
+			if (run->later.n == 0)
+				run->later_since = time(NULL);
+			sched_collect_id(&run->later, run->ids[run->next_id]);
+		}
+		run->next_id++;
 		looked++;
 		if (rc == 1)
 			added++;
@@ -437,6 +486,7 @@ static void sched_run_free(struct sched_run *run)
 	for (i = 0; i < run->nids; i++)
 		free(run->ids[i]);
 	free(run->ids);
+	sched_ids_free(&run->later);
 	free(run->domain);
 	free(run->section);
 	free(run);
