@@ -63,7 +63,7 @@ static int ctl_usage_to(FILE *out, int status)
 	    "usage: %s [-c FILE] command [arguments]\n"
 	    "  queue [--json] [DOMAIN]      list queued messages (mailq style)\n"
 	    "  show ID [--body|--json]      envelope and headers of one message\n"
-	    "  flush DOMAIN                 deliver a domain's mail now (like ETRN)\n"
+	    "  flush [@|#]DOMAIN           deliver a domain's mail now (as ETRN)\n"
 	    "  delete ID | --domain DOMAIN  remove mail without delivery\n"
 	    "  bounce ID                    return a message to its sender now\n"
 	    "  quarantine [--json]          list messages a milter held aside\n"
@@ -477,7 +477,9 @@ static int ctl_cmd_flush(int argc, char **argv)
 
 	if (argc != 2 || argv[1][0] == '-')
 		return ctl_usage();
-	if (!ctl_domain_arg(argv[1])) {
+	/* ETRN's node forms (RFC 1985): domain, @domain (and its
+	 * subdomains), #queue */
+	if (!ctl_domain_arg(argv[1] + (argv[1][0] == '@' || argv[1][0] == '#'))) {
 		ctl_err("invalid domain");
 		return CTL_EXIT_USAGE;
 	}

@@ -722,26 +722,21 @@ static long sched_flush_node(struct sched *s, const struct config_domain *cd,
 	return n;
 }
 
-void sched_etrn(void *arg, const char *client_ip, const char *node,
-    char *reply, size_t replylen)
+/*
+ * The flush of one ETRN node (RFC 1985 forms: "domain", "@domain",
+ * "#queue"), shared by ETRN and odrelayctl flush; etrn_only: sections
+ * with etrn = no are not matched (the operator's flush ignores it).
+ * Adds the messages started to *total; *running when a run already
+ * covers part of it; returns whether any section matched.
+ */
+static int sched_node_flush(struct sched *s, const char *node, int etrn_only,
+    long *total, int *running)
 {
-	struct sched *s = arg;
 	char name[256];
-	long total = 0, n;
-	int running = 0, matched = 0;
+	long n;
+	int matched = 0;
 	size_t i;
 
-	if (s->shutting_down) {
-		snprintf(reply, replylen, "458 4.3.2 Unable to queue messages for node %.255s", node);
-		return;
-	}
-	if (!sched_etrn_rate_ok(s, client_ip)) {
-		metrics_inc(METRIC_ETRN, "rate-limited");
-		log_info("etrn: client=[%s], node=%.100s, result=rate-limited", client_ip, node);
-		snprintf(reply, replylen, "458 4.7.0 Unable to queue messages for node %.255s: too many requests",
-		    node);
-		return;
-	}
 	if (node[0] == '@' || node[0] == '#')
 		util_strlcpy(name, node + 1, sizeof(name));
 	else
@@ -755,28 +750,28 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 		const struct config_domain *cd = config_domain_by_name(s->cfg, name);
 
 		if (cd != NULL && strcmp(cd->name, name) == 0) {
-			if (cd->etrn) {
+			if ((cd->etrn || !etrn_only)) {
 				matched = 1;
 				domstate_note_now(cd->name, DOMSTATE_ETRN);
 				/* ETRN domain: the domain itself (RFC 1985);
 				 * #queue: the whole section */
 				n = sched_flush_one(s, cd, node[0] != '#');
 				if (n < 0)
-					running = 1;
+					*running = 1;
 				else
-					total += n;
+					*total += n;
 			}
 		} else if (node[0] != '#' &&
-		    (cd = sched_node_section(s->cfg, name)) != NULL && cd->etrn) {
+		    (cd = sched_node_section(s->cfg, name)) != NULL && (cd->etrn || !etrn_only)) {
 			/* A node its parent's section takes in: its own mail
 			 * (the lookups go up label by label) */
 			matched = 1;
 			domstate_note_now(cd->name, DOMSTATE_ETRN);
 			n = sched_flush_node(s, cd, name, DELIVER_MATCH_EXACT);
 			if (n < 0)
-				running = 1;
+				*running = 1;
 			else
-				total += n;
+				*total += n;
 		}
 	}
 	if (node[0] == '@') {
@@ -784,14 +779,14 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 		 * (sections at or below node are flushed whole below). */
 		const struct config_domain *cd = sched_node_section(s->cfg, name);
 
-		if (cd != NULL && cd->etrn) {
+		if (cd != NULL && (cd->etrn || !etrn_only)) {
 			matched = 1;
 			domstate_note_now(cd->name, DOMSTATE_ETRN);
 			n = sched_flush_node(s, cd, name, DELIVER_MATCH_TREE);
 			if (n < 0)
-				running = 1;
+				*running = 1;
 			else
-				total += n;
+				*total += n;
 		}
 	}
 	for (i = 0; node[0] == '@' && i < s->cfg->ndomains; i++) {
@@ -805,16 +800,38 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 			    strcmp(cd->name + dl - nl, name) == 0);
 		else
 			match = strcmp(cd->name, name) == 0;
-		if (!match || !cd->etrn)
+		if (!match || !(cd->etrn || !etrn_only))
 			continue;
 		matched = 1;
 		domstate_note_now(cd->name, DOMSTATE_ETRN);
 		n = sched_flush_one(s, cd, 0);
 		if (n < 0)
-			running = 1;
+			*running = 1;
 		else
-			total += n;
+			*total += n;
 	}
+	return matched;
+}
+
+void sched_etrn(void *arg, const char *client_ip, const char *node,
+    char *reply, size_t replylen)
+{
+	struct sched *s = arg;
+	long total = 0;
+	int running = 0, matched;
+
+	if (s->shutting_down) {
+		snprintf(reply, replylen, "458 4.3.2 Unable to queue messages for node %.255s", node);
+		return;
+	}
+	if (!sched_etrn_rate_ok(s, client_ip)) {
+		metrics_inc(METRIC_ETRN, "rate-limited");
+		log_info("etrn: client=[%s], node=%.100s, result=rate-limited", client_ip, node);
+		snprintf(reply, replylen, "458 4.7.0 Unable to queue messages for node %.255s: too many requests",
+		    node);
+		return;
+	}
+	matched = sched_node_flush(s, node, 1, &total, &running);
 	if (!matched) {
 		metrics_inc(METRIC_ETRN, "refused");
 		log_info("etrn: client=[%s], node=%.100s, result=refused", client_ip, node);
@@ -836,23 +853,23 @@ void sched_etrn(void *arg, const char *client_ip, const char *node,
 	}
 }
 
-void sched_flush(struct sched *s, const char *domain, char *reply, size_t replylen)
+void sched_flush(struct sched *s, const char *node, char *reply, size_t replylen)
 {
-	const struct config_domain *cd = config_domain_by_name(s->cfg, domain);
-	long n;
+	long total = 0;
+	int running = 0;
 
-	if (cd == NULL) {
-		snprintf(reply, replylen, "550 %.255s: not a configured domain", domain);
-		return;
-	}
-	n = sched_flush_one(s, cd, 0);
-	if (n < 0)
-		snprintf(reply, replylen, "250 flush of %s already running", cd->name);
-	else if (n == 0)
-		snprintf(reply, replylen, "251 no messages waiting for %s", cd->name);
+	/* The same node forms and the same effect as ETRN (spec: "flush
+	 * DOMAIN: same effect as ETRN DOMAIN"), without ETRN's rate limit
+	 * and whatever the section's etrn setting says. */
+	if (!sched_node_flush(s, node, 0, &total, &running))
+		snprintf(reply, replylen, "550 %.255s: not a configured domain", node);
+	else if (total > 0)
+		snprintf(reply, replylen, "253 %ld messages for %.255s started", total, node);
+	else if (running)
+		snprintf(reply, replylen, "250 flush of %.255s already running", node);
 	else
-		snprintf(reply, replylen, "253 %ld messages for %s started", n, cd->name);
-	log_info("flush: domain=%s, source=control, messages=%ld", cd->name, n < 0 ? 0 : n);
+		snprintf(reply, replylen, "251 no messages waiting for %.255s", node);
+	log_info("flush: node=%.100s, source=control, messages=%ld", node, total);
 }
 
 /* ---- retries of non-held mail ---- */

@@ -30,8 +30,9 @@ void sched_reload(struct sched *s, struct config *cfg);
  */
 void sched_etrn(void *sched, const char *client_ip, const char *arg,
     char *reply, size_t replylen);
-/* odrelayctl flush: same effect as ETRN DOMAIN, without the rate limit. */
-void sched_flush(struct sched *s, const char *domain, char *reply, size_t replylen);
+/* odrelayctl flush: same effect as ETRN node (domain, @domain, #queue),
+ * without the rate limit and whatever a section's etrn says. */
+void sched_flush(struct sched *s, const char *node, char *reply, size_t replylen);
 /* odrelayctl bounce: return the message's queued recipients now. */
 void sched_bounce(struct sched *s, const char *id, char *reply, size_t replylen);
 /* A message was accepted: deliver its non-held recipients at once. */

@@ -791,6 +791,42 @@ def test_ctl_flush():
 			    % (r.out, r.err))
 
 
+def test_ctl_flush_forms():
+	"""odrelayctl flush takes ETRN's node forms with ETRN's effect
+	(spec: "same effect as ETRN DOMAIN"): under subdomains = yes, flush
+	example.org delivers example.org's recipients only, flush
+	sub.example.org that subdomain's, flush @example.org the rest; the
+	section's etrn = no does not stop the operator; bad forms exit 2."""
+	with Sink() as sink:
+		domains = (SUBDOMS % sink.port) + "etrn = no\n"
+		with RelFixture("rel-flush-forms", domains=domains) as d:
+			top = queue(d, 1, ["t@example.org"])
+			sub = queue(d, 1, ["s@sub.example.org"], start=1)
+			deep = queue(d, 1, ["x@deep.sub.example.org"], start=2)
+			r = d.ctl_ok("flush", "example.org")
+			check(r.out.startswith("253 1 "), "flush example.org: %r" % r.out)
+			sink.wait_accepted(1)
+			check_delivered(sink, top[0][1], ["t@example.org"])
+			wait_queue(d, lambda j: pending(d) == ["s@sub.example.org",
+			    "x@deep.sub.example.org"], what="example.org delivered")
+			r = d.ctl_ok("flush", "sub.example.org")
+			check(r.out.startswith("253 1 "), "flush sub.example.org: %r" % r.out)
+			sink.wait_accepted(2)
+			check_delivered(sink, sub[0][1], ["s@sub.example.org"])
+			r = d.ctl_ok("flush", "@example.org")
+			check(r.out.startswith("253 1 "), "flush @example.org: %r" % r.out)
+			sink.wait_accepted(3)
+			check_delivered(sink, deep[0][1], ["x@deep.sub.example.org"])
+			wait_queue_empty(d)
+			r = d.ctl_ok("flush", "#example.org")
+			check(r.out.startswith("251"), "flush #example.org, empty: %r" % r.out)
+			for bad in ("@", "#", "@bad..domain"):
+				r = d.ctl("flush", bad)
+				check(r.returncode == 2, "flush %r exited %d: %s%s" %
+				    (bad, r.returncode, r.out, r.err))
+			etrn(d, "example.org", 459)
+
+
 def test_fetchmail_etrn():
 	"""fetchmail --protocol ETRN gets a one-line RFC 1985 reply and the
 	flush happens."""
