@@ -546,8 +546,9 @@ int main(int argc, char **argv)
 	opt.password = read_password();
 	if (opt.password == NULL)
 		die_usage("no password: use --password-file FILE or ODPULL_PASSWORD");
+	/* spec: 127.0.0.1:25 whether it speaks SMTP or LMTP there. */
 	if (opt.deliver == NULL)
-		opt.deliver = xstrdup(opt.lmtp ? "127.0.0.1:24" : "127.0.0.1:25");
+		opt.deliver = xstrdup("127.0.0.1:25");
 	if (opt.watch) {
 		rc = watch_mode();
 	} else {

@@ -87,7 +87,7 @@ static int local_open(struct conn *l, struct smtp_reply *caps)
 {
 	struct smtp_reply r;
 
-	if (conn_connect(l, opt.deliver, opt.lmtp ? 24 : 25) < 0)
+	if (conn_connect(l, opt.deliver, 25) < 0)
 		return -1;
 	if (conn_reply(l, &r) < 0 || r.code != 220) {
 		msg("local: no greeting (%d)", r.code);

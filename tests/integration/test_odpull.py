@@ -8,7 +8,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (check, fail, free_port, json_find, json_messages,
+from odtest import (Skip, check, fail, free_port, json_find, json_messages,
     make_cert, prog, run_tests)
 from pullsink import (PullFixture, Sink, add_user, msg_rcpts, run_prog,
     sample_message, submit, wait_queue)
@@ -268,6 +268,38 @@ def test_lmtp_mixed():
 		    dsns_for(j, "s@client.test"), "b@ left, DSN for c@")
 
 
+def test_lmtp_default_port():
+	"""spec (Programs): --deliver defaults to 127.0.0.1:25 and --lmtp
+	speaks LMTP there (odpull went to 127.0.0.1:24); a --deliver without
+	a port means 25 too. Needs port 25 on 127.0.0.1: root and no MTA."""
+	if os.geteuid() != 0:
+		raise Skip("needs root to listen on 127.0.0.1:25")
+	with daemon("odpull-lmtp25") as d:
+		up(d)
+		sink = Sink(lmtp=True, port=25)
+		try:
+			sink.start()
+		except OSError as e:
+			raise Skip("cannot listen on 127.0.0.1:25: %s" % e)
+		try:
+			for i, extra in enumerate(([], ["--deliver", "127.0.0.1"])):
+				q = submit(d.smtp_port, "s@client.test", ["a@example.org"],
+				    sample_message("lmtp25-%d" % i))
+				r = run_prog([prog("odpull"), "--server", "127.0.0.1:%d"
+				    % d.odmr_port, "--user", "demo", "--tls", "none",
+				    "--timeout", "20", "--lmtp", "--domain", "example.org"]
+				    + extra, env={"ODPULL_PASSWORD": "demo"}, timeout=40)
+				check_rc(r, 0, "--lmtp %s" % (extra or "without --deliver"),
+				    sink, d)
+				check(len(sink.delivered()) == i + 1, "%s: the LMTP sink on "
+				    "127.0.0.1:25 got %d messages\n%s" % (extra, len(
+				    sink.delivered()), sink.dump()))
+				wait_queue(d, lambda j: json_find(j, q) is None,
+				    "pulled with %s" % extra)
+		finally:
+			sink.stop()
+
+
 def test_etrn_prints_reply():
 	with daemon("odpull-etrn") as d:
 		up(d)
@@ -312,5 +344,6 @@ if __name__ == "__main__":
 		test_local_450_one_rcpt,
 		test_local_550_one_rcpt,
 		test_lmtp_mixed,
+		test_lmtp_default_port,
 		test_etrn_prints_reply,
 	], "odpull")
