@@ -43,6 +43,7 @@
 #include "recip.h"
 #include "sched.h"
 #include "sandbox.h"
+#include "smtpc.h"
 #include "smtpd.h"
 #include "tls.h"
 #include "tlspolicy.h"
@@ -1064,6 +1065,7 @@ int main(int argc, char **argv)
 	SSL_CTX_free(d.client_tls);
 	config_free(&d.cfg);
 	tls_linger_free_all();
+	smtpc_close_all(d.base);
 	event_base_free(d.base);
 	log_info("odrelayd stopped");
 	return 0;

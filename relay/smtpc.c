@@ -42,7 +42,7 @@
 const char *const smtpc_state_names[] = {
 	"greeting", "EHLO", "HELO", "STARTTLS", "TLS handshake", "RSET",
 	"MAIL/RCPT/DATA", "message text", "end of data", "end of data",
-	"QUIT", "idle", "command", "done"
+	"QUIT", "idle", "command", "closing", "done"
 };
 
 /* ---- helpers ---- */
@@ -253,8 +253,25 @@ int smtpc_load_msg(struct smtpc *s)
 
 /* ---- ending the session ---- */
 
+/*
+ * Sessions in S_CLOSING: their caller has its result and no pointer; they
+ * end on their own (reply, close, SMTPC_CLOSE_WAIT) or in smtpc_close_all.
+ * At most SMTPC_CLOSING_MAX at once, so refusing peers cannot make us
+ * hold descriptors: beyond it a session closes at once, as it used to.
+ */
+#define SMTPC_CLOSING_MAX	64
+
+static LIST_HEAD(smtpc_closing_list, smtpc) smtpc_closing =
+    LIST_HEAD_INITIALIZER(smtpc_closing);
+static size_t smtpc_nclosing;
+
 void smtpc_destroy(struct smtpc *s)
 {
+	if (s->closing) {
+		LIST_REMOVE(s, close_link);
+		smtpc_nclosing--;
+		s->closing = 0;
+	}
 	smtpc_body_close(s);
 	if (s->bev != NULL)
 		bufferevent_free(s->bev);
@@ -271,9 +288,47 @@ void smtpc_destroy(struct smtpc *s)
 	free(s);
 }
 
+/*
+ * After a refusal we wrote QUIT (RFC 5321 3.3, 4.1.1.10: the client sends
+ * QUIT and the server answers before closing). Freeing the bufferevent
+ * now would drop the QUIT unsent: the peer would see a bare close. So the
+ * session lives on without its caller until the QUIT is answered, the
+ * peer closes, or SMTPC_CLOSE_WAIT passes (reading or writing).
+ */
+static void smtpc_close_wait(struct smtpc *s)
+{
+	struct timeval tv = { SMTPC_CLOSE_WAIT / 1000,
+	    (SMTPC_CLOSE_WAIT % 1000) * 1000 };
+
+	if (s->bev == NULL || smtpc_nclosing >= SMTPC_CLOSING_MAX) {
+		s->dead = 1;
+		return;
+	}
+	s->state = S_CLOSING;
+	s->closing = 1;
+	LIST_INSERT_HEAD(&smtpc_closing, s, close_link);
+	smtpc_nclosing++;
+	bufferevent_set_timeouts(s->bev, NULL, &tv);
+	smtpc_deadline(s, SMTPC_CLOSE_WAIT);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	/* Input that came with the refusal is not the QUIT's reply. */
+	evbuffer_drain(bufferevent_get_input(s->bev),
+	    evbuffer_get_length(bufferevent_get_input(s->bev)));
+	s->reply.done = 1;
+}
+
+/* The QUIT was answered, the peer closed, or the wait is over. */
+static void smtpc_close_done(struct smtpc *s)
+{
+	s->state = S_DONE;
+	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
+	evtimer_del(s->deadline);
+	s->dead = 1;
+}
+
 void smtpc_finish(struct smtpc *s)
 {
-	if (s->state == S_DONE)
+	if (s->state == S_DONE || s->state == S_CLOSING)
 		return;
 	s->state = S_DONE;
 	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
@@ -281,7 +336,25 @@ void smtpc_finish(struct smtpc *s)
 	if (!s->silent && s->src.done != NULL)
 		s->src.done(s->arg, &s->st);
 	s->silent = 1;		/* the source may be gone now */
-	s->dead = 1;
+	if (s->quit_queued && !s->dead)
+		smtpc_close_wait(s);
+	else
+		s->dead = 1;
+}
+
+void smtpc_close_all(struct event_base *base)
+{
+	struct smtpc *s, *next;
+
+	for (s = LIST_FIRST(&smtpc_closing); s != NULL; s = next) {
+		next = LIST_NEXT(s, close_link);
+		if (s->base != base)
+			continue;
+		if (s->busy == 0)
+			smtpc_destroy(s);
+		else
+			smtpc_close_done(s);	/* freed on the way out */
+	}
 }
 
 /*
@@ -296,6 +369,11 @@ void smtpc_fail(struct smtpc *s, int code, const char *fmt, ...)
 
 	if (s->state == S_DONE)
 		return;
+	if (s->state == S_CLOSING) {
+		/* Closed, timed out or garbled: the goodbye is over. */
+		smtpc_close_done(s);
+		return;
+	}
 	va_start(ap, fmt);
 	vsnprintf(why, sizeof(why), fmt, ap);
 	va_end(ap);
@@ -327,6 +405,14 @@ void smtpc_fail(struct smtpc *s, int code, const char *fmt, ...)
 	}
 	s->state = S_QUIT;	/* let smtpc_finish run */
 	smtpc_finish(s);
+}
+
+/* QUIT after a refusal, before smtpc_fail: the session then waits for
+ * the QUIT to go (smtpc_close_wait), not marked successful. */
+void smtpc_goodbye(struct smtpc *s)
+{
+	smtpc_send(s, "QUIT");
+	s->quit_queued = 1;
 }
 
 void smtpc_quit(struct smtpc *s)
@@ -469,7 +555,7 @@ static int smtpc_tls_established(struct smtpc *s)
 	    sizeof(why)) < 0) {
 		snprintf(s->st.verified, sizeof(s->st.verified), "failed");
 		s->st.tls_result = "failed";
-		smtpc_send(s, "QUIT");
+		smtpc_goodbye(s);
 		smtpc_fail(s, 451, "451 4.7.5 %s", why);
 		return -1;
 	}

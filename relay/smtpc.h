@@ -120,7 +120,10 @@ struct smtpc_source {
 	 */
 	void (*rcpt_reply)(void *arg, size_t i, int code, const char *text);
 	/* The session ended; the smtpc frees itself (and the bufferevent)
-	 * once this returns. Unfinished messages got their results first. */
+	 * once this returns, or, after a refusal it answered with QUIT, once
+	 * the QUIT has gone and its reply or the close came (at most
+	 * SMTPC_CLOSE_WAIT ms; see smtpc_close_all). Unfinished messages
+	 * got their results first. */
 	void (*done)(void *arg, const struct smtpc_stats *st);
 };
 
@@ -166,6 +169,13 @@ struct smtpc *smtpc_start(struct event_base *base, struct bufferevent *bev,
     const struct smtpc_params *p, const struct smtpc_source *src, void *arg);
 /* Abort at once: no callback, the connection is closed. *s = NULL. */
 void smtpc_free(struct smtpc **s);
+/*
+ * Sessions on base that are still saying goodbye (a QUIT after a refused
+ * greeting, EHLO or TLS, its reply awaited; no callbacks left): closed
+ * now. Call before event_base_free.
+ */
+void smtpc_close_all(struct event_base *base);
+#define SMTPC_CLOSE_WAIT	3000	/* ms for the QUIT to go and be answered */
 /* An idle session (next() said 2) asks the source again. */
 void smtpc_wake(struct smtpc *s);
 /* 1 if the server's last EHLO offered DSN (NOTIFY/ORCPT were passed on). */

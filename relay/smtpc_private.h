@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <time.h>
 
 #include "smtp_parse.h"
@@ -37,6 +38,7 @@ enum smtpc_state {
 	S_QUIT,
 	S_IDLE,		/* probe: between questions, connection kept */
 	S_CMD,		/* command mode: each reply goes to the caller */
+	S_CLOSING,	/* result given; the QUIT goes, its reply awaited */
 	S_DONE
 };
 
@@ -119,6 +121,9 @@ struct smtpc {
 
 	struct smtpc_stats st;
 	int draining;		/* failing what is left: no new messages wanted */
+	int quit_queued;	/* smtpc_goodbye: QUIT written after a refusal */
+	int closing;		/* on the closing list (S_CLOSING) */
+	LIST_ENTRY(smtpc) close_link;
 };
 
 /* Shared between the smtpc files (internal, not an interface). */
@@ -138,6 +143,7 @@ void smtpc_finish(struct smtpc *s);
 void smtpc_fail(struct smtpc *s, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void smtpc_quit(struct smtpc *s);
+void smtpc_goodbye(struct smtpc *s);
 void smtpc_ehlo(struct smtpc *s);
 void smtpc_starttls(struct smtpc *s);
 void smtpc_cmd_reply(struct smtpc *s);

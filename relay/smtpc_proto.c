@@ -94,7 +94,7 @@ void smtpc_starttls(struct smtpc *s)
 		if (tlspolicy_prepare(s->pol, ssl, s->peer, err, sizeof(err)) < 0) {
 			SSL_free(ssl);
 			s->st.tls_result = "failed";
-			smtpc_send(s, "QUIT");
+			smtpc_goodbye(s);
 			smtpc_fail(s, 451, "451 4.7.5 TLS with %s: %s",
 			    s->peer ? s->peer : "server", err);
 			return;
@@ -136,7 +136,7 @@ int smtpc_tls_required(const struct smtpc *s)
 static void smtpc_tls_missing(struct smtpc *s, const char *what)
 {
 	s->st.tls_result = "missing";
-	smtpc_send(s, "QUIT");
+	smtpc_goodbye(s);
 	smtpc_fail(s, 451, "451 4.7.4 TLS required (tls = %s) but %s %s",
 	    tlspolicy_mode_name(s->pol->mode), s->peer ? s->peer : "server",
 	    what);
@@ -658,6 +658,11 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 		smtpc_cmd_reply(s);
 		return;
 	}
+	if (s->state == S_CLOSING) {
+		/* The QUIT's reply, whatever it says: the goodbye is over. */
+		smtpc_fail(s, code, "%s", text);
+		return;
+	}
 	if (code == 421 && s->state != S_QUIT) {
 		/* The server is closing the channel (RFC 5321 3.8). */
 		smtpc_fail(s, 421, "%s", text);
@@ -667,7 +672,7 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 	case S_GREETING:
 		if (code != 220) {
 			/* Refused: keep the mail, say goodbye politely. */
-			smtpc_send(s, "QUIT");
+			smtpc_goodbye(s);
 			smtpc_fail(s, 451, "greeting refused: %s", text);
 			return;
 		}
@@ -686,13 +691,13 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 			smtpc_set_timeout(s, s->to.ehlo);
 			return;
 		}
-		smtpc_send(s, "QUIT");
+		smtpc_goodbye(s);
 		smtpc_fail(s, 451, "%s refused: %s",
 		    (s->flags & SMTPC_LMTP) ? "LHLO" : "EHLO", text);
 		return;
 	case S_HELO:
 		if (cls != SMTPC_CLASS_OK) {
-			smtpc_send(s, "QUIT");
+			smtpc_goodbye(s);
 			smtpc_fail(s, 451, "HELO refused: %s", text);
 			return;
 		}
@@ -740,6 +745,7 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 	case S_BODY:
 	case S_IDLE:
 	case S_CMD:
+	case S_CLOSING:
 	case S_DONE:
 		smtpc_fail(s, 451, "unexpected reply during %s: %s",
 		    smtpc_state_names[s->state], text);

@@ -269,5 +269,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	bufferevent_free(r.srv);
 	/* Deferred callbacks of the freed bufferevents. */
 	event_base_loop(fz_base, EVLOOP_NONBLOCK);
+	/* A session still saying goodbye (QUIT after a refusal). */
+	smtpc_close_all(fz_base);
 	return 0;
 }

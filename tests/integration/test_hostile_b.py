@@ -248,6 +248,100 @@ def test_atrn_customer_trickles():
 		    "message gone after the pull")
 
 
+# --- delivery side: a refusing peer gets QUIT before the close -------------
+
+def goodbye(c, buf, what, rec):
+	"""After the refusal: the client's next line should be QUIT; answer
+	221 and note whether it then closed. rec gets (what, line, closed)."""
+	line = readline(c, buf)
+	closed = None
+	if line is not None and line.upper() == b"QUIT":
+		c.sendall(b"221 2.0.0 bye\r\n")
+		c.settimeout(5)
+		try:
+			closed = c.recv(4096) == b""
+		except OSError:
+			closed = False
+	rec.append((what, None if line is None else line.decode(errors="replace"),
+	    closed))
+
+
+def refusing_server(stage):
+	"""A receiving server that greets 554 ("greeting") or refuses EHLO and
+	HELO ("helo"), recording what the client said after the refusal."""
+
+	def handler(c, srv):
+		buf = [b""]
+		if stage == "greeting":
+			c.sendall(b"554 5.7.1 refused.test: no service for you\r\n")
+		else:
+			c.sendall(b"220 refused.test ESMTP\r\n")
+			for verb in (b"EHLO", b"HELO"):
+				line = readline(c, buf)
+				if line is None or not line.upper().startswith(verb):
+					with srv.lock:
+						srv.closed_after.append(("%s expected" % verb,
+						    line, None))
+					return
+				c.sendall(b"550 5.7.1 not you\r\n")
+		rec = []
+		goodbye(c, buf, stage, rec)
+		with srv.lock:
+			srv.closed_after.extend(rec)
+	return handler
+
+
+def test_smtpc_quit_after_refusal():
+	"""RFC 5321 3.1, 4.1.1.10: a client refused at the greeting (554) or
+	at EHLO and HELO sends QUIT and lets the server answer; odrelayd
+	queued the QUIT and closed at once, so the peer saw a bare close.
+	The mail stays queued."""
+	for stage in ("greeting", "helo"):
+		with Server(refusing_server(stage)) as srv, \
+		    Fixture("hostile-refuse-" + stage, extra=EXTRA,
+		    domains=domain("refused.test", srv.port)) as d:
+			qid = submit(d.smtp_port, "s@client.test", ["u@refused.test"],
+			    sample_message("refused"))
+			check(etrn(d, "refused.test") in (250, 253), "ETRN refused")
+			t0 = time.time()
+			while not srv.closed_after and time.time() - t0 < 15:
+				time.sleep(0.1)
+			check(not srv.errors, "server: %r" % srv.errors)
+			check(srv.closed_after, "%s: the server saw no session" % stage)
+			what, line, closed = srv.closed_after[0]
+			check(line == "QUIT", "refused at the %s, odrelayd said %r "
+			    "(want QUIT)" % (stage, line))
+			check(closed, "%s: no close after the 221" % stage)
+			time.sleep(0.5)
+			check(queued(d, qid), "%s: the message left the queue" % stage)
+
+
+def test_atrn_customer_refuses_greeting():
+	"""The reversed ATRN session: a customer greeting 554 gets QUIT (and
+	may answer it) before the provider closes; the mail stays queued."""
+	with Fixture("hostile-atrn-554", extra=EXTRA, start=False) as d:
+		add_user(d, "demo", "demo", "example.org")
+		d.start()
+		qid = submit(d.smtp_port, "s@client.test", ["u@example.org"],
+		    sample_message("atrn-554"))
+		c, code, text = odmr_login(d.odmr_port)
+		check(code == 235, "AUTH: %s %s" % (code, text))
+		c.expect(250, "ATRN example.org")
+		c.s.settimeout(10)
+		rec = []
+		try:
+			c.s.sendall(b"554 5.7.1 customer.test: not now\r\n")
+			goodbye(c.s, [c.buf], "atrn", rec)
+		finally:
+			c.close()
+		_, line, closed = rec[0]
+		check(line == "QUIT", "the customer refused its greeting; the "
+		    "provider said %r (want QUIT)" % line)
+		check(closed, "no close after the 221")
+		time.sleep(0.5)
+		check(queued(d, qid), "message gone after a refused pull")
+
+
 # --- both listeners: a client that trickles ---------------------------------
 
 def listener_trickle(port_attr, prelude, data, what):
@@ -741,6 +835,8 @@ if __name__ == "__main__":
 		test_smtpc_trickled_greeting,
 		test_smtpc_trickled_mail_reply,
 		test_atrn_customer_trickles,
+		test_smtpc_quit_after_refusal,
+		test_atrn_customer_refuses_greeting,
 		test_odmr_port_trickled_command,
 		test_smtp_port_trickled_data,
 		test_session_limit,

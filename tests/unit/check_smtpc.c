@@ -77,7 +77,9 @@ END_TEST
 
 struct fake {
 	struct bufferevent *bev;
+	const char *greeting;	/* NULL: 220 */
 	const char *ehlo;	/* full EHLO reply, or NULL: 502 */
+	const char *helo;	/* HELO reply, NULL: 250 */
 	int max_rcpt;		/* per transaction, then 452 (0 = no limit) */
 	const char *reject;	/* this rcpt gets 550 */
 	const char *tempfail;	/* this rcpt gets 452 */
@@ -193,7 +195,7 @@ static void fake_readcb(struct bufferevent *bev, void *arg)
 			else
 				fake_reply(f, f->ehlo != NULL ? f->ehlo : "502 5.5.1 no EHLO here\r\n");
 		} else if (strncasecmp(line, "HELO", 4) == 0) {
-			fake_reply(f, "250 fake\r\n");
+			fake_reply(f, f->helo != NULL ? f->helo : "250 fake\r\n");
 		} else if (strncasecmp(line, "MAIL", 4) == 0) {
 			if (evbuffer_search(in, "DATA\r\n", 6, NULL).pos >= 0)
 				f->pipelined = 1;
@@ -267,6 +269,8 @@ struct run {
 	struct smtpc_rcpt rc[8];
 	SSL_CTX *client_tls;
 	int prebuffer;		/* greeting already read before smtpc_start */
+	int wait_close;		/* after done: run until smtpc closes (2 s) */
+	int quit_at_done;		/* the server had read QUIT by then */
 	/* results: "addr code" lines */
 	char results[4096];
 	int msg_done;
@@ -344,6 +348,7 @@ static void src_done(void *arg, const struct smtpc_stats *st)
 
 	r->done++;
 	r->st = *st;
+	r->quit_at_done = strstr(r->f.cmds, "QUIT") != NULL;
 	event_base_loopexit(r->base, NULL);
 }
 
@@ -374,7 +379,8 @@ static struct bufferevent *fake_open(struct event_base *base, struct fake *f)
 	f->cur = evbuffer_new();
 	bufferevent_setcb(f->bev, fake_readcb, NULL, fake_eventcb, f);
 	bufferevent_enable(f->bev, EV_READ | EV_WRITE);
-	fake_reply(f, f->lmtp ? "220 fake LMTP\r\n" : "220 fake ESMTP\r\n");
+	fake_reply(f, f->greeting != NULL ? f->greeting : f->lmtp ?
+	    "220 fake LMTP\r\n" : "220 fake ESMTP\r\n");
 	return bufferevent_socket_new(base, sv[0], BEV_OPT_CLOSE_ON_FREE);
 }
 
@@ -418,6 +424,19 @@ static void run_session(struct run *r, unsigned flags)
 	event_base_loopexit(r->base, &guard);
 	event_base_dispatch(r->base);
 	ck_assert_int_eq(r->done, 1);
+	if (r->wait_close) {
+		/* A session saying goodbye ends on its own: the fake sees
+		 * the close (its bev goes) well before SMTPC_CLOSE_WAIT. */
+		struct timeval g2 = { 2, 0 };
+
+		event_base_loopexit(r->base, &g2);
+		do	/* got_exit is still set from the first run here */
+			event_base_loop(r->base, EVLOOP_ONCE);
+		while (r->f.bev != NULL && !event_base_got_exit(r->base));
+		ck_assert_msg(r->f.bev == NULL, "still open; the server read: %s",
+		    r->f.cmds);
+	}
+	smtpc_close_all(r->base);
 	if (r->f.bev != NULL)
 		bufferevent_free(r->f.bev);
 	r->f.bev = NULL;
@@ -489,6 +508,51 @@ START_TEST(test_helo_fallback)
 	    "MAIL FROM:<a@x.test>\nRCPT TO:<b@y.test>\nDATA\nQUIT\n");
 	ck_assert_int_eq(r.f.pipelined, 0);
 	run_free(&r);
+}
+END_TEST
+
+/*
+ * A refusal (greeting, EHLO, HELO) is answered with QUIT, and the QUIT
+ * reaches the server before the close (it used to be freed unsent): the
+ * mail stays queued (451), the session is not "ok", and the result comes
+ * at once, before the QUIT has even been written.
+ */
+START_TEST(test_refusal_quit)
+{
+	static const struct {
+		const char *greeting, *ehlo, *helo, *cmds, *why;
+	} t[] = {
+		{ "554 5.7.1 go away\r\n", NULL, NULL, "QUIT\n",
+		  "greeting refused: 554 5.7.1 go away" },
+		{ NULL, "450 4.3.2 not now\r\n", NULL, "EHLO relay.test\nQUIT\n",
+		  "EHLO refused: 450 4.3.2 not now" },
+		{ NULL, NULL, "550 5.7.1 nor that\r\n",
+		  "EHLO relay.test\nHELO relay.test\nQUIT\n",
+		  "HELO refused: 550 5.7.1 nor that" },
+	};
+	struct tmsg m[1] = {
+		{ .sender = "a@x.test", .body = "x\r\n", .rcpts = { "b@y.test" },
+		  .nrcpts = 1 },
+	};
+	static struct run r;
+	size_t i;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		memset(&r, 0, sizeof(r));
+		r.msgs = m;
+		r.nmsgs = 1;
+		r.f.greeting = t[i].greeting;
+		r.f.ehlo = t[i].ehlo;
+		r.f.helo = t[i].helo;
+		r.wait_close = 1;
+		run_session(&r, 0);
+		ck_assert_str_eq(r.results, "b@y.test 451\n");
+		ck_assert_int_eq(r.st.ok, 0);
+		ck_assert_str_eq(r.st.reason, t[i].why);
+		ck_assert_int_eq(r.quit_at_done, 0);
+		ck_assert_str_eq(r.f.cmds, t[i].cmds);
+		run_free(&r);
+	}
 }
 END_TEST
 
@@ -920,6 +984,7 @@ START_TEST(test_greeting_timeout)
 	ck_assert_str_eq(r.results, "b@y.test 451\n");
 	ck_assert_ptr_nonnull(strstr(r.st.reason, "timeout"));
 	bufferevent_free(sb);
+	smtpc_close_all(r.base);
 	event_base_free(r.base);
 }
 END_TEST
@@ -988,6 +1053,7 @@ START_TEST(test_trickle_deadline)
 	ck_assert_ptr_nonnull(strstr(r.st.reason, "timeout"));
 	event_free(t.tick);
 	bufferevent_free(t.bev);
+	smtpc_close_all(r.base);
 	event_base_free(r.base);
 }
 END_TEST
@@ -1194,6 +1260,7 @@ START_TEST(test_deliver_queue)
 	deliver_free(&d);
 
 	queue_close(&q);
+	smtpc_close_all(base);
 	event_base_free(base);
 	config_free(&cfg);
 }
@@ -1233,6 +1300,7 @@ START_TEST(test_deliver_relayed_dsn)
 	ck_assert_int_eq(counts[1], 1);
 	fake_close(&f);
 	queue_close(&q);
+	smtpc_close_all(base);
 	event_base_free(base);
 	config_free(&cfg);
 }
@@ -1271,6 +1339,7 @@ START_TEST(test_deliver_free_unleases)
 	queue_envelope_free(&env);
 	fake_close(&f);
 	queue_close(&q);
+	smtpc_close_all(base);
 	event_base_free(base);
 	config_free(&cfg);
 }
@@ -1566,6 +1635,7 @@ static Suite *smtpc_suite(void)
 	tcase_add_test(tc, test_backoff);
 	tcase_add_test(tc, test_ehlo_pipelining);
 	tcase_add_test(tc, test_helo_fallback);
+	tcase_add_test(tc, test_refusal_quit);
 	tcase_add_test(tc, test_452_retry);
 	tcase_add_test(tc, test_452_no_progress);
 	tcase_add_test(tc, test_550_one_rcpt);
