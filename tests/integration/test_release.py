@@ -888,5 +888,6 @@ if __name__ == "__main__":
 	    test_queue_lifetime_returns,
 	    test_multi_domain_message,
 	    test_ctl_flush,
+	    test_ctl_flush_forms,
 	    test_fetchmail_etrn,
 	], "release")
