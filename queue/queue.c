@@ -102,6 +102,7 @@ int queue_swap(struct queue *q)
 	MDB_txn *txn;
 	int rc, dfd;
 
+	queue_warm_lock_env(q, 1);
 	mdb_env_close(q->env);
 	q->env = NULL;
 	if (rename(tmp, path) < 0)
@@ -134,6 +135,7 @@ int queue_swap(struct queue *q)
 		}
 		rc = queue_txn_end(txn, rc);
 	}
+	queue_warm_lock_env(q, 0);
 	if (rc != 0)
 		log_fatal(1, "compact: cannot reopen the queue: %s", mdb_strerror(rc));
 	q->nosync_mode = 0;
@@ -486,6 +488,7 @@ void queue_close(struct queue **qp)
 		q->writer_started = 0;
 		queue_drain_finished(q);
 	}
+	queue_warm_free(&q->warm);
 	if (q->done_ev != NULL)
 		event_free(q->done_ev);
 	queue_quotas_free(q->quotas, q->nquotas);

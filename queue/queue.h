@@ -313,6 +313,15 @@ int queue_domain_ids(struct queue *q, const char *domain, const char *after,
  */
 int queue_scan(struct queue *q, char *cursor, time_t until, size_t max,
     int (*cb)(void *arg, const struct queue_envelope *env), void *arg);
+/*
+ * The same for the event loop: it reads only records a thread of the
+ * queue has read just before (their pages are then in memory, not on a
+ * cold disk), and sets *more_r when it stopped short for that (nothing
+ * or not all read ahead yet): call again in a few milliseconds.
+ */
+int queue_scan_ahead(struct queue *q, char *cursor, time_t until, size_t max,
+    int *more_r, int (*cb)(void *arg, const struct queue_envelope *env),
+    void *arg);
 
 /*
  * Compact the data file (LMDB's compacting copy), then use the copy.

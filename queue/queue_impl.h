@@ -119,6 +119,9 @@ struct queue {
 
 	queue_arrival_fn *arrival;	/* queue_set_arrival_hook */
 	void *arrival_arg;
+
+	struct queue_warm *warm;	/* read-ahead thread (queue_warm.c), lazily */
+	int warm_failed;		/* it could not be started: scans read freely */
 };
 
 struct queue_put {
@@ -197,5 +200,22 @@ void queue_quotas_free(struct quota *v, size_t n);
 void queue_idlist_add(struct idlist *l, const void *id);
 int queue_writer_compact(struct queue *q, struct job *j);
 int queue_swap(struct queue *q);
+int queue_cursor_seek(MDB_cursor *c, MDB_val *k, MDB_val *d,
+    const void *key, size_t klen, int past);
+
+/* queue_warm.c: records read ahead of queue_scan_ahead's scans. */
+#define QWARM_READY	0	/* scan up to *limit_r ("" = no limit) */
+#define QWARM_PENDING	1	/* nothing read ahead yet: call again soon */
+#define QWARM_DONE	2	/* nothing between the cursor and endkey */
+/* Loop thread: where the scan whose cursor buffer is `cursor` may read
+ * to, its end being endkey; starts the thread at its first use. */
+int queue_warm_window(struct queue *q, const char *cursor, const char *endkey,
+    char *limit_r);
+/* Loop thread: the scan took n more records. */
+void queue_warm_taken(struct queue *q, const char *cursor, size_t n);
+/* Loop thread: hold (1) or release (0) the environment against the
+ * thread's transactions (the compaction's swap). */
+void queue_warm_lock_env(struct queue *q, int lock);
+void queue_warm_free(struct queue_warm **w);
 
 #endif

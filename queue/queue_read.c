@@ -57,7 +57,7 @@ static void queue_read_end(MDB_txn *txn, MDB_cursor *c)
  * of all when klen is 0), past key itself when `past` is set (key is the
  * last one the previous batch read). An LMDB code.
  */
-static int queue_cursor_seek(MDB_cursor *c, MDB_val *k, MDB_val *d,
+int queue_cursor_seek(MDB_cursor *c, MDB_val *k, MDB_val *d,
     const void *key, size_t klen, int past)
 {
 	int rc;
@@ -691,19 +691,32 @@ int queue_domain_ids(struct queue *q, const char *domain, const char *after,
 	return (int)n;
 }
 
-int queue_scan(struct queue *q, char *cursor, time_t until, size_t max,
+/* more_r: NULL, or read only what the read-ahead thread has read and
+ * set *more_r when stopping short of the end for that. */
+static int queue_scan_do(struct queue *q, char *cursor, time_t until,
+    size_t max, int *more_r,
     int (*cb)(void *arg, const struct queue_envelope *env), void *arg)
 {
-	char endkey[QUEUE_ID_LEN + 1];
+	char endkey[QUEUE_ID_LEN + 1], limit[QUEUE_ID_LEN + 1] = "";
 	size_t taken = 0;
 	int result = 0;
 
+	if (more_r != NULL)
+		*more_r = 0;
 	if (until < 0)
 		return 0;
 	/* Ids start with 8 hex digits of their second: the first id after
 	 * `until` is the second after it with a zero counter. */
 	snprintf(endkey, sizeof(endkey), "%08X%08X",
 	    (uint32_t)((uint64_t)until + 1 > 0xffffffffu ? 0xffffffffu : until + 1), 0u);
+	if (more_r != NULL) {
+		int w = queue_warm_window(q, cursor, endkey, limit);
+
+		if (w != QWARM_READY) {
+			*more_r = w == QWARM_PENDING;
+			return 0;
+		}
+	}
 	while (taken < max) {
 		struct queue_envelope *batch[32];
 		size_t n = 0, i;
@@ -723,6 +736,13 @@ int queue_scan(struct queue *q, char *cursor, time_t until, size_t max,
 
 			if (k.mv_size == QUEUE_ID_LEN &&
 			    memcmp(k.mv_data, endkey, QUEUE_ID_LEN) >= 0) {
+				rc = MDB_NOTFOUND;
+				break;
+			}
+			/* Past what was read ahead: its pages may be on disk. */
+			if (limit[0] != '\0' && k.mv_size == QUEUE_ID_LEN &&
+			    memcmp(k.mv_data, limit, QUEUE_ID_LEN) > 0) {
+				*more_r = 1;
 				rc = MDB_NOTFOUND;
 				break;
 			}
@@ -749,5 +769,20 @@ int queue_scan(struct queue *q, char *cursor, time_t until, size_t max,
 		if (stop || rc != 0 || n == 0)
 			break;
 	}
+	if (more_r != NULL)
+		queue_warm_taken(q, cursor, taken);
 	return result < 0 ? result : (int)taken;
+}
+
+int queue_scan(struct queue *q, char *cursor, time_t until, size_t max,
+    int (*cb)(void *arg, const struct queue_envelope *env), void *arg)
+{
+	return queue_scan_do(q, cursor, until, max, NULL, cb, arg);
+}
+
+int queue_scan_ahead(struct queue *q, char *cursor, time_t until, size_t max,
+    int *more_r, int (*cb)(void *arg, const struct queue_envelope *env),
+    void *arg)
+{
+	return queue_scan_do(q, cursor, until, max, more_r, cb, arg);
 }

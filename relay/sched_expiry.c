@@ -38,6 +38,7 @@
 #define SCHED_BOUNCE_RETURN	(256 * 1024)
 #define SCHED_SLICE_USEC	3000	/* event-loop time per expiry slice */
 #define SCHED_SLICE_MSGS	512
+#define SCHED_WARM_WAIT_USEC	2000	/* waiting for the queue's read-ahead */
 #define SCHED_MARKS_SAVE_SEC	10	/* how often a long scan records where it is */
 
 /* ---- bounces and expiry ---- */
@@ -203,21 +204,26 @@ void sched_expiry_slice(struct sched *s)
 {
 	time_t now = time(NULL);
 	size_t budget = SCHED_SLICE_MSGS;
+	int waiting = 0;
 
 	clock_gettime(CLOCK_MONOTONIC, &s->slice_start);
 	s->slice_over = 0;
 	for (size_t i = 0; i < s->nages && budget > 0 && !s->slice_over; i++) {
-		int n = queue_scan(s->q, s->marks[i], now - s->ages[i], budget,
-		    sched_expiry_cb, s);
+		int more = 0;
+		/* Only records read ahead by the queue's thread: a page
+		 * fault on a cold cache would stall the loop for ms. */
+		int n = queue_scan_ahead(s->q, s->marks[i], now - s->ages[i],
+		    budget, &more, sched_expiry_cb, s);
 
 		if (n > 0) {
 			budget -= (size_t)n;
 			s->marks_dirty = 1;
 		}
+		waiting |= more;
 	}
 	/* Where the scans are, for the next start: when they have caught
 	 * up, and now and then during a long one. */
-	if (s->marks_dirty && (!(budget == 0 || s->slice_over) ||
+	if (s->marks_dirty && (!(budget == 0 || s->slice_over || waiting) ||
 	    now - s->marks_saved >= SCHED_MARKS_SAVE_SEC))
 		sched_marks_save(s, now);
 	if ((budget == 0 || s->slice_over) && !s->shutting_down) {
@@ -225,6 +231,11 @@ void sched_expiry_slice(struct sched *s)
 		struct timeval zero = { 0, 0 };
 
 		evtimer_add(s->expiry_ev, &zero);
+	} else if (waiting && !s->shutting_down) {
+		/* The read-ahead is behind: look again shortly. */
+		struct timeval tv = { 0, SCHED_WARM_WAIT_USEC };
+
+		evtimer_add(s->expiry_ev, &tv);
 	}
 }
 
