@@ -1239,6 +1239,76 @@ START_TEST(test_scale_scan)
 }
 END_TEST
 
+/* Call queue_scan_ahead until it neither took anything nor waits for the
+ * read-ahead (bounded); returns what it took in all. */
+static int scan_ahead_all(struct queue *q, char *cursor, time_t until,
+    struct scan_ctx *c, int *calls_r)
+{
+	int total = 0, n, more = 1;
+
+	for (*calls_r = 0; *calls_r < 20000; (*calls_r)++) {
+		n = queue_scan_ahead(q, cursor, until, 64, &more, scan_cb, c);
+		ck_assert_int_ge(n, 0);
+		ck_assert_int_le(n, 64);
+		total += n;
+		if (n == 0 && !more && !c->stopped)
+			break;
+		c->stopped = 0;
+		if (more)
+			usleep(1000);
+	}
+	ck_assert_int_eq(more, 0);
+	return total;
+}
+
+/* The loop's form: the same records, each once, in order, from two scans
+ * (two windows of the read-ahead thread) interleaved. */
+START_TEST(test_scale_scan_ahead)
+{
+	const char *addrs[] = { "x@a.example" };
+	struct queue_envelope env;
+	struct queue *q = open_q(0, NULL);
+	struct scan_ctx c1, c2;
+	static char ids[SCALE_N][QUEUE_ID_LEN + 1];
+	char cur1[QUEUE_ID_LEN + 1] = "", cur2[QUEUE_ID_LEN + 1] = "";
+	time_t t0 = time(NULL), until;
+	int i, n, calls, more;
+
+	env_init(&env, "s@x.example", addrs, 1, 0);
+	for (i = 0; i < SCALE_N; i++)
+		ck_assert_int_eq(put_msg(q, &env, 10, ids[i]), QUEUE_OK);
+	memset(&c1, 0, sizeof(c1));
+	memset(&c2, 0, sizeof(c2));
+	/* Nothing older than an hour: nothing read, the cursor stays. */
+	ck_assert_int_eq(scan_ahead_all(q, cur1, t0 - 3600, &c1, &calls), 0);
+	ck_assert_str_eq(cur1, "");
+	ck_assert_int_eq(c1.seen, 0);
+	/* With one stop on the first scan; the second interleaved. */
+	memcpy(c1.stop_at, ids[SCALE_N / 2], sizeof(c1.stop_at));
+	until = time(NULL);
+	for (calls = 0; calls < 20000 && (c1.seen < SCALE_N || c2.seen < SCALE_N);
+	    calls++) {
+		n = queue_scan_ahead(q, cur1, until, 50, &more, scan_cb, &c1);
+		ck_assert_int_ge(n, 0);
+		c1.stopped = 0;
+		n = queue_scan_ahead(q, cur2, until, 70, &more, scan_cb, &c2);
+		ck_assert_int_ge(n, 0);
+		usleep(200);
+	}
+	ck_assert_int_eq(c1.seen, SCALE_N);
+	ck_assert_int_eq(c2.seen, SCALE_N);
+	ck_assert_int_eq(c1.disorder, 0);
+	ck_assert_int_eq(c2.disorder, 0);
+	ck_assert_str_eq(cur1, ids[SCALE_N - 1]);
+	ck_assert_str_eq(cur2, ids[SCALE_N - 1]);
+	/* Caught up: nothing more until newer mail. */
+	ck_assert_int_eq(scan_ahead_all(q, cur1, until, &c1, &calls), 0);
+	ck_assert_int_eq(c1.seen, SCALE_N);
+	queue_close(&q);
+	free(env.rcpts);
+}
+END_TEST
+
 START_TEST(test_scale_room)
 {
 	const char *addrs[] = { "x@quota.example" };
@@ -1475,6 +1545,7 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, test_scale_counters);
 	tcase_add_test(tc, test_oldest_records);
 	tcase_add_test(tc, test_scale_scan);
+	tcase_add_test(tc, test_scale_scan_ahead);
 	tcase_add_test(tc, test_scale_room);
 	tcase_add_test(tc, test_scale_compact);
 	tcase_add_test(tc, test_scale_compact_async);
