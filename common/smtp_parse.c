@@ -20,6 +20,21 @@ smtp_parse_ieq(const char *s, size_t len, const char *lit)
 	return strlen(lit) == len && strncasecmp(s, lit, len) == 0;
 }
 
+/* A parameter value that must be one of two keywords (BODY=, RET=):
+ * *r gets the matching one's code; 0 when v is absent or neither. */
+static int
+smtp_parse_pick(const char *v, size_t vlen, const char *a, int code_a,
+    const char *b, int code_b, int *r)
+{
+	if (v != NULL && smtp_parse_ieq(v, vlen, a))
+		*r = code_a;
+	else if (v != NULL && smtp_parse_ieq(v, vlen, b))
+		*r = code_b;
+	else
+		return 0;
+	return 1;
+}
+
 /* Length of one well-formed UTF-8 sequence at s, or 0. */
 static size_t
 smtp_parse_utf8_seq(const unsigned char *s, size_t len)
@@ -495,7 +510,7 @@ smtp_parse_mail(const char *arg, size_t len, struct smtp_path *path_r,
 {
 	const char *path, *params, *end, *k, *v;
 	size_t pathlen, paramslen, klen, vlen, i;
-	int r, seen_body = 0, seen_ret = 0, seen_envid = 0, seen_auth = 0;
+	int r, pick, seen_body = 0, seen_ret = 0, seen_envid = 0, seen_auth = 0;
 
 	memset(mp, 0, sizeof(*mp));
 	memset(path_r, 0, sizeof(*path_r));
@@ -521,27 +536,19 @@ smtp_parse_mail(const char *arg, size_t len, struct smtp_path *path_r,
 			mp->size = n;
 			mp->has_size = 1;
 		} else if (smtp_parse_ieq(k, klen, "BODY")) {
-			if (seen_body++ || v == NULL)
+			if (seen_body++ || !smtp_parse_pick(v, vlen, "7BIT",
+			    SMTP_BODY_7BIT, "8BITMIME", SMTP_BODY_8BITMIME, &pick))
 				return SMTP_PARSE_EPARAMVAL;
-			if (smtp_parse_ieq(v, vlen, "7BIT"))
-				mp->body = SMTP_BODY_7BIT;
-			else if (smtp_parse_ieq(v, vlen, "8BITMIME"))
-				mp->body = SMTP_BODY_8BITMIME;
-			else
-				return SMTP_PARSE_EPARAMVAL;
+			mp->body = pick;
 		} else if (smtp_parse_ieq(k, klen, "SMTPUTF8")) {
 			if (mp->smtputf8 || v != NULL)
 				return SMTP_PARSE_EPARAMVAL;
 			mp->smtputf8 = 1;
 		} else if (smtp_parse_ieq(k, klen, "RET")) {
-			if (seen_ret++ || v == NULL)
+			if (seen_ret++ || !smtp_parse_pick(v, vlen, "FULL",
+			    SMTP_RET_FULL, "HDRS", SMTP_RET_HDRS, &pick))
 				return SMTP_PARSE_EPARAMVAL;
-			if (smtp_parse_ieq(v, vlen, "FULL"))
-				mp->ret = SMTP_RET_FULL;
-			else if (smtp_parse_ieq(v, vlen, "HDRS"))
-				mp->ret = SMTP_RET_HDRS;
-			else
-				return SMTP_PARSE_EPARAMVAL;
+			mp->ret = pick;
 		} else if (smtp_parse_ieq(k, klen, "ENVID")) {
 			if (seen_envid++ || v == NULL ||
 			    vlen > SMTP_ENVID_MAX || !smtp_xtext_valid(v, vlen))

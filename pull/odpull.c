@@ -85,15 +85,21 @@ static void print_usage(FILE *out)
 	    "See odpull(1).\n");
 }
 
+static void __attribute__((format(printf, 1, 0)))
+vmsg(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "odpull: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 static void die_usage(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "odpull: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	print_usage(stderr);
 	exit(2);
 }
@@ -102,11 +108,9 @@ void msg(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "odpull: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 /* ---- modes ---- */

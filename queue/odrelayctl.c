@@ -496,7 +496,8 @@ static int ctl_cmd_quarantine(int argc, char **argv)
 	return ctl_cmd_queue(argc, argv);
 }
 
-static int ctl_cmd_release(int argc, char **argv)
+/* A control command on one queue id (release, bounce). */
+static int ctl_id_command(const char *verb, int argc, char **argv)
 {
 	char *line;
 	int rc;
@@ -507,27 +508,20 @@ static int ctl_cmd_release(int argc, char **argv)
 		ctl_err("invalid queue id");
 		return CTL_EXIT_USAGE;
 	}
-	line = xasprintf("release %s", argv[1]);
+	line = xasprintf("%s %s", verb, argv[1]);
 	rc = ctl_control(line, 0);
 	free(line);
 	return rc;
 }
 
+static int ctl_cmd_release(int argc, char **argv)
+{
+	return ctl_id_command("release", argc, argv);
+}
+
 static int ctl_cmd_bounce(int argc, char **argv)
 {
-	char *line;
-	int rc;
-
-	if (argc != 2 || argv[1][0] == '-')
-		return ctl_usage();
-	if (!queue_id_valid(argv[1])) {
-		ctl_err("invalid queue id");
-		return CTL_EXIT_USAGE;
-	}
-	line = xasprintf("bounce %s", argv[1]);
-	rc = ctl_control(line, 0);
-	free(line);
-	return rc;
+	return ctl_id_command("bounce", argc, argv);
 }
 
 static const struct {

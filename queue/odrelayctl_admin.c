@@ -292,25 +292,6 @@ static int ctl_stats_count(void *arg, const char *domain,
 	return 0;
 }
 
-static int ctl_row_cmp(const void *key, const void *elem)
-{
-	return strcmp(key, ((const struct ctl_dom *)elem)->name);
-}
-
-static int ctl_stats_state(void *arg, const char *domain,
-    const struct domstate_rec *r)
-{
-	struct ctl_doms *ds = arg;
-	struct ctl_dom *d = bsearch(domain, ds->v, ds->n, sizeof(*ds->v),
-	    ctl_row_cmp);
-
-	if (d != NULL) {
-		d->last_atrn = r->last[DOMSTATE_ATRN];
-		d->last_etrn = r->last[DOMSTATE_ETRN];
-	}
-	return 0;
-}
-
 /* Rows of ds (names borrowed from the mode list and counts) in order. */
 static void ctl_stats_rows(struct ctl_doms *ds, const struct ctl_counts *c,
     size_t nconf)
@@ -341,32 +322,6 @@ static void ctl_stats_rows(struct ctl_doms *ds, const struct ctl_counts *c,
 			j++;
 		}
 	}
-}
-
-/* Oldest message of each row with mail, then the ATRN/ETRN times. */
-static void ctl_stats_facts(struct queue *q, struct ctl_doms *ds)
-{
-	const char **names = xcalloc(ds->n + 1, sizeof(*names));
-	time_t *t = xcalloc(ds->n + 1, sizeof(*t));
-	size_t *at = xcalloc(ds->n + 1, sizeof(*at));
-	size_t k, m = 0;
-	char err[256];
-	struct domstate *st;
-
-	for (k = 0; k < ds->n; k++)
-		if (ds->v[k].messages > 0 && ds->v[k].oldest_unknown) {
-			names[m] = ds->v[k].name;
-			at[m++] = k;
-		}
-	if (queue_domains_oldest(q, names, m, t) == QUEUE_OK)
-		for (k = 0; k < m; k++)
-			ds->v[at[k]].oldest = t[k];
-	free(names);
-	free(t);
-	free(at);
-	if ((st = domstate_open(q, err, sizeof(err))) != NULL)
-		(void)domstate_foreach(st, ctl_stats_state, ds);
-	domstate_close(&st);
 }
 
 int ctl_cmd_stats(int argc, char **argv)
@@ -432,7 +387,7 @@ int ctl_cmd_stats(int argc, char **argv)
 		return CTL_EXIT_FAIL;
 	}
 	ctl_stats_rows(&ds, &counts, nconf);
-	ctl_stats_facts(q, &ds);
+	ctl_doms_facts(q, &ds);
 	queue_close(&q);
 	/* Counters only when the daemon runs; the queue view works anyway. */
 	p = (char *)ctl_daemon_counters(cfg, counters, CTL_STATS_REPLY_MAX);

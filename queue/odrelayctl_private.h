@@ -36,7 +36,7 @@ struct ctl_dom {
 	int configured, hold;
 	uint64_t messages, bytes;
 	time_t oldest;		/* arrival of the oldest queued message, 0 none */
-	int oldest_unknown;	/* stats: oldest still to be looked up */
+	int oldest_unknown;	/* oldest still to be looked up */
 	time_t last_atrn;	/* last successful ATRN pull, 0 never */
 	time_t last_etrn;	/* last accepted ETRN, 0 never */
 };
