@@ -241,20 +241,9 @@ static int odpull_hostport_ok(const char *val)
 /* A domain (one trailing dot allowed), or ETRN's @domain and #queue. */
 static int odpull_domain_ok(const char *tok)
 {
-	char d[256];
-	size_t n;
-
 	if (tok[0] == '#')
 		return tok[1] != '\0';
-	if (tok[0] == '@')
-		tok++;
-	n = strlen(tok);
-	if (n == 0 || n >= sizeof(d))
-		return 0;
-	memcpy(d, tok, n + 1);
-	if (n > 1 && d[n - 1] == '.')
-		d[n - 1] = '\0';
-	return util_domain_valid(d);
+	return util_domain_valid_dot(tok + (tok[0] == '@'));
 }
 
 static int set_option(const char *key, const char *val)

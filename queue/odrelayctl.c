@@ -110,15 +110,7 @@ int ctl_word_arg_ok(const char *d)
  */
 int ctl_domain_arg_ok(const char *d)
 {
-	char buf[256];
-	size_t n = strlen(d);
-
-	if (n == 0 || n >= sizeof(buf))
-		return 0;
-	memcpy(buf, d, n + 1);
-	if (n > 1 && buf[n - 1] == '.')
-		buf[n - 1] = '\0';
-	return util_domain_valid(buf);
+	return util_domain_valid_dot(d);
 }
 
 /* ctl_domain_arg_ok, and a final dot dropped in place: the queue and the
