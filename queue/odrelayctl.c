@@ -398,12 +398,47 @@ const char *ctl_control_path(const struct config *cfg, char *buf,
 	return buf;
 }
 
+/* The queue reports what it met (it never logs); the tool logs it. */
+static void ctl_queue_notice(void *arg, enum queue_notice_level level,
+    const char *text)
+{
+	(void)arg;
+	switch (level) {
+	case QUEUE_NOTICE_ERROR:
+		log_error("%s", text);
+		break;
+	case QUEUE_NOTICE_WARN:
+		log_warn("%s", text);
+		break;
+	case QUEUE_NOTICE_INFO:
+		log_info("%s", text);
+		break;
+	default:
+		log_debug("%s", text);
+		break;
+	}
+}
+
+struct queue *ctl_queue_open(const struct config *cfg, int rdonly,
+    char *err, size_t errlen)
+{
+	struct queue *q;
+
+	q = rdonly ? queue_open_readonly(cfg->queue_dir, err, errlen) :
+	    queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err, errlen);
+	if (q != NULL) {
+		queue_set_notice_hook(q, ctl_queue_notice, NULL);
+		queue_notices_flush(q);
+	}
+	return q;
+}
+
 struct queue *ctl_open_ro(const struct config *cfg)
 {
 	struct queue *q;
 	char err[512] = "";
 
-	q = queue_open_readonly(cfg->queue_dir, err, sizeof(err));
+	q = ctl_queue_open(cfg, 1, err, sizeof(err));
 	if (q == NULL)
 		ctl_err("cannot open the queue: %s",
 		    err[0] != '\0' ? err : "unknown error");

@@ -87,8 +87,7 @@ int ctl_cmd_delete(int argc, char **argv)
 		/* The daemon's delete does not say whether the id existed. */
 		if ((cfg = ctl_config()) == NULL)
 			return CTL_EXIT_FAIL;
-		if ((q = queue_open_readonly(cfg->queue_dir, err,
-		    sizeof(err))) != NULL) {
+		if ((q = ctl_queue_open(cfg, 1, err, sizeof(err))) != NULL) {
 			struct queue_envelope *env = NULL;
 
 			rc = queue_get(q, id, &env);
@@ -135,8 +134,7 @@ int ctl_cmd_delete(int argc, char **argv)
 		    (unsigned long)st.st_uid, strerror(errno));
 		return CTL_EXIT_FAIL;
 	}
-	q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
-	    sizeof(err));
+	q = ctl_queue_open(cfg, 0, err, sizeof(err));
 	if (q == NULL) {
 		ctl_err("cannot open the queue: %s", err);
 		return CTL_EXIT_FAIL;
@@ -516,8 +514,7 @@ int ctl_cmd_compact(int argc, char **argv)
 		int res[2] = { 0, QUEUE_EIO };
 		uint64_t before = 0, after = 0;
 
-		q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
-		    sizeof(err));
+		q = ctl_queue_open(cfg, 0, err, sizeof(err));
 		if (q == NULL) {
 			ctl_err("cannot open the queue: %s", err);
 			return CTL_EXIT_FAIL;
@@ -841,7 +838,7 @@ static int ctl_recip_show(const char *domain, int json)
 	if (json)
 		fputs("[", stdout);
 	ctl_recip_list_static(&l, dom);
-	q = queue_open_readonly(cfg->queue_dir, err, sizeof(err));
+	q = ctl_queue_open(cfg, 1, err, sizeof(err));
 	if (q != NULL) {
 		rc = rcache_open(q, cfg->verify_cache_size, err, sizeof(err));
 		if (rc == NULL) {
@@ -902,8 +899,7 @@ static int ctl_recip_forget(const char *domain, const char *addr)
 		}
 		switched = 1;
 	}
-	q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
-	    sizeof(err));
+	q = ctl_queue_open(cfg, 0, err, sizeof(err));
 	if (q == NULL || (rc = rcache_open(q, cfg->verify_cache_size, err,
 	    sizeof(err))) == NULL) {
 		ctl_err("cannot open the queue: %s", err);

@@ -75,6 +75,13 @@ struct job {
 	int result;
 };
 
+/* A notice waiting for the hook (queue_note). */
+#define QUEUE_NOTES_MAX	32
+struct queue_note_rec {
+	enum queue_notice_level level;
+	char text[240];
+};
+
 struct lease {
 	char id[QUEUE_ID_LEN + 1];
 	char *owner;
@@ -119,6 +126,18 @@ struct queue {
 
 	queue_arrival_fn *arrival;	/* queue_set_arrival_hook */
 	void *arrival_arg;
+
+	/* Reporting (queue_notice.c): what the open found, counters, and
+	 * notices waiting for the hook (under note_mu). */
+	struct queue_open_info open_info;
+	uint64_t n_corrupt, n_unreadable, n_write_failed;	/* atomic */
+	pthread_mutex_t note_mu;
+	queue_notice_fn *note_fn;
+	void *note_arg;
+	struct queue_note_rec notes[QUEUE_NOTES_MAX];
+	size_t nnotes;
+	uint64_t notes_dropped;
+	int notes_waiting;		/* atomic: nnotes > 0 */
 };
 
 struct queue_put {
@@ -159,6 +178,9 @@ struct idlist {
 	size_t n, cap;
 };
 
+/* One more of a trouble counter of struct queue (any thread). */
+#define QUEUE_COUNT(c)	__atomic_add_fetch(&(c), 1, __ATOMIC_RELAXED)
+
 #define TOTALS_N	4	/* messages, bytes, queued rcpts, on the retry index */
 
 /* Shared between the queue files (internal, not an interface). */
@@ -197,5 +219,8 @@ void queue_quotas_free(struct quota *v, size_t n);
 void queue_idlist_add(struct idlist *l, const void *id);
 int queue_writer_compact(struct queue *q, struct job *j);
 int queue_swap(struct queue *q);
+/* A notice for the caller's hook (any thread). */
+void queue_note(struct queue *q, enum queue_notice_level level,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif
