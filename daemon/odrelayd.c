@@ -698,25 +698,15 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
  * Switch to run_as_user: temporarily (effective ids only, so the queue is
  * created with the right owner) or for good once the listeners are bound.
  */
-/* The queue reports what it met (it never logs); the daemon logs it. */
+/* The queue reports what it met (it never logs); the daemon logs it.
+ * Its notice levels are in the order of log.h's. */
+_Static_assert((int)QUEUE_NOTICE_DEBUG == (int)LOG_LEVEL_DEBUG &&
+    (int)QUEUE_NOTICE_WARN == (int)LOG_LEVEL_WARNING, "notice levels");
 static void queue_notice_log(void *arg, enum queue_notice_level level,
     const char *text)
 {
 	(void)arg;
-	switch (level) {
-	case QUEUE_NOTICE_ERROR:
-		log_error("%s", text);
-		break;
-	case QUEUE_NOTICE_WARN:
-		log_warn("%s", text);
-		break;
-	case QUEUE_NOTICE_INFO:
-		log_info("%s", text);
-		break;
-	default:
-		log_debug("%s", text);
-		break;
-	}
+	log_at((enum log_level)level, "%s", text);
 }
 
 static void become_user(const struct config *cfg, int permanent)

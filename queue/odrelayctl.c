@@ -403,20 +403,7 @@ static void ctl_queue_notice(void *arg, enum queue_notice_level level,
     const char *text)
 {
 	(void)arg;
-	switch (level) {
-	case QUEUE_NOTICE_ERROR:
-		log_error("%s", text);
-		break;
-	case QUEUE_NOTICE_WARN:
-		log_warn("%s", text);
-		break;
-	case QUEUE_NOTICE_INFO:
-		log_info("%s", text);
-		break;
-	default:
-		log_debug("%s", text);
-		break;
-	}
+	log_at((enum log_level)level, "%s", text);
 }
 
 struct queue *ctl_queue_open(const struct config *cfg, int rdonly,

@@ -145,8 +145,9 @@ void queue_stats(struct queue *q, struct queue_stats *st_r);
  * as text) wait for the first flush after the hook is set; without a hook
  * notices are discarded at each flush.
  */
+/* In the order of syslog's severities (and of common/log.h's levels). */
 enum queue_notice_level {
-	QUEUE_NOTICE_ERROR, QUEUE_NOTICE_WARN, QUEUE_NOTICE_INFO,
+	QUEUE_NOTICE_ERROR = 0, QUEUE_NOTICE_WARN, QUEUE_NOTICE_INFO,
 	QUEUE_NOTICE_DEBUG
 };
 typedef void queue_notice_fn(void *arg, enum queue_notice_level level,

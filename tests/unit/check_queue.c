@@ -198,6 +198,23 @@ static size_t raw_count(const char *name, const void *prefix, size_t plen)
 	return n;
 }
 
+/* Write one record behind the queue's back (the queue closed). */
+static void raw_put(const char *name, MDB_val *k, MDB_val *d)
+{
+	MDB_env *menv;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	ck_assert_int_eq(mdb_env_create(&menv), 0);
+	mdb_env_set_maxdbs(menv, 16);
+	ck_assert_int_eq(mdb_env_open(menv, tmpdir, MDB_NOTLS, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(menv, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, name, 0, &dbi), 0);
+	ck_assert_int_eq(mdb_put(txn, dbi, k, d, 0), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(menv);
+}
+
 static size_t raw_last_txnid(void)
 {
 	MDB_env *env;
@@ -617,14 +634,7 @@ START_TEST(test_version)
 	char err[256] = "";
 
 	queue_close(&q);
-	ck_assert_int_eq(mdb_env_create(&menv), 0);
-	mdb_env_set_maxdbs(menv, 16);
-	ck_assert_int_eq(mdb_env_open(menv, tmpdir, MDB_NOTLS, 0600), 0);
-	ck_assert_int_eq(mdb_txn_begin(menv, NULL, 0, &txn), 0);
-	ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-	ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
-	ck_assert_int_eq(mdb_txn_commit(txn), 0);
-	mdb_env_close(menv);
+	raw_put("meta", &k, &d);
 
 	q = queue_open(tmpdir, NULL, 0, err, sizeof(err));
 	ck_assert_ptr_null(q);
@@ -851,21 +861,11 @@ START_TEST(test_corrupt_record)
 		struct queue *q = open_q(0, NULL);
 		struct queue_stats st;
 		struct notices ns = { "", 0, 0 };
-		MDB_env *menv;
-		MDB_txn *txn;
-		MDB_dbi dbi;
 		MDB_val k = { QUEUE_ID_LEN, "0000000000000001" }, d = { 3, "bad" };
 		int n = 0;
 
 		queue_close(&q);
-		ck_assert_int_eq(mdb_env_create(&menv), 0);
-		mdb_env_set_maxdbs(menv, 16);
-		ck_assert_int_eq(mdb_env_open(menv, tmpdir, MDB_NOTLS, 0600), 0);
-		ck_assert_int_eq(mdb_txn_begin(menv, NULL, 0, &txn), 0);
-		ck_assert_int_eq(mdb_dbi_open(txn, "msg", 0, &dbi), 0);
-		ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
-		ck_assert_int_eq(mdb_txn_commit(txn), 0);
-		mdb_env_close(menv);
+		raw_put("msg", &k, &d);
 		q = open_q(0, NULL);
 		queue_set_notice_hook(q, notice_keep, &ns);
 		ck_assert_int_eq(queue_foreach(q, count_env, &n), QUEUE_EIO);
