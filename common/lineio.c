@@ -56,3 +56,9 @@ lineio_take(struct evbuffer *in, size_t len, char *buf, size_t size)
 	buf[len] = '\0';
 	return len;
 }
+
+void lineio_vputf(struct evbuffer *out, const char *fmt, va_list ap)
+{
+	evbuffer_add_vprintf(out, fmt, ap);
+	evbuffer_add(out, "\r\n", 2);
+}

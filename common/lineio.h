@@ -12,6 +12,7 @@
 #ifndef OD_LINEIO_H
 #define OD_LINEIO_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 struct evbuffer;
@@ -42,5 +43,9 @@ void lineio_skip(struct lineio *li, struct evbuffer *in, size_t len);
  * Returns the line's length (it may contain NULs).
  */
 size_t lineio_take(struct evbuffer *in, size_t len, char *buf, size_t size);
+/* Append one protocol line, formatted, and its CRLF to out (replies of
+ * both servers, commands of the client). */
+void lineio_vputf(struct evbuffer *out, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 #endif

@@ -81,6 +81,15 @@ LOG_FN(log_warn, LOG_LEVEL_WARNING)
 LOG_FN(log_info, LOG_LEVEL_INFO)
 LOG_FN(log_debug_real, LOG_LEVEL_DEBUG)
 
+void log_at(enum log_level level, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	log_vwrite(level, fmt, ap);
+	va_end(ap);
+}
+
 void log_fatal(int status, const char *fmt, ...)
 {
 	va_list ap;

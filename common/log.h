@@ -28,6 +28,9 @@ void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug_real(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* At a level known at run time (a library's report, e.g. queue notices). */
+void log_at(enum log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
 /* Startup-only: log and exit(status). */
 void log_fatal(int status, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3), noreturn));

@@ -20,6 +20,21 @@ smtp_parse_ieq(const char *s, size_t len, const char *lit)
 	return strlen(lit) == len && strncasecmp(s, lit, len) == 0;
 }
 
+/* A parameter value that must be one of two keywords (BODY=, RET=):
+ * *r gets the matching one's code; 0 when v is absent or neither. */
+static int
+smtp_parse_pick(const char *v, size_t vlen, const char *a, int code_a,
+    const char *b, int code_b, int *r)
+{
+	if (v != NULL && smtp_parse_ieq(v, vlen, a))
+		*r = code_a;
+	else if (v != NULL && smtp_parse_ieq(v, vlen, b))
+		*r = code_b;
+	else
+		return 0;
+	return 1;
+}
+
 /* Length of one well-formed UTF-8 sequence at s, or 0. */
 static size_t
 smtp_parse_utf8_seq(const unsigned char *s, size_t len)
@@ -398,14 +413,17 @@ smtp_xtext_valid(const char *s, size_t len)
 /*
  * Split "FROM:<path> params" / "TO:<path> params": finds the path between
  * the brackets (quote-aware, so '>' inside a quoted local part does not end
- * it) and the parameter string after it.
+ * it) and the parameter string after it (params_r up to end_r); path_r
+ * is zeroed first, for the caller's path.
  */
 static int
 smtp_parse_split(const char *arg, size_t len, const char *prefix,
-    const char **path_r, size_t *pathlen_r, const char **params_r,
-    size_t *paramslen_r)
+    struct smtp_path *path_r, const char **path, size_t *pathlen_r,
+    const char **params_r, const char **end_r)
 {
 	size_t plen = strlen(prefix), i;
+
+	memset(path_r, 0, sizeof(*path_r));
 
 	if (len < plen || strncasecmp(arg, prefix, plen) != 0)
 		return SMTP_PARSE_ESYNTAX;
@@ -415,7 +433,7 @@ smtp_parse_split(const char *arg, size_t len, const char *prefix,
 		i++;
 	if (i >= len || arg[i] != '<')
 		return SMTP_PARSE_EPATH;
-	*path_r = arg + ++i;
+	*path = arg + ++i;
 	for (; i < len; i++) {
 		if (arg[i] == '"') {
 			size_t e = smtp_parse_skip_quoted(arg, len, i);
@@ -435,14 +453,14 @@ smtp_parse_split(const char *arg, size_t len, const char *prefix,
 	}
 	if (i >= len)
 		return SMTP_PARSE_EPATH;
-	*pathlen_r = (size_t)(arg + i - *path_r);
+	*pathlen_r = (size_t)(arg + i - *path);
 	i++;
 	if (i < len && arg[i] != ' ')
 		return SMTP_PARSE_EPATH;
 	while (i < len && arg[i] == ' ')
 		i++;
 	*params_r = arg + i;
-	*paramslen_r = len - i;
+	*end_r = arg + len;
 	return SMTP_PARSE_OK;
 }
 
@@ -494,16 +512,14 @@ smtp_parse_mail(const char *arg, size_t len, struct smtp_path *path_r,
     struct smtp_mail_params *mp)
 {
 	const char *path, *params, *end, *k, *v;
-	size_t pathlen, paramslen, klen, vlen, i;
-	int r, seen_body = 0, seen_ret = 0, seen_envid = 0, seen_auth = 0;
+	size_t pathlen, klen, vlen, i;
+	int r, pick, seen_body = 0, seen_ret = 0, seen_envid = 0, seen_auth = 0;
 
 	memset(mp, 0, sizeof(*mp));
-	memset(path_r, 0, sizeof(*path_r));
-	r = smtp_parse_split(arg, len, "FROM:", &path, &pathlen, &params,
-	    &paramslen);
+	r = smtp_parse_split(arg, len, "FROM:", path_r, &path, &pathlen,
+	    &params, &end);
 	if (r != 0)
 		return r;
-	end = params + paramslen;
 	while ((r = smtp_parse_next_param(&params, end, &k, &klen, &v,
 	    &vlen)) == 1) {
 		if (smtp_parse_ieq(k, klen, "SIZE")) {
@@ -521,27 +537,19 @@ smtp_parse_mail(const char *arg, size_t len, struct smtp_path *path_r,
 			mp->size = n;
 			mp->has_size = 1;
 		} else if (smtp_parse_ieq(k, klen, "BODY")) {
-			if (seen_body++ || v == NULL)
+			if (seen_body++ || !smtp_parse_pick(v, vlen, "7BIT",
+			    SMTP_BODY_7BIT, "8BITMIME", SMTP_BODY_8BITMIME, &pick))
 				return SMTP_PARSE_EPARAMVAL;
-			if (smtp_parse_ieq(v, vlen, "7BIT"))
-				mp->body = SMTP_BODY_7BIT;
-			else if (smtp_parse_ieq(v, vlen, "8BITMIME"))
-				mp->body = SMTP_BODY_8BITMIME;
-			else
-				return SMTP_PARSE_EPARAMVAL;
+			mp->body = pick;
 		} else if (smtp_parse_ieq(k, klen, "SMTPUTF8")) {
 			if (mp->smtputf8 || v != NULL)
 				return SMTP_PARSE_EPARAMVAL;
 			mp->smtputf8 = 1;
 		} else if (smtp_parse_ieq(k, klen, "RET")) {
-			if (seen_ret++ || v == NULL)
+			if (seen_ret++ || !smtp_parse_pick(v, vlen, "FULL",
+			    SMTP_RET_FULL, "HDRS", SMTP_RET_HDRS, &pick))
 				return SMTP_PARSE_EPARAMVAL;
-			if (smtp_parse_ieq(v, vlen, "FULL"))
-				mp->ret = SMTP_RET_FULL;
-			else if (smtp_parse_ieq(v, vlen, "HDRS"))
-				mp->ret = SMTP_RET_HDRS;
-			else
-				return SMTP_PARSE_EPARAMVAL;
+			mp->ret = pick;
 		} else if (smtp_parse_ieq(k, klen, "ENVID")) {
 			if (seen_envid++ || v == NULL ||
 			    vlen > SMTP_ENVID_MAX || !smtp_xtext_valid(v, vlen))
@@ -599,16 +607,14 @@ smtp_parse_rcpt(const char *arg, size_t len, int smtputf8,
     struct smtp_path *path_r, struct smtp_rcpt_params *rp)
 {
 	const char *path, *params, *end, *k, *v, *semi;
-	size_t pathlen, paramslen, klen, vlen, i;
+	size_t pathlen, klen, vlen, i;
 	int r, seen_orcpt = 0;
 
 	memset(rp, 0, sizeof(*rp));
-	memset(path_r, 0, sizeof(*path_r));
-	r = smtp_parse_split(arg, len, "TO:", &path, &pathlen, &params,
-	    &paramslen);
+	r = smtp_parse_split(arg, len, "TO:", path_r, &path, &pathlen,
+	    &params, &end);
 	if (r != 0)
 		return r;
-	end = params + paramslen;
 	while ((r = smtp_parse_next_param(&params, end, &k, &klen, &v,
 	    &vlen)) == 1) {
 		if (smtp_parse_ieq(k, klen, "NOTIFY")) {

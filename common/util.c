@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,37 @@ int util_domain_valid(const char *s)
 			return 0;
 	}
 	return label > 0 && p[-1] != '-';
+}
+
+int util_domain_valid_dot(const char *s)
+{
+	char buf[256];
+	size_t n = strlen(s);
+
+	if (n == 0 || n >= sizeof(buf))
+		return 0;
+	memcpy(buf, s, n + 1);
+	if (n > 1 && buf[n - 1] == '.')
+		buf[n - 1] = '\0';
+	return util_domain_valid(buf);
+}
+
+void util_tcp_keepalive(int fd)
+{
+	int on = 1, idle = 60, intvl = 20, cnt = 3;
+
+	if (fd < 0)
+		return;
+	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+#ifdef TCP_KEEPIDLE
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+#else
+	(void)idle;
+	(void)intvl;
+	(void)cnt;
+#endif
 }
 
 /* Strict decimal port 1..65535. */

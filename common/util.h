@@ -14,6 +14,12 @@ void util_lowercase(char *s);
 /* A host or domain name: letters, digits and hyphens (not first or last)
  * in dot-separated labels of 1..63 octets, 253 in all; no trailing dot. */
 int util_domain_valid(const char *s);
+/* util_domain_valid with one trailing dot allowed, as users (and ETRN)
+ * may write a domain. */
+int util_domain_valid_dot(const char *s);
+/* TCP keepalive on a connection that may stay quiet for long (XWAIT):
+ * a peer gone without a word is found in about two minutes. */
+void util_tcp_keepalive(int fd);
 /*
  * Split "host:port", "[v6]:port", "[v6]" or "host" (port = default_port).
  * host_r gets the host without brackets. Returns 0 or -1.

@@ -698,6 +698,17 @@ static void on_control(void *arg, const char *cmd, const char *cmdarg,
  * Switch to run_as_user: temporarily (effective ids only, so the queue is
  * created with the right owner) or for good once the listeners are bound.
  */
+/* The queue reports what it met (it never logs); the daemon logs it.
+ * Its notice levels are in the order of log.h's. */
+_Static_assert((int)QUEUE_NOTICE_DEBUG == (int)LOG_LEVEL_DEBUG &&
+    (int)QUEUE_NOTICE_WARN == (int)LOG_LEVEL_WARNING, "notice levels");
+static void queue_notice_log(void *arg, enum queue_notice_level level,
+    const char *text)
+{
+	(void)arg;
+	log_at((enum log_level)level, "%s", text);
+}
+
 static void become_user(const struct config *cfg, int permanent)
 {
 	struct passwd *pw;
@@ -962,6 +973,9 @@ int main(int argc, char **argv)
 	if (d.q == NULL)
 		log_fatal(strstr(err, "version") != NULL ? 2 : 1, "queue %s: %s",
 		    d.cfg->queue_dir, err);
+	/* What the open repaired or upgraded, and from now on the rest. */
+	queue_set_notice_hook(d.q, queue_notice_log, NULL);
+	queue_notices_flush(d.q);
 	apply_quotas(&d, 0);
 	d.qadmin = qadmin_new(d.base, d.q);
 	d.domstate = domstate_open(d.q, err, sizeof(err));

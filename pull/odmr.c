@@ -36,6 +36,7 @@
 #include "authc.h"
 #include "authd.h"
 #include "authproto.h"
+#include "lineio.h"
 #include "config.h"
 #include "deliver.h"
 #include "fdbudget.h"
@@ -58,9 +59,8 @@ void odmr_reply(struct odmr_session *s, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(out, fmt, ap);
+	lineio_vputf(out, fmt, ap);
 	va_end(ap);
-	evbuffer_add(out, "\r\n", 2);
 }
 
 /* Close once the reply is written. */

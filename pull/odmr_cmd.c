@@ -643,25 +643,6 @@ static int odmr_has_mail(struct odmr_session *s, char **domains, size_t n)
 	return h.fresh ? 2 : h.found;
 }
 
-static void odmr_keepalive(struct odmr_session *s)
-{
-	evutil_socket_t fd = bufferevent_getfd(s->bev);
-	int on = 1, idle = 60, intvl = 20, cnt = 3;
-
-	if (fd < 0)
-		return;
-	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-#ifdef TCP_KEEPIDLE
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-#else
-	(void)idle;
-	(void)intvl;
-	(void)cnt;
-#endif
-}
-
 /*
  * Waiting sessions are exempt from the per-address limits, and each holds
  * a descriptor of the budget shared with the SMTP listener: one customer
@@ -726,7 +707,7 @@ static int odmr_cmd_xwait(void *arg_s, char *arg, size_t arglen)
 	/* counted against max_waiting, not the connection limits */
 	server_conn_set_exempt(s->conn, 1);
 	odmr_set_timeout(s);
-	odmr_keepalive(s);
+	util_tcp_keepalive(bufferevent_getfd(s->bev));
 	metrics_inc(METRIC_XWAIT, "waiting");
 	log_debug("xwait: client=[%s], user=%s, waiting", s->ip, s->user);
 	return 0;

@@ -85,15 +85,21 @@ static void print_usage(FILE *out)
 	    "See odpull(1).\n");
 }
 
+static void __attribute__((format(printf, 1, 0)))
+vmsg(const char *fmt, va_list ap)
+{
+	fprintf(stderr, "odpull: ");
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
 static void die_usage(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "odpull: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 	print_usage(stderr);
 	exit(2);
 }
@@ -102,11 +108,9 @@ void msg(const char *fmt, ...)
 {
 	va_list ap;
 
-	fprintf(stderr, "odpull: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vmsg(fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
 }
 
 /* ---- modes ---- */
@@ -237,20 +241,9 @@ static int odpull_hostport_ok(const char *val)
 /* A domain (one trailing dot allowed), or ETRN's @domain and #queue. */
 static int odpull_domain_ok(const char *tok)
 {
-	char d[256];
-	size_t n;
-
 	if (tok[0] == '#')
 		return tok[1] != '\0';
-	if (tok[0] == '@')
-		tok++;
-	n = strlen(tok);
-	if (n == 0 || n >= sizeof(d))
-		return 0;
-	memcpy(d, tok, n + 1);
-	if (n > 1 && d[n - 1] == '.')
-		d[n - 1] = '\0';
-	return util_domain_valid(d);
+	return util_domain_valid_dot(tok + (tok[0] == '@'));
 }
 
 static int set_option(const char *key, const char *val)

@@ -16,7 +16,6 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <time.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -75,22 +74,6 @@ static void watch_sleep(long ms)
 
 	while (!stop_requested && now_ms() < end)
 		odpull_run(end - now_ms());
-}
-
-static void watch_keepalive(int fd)
-{
-	int on = 1, idle = 60, intvl = 20, cnt = 3;
-
-	(void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
-#ifdef TCP_KEEPIDLE
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
-	(void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
-#else
-	(void)idle;
-	(void)intvl;
-	(void)cnt;
-#endif
 }
 
 /* ATRN on a logged-in connection and the reversed session after a 250.
@@ -156,7 +139,7 @@ static enum watch_result watch_session(SSL_CTX *ctx, int *logged_in_r)
 		return WATCH_FAIL;
 	if (provider_hello(&p, 366, &caps, host, sizeof(host), opt.server) < 0)
 		goto out;
-	watch_keepalive(p.fd);
+	util_tcp_keepalive(p.fd);
 	if (!smtp_reply_keyword(&caps, "ATRN", NULL, 0)) {
 		msg("%s: does not offer ATRN", opt.server);
 		goto out;

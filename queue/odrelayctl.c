@@ -110,15 +110,7 @@ int ctl_word_arg_ok(const char *d)
  */
 int ctl_domain_arg_ok(const char *d)
 {
-	char buf[256];
-	size_t n = strlen(d);
-
-	if (n == 0 || n >= sizeof(buf))
-		return 0;
-	memcpy(buf, d, n + 1);
-	if (n > 1 && buf[n - 1] == '.')
-		buf[n - 1] = '\0';
-	return util_domain_valid(buf);
+	return util_domain_valid_dot(d);
 }
 
 /* ctl_domain_arg_ok, and a final dot dropped in place: the queue and the
@@ -406,12 +398,34 @@ const char *ctl_control_path(const struct config *cfg, char *buf,
 	return buf;
 }
 
+/* The queue reports what it met (it never logs); the tool logs it. */
+static void ctl_queue_notice(void *arg, enum queue_notice_level level,
+    const char *text)
+{
+	(void)arg;
+	log_at((enum log_level)level, "%s", text);
+}
+
+struct queue *ctl_queue_open(const struct config *cfg, int rdonly,
+    char *err, size_t errlen)
+{
+	struct queue *q;
+
+	q = rdonly ? queue_open_readonly(cfg->queue_dir, err, errlen) :
+	    queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err, errlen);
+	if (q != NULL) {
+		queue_set_notice_hook(q, ctl_queue_notice, NULL);
+		queue_notices_flush(q);
+	}
+	return q;
+}
+
 struct queue *ctl_open_ro(const struct config *cfg)
 {
 	struct queue *q;
 	char err[512] = "";
 
-	q = queue_open_readonly(cfg->queue_dir, err, sizeof(err));
+	q = ctl_queue_open(cfg, 1, err, sizeof(err));
 	if (q == NULL)
 		ctl_err("cannot open the queue: %s",
 		    err[0] != '\0' ? err : "unknown error");
@@ -496,7 +510,8 @@ static int ctl_cmd_quarantine(int argc, char **argv)
 	return ctl_cmd_queue(argc, argv);
 }
 
-static int ctl_cmd_release(int argc, char **argv)
+/* A control command on one queue id (release, bounce). */
+static int ctl_id_command(const char *verb, int argc, char **argv)
 {
 	char *line;
 	int rc;
@@ -507,27 +522,20 @@ static int ctl_cmd_release(int argc, char **argv)
 		ctl_err("invalid queue id");
 		return CTL_EXIT_USAGE;
 	}
-	line = xasprintf("release %s", argv[1]);
+	line = xasprintf("%s %s", verb, argv[1]);
 	rc = ctl_control(line, 0);
 	free(line);
 	return rc;
 }
 
+static int ctl_cmd_release(int argc, char **argv)
+{
+	return ctl_id_command("release", argc, argv);
+}
+
 static int ctl_cmd_bounce(int argc, char **argv)
 {
-	char *line;
-	int rc;
-
-	if (argc != 2 || argv[1][0] == '-')
-		return ctl_usage();
-	if (!queue_id_valid(argv[1])) {
-		ctl_err("invalid queue id");
-		return CTL_EXIT_USAGE;
-	}
-	line = xasprintf("bounce %s", argv[1]);
-	rc = ctl_control(line, 0);
-	free(line);
-	return rc;
+	return ctl_id_command("bounce", argc, argv);
 }
 
 static const struct {

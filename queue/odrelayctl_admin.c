@@ -87,8 +87,7 @@ int ctl_cmd_delete(int argc, char **argv)
 		/* The daemon's delete does not say whether the id existed. */
 		if ((cfg = ctl_config()) == NULL)
 			return CTL_EXIT_FAIL;
-		if ((q = queue_open_readonly(cfg->queue_dir, err,
-		    sizeof(err))) != NULL) {
+		if ((q = ctl_queue_open(cfg, 1, err, sizeof(err))) != NULL) {
 			struct queue_envelope *env = NULL;
 
 			rc = queue_get(q, id, &env);
@@ -135,8 +134,7 @@ int ctl_cmd_delete(int argc, char **argv)
 		    (unsigned long)st.st_uid, strerror(errno));
 		return CTL_EXIT_FAIL;
 	}
-	q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
-	    sizeof(err));
+	q = ctl_queue_open(cfg, 0, err, sizeof(err));
 	if (q == NULL) {
 		ctl_err("cannot open the queue: %s", err);
 		return CTL_EXIT_FAIL;
@@ -292,25 +290,6 @@ static int ctl_stats_count(void *arg, const char *domain,
 	return 0;
 }
 
-static int ctl_row_cmp(const void *key, const void *elem)
-{
-	return strcmp(key, ((const struct ctl_dom *)elem)->name);
-}
-
-static int ctl_stats_state(void *arg, const char *domain,
-    const struct domstate_rec *r)
-{
-	struct ctl_doms *ds = arg;
-	struct ctl_dom *d = bsearch(domain, ds->v, ds->n, sizeof(*ds->v),
-	    ctl_row_cmp);
-
-	if (d != NULL) {
-		d->last_atrn = r->last[DOMSTATE_ATRN];
-		d->last_etrn = r->last[DOMSTATE_ETRN];
-	}
-	return 0;
-}
-
 /* Rows of ds (names borrowed from the mode list and counts) in order. */
 static void ctl_stats_rows(struct ctl_doms *ds, const struct ctl_counts *c,
     size_t nconf)
@@ -341,32 +320,6 @@ static void ctl_stats_rows(struct ctl_doms *ds, const struct ctl_counts *c,
 			j++;
 		}
 	}
-}
-
-/* Oldest message of each row with mail, then the ATRN/ETRN times. */
-static void ctl_stats_facts(struct queue *q, struct ctl_doms *ds)
-{
-	const char **names = xcalloc(ds->n + 1, sizeof(*names));
-	time_t *t = xcalloc(ds->n + 1, sizeof(*t));
-	size_t *at = xcalloc(ds->n + 1, sizeof(*at));
-	size_t k, m = 0;
-	char err[256];
-	struct domstate *st;
-
-	for (k = 0; k < ds->n; k++)
-		if (ds->v[k].messages > 0 && ds->v[k].oldest_unknown) {
-			names[m] = ds->v[k].name;
-			at[m++] = k;
-		}
-	if (queue_domains_oldest(q, names, m, t) == QUEUE_OK)
-		for (k = 0; k < m; k++)
-			ds->v[at[k]].oldest = t[k];
-	free(names);
-	free(t);
-	free(at);
-	if ((st = domstate_open(q, err, sizeof(err))) != NULL)
-		(void)domstate_foreach(st, ctl_stats_state, ds);
-	domstate_close(&st);
 }
 
 int ctl_cmd_stats(int argc, char **argv)
@@ -432,7 +385,7 @@ int ctl_cmd_stats(int argc, char **argv)
 		return CTL_EXIT_FAIL;
 	}
 	ctl_stats_rows(&ds, &counts, nconf);
-	ctl_stats_facts(q, &ds);
+	ctl_doms_facts(q, &ds);
 	queue_close(&q);
 	/* Counters only when the daemon runs; the queue view works anyway. */
 	p = (char *)ctl_daemon_counters(cfg, counters, CTL_STATS_REPLY_MAX);
@@ -561,8 +514,7 @@ int ctl_cmd_compact(int argc, char **argv)
 		int res[2] = { 0, QUEUE_EIO };
 		uint64_t before = 0, after = 0;
 
-		q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
-		    sizeof(err));
+		q = ctl_queue_open(cfg, 0, err, sizeof(err));
 		if (q == NULL) {
 			ctl_err("cannot open the queue: %s", err);
 			return CTL_EXIT_FAIL;
@@ -886,7 +838,7 @@ static int ctl_recip_show(const char *domain, int json)
 	if (json)
 		fputs("[", stdout);
 	ctl_recip_list_static(&l, dom);
-	q = queue_open_readonly(cfg->queue_dir, err, sizeof(err));
+	q = ctl_queue_open(cfg, 1, err, sizeof(err));
 	if (q != NULL) {
 		rc = rcache_open(q, cfg->verify_cache_size, err, sizeof(err));
 		if (rc == NULL) {
@@ -947,8 +899,7 @@ static int ctl_recip_forget(const char *domain, const char *addr)
 		}
 		switched = 1;
 	}
-	q = queue_open(cfg->queue_dir, NULL, cfg->queue_map_size, err,
-	    sizeof(err));
+	q = ctl_queue_open(cfg, 0, err, sizeof(err));
 	if (q == NULL || (rc = rcache_open(q, cfg->verify_cache_size, err,
 	    sizeof(err))) == NULL) {
 		ctl_err("cannot open the queue: %s", err);

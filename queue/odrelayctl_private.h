@@ -36,7 +36,7 @@ struct ctl_dom {
 	int configured, hold;
 	uint64_t messages, bytes;
 	time_t oldest;		/* arrival of the oldest queued message, 0 none */
-	int oldest_unknown;	/* stats: oldest still to be looked up */
+	int oldest_unknown;	/* oldest still to be looked up */
 	time_t last_atrn;	/* last successful ATRN pull, 0 never */
 	time_t last_etrn;	/* last accepted ETRN, 0 never */
 };
@@ -79,6 +79,9 @@ int ctl_configured_mode(size_t i);
 const char *ctl_control_path(const struct config *cfg, char *buf,
     size_t size);
 struct queue *ctl_open_ro(const struct config *cfg);
+/* queue_open (rdonly 0) or queue_open_readonly, its notices logged. */
+struct queue *ctl_queue_open(const struct config *cfg, int rdonly,
+    char *err, size_t errlen);
 struct ctl_dom *ctl_doms_get(struct ctl_doms *ds, const char *name);
 int ctl_dom_cmp(const void *a, const void *b);
 void ctl_doms_free(struct ctl_doms *ds);

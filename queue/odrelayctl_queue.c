@@ -322,12 +322,21 @@ static int ctl_msg_has_domain(const struct queue_envelope *env,
 
 /* ---- per-domain totals ---- */
 
-/* The entry for name, or NULL. */
+static int ctl_dom_key_cmp(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct ctl_dom *)elem)->name);
+}
+
+/* The entry for name, or NULL: by the index, or (stats' rows, built in
+ * name order without one) by a binary search. */
 static struct ctl_dom *ctl_doms_find(struct ctl_doms *ds, const char *name)
 {
 	size_t i;
 
-	if (ds->idx != NULL && domhash_get(ds->idx, name, &i))
+	if (ds->idx == NULL)
+		return ds->n > 0 ? bsearch(name, ds->v, ds->n, sizeof(*ds->v),
+		    ctl_dom_key_cmp) : NULL;
+	if (domhash_get(ds->idx, name, &i))
 		return &ds->v[i];
 	return NULL;
 }
@@ -347,6 +356,7 @@ struct ctl_dom *ctl_doms_get(struct ctl_doms *ds, const char *name)
 	}
 	memset(&ds->v[ds->n], 0, sizeof(ds->v[0]));
 	ds->v[ds->n].name = xstrdup(name);
+	ds->v[ds->n].oldest_unknown = 1;
 	return &ds->v[ds->n++];
 }
 
@@ -408,8 +418,9 @@ static int ctl_doms_state(void *arg, const char *domain,
 
 /* The per-domain facts an operator watches (issue: oldest held message,
  * last ATRN pull, last ETRN), read from the queue and its domstate db:
- * the oldest only where the counters show mail, the times in one walk of
- * the records there are (50,000 domains mostly have neither). */
+ * the oldest only where the counters show mail and did not already say
+ * it, the times in one walk of the records there are (50,000 domains
+ * mostly have neither). */
 void ctl_doms_facts(struct queue *q, struct ctl_doms *ds)
 {
 	const char **names = xcalloc(ds->n + 1, sizeof(*names));
@@ -420,7 +431,7 @@ void ctl_doms_facts(struct queue *q, struct ctl_doms *ds)
 	struct domstate *st;
 
 	for (k = 0; k < ds->n; k++)
-		if (ds->v[k].messages > 0) {
+		if (ds->v[k].messages > 0 && ds->v[k].oldest_unknown) {
 			names[m] = ds->v[k].name;
 			at[m++] = k;
 		}

@@ -47,7 +47,6 @@
 
 #include "config.h"
 #include "domhash.h"
-#include "log.h"
 #include "util.h"
 #include "xmalloc.h"
 #include "queue.h"
@@ -72,7 +71,8 @@ int queue_writer_compact(struct queue *q, struct job *j)
 	(void)unlink(tmp);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
-		log_error("compact: %s: %s", tmp, strerror(errno));
+		queue_note(q, QUEUE_NOTICE_ERROR, "compact: %s: %s", tmp,
+		    strerror(errno));
 		free(tmp);
 		return QUEUE_EIO;
 	}
@@ -83,7 +83,8 @@ int queue_writer_compact(struct queue *q, struct job *j)
 		*j->after_r = (uint64_t)sb.st_size;
 	close(fd);
 	if (rc != 0) {
-		log_error("compact: copy failed: %s", mdb_strerror(rc));
+		queue_note(q, QUEUE_NOTICE_ERROR, "compact: copy failed: %s",
+		    mdb_strerror(rc));
 		(void)unlink(tmp);
 	}
 	free(tmp);
@@ -93,7 +94,8 @@ int queue_writer_compact(struct queue *q, struct job *j)
 /*
  * Loop thread, writer waiting: put the compacted copy in place and reopen.
  * No read transaction is open here (they all end inside the calls that
- * begin them). A failure to reopen leaves no usable queue: fatal.
+ * begin them). A failure to reopen leaves no usable queue: QUEUE_ELOST,
+ * which the caller must treat as fatal.
  */
 int queue_swap(struct queue *q)
 {
@@ -106,7 +108,8 @@ int queue_swap(struct queue *q)
 	mdb_env_close(q->env);
 	q->env = NULL;
 	if (rename(tmp, path) < 0)
-		log_error("compact: rename %s: %s (keeping the old file)", tmp,
+		queue_note(q, QUEUE_NOTICE_ERROR,
+		    "compact: rename %s: %s (keeping the old file)", tmp,
 		    strerror(errno));
 	if ((dfd = open(q->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
 		(void)fsync(dfd);
@@ -136,8 +139,11 @@ int queue_swap(struct queue *q)
 		rc = queue_txn_end(txn, rc);
 	}
 	queue_warm_lock_env(q, 0);
-	if (rc != 0)
-		log_fatal(1, "compact: cannot reopen the queue: %s", mdb_strerror(rc));
+	if (rc != 0) {
+		queue_note(q, QUEUE_NOTICE_ERROR,
+		    "compact: cannot reopen the queue: %s", mdb_strerror(rc));
+		return QUEUE_ELOST;
+	}
 	q->nosync_mode = 0;
 	queue_prealloc(q);
 	return QUEUE_OK;
@@ -161,6 +167,7 @@ void queue_compact(struct queue *q, uint64_t *before_r, uint64_t *after_r,
 		j->result = queue_writer_compact(q, j);
 		if (j->result == QUEUE_OK)
 			j->result = queue_swap(q);
+		queue_notices_flush(q);
 		queue_complete(q, j);
 	}
 }
@@ -215,8 +222,12 @@ static void queue_oldest_create(struct queue *q)
 		return;
 	}
 fail:
-	log_warn("queue: no oldest-message records (%s): odrelayctl stats "
-	    "reads the domain index instead", mdb_strerror(rc));
+	q->open_info.oldest_missing = 1;
+	snprintf(q->open_info.oldest_error, sizeof(q->open_info.oldest_error),
+	    "%s", mdb_strerror(rc));
+	queue_note(q, QUEUE_NOTICE_WARN, "queue: no oldest-message records "
+	    "(%s): odrelayctl stats reads the domain index instead",
+	    mdb_strerror(rc));
 }
 
 /* 0 ok (or no version yet when *have_r == 0), else fills err. */
@@ -349,6 +360,7 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 	q->base = rdonly ? NULL : base;
 	q->dir = xstrdup(dir);
 	pthread_mutex_init(&q->mu, NULL);
+	pthread_mutex_init(&q->note_mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
 	q->lock_fd = -1;
 	if (!rdonly && mkdir(dir, 0700) < 0 && errno != EEXIST) {
@@ -425,17 +437,26 @@ static struct queue *queue_open_env(const char *dir, struct event_base *base,
 		uint64_t nmsgs = 0;
 
 		rc = queue_migrate_v1(q, txn, &nmsgs);
-		if (rc == 0)
-			log_info("queue: upgraded from format 1 to %d (%llu messages)",
-			    QUEUE_FORMAT_VERSION, (unsigned long long)nmsgs);
+		if (rc == 0) {
+			q->open_info.upgraded_from = 1;
+			q->open_info.upgraded_to = QUEUE_FORMAT_VERSION;
+			q->open_info.upgraded_messages = nmsgs;
+		}
 	}
 	rc = queue_txn_end(txn, rc);
 	if (rc != 0) {
 		snprintf(err, errlen, "%s: opening queue: %s", dir, mdb_strerror(rc));
 		goto fail;
 	}
+	q->open_info.orphans_removed = orphans;
+	if (q->open_info.upgraded_from != 0)
+		queue_note(q, QUEUE_NOTICE_INFO,
+		    "queue: upgraded from format %d to %d (%llu messages)",
+		    q->open_info.upgraded_from, q->open_info.upgraded_to,
+		    (unsigned long long)q->open_info.upgraded_messages);
 	if (orphans > 0)
-		log_info("queue: removed %u unfinished message bodies", orphans);
+		queue_note(q, QUEUE_NOTICE_INFO,
+		    "queue: removed %u unfinished message bodies", orphans);
 	if (q->oldest_new)
 		queue_oldest_create(q);
 	queue_prealloc(q);
@@ -489,6 +510,7 @@ void queue_close(struct queue **qp)
 		queue_drain_finished(q);
 	}
 	queue_warm_free(&q->warm);
+	queue_notices_flush(q);
 	if (q->done_ev != NULL)
 		event_free(q->done_ev);
 	queue_quotas_free(q->quotas, q->nquotas);
@@ -502,6 +524,7 @@ void queue_close(struct queue **qp)
 	if (q->lock_fd >= 0)
 		close(q->lock_fd);
 	pthread_mutex_destroy(&q->mu);
+	pthread_mutex_destroy(&q->note_mu);
 	pthread_cond_destroy(&q->cv);
 	free(q->dir);
 	free(q);

@@ -11,7 +11,10 @@
  * Ownership: every struct returned here is owned by the caller and freed
  * with its *_free(). Strings inside are owned by the struct.
  *
- * No MDB_* type or code leaves this module.
+ * No MDB_* type or code leaves this module. The queue never logs: it
+ * returns errors, and reports what it met (recovery at open, corrupt
+ * records, failed writes) through queue_open_info, queue_stats and the
+ * notice hook; the daemon or odrelayctl decides what to log.
  */
 #ifndef OD_QUEUE_H
 #define OD_QUEUE_H
@@ -33,6 +36,7 @@ struct event_base;
 #define QUEUE_ENOTFOUND	-5
 #define QUEUE_EBUSY	-6	/* leased by another delivery */
 #define QUEUE_EVERSION	-7	/* queue format not understood */
+#define QUEUE_ELOST	-8	/* reopen after compaction failed: unusable */
 
 /* DSN NOTIFY bits (RFC 3461 4.1); 0 = not given. */
 #define QUEUE_NOTIFY_NEVER	0x1
@@ -108,6 +112,48 @@ struct queue *queue_open_readonly(const char *dir, char *err, size_t errlen);
 /* Waits for the writer to finish every pending job, then closes. */
 void queue_close(struct queue **q);
 const char *queue_strerror(int code);
+
+/* What queue_open found and repaired (all zero for a read-only open). */
+struct queue_open_info {
+	int upgraded_from;	/* format version upgraded from, 0 = none */
+	int upgraded_to;
+	uint64_t upgraded_messages;	/* messages converted by the upgrade */
+	unsigned orphans_removed;	/* bodies of never-committed messages */
+	/* The oldest-message records could not be made: odrelayctl stats
+	 * reads the domain index instead; why in oldest_error. */
+	int oldest_missing;
+	char oldest_error[128];
+};
+void queue_open_info(const struct queue *q, struct queue_open_info *info_r);
+
+/* Counters of trouble met since open (for metrics). */
+struct queue_stats {
+	uint64_t corrupt_records;	/* records refused or skipped as corrupt */
+	uint64_t body_unreadable;	/* body chunks that could not be read */
+	uint64_t write_failures;	/* jobs whose write failed */
+	uint64_t notices_dropped;	/* notices lost: too many undelivered */
+};
+void queue_stats(struct queue *q, struct queue_stats *st_r);
+
+/*
+ * Notices: what the queue met that its caller may want to log, one line of
+ * text each (a corrupt record skipped in a scan, a failed write, the disk
+ * reserve lost or restored, a compaction error). They are kept (a bounded
+ * number; more are counted in notices_dropped) and handed to fn on the
+ * caller's thread: after writes complete, in queue_space_recheck and
+ * queue_notices_flush. Those of the open (the facts of queue_open_info,
+ * as text) wait for the first flush after the hook is set; without a hook
+ * notices are discarded at each flush.
+ */
+/* In the order of syslog's severities (and of common/log.h's levels). */
+enum queue_notice_level {
+	QUEUE_NOTICE_ERROR = 0, QUEUE_NOTICE_WARN, QUEUE_NOTICE_INFO,
+	QUEUE_NOTICE_DEBUG
+};
+typedef void queue_notice_fn(void *arg, enum queue_notice_level level,
+    const char *text);
+void queue_set_notice_hook(struct queue *q, queue_notice_fn *fn, void *arg);
+void queue_notices_flush(struct queue *q);
 
 /* Per-domain quota used by commit (0 = none). */
 void queue_set_quota(struct queue *q, const char *domain, uint64_t max_bytes);

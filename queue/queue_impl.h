@@ -75,6 +75,13 @@ struct job {
 	int result;
 };
 
+/* A notice waiting for the hook (queue_note). */
+#define QUEUE_NOTES_MAX	32
+struct queue_note_rec {
+	enum queue_notice_level level;
+	char text[240];
+};
+
 struct lease {
 	char id[QUEUE_ID_LEN + 1];
 	char *owner;
@@ -122,6 +129,18 @@ struct queue {
 
 	struct queue_warm *warm;	/* read-ahead thread (queue_warm.c), lazily */
 	int warm_failed;		/* it could not be started: scans read freely */
+
+	/* Reporting (queue_notice.c): what the open found, counters, and
+	 * notices waiting for the hook (under note_mu). */
+	struct queue_open_info open_info;
+	uint64_t n_corrupt, n_unreadable, n_write_failed;	/* atomic */
+	pthread_mutex_t note_mu;
+	queue_notice_fn *note_fn;
+	void *note_arg;
+	struct queue_note_rec notes[QUEUE_NOTES_MAX];
+	size_t nnotes;
+	uint64_t notes_dropped;
+	int notes_waiting;		/* atomic: nnotes > 0 */
 };
 
 struct queue_put {
@@ -161,6 +180,9 @@ struct idlist {
 	char (*v)[QUEUE_ID_LEN + 1];
 	size_t n, cap;
 };
+
+/* One more of a trouble counter of struct queue (any thread). */
+#define QUEUE_COUNT(c)	__atomic_add_fetch(&(c), 1, __ATOMIC_RELAXED)
 
 #define TOTALS_N	4	/* messages, bytes, queued rcpts, on the retry index */
 
@@ -217,5 +239,8 @@ void queue_warm_taken(struct queue *q, const char *cursor, size_t n);
  * thread's transactions (the compaction's swap). */
 void queue_warm_lock_env(struct queue *q, int lock);
 void queue_warm_free(struct queue_warm **w);
+/* A notice for the caller's hook (any thread). */
+void queue_note(struct queue *q, enum queue_notice_level level,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -22,7 +22,6 @@
 
 #include "config.h"
 #include "domhash.h"
-#include "log.h"
 #include "util.h"
 #include "xmalloc.h"
 #include "queue.h"
@@ -116,6 +115,8 @@ void queue_complete(struct queue *q, struct job *j)
 			(void)unlink(tmp);
 			free(tmp);
 		}
+		/* The reasons before the result (a QUEUE_ELOST caller exits). */
+		queue_notices_flush(q);
 		if (j->done != NULL)
 			j->done(j->arg, j->result);
 		break;
@@ -361,7 +362,8 @@ void queue_update(struct queue *q, const char *id,
 			j->data = xmalloc(bounce_len);
 			memcpy(j->data, bounce_body, bounce_len);
 		}
-		log_debug("%s: bounce %s queued with update", id, j->bounce->id);
+		queue_note(q, QUEUE_NOTICE_DEBUG, "%s: bounce %s queued with update",
+		    id, j->bounce->id);
 	}
 	queue_submit(q, j);
 }

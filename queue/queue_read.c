@@ -22,7 +22,6 @@
 
 #include "config.h"
 #include "domhash.h"
-#include "log.h"
 #include "util.h"
 #include "xmalloc.h"
 #include "queue.h"
@@ -153,7 +152,9 @@ int queue_foreach(struct queue *q,
 			if (got > 0)
 				n++;
 			else if (got < 0) {
-				log_error("%s: corrupt queue record skipped", last);
+				QUEUE_COUNT(q->n_corrupt);
+				queue_note(q, QUEUE_NOTICE_ERROR,
+				    "%s: corrupt queue record skipped", last);
 				result = QUEUE_EIO;
 			}
 			rc = mdb_cursor_get(c, &k, &d, MDB_NEXT);
@@ -496,7 +497,9 @@ int queue_body_read(struct queue_body *b, const unsigned char **data_r,
 	mdb_txn_abort(txn);
 	if (rc != 0) {
 		/* Deleted while read, or damaged: never a silent truncation. */
-		log_error("%s: body chunk %u unreadable", b->id, b->next);
+		QUEUE_COUNT(b->q->n_unreadable);
+		queue_note(b->q, QUEUE_NOTICE_ERROR,
+		    "%s: body chunk %u unreadable", b->id, b->next);
 		return QUEUE_EIO;
 	}
 	b->next++;
@@ -556,6 +559,8 @@ void queue_space_recheck(struct queue *q)
 	/* The writer tops the reserve up after every batch: an empty one. */
 	if (!q->rdonly && __atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
 		queue_barrier(q, NULL, NULL);
+	/* Notices of reads (corrupt records in scans) reach the hook here. */
+	queue_notices_flush(q);
 }
 
 int queue_totals(struct queue *q, struct queue_totals *t)
@@ -750,7 +755,9 @@ static int queue_scan_do(struct queue *q, char *cursor, time_t until,
 				n++;
 			else if (got < 0) {
 				/* Skipped for good: the cursor moves past it. */
-				log_error("%s: corrupt queue record skipped", id);
+				QUEUE_COUNT(q->n_corrupt);
+				queue_note(q, QUEUE_NOTICE_ERROR,
+				    "%s: corrupt queue record skipped", id);
 				memcpy(cursor, id, QUEUE_ID_LEN + 1);
 			}
 		}

@@ -22,7 +22,6 @@
 
 #include "config.h"
 #include "domhash.h"
-#include "log.h"
 #include "util.h"
 #include "xmalloc.h"
 #include "queue.h"
@@ -96,6 +95,8 @@ const char *queue_strerror(int code)
 		return "message is being delivered";
 	case QUEUE_EVERSION:
 		return "queue format version not supported";
+	case QUEUE_ELOST:
+		return "queue lost: cannot reopen it after compaction";
 	default:
 		return "unknown queue error";
 	}

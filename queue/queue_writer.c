@@ -25,7 +25,6 @@
 
 #include "config.h"
 #include "domhash.h"
-#include "log.h"
 #include "util.h"
 #include "xmalloc.h"
 #include "queue.h"
@@ -406,7 +405,8 @@ int queue_msg_load(struct queue *q, MDB_txn *txn, const char *id,
 	if (rc != 0)
 		return rc;
 	if (queue_record_decode(id, d.mv_data, d.mv_size, env_r, nchunks_r) != QUEUE_OK) {
-		log_error("%.16s: corrupt queue record", id);
+		QUEUE_COUNT(q->n_corrupt);
+		queue_note(q, QUEUE_NOTICE_ERROR, "%.16s: corrupt queue record", id);
 		return QUEUE_EIO;
 	}
 	return 0;
@@ -511,21 +511,24 @@ void queue_prealloc(struct queue *q)
 		want = (uint64_t)info.me_mapsize;
 	if ((uint64_t)sb.st_size >= want) {
 		if (__atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
-			log_info("queue: reserve restored, accepting mail again");
+			queue_note(q, QUEUE_NOTICE_INFO,
+			    "queue: reserve restored, accepting mail again");
 		__atomic_store_n(&q->space_low, 0, __ATOMIC_RELAXED);
 		return;
 	}
 	rc = posix_fallocate(fd, sb.st_size, (off_t)(want - (uint64_t)sb.st_size));
 	if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
 		if (!__atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
-			log_warn("queue: cannot keep %llu bytes in reserve (%s): "
+			queue_note(q, QUEUE_NOTICE_WARN,
+			    "queue: cannot keep %llu bytes in reserve (%s): "
 			    "refusing new mail", (unsigned long long)
 			    queue_prealloc_bytes(q), strerror(rc));
 		__atomic_store_n(&q->space_low, 1, __ATOMIC_RELAXED);
 		return;
 	}
 	if (__atomic_load_n(&q->space_low, __ATOMIC_RELAXED))
-		log_info("queue: reserve restored, accepting mail again");
+		queue_note(q, QUEUE_NOTICE_INFO,
+		    "queue: reserve restored, accepting mail again");
 	__atomic_store_n(&q->space_low, 0, __ATOMIC_RELAXED);
 }
 
@@ -623,7 +626,8 @@ static int queue_job_update(struct queue *q, MDB_txn *txn, struct job *j)
 		int attempt;
 
 		if (u->index >= env->nrcpts) {
-			log_error("%s: update of recipient %zu of %zu ignored",
+			queue_note(q, QUEUE_NOTICE_ERROR,
+			    "%s: update of recipient %zu of %zu ignored",
 			    env->id, u->index, env->nrcpts);
 			continue;
 		}
@@ -631,7 +635,8 @@ static int queue_job_update(struct queue *q, MDB_txn *txn, struct job *j)
 		/* Settled meanwhile (an expiry, an administrator): an update
 		 * made from an older snapshot must not revive it. */
 		if (r->state != QUEUE_RCPT_QUEUED) {
-			log_debug("%s: recipient %zu already settled, update ignored",
+			queue_note(q, QUEUE_NOTICE_DEBUG,
+			    "%s: recipient %zu already settled, update ignored",
 			    env->id, u->index);
 			continue;
 		}
@@ -845,7 +850,8 @@ static void queue_writer_cleanup_put(struct queue *q, const char *id)
 		rc = queue_marker_set(q, txn, id, 0);
 	rc = queue_txn_end(txn, rc);
 	if (rc != 0)
-		log_warn("%s: chunks left for recovery at next start: %s", id,
+		queue_note(q, QUEUE_NOTICE_WARN,
+		    "%s: chunks left for recovery at next start: %s", id,
 		    mdb_strerror(rc));
 }
 
@@ -864,7 +870,8 @@ static void queue_writer_run_batch(struct queue *q, struct job *list)
 	}
 	single = list->next == NULL;
 	if (!single)
-		log_debug("queue: batch failed (%s), retrying one by one",
+		queue_note(q, QUEUE_NOTICE_DEBUG,
+		    "queue: batch failed (%s), retrying one by one",
 		    rc < 0 && rc > -10 ? queue_strerror(rc) : mdb_strerror(rc));
 	for (j = list; j != NULL; j = j->next) {
 		struct job *save = j->next;
@@ -879,9 +886,12 @@ static void queue_writer_run_batch(struct queue *q, struct job *list)
 				queue_writer_set_sync(q, j);
 				rc = queue_txn_run(q, j, 1, &failed);
 			}
-			if (rc != 0 && rc != QUEUE_EQUOTA && rc != MDB_NOTFOUND)
-				log_error("queue: %s write failed: %s", j->id,
+			if (rc != 0 && rc != QUEUE_EQUOTA && rc != MDB_NOTFOUND) {
+				QUEUE_COUNT(q->n_write_failed);
+				queue_note(q, QUEUE_NOTICE_ERROR,
+				    "queue: %s write failed: %s", j->id,
 				    rc < 0 && rc > -10 ? queue_strerror(rc) : mdb_strerror(rc));
+			}
 		}
 		j->next = save;
 		j->result = queue_job_result(rc);
@@ -979,6 +989,7 @@ void queue_drain_finished(struct queue *q)
 		j->next = NULL;
 		queue_complete(q, j);
 	}
+	queue_notices_flush(q);
 }
 
 void queue_done_cb(evutil_socket_t fd, short what, void *arg)
@@ -1000,6 +1011,7 @@ void queue_submit(struct queue *q, struct job *j)
 		/* No loop: the caller's thread is the writer. */
 		queue_writer_run_batch(q, j);
 		queue_prealloc(q);
+		queue_notices_flush(q);
 		queue_complete(q, j);
 		return;
 	}

@@ -23,6 +23,7 @@
 
 #include "control.h"
 #include "ctlclient.h"
+#include "lineio.h"
 #include "log.h"
 #include "util.h"
 #include "xmalloc.h"
@@ -139,12 +140,16 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 	struct control *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
 	struct control_req *req;
-	char *line, *sp;
+	struct lineio li = { 0 };
+	char line[CONTROL_LINE_MAX + 3], *sp;
 	size_t len;
+	enum lineio_result lr;
 
-	line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF);
-	if (line == NULL) {
-		if (evbuffer_get_length(in) > CONTROL_LINE_MAX)
+	/* One request per connection: a line that has no end within the
+	 * limit closes it (no state is kept across reads). */
+	lr = lineio_peek(&li, in, CONTROL_LINE_MAX + 2, &len);
+	if (lr == LINEIO_MORE) {
+		if (li.discarding)
 			bufferevent_free(bev);
 		return;
 	}
@@ -152,7 +157,11 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 	req = xcalloc(1, sizeof(*req));
 	req->bev = bev;
 	bufferevent_setcb(bev, NULL, NULL, control_req_event_cb, req);
-	if (len > CONTROL_LINE_MAX) {
+	if (lr == LINEIO_LONG)
+		lineio_skip(&li, in, len);
+	/* the limit is on the line without its end, which may be LF alone */
+	if (lr == LINEIO_LONG ||
+	    lineio_take(in, len, line, CONTROL_LINE_MAX + 2) > CONTROL_LINE_MAX) {
 		control_req_reply(req, "500 line too long");
 	} else {
 		sp = strchr(line, ' ');
@@ -164,7 +173,6 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 		else
 			c->fn(c->arg, line, sp ? sp : "", req);
 	}
-	free(line);
 }
 
 static void control_accept_cb(struct evconnlistener *l, evutil_socket_t fd,

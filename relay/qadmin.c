@@ -160,6 +160,8 @@ static void qadmin_compact_done(void *arg, int result)
 		log_info("compact: done, %llu bytes before, %llu after, %.2f s",
 		    (unsigned long long)qa->before,
 		    (unsigned long long)qa->after, qa->seconds);
+	else if (result == QUEUE_ELOST)
+		log_fatal(1, "compact: %s", queue_strerror(result));
 	else
 		log_error("compact: failed: %s", queue_strerror(result));
 }

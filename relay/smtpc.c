@@ -33,6 +33,7 @@
 #include <event2/event.h>
 #include <openssl/err.h>
 
+#include "lineio.h"
 #include "log.h"
 #include "xmalloc.h"
 #include "smtpc.h"
@@ -166,9 +167,8 @@ void smtpc_send(struct smtpc *s, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(out, fmt, ap);
+	lineio_vputf(out, fmt, ap);
 	va_end(ap);
-	evbuffer_add(out, "\r\n", 2);
 }
 
 /* ---- results ---- */

@@ -663,8 +663,9 @@ static void smtpc_reply(struct smtpc *s, int code, const char *text)
 		smtpc_fail(s, code, "%s", text);
 		return;
 	}
-	if (code == 421 && s->state != S_QUIT) {
-		/* The server is closing the channel (RFC 5321 3.8). */
+	if (code == 421 && s->state != S_QUIT && s->state != S_GREETING) {
+		/* The server is closing the channel (RFC 5321 3.8). A 421
+		 * greeting is a refusal like 554: QUIT (protocol-notes). */
 		smtpc_fail(s, 421, "%s", text);
 		return;
 	}

@@ -105,9 +105,24 @@ smtpd_reply(struct smtpd_session *ss, const char *fmt, ...)
 		return;
 	out = bufferevent_get_output(ss->bev);
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(out, fmt, ap);
+	lineio_vputf(out, fmt, ap);
 	va_end(ap);
-	evbuffer_add(out, "\r\n", 2);
+}
+
+/* The last reply: the transaction is dropped and the session closes once
+ * the reply is written. */
+static void __attribute__((format(printf, 2, 3)))
+smtpd_reply_close(struct smtpd_session *ss, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (ss->bev != NULL) {
+		va_start(ap, fmt);
+		lineio_vputf(bufferevent_get_output(ss->bev), fmt, ap);
+		va_end(ap);
+	}
+	smtpd_tx_reset(ss);
+	smtpd_session_close(ss);
 }
 
 void
@@ -181,12 +196,10 @@ smtpd_session_limit(struct smtpd_session *ss)
 	if (ss->cfg->smtp_session_limit <= 0 ||
 	    server_conn_age(ss->conn) < ss->cfg->smtp_session_limit)
 		return 0;
-	smtpd_reply(ss, "421 4.4.2 %s Session time limit reached, closing",
-	    ss->cfg->hostname);
 	log_info("smtpd: sid=%llx, client=[%s], session time limit",
 	    (unsigned long long)ss->sid, ss->ip);
-	smtpd_tx_reset(ss);
-	smtpd_session_close(ss);
+	smtpd_reply_close(ss, "421 4.4.2 %s Session time limit reached, closing",
+	    ss->cfg->hostname);
 	return 1;
 }
 
@@ -590,9 +603,7 @@ smtpd_desync(void *arg_ss)
 	log_info("smtpd: sid=%llx, client=[%s], input before 354, "
 	    "closing", (unsigned long long)ss->sid, ss->ip);
 	metrics_inc(METRIC_REJECTED, "pipelining");
-	smtpd_reply(ss, "554 5.5.0 Protocol synchronization error");
-	smtpd_tx_reset(ss);
-	smtpd_session_close(ss);
+	smtpd_reply_close(ss, "554 5.5.0 Protocol synchronization error");
 	return 1;
 }
 
@@ -801,9 +812,7 @@ smtpd_cmd_quit(void *arg_ss, char *arg, size_t arglen)
 
 	(void)arg;
 	(void)arglen;
-	smtpd_reply(ss, "221 2.0.0 Bye");
-	smtpd_tx_reset(ss);
-	smtpd_session_close(ss);
+	smtpd_reply_close(ss, "221 2.0.0 Bye");
 	return 1;
 }
 
@@ -1070,10 +1079,8 @@ smtpd_eventcb(struct bufferevent *bev, short what, void *arg)
 		    (unsigned long long)ss->sid, ss->ip,
 		    smtpd_state_names[ss->state]);
 		if (ss->state != SMTPD_ST_CLOSING && (what & BEV_EVENT_READING)) {
-			smtpd_reply(ss, "421 4.4.2 %s Error: timeout exceeded",
+			smtpd_reply_close(ss, "421 4.4.2 %s Error: timeout exceeded",
 			    ss->cfg->hostname);
-			smtpd_tx_reset(ss);
-			smtpd_session_close(ss);
 			/* give the 421 one write timeout to leave */
 			bufferevent_enable(ss->bev, EV_WRITE);
 			return;

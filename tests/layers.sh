@@ -4,6 +4,8 @@
 #   common 0 < queue, dns 1 < relay 2 < pull 3 < daemon 4
 # (queue and dns do not include each other). Headers are included by bare
 # name, so each quoted include is looked up among the folders' headers.
+# queue/ is a library: it returns errors and reports, never logs (only the
+# admin tool odrelayctl*.c there may).
 # Run by `make check` (top_srcdir in the environment); exit 0 or 1.
 : "${top_srcdir:=$(cd "$(dirname "$0")/.." && pwd)}"
 cd "$top_srcdir" || exit 1
@@ -35,5 +37,12 @@ for d in $folders; do
 		done
 	done
 done
-[ $bad = 0 ] && echo "layers: no include goes up or sideways"
+for f in queue/*.c queue/*.h; do
+	case ${f##*/} in odrelayctl*) continue ;; esac
+	if grep -q '^#include "log\.h"' "$f"; then
+		echo "$f includes log.h (queue/ returns errors, never logs)"
+		bad=1
+	fi
+done
+[ $bad = 0 ] && echo "layers: no include goes up or sideways, queue/ does not log"
 exit $bad

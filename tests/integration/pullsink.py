@@ -96,6 +96,7 @@ class SinkSession:
 				if line is None:
 					return
 				k.log("C: " + line.decode(errors="replace"))
+				k.commands.append(line.decode(errors="replace"))
 				if line.upper().startswith(b"QUIT"):
 					self.send("221 2.0.0 bye")
 					return

@@ -434,6 +434,8 @@ def test_greeting_421():
 		check(not sink.txns and not any(c.upper().startswith(("MAIL", "EHLO",
 		    "HELO")) for c in sink.commands), "provider went on after "
 		    "421:\n" + sink.dump())
+		check(sink.commands == ["QUIT"], "a 421 greeting is a refusal: "
+		    "QUIT, then the close (protocol-notes):\n" + sink.dump())
 		time.sleep(0.5)
 		check(pending(d, q) == ["a@example.org"], "q: %r" % pending(d, q))
 

@@ -6,6 +6,7 @@ relative paths from the configuration file's directory."""
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -199,6 +200,44 @@ def test_help():
 		    out, r.stderr.decode(errors="replace")))
 
 
+def control_exchange(path, data):
+	"""Send data on the control socket; what comes back until it closes."""
+	c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+	c.settimeout(10)
+	try:
+		c.connect(path)
+		c.sendall(data)
+		got = b""
+		while True:
+			try:
+				b = c.recv(4096)
+			except ConnectionResetError:
+				b = b""		# closed with input unread
+			if not b:
+				return got
+			got += b
+	finally:
+		c.close()
+
+
+def test_control_line_limit():
+	"""The control socket reads through the servers' bounded line reader:
+	a request line of 1,024 octets is read (an unknown verb's reply), one
+	of 1,025 gets 500, with or without CR; input with no line end past the
+	limit is dropped unanswered; the daemon keeps answering."""
+	with Fixture("ops-ctlline") as d:
+		sock = d.sock
+		got = control_exchange(sock, b"x" * 1024 + b"\r\n")
+		check(got.startswith(b"500 unknown command"), "1,024 octets: %r" % got[:80])
+		for end in (b"\r\n", b"\n"):
+			got = control_exchange(sock, b"x" * 1025 + end)
+			check(got.startswith(b"500 line too long"), "1,025 octets: %r" % got[:80])
+		got = control_exchange(sock, b"x" * 5000)
+		check(got == b"", "no line end: %r" % got[:80])
+		got = control_exchange(sock, b"ping\n")
+		check(got.startswith(b"250 pong"), "ping afterwards: %r" % got)
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_check_only,
@@ -206,4 +245,5 @@ if __name__ == "__main__":
 		test_metrics_without_odmr,
 		test_odmrs_without_odmr,
 		test_help,
+		test_control_line_limit,
 	], "ops")

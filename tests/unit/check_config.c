@@ -987,6 +987,45 @@ START_TEST(test_split_hostport)
 }
 END_TEST
 
+START_TEST(test_domain_valid_dot)
+{
+	char d[300];
+
+	ck_assert_int_eq(util_domain_valid_dot("example.org"), 1);
+	ck_assert_int_eq(util_domain_valid_dot("example.org."), 1);
+	ck_assert_int_eq(util_domain_valid_dot("example.org.."), 0);
+	ck_assert_int_eq(util_domain_valid_dot("."), 0);
+	ck_assert_int_eq(util_domain_valid_dot(""), 0);
+	ck_assert_int_eq(util_domain_valid_dot("-x.org."), 0);
+	/* 253 octets and a dot: valid; 254 and a dot: not. */
+	memset(d, 'a', 63);
+	memcpy(d + 63, ".", 1);
+	memset(d + 64, 'b', 63);
+	memcpy(d + 127, ".", 1);
+	memset(d + 128, 'c', 63);
+	memcpy(d + 191, ".", 1);
+	memset(d + 192, 'd', 61);
+	strcpy(d + 253, ".");
+	ck_assert_int_eq(util_domain_valid_dot(d), 1);
+	strcpy(d + 253, "d.");
+	ck_assert_int_eq(util_domain_valid_dot(d), 0);
+}
+END_TEST
+
+START_TEST(test_tcp_keepalive)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0), on = 0;
+	socklen_t len = sizeof(on);
+
+	ck_assert_int_ge(fd, 0);
+	util_tcp_keepalive(fd);
+	ck_assert_int_eq(getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, &len), 0);
+	ck_assert_int_ne(on, 0);
+	close(fd);
+	util_tcp_keepalive(-1);		/* no socket: nothing */
+}
+END_TEST
+
 START_TEST(test_sockaddr)
 {
 	struct sockaddr_storage ss;
@@ -1470,6 +1509,8 @@ static Suite *config_suite(void)
 
 	tc = tcase_create("util");
 	tcase_add_test(tc, test_split_hostport);
+	tcase_add_test(tc, test_domain_valid_dot);
+	tcase_add_test(tc, test_tcp_keepalive);
 	tcase_add_test(tc, test_sockaddr);
 	tcase_add_test(tc, test_strlcpy_lowercase);
 	tcase_add_test(tc, test_base64_vectors);

@@ -198,6 +198,23 @@ static size_t raw_count(const char *name, const void *prefix, size_t plen)
 	return n;
 }
 
+/* Write one record behind the queue's back (the queue closed). */
+static void raw_put(const char *name, MDB_val *k, MDB_val *d)
+{
+	MDB_env *menv;
+	MDB_txn *txn;
+	MDB_dbi dbi;
+
+	ck_assert_int_eq(mdb_env_create(&menv), 0);
+	mdb_env_set_maxdbs(menv, 16);
+	ck_assert_int_eq(mdb_env_open(menv, tmpdir, MDB_NOTLS, 0600), 0);
+	ck_assert_int_eq(mdb_txn_begin(menv, NULL, 0, &txn), 0);
+	ck_assert_int_eq(mdb_dbi_open(txn, name, 0, &dbi), 0);
+	ck_assert_int_eq(mdb_put(txn, dbi, k, d, 0), 0);
+	ck_assert_int_eq(mdb_txn_commit(txn), 0);
+	mdb_env_close(menv);
+}
+
 static size_t raw_last_txnid(void)
 {
 	MDB_env *env;
@@ -617,14 +634,7 @@ START_TEST(test_version)
 	char err[256] = "";
 
 	queue_close(&q);
-	ck_assert_int_eq(mdb_env_create(&menv), 0);
-	mdb_env_set_maxdbs(menv, 16);
-	ck_assert_int_eq(mdb_env_open(menv, tmpdir, MDB_NOTLS, 0600), 0);
-	ck_assert_int_eq(mdb_txn_begin(menv, NULL, 0, &txn), 0);
-	ck_assert_int_eq(mdb_dbi_open(txn, "meta", 0, &dbi), 0);
-	ck_assert_int_eq(mdb_put(txn, dbi, &k, &d, 0), 0);
-	ck_assert_int_eq(mdb_txn_commit(txn), 0);
-	mdb_env_close(menv);
+	raw_put("meta", &k, &d);
 
 	q = queue_open(tmpdir, NULL, 0, err, sizeof(err));
 	ck_assert_ptr_null(q);
@@ -645,6 +655,24 @@ START_TEST(test_version)
 	mdb_env_close(menv);
 }
 END_TEST
+
+/* The queue's notices (it never logs), gathered for a test. */
+struct notices {
+	char text[1024];
+	int n, errors;
+};
+
+static void notice_keep(void *arg, enum queue_notice_level level,
+    const char *text)
+{
+	struct notices *ns = arg;
+	size_t used = strlen(ns->text);
+
+	snprintf(ns->text + used, sizeof(ns->text) - used, "%s\n", text);
+	ns->n++;
+	if (level == QUEUE_NOTICE_ERROR)
+		ns->errors++;
+}
 
 START_TEST(test_recovery)
 {
@@ -693,8 +721,35 @@ START_TEST(test_recovery)
 	ck_assert_uint_eq(raw_count("incomplete", cid, QUEUE_ID_LEN), 1);
 
 	q = open_q(0, NULL);
+	{
+		/* Reported to the caller, not logged: the open's facts and
+		 * the same as a notice for the daemon's log. */
+		struct queue_open_info info;
+		struct notices ns = { "", 0, 0 };
+
+		queue_open_info(q, &info);
+		ck_assert_uint_eq(info.orphans_removed, 1);
+		ck_assert_int_eq(info.upgraded_from, 0);
+		ck_assert_int_eq(info.oldest_missing, 0);
+		queue_set_notice_hook(q, notice_keep, &ns);
+		queue_notices_flush(q);
+		ck_assert_int_eq(ns.n, 1);
+		ck_assert_str_eq(ns.text,
+		    "queue: removed 1 unfinished message bodies\n");
+		queue_notices_flush(q);
+		ck_assert_int_eq(ns.n, 1);
+	}
 	check_body(q, id, 700000);
 	queue_close(&q);
+	{
+		/* Nothing left to repair: nothing reported. */
+		struct queue_open_info info;
+
+		q = open_q(0, NULL);
+		queue_open_info(q, &info);
+		ck_assert_uint_eq(info.orphans_removed, 0);
+		queue_close(&q);
+	}
 	ck_assert_uint_eq(raw_count("body", cid, QUEUE_ID_LEN), 0);
 	ck_assert_uint_eq(raw_count("incomplete", "", 0), 0);
 	ck_assert_uint_eq(raw_count("body", id, QUEUE_ID_LEN), 3);
@@ -800,6 +855,28 @@ START_TEST(test_corrupt_record)
 	free(rec);
 	free(copy);
 	free(env.rcpts);
+	{
+		/* A corrupt record met in a scan: skipped, counted, and a
+		 * notice for the caller to log. */
+		struct queue *q = open_q(0, NULL);
+		struct queue_stats st;
+		struct notices ns = { "", 0, 0 };
+		MDB_val k = { QUEUE_ID_LEN, "0000000000000001" }, d = { 3, "bad" };
+		int n = 0;
+
+		queue_close(&q);
+		raw_put("msg", &k, &d);
+		q = open_q(0, NULL);
+		queue_set_notice_hook(q, notice_keep, &ns);
+		ck_assert_int_eq(queue_foreach(q, count_env, &n), QUEUE_EIO);
+		queue_stats(q, &st);
+		ck_assert_uint_eq(st.corrupt_records, 1);
+		queue_notices_flush(q);
+		ck_assert_int_eq(ns.errors, 1);
+		ck_assert_str_eq(ns.text,
+		    "0000000000000001: corrupt queue record skipped\n");
+		queue_close(&q);
+	}
 }
 END_TEST
 

@@ -512,7 +512,7 @@ START_TEST(test_helo_fallback)
 END_TEST
 
 /*
- * A refusal (greeting, EHLO, HELO) is answered with QUIT, and the QUIT
+ * A refusal (greeting 554 or 421, EHLO, HELO) is answered with QUIT, and the QUIT
  * reaches the server before the close (it used to be freed unsent): the
  * mail stays queued (451), the session is not "ok", and the result comes
  * at once, before the QUIT has even been written.
@@ -524,6 +524,8 @@ START_TEST(test_refusal_quit)
 	} t[] = {
 		{ "554 5.7.1 go away\r\n", NULL, NULL, "QUIT\n",
 		  "greeting refused: 554 5.7.1 go away" },
+		{ "421 4.3.2 not ready\r\n", NULL, NULL, "QUIT\n",
+		  "greeting refused: 421 4.3.2 not ready" },
 		{ NULL, "450 4.3.2 not now\r\n", NULL, "EHLO relay.test\nQUIT\n",
 		  "EHLO refused: 450 4.3.2 not now" },
 		{ NULL, NULL, "550 5.7.1 nor that\r\n",
