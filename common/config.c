@@ -292,14 +292,26 @@ static void config_set_defaults(struct config *cfg, struct config_domain *cur)
 	struct config_ctx ctx;
 	size_t i, idx;
 
+	/* Each default's key, found once: a new section needs only the
+	 * few of domain scope, and 50,000 sections would otherwise look up
+	 * every default's key by name each (most of the start-up time). */
+	static const struct config_key *keys[sizeof(config_defaults_tab) /
+	    sizeof(config_defaults_tab[0])];
+	static int keys_found;
+
+	if (!keys_found) {
+		for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+			keys[i] = config_key_find(config_defaults_tab[i].key,
+			    &idx);
+		keys_found = 1;
+	}
 	memset(&ctx, 0, sizeof(ctx));
 	ctx.cfg = cfg;
 	ctx.file = "(defaults)";
 	ctx.cur = cur;
-	for (i = 0; i < sizeof(config_defaults_tab) /
-	    sizeof(config_defaults_tab[0]); i++) {
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
 		const struct config_default *df = &config_defaults_tab[i];
-		const struct config_key *k = config_key_find(df->key, &idx);
+		const struct config_key *k = keys[i];
 
 		if (k == NULL)
 			ctx.nerrors++;
