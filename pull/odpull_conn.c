@@ -33,6 +33,7 @@
 #include <openssl/ssl.h>
 
 #include "config.h"
+#include "lineio.h"
 #include "sasl.h"
 #include "smtp_parse.h"
 #include "smtpc.h"
@@ -470,17 +471,17 @@ int conn_printf(struct conn *c, const char *fmt, ...)
 ssize_t conn_read_line(struct conn *c, char *out, size_t max, int *crlf_r)
 {
 	struct evbuffer *in;
-	struct evbuffer_ptr pos;
-	size_t n;
+	struct lineio li = { 0 };
+	enum lineio_result r;
+	size_t len, n;
 
-	if (c->bev == NULL)
+	if (c->bev == NULL || max < 2)
 		return -1;
 	in = bufferevent_get_input(c->bev);
 	c->seen = 0;
-	for (;;) {
-		pos = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
-		if (pos.pos >= 0 || evbuffer_get_length(in) >= max)
-			break;
+	/* the servers' bounded reader; out keeps the line and its NUL */
+	while ((r = lineio_peek(&li, in, max - 1, &len)) == LINEIO_MORE &&
+	    !li.discarding) {
 		c->seen = evbuffer_get_length(in);
 		if (c->eof || conn_more(c) < 0) {
 			if (!c->dead)
@@ -489,19 +490,14 @@ ssize_t conn_read_line(struct conn *c, char *out, size_t max, int *crlf_r)
 			return -1;
 		}
 	}
-	if (pos.pos < 0 || (size_t)pos.pos >= max) {
+	if (r != LINEIO_LINE) {
 		msg("%s: line too long", c->name);
 		c->dead = 1;
 		return -1;
 	}
-	n = (size_t)pos.pos;
-	evbuffer_remove(in, out, n);
-	evbuffer_drain(in, 1);
+	n = lineio_take(in, len, out, max - 1);
 	if (crlf_r != NULL)
-		*crlf_r = n > 0 && out[n - 1] == '\r';
-	if (n > 0 && out[n - 1] == '\r')
-		n--;
-	out[n] = '\0';
+		*crlf_r = len - n == 2;	/* CR LF removed, not LF alone */
 	return (ssize_t)n;
 }
 

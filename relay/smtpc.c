@@ -499,21 +499,21 @@ void smtpc_readcb(struct bufferevent *bev, void *arg)
 	smtpc_quickack_learn(s);
 	while (!s->dead && s->state != S_DONE && s->state != S_BODY &&
 	    s->state != S_HANDSHAKE && !s->cmd_hold) {
+		/* the servers' bounded reader: an overlong reply line (CRLF
+		 * counted) ends the session, there is no way back in step */
+		struct lineio li = { 0 };
+		char line[SMTPC_MAX_LINE + 1];
 		size_t n;
-		char *line = evbuffer_readln(in, &n, EVBUFFER_EOL_CRLF);
+		enum lineio_result r = lineio_peek(&li, in, SMTPC_MAX_LINE, &n);
 
-		if (line == NULL) {
-			if (evbuffer_get_length(in) >= SMTPC_MAX_LINE)
-				smtpc_fail(s, 451, "reply line too long");
+		if (r == LINEIO_MORE && !li.discarding)
 			break;
-		}
-		if (n + 2 > SMTPC_MAX_LINE) {
-			free(line);
+		if (r != LINEIO_LINE) {
 			smtpc_fail(s, 451, "reply line too long");
 			break;
 		}
+		n = lineio_take(in, n, line, SMTPC_MAX_LINE);
 		smtpc_line(s, line, n);
-		free(line);
 	}
 	smtpc_quickack(s);
 	smtpc_leave(s);

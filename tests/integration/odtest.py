@@ -94,15 +94,26 @@ def have_daemon():
 	return os.access(prog("odrelayd"), os.X_OK)
 
 
+_ports_given = set()
+
+
 def free_port(family=socket.AF_INET, host="127.0.0.1"):
-	"""A port the kernel considers free right now (bind to 0, close)."""
-	s = socket.socket(family, socket.SOCK_STREAM)
-	try:
-		s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-		s.bind((host, 0))
-		return s.getsockname()[1]
-	finally:
-		s.close()
+	"""A port the kernel considers free right now (bind to 0, close),
+	never one this process was given before: the kernel may hand the
+	same ephemeral port out twice in a row, and two listeners of one
+	daemon on one port make it exit at start-up."""
+	for _ in range(100):
+		s = socket.socket(family, socket.SOCK_STREAM)
+		try:
+			s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+			s.bind((host, 0))
+			port = s.getsockname()[1]
+		finally:
+			s.close()
+		if port not in _ports_given:
+			_ports_given.add(port)
+			return port
+	return port
 
 
 def have_ipv6_loopback():
