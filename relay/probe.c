@@ -284,7 +284,10 @@ static void probe_bev_event(struct bufferevent *bev, short what, void *arg)
 	struct smtpc_source src;
 	struct tlspolicy *pol;
 	char err[200];
-	unsigned ms = (unsigned)(d->timeout > 0 ? d->timeout : 10) * 1000;
+	/* A second past verify_timeout: the question's own timer must fire
+	 * first, so that a primary too slow to answer is marked down
+	 * (probe_q_timer), not merely ended by smtpc's step timeout. */
+	unsigned ms = (unsigned)(d->timeout > 0 ? d->timeout : 10) * 1000 + 1000;
 
 	if (!(what & BEV_EVENT_CONNECTED)) {
 		bufferevent_free(d->bev);
