@@ -325,16 +325,9 @@ static void ctl_stats_flush(struct ctl_stats_out *o)
 			d->last_atrn = o->st[o->stpos].last_atrn;
 			d->last_etrn = o->st[o->stpos].last_etrn;
 		}
-		if (o->json) {
-			printf("%s\n    {\"domain\":", o->printed++ ? "," : "");
-			ctl_json_str(stdout, d->name);
-			printf(",\"configured\":%s,\"hold\":%s,\"messages\":%"
-			    PRIu64 ",\"bytes\":%" PRIu64,
-			    d->configured ? "true" : "false",
-			    d->hold ? "true" : "false", d->messages, d->bytes);
-			ctl_dom_facts_json(d, o->now);
-			printf("}");
-		} else
+		if (o->json)
+			ctl_dom_json(d, 1, o->printed++ == 0, o->now);
+		else
 			ctl_dom_row(d, !d->configured ? "unconfigured" :
 			    d->hold ? "hold" : "relay", o->now);
 	}
