@@ -50,6 +50,7 @@
 #include "util.h"
 #include "watch.h"
 #include "xmalloc.h"
+#include "turnwatch.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -921,6 +922,7 @@ int main(int argc, char **argv)
 		return bad ? 2 : 0;
 	}
 	log_init("odrelayd", foreground, debug ? LOG_LEVEL_DEBUG : d.cfg->log_level);
+	turnwatch_init();
 	signal(SIGPIPE, SIG_IGN);
 	/* First, while nothing else is open: the privileged helper and the
 	 * auth process, the only ones to read the password file. */
@@ -1038,7 +1040,7 @@ int main(int argc, char **argv)
 	log_info("odrelayd %s started, queue %s, %zu domains", OD_VERSION,
 	    d.cfg->queue_dir, d.cfg->ndomains);
 
-	event_base_dispatch(d.base);
+	turnwatch_dispatch(d.base);
 
 	/* Sessions are gone or timed out; nothing unacknowledged is kept. */
 	smtpd_free(&d.smtpd);

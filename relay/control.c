@@ -27,6 +27,7 @@
 #include "log.h"
 #include "util.h"
 #include "xmalloc.h"
+#include "turnwatch.h"
 
 #define CONTROL_LINE_MAX 1024
 #define CONTROL_REPLY_MAX 8192	/* "stats" answers every counter on one line */
@@ -90,7 +91,7 @@ static void control_stream_event_cb(struct bufferevent *bev, short what,
 }
 
 /* Output drained below the low mark: the next slice. */
-static void control_stream_write_cb(struct bufferevent *bev, void *arg)
+static void control_stream_write_cb_work(struct bufferevent *bev, void *arg)
 {
 	struct control_req *req = arg;
 
@@ -100,6 +101,14 @@ static void control_stream_write_cb(struct bufferevent *bev, void *arg)
 	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
 	bufferevent_setcb(bev, NULL, control_close_cb, control_event_cb, NULL);
 	control_stream_end(req);
+}
+
+/* Watched: turnwatch.h. */
+static void control_stream_write_cb(struct bufferevent *bev, void *arg)
+{
+	turnwatch_begin("control-stream");
+	control_stream_write_cb_work(bev, arg);
+	turnwatch_end();
 }
 
 void control_req_stream(struct control_req *req, control_stream_fn *fn,
@@ -135,7 +144,7 @@ void control_req_reply(struct control_req *req, const char *fmt, ...)
 	free(req);
 }
 
-static void control_read_cb(struct bufferevent *bev, void *arg)
+static void control_read_cb_work(struct bufferevent *bev, void *arg)
 {
 	struct control *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
@@ -173,6 +182,14 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 		else
 			c->fn(c->arg, line, sp ? sp : "", req);
 	}
+}
+
+/* Watched: turnwatch.h. */
+static void control_read_cb(struct bufferevent *bev, void *arg)
+{
+	turnwatch_begin("control");
+	control_read_cb_work(bev, arg);
+	turnwatch_end();
 }
 
 static void control_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
