@@ -5,14 +5,19 @@
  * their callbacks. The wait is not work, so the turn's wall time is
  * counted from the first watched callback; CPU time and faults of the
  * whole turn are the thread's own (CLOCK_THREAD_CPUTIME_ID,
- * RUSAGE_THREAD), where waiting costs nothing.
+ * RUSAGE_THREAD), where waiting costs nothing, and so is its time runnable
+ * but waiting for a CPU (the run delay of /proc/thread-self/schedstat,
+ * which includes the wake-up from the poll): wall - cpu - run delay is
+ * time blocked (disk, locks).
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -40,6 +45,21 @@ static struct {
 	unsigned other;			/* brackets past TURNWATCH_NAMES */
 	struct tw_entry ent[TURNWATCH_NAMES];
 } tw;
+
+/* The thread's run delay in ns (schedstat's second field), 0 if unknown. */
+static uint64_t tw_rundelay(int fd)
+{
+	char buf[128];
+	ssize_t n;
+	unsigned long long cpu, delay;
+
+	if (fd < 0 || (n = pread(fd, buf, sizeof(buf) - 1, 0)) <= 0)
+		return 0;
+	buf[n] = '\0';
+	if (sscanf(buf, "%llu %llu", &cpu, &delay) != 2)
+		return 0;
+	return delay;
+}
 
 static uint64_t tw_clock(clockid_t id)
 {
@@ -107,12 +127,13 @@ void turnwatch_end_(void)
 	tw.ent[i].cpu_ns += cpu;
 }
 
-static void tw_report(uint64_t end_ns, uint64_t cpu_ns, long majflt,
-    long minflt)
+static void tw_report(uint64_t end_ns, uint64_t cpu_ns, uint64_t runq_ns,
+    const struct rusage *ru0, const struct rusage *ru1)
 {
 	char buf[1024];
 	size_t off = 0;
-	uint64_t wall = tw.started ? end_ns - tw.first_ns : 0;
+	uint64_t wall = tw.started ? end_ns - tw.first_ns : 0, watched = 0;
+	struct timespec rt;
 
 	if (wall <= tw.slow_ns && cpu_ns <= tw.slow_ns)
 		return;
@@ -129,23 +150,38 @@ static void tw_report(uint64_t end_ns, uint64_t cpu_ns, long majflt,
 	if (off >= sizeof(buf))
 		off = sizeof(buf) - 1;
 	buf[off] = '\0';
-	log_info("slow turn: %.1f ms wall, %.1f ms cpu, %ld major/%ld minor "
-	    "faults; callbacks (wall/cpu ms):%s%s", wall / 1e6, cpu_ns / 1e6,
-	    majflt, minflt, tw.nent > 0 ? buf : " none watched",
-	    tw.other > 0 ? ", more" : "");
+	for (size_t i = 0; i < tw.nent; i++)
+		watched += tw.ent[i].cpu_ns;
+	clock_gettime(CLOCK_REALTIME, &rt);
+	/* The real time (s since the epoch) to match a client's view. */
+	log_info("slow turn at %lld.%03ld: %.1f ms wall, %.1f ms cpu, %.1f ms "
+	    "waiting for a cpu, %ld major/%ld minor faults, %ld/%ld "
+	    "voluntary/involuntary switches; callbacks (wall/cpu ms):%s%s; "
+	    "cpu outside them %.1f ms",
+	    (long long)rt.tv_sec, rt.tv_nsec / 1000000, wall / 1e6,
+	    cpu_ns / 1e6, runq_ns / 1e6, ru1->ru_majflt - ru0->ru_majflt,
+	    ru1->ru_minflt - ru0->ru_minflt, ru1->ru_nvcsw - ru0->ru_nvcsw,
+	    ru1->ru_nivcsw - ru0->ru_nivcsw,
+	    tw.nent > 0 ? buf : " none watched", tw.other > 0 ? ", more" : "",
+	    cpu_ns > watched ? (cpu_ns - watched) / 1e6 : 0.0);
 }
 
 int turnwatch_dispatch(struct event_base *base)
 {
+	int fd;
+
 	if (!turnwatch_on)
 		return event_base_dispatch(base);
+	/* Opened here, on the loop thread of the final process. */
+	fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
 	for (;;) {
 		struct rusage ru0, ru1;
-		uint64_t cpu0, cpu1, end;
+		uint64_t cpu0, cpu1, rq0, rq1, end;
 		int rc;
 
 		getrusage(RUSAGE_THREAD, &ru0);
 		cpu0 = tw_clock(CLOCK_THREAD_CPUTIME_ID);
+		rq0 = tw_rundelay(fd);
 		tw.started = 0;
 		tw.nent = 0;
 		tw.other = 0;
@@ -153,11 +189,14 @@ int turnwatch_dispatch(struct event_base *base)
 		rc = event_base_loop(base, EVLOOP_ONCE);
 		end = tw_clock(CLOCK_MONOTONIC);
 		cpu1 = tw_clock(CLOCK_THREAD_CPUTIME_ID);
+		rq1 = tw_rundelay(fd);
 		getrusage(RUSAGE_THREAD, &ru1);
-		tw_report(end, cpu1 - cpu0, ru1.ru_majflt - ru0.ru_majflt,
-		    ru1.ru_minflt - ru0.ru_minflt);
+		tw_report(end, cpu1 - cpu0, rq1 - rq0, &ru0, &ru1);
 		if (rc != 0 || event_base_got_exit(base) ||
 		    event_base_got_break(base))
-			return rc < 0 ? -1 : 0;
+			break;
 	}
+	if (fd >= 0)
+		close(fd);
+	return 0;
 }

@@ -16,6 +16,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -70,6 +73,9 @@ static void *qwarm_main(void *arg)
 	struct queue_warm *w = arg;
 	volatile unsigned char sink = 0;
 
+	if (getenv("ODRELAY_TEST_WARMNICE") != NULL)	/* XXX experiment */
+		(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid),
+		    atoi(getenv("ODRELAY_TEST_WARMNICE")));
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
 		struct qwarm_slot *sl = qwarm_pick(w);

@@ -144,7 +144,24 @@ void control_req_reply(struct control_req *req, const char *fmt, ...)
 	free(req);
 }
 
-static void control_read_cb_work(struct bufferevent *bev, void *arg)
+/* The slow-turn log's name for a verb (turnwatch.h wants a string that
+ * outlives the turn): the first verbs seen, "control" for the rest. */
+static const char *control_label(const char *verb)
+{
+	static char label[16][32];
+	static size_t n;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(label[i] + 8, verb) == 0)
+			return label[i];
+	if (n == 16 || strlen(verb) + 9 > sizeof(label[0]))
+		return "control";
+	snprintf(label[n], sizeof(label[n]), "control %s", verb);
+	return label[n++];
+}
+
+static void control_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct control *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
@@ -177,19 +194,15 @@ static void control_read_cb_work(struct bufferevent *bev, void *arg)
 		if (sp != NULL)
 			*sp++ = '\0';
 		util_lowercase(line);
-		if (strcmp(line, "ping") == 0)
+		if (strcmp(line, "ping") == 0) {
 			control_req_reply(req, "250 pong");
-		else
+		} else {
+			turnwatch_begin(turnwatch_on ? control_label(line) :
+			    NULL);
 			c->fn(c->arg, line, sp ? sp : "", req);
+			turnwatch_end();
+		}
 	}
-}
-
-/* Watched: turnwatch.h. */
-static void control_read_cb(struct bufferevent *bev, void *arg)
-{
-	turnwatch_begin("control");
-	control_read_cb_work(bev, arg);
-	turnwatch_end();
 }
 
 static void control_accept_cb(struct evconnlistener *l, evutil_socket_t fd,
