@@ -231,8 +231,6 @@ void sched_expiry_slice(struct sched *s)
 		/* A timer, not event_active: the loop polls its sockets first. */
 		struct timeval zero = { 0, 0 };
 
-		if (getenv("ODRELAY_TEST_GAP_US"))	/* XXX experiment */
-			zero.tv_usec = atoi(getenv("ODRELAY_TEST_GAP_US"));
 		evtimer_add(s->expiry_ev, &zero);
 	} else if (waiting && !s->shutting_down) {
 		/* The read-ahead is behind: look again shortly. */
