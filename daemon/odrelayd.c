@@ -464,6 +464,9 @@ static void reload_parsed(void *arg, struct config *ncfg)
 		goto again;
 	}
 	log_set_level(ncfg->log_level);
+	/* The auth process reads the password file first: odmr_reload then
+	 * asks it about each logged-in user, on the same ordered channel. */
+	authc_reload(d->auth);
 	smtpd_reload(d->smtpd, ncfg, ntls);
 	if (d->odmr != NULL)
 		odmr_reload(d->odmr, ncfg, ntls);
@@ -480,7 +483,6 @@ static void reload_parsed(void *arg, struct config *ncfg)
 	config_free(&old);
 	reload_budget(d);
 	smtpd_auth(d);
-	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
 	    d->cfg->ndomains);
 again:

@@ -141,6 +141,12 @@ static void odmr_auth_done(void *arg, int rc, const char *reply,
 		break;
 	}
 	odmr_reply(s, "%s", reply);
+	/* A reload came during the exchange: the answer may be the old
+	 * password file's. The auth process confirms the user first. */
+	if (rc == SASL_OK && s->auth_gen != s->o->reload_gen) {
+		odmr_recheck_queue(s);
+		return;
+	}
 	bufferevent_enable(s->bev, EV_READ);
 	/* Lines that arrived meanwhile. */
 	odmr_read_cb(s->bev, s);
@@ -164,6 +170,7 @@ static int odmr_cmd_auth(void *arg_s, char *arg, size_t arglen)
 	struct odmr_session *s = arg_s;
 
 	(void)arglen;
+	s->auth_gen = s->o->reload_gen;
 	s->sasl = authc_start(s->o->auth, s->ip,
 	    (s->tls_active ? AUTHPROTO_TLS : 0) |
 	    (s->cfg->auth_requires_tls ? AUTHPROTO_REQUIRE_TLS : 0), arg,
@@ -887,7 +894,7 @@ static void odmr_read_cb_work(struct bufferevent *bev, void *arg)
 	size_t len;
 
 	while (s->state != ODMR_CLOSING && s->state != ODMR_DELAYED &&
-	    s->bev == bev) {
+	    !odmr_checking(s) && s->bev == bev) {
 		if (server_out_full(bev, ODMR_OUT_MAX)) {
 			/* The client does not read its replies: neither do we. */
 			bufferevent_disable(bev, EV_READ);

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <time.h>
 #include <netinet/in.h>
 
@@ -28,6 +29,7 @@ struct bufferevent;
 #define ODMR_RATE_SLOTS		64
 #define ODMR_OUT_MAX		(64 * 1024)	/* stop reading above this */
 #define ODMR_CLOSE_GRACE	10	/* seconds for a last reply to leave */
+#define ODMR_RECHECK_INFLIGHT	64	/* reload: users asked at once */
 
 enum odmr_state {
 	ODMR_INITIAL,
@@ -48,6 +50,13 @@ struct odmr {
 	struct odmr_atrn_log *reversed;	/* ATRN deliveries running */
 	struct util_rate_slot rate[ODMR_RATE_SLOTS];
 	struct xwait *waiters;		/* XWAIT sessions by domain */
+	/* Reload: logged-in sessions whose user the auth process is asked
+	 * about again, a window at a time (the channel's queues are
+	 * bounded; thousands of push customers may be waiting). */
+	TAILQ_HEAD(, odmr_session) recheck;
+	size_t rechecking;		/* asked, not answered */
+	struct event *recheck_ev;	/* asks the next ones, from the loop */
+	unsigned reload_gen;		/* reloads so far */
 };
 
 struct odmr_session {
@@ -70,7 +79,14 @@ struct odmr_session {
 	struct xwait_entry *wait;	/* XWAIT registration */
 	struct event *wait_ev;		/* odmr_wait_timeout */
 	int woken;			/* XWAIT woken by an arrival */
+	unsigned auth_gen;		/* o->reload_gen when AUTH started */
+	struct authc_req *check;	/* reload: the auth process asked */
+	int recheck_queued;		/* reload: in o->recheck */
+	TAILQ_ENTRY(odmr_session) recheck_link;
 };
+
+/* Reload: commands wait (reading stops) until the user is confirmed. */
+#define odmr_checking(s)	((s)->check != NULL || (s)->recheck_queued)
 
 /* Shared between the odmr files (internal, not an interface). */
 void odmr_reply(struct odmr_session *s, const char *fmt, ...)
@@ -83,5 +99,6 @@ void odmr_session_free(struct odmr_session *s);
 void odmr_reversed_abort_all(struct odmr *o);
 void odmr_wait_end(struct odmr_session *s);
 void odmr_read_cb(struct bufferevent *bev, void *arg);
+void odmr_recheck_queue(struct odmr_session *s);
 
 #endif

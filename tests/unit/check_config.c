@@ -16,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include "config.h"
+#include "domtree.h"
 #include "log.h"
 #include "tls.h"
 #include "tlspolicy.h"
@@ -1430,6 +1431,148 @@ START_TEST(test_proxy_interfaces)
 }
 END_TEST
 
+/* ---- the label index (domtree, config_domains_under) ---- */
+
+/* The names under q as a sorted, comma-joined string of names[] entries. */
+static const char *under_str(const struct domtree *t, const char *const *names,
+    const char *q)
+{
+	static char out[1024];
+	const size_t *v;
+	size_t n = domtree_under(t, q, &v), len = 0;
+	const char *sorted[64];
+
+	ck_assert_uint_le(n, 64);
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = names[v[i]];
+	for (size_t i = 1; i < n; i++)	/* insertion sort: a few names */
+		for (size_t j = i; j > 0 && strcmp(sorted[j - 1], sorted[j]) > 0; j--) {
+			const char *x = sorted[j];
+
+			sorted[j] = sorted[j - 1];
+			sorted[j - 1] = x;
+		}
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(out + len, sizeof(out) - len, "%s%s",
+		    i ? "," : "", sorted[i]);
+	return out;
+}
+
+START_TEST(test_domtree_labels)
+{
+	static const char *const names[] = {
+		"example.org", "badexample.org", "a.example.org",
+		"b.a.example.org", "example.org.uk", "example-x.org",
+		"org", "x.example.orgs", "Mixed.Example.ORG.", "example.com",
+	};
+	struct domtree *t = domtree_new(names, sizeof(names) / sizeof(names[0]));
+	const size_t *v;
+
+	ck_assert_uint_eq(domtree_count(t), 10);
+	/* whole labels only: not badexample.org, example-x.org, *.orgs */
+	ck_assert_str_eq(under_str(t, names, "example.org"),
+	    "Mixed.Example.ORG.,a.example.org,b.a.example.org,example.org");
+	/* case and one trailing dot ignored, as domhash does */
+	ck_assert_str_eq(under_str(t, names, "EXAMPLE.Org."),
+	    "Mixed.Example.ORG.,a.example.org,b.a.example.org,example.org");
+	ck_assert_str_eq(under_str(t, names, "a.example.org"),
+	    "a.example.org,b.a.example.org");
+	ck_assert_str_eq(under_str(t, names, "b.a.example.org"),
+	    "b.a.example.org");
+	ck_assert_str_eq(under_str(t, names, "badexample.org"), "badexample.org");
+	ck_assert_str_eq(under_str(t, names, "org"),
+	    "Mixed.Example.ORG.,a.example.org,b.a.example.org,badexample.org,"
+	    "example-x.org,example.org,org");
+	ck_assert_str_eq(under_str(t, names, "uk"), "example.org.uk");
+	ck_assert_str_eq(under_str(t, names, "xample.org"), "");
+	ck_assert_str_eq(under_str(t, names, "c.example.org"), "");
+	ck_assert_str_eq(under_str(t, names, "orgs"), "x.example.orgs");
+	/* not names: nothing, not everything */
+	ck_assert_uint_eq(domtree_under(t, "", &v), 0);
+	ck_assert_uint_eq(domtree_under(t, ".", &v), 0);
+	ck_assert_uint_eq(domtree_under(t, ".org", &v), 0);
+	ck_assert_uint_eq(domtree_under(t, "example..org", &v), 0);
+	ck_assert_uint_eq(domtree_under(t, "example.org..", &v), 0);
+	ck_assert_uint_eq(domtree_under(t, "org\001example", &v), 0);
+	ck_assert_ptr_null(v);
+	domtree_free(&t);
+	ck_assert_ptr_null(t);
+	ck_assert_uint_eq(domtree_under(NULL, "org", &v), 0);
+	t = domtree_new(NULL, 0);
+	ck_assert_uint_eq(domtree_under(t, "org", &v), 0);
+	domtree_free(&t);
+}
+END_TEST
+
+START_TEST(test_domains_under)
+{
+	size_t cap = 50000 * 48, len = 0, *idx, n, i;
+	char *buf = malloc(cap);
+	struct config *cfg, hand;
+	struct config_domain doms[3];
+	struct errs e;
+
+	ck_assert_ptr_nonnull(buf);
+	/* 50,000 sections, a few of them under example.org */
+	for (int k = 0; k < 50000; k++) {
+		if (k == 100)
+			len += (size_t)snprintf(buf + len, cap - len,
+			    "[domain Example.org]\n");
+		else if (k == 30000)
+			len += (size_t)snprintf(buf + len, cap - len,
+			    "[domain mx.example.org.]\n");
+		else if (k == 20000)
+			len += (size_t)snprintf(buf + len, cap - len,
+			    "[domain badexample.org]\n");
+		else if (k == 40000)
+			len += (size_t)snprintf(buf + len, cap - len,
+			    "[domain a.b.example.org]\n");
+		else
+			len += (size_t)snprintf(buf + len, cap - len,
+			    "[domain d%d.test]\n", k);
+	}
+	cfg = load(buf, &e);
+	free(buf);
+	ck_assert_ptr_nonnull(cfg);
+	/* the file's order, whatever the index's */
+	n = config_domains_under(cfg, "EXAMPLE.ORG.", &idx);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(cfg->domains[idx[0]].name, "example.org");
+	ck_assert_str_eq(cfg->domains[idx[1]].name, "mx.example.org");
+	ck_assert_str_eq(cfg->domains[idx[2]].name, "a.b.example.org");
+	free(idx);
+	n = config_domains_under(cfg, "b.example.org", &idx);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(idx[0], 40000);
+	free(idx);
+	ck_assert_uint_eq(config_domains_under(cfg, "xample.org", &idx), 0);
+	ck_assert_ptr_null(idx);
+	n = config_domains_under(cfg, "test", &idx);
+	ck_assert_uint_eq(n, 49996);
+	for (i = 1; i < n; i++)
+		ck_assert_uint_lt(idx[i - 1], idx[i]);
+	free(idx);
+	config_free(&cfg);
+	errs_free(&e);
+
+	/* a list built by hand (no index): the same answers by the walk */
+	memset(&hand, 0, sizeof(hand));
+	memset(doms, 0, sizeof(doms));
+	doms[0].name = "badexample.org";
+	doms[1].name = "sub.example.org";
+	doms[2].name = "example.org";
+	hand.domains = doms;
+	hand.ndomains = 3;
+	n = config_domains_under(&hand, "Example.Org.", &idx);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(idx[0], 1);
+	ck_assert_uint_eq(idx[1], 2);
+	free(idx);
+	ck_assert_uint_eq(config_domains_under(&hand, "", &idx), 0);
+}
+END_TEST
+
 START_TEST(test_many_domains)
 {
 	size_t cap = 60000 * 40, len = 0;
@@ -1525,6 +1668,8 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_tls_client_ctx);
 	tcase_add_test(tc, test_tls_handshake);
 	tcase_add_test(tc, test_many_domains);
+	tcase_add_test(tc, test_domtree_labels);
+	tcase_add_test(tc, test_domains_under);
 	tcase_add_test(tc, test_proxy_interfaces);
 	tcase_add_test(tc, test_push_keys);
 	tcase_add_test(tc, test_load_global);
