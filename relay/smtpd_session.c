@@ -316,6 +316,14 @@ smtpd_cmd_mail(void *arg_ss, char *arg, size_t len)
 	struct smtpd_tx *tx;
 	int r;
 
+	/* A reload takes effect in open sessions from their next
+	 * transaction (the domain list above all); nothing of the old
+	 * configuration is held outside a transaction but the milter
+	 * session, which keeps its own reference. */
+	if (ss->cfg != ss->s->cfg) {
+		config_unref(&ss->cfg);
+		ss->cfg = config_ref(ss->s->cfg);
+	}
 	tx = xcalloc(1, sizeof(*tx));
 	r = smtp_parse_mail(arg, len, &path, &tx->mp);
 	if (r != 0) {
