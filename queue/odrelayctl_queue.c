@@ -830,45 +830,90 @@ static int ctl_queue_domain(struct ctl_walk *w)
 
 /*
  * Push delivery: which domains a customer waits for now (XWAIT), from the
- * daemon's "waiting" control answer "250 DOMAIN=N ...". Nothing when the
- * daemon is not running. filter: only that domain, or NULL.
+ * daemon's "waiting" control answer: "250-DOMAIN=N" lines, then "250 N
+ * domains" (an odrelayd before that answered one line "250 DOMAIN=N
+ * ..."; both are read). Nothing when the daemon is not running.
  */
+struct ctl_waiter {
+	char *name;
+	unsigned long sessions;
+};
+
+struct ctl_waiting {
+	const char *filter;	/* only that domain, or NULL */
+	struct ctl_waiter *v;
+	size_t n, cap;
+};
+
+static int ctl_waiter_cmp(const void *a, const void *b)
+{
+	return strcasecmp(((const struct ctl_waiter *)a)->name,
+	    ((const struct ctl_waiter *)b)->name);
+}
+
+/* The "DOMAIN=N" words of one line. */
+static int ctl_waiting_line(void *arg, const char *text)
+{
+	struct ctl_waiting *cw = arg;
+	char *copy = xstrdup(text), *w, *save = NULL;
+
+	for (w = strtok_r(copy, " ", &save); w != NULL;
+	    w = strtok_r(NULL, " ", &save)) {
+		char *eq = strrchr(w, '=');
+
+		if (eq == NULL || eq == w)
+			continue;
+		*eq = '\0';
+		if (cw->filter != NULL && strcasecmp(cw->filter, w) != 0)
+			continue;
+		if (cw->n == cw->cap) {
+			cw->cap = cw->cap ? cw->cap * 2 : 16;
+			cw->v = xreallocarray(cw->v, cw->cap, sizeof(*cw->v));
+		}
+		cw->v[cw->n].name = xstrdup(w);
+		cw->v[cw->n++].sessions = strtoul(eq + 1, NULL, 10);
+	}
+	free(copy);
+	return 0;
+}
+
 static void ctl_queue_waiting(const struct config *cfg, const char *filter,
     int json)
 {
-	char reply[8192], err[512], pbuf[512], *p, *w, *save = NULL;
+	char final[8192], err[512], pbuf[512];
 	const char *path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
-	int n = 0;
+	struct ctl_waiting cw = { filter, NULL, 0, 0 };
 
-	if (ctlclient_request(path, "waiting", reply, sizeof(reply), err,
-	    sizeof(err)) < 0 || strncmp(reply, "250", 3) != 0)
-		reply[3] = '\0';
-	p = reply + 3;
+	if (ctlclient_stream(path, "waiting", ctl_waiting_line, &cw, final,
+	    sizeof(final), err, sizeof(err)) == 0 &&
+	    strncmp(final, "250 ", 4) == 0)
+		(void)ctl_waiting_line(&cw, final + 4);
+	else	/* not running, or cut short: say nothing */
+		for (; cw.n > 0; cw.n--)
+			free(cw.v[cw.n - 1].name);
+	/* By name: the daemon lists them in its own order. */
+	if (cw.n > 1)
+		qsort(cw.v, cw.n, sizeof(*cw.v), ctl_waiter_cmp);
 	if (json)
 		printf(",\n \"waiting\":[");
-	for (w = strtok_r(p, " ", &save); w != NULL; w = strtok_r(NULL, " ", &save)) {
-		char *eq = strrchr(w, '=');
-
-		if (eq == NULL)
-			continue;
-		*eq = '\0';
-		if (filter != NULL && strcasecmp(filter, w) != 0)
-			continue;
+	for (size_t i = 0; i < cw.n; i++) {
 		if (json) {
-			printf("%s{\"domain\":", n ? "," : "");
-			ctl_json_str(stdout, w);
-			printf(",\"sessions\":%lu}", strtoul(eq + 1, NULL, 10));
+			printf("%s{\"domain\":", i ? "," : "");
+			ctl_json_str(stdout, cw.v[i].name);
+			printf(",\"sessions\":%lu}", cw.v[i].sessions);
 		} else {
-			printf("%s", n ? ", " : "Customers waiting now (XWAIT): ");
-			ctl_put_text(stdout, w);
-			printf(" (%lu)", strtoul(eq + 1, NULL, 10));
+			printf("%s", i ? ", " : "Customers waiting now (XWAIT): ");
+			ctl_put_text(stdout, cw.v[i].name);
+			printf(" (%lu)", cw.v[i].sessions);
 		}
-		n++;
 	}
 	if (json)
 		printf("]");
-	else if (n > 0)
+	else if (cw.n > 0)
 		printf("\n");
+	for (size_t i = 0; i < cw.n; i++)
+		free(cw.v[i].name);
+	free(cw.v);
 }
 
 int ctl_cmd_queue(int argc, char **argv)
