@@ -48,6 +48,7 @@
 #include "xmalloc.h"
 #include "xwait.h"
 #include "odmr_private.h"
+#include "turnwatch.h"
 
 /* ---- EHLO / STARTTLS ---- */
 
@@ -890,7 +891,7 @@ static void odmr_bad_line(struct odmr_session *s, const char *reply)
 		odmr_set_timeout(s);
 }
 
-void odmr_read_cb(struct bufferevent *bev, void *arg)
+static void odmr_read_cb_work(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
@@ -932,4 +933,12 @@ void odmr_read_cb(struct bufferevent *bev, void *arg)
 	/* After ATRN the connection belongs to deliver: the session is done. */
 	if (s->bev == NULL)
 		odmr_session_free(s);
+}
+
+/* Watched: turnwatch.h. */
+void odmr_read_cb(struct bufferevent *bev, void *arg)
+{
+	turnwatch_begin("odmr");
+	odmr_read_cb_work(bev, arg);
+	turnwatch_end();
 }

@@ -53,6 +53,7 @@
 #include "util.h"
 #include "xmalloc.h"
 #include "smtpd_private.h"
+#include "turnwatch.h"
 
 const char *const smtpd_state_names[] = {
 	"greeted", "helo", "mail", "data", "commit", "closing"
@@ -1023,7 +1024,9 @@ smtpd_readcb(struct bufferevent *bev, void *arg)
 	struct smtpd_session *ss = arg;
 
 	(void)bev;
+	turnwatch_begin("smtpd");
 	smtpd_session_input(ss);
+	turnwatch_end();
 	smtpd_session_reap(ss);
 }
 
