@@ -5,7 +5,7 @@
  * Protocol: the client sends one command line ("flush DOMAIN",
  * "bounce ID", "ping"), the daemon answers one line starting with a
  * three-digit code (2xx ok, 4xx temporary, 5xx refused) and closes.
- * A long answer ("domains") is several lines as in SMTP: "250-TEXT"
+ * A long answer ("domains", "waiting") is several lines as in SMTP: "250-TEXT"
  * each, then the final "250 TEXT" (or a 4xx/5xx line if it could not
  * be finished).
  */

@@ -561,6 +561,12 @@ size_t odmr_domain_waiting(const struct odmr *o, const char *domain)
 	return xwait_domain_count(o->waiters, domain);
 }
 
+void odmr_foreach_waiting(const struct odmr *o,
+    void (*fn)(void *arg, const char *domain, size_t waiting), void *arg)
+{
+	xwait_foreach_domain(o->waiters, fn, arg);
+}
+
 void odmr_free(struct odmr **op)
 {
 	struct odmr *o = *op;

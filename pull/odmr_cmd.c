@@ -48,6 +48,7 @@
 #include "xmalloc.h"
 #include "xwait.h"
 #include "odmr_private.h"
+#include "turnwatch.h"
 
 /* ---- EHLO / STARTTLS ---- */
 
@@ -872,19 +873,25 @@ static int odmr_session_limit(struct odmr_session *s)
  */
 static void odmr_bad_line(struct odmr_session *s, const char *reply)
 {
+	int closing;
+
 	if (s->state == ODMR_WAITING) {
 		odmr_waiting_line(s, "");
 		return;
 	}
 	odmr_reply(s, "%s", reply);
-	(void)odmr_count_error(s);
+	closing = odmr_count_error(s);
 	if (s->state == ODMR_AUTH_EXCHANGE) {
 		authc_cancel(&s->sasl);
 		s->state = ODMR_INITIAL;
 	}
+	/* A whole (bad) line came: the next command gets its full time,
+	 * as after any other reply. */
+	if (!closing && s->state != ODMR_CLOSING)
+		odmr_set_timeout(s);
 }
 
-void odmr_read_cb(struct bufferevent *bev, void *arg)
+static void odmr_read_cb_work(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
@@ -926,4 +933,12 @@ void odmr_read_cb(struct bufferevent *bev, void *arg)
 	/* After ATRN the connection belongs to deliver: the session is done. */
 	if (s->bev == NULL)
 		odmr_session_free(s);
+}
+
+/* Watched: turnwatch.h. */
+void odmr_read_cb(struct bufferevent *bev, void *arg)
+{
+	turnwatch_begin("odmr");
+	odmr_read_cb_work(bev, arg);
+	turnwatch_end();
 }

@@ -56,6 +56,7 @@
 #include "util.h"
 #include "xmalloc.h"
 #include "sched_private.h"
+#include "turnwatch.h"
 
 #define SCHED_TICK_SEC		1	/* retry index scan (reads only what is due) */
 #define SCHED_MAX_BATCH		100	/* messages per connection before the next */
@@ -942,13 +943,21 @@ static void sched_tick(evutil_socket_t fd, short what, void *arg)
 	if (s->shutting_down)
 		return;
 	/* Runs waiting for a connection slot. */
+	turnwatch_begin("tick-runs");
 	for (run = LIST_FIRST(&s->runs); run != NULL; run = next) {
 		next = LIST_NEXT(run, link);
 		sched_run_continue(run);
 	}
+	turnwatch_end();
+	turnwatch_begin("tick-due");
 	sched_retry_due(s);
+	turnwatch_end();
+	turnwatch_begin("expiry");
 	sched_expiry_slice(s);
+	turnwatch_end();
+	turnwatch_begin("tick-space");
 	queue_space_recheck(s->q);
+	turnwatch_end();
 }
 
 void sched_message_added(void *arg, const char *id)

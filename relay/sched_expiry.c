@@ -34,6 +34,7 @@
 #include "util.h"
 #include "xmalloc.h"
 #include "sched_private.h"
+#include "turnwatch.h"
 
 #define SCHED_BOUNCE_RETURN	(256 * 1024)
 #define SCHED_SLICE_USEC	3000	/* event-loop time per expiry slice */
@@ -243,7 +244,9 @@ void sched_expiry_next(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
+	turnwatch_begin("expiry");
 	sched_expiry_slice(arg);
+	turnwatch_end();
 }
 
 static int sched_long_cmp(const void *a, const void *b)
