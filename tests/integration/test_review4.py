@@ -65,7 +65,40 @@ def test_sighup_domain_in_open_session():
 		    % (qid, q.out))
 
 
+def _overlong_then_noop(port, limit, timeout):
+	"""NOOP, then most of smtp_timeout later an overlong line (500), then
+	a NOOP well inside a new smtp_timeout but past the first one."""
+	c = Conn(port)
+	try:
+		c.greet_ehlo()
+		c.expect(250, "NOOP")
+		time.sleep(timeout * 0.6)
+		c.send("NOOP " + "a" * limit + "\r\n")
+		code, text = c.reply()
+		check(code == 500, "overlong line: %s %r" % (code, text))
+		time.sleep(timeout * 0.6)
+		code, text = c.cmd("NOOP")
+		check(code == 250, "NOOP after an overlong line and %.1f s: %s %r "
+		    "(the deadline of the line before the overlong one still ran)"
+		    % (timeout * 0.6, code, text))
+		c.expect(221, "QUIT")
+	finally:
+		c.close()
+
+
+def test_overlong_line_restarts_command_timeout():
+	"""spec.md: a longer line gets 500 5.5.2, is discarded up to its CRLF,
+	and the session stays in step. The overlong line did not restart the
+	per-command deadline (smtp_timeout): the next command, sent in time,
+	got 421 4.4.2 Timeout (SMTP and ODMR listeners)."""
+	with Fixture("r4-long", extra="smtp_timeout = 3s\n",
+	    domains=DOMAINS) as d:
+		_overlong_then_noop(d.smtp_port, 3000, 3.0)
+		_overlong_then_noop(d.odmr_port, 5000, 3.0)
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_sighup_domain_in_open_session,
+		test_overlong_line_restarts_command_timeout,
 	], "review4")
