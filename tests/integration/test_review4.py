@@ -10,7 +10,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, Fixture, check, queued_id, run_tests, send_message)
+from odtest import (Conn, Fixture, check, json_messages, queued_id,
+    run_tests, send_message)
+from pullsink import (PullFixture, add_user, odmr_login, sample_message,
+    submit)
 
 DOMAINS = """
 [domain example.org]
@@ -97,8 +100,46 @@ def test_overlong_line_restarts_command_timeout():
 		_overlong_then_noop(d.odmr_port, 5000, 3.0)
 
 
+def test_reversed_session_smtp_timeout():
+	"""spec.md (second wave): "On the ODMR port smtp_timeout applies to
+	every state but the wait". In the reversed session a customer that
+	never sent its 220 held the connection (and the message's lease) for
+	delivery_timeout, 5 minutes, whatever smtp_timeout said. Now the
+	relay gives up after smtp_timeout, and the message stays queued."""
+	with PullFixture("r4-rev", extra="smtp_timeout = 2s\n", domains=DOMAINS,
+	    start=False) as d:
+		add_user(d, "demo", "demo", "example.org")
+		d.start()
+		qid = submit(d.smtp_port, "s@client.test", ["u@example.org"],
+		    sample_message("r4-rev"))
+		c, code, text = odmr_login(d.odmr_port)
+		try:
+			check(code == 235, "AUTH: %s %s" % (code, text))
+			c.expect(250, "ATRN example.org")
+			t0 = time.time()
+			c.s.settimeout(30)
+			got = b""
+			try:
+				while True:
+					b = c.s.recv(4096)
+					if not b:
+						break
+					got += b
+			except OSError:
+				pass
+			waited = time.time() - t0
+		finally:
+			c.close()
+		check(waited < 10, "the relay waited %.1f s for the customer's 220 "
+		    "with smtp_timeout = 2s (%r)" % (waited, got[:200]))
+		ids = [m["id"] for m in json_messages(d.queue_json())]
+		check(qid in ids, "message %s lost after the timeout: %s"
+		    % (qid, ids))
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_sighup_domain_in_open_session,
 		test_overlong_line_restarts_command_timeout,
+		test_reversed_session_smtp_timeout,
 	], "review4")
