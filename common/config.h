@@ -145,6 +145,7 @@ struct config {
 	size_t ndomains;
 	struct domhash *dindex;	/* name -> index into domains (private) */
 	struct domtree *dtree;	/* the names in label order (private) */
+	size_t *dsorted;	/* indexes in name order (private) */
 };
 
 /* Called once per problem with "FILE:LINE: message" (no newline). */
@@ -202,6 +203,12 @@ const struct config_domain *config_find_domain(const struct config *cfg,
  */
 size_t config_domains_under(const struct config *cfg, const char *name,
     size_t **idx_r);
+/*
+ * The i-th section in name order (strcmp of the lower-case names), or
+ * NULL past the last; in the file's order for a list built by hand.
+ */
+const struct config_domain *config_domain_sorted(const struct config *cfg,
+    size_t i);
 /* The section named exactly `name` (case-insensitive), or NULL. */
 const struct config_domain *config_domain_by_name(const struct config *cfg,
     const char *name);

@@ -55,6 +55,7 @@
 
 static void odmr_recheck_forget(struct odmr_session *s);
 static void odmr_recheck_pump(evutil_socket_t fd, short what, void *arg);
+static void odmr_asked_timeout(evutil_socket_t fd, short what, void *arg);
 
 void odmr_reply(struct odmr_session *s, const char *fmt, ...)
 {
@@ -240,7 +241,9 @@ struct odmr *odmr_new(struct event_base *base, struct config *cfg,
 	o->tls = tls;
 	o->waiters = xwait_new();
 	TAILQ_INIT(&o->recheck);
+	TAILQ_INIT(&o->asked);
 	o->recheck_ev = event_new(base, -1, 0, odmr_recheck_pump, o);
+	o->asked_ev = evtimer_new(base, odmr_asked_timeout, o);
 	o->srv = server_new(base, "odmr", odmr_start, o);
 	server_set_limits(o->srv, cfg->max_connections,
 	    cfg->max_connections_per_ip, cfg->hostname);
@@ -272,6 +275,14 @@ int odmr_listen(struct odmr *o, const char *addr, int implicit_tls,
 
 /* ---- reload: keep the sessions whose user still has its domains ---- */
 
+static time_t odmr_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
 /* Forget a pending re-check (the session ends or is asked again). */
 static void odmr_recheck_forget(struct odmr_session *s)
 {
@@ -283,6 +294,7 @@ static void odmr_recheck_forget(struct odmr_session *s)
 	}
 	if (s->check != NULL) {
 		authc_cancel(&s->check);
+		TAILQ_REMOVE(&o->asked, s, recheck_link);
 		o->rechecking--;
 		/* Its place in the window is free: ask the next one. */
 		if (!TAILQ_EMPTY(&o->recheck))
@@ -359,6 +371,7 @@ static void odmr_recheck_done(void *arg, int rc, const char *reply,
 	(void)reply;
 	(void)user;
 	s->check = NULL;	/* freed by authc when we return */
+	TAILQ_REMOVE(&o->asked, s, recheck_link);
 	o->rechecking--;
 	if (!TAILQ_EMPTY(&o->recheck))
 		event_active(o->recheck_ev, EV_TIMEOUT, 0);
@@ -403,7 +416,37 @@ static void odmr_recheck_pump(evutil_socket_t fd, short what, void *arg)
 			odmr_reload_end(s, "auth process unavailable");
 			continue;
 		}
+		TAILQ_INSERT_TAIL(&o->asked, s, recheck_link);
+		s->asked_at = odmr_mono();
 		o->rechecking++;
+		if (!evtimer_pending(o->asked_ev, NULL)) {
+			struct timeval tv = { ODMR_RECHECK_WAIT, 0 };
+
+			evtimer_add(o->asked_ev, &tv);
+		}
+	}
+}
+
+/*
+ * An answer that never comes (a reply the auth process could not queue)
+ * must not leave a session unread for ever: it ends as when the auth
+ * process is away.
+ */
+static void odmr_asked_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct odmr *o = arg;
+	struct odmr_session *s;
+	time_t now = odmr_mono();
+	struct timeval tv = { ODMR_RECHECK_WAIT, 0 };
+
+	(void)fd;
+	(void)what;
+	while ((s = TAILQ_FIRST(&o->asked)) != NULL &&
+	    now - s->asked_at >= ODMR_RECHECK_WAIT)
+		odmr_reload_end(s, "auth process did not answer");
+	if ((s = TAILQ_FIRST(&o->asked)) != NULL) {
+		tv.tv_sec = ODMR_RECHECK_WAIT - (now - s->asked_at);
+		evtimer_add(o->asked_ev, &tv);
 	}
 }
 
@@ -536,6 +579,7 @@ void odmr_free(struct odmr **op)
 		odmr_session_free(server_conn_owner(c));
 	server_free(&o->srv);
 	event_free(o->recheck_ev);
+	event_free(o->asked_ev);
 	xwait_free(&o->waiters);
 	config_unref(&o->cfg);
 	free(o);

@@ -873,16 +873,22 @@ static int odmr_session_limit(struct odmr_session *s)
  */
 static void odmr_bad_line(struct odmr_session *s, const char *reply)
 {
+	int closing;
+
 	if (s->state == ODMR_WAITING) {
 		odmr_waiting_line(s, "");
 		return;
 	}
 	odmr_reply(s, "%s", reply);
-	(void)odmr_count_error(s);
+	closing = odmr_count_error(s);
 	if (s->state == ODMR_AUTH_EXCHANGE) {
 		authc_cancel(&s->sasl);
 		s->state = ODMR_INITIAL;
 	}
+	/* A whole (bad) line came: the next command gets its full time,
+	 * as after any other reply. */
+	if (!closing && s->state != ODMR_CLOSING)
+		odmr_set_timeout(s);
 }
 
 static void odmr_read_cb_work(struct bufferevent *bev, void *arg)

@@ -30,6 +30,7 @@ struct bufferevent;
 #define ODMR_OUT_MAX		(64 * 1024)	/* stop reading above this */
 #define ODMR_CLOSE_GRACE	10	/* seconds for a last reply to leave */
 #define ODMR_RECHECK_INFLIGHT	64	/* reload: users asked at once */
+#define ODMR_RECHECK_WAIT	10	/* seconds for the auth process's answer */
 
 enum odmr_state {
 	ODMR_INITIAL,
@@ -54,8 +55,10 @@ struct odmr {
 	 * about again, a window at a time (the channel's queues are
 	 * bounded; thousands of push customers may be waiting). */
 	TAILQ_HEAD(, odmr_session) recheck;
-	size_t rechecking;		/* asked, not answered */
+	TAILQ_HEAD(, odmr_session) asked;	/* asked, oldest first */
+	size_t rechecking;		/* in asked */
 	struct event *recheck_ev;	/* asks the next ones, from the loop */
+	struct event *asked_ev;		/* ends those not answered in time */
 	unsigned reload_gen;		/* reloads so far */
 };
 
@@ -82,7 +85,8 @@ struct odmr_session {
 	unsigned auth_gen;		/* o->reload_gen when AUTH started */
 	struct authc_req *check;	/* reload: the auth process asked */
 	int recheck_queued;		/* reload: in o->recheck */
-	TAILQ_ENTRY(odmr_session) recheck_link;
+	TAILQ_ENTRY(odmr_session) recheck_link;	/* recheck or asked */
+	time_t asked_at;		/* monotonic seconds */
 };
 
 /* Reload: commands wait (reading stops) until the user is confirmed. */

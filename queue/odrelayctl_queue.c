@@ -543,16 +543,136 @@ void ctl_dom_row(const struct ctl_dom *d, const char *mode, time_t now)
 	fwrite(row, 1, (size_t)(p - row), stdout);
 }
 
+/*
+ * t as ISO 8601 UTC at p (room for 32), as ctl_time writes it; returns
+ * the end. The last one is remembered: a table's rows often share one.
+ */
+static char *ctl_fmt_time(char *p, time_t t)
+{
+	static time_t last_t;
+	static char last[32];
+	static size_t last_len;
+	struct tm tm;
+
+	if (last_len == 0 || t != last_t) {
+		if (gmtime_r(&t, &tm) == NULL)
+			last_len = (size_t)snprintf(last, sizeof(last), "-");
+		else if (tm.tm_year >= 1000 - 1900 && tm.tm_year <= 9999 - 1900) {
+			/* strftime's "%Y-%m-%dT%H:%M:%SZ", digit by digit */
+			int v[6] = { tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+			    tm.tm_hour, tm.tm_min, tm.tm_sec };
+			static const char sep[6] = { '-', '-', 'T', ':', ':', 'Z' };
+			char *q = last;
+
+			q = ctl_fmt_u64(q, (uint64_t)v[0], 4);
+			*q++ = sep[0];
+			for (int i = 1; i < 6; i++) {
+				*q++ = (char)('0' + v[i] / 10);
+				*q++ = (char)('0' + v[i] % 10);
+				*q++ = sep[i];
+			}
+			last_len = (size_t)(q - last);
+		} else {
+			char buf[32];
+
+			last_len = strlen(ctl_time(t, buf, sizeof(buf)));
+			memcpy(last, buf, last_len);
+		}
+		last_t = t;
+	}
+	memcpy(p, last, last_len);
+	return p + last_len;
+}
+
+/* A time member's value at p: null, or the time quoted. */
+static char *ctl_fmt_json_time(char *p, time_t t)
+{
+	if (t == 0) {
+		memcpy(p, "null", 4);
+		return p + 4;
+	}
+	*p++ = '"';
+	p = ctl_fmt_time(p, t);
+	*p++ = '"';
+	return p;
+}
+
+/* The facts of one domain as JSON members at p; returns the end. */
+static char *ctl_fmt_facts_json(char *p, const struct ctl_dom *d, time_t now)
+{
+	static const char o[] = ",\"oldest\":", oa[] = ",\"oldest_age\":",
+	    la[] = ",\"last_atrn\":", le[] = ",\"last_etrn\":";
+
+	memcpy(p, o, sizeof(o) - 1);
+	p = ctl_fmt_json_time(p + sizeof(o) - 1, d->oldest);
+	memcpy(p, oa, sizeof(oa) - 1);
+	p = ctl_fmt_u64(p + sizeof(oa) - 1, d->oldest && now > d->oldest ?
+	    (uint64_t)(now - d->oldest) : 0, 0);
+	memcpy(p, la, sizeof(la) - 1);
+	p = ctl_fmt_json_time(p + sizeof(la) - 1, d->last_atrn);
+	memcpy(p, le, sizeof(le) - 1);
+	return ctl_fmt_json_time(p + sizeof(le) - 1, d->last_etrn);
+}
+
 /* The facts of one domain as JSON members (after other members). */
 void ctl_dom_facts_json(const struct ctl_dom *d, time_t now)
 {
-	printf(",\"oldest\":");
-	ctl_json_time(stdout, d->oldest);
-	printf(",\"oldest_age\":%lld,\"last_atrn\":",
-	    d->oldest ? (long long)(now > d->oldest ? now - d->oldest : 0) : 0LL);
-	ctl_json_time(stdout, d->last_atrn);
-	printf(",\"last_etrn\":");
-	ctl_json_time(stdout, d->last_etrn);
+	char buf[256];
+
+	fwrite(buf, 1, (size_t)(ctl_fmt_facts_json(buf, d, now) - buf), stdout);
+}
+
+/*
+ * An element of the "domains" array of stats --json (modes: with
+ * "configured" and "hold") and queue --json: {"domain":..,"messages":..,
+ * "bytes":.., facts}, after a comma unless first. Built in a buffer, as
+ * ctl_dom_row: printf for 50,000 of them cost more than reading them.
+ */
+void ctl_dom_json(const struct ctl_dom *d, int modes, int first, time_t now)
+{
+	static const char head[] = ",\n    {\"domain\":\"";
+	char row[512], *p = row;
+	const unsigned char *c;
+	size_t len;
+
+	memcpy(p, head + first, sizeof(head) - 1 - first);
+	p += sizeof(head) - 1 - first;
+	/* Plain ASCII without '"' or '\' (every domain name but IDNs):
+	 * nothing to escape. */
+	for (c = (const unsigned char *)d->name; *c >= 0x20 && *c < 0x7f &&
+	    *c != '"' && *c != '\\'; c++)
+		;
+	len = (size_t)(c - (const unsigned char *)d->name);
+	if (*c != '\0' || len > 255) {
+		/* the row so far but its opening quote, then the name
+		 * escaped (ctl_json_str quotes it) */
+		fwrite(row, 1, (size_t)(p - row) - 1, stdout);
+		ctl_json_str(stdout, d->name);
+		p = row;
+	} else {
+		memcpy(p, d->name, len);
+		p += len;
+		*p++ = '"';
+	}
+	if (modes) {
+		static const char ct[] = ",\"configured\":true",
+		    cf[] = ",\"configured\":false", ht[] = ",\"hold\":true",
+		    hf[] = ",\"hold\":false";
+
+		memcpy(p, d->configured ? ct : cf, d->configured ? sizeof(ct) - 1 :
+		    sizeof(cf) - 1);
+		p += d->configured ? sizeof(ct) - 1 : sizeof(cf) - 1;
+		memcpy(p, d->hold ? ht : hf, d->hold ? sizeof(ht) - 1 :
+		    sizeof(hf) - 1);
+		p += d->hold ? sizeof(ht) - 1 : sizeof(hf) - 1;
+	}
+	memcpy(p, ",\"messages\":", 12);
+	p = ctl_fmt_u64(p + 12, d->messages, 0);
+	memcpy(p, ",\"bytes\":", 9);
+	p = ctl_fmt_u64(p + 9, d->bytes, 0);
+	p = ctl_fmt_facts_json(p, d, now);
+	*p++ = '}';
+	fwrite(row, 1, (size_t)(p - row), stdout);
 }
 
 /* ---- queue ---- */
@@ -859,13 +979,8 @@ int ctl_cmd_queue(int argc, char **argv)
 		for (k = 0; k < ds.n; k++) {
 			if (ds.v[k].messages == 0)
 				continue;
-			printf("%s\n    {\"domain\":", firstd ? "" : ",");
+			ctl_dom_json(&ds.v[k], 0, firstd, now);
 			firstd = 0;
-			ctl_json_str(stdout, ds.v[k].name);
-			printf(",\"messages\":%" PRIu64 ",\"bytes\":%" PRIu64,
-			    ds.v[k].messages, ds.v[k].bytes);
-			ctl_dom_facts_json(&ds.v[k], now);
-			printf("}");
 		}
 		printf("],\n \"total\":{\"messages\":%" PRIu64
 		    ",\"bytes\":%" PRIu64 "}", total_msgs, total_bytes);

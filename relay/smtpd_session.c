@@ -996,6 +996,9 @@ smtpd_session_input(struct smtpd_session *ss)
 			break;
 		if (r == LINEIO_LONG) {
 			lineio_skip(&ss->lines, in, len);
+			/* A whole line came: the next command gets its
+			 * full smtp_timeout, as after any other reply. */
+			smtpd_deadline_arm(ss);
 			smtpd_reply(ss, "500 5.5.2 Line too long");
 			authc_cancel(&ss->sasl);
 			smtpd_error(ss);

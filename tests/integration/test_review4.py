@@ -10,7 +10,10 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, Fixture, check, queued_id, run_tests, send_message)
+from odtest import (Conn, Fixture, check, json_messages, queued_id,
+    run_tests, send_message)
+from pullsink import (PullFixture, add_user, odmr_login, sample_message,
+    submit)
 
 DOMAINS = """
 [domain example.org]
@@ -65,7 +68,78 @@ def test_sighup_domain_in_open_session():
 		    % (qid, q.out))
 
 
+def _overlong_then_noop(port, limit, timeout):
+	"""NOOP, then most of smtp_timeout later an overlong line (500), then
+	a NOOP well inside a new smtp_timeout but past the first one."""
+	c = Conn(port)
+	try:
+		c.greet_ehlo()
+		c.expect(250, "NOOP")
+		time.sleep(timeout * 0.6)
+		c.send("NOOP " + "a" * limit + "\r\n")
+		code, text = c.reply()
+		check(code == 500, "overlong line: %s %r" % (code, text))
+		time.sleep(timeout * 0.6)
+		code, text = c.cmd("NOOP")
+		check(code == 250, "NOOP after an overlong line and %.1f s: %s %r "
+		    "(the deadline of the line before the overlong one still ran)"
+		    % (timeout * 0.6, code, text))
+		c.expect(221, "QUIT")
+	finally:
+		c.close()
+
+
+def test_overlong_line_restarts_command_timeout():
+	"""spec.md: a longer line gets 500 5.5.2, is discarded up to its CRLF,
+	and the session stays in step. The overlong line did not restart the
+	per-command deadline (smtp_timeout): the next command, sent in time,
+	got 421 4.4.2 Timeout (SMTP and ODMR listeners)."""
+	with Fixture("r4-long", extra="smtp_timeout = 3s\n",
+	    domains=DOMAINS) as d:
+		_overlong_then_noop(d.smtp_port, 3000, 3.0)
+		_overlong_then_noop(d.odmr_port, 5000, 3.0)
+
+
+def test_reversed_session_smtp_timeout():
+	"""spec.md (second wave): "On the ODMR port smtp_timeout applies to
+	every state but the wait". In the reversed session a customer that
+	never sent its 220 held the connection (and the message's lease) for
+	delivery_timeout, 5 minutes, whatever smtp_timeout said. Now the
+	relay gives up after smtp_timeout, and the message stays queued."""
+	with PullFixture("r4-rev", extra="smtp_timeout = 2s\n", domains=DOMAINS,
+	    start=False) as d:
+		add_user(d, "demo", "demo", "example.org")
+		d.start()
+		qid = submit(d.smtp_port, "s@client.test", ["u@example.org"],
+		    sample_message("r4-rev"))
+		c, code, text = odmr_login(d.odmr_port)
+		try:
+			check(code == 235, "AUTH: %s %s" % (code, text))
+			c.expect(250, "ATRN example.org")
+			t0 = time.time()
+			c.s.settimeout(30)
+			got = b""
+			try:
+				while True:
+					b = c.s.recv(4096)
+					if not b:
+						break
+					got += b
+			except OSError:
+				pass
+			waited = time.time() - t0
+		finally:
+			c.close()
+		check(waited < 10, "the relay waited %.1f s for the customer's 220 "
+		    "with smtp_timeout = 2s (%r)" % (waited, got[:200]))
+		ids = [m["id"] for m in json_messages(d.queue_json())]
+		check(qid in ids, "message %s lost after the timeout: %s"
+		    % (qid, ids))
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_sighup_domain_in_open_session,
+		test_overlong_line_restarts_command_timeout,
+		test_reversed_session_smtp_timeout,
 	], "review4")

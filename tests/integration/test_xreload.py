@@ -177,10 +177,40 @@ def test_domain_or_listener_removed():
 				c.close()
 
 
+def test_delivery_finishes():
+	"""A session whose ATRN delivery is under way when its user is removed
+	and SIGHUP comes is not interrupted: the mail it took is delivered and
+	leaves the queue (as before); the user cannot log in afterwards."""
+	with tp.daemon("xreload-atrn") as d, Sink() as sink:
+		tp.users(d)
+		submit(d.smtp_port, "s@client.test", ["user@example.org"],
+		    sample_message("mid-delivery"))
+		c = tp.login(d)
+		try:
+			c.expect(250, "ATRN")
+			# The relay now waits for the customer's greeting.
+			r = d.ctl("passwd", "del", "demo")
+			check(r.returncode == 0, "passwd del: %s %s" % (r.out, r.err))
+			start = len(d.log_text())
+			d.proc.send_signal(signal.SIGHUP)
+			tp.wait_for(lambda: "reload: configuration" in
+			    d.log_text()[start:], "reload logged")
+			reverse_serve(c, sink)
+		finally:
+			c.close()
+		check(len(sink.delivered()) == 1, "sink got %d messages"
+		    % len(sink.delivered()))
+		wait_queue(d, tp.queue_empty, "empty after the delivery")
+		c, code, text = odmr_login(d.odmr_port, "demo", "demo")
+		check(code == 535, "removed user logged in: %s %r" % (code, text))
+		c.close()
+
+
 TESTS = [
 	test_waiting_session_survives,
 	test_user_removed_or_changed,
 	test_domain_or_listener_removed,
+	test_delivery_finishes,
 ]
 
 if __name__ == "__main__":

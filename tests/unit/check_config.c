@@ -1553,6 +1553,18 @@ START_TEST(test_domains_under)
 	for (i = 1; i < n; i++)
 		ck_assert_uint_lt(idx[i - 1], idx[i]);
 	free(idx);
+	/* the name order (the daemon's "domains" answer) */
+	ck_assert_str_eq(config_domain_sorted(cfg, 0)->name, "a.b.example.org");
+	ck_assert_str_eq(config_domain_sorted(cfg, 1)->name, "badexample.org");
+	ck_assert_str_eq(config_domain_sorted(cfg, 2)->name, "d0.test");
+	ck_assert_str_eq(config_domain_sorted(cfg, 3)->name, "d1.test");
+	ck_assert_str_eq(config_domain_sorted(cfg, 4)->name, "d10.test");
+	for (i = 1; i < cfg->ndomains; i++)
+		ck_assert_int_lt(strcmp(config_domain_sorted(cfg, i - 1)->name,
+		    config_domain_sorted(cfg, i)->name), 0);
+	ck_assert_str_eq(config_domain_sorted(cfg, 49999)->name,
+	    "mx.example.org");
+	ck_assert_ptr_null(config_domain_sorted(cfg, 50000));
 	config_free(&cfg);
 	errs_free(&e);
 
@@ -1570,6 +1582,9 @@ START_TEST(test_domains_under)
 	ck_assert_uint_eq(idx[1], 2);
 	free(idx);
 	ck_assert_uint_eq(config_domains_under(&hand, "", &idx), 0);
+	/* no index: the file's order */
+	ck_assert_str_eq(config_domain_sorted(&hand, 0)->name, "badexample.org");
+	ck_assert_str_eq(config_domain_sorted(&hand, 2)->name, "example.org");
 }
 END_TEST
 
