@@ -27,6 +27,10 @@ int ctlclient_sockaddr(const char *path, struct sockaddr_un *sun);
  */
 int ctlclient_request(const char *path, const char *line, char *reply,
     size_t replylen, char *err, size_t errlen);
+/* Its second half, after ctlclient_stream_send (the daemon answers
+ * while the caller works): reads the reply line and closes fd. */
+int ctlclient_request_read(int fd, const char *path, char *reply,
+    size_t replylen, char *err, size_t errlen);
 
 /*
  * Send one command and read a multi-line answer: line(arg, TEXT) for each

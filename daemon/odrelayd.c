@@ -3,7 +3,9 @@
  * owns the event loop, signals, privilege drop and reload.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -914,11 +917,69 @@ static void listen_all(struct daemon *d)
 	}
 }
 
+/*
+ * Without -f: go to the background. The parent returns only once the
+ * daemon is ready (listeners and control socket up: exit 0) or has failed
+ * to start (its exit status: 1 runtime, 2 configuration), so scripts can
+ * rely on it. The daemon leaves the caller's session and its standard
+ * descriptors (it logs to syslog), before any helper process is forked,
+ * so none keeps a caller's pipe open. Returns the write end of the
+ * readiness pipe in the daemon.
+ */
+static int daemonize(void)
+{
+	int p[2], fd;
+	pid_t pid;
+
+	if (pipe(p) < 0) {
+		fprintf(stderr, "odrelayd: pipe: %s\n", strerror(errno));
+		exit(1);
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "odrelayd: fork: %s\n", strerror(errno));
+		exit(1);
+	}
+	if (pid > 0) {
+		close(p[1]);
+		for (;;) {
+			struct pollfd pfd = { .fd = p[0], .events = POLLIN };
+			int st, code;
+			char c;
+
+			if (poll(&pfd, 1, 200) > 0 && read(p[0], &c, 1) == 1)
+				_exit(0);
+			/* No byte: the daemon died (or a helper still holds
+			 * the pipe), so ask for its status. */
+			if (waitpid(pid, &st, pfd.revents & POLLHUP ? 0 :
+			    WNOHANG) != pid)
+				continue;
+			code = WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+			fprintf(stderr, "odrelayd: start-up failed (exit %d); "
+			    "the reason is in the mail log (syslog), or run "
+			    "with -f to see it\n", code);
+			_exit(code == 0 ? 1 : code);
+		}
+	}
+	close(p[0]);
+	(void)setsid();
+	fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		(void)dup2(fd, STDIN_FILENO);
+		(void)dup2(fd, STDOUT_FILENO);
+		(void)dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	return p[1];
+}
+
 int main(int argc, char **argv)
 {
 	struct daemon d;
 	const char *cfg_path = SYSCONFDIR "/odrelay/odrelay.conf";
-	int foreground = 0, check_only = 0, debug = 0, ch;
+	int foreground = 0, check_only = 0, debug = 0, ch, ready_fd = -1;
 	char err[512];
 
 	static const struct option longopts[] = {
@@ -962,6 +1023,8 @@ int main(int argc, char **argv)
 		config_free(&d.cfg);
 		return bad ? 2 : 0;
 	}
+	if (!foreground)
+		ready_fd = daemonize();
 	log_init("odrelayd", foreground, debug ? LOG_LEVEL_DEBUG : d.cfg->log_level);
 	turnwatch_init();
 	signal(SIGPIPE, SIG_IGN);
@@ -1080,6 +1143,11 @@ int main(int argc, char **argv)
 	evsignal_add(d.ev_hup, NULL);
 	log_info("odrelayd %s started, queue %s, %zu domains", OD_VERSION,
 	    d.cfg->queue_dir, d.cfg->ndomains);
+	if (ready_fd >= 0) {
+		/* The caller of odrelayd (without -f) may return now. */
+		(void)!write(ready_fd, "1", 1);
+		close(ready_fd);
+	}
 
 	turnwatch_dispatch(d.base);
 

@@ -240,13 +240,16 @@ static void ctl_modes_add(const char *name, size_t len, int mode)
 static int ctl_modes_line(void *arg, const char *text)
 {
 	const char *sp = strchr(text, ' ');
+	int hold;
 
 	(void)arg;
-	if (sp == NULL || sp == text || sp - text > 255 ||
-	    (strcmp(sp + 1, "hold") != 0 && strcmp(sp + 1, "relay") != 0))
+	if (sp == NULL || sp == text || sp - text > 255)
+		return -1;
+	hold = strcmp(sp + 1, "hold") == 0;
+	if (!hold && strcmp(sp + 1, "relay") != 0)
 		return -1;
 	ctl_modes_add(text, (size_t)(sp - text),
-	    strcmp(sp + 1, "hold") == 0 ? CTL_MODE_HOLD : CTL_MODE_RELAY);
+	    hold ? CTL_MODE_HOLD : CTL_MODE_RELAY);
 	return 0;
 }
 

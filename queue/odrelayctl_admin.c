@@ -177,17 +177,27 @@ int ctl_cmd_delete(int argc, char **argv)
 
 /*
  * The daemon's counters: its "stats" control answer is "250 " and words
- * name{label="v"}=N. Returns the words (after the code) in buf, or NULL
- * when the daemon is not running or gave no 2xx.
+ * name{label="v"}=N. Asked first (the socket, or -1 when the daemon does
+ * not run), read at the end: the daemon answers while the queue is read.
+ * Returns the words (after the code) in buf, or NULL when the daemon is
+ * not running or gave no 2xx.
  */
-static const char *ctl_daemon_counters(const struct config *cfg, char *buf,
-    size_t size)
+static int ctl_daemon_counters_ask(const struct config *cfg)
+{
+	char err[512], pbuf[512];
+
+	return ctlclient_stream_send(ctl_control_path(cfg, pbuf, sizeof(pbuf)),
+	    "stats", err, sizeof(err));
+}
+
+static const char *ctl_daemon_counters(const struct config *cfg, int fd,
+    char *buf, size_t size)
 {
 	char err[512], pbuf[512];
 	const char *path = ctl_control_path(cfg, pbuf, sizeof(pbuf));
 
-	if (ctlclient_request(path, "stats", buf, size, err, sizeof(err)) < 0 ||
-	    buf[0] != '2' || strlen(buf) < 3)
+	if (fd < 0 || ctlclient_request_read(fd, path, buf, size, err,
+	    sizeof(err)) < 0 || buf[0] != '2' || strlen(buf) < 3)
 		return NULL;
 	return buf[3] == ' ' ? buf + 4 : buf + 3;
 }
@@ -397,7 +407,7 @@ int ctl_cmd_stats(int argc, char **argv)
 	char *counters, *p, err[256];
 	const char *name;
 	struct queue *q;
-	int json = 0, rc, i, status = CTL_EXIT_OK, any;
+	int json = 0, rc, i, status = CTL_EXIT_OK, any, cfd;
 
 	for (i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "--json") == 0)
@@ -411,6 +421,7 @@ int ctl_cmd_stats(int argc, char **argv)
 	queue_set_min_free(q, cfg->queue_min_free);
 	/* The daemon lists the domains while the counters are read. */
 	ctl_configured_prefetch();
+	cfd = ctl_daemon_counters_ask(cfg);
 	/* From the queue's counters, not a walk of every message: O(1) for
 	 * the totals and the states, O(domains) for the table. */
 	rc = queue_totals(q, &t);
@@ -437,6 +448,8 @@ int ctl_cmd_stats(int argc, char **argv)
 	if (ctl_configured_load(&o->nconf) < 0) {
 		queue_close(&q);
 		free(o);
+		if (cfd >= 0)
+			close(cfd);
 		return CTL_EXIT_FAIL;
 	}
 	dst = domstate_open(q, err, sizeof(err));
@@ -477,7 +490,7 @@ int ctl_cmd_stats(int argc, char **argv)
 
 	/* Counters only when the daemon runs; the queue view works anyway. */
 	counters = xmalloc(CTL_STATS_REPLY_MAX);
-	p = (char *)ctl_daemon_counters(cfg, counters, CTL_STATS_REPLY_MAX);
+	p = (char *)ctl_daemon_counters(cfg, cfd, counters, CTL_STATS_REPLY_MAX);
 	if (json) {
 		printf("],\n \"daemon\":");
 		if (p == NULL)

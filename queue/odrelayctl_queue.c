@@ -501,6 +501,23 @@ static const char *ctl_age(time_t t, time_t now, char *buf, size_t size)
 	return buf;
 }
 
+/* An age (ctl_age) right-aligned in width columns at p; returns the end.
+ * Most rows have no ATRN or ETRN: "-" without the general path. */
+static char *ctl_fmt_age(char *p, time_t t, time_t now, int width)
+{
+	char a[24];
+	size_t len;
+
+	if (t == 0) {
+		p = ctl_fmt_str(p, "", 0, width - 1);
+		*p++ = '-';
+		return p;
+	}
+	len = strlen(ctl_age(t, now, a, sizeof(a)));
+	p = ctl_fmt_str(p, "", 0, width - (int)len);
+	return ctl_fmt_str(p, a, len, 0);
+}
+
 /*
  * A row of the per-domain tables of stats (with mode) and queue (mode
  * NULL): DOMAIN [MODE] MESSAGES BYTES OLDEST LAST-ATRN LAST-ETRN, in the
@@ -508,7 +525,7 @@ static const char *ctl_age(time_t t, time_t now, char *buf, size_t size)
  */
 void ctl_dom_row(const struct ctl_dom *d, const char *mode, time_t now)
 {
-	char row[512], a[24], *p = row;
+	char row[512], *p = row;
 	const unsigned char *c;
 	size_t len = strlen(d->name);
 
@@ -527,18 +544,12 @@ void ctl_dom_row(const struct ctl_dom *d, const char *mode, time_t now)
 	p = ctl_fmt_u64(p, d->messages, 8);
 	*p++ = ' ';
 	p = ctl_fmt_u64(p, d->bytes, 12);
-	ctl_age(d->oldest, now, a, sizeof(a));
 	*p++ = ' ';
-	p = ctl_fmt_str(p, "", 0, 8 - (int)strlen(a));
-	p = ctl_fmt_str(p, a, strlen(a), 0);
-	ctl_age(d->last_atrn, now, a, sizeof(a));
+	p = ctl_fmt_age(p, d->oldest, now, 8);
 	*p++ = ' ';
-	p = ctl_fmt_str(p, "", 0, 10 - (int)strlen(a));
-	p = ctl_fmt_str(p, a, strlen(a), 0);
-	ctl_age(d->last_etrn, now, a, sizeof(a));
+	p = ctl_fmt_age(p, d->last_atrn, now, 10);
 	*p++ = ' ';
-	p = ctl_fmt_str(p, "", 0, 10 - (int)strlen(a));
-	p = ctl_fmt_str(p, a, strlen(a), 0);
+	p = ctl_fmt_age(p, d->last_etrn, now, 10);
 	*p++ = '\n';
 	fwrite(row, 1, (size_t)(p - row), stdout);
 }

@@ -6,11 +6,13 @@ clients, hostile peers). Each test here failed on the tree before its fix."""
 import os
 import re
 import signal
+import socket
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, Fixture, check, json_messages, queued_id,
+from odtest import (Conn, Fixture, check, json_messages, prog, queued_id,
     run_tests, send_message)
 from pullsink import (PullFixture, add_user, odmr_login, sample_message,
     submit)
@@ -137,9 +139,64 @@ def test_reversed_session_smtp_timeout():
 		    % (qid, ids))
 
 
+def _session_leader(conf):
+	"""PID of the odrelayd that leads its own session (the detached
+	daemon, not its helpers) started with -c conf, or None."""
+	for name in os.listdir("/proc"):
+		if not name.isdigit():
+			continue
+		try:
+			with open("/proc/%s/cmdline" % name, "rb") as f:
+				argv = f.read().split(b"\0")
+			with open("/proc/%s/stat" % name) as f:
+				st = f.read().rsplit(")", 1)[1].split()
+		except OSError:
+			continue
+		if conf.encode() in argv and int(st[3]) == int(name):
+			return int(name)
+	return None
+
+
+def test_without_f_goes_to_background():
+	"""spec.md: "-f  stay in the foreground, log to stderr", so without
+	-f odrelayd detaches. It stayed in the foreground (a caller waiting
+	for it never returned). Now the command returns 0 once the daemon
+	listens, 1 when it cannot start, and keeps no caller's pipe open."""
+	with Fixture("r4-bg", domains=DOMAINS, start=False) as d:
+		pid = None
+		try:
+			r = subprocess.run([prog("odrelayd"), "-c", d.conf],
+			    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+			    stderr=subprocess.PIPE, timeout=20)
+			check(r.returncode == 0, "odrelayd without -f: exit %d: %r"
+			    % (r.returncode, r.stderr))
+			# Ready when the command returned: no wait needed.
+			code, text = send_message(d.smtp_port, "bg@client.test",
+			    ["u@example.org"], MSG)
+			check(code == 250, "detached daemon: %s %r" % (code, text))
+			pid = _session_leader(d.conf)
+			check(pid is not None, "no detached odrelayd found")
+			# A second one cannot bind: exit 1, at once.
+			r = subprocess.run([prog("odrelayd"), "-c", d.conf],
+			    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+			    stderr=subprocess.PIPE, timeout=20)
+			check(r.returncode == 1, "second daemon on the same ports: "
+			    "exit %d, expected 1: %r" % (r.returncode, r.stderr))
+		finally:
+			if pid is not None:
+				os.kill(pid, signal.SIGTERM)
+				deadline = time.time() + 10
+				while time.time() < deadline and \
+				    os.path.exists("/proc/%d" % pid):
+					time.sleep(0.05)
+		check(pid is None or not os.path.exists("/proc/%d" % pid),
+		    "detached odrelayd %s still running after SIGTERM" % pid)
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_sighup_domain_in_open_session,
 		test_overlong_line_restarts_command_timeout,
 		test_reversed_session_smtp_timeout,
+		test_without_f_goes_to_background,
 	], "review4")
