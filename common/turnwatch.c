@@ -135,7 +135,8 @@ static void tw_report(uint64_t end_ns, uint64_t cpu_ns, uint64_t runq_ns,
 	uint64_t wall = tw.started ? end_ns - tw.first_ns : 0, watched = 0;
 	struct timespec rt;
 
-	if (wall <= tw.slow_ns && cpu_ns <= tw.slow_ns)
+	/* A long run delay alone is a late wake-up: as slow to a client. */
+	if (wall <= tw.slow_ns && cpu_ns <= tw.slow_ns && runq_ns <= tw.slow_ns)
 		return;
 	for (size_t i = 0; i < tw.nent && off < sizeof(buf); i++) {
 		int n = snprintf(buf + off, sizeof(buf) - off,

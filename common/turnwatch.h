@@ -3,7 +3,8 @@
  *
  * With ODRELAY_SLOW_TURN_MS=N in the environment, odrelayd runs its loop
  * one turn at a time and logs (info) every turn whose work took more than
- * N ms of wall-clock or CPU time: its wall time from the first watched
+ * N ms of wall-clock or CPU time, or that waited more than N ms for a CPU
+ * (also on waking up for it): its wall time from the first watched
  * callback to the end of the turn, the thread's CPU time and page faults
  * (major ones are disk reads) over the turn, and the watched callbacks
  * that ran in it with their wall and CPU times. A turn slow in wall time
