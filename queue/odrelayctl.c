@@ -298,11 +298,14 @@ static int ctl_modes_all(void)
 
 		if (cfg == NULL)
 			return -1;
-		for (size_t k = 0; k < cfg->ndomains; k++)
-			ctl_modes_add(cfg->domains[k].name,
-			    strlen(cfg->domains[k].name),
-			    cfg->domains[k].hold ? CTL_MODE_HOLD :
-			    CTL_MODE_RELAY);
+		/* in name order, as the daemon sends them */
+		for (size_t k = 0; k < cfg->ndomains; k++) {
+			const struct config_domain *cd =
+			    config_domain_sorted(cfg, k);
+
+			ctl_modes_add(cd->name, strlen(cd->name), cd->hold ?
+			    CTL_MODE_HOLD : CTL_MODE_RELAY);
+		}
 	}
 	for (size_t k = 0; k < ctl_modes.n; k++)
 		ctl_modes.v[k].name = ctl_modes.arena +
