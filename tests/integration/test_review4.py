@@ -193,10 +193,33 @@ def test_without_f_goes_to_background():
 		    "detached odrelayd %s still running after SIGTERM" % pid)
 
 
+def test_queue_json_names_the_domain():
+	"""spec.md: the queue listing shows, per message, its domain (with
+	id, arrival, size, sender, recipients, state, attempts, last error).
+	The JSON form had only "domains", a list; each message now also has
+	"domain", the first of them."""
+	with Fixture("r4-json", domains=DOMAINS + "\n[domain other.example]\n"
+	    "hold = yes\n") as d:
+		code, text = send_message(d.smtp_port, "j@client.test",
+		    ["u@example.org"], MSG)
+		check(code == 250, "message: %s %r" % (code, text))
+		qid = queued_id(text)
+		j = d.queue_json()
+		m = [x for x in json_messages(j) if x["id"] == qid]
+		check(len(m) == 1, "message %s not in the listing: %r" % (qid, j))
+		m = m[0]
+		for k in ("id", "arrival", "size", "sender", "recipients",
+		    "domain", "state", "attempts", "last_error"):
+			check(k in m, "message lacks %r: %r" % (k, m))
+		check(m["domain"] == "example.org" and m["state"] == "held",
+		    "domain/state: %r" % m)
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_sighup_domain_in_open_session,
 		test_overlong_line_restarts_command_timeout,
 		test_reversed_session_smtp_timeout,
 		test_without_f_goes_to_background,
+		test_queue_json_names_the_domain,
 	], "review4")
