@@ -774,21 +774,9 @@ static void config_finish(struct config_ctx *ctx)
  * file (on the reload thread at a reload): ETRN @name then reads only the
  * sections it flushes.
  */
-struct config_name_ent {
-	const char *name;
-	size_t i;
-};
-
-static int config_name_ent_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct config_name_ent *)a)->name,
-	    ((const struct config_name_ent *)b)->name);
-}
-
 static void config_build_tree(struct config *cfg)
 {
 	const char **names;
-	struct config_name_ent *e;
 
 	if (cfg->ndomains == 0)
 		return;
@@ -796,19 +784,13 @@ static void config_build_tree(struct config *cfg)
 	for (size_t i = 0; i < cfg->ndomains; i++)
 		names[i] = cfg->domains[i].name;
 	cfg->dtree = domtree_new(names, cfg->ndomains);
-	free(names);
 	/* And the name order (config_domain_sorted): the daemon's domain
 	 * list comes sorted, so that odrelayctl need not sort 50,000. */
-	e = xcalloc(cfg->ndomains, sizeof(*e));
-	for (size_t i = 0; i < cfg->ndomains; i++) {
-		e[i].name = cfg->domains[i].name;
-		e[i].i = i;
-	}
-	qsort(e, cfg->ndomains, sizeof(*e), config_name_ent_cmp);
 	cfg->dsorted = xcalloc(cfg->ndomains, sizeof(*cfg->dsorted));
 	for (size_t i = 0; i < cfg->ndomains; i++)
-		cfg->dsorted[i] = e[i].i;
-	free(e);
+		cfg->dsorted[i] = i;
+	domtree_sort(names, cfg->dsorted, cfg->ndomains);
+	free(names);
 }
 
 const struct config_domain *config_domain_sorted(const struct config *cfg,

@@ -350,8 +350,10 @@ int ctl_domain_mode(const char *domain)
 	int mode;
 
 	/* As the daemon looks it up: lower case, one trailing dot. */
-	if ((len = util_strlcpy(name, domain, sizeof(name))) >= sizeof(name))
+	/* (util_strlcpy returns 0 or -1, not a length) */
+	if (util_strlcpy(name, domain, sizeof(name)) < 0)
 		return CTL_MODE_NONE;
+	len = strlen(name);
 	if (len > 1 && name[len - 1] == '.')
 		name[--len] = '\0';
 	util_lowercase(name);

@@ -1528,6 +1528,65 @@ START_TEST(test_domtree_labels)
 }
 END_TEST
 
+static int sort_ref_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* domtree_sort against qsort: random names, many equal ones, long
+ * common prefixes, bytes above 0x7f, empty strings; vals move along. */
+START_TEST(test_domtree_sort)
+{
+	enum { N = 20000 };
+	static char buf[N][80];
+	const char **k = malloc(N * sizeof(*k)), **ref = malloc(N * sizeof(*ref));
+	size_t *v = malloc(N * sizeof(*v));
+	unsigned seed = 12345;
+
+	ck_assert_ptr_nonnull(k);
+	ck_assert_ptr_nonnull(ref);
+	ck_assert_ptr_nonnull(v);
+	for (int round = 0; round < 4; round++) {
+		size_t n = round == 3 ? 40 : N;
+
+		for (size_t i = 0; i < n; i++) {
+			seed = seed * 1103515245u + 12345u;
+			switch (round) {
+			case 0:	/* domain-like, few distinct */
+				snprintf(buf[i], sizeof(buf[i]), "d%u.test",
+				    (seed >> 8) % 3000);
+				break;
+			case 1:	/* a long common prefix, high bytes */
+				memset(buf[i], 'x', 60);
+				buf[i][60] = (char)(0x80 + (seed >> 9) % 100);
+				snprintf(buf[i] + 61, 19, "%u", (seed >> 4) % 50);
+				break;
+			case 2:	/* sorted input, some empty */
+				snprintf(buf[i], sizeof(buf[i]), "%s%08zu",
+				    i % 97 == 0 ? "" : "a", i % 97 == 0 ? (size_t)0 : i);
+				if (i % 97 == 0)
+					buf[i][0] = '\0';
+				break;
+			default:	/* a small one */
+				snprintf(buf[i], sizeof(buf[i]), "%u", seed % 7);
+			}
+			k[i] = ref[i] = buf[i];
+			v[i] = i;
+		}
+		qsort(ref, n, sizeof(*ref), sort_ref_cmp);
+		domtree_sort(k, v, n);
+		for (size_t i = 0; i < n; i++) {
+			ck_assert_str_eq(k[i], ref[i]);
+			ck_assert_ptr_eq(k[i], buf[v[i]]);
+		}
+	}
+	domtree_sort(k, v, 0);
+	free(k);
+	free(ref);
+	free(v);
+}
+END_TEST
+
 START_TEST(test_domains_under)
 {
 	size_t cap = 50000 * 48, len = 0, *idx, n, i;
@@ -1708,6 +1767,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_tls_handshake);
 	tcase_add_test(tc, test_many_domains);
 	tcase_add_test(tc, test_domtree_labels);
+	tcase_add_test(tc, test_domtree_sort);
 	tcase_add_test(tc, test_domains_under);
 	tcase_add_test(tc, test_proxy_interfaces);
 	tcase_add_test(tc, test_push_keys);
