@@ -584,9 +584,17 @@ static void config_keyvalue(struct config_ctx *ctx, char *line)
 	}
 	seen = ctx->cur == NULL ? ctx->gseen : ctx->dseen;
 	if (seen[idx] != 0) {
-		config_error(ctx, "duplicate key '%s' (first at line %d)", key,
-		    seen[idx]);
-		return;
+		/* spec.md names a duplicate section, not a repeated key, as
+		 * an error: as in Postfix's main.cf the last value counts
+		 * (a file of defaults with overrides appended works). The
+		 * recipient lists add up, so repeating them stays an error. */
+		if (strncmp(key, "recipients", 10) == 0) {
+			config_error(ctx, "duplicate key '%s' (first at line "
+			    "%d)", key, seen[idx]);
+			return;
+		}
+		log_warn("%s:%d: '%s' given again (first at line %d): this "
+		    "value is used", ctx->file, ctx->line, key, seen[idx]);
 	}
 	seen[idx] = ctx->line;
 	if (ctx->cur == NULL && strcmp(key, "run_as_user") == 0)
@@ -766,21 +774,9 @@ static void config_finish(struct config_ctx *ctx)
  * file (on the reload thread at a reload): ETRN @name then reads only the
  * sections it flushes.
  */
-struct config_name_ent {
-	const char *name;
-	size_t i;
-};
-
-static int config_name_ent_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct config_name_ent *)a)->name,
-	    ((const struct config_name_ent *)b)->name);
-}
-
 static void config_build_tree(struct config *cfg)
 {
 	const char **names;
-	struct config_name_ent *e;
 
 	if (cfg->ndomains == 0)
 		return;
@@ -788,19 +784,13 @@ static void config_build_tree(struct config *cfg)
 	for (size_t i = 0; i < cfg->ndomains; i++)
 		names[i] = cfg->domains[i].name;
 	cfg->dtree = domtree_new(names, cfg->ndomains);
-	free(names);
 	/* And the name order (config_domain_sorted): the daemon's domain
 	 * list comes sorted, so that odrelayctl need not sort 50,000. */
-	e = xcalloc(cfg->ndomains, sizeof(*e));
-	for (size_t i = 0; i < cfg->ndomains; i++) {
-		e[i].name = cfg->domains[i].name;
-		e[i].i = i;
-	}
-	qsort(e, cfg->ndomains, sizeof(*e), config_name_ent_cmp);
 	cfg->dsorted = xcalloc(cfg->ndomains, sizeof(*cfg->dsorted));
 	for (size_t i = 0; i < cfg->ndomains; i++)
-		cfg->dsorted[i] = e[i].i;
-	free(e);
+		cfg->dsorted[i] = i;
+	domtree_sort(names, cfg->dsorted, cfg->ndomains);
+	free(names);
 }
 
 const struct config_domain *config_domain_sorted(const struct config *cfg,

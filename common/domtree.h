@@ -25,5 +25,10 @@ void domtree_free(struct domtree **t);
 size_t domtree_under(const struct domtree *t, const char *name,
     const size_t **vals_r);
 size_t domtree_count(const struct domtree *t);
+/*
+ * names[0..n) in strcmp order, vals[] moved along (a string sort several
+ * times faster than qsort's on many names; not stable).
+ */
+void domtree_sort(const char **names, size_t *vals, size_t n);
 
 #endif

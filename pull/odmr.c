@@ -338,11 +338,19 @@ static int odmr_same_domains(const struct odmr_session *s, const char *list)
 	}
 	if (n != s->ndomv)
 		same = 0;
+	/* Both ways: a name listed twice must not hide another. */
 	for (i = 0; same && i < n; i++) {
 		for (j = 0; j < s->ndomv; j++)
 			if (strcasecmp(v[i], s->domv[j]) == 0)
 				break;
 		if (j == s->ndomv)
+			same = 0;
+	}
+	for (j = 0; same && j < s->ndomv; j++) {
+		for (i = 0; i < n; i++)
+			if (strcasecmp(v[i], s->domv[j]) == 0)
+				break;
+		if (i == n)
 			same = 0;
 	}
 	free(copy);

@@ -298,11 +298,14 @@ static int ctl_modes_all(void)
 
 		if (cfg == NULL)
 			return -1;
-		for (size_t k = 0; k < cfg->ndomains; k++)
-			ctl_modes_add(cfg->domains[k].name,
-			    strlen(cfg->domains[k].name),
-			    cfg->domains[k].hold ? CTL_MODE_HOLD :
-			    CTL_MODE_RELAY);
+		/* in name order, as the daemon sends them */
+		for (size_t k = 0; k < cfg->ndomains; k++) {
+			const struct config_domain *cd =
+			    config_domain_sorted(cfg, k);
+
+			ctl_modes_add(cd->name, strlen(cd->name), cd->hold ?
+			    CTL_MODE_HOLD : CTL_MODE_RELAY);
+		}
 	}
 	for (size_t k = 0; k < ctl_modes.n; k++)
 		ctl_modes.v[k].name = ctl_modes.arena +
@@ -347,8 +350,10 @@ int ctl_domain_mode(const char *domain)
 	int mode;
 
 	/* As the daemon looks it up: lower case, one trailing dot. */
-	if ((len = util_strlcpy(name, domain, sizeof(name))) >= sizeof(name))
+	/* (util_strlcpy returns 0 or -1, not a length) */
+	if (util_strlcpy(name, domain, sizeof(name)) < 0)
 		return CTL_MODE_NONE;
+	len = strlen(name);
 	if (len > 1 && name[len - 1] == '.')
 		name[--len] = '\0';
 	util_lowercase(name);

@@ -760,8 +760,15 @@ static void ctl_queue_json(const struct queue_envelope *env,
 			putchar(',');
 		ctl_json_str(stdout, ds.v[i].name);
 	}
+	/* spec.md lists one domain per message: the first (for most
+	 * messages the only one); "domains" has them all. */
+	printf("],\"domain\":");
+	if (ds.n > 0)
+		ctl_json_str(stdout, ds.v[0].name);
+	else
+		printf("null");
 	ctl_doms_free(&ds);
-	printf("],\"recipients\":[");
+	printf(",\"recipients\":[");
 	for (i = 0; i < env->nrcpts; i++) {
 		const struct queue_rcpt *r = &env->rcpts[i];
 

@@ -580,13 +580,35 @@ END_TEST
 
 /* ---- errors ---- */
 
+/* A key given twice: the last value counts (spec.md names only a
+ * duplicate section as an error; Postfix's main.cf works so too). */
+START_TEST(test_repeated_key_last_wins)
+{
+	struct errs e;
+	struct config *cfg;
+	const struct config_domain *d;
+
+	cfg = load("max_errors = 3\nsmtp_listen = 127.0.0.1:2525\n"
+	    "max_errors = 4\nsmtp_listen = 127.0.0.1:2526\n"
+	    "[domain a.org]\nhold = yes\nhold = no\n", &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(e.n, 0);
+	ck_assert_uint_eq(cfg->max_errors, 4);
+	ck_assert_uint_eq(cfg->smtp_listen.n, 1);
+	ck_assert_str_eq(cfg->smtp_listen.v[0], "127.0.0.1:2526");
+	d = config_find_domain(cfg, "a.org");
+	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(d->hold, 0);
+	config_free(&cfg);
+	errs_free(&e);
+}
+END_TEST
+
 START_TEST(test_error_kinds)
 {
 	expect_error("hostname = a.b\n\nfoo = 1\n", 3, "unknown key 'foo'");
 	expect_error("hostname\n", 1, "missing '=' (expected 'key = value')");
 	expect_error(" = x\n", 1, "missing key before '='");
-	expect_error("max_errors = 3\nmax_errors = 4\n", 2,
-	    "duplicate key 'max_errors' (first at line 1)");
 	expect_error("hold = yes\n", 1,
 	    "key 'hold' is only allowed in a [domain] section");
 	expect_error("[domain a.org]\nsmtp_timeout = 5m\n", 2,
@@ -595,8 +617,9 @@ START_TEST(test_error_kinds)
 	expect_error("[domain a.org]\nhold = yes\n[domain b.org]\n"
 	    "[domain A.ORG.]\n", 4,
 	    "duplicate section [domain a.org] (first at line 1)");
-	expect_error("[domain a.org]\nhold = yes\nhold = no\n", 3,
-	    "duplicate key 'hold' (first at line 2)");
+	expect_error("[domain a.org]\nrecipients = a@a.org\n"
+	    "recipients = b@a.org\n", 3,
+	    "duplicate key 'recipients' (first at line 2)");
 	expect_error("[domain a.org\n", 1,
 	    "bad section header (expected [domain NAME])");
 	expect_error("[domain]\n", 1,
@@ -1505,6 +1528,65 @@ START_TEST(test_domtree_labels)
 }
 END_TEST
 
+static int sort_ref_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* domtree_sort against qsort: random names, many equal ones, long
+ * common prefixes, bytes above 0x7f, empty strings; vals move along. */
+START_TEST(test_domtree_sort)
+{
+	enum { N = 20000 };
+	static char buf[N][80];
+	const char **k = malloc(N * sizeof(*k)), **ref = malloc(N * sizeof(*ref));
+	size_t *v = malloc(N * sizeof(*v));
+	unsigned seed = 12345;
+
+	ck_assert_ptr_nonnull(k);
+	ck_assert_ptr_nonnull(ref);
+	ck_assert_ptr_nonnull(v);
+	for (int round = 0; round < 4; round++) {
+		size_t n = round == 3 ? 40 : N;
+
+		for (size_t i = 0; i < n; i++) {
+			seed = seed * 1103515245u + 12345u;
+			switch (round) {
+			case 0:	/* domain-like, few distinct */
+				snprintf(buf[i], sizeof(buf[i]), "d%u.test",
+				    (seed >> 8) % 3000);
+				break;
+			case 1:	/* a long common prefix, high bytes */
+				memset(buf[i], 'x', 60);
+				buf[i][60] = (char)(0x80 + (seed >> 9) % 100);
+				snprintf(buf[i] + 61, 19, "%u", (seed >> 4) % 50);
+				break;
+			case 2:	/* sorted input, some empty */
+				snprintf(buf[i], sizeof(buf[i]), "%s%08zu",
+				    i % 97 == 0 ? "" : "a", i % 97 == 0 ? (size_t)0 : i);
+				if (i % 97 == 0)
+					buf[i][0] = '\0';
+				break;
+			default:	/* a small one */
+				snprintf(buf[i], sizeof(buf[i]), "%u", seed % 7);
+			}
+			k[i] = ref[i] = buf[i];
+			v[i] = i;
+		}
+		qsort(ref, n, sizeof(*ref), sort_ref_cmp);
+		domtree_sort(k, v, n);
+		for (size_t i = 0; i < n; i++) {
+			ck_assert_str_eq(k[i], ref[i]);
+			ck_assert_ptr_eq(k[i], buf[v[i]]);
+		}
+	}
+	domtree_sort(k, v, 0);
+	free(k);
+	free(ref);
+	free(v);
+}
+END_TEST
+
 START_TEST(test_domains_under)
 {
 	size_t cap = 50000 * 48, len = 0, *idx, n, i;
@@ -1654,6 +1736,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_bad_values);
 	tcase_add_test(tc, test_cross_checks);
 	tcase_add_test(tc, test_error_kinds);
+	tcase_add_test(tc, test_repeated_key_last_wins);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_multiple_errors);
 	tcase_add_test(tc, test_long_line);
@@ -1684,6 +1767,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_tls_handshake);
 	tcase_add_test(tc, test_many_domains);
 	tcase_add_test(tc, test_domtree_labels);
+	tcase_add_test(tc, test_domtree_sort);
 	tcase_add_test(tc, test_domains_under);
 	tcase_add_test(tc, test_proxy_interfaces);
 	tcase_add_test(tc, test_push_keys);

@@ -782,6 +782,41 @@ START_TEST(test_reload_sessions)
 }
 END_TEST
 
+/*
+ * The auth process takes the reload check and never answers (its reply
+ * could not be queued): the session must not stay unread for ever; it
+ * gets 421 after ODMR_RECHECK_WAIT (10 s).
+ */
+START_TEST(test_reload_check_unanswered)
+{
+	struct client a;
+	struct authc *mute;
+	char r[1024];
+	int fds[2];
+	double t0;
+
+	client_open(&a);
+	client_greeting(&a);
+	client_auth(&a);
+	client_sends(&a, "XWAIT cust.example\r\n");
+	ck_assert_int_eq(client_reply_wait(&a, r, sizeof(r), 200), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, fds), 0);
+	mute = authc_new(base);
+	authc_set_fd(mute, fds[0]);
+	odmr_set_auth(o, mute);
+	t0 = now_ms();
+	odmr_reload(o, cfg, NULL);
+	ck_assert_int_eq(client_reply_wait(&a, r, sizeof(r), 15000), 421);
+	ck_assert_ptr_nonnull(strstr(r, "4.7.0"));
+	ck_assert(now_ms() - t0 >= 9000);
+	client_close(&a);
+	odmr_set_auth(o, authcl);
+	pump(NULL, 10);
+	authc_free(&mute);
+	close(fds[1]);
+}
+END_TEST
+
 START_TEST(test_xwait_timeout_quit_garbage)
 {
 	struct client c;
@@ -1256,6 +1291,7 @@ static Suite *odmr_suite(void)
 	tcase_add_test(tc, test_shutdown_reversed);
 	tcase_add_test(tc, test_xwait);
 	tcase_add_test(tc, test_reload_sessions);
+	tcase_add_test(tc, test_reload_check_unanswered);
 	tcase_add_test(tc, test_xwait_timeout_quit_garbage);
 	suite_add_tcase(s, tc);
 	return s;
