@@ -584,9 +584,17 @@ static void config_keyvalue(struct config_ctx *ctx, char *line)
 	}
 	seen = ctx->cur == NULL ? ctx->gseen : ctx->dseen;
 	if (seen[idx] != 0) {
-		config_error(ctx, "duplicate key '%s' (first at line %d)", key,
-		    seen[idx]);
-		return;
+		/* spec.md names a duplicate section, not a repeated key, as
+		 * an error: as in Postfix's main.cf the last value counts
+		 * (a file of defaults with overrides appended works). The
+		 * recipient lists add up, so repeating them stays an error. */
+		if (strncmp(key, "recipients", 10) == 0) {
+			config_error(ctx, "duplicate key '%s' (first at line "
+			    "%d)", key, seen[idx]);
+			return;
+		}
+		log_warn("%s:%d: '%s' given again (first at line %d): this "
+		    "value is used", ctx->file, ctx->line, key, seen[idx]);
 	}
 	seen[idx] = ctx->line;
 	if (ctx->cur == NULL && strcmp(key, "run_as_user") == 0)

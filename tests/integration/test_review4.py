@@ -215,6 +215,38 @@ def test_queue_json_names_the_domain():
 		    "domain/state: %r" % m)
 
 
+def test_repeated_key_last_value_counts():
+	"""spec.md lists an unknown key, a bad value and a duplicate section
+	as configuration errors, not a key given twice; a harness appending
+	overrides to its defaults (as Postfix users do in main.cf) got exit
+	2. The last value counts now, with a warning."""
+	with Fixture("r4-dupkey", extra="log_level = info\nmax_recipients = 2\n"
+	    "max_recipients = 3\n", domains=DOMAINS + "hold = no\nhold = yes\n"
+	    ) as d:
+		r = subprocess.run([prog("odrelayd"), "-n", "-c", d.conf],
+		    stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=20)
+		check(r.returncode == 0, "odrelayd -n: exit %d: %r"
+		    % (r.returncode, r.stderr))
+		check(b"given again" in r.stderr, "no warning: %r" % r.stderr)
+		c = Conn(d.smtp_port)
+		try:
+			c.greet_ehlo()
+			c.expect(250, "MAIL FROM:<r4@client.test>")
+			for i in range(3):
+				c.expect(250, "RCPT TO:<u%d@example.org>" % i)
+			c.expect(452, "RCPT TO:<u9@example.org>",
+			    what="max_recipients: the last value, 3")
+			c.expect(354, "DATA")
+			c.send(MSG + ".\r\n")
+			qid = queued_id(c.expect(250, what="end of data"))
+			c.expect(221, "QUIT")
+		finally:
+			c.close()
+		m = [x for x in json_messages(d.queue_json()) if x["id"] == qid]
+		check(m and m[0]["state"] == "held", "hold: the last value, yes: "
+		    "%r" % m)
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_sighup_domain_in_open_session,
@@ -222,4 +254,5 @@ if __name__ == "__main__":
 		test_reversed_session_smtp_timeout,
 		test_without_f_goes_to_background,
 		test_queue_json_names_the_domain,
+		test_repeated_key_last_value_counts,
 	], "review4")
