@@ -85,6 +85,10 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "(the user still has the same domains, all configured), ended "
 	    "(421: user removed, domains changed or no longer configured, "
 	    "listener removed)." },
+	[METRIC_EXPIRY_READ] = { "odrelay_expiry_envelopes_read_total", "walk",
+	    "Messages read by the expiry and delay-notice walk, by walk: queue "
+	    "(in arrival order, once per message and age) or domain (the index "
+	    "of a domain with its own queue_lifetime: only what is due)." },
 };
 
 /* Room for a domain name (253) or a milter spec and its action. */

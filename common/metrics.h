@@ -43,6 +43,8 @@ enum metric {
 				 * encrypted, verified, missing, failed) */
 	METRIC_ODMR_RELOAD,	/* logged-in ODMR sessions at a reload,
 				 * label: result (kept, ended) */
+	METRIC_EXPIRY_READ,	/* envelopes read by the expiry and delay-notice
+				 * walk, label: walk (queue, domain) */
 	METRIC_COUNT
 };
 

@@ -1028,6 +1028,8 @@ void sched_free(struct sched **sp)
 		sched_shutdown(s);
 	event_free(s->tick);
 	event_free(s->expiry_ev);
+	sched_agedoms_free(s, s->nages);
+	sched_pend_drop(s);
 	free(s->ages);
 	free(s->marks);
 	qmarks_close(&s->qmarks);

@@ -1,9 +1,26 @@
 /*
- * sched_expiry - the scheduler's walk over the queue by age: messages
- * past their queue_lifetime are returned (5.4.7), those past
- * delay_warning get a notice, each read about once per age when it
- * reaches it, in slices of a few milliseconds (see sched.c). Also
+ * sched_expiry - the scheduler's walk by age: messages past their
+ * queue_lifetime are returned (5.4.7), those past delay_warning get a
+ * notice, in slices of a few milliseconds (see sched.c). Also
  * odrelayctl's bounce.
+ *
+ * What is read (odrelay_expiry_envelopes_read_total counts it):
+ * - The global queue_lifetime and delay_warning ages walk the whole queue
+ *   in arrival (id) order, each message once per age when it reaches
+ *   it; the cursor of each age is kept in qmarks, so a restart goes on
+ *   from there (what was read after the last save, at most
+ *   SCHED_MARKS_SAVE_SEC of walking, is read again). Every message is
+ *   due at the global lifetime, so that walk reads only what is due;
+ *   the delay_warning walk also reads held mail, which gets no notice.
+ * - A lifetime that only sections set (at most SCHED_AGE_DOMS_MAX of
+ *   them) reads those sections' domain indexes from their oldest
+ *   message, stopping at the first one not yet due: only what is due
+ *   (plus, each slice, messages being delivered that wait for their
+ *   lease). No cursor, so nothing to save, and a reload that adds such a
+ *   section or lifetime reads nothing more.
+ * - A lifetime set by more sections walks the queue like the global
+ *   ones (a read of each message once for it, whatever its domain); an
+ *   age new at a reload then starts from the oldest message.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -41,8 +58,38 @@
 #define SCHED_SLICE_MSGS	512
 #define SCHED_WARM_WAIT_USEC	2000	/* waiting for the queue's read-ahead */
 #define SCHED_MARKS_SAVE_SEC	10	/* how often a long scan records where it is */
+#define SCHED_AGE_DOMS_MAX	256	/* sections of a lifetime read by their index */
+#define SCHED_DOM_BATCH		64	/* ids per read of a domain index */
 
 /* ---- bounces and expiry ---- */
+
+static void sched_pend_done(void *arg, int result)
+{
+	struct sched_pend *p = arg;
+
+	(void)result;
+	p->n--;
+	if (--p->refs == 0)
+		free(p);
+}
+
+static struct sched_pend *sched_pend_take(struct sched *s)
+{
+	if (s->pend == NULL) {
+		s->pend = xcalloc(1, sizeof(*s->pend));
+		s->pend->refs = 1;
+	}
+	s->pend->n++;
+	s->pend->refs++;
+	return s->pend;
+}
+
+void sched_pend_drop(struct sched *s)
+{
+	if (s->pend != NULL && --s->pend->refs == 0)
+		free(s->pend);
+	s->pend = NULL;
+}
 
 static size_t sched_return_message(struct sched *s, const struct queue_envelope *env,
     const char *status, const char *text, int only_expired, time_t now)
@@ -90,7 +137,7 @@ static size_t sched_return_message(struct sched *s, const struct queue_envelope 
 			    env->rcpts[ups[i].index].addr, text,
 			    have_bounce ? "" : ", no notice");
 		queue_update(s->q, env->id, ups, n, have_bounce ? &benv : NULL,
-		    body, blen, NULL, NULL);
+		    body, blen, sched_pend_done, sched_pend_take(s));
 		if (have_bounce)
 			bounce_envelope_clear(&benv);
 		free(body);
@@ -135,11 +182,13 @@ static void sched_delay_warn(struct sched *s, const struct queue_envelope *env, 
 		return;
 	if (bounce_build(s->cfg->hostname, env, br, n, s->q, 0, now, &benv, &body, &blen) == 0) {
 		bounce_route(&benv, s->cfg);
-		queue_update(s->q, env->id, ups, n, &benv, body, blen, NULL, NULL);
+		queue_update(s->q, env->id, ups, n, &benv, body, blen,
+		    sched_pend_done, sched_pend_take(s));
 		bounce_envelope_clear(&benv);
 		free(body);
 	} else {
-		queue_update(s->q, env->id, ups, n, NULL, NULL, 0, NULL, NULL);
+		queue_update(s->q, env->id, ups, n, NULL, NULL, 0,
+		    sched_pend_done, sched_pend_take(s));
 	}
 }
 
@@ -162,6 +211,7 @@ static int sched_expiry_cb(void *arg, const struct queue_envelope *env)
 		s->slice_over = 1;
 		return 1;
 	}
+	metrics_inc(METRIC_EXPIRY_READ, s->walk_label);
 	/* Being delivered: its state is about to change; look again when
 	 * the delivery is over (the cursor waits here). */
 	if (queue_is_leased(s->q, env->id))
@@ -177,7 +227,7 @@ static int sched_expiry_cb(void *arg, const struct queue_envelope *env)
 void sched_marks_save(struct sched *s, time_t now)
 {
 	for (size_t i = 0; i < s->nages; i++)
-		if (s->marks[i][0] != '\0')
+		if (s->marks[i][0] != '\0' && s->agedoms[i].idx == NULL)
 			qmarks_put(s->qmarks, s->ages[i], s->marks[i]);
 	s->marks_saved = now;
 	s->marks_dirty = 0;
@@ -193,8 +243,70 @@ void sched_marks_load(struct sched *s)
 		log_error("queue: %s (scans will start over at each start)",
 		    err);
 	for (size_t i = 0; i < s->nages; i++)
-		(void)qmarks_get(s->qmarks, s->ages[i], s->marks[i]);
+		if (s->agedoms[i].idx == NULL)
+			(void)qmarks_get(s->qmarks, s->ages[i], s->marks[i]);
 	s->marks_saved = time(NULL);
+}
+
+/* The second an id was made in (its first 8 hex digits). */
+static time_t sched_id_time(const char *id)
+{
+	char hex[9];
+
+	memcpy(hex, id, 8);
+	hex[8] = '\0';
+	return (time_t)strtoul(hex, NULL, 16);
+}
+
+/*
+ * An age read through its sections' indexes: the messages of each that
+ * have reached it, oldest first. A message returned leaves the index
+ * when its update commits; until every update of the walk has committed,
+ * each section's walk goes on after what it read (a return not yet
+ * committed is not read twice), then starts over at the oldest (a
+ * message that was being delivered is read again). Returns the number
+ * read, at most budget.
+ */
+static size_t sched_expiry_domains(struct sched *s, size_t age, time_t until,
+    size_t budget)
+{
+	const struct sched_age_doms *ad = &s->agedoms[age];
+	char ids[SCHED_DOM_BATCH][QUEUE_ID_LEN + 1];
+	size_t read = 0;
+
+	s->walk_label = "domain";
+	for (size_t d = 0; d < ad->n && read < budget && !s->slice_over; d++) {
+		const char *name = s->cfg->domains[ad->idx[d]].name;
+		char *after = ad->after[d];
+		int n, past = 0;
+
+		while (!past && read < budget && !s->slice_over &&
+		    (n = queue_domain_ids(s->q, name, after, ids,
+		    SCHED_DOM_BATCH)) > 0) {
+			for (int i = 0; i < n && read < budget; i++) {
+				struct queue_envelope *env = NULL;
+
+				if (sched_id_time(ids[i]) > until) {
+					past = 1;
+					break;
+				}
+				memcpy(after, ids[i], QUEUE_ID_LEN + 1);
+				if (queue_get(s->q, ids[i], &env) == 1) {
+					read++;
+					if (sched_expiry_cb(s, env) != 0 &&
+					    s->slice_over) {
+						queue_envelope_free(&env);
+						break;
+					}
+				}
+				queue_envelope_free(&env);
+			}
+			if (n < SCHED_DOM_BATCH)
+				break;
+		}
+	}
+	s->walk_label = "queue";
+	return read;
 }
 
 /*
@@ -209,11 +321,23 @@ void sched_expiry_slice(struct sched *s)
 
 	clock_gettime(CLOCK_MONOTONIC, &s->slice_start);
 	s->slice_over = 0;
+	if (s->pend == NULL || s->pend->n == 0)
+		for (size_t i = 0; i < s->nages; i++)
+			if (s->agedoms[i].idx != NULL)
+				memset(s->agedoms[i].after, 0, s->agedoms[i].n *
+				    sizeof(*s->agedoms[i].after));
 	for (size_t i = 0; i < s->nages && budget > 0 && !s->slice_over; i++) {
 		int more = 0;
+		int n;
+
+		if (s->agedoms[i].idx != NULL) {
+			budget -= sched_expiry_domains(s, i, now - s->ages[i],
+			    budget);
+			continue;
+		}
 		/* Only records read ahead by the queue's thread: a page
 		 * fault on a cold cache would stall the loop for ms. */
-		int n = queue_scan_ahead(s->q, s->marks[i], now - s->ages[i],
+		n = queue_scan_ahead(s->q, s->marks[i], now - s->ages[i],
 		    budget, &more, sched_expiry_cb, s);
 
 		if (n > 0) {
@@ -262,6 +386,70 @@ static int sched_long_cmp(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+void sched_agedoms_free(struct sched *s, size_t n)
+{
+	if (s->agedoms == NULL)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		free(s->agedoms[i].idx);
+		free(s->agedoms[i].after);
+	}
+	free(s->agedoms);
+	s->agedoms = NULL;
+}
+
+/* Index of age in s->ages (present). */
+static size_t sched_age_find(const struct sched *s, long age)
+{
+	size_t lo = 0, hi = s->nages;
+
+	while (hi - lo > 1) {
+		size_t mid = (lo + hi) / 2;
+
+		if (s->ages[mid] <= age)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/*
+ * The ages that only sections' own lifetimes bring, set by at most
+ * SCHED_AGE_DOMS_MAX sections: read through those sections' indexes.
+ * O(sections) with a count per age.
+ */
+static void sched_set_agedoms(struct sched *s)
+{
+	const struct config *cfg = s->cfg;
+	size_t *count = xcalloc(s->nages, sizeof(*count));
+
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		long life = cfg->domains[i].queue_lifetime;
+
+		if (life != cfg->queue_lifetime && life != cfg->delay_warning)
+			count[sched_age_find(s, life)]++;
+	}
+	for (size_t i = 0; i < s->nages; i++)
+		if (count[i] > 0 && count[i] <= SCHED_AGE_DOMS_MAX) {
+			s->agedoms[i].idx = xcalloc(count[i],
+			    sizeof(*s->agedoms[i].idx));
+			s->agedoms[i].after = xcalloc(count[i],
+			    sizeof(*s->agedoms[i].after));
+		}
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		long life = cfg->domains[i].queue_lifetime;
+		struct sched_age_doms *ad;
+
+		if (life == cfg->queue_lifetime || life == cfg->delay_warning)
+			continue;
+		ad = &s->agedoms[sched_age_find(s, life)];
+		if (ad->idx != NULL)
+			ad->idx[ad->n++] = i;
+	}
+	free(count);
+}
+
 /*
  * The distinct ages (lifetimes, warning delay). An age that was there
  * before a reload keeps its cursor; a new one starts from the oldest
@@ -302,11 +490,17 @@ void sched_set_ages(struct sched *s)
 		if (s->nages == 0 || s->ages[s->nages - 1] != s->ages[i])
 			s->ages[s->nages++] = s->ages[i];
 	s->marks = xcalloc(s->nages, sizeof(*s->marks));
-	/* Both lists ascending: carry the cursors of ages still there. */
+	sched_agedoms_free(s, old_n);
+	s->agedoms = xcalloc(s->nages, sizeof(*s->agedoms));
+	sched_set_agedoms(s);
+	s->walk_label = "queue";
+	/* Both lists ascending: carry the cursors of ages still walked
+	 * through the queue. */
 	for (size_t i = 0; i < s->nages && old_ages != NULL; i++) {
 		while (j < old_n && old_ages[j] < s->ages[i])
 			j++;
-		if (j < old_n && old_ages[j] == s->ages[i])
+		if (j < old_n && old_ages[j] == s->ages[i] &&
+		    s->agedoms[i].idx == NULL)
 			memcpy(s->marks[i], old_marks[j], sizeof(s->marks[i]));
 	}
 	free(old_ages);

@@ -18,6 +18,20 @@
 struct sched_run;
 struct sched_conn;
 
+/* The sections whose own queue_lifetime is an age (indexes in cfg->domains). */
+struct sched_age_doms {
+	size_t n;
+	size_t *idx;
+	char (*after)[QUEUE_ID_LEN + 1];	/* per section: read up to here */
+};
+
+/* Updates of the expiry walk not yet committed; shared with their
+ * completions, which may run after the scheduler is gone. */
+struct sched_pend {
+	unsigned refs;
+	unsigned n;
+};
+
 struct sched {
 	struct event_base *base;
 	struct config *cfg;
@@ -28,9 +42,14 @@ struct sched {
 	struct event *expiry_ev;	/* the next expiry slice, next turn */
 	long *ages;		/* distinct ages that need a look, ascending */
 	char (*marks)[QUEUE_ID_LEN + 1];	/* per age: messages read so far */
+	/* per age: the few sections with it as their own lifetime, whose
+	 * indexes are read instead of the queue (NULL: read the queue) */
+	struct sched_age_doms *agedoms;
 	size_t nages;
 	struct timespec slice_start;
 	int slice_over;
+	struct sched_pend *pend;
+	const char *walk_label;	/* the metric's label for what is read */
 	struct qmarks *qmarks;	/* where they are kept; NULL: not kept */
 	time_t marks_saved;	/* when the marks were last written */
 	int marks_dirty;	/* moved since */
@@ -47,5 +66,7 @@ void sched_marks_load(struct sched *s);
 void sched_expiry_slice(struct sched *s);
 void sched_expiry_next(evutil_socket_t fd, short what, void *arg);
 void sched_set_ages(struct sched *s);
+void sched_agedoms_free(struct sched *s, size_t n);
+void sched_pend_drop(struct sched *s);
 
 #endif

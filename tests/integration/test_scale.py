@@ -15,7 +15,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from odtest import (Conn, Fixture, Skip, check, fail, json_messages,
+from odtest import (Conn, Fixture, Skip, check, fail, free_port, json_messages, prog,
     run_tests)
 from pullsink import (PullFixture, Sink, add_user, msg_rcpts, odmr_login,
     reverse_serve, wait_queue)
@@ -532,7 +532,107 @@ def test_ctl_daemon_and_file():
 			f.write(d.text)
 
 
+# --- expiry reads only what is due ------------------------------------------
+
+READS_N = 20000		# held messages built through the queue API
+READS_DOMS = 10
+
+
+def expiry_reads(mport):
+	"""odrelay_expiry_envelopes_read_total by walk (queue, domain)."""
+	import urllib.request
+	with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % mport,
+	    timeout=10) as r:
+		text = r.read().decode()
+	out = {"queue": 0, "domain": 0}
+	for m in re.finditer(r'^odrelay_expiry_envelopes_read_total\{walk="(\w+)"\} (\d+)',
+	    text, re.M):
+		out[m.group(1)] = int(m.group(2))
+	b = re.search(r"^odrelay_recipients_bounced_total (\d+)", text, re.M)
+	out["bounced"] = int(b.group(1)) if b else 0
+	return out
+
+
+def queue_dom(d, dom):
+	return json.loads(d.ctl_ok("queue", "--json", dom).out)
+
+
+def wait_reads(mport, pred, what, timeout=20):
+	deadline = time.time() + timeout
+	r = None
+	while time.time() < deadline:
+		r = expiry_reads(mport)
+		if pred(r):
+			return r
+		time.sleep(0.2)
+	fail("%s: still %r after %d s" % (what, r, timeout))
+
+
+def test_expiry_reads_only_due():
+	"""One message due among 20,000 held: the walk reads it (and not the
+	queue), returns it, reads nothing more at the next ticks; a reload
+	that adds an age reads the queue once for it, and a restart goes on
+	from the saved position instead of reading it again. Counts work
+	(the metric), never time."""
+	mport = free_port()
+	doms = "".join("[domain d%d.test]\nhold = yes\n\n" % i
+	    for i in range(READS_DOMS))
+	doms += "[domain small.test]\nhold = yes\nqueue_lifetime = 3s\n"
+	with Fixture("scale-reads", start=False, domains=doms,
+	    extra="metrics_listen = 127.0.0.1:%d\nqueue_map_size = 1G\n"
+	    "delay_warning = 1h\n" % mport) as d:
+		# The small.test message first (the oldest), then READS_N
+		# held ones: a walk in arrival order would read them all.
+		r = subprocess.run([prog("bench/mkqueue"), d.queue_dir,
+		    str(1 << 30), str(READS_N), str(READS_DOMS), "64", "1"],
+		    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+		check(r.returncode == 0, "mkqueue: %s" % r.stdout.decode())
+		if os.geteuid() == 0:
+			pw = pwd.getpwnam("nobody")
+			for top, dirs, files in os.walk(d.queue_dir):
+				for x in [top] + [os.path.join(top, f) for f in files]:
+					os.chown(x, pw.pw_uid, pw.pw_gid)
+		d.start()
+		got = wait_reads(mport, lambda r: r["bounced"] >= 1,
+		    "small.test message returned")
+		check(got["bounced"] == 1, "bounced %r" % got)
+		# Read: the one due (its index), nothing of the queue.
+		check(got["domain"] <= 2 and got["queue"] == 0,
+		    "walk read %r for 1 message due among %d" % (got, READS_N))
+		ms = json_messages(queue_dom(d, "small.test"))
+		check(not ms, "small.test still queued: %r" % ms)
+		dsn = json_messages(queue_dom(d, "client.test"))
+		check(len(dsn) == 1 and dsn[0].get("sender") == "",
+		    "one DSN to the sender expected: %r" % dsn)
+		time.sleep(2.5)
+		again = expiry_reads(mport)
+		check(again["domain"] == got["domain"] and again["queue"] == 0,
+		    "later ticks read more: %r then %r" % (got, again))
+
+		# A new age (delay_warning 2s): its walk reads every message
+		# once (held mail gets no notice), then saves where it is.
+		with open(d.conf, "w") as f:
+			f.write(d.text.replace("delay_warning = 1h", "delay_warning = 2s"))
+		d.proc.send_signal(signal.SIGHUP)
+		got = wait_reads(mport, lambda r: r["queue"] >= READS_N + 1,
+		    "delay walk over the queue")
+		time.sleep(2)
+		again = expiry_reads(mport)
+		check(again["queue"] <= READS_N + 1 + 2,
+		    "delay walk read %r for %d messages" % (again, READS_N + 1))
+		# Restart: the walk goes on from its saved position.
+		d.stop()
+		d.start()
+		time.sleep(3)
+		after = expiry_reads(mport)
+		check(after["queue"] <= 2 and after["domain"] == 0,
+		    "after a restart the walk read %r (position not kept?)"
+		    % after)
+		check(after["bounced"] == 0, "returned after restart: %r" % after)
+
+
 if __name__ == "__main__":
-	run_tests([test_early_refusals, test_expiry_among_many, test_compact_live,
+	run_tests([test_early_refusals, test_expiry_among_many,
+	    test_expiry_reads_only_due, test_compact_live,
 	    test_full_disk_atrn_twice, test_atrn_pieces,
 	    test_ctl_daemon_and_file], "scale")
