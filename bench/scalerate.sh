@@ -20,6 +20,11 @@
 #   check    odrelayctl stats: the queue is back to its size (else a
 #            warning line; a lost or duplicated message shows there too)
 #   stop     SIGTERM, wait
+# With each rate, odrelayd's CPU time per message (user + system of all
+# its threads, /proc/PID/stat, 10 ms ticks) for the acceptance and for
+# the flush (from ETRN to the end of the 3 s duplicate watch, so the
+# deletions are in it): the load of the other processes on the CPUs
+# moves the rates a lot and this much less.
 # One daemon at a time, started for each measurement: no idle daemon of
 # the other queue runs its background work (delay and expiry cursors)
 # during a measurement, and each measurement starts from the same state
@@ -30,7 +35,8 @@
 # Prints one line per measurement, then per size: the medians of each
 # queue, the ratio big/empty of the medians and the median of the
 # per-round ratios (each round's pair ran within seconds of each other,
-# so this one follows the load less), and the 1-minute load average.
+# so this one follows the load less), the CPU per message of each and
+# their ratio, and the 1-minute load average (at the size's start-end).
 #
 # Knobs: BENCH_SIZES ("0 100000 1000000 2000000"), BENCH_DOMAINS (50000),
 # BENCH_ROUNDS (7), BENCH_ACCEPT (20000), BENCH_TIMEOUT (300, per
@@ -92,19 +98,31 @@ queue_dir() {
 	echo "$port" >"$qd/port"
 }
 
-# measure N DIR ROUND: one measurement; appends "accept flush" to
+# cpu_ticks PID: utime + stime of all its threads, in clock ticks
+cpu_ticks() {
+	sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
+}
+hz=$(getconf CLK_TCK)
+
+# measure N DIR ROUND: one measurement; appends "accept flush acpu fcpu" to
 # $tmp/res.N.empty or res.N.big, prints the line
 measure() {
 	m_n=$1; m_dir=$2; m_round=$3
 	m_port=$(cat "$m_dir/port")
 	odrelayd_start "$m_dir" "$m_port"
 	m_base=$(od_queued "$m_dir")
+	c0=$(cpu_ticks "$odpid")
 	t1=$(now)
 	"$source" -s 50 -m "$naccept" -l 1024 -f bench@client.test \
 	    -t u@acc.test 127.0.0.1:"$m_port" >/dev/null 2>&1
 	acc=$(echo "$naccept / ($(now) - $t1)" | bc -l | awk '{ printf "%.0f", $1 }')
+	c1=$(cpu_ticks "$odpid")
 	res=$(python3 "$bench_dir/smtpclient.py" etrn "$m_port" acc.test \
 	    "$sinkcmd" "$naccept" "$timeout")
+	c2=$(cpu_ticks "$odpid")
+	# microseconds of CPU per message
+	acpu=$(( (c1 - c0) * 1000000 / hz / naccept ))
+	fcpu=$(( (c2 - c1) * 1000000 / hz / naccept ))
 	fsec=$(echo "$res" | awk '{ print $1 }')
 	flush=$(echo "$naccept / $fsec" | bc -l | awk '{ printf "%.0f", $1 }')
 	# the deletions follow the deliveries closely; give them a moment
@@ -113,9 +131,9 @@ measure() {
 		sleep 0.1; i=$((i + 1))
 	done
 	odrelayd_stop
-	echo "$acc $flush" >>"$tmp/res.$m_n.$m_kind"
-	printf "%-9s %5s %-6s %8s %8s %8s %6s  %s\n" "$m_n" "$m_round" "$m_kind" \
-	    "$acc" "$flush" "$fsec" "$(cut -d' ' -f1 /proc/loadavg)" \
+	echo "$acc $flush $acpu $fcpu" >>"$tmp/res.$m_n.$m_kind"
+	printf "%-9s %5s %-6s %8s %7s %8s %7s %8s %6s  %s\n" "$m_n" "$m_round" "$m_kind" \
+	    "$acc" "$acpu" "$flush" "$fcpu" "$fsec" "$(cut -d' ' -f1 /proc/loadavg)" \
 	    "$(echo "$res" | awk '{ print $3 }')$( [ "${m_after:-x}" != "$m_base" ] && echo " queue $m_base -> $m_after")"
 }
 
@@ -123,7 +141,7 @@ col() { awk -v c="$1" '{ print $c }' "$2" | median; }
 
 queue_dir 0
 emptydir=$qd
-printf "%-9s %5s %-6s %8s %8s %8s %6s  %s\n" size round queue accept/s flush/s flush-s load check
+printf "%-9s %5s %-6s %8s %7s %8s %7s %8s %6s  %s\n" size round queue accept/s cpu-us flush/s cpu-us flush-s load check
 summary=""
 for n in $sizes; do
 	if [ "$n" = 0 ]; then
@@ -146,14 +164,18 @@ for n in $sizes; do
 	done
 	# per-round ratios: line k of each file is round k
 	ratios=$(paste "$tmp/res.$n.empty" "$tmp/res.$n.big" |
-	    awk '{ printf "%.3f %.3f\n", $3 / $1, $4 / $2 }')
+	    awk '{ printf "%.3f %.3f\n", $5 / $1, $6 / $2 }')
 	ea=$(col 1 "$tmp/res.$n.empty"); ba=$(col 1 "$tmp/res.$n.big")
 	ef=$(col 2 "$tmp/res.$n.empty"); bf=$(col 2 "$tmp/res.$n.big")
+	eac=$(col 3 "$tmp/res.$n.empty"); bac=$(col 3 "$tmp/res.$n.big")
+	efc=$(col 4 "$tmp/res.$n.empty"); bfc=$(col 4 "$tmp/res.$n.big")
 	ra=$(echo "$ratios" | awk '{ print $1 }' | median)
 	rf=$(echo "$ratios" | awk '{ print $2 }' | median)
-	line=$(printf "%-9s %6s %8s %8s %6.3f %6.3f %8s %8s %6.3f %6.3f %s-%s" \
+	line=$(printf "%-9s %6s | %6s %6s %5.2f %5.2f | %5s %5s %5.2f | %6s %6s %5.2f %5.2f | %5s %5s %5.2f | %s-%s" \
 	    "$n" "$ndom" "$ea" "$ba" "$(echo "$ba / $ea" | bc -l)" "$ra" \
+	    "$eac" "$bac" "$(echo "$bac / $eac" | bc -l)" \
 	    "$ef" "$bf" "$(echo "$bf / $ef" | bc -l)" "$rf" \
+	    "$efc" "$bfc" "$(echo "$bfc / $efc" | bc -l)" \
 	    "$load0" "$(cut -d' ' -f1 /proc/loadavg)")
 	summary="$summary$line
 "
@@ -163,6 +185,8 @@ for n in $sizes; do
 	fi
 done
 echo
-echo "# medians of $rounds rounds; ratio = big/empty of the medians, (r) = median of the per-round ratios"
-printf "%-9s %6s %8s %8s %6s %6s %8s %8s %6s %6s %s\n" size domains acc-empty acc-big ratio "(r)" fl-empty fl-big ratio "(r)" load
+echo "# medians of $rounds rounds; e = empty queue, b = big; ratio = b/e of the medians, (r) = median of"
+echo "# the per-round ratios; cpu = odrelayd CPU microseconds per message"
+printf "%-9s %6s | %6s %6s %5s %5s | %5s %5s %5s | %6s %6s %5s %5s | %5s %5s %5s | %s\n" \
+    size domains acc-e acc-b ratio "(r)" cpu-e cpu-b ratio fl-e fl-b ratio "(r)" cpu-e cpu-b ratio load
 printf "%s" "$summary"
