@@ -24,7 +24,9 @@
 # its threads, /proc/PID/stat, 10 ms ticks) for the acceptance and for
 # the flush (from ETRN to the end of the 3 s duplicate watch, so the
 # deletions are in it): the load of the other processes on the CPUs
-# moves the rates a lot and this much less.
+# moves the rates a lot and this much less. And the bytes odrelayd
+# wrote per message (write_bytes of /proc/PID/io: the pages of the
+# LMDB commits; a deeper B-tree would copy more pages per commit).
 # One daemon at a time, started for each measurement: no idle daemon of
 # the other queue runs its background work (delay and expiry cursors)
 # during a measurement, and each measurement starts from the same state
@@ -103,6 +105,10 @@ cpu_ticks() {
 	sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'
 }
 hz=$(getconf CLK_TCK)
+# io_bytes PID: bytes written to storage on its behalf
+io_bytes() {
+	awk '$1 == "write_bytes:" { print $2 }' "/proc/$1/io"
+}
 
 # measure N DIR ROUND: one measurement; appends "accept flush acpu fcpu" to
 # $tmp/res.N.empty or res.N.big, prints the line
@@ -111,15 +117,16 @@ measure() {
 	m_port=$(cat "$m_dir/port")
 	odrelayd_start "$m_dir" "$m_port"
 	m_base=$(od_queued "$m_dir")
-	c0=$(cpu_ticks "$odpid")
+	c0=$(cpu_ticks "$odpid") w0=$(io_bytes "$odpid")
 	t1=$(now)
 	"$source" -s 50 -m "$naccept" -l 1024 -f bench@client.test \
 	    -t u@acc.test 127.0.0.1:"$m_port" >/dev/null 2>&1
 	acc=$(echo "$naccept / ($(now) - $t1)" | bc -l | awk '{ printf "%.0f", $1 }')
-	c1=$(cpu_ticks "$odpid")
+	c1=$(cpu_ticks "$odpid") w1=$(io_bytes "$odpid")
 	res=$(python3 "$bench_dir/smtpclient.py" etrn "$m_port" acc.test \
 	    "$sinkcmd" "$naccept" "$timeout")
-	c2=$(cpu_ticks "$odpid")
+	c2=$(cpu_ticks "$odpid") w2=$(io_bytes "$odpid")
+	awrite=$(( (w1 - w0) / naccept )) fwrite=$(( (w2 - w1) / naccept ))
 	# microseconds of CPU per message
 	acpu=$(( (c1 - c0) * 1000000 / hz / naccept ))
 	fcpu=$(( (c2 - c1) * 1000000 / hz / naccept ))
@@ -131,9 +138,9 @@ measure() {
 		sleep 0.1; i=$((i + 1))
 	done
 	odrelayd_stop
-	echo "$acc $flush $acpu $fcpu" >>"$tmp/res.$m_n.$m_kind"
-	printf "%-9s %5s %-6s %8s %7s %8s %7s %8s %6s  %s\n" "$m_n" "$m_round" "$m_kind" \
-	    "$acc" "$acpu" "$flush" "$fcpu" "$fsec" "$(cut -d' ' -f1 /proc/loadavg)" \
+	echo "$acc $flush $acpu $fcpu $awrite $fwrite" >>"$tmp/res.$m_n.$m_kind"
+	printf "%-9s %5s %-6s %8s %7s %7s %8s %7s %7s %8s %6s  %s\n" "$m_n" "$m_round" "$m_kind" \
+	    "$acc" "$acpu" "$awrite" "$flush" "$fcpu" "$fwrite" "$fsec" "$(cut -d' ' -f1 /proc/loadavg)" \
 	    "$(echo "$res" | awk '{ print $3 }')$( [ "${m_after:-x}" != "$m_base" ] && echo " queue $m_base -> $m_after")"
 }
 
@@ -141,7 +148,7 @@ col() { awk -v c="$1" '{ print $c }' "$2" | median; }
 
 queue_dir 0
 emptydir=$qd
-printf "%-9s %5s %-6s %8s %7s %8s %7s %8s %6s  %s\n" size round queue accept/s cpu-us flush/s cpu-us flush-s load check
+printf "%-9s %5s %-6s %8s %7s %7s %8s %7s %7s %8s %6s  %s\n" size round queue accept/s cpu-us write-B flush/s cpu-us write-B flush-s load check
 summary=""
 for n in $sizes; do
 	if [ "$n" = 0 ]; then
@@ -164,18 +171,20 @@ for n in $sizes; do
 	done
 	# per-round ratios: line k of each file is round k
 	ratios=$(paste "$tmp/res.$n.empty" "$tmp/res.$n.big" |
-	    awk '{ printf "%.3f %.3f\n", $5 / $1, $6 / $2 }')
+	    awk '{ printf "%.3f %.3f\n", $7 / $1, $8 / $2 }')
 	ea=$(col 1 "$tmp/res.$n.empty"); ba=$(col 1 "$tmp/res.$n.big")
 	ef=$(col 2 "$tmp/res.$n.empty"); bf=$(col 2 "$tmp/res.$n.big")
 	eac=$(col 3 "$tmp/res.$n.empty"); bac=$(col 3 "$tmp/res.$n.big")
 	efc=$(col 4 "$tmp/res.$n.empty"); bfc=$(col 4 "$tmp/res.$n.big")
+	eaw=$(col 5 "$tmp/res.$n.empty"); baw=$(col 5 "$tmp/res.$n.big")
+	efw=$(col 6 "$tmp/res.$n.empty"); bfw=$(col 6 "$tmp/res.$n.big")
 	ra=$(echo "$ratios" | awk '{ print $1 }' | median)
 	rf=$(echo "$ratios" | awk '{ print $2 }' | median)
-	line=$(printf "%-9s %6s | %6s %6s %5.2f %5.2f | %5s %5s %5.2f | %6s %6s %5.2f %5.2f | %5s %5s %5.2f | %s-%s" \
+	line=$(printf "%-9s %6s | %6s %6s %5.2f %5.2f | %5s %5s %5.2f | %5s %5s | %6s %6s %5.2f %5.2f | %5s %5s %5.2f | %5s %5s | %s-%s" \
 	    "$n" "$ndom" "$ea" "$ba" "$(echo "$ba / $ea" | bc -l)" "$ra" \
-	    "$eac" "$bac" "$(echo "$bac / $eac" | bc -l)" \
+	    "$eac" "$bac" "$(echo "$bac / $eac" | bc -l)" "$eaw" "$baw" \
 	    "$ef" "$bf" "$(echo "$bf / $ef" | bc -l)" "$rf" \
-	    "$efc" "$bfc" "$(echo "$bfc / $efc" | bc -l)" \
+	    "$efc" "$bfc" "$(echo "$bfc / $efc" | bc -l)" "$efw" "$bfw" \
 	    "$load0" "$(cut -d' ' -f1 /proc/loadavg)")
 	summary="$summary$line
 "
@@ -186,7 +195,7 @@ for n in $sizes; do
 done
 echo
 echo "# medians of $rounds rounds; e = empty queue, b = big; ratio = b/e of the medians, (r) = median of"
-echo "# the per-round ratios; cpu = odrelayd CPU microseconds per message"
-printf "%-9s %6s | %6s %6s %5s %5s | %5s %5s %5s | %6s %6s %5s %5s | %5s %5s %5s | %s\n" \
-    size domains acc-e acc-b ratio "(r)" cpu-e cpu-b ratio fl-e fl-b ratio "(r)" cpu-e cpu-b ratio load
+echo "# the per-round ratios; cpu = odrelayd CPU microseconds per message; wr = bytes written per message"
+printf "%-9s %6s | %6s %6s %5s %5s | %5s %5s %5s | %5s %5s | %6s %6s %5s %5s | %5s %5s %5s | %5s %5s | %s\n" \
+    size domains acc-e acc-b ratio "(r)" cpu-e cpu-b ratio wr-e wr-b fl-e fl-b ratio "(r)" cpu-e cpu-b ratio wr-e wr-b load
 printf "%s" "$summary"
