@@ -30,7 +30,12 @@
 # q-dom and stats are the medians of BENCH_CTL_RUNS (5) runs each.
 # Knobs: BENCH_SIZES ("0 10000 100000 1000000 2000000"), BENCH_DOMAINS
 # ("1 50000"), BENCH_ACCEPT (20000), BENCH_FLUSH_SEC (10), BENCH_DIR
-# (/var/tmp), BENCH_TRACE (a file for phase times and slow replies). Needs smtp-source/smtp-sink (Postfix) and python3.
+# (/var/tmp), BENCH_TRACE (a file for phase times and slow replies),
+# BENCH_TURN_MS (odrelayd logs its turns over that many ms, see
+# ODRELAY_SLOW_TURN_MS in odrelayd(8), and a line under each row sums them
+# up: how many, the longest wall and CPU time and run delay, major page
+# faults; a slow reply with no long turn was a wait for a CPU). Needs
+# smtp-source/smtp-sink (Postfix) and python3.
 #
 # Re-measuring on a queue built once: BENCH_REUSE=DIR keeps each row's
 # queue in DIR/N-D (N messages, D domains; built there by mkqueue when
@@ -104,6 +109,16 @@ row_end() {
 	    "$total" "$ndom" "$start" "$stall" "$etrn" "$qdom" "$stats" \
 	    "$qall" "$acc" "$flush" "$anon" "$filemb" "$perm($peru)" "$term" \
 	    "$(cut -d' ' -f1 /proc/loadavg)"
+	# With BENCH_TURN_MS: odrelayd's own view of its slow turns (its
+	# ODRELAY_SLOW_TURN_MS log, odrelayd(8) LOGGING) under the row.
+	[ -n "${BENCH_TURN_MS:-}" ] && tail -n +$((logstart + 1)) "$dir/odrelayd.log" |
+	    sed -n 's/^.*slow turn at //p' | awk -v t="$BENCH_TURN_MS" '
+		{ if ($2 > w) w = $2; if ($5 > c) c = $5; if ($8 > q) q = $8
+		  f += $14; if ($2 > 10) n10++; if ($5 > 10) c10++ }
+		END { printf "#   turns over %s ms: %d; over 10 ms: %d wall, %d cpu; " \
+		    "longest wall %.1f, cpu %.1f, run delay %.1f ms; major faults %d\n",
+		    t, NR, n10, c10, w, c, q, f }'
+	return 0
 }
 
 printf "%-8s %6s %6s %14s %9s %6s %6s %7s %7s %7s %11s %11s %15s %6s %5s\n" \
@@ -147,7 +162,9 @@ for n in $sizes; do
 		# (the interpreter's start-up, 40 ms to 0.2 s on a loaded
 		# machine, is not odrelayd's); SIGTERM to it reaches odrelayd.
 		rm -f "$tmp/start.out"
-		python3 "$probe" start "$port" 60 "$tmp/start.out" \
+		logstart=$(cat "$dir/odrelayd.log" 2>/dev/null | wc -l)
+		env ${BENCH_TURN_MS:+ODRELAY_SLOW_TURN_MS=$BENCH_TURN_MS} \
+		    python3 "$probe" start "$port" 60 "$tmp/start.out" \
 		    "$odrelayd" -f -c "$dir/odrelay.conf" 2>>"$dir/odrelayd.log" &
 		wrapper=$!
 		bench_pids="$bench_pids $wrapper"

@@ -78,6 +78,12 @@ int authproto_encode_req(unsigned char *buf, size_t size,
 		if (r->flags == 0 || r->flags > AUTHPROTO_TICKETS_MAX)
 			return -1;
 		break;
+	case AUTHPROTO_CHECK:
+		if (r->datalen == 0)
+			return -1;
+		authproto_put_field(&w, r->data, r->datalen,
+		    AUTHPROTO_USER_MAX);
+		break;
 	case AUTHPROTO_CANCEL:
 	case AUTHPROTO_RELOAD:
 		break;
@@ -185,6 +191,14 @@ int authproto_decode_req(const unsigned char *buf, size_t len,
 		if (byte6 == 0 || byte6 > AUTHPROTO_TICKETS_MAX)
 			return -1;
 		q->flags = byte6;
+		break;
+	case AUTHPROTO_CHECK:
+		if (byte6 != 0)
+			return -1;
+		q->data = authproto_get_field(&r, AUTHPROTO_USER_MAX,
+		    &q->datalen);
+		if (q->datalen == 0)
+			return -1;
 		break;
 	case AUTHPROTO_CANCEL:
 	case AUTHPROTO_RELOAD:

@@ -21,6 +21,12 @@
  *	  CLAIM		ip, the client's line; byte 6: flags. The client's
  *			response to a ticket's challenge: the address is
  *			checked now (blocked: 454), then as STEP
+ *	  CHECK		a user name: is the user still in the password
+ *			file, and with which domains? (a SIGHUP reload
+ *			keeps the ODMR sessions whose answer did not
+ *			change). REPLY: SASL_OK with the user and domains,
+ *			or SASL_FAIL for a user no longer there; no secret
+ *			is ever sent back
  *	  REPLY		reply line (with its code, no CRLF), user, domains
  *			(comma-separated; user and domains empty but on
  *			success)
@@ -50,6 +56,7 @@ enum authproto_type {
 	AUTHPROTO_RELOAD = 4,
 	AUTHPROTO_TICKETS = 5,
 	AUTHPROTO_CLAIM = 6,
+	AUTHPROTO_CHECK = 7,
 	AUTHPROTO_REPLY = 0x81
 };
 
@@ -68,7 +75,8 @@ struct authproto_req {
 	unsigned flags;		/* START, CLAIM; TICKETS: the count */
 	const char *ip;
 	size_t iplen;
-	const char *data;	/* START: the AUTH argument; STEP: the line */
+	const char *data;	/* START: the AUTH argument; STEP: the line;
+				 * CHECK: the user */
 	size_t datalen;
 };
 

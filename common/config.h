@@ -14,6 +14,7 @@
 #include <time.h>
 
 struct domhash;
+struct domtree;
 
 struct strlist {
 	char **v;		/* owned strings */
@@ -143,6 +144,8 @@ struct config {
 	struct config_domain *domains;
 	size_t ndomains;
 	struct domhash *dindex;	/* name -> index into domains (private) */
+	struct domtree *dtree;	/* the names in label order (private) */
+	size_t *dsorted;	/* indexes in name order (private) */
 };
 
 /* Called once per problem with "FILE:LINE: message" (no newline). */
@@ -192,6 +195,20 @@ void config_destroy(struct config *cfg);
  */
 const struct config_domain *config_find_domain(const struct config *cfg,
     const char *domain);
+/*
+ * The sections named `name` or under it, whole labels (ETRN @name: name
+ * and *.name; case and one trailing dot as config_domain_by_name): their
+ * indexes into cfg->domains in the file's order, in *idx_r (the caller
+ * frees it; NULL when none). Returns how many. O(log n + k).
+ */
+size_t config_domains_under(const struct config *cfg, const char *name,
+    size_t **idx_r);
+/*
+ * The i-th section in name order (strcmp of the lower-case names), or
+ * NULL past the last; in the file's order for a list built by hand.
+ */
+const struct config_domain *config_domain_sorted(const struct config *cfg,
+    size_t i);
 /* The section named exactly `name` (case-insensitive), or NULL. */
 const struct config_domain *config_domain_by_name(const struct config *cfg,
     const char *name);

@@ -125,14 +125,11 @@ out:
 	return rc;
 }
 
-int ctlclient_request(const char *path, const char *line, char *reply,
+int ctlclient_request_read(int fd, const char *path, char *reply,
     size_t replylen, char *err, size_t errlen)
 {
 	size_t got = 0;
-	int fd;
 
-	if ((fd = ctlclient_send(path, line, err, errlen)) < 0)
-		return -1;
 	while (got + 1 < replylen) {
 		struct pollfd pfd = { fd, POLLIN, 0 };
 		ssize_t n;
@@ -154,4 +151,14 @@ int ctlclient_request(const char *path, const char *line, char *reply,
 		return -1;
 	}
 	return 0;
+}
+
+int ctlclient_request(const char *path, const char *line, char *reply,
+    size_t replylen, char *err, size_t errlen)
+{
+	int fd;
+
+	if ((fd = ctlclient_send(path, line, err, errlen)) < 0)
+		return -1;
+	return ctlclient_request_read(fd, path, reply, replylen, err, errlen);
 }

@@ -5,7 +5,7 @@
  * Protocol: the client sends one command line ("flush DOMAIN",
  * "bounce ID", "ping"), the daemon answers one line starting with a
  * three-digit code (2xx ok, 4xx temporary, 5xx refused) and closes.
- * A long answer ("domains") is several lines as in SMTP: "250-TEXT"
+ * A long answer ("domains", "waiting") is several lines as in SMTP: "250-TEXT"
  * each, then the final "250 TEXT" (or a 4xx/5xx line if it could not
  * be finished).
  */
@@ -26,6 +26,10 @@ int ctlclient_sockaddr(const char *path, struct sockaddr_un *sun);
  * with a timeout; CR/LF removed). 0 ok, -1 on connection error (err set).
  */
 int ctlclient_request(const char *path, const char *line, char *reply,
+    size_t replylen, char *err, size_t errlen);
+/* Its second half, after ctlclient_stream_send (the daemon answers
+ * while the caller works): reads the reply line and closes fd. */
+int ctlclient_request_read(int fd, const char *path, char *reply,
     size_t replylen, char *err, size_t errlen);
 
 /*

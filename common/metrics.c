@@ -80,6 +80,11 @@ static const struct metric_def metric_defs[METRIC_COUNT] = {
 	    "Delivery sessions by TLS outcome: clear, encrypted, verified "
 	    "(ca, fingerprint, dane or sts), missing (required TLS not offered, "
 	    "4.7.4), failed (handshake or policy check failed, 4.7.5)." },
+	[METRIC_ODMR_RELOAD] = { "odrelay_odmr_reload_sessions_total", "result",
+	    "Logged-in ODMR sessions at a reload (SIGHUP), by result: kept "
+	    "(the user still has the same domains, all configured), ended "
+	    "(421: user removed, domains changed or no longer configured, "
+	    "listener removed)." },
 };
 
 /* Room for a domain name (253) or a milter spec and its action. */

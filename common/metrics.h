@@ -41,6 +41,8 @@ enum metric {
 	METRIC_MILTER_LATENCY_MS,	/* summed answer times, label: milter */
 	METRIC_DELIVERY_TLS,	/* delivery sessions, label: TLS outcome (clear,
 				 * encrypted, verified, missing, failed) */
+	METRIC_ODMR_RELOAD,	/* logged-in ODMR sessions at a reload,
+				 * label: result (kept, ended) */
 	METRIC_COUNT
 };
 

@@ -26,6 +26,7 @@
 #include "tls.h"
 #include "util.h"
 #include "xmalloc.h"
+#include "turnwatch.h"
 
 struct server_listener {
 	struct evconnlistener *lev;
@@ -179,7 +180,9 @@ server_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 
 	(void)lev;
 	(void)salen;
+	turnwatch_begin("accept");
 	server_admit(l->srv, fd, sa, l->flags);
+	turnwatch_end();
 }
 
 static void

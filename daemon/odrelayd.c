@@ -3,7 +3,9 @@
  * owns the event loop, signals, privilege drop and reload.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <poll.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -12,6 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -50,6 +53,7 @@
 #include "util.h"
 #include "watch.h"
 #include "xmalloc.h"
+#include "turnwatch.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -169,10 +173,12 @@ static void on_auth_fd(void *arg, int fd)
 
 /*
  * "domains": the configured domains and their modes as this daemon runs
- * them, "250-NAME hold|relay" each, then "250 N domains" (odrelayctl
- * stats and queue: 50,000 sections are read here in a few ms instead of
- * parsed again by each odrelayctl). A slice at a time; a reload in the
- * middle ends the answer with a 451 (the list it walked is gone).
+ * them, "250-NAME hold|relay" each, in name order (strcmp, as odrelayctl
+ * wants them: it checks instead of sorting), then "250 N domains"
+ * (odrelayctl stats and queue: 50,000 sections are read here in a few ms
+ * instead of parsed again by each odrelayctl). A slice at a time; a
+ * reload in the middle ends the answer with a 451 (the list it walked is
+ * gone).
  */
 #define CONTROL_DOMAINS_SLICE 25000	/* about 0.5 ms */
 
@@ -200,7 +206,8 @@ static int control_domains_slice(void *arg, struct evbuffer *out)
 	/* Lines gathered in buf, not printf'd one by one: the whole list
 	 * of 50,000 costs about a millisecond. */
 	for (; dl->next < end; dl->next++) {
-		const struct config_domain *cd = &cfg->domains[dl->next];
+		const struct config_domain *cd = config_domain_sorted(cfg,
+		    dl->next);
 		size_t len = strlen(cd->name);
 
 		if (fill + len + 16 > sizeof(buf)) {
@@ -246,27 +253,63 @@ static void control_domain(struct daemon *d, const char *name,
 		control_req_reply(req, "250 %s", cd->hold ? "hold" : "relay");
 }
 
-/* "waiting": "250 DOMAIN=N ..." for the configured domains with XWAIT
- * sessions now (odrelayctl queue). */
+/*
+ * "waiting": the configured domains with XWAIT sessions now (odrelayctl
+ * queue), one "250-DOMAIN=N" line each, then "250 N domains". Made from
+ * what odmr holds (O(domains waited for), bounded by the sessions, not
+ * by the configuration), in one piece when asked, and sent in slices.
+ */
+struct waitlist {
+	struct daemon *d;
+	struct evbuffer *lines;
+	size_t n;
+};
+
+static void control_waiting_add(void *arg, const char *domain, size_t n)
+{
+	struct waitlist *wl = arg;
+
+	/* odmr may hold a domain a reload has removed: not listed. */
+	if (n == 0 || config_domain_by_name(wl->d->cfg, domain) == NULL)
+		return;
+	evbuffer_add_printf(wl->lines, "250-%s=%zu\n", domain, n);
+	wl->n++;
+}
+
+static int control_waiting_slice(void *arg, struct evbuffer *out)
+{
+	struct waitlist *wl = arg;
+
+	/* 64 KiB a turn (about 2,000 lines), moved, not copied. */
+	if (evbuffer_remove_buffer(wl->lines, out, 65536) > 0 &&
+	    evbuffer_get_length(wl->lines) > 0)
+		return 1;
+	evbuffer_add_printf(out, "250 %zu domains\n", wl->n);
+	return 0;
+}
+
+static void control_waiting_free(void *arg)
+{
+	struct waitlist *wl = arg;
+
+	evbuffer_free(wl->lines);
+	free(wl);
+}
+
 static void control_waiting(struct daemon *d, struct control_req *req)
 {
-	char line[7900];
-	size_t off = 0;
+	struct waitlist *wl = xcalloc(1, sizeof(*wl));
 
-	line[0] = '\0';
-	for (size_t i = 0; d->odmr != NULL && i < d->cfg->ndomains; i++) {
-		size_t n = odmr_domain_waiting(d->odmr, d->cfg->domains[i].name);
-		int w;
-
-		if (n == 0)
-			continue;
-		w = snprintf(line + off, sizeof(line) - off, " %s=%zu",
-		    d->cfg->domains[i].name, n);
-		if (w < 0 || (size_t)w >= sizeof(line) - off)
-			break;
-		off += (size_t)w;
+	wl->d = d;
+	if ((wl->lines = evbuffer_new()) == NULL) {
+		free(wl);
+		control_req_reply(req, "451 out of memory");
+		return;
 	}
-	control_req_reply(req, "250%s", line);
+	if (d->odmr != NULL)
+		odmr_foreach_waiting(d->odmr, control_waiting_add, wl);
+	control_req_stream(req, control_waiting_slice, wl,
+	    control_waiting_free);
 }
 
 /* Push delivery: committed mail wakes XWAIT sessions (queue hook). */
@@ -427,6 +470,9 @@ static void reload_parsed(void *arg, struct config *ncfg)
 		goto again;
 	}
 	log_set_level(ncfg->log_level);
+	/* The auth process reads the password file first: odmr_reload then
+	 * asks it about each logged-in user, on the same ordered channel. */
+	authc_reload(d->auth);
 	smtpd_reload(d->smtpd, ncfg, ntls);
 	if (d->odmr != NULL)
 		odmr_reload(d->odmr, ncfg, ntls);
@@ -443,7 +489,6 @@ static void reload_parsed(void *arg, struct config *ncfg)
 	config_free(&old);
 	reload_budget(d);
 	smtpd_auth(d);
-	authc_reload(d->auth);
 	log_info("reload: configuration %s loaded, %zu domains", d->cfg_path,
 	    d->cfg->ndomains);
 again:
@@ -872,11 +917,69 @@ static void listen_all(struct daemon *d)
 	}
 }
 
+/*
+ * Without -f: go to the background. The parent returns only once the
+ * daemon is ready (listeners and control socket up: exit 0) or has failed
+ * to start (its exit status: 1 runtime, 2 configuration), so scripts can
+ * rely on it. The daemon leaves the caller's session and its standard
+ * descriptors (it logs to syslog), before any helper process is forked,
+ * so none keeps a caller's pipe open. Returns the write end of the
+ * readiness pipe in the daemon.
+ */
+static int daemonize(void)
+{
+	int p[2], fd;
+	pid_t pid;
+
+	if (pipe(p) < 0) {
+		fprintf(stderr, "odrelayd: pipe: %s\n", strerror(errno));
+		exit(1);
+	}
+	fflush(NULL);
+	pid = fork();
+	if (pid < 0) {
+		fprintf(stderr, "odrelayd: fork: %s\n", strerror(errno));
+		exit(1);
+	}
+	if (pid > 0) {
+		close(p[1]);
+		for (;;) {
+			struct pollfd pfd = { .fd = p[0], .events = POLLIN };
+			int st, code;
+			char c;
+
+			if (poll(&pfd, 1, 200) > 0 && read(p[0], &c, 1) == 1)
+				_exit(0);
+			/* No byte: the daemon died (or a helper still holds
+			 * the pipe), so ask for its status. */
+			if (waitpid(pid, &st, pfd.revents & POLLHUP ? 0 :
+			    WNOHANG) != pid)
+				continue;
+			code = WIFEXITED(st) ? WEXITSTATUS(st) : 1;
+			fprintf(stderr, "odrelayd: start-up failed (exit %d); "
+			    "the reason is in the mail log (syslog), or run "
+			    "with -f to see it\n", code);
+			_exit(code == 0 ? 1 : code);
+		}
+	}
+	close(p[0]);
+	(void)setsid();
+	fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		(void)dup2(fd, STDIN_FILENO);
+		(void)dup2(fd, STDOUT_FILENO);
+		(void)dup2(fd, STDERR_FILENO);
+		if (fd > STDERR_FILENO)
+			close(fd);
+	}
+	return p[1];
+}
+
 int main(int argc, char **argv)
 {
 	struct daemon d;
 	const char *cfg_path = SYSCONFDIR "/odrelay/odrelay.conf";
-	int foreground = 0, check_only = 0, debug = 0, ch;
+	int foreground = 0, check_only = 0, debug = 0, ch, ready_fd = -1;
 	char err[512];
 
 	static const struct option longopts[] = {
@@ -920,7 +1023,10 @@ int main(int argc, char **argv)
 		config_free(&d.cfg);
 		return bad ? 2 : 0;
 	}
+	if (!foreground)
+		ready_fd = daemonize();
 	log_init("odrelayd", foreground, debug ? LOG_LEVEL_DEBUG : d.cfg->log_level);
+	turnwatch_init();
 	signal(SIGPIPE, SIG_IGN);
 	/* First, while nothing else is open: the privileged helper and the
 	 * auth process, the only ones to read the password file. */
@@ -1037,8 +1143,13 @@ int main(int argc, char **argv)
 	evsignal_add(d.ev_hup, NULL);
 	log_info("odrelayd %s started, queue %s, %zu domains", OD_VERSION,
 	    d.cfg->queue_dir, d.cfg->ndomains);
+	if (ready_fd >= 0) {
+		/* The caller of odrelayd (without -f) may return now. */
+		(void)!write(ready_fd, "1", 1);
+		close(ready_fd);
+	}
 
-	event_base_dispatch(d.base);
+	turnwatch_dispatch(d.base);
 
 	/* Sessions are gone or timed out; nothing unacknowledged is kept. */
 	smtpd_free(&d.smtpd);

@@ -49,6 +49,10 @@ size_t odmr_arrived(struct odmr *o, const char *domain);
 /* Sessions waiting now, in all and for one domain. */
 size_t odmr_waiting_count(const struct odmr *o);
 size_t odmr_domain_waiting(const struct odmr *o, const char *domain);
+/* fn for each domain with waiting sessions (O(those domains), in no
+ * particular order); fn must not add or cancel waits. */
+void odmr_foreach_waiting(const struct odmr *o,
+    void (*fn)(void *arg, const char *domain, size_t waiting), void *arg);
 /* The auth process's client for AUTH (borrowed). */
 struct authc;
 void odmr_set_auth(struct odmr *o, struct authc *auth);

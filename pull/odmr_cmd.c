@@ -48,6 +48,7 @@
 #include "xmalloc.h"
 #include "xwait.h"
 #include "odmr_private.h"
+#include "turnwatch.h"
 
 /* ---- EHLO / STARTTLS ---- */
 
@@ -140,6 +141,12 @@ static void odmr_auth_done(void *arg, int rc, const char *reply,
 		break;
 	}
 	odmr_reply(s, "%s", reply);
+	/* A reload came during the exchange: the answer may be the old
+	 * password file's. The auth process confirms the user first. */
+	if (rc == SASL_OK && s->auth_gen != s->o->reload_gen) {
+		odmr_recheck_queue(s);
+		return;
+	}
 	bufferevent_enable(s->bev, EV_READ);
 	/* Lines that arrived meanwhile. */
 	odmr_read_cb(s->bev, s);
@@ -163,6 +170,7 @@ static int odmr_cmd_auth(void *arg_s, char *arg, size_t arglen)
 	struct odmr_session *s = arg_s;
 
 	(void)arglen;
+	s->auth_gen = s->o->reload_gen;
 	s->sasl = authc_start(s->o->auth, s->ip,
 	    (s->tls_active ? AUTHPROTO_TLS : 0) |
 	    (s->cfg->auth_requires_tls ? AUTHPROTO_REQUIRE_TLS : 0), arg,
@@ -865,19 +873,25 @@ static int odmr_session_limit(struct odmr_session *s)
  */
 static void odmr_bad_line(struct odmr_session *s, const char *reply)
 {
+	int closing;
+
 	if (s->state == ODMR_WAITING) {
 		odmr_waiting_line(s, "");
 		return;
 	}
 	odmr_reply(s, "%s", reply);
-	(void)odmr_count_error(s);
+	closing = odmr_count_error(s);
 	if (s->state == ODMR_AUTH_EXCHANGE) {
 		authc_cancel(&s->sasl);
 		s->state = ODMR_INITIAL;
 	}
+	/* A whole (bad) line came: the next command gets its full time,
+	 * as after any other reply. */
+	if (!closing && s->state != ODMR_CLOSING)
+		odmr_set_timeout(s);
 }
 
-void odmr_read_cb(struct bufferevent *bev, void *arg)
+static void odmr_read_cb_work(struct bufferevent *bev, void *arg)
 {
 	struct odmr_session *s = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
@@ -886,7 +900,7 @@ void odmr_read_cb(struct bufferevent *bev, void *arg)
 	size_t len;
 
 	while (s->state != ODMR_CLOSING && s->state != ODMR_DELAYED &&
-	    s->bev == bev) {
+	    !odmr_checking(s) && s->bev == bev) {
 		if (server_out_full(bev, ODMR_OUT_MAX)) {
 			/* The client does not read its replies: neither do we. */
 			bufferevent_disable(bev, EV_READ);
@@ -919,4 +933,12 @@ void odmr_read_cb(struct bufferevent *bev, void *arg)
 	/* After ATRN the connection belongs to deliver: the session is done. */
 	if (s->bev == NULL)
 		odmr_session_free(s);
+}
+
+/* Watched: turnwatch.h. */
+void odmr_read_cb(struct bufferevent *bev, void *arg)
+{
+	turnwatch_begin("odmr");
+	odmr_read_cb_work(bev, arg);
+	turnwatch_end();
 }

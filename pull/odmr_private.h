@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <time.h>
 #include <netinet/in.h>
 
@@ -28,6 +29,8 @@ struct bufferevent;
 #define ODMR_RATE_SLOTS		64
 #define ODMR_OUT_MAX		(64 * 1024)	/* stop reading above this */
 #define ODMR_CLOSE_GRACE	10	/* seconds for a last reply to leave */
+#define ODMR_RECHECK_INFLIGHT	64	/* reload: users asked at once */
+#define ODMR_RECHECK_WAIT	10	/* seconds for the auth process's answer */
 
 enum odmr_state {
 	ODMR_INITIAL,
@@ -48,6 +51,15 @@ struct odmr {
 	struct odmr_atrn_log *reversed;	/* ATRN deliveries running */
 	struct util_rate_slot rate[ODMR_RATE_SLOTS];
 	struct xwait *waiters;		/* XWAIT sessions by domain */
+	/* Reload: logged-in sessions whose user the auth process is asked
+	 * about again, a window at a time (the channel's queues are
+	 * bounded; thousands of push customers may be waiting). */
+	TAILQ_HEAD(, odmr_session) recheck;
+	TAILQ_HEAD(, odmr_session) asked;	/* asked, oldest first */
+	size_t rechecking;		/* in asked */
+	struct event *recheck_ev;	/* asks the next ones, from the loop */
+	struct event *asked_ev;		/* ends those not answered in time */
+	unsigned reload_gen;		/* reloads so far */
 };
 
 struct odmr_session {
@@ -70,7 +82,15 @@ struct odmr_session {
 	struct xwait_entry *wait;	/* XWAIT registration */
 	struct event *wait_ev;		/* odmr_wait_timeout */
 	int woken;			/* XWAIT woken by an arrival */
+	unsigned auth_gen;		/* o->reload_gen when AUTH started */
+	struct authc_req *check;	/* reload: the auth process asked */
+	int recheck_queued;		/* reload: in o->recheck */
+	TAILQ_ENTRY(odmr_session) recheck_link;	/* recheck or asked */
+	time_t asked_at;		/* monotonic seconds */
 };
+
+/* Reload: commands wait (reading stops) until the user is confirmed. */
+#define odmr_checking(s)	((s)->check != NULL || (s)->recheck_queued)
 
 /* Shared between the odmr files (internal, not an interface). */
 void odmr_reply(struct odmr_session *s, const char *fmt, ...)
@@ -83,5 +103,6 @@ void odmr_session_free(struct odmr_session *s);
 void odmr_reversed_abort_all(struct odmr *o);
 void odmr_wait_end(struct odmr_session *s);
 void odmr_read_cb(struct bufferevent *bev, void *arg);
+void odmr_recheck_queue(struct odmr_session *s);
 
 #endif

@@ -87,6 +87,7 @@ int ctl_dom_cmp(const void *a, const void *b);
 void ctl_doms_free(struct ctl_doms *ds);
 void ctl_doms_facts(struct queue *q, struct ctl_doms *ds);
 void ctl_dom_facts_json(const struct ctl_dom *d, time_t now);
+void ctl_dom_json(const struct ctl_dom *d, int modes, int first, time_t now);
 void ctl_dom_row(const struct ctl_dom *d, const char *mode, time_t now);
 int ctl_cmd_queue(int argc, char **argv);
 int ctl_cmd_show(int argc, char **argv);

@@ -16,6 +16,9 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <lmdb.h>
 
@@ -70,6 +73,9 @@ static void *qwarm_main(void *arg)
 	struct queue_warm *w = arg;
 	volatile unsigned char sink = 0;
 
+	/* Bulk reading for a background scan: on a busy machine the event
+	 * loop should win the CPU (Linux keeps a nice value per thread). */
+	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
 		struct qwarm_slot *sl = qwarm_pick(w);

@@ -31,6 +31,7 @@
 #include "queue_private.h"
 #include "domstate.h"
 #include "queue_impl.h"
+#include "turnwatch.h"
 
 /* ---- index maintenance (writer thread, inside a write txn) ---- */
 
@@ -996,7 +997,9 @@ void queue_done_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
+	turnwatch_begin("queue-done");
 	queue_drain_finished(arg);
+	turnwatch_end();
 }
 
 void queue_submit(struct queue *q, struct job *j)

@@ -366,6 +366,28 @@ void authc_cancel(struct authc_req **rp)
 	*rp = NULL;
 }
 
+struct authc_req *authc_check(struct authc *a, const char *user,
+    authc_cb *cb, void *cbarg)
+{
+	struct authc_req *r;
+	uint32_t id;
+
+	if (!authc_up(a) || user == NULL || *user == '\0')
+		return NULL;
+	id = authc_new_id(a);
+	if (authc_send(a, AUTHPROTO_CHECK, id, 0, NULL, user) < 0)
+		return NULL;
+	r = xcalloc(1, sizeof(*r));
+	r->a = a;
+	r->id = id;
+	r->cb = cb;
+	r->cbarg = cbarg;
+	r->waiting = 1;
+	r->gen = a->gen;
+	LIST_INSERT_HEAD(&a->reqs, r, link);
+	return r;
+}
+
 void authc_reload(struct authc *a)
 {
 	if (a->local != NULL) {

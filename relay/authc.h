@@ -44,6 +44,16 @@ int authc_step(struct authc_req *r, const char *line);
 void authc_cancel(struct authc_req **r);
 /* Ask the auth process to read the password file again. */
 void authc_reload(struct authc *a);
+/*
+ * Ask whether user is still in the password file (after authc_reload:
+ * the channel keeps the order, so the answer is the new file's).
+ * cb(arg, rc, reply, user, domains) later: SASL_OK with the user's
+ * domains now, SASL_FAIL when the user is gone, AUTHPROTO_UNAVAILABLE
+ * when the auth process went away meanwhile. NULL: the auth process is
+ * not there (no callback). authc_cancel as for an exchange.
+ */
+struct authc_req *authc_check(struct authc *a, const char *user,
+    authc_cb *cb, void *cbarg);
 void authc_free(struct authc **a);
 
 /*

@@ -362,6 +362,27 @@ static void authd_step(struct authd *d, const struct authproto_req *q)
 	authd_result(x, rc, reply);
 }
 
+/*
+ * Is the user still in the password file, and with which domains? Only
+ * what the session process got at AUTH (the name and the domains), never
+ * a secret; with no password involved there is nothing to throttle.
+ */
+static void authd_check(struct authd *d, const struct authproto_req *q)
+{
+	char *user = xstrndup(q->data, q->datalen), *doms;
+
+	if (passwd_find(d->pw, user) == NULL) {
+		authd_send(d, q->id, SASL_FAIL, "550 5.7.1 No such user now",
+		    NULL, NULL);
+	} else {
+		doms = authd_domains(d, user);
+		authd_send(d, q->id, SASL_OK, "250 2.7.0 User known", user,
+		    doms);
+		free(doms);
+	}
+	free(user);
+}
+
 static int authd_recv(void *arg, const unsigned char *rec, size_t len)
 {
 	struct authd *d = arg;
@@ -397,6 +418,9 @@ static int authd_recv(void *arg, const unsigned char *rec, size_t len)
 		break;
 	case AUTHPROTO_CLAIM:
 		authd_claim(d, &q);
+		break;
+	case AUTHPROTO_CHECK:
+		authd_check(d, &q);
 		break;
 	}
 	return 0;

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "util.h"
 #include "xmalloc.h"
+#include "turnwatch.h"
 
 /* Messages kept from one parse; a file with more says so once. */
 #define CFGLOAD_MSGS_MAX 200
@@ -115,7 +116,7 @@ static void cfgload_clear(struct cfgload *cl)
 	cl->path = NULL;
 }
 
-static void cfgload_finished(evutil_socket_t fd, short what, void *arg)
+static void cfgload_finished_work(evutil_socket_t fd, short what, void *arg)
 {
 	struct cfgload *cl = arg;
 	struct config *cfg;
@@ -140,6 +141,14 @@ static void cfgload_finished(evutil_socket_t fd, short what, void *arg)
 	cfg = cl->cfg;
 	cl->cfg = NULL;
 	cl->done(cl->arg, cfg);
+}
+
+/* Watched: turnwatch.h. */
+static void cfgload_finished(evutil_socket_t fd, short what, void *arg)
+{
+	turnwatch_begin("reload");
+	cfgload_finished_work(fd, what, arg);
+	turnwatch_end();
 }
 
 struct cfgload *cfgload_new(struct event_base *base)

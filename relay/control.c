@@ -27,6 +27,7 @@
 #include "log.h"
 #include "util.h"
 #include "xmalloc.h"
+#include "turnwatch.h"
 
 #define CONTROL_LINE_MAX 1024
 #define CONTROL_REPLY_MAX 8192	/* "stats" answers every counter on one line */
@@ -90,7 +91,7 @@ static void control_stream_event_cb(struct bufferevent *bev, short what,
 }
 
 /* Output drained below the low mark: the next slice. */
-static void control_stream_write_cb(struct bufferevent *bev, void *arg)
+static void control_stream_write_cb_work(struct bufferevent *bev, void *arg)
 {
 	struct control_req *req = arg;
 
@@ -100,6 +101,14 @@ static void control_stream_write_cb(struct bufferevent *bev, void *arg)
 	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
 	bufferevent_setcb(bev, NULL, control_close_cb, control_event_cb, NULL);
 	control_stream_end(req);
+}
+
+/* Watched: turnwatch.h. */
+static void control_stream_write_cb(struct bufferevent *bev, void *arg)
+{
+	turnwatch_begin("control-stream");
+	control_stream_write_cb_work(bev, arg);
+	turnwatch_end();
 }
 
 void control_req_stream(struct control_req *req, control_stream_fn *fn,
@@ -135,6 +144,23 @@ void control_req_reply(struct control_req *req, const char *fmt, ...)
 	free(req);
 }
 
+/* The slow-turn log's name for a verb (turnwatch.h wants a string that
+ * outlives the turn): the first verbs seen, "control" for the rest. */
+static const char *control_label(const char *verb)
+{
+	static char label[16][32];
+	static size_t n;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (strcmp(label[i] + 8, verb) == 0)
+			return label[i];
+	if (n == 16 || strlen(verb) + 9 > sizeof(label[0]))
+		return "control";
+	snprintf(label[n], sizeof(label[n]), "control %s", verb);
+	return label[n++];
+}
+
 static void control_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct control *c = arg;
@@ -168,10 +194,14 @@ static void control_read_cb(struct bufferevent *bev, void *arg)
 		if (sp != NULL)
 			*sp++ = '\0';
 		util_lowercase(line);
-		if (strcmp(line, "ping") == 0)
+		if (strcmp(line, "ping") == 0) {
 			control_req_reply(req, "250 pong");
-		else
+		} else {
+			turnwatch_begin(turnwatch_on ? control_label(line) :
+			    NULL);
 			c->fn(c->arg, line, sp ? sp : "", req);
+			turnwatch_end();
+		}
 	}
 }
 

@@ -616,11 +616,17 @@ static void deliver_src_done(void *arg, const struct smtpc_stats *st)
  * keep RFC 5321 4.5.3.2's proportions to it (5 min: 354 in 2, each data
  * block in 3, end of data in 10).
  */
-static void deliver_timeouts(const struct config *cfg, struct smtpc_timeouts *to)
+static void deliver_timeouts(const struct config *cfg, int reversed,
+    struct smtpc_timeouts *to)
 {
 	uint64_t t = (uint64_t)(cfg->delivery_timeout > 0 ? cfg->delivery_timeout :
 	    300) * 1000, lim = (uint64_t)cfg->delivery_session_limit * 1000;
 
+	/* spec.md: on the ODMR port smtp_timeout applies to every state
+	 * but the XWAIT wait, so to the reversed session too. */
+	if (reversed && cfg->smtp_timeout > 0 &&
+	    (uint64_t)cfg->smtp_timeout * 1000 < t)
+		t = (uint64_t)cfg->smtp_timeout * 1000;
 	smtpc_timeouts_default(to);
 	if (t > 86400ULL * 1000)
 		t = 86400ULL * 1000;
@@ -649,7 +655,7 @@ void deliver_start(struct deliver *d, struct bufferevent *bev, unsigned flags,
 	struct smtpc_timeouts to;
 
 	memset(&p, 0, sizeof(p));
-	deliver_timeouts(d->cfg, &to);
+	deliver_timeouts(d->cfg, (flags & DELIVER_REVERSED) != 0, &to);
 	p.timeouts = &to;
 	p.helo = d->cfg->hostname;
 	p.peer = peer_host;

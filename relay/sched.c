@@ -56,6 +56,7 @@
 #include "util.h"
 #include "xmalloc.h"
 #include "sched_private.h"
+#include "turnwatch.h"
 
 #define SCHED_TICK_SEC		1	/* retry index scan (reads only what is due) */
 #define SCHED_MAX_BATCH		100	/* messages per connection before the next */
@@ -789,26 +790,25 @@ static int sched_node_flush(struct sched *s, const char *node, int etrn_only,
 				*total += n;
 		}
 	}
-	for (i = 0; node[0] == '@' && i < s->cfg->ndomains; i++) {
-		const struct config_domain *cd = &s->cfg->domains[i];
-		size_t nl = strlen(name), dl = strlen(cd->name);
-		int match;
+	if (node[0] == '@') {
+		/* The sections at or below node, whole labels: from the
+		 * configuration's label index, not a walk of every section. */
+		size_t *idx, k = config_domains_under(s->cfg, name, &idx);
 
-		if (node[0] == '@')	/* the domain and its subdomains, whole labels */
-			match = strcmp(cd->name, name) == 0 ||
-			    (dl > nl && cd->name[dl - nl - 1] == '.' &&
-			    strcmp(cd->name + dl - nl, name) == 0);
-		else
-			match = strcmp(cd->name, name) == 0;
-		if (!match || !(cd->etrn || !etrn_only))
-			continue;
-		matched = 1;
-		domstate_note_now(cd->name, DOMSTATE_ETRN);
-		n = sched_flush_one(s, cd, 0);
-		if (n < 0)
-			*running = 1;
-		else
-			*total += n;
+		for (i = 0; i < k; i++) {
+			const struct config_domain *cd = &s->cfg->domains[idx[i]];
+
+			if (!(cd->etrn || !etrn_only))
+				continue;
+			matched = 1;
+			domstate_note_now(cd->name, DOMSTATE_ETRN);
+			n = sched_flush_one(s, cd, 0);
+			if (n < 0)
+				*running = 1;
+			else
+				*total += n;
+		}
+		free(idx);
 	}
 	return matched;
 }
@@ -943,13 +943,21 @@ static void sched_tick(evutil_socket_t fd, short what, void *arg)
 	if (s->shutting_down)
 		return;
 	/* Runs waiting for a connection slot. */
+	turnwatch_begin("tick-runs");
 	for (run = LIST_FIRST(&s->runs); run != NULL; run = next) {
 		next = LIST_NEXT(run, link);
 		sched_run_continue(run);
 	}
+	turnwatch_end();
+	turnwatch_begin("tick-due");
 	sched_retry_due(s);
+	turnwatch_end();
+	turnwatch_begin("expiry");
 	sched_expiry_slice(s);
+	turnwatch_end();
+	turnwatch_begin("tick-space");
 	queue_space_recheck(s->q);
+	turnwatch_end();
 }
 
 void sched_message_added(void *arg, const char *id)

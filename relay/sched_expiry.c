@@ -34,6 +34,7 @@
 #include "util.h"
 #include "xmalloc.h"
 #include "sched_private.h"
+#include "turnwatch.h"
 
 #define SCHED_BOUNCE_RETURN	(256 * 1024)
 #define SCHED_SLICE_USEC	3000	/* event-loop time per expiry slice */
@@ -227,10 +228,16 @@ void sched_expiry_slice(struct sched *s)
 	    now - s->marks_saved >= SCHED_MARKS_SAVE_SEC))
 		sched_marks_save(s, now);
 	if ((budget == 0 || s->slice_over) && !s->shutting_down) {
-		/* A timer, not event_active: the loop polls its sockets first. */
-		struct timeval zero = { 0, 0 };
+		/* The next slice after a pause as long as this one: a long
+		 * scan takes at most about half of the loop thread, which then
+		 * sleeps between slices instead of being always runnable, and
+		 * on a busy machine its wake-ups for network input are served
+		 * sooner (bench/RESULTS.md, "event-loop turns"). */
+		long ran = sched_usec_since(&s->slice_start);
+		struct timeval gap = { 0, ran < SCHED_SLICE_USEC ?
+		    (ran > 0 ? ran : 0) : SCHED_SLICE_USEC };
 
-		evtimer_add(s->expiry_ev, &zero);
+		evtimer_add(s->expiry_ev, &gap);
 	} else if (waiting && !s->shutting_down) {
 		/* The read-ahead is behind: look again shortly. */
 		struct timeval tv = { 0, SCHED_WARM_WAIT_USEC };
@@ -243,7 +250,9 @@ void sched_expiry_next(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd;
 	(void)what;
+	turnwatch_begin("expiry");
 	sched_expiry_slice(arg);
+	turnwatch_end();
 }
 
 static int sched_long_cmp(const void *a, const void *b)

@@ -53,6 +53,7 @@
 #include "util.h"
 #include "xmalloc.h"
 #include "smtpd_private.h"
+#include "turnwatch.h"
 
 const char *const smtpd_state_names[] = {
 	"greeted", "helo", "mail", "data", "commit", "closing"
@@ -315,6 +316,14 @@ smtpd_cmd_mail(void *arg_ss, char *arg, size_t len)
 	struct smtpd_tx *tx;
 	int r;
 
+	/* A reload takes effect in open sessions from their next
+	 * transaction (the domain list above all); nothing of the old
+	 * configuration is held outside a transaction but the milter
+	 * session, which keeps its own reference. */
+	if (ss->cfg != ss->s->cfg) {
+		config_unref(&ss->cfg);
+		ss->cfg = config_ref(ss->s->cfg);
+	}
 	tx = xcalloc(1, sizeof(*tx));
 	r = smtp_parse_mail(arg, len, &path, &tx->mp);
 	if (r != 0) {
@@ -987,6 +996,9 @@ smtpd_session_input(struct smtpd_session *ss)
 			break;
 		if (r == LINEIO_LONG) {
 			lineio_skip(&ss->lines, in, len);
+			/* A whole line came: the next command gets its
+			 * full smtp_timeout, as after any other reply. */
+			smtpd_deadline_arm(ss);
 			smtpd_reply(ss, "500 5.5.2 Line too long");
 			authc_cancel(&ss->sasl);
 			smtpd_error(ss);
@@ -1012,7 +1024,9 @@ smtpd_readcb(struct bufferevent *bev, void *arg)
 	struct smtpd_session *ss = arg;
 
 	(void)bev;
+	turnwatch_begin("smtpd");
 	smtpd_session_input(ss);
+	turnwatch_end();
 	smtpd_session_reap(ss);
 }
 

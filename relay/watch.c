@@ -93,6 +93,37 @@ int watch_family(struct evbuffer *out, size_t limit, enum watch_family f,
 	return 1;
 }
 
+/* The queue's trouble counters since the start (the queue never logs:
+ * each also went to the log as a notice, these let an alert see them). */
+static void watch_trouble(struct evbuffer *out, struct queue *q)
+{
+	static const struct {
+		const char *name;
+		const char *help;
+	} defs[] = {
+		{ "odrelay_queue_corrupt_records_total", "Queue records "
+		    "refused or skipped as corrupt since the start." },
+		{ "odrelay_queue_body_unreadable_total", "Message body chunks "
+		    "the queue could not read since the start." },
+		{ "odrelay_queue_write_failures_total", "Queue writes that "
+		    "failed since the start (a full map or quota aside)." },
+		{ "odrelay_queue_notices_dropped_total", "Queue notices lost "
+		    "before they reached the log (too many at once)." },
+	};
+	struct queue_stats st;
+	uint64_t v[4];
+
+	queue_stats(q, &st);
+	v[0] = st.corrupt_records;
+	v[1] = st.body_unreadable;
+	v[2] = st.write_failures;
+	v[3] = st.notices_dropped;
+	for (size_t i = 0; i < sizeof(defs) / sizeof(defs[0]); i++)
+		evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s counter\n"
+		    "%s %llu\n", defs[i].name, defs[i].help, defs[i].name,
+		    defs[i].name, (unsigned long long)v[i]);
+}
+
 void watch_capacity(struct evbuffer *out, const struct config *cfg,
     struct queue *q)
 {
@@ -118,6 +149,7 @@ void watch_capacity(struct evbuffer *out, const struct config *cfg,
 		evbuffer_add_printf(out, "odrelay_queue_space_low %d\n",
 		    sp.low ? 1 : 0);
 	}
+	watch_trouble(out, q);
 	/* A statvfs is a quick local call, like the map statistics above. */
 	if (statvfs(cfg->queue_dir, &sv) == 0) {
 		watch_head(out, "odrelay_queue_disk_size_bytes",

@@ -3,7 +3,7 @@
  * customers watches, as Prometheus gauges at each /metrics scrape: the
  * messages and octets queued, the oldest held message's age, the last
  * successful ATRN pull and the last ETRN per domain, the queue map's fill
- * level and the free disk space.
+ * level and the free disk space, and the queue's trouble counters.
  *
  * The per-domain families are written a slice at a time (see
  * metrics_gauge_fn): with 50,000 domains one family is 50,000 look-ups.
@@ -34,7 +34,8 @@ enum watch_family {
 int watch_family(struct evbuffer *out, size_t limit, enum watch_family f,
     const struct config *cfg, struct queue *q, struct domstate *ds,
     size_t *pos);
-/* The queue capacity gauges (a few lines, no per-domain work). */
+/* The queue capacity gauges and the queue's trouble counters
+ * (queue_stats) (a few lines, no per-domain work). */
 void watch_capacity(struct evbuffer *out, const struct config *cfg,
     struct queue *q);
 

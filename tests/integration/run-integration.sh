@@ -31,7 +31,7 @@ for tool in python3 openssl swaks; do
 done
 [ -x "$top_builddir/odrelayctl" ] || { echo "FAIL: odrelayctl not built"; exit 1; }
 
-tests=${*:-cli hold policy protocol tls tlspolicy dane mtasts odpulltls ipv6 crash release odmr odpull operate faults abuse regress dnsbl auth push ops learn hostile_a hostile_b milter watch prometheus filters scale nopause verify review review2 review3}
+tests=${*:-cli hold policy protocol tls tlspolicy dane mtasts odpulltls ipv6 crash release odmr odpull operate faults abuse regress dnsbl auth push xreload ops learn hostile_a hostile_b milter watch prometheus filters scale nopause verify review review2 review3 review4}
 # Each script is bounded; together they stay well under 3 minutes.
 limit=${INTEGRATION_TIMEOUT:-90}
 start=$(date +%s)

@@ -206,18 +206,70 @@ def test_many_waiting_one_address():
 				c.close()
 
 
+def test_waiting_list_many_domains():
+	"""odrelayctl queue lists every domain waited for, however many (the
+	daemon's answer was one line cut at 7,900 bytes: about 150 names of
+	this length)."""
+	users_n, per = 4, 64
+	names = [["customer-%d-with-a-rather-long-domain-name-%02d.example"
+	    % (u, i) for i in range(per)] for u in range(users_n)]
+	conf = "".join("[domain %s]\nhold = yes\n" % n
+	    for ns in names for n in ns)
+	with PullFixture("push-list", domains=conf, start=False) as d:
+		for u in range(users_n):
+			add_user(d, "user%d" % u, "pw%d" % u, *names[u])
+		d.start()
+		waiting = []
+		try:
+			for u in range(users_n):
+				c = login(d, "user%d" % u, "pw%d" % u)
+				start_wait(c)	# all of the user's domains
+				waiting.append(c)
+			# The user3 session twice: counts of 2.
+			c = login(d, "user3", "pw3")
+			start_wait(c, names[3][0])
+			waiting.append(c)
+			wait_waiting(d, 2, names[3][0])
+			m = waiting_map(control(d, "waiting"))
+			want = {n: 1 for ns in names for n in ns}
+			want[names[3][0]] = 2
+			check(m == want, "control waiting: %d domains, %d "
+			    "expected; missing e.g. %s" % (len(m), len(want),
+			    sorted(set(want) - set(m))[:3]))
+			r = d.ctl("queue", "--json")
+			check(r.returncode == 0, "queue --json: %d %s" % (
+			    r.returncode, r.err))
+			got = {w["domain"]: w["sessions"]
+			    for w in json.loads(r.out)["waiting"]}
+			check(got == want, "queue --json lists %d of %d waited-for "
+			    "domains" % (len(got), len(want)))
+			r = d.ctl("queue")
+			line = [ln for ln in r.out.splitlines()
+			    if ln.startswith("Customers waiting now")]
+			check(len(line) == 1 and line[0].count(".example (") ==
+			    len(want) and "%s (2)" % names[3][0] in line[0],
+			    "queue text: %r" % [x[:300] for x in line])
+			r = d.ctl("queue", names[2][5])
+			check("Customers waiting now (XWAIT): %s (1)"
+			    % names[2][5] in r.out, "queue DOMAIN: %r" % r.out)
+		finally:
+			for c in waiting:
+				c.close()
+
+
 # --- odpull --watch -------------------------------------------------------------
 
 def control(d, line):
-	"""One control-socket command; its reply line."""
+	"""One control-socket command; its answer (all lines: the daemon
+	closes the connection after it)."""
 	s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
 	s.settimeout(5)
 	try:
 		s.connect(d.sock)
 		s.sendall(line.encode() + b"\n")
 		data = b""
-		while not data.endswith(b"\n"):
-			c = s.recv(4096)
+		while True:
+			c = s.recv(65536)
 			if not c:
 				break
 			data += c
@@ -226,16 +278,27 @@ def control(d, line):
 		s.close()
 
 
+def waiting_map(r):
+	"""{domain: sessions} from a 'waiting' answer ("250-DOMAIN=N" lines,
+	then "250 N domains")."""
+	m = {}
+	for ln in r.splitlines():
+		check(ln[:4] in ("250-", "250 "), "waiting answer: %r" % ln)
+		for w in ln[4:].split():
+			name, eq, k = w.partition("=")
+			if eq:
+				m[name] = int(k)
+	return m
+
+
 def wait_waiting(d, n=1, domain="example.org", timeout=15.0):
 	"""Until n sessions wait for domain (control 'waiting')."""
 	deadline = time.time() + timeout
 	r = ""
 	while time.time() < deadline:
 		r = control(d, "waiting")
-		for w in r.split()[1:]:
-			name, _, k = w.partition("=")
-			if name == domain and int(k) >= n:
-				return
+		if waiting_map(r).get(domain, 0) >= n:
+			return
 		time.sleep(0.05)
 	fail("no XWAIT session for %s within %.0f s (control: %r)\n%s"
 	    % (domain, timeout, r, "\n".join(d.log_text().splitlines()[-30:])))
@@ -787,6 +850,7 @@ TESTS = [
 	test_xwait_protocol,
 	test_xwait_quit_and_garbage,
 	test_many_waiting_one_address,
+	test_waiting_list_many_domains,
 	test_watch_receives,
 	test_fetchmail_with_waiting_sessions,
 	test_watch_polls_without_xwait,

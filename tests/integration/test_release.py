@@ -251,6 +251,54 @@ def test_etrn_at_subdomains():
 			wait_queue_empty(d)
 
 
+def test_etrn_at_many_sections():
+	"""ETRN @example.org among 3,000 sections (read from the label index,
+	not a walk of them all) flushes exactly the sections named
+	example.org or under it, whole labels: not badexample.org, not the
+	etrn = no one (odrelayctl flush @example.org takes that one), not
+	the others."""
+	with Sink() as sink, Sink() as other:
+		filler = "".join("[domain d%d.test]\nhold = yes\n" % i
+		    for i in range(3000))
+		cut = len(filler) // 3
+		cut = filler.index("[domain", cut)
+		domains = ("\n" + filler[:cut] +
+		    "[domain mx.example.org]\nhold = yes\nroute = [127.0.0.1]:%d\n"
+		    "[domain badexample.org]\nhold = yes\nroute = [127.0.0.1]:%d\n"
+		    % (sink.port, other.port) + filler[cut:] +
+		    "[domain a.b.example.org]\nhold = yes\netrn = no\n"
+		    "route = [127.0.0.1]:%d\n"
+		    "[domain Example.ORG]\nhold = yes\nroute = [127.0.0.1]:%d\n"
+		    % (sink.port, sink.port))
+		with RelFixture("rel-at-many", domains=domains) as d:
+			top = queue(d, 1, ["t@example.org"])
+			mx = queue(d, 1, ["m@mx.example.org"], start=1)
+			no = queue(d, 1, ["n@a.b.example.org"], start=2)
+			bad = queue(d, 1, ["b@badexample.org"], start=3)
+			fill = queue(d, 1, ["f@d2999.test"], start=4)
+			code, text = etrn(d, "@EXAMPLE.org.", 253)
+			check(" 2 pending" in text, "ETRN @EXAMPLE.org.: %r" % text)
+			sink.wait_accepted(2)
+			check_delivered(sink, top[0][1], ["t@example.org"])
+			check_delivered(sink, mx[0][1], ["m@mx.example.org"])
+			left = wait_queue(d, lambda j: len(json_ids(j)) == 3,
+			    what="three messages left")
+			check(set(json_ids(left)) == {no[0][0], bad[0][0], fill[0][0]},
+			    "left: %s" % json_ids(left))
+			etrn(d, "@b.example.org", 459)
+			etrn(d, "@xample.org", 459)
+			r = d.ctl_ok("flush", "@example.org")
+			check(r.out.startswith("253 1 "), "flush @example.org: %r" % r.out)
+			sink.wait_accepted(3)
+			check_delivered(sink, no[0][1], ["n@a.b.example.org"])
+			left = wait_queue(d, lambda j: len(json_ids(j)) == 2,
+			    what="two messages left")
+			check(set(json_ids(left)) == {bad[0][0], fill[0][0]},
+			    "left: %s" % json_ids(left))
+			check(other.connections == 0,
+			    "ETRN @example.org delivered badexample.org mail")
+
+
 def pending(d):
 	"""Every recipient still queued, sorted."""
 	from odtest import json_messages
@@ -870,6 +918,7 @@ if __name__ == "__main__":
 	run_tests([
 	    test_etrn_releases_over_mx,
 	    test_etrn_at_subdomains,
+	    test_etrn_at_many_sections,
 	    test_etrn_subdomain_node,
 	    test_etrn_subdomain_node_mx_and_etrn_no,
 	    test_etrn_subdomain_node_once,

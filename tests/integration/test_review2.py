@@ -13,6 +13,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import tempfile
 import sys
@@ -91,6 +92,86 @@ def test_metrics_hostile_labels():
 			check(pc[0] != 1 and "error while linting" not in pc[1],
 			    "promtool check metrics: %s" % pc[1][:2000])
 	shutil.rmtree(sdir, ignore_errors=True)
+
+
+QUEUE_TROUBLE = ("odrelay_queue_corrupt_records_total",
+    "odrelay_queue_body_unreadable_total",
+    "odrelay_queue_write_failures_total",
+    "odrelay_queue_notices_dropped_total")
+
+
+def sample(body, name):
+	"""The value of an unlabelled series, or None."""
+	for line in body.splitlines():
+		if line.startswith(name + " "):
+			return float(line.split()[1])
+	return None
+
+
+def test_metrics_queue_trouble():
+	"""The queue's trouble counters (queue_stats) are exported as counters
+	with HELP and TYPE, the page still passes promtool check metrics, and
+	a record made corrupt on disk while the daemon was stopped counts in
+	odrelay_queue_corrupt_records_total once the daemon reads it."""
+	mport = free_port()
+	extra = "metrics_listen = 127.0.0.1:%d\n" % mport
+	sender = "trouble-marker-7q@client.test"
+	with Fixture("review2-qtrouble", extra=extra) as d:
+		body = scrape(mport)
+		for name in QUEUE_TROUBLE:
+			check("# TYPE %s counter\n" % name in body and
+			    "# HELP %s " % name in body, "no HELP/TYPE for %s" % name)
+			check(sample(body, name) == 0, "%s = %s on a sound queue"
+			    % (name, sample(body, name)))
+		pc = promtool_check(body)
+		if pc is not None:
+			check(pc[0] != 1 and "error while linting" not in pc[1],
+			    "promtool check metrics: %s" % pc[1][:2000])
+		code, text = send_message(d.smtp_port, sender, ["x@example.org"],
+		    "Subject: trouble\r\n\r\nbody\r\n")
+		check(code == 250, "message: %d %s" % (code, text))
+		check(d.stop() == 0, "odrelayd did not stop cleanly")
+		# The sender's length field (4 octets before it) made huge:
+		# LMDB does not check values, the record decoder must.
+		mark = struct.pack(">I", len(sender)) + sender.encode()
+		hit = 0
+		for root, _, files in os.walk(d.queue_dir):
+			for f in files:
+				if not f.endswith(".mdb"):
+					continue
+				p = os.path.join(root, f)
+				with open(p, "rb") as fh:
+					data = bytearray(fh.read())
+				at = data.find(mark)
+				while at >= 0:
+					data[at:at + 4] = b"\xff\xff\xff\xf0"
+					hit += 1
+					at = data.find(mark, at + 4)
+				with open(p, "wb") as fh:
+					fh.write(data)
+		check(hit > 0, "test setup: the envelope was not found on disk")
+		d.start()
+		# Anything that reads the envelope meets it: ETRN does.
+		c = ta.conn_from(d.smtp_port)
+		c.greet_ehlo()
+		c.cmd("ETRN example.org")
+		c.close()
+		deadline = time.time() + 10
+		while True:
+			body = scrape(mport)
+			n = sample(body, "odrelay_queue_corrupt_records_total")
+			if n is not None and n >= 1:
+				break
+			check(time.time() < deadline, "corrupt record not counted: "
+			    "%s\n%s" % (n, "\n".join(d.log_text().splitlines()[-20:])))
+			time.sleep(0.2)
+		while "corrupt queue record" not in d.log_text():
+			check(time.time() < deadline, "no notice logged")
+			time.sleep(0.1)
+		pc = promtool_check(body)
+		if pc is not None:
+			check(pc[0] != 1 and "error while linting" not in pc[1],
+			    "promtool check metrics: %s" % pc[1][:2000])
 
 
 def mid_exchanges(d, n):
@@ -486,6 +567,7 @@ def test_metrics_listener_out_of_descriptors():
 
 
 run_tests([test_metrics_hostile_labels,
+    test_metrics_queue_trouble,
     test_reload_garbage_passwd_mid_exchanges,
     test_auth_killed_many_exchanges,
     test_budget_follows_reload,

@@ -108,6 +108,42 @@ START_TEST(test_proto_limits)
 }
 END_TEST
 
+/* CHECK carries a user name and nothing else. */
+START_TEST(test_proto_check)
+{
+	unsigned char buf[AUTHPROTO_MAX];
+	struct authproto_req q = { 0 }, q2;
+	char user[AUTHPROTO_USER_MAX + 2];
+	int n;
+
+	q.type = AUTHPROTO_CHECK;
+	q.id = 42;
+	q.data = "alice";
+	q.datalen = 5;
+	n = authproto_encode_req(buf, sizeof(buf), &q);
+	ck_assert_int_gt(n, 0);
+	ck_assert_int_eq(authproto_decode_req(buf, (size_t)n, &q2), 0);
+	ck_assert_uint_eq(q2.type, AUTHPROTO_CHECK);
+	ck_assert_uint_eq(q2.id, 42);
+	ck_assert_uint_eq(q2.datalen, 5);
+	ck_assert(memcmp(q2.data, "alice", 5) == 0);
+	/* No flags, no trailing bytes. */
+	buf[6] = 1;
+	ck_assert_int_eq(authproto_decode_req(buf, (size_t)n, &q2), -1);
+	buf[6] = 0;
+	ck_assert_int_eq(authproto_decode_req(buf, (size_t)n - 1, &q2), -1);
+	/* An empty name or one over the limit is never encoded. */
+	q.datalen = 0;
+	ck_assert_int_eq(authproto_encode_req(buf, sizeof(buf), &q), -1);
+	memset(user, 'u', sizeof(user));
+	q.data = user;
+	q.datalen = AUTHPROTO_USER_MAX + 1;
+	ck_assert_int_eq(authproto_encode_req(buf, sizeof(buf), &q), -1);
+	q.datalen = AUTHPROTO_USER_MAX;
+	ck_assert_int_gt(authproto_encode_req(buf, sizeof(buf), &q), 0);
+}
+END_TEST
+
 /* ---- authc + authd on one loop ---- */
 
 static char tdir[64];
@@ -223,6 +259,48 @@ START_TEST(test_local_ok_and_domains)
 	ck_assert(!authc_domains_has(res.domains, "example"));
 	ck_assert_int_eq(cram("192.0.2.1", "alice", "wrong", &res), SASL_FAIL);
 	ck_assert_str_eq(res.user, "");
+}
+END_TEST
+
+/* CHECK answers from the password file read last (after a reload). */
+START_TEST(test_local_check)
+{
+	const char *doms[] = { "c.example" };
+	struct result res;
+	char err[256], *line;
+	FILE *f;
+
+	memset(&res, 0, sizeof(res));
+	ck_assert_ptr_nonnull(authc_check(a, "alice", cb, &res));
+	wait_done(&res);
+	ck_assert_int_eq(res.rc, SASL_OK);
+	ck_assert_str_eq(res.user, "alice");
+	ck_assert_str_eq(res.domains, "a.example,b.example");
+	memset(&res, 0, sizeof(res));
+	ck_assert_ptr_nonnull(authc_check(a, "nobody", cb, &res));
+	wait_done(&res);
+	ck_assert_int_eq(res.rc, SASL_FAIL);
+	ck_assert_str_eq(res.domains, "");
+	ck_assert_ptr_null(authc_check(a, "", cb, &res));
+
+	/* alice goes, bob comes; the answers follow the reload. */
+	line = passwd_make_entry("bob", "bob-pw", doms, 1, err, sizeof(err));
+	ck_assert_ptr_nonnull(line);
+	f = fopen(cfg->passwd_file, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "%s\n", line);
+	fclose(f);
+	free(line);
+	authc_reload(a);
+	memset(&res, 0, sizeof(res));
+	ck_assert_ptr_nonnull(authc_check(a, "alice", cb, &res));
+	wait_done(&res);
+	ck_assert_int_eq(res.rc, SASL_FAIL);
+	memset(&res, 0, sizeof(res));
+	ck_assert_ptr_nonnull(authc_check(a, "bob", cb, &res));
+	wait_done(&res);
+	ck_assert_int_eq(res.rc, SASL_OK);
+	ck_assert_str_eq(res.domains, "c.example");
 }
 END_TEST
 
@@ -448,10 +526,12 @@ static Suite *auth_suite(void)
 
 	tcase_add_test(tp, test_proto_roundtrip);
 	tcase_add_test(tp, test_proto_limits);
+	tcase_add_test(tp, test_proto_check);
 	suite_add_tcase(s, tp);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_local_ok_and_domains);
+	tcase_add_test(tc, test_local_check);
 	tcase_add_test(tc, test_local_limits);
 	tcase_add_test(tc, test_local_cancel_and_down);
 	tcase_add_test(tc, test_hostile_session);

@@ -16,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include "config.h"
+#include "domtree.h"
 #include "log.h"
 #include "tls.h"
 #include "tlspolicy.h"
@@ -579,13 +580,35 @@ END_TEST
 
 /* ---- errors ---- */
 
+/* A key given twice: the last value counts (spec.md names only a
+ * duplicate section as an error; Postfix's main.cf works so too). */
+START_TEST(test_repeated_key_last_wins)
+{
+	struct errs e;
+	struct config *cfg;
+	const struct config_domain *d;
+
+	cfg = load("max_errors = 3\nsmtp_listen = 127.0.0.1:2525\n"
+	    "max_errors = 4\nsmtp_listen = 127.0.0.1:2526\n"
+	    "[domain a.org]\nhold = yes\nhold = no\n", &e);
+	ck_assert_ptr_nonnull(cfg);
+	ck_assert_int_eq(e.n, 0);
+	ck_assert_uint_eq(cfg->max_errors, 4);
+	ck_assert_uint_eq(cfg->smtp_listen.n, 1);
+	ck_assert_str_eq(cfg->smtp_listen.v[0], "127.0.0.1:2526");
+	d = config_find_domain(cfg, "a.org");
+	ck_assert_ptr_nonnull(d);
+	ck_assert_int_eq(d->hold, 0);
+	config_free(&cfg);
+	errs_free(&e);
+}
+END_TEST
+
 START_TEST(test_error_kinds)
 {
 	expect_error("hostname = a.b\n\nfoo = 1\n", 3, "unknown key 'foo'");
 	expect_error("hostname\n", 1, "missing '=' (expected 'key = value')");
 	expect_error(" = x\n", 1, "missing key before '='");
-	expect_error("max_errors = 3\nmax_errors = 4\n", 2,
-	    "duplicate key 'max_errors' (first at line 1)");
 	expect_error("hold = yes\n", 1,
 	    "key 'hold' is only allowed in a [domain] section");
 	expect_error("[domain a.org]\nsmtp_timeout = 5m\n", 2,
@@ -594,8 +617,9 @@ START_TEST(test_error_kinds)
 	expect_error("[domain a.org]\nhold = yes\n[domain b.org]\n"
 	    "[domain A.ORG.]\n", 4,
 	    "duplicate section [domain a.org] (first at line 1)");
-	expect_error("[domain a.org]\nhold = yes\nhold = no\n", 3,
-	    "duplicate key 'hold' (first at line 2)");
+	expect_error("[domain a.org]\nrecipients = a@a.org\n"
+	    "recipients = b@a.org\n", 3,
+	    "duplicate key 'recipients' (first at line 2)");
 	expect_error("[domain a.org\n", 1,
 	    "bad section header (expected [domain NAME])");
 	expect_error("[domain]\n", 1,
@@ -1430,6 +1454,222 @@ START_TEST(test_proxy_interfaces)
 }
 END_TEST
 
+/* ---- the label index (domtree, config_domains_under) ---- */
+
+/* The names under q as a sorted, comma-joined string of names[] entries. */
+static const char *under_str(const struct domtree *t, const char *const *names,
+    const char *q)
+{
+	static char out[1024];
+	const size_t *v;
+	size_t n = domtree_under(t, q, &v), len = 0;
+	const char *sorted[64];
+
+	ck_assert_uint_le(n, 64);
+	for (size_t i = 0; i < n; i++)
+		sorted[i] = names[v[i]];
+	for (size_t i = 1; i < n; i++)	/* insertion sort: a few names */
+		for (size_t j = i; j > 0 && strcmp(sorted[j - 1], sorted[j]) > 0; j--) {
+			const char *x = sorted[j];
+
+			sorted[j] = sorted[j - 1];
+			sorted[j - 1] = x;
+		}
+	out[0] = '\0';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(out + len, sizeof(out) - len, "%s%s",
+		    i ? "," : "", sorted[i]);
+	return out;
+}
+
+START_TEST(test_domtree_labels)
+{
+	static const char *const names[] = {
+		"example.org", "badexample.org", "a.example.org",
+		"b.a.example.org", "example.org.uk", "example-x.org",
+		"org", "x.example.orgs", "Mixed.Example.ORG.", "example.com",
+	};
+	struct domtree *t = domtree_new(names, sizeof(names) / sizeof(names[0]));
+	const size_t *v;
+
+	ck_assert_uint_eq(domtree_count(t), 10);
+	/* whole labels only: not badexample.org, example-x.org, *.orgs */
+	ck_assert_str_eq(under_str(t, names, "example.org"),
+	    "Mixed.Example.ORG.,a.example.org,b.a.example.org,example.org");
+	/* case and one trailing dot ignored, as domhash does */
+	ck_assert_str_eq(under_str(t, names, "EXAMPLE.Org."),
+	    "Mixed.Example.ORG.,a.example.org,b.a.example.org,example.org");
+	ck_assert_str_eq(under_str(t, names, "a.example.org"),
+	    "a.example.org,b.a.example.org");
+	ck_assert_str_eq(under_str(t, names, "b.a.example.org"),
+	    "b.a.example.org");
+	ck_assert_str_eq(under_str(t, names, "badexample.org"), "badexample.org");
+	ck_assert_str_eq(under_str(t, names, "org"),
+	    "Mixed.Example.ORG.,a.example.org,b.a.example.org,badexample.org,"
+	    "example-x.org,example.org,org");
+	ck_assert_str_eq(under_str(t, names, "uk"), "example.org.uk");
+	ck_assert_str_eq(under_str(t, names, "xample.org"), "");
+	ck_assert_str_eq(under_str(t, names, "c.example.org"), "");
+	ck_assert_str_eq(under_str(t, names, "orgs"), "x.example.orgs");
+	/* not names: nothing, not everything */
+	ck_assert_uint_eq(domtree_under(t, "", &v), 0);
+	ck_assert_uint_eq(domtree_under(t, ".", &v), 0);
+	ck_assert_uint_eq(domtree_under(t, ".org", &v), 0);
+	ck_assert_uint_eq(domtree_under(t, "example..org", &v), 0);
+	ck_assert_uint_eq(domtree_under(t, "example.org..", &v), 0);
+	ck_assert_uint_eq(domtree_under(t, "org\001example", &v), 0);
+	ck_assert_ptr_null(v);
+	domtree_free(&t);
+	ck_assert_ptr_null(t);
+	ck_assert_uint_eq(domtree_under(NULL, "org", &v), 0);
+	t = domtree_new(NULL, 0);
+	ck_assert_uint_eq(domtree_under(t, "org", &v), 0);
+	domtree_free(&t);
+}
+END_TEST
+
+static int sort_ref_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* domtree_sort against qsort: random names, many equal ones, long
+ * common prefixes, bytes above 0x7f, empty strings; vals move along. */
+START_TEST(test_domtree_sort)
+{
+	enum { N = 20000 };
+	static char buf[N][80];
+	const char **k = malloc(N * sizeof(*k)), **ref = malloc(N * sizeof(*ref));
+	size_t *v = malloc(N * sizeof(*v));
+	unsigned seed = 12345;
+
+	ck_assert_ptr_nonnull(k);
+	ck_assert_ptr_nonnull(ref);
+	ck_assert_ptr_nonnull(v);
+	for (int round = 0; round < 4; round++) {
+		size_t n = round == 3 ? 40 : N;
+
+		for (size_t i = 0; i < n; i++) {
+			seed = seed * 1103515245u + 12345u;
+			switch (round) {
+			case 0:	/* domain-like, few distinct */
+				snprintf(buf[i], sizeof(buf[i]), "d%u.test",
+				    (seed >> 8) % 3000);
+				break;
+			case 1:	/* a long common prefix, high bytes */
+				memset(buf[i], 'x', 60);
+				buf[i][60] = (char)(0x80 + (seed >> 9) % 100);
+				snprintf(buf[i] + 61, 19, "%u", (seed >> 4) % 50);
+				break;
+			case 2:	/* sorted input, some empty */
+				snprintf(buf[i], sizeof(buf[i]), "%s%08zu",
+				    i % 97 == 0 ? "" : "a", i % 97 == 0 ? (size_t)0 : i);
+				if (i % 97 == 0)
+					buf[i][0] = '\0';
+				break;
+			default:	/* a small one */
+				snprintf(buf[i], sizeof(buf[i]), "%u", seed % 7);
+			}
+			k[i] = ref[i] = buf[i];
+			v[i] = i;
+		}
+		qsort(ref, n, sizeof(*ref), sort_ref_cmp);
+		domtree_sort(k, v, n);
+		for (size_t i = 0; i < n; i++) {
+			ck_assert_str_eq(k[i], ref[i]);
+			ck_assert_ptr_eq(k[i], buf[v[i]]);
+		}
+	}
+	domtree_sort(k, v, 0);
+	free(k);
+	free(ref);
+	free(v);
+}
+END_TEST
+
+START_TEST(test_domains_under)
+{
+	size_t cap = 50000 * 48, len = 0, *idx, n, i;
+	char *buf = malloc(cap);
+	struct config *cfg, hand;
+	struct config_domain doms[3];
+	struct errs e;
+
+	ck_assert_ptr_nonnull(buf);
+	/* 50,000 sections, a few of them under example.org */
+	for (int k = 0; k < 50000; k++) {
+		if (k == 100)
+			len += (size_t)snprintf(buf + len, cap - len,
+			    "[domain Example.org]\n");
+		else if (k == 30000)
+			len += (size_t)snprintf(buf + len, cap - len,
+			    "[domain mx.example.org.]\n");
+		else if (k == 20000)
+			len += (size_t)snprintf(buf + len, cap - len,
+			    "[domain badexample.org]\n");
+		else if (k == 40000)
+			len += (size_t)snprintf(buf + len, cap - len,
+			    "[domain a.b.example.org]\n");
+		else
+			len += (size_t)snprintf(buf + len, cap - len,
+			    "[domain d%d.test]\n", k);
+	}
+	cfg = load(buf, &e);
+	free(buf);
+	ck_assert_ptr_nonnull(cfg);
+	/* the file's order, whatever the index's */
+	n = config_domains_under(cfg, "EXAMPLE.ORG.", &idx);
+	ck_assert_uint_eq(n, 3);
+	ck_assert_str_eq(cfg->domains[idx[0]].name, "example.org");
+	ck_assert_str_eq(cfg->domains[idx[1]].name, "mx.example.org");
+	ck_assert_str_eq(cfg->domains[idx[2]].name, "a.b.example.org");
+	free(idx);
+	n = config_domains_under(cfg, "b.example.org", &idx);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_uint_eq(idx[0], 40000);
+	free(idx);
+	ck_assert_uint_eq(config_domains_under(cfg, "xample.org", &idx), 0);
+	ck_assert_ptr_null(idx);
+	n = config_domains_under(cfg, "test", &idx);
+	ck_assert_uint_eq(n, 49996);
+	for (i = 1; i < n; i++)
+		ck_assert_uint_lt(idx[i - 1], idx[i]);
+	free(idx);
+	/* the name order (the daemon's "domains" answer) */
+	ck_assert_str_eq(config_domain_sorted(cfg, 0)->name, "a.b.example.org");
+	ck_assert_str_eq(config_domain_sorted(cfg, 1)->name, "badexample.org");
+	ck_assert_str_eq(config_domain_sorted(cfg, 2)->name, "d0.test");
+	ck_assert_str_eq(config_domain_sorted(cfg, 3)->name, "d1.test");
+	ck_assert_str_eq(config_domain_sorted(cfg, 4)->name, "d10.test");
+	for (i = 1; i < cfg->ndomains; i++)
+		ck_assert_int_lt(strcmp(config_domain_sorted(cfg, i - 1)->name,
+		    config_domain_sorted(cfg, i)->name), 0);
+	ck_assert_str_eq(config_domain_sorted(cfg, 49999)->name,
+	    "mx.example.org");
+	ck_assert_ptr_null(config_domain_sorted(cfg, 50000));
+	config_free(&cfg);
+	errs_free(&e);
+
+	/* a list built by hand (no index): the same answers by the walk */
+	memset(&hand, 0, sizeof(hand));
+	memset(doms, 0, sizeof(doms));
+	doms[0].name = "badexample.org";
+	doms[1].name = "sub.example.org";
+	doms[2].name = "example.org";
+	hand.domains = doms;
+	hand.ndomains = 3;
+	n = config_domains_under(&hand, "Example.Org.", &idx);
+	ck_assert_uint_eq(n, 2);
+	ck_assert_uint_eq(idx[0], 1);
+	ck_assert_uint_eq(idx[1], 2);
+	free(idx);
+	ck_assert_uint_eq(config_domains_under(&hand, "", &idx), 0);
+	/* no index: the file's order */
+	ck_assert_str_eq(config_domain_sorted(&hand, 0)->name, "badexample.org");
+	ck_assert_str_eq(config_domain_sorted(&hand, 2)->name, "example.org");
+}
+END_TEST
+
 START_TEST(test_many_domains)
 {
 	size_t cap = 60000 * 40, len = 0;
@@ -1496,6 +1736,7 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_bad_values);
 	tcase_add_test(tc, test_cross_checks);
 	tcase_add_test(tc, test_error_kinds);
+	tcase_add_test(tc, test_repeated_key_last_wins);
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_multiple_errors);
 	tcase_add_test(tc, test_long_line);
@@ -1525,6 +1766,9 @@ static Suite *config_suite(void)
 	tcase_add_test(tc, test_tls_client_ctx);
 	tcase_add_test(tc, test_tls_handshake);
 	tcase_add_test(tc, test_many_domains);
+	tcase_add_test(tc, test_domtree_labels);
+	tcase_add_test(tc, test_domtree_sort);
+	tcase_add_test(tc, test_domains_under);
 	tcase_add_test(tc, test_proxy_interfaces);
 	tcase_add_test(tc, test_push_keys);
 	tcase_add_test(tc, test_load_global);

@@ -26,6 +26,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "metrics.h"
 #include "odmr.h"
 #include "authc.h"
 #include "passwd.h"
@@ -722,6 +723,100 @@ START_TEST(test_xwait)
 }
 END_TEST
 
+/*
+ * A reload: the waiting session of a user still in the file is kept (no
+ * reply, still waiting), the session of a removed user gets 421, and a
+ * session in the middle of AUTH at the reload is checked once it succeeds.
+ */
+START_TEST(test_reload_sessions)
+{
+	const char *doms[] = { "cust.example" };
+	struct client a, b, m;
+	char r[1024], chal[1024], resp[1024], err[256], *line;
+	uint64_t kept0 = metrics_get(METRIC_ODMR_RELOAD, "kept");
+	uint64_t ended0 = metrics_get(METRIC_ODMR_RELOAD, "ended");
+	FILE *f;
+
+	client_open(&a);
+	client_greeting(&a);
+	client_auth(&a);
+	client_sends(&a, "XWAIT cust.example\r\n");
+	ck_assert_int_eq(client_reply_wait(&a, r, sizeof(r), 200), 0);
+	client_open(&b);
+	client_greeting(&b);
+	ck_assert_int_eq(cmd(&b, "EHLO other.test", r, sizeof(r)), 250);
+	ck_assert_int_eq(cmd(&b, "AUTH CRAM-MD5", r, sizeof(r)), 334);
+	cram_response(r, "other", "othersecret", resp, sizeof(resp));
+	ck_assert_int_eq(cmd(&b, resp, r, sizeof(r)), 235);
+	client_open(&m);
+	client_greeting(&m);
+	ck_assert_int_eq(cmd(&m, "EHLO cust.test", r, sizeof(r)), 250);
+	ck_assert_int_eq(cmd(&m, "AUTH CRAM-MD5", chal, sizeof(chal)), 334);
+
+	/* "other" leaves the password file. */
+	line = passwd_make_entry("cust", "secret", doms, 1, err, sizeof(err));
+	ck_assert_ptr_nonnull(line);
+	f = fopen(cfg->passwd_file, "w");
+	ck_assert_ptr_nonnull(f);
+	fprintf(f, "%s\n", line);
+	fclose(f);
+	free(line);
+	authc_reload(authcl);
+	odmr_reload(o, cfg, NULL);
+
+	ck_assert_int_eq(client_reply(&b, r, sizeof(r)), 421);
+	ck_assert_ptr_nonnull(strstr(r, "4.7.0"));
+	ck_assert_int_eq(client_reply_wait(&a, r, sizeof(r), 300), 0);
+	ck_assert_uint_eq(odmr_waiting_count(o), 1);
+	cram_response(chal, "cust", "secret", resp, sizeof(resp));
+	ck_assert_int_eq(cmd(&m, resp, r, sizeof(r)), 235);
+	ck_assert_int_eq(cmd(&m, "NOOP", r, sizeof(r)), 250);
+	ck_assert_uint_eq(metrics_get(METRIC_ODMR_RELOAD, "kept"), kept0 + 2);
+	ck_assert_uint_eq(metrics_get(METRIC_ODMR_RELOAD, "ended"), ended0 + 1);
+	/* The kept waiter still ends its wait with QUIT as usual. */
+	client_sends(&a, "QUIT\r\n");
+	ck_assert_int_eq(client_reply(&a, r, sizeof(r)), 453);
+	client_close(&a);
+	client_close(&b);
+	client_close(&m);
+}
+END_TEST
+
+/*
+ * The auth process takes the reload check and never answers (its reply
+ * could not be queued): the session must not stay unread for ever; it
+ * gets 421 after ODMR_RECHECK_WAIT (10 s).
+ */
+START_TEST(test_reload_check_unanswered)
+{
+	struct client a;
+	struct authc *mute;
+	char r[1024];
+	int fds[2];
+	double t0;
+
+	client_open(&a);
+	client_greeting(&a);
+	client_auth(&a);
+	client_sends(&a, "XWAIT cust.example\r\n");
+	ck_assert_int_eq(client_reply_wait(&a, r, sizeof(r), 200), 0);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, fds), 0);
+	mute = authc_new(base);
+	authc_set_fd(mute, fds[0]);
+	odmr_set_auth(o, mute);
+	t0 = now_ms();
+	odmr_reload(o, cfg, NULL);
+	ck_assert_int_eq(client_reply_wait(&a, r, sizeof(r), 15000), 421);
+	ck_assert_ptr_nonnull(strstr(r, "4.7.0"));
+	ck_assert(now_ms() - t0 >= 9000);
+	client_close(&a);
+	odmr_set_auth(o, authcl);
+	pump(NULL, 10);
+	authc_free(&mute);
+	close(fds[1]);
+}
+END_TEST
+
 START_TEST(test_xwait_timeout_quit_garbage)
 {
 	struct client c;
@@ -1195,6 +1290,8 @@ static Suite *odmr_suite(void)
 	tcase_add_test(tc, test_timeout_slow_reader);
 	tcase_add_test(tc, test_shutdown_reversed);
 	tcase_add_test(tc, test_xwait);
+	tcase_add_test(tc, test_reload_sessions);
+	tcase_add_test(tc, test_reload_check_unanswered);
 	tcase_add_test(tc, test_xwait_timeout_quit_garbage);
 	suite_add_tcase(s, tc);
 	return s;
