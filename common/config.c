@@ -101,6 +101,7 @@ static void strlist_sort_unique(struct strlist *l)
 
 static const struct config_key config_keys[] = {
 	{ "hostname", CONFIG_GLOBAL, config_set_hostname, G(hostname) },
+	{ "postmaster", CONFIG_GLOBAL, config_set_mailbox, G(postmaster) },
 	{ "queue_dir", CONFIG_GLOBAL, config_set_str, G(queue_dir) },
 	{ "smtp_listen", CONFIG_GLOBAL, config_set_smtp_listen, G(smtp_listen) },
 	{ "odmr_listen", CONFIG_GLOBAL, config_set_odmr_listen, G(odmr_listen) },
@@ -445,6 +446,7 @@ void config_destroy(struct config *cfg)
 
 	free(cfg->path);
 	free(cfg->hostname);
+	free(cfg->postmaster);
 	free(cfg->queue_dir);
 	strlist_free(&cfg->smtp_listen);
 	strlist_free(&cfg->odmr_listen);

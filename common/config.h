@@ -67,6 +67,7 @@ struct config {
 	int refs;		/* config_ref/config_unref; sessions hold one */
 	char *path;
 	char *hostname;
+	char *postmaster;	/* where <Postmaster> goes; NULL: postmaster@hostname */
 	char *queue_dir;
 	struct strlist smtp_listen;	/* "addr:port" / "[v6]:port" */
 	struct strlist odmr_listen;

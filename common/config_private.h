@@ -71,6 +71,8 @@ int config_set_str(struct config_ctx *ctx, void *field, const char *key,
     const char *value);
 int config_set_optstr(struct config_ctx *ctx, void *field,
     const char *key, const char *value);
+int config_set_mailbox(struct config_ctx *ctx, void *field,
+    const char *key, const char *value);
 int config_set_hostname(struct config_ctx *ctx, void *field,
     const char *key, const char *value);
 int config_set_socket(struct config_ctx *ctx, void *field,

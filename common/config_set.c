@@ -232,6 +232,31 @@ int config_set_hostname(struct config_ctx *ctx, void *field,
 	return 0;
 }
 
+/* LOCAL@DOMAIN (postmaster): a plain local part, the domain as a host. */
+int config_set_mailbox(struct config_ctx *ctx, void *field,
+    const char *key, const char *value)
+{
+	char buf[CONFIG_HOST_MAX + 70];
+	const char *at = strrchr(value, '@'), *p;
+
+	if (at == NULL || at == value || at - value > 64 ||
+	    util_strlcpy(buf, at + 1, CONFIG_HOST_MAX) < 0 ||
+	    config_domain_normalize(buf) < 0)
+		return config_bad_value(ctx, key, value, "an address such as "
+		    "admin@example.net");
+	for (p = value; p < at; p++)
+		if (!isalnum((unsigned char)*p) && strchr("!#$%&'*+-/=?^_`{|}~.",
+		    *p) == NULL)
+			return config_bad_value(ctx, key, value, "an address "
+			    "such as admin@example.net");
+	snprintf(buf, sizeof(buf), "%.*s@", (int)(at - value), value);
+	if (util_strlcpy(buf + strlen(buf), at + 1, sizeof(buf) - strlen(buf)) < 0)
+		return config_bad_value(ctx, key, value, "a shorter address");
+	config_domain_normalize(strchr(buf, '@') + 1);
+	config_replace_str(field, buf);
+	return 0;
+}
+
 int config_set_socket(struct config_ctx *ctx, void *field,
     const char *key, const char *value)
 {

@@ -362,6 +362,11 @@ smtpd_cmd_mail(void *arg_ss, char *arg, size_t len)
 static void smtpd_rcpt_add(struct smtpd_session *ss,
     const struct config_domain *dom, const char *addr, const char *orcpt,
     unsigned notify);
+static void smtpd_rcpt_add_to(struct smtpd_session *ss, const char *domain,
+    int hold, int filter, const char *addr, const char *orcpt,
+    unsigned notify);
+static void smtpd_rcpt_postmaster(struct smtpd_session *ss, const char *orcpt,
+    unsigned notify);
 
 /* The deferred RCPT verdict (a probe answered): reply, then read on. */
 static void
@@ -410,8 +415,13 @@ smtpd_cmd_rcpt(void *arg_ss, char *arg, size_t len)
 	/* The relay decision uses the final domain only (source route and
 	 * local-part tricks already stripped by the parser); literals and
 	 * unconfigured names are never ours. */
+	if (path.no_domain) {
+		smtpd_rcpt_postmaster(ss, rp.orcpt[0] != '\0' ? rp.orcpt : NULL,
+		    rp.notify);
+		return 0;
+	}
 	dom = NULL;
-	if (!path.no_domain && !path.literal)
+	if (!path.literal)
 		dom = config_find_domain(ss->cfg, path.domain);
 	if (dom == NULL || path.local_routing) {
 		log_info("NOQUEUE: reject: RCPT from [%s]: 550 5.7.1 <%s>: "
@@ -463,6 +473,37 @@ static void
 smtpd_rcpt_add(struct smtpd_session *ss, const struct config_domain *dom,
     const char *addr, const char *orcpt, unsigned notify)
 {
+	smtpd_rcpt_add_to(ss, dom->name, dom->hold, !dom->milters_none, addr,
+	    orcpt, notify);
+}
+
+/*
+ * RFC 5321 4.5.1: "RCPT TO:<Postmaster>" (no domain) MUST be accepted.
+ * It goes to the postmaster key's address (postmaster@hostname by
+ * default), held or relayed as its domain's section says, or delivered by
+ * MX like a delivery status notification when no section names it.
+ */
+static void
+smtpd_rcpt_postmaster(struct smtpd_session *ss, const char *orcpt,
+    unsigned notify)
+{
+	char *addr = ss->cfg->postmaster != NULL ?
+	    xstrdup(ss->cfg->postmaster) :
+	    xasprintf("postmaster@%s", ss->cfg->hostname);
+	const char *domain = strrchr(addr, '@') + 1;
+	const struct config_domain *dom = config_find_domain(ss->cfg, domain);
+
+	if (dom != NULL)
+		smtpd_rcpt_add(ss, dom, addr, orcpt, notify);
+	else
+		smtpd_rcpt_add_to(ss, domain, 0, 1, addr, orcpt, notify);
+	free(addr);
+}
+
+static void
+smtpd_rcpt_add_to(struct smtpd_session *ss, const char *domain, int hold,
+    int filter, const char *addr, const char *orcpt, unsigned notify)
+{
 	struct smtpd_tx *tx = ss->tx;
 	struct queue_rcpt nr;
 	size_t i;
@@ -477,13 +518,13 @@ smtpd_rcpt_add(struct smtpd_session *ss, const struct config_domain *dom,
 		}
 	memset(&nr, 0, sizeof(nr));
 	nr.addr = xstrdup(addr);
-	nr.domain = xstrdup(dom->name);
+	nr.domain = xstrdup(domain);
 	nr.orcpt = orcpt != NULL ? xstrdup(orcpt) : NULL;
 	nr.notify = notify;
 	nr.state = QUEUE_RCPT_QUEUED;
 	/* held: on demand (0); otherwise due now (set at commit) */
-	nr.next_attempt = dom->hold ? 0 : 1;
-	if (milter_sess_rcpt(ss->milter, addr, !dom->milters_none,
+	nr.next_attempt = hold ? 0 : 1;
+	if (milter_sess_rcpt(ss->milter, addr, filter,
 	    smtpd_milter_rcpt, ss)) {
 		/* the milters decide; input waits (smtpd_milter_rcpt) */
 		ss->mrcpt = nr;

@@ -247,6 +247,40 @@ def test_repeated_key_last_value_counts():
 		    "%r" % m)
 
 
+def test_bare_postmaster_accepted():
+	"""RFC 5321 4.5.1: "RCPT TO:<Postmaster>" with no domain MUST be
+	supported. It got 550 5.7.1. It now goes to the postmaster key's
+	address (postmaster@hostname by default); other domains stay
+	refused."""
+	with Fixture("r4-pm", extra="postmaster = Admin@Example.org\n",
+	    domains=DOMAINS) as d:
+		c = Conn(d.smtp_port)
+		try:
+			c.greet_ehlo()
+			c.expect(250, "MAIL FROM:<r4@client.test>")
+			c.expect(250, "RCPT TO:<Postmaster>", what="bare <Postmaster>")
+			c.expect(550, "RCPT TO:<postmaster@other.test>",
+			    what="postmaster of another domain")
+			c.expect(354, "DATA")
+			c.send(MSG + ".\r\n")
+			qid = queued_id(c.expect(250, what="end of data"))
+			c.expect(221, "QUIT")
+		finally:
+			c.close()
+		m = [x for x in json_messages(d.queue_json()) if x["id"] == qid]
+		check(m and [r["address"] for r in m[0]["recipients"]] ==
+		    ["Admin@example.org"] and m[0]["state"] == "held",
+		    "postmaster mail: %r" % m)
+	with Fixture("r4-pm2", domains=DOMAINS) as d:
+		code, text = send_message(d.smtp_port, "r4@client.test",
+		    ["postmaster"], MSG)
+		check(code == 250, "bare postmaster, default: %s %r" % (code, text))
+		qid = queued_id(text)
+		m = [x for x in json_messages(d.queue_json()) if x["id"] == qid]
+		check(m and m[0]["recipients"][0]["address"] ==
+		    "postmaster@relay.test", "default postmaster: %r" % m)
+
+
 if __name__ == "__main__":
 	run_tests([
 		test_sighup_domain_in_open_session,
@@ -255,4 +289,5 @@ if __name__ == "__main__":
 		test_without_f_goes_to_background,
 		test_queue_json_names_the_domain,
 		test_repeated_key_last_value_counts,
+		test_bare_postmaster_accepted,
 	], "review4")

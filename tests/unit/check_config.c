@@ -272,6 +272,7 @@ END_TEST
 static const char all_keys[] =
     "# full configuration\n"
     "hostname = MX.Example.NET.\n"
+    "postmaster = Hostmaster@Example.NET.\n"
     "queue_dir = /srv/q   # trailing comment\n"
     "smtp_listen = 127.0.0.1:2525, [::1]:2526 127.0.0.2\n"
     "odmr_listen = 127.0.0.1:3366\n"
@@ -344,6 +345,7 @@ START_TEST(test_all_keys)
 	ck_assert_uint_eq(cfg->max_received, 30);
 	ck_assert_uint_eq(cfg->max_errors, 5);
 	ck_assert_uint_eq(cfg->etrn_rate, 2);
+	ck_assert_str_eq(cfg->postmaster, "Hostmaster@example.net");
 	ck_assert_uint_eq(cfg->atrn_rate, 3);
 	ck_assert_uint_eq(cfg->max_deliveries, 8);
 	ck_assert_uint_eq(cfg->max_deliveries_per_dest, 2);
@@ -609,6 +611,8 @@ START_TEST(test_error_kinds)
 	expect_error("hostname = a.b\n\nfoo = 1\n", 3, "unknown key 'foo'");
 	expect_error("hostname\n", 1, "missing '=' (expected 'key = value')");
 	expect_error(" = x\n", 1, "missing key before '='");
+	expect_error("postmaster = nobody\n", 1, "bad value for 'postmaster': "
+	    "'nobody' (expected an address such as admin@example.net)");
 	expect_error("hold = yes\n", 1,
 	    "key 'hold' is only allowed in a [domain] section");
 	expect_error("[domain a.org]\nsmtp_timeout = 5m\n", 2,
