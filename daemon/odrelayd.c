@@ -931,6 +931,12 @@ static int daemonize(void)
 	int p[2], fd;
 	pid_t pid;
 
+	/* Descriptors 0-2 taken first: a pipe end among them would be
+	 * replaced by /dev/null below and the caller never told. */
+	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= STDERR_FILENO)
+		;
+	if (fd > STDERR_FILENO)
+		close(fd);
 	if (pipe(p) < 0) {
 		fprintf(stderr, "odrelayd: pipe: %s\n", strerror(errno));
 		exit(1);
