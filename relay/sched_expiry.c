@@ -278,11 +278,12 @@ static size_t sched_expiry_domains(struct sched *s, size_t age, time_t until,
 	for (size_t d = 0; d < ad->n && read < budget && !s->slice_over; d++) {
 		const char *name = s->cfg->domains[ad->idx[d]].name;
 		char *after = ad->after[d];
+		/* Mostly nothing is due: the first look reads one id. */
+		size_t want = 1;
 		int n, past = 0;
 
 		while (!past && read < budget && !s->slice_over &&
-		    (n = queue_domain_ids(s->q, name, after, ids,
-		    SCHED_DOM_BATCH)) > 0) {
+		    (n = queue_domain_ids(s->q, name, after, ids, want)) > 0) {
 			for (int i = 0; i < n && read < budget; i++) {
 				struct queue_envelope *env = NULL;
 
@@ -301,8 +302,9 @@ static size_t sched_expiry_domains(struct sched *s, size_t age, time_t until,
 				}
 				queue_envelope_free(&env);
 			}
-			if (n < SCHED_DOM_BATCH)
+			if ((size_t)n < want)
 				break;
+			want = SCHED_DOM_BATCH;
 		}
 	}
 	s->walk_label = "queue";
@@ -321,16 +323,22 @@ void sched_expiry_slice(struct sched *s)
 
 	clock_gettime(CLOCK_MONOTONIC, &s->slice_start);
 	s->slice_over = 0;
-	if (s->pend == NULL || s->pend->n == 0)
+	if (s->pend == NULL || s->pend->n == 0) {
+		s->agedoms_wait = 0;
 		for (size_t i = 0; i < s->nages; i++)
 			if (s->agedoms[i].idx != NULL)
 				memset(s->agedoms[i].after, 0, s->agedoms[i].n *
 				    sizeof(*s->agedoms[i].after));
+	}
 	for (size_t i = 0; i < s->nages && budget > 0 && !s->slice_over; i++) {
 		int more = 0;
 		int n;
 
 		if (s->agedoms[i].idx != NULL) {
+			/* New after a reload, with returns still being
+			 * written: they would be read (and returned) again. */
+			if (s->agedoms_wait)
+				continue;
 			budget -= sched_expiry_domains(s, i, now - s->ages[i],
 			    budget);
 			continue;
@@ -493,6 +501,7 @@ void sched_set_ages(struct sched *s)
 	sched_agedoms_free(s, old_n);
 	s->agedoms = xcalloc(s->nages, sizeof(*s->agedoms));
 	sched_set_agedoms(s);
+	s->agedoms_wait = 1;
 	s->walk_label = "queue";
 	/* Both lists ascending: carry the cursors of ages still walked
 	 * through the queue. */

@@ -45,6 +45,7 @@ struct sched {
 	/* per age: the few sections with it as their own lifetime, whose
 	 * indexes are read instead of the queue (NULL: read the queue) */
 	struct sched_age_doms *agedoms;
+	int agedoms_wait;	/* new ones: wait until no return is pending */
 	size_t nages;
 	struct timespec slice_start;
 	int slice_over;
