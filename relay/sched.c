@@ -987,17 +987,20 @@ struct sched *sched_new(struct event_base *base, struct config *cfg,
 	s->tick = event_new(base, -1, EV_PERSIST, sched_tick, s);
 	event_add(s->tick, &tv);
 	s->expiry_ev = evtimer_new(base, sched_expiry_next, s);
-	sched_set_ages(s);
+	sched_set_ages(s, NULL);
 	sched_marks_load(s);
 	return s;
 }
 
 void sched_reload(struct sched *s, struct config *cfg)
 {
-	config_unref(&s->cfg);
+	struct config *old = s->cfg;
+
 	s->cfg = config_ref(cfg);
-	/* Lifetimes may have changed: a new age's cursor starts over. */
-	sched_set_ages(s);
+	/* Lifetimes may have changed: a new age's cursor starts over, and
+	 * so does one that a lowered lifetime now applies to. */
+	sched_set_ages(s, old);
+	config_unref(&old);
 }
 
 size_t sched_active(const struct sched *s)

@@ -21,6 +21,9 @@
  * - A lifetime set by more sections walks the queue like the global
  *   ones (a read of each message once for it, whatever its domain); an
  *   age new at a reload then starts from the oldest message.
+ * - A reload that lowers some mail's lifetime to an age walked through
+ *   the queue restarts that walk at the oldest message (its cursor has
+ *   passed mail that was not due then): one read of the queue.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -463,7 +466,57 @@ static void sched_set_agedoms(struct sched *s)
  * before a reload keeps its cursor; a new one starts from the oldest
  * message.
  */
-void sched_set_ages(struct sched *s)
+/*
+ * After a reload: the ages walked through the queue that a lifetime now
+ * applies to, lowered from a longer one (a section's override removed or
+ * shortened, a section removed, the global one lowered). Their cursors have passed messages
+ * that were not due then and are now: such a walk starts over at the
+ * oldest message (one read of the queue, as for a new age). Ages read
+ * through domain indexes have no cursor and need nothing.
+ */
+static void sched_lowered_ages(struct sched *s, const struct config *old)
+{
+	const struct config *cfg = s->cfg;
+	unsigned char *reset = xcalloc(s->nages, 1);
+
+	if (cfg->queue_lifetime < old->queue_lifetime)
+		reset[sched_age_find(s, cfg->queue_lifetime)] = 1;
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct config_domain *cd = &cfg->domains[i], *od;
+		size_t a = sched_age_find(s, cd->queue_lifetime);
+
+		if (reset[a] || s->agedoms[a].idx != NULL ||
+		    s->ages[a] != cd->queue_lifetime)
+			continue;
+		/* Mostly the same file: the same section at the same place. */
+		if (i < old->ndomains && strcmp(old->domains[i].name, cd->name) == 0)
+			od = &old->domains[i];
+		else
+			od = config_domain_by_name(old, cd->name);
+		if (cd->queue_lifetime < (od != NULL ? od->queue_lifetime :
+		    old->queue_lifetime))
+			reset[a] = 1;
+	}
+	/* A section gone: its mail now has the global lifetime. */
+	for (size_t i = 0, g = sched_age_find(s, cfg->queue_lifetime);
+	    i < old->ndomains && !reset[g]; i++)
+		if (old->domains[i].queue_lifetime > cfg->queue_lifetime &&
+		    config_domain_by_name(cfg, old->domains[i].name) == NULL)
+			reset[g] = 1;
+	for (size_t i = 0; i < s->nages; i++)
+		if (reset[i] && s->agedoms[i].idx == NULL) {
+			/* Before every id: saved like any position, so that
+			 * a restart does not go back to the old one. */
+			memset(s->marks[i], '0', QUEUE_ID_LEN);
+			s->marks[i][QUEUE_ID_LEN] = '\0';
+			s->marks_dirty = 1;
+			log_info("expiry: lifetime %lds lowered for some mail at "
+			    "the reload: its walk starts over", s->ages[i]);
+		}
+	free(reset);
+}
+
+void sched_set_ages(struct sched *s, const struct config *old)
 {
 	const struct config *cfg = s->cfg;
 	long *old_ages = s->ages;
@@ -514,6 +567,8 @@ void sched_set_ages(struct sched *s)
 	}
 	free(old_ages);
 	free(old_marks);
+	if (old != NULL)
+		sched_lowered_ages(s, old);
 }
 
 void sched_bounce(struct sched *s, const char *id, char *reply, size_t replylen)

@@ -66,7 +66,7 @@ void sched_marks_save(struct sched *s, time_t now);
 void sched_marks_load(struct sched *s);
 void sched_expiry_slice(struct sched *s);
 void sched_expiry_next(evutil_socket_t fd, short what, void *arg);
-void sched_set_ages(struct sched *s);
+void sched_set_ages(struct sched *s, const struct config *old);
 void sched_agedoms_free(struct sched *s, size_t n);
 void sched_pend_drop(struct sched *s);
 

@@ -631,8 +631,35 @@ def test_expiry_reads_only_due():
 		check(after["bounced"] == 0, "returned after restart: %r" % after)
 
 
+LOWER_DOMAINS = """
+[domain long.test]
+hold = yes
+queue_lifetime = 1h
+"""
+
+
+def test_expiry_lowered_at_reload():
+	"""A reload that lowers a domain's lifetime to an age the walk has
+	already passed (here: its override removed, the global 3s applies):
+	its messages past the new lifetime are returned, not held forever."""
+	with Fixture("scale-lower", domains=LOWER_DOMAINS,
+	    extra="queue_lifetime = 3s\n") as d:
+		res = send_many(d.smtp_port, "l@long.test", ["long"], 300)
+		check(accepted(res) == ["long"], "long: %r" % res)
+		# The 3s walk reads it (not yet due for long.test: 1h).
+		time.sleep(5)
+		check(any("l@long.test" in msg_rcpts(m)
+		    for m in json_messages(d.queue_json())), "returned early")
+		with open(d.conf, "w") as f:
+			f.write(d.text.replace("queue_lifetime = 1h\n", ""))
+		d.proc.send_signal(signal.SIGHUP)
+		wait_queue(d, lambda j: not any("l@long.test" in msg_rcpts(m)
+		    for m in json_messages(j)), "long.test returned after reload",
+		    timeout=15)
+
+
 if __name__ == "__main__":
 	run_tests([test_early_refusals, test_expiry_among_many,
-	    test_expiry_reads_only_due, test_compact_live,
+	    test_expiry_reads_only_due, test_expiry_lowered_at_reload, test_compact_live,
 	    test_full_disk_atrn_twice, test_atrn_pieces,
 	    test_ctl_daemon_and_file], "scale")
