@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -73,9 +74,19 @@ static void *qwarm_main(void *arg)
 	struct queue_warm *w = arg;
 	volatile unsigned char sink = 0;
 
-	/* Bulk reading for a background scan: on a busy machine the event
-	 * loop should win the CPU (Linux keeps a nice value per thread). */
-	(void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), 10);
+	/* Bulk reading for a background scan: the event loop should win the
+	 * CPU whenever it wants one. SCHED_IDLE makes every other thread
+	 * preempt this one on wake-up (a nice value only lowers its share).
+	 * On a saturated machine the scans then wait (they read only what
+	 * this thread has read: sched_expiry.c), the loop does not. Nice 10
+	 * where that policy is refused. */
+	{
+		struct sched_param sp = { .sched_priority = 0 };
+
+		if (pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp) != 0)
+			(void)setpriority(PRIO_PROCESS,
+			    (id_t)syscall(SYS_gettid), 10);
+	}
 	pthread_mutex_lock(&w->mu);
 	while (!w->stop) {
 		struct qwarm_slot *sl = qwarm_pick(w);
