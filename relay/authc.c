@@ -81,9 +81,28 @@ int authc_up(const struct authc *a)
 	return a != NULL && authchan_is_open(a->ch);
 }
 
-static void authc_unlink(struct authc_req *r)
+/* A request in flight, listed so a lost auth process can end it. */
+static struct authc_req *authc_req_new(struct authc *a, uint32_t id,
+    authc_cb *cb, void *cbarg)
+{
+	struct authc_req *r = xcalloc(1, sizeof(*r));
+
+	r->a = a;
+	r->id = id;
+	r->cb = cb;
+	r->cbarg = cbarg;
+	r->gen = a->gen;
+	LIST_INSERT_HEAD(&a->reqs, r, link);
+	return r;
+}
+
+/* Off the list, and gone. */
+static void authc_req_free(struct authc_req *r)
 {
 	LIST_REMOVE(r, link);
+	free(r->deferred);
+	free(r->claim_ip);
+	free(r);
 }
 
 /* Finish r with a reply of our own (the auth process went away). */
@@ -93,10 +112,7 @@ static void authc_finish(struct authc_req *r, int rc, const char *reply,
 	authc_cb *cb = r->cb;
 	void *cbarg = r->cbarg;
 
-	authc_unlink(r);
-	free(r->deferred);
-	free(r->claim_ip);
-	free(r);
+	authc_req_free(r);
 	cb(cbarg, rc, reply, user, domains);
 }
 
@@ -311,19 +327,13 @@ struct authc_req *authc_start(struct authc *a, const char *ip,
 		if (authc_send(a, AUTHPROTO_START, id, flags, ip, arg) < 0)
 			return NULL;
 	}
-	r = xcalloc(1, sizeof(*r));
-	r->a = a;
-	r->id = id;
-	r->cb = cb;
-	r->cbarg = cbarg;
+	r = authc_req_new(a, id, cb, cbarg);
 	r->waiting = ticket == NULL;
 	r->deferred = ticket;
-	r->gen = a->gen;
 	if (ticket != NULL) {
 		r->claim_ip = xstrdup(ip);
 		r->claim_flags = flags;
 	}
-	LIST_INSERT_HEAD(&a->reqs, r, link);
 	if (ticket != NULL)
 		event_active(a->ev_defer, EV_TIMEOUT, 0);
 	return r;
@@ -341,10 +351,7 @@ int authc_step(struct authc_req *r, const char *line)
 	free(r->claim_ip);
 	r->claim_ip = NULL;
 	if (rc < 0) {
-		authc_unlink(r);
-		free(r->deferred);
-		free(r->claim_ip);
-		free(r);
+		authc_req_free(r);
 		return -1;
 	}
 	r->waiting = 1;
@@ -359,10 +366,7 @@ void authc_cancel(struct authc_req **rp)
 		return;
 	if (authc_up(r->a))
 		(void)authc_send(r->a, AUTHPROTO_CANCEL, r->id, 0, NULL, NULL);
-	authc_unlink(r);
-	free(r->deferred);
-	free(r->claim_ip);
-	free(r);
+	authc_req_free(r);
 	*rp = NULL;
 }
 
@@ -377,14 +381,8 @@ struct authc_req *authc_check(struct authc *a, const char *user,
 	id = authc_new_id(a);
 	if (authc_send(a, AUTHPROTO_CHECK, id, 0, NULL, user) < 0)
 		return NULL;
-	r = xcalloc(1, sizeof(*r));
-	r->a = a;
-	r->id = id;
-	r->cb = cb;
-	r->cbarg = cbarg;
+	r = authc_req_new(a, id, cb, cbarg);
 	r->waiting = 1;
-	r->gen = a->gen;
-	LIST_INSERT_HEAD(&a->reqs, r, link);
 	return r;
 }
 
@@ -408,10 +406,7 @@ void authc_free(struct authc **ap)
 	if (a == NULL)
 		return;
 	while ((r = LIST_FIRST(&a->reqs)) != NULL) {
-		authc_unlink(r);
-		free(r->deferred);
-		free(r->claim_ip);
-		free(r);
+		authc_req_free(r);
 	}
 	authc_pool_clear(a);
 	authchan_free(&a->ch);
