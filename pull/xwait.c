@@ -1,7 +1,9 @@
 /*
  * xwait - registry of sessions waiting for mail, by domain.
  *
- * A fixed hash of domain nodes; each node lists its waiters through links
+ * A hash of domain nodes, doubled as domains come (tens of thousands of
+ * push customers must not make each look-up walk a long chain); each
+ * node lists its waiters through links
  * that live inside the waiter's entry, so adding, cancelling and waking
  * allocate nothing but the entry (and a node the first time a domain is
  * waited for). A node is freed when its last waiter leaves.
@@ -12,7 +14,7 @@
 #include "xmalloc.h"
 #include "xwait.h"
 
-#define XWAIT_BUCKETS 256
+#define XWAIT_BUCKETS_MIN 256
 
 struct xwait_dom;
 
@@ -24,6 +26,7 @@ struct xwait_link {
 
 struct xwait_dom {
 	struct xwait_dom *next;		/* hash chain */
+	unsigned hash;
 	struct xwait_link *head;
 	size_t n;
 	char name[];
@@ -38,7 +41,9 @@ struct xwait_entry {
 };
 
 struct xwait {
-	struct xwait_dom *bucket[XWAIT_BUCKETS];
+	struct xwait_dom **bucket;
+	size_t nbuckets;		/* a power of two */
+	size_t ndoms;
 	size_t nwaiting;
 };
 
@@ -48,7 +53,26 @@ static unsigned xwait_hash(const char *s)
 
 	while (*s != '\0')
 		h = (h ^ (unsigned char)*s++) * 16777619u;
-	return h % XWAIT_BUCKETS;
+	return h;
+}
+
+/* Twice the buckets when there are more domains than buckets. */
+static void xwait_grow(struct xwait *w)
+{
+	size_t n = w->nbuckets * 2;
+	struct xwait_dom **b = xcalloc(n, sizeof(*b));
+
+	for (size_t h = 0; h < w->nbuckets; h++)
+		while (w->bucket[h] != NULL) {
+			struct xwait_dom *d = w->bucket[h];
+
+			w->bucket[h] = d->next;
+			d->next = b[d->hash & (n - 1)];
+			b[d->hash & (n - 1)] = d;
+		}
+	free(w->bucket);
+	w->bucket = b;
+	w->nbuckets = n;
 }
 
 static struct xwait_dom *xwait_dom_find(const struct xwait *w,
@@ -56,36 +80,48 @@ static struct xwait_dom *xwait_dom_find(const struct xwait *w,
 {
 	unsigned h = xwait_hash(domain);
 	struct xwait_dom *d;
+	struct xwait *ww;
 	size_t len;
 
-	for (d = w->bucket[h]; d != NULL; d = d->next)
-		if (strcmp(d->name, domain) == 0)
+	for (d = w->bucket[h & (w->nbuckets - 1)]; d != NULL; d = d->next)
+		if (d->hash == h && strcmp(d->name, domain) == 0)
 			return d;
 	if (!create)
 		return NULL;
+	/* Casting away const: only the create path writes. */
+	ww = (struct xwait *)w;
+	if (ww->ndoms >= ww->nbuckets)
+		xwait_grow(ww);
 	len = strlen(domain);
 	d = xcalloc(1, sizeof(*d) + len + 1);
 	memcpy(d->name, domain, len + 1);
-	/* Casting away const: only the create path writes. */
-	d->next = ((struct xwait *)w)->bucket[h];
-	((struct xwait *)w)->bucket[h] = d;
+	d->hash = h;
+	d->next = ww->bucket[h & (ww->nbuckets - 1)];
+	ww->bucket[h & (ww->nbuckets - 1)] = d;
+	ww->ndoms++;
 	return d;
 }
 
 static void xwait_dom_drop(struct xwait *w, struct xwait_dom *d)
 {
-	struct xwait_dom **pp = &w->bucket[xwait_hash(d->name)];
+	struct xwait_dom **pp = &w->bucket[d->hash & (w->nbuckets - 1)];
 
 	while (*pp != NULL && *pp != d)
 		pp = &(*pp)->next;
-	if (*pp == d)
+	if (*pp == d) {
 		*pp = d->next;
+		w->ndoms--;
+	}
 	free(d);
 }
 
 struct xwait *xwait_new(void)
 {
-	return xcalloc(1, sizeof(struct xwait));
+	struct xwait *w = xcalloc(1, sizeof(*w));
+
+	w->nbuckets = XWAIT_BUCKETS_MIN;
+	w->bucket = xcalloc(w->nbuckets, sizeof(*w->bucket));
+	return w;
 }
 
 /* Unlink e from every domain; the entry itself stays. */
@@ -192,7 +228,7 @@ size_t xwait_domain_count(const struct xwait *w, const char *domain)
 void xwait_foreach_domain(const struct xwait *w,
     void (*fn)(void *arg, const char *domain, size_t waiting), void *arg)
 {
-	for (size_t h = 0; h < XWAIT_BUCKETS; h++)
+	for (size_t h = 0; h < w->nbuckets; h++)
 		for (const struct xwait_dom *d = w->bucket[h]; d != NULL;
 		    d = d->next)
 			fn(arg, d->name, d->n);
@@ -204,7 +240,7 @@ void xwait_free(struct xwait **wp)
 
 	if (w == NULL)
 		return;
-	for (size_t h = 0; h < XWAIT_BUCKETS; h++) {
+	for (size_t h = 0; h < w->nbuckets; h++) {
 		while (w->bucket[h] != NULL) {
 			struct xwait_dom *d = w->bucket[h];
 
@@ -220,6 +256,7 @@ void xwait_free(struct xwait **wp)
 			free(d);
 		}
 	}
+	free(w->bucket);
 	free(w);
 	*wp = NULL;
 }

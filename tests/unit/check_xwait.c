@@ -102,6 +102,58 @@ START_TEST(test_many)
 }
 END_TEST
 
+static void count_domain(void *arg, const char *domain, size_t waiting)
+{
+	size_t *n = arg;
+
+	(void)domain;
+	n[0]++;
+	n[1] += waiting;
+}
+
+/* Tens of thousands of domains: the table grows under entries that
+ * stay linked, and every look-up, wake-up and cancel still finds them. */
+START_TEST(test_many_domains_grow)
+{
+	enum { N = 20000 };
+	struct xwait *w = xwait_new();
+	static struct waker k[N];
+	static struct xwait_entry *e[N];
+	static char names[N + 1][32];
+	size_t i, seen[2] = { 0, 0 }, woken = 0;
+
+	for (i = 0; i <= N; i++)
+		snprintf(names[i], sizeof(names[i]), "c%zu.example", i);
+	for (i = 0; i < N; i++) {
+		const char *d[] = { names[i], names[i + 1] };
+
+		k[i].woken = 0;
+		k[i].cancel = NULL;
+		e[i] = xwait_add(w, d, 2, wake, &k[i]);
+	}
+	ck_assert_uint_eq(xwait_count(w), N);
+	ck_assert_uint_eq(xwait_domain_count(w, names[0]), 1);
+	ck_assert_uint_eq(xwait_domain_count(w, names[N / 2]), 2);
+	ck_assert_uint_eq(xwait_domain_count(w, names[N]), 1);
+	xwait_foreach_domain(w, count_domain, seen);
+	ck_assert_uint_eq(seen[0], N + 1);
+	ck_assert_uint_eq(seen[1], 2 * N);
+	/* The odd ones leave; each even one is woken by its own domain. */
+	for (i = 1; i < N; i += 2)
+		xwait_cancel(&e[i]);
+	for (i = 0; i < N; i += 2)
+		woken += xwait_arrived(w, names[i]);
+	ck_assert_uint_eq(woken, N / 2);
+	for (i = 0; i < N; i++)
+		ck_assert_int_eq(k[i].woken, i % 2 == 0);
+	ck_assert_uint_eq(xwait_count(w), 0);
+	seen[0] = seen[1] = 0;
+	xwait_foreach_domain(w, count_domain, seen);
+	ck_assert_uint_eq(seen[0], 0);
+	xwait_free(&w);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("xwait");
@@ -112,6 +164,7 @@ int main(void)
 	tcase_add_test(tc, test_wake_by_domain);
 	tcase_add_test(tc, test_duplicate_domain_and_cancel_in_callback);
 	tcase_add_test(tc, test_many);
+	tcase_add_test(tc, test_many_domains_grow);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
